@@ -1,0 +1,201 @@
+"""The module catalog: MCUs, AT dialects, modules and USB ids, loaded from ``modules.toml``.
+
+Everything module-specific lives in the TOML file so that a new module, or a
+correction from a real device's trace, is a data change. This module only
+turns the file into typed, read-only objects and answers look-ups.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Range:
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """First address after the range."""
+        return self.start + self.size
+
+    def __contains__(self, addr: object) -> bool:
+        return isinstance(addr, int) and self.start <= addr < self.end
+
+
+@dataclass(frozen=True)
+class Region(Range):
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Mcu:
+    key: str
+    name: str
+    core: str
+    flash: Range
+    ram: Range
+    page_size: int
+    page_erase_ms: float
+    program_unit: int
+    program_unit_us: float
+
+
+@dataclass(frozen=True)
+class Dialect:
+    key: str
+    data: dict[str, Any]
+
+    def __getitem__(self, item: str) -> Any:
+        return self.data[item]
+
+    def get(self, item: str, default: Any = None) -> Any:
+        return self.data.get(item, default)
+
+
+@dataclass(frozen=True)
+class UsbId:
+    vid: int
+    pid: int
+    name: str
+    probably: str
+    module: str | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Firmware at or above ``firmware_min`` needs a bootloader at or above ``bootloader_min``."""
+
+    firmware_min: str
+    bootloader_min: str
+    why: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Module:
+    key: str
+    name: str
+    family: str
+    mcu: Mcu
+    dialect: Dialect
+    boot_dialect: Dialect
+    protocol: str
+    bauds: tuple[int, ...]
+    app_version_pattern: str
+    bootloader_version_pattern: str
+    swd_target: str
+    regions: tuple[Region, ...]
+    rules: tuple[Rule, ...] = ()
+    aliases: tuple[str, ...] = ()
+    swd_options: dict[str, Any] = field(default_factory=dict)
+    inferred: tuple[str, ...] = ()
+
+    def region(self, name: str) -> Region:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise KeyError(f"{self.name} has no region {name!r}")
+
+    def has_region(self, name: str) -> bool:
+        return any(r.name == name for r in self.regions)
+
+    @property
+    def app(self) -> Region:
+        return self.region("application")
+
+    def region_at(self, addr: int) -> Region | None:
+        for r in self.regions:
+            if addr in r:
+                return r
+        return None
+
+    def find_app_version(self, data: bytes) -> str | None:
+        """The first application version string in ``data`` (see ``app_version_pattern``)."""
+        m = re.search(self.app_version_pattern.encode(), data)
+        return m.group(0).decode() if m else None
+
+    def find_bootloader_version(self, data: bytes) -> str | None:
+        m = re.search(self.bootloader_version_pattern.encode(), data)
+        return m.group(0).decode() if m else None
+
+
+class Catalog:
+    """All known modules, MCUs, dialects and USB ids."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.mcus = {k: _mcu(k, v) for k, v in raw["mcu"].items()}
+        self.dialects = {k: Dialect(k, v) for k, v in raw["dialect"].items()}
+        self.modules: dict[str, Module] = {}
+        self.usb_ids: list[UsbId] = []
+        for key, m in raw["module"].items():
+            module = Module(
+                key=key, name=m["name"], family=m["family"], mcu=self.mcus[m["mcu"]],
+                dialect=self.dialects[m["dialect"]], boot_dialect=self.dialects[m["boot_dialect"]],
+                protocol=m["protocol"], bauds=tuple(m["bauds"]),
+                app_version_pattern=m["app_version_pattern"],
+                bootloader_version_pattern=m["bootloader_version_pattern"],
+                swd_target=m["swd_target"],
+                regions=tuple(Region(r["start"], r["size"], r["name"]) for r in m["region"]),
+                rules=tuple(Rule(r["firmware_min"], r["bootloader_min"], r["why"], r["source"])
+                            for r in m.get("rule", [])),
+                aliases=tuple(m.get("aliases", [])), swd_options=dict(m.get("swd_options", {})),
+                inferred=tuple(m.get("inferred", [])),
+            )
+            self.modules[key] = module
+            for u in m.get("usb_id", []):
+                self.usb_ids.append(UsbId(u["vid"], u["pid"], f"{module.name} ({u['note']})",
+                                          f"{module.name}, {u['mode']} mode", key, u["mode"]))
+        for b in raw.get("usb_bridge", []):
+            self.usb_ids.append(UsbId(b["vid"], b["pid"], b["name"], b["probably"]))
+
+    def module(self, name: str) -> Module:
+        """Look a module up by key, name or alias (case-insensitive)."""
+        want = name.strip().lower()
+        for m in self.modules.values():
+            if want in (m.key, m.name.lower(), *m.aliases):
+                return m
+        raise KeyError(name)
+
+    def usb(self, vid: int | None, pid: int | None) -> UsbId | None:
+        for u in self.usb_ids:
+            if u.vid == vid and u.pid == pid:
+                return u
+        return None
+
+    def modules_with_mcu(self, mcu: Mcu) -> list[Module]:
+        return [m for m in self.modules.values() if m.mcu.key == mcu.key]
+
+
+def _mcu(key: str, v: dict[str, Any]) -> Mcu:
+    return Mcu(key=key, name=v["name"], core=v["core"],
+               flash=Range(v["flash"]["start"], v["flash"]["size"]),
+               ram=Range(v["ram"]["start"], v["ram"]["size"]),
+               page_size=v["page_size"], page_erase_ms=v["page_erase_ms"],
+               program_unit=v["program_unit"], program_unit_us=v["program_unit_us"])
+
+
+@lru_cache(maxsize=1)
+def load() -> Catalog:
+    """The catalog shipped with rakflash."""
+    text = resources.files("rakflash").joinpath("modules.toml").read_text(encoding="utf-8")
+    return Catalog(tomllib.loads(text))
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """The first dotted number in a version string: ``V3.0.0.14.H`` → ``(3, 0, 0, 14)``,
+    ``RUI_BOOT_0.8_STM32WLE5CC`` → ``(0, 8)``."""
+    m = re.search(r"\d+(?:\.\d+)*", text)
+    return tuple(int(x) for x in m.group(0).split(".")) if m else ()

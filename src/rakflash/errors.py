@@ -1,0 +1,212 @@
+"""One exception hierarchy for everything rakflash can refuse or fail at.
+
+Every error carries a short machine name (``name``, used as the JSON ``error``
+value), a one-line message saying what went wrong, and a ``hint`` saying what
+to do next. The CLI prints ``error: <message>`` and ``hint: <hint>`` and exits
+with the class's ``exit_code``; it never shows a traceback for these.
+
+Exit codes (documented in the README):
+
+==  =====================================================================
+0   success
+1   unexpected internal error (a bug: please report it with ``--trace``)
+2   usage error (bad command-line arguments)
+3   image problem (missing, unreadable, malformed, wrong target)
+4   serial port problem (missing, busy, disconnected)
+5   device problem (silent, flooding, garbage, unknown)
+6   plan refused before anything was written
+7   transfer failed (timeout, cancelled, too many retries)
+8   verification failed after the transfer
+9   could not enter the bootloader
+10  confirmation needed but nobody can answer (use ``--yes``)
+130 interrupted by the user (Ctrl-C)
+==  =====================================================================
+"""
+
+from __future__ import annotations
+
+
+class RakflashError(Exception):
+    """Base of all errors rakflash reports to a person."""
+
+    name = "error"
+    exit_code = 1
+    hint = "Run again with --trace FILE and report the problem with that file attached."
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+        self.details = details
+
+    def to_dict(self) -> dict:
+        return {"error": self.name, "message": self.message, "hint": self.hint, **self.details}
+
+
+# --- images ---------------------------------------------------------------
+
+class ImageError(RakflashError):
+    name = "image-error"
+    exit_code = 3
+    hint = "Check that the file is the firmware you meant (.bin or Intel .hex)."
+
+
+class ImageNotFound(ImageError):
+    name = "image-not-found"
+    hint = "Check the path; give the firmware file itself, not its folder."
+
+
+class ImageEmpty(ImageError):
+    name = "image-empty"
+    hint = "The file has no data: download the firmware again."
+
+
+class ImageFormatError(ImageError):
+    """The file is not a well-formed .bin / .hex / blob."""
+
+    name = "image-format"
+    hint = "The file is damaged or not firmware: download it again and compare its SHA-256."
+
+
+class ImageTargetError(ImageError):
+    """The image is for another MCU or module, or its target can't be told."""
+
+    name = "image-target"
+    hint = "Use the firmware built for this module, or name the module with --module."
+
+
+# --- ports and links ------------------------------------------------------
+
+class PortError(RakflashError):
+    name = "port-error"
+    exit_code = 4
+    hint = "Run 'rakflash ports' to see which serial ports exist."
+
+
+class PortNotFound(PortError):
+    name = "port-not-found"
+    hint = "Run 'rakflash ports' to list serial ports, and check the cable."
+
+
+class PortBusy(PortError):
+    name = "port-busy"
+    hint = "Close the other program using the port (serial monitor, IDE, another rakflash), then retry."
+
+
+class PortDisconnected(PortError):
+    name = "port-disconnected"
+    hint = ("The port went away (cable pulled or module reset its USB). Reconnect it and run the "
+            "same command again: the module waits in its bootloader and the update resumes.")
+
+
+# --- devices --------------------------------------------------------------
+
+class DeviceError(RakflashError):
+    name = "device-error"
+    exit_code = 5
+
+
+class NoResponse(DeviceError):
+    name = "no-response"
+    hint = ("Check the wiring (TX to RX, RX to TX, common GND), that the module is powered, "
+            "and the baud rate (--baud); press the module's reset button and retry.")
+
+
+class Flooding(DeviceError):
+    name = "flooding"
+    hint = ("The firmware on the module prints without pause, so it can't hear commands. "
+            "Press the module's reset button while rakflash retries, or add a delay at the "
+            "start of setup() in your sketch.")
+
+
+class GarbageReply(DeviceError):
+    name = "garbage"
+    hint = ("The answers are not readable text: the baud rate is probably wrong (try --baud), "
+            "or the wiring is noisy.")
+
+
+class UnknownDevice(DeviceError):
+    name = "unknown-device"
+    hint = "Name the module with --module (see 'rakflash modules')."
+
+
+# --- plans ------------------------------------------------------------------
+
+class PlanRefused(RakflashError):
+    name = "plan-refused"
+    exit_code = 6
+
+
+class WrongTarget(PlanRefused):
+    name = "wrong-target"
+    hint = "Use the firmware built for this module."
+
+
+class ImageTooLarge(PlanRefused):
+    name = "image-too-large"
+    hint = "This firmware does not fit the module's application region: build a smaller one or pick the right module."
+
+
+class TouchesBootloader(PlanRefused):
+    name = "touches-bootloader"
+    hint = "Over the serial bootloader only the application can be written; use 'rakflash recover' for a bootloader image."
+
+
+class BootloaderTooOld(PlanRefused):
+    name = "bootloader-too-old"
+
+
+class AlreadyUpToDate(PlanRefused):
+    name = "already-up-to-date"
+    exit_code = 0
+    hint = "Nothing to do. Use --force to write it again anyway."
+
+
+# --- transfers --------------------------------------------------------------
+
+class TransferError(RakflashError):
+    name = "transfer-error"
+    exit_code = 7
+    hint = ("The module stays in its bootloader: run the same command again to finish the update.")
+
+
+class TransferTimeout(TransferError):
+    name = "transfer-timeout"
+
+
+class TransferCancelled(TransferError):
+    name = "transfer-cancelled"
+
+
+class TooManyRetries(TransferError):
+    name = "too-many-retries"
+
+
+class DeviceRejected(TransferError):
+    """The device answered with an error status (AMOTA status codes and alike)."""
+
+    name = "device-rejected"
+
+
+class VerifyFailed(RakflashError):
+    name = "verify-failed"
+    exit_code = 8
+    hint = "Run the same command again; if it fails twice, run 'rakflash doctor --port PORT'."
+
+
+class BootEntryFailed(RakflashError):
+    name = "boot-entry-failed"
+    exit_code = 9
+
+
+class ConfirmationNeeded(RakflashError):
+    name = "confirmation-needed"
+    exit_code = 10
+    hint = "Run again with --yes to confirm without a prompt."
+
+
+class Aborted(RakflashError):
+    name = "aborted"
+    exit_code = 10
+    hint = "Nothing was written."

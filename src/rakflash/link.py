@@ -1,0 +1,215 @@
+"""The serial link: a byte pipe with a deadline on every read.
+
+pyserial does the port work, so plain device paths, pseudo-terminals and
+``socket://host:port`` URLs all work. On top of it this module adds what a
+flashing tool needs and pyserial does not give directly:
+
+* every read takes a timeout and never blocks past it;
+* line reading for AT dialogues (lines end at CR, LF or both);
+* raw traffic recording to a trace file (see :mod:`rakflash.trace`);
+* errors mapped to :mod:`rakflash.errors` (missing, busy, disconnected port).
+
+Protocols only need :class:`ByteChannel`: ``read(n, timeout)`` and ``write``.
+The simulator's UART and the trace replayer implement the same two methods.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import Protocol
+
+import serial
+
+from .errors import PortBusy, PortDisconnected, PortError, PortNotFound
+from .trace import TraceWriter
+
+
+class ByteChannel(Protocol):
+    """What a wire protocol needs from the thing underneath it."""
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Return up to ``n`` bytes; return early once ``n`` arrived, else at the deadline."""
+
+    def write(self, data: bytes) -> None:
+        """Send ``data``."""
+
+
+class Deadline:
+    """A point in time; ``remaining()`` never goes below zero."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.end
+
+
+class Link:
+    """An open serial port with deadlines, line reading and tracing."""
+
+    def __init__(self, port: str, baud: int = 115200, *, parity: str = "N",
+                 trace: TraceWriter | None = None, exclusive: bool = True) -> None:
+        self.port_name = port
+        self.trace = trace
+        self._pending = bytearray()
+        try:
+            kwargs = {"exclusive": exclusive} if "://" not in port else {}
+            self._ser = serial.serial_for_url(port, baudrate=baud, parity=parity,
+                                              timeout=0, write_timeout=10, **kwargs)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise _open_error(port, exc) from None
+        if trace:
+            trace.event("open", port=port, baud=baud, parity=parity)
+
+    # -- context management -------------------------------------------------
+    def __enter__(self) -> "Link":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._ser is not None:
+            try:
+                self._ser.close()
+            except Exception:  # closing a vanished port must not mask the real error
+                pass
+            self._ser = None
+            if self.trace:
+                self.trace.event("close")
+
+    # -- settings -------------------------------------------------------------
+    @property
+    def baud(self) -> int:
+        return self._ser.baudrate
+
+    @baud.setter
+    def baud(self, value: int) -> None:
+        self._ser.baudrate = value
+        if self.trace:
+            self.trace.event("baud", baud=value)
+
+    def set_lines(self, *, rts: bool | None = None, dtr: bool | None = None) -> None:
+        """Drive the modem control lines (used for wired reset / boot pins)."""
+        if rts is not None:
+            self._ser.rts = rts
+        if dtr is not None:
+            self._ser.dtr = dtr
+        if self.trace:
+            self.trace.event("lines", rts=rts, dtr=dtr)
+
+    # -- byte I/O --------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.trace:
+            self.trace.data("tx", data)
+        try:
+            self._ser.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise PortDisconnected(f"writing to {self.port_name} failed: {_reason(exc)}") from None
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes: early once ``n`` arrived, else whatever came by the deadline."""
+        out = bytearray()
+        if self._pending:
+            out += self._pending[:n]
+            del self._pending[:n]
+        if len(out) < n:
+            out += self._read_port(n - len(out), timeout)
+        return bytes(out)
+
+    def read_available(self, timeout: float = 0.0) -> bytes:
+        """Everything already received (waiting at most ``timeout`` for the first byte)."""
+        out = bytes(self._pending)
+        self._pending.clear()
+        if not out:
+            out = self._read_port(1, timeout)
+        try:
+            waiting = self._ser.in_waiting
+        except (serial.SerialException, OSError) as exc:
+            raise PortDisconnected(f"{self.port_name} went away: {_reason(exc)}") from None
+        if waiting:
+            out += self._read_port(waiting, 0)
+        return out
+
+    def _read_port(self, n: int, timeout: float) -> bytes:
+        self._ser.timeout = max(0.0, timeout)
+        try:
+            data = self._ser.read(n)
+        except (serial.SerialException, OSError) as exc:
+            raise PortDisconnected(f"{self.port_name} went away: {_reason(exc)}") from None
+        if data and self.trace:
+            self.trace.data("rx", data)
+        return data
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front of the receive stream."""
+        self._pending[:0] = data
+
+    def discard_input(self) -> bytes:
+        """Drop what has arrived but was not read yet; return it (for diagnostics)."""
+        dropped = bytes(self._pending)
+        self._pending.clear()
+        return dropped + self.read_available()
+
+    # -- lines ----------------------------------------------------------------
+    def read_line(self, timeout: float, *, max_len: int = 4096) -> bytes | None:
+        """The next non-empty line (without CR/LF), or ``None`` at the deadline.
+
+        A line ends at CR, LF or CRLF. If ``max_len`` bytes arrive without an
+        end of line they are returned as a line, so a flood can't grow memory.
+        """
+        deadline = Deadline(timeout)
+        while True:
+            line = self._take_line(max_len)
+            if line is not None:
+                return line
+            chunk = self._read_port(max(1, min(256, self._ser.in_waiting or 1)), deadline.remaining())
+            if not chunk:
+                if deadline.expired:
+                    return None
+                continue
+            self._pending += chunk
+
+    def _take_line(self, max_len: int) -> bytes | None:
+        buf = self._pending
+        while buf[:1] in (b"\r", b"\n"):
+            del buf[:1]
+        for i, b in enumerate(buf):
+            if b in (0x0D, 0x0A):
+                line = bytes(buf[:i])
+                del buf[:i + 1]
+                return line
+            if i + 1 >= max_len:
+                line = bytes(buf[:max_len])
+                del buf[:max_len]
+                return line
+        return None
+
+    def write_line(self, text: str, ending: str = "\r\n") -> None:
+        self.write((text + ending).encode("ascii"))
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip() or exc.__class__.__name__
+
+
+def _open_error(port: str, exc: BaseException) -> PortError:
+    err = getattr(exc, "errno", None)
+    text = str(exc)
+    if err in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
+        return PortNotFound(f"serial port {port} does not exist")
+    if err in (errno.EBUSY, errno.EAGAIN) or "exclusively lock" in text \
+            or "busy" in text.lower():
+        return PortBusy(f"serial port {port} is in use by another program")
+    if err == errno.EACCES or "Permission denied" in text:
+        return PortError(f"no permission to open {port}",
+                         hint="Add yourself to the 'dialout' group (then log in again), or run with sudo.")
+    if "Connection refused" in text:
+        return PortNotFound(f"nothing listens at {port}")
+    return PortError(f"cannot open {port}: {_reason(exc)}")
