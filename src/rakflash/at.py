@@ -1,0 +1,136 @@
+"""AT dialogues: the three consoles rakflash talks to, as data from the catalog.
+
+* ``rui3`` — RUI3 applications: ``AT+VER=?`` → ``AT+VER=<value>`` then ``OK``;
+  failures are words (``AT_ERROR``, ``AT_COMMAND_NOT_FOUND``, …).
+* ``rui-v3`` — RUI v3 applications (RAK811, RAK4270): ``at+version`` →
+  ``OK V3.0.0.14.H``; failures ``ERROR: <code>``.
+* ``rui-boot`` — the RUI bootloader console: a reply is one line, never ``OK``;
+  unknown commands get ``AT not support.``.
+
+:func:`parse_reply` is pure (lines in, :class:`AtReply` out) so it can be
+property-tested; :class:`AtConsole` runs a command over a link with a deadline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .catalog import Dialect
+from .link import Deadline, Link
+
+
+@dataclass
+class AtReply:
+    """The outcome of one AT command."""
+
+    status: str                   # "ok", "error" or "none" (no complete reply by the deadline)
+    value: str | None = None      # the information part, if any
+    error: str | None = None      # error word or "ERROR: n" text
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _is_text(line: str) -> bool:
+    return all(32 <= ord(c) < 127 or c == "\t" for c in line)
+
+
+def parse_reply(dialect: Dialect, command: str, lines: list[str]) -> AtReply:
+    """Interpret the lines received after ``command`` (possibly still incomplete)."""
+    kind = dialect.key
+    if kind == "rui-boot":
+        for line in lines:
+            if line == dialect["banner"] or line.lower() == command.lower():
+                continue
+            if line == dialect["unsupported"]:
+                return AtReply("error", error=line, lines=lines)
+            return AtReply("ok", value=line, lines=lines)
+        return AtReply("none", lines=lines)
+    if kind == "rui-v3":
+        prefix = dialect["error_prefix"]
+        for i, line in enumerate(lines):
+            if line.startswith(prefix):
+                code = line[len(prefix):].strip()
+                meaning = dialect.get("error_codes", {}).get(code)
+                return AtReply("error", error=f"{prefix} {code}" + (f" ({meaning})" if meaning else ""),
+                               lines=lines)
+            if line.startswith(dialect["ok"]):
+                rest = [line[len(dialect["ok"]):].strip(), *lines[i + 1:]]
+                value = "\n".join(x for x in rest if x) or None
+                return AtReply("ok", value=value, lines=lines)
+        return AtReply("none", lines=lines)
+    # rui3
+    # A query (AT+X=?) is answered by "AT+X=<value>" then OK; lines before
+    # that answer are left-overs of an earlier exchange and are skipped.
+    errors = set(dialect["errors"])
+    name = command.split("=", 1)[0].upper()
+    query = command.endswith("=?")
+    info: list[str] = []
+    for line in lines:
+        if line.upper() == command.upper():
+            continue  # echo
+        answered = bool(info) or not query
+        if line == dialect["ok"] and answered:
+            return AtReply("ok", value="\n".join(info) or None, lines=lines)
+        if line in errors:
+            return AtReply("error", error=line, lines=lines)
+        if line.upper().startswith(name + "="):
+            info.append(line[len(name) + 1:])
+        elif not query and line != dialect["ok"]:
+            info.append(line)
+    return AtReply("none", lines=lines)
+
+
+def format_reply(dialect: Dialect, command: str, value: str | None, error: str | None = None) -> list[str]:
+    """The lines a device of ``dialect`` sends for a reply (the inverse of :func:`parse_reply`)."""
+    kind = dialect.key
+    if kind == "rui-boot":
+        return [error or dialect["unsupported"]] if error is not None else [value or ""]
+    if kind == "rui-v3":
+        if error is not None:
+            return [f"{dialect['error_prefix']} {error}"]
+        return [f"{dialect['ok']} {value}" if value else dialect["ok"]]
+    if error is not None:
+        return [error]
+    name = command.split("=", 1)[0]
+    return ([f"{name}={value}"] if value is not None else []) + [dialect["ok"]]
+
+
+class AtConsole:
+    """Send AT commands of one dialect over a link and collect the replies."""
+
+    def __init__(self, link: Link, dialect: Dialect) -> None:
+        self.link = link
+        self.dialect = dialect
+
+    def command(self, command: str, timeout: float = 1.0, *, settle: float = 0.02) -> AtReply:
+        """Send ``command`` and wait (at most ``timeout``) for a complete reply.
+
+        The bootloader console never says ``OK``, so its reply is complete with
+        its first line; ``settle`` then catches a second line if one follows.
+        """
+        self.link.write_line(command, self.dialect.get("line_ending", "\r\n"))
+        deadline = Deadline(timeout)
+        lines: list[str] = []
+        while True:
+            raw = self.link.read_line(deadline.remaining())
+            if raw is None:
+                # Keep an unterminated tail as a last line: garbage shows up here.
+                tail = self.link.discard_input()
+                if tail:
+                    lines.append(tail.decode("latin-1"))
+                return parse_reply(self.dialect, command, lines)
+            lines.append(raw.decode("latin-1").strip())
+            reply = parse_reply(self.dialect, command, lines)
+            if reply.status != "none":
+                return reply
+
+
+def looks_like_text(data: bytes) -> bool:
+    """Mostly printable ASCII with line breaks: what a console at the right baud sends."""
+    if not data:
+        return False
+    good = sum(1 for b in data if 32 <= b < 127 or b in (9, 10, 13))
+    return good >= 0.9 * len(data)

@@ -1,0 +1,1 @@
+"""The decisions: identify, plan, enter the bootloader, update, verify — as readable steps."""
