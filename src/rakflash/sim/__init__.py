@@ -1,0 +1,7 @@
+"""Virtual RAK modules on pseudo-terminals: ``rakflash sim`` and the test suite's devices."""
+
+from .device import Mode, SimOptions, VirtualModule
+from .modules import create
+from .uart import Faults
+
+__all__ = ["Mode", "SimOptions", "VirtualModule", "Faults", "create"]

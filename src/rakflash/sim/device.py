@@ -1,0 +1,298 @@
+"""A virtual module: flash, a UART on a pty, an application and a bootloader.
+
+The module runs in its own thread like an MCU: at reset its bootloader decides
+(boot request flag, application valid?) whether to stay or to jump to the
+application; the application speaks its AT dialect; ``AT+BOOT`` requests the
+bootloader and resets. The bootloader speaks the RUI bootloader console and,
+on ``at+update``, runs the module's update protocol (subclasses provide it).
+
+Which firmware "runs" is decided by the flash contents: the application
+reports the first version string of the catalog's pattern found in its
+region, and the bootloader the string at its version address. Flash the
+bytes of another version and the module becomes that version.
+
+Facts modelled here come from DESIGN.md §2 (RUI3 sources); where the real
+boot flag encoding is not known, the flag is kept as module state instead of
+invented bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..catalog import Module
+from . import firmware
+from .flash import Flash
+from .uart import Faults, PowerCut, PtyUart
+
+
+class Mode(str, enum.Enum):
+    APP = "app"
+    BOOTLOADER = "bootloader"
+
+
+@dataclass
+class SimOptions:
+    """How to build a virtual module (each maps to a ``rakflash sim`` flag)."""
+
+    baud: int = 115200
+    latency_ms: float = 1.0
+    state: str = "app"
+    flash_scale: float = 1.0
+    strict_baud: bool = True
+    bootloader_version: str | None = None
+    app_version: str | None = None
+    app_size: int = 96 * 1024
+    sketch: str = "quiet"                 # "quiet" or "flooding"
+    flood_after: float = 0.8              # seconds a flooding sketch stays quiet after reset
+    faults: Faults = field(default_factory=Faults)
+    serial_number: str = "SIM0000001"
+
+
+class VirtualModule:
+    """Base of the virtual modules; see :mod:`rakflash.sim.modules` for the concrete ones."""
+
+    app_line_max = 256
+    boot_line_max = 64   # RUI bootloader line buffer (DESIGN.md §2)
+
+    def __init__(self, module: Module, options: SimOptions | None = None) -> None:
+        self.module = module
+        self.opts = options or SimOptions()
+        o = self.opts
+        self.flash = Flash(module.mcu, time_scale=o.flash_scale)
+        boot_v, app_v, _ = firmware.DEFAULT_VERSIONS[module.key]
+        self._boot_version_default = o.bootloader_version or boot_v
+        for addr, data in firmware.bootloader_image(module, self._boot_version_default).items():
+            self.flash.load(addr, data)
+        self.flash.load(module.app.start, firmware.app_image(module, o.app_version or app_v, o.app_size))
+        self.app_valid = True        # set by a completed update, cleared when one starts
+        self.boot_request = o.state == Mode.BOOTLOADER.value
+        self.settings: dict[str, str] = {
+            "DEVEUI": "AC1F09FFFE000001", "APPEUI": "0000000000000000",
+            "APPKEY": "00000000000000000000000000000000", "BAND": "4",
+        }
+        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
+                            strict_baud=o.strict_baud)
+        self.mode: Mode | None = None
+        self.resets = 0
+        self.updates = 0
+        self._stop = False
+        self._booted_at = time.monotonic()
+        self._mode_changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{module.key}")
+
+    # ------------------------------------------------------------ control
+    @property
+    def port(self) -> str:
+        return self.uart.path
+
+    def start(self) -> "VirtualModule":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop = True
+        self.uart.close()
+        self._thread.join(timeout=2)
+
+    def __enter__(self) -> "VirtualModule":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def press_reset(self) -> None:
+        """The reset button: the MCU restarts wherever it is."""
+        self.uart.cut_power()
+
+    def wait_mode(self, mode: Mode | str, timeout: float = 5.0) -> bool:
+        """Wait until the module runs ``mode`` (for tests)."""
+        end = time.monotonic() + timeout
+        with self._mode_changed:
+            while self.mode != Mode(mode):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._mode_changed.wait(left)
+        return True
+
+    def _set_mode(self, mode: Mode) -> None:
+        with self._mode_changed:
+            self.mode = mode
+            self._mode_changed.notify_all()
+
+    # ------------------------------------------------------------ what runs
+    @property
+    def app_version(self) -> str | None:
+        app = self.module.app
+        return self.module.find_app_version(self.flash.read(app.start, app.size))
+
+    @property
+    def bootloader_version(self) -> str | None:
+        m = self.module
+        r = m.region("bootloader-version") if m.has_region("bootloader-version") else m.region("bootloader")
+        return m.find_bootloader_version(self.flash.read(r.start, r.size))
+
+    def app_present(self) -> bool:
+        """The application region starts with a vector table the bootloader would jump to."""
+        head = self.flash.read(self.module.app.start, 8)
+        return self.app_valid and head != b"\xff" * 8
+
+    # ------------------------------------------------------------ the MCU
+    def _run(self) -> None:
+        while not self._stop:
+            self._booted_at = time.monotonic()
+            self.uart.flush_input()
+            mode = Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
+            self._set_mode(mode)
+            try:
+                if mode is Mode.BOOTLOADER:
+                    self.boot_request = False
+                    self.run_bootloader()
+                else:
+                    self.run_app()
+            except PowerCut:
+                pass
+            except OSError:
+                if self.uart.closed:
+                    return
+                raise
+            if self.uart.closed:
+                return
+            self.resets += 1
+
+    # ------------------------------------------------------------ application
+    def app_reply(self, *lines: str) -> None:
+        self.uart.write("".join(line + "\r\n" for line in lines).encode())
+
+    def run_app(self) -> None:
+        """The application: an AT console (and the sketch, if it floods)."""
+        version = self.app_version
+        while not self._stop:
+            if self.opts.sketch == "flooding" and time.monotonic() - self._booted_at > self.opts.flood_after:
+                self._flood()
+            line = self.uart.readline(0.05, max_len=self.app_line_max)
+            if line is None:
+                continue
+            if self.handle_app_line(line.decode("latin-1").strip(), version) == "reset":
+                return
+
+    def _flood(self) -> None:
+        """A sketch whose loop() prints without pause: the AT parser never gets a turn."""
+        n = 0
+        while not self._stop:
+            self.uart.write(f"sensor reading {n}: temperature=21.5 humidity=40\r\n".encode())
+            self.uart.read(4096, 0)   # whatever arrives is lost in the sketch's own handling
+            n += 1
+
+    def handle_app_line(self, line: str, version: str | None) -> str | None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ bootloader
+    def run_bootloader(self) -> None:
+        """The RUI bootloader console (DESIGN.md §2): banner, at+ lines, no OK."""
+        d = self.module.boot_dialect
+        self.uart.write(f"{d['banner']}\r\n".encode())
+        while not self._stop:
+            line = self.uart.readline(0.5, max_len=self.boot_line_max)
+            if line is None:
+                continue
+            text = line.decode("latin-1").strip()
+            if not text.lower().startswith("at+"):
+                self.app_reply(d["unsupported"])
+                continue
+            cmd = text.lower()
+            if cmd in ("at+version", "at+ver=?", "at+bootver=?"):
+                self.app_reply(self.bootloader_version or "")
+            elif cmd == "at+bootstatus":
+                self.app_reply(d["status_reply"])
+            elif cmd == "at+run":
+                if self.app_present():
+                    self.app_reply(d["run_reply"])
+                    self.uart.drain()
+                    return
+                self.app_reply("Jump failed. No legal application detected.")
+            elif cmd == "at+reset":
+                self.uart.drain()
+                return
+            elif cmd == "at+update":
+                if self.run_update():
+                    return
+            else:
+                self.app_reply(d["unsupported"])
+
+    def run_update(self) -> bool:
+        """The update protocol after ``at+update``; True when the module leaves the bootloader."""
+        self.app_reply(self.module.boot_dialect["unsupported"])
+        return False
+
+
+class Rui3Module(VirtualModule):
+    """An application speaking the RUI3 AT set (DESIGN.md §2, RUI3 sources)."""
+
+    HWID = {"stm32wle5cc": "stm32wle5xx", "apollo3": "ambiq-apollo3", "nrf52840": "nrf52840"}
+
+    def handle_app_line(self, line: str, version: str | None) -> str | None:
+        upper = line.upper()
+        if not upper.startswith("AT"):
+            if upper == "":
+                return None
+            self.app_reply("AT_COMMAND_NOT_FOUND")
+            return None
+        queries = {
+            "AT+VER=?": version or "",
+            "AT+BOOTVER=?": self.bootloader_version or "",
+            "AT+HWMODEL=?": self.module.key.split("-")[0],
+            "AT+HWID=?": self.HWID.get(self.module.mcu.key, self.module.mcu.key),
+            "AT+SN=?": self.opts.serial_number,
+            "AT+BAUD=?": str(self.opts.baud),
+        }
+        if upper == "AT":
+            self.app_reply("OK")
+        elif upper in queries:
+            self.app_reply(f"{line[:-2]}={queries[upper]}", "OK")
+        elif upper == "AT+BOOT":
+            # The app writes the boot request flag and resets (DESIGN.md §2).
+            self.boot_request = True
+            self.uart.drain()
+            return "reset"
+        elif upper == "ATZ":
+            self.uart.drain()
+            return "reset"
+        elif "=" in upper and upper.split("=", 1)[0][3:] in self.settings:
+            key, value = upper[3:].split("=", 1)
+            if value == "?":
+                self.app_reply(f"AT+{key}={self.settings[key]}", "OK")
+            elif all(c in "0123456789ABCDEF" for c in value) and len(value) == len(self.settings[key]):
+                self.settings[key] = value
+                self.app_reply("OK")
+            else:
+                self.app_reply("AT_PARAM_ERROR")
+        else:
+            self.app_reply("AT_COMMAND_NOT_FOUND")
+        return None
+
+
+class RuiV3Module(VirtualModule):
+    """An application speaking RUI v3 (RAK811, RAK4270): ``OK<info>`` / ``ERROR: <code>``."""
+
+    def handle_app_line(self, line: str, version: str | None) -> str | None:
+        cmd = line.lower()
+        if cmd == "at+version":
+            self.app_reply(f"OK {version or ''}")
+        elif cmd in ("at+set_config=device:boot", "at+boot"):
+            self.app_reply("OK")
+            self.boot_request = True
+            self.uart.drain()
+            return "reset"
+        elif cmd == "at+set_config=device:restart":
+            self.uart.drain()
+            return "reset"
+        elif cmd.startswith("at+get_config=lora:status") or cmd.startswith("at+get_config=device:status"):
+            self.app_reply("OK Work Mode: LoRaWAN", f"DevEui: {self.settings['DEVEUI']}")
+        elif cmd.startswith("at"):
+            self.app_reply("ERROR: 1")
+        return None

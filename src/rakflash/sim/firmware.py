@@ -1,0 +1,80 @@
+"""Synthetic firmware images that look like the real ones to rakflash and to the simulator.
+
+An application image starts with a Cortex-M vector table that fits the
+module's MCU (initial SP at the top of RAM, reset handler inside the
+application region), carries its version string the way real builds do
+(somewhere in its read-only data), and is filled with deterministic
+pseudo-random bytes up to the requested size. The simulator runs whichever
+version string it finds, so these images "are" that firmware.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+
+import intelhex
+
+from ..catalog import Module
+
+
+DEFAULT_VERSIONS = {
+    # module key: (bootloader version, running app version, a newer app version)
+    "rak3172": ("RUI_BOOT_0.8_STM32WLE5CC", "RUI_4.0.5_RAK3172-E", "RUI_4.0.6_RAK3172-E"),
+    "rak11720": ("RUI_BOOT_0.3_RAK11720", "RUI_4.0.5_RAK11720", "RUI_4.0.6_RAK11720"),
+    "rak4631-r": ("RUI_BOOT_0.6_RAK4631", "RUI_4.0.5_RAK4631", "RUI_4.0.6_RAK4631"),
+    "rak811": ("V3.0.5", "V3.0.0.13.H", "V3.0.0.14.H"),
+    "rak4270": ("V3.0.5", "V3.0.0.13.H", "V3.0.0.14.H"),
+}
+
+
+def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int = 0) -> bytes:
+    """An application ``.bin`` for ``module`` carrying ``version``, ``size`` bytes long."""
+    if size < 0x200:
+        raise ValueError("an application image needs at least 512 bytes")
+    app = module.app
+    rng = random.Random(f"{module.key}:{version}:{seed}")
+    body = bytearray(rng.randbytes(size))
+    vector = struct.pack("<II", module.mcu.ram.end, app.start + 0x1C1)   # reset handler, Thumb
+    body[0:8] = vector
+    # Fill the rest of a 48-entry vector table with plausible handler addresses.
+    for i in range(2, 48):
+        struct.pack_into("<I", body, 4 * i, app.start + 0x1C1 + 4 * (i % 7))
+    tag = b"\0firmware " + version.encode() + b"\0"
+    at = min(len(body) - len(tag), 0x400 + len(body) // 3)
+    body[at:at + len(tag)] = tag
+    return bytes(body)
+
+
+def bootloader_image(module: Module, version: str) -> dict[int, bytes]:
+    """Segments of a bootloader for ``module``: code with a vector table, and its version string."""
+    boot = module.region("bootloader")
+    rng = random.Random(f"{module.key}:boot:{version}")
+    code = bytearray(rng.randbytes(min(boot.size, 0x2000)))
+    struct.pack_into("<II", code, 0, module.mcu.ram.end, boot.start + 0x101)
+    segs = {boot.start: bytes(code)}
+    if module.has_region("bootloader-version"):
+        segs[module.region("bootloader-version").start] = version.encode() + b"\0"
+    else:
+        segs[boot.start + len(code) - 64] = version.encode() + b"\0"
+    return segs
+
+
+def to_hex(segments: dict[int, bytes], start: int | None = None) -> str:
+    """Intel HEX text for ``segments`` (address → bytes)."""
+    ih = intelhex.IntelHex()
+    for addr, data in segments.items():
+        ih.puts(addr, data)
+    if start is not None:
+        ih.start_addr = {"EIP": start}
+    out = io.StringIO()
+    ih.write_hex_file(out)
+    return out.getvalue()
+
+
+def combined_hex(module: Module, boot_version: str, app_version: str, app_size: int = 64 * 1024) -> str:
+    """A factory image: bootloader + version string + (flag page left erased) + application."""
+    segs = bootloader_image(module, boot_version)
+    segs[module.app.start] = app_image(module, app_version, app_size)
+    return to_hex(segs)

@@ -1,0 +1,381 @@
+"""A simulated UART on a pseudo-terminal, paced like a real serial line.
+
+The virtual module's firmware talks to :class:`PtyUart` exactly as it would to
+its UART peripheral: ``read(n, timeout)`` and ``write(data)`` (the same
+:class:`~rakflash.link.ByteChannel` shape the host side uses). The host side
+opens the pty's slave end with any serial program.
+
+What makes it behave like a real module behind a USB-UART bridge:
+
+* bytes move at the simulated baud rate (10 bit times per byte, 8N1) in both
+  directions: a byte written by the host becomes readable by the firmware only
+  after its bit time, and the firmware's output leaves at line rate;
+* each turnaround (the first byte the firmware sends after the line was idle)
+  waits ``latency`` seconds, as a USB bridge's polling does;
+* the firmware's transmit buffer is bounded, so a sketch that prints without
+  pause is held to line rate and bytes nobody reads are dropped;
+* if the host opened the port at another baud rate than the module's, both
+  directions turn into garbage, as they would on a real line;
+* faults (bit errors, dropped bytes, a pulled cable) are applied on the line.
+
+The pty is hand-made on ``os.openpty`` because no library simulates line
+timing; the slave end is held open by the simulator so that hosts can open and
+close the port any number of times.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import fcntl
+import os
+import select
+import termios
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+import random
+
+# termios speed constants → bit rates (Linux).
+_SPEEDS = {getattr(termios, f"B{b}"): b for b in (
+    50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600,
+    115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000,
+    2500000, 3000000, 3500000, 4000000) if hasattr(termios, f"B{b}")}
+_BOTHER = 0o010000
+_TCGETS2 = 0x802C542A
+
+
+@dataclass
+class Faults:
+    """Line faults a test or person can switch on.
+
+    ``bit_error_rate``: probability that a byte from the host reaches the
+    firmware with one bit flipped; ``drop_rate``: probability that it is lost;
+    ``power_cut_after``: the module loses power after it received this many
+    bytes (counted from the start, or from :meth:`arm`); ``pull_cable_after``:
+    the port disappears after that many bytes.
+    """
+
+    bit_error_rate: float = 0.0
+    drop_rate: float = 0.0
+    power_cut_after: int | None = None
+    pull_cable_after: int | None = None
+    seed: int = 1
+    received: int = 0
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng.seed(self.seed)
+
+    def apply(self, data: bytes) -> bytes:
+        """The bytes as the firmware sees them."""
+        self.received += len(data)
+        if not (self.bit_error_rate or self.drop_rate):
+            return data
+        out = bytearray()
+        for b in data:
+            r = self._rng.random()
+            if r < self.drop_rate:
+                continue
+            if r < self.drop_rate + self.bit_error_rate:
+                b ^= 1 << self._rng.randrange(8)
+            out.append(b)
+        return bytes(out)
+
+
+class PowerCut(Exception):
+    """Raised inside the firmware when the simulated power goes away."""
+
+
+class PtyUart:
+    """The module's UART, served on a new pseudo-terminal."""
+
+    TX_BUFFER = 256  # bytes the firmware can queue before write() blocks
+
+    def __init__(self, baud: int = 115200, *, latency: float = 0.0,
+                 faults: Faults | None = None, strict_baud: bool = True,
+                 parity: str = "N") -> None:
+        self.baud = baud
+        self.latency = latency
+        self.faults = faults or Faults()
+        self.strict_baud = strict_baud
+        self.parity = parity
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self._set_slave_speed(baud)
+        self.path = os.ttyname(self._slave)
+        os.set_blocking(self.master, False)
+        self._cond = threading.Condition()
+        self._rx: collections.deque[list] = collections.deque()  # [start, bit_time, bytes, taken]
+        self._rx_line_free = 0.0
+        self._line = bytearray()
+        self._tx: collections.deque[bytes] = collections.deque()
+        self._tx_queued = 0
+        self._tx_line_free = 0.0
+        self._power_cut = False
+        self.closed = False
+        self.on_power_cut = None   # callback(), set by the device
+        self.rx_total = 0
+        self._threads = [threading.Thread(target=self._reader, daemon=True, name="uart-rx"),
+                         threading.Thread(target=self._transmitter, daemon=True, name="uart-tx")]
+        for t in self._threads:
+            t.start()
+
+    # ------------------------------------------------------------ line settings
+    @property
+    def byte_time(self) -> float:
+        bits = 11 if self.parity != "N" else 10
+        return bits / self.baud
+
+    def _set_slave_speed(self, baud: int) -> None:
+        attrs = termios.tcgetattr(self._slave)
+        for code, rate in _SPEEDS.items():
+            if rate == baud:
+                attrs[4] = attrs[5] = code
+                termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
+                return
+
+    def host_baud(self) -> int | None:
+        """The baud rate the host configured on the port, or None if unknown."""
+        try:
+            attrs = termios.tcgetattr(self.master)
+        except termios.error:
+            return None
+        speed = attrs[4]
+        if speed in _SPEEDS:
+            return _SPEEDS[speed]
+        if speed == _BOTHER or attrs[2] & _BOTHER:
+            buf = array.array("I", [0] * 11)
+            try:
+                fcntl.ioctl(self.master, _TCGETS2, buf, True)
+                return buf[9]  # c_ispeed (after 4 flags and c_line + 19 c_cc bytes = 5 words)
+            except OSError:
+                return None
+        return None
+
+    def host_parity(self) -> str:
+        try:
+            cflag = termios.tcgetattr(self.master)[2]
+        except termios.error:
+            return "N"
+        if not cflag & termios.PARENB:
+            return "N"
+        return "O" if cflag & termios.PARODD else "E"
+
+    def _line_matches(self) -> bool:
+        if not self.strict_baud:
+            return True
+        hb = self.host_baud()
+        return (hb is None or abs(hb - self.baud) <= self.baud * 0.03) and \
+            self.host_parity() == self.parity
+
+    # ------------------------------------------------------------ host → firmware
+    def _reader(self) -> None:
+        while not self.closed:
+            try:
+                r, _, _ = select.select([self.master], [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            if not r:
+                continue
+            try:
+                data = os.read(self.master, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                if self.closed:
+                    return
+                time.sleep(0.01)
+                continue
+            if data:
+                self._receive(data, time.monotonic())
+
+    def _receive(self, data: bytes, now: float) -> None:
+        if not self._line_matches():
+            data = _garble(data, keep_line_ends=True)
+        f = self.faults
+        before = f.received
+        data = f.apply(data)
+        if f.pull_cable_after is not None and f.received >= f.pull_cable_after > before:
+            keep = f.pull_cable_after - before
+            data = data[:keep]
+            threading.Thread(target=self.pull_cable, daemon=True).start()
+        if f.power_cut_after is not None and f.received >= f.power_cut_after > before:
+            data = data[:f.power_cut_after - before]
+            f.power_cut_after = None
+            with self._cond:
+                self._power_cut = True
+                self._cond.notify_all()
+        bt = self.byte_time
+        with self._cond:
+            start = max(now, self._rx_line_free)
+            self._rx_line_free = start + len(data) * bt
+            self._rx.append([start, bt, data, 0])
+            self.rx_total += len(data)
+            self._cond.notify_all()
+
+    def _available(self, now: float) -> int:
+        n = 0
+        for start, bt, data, taken in self._rx:
+            arrived = min(len(data), int((now - start) / bt + 1e-9))
+            n += max(0, arrived - taken)
+            if arrived < len(data):
+                break
+        return n
+
+    def _next_arrival(self) -> float | None:
+        for start, bt, data, taken in self._rx:
+            if taken < len(data):
+                return start + (taken + 1) * bt
+        return None
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes that have crossed the line; early once ``n`` arrived."""
+        end = time.monotonic() + timeout
+        out = bytearray()
+        with self._cond:
+            while True:
+                self._check_power()
+                now = time.monotonic()
+                self._take(n - len(out), now, out)
+                if len(out) >= n or now >= end:
+                    return bytes(out)
+                nxt = self._next_arrival()
+                wait = end - now if nxt is None else min(end, nxt) - now
+                self._cond.wait(max(wait, 0.0))
+
+    def _take(self, want: int, now: float, out: bytearray) -> None:
+        while want > 0 and self._rx:
+            chunk = self._rx[0]
+            start, bt, data, taken = chunk
+            arrived = min(len(data), int((now - start) / bt + 1e-9))
+            k = min(want, arrived - taken)
+            if k <= 0:
+                return
+            out += data[taken:taken + k]
+            chunk[3] = taken + k
+            want -= k
+            if chunk[3] >= len(data):
+                self._rx.popleft()
+
+    def readline(self, timeout: float, max_len: int = 64) -> bytes | None:
+        """A line ended by CR or LF (without it), up to ``max_len`` bytes; None at the deadline.
+
+        A line still incomplete at the deadline is kept for the next call, as
+        a firmware's line buffer keeps it.
+        """
+        end = time.monotonic() + timeout
+        line = self._line
+        while True:
+            b = self.read(1, max(0.0, end - time.monotonic()))
+            if not b:
+                return None
+            if b in (b"\r", b"\n"):
+                if line:
+                    out = bytes(line)
+                    line.clear()
+                    return out
+                continue
+            line += b
+            if len(line) >= max_len:
+                out = bytes(line)
+                line.clear()
+                return out
+
+    def flush_input(self) -> None:
+        """Forget what the host sent so far (a reset clears the UART)."""
+        with self._cond:
+            self._rx.clear()
+            self._line.clear()
+
+    def _check_power(self) -> None:
+        if self._power_cut:
+            self._power_cut = False
+            raise PowerCut()
+
+    def cut_power(self) -> None:
+        """Make the firmware's next UART call raise :class:`PowerCut` (reset button, power loss)."""
+        with self._cond:
+            self._power_cut = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------ firmware → host
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the line; blocks while the transmit buffer is full."""
+        with self._cond:
+            self._check_power()
+            if not self._tx and self._tx_line_free < time.monotonic():
+                # The line was idle: this write is a turnaround.
+                self._tx_line_free = time.monotonic() + self.latency
+            view = memoryview(bytes(data))
+            while view:
+                while self._tx_queued >= self.TX_BUFFER and not self.closed:
+                    self._cond.wait(0.05)
+                    self._check_power()
+                k = min(len(view), max(1, self.TX_BUFFER - self._tx_queued))
+                self._tx.append(bytes(view[:k]))
+                self._tx_queued += k
+                view = view[k:]
+                self._cond.notify_all()
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until everything queued has left the line."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while (self._tx or self._tx_line_free > time.monotonic()) and time.monotonic() < end:
+                self._cond.wait(0.005)
+
+    def _transmitter(self) -> None:
+        while not self.closed:
+            with self._cond:
+                while not self._tx and not self.closed:
+                    self._cond.wait(0.1)
+                if self.closed:
+                    return
+                chunk = self._tx.popleft()
+                self._tx_queued -= len(chunk)
+                self._cond.notify_all()
+            start = max(time.monotonic(), self._tx_line_free)
+            done = start + len(chunk) * self.byte_time
+            self._tx_line_free = done
+            delay = done - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if not self._line_matches():
+                chunk = _garble(chunk)
+            try:
+                os.write(self.master, chunk)
+            except BlockingIOError:
+                pass        # nobody reads the port: the bytes fall off the line
+            except OSError:
+                if self.closed:
+                    return
+
+    # ------------------------------------------------------------ cable
+    def pull_cable(self) -> None:
+        """The port disappears: hosts get an I/O error, the path goes away."""
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with self._cond:
+            self._cond.notify_all()
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _garble(data: bytes, keep_line_ends: bool = False) -> bytes:
+    """What bytes look like at a wrong baud rate: framing errors, high bits, noise.
+
+    ``keep_line_ends`` lets CR/LF through (a simplification: it makes the
+    firmware answer the garbled line, so the host sees garbage answers rather
+    than silence, which is what people report from real wrong-baud sessions).
+    """
+    return bytes(b if keep_line_ends and b in (10, 13) else ((b * 0x9D) ^ 0xA5 | 0x80) & 0xFF
+                 for b in data)
