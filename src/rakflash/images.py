@@ -1,0 +1,345 @@
+"""Firmware images: load ``.bin`` / Intel ``.hex`` / Apollo3 OTA blobs, and say what they are.
+
+Loading gives an :class:`Image`: segments of bytes at absolute addresses.
+:func:`analyse` then answers what a person wants to know before flashing:
+which MCU and module the image targets (from its vector table), which regions
+of that module's flash map it covers, and which version strings it carries.
+
+Intel HEX parsing is done by the ``intelhex`` library (strict record checksums,
+extended segment/linear address records, start records, typed errors with line
+numbers). On top of it we only add what it does not check: a missing end-of-file
+record, which is how a truncated download usually looks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import intelhex
+
+from . import catalog as _catalog
+from .catalog import Catalog, Mcu, Module
+from .errors import ImageEmpty, ImageError, ImageFormatError, ImageNotFound, ImageTargetError
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass
+class Image:
+    """Bytes at addresses, and where they came from."""
+
+    path: str
+    format: str                      # "bin", "hex" or "apollo3-ota"
+    segments: list[Segment]
+    sha256: str
+    file_size: int
+    start_address: int | None = None  # from a hex start record
+    base_source: str = "file"         # for .bin: "--address", "catalog" or "default"
+    ota_header: object | None = None  # apollo3_ota.OtaHeader for an OTA blob
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    @property
+    def low(self) -> int:
+        return self.segments[0].start
+
+    @property
+    def high(self) -> int:
+        return self.segments[-1].end
+
+    def read(self, addr: int, size: int, fill: int = 0xFF) -> bytes:
+        """``size`` bytes from ``addr``; gaps are ``fill``."""
+        out = bytearray([fill]) * size
+        for s in self.segments:
+            lo, hi = max(addr, s.start), min(addr + size, s.end)
+            if lo < hi:
+                out[lo - addr:hi - addr] = s.data[lo - s.start:hi - s.start]
+        return bytes(out)
+
+    def covered(self, start: int, end: int) -> int:
+        """How many bytes of [start, end) the image holds."""
+        return sum(max(0, min(end, s.end) - max(start, s.start)) for s in self.segments)
+
+    def slice(self, start: int, end: int) -> "Image":
+        """The part of the image inside [start, end), as a new image."""
+        segs = []
+        for s in self.segments:
+            lo, hi = max(start, s.start), min(end, s.end)
+            if lo < hi:
+                segs.append(Segment(lo, s.data[lo - s.start:hi - s.start]))
+        return Image(self.path, self.format, segs, self.sha256, self.file_size,
+                     self.start_address, self.base_source)
+
+    def contiguous(self, start: int, end: int | None = None, fill: int = 0xFF) -> bytes:
+        """The bytes from ``start`` to the image's last byte below ``end``, gaps filled."""
+        top = min(self.high, end) if end is not None else self.high
+        return self.read(start, max(0, top - start), fill)
+
+
+# ------------------------------------------------------------------ loading
+
+def load(path: str | Path, *, address: int | None = None,
+         module: Module | None = None, cat: Catalog | None = None) -> Image:
+    """Load a firmware file. A ``.bin`` is placed at ``address``, else at the
+    application base of the module it targets (``module`` or detected)."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageNotFound(f"{path}: no such file")
+    if p.is_dir():
+        raise ImageNotFound(f"{path} is a folder, not a firmware file")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not raw:
+        raise ImageEmpty(f"{path} is empty")
+    digest = hashlib.sha256(raw).hexdigest()
+    if _looks_like_hex(p, raw):
+        return _load_hex(str(path), raw, digest)
+    return _load_bin(str(path), raw, digest, address, module, cat or _catalog.load())
+
+
+def _looks_like_hex(p: Path, raw: bytes) -> bool:
+    if p.suffix.lower() in (".hex", ".ihex", ".ihx"):
+        return True
+    return raw.lstrip()[:1] == b":" and all(32 <= b < 127 or b in (9, 10, 13) for b in raw[:4096])
+
+
+def _load_hex(path: str, raw: bytes, digest: str) -> Image:
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ImageFormatError(f"{path} is not an Intel HEX file: it contains non-text bytes") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise ImageEmpty(f"{path} is empty")
+    ih = intelhex.IntelHex()
+    try:
+        ih.loadhex(io.StringIO(text))
+    except intelhex.IntelHexError as exc:
+        line = getattr(exc, "line", None) or (getattr(exc, "kw", {}) or {}).get("line")
+        if line == len(lines) and not text.endswith(("\n", "\r")):
+            raise ImageFormatError(f"{path} is truncated: it ends inside the record at line {line}",
+                                   hint="The download was cut short: download the firmware again.") from None
+        raise ImageFormatError(f"{path}: {exc}") from None
+    if lines[-1].upper() != ":00000001FF":
+        raise ImageFormatError(f"{path} is truncated: it has no end-of-file record "
+                               f"(last record at line {len(lines)})",
+                               hint="The download was cut short: download the firmware again.")
+    segs = [Segment(lo, bytes(ih.tobinarray(start=lo, end=hi - 1))) for lo, hi in ih.segments()]
+    if not segs:
+        raise ImageEmpty(f"{path} holds no data records")
+    start = None
+    if ih.start_addr:
+        sa = ih.start_addr
+        start = sa["EIP"] if "EIP" in sa else (sa["CS"] << 4) + sa["IP"]
+    return Image(path, "hex", segs, digest, len(raw), start_address=start)
+
+
+def _load_bin(path: str, raw: bytes, digest: str, address: int | None,
+              module: Module | None, cat: Catalog) -> Image:
+    from . import apollo3_ota
+    header, payload, fmt = None, raw, "bin"
+    if apollo3_ota.looks_like_blob(raw):
+        header, payload = apollo3_ota.parse_blob(raw)
+        fmt = "apollo3-ota"
+    if address is not None:
+        base, source = address, "--address"
+    elif header is not None:
+        base, source = header.load_address, "blob header"
+    else:
+        target = module or _guess_module(_vector_at(payload, 0), cat)
+        if target is None:
+            base, source = 0, "default"
+        else:
+            base, source = _bin_base(target, _vector_at(payload, 0)), "catalog"
+    img = Image(path, fmt, [Segment(base, payload)], digest, len(raw), base_source=source)
+    img.ota_header = header
+    return img
+
+
+def _bin_base(module: Module, vector: tuple[int, int] | None) -> int:
+    """Application base, unless the reset vector says the image starts with the bootloader."""
+    if vector and module.has_region("bootloader"):
+        boot = module.region("bootloader")
+        if vector[1] in boot and vector[1] not in module.app:
+            return min(r.start for r in module.regions if r.start in module.mcu.flash)
+    return module.app.start
+
+
+# ------------------------------------------------------------------ analysis
+
+def _vector_at(data: bytes, offset: int) -> tuple[int, int] | None:
+    """(initial SP, reset handler address) from a Cortex-M vector table at ``offset``."""
+    if len(data) < offset + 8:
+        return None
+    sp, reset = struct.unpack_from("<II", data, offset)
+    if sp in (0, 0xFFFFFFFF) or reset in (0, 0xFFFFFFFF) or not reset & 1:
+        return None  # erased flash, or not a Thumb reset vector
+    return sp, reset & ~1
+
+
+def mcus_for_vector(vector: tuple[int, int] | None, cat: Catalog) -> list[Mcu]:
+    """MCUs whose RAM holds the initial SP and whose flash holds the reset vector,
+    best first: the MCU whose RAM ends exactly at the SP, then the smallest RAM."""
+    if vector is None:
+        return []
+    sp, reset = vector
+    fits = [m for m in cat.mcus.values()
+            if m.ram.start < sp <= m.ram.end and reset in m.flash]
+    return sorted(fits, key=lambda m: (m.ram.end != sp, m.ram.size))
+
+
+def _guess_module(vector: tuple[int, int] | None, cat: Catalog) -> Module | None:
+    for mcu in mcus_for_vector(vector, cat):
+        mods = cat.modules_with_mcu(mcu)
+        if mods:
+            return mods[0]
+    return None
+
+
+@dataclass
+class RegionCover:
+    name: str
+    start: int
+    end: int
+    bytes: int
+
+    @property
+    def full(self) -> bool:
+        return self.bytes == self.end - self.start
+
+
+@dataclass
+class ImageInfo:
+    """What an image is, as far as its bytes and the catalog can tell."""
+
+    image: Image
+    mcu: Mcu | None = None
+    module: Module | None = None
+    vector: tuple[int, int] | None = None
+    regions: list[RegionCover] = field(default_factory=list)
+    outside: int = 0                     # bytes outside every known region
+    app_version: str | None = None
+    bootloader_version: str | None = None
+    includes_bootloader: bool = False
+    includes_app: bool = False
+
+    def to_dict(self) -> dict:
+        img = self.image
+        d = {
+            "path": img.path, "format": img.format, "file_size": img.file_size, "sha256": img.sha256,
+            "size": img.size,
+            "segments": [{"start": s.start, "end": s.end, "size": s.size} for s in img.segments],
+            "start_address": img.start_address, "base_source": img.base_source,
+            "mcu": self.mcu.name if self.mcu else None,
+            "module": self.module.name if self.module else None,
+            "family": self.module.family if self.module else None,
+            "vector": {"sp": self.vector[0], "reset": self.vector[1]} if self.vector else None,
+            "regions": [{"name": r.name, "start": r.start, "end": r.end, "bytes": r.bytes,
+                         "full": r.full} for r in self.regions],
+            "outside_regions": self.outside,
+            "app_version": self.app_version, "bootloader_version": self.bootloader_version,
+            "includes_bootloader": self.includes_bootloader, "includes_app": self.includes_app,
+        }
+        if img.ota_header is not None:
+            d["ota_header"] = dataclasses.asdict(img.ota_header)
+        return d
+
+
+def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None = None) -> ImageInfo:
+    """Tell the MCU, module, regions covered and version strings of ``image``.
+
+    With ``module`` given, the image must fit that module's MCU, else
+    :class:`~rakflash.errors.ImageTargetError`.
+    """
+    cat = cat or _catalog.load()
+    info = ImageInfo(image)
+    # The vector table that decides the target: the first one in the image.
+    first = image.segments[0]
+    info.vector = _vector_at(first.data, 0)
+    candidates = mcus_for_vector(info.vector, cat)
+    if module is not None:
+        best = candidates[0] if candidates else None
+        exact = best is not None and info.vector is not None and best.ram.end == info.vector[0]
+        if exact and best is not module.mcu:
+            candidates = [best]     # the stack top fits another MCU's RAM exactly
+        if info.vector is not None and candidates and module.mcu not in candidates:
+            raise ImageTargetError(
+                f"{image.path} is built for {candidates[0].name}, but {module.name} has "
+                f"{module.mcu.name}", hint=f"Use the firmware built for {module.name}.")
+        if info.vector is not None and not candidates:
+            raise ImageTargetError(
+                f"{image.path} does not look like firmware for {module.name}: its vector table "
+                f"(SP {info.vector[0]:#010x}, reset {info.vector[1]:#010x}) fits no known MCU")
+        if info.vector is not None and not image.low <= info.vector[1] < image.high:
+            raise ImageTargetError(
+                f"{image.path} placed at {image.low:#010x} has its reset handler at "
+                f"{info.vector[1]:#010x}, outside the image: it is built for another address "
+                f"or module than {module.name}",
+                hint=f"Use the firmware built for {module.name}, or give the right --address.")
+        if image.low not in module.mcu.flash and image.format != "apollo3-ota":
+            raise ImageTargetError(
+                f"{image.path} starts at {image.low:#010x}, outside {module.name}'s flash "
+                f"({module.mcu.flash.start:#010x}-{module.mcu.flash.end:#010x})")
+        info.module, info.mcu = module, module.mcu
+    else:
+        info.module = _module_for(image, candidates, cat)
+        info.mcu = info.module.mcu if info.module else (candidates[0] if candidates else None)
+    if info.module is None:
+        for m in cat.modules.values():  # still report version strings of an unknown image
+            data = b"".join(s.data for s in image.segments)
+            info.app_version = info.app_version or m.find_app_version(data)
+        return info
+    mod = info.module
+    inside = 0
+    for r in sorted(mod.regions, key=lambda r: r.start):
+        n = image.covered(r.start, r.end)
+        if n:
+            info.regions.append(RegionCover(r.name, r.start, r.end, n))
+            inside += n
+    info.outside = image.size - inside
+    names = {r.name for r in info.regions}
+    info.includes_bootloader = "bootloader" in names
+    info.includes_app = "application" in names
+    if mod.has_region("bootloader-version") and "bootloader-version" in names:
+        r = mod.region("bootloader-version")
+        info.bootloader_version = mod.find_bootloader_version(image.read(r.start, r.size, 0))
+    if info.bootloader_version is None and info.includes_bootloader:
+        r = mod.region("bootloader")
+        info.bootloader_version = mod.find_bootloader_version(image.read(r.start, r.size, 0))
+    if info.includes_app:
+        app = mod.app
+        info.app_version = mod.find_app_version(image.read(app.start, app.size, 0))
+    return info
+
+
+def _module_for(image: Image, candidates: list[Mcu], cat: Catalog) -> Module | None:
+    """Among modules with a candidate MCU, the one whose flash map places the image best."""
+    best, best_score = None, -1
+    for mcu in candidates:
+        for mod in cat.modules_with_mcu(mcu):
+            starts = {r.start for r in mod.regions}
+            score = (image.low in starts) * 2 + (image.low in mod.mcu.flash)
+            if score > best_score:
+                best, best_score = mod, score
+    return best

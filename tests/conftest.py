@@ -1,0 +1,59 @@
+"""Shared fixtures: virtual modules on real ptys, and the rakflash CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rakflash import catalog
+from rakflash.sim import SimOptions, create
+
+# Tests run the virtual modules fast: a high simulated baud rate and instant
+# flash. Realistic 115200-baud timing belongs to benchmarks/ and a few marked
+# end-to-end checks.
+FAST_BAUD = 921600
+
+
+@pytest.fixture(scope="session")
+def cat():
+    return catalog.load()
+
+
+@pytest.fixture
+def virtual():
+    """Factory: virtual(module, **SimOptions fields) -> started VirtualModule (stopped after the test)."""
+    started = []
+
+    def make(name: str = "rak3172", **kw):
+        kw.setdefault("baud", FAST_BAUD)
+        kw.setdefault("latency_ms", 0.2)
+        kw.setdefault("flash_scale", 0.0)
+        dev = create(name, SimOptions(**kw)).start()
+        started.append(dev)
+        return dev
+
+    yield make
+    for dev in started:
+        dev.stop()
+
+
+def run_cli(*args: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``rakflash`` command line in a subprocess."""
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "rakflash", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, input=input)
+
+
+def cli_json(*args: str, **kw) -> tuple[int, dict]:
+    """Run the CLI with ``--json`` and return (exit code, the last JSON object printed)."""
+    proc = run_cli(*args, "--json", **kw)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, f"no JSON on stdout; stderr: {proc.stderr}"
+    return proc.returncode, json.loads(lines[-1])

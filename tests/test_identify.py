@@ -1,0 +1,128 @@
+"""`rakflash info`: identification through a real pty against virtual modules."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import serial
+
+from rakflash.errors import Flooding, GarbageReply, NoResponse, PortBusy, PortNotFound
+from rakflash.flows.identify import identify
+from rakflash.link import Link
+
+from conftest import FAST_BAUD, cli_json, run_cli
+
+
+def test_rui3_app_is_identified(virtual):
+    dev = virtual("rak3172")
+    with Link(dev.port, FAST_BAUD) as link:
+        info = identify(link, baud=FAST_BAUD)
+    assert info.module.key == "rak3172" and info.mode == "app"
+    assert info.app_version == "RUI_4.0.5_RAK3172-E"
+    assert info.bootloader_version == "RUI_BOOT_0.8_STM32WLE5CC"
+    assert info.hardware_model == "rak3172" and info.serial_number == "SIM0000001"
+
+
+def test_versions_come_from_what_is_in_flash(virtual):
+    dev = virtual("rak3172", app_version="RUI_4.1.0_RAK3172-T", bootloader_version="RUI_BOOT_0.9_STM32WLE5CC")
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert code == 0
+    assert out["app_version"] == "RUI_4.1.0_RAK3172-T"
+    assert out["bootloader_version"] == "RUI_BOOT_0.9_STM32WLE5CC"
+    assert out["error"] is None and out["port"] == dev.port and out["module"] == "RAK3172"
+
+
+def test_module_in_bootloader_is_recognised_not_dead(virtual):
+    dev = virtual("rak3172", state="bootloader")
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert code == 0
+    assert out["mode"] == "bootloader" and out["module"] == "RAK3172"
+    assert out["bootloader_version"] == "RUI_BOOT_0.8_STM32WLE5CC"
+    assert out["app_version"] is None
+
+
+def test_rui_v3_app_rak811(virtual):
+    dev = virtual("rak811")
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak811")
+    assert code == 0
+    assert out["module"] == "RAK811" and out["mode"] == "app" and out["app_version"] == "V3.0.0.13.H"
+    assert out["dialect"] == "rui-v3"
+
+
+def test_rak811_bootloader(virtual):
+    dev = virtual("rak811", state="bootloader", bootloader_version="V3.0.2")
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak811")
+    assert (code, out["mode"], out["bootloader_version"]) == (0, "bootloader", "V3.0.2")
+
+
+def test_baud_scan_finds_the_module(virtual):
+    dev = virtual("rak3172", baud=9600, latency_ms=0.2)
+    code, out = cli_json("info", "--port", dev.port)   # starts at 115200, scans
+    assert code == 0 and out["module"] == "RAK3172"
+
+
+def test_wrong_baud_only_gives_garbage(virtual):
+    dev = virtual("rak3172", baud=230400)   # not a baud rate RAK3172 firmware uses
+    code, out = cli_json("info", "--port", dev.port, "--module", "rak3172")
+    assert (code, out["error"]) == (5, "garbage")
+    for key in ("module", "mode", "app_version", "bootloader_version", "port"):
+        assert key in out
+
+
+def test_flooding_sketch_is_named(virtual):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.0, baud=115200)
+    time.sleep(0.2)
+    with Link(dev.port, 115200) as link:
+        with pytest.raises(Flooding, match="streams data"):
+            identify(link)
+    code, out = cli_json("info", "--port", dev.port)
+    assert (code, out["error"]) == (5, "flooding")
+    assert "reset" in out["hint"]
+
+
+def test_silent_port_is_no_response():
+    master, slave = os.openpty()
+    try:
+        path = os.ttyname(slave)
+        code, out = cli_json("info", "--port", path, "--module", "rak3172", "--baud", "115200")
+        assert (code, out["error"]) == (5, "no-response")
+        assert "wiring" in out["hint"]
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_nonexistent_port():
+    code, out = cli_json("info", "--port", "/dev/ttyNOPE99")
+    assert (code, out["error"]) == (4, "port-not-found")
+    proc = run_cli("info", "--port", "/dev/ttyNOPE99")
+    assert proc.returncode == 4 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_busy_port(virtual):
+    dev = virtual("rak3172")
+    holder = serial.Serial(dev.port, FAST_BAUD, exclusive=True)
+    try:
+        code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+        assert (code, out["error"]) == (4, "port-busy")
+        with pytest.raises(PortBusy):
+            Link(dev.port, FAST_BAUD)
+    finally:
+        holder.close()
+
+
+def test_trace_records_the_exchange(virtual, tmp_path):
+    from rakflash.trace import read_trace
+    dev = virtual("rak3172")
+    trace = tmp_path / "info.trace"
+    code, _ = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD), "--trace", str(trace))
+    assert code == 0
+    events = read_trace(trace)
+    assert events[0]["ev"] == "open"
+    sent = b"".join(bytes.fromhex(e["hex"]) for e in events if e["ev"] == "tx")
+    got = b"".join(bytes.fromhex(e["hex"]) for e in events if e["ev"] == "rx")
+    assert b"AT+VER=?\r\n" in sent
+    assert b"AT+VER=RUI_4.0.5_RAK3172-E" in got
+    assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:]))
