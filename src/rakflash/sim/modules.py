@@ -3,15 +3,70 @@
 from __future__ import annotations
 
 from .. import catalog
+from ..catalog import version_tuple
 from .device import Rui3Module, RuiV3Module, SimOptions, VirtualModule
 
 
-class Rak3172(Rui3Module):
+class YmodemBootloader(VirtualModule):
+    """The RUI bootloader's ``at+update``: an ST IAP style YMODEM receiver (DESIGN.md §2).
+
+    Block 0 with a size over the application region is cancelled (CAN CAN);
+    otherwise the whole application region is erased, then every block is
+    programmed as it arrives. On success the application is marked valid and
+    started, without a word.
+    """
+
+    def run_update(self) -> bool:
+        from ..protocols.ymodem import YmodemReceiver
+        app = self.module.app
+
+        def on_start(name: str, size: int) -> None:
+            self.check_image_acceptable(size)
+            self.app_valid = False
+            self.flash.erase(app.start, app.end)
+
+        def on_block(offset: int, data: bytes) -> None:
+            self.flash.program(app.start + offset, data)
+
+        result = YmodemReceiver(self.uart, max_size=app.size, on_start=on_start,
+                                on_block=on_block).receive()
+        self.last_update = result
+        if result.status == "ok":
+            self.app_valid = True
+            self.updates += 1
+            self.uart.drain()
+            return True
+        return result.status == "idle-reset"
+
+    def check_image_acceptable(self, size: int) -> None:
+        """Hook for bootloaders that choke on some images."""
+
+
+class Rak3172(YmodemBootloader, Rui3Module):
     """RAK3172 (STM32WLE5): RUI3 app, RUI bootloader, YMODEM update."""
 
 
-class Rak811(RuiV3Module):
-    """RAK811 / RAK4270 (STM32L1/L0): RUI v3 app, bootloader with YMODEM update."""
+class Rak811(YmodemBootloader, RuiV3Module):
+    """RAK811 / RAK4270 (STM32L1/L0): RUI v3 app, bootloader with YMODEM update.
+
+    Bootloaders before 3.0.5 can't take firmware 3.0.0.14 and later: the real
+    one stalls after the transfer starts ("Start sending…" never moves). The
+    cause inside the old bootloader is not public; the simulator reproduces
+    the symptom for images larger than ``LEGACY_MAX`` bytes (the size 3.0.0.14
+    grew past), going silent until reset.
+    """
+
+    LEGACY_MAX = 88 * 1024
+
+    def check_image_acceptable(self, size: int) -> None:
+        boot = self.bootloader_version
+        if boot and version_tuple(boot) < (3, 0, 5) and size > self.LEGACY_MAX:
+            self.stall()
+
+    def stall(self) -> None:
+        """Swallow everything, answer nothing, until the reset button or power goes."""
+        while not self._stop:
+            self.uart.read(4096, 0.5)
 
 
 MODULES: dict[str, type[VirtualModule]] = {

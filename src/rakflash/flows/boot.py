@@ -1,0 +1,162 @@
+"""Get a module into its bootloader, confirmed by the bootloader's own answer.
+
+No fixed sleeps: after the boot command we wait (with a deadline) for the
+bootloader's banner, and confirm with ``at+bootstatus`` → ``Boot Mode``.
+A module that already waits in its bootloader (an interrupted update) is
+confirmed and used as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..at import AtConsole
+from ..catalog import Module
+from ..errors import BootEntryFailed
+from ..link import Deadline, Link
+from .identify import DeviceInfo
+
+
+def confirm_boot_mode(link: Link, module: Module, timeout: float = 1.0) -> bool:
+    """True when the bootloader console answers ``at+bootstatus`` with ``Boot Mode``."""
+    d = module.boot_dialect
+    reply = AtConsole(link, d).command(d["status"], timeout)
+    return reply.ok and reply.value == d["status_reply"]
+
+
+def bootloader_version(link: Link, module: Module, timeout: float = 1.0) -> str | None:
+    d = module.boot_dialect
+    reply = AtConsole(link, d).command(d["version"], timeout)
+    return reply.value if reply.ok else None
+
+
+def request_boot(link: Link, module: Module, *, timeout: float = 3.0) -> bool:
+    """Send the application's boot command(s); True once the bootloader's banner or status is seen."""
+    banner = module.boot_dialect["banner"].encode()
+    for command in module.dialect["boot"]:
+        link.discard_input()
+        link.write_line(command)
+        deadline = Deadline(timeout)
+        while not deadline.expired:
+            line = link.read_line(deadline.remaining())
+            if line is None:
+                break
+            if banner in line:
+                return confirm_boot_mode(link, module)
+            if line.startswith(b"ERROR") or line == b"AT_COMMAND_NOT_FOUND":
+                break     # this firmware doesn't know that command: try the next one
+        if confirm_boot_mode(link, module, 0.5):
+            return True   # the banner was missed, but the bootloader answers
+    return False
+
+
+def enter_bootloader(link: Link, device: DeviceInfo, module: Module, *, timeout: float = 3.0) -> float:
+    """Make sure the module runs its bootloader; returns the seconds it took."""
+    t0 = time.monotonic()
+    if device.mode == "bootloader":
+        link.discard_input()
+        if confirm_boot_mode(link, module):
+            return time.monotonic() - t0
+    elif request_boot(link, module, timeout=timeout):
+        return time.monotonic() - t0
+    raise BootEntryFailed(
+        f"{module.name} did not enter its bootloader: no '{module.boot_dialect['banner']}' and "
+        f"no answer to {module.boot_dialect['status']}",
+        hint="Press the module's reset button and run the same command again; if it keeps "
+             "failing, run 'rakflash doctor --port PORT'.")
+
+
+def pulse_reset(link: Link, line: str, *, hold: float = 0.1) -> None:
+    """Reset the module through a modem control line wired to its RESET pin.
+
+    ``line`` is ``"rts"`` or ``"dtr"``. The line is asserted (which drives the
+    pin low through the usual inverting adapter wiring), held, and released.
+    """
+    link.set_lines(**{line: True})
+    time.sleep(hold)
+    link.set_lines(**{line: False})
+
+
+def catch_start_up_window(link: Link, module: Module, *, window: float = 30.0,
+                          reset_line: str | None = None,
+                          tick: Callable[[float], None] | None = None) -> bool:
+    """Send the boot command in a tight burst until the bootloader answers.
+
+    For firmware that floods the port: its ``loop()`` never lets a command
+    through, but right after a reset its start-up code still does. The person
+    presses reset (or ``reset_line`` pulses it) and the next burst lands.
+    Returns True once the bootloader's banner or status is seen; False when
+    ``window`` seconds pass. ``tick(seconds_left)`` is called about once a second.
+    """
+    banner = module.boot_dialect["banner"].encode()
+    status = module.boot_dialect["status_reply"].encode()
+    command = (module.dialect["boot"][0] + "\r\n").encode()
+    if reset_line:
+        pulse_reset(link, reset_line)
+    deadline = Deadline(window)
+    next_tick = 0.0
+    seen = bytearray()
+    gap = max(0.01, 40 * 10 / link.baud)   # a few dozen byte times between bursts
+    while not deadline.expired:
+        if tick and time.monotonic() >= next_tick:
+            tick(deadline.remaining())
+            next_tick = time.monotonic() + 1.0
+        link.write(command)
+        seen += link.read(65536, gap)
+        if banner in seen or status in seen:
+            return _settle_into_bootloader(link, module)
+        del seen[:-64]     # keep a tail so a banner split across reads is still found
+    return False
+
+
+def _settle_into_bootloader(link: Link, module: Module) -> bool:
+    """After the banner: drain what the flood left in the buffers, then confirm."""
+    for _ in range(3):
+        while link.read_available(0.05):
+            pass
+        if confirm_boot_mode(link, module, 0.5):
+            return True
+    return False
+
+
+def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = None,
+                      fallback: Module | None = None, reset_window: float = 30.0,
+                      reset_line: str | None = None,
+                      say: Callable[[str, dict], None] | None = None) -> DeviceInfo:
+    """Identify the device; if its firmware floods the port, catch it in its start-up window.
+
+    ``fallback`` is the module to assume when the flood hides which one it is
+    (the CLI passes the image's target). ``say(event, data)`` is told ``"flooding"`` (with the advice to press
+    reset), then ``"countdown"`` ticks, so the CLI can show them.
+    """
+    from ..errors import Flooding
+    from .identify import identify
+    try:
+        return identify(link, module=module, baud=baud)
+    except Flooding as exc:
+        module = module or fallback
+        if module is None:
+            raise Flooding(exc.message + "; rakflash can catch it after a reset, but needs to "
+                           "know the module", hint="Run again with --module MODULE.") from None
+        flood_baud = exc.details.get("baud")
+        if flood_baud and link.baud != flood_baud:
+            link.baud = flood_baud
+        tell = say or (lambda event, data: None)
+        tell("flooding", {"message": exc.message, "reset_line": reset_line, "window": reset_window})
+        caught = catch_start_up_window(link, module, window=reset_window, reset_line=reset_line,
+                                       tick=lambda left: tell("countdown", {"seconds_left": round(left)}))
+        if not caught:
+            raise BootEntryFailed(
+                f"{module.name}'s firmware prints without pause, so {module.dialect['boot'][0]} "
+                f"never gets through, and no reset was seen within {reset_window:.0f} s",
+                hint=(f"Either add a pause at the start of setup() (e.g. delay(5000)) so the "
+                      f"module listens after a reset, or press reset during the next try "
+                      f"(--reset-window to wait longer); or recover over SWD with a probe: "
+                      f"'rakflash recover --probe cmsis-dap --module {module.key} FIRMWARE.hex' "
+                      f"(pyOCD target {module.swd_target}"
+                      + (", -O reset_type=emulated" if module.swd_options.get("reset_type") else "")
+                      + ")."),
+                cause="flooding") from None
+        tell("caught", {})
+        return identify(link, module=module, baud=link.baud, scan=False)

@@ -1,0 +1,182 @@
+"""Plan an update before anything is written, and refuse plans that can't work.
+
+A plan says what will be sent (only the application part of an image), to
+which module, over which protocol, how long it should take, and why it is
+safe. Every refusal is its own named error with its own next step:
+
+* image for another MCU or module → :class:`~rakflash.errors.WrongTarget`
+* image that only holds bootloader bytes → :class:`~rakflash.errors.TouchesBootloader`
+* application larger than its region → :class:`~rakflash.errors.ImageTooLarge`
+* firmware the device's bootloader can't take → :class:`~rakflash.errors.BootloaderTooOld`
+* the same version already running → :class:`~rakflash.errors.AlreadyUpToDate` (unless forced)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..catalog import Module, version_tuple
+from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, ImageTooLarge,
+                      TouchesBootloader, WrongTarget)
+from ..images import Image, ImageInfo, analyse
+from .identify import DeviceInfo
+
+
+@dataclass
+class Plan:
+    """What an update will do."""
+
+    module: Module
+    image: ImageInfo
+    device: DeviceInfo
+    payload: bytes                 # exactly what the update protocol sends
+    address: int                   # where the payload lands
+    name: str                      # file name announced to the bootloader
+    steps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    app_version: str | None = None
+    force: bool = False            # skip the compatibility and same-version checks
+
+    @property
+    def protocol(self) -> str:
+        return self.module.protocol
+
+    def estimate_seconds(self, baud: int, latency: float = 0.002) -> float:
+        """Time the transfer needs at ``baud``: line rate, turnarounds and flash time."""
+        return minimum_transfer_seconds(self.module, len(self.payload), baud, latency)
+
+    def to_dict(self, baud: int) -> dict:
+        return {
+            "module": self.module.name, "protocol": self.protocol, "address": self.address,
+            "bytes": len(self.payload), "name": self.name,
+            "app_version_before": self.device.app_version, "app_version_new": self.app_version,
+            "bootloader_version": self.device.bootloader_version,
+            "estimated_seconds": round(self.estimate_seconds(baud), 2), "baud": baud,
+            "steps": self.steps, "notes": self.notes,
+        }
+
+
+def check_compatibility(module: Module, firmware_version: str | None, bootloader_version: str | None) -> None:
+    """Refuse firmware that the module's bootloader can't take (catalog rules)."""
+    if not firmware_version or not bootloader_version:
+        return
+    fw, boot = version_tuple(firmware_version), version_tuple(bootloader_version)
+    for rule in module.rules:
+        if fw >= version_tuple(rule.firmware_min) and boot < version_tuple(rule.bootloader_min):
+            raise BootloaderTooOld(
+                f"{module.name} firmware {firmware_version} needs bootloader {rule.bootloader_min} "
+                f"or later, and this module has bootloader {bootloader_version}: the update would "
+                f"stall ({rule.why}).",
+                hint=f"Update the bootloader first with 'rakflash recover' and a combined "
+                     f"bootloader {rule.bootloader_min} + firmware .hex (ST ROM bootloader over "
+                     f"this UART with BOOT0 high, or SWD), then run this update again.",
+                rule_source=rule.source)
+
+
+def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
+              force: bool = False) -> Plan:
+    """Check ``image`` against ``device`` and decide what to send."""
+    module = module or device.module
+    if module is None:
+        raise WrongTarget("rakflash could not tell which module this is",
+                          hint="Name it with --module (see 'rakflash modules').")
+    if device.module is not None and device.module.key != module.key and device.module_certain:
+        raise WrongTarget(f"--module says {module.name}, but the device is a {device.module.name}",
+                          hint=f"Use firmware for {device.module.name}, or check the port.")
+    try:
+        info = analyse(image, module=module)
+    except ImageTargetError as exc:
+        raise WrongTarget(exc.message, hint=exc.hint) from None
+    if info.image.format != "apollo3-ota" and info.module is not None and info.vector is None \
+            and not info.includes_app:
+        raise WrongTarget(f"{image.path} holds no {module.name} application",
+                          hint=f"Use the application firmware built for {module.name}.")
+    app = module.app
+    notes: list[str] = []
+    if not info.includes_app:
+        if info.includes_bootloader or info.regions:
+            raise TouchesBootloader(
+                f"{image.path} holds only {', '.join(r.name for r in info.regions)} bytes "
+                f"and no application: the serial bootloader can't write those")
+        raise WrongTarget(f"{image.path} places no bytes in {module.name}'s application region "
+                          f"({app.start:#010x}-{app.end:#010x})")
+    for seg in image.segments:
+        # A run of bytes that starts in the application and goes on past its
+        # end is an application too large for the region (not a combined image).
+        if app.start <= seg.start < app.end < seg.end or seg.start < app.start and seg.end > app.end:
+            raise ImageTooLarge(
+                f"{image.path} has {seg.end - app.start:,} bytes of application from "
+                f"{app.start:#010x}, but {module.name}'s application region holds {app.size:,}",
+                image_bytes=seg.end - app.start, region_bytes=app.size)
+    outside_app = image.size - image.covered(app.start, app.end)
+    app_part = image.slice(app.start, app.end)
+    head = app_part.read(app.start, 8)
+    if head == b"\xff" * 8:
+        raise TouchesBootloader(
+            f"{image.path} does not start its application at {app.start:#010x} "
+            f"(no vector table there): it would not boot after a serial update",
+            hint="Use the application image, or 'rakflash recover' for a full image.")
+    if outside_app:
+        dropped = ", ".join(r.name for r in info.regions if r.name != "application")
+        notes.append(f"combined image: only its application part ({app_part.size:,} bytes) is "
+                     f"sent; the {dropped} part ({outside_app:,} bytes) stays as it is on the "
+                     f"module (the serial bootloader can't write it)")
+    payload = app_part.contiguous(app.start)
+    if len(payload) > app.size:
+        raise ImageTooLarge(f"the application is {len(payload):,} bytes; {module.name} holds {app.size:,}")
+    if not force:
+        check_compatibility(module, info.app_version, device.bootloader_version)
+    if not force and info.app_version and device.mode == "app" and device.app_version == info.app_version:
+        raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}")
+    name = image.path.replace("\\", "/").rsplit("/", 1)[-1]
+    plan = Plan(module, info, device, payload, app.start, name, notes=notes,
+                app_version=info.app_version, force=force)
+    plan.steps = _steps(plan)
+    return plan
+
+
+def _steps(plan: Plan) -> list[str]:
+    m, d = plan.module, plan.device
+    steps = []
+    if d.mode == "app":
+        steps.append(f"enter the bootloader ({' / '.join(m.dialect['boot'])}), confirmed by its own answer")
+    else:
+        steps.append("the module already waits in its bootloader: go on from there")
+    if plan.protocol == "ymodem":
+        steps.append(f"at+update, then YMODEM-1K: {len(plan.payload):,} bytes to {plan.address:#010x} "
+                     f"(the bootloader erases the application region first)")
+    elif plan.protocol == "amota":
+        steps.append(f"at+update, then AMOTA packets: 48-byte header + {len(plan.payload):,} bytes")
+    else:
+        steps.append(f"{plan.protocol} transfer of {len(plan.payload):,} bytes")
+    steps.append("the bootloader starts the new application; confirm it answers with "
+                 f"{plan.app_version or 'its version'}")
+    return steps
+
+
+def minimum_transfer_seconds(module: Module, size: int, baud: int, latency: float) -> float:
+    """The least time the module's update protocol can take for ``size`` bytes.
+
+    Counts every byte on the wire at 10 bits, one turnaround ``latency`` per
+    acknowledged packet in each direction, and the flash erase/program time
+    the MCU's datasheet gives. No implementation can beat it on that link.
+    """
+    mcu = module.mcu
+    bt = 10 / baud
+    program = math.ceil(size / mcu.program_unit) * mcu.program_unit_us / 1e6
+    if module.protocol == "ymodem":
+        blocks = math.ceil(size / 1024)
+        wire = (133 + blocks * 1029 + 1 + 133) * bt          # block 0, data, EOT, closing block
+        replies = (2 + blocks + 1 + 2 + 1) * bt               # ACK+C, ACKs, ACK(+C), ACK
+        turns = (blocks + 3) * 2 * latency
+        erase = math.ceil(module.app.size / mcu.page_size) * mcu.page_erase_ms / 1000
+        return wire + replies + turns + erase + program
+    if module.protocol == "amota":
+        packets = math.ceil(size / 512)
+        wire = (3 + 48 + 4 + size + packets * 7 + 7 + 7) * bt
+        replies = (8 + packets * 8 + 4 + 4) * bt
+        turns = (packets + 3) * 2 * latency
+        erase = math.ceil(size / mcu.page_size) * mcu.page_erase_ms / 1000
+        return wire + replies + turns + erase + program
+    return size * bt

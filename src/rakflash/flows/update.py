@@ -1,0 +1,154 @@
+"""Run a planned update: enter the bootloader, transfer, confirm the new version.
+
+The steps (each with a deadline, each failure a named error):
+
+1. enter the bootloader (or confirm the module already waits there);
+2. read the bootloader's version if the application couldn't tell it, and
+   check the catalog's compatibility rules again before writing;
+3. ``at+update`` and the module's transfer protocol, with progress;
+4. wait for the new application to answer and report the version the image
+   carries.
+
+A failed transfer leaves the module in its bootloader; running the same
+update again finishes the job (identification sees the bootloader and goes on).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..at import AtConsole
+from ..errors import RakflashError, TransferError, VerifyFailed
+from ..link import Deadline, Link
+from . import boot
+from .plan import Plan, check_compatibility
+
+Progress = Callable[[int, int], None]
+Event = Callable[[str, dict], None]
+
+
+@dataclass
+class UpdateResult:
+    result: str
+    module: str
+    app_version_before: str | None
+    app_version_after: str | None
+    bytes: int
+    seconds: float
+    boot_seconds: float
+    transfer_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.transfer_seconds if self.transfer_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"result": self.result, "module": self.module,
+                "app_version_before": self.app_version_before,
+                "app_version_after": self.app_version_after, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3), "boot_seconds": round(self.boot_seconds, 3),
+                "transfer_seconds": round(self.transfer_seconds, 3),
+                "bytes_per_second": round(self.rate)}
+
+
+def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
+               event: Event | None = None, app_timeout: float = 15.0) -> UpdateResult:
+    """Carry out ``plan`` over ``link``."""
+    say = event or (lambda name, data: None)
+    module = plan.module
+    t0 = time.monotonic()
+    say("boot", {"mode": plan.device.mode})
+    boot_seconds = boot.enter_bootloader(link, plan.device, module)
+    boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
+    if not plan.force:
+        check_compatibility(module, plan.app_version, boot_version)
+    say("transfer", {"bytes": len(plan.payload), "bootloader_version": boot_version})
+    t1 = time.monotonic()
+    _transfer(link, plan, progress)
+    transfer_seconds = time.monotonic() - t1
+    say("verify", {})
+    after = wait_for_app_version(link, plan, app_timeout)
+    if plan.app_version and after != plan.app_version:
+        raise VerifyFailed(f"after the update {module.name} reports {after!r}, "
+                           f"but the image carries {plan.app_version!r}")
+    return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
+                        time.monotonic() - t0, boot_seconds, transfer_seconds)
+
+
+def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:
+    d = plan.module.boot_dialect
+    link.discard_input()
+    if plan.protocol == "ymodem":
+        from ..protocols.ymodem import YmodemSender
+        link.write_line(d["update"])
+        sender = YmodemSender(link, progress=progress, **ymodem_timeouts(plan, link.baud))
+        _guarded(link, lambda: sender.send(plan.name, plan.payload))
+    elif plan.protocol == "amota":
+        from ..protocols.amota import AmotaSender
+        _start_amota(link, plan)
+        sender = AmotaSender(link, progress=progress)
+        _guarded(link, lambda: sender.send(plan.blob))
+    else:
+        raise TransferError(f"serial update over {plan.protocol} is not supported yet",
+                            hint="Use 'rakflash recover' with an SWD probe.")
+
+
+def ymodem_timeouts(plan: Plan, baud: int) -> dict:
+    """Deadlines from the link and the MCU's datasheet, with generous margins.
+
+    Block 0's ACK waits for the erase of the whole application region; a data
+    block's ACK for its line time plus programming; 1 s of slack for USB and
+    scheduling on top of both.
+    """
+    mcu, app = plan.module.mcu, plan.module.app
+    erase = -(-app.size // mcu.page_size) * mcu.page_erase_ms / 1000
+    block = 1029 * 10 / baud + -(-1024 // mcu.program_unit) * mcu.program_unit_us / 1e6
+    markers = (plan.module.boot_dialect["banner"].encode(), plan.module.boot_dialect["unsupported"].encode())
+    return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
+            "start_timeout": 3.0, "restart_markers": markers}
+
+
+def _guarded(link: Link, send: Callable[[], None]) -> None:
+    """Run a transfer; on failure tell the receiver to stop so the bootloader console returns."""
+    try:
+        send()
+    except RakflashError:
+        try:
+            link.write(b"\x18" * 5)   # CAN CAN …: abort the session on the device side
+        except RakflashError:
+            pass
+        raise
+
+
+def _start_amota(link: Link, plan: Plan) -> None:
+    from ..errors import BootEntryFailed
+    d = plan.module.boot_dialect
+    link.write_line(d["update"])
+    deadline = Deadline(3.0)
+    while not deadline.expired:
+        line = link.read_line(deadline.remaining())
+        if line is None:
+            break
+        if line.strip().startswith(b"Start firmware upgrade"):
+            return
+    raise BootEntryFailed(f"the bootloader did not start the upgrade (no 'Start firmware upgrade...' "
+                          f"after {d['update']})",
+                          hint="Run the same command again; the module stays in its bootloader.")
+
+
+def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
+    """Poll the new application until it reports its version (or raise VerifyFailed)."""
+    dialect = plan.module.dialect
+    console = AtConsole(link, dialect)
+    deadline = Deadline(timeout)
+    while not deadline.expired:
+        reply = console.command(dialect["app_version"], min(0.5, deadline.remaining()))
+        if reply.ok and reply.value:
+            value = reply.value.split()[0]
+            return plan.module.find_app_version(value.encode()) or value
+    raise VerifyFailed(f"the new application did not answer {dialect['app_version']} within "
+                       f"{timeout:.0f} s after the transfer",
+                       hint="Run 'rakflash info --port PORT': if the module waits in its "
+                            "bootloader, run the same update again.")

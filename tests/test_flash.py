@@ -1,0 +1,184 @@
+"""`rakflash flash` end to end through a real pty against the virtual YMODEM modules."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from rakflash.sim import Mode, firmware
+
+from conftest import FAST_BAUD, cli_json, run_cli
+
+NEW = "RUI_4.0.6_RAK3172-E"
+OLD = "RUI_4.0.5_RAK3172-E"
+
+
+@pytest.fixture
+def new_app(tmp_path, cat):
+    p = tmp_path / "rak3172_new.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 40 * 1024 + 100))
+    return p
+
+
+def flash(path, dev, *extra, baud=FAST_BAUD, **kw):
+    return cli_json("flash", str(path), "--port", dev.port, "--baud", str(baud), "--yes", *extra, **kw)
+
+
+def test_update_rak3172_end_to_end(virtual, new_app):
+    dev = virtual("rak3172")
+    code, out = flash(new_app, dev)
+    assert code == 0, out
+    assert out["result"] == "ok"
+    assert (out["app_version_before"], out["app_version_after"]) == (OLD, NEW)
+    assert out["bytes"] == 40 * 1024 + 100 and out["seconds"] > 0
+    assert dev.app_version == NEW and dev.updates == 1
+    # What is in the module's flash is byte for byte the image.
+    assert dev.flash.read(0x08006000, out["bytes"]) == new_app.read_bytes()
+    code, info = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert info["app_version"] == NEW and info["mode"] == "app"
+
+
+def test_progress_events_in_json(virtual, new_app):
+    dev = virtual("rak3172")
+    proc = run_cli("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes", "--json")
+    events = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    progress = [e for e in events if e.get("event") == "progress"]
+    assert len(progress) >= 40
+    assert progress[-1]["bytes"] == progress[-1]["total"] == 40 * 1024 + 100
+    assert [e["bytes"] for e in progress] == sorted(e["bytes"] for e in progress)
+    assert events[-1]["result"] == "ok"
+
+
+def test_human_output_has_plan_and_summary(virtual, new_app):
+    dev = virtual("rak3172")
+    proc = run_cli("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "plan:" in proc.stdout and f"{OLD} → {NEW}" in proc.stdout
+
+
+def test_combined_hex_sends_only_app_and_says_so(virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    p = tmp_path / "full.hex"
+    p.write_text(firmware.combined_hex(cat.module("rak3172"), "RUI_BOOT_0.9_STM32WLE5CC", NEW, 20000))
+    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "only its application part" in proc.stdout
+    assert dev.app_version == NEW
+    assert dev.bootloader_version == "RUI_BOOT_0.8_STM32WLE5CC"   # the bootloader was left alone
+
+
+def test_dry_run_writes_nothing(virtual, new_app):
+    dev = virtual("rak3172")
+    proc = run_cli("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "estimate" in proc.stdout and "YMODEM" in proc.stdout
+    assert dev.updates == 0 and dev.app_version == OLD and dev.mode == Mode.APP
+
+
+def test_no_terminal_and_no_yes_is_a_named_error(virtual, new_app):
+    dev = virtual("rak3172")
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert (code, out["error"]) == (10, "confirmation-needed")
+    assert dev.updates == 0 and dev.mode == Mode.APP
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda cat: firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 5000), "wrong-target"),
+    (lambda cat: firmware.app_image(cat.module("rak3172"), NEW, 201 * 1024), "image-too-large"),
+])
+def test_refusals_write_nothing(virtual, tmp_path, cat, make, error):
+    dev = virtual("rak3172")
+    p = tmp_path / "x.bin"
+    p.write_bytes(make(cat))
+    code, out = flash(p, dev)
+    assert (code, out["error"]) == (6, error)
+    assert dev.updates == 0 and dev.mode == Mode.APP and dev.app_version == OLD
+
+
+def test_same_version_skipped_then_forced(virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    p = tmp_path / "same.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), OLD, 8000))
+    code, out = flash(p, dev)
+    assert (code, out["result"]) == (0, "already-up-to-date") and dev.updates == 0
+    code, out = flash(p, dev, "--force")
+    assert (code, out["result"]) == (0, "ok") and dev.updates == 1
+
+
+def test_interrupted_update_is_finished(virtual, new_app):
+    dev = virtual("rak3172", state="bootloader")
+    code, out = flash(new_app, dev)
+    assert code == 0, out
+    assert out["app_version_before"] is None and out["app_version_after"] == NEW
+
+
+def test_rak811_old_bootloader_refused_with_recovery_advice(virtual, tmp_path, cat):
+    dev = virtual("rak811", bootloader_version="V3.0.2")
+    p = tmp_path / "RAK811_v3.0.0.14.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 100 * 1024))
+    code, out = flash(p, dev, "--module", "rak811")
+    assert (code, out["error"]) == (6, "bootloader-too-old")
+    assert "3.0.5" in out["message"] and "rakflash recover" in out["hint"]
+    assert dev.updates == 0
+
+
+def test_rak811_old_bootloader_forced_ends_in_timeout_not_hang(virtual, tmp_path, cat):
+    dev = virtual("rak811", bootloader_version="V3.0.2")
+    p = tmp_path / "RAK811_v3.0.0.14.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 100 * 1024))
+    t0 = time.monotonic()
+    code, out = flash(p, dev, "--module", "rak811", "--force", timeout=120)
+    assert (code, out["error"]) == (7, "transfer-timeout")
+    assert time.monotonic() - t0 < 90
+
+
+def test_rak811_update_with_new_bootloader(virtual, tmp_path, cat):
+    dev = virtual("rak811", bootloader_version="V3.0.5")
+    p = tmp_path / "RAK811_v3.0.0.14.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 100 * 1024))
+    code, out = flash(p, dev, "--module", "rak811")
+    assert code == 0, out
+    assert (out["app_version_before"], out["app_version_after"]) == ("V3.0.0.13.H", "V3.0.0.14.H")
+
+
+def test_bit_errors_and_drops_are_retried(virtual, new_app):
+    dev = virtual("rak3172")
+    dev.uart.faults.bit_error_rate = 2e-5
+    dev.uart.faults.drop_rate = 1e-5
+    code, out = flash(new_app, dev)
+    assert code == 0, out
+    assert dev.flash.read(0x08006000, out["bytes"]) == new_app.read_bytes()
+
+
+def test_power_cut_mid_transfer_then_rerun_finishes(virtual, new_app):
+    dev = virtual("rak3172")
+    dev.uart.faults.power_cut_after = dev.uart.faults.received + 20000
+    code, out = flash(new_app, dev, timeout=120)
+    assert (code, out["error"]) == (7, "device-restarted")
+    assert dev.wait_mode(Mode.BOOTLOADER)       # the bootloader is in charge, not a brick
+    code, out = flash(new_app, dev)
+    assert code == 0, out
+    assert out["app_version_after"] == NEW
+
+
+def test_device_cancel_is_named_and_rerun_works(virtual, new_app):
+    dev = virtual("rak3172")
+    dev.uart.faults.bit_error_rate = 0.01          # every block arrives damaged
+    code, out = flash(new_app, dev, timeout=120)
+    assert code == 7 and out["error"] in ("transfer-cancelled", "too-many-retries")
+    dev.uart.faults.bit_error_rate = 0
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    code, out = flash(new_app, dev)
+    assert code == 0, out
+
+
+def test_cable_pulled_mid_transfer_is_named(virtual, new_app):
+    dev = virtual("rak3172")
+    dev.uart.faults.pull_cable_after = dev.uart.faults.received + 15000
+    t0 = time.monotonic()
+    code, out = flash(new_app, dev, timeout=60)
+    assert (code, out["error"]) == (4, "port-disconnected")
+    assert "run the same command again" in out["hint"]
+    assert time.monotonic() - t0 < 30
