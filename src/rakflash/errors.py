@@ -183,6 +183,14 @@ class TooManyRetries(TransferError):
     name = "too-many-retries"
 
 
+class DeviceRestarted(TransferError):
+    """The module rebooted mid-transfer (power lost, reset pressed): its bootloader is in charge."""
+
+    name = "device-restarted"
+    hint = ("The module restarted during the transfer (power or reset) and now waits in its "
+            "bootloader: run the same command again to finish the update.")
+
+
 class DeviceRejected(TransferError):
     """The device answered with an error status (AMOTA status codes and alike)."""
 

@@ -97,10 +97,15 @@ class Link:
 
     def set_lines(self, *, rts: bool | None = None, dtr: bool | None = None) -> None:
         """Drive the modem control lines (used for wired reset / boot pins)."""
-        if rts is not None:
-            self._ser.rts = rts
-        if dtr is not None:
-            self._ser.dtr = dtr
+        try:
+            if rts is not None:
+                self._ser.rts = rts
+            if dtr is not None:
+                self._ser.dtr = dtr
+        except (serial.SerialException, OSError) as exc:
+            raise PortError(f"{self.port_name} has no RTS/DTR lines to drive: {_reason(exc)}",
+                            hint="Press the module's reset button by hand instead "
+                                 "(leave out --reset-with).") from None
         if self.trace:
             self.trace.event("lines", rts=rts, dtr=dtr)
 

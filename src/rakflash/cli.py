@@ -1,0 +1,509 @@
+"""The ``rakflash`` command line: a thin layer over the Python API.
+
+Each command parses its arguments, calls the API, and renders the result as
+text for people or as JSON (``--json``) for machines. Errors from
+:mod:`rakflash.errors` become one ``error:`` line and one ``hint:`` line (or a
+JSON object) and the documented exit code; never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, catalog as _catalog, images
+from .errors import RakflashError, UnknownDevice
+from .flows.identify import identify
+from .link import Link
+from .trace import TraceWriter
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+class IntParam(click.ParamType):
+    name = "ADDRESS"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return _int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (use 0x08006000 or 134242304)", param, ctx)
+
+
+def emit_json(obj: dict) -> None:
+    click.echo(json.dumps(obj, default=str))
+
+
+DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
+
+
+def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = ()) -> Callable:
+    """Turn rakflash errors into one clear line and an exit code.
+
+    With ``--json`` the error is a JSON object; ``json_keys`` are always
+    present in it (null when unknown), so scripts can read one shape.
+    """
+    if fn is None:
+        return functools.partial(reports_errors, json_keys=json_keys)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        try:
+            return fn(*args, **kwargs)
+        except RakflashError as exc:
+            if exc.exit_code == 0:      # nothing to do is not a failure
+                if as_json:
+                    emit_json({"result": exc.name, "message": exc.message, "error": None})
+                else:
+                    out.print(f"{exc.message}. {exc.hint}")
+                sys.exit(0)
+            if as_json:
+                base = {k: None for k in json_keys}
+                if "port" in kwargs:
+                    base["port"] = kwargs["port"]
+                emit_json({**base, **_error_json(exc, kwargs)})
+            else:
+                err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+                if exc.hint:
+                    err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(130)
+
+    return wrapper
+
+
+def _error_json(exc: RakflashError, kwargs: dict) -> dict:
+    d = {"error": exc.name, "message": exc.message, "hint": exc.hint}
+    d.update({k: v for k, v in exc.details.items() if k not in d})
+    return d
+
+
+def _module_option(required: bool = False) -> Callable:
+    return click.option("--module", "-m", "module_name", required=required, metavar="MODULE",
+                        help="Module name (rak3172, rak811, …); see 'rakflash modules'.")
+
+
+def _lookup_module(name: str | None) -> _catalog.Module | None:
+    if name is None:
+        return None
+    try:
+        return _catalog.load().module(name)
+    except KeyError:
+        known = ", ".join(m.key for m in _catalog.load().modules.values())
+        raise UnknownDevice(f"no module called {name!r}", hint=f"Known modules: {known}.") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rakflash")
+def main() -> None:
+    """Firmware update and recovery for RAKwireless LoRa modules."""
+
+
+# ---------------------------------------------------------------- inspect
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--address", type=IntParam(), help="Base address of a .bin (default: the target module's application base).")
+@_module_option()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def inspect(file: str, address: int | None, module_name: str | None, as_json: bool) -> None:
+    """Say what a firmware file is: format, segments, target, regions, versions."""
+    module = _lookup_module(module_name)
+    img = images.load(file, address=address, module=module)
+    info = images.analyse(img, module=module)
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    _print_inspect(info)
+
+
+def _print_inspect(info: images.ImageInfo) -> None:
+    img = info.image
+    names = {"bin": "raw binary", "hex": "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)"}
+    out.print(f"file      {img.path}")
+    out.print(f"format    {names.get(img.format, img.format)}, {img.file_size:,} bytes on disk, {img.size:,} bytes of data")
+    out.print(f"sha256    {img.sha256}")
+    if img.format != "hex":
+        how = {"--address": "given with --address", "catalog": "the target module's application base (catalog)",
+               "blob header": "the blob header's load address",
+               "default": "unknown target: assumed 0; give --address"}[img.base_source]
+        out.print(f"base      {img.low:#010x} ({how})")
+    if img.start_address is not None:
+        out.print(f"start     {img.start_address:#010x} (start address record)")
+    if info.module:
+        vec = f"SP {info.vector[0]:#010x}, reset {info.vector[1]:#010x}" if info.vector else "no vector table"
+        out.print(f"target    {info.module.name} ({info.mcu.name}) — from the vector table: {vec}")
+    elif info.mcu:
+        out.print(f"target    {info.mcu.name}, no module in the catalog")
+    else:
+        out.print("target    unknown: no Cortex-M vector table of a known MCU at the start of the image")
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("segment start")
+    table.add_column("end")
+    table.add_column("size", justify="right")
+    for s in img.segments:
+        table.add_row(f"{s.start:#010x}", f"{s.end:#010x}", f"{s.size:,}")
+    out.print(table)
+    if info.regions:
+        rt = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        rt.add_column("region")
+        rt.add_column("range")
+        rt.add_column("covered", justify="right")
+        for r in info.regions:
+            rt.add_row(r.name, f"{r.start:#010x}-{r.end:#010x}", f"{r.bytes:,} of {r.end - r.start:,}")
+        out.print(rt)
+        if info.outside:
+            out.print(f"[yellow]{info.outside:,} bytes lie outside the module's known regions[/]")
+    out.print(f"versions  application: {info.app_version or '-'}; bootloader: {info.bootloader_version or '-'}")
+    if img.ota_header is not None:
+        h = img.ota_header
+        out.print(f"ota       load {h.load_address:#x}, length {h.length:,}, crc {h.crc:#010x}, version {h.version}")
+
+
+# ---------------------------------------------------------------- ports
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def ports(as_json: bool) -> None:
+    """List serial ports, with the module each probably is."""
+    from .ports import list_serial_ports
+    entries = list_serial_ports()
+    if as_json:
+        emit_json({"ports": [e.to_dict() for e in entries]})
+        return
+    if not entries:
+        out.print("no serial ports found (is the module plugged in? on Linux, is your user in 'dialout'?)")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("port", "VID:PID", "description", "probably"):
+        table.add_column(col)
+    for e in entries:
+        d = e.to_dict()
+        table.add_row(e.device, d["vid_pid"] or "-", e.description or "-", e.probably or "-")
+    out.print(table)
+
+
+# ---------------------------------------------------------------- modules
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def modules(as_json: bool) -> None:
+    """List the modules rakflash knows (the catalog)."""
+    cat = _catalog.load()
+    rows = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
+             "protocol": m.protocol, "app_base": m.app.start, "app_size": m.app.size,
+             "swd_target": m.swd_target} for m in cat.modules.values()]
+    if as_json:
+        emit_json({"modules": rows})
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("module", "family", "MCU", "serial update", "application", "SWD target"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["key"], r["family"], r["mcu"], r["protocol"],
+                      f"{r['app_base']:#010x} ({r['app_size'] // 1024} KiB)", r["swd_target"])
+    out.print(table)
+
+
+# ---------------------------------------------------------------- info
+def _port_options(fn: Callable) -> Callable:
+    fn = click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+                      help="Record the raw serial exchange to FILE (JSON Lines).")(fn)
+    fn = click.option("--baud", type=int, default=None, help="Baud rate to try first (default 115200; others are scanned).")(fn)
+    fn = click.option("--port", "-p", required=True, help="Serial port: /dev/ttyUSB0, COM3, socket://host:port.")(fn)
+    return fn
+
+
+def _open_link(stack: ExitStack, port: str, baud: int | None, trace_path: str | None) -> Link:
+    trace = None
+    if trace_path:
+        trace = TraceWriter(trace_path)
+        stack.callback(trace.close)
+    link = Link(port, baud or 115200, trace=trace)
+    stack.callback(link.close)
+    return link
+
+
+@main.command()
+@_port_options
+@_module_option()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors(json_keys=DEVICE_KEYS)
+def info(port: str, baud: int | None, trace_path: str | None, module_name: str | None, as_json: bool) -> None:
+    """Say what is on the other end of a serial port."""
+    module = _lookup_module(module_name)
+    with ExitStack() as stack:
+        link = _open_link(stack, port, baud, trace_path)
+        dev = identify(link, module=module, baud=baud)
+    if as_json:
+        emit_json(dev.to_dict())
+        return
+    _print_device(dev)
+
+
+def _print_device(dev: Any) -> None:
+    rows = [("port", f"{dev.port} at {dev.baud} baud"),
+            ("module", (dev.module.name if dev.module else "unknown") + ("" if dev.module_certain else " (probably)")),
+            ("mode", "application running" if dev.mode == "app" else "in its bootloader"),
+            ("application", dev.app_version or ("-" if dev.mode == "app" else "- (the bootloader can't tell)")),
+            ("bootloader", dev.bootloader_version or "-"),
+            ("hardware", dev.hardware_model or "-"), ("hardware id", dev.hardware_id or "-"),
+            ("serial number", dev.serial_number or "-"), ("AT dialect", dev.dialect)]
+    for k, v in rows:
+        out.print(f"{k:<14}{v}")
+    for n in dev.notes:
+        out.print(f"[yellow]note:[/] {n}")
+
+
+# ---------------------------------------------------------------- flash
+FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "seconds")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@_port_options
+@_module_option()
+@click.option("--address", type=IntParam(), help="Base address of a .bin (default: the module's application base).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (steps, bytes, estimated time) and exit.")
+@click.option("--yes", "-y", is_flag=True, help="Answer every confirmation with yes (for scripts and CI).")
+@click.option("--force", is_flag=True, help="Write even if the same version already runs, or past the compatibility check.")
+@click.option("--reset-window", type=float, default=30.0, show_default=True, metavar="S",
+              help="When the firmware floods the port: how long to wait for a reset press.")
+@click.option("--reset-with", type=click.Choice(["rts", "dtr"]),
+              help="The adapter's RTS or DTR line is wired to the module's reset: pulse it instead of asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON progress events and a JSON result line.")
+@reports_errors(json_keys=FLASH_KEYS)
+def flash(file: str, port: str, baud: int | None, trace_path: str | None, module_name: str | None,
+          address: int | None, dry_run: bool, yes: bool, force: bool, reset_window: float,
+          reset_with: str | None, as_json: bool) -> None:
+    """Update the application of a module over its serial bootloader."""
+    from .errors import Aborted, ConfirmationNeeded
+    from .flows.boot import identify_or_catch
+    from .flows.plan import make_plan
+    from .flows.update import run_update
+    module = _lookup_module(module_name)
+    image = images.load(file, address=address, module=module)
+    with ExitStack() as stack:
+        link = _open_link(stack, port, baud, trace_path)
+        dev = identify_or_catch(link, module=module, baud=baud, fallback=_image_target(image),
+                                reset_window=reset_window, reset_line=reset_with,
+                                say=_json_event if as_json else _flood_notice)
+        plan = make_plan(image, dev, module=module, force=force)
+        if dry_run:
+            _show_plan(plan, link.baud, as_json)
+            return
+        if not as_json:
+            _show_plan(plan, link.baud, False)
+        if not yes:
+            if not sys.stdin or not sys.stdin.isatty():
+                raise ConfirmationNeeded("about to write firmware, and there is no terminal to confirm it")
+            if not click.confirm(f"Write {len(plan.payload):,} bytes to {plan.module.name} on {port}?"):
+                raise Aborted("update not confirmed")
+        if as_json:
+            def progress(done: int, total: int) -> None:
+                emit_json({"event": "progress", "bytes": done, "total": total})
+
+            result = run_update(link, plan, progress=progress, event=_json_event)
+        else:
+            result = _update_with_bar(link, plan)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out.print(f"[green]done[/]: {result.module} {result.app_version_before or '(bootloader)'} → "
+              f"{result.app_version_after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
+              f"(transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s; "
+              f"bootloader entered in {result.boot_seconds:.2f} s)")
+
+
+def _image_target(image: images.Image) -> _catalog.Module | None:
+    try:
+        return images.analyse(image).module
+    except RakflashError:
+        return None
+
+
+def _json_event(name: str, data: dict) -> None:
+    emit_json({"event": name, **data})
+
+
+def _flood_notice(name: str, data: dict) -> None:
+    if name == "flooding":
+        err.print(f"[yellow]{data['message']}.[/]")
+        if data.get("reset_line"):
+            err.print(f"Pulsing {data['reset_line'].upper()} to reset the module, then sending the boot command in a burst.")
+        else:
+            err.print("[bold]Press the module's reset button now.[/] rakflash sends the boot command "
+                      "in a burst and catches the module as it starts.")
+    elif name == "countdown":
+        err.print(f"  waiting for the reset: {data['seconds_left']} s left", end="\r")
+    elif name == "caught":
+        err.print("\ncaught the module in its bootloader")
+
+
+def _show_plan(plan: Any, baud: int, as_json: bool) -> None:
+    if as_json:
+        emit_json({"event": "plan", **plan.to_dict(baud)})
+        return
+    d = plan.device
+    out.print(f"device    {plan.module.name} on {d.port}, {d.mode}, application {d.app_version or '-'}, "
+              f"bootloader {d.bootloader_version or '-'}")
+    out.print(f"image     {plan.image.image.path}: application {plan.app_version or '-'}, "
+              f"{len(plan.payload):,} bytes to {plan.address:#010x}")
+    for n in plan.notes:
+        out.print(f"[yellow]note:[/] {n}")
+    out.print("plan:")
+    for i, step in enumerate(plan.steps, 1):
+        out.print(f"  {i}. {step}")
+    out.print(f"estimate  {plan.estimate_seconds(baud):.1f} s at {baud} baud")
+
+
+def _update_with_bar(link: Link, plan: Any) -> Any:
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                               TransferSpeedColumn)
+    from .flows.update import run_update
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("entering bootloader", total=len(plan.payload))
+
+        def event(name: str, data: dict) -> None:
+            labels = {"boot": "entering bootloader", "transfer": "writing", "verify": "starting new firmware"}
+            bar.update(task, description=labels.get(name, name))
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return run_update(link, plan, progress=progress, event=event)
+
+
+# ---------------------------------------------------------------- sim
+@main.command()
+@click.argument("module_name", metavar="MODULE")
+@click.option("--state", type=click.Choice(["app", "bootloader"]), default="app", show_default=True,
+              help="Start in the application or in the bootloader (as after an interrupted update).")
+@click.option("--baud", type=int, default=115200, show_default=True, help="The module's UART baud rate.")
+@click.option("--latency-ms", type=float, default=1.0, show_default=True, help="USB-UART turnaround latency.")
+@click.option("--flash-scale", type=float, default=1.0, show_default=True,
+              help="Multiply the datasheet flash erase/program times (0 = instant).")
+@click.option("--app-version", help="Version string of the application the module starts with.")
+@click.option("--bootloader-version", help="Version string of its bootloader.")
+@click.option("--app-size", type=int, default=96 * 1024, show_default=True, help="Size of the starting application.")
+@click.option("--sketch", type=click.Choice(["quiet", "flooding"]), default="quiet", show_default=True,
+              help="'flooding': the application prints without pause after a short start-up window.")
+@click.option("--bit-error-rate", type=float, default=0.0, help="Probability of a bit error per received byte.")
+@click.option("--drop-rate", type=float, default=0.0, help="Probability of losing a received byte.")
+@click.option("--power-cut-after", type=int, help="Cut the power after the module received N bytes.")
+@click.option("--pull-cable-after", type=int, help="Pull the cable (the port vanishes) after N received bytes.")
+@click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
+def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
+        app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
+        bit_error_rate: float, drop_rate: float, power_cut_after: int | None,
+        pull_cable_after: int | None, any_baud: bool) -> None:
+    """Serve a virtual module on a pseudo-terminal until interrupted.
+
+    The first line printed is 'port: /dev/pts/N'. Press the module's reset
+    button with 'r' + Enter on standard input or with SIGUSR1.
+    """
+    from .sim import Faults, SimOptions, create
+    opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
+                      bootloader_version=bootloader_version, app_version=app_version,
+                      app_size=app_size, sketch=sketch, strict_baud=not any_baud,
+                      faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
+                                    power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
+    try:
+        dev = create(module_name, opts)
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    dev.start()
+    click.echo(f"port: {dev.port}")
+    sys.stdout.flush()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, lambda *a: (dev.press_reset(), click.echo("reset pressed")))
+
+    def stdin_buttons() -> None:
+        for line in sys.stdin:
+            if line.strip().lower() == "r":
+                dev.press_reset()
+                click.echo("reset pressed")
+                sys.stdout.flush()
+
+    if sys.stdin is not None and not sys.stdin.closed:
+        threading.Thread(target=stdin_buttons, daemon=True).start()
+    try:
+        while not stop.wait(0.2):
+            if dev.uart.closed:
+                click.echo("cable pulled: the port is gone")
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()
+
+
+# ---------------------------------------------------------------- demo
+@main.command()
+@click.option("--module", "-m", "module_name", default="rak3172", show_default=True,
+              type=click.Choice(["rak3172", "rak811"]), help="Which virtual module to update.")
+@click.option("--size", type=int, default=24 * 1024, show_default=True, help="Size of the new application.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def demo(module_name: str, size: int, as_json: bool) -> None:
+    """Update a virtual module end to end over a pseudo-terminal, no hardware needed.
+
+    The virtual module runs at 115200 baud with a USB-UART's turnaround
+    latency and its MCU's datasheet flash timings, so what you see is what
+    the same update takes on a real module.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from .flows.plan import make_plan
+    from .flows.update import run_update
+    from .sim import SimOptions, create, firmware
+    module = _catalog.load().module(module_name)
+    boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
+    with create(module.key, SimOptions(latency_ms=1.0, app_version=old_v)) as dev, \
+            tempfile.TemporaryDirectory() as tmp:
+        new_file = Path(tmp) / f"{module.name}_{new_v}.bin"
+        new_file.write_bytes(firmware.app_image(module, new_v, size))
+        if not as_json:
+            out.print(f"virtual {module.name} serving on {dev.port} (115200 baud, 1 ms latency)")
+            out.print(f"new firmware {new_file.name}: {size:,} bytes\n")
+        with ExitStack() as stack:
+            link = _open_link(stack, dev.port, 115200, None)
+            device = identify(link, module=module if module.key != "rak3172" else None)
+            if not as_json:
+                _print_device(device)
+                out.print()
+            plan = make_plan(images.load(new_file), device, module=module)
+            if as_json:
+                result = run_update(link, plan)
+            else:
+                _show_plan(plan, link.baud, False)
+                result = _update_with_bar(link, plan)
+        after = dev.app_version
+    if as_json:
+        emit_json({**result.to_dict(), "flash_reports": after})
+        return
+    out.print(f"[green]done[/]: {result.module} {result.app_version_before} → {result.app_version_after} "
+              f"in {result.seconds:.1f} s (transfer {result.rate / 1024:.1f} KiB/s; bootloader entered "
+              f"in {result.boot_seconds:.2f} s). The virtual module's flash now holds {after}.")

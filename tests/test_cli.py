@@ -1,0 +1,99 @@
+"""The command line as a person uses it: `rakflash sim` in one process, `rakflash info` in another."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_json, run_cli
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+class SimProcess:
+    """`rakflash sim ...` running in the background; .port is the pty it serves."""
+
+    def __init__(self, *args: str) -> None:
+        self.env = env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen([sys.executable, "-m", "rakflash", "sim", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        first = self.proc.stdout.readline()
+        assert first.startswith("port: "), f"first line was {first!r}; stderr: {self.proc.stderr.read()}"
+        self.port = first.split(":", 1)[1].strip()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def sim_process():
+    procs = []
+
+    def start(*args: str) -> SimProcess:
+        p = SimProcess(*args)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+def test_sim_prints_port_first_and_info_identifies_it(sim_process):
+    sim = sim_process("rak3172", "--baud", "921600", "--latency-ms", "0.2")
+    assert sim.port.startswith("/dev/pts/")
+    code, out = cli_json("info", "--port", sim.port, "--baud", "921600")
+    assert code == 0
+    assert (out["module"], out["mode"], out["app_version"]) == ("RAK3172", "app", "RUI_4.0.5_RAK3172-E")
+    assert out["bootloader_version"] == "RUI_BOOT_0.8_STM32WLE5CC" and out["error"] is None
+
+
+def test_sim_starts_in_bootloader_on_request(sim_process):
+    sim = sim_process("rak3172", "--state", "bootloader", "--baud", "921600")
+    code, out = cli_json("info", "--port", sim.port, "--baud", "921600")
+    assert (code, out["mode"]) == (0, "bootloader")
+
+
+def test_sim_realistic_timing_at_115200(sim_process):
+    """One end-to-end check at the real baud rate: identification stays quick."""
+    sim = sim_process("rak3172", "--baud", "115200", "--latency-ms", "1")
+    t0 = time.monotonic()
+    code, out = cli_json("info", "--port", sim.port)
+    assert code == 0 and out["module"] == "RAK3172"
+    assert time.monotonic() - t0 < 10   # generous: a subprocess start plus identification
+
+
+def test_sim_unknown_module_is_a_usage_error():
+    proc = run_cli("sim", "rak9999")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_demo_identifies_a_virtual_module():
+    proc = run_cli("demo")
+    assert proc.returncode == 0, proc.stderr
+    assert "RAK3172" in proc.stdout and "RUI_" in proc.stdout
+
+
+def test_modules_lists_the_catalog():
+    code, out = cli_json("modules")
+    keys = {m["key"] for m in out["modules"]}
+    assert {"rak3172", "rak811", "rak4270", "rak11720", "rak4631-r"} <= keys
+
+
+def test_ports_lists_json():
+    code, out = cli_json("ports")
+    assert code == 0 and isinstance(out["ports"], list)

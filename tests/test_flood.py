@@ -1,0 +1,101 @@
+"""Firmware that floods the port: recognised, caught after a reset press, or a clean named failure."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from rakflash.sim import Mode, firmware
+
+from conftest import cli_json
+from test_cli import SimProcess
+
+NEW = "RUI_4.0.6_RAK3172-E"
+
+
+@pytest.fixture
+def new_app(tmp_path, cat):
+    p = tmp_path / "new.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 12 * 1024))
+    return p
+
+
+def press_later(dev, seconds):
+    t = threading.Timer(seconds, dev.press_reset)
+    t.start()
+    return t
+
+
+def test_reset_press_in_the_window_lets_the_update_through(virtual, new_app):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
+    time.sleep(0.7)                  # the sketch is flooding now
+    timer = press_later(dev, 2.0)    # the person presses reset while rakflash waits
+    try:
+        code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "20")
+    finally:
+        timer.cancel()
+    assert code == 0, out
+    assert out["app_version_after"] == NEW
+    assert dev.app_version == NEW
+
+
+def test_flood_events_in_json(virtual, new_app):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
+    time.sleep(0.7)
+    timer = press_later(dev, 1.5)
+    from conftest import run_cli
+    import json
+    try:
+        proc = run_cli("flash", str(new_app), "--port", dev.port, "--yes", "--json", "--reset-window", "20")
+    finally:
+        timer.cancel()
+    events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    names = [e.get("event") for e in events]
+    assert "flooding" in names and "countdown" in names and "caught" in names
+    assert events[-1]["result"] == "ok"
+
+
+def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.3, baud=115200)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "2")
+    assert (code, out["error"]) == (9, "boot-entry-failed")
+    assert "prints without pause" in out["message"]
+    assert "setup()" in out["hint"] and "rakflash recover" in out["hint"]
+    assert time.monotonic() - t0 < 15
+    assert dev.mode == Mode.APP and dev.updates == 0
+
+
+def test_info_names_the_flood(virtual):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.2, baud=115200)
+    time.sleep(0.4)
+    code, out = cli_json("info", "--port", dev.port)
+    assert (code, out["error"]) == (5, "flooding")
+
+
+@pytest.mark.parametrize("press", ["sigusr1", "stdin"])
+def test_sim_process_reset_button(new_app, press):
+    sim = SimProcess("rak3172", "--sketch", "flooding")
+    try:
+        time.sleep(1.2)
+        flash = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", str(new_app), "--port", sim.port,
+                                  "--yes", "--json", "--reset-window", "20"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=sim.env)
+        time.sleep(2.5)
+        if press == "sigusr1":
+            sim.proc.send_signal(signal.SIGUSR1)
+        else:
+            sim.proc.stdin.write("r\n")
+            sim.proc.stdin.flush()
+        stdout, stderr = flash.communicate(timeout=60)
+        assert flash.returncode == 0, stdout + stderr
+        assert '"result": "ok"' in stdout.splitlines()[-1]
+    finally:
+        sim.stop()
