@@ -107,7 +107,7 @@ def ymodem_timeouts(plan: Plan, baud: int) -> dict:
     block = 1029 * 10 / baud + -(-1024 // mcu.program_unit) * mcu.program_unit_us / 1e6
     markers = (plan.module.boot_dialect["banner"].encode(), plan.module.boot_dialect["unsupported"].encode())
     return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
-            "start_timeout": 3.0, "restart_markers": markers}
+            "start_timeout": 3.0, "restart_markers": markers, "byte_time": 10 / baud}
 
 
 def _guarded(link: Link, send: Callable[[], None]) -> None:

@@ -23,6 +23,7 @@ with the RUI bootloader's quirks.
 from __future__ import annotations
 
 import binascii
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -65,13 +66,15 @@ class YmodemSender:
     without any answer end the transfer early as a timeout (a stalled receiver).
     ``restart_markers`` are byte strings the device prints only when it has
     restarted (a bootloader banner): seen among the answers, they end the
-    transfer with :class:`~rakflash.errors.DeviceRestarted`.
+    transfer with :class:`~rakflash.errors.DeviceRestarted`. ``byte_time`` (seconds
+    per byte on the line) tells a stale ``C`` from a real answer.
     ``progress(sent, total)`` is called after each acknowledged data block.
     """
 
     def __init__(self, channel: ByteChannel, *, block_size: int = 1024, retries: int = 10,
                  start_timeout: float = 10.0, ack_timeout: float = 5.0, erase_timeout: float = 30.0,
                  max_silent: int = 3, restart_markers: tuple[bytes, ...] = (),
+                 byte_time: float = 10 / 115200,
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.ch = channel
         self.block_size = block_size
@@ -80,6 +83,7 @@ class YmodemSender:
         self.ack_timeout = ack_timeout
         self.erase_timeout = erase_timeout
         self.max_silent = max_silent
+        self.byte_time = byte_time
         self.restart_markers = restart_markers
         self._noise = bytearray()
         self.progress = progress
@@ -125,12 +129,18 @@ class YmodemSender:
     def _send_block(self, block: bytes, what: str, *, first_timeout: float | None = None,
                     want_c: bool = False) -> None:
         silent = 0     # attempts in a row that got no answer at all
+        line_time = len(block) * self.byte_time
         for attempt in range(self.retries + 1):
             self._drop_stale_input()
             self.ch.write(block)
             timeout = first_timeout if (attempt == 0 and first_timeout) else self.ack_timeout
-            answer = self._read_answer(timeout)
+            answer = self._read_answer(timeout, not_before=time.monotonic() + line_time / 2)
             if answer == ACK:
+                if attempt:
+                    # A resent block may be acknowledged twice (the first copy was
+                    # fine after all); swallow the second ACK so it can't be taken
+                    # for the next block's.
+                    self._linger(line_time * 1.5 + 0.05)
                 if want_c:
                     self._wait_for_c(self.ack_timeout, None)
                 return
@@ -150,8 +160,14 @@ class YmodemSender:
                              hint="The line is noisy: use a shorter cable or a lower baud rate, "
                                   "then run the same command again.", offset=self.offset)
 
-    def _read_answer(self, timeout: float) -> int | None:
-        """ACK, NAK, CAN (two in a row), or None for silence / other bytes until the deadline."""
+    def _read_answer(self, timeout: float, not_before: float = 0.0) -> int | None:
+        """ACK, NAK, CAN (two in a row), or None for silence / other bytes until the deadline.
+
+        A ``C`` means "bad packet, send again" — unless it arrives before
+        ``not_before``, earlier than the block could even have crossed the
+        line: then the receiver sent it before our block arrived (its 500 ms
+        poll), and taking it as a NAK would duplicate the block.
+        """
         deadline = Deadline(timeout)
         last = None
         got_any = False
@@ -169,12 +185,20 @@ class YmodemSender:
                 if last == CAN:
                     return CAN
             elif c == CRC_REQUEST:
-                # A 'C' instead of an ACK: the receiver timed out or saw a bad packet.
-                return NAK
+                if time.monotonic() >= not_before:
+                    return NAK     # the receiver saw a bad packet, or timed out waiting
+                continue           # a stale poll from before our block arrived
             else:
                 self._note_noise(c)
             last = c
         return NAK if got_any else None
+
+    def _linger(self, seconds: float) -> None:
+        deadline = Deadline(seconds)
+        while not deadline.expired:
+            for c in self.ch.read(64, deadline.remaining()):
+                if c not in (ACK, CRC_REQUEST):
+                    self._note_noise(c)
 
     def _drop_stale_input(self) -> None:
         while True:
