@@ -42,6 +42,15 @@ class Plan:
     def protocol(self) -> str:
         return self.module.protocol
 
+    @property
+    def blob(self) -> bytes:
+        """The Apollo3 OTA blob for an AMOTA update: the given blob's header, or a new one."""
+        from ..apollo3_ota import build_blob
+        header = self.image.image.ota_header
+        if header is not None:
+            return header.pack() + self.payload
+        return build_blob(self.payload, load_address=self.address)
+
     def estimate_seconds(self, baud: int, latency: float = 0.002) -> float:
         """Time the transfer needs at ``baud``: line rate, turnarounds and flash time."""
         return minimum_transfer_seconds(self.module, len(self.payload), baud, latency)

@@ -88,7 +88,7 @@ def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:
     elif plan.protocol == "amota":
         from ..protocols.amota import AmotaSender
         _start_amota(link, plan)
-        sender = AmotaSender(link, progress=progress)
+        sender = AmotaSender(link, progress=progress, **amota_timeouts(plan, link.baud))
         _guarded(link, lambda: sender.send(plan.blob))
     else:
         raise TransferError(f"serial update over {plan.protocol} is not supported yet",
@@ -108,6 +108,14 @@ def ymodem_timeouts(plan: Plan, baud: int) -> dict:
     markers = (plan.module.boot_dialect["banner"].encode(), plan.module.boot_dialect["unsupported"].encode())
     return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
             "start_timeout": 3.0, "restart_markers": markers, "byte_time": 10 / baud}
+
+
+def amota_timeouts(plan: Plan, baud: int) -> dict:
+    """Reply deadlines: a packet's line time plus programming (or erase for HEADER), with slack."""
+    mcu = plan.module.mcu
+    packet = (7 + 512 + 8) * 10 / baud + -(-512 // mcu.program_unit) * mcu.program_unit_us / 1e6
+    erase = -(-len(plan.payload) // mcu.page_size) * mcu.page_erase_ms / 1000
+    return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "verify_timeout": 10.0}
 
 
 def _guarded(link: Link, send: Callable[[], None]) -> None:

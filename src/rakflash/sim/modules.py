@@ -69,8 +69,43 @@ class Rak811(YmodemBootloader, RuiV3Module):
             self.uart.read(4096, 0.5)
 
 
+class Rak11720(Rui3Module):
+    """RAK11720 (Apollo3): RUI3 app, RUI bootloader, AMOTA packets after ``at+update``.
+
+    ``at+update`` answers ``Start firmware upgrade...`` and serves AMOTA
+    packets (DESIGN.md §2): HEADER erases the pages the image needs, DATA
+    programs, VERIFY checks the image CRC against the header, RESET restarts
+    into the new application if it was verified.
+    """
+
+    def run_update(self) -> bool:
+        from ..protocols.amota import AmotaReceiver
+        app = self.module.app
+        self.app_reply("Start firmware upgrade...")
+        # The packet receiver starts with an empty UART buffer: the LF of a
+        # CR LF after at+update (the vendor script sends one) is not a packet.
+        self.uart.flush_input()
+
+        def on_header(header) -> None:
+            self.app_valid = False
+            self.flash.erase(app.start, app.start + header.length)
+
+        result = AmotaReceiver(
+            self.uart, load_address=app.start, max_size=app.size, on_header=on_header,
+            on_data=lambda offset, data: self.flash.program(app.start + offset, data),
+            read_image=lambda n: self.flash.read(app.start, n),
+            byte_time=self.uart.byte_time).serve()
+        self.last_update = result
+        if result.status == "ok":
+            self.app_valid = True
+            self.updates += 1
+        self.uart.drain()
+        return result.status != "idle"
+
+
 MODULES: dict[str, type[VirtualModule]] = {
     "rak3172": Rak3172,
+    "rak11720": Rak11720,
     "rak811": Rak811,
     "rak4270": Rak811,
 }

@@ -10,7 +10,7 @@ What makes it behave like a real module behind a USB-UART bridge:
 * bytes move at the simulated baud rate (10 bit times per byte, 8N1) in both
   directions: a byte written by the host becomes readable by the firmware only
   after its bit time, and the firmware's output leaves at line rate;
-* each turnaround (the first byte the firmware sends after the line was idle)
+* each turnaround (the first byte sent either way after the line was idle)
   waits ``latency`` seconds, as a USB bridge's polling does;
 * the firmware's transmit buffer is bounded, so a sketch that prints without
   pause is held to line rate and bytes nobody reads are dropped;
@@ -209,7 +209,9 @@ class PtyUart:
                 self._cond.notify_all()
         bt = self.byte_time
         with self._cond:
-            start = max(now, self._rx_line_free)
+            # The bridge's turnaround delays a write that finds the line idle;
+            # bytes that queue behind others just follow at line rate.
+            start = max(now + self.latency, self._rx_line_free)
             self._rx_line_free = start + len(data) * bt
             self._rx.append([start, bt, data, 0])
             self.rx_total += len(data)

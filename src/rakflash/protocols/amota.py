@@ -1,0 +1,274 @@
+"""Ambiq AMOTA packets over UART, as the RAK11720's RUI bootloader takes them after ``at+update``.
+
+Facts (RAKWireless/RAK-APOLLO3-RUI ``security/apollo3_scripts/apollo3_uart_update_script.py``
+and Ambiq's ``amotas`` in the bundled SDK; DESIGN.md §2):
+
+* host → device: ``len:u16 LE`` (payload + 4), ``cmd:u8``, payload,
+  ``crc32:u32 LE`` over the payload (zlib's CRC-32). VERIFY and RESET carry
+  no payload, so their CRC is 0: ``04 00 03 00 00 00 00``.
+* commands: 1 HEADER (the blob's 48-byte header), 2 DATA (≤ 512 bytes of
+  application), 3 VERIFY, 4 RESET.
+* device → host: ``len:u16 LE``, ``cmd``, ``status``, data, where ``len``
+  counts the bytes after ``cmd``: HEADER/DATA replies have ``len`` 5 (status
+  + a 4-byte little-endian count of image bytes received, 8 bytes in all),
+  VERIFY/RESET replies ``len`` 1 (4 bytes in all). The vendor script checks
+  exactly these lengths.
+* status: 0 ok, 1 CRC error, 2 invalid header, 3 invalid packet length,
+  4 insufficient buffer, 5 insufficient flash, 6 unknown, 7 flash write error.
+
+The packets have no sequence number: a DATA packet sent twice after a lost
+reply is written twice. The sender checks the device's byte count in every
+reply, and VERIFY (image CRC against the header) gates the new firmware, so
+such a slip ends in a named error with the module still in its bootloader.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+from ..apollo3_ota import HEADER_SIZE, OtaHeader, crc32_apollo3
+from ..errors import (DeviceRejected, RakflashError, TooManyRetries, TransferError,
+                      TransferTimeout, VerifyFailed)
+from ..link import ByteChannel, Deadline
+
+HEADER, DATA, VERIFY, RESET = 1, 2, 3, 4
+COMMAND_NAMES = {HEADER: "HEADER", DATA: "DATA", VERIFY: "VERIFY", RESET: "RESET"}
+MAX_DATA = 512
+
+OK, CRC_ERROR, INVALID_HEADER, INVALID_LENGTH, NO_BUFFER, NO_FLASH, UNKNOWN, WRITE_ERROR = range(8)
+STATUS = {
+    OK: ("ok", ""),
+    CRC_ERROR: ("CRC error", "the packet was damaged on the line; it is sent again"),
+    INVALID_HEADER: ("invalid header", "the OTA header is not one this bootloader takes: rebuild the "
+                     "blob from the application (.bin/.hex) with 'rakflash flash', which builds it"),
+    INVALID_LENGTH: ("invalid packet length", "the packet size is wrong for this bootloader: report "
+                     "it with --trace"),
+    NO_BUFFER: ("insufficient buffer", "the bootloader ran out of buffer: run the same command again"),
+    NO_FLASH: ("insufficient flash", "the image does not fit the application region: use a smaller "
+               "build, or check that it is for RAK11720"),
+    UNKNOWN: ("unknown error", "run the same command again; the module stays in its bootloader"),
+    WRITE_ERROR: ("flash write error", "the module could not write its flash: run the same command "
+                  "again; if it persists, recover over SWD with 'rakflash recover'"),
+}
+
+
+def encode_packet(cmd: int, payload: bytes = b"") -> bytes:
+    """A host → device packet."""
+    return struct.pack("<HB", len(payload) + 4, cmd) + payload + struct.pack("<I", zlib.crc32(payload))
+
+
+def encode_reply(cmd: int, status: int, count: int | None = None) -> bytes:
+    """A device → host reply: with a byte count for HEADER/DATA, without for VERIFY/RESET."""
+    data = struct.pack("<I", count or 0) if cmd in (HEADER, DATA) else b""
+    return struct.pack("<HBB", 1 + len(data), cmd, status) + data
+
+
+@dataclass
+class Reply:
+    cmd: int
+    status: int
+    count: int | None
+
+
+def status_error(cmd: int, status: int) -> RakflashError:
+    """The named error for a status code in reply to ``cmd``."""
+    what, hint = STATUS.get(status, (f"status {status}", "report it with --trace"))
+    name = COMMAND_NAMES.get(cmd, str(cmd))
+    if cmd == VERIFY:
+        return VerifyFailed(f"the bootloader's check of the received image failed ({what})",
+                            hint="The image arrived damaged; the module keeps its bootloader: run "
+                                 "the same command again.", status=status)
+    return DeviceRejected(f"the bootloader refused {name}: {what}", hint=hint, status=status)
+
+
+def read_reply(channel: ByteChannel, timeout: float) -> Reply | None:
+    """One reply, or None if nothing (or nothing well-formed) came by the deadline."""
+    deadline = Deadline(timeout)
+    head = channel.read(4, deadline.remaining())
+    if len(head) < 4:
+        return None
+    length, cmd, status = struct.unpack("<HBB", head)
+    if length not in (1, 5) or cmd not in COMMAND_NAMES:
+        return None
+    rest = channel.read(length - 1, deadline.remaining()) if length > 1 else b""
+    if len(rest) != length - 1:
+        return None
+    return Reply(cmd, status, struct.unpack("<I", rest)[0] if rest else None)
+
+
+# ------------------------------------------------------------------ host side
+
+class AmotaSender:
+    """Send an OTA blob: HEADER, DATA packets, VERIFY, RESET — every reply with a deadline.
+
+    A CRC-error status or a lost/garbled reply resends that packet, at most
+    ``retries`` times; every other error status raises its named error.
+    ``progress(sent, total)`` follows each acknowledged DATA packet.
+    """
+
+    def __init__(self, channel: ByteChannel, *, packet_size: int = MAX_DATA, retries: int = 5,
+                 reply_timeout: float = 2.0, verify_timeout: float = 10.0,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.ch = channel
+        self.packet_size = min(packet_size, MAX_DATA)
+        self.retries = retries
+        self.reply_timeout = reply_timeout
+        self.verify_timeout = verify_timeout
+        self.progress = progress
+
+    def send(self, blob: bytes) -> None:
+        header, app = blob[:HEADER_SIZE], blob[HEADER_SIZE:]
+        self._exchange(HEADER, header, expect_count=0)
+        sent = 0
+        while sent < len(app):
+            chunk = app[sent:sent + self.packet_size]
+            self._exchange(DATA, chunk, expect_count=sent + len(chunk))
+            sent += len(chunk)
+            if self.progress:
+                self.progress(sent, len(app))
+        self._exchange(VERIFY, b"", timeout=self.verify_timeout)
+        self._exchange(RESET, b"")
+
+    def _exchange(self, cmd: int, payload: bytes, *, expect_count: int | None = None,
+                  timeout: float | None = None) -> Reply:
+        packet = encode_packet(cmd, payload)
+        name = COMMAND_NAMES[cmd]
+        lost = 0
+        for _ in range(self.retries + 1):
+            while self.ch.read(4096, 0):
+                pass                       # drop leftovers of a garbled reply
+            self.ch.write(packet)
+            reply = read_reply(self.ch, timeout or self.reply_timeout)
+            if reply is None or reply.cmd != cmd:
+                lost += 1
+                continue
+            if reply.status == CRC_ERROR and cmd != VERIFY:
+                continue
+            if reply.status != OK:
+                raise status_error(cmd, reply.status)
+            if expect_count is not None and cmd == DATA and reply.count != expect_count:
+                raise TransferError(
+                    f"the bootloader counts {reply.count:,} bytes received, rakflash sent "
+                    f"{expect_count:,}: a packet was taken twice after a lost reply",
+                    hint="The module stays in its bootloader: run the same command again.")
+            return reply
+        if lost == self.retries + 1:
+            raise TransferTimeout(f"the bootloader did not answer {name}"
+                                  + (f" (image byte {expect_count:,})" if expect_count else ""),
+                                  hint="The module stays in its bootloader: press reset if needed "
+                                       "and run the same command again.")
+        raise TooManyRetries(f"{name} was damaged {self.retries + 1} times on the line",
+                             hint="Use a shorter cable or a lower baud rate, then run the same "
+                                  "command again.")
+
+
+# ------------------------------------------------------------------ device side (simulator)
+
+@dataclass
+class ServeResult:
+    status: str            # "ok" (verified and reset), "reset" (reset without a verified image), "idle"
+    received: int = 0
+    header: OtaHeader | None = None
+
+
+class AmotaReceiver:
+    """The bootloader's packet loop after ``Start firmware upgrade...``.
+
+    ``on_header(header)`` prepares flash (may raise :class:`NoFlash`);
+    ``on_data(offset, data)`` programs; ``read_image(length)`` returns what
+    was written, for VERIFY.
+    """
+
+    class NoFlash(Exception):
+        """Raised by ``on_header`` when the image does not fit."""
+
+    def __init__(self, channel: ByteChannel, *, load_address: int, max_size: int,
+                 on_header: Callable[[OtaHeader], None], on_data: Callable[[int, bytes], None],
+                 read_image: Callable[[int], bytes], idle_timeout: float = 60.0,
+                 byte_time: float = 0.0) -> None:
+        self.ch = channel
+        self.load_address = load_address
+        self.max_size = max_size
+        self.on_header = on_header
+        self.on_data = on_data
+        self.read_image = read_image
+        self.idle_timeout = idle_timeout
+        self.byte_time = byte_time
+
+    def _packet(self) -> tuple[int, int, bytes] | None:
+        """(status, cmd, payload) of the next packet; None when idle too long."""
+        head = self.ch.read(3, self.idle_timeout)
+        if len(head) < 3:
+            return None
+        length, cmd = struct.unpack("<HB", head)
+        if length < 4 or length > MAX_DATA + 4:
+            while self.ch.read(4096, 0.05):
+                pass
+            return INVALID_LENGTH, cmd, b""
+        body = self.ch.read(length, 0.5 + length * self.byte_time)
+        if len(body) < length:
+            return CRC_ERROR, cmd, b""
+        payload, crc = body[:-4], struct.unpack("<I", body[-4:])[0]
+        if zlib.crc32(payload) != crc:
+            return CRC_ERROR, cmd, b""
+        return OK, cmd, payload
+
+    def serve(self) -> ServeResult:
+        res = ServeResult("idle")
+        verified = False
+        while True:
+            got = self._packet()
+            if got is None:
+                return res
+            status, cmd, payload = got
+            if status != OK:
+                self.ch.write(encode_reply(cmd if cmd in COMMAND_NAMES else DATA, status, res.received))
+                continue
+            if cmd == HEADER:
+                status = self._header(payload, res)
+                verified = False
+                self.ch.write(encode_reply(HEADER, status, res.received))
+            elif cmd == DATA:
+                status = self._data(payload, res)
+                self.ch.write(encode_reply(DATA, status, res.received))
+            elif cmd == VERIFY:
+                ok = res.header is not None and res.received == res.header.length and \
+                    crc32_apollo3(self.read_image(res.received)) == res.header.crc
+                verified = ok
+                self.ch.write(encode_reply(VERIFY, OK if ok else CRC_ERROR))
+            elif cmd == RESET:
+                self.ch.write(encode_reply(RESET, OK))
+                res.status = "ok" if verified else "reset"
+                return res
+            else:
+                self.ch.write(encode_reply(DATA, UNKNOWN, res.received))
+
+    def _header(self, payload: bytes, res: ServeResult) -> int:
+        if len(payload) != HEADER_SIZE:
+            return INVALID_HEADER
+        header = OtaHeader.unpack(payload)
+        if header.encrypted or header.load_address != self.load_address:
+            return INVALID_HEADER
+        if header.length > self.max_size or header.length == 0:
+            return NO_FLASH
+        try:
+            self.on_header(header)
+        except AmotaReceiver.NoFlash:
+            return NO_FLASH
+        res.header, res.received = header, 0
+        return OK
+
+    def _data(self, payload: bytes, res: ServeResult) -> int:
+        if res.header is None:
+            return INVALID_HEADER
+        if res.received + len(payload) > res.header.length:
+            return INVALID_LENGTH
+        try:
+            self.on_data(res.received, payload)
+        except Exception:
+            return WRITE_ERROR
+        res.received += len(payload)
+        return OK

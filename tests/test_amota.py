@@ -1,0 +1,245 @@
+"""RAK11720: the Apollo3 OTA blob, AMOTA packets, and `rakflash flash` against the virtual module."""
+
+from __future__ import annotations
+
+import random
+import struct
+import threading
+import time
+import zlib
+
+import pytest
+import serial
+from hypothesis import given, settings, strategies as st
+
+from rakflash import images
+from rakflash.apollo3_ota import (HEADER_SIZE, OtaHeader, build_blob, crc32_apollo3, looks_like_blob,
+                                  parse_blob)
+from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout, VerifyFailed
+from rakflash.protocols import amota
+from rakflash.sim import Mode, firmware
+
+from conftest import FAST_BAUD, cli_json
+from pipes import pipe
+
+NEW = "RUI_4.0.6_RAK11720"
+
+
+def test_crc_check_values():
+    assert crc32_apollo3(b"123456789") == 0xC052A8C8
+    assert zlib.crc32(b"123456789") == 0xCBF43926
+
+
+def test_header_layout_and_round_trip():
+    h = OtaHeader(0x14000, 1234, 0xDEADBEEF, version=7)
+    raw = h.pack()
+    assert len(raw) == 48
+    words = struct.unpack("<12I", raw)
+    assert words[:5] == (0, 0x14000, 1234, 0xDEADBEEF, 0)
+    assert words[5:8] == (0xFFFFFFFF,) * 3 and words[11] == 0xFFFFFFFF and words[8] == 7
+    assert OtaHeader.unpack(raw) == h
+
+
+def test_blob_checks_length_and_crc():
+    app = random.Random(1).randbytes(5000)
+    blob = build_blob(app)
+    assert looks_like_blob(blob)
+    assert parse_blob(blob)[1] == app
+    with pytest.raises(ImageFormatError, match="CRC"):
+        parse_blob(blob[:100] + bytes([blob[100] ^ 1]) + blob[101:])
+    with pytest.raises(ImageFormatError, match="truncated"):
+        parse_blob(blob[:-10] + b"")
+
+
+@settings(max_examples=50)
+@given(st.integers(1, 4), st.binary(max_size=512))
+def test_packet_framing_round_trip(cmd, payload):
+    host, dev = pipe()
+    host.write(amota.encode_packet(cmd, payload))
+    length, c = struct.unpack("<HB", dev.read(3, 1))
+    body = dev.read(length, 1)
+    assert (c, body[:-4]) == (cmd, payload)
+    assert struct.unpack("<I", body[-4:])[0] == zlib.crc32(payload)
+
+
+def test_reply_lengths_match_the_vendor_script():
+    assert amota.encode_reply(amota.DATA, 0, 512)[:4] == bytes([5, 0, 2, 0]) and len(amota.encode_reply(2, 0, 1)) == 8
+    assert amota.encode_reply(amota.VERIFY, 0) == bytes([1, 0, 3, 0])
+    assert amota.encode_packet(amota.VERIFY) == bytes([4, 0, 3, 0, 0, 0, 0])
+
+
+def serve_in_thread(dev, app_size=1 << 20, **kw):
+    flash = bytearray()
+    state = {}
+
+    def run():
+        r = amota.AmotaReceiver(
+            dev, load_address=0x14000, max_size=app_size, idle_timeout=1.0,
+            on_header=lambda h: flash.clear(),
+            on_data=lambda off, d: flash.__setitem__(slice(off, off + len(d)), d),
+            read_image=lambda n: bytes(flash[:n]), **kw)
+        state["result"] = r.serve()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return flash, state, t
+
+
+def test_sender_delivers_a_blob():
+    host, dev = pipe()
+    app = random.Random(2).randbytes(20 * 1024 + 7)
+    flash, state, t = serve_in_thread(dev)
+    amota.AmotaSender(host, reply_timeout=1).send(build_blob(app))
+    t.join(2)
+    assert bytes(flash) == app and state["result"].status == "ok"
+
+
+def test_damaged_data_packet_is_resent():
+    host, dev = pipe()
+    app = random.Random(3).randbytes(3000)
+    hit = []
+
+    def damage(pkt):
+        if pkt[2] == amota.DATA and not hit:
+            hit.append(1)
+            return pkt[:20] + bytes([pkt[20] ^ 4]) + pkt[21:]
+        return pkt
+    host.tamper = damage
+    flash, state, t = serve_in_thread(dev)
+    amota.AmotaSender(host, reply_timeout=1).send(build_blob(app))
+    t.join(2)
+    assert hit and bytes(flash) == app
+
+
+def test_silent_device_times_out():
+    host, _ = pipe()
+    t0 = time.monotonic()
+    with pytest.raises(TransferTimeout):
+        amota.AmotaSender(host, reply_timeout=0.1, retries=2).send(build_blob(b"x" * 100))
+    assert time.monotonic() - t0 < 2
+
+
+def test_insufficient_flash_status_is_named():
+    host, dev = pipe()
+    serve_in_thread(dev, app_size=1000)
+    with pytest.raises(DeviceRejected, match="insufficient flash") as e:
+        amota.AmotaSender(host, reply_timeout=1).send(build_blob(b"y" * 2000))
+    assert "RAK11720" in e.value.hint or "smaller" in e.value.hint
+
+
+def test_verify_mismatch_is_verify_failed():
+    host, dev = pipe()
+    serve_in_thread(dev)
+    app = b"z" * 1500
+    header = OtaHeader(0x14000, len(app), crc32_apollo3(app) ^ 1)
+    with pytest.raises(VerifyFailed):
+        amota.AmotaSender(host, reply_timeout=1).send(header.pack() + app)
+
+
+@pytest.mark.parametrize("status", range(2, 8))
+def test_every_status_maps_to_a_named_error_with_a_next_step(status):
+    err = amota.status_error(amota.DATA, status)
+    assert err.name == "device-rejected" and err.hint and amota.STATUS[status][0] in err.message
+
+
+# ------------------------------------------------------------------ end to end through a pty
+
+@pytest.fixture
+def new_app(tmp_path, cat):
+    p = tmp_path / "rak11720_new.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak11720"), NEW, 30 * 1024 + 3))
+    return p
+
+
+def test_flash_rak11720_from_bin(virtual, new_app):
+    dev = virtual("rak11720")
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert code == 0, out
+    assert (out["app_version_before"], out["app_version_after"]) == ("RUI_4.0.5_RAK11720", NEW)
+    assert dev.flash.read(0x14000, out["bytes"]) == new_app.read_bytes()
+
+
+def test_flash_rak11720_from_existing_blob(virtual, new_app, tmp_path):
+    dev = virtual("rak11720")
+    blob = tmp_path / "app.ota"
+    blob.write_bytes(build_blob(new_app.read_bytes(), version=3))
+    code, out = cli_json("flash", str(blob), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert code == 0, out
+    assert out["app_version_after"] == NEW
+
+
+def test_damaged_blob_is_refused_before_writing(virtual, new_app, tmp_path):
+    dev = virtual("rak11720")
+    raw = bytearray(build_blob(new_app.read_bytes()))
+    raw[HEADER_SIZE + 10] ^= 0xFF
+    bad = tmp_path / "bad.ota"
+    bad.write_bytes(bytes(raw))
+    code, out = cli_json("flash", str(bad), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert (code, out["error"]) == (3, "image-format") and "CRC" in out["message"]
+    assert dev.updates == 0 and dev.mode == Mode.APP
+
+
+def test_inspect_shows_blob_header(new_app, tmp_path):
+    blob = tmp_path / "app.ota"
+    blob.write_bytes(build_blob(new_app.read_bytes(), version=9))
+    code, out = cli_json("inspect", str(blob))
+    assert code == 0 and out["format"] == "apollo3-ota"
+    assert out["ota_header"]["load_address"] == 0x14000 and out["ota_header"]["version"] == 9
+    assert out["module"] == "RAK11720" and out["app_version"] == NEW
+
+
+def test_bit_errors_on_rak11720_are_retried(virtual, new_app):
+    dev = virtual("rak11720")
+    dev.uart.faults.bit_error_rate = 3e-5
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert code == 0, out
+    assert dev.flash.read(0x14000, out["bytes"]) == new_app.read_bytes()
+
+
+def test_power_cut_on_rak11720_then_rerun(virtual, new_app):
+    dev = virtual("rak11720")
+    dev.uart.faults.power_cut_after = dev.uart.faults.received + 12000
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes", timeout=90)
+    assert code == 7, out
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert code == 0, out
+
+
+def test_flooding_rak11720_caught_after_reset(virtual, new_app):
+    dev = virtual("rak11720", baud=115200, sketch="flooding", flood_after=0.5)
+    time.sleep(0.7)
+    timer = threading.Timer(1.5, dev.press_reset)
+    timer.start()
+    try:
+        code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "20")
+    finally:
+        timer.cancel()
+    assert code == 0, out
+    assert dev.app_version == NEW
+
+
+def test_vendor_script_habits_work_against_the_simulator(virtual, new_app):
+    """A client like RAK's uploader: fixed sleeps, fixed-size 8-byte reads, no detection."""
+    dev = virtual("rak11720", baud=115200, latency_ms=0.5)
+    blob = build_blob(new_app.read_bytes())
+    with serial.Serial(dev.port, 115200, timeout=1.0) as ser:
+        time.sleep(0.15)
+        ser.write(b"AT+BOOT\r\n")
+        time.sleep(0.3)
+        ser.write(b"AT+BOOT\r\n")
+        time.sleep(0.3)
+        ser.write(b"AT+UPDATE\r\n")
+        time.sleep(0.3)
+        ser.reset_input_buffer()
+        packets = [amota.encode_packet(amota.HEADER, blob[:48])]
+        packets += [amota.encode_packet(amota.DATA, blob[i:i + 512]) for i in range(48, len(blob), 512)]
+        for p in packets:
+            ser.write(p)
+            reply = ser.read(8)
+            assert len(reply) == 8 and reply[:2] == b"\x05\x00" and reply[3] == 0
+        for cmd in (amota.VERIFY, amota.RESET):
+            ser.write(amota.encode_packet(cmd))
+            reply = ser.read(8)                      # asks for 8, gets 4 after its timeout
+            assert reply == bytes([1, 0, cmd, 0])
+    assert dev.wait_mode(Mode.APP)
+    assert dev.app_version == NEW
