@@ -51,6 +51,32 @@ def run_cli(*args: str, timeout: float = 60, input: str | None = None) -> subpro
                           timeout=timeout, env=env, input=input)
 
 
+def flash_pressing_reset(dev, *args: str, timeout: float = 90) -> tuple[int, list[dict]]:
+    """Run `rakflash flash … --json` and press the virtual module's reset button once
+    rakflash says it is waiting for it (its first countdown event), as a person would."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", *args, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    events = []
+    pressed = False
+    try:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            events.append(event)
+            if event.get("event") == "countdown" and not pressed:
+                dev.press_reset()
+                pressed = True
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, events
+
+
 def cli_json(*args: str, **kw) -> tuple[int, dict]:
     """Run the CLI with ``--json`` and return (exit code, the last JSON object printed)."""
     proc = run_cli(*args, "--json", **kw)

@@ -19,7 +19,7 @@ from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout, V
 from rakflash.protocols import amota
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, cli_json
+from conftest import FAST_BAUD, cli_json, flash_pressing_reset
 from pipes import pipe
 
 NEW = "RUI_4.0.6_RAK11720"
@@ -208,13 +208,10 @@ def test_power_cut_on_rak11720_then_rerun(virtual, new_app):
 def test_flooding_rak11720_caught_after_reset(virtual, new_app):
     dev = virtual("rak11720", baud=115200, sketch="flooding", flood_after=0.5)
     time.sleep(0.7)
-    timer = threading.Timer(1.5, dev.press_reset)
-    timer.start()
-    try:
-        code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "20")
-    finally:
-        timer.cancel()
-    assert code == 0, out
+    code, events = flash_pressing_reset(dev, str(new_app), "--port", dev.port, "--yes",
+                                        "--reset-window", "20")
+    assert code == 0, events[-1]
+    assert "caught" in [e.get("event") for e in events]
     assert dev.app_version == NEW
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from rakflash.sim import Mode, firmware
 
-from conftest import cli_json
+from conftest import cli_json, flash_pressing_reset
 from test_cli import SimProcess
 
 NEW = "RUI_4.0.6_RAK3172-E"
@@ -25,39 +24,16 @@ def new_app(tmp_path, cat):
     return p
 
 
-def press_later(dev, seconds):
-    t = threading.Timer(seconds, dev.press_reset)
-    t.start()
-    return t
-
-
 def test_reset_press_in_the_window_lets_the_update_through(virtual, new_app):
     dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
     time.sleep(0.7)                  # the sketch is flooding now
-    timer = press_later(dev, 2.0)    # the person presses reset while rakflash waits
-    try:
-        code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "20")
-    finally:
-        timer.cancel()
-    assert code == 0, out
-    assert out["app_version_after"] == NEW
-    assert dev.app_version == NEW
-
-
-def test_flood_events_in_json(virtual, new_app):
-    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
-    time.sleep(0.7)
-    timer = press_later(dev, 1.5)
-    from conftest import run_cli
-    import json
-    try:
-        proc = run_cli("flash", str(new_app), "--port", dev.port, "--yes", "--json", "--reset-window", "20")
-    finally:
-        timer.cancel()
-    events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    code, events = flash_pressing_reset(dev, str(new_app), "--port", dev.port, "--yes",
+                                        "--reset-window", "20")
+    assert code == 0, events[-1]
     names = [e.get("event") for e in events]
-    assert "flooding" in names and "countdown" in names and "caught" in names
-    assert events[-1]["result"] == "ok"
+    assert names.index("flooding") < names.index("countdown") < names.index("caught")
+    assert events[-1]["result"] == "ok" and events[-1]["app_version_after"] == NEW
+    assert dev.app_version == NEW
 
 
 def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
@@ -88,13 +64,18 @@ def test_sim_process_reset_button(new_app, press):
                                   "--yes", "--json", "--reset-window", "20"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=sim.env)
-        time.sleep(2.5)
+        lines = []
+        for line in flash.stdout:          # wait until rakflash asks for the reset
+            lines.append(line)
+            if '"countdown"' in line:
+                break
         if press == "sigusr1":
             sim.proc.send_signal(signal.SIGUSR1)
         else:
             sim.proc.stdin.write("r\n")
             sim.proc.stdin.flush()
         stdout, stderr = flash.communicate(timeout=60)
+        stdout = "".join(lines) + stdout
         assert flash.returncode == 0, stdout + stderr
         assert '"result": "ok"' in stdout.splitlines()[-1]
     finally:
