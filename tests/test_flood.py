@@ -80,3 +80,29 @@ def test_sim_process_reset_button(new_app, press):
         assert '"result": "ok"' in stdout.splitlines()[-1]
     finally:
         sim.stop()
+
+
+def test_reset_line_pulse_catches_the_module(virtual, cat, monkeypatch):
+    from rakflash.flows.boot import identify_or_catch
+    from rakflash.link import Link
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.3, baud=115200)
+    time.sleep(0.5)
+    pulses = []
+
+    def adapter_rts_wired_to_reset(self, *, rts=None, dtr=None):
+        # A pty has no modem lines; this stands in for an adapter whose RTS drives RESET.
+        if rts:
+            pulses.append("rts")
+            dev.press_reset()
+    monkeypatch.setattr(Link, "set_lines", adapter_rts_wired_to_reset)
+    with Link(dev.port, 115200) as link:
+        info = identify_or_catch(link, module=cat.module("rak3172"), reset_line="rts", reset_window=5)
+    assert info.mode == "bootloader" and pulses == ["rts"]
+
+
+def test_reset_with_on_a_port_without_modem_lines_is_a_clear_error(virtual, new_app):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.3, baud=115200)
+    time.sleep(0.5)
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-with", "rts")
+    assert (code, out["error"]) == (4, "port-error") and "RTS/DTR" in out["message"]
+    assert out["result"] == "port-error"

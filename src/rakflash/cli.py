@@ -78,6 +78,8 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 base = {k: None for k in json_keys}
                 if "port" in kwargs:
                     base["port"] = kwargs["port"]
+                if "result" in base:
+                    base["result"] = exc.name
                 emit_json({**base, **_error_json(exc, kwargs)})
             else:
                 err.print(f"[bold red]error:[/] {exc.message}", markup=True)
@@ -431,6 +433,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         dev = create(module_name, opts)
     except KeyError as exc:
         raise click.UsageError(str(exc.args[0])) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     dev.start()
     click.echo(f"port: {dev.port}")
     sys.stdout.flush()

@@ -46,7 +46,7 @@ class SimOptions:
     bootloader_version: str | None = None
     app_version: str | None = None
     app_size: int = 96 * 1024
-    sketch: str = "quiet"                 # "quiet" or "flooding"
+    sketch: str = "quiet"                 # the starting application's sketch: "quiet" or "flooding"
     flood_after: float = 0.8              # seconds a flooding sketch stays quiet after reset
     faults: Faults = field(default_factory=Faults)
     serial_number: str = "SIM0000001"
@@ -64,10 +64,12 @@ class VirtualModule:
         o = self.opts
         self.flash = Flash(module.mcu, time_scale=o.flash_scale)
         boot_v, app_v, _ = firmware.DEFAULT_VERSIONS[module.key]
-        self._boot_version_default = o.bootloader_version or boot_v
+        self._boot_version_default = _as_version(module.find_bootloader_version, o.bootloader_version) or boot_v
         for addr, data in firmware.bootloader_image(module, self._boot_version_default).items():
             self.flash.load(addr, data)
-        self.flash.load(module.app.start, firmware.app_image(module, o.app_version or app_v, o.app_size))
+        self.flash.load(module.app.start, firmware.app_image(
+            module, _as_version(module.find_app_version, o.app_version) or app_v, o.app_size,
+            flooding=o.sketch == "flooding"))
         self.app_valid = True        # set by a completed update, cleared when one starts
         self.boot_request = o.state == Mode.BOOTLOADER.value
         self.settings: dict[str, str] = {
@@ -171,8 +173,10 @@ class VirtualModule:
     def run_app(self) -> None:
         """The application: an AT console (and the sketch, if it floods)."""
         version = self.app_version
+        app = self.module.app
+        flooding = firmware.FLOODING_MARK in self.flash.read(app.start, app.size)
         while not self._stop:
-            if self.opts.sketch == "flooding" and time.monotonic() - self._booted_at > self.opts.flood_after:
+            if flooding and time.monotonic() - self._booted_at > self.opts.flood_after:
                 self._flood()
             line = self.uart.readline(0.05, max_len=self.app_line_max)
             if line is None:
@@ -228,6 +232,15 @@ class VirtualModule:
         """The update protocol after ``at+update``; True when the module leaves the bootloader."""
         self.app_reply(self.module.boot_dialect["unsupported"])
         return False
+
+
+def _as_version(find, text: str | None) -> str | None:
+    """Accept '3.0.2' where the module's version strings read 'V3.0.2'."""
+    if not text or find(text.encode()) == text:
+        return text
+    if find(("V" + text).encode()) == "V" + text:
+        return "V" + text
+    raise ValueError(f"{text!r} does not look like a version string of this module")
 
 
 class Rui3Module(VirtualModule):

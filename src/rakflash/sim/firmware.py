@@ -29,8 +29,16 @@ DEFAULT_VERSIONS = {
 }
 
 
-def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int = 0) -> bytes:
-    """An application ``.bin`` for ``module`` carrying ``version``, ``size`` bytes long."""
+FLOODING_MARK = b"\0sketch: loop() prints without pause\0"
+
+
+def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int = 0,
+              flooding: bool = False) -> bytes:
+    """An application ``.bin`` for ``module`` carrying ``version``, ``size`` bytes long.
+
+    ``flooding`` builds in a sketch whose ``loop()`` prints without pause: the
+    simulator runs any image carrying that mark that way.
+    """
     if size < 0x200:
         raise ValueError("an application image needs at least 512 bytes")
     app = module.app
@@ -44,6 +52,8 @@ def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int 
     tag = b"\0firmware " + version.encode() + b"\0"
     at = min(len(body) - len(tag), 0x400 + len(body) // 3)
     body[at:at + len(tag)] = tag
+    if flooding:
+        body[at + len(tag):at + len(tag) + len(FLOODING_MARK)] = FLOODING_MARK
     return bytes(body)
 
 
