@@ -126,3 +126,13 @@ def test_trace_records_the_exchange(virtual, tmp_path):
     assert b"AT+VER=?\r\n" in sent
     assert b"AT+VER=RUI_4.0.5_RAK3172-E" in got
     assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:]))
+
+
+def test_bootloader_still_waiting_for_a_file_is_recognised(virtual):
+    """An update cut off mid-way can leave the receiver polling 'C'; info still finds the bootloader."""
+    dev = virtual("rak3172", state="bootloader")
+    with serial.Serial(dev.port, FAST_BAUD, timeout=1) as s:
+        s.write(b"at+update\r")
+        assert s.read_until(b"C").endswith(b"C")
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert (code, out["mode"], out["module"]) == (0, "bootloader", "RAK3172")

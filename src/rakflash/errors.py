@@ -200,7 +200,7 @@ class DeviceRejected(TransferError):
 class VerifyFailed(RakflashError):
     name = "verify-failed"
     exit_code = 8
-    hint = "Run the same command again; if it fails twice, run 'rakflash doctor --port PORT'."
+    hint = "Run the same command again; if it fails twice, run 'rakflash info --port PORT' to see what the module says."
 
 
 class BootEntryFailed(RakflashError):

@@ -64,7 +64,7 @@ def enter_bootloader(link: Link, device: DeviceInfo, module: Module, *, timeout:
         f"{module.name} did not enter its bootloader: no '{module.boot_dialect['banner']}' and "
         f"no answer to {module.boot_dialect['status']}",
         hint="Press the module's reset button and run the same command again; if it keeps "
-             "failing, run 'rakflash doctor --port PORT'.")
+             "failing, run 'rakflash info --port PORT' to see what the module says.")
 
 
 def pulse_reset(link: Link, line: str, *, hold: float = 0.1) -> None:

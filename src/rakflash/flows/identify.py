@@ -146,6 +146,14 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     link.write(b"\r\n")
     _settle(link)
     reply = AtConsole(link, rui3).command(rui3["probe"], timing.probe)
+    if _waiting_for_ymodem(reply.lines):
+        # A bootloader still waiting for a file (an update cut off mid-way):
+        # cancel that session (CAN CAN …) and it returns to its console.
+        link.write(b"\x18" * 5)
+        _settle(link, cap=1.0)
+        link.write(b"\r\n")
+        _settle(link)
+        reply = AtConsole(link, rui3).command(rui3["probe"], timing.probe)
     lines = reply.lines
     if reply.ok or reply.status == "error":
         return _rui3_app(link, baud, module, cat, timing)
@@ -168,6 +176,12 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     if reply.lines and not text_lines:
         return "garbage"
     return None
+
+
+def _waiting_for_ymodem(lines: list[str]) -> bool:
+    """Only 'C's came back: a YMODEM receiver asking for a file."""
+    text = "".join(lines)
+    return bool(text) and set(text) == {"C"}
 
 
 def _settle(link: Link, cap: float = 0.3) -> None:

@@ -122,7 +122,7 @@ def _guarded(link: Link, send: Callable[[], None]) -> None:
     """Run a transfer; on failure tell the receiver to stop so the bootloader console returns."""
     try:
         send()
-    except RakflashError:
+    except (RakflashError, KeyboardInterrupt):
         try:
             link.write(b"\x18" * 5)   # CAN CAN …: abort the session on the device side
         except RakflashError:

@@ -1,19 +1,21 @@
 """YMODEM-1K, both ends: the host's sender and the RUI bootloader's receiver (for the simulator).
 
 Pure protocol logic over a :class:`~rakflash.link.ByteChannel`; no printing,
-no sleeping except inside channel reads with a deadline.
+no sleeping except inside channel reads, and every read has a deadline.
 
 Facts (Chuck Forsberg, "XMODEM/YMODEM PROTOCOL REFERENCE", 1988; receiver
-behaviour from the RUI3 bootloader sources, DESIGN.md §2):
+behaviour from the RUI3 bootloader sources as summarised in DESIGN.md §2,
+"RUI3 on STM32WLE5", and docs/protocols.md):
 
 * SOH starts a 128-byte block, STX a 1024-byte block; then seq, 255-seq, the
   data and a CRC-16/XMODEM, big-endian. EOT ends the file, ACK/NAK answer,
-  CAN CAN cancels, ``C`` asks the sender to start in CRC mode.
-* Block 0 carries ``name NUL size`` (decimal); an all-NUL block 0 ends the batch.
-* The RUI receiver reads with 500 ms timeouts, sends ``C`` on each timeout
-  or bad packet, cancels (CAN CAN) after more than 5 errors once started,
-  resets the MCU after ~60 idle ``C``s, erases the whole application region
-  between block 0 and its ACK, and programs each block before its ACK.
+  CAN CAN cancels, ``C`` asks the sender to start (or resend) in CRC mode.
+* Block 0 carries ``name NUL size`` (size in decimal, optionally followed by
+  space-separated fields); an all-NUL block 0 ends the batch.
+* The RUI receiver (ST IAP style) reads with 500 ms timeouts, sends ``C`` on
+  each timeout or bad packet, cancels (CAN CAN) after more than 5 errors once
+  started, resets the MCU after ~60 idle ``C``s, erases the whole application
+  region between block 0 and its ACK, and programs each block before its ACK.
 
 Hand-written because the Python YMODEM packages on PyPI don't give per-read
 deadlines, bounded retries mapped to named errors, or a device-side receiver
@@ -30,8 +32,20 @@ from typing import Callable
 from ..errors import DeviceRestarted, TooManyRetries, TransferCancelled, TransferTimeout
 from ..link import ByteChannel, Deadline
 
+# Control bytes (Forsberg 1988).
 SOH, STX, EOT, ACK, NAK, CAN, CRC_REQUEST = 0x01, 0x02, 0x04, 0x06, 0x15, 0x18, 0x43
-PAD = 0x1A
+PAD = 0x1A          # CP/M EOF: the padding of the last data block (the vendor uploader's choice too)
+
+# What _read_answer reports besides ACK / NAK / CAN.
+_SILENT = None       # nothing at all arrived by the deadline
+_GARBLED = -1        # only bytes that mean nothing arrived
+
+_RETRY_HINT = ("The line is noisy: use a shorter cable or a lower baud rate, "
+               "then run the same command again.")
+_CANCEL_HINT = ("The bootloader refused the data (too large, or too many errors). "
+                "Check the image with 'rakflash inspect', then run the same command again.")
+_SILENT_HINT = ("The module stays in its bootloader: press its reset button "
+                "and run the same command again.")
 
 
 def crc16(data: bytes) -> int:
@@ -40,42 +54,62 @@ def crc16(data: bytes) -> int:
 
 
 def make_block(seq: int, payload: bytes, *, size: int | None = None, pad: int = PAD) -> bytes:
-    """One framed block: header, seq, ~seq, payload padded to 128 or 1024 bytes, CRC."""
+    """One framed block: SOH/STX, seq, 255-seq, payload padded to ``size`` (128 or 1024), CRC.
+
+    Without ``size`` a payload of up to 128 bytes gets a 128-byte block, else 1024.
+    """
     size = size or (128 if len(payload) <= 128 else 1024)
+    if size not in (128, 1024) or len(payload) > size:
+        raise ValueError(f"a YMODEM block holds 128 or 1024 bytes, not {len(payload)} in {size}")
     body = payload.ljust(size, bytes([pad]))
-    return bytes([SOH if size == 128 else STX, seq & 0xFF, 0xFF - (seq & 0xFF)]) + body + \
-        crc16(body).to_bytes(2, "big")
+    seq &= 0xFF
+    return bytes([SOH if size == 128 else STX, seq, 0xFF - seq]) + body + crc16(body).to_bytes(2, "big")
 
 
 def header_block(name: str, size: int) -> bytes:
-    """Block 0: ``name NUL size`` padded with NUL."""
-    info = name.encode("utf-8", "replace") + b"\0" + str(size).encode() + b"\0"
-    if len(info) > 128:
-        info = name.encode()[:128 - len(str(size)) - 2] + b"\0" + str(size).encode() + b"\0"
-    return make_block(0, info, size=128, pad=0)
+    """Block 0: ``name NUL size NUL`` padded with NUL (the name is cut to fit 128 bytes)."""
+    size_field = str(size).encode("ascii")
+    room = 128 - len(size_field) - 2
+    raw = name.encode("utf-8", "replace")[:room]
+    return make_block(0, raw + b"\0" + size_field + b"\0", size=128, pad=0)
+
+
+def closing_block() -> bytes:
+    """The empty block 0 that ends a YMODEM batch."""
+    return make_block(0, b"", size=128, pad=0)
 
 
 # ------------------------------------------------------------------ sender
 
 class YmodemSender:
-    """Send one file to a YMODEM receiver, with deadlines and bounded retries.
+    """Send one file to a YMODEM receiver (YMODEM-1K batch of one), with deadlines and bounded retries.
 
-    ``erase_timeout`` bounds the wait for block 0's ACK (the receiver erases
-    the application region first); ``ack_timeout`` every other answer. A block
-    is sent at most ``retries + 1`` times; ``max_silent`` attempts in a row
-    without any answer end the transfer early as a timeout (a stalled receiver).
-    ``restart_markers`` are byte strings the device prints only when it has
-    restarted (a bootloader banner): seen among the answers, they end the
-    transfer with :class:`~rakflash.errors.DeviceRestarted`. ``byte_time`` (seconds
-    per byte on the line) tells a stale ``C`` from a real answer.
-    ``progress(sent, total)`` is called after each acknowledged data block.
+    * ``start_timeout``: how long to wait for the receiver's first ``C``.
+    * ``erase_timeout``: how long each attempt at block 0 waits for its ACK (the
+      RUI receiver erases the whole application region first).
+    * ``ack_timeout``: how long every other answer may take.
+    * ``retries``: a block is resent at most this many times (NAK, ``C``, garbled
+      answer or silence), then :class:`~rakflash.errors.TooManyRetries`.
+    * ``max_silent``: attempts in a row with no answer at all after which the
+      receiver is taken for dead (:class:`~rakflash.errors.TransferTimeout`)
+      without using up every retry; ``None`` allows ``retries + 1``.
+    * ``restart_markers``: byte strings only a restarted device prints (its
+      bootloader banner); seen among the answers they end the transfer with
+      :class:`~rakflash.errors.DeviceRestarted`.
+    * ``byte_time``: seconds per byte on the line, to tell a stale ``C`` (sent
+      before our block could have arrived) from a real request to resend.
+    * ``progress(sent, total)`` is called after each acknowledged data block.
+
+    ``offset`` holds the byte offset of the block being sent (for error reports).
     """
 
     def __init__(self, channel: ByteChannel, *, block_size: int = 1024, retries: int = 10,
                  start_timeout: float = 10.0, ack_timeout: float = 5.0, erase_timeout: float = 30.0,
-                 max_silent: int = 3, restart_markers: tuple[bytes, ...] = (),
+                 max_silent: int | None = 3, restart_markers: tuple[bytes, ...] = (),
                  byte_time: float = 10 / 115200,
                  progress: Callable[[int, int], None] | None = None) -> None:
+        if block_size not in (128, 1024):
+            raise ValueError("block_size must be 128 or 1024")
         self.ch = channel
         self.block_size = block_size
         self.retries = retries
@@ -83,130 +117,193 @@ class YmodemSender:
         self.ack_timeout = ack_timeout
         self.erase_timeout = erase_timeout
         self.max_silent = max_silent
-        self.byte_time = byte_time
         self.restart_markers = restart_markers
-        self._noise = bytearray()
+        self.byte_time = byte_time
         self.progress = progress
         self.offset = 0
+        self._noise = bytearray()
 
+    # -- the session ----------------------------------------------------------
     def send(self, name: str, data: bytes) -> None:
+        """Send ``data`` as file ``name``; return once the receiver acknowledged the end of the batch."""
         total = len(data)
-        self._wait_for_c(self.start_timeout, "the bootloader never asked for the file (no 'C')")
-        self._send_block(header_block(name, total), "block 0", first_timeout=self.erase_timeout,
-                         want_c=True)
-        seq = 1
         self.offset = 0
+        if not self._await_c(self.start_timeout):
+            raise TransferTimeout("the bootloader never asked for the file (no 'C' received)",
+                                  hint="Run the same command again; the module stays in its bootloader.",
+                                  offset=0)
+        # Block 0's ACK comes only after the receiver erased the application region.
+        self._send_block(header_block(name, total), "block 0 (the file header)",
+                         timeout=self.erase_timeout, then_c=True)
+        seq = 1
         while self.offset < total:
             chunk = data[self.offset:self.offset + self.block_size]
             size = 128 if len(chunk) <= 128 else self.block_size
-            self._send_block(make_block(seq, chunk, size=size), f"block {seq} (byte {self.offset:,})")
+            self._send_block(make_block(seq, chunk, size=size), f"data block {seq}")
             self.offset += len(chunk)
             seq += 1
             if self.progress:
                 self.progress(self.offset, total)
         self._send_eot()
-        # The receiver asks for the next file with 'C'; an empty block 0 ends the batch.
-        self._wait_for_c(self.ack_timeout, None)
-        self._send_block(make_block(0, b"", size=128, pad=0), "the closing block")
+        # The receiver asks for the next file with 'C'; some never do, so wait
+        # only briefly (the RUI receiver's 500 ms poll fits) and send anyway.
+        self._await_c(min(self.ack_timeout, 1.0))
+        self._send_block(closing_block(), "the closing block")
 
-    # -- steps ------------------------------------------------------------
-    def _wait_for_c(self, timeout: float, error: str | None) -> None:
+    def abort(self) -> None:
+        """Tell the receiver to give up (CAN CAN …)."""
+        self.ch.write(bytes([CAN] * 5))
+
+    # -- steps ------------------------------------------------------------------
+    def _await_c(self, timeout: float) -> bool:
+        """Wait for a ``C``, skipping noise; CAN CAN cancels. False at the deadline."""
         deadline = Deadline(timeout)
-        last = 0
+        last = None
         while not deadline.expired:
-            b = self.ch.read(1, deadline.remaining())
-            if not b:
-                break
-            if b[0] == CRC_REQUEST:
-                return
-            if b[0] == CAN and last == CAN:
-                raise TransferCancelled("the bootloader cancelled the transfer before it started")
-            last = b[0]
-        if error:
-            raise TransferTimeout(error, hint="Run the same command again; the module stays in "
-                                              "its bootloader.")
+            got = self.ch.read(1, deadline.remaining())
+            if not got:
+                return False
+            c = got[0]
+            if c == CRC_REQUEST:
+                return True
+            if c == CAN and last == CAN:
+                raise TransferCancelled(f"the bootloader cancelled the transfer at byte offset {self.offset}",
+                                        hint=_CANCEL_HINT, offset=self.offset)
+            if c not in (ACK, NAK, CAN):
+                self._note_noise(c)
+            last = c
+        return False
 
-    def _send_block(self, block: bytes, what: str, *, first_timeout: float | None = None,
-                    want_c: bool = False) -> None:
-        silent = 0     # attempts in a row that got no answer at all
+    def _send_block(self, block: bytes, what: str, *, timeout: float | None = None,
+                    then_c: bool = False) -> None:
+        """Write ``block`` until it is ACKed; ``then_c``: also wait for the ``C`` that follows."""
         line_time = len(block) * self.byte_time
+        silent = 0          # attempts in a row without any answer
         for attempt in range(self.retries + 1):
-            self._drop_stale_input()
-            self.ch.write(block)
-            timeout = first_timeout if (attempt == 0 and first_timeout) else self.ack_timeout
-            answer = self._read_answer(timeout, not_before=time.monotonic() + line_time / 2)
+            late_ack = self._drop_stale_input()
+            if attempt and late_ack:
+                # The previous attempt's ACK came just after we stopped waiting:
+                # the block arrived; sending it again would only make a duplicate.
+                answer = ACK
+            else:
+                # A 'C' cannot answer this block before the block crossed the line.
+                not_before = time.monotonic() + 0.9 * line_time
+                self.ch.write(block)
+                answer = self._read_answer(timeout or self.ack_timeout, not_before=not_before)
             if answer == ACK:
+                saw_c = False
                 if attempt:
-                    # A resent block may be acknowledged twice (the first copy was
-                    # fine after all); swallow the second ACK so it can't be taken
-                    # for the next block's.
-                    self._linger(line_time * 1.5 + 0.05)
-                if want_c:
-                    self._wait_for_c(self.ack_timeout, None)
+                    # Both copies may have arrived and both be ACKed: swallow the
+                    # second ACK so it is not taken for the next block's.
+                    saw_c = self._linger(1.5 * line_time + 0.05)
+                if then_c and not saw_c:
+                    self._await_c(self.ack_timeout)
                 return
             if answer == CAN:
-                raise TransferCancelled(
-                    f"the bootloader cancelled the transfer at {what}",
-                    hint="The bootloader refused the data (too large, or too many errors). "
-                         "Check the image with 'rakflash inspect', then run the same command again.")
-            silent = silent + 1 if answer is None else 0
-            if silent >= self.max_silent:
-                break      # a receiver that stays silent this long has stalled
+                raise TransferCancelled(f"the bootloader cancelled the transfer at {what}, "
+                                        f"byte offset {self.offset}", hint=_CANCEL_HINT, offset=self.offset)
+            silent = silent + 1 if answer is _SILENT else 0
+            if self.max_silent and silent >= self.max_silent:
+                break
         if silent:
-            raise TransferTimeout(f"the bootloader stopped answering at {what}",
-                                  hint="The module stays in its bootloader: press its reset button "
-                                       "and run the same command again.", offset=self.offset)
-        raise TooManyRetries(f"{what} was refused {self.retries + 1} times (NAK or damaged answers)",
-                             hint="The line is noisy: use a shorter cable or a lower baud rate, "
-                                  "then run the same command again.", offset=self.offset)
+            raise TransferTimeout(f"the device stopped answering at byte offset {self.offset} ({what})",
+                                  hint=_SILENT_HINT, offset=self.offset)
+        raise TooManyRetries(f"{what} (byte offset {self.offset}) was refused {self.retries + 1} times "
+                             f"(NAK or damaged answers)", hint=_RETRY_HINT, offset=self.offset)
+
+    def _send_eot(self) -> None:
+        """EOT until ACKed (some receivers NAK the first EOT to be sure it was no line noise)."""
+        silent = 0
+        for _ in range(self.retries + 1):
+            self._drop_stale_input()
+            self.ch.write(bytes([EOT]))
+            answer = self._read_answer(self.ack_timeout)
+            if answer == ACK:
+                return
+            if answer == CAN:
+                raise TransferCancelled("the bootloader cancelled the transfer at the end of the file",
+                                        hint=_CANCEL_HINT, offset=self.offset)
+            silent = silent + 1 if answer is _SILENT else 0
+            if self.max_silent and silent >= self.max_silent:
+                break
+        if silent:
+            raise TransferTimeout(f"the device stopped answering at byte offset {self.offset} "
+                                  f"(end of file)", hint=_SILENT_HINT, offset=self.offset)
+        raise TooManyRetries("the bootloader did not acknowledge the end of the file",
+                             hint=_RETRY_HINT, offset=self.offset)
 
     def _read_answer(self, timeout: float, not_before: float = 0.0) -> int | None:
-        """ACK, NAK, CAN (two in a row), or None for silence / other bytes until the deadline.
+        """ACK, NAK, CAN (two in a row), NAK for a ``C`` after ``not_before``; at the
+        deadline ``_GARBLED`` if only meaningless bytes came, else ``_SILENT``.
 
-        A ``C`` means "bad packet, send again" — unless it arrives before
-        ``not_before``, earlier than the block could even have crossed the
-        line: then the receiver sent it before our block arrived (its 500 ms
-        poll), and taking it as a NAK would duplicate the block.
+        A ``C`` before ``not_before`` is the receiver's idle poll, sent before our
+        block reached it; taking it for a NAK would duplicate the block.
+        Garbled bytes don't end the wait early: the real answer may still follow.
         """
         deadline = Deadline(timeout)
         last = None
         got_any = False
         while not deadline.expired:
-            b = self.ch.read(1, deadline.remaining())
-            if not b:
+            got = self.ch.read(1, deadline.remaining())
+            if not got:
                 break
             got_any = True
-            c = b[0]
-            if c == ACK:
-                return ACK
-            if c == NAK:
-                return NAK
+            c = got[0]
+            if c in (ACK, NAK):
+                return c
             if c == CAN:
                 if last == CAN:
                     return CAN
             elif c == CRC_REQUEST:
                 if time.monotonic() >= not_before:
-                    return NAK     # the receiver saw a bad packet, or timed out waiting
-                continue           # a stale poll from before our block arrived
+                    return NAK
             else:
                 self._note_noise(c)
             last = c
-        return NAK if got_any else None
+        return _GARBLED if got_any else _SILENT
 
-    def _linger(self, seconds: float) -> None:
+    def _linger(self, seconds: float) -> bool:
+        """Swallow duplicate ACKs and ``C``s for a moment; True if a ``C`` came."""
         deadline = Deadline(seconds)
+        saw_c = False
+        last = None
         while not deadline.expired:
-            for c in self.ch.read(64, deadline.remaining()):
-                if c not in (ACK, CRC_REQUEST):
+            got = self.ch.read(64, deadline.remaining())
+            if not got:
+                break
+            for c in got:
+                if c == CRC_REQUEST:
+                    saw_c = True
+                elif c == CAN and last == CAN:
+                    raise TransferCancelled(f"the bootloader cancelled the transfer at byte offset "
+                                            f"{self.offset}", hint=_CANCEL_HINT, offset=self.offset)
+                elif c not in (ACK, CAN):
                     self._note_noise(c)
+                last = c
+        return saw_c
 
-    def _drop_stale_input(self) -> None:
-        while True:
-            stale = self.ch.read(256, 0)
+    def _drop_stale_input(self) -> bool:
+        """Drop what arrived since the last answer; True if it held an ACK.
+
+        Bounded: a device that floods the line can't keep us here. CAN CAN in
+        the stale bytes still cancels.
+        """
+        saw_ack = False
+        last = None
+        for _ in range(16):
+            stale = self.ch.read(4096, 0)
             if not stale:
-                return
+                break
             for c in stale:
-                self._note_noise(c)
+                if c == ACK:
+                    saw_ack = True
+                elif c == CAN and last == CAN:
+                    raise TransferCancelled(f"the bootloader cancelled the transfer at byte offset "
+                                            f"{self.offset}", hint=_CANCEL_HINT, offset=self.offset)
+                elif c not in (CRC_REQUEST, NAK, CAN):
+                    self._note_noise(c)
+                last = c
+        return saw_ack
 
     def _note_noise(self, c: int) -> None:
         """Keep a tail of non-protocol bytes and look for a restart marker in it."""
@@ -220,37 +317,30 @@ class YmodemSender:
                 raise DeviceRestarted(f"the module restarted during the transfer, after "
                                       f"{self.offset:,} bytes", offset=self.offset)
 
-    def _send_eot(self) -> None:
-        for _ in range(self.retries + 1):
-            self.ch.write(bytes([EOT]))
-            answer = self._read_answer(self.ack_timeout)
-            if answer == ACK:
-                return
-            if answer == CAN:
-                raise TransferCancelled("the bootloader cancelled the transfer at the end of the file")
-        raise TransferTimeout("the bootloader did not acknowledge the end of the file")
-
-    def abort(self) -> None:
-        """Tell the receiver to give up (CAN CAN …)."""
-        self.ch.write(bytes([CAN] * 5))
-
 
 # ------------------------------------------------------------------ receiver (device side)
 
 @dataclass
 class ReceiveResult:
-    status: str            # ok, cancelled, too-large, idle-reset, aborted
+    """How a receive session ended.
+
+    ``status``: ``ok``, ``cancelled`` (too many errors), ``too-large``,
+    ``idle-reset`` (no sender came), ``aborted`` (the sender cancelled).
+    """
+
+    status: str
     name: str = ""
     size: int = 0
     received: int = 0
 
 
 class YmodemReceiver:
-    """The RUI bootloader's YMODEM receiver (ST IAP style), for the simulator.
+    """The RUI bootloader's YMODEM receiver (ST IAP style, DESIGN.md §2), for the simulator.
 
-    ``on_start(name, size)`` runs after a valid block 0 (the bootloader erases
-    here); ``on_block(offset, data)`` programs each block (trimmed to the
-    announced size).
+    ``on_start(name, size)`` runs after a valid block 0, before its ACK (the
+    bootloader erases there, which may take a while); ``on_block(offset,
+    data)`` programs each data block, trimmed to the announced size, before
+    its ACK.
     """
 
     def __init__(self, channel: ByteChannel, *, max_size: int, read_timeout: float = 0.5,
@@ -265,8 +355,82 @@ class YmodemReceiver:
         self.on_start = on_start or (lambda name, size: None)
         self.on_block = on_block or (lambda offset, data: None)
 
+    def receive(self) -> ReceiveResult:
+        """Serve one session: poll with ``C`` until a sender comes, take the file, end on the empty block 0."""
+        res = ReceiveResult("idle-reset")
+        started = False      # a valid block 0 was accepted
+        errors = 0           # consecutive timeouts / bad packets since then
+        polls = 0            # 'C's sent while no session runs
+        expected = 1         # next data block's seq
+        self._send(CRC_REQUEST)
+        polls += 1
+        while True:
+            kind, seq, data = self._packet()
+            if kind in ("timeout", "bad"):
+                if kind == "bad":
+                    self._drain()
+                if started:
+                    errors += 1
+                    if errors > self.max_errors:
+                        self._send(CAN, CAN)
+                        res.status = "cancelled"
+                        return res
+                elif polls >= self.idle_c_limit:
+                    return res                      # the real MCU resets here
+                else:
+                    polls += 1
+                self._send(CRC_REQUEST)
+                continue
+            errors = 0
+            if kind == "can":
+                res.status = "aborted"
+                return res
+            if kind == "eot":
+                self._send(ACK, CRC_REQUEST)        # ACK, then ask for the next file
+                expected = 0                        # the next block is a block 0
+                continue
+            if seq == 0 and (not started or expected == 0):
+                name, _, rest = data.partition(b"\0")
+                if not name:                        # the empty block 0: end of the batch
+                    self._send(ACK)
+                    res.status = "ok" if started else "aborted"
+                    return res
+                size = _parse_size(rest)
+                if size is None or size > self.max_size:
+                    self._send(CAN, CAN)
+                    res.status, res.name, res.size = "too-large", name.decode("utf-8", "replace"), size or 0
+                    return res
+                res.name, res.size, res.received = name.decode("utf-8", "replace"), size, 0
+                self.on_start(res.name, size)
+                started, expected = True, 1
+                self._send(ACK, CRC_REQUEST)
+                continue
+            if not started:
+                # A data block before any header: keep asking for block 0.
+                if polls >= self.idle_c_limit:
+                    return res
+                polls += 1
+                self._send(CRC_REQUEST)
+                continue
+            if seq == (expected - 1) & 0xFF:
+                self._send(ACK)                     # a repeat of the last block: already written
+                continue
+            if seq != expected & 0xFF:
+                self._send(NAK)
+                continue
+            keep = max(0, min(len(data), res.size - res.received))
+            if keep:
+                self.on_block(res.received, data[:keep])
+            res.received += keep
+            expected += 1
+            self._send(ACK)
+
+    # -- helpers ------------------------------------------------------------------
+    def _send(self, *codes: int) -> None:
+        self.ch.write(bytes(codes))
+
     def _packet(self) -> tuple[str, int, bytes]:
-        """("block", seq, data) | ("eot"|"can"|"timeout"|"bad", 0, b"")."""
+        """Read one packet: ("block", seq, data) or ("eot" | "can" | "timeout" | "bad", 0, b"")."""
         head = self.ch.read(1, self.read_timeout)
         if not head:
             return "timeout", 0, b""
@@ -275,10 +439,11 @@ class YmodemReceiver:
             return "eot", 0, b""
         if h == CAN:
             nxt = self.ch.read(1, self.read_timeout)
-            return ("can", 0, b"") if nxt[:1] == bytes([CAN]) else ("bad", 0, b"")
+            return ("can", 0, b"") if nxt == bytes([CAN]) else ("bad", 0, b"")
         if h not in (SOH, STX):
             return "bad", 0, b""
         size = 128 if h == SOH else 1024
+        # Allow the rest of the packet its line time at 57600 baud on top of the usual timeout.
         rest = self.ch.read(size + 4, self.read_timeout + (size + 4) * 0.0002)
         if len(rest) < size + 4 or rest[0] != 0xFF - rest[1]:
             return "bad", 0, b""
@@ -287,79 +452,20 @@ class YmodemReceiver:
             return "bad", 0, b""
         return "block", rest[0], data
 
-    def receive(self) -> ReceiveResult:
-        res = ReceiveResult("idle-reset")
-        started = False
-        errors = 0
-        idle = 0
-        expected = 1
-        after_eot = False
-        self.ch.write(bytes([CRC_REQUEST]))
-        while True:
-            kind, seq, data = self._packet()
-            if kind in ("timeout", "bad"):
-                if not started:
-                    idle += 1
-                    if idle >= self.idle_c_limit:
-                        return res
-                else:
-                    errors += 1
-                    if errors > self.max_errors:
-                        self.ch.write(bytes([CAN, CAN]))
-                        res.status = "cancelled"
-                        return res
-                if kind == "bad":
-                    self._drain()
-                self.ch.write(bytes([CRC_REQUEST]))
-                continue
-            if kind == "can":
-                res.status = "aborted"
-                return res
-            if kind == "eot":
-                self.ch.write(bytes([ACK]))
-                self.ch.write(bytes([CRC_REQUEST]))
-                after_eot = True
-                continue
-            if seq == 0 and (not started or after_eot):
-                name, _, rest = data.partition(b"\0")
-                if not name:                                   # the closing empty block
-                    self.ch.write(bytes([ACK]))
-                    res.status = "ok" if started else "aborted"
-                    return res
-                try:
-                    size = int(rest.split(b"\0", 1)[0].split(b" ", 1)[0] or b"0")
-                except ValueError:
-                    size = -1
-                if size < 0 or size > self.max_size:
-                    self.ch.write(bytes([CAN, CAN]))
-                    res.status = "too-large"
-                    res.size = size
-                    return res
-                res.name, res.size = name.decode("utf-8", "replace"), size
-                self.on_start(res.name, size)
-                started = True
-                expected = 1
-                self.ch.write(bytes([ACK, CRC_REQUEST]))
-                continue
-            if not started:
-                self.ch.write(bytes([CRC_REQUEST]))
-                continue
-            if seq == (expected - 1) & 0xFF:
-                self.ch.write(bytes([ACK]))                 # a repeat of the last block
-                continue
-            if seq != expected & 0xFF:
-                errors += 1
-                self.ch.write(bytes([NAK]))
-                continue
-            keep = max(0, min(len(data), res.size - res.received))
-            if keep:
-                self.on_block(res.received, data[:keep])
-            res.received += keep
-            expected += 1
-            errors = 0
-            self.ch.write(bytes([ACK]))
-
     def _drain(self) -> None:
-        """After a bad packet, skip what is still arriving of it."""
-        while self.ch.read(1024, 0.01):
+        """After a bad packet, skip what is still arriving of it (bounded, even under a flood)."""
+        deadline = Deadline(max(2 * self.read_timeout, 0.2))
+        while not deadline.expired and self.ch.read(1100, 0.01):
             pass
+
+
+def _parse_size(fields: bytes) -> int | None:
+    """The decimal size at the start of block 0's second field (more fields may follow after a space)."""
+    text = fields.split(b"\0", 1)[0].split(b" ", 1)[0]
+    if not text:
+        return 0
+    try:
+        size = int(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return size if size >= 0 else None
