@@ -199,7 +199,8 @@ def test_power_cut_on_rak11720_then_rerun(virtual, new_app):
     dev = virtual("rak11720")
     dev.uart.faults.power_cut_after = dev.uart.faults.received + 12000
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes", timeout=90)
-    assert code == 7, out
+    assert (code, out["error"]) == (7, "device-restarted"), out
+    assert "run the same command again" in out["hint"]
     assert dev.wait_mode(Mode.BOOTLOADER)
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
     assert code == 0, out

@@ -30,7 +30,7 @@ def test_combined_hex_is_described_region_by_region(combined_hex, rak3172):
     assert info.module.key == "rak3172"
     assert info.mcu.name == "STM32WLE5CC"
     names = [r.name for r in info.regions]
-    assert names == ["bootloader", "bootloader-version", "application"]
+    assert names == ["bootloader", "flag", "bootloader-version", "application"]
     assert info.bootloader_version == "RUI_BOOT_0.8_STM32WLE5CC"
     assert info.app_version == "RUI_4.0.6_RAK3172-E"
     assert info.includes_bootloader and info.includes_app
@@ -130,7 +130,7 @@ def test_cli_inspect_json_for_combined_image(combined_hex):
     assert out["format"] == "hex" and out["module"] == "RAK3172"
     assert out["app_version"] == "RUI_4.0.6_RAK3172-E"
     assert out["bootloader_version"] == "RUI_BOOT_0.8_STM32WLE5CC"
-    assert {r["name"] for r in out["regions"]} == {"bootloader", "bootloader-version", "application"}
+    assert {r["name"] for r in out["regions"]} == {"bootloader", "flag", "bootloader-version", "application"}
     assert len(out["sha256"]) == 64
 
 
@@ -183,3 +183,22 @@ def test_any_corrupted_data_byte_is_caught(tmp_path_factory, data, pos, delta):
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(ImageFormatError):
         images.load(p)
+
+
+def test_ports_name_what_a_usb_id_probably_is(monkeypatch):
+    from serial.tools import list_ports_common
+    from rakflash import ports
+
+    def fake(device, vid, pid, desc):
+        p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
+        p.vid, p.pid, p.description = vid, pid, desc
+        return p
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: [
+        fake("/dev/ttyACM0", 0x1915, 0x521F, "RAK4631"),
+        fake("/dev/ttyUSB0", 0x1A86, 0x7523, "USB Serial"),
+        fake("/dev/ttyS0", None, None, "n/a")])
+    entries = {e.device: e.to_dict() for e in ports.list_serial_ports()}
+    assert "RAK4631-R" in entries["/dev/ttyACM0"]["probably"]
+    assert entries["/dev/ttyACM0"]["vid_pid"] == "1915:521F"
+    assert "RAK3172" in entries["/dev/ttyUSB0"]["probably"]
+    assert entries["/dev/ttyS0"]["probably"] is None and entries["/dev/ttyS0"]["vid_pid"] is None

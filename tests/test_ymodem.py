@@ -1,8 +1,9 @@
-"""YMODEM: the sender against the receiver in memory, with faults; and against lrzsz through ptys."""
+"""YMODEM: framing, the sender against the receiver in memory (with faults), scripted
+receivers for the corner cases, and interoperability with lrzsz (sb/rb) through ptys."""
 
 from __future__ import annotations
 
-import os
+import collections
 import random
 import re
 import shutil
@@ -14,18 +15,20 @@ import pytest
 import serial
 from hypothesis import given, settings, strategies as st
 
-from rakflash.errors import TooManyRetries, TransferCancelled, TransferTimeout
+from rakflash.errors import DeviceRestarted, TooManyRetries, TransferCancelled, TransferTimeout
 from rakflash.link import Link
-from rakflash.protocols.ymodem import (ACK, CAN, STX, SOH, YmodemReceiver, YmodemSender, crc16,
-                                       make_block)
+from rakflash.protocols.ymodem import (ACK, CAN, CRC_REQUEST, EOT, NAK, PAD, SOH, STX, YmodemReceiver,
+                                       YmodemSender, closing_block, crc16, header_block, make_block)
 from rakflash.sim import Mode
 
 from pipes import pipe
 
 FAST = dict(ack_timeout=0.5, erase_timeout=1.0, start_timeout=1.0, byte_time=0.0)
+C = bytes([CRC_REQUEST])
 
 
 def run_pair(data: bytes, *, tamper=None, max_size=1 << 20, sender_kw=None, receiver_kw=None):
+    """Our sender and our receiver over an in-memory pipe; returns (written bytes, result, host end)."""
     host, dev = pipe()
     host.tamper = tamper
     got = bytearray()
@@ -46,31 +49,110 @@ def run_pair(data: bytes, *, tamper=None, max_size=1 << 20, sender_kw=None, rece
     return bytes(got), result.get("r"), host
 
 
+class Scripted:
+    """A receiver played by a function: ``respond(frame, state) -> list of items``.
+
+    Items are bytes to be read, or ``None``: a read that times out (returned
+    at once, so the tests don't wait). Reads with nothing queued time out too.
+    """
+
+    def __init__(self, respond, start=(C,)) -> None:
+        self.respond = respond
+        self.inbox = collections.deque(start)
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+        self.inbox.extend(self.respond(bytes(data), self))
+
+    def read(self, n: int, timeout: float) -> bytes:
+        out = bytearray()
+        while len(out) < n and self.inbox:
+            item = self.inbox[0]
+            if item is None:
+                if not out:
+                    self.inbox.popleft()
+                break
+            take = item[:n - len(out)]
+            out += take
+            if len(take) == len(item):
+                self.inbox.popleft()
+            else:
+                self.inbox[0] = item[len(take):]
+        return bytes(out)
+
+    def blocks(self, seq: int) -> list[bytes]:
+        return [w for w in self.written if len(w) > 100 and w[1] == seq]
+
+
+def good_receiver(frame: bytes, ch) -> list:
+    """What a well-behaved YMODEM receiver answers to each frame."""
+    if frame == bytes([EOT]):
+        return [bytes([ACK, CRC_REQUEST])]
+    if frame[1] == 0 and frame[3] != 0:
+        return [bytes([ACK, CRC_REQUEST])]
+    return [bytes([ACK])]
+
+
+def scripted_send(respond, data=b"x" * 3000, **kw):
+    ch = Scripted(respond)
+    YmodemSender(ch, **{**FAST, **kw}).send("fw.bin", data)
+    return ch
+
+
+# ------------------------------------------------------------------ framing
+
 def test_crc_check_value():
     assert crc16(b"123456789") == 0x31C3
 
+
+def test_block_framing():
+    b = make_block(1, b"hi")
+    assert b[:3] == bytes([SOH, 1, 0xFE]) and len(b) == 133
+    assert b[3:5] == b"hi" and set(b[5:131]) == {PAD}
+    assert int.from_bytes(b[-2:], "big") == crc16(b[3:-2])
+    big = make_block(256 + 7, b"a" * 200)
+    assert big[:3] == bytes([STX, 7, 0xF8]) and len(big) == 1029
+
+
+def test_header_and_closing_blocks():
+    h = header_block("fw.bin", 12345)
+    assert h[:3] == bytes([SOH, 0, 0xFF]) and len(h) == 133
+    assert h[3:3 + 13] == b"fw.bin\x0012345\x00" and set(h[16:131]) == {0}
+    long = header_block("n" * 300, 200704)
+    assert long[3:131].split(b"\0")[1] == b"200704"
+    assert closing_block() == bytes([SOH, 0, 0xFF]) + bytes(128) + crc16(bytes(128)).to_bytes(2, "big")
+
+
+# ------------------------------------------------------------------ sender ↔ receiver in memory
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 129, 1023, 1024, 1025, 5000])
 def test_sizes_arrive_intact(size):
     data = random.Random(size).randbytes(size)
     got, r, _ = run_pair(data)
-    assert r.status == "ok" and r.size == size and r.name == "fw.bin"
+    assert (r.status, r.name, r.size, r.received) == ("ok", "fw.bin", size, size)
     assert got == data
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.binary(max_size=4000))
-def test_any_data_arrives_intact(data):
-    got, r, _ = run_pair(data)
+@given(st.binary(max_size=4000), st.sampled_from([128, 1024]))
+def test_any_data_arrives_intact(data, block_size):
+    got, r, _ = run_pair(data, sender_kw={"block_size": block_size})
     assert (r.status, got) == ("ok", data)
 
 
 def test_each_block_is_sent_once_on_a_clean_line():
-    data = bytes(range(256)) * 20
+    data = bytes(range(256)) * 16 + b"tail"      # four 1K blocks and a 4-byte remainder
     _, _, host = run_pair(data)
     blocks = [w for w in host.written if w[:1] in (bytes([SOH]), bytes([STX])) and len(w) > 100]
-    seqs = [b[1] for b in blocks]
-    assert seqs == [0, 1, 2, 3, 4, 5, 0]        # block 0, five data blocks, the closing block
+    assert [(b[0], b[1]) for b in blocks] == [(SOH, 0), (STX, 1), (STX, 2), (STX, 3), (STX, 4),
+                                              (SOH, 5), (SOH, 0)]
+
+
+def test_progress_is_reported_per_acknowledged_block():
+    seen = []
+    run_pair(b"p" * 2500, sender_kw={"progress": lambda sent, total: seen.append((sent, total))})
+    assert seen == [(1024, 2500), (2048, 2500), (2500, 2500)]
 
 
 def test_a_damaged_block_is_resent():
@@ -84,6 +166,7 @@ def test_a_damaged_block_is_resent():
         return block
     got, r, host = run_pair(data, tamper=flip)
     assert hits and got == data and r.status == "ok"
+    assert len([w for w in host.written if len(w) > 100 and w[1] == 3]) == 2
 
 
 def test_stale_poll_does_not_duplicate_a_block():
@@ -94,11 +177,11 @@ def test_stale_poll_does_not_duplicate_a_block():
 
     def device():
         dev.read(1 << 16, 0.0)
-        dev.write(b"C")
+        dev.write(C)
         r = YmodemReceiver(dev, max_size=1 << 20, read_timeout=0.05,
                            on_block=lambda off, d: got.__setitem__(slice(off, off + len(d)), d))
         # an extra poll right away, like the RUI receiver answering the LF after at+update
-        dev.write(b"C")
+        dev.write(C)
         r.receive()
     t = threading.Thread(target=device, daemon=True)
     t.start()
@@ -109,45 +192,25 @@ def test_stale_poll_does_not_duplicate_a_block():
     assert bytes(got) == data
 
 
-def test_receiver_that_always_naks_gives_too_many_retries():
-    host, dev = pipe()
-
-    def device():
-        dev.write(b"C")
-        while True:
-            if not dev.read(1, 2):
-                return
-            dev.read(2000, 0.02)
-            dev.write(bytes([0x15]))
-    threading.Thread(target=device, daemon=True).start()
-    with pytest.raises(TooManyRetries):
-        YmodemSender(host, **FAST, retries=3).send("x", b"abc")
-
-
-def test_silent_receiver_times_out_quickly():
-    host, dev = pipe()
-    dev.write(b"C")
-    t0 = time.monotonic()
-    with pytest.raises(TransferTimeout, match="stopped answering"):
-        YmodemSender(host, **FAST).send("x", b"abc")
-    assert time.monotonic() - t0 < 5
-
-
-def test_receiver_cancel_is_named():
-    host, dev = pipe()
-
-    def device():
-        dev.write(b"C")
-        dev.read(133, 2)
-        dev.write(bytes([CAN, CAN]))
-    threading.Thread(target=device, daemon=True).start()
-    with pytest.raises(TransferCancelled):
-        YmodemSender(host, **FAST).send("x", b"abc")
+def test_slow_erase_is_waited_for():
+    """Block 0's ACK may take long (the app region is erased first): no resend meanwhile."""
+    data = b"e" * 2000
+    got, r, host = run_pair(data, sender_kw={"ack_timeout": 0.1, "erase_timeout": 2.0},
+                            receiver_kw={"on_start": lambda name, size: time.sleep(0.4)})
+    assert r.status == "ok"
+    assert len([w for w in host.written if len(w) > 100 and w[1] == 0 and w[3] != 0]) == 1
 
 
 def test_oversized_image_is_cancelled_by_the_receiver():
+    host, dev = pipe()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "r", YmodemReceiver(dev, max_size=2048, read_timeout=0.05).receive()), daemon=True)
+    t.start()
     with pytest.raises(TransferCancelled):
-        run_pair(b"x" * 3000, max_size=2048)
+        YmodemSender(host, **FAST).send("big.bin", b"x" * 3000)
+    t.join(2)
+    assert (result["r"].status, result["r"].size) == ("too-large", 3000)
 
 
 def test_receiver_cancels_after_too_many_errors():
@@ -157,14 +220,224 @@ def test_receiver_cancels_after_too_many_errors():
         if block[:1] == bytes([STX]):
             return block[:5] + bytes([block[5] ^ 1]) + block[6:]
         return block
-    with pytest.raises((TransferCancelled, TooManyRetries)):
+    with pytest.raises(TransferCancelled):
         run_pair(data, tamper=corrupt_data_blocks)
 
 
-def test_block_framing():
-    b = make_block(1, b"hi")
-    assert b[:3] == bytes([SOH, 1, 0xFE]) and len(b) == 133
-    assert int.from_bytes(b[-2:], "big") == crc16(b[3:-2])
+# ------------------------------------------------------------------ sender against scripted receivers
+
+def test_receiver_that_always_naks_gives_too_many_retries():
+    def naks(frame, ch):
+        return [bytes([ACK, CRC_REQUEST])] if frame[1] == 0 else [bytes([NAK])]
+    with pytest.raises(TooManyRetries, match="byte offset 0"):
+        scripted_send(naks, retries=3)
+
+
+def test_receiver_that_always_naks_through_a_pipe():
+    host, dev = pipe()
+
+    def device():
+        dev.write(C)
+        while dev.read(1, 2):
+            dev.read(2000, 0.02)
+            dev.write(bytes([NAK]))
+    threading.Thread(target=device, daemon=True).start()
+    with pytest.raises(TooManyRetries):
+        YmodemSender(host, **FAST, retries=3).send("x", b"abc")
+
+
+def test_silent_receiver_times_out_quickly():
+    host, dev = pipe()
+    dev.write(C)
+    t0 = time.monotonic()
+    with pytest.raises(TransferTimeout, match="stopped answering at byte offset 0"):
+        YmodemSender(host, **{**FAST, "erase_timeout": 0.3}).send("x", b"abc")
+    assert time.monotonic() - t0 < 3
+
+
+def test_silence_mid_transfer_names_the_offset():
+    def dies_after_two_blocks(frame, ch):
+        if len(frame) > 100 and frame[1] >= 3:
+            return [None]
+        return good_receiver(frame, ch)
+    t0 = time.monotonic()
+    with pytest.raises(TransferTimeout, match="stopped answering at byte offset 2048") as exc:
+        scripted_send(dies_after_two_blocks, data=b"d" * 5000)
+    assert exc.value.details["offset"] == 2048
+    assert time.monotonic() - t0 < 2
+
+
+def test_no_start_c_is_a_timeout():
+    ch = Scripted(good_receiver, start=(b"junk",))
+    with pytest.raises(TransferTimeout, match="never asked"):
+        YmodemSender(ch, **FAST).send("fw.bin", b"abc")
+
+
+def test_receiver_cancel_is_named():
+    host, dev = pipe()
+
+    def device():
+        dev.write(C)
+        dev.read(133, 2)
+        dev.write(bytes([CAN, CAN]))
+    threading.Thread(target=device, daemon=True).start()
+    with pytest.raises(TransferCancelled):
+        YmodemSender(host, **FAST).send("x", b"abc")
+
+
+def test_cancel_before_start_is_named():
+    ch = Scripted(good_receiver, start=(b"\x00", bytes([CAN, CAN])))
+    with pytest.raises(TransferCancelled):
+        YmodemSender(ch, **FAST).send("fw.bin", b"abc")
+
+
+def test_garbled_answer_and_c_cause_a_resend():
+    answers = {1: [b"\xff\x00"], 2: [C]}
+
+    def flaky(frame, ch):
+        if len(frame) > 100 and frame[1] in answers:
+            return answers.pop(frame[1])
+        return good_receiver(frame, ch)
+    ch = scripted_send(flaky)
+    assert len(ch.blocks(1)) == 2 and len(ch.blocks(2)) == 2 and len(ch.blocks(3)) == 1
+
+
+def test_late_ack_is_not_lost():
+    """An ACK that arrives just after the wait ended means the block arrived: don't resend it."""
+    late = [1]
+
+    def slow_ack(frame, ch):
+        if len(frame) > 100 and frame[1] == 1 and late:
+            late.pop()
+            return [None, bytes([ACK])]
+        return good_receiver(frame, ch)
+    ch = scripted_send(slow_ack)
+    assert len(ch.blocks(1)) == 1 and len(ch.blocks(2)) == 1
+
+
+def test_stale_bytes_before_a_block_are_dropped():
+    def chatty(frame, ch):
+        return good_receiver(frame, ch) + [C + C + b"noise"]
+    ch = scripted_send(chatty, data=b"s" * 4000)
+    assert [len(ch.blocks(s)) for s in (1, 2, 3, 4)] == [1, 1, 1, 1]
+
+
+def test_first_eot_naked_is_sent_again():
+    naked = [1]
+
+    def nak_first_eot(frame, ch):
+        if frame == bytes([EOT]) and naked:
+            naked.pop()
+            return [bytes([NAK])]
+        return good_receiver(frame, ch)
+    ch = scripted_send(nak_first_eot)
+    assert ch.written.count(bytes([EOT])) == 2
+    assert ch.written[-1] == closing_block()
+
+
+def test_closing_block_is_sent_without_a_c():
+    def no_c_after_eot(frame, ch):
+        return [bytes([ACK])] if frame == bytes([EOT]) else good_receiver(frame, ch)
+    t0 = time.monotonic()
+    ch = scripted_send(no_c_after_eot)
+    assert ch.written[-1] == closing_block()
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_flooding_device_cannot_hold_the_sender():
+    class Flood(Scripted):
+        def read(self, n, timeout):
+            return super().read(n, timeout) or b"\x55" * min(n, 64)
+    ch = Flood(good_receiver)
+    ch.inbox.clear()
+    t0 = time.monotonic()
+    with pytest.raises(TransferTimeout):
+        YmodemSender(ch, **{**FAST, "start_timeout": 0.2}).send("fw.bin", b"abc")
+    # the flood starts after block 0: every answer is garbage until the deadline
+    ch = Flood(lambda frame, c: [bytes([ACK, CRC_REQUEST])] if frame[1] == 0 else [])
+    with pytest.raises(TooManyRetries):
+        YmodemSender(ch, **{**FAST, "ack_timeout": 0.05, "retries": 4}).send("fw.bin", b"abc")
+    assert time.monotonic() - t0 < 3
+
+
+def test_device_restart_is_recognised():
+    def reboots(frame, ch):
+        if len(frame) > 100 and frame[1] == 2:
+            return [b"\r\n<BOOT MODE>\r\n", None]
+        return good_receiver(frame, ch)
+    with pytest.raises(DeviceRestarted):
+        scripted_send(reboots, restart_markers=(b"<BOOT MODE>",))
+
+
+def test_sender_rejects_odd_block_sizes():
+    with pytest.raises(ValueError):
+        YmodemSender(Scripted(good_receiver), block_size=512)
+
+
+# ------------------------------------------------------------------ receiver against scripted senders
+
+def test_receiver_polls_then_gives_up_idle():
+    host, dev = pipe()
+    t0 = time.monotonic()
+    r = YmodemReceiver(dev, max_size=100, read_timeout=0.01, idle_c_limit=7).receive()
+    assert r.status == "idle-reset" and time.monotonic() - t0 < 1
+    assert host.read(100, 0.1) == C * 7
+
+
+def test_receiver_takes_repeats_and_naks_wrong_sequence():
+    host, dev = pipe()
+    writes = []
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", YmodemReceiver(
+        dev, max_size=4096, read_timeout=0.05,
+        on_block=lambda off, d: writes.append((off, d))).receive()), daemon=True)
+    t.start()
+    assert host.read(1, 1) == C
+    host.write(header_block("a.bin", 200))
+    assert host.read(2, 2) == bytes([ACK, CRC_REQUEST])
+    host.write(make_block(1, b"A" * 128))
+    assert host.read(1, 1) == bytes([ACK])
+    host.write(make_block(1, b"A" * 128))                  # a repeat: ACKed, not written again
+    assert host.read(1, 1) == bytes([ACK])
+    host.write(make_block(5, b"Z" * 128))                  # out of order
+    assert host.read(1, 1) == bytes([NAK])
+    host.write(make_block(2, b"B" * 128))                  # padding past the size is not written
+    assert host.read(1, 1) == bytes([ACK])
+    host.write(bytes([EOT]))
+    assert host.read(2, 1) == bytes([ACK, CRC_REQUEST])
+    host.write(closing_block())
+    assert host.read(1, 1) == bytes([ACK])
+    t.join(2)
+    assert writes == [(0, b"A" * 128), (128, b"B" * 72)]
+    assert (result["r"].status, result["r"].received) == ("ok", 200)
+
+
+def test_receiver_stops_when_the_sender_cancels():
+    host, dev = pipe()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", YmodemReceiver(
+        dev, max_size=4096, read_timeout=0.05).receive()), daemon=True)
+    t.start()
+    host.read(1, 1)
+    host.write(header_block("a.bin", 2000))
+    host.read(2, 1)
+    host.write(bytes([CAN, CAN]))
+    t.join(2)
+    assert result["r"].status == "aborted"
+
+
+def test_receiver_cancels_a_silent_sender_after_start():
+    host, dev = pipe()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", YmodemReceiver(
+        dev, max_size=4096, read_timeout=0.02).receive()), daemon=True)
+    t.start()
+    host.read(1, 1)
+    host.write(header_block("a.bin", 2000))
+    t.join(2)
+    assert result["r"].status == "cancelled"
+    # ACK C for block 0, one C per error up to max_errors, then CAN CAN
+    assert host.read(100, 0.2) == bytes([ACK]) + C * 6 + bytes([CAN, CAN])
 
 
 # ------------------------------------------------------------------ interoperability with lrzsz
@@ -173,44 +446,87 @@ need_lrzsz = pytest.mark.skipif(not (shutil.which("socat") and shutil.which("sb"
                                 reason="socat and lrzsz (sb/rb) are not installed; .ci/run installs them")
 
 
-@pytest.fixture
-def pty_pair():
-    proc = subprocess.Popen(["socat", "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
-                            stderr=subprocess.PIPE, text=True)
-    paths = []
-    deadline = time.monotonic() + 5
-    while len(paths) < 2 and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"PTY is (\S+)", line)
-        if m:
-            paths.append(m.group(1))
-    assert len(paths) == 2, "socat did not report two ptys"
-    yield paths
-    proc.kill()
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def pty_pair(tmp_path):
+    """Two raw ptys joined by socat; socat is killed afterwards, whatever happened."""
+    log = tmp_path / "socat.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(["socat", "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 5
+        paths: list[str] = []
+        while time.monotonic() < deadline:
+            text = log.read_text()
+            paths = re.findall(r"PTY is (\S+)", text)
+            if len(paths) == 2 and "starting data transfer loop" in text:
+                break
+            time.sleep(0.02)
+        assert len(paths) == 2, f"socat did not report two ptys: {log.read_text()!r}"
+        yield paths
+    finally:
+        _stop(proc)
 
 
 @need_lrzsz
 def test_sender_delivers_to_lrzsz_rb(pty_pair, tmp_path):
     a, b = pty_pair
+    out = tmp_path / "rx"
+    out.mkdir()
     data = random.Random(20).randbytes(20 * 1024 + 77)
     with open(b, "rb+", buffering=0) as tty:
         rb = subprocess.Popen(["rb", "--ymodem"], stdin=tty, stdout=tty, stderr=subprocess.DEVNULL,
-                              cwd=tmp_path)
-        try:
-            with Link(a, 115200, exclusive=False) as link:
-                YmodemSender(link, start_timeout=10, byte_time=10 / 115200).send("firmware.bin", data)
-            rb.wait(20)
-        finally:
-            if rb.poll() is None:
-                rb.kill()
-                rb.wait()
+                              cwd=out)
+    try:
+        with Link(a, 115200, exclusive=False) as link:
+            # rb purges its input right after some of its polls: a block may be lost and resent
+            YmodemSender(link, start_timeout=10, ack_timeout=2.0).send("firmware.bin", data)
+        rb.wait(20)
+    finally:
+        _stop(rb)
     assert rb.returncode == 0
-    assert (tmp_path / "firmware.bin").read_bytes() == data
+    assert [p.name for p in out.iterdir()] == ["firmware.bin"]
+    assert (out / "firmware.bin").read_bytes() == data
 
 
 @need_lrzsz
-@pytest.mark.parametrize("one_k", [True, False])
+@pytest.mark.parametrize("one_k", [True, False], ids=["1k", "128"])
+def test_lrzsz_sb_delivers_to_our_receiver(pty_pair, tmp_path, one_k):
+    a, b = pty_pair
+    data = random.Random(21).randbytes(9 * 1024 + 300)
+    path = tmp_path / "fw.bin"
+    path.write_bytes(data)
+    got = bytearray()
+    result = {}
+    with Link(a, 115200, exclusive=False) as link:
+        def device():
+            result["r"] = YmodemReceiver(
+                link, max_size=1 << 20, read_timeout=0.5, idle_c_limit=30,
+                on_block=lambda off, d: got.__setitem__(slice(off, off + len(d)), d)).receive()
+        t = threading.Thread(target=device, daemon=True)
+        t.start()
+        with open(b, "rb+", buffering=0) as tty:
+            sb = subprocess.Popen(["sb", "--ymodem"] + (["-k"] if one_k else []) + [str(path)],
+                                  stdin=tty, stdout=tty, stderr=subprocess.PIPE)
+        try:
+            _, err = sb.communicate(timeout=30)
+        finally:
+            _stop(sb)
+        t.join(20)
+    assert sb.returncode == 0, err
+    r = result["r"]
+    assert (r.status, r.name, r.size, r.received) == ("ok", "fw.bin", len(data), len(data))
+    assert bytes(got) == data
+
+
+@need_lrzsz
+@pytest.mark.parametrize("one_k", [True, False], ids=["1k", "128"])
 def test_lrzsz_sb_delivers_into_the_simulated_bootloader(virtual, tmp_path, cat, one_k):
     from rakflash.sim import firmware
     dev = virtual("rak3172", state="bootloader", baud=115200)

@@ -105,9 +105,8 @@ def ymodem_timeouts(plan: Plan, baud: int) -> dict:
     mcu, app = plan.module.mcu, plan.module.app
     erase = -(-app.size // mcu.page_size) * mcu.page_erase_ms / 1000
     block = 1029 * 10 / baud + -(-1024 // mcu.program_unit) * mcu.program_unit_us / 1e6
-    markers = (plan.module.boot_dialect["banner"].encode(), plan.module.boot_dialect["unsupported"].encode())
     return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
-            "start_timeout": 3.0, "restart_markers": markers, "byte_time": 10 / baud}
+            "start_timeout": 3.0, "restart_markers": _restart_markers(plan), "byte_time": 10 / baud}
 
 
 def amota_timeouts(plan: Plan, baud: int) -> dict:
@@ -115,7 +114,14 @@ def amota_timeouts(plan: Plan, baud: int) -> dict:
     mcu = plan.module.mcu
     packet = (7 + 512 + 8) * 10 / baud + -(-512 // mcu.program_unit) * mcu.program_unit_us / 1e6
     erase = -(-len(plan.payload) // mcu.page_size) * mcu.page_erase_ms / 1000
-    return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "verify_timeout": 10.0}
+    return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "verify_timeout": 10.0,
+            "restart_markers": _restart_markers(plan)}
+
+
+def _restart_markers(plan: Plan) -> tuple[bytes, ...]:
+    """What only a freshly restarted bootloader prints: its banner, its console's refusal."""
+    d = plan.module.boot_dialect
+    return d["banner"].encode(), d["unsupported"].encode()
 
 
 def _guarded(link: Link, send: Callable[[], None]) -> None:

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..apollo3_ota import HEADER_SIZE, OtaHeader, crc32_apollo3
-from ..errors import (DeviceRejected, RakflashError, TooManyRetries, TransferError,
-                      TransferTimeout, VerifyFailed)
+from ..errors import (DeviceRejected, DeviceRestarted, RakflashError, TooManyRetries,
+                      TransferError, TransferTimeout, VerifyFailed)
 from ..link import ByteChannel, Deadline
 
 HEADER, DATA, VERIFY, RESET = 1, 2, 3, 4
@@ -84,18 +84,18 @@ def status_error(cmd: int, status: int) -> RakflashError:
     return DeviceRejected(f"the bootloader refused {name}: {what}", hint=hint, status=status)
 
 
-def read_reply(channel: ByteChannel, timeout: float) -> Reply | None:
-    """One reply, or None if nothing (or nothing well-formed) came by the deadline."""
+def read_reply(channel: ByteChannel, timeout: float) -> Reply | bytes:
+    """One reply; or, if nothing well-formed came by the deadline, the bytes that did."""
     deadline = Deadline(timeout)
     head = channel.read(4, deadline.remaining())
     if len(head) < 4:
-        return None
+        return head
     length, cmd, status = struct.unpack("<HBB", head)
     if length not in (1, 5) or cmd not in COMMAND_NAMES:
-        return None
+        return head
     rest = channel.read(length - 1, deadline.remaining()) if length > 1 else b""
     if len(rest) != length - 1:
-        return None
+        return head + rest
     return Reply(cmd, status, struct.unpack("<I", rest)[0] if rest else None)
 
 
@@ -111,8 +111,11 @@ class AmotaSender:
 
     def __init__(self, channel: ByteChannel, *, packet_size: int = MAX_DATA, retries: int = 5,
                  reply_timeout: float = 2.0, verify_timeout: float = 10.0,
+                 restart_markers: tuple[bytes, ...] = (),
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.ch = channel
+        self.restart_markers = restart_markers
+        self._noise = bytearray()
         self.packet_size = min(packet_size, MAX_DATA)
         self.retries = retries
         self.reply_timeout = reply_timeout
@@ -138,11 +141,16 @@ class AmotaSender:
         name = COMMAND_NAMES[cmd]
         lost = 0
         for _ in range(self.retries + 1):
-            while self.ch.read(4096, 0):
-                pass                       # drop leftovers of a garbled reply
+            while True:                    # drop leftovers of a garbled reply
+                stale = self.ch.read(4096, 0)
+                if not stale:
+                    break
+                self._check_restart(stale, expect_count)
             self.ch.write(packet)
             reply = read_reply(self.ch, timeout or self.reply_timeout)
-            if reply is None or reply.cmd != cmd:
+            if not isinstance(reply, Reply) or reply.cmd != cmd:
+                if isinstance(reply, bytes):
+                    self._check_restart(reply, expect_count)
                 lost += 1
                 continue
             if reply.status == CRC_ERROR and cmd != VERIFY:
@@ -155,6 +163,7 @@ class AmotaSender:
                     f"{expect_count:,}: a packet was taken twice after a lost reply",
                     hint="The module stays in its bootloader: run the same command again.")
             return reply
+        self._check_restart(self.ch.read(4096, 0.05), expect_count)
         if lost == self.retries + 1:
             raise TransferTimeout(f"the bootloader did not answer {name}"
                                   + (f" (image byte {expect_count:,})" if expect_count else ""),
@@ -163,6 +172,18 @@ class AmotaSender:
         raise TooManyRetries(f"{name} was damaged {self.retries + 1} times on the line",
                              hint="Use a shorter cable or a lower baud rate, then run the same "
                                   "command again.")
+
+
+    def _check_restart(self, data: bytes, offset: int | None) -> None:
+        """Text such as the bootloader's banner among the answers: the module restarted."""
+        if not self.restart_markers or not data:
+            return
+        self._noise += data
+        del self._noise[:-256]
+        if any(m in self._noise for m in self.restart_markers):
+            self._noise.clear()
+            raise DeviceRestarted("the module restarted during the transfer"
+                                  + (f", after {offset:,} bytes" if offset else ""))
 
 
 # ------------------------------------------------------------------ device side (simulator)

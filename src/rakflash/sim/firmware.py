@@ -84,7 +84,10 @@ def to_hex(segments: dict[int, bytes], start: int | None = None) -> str:
 
 
 def combined_hex(module: Module, boot_version: str, app_version: str, app_size: int = 64 * 1024) -> str:
-    """A factory image: bootloader + version string + (flag page left erased) + application."""
+    """A factory image: bootloader + flag page + version string + application, as the module's map lays them out."""
     segs = bootloader_image(module, boot_version)
+    if module.has_region("flag"):
+        # A factory image's flag page says "application valid" (the value is the simulator's own).
+        segs[module.region("flag").start] = b"\x5a\xa5\x5a\xa5" + b"\xff" * 12
     segs[module.app.start] = app_image(module, app_version, app_size)
     return to_hex(segs)
