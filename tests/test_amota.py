@@ -214,6 +214,11 @@ def test_flooding_rak11720_caught_after_reset(virtual, new_app):
     assert code == 0, events[-1]
     assert "caught" in [e.get("event") for e in events]
     assert dev.app_version == NEW
+    # The new, shorter application is quiet even though the old sketch's bytes
+    # remain in flash pages beyond it.
+    time.sleep(0.7)
+    code, out = cli_json("info", "--port", dev.port, "--baud", "115200")
+    assert (code, out["mode"], out["app_version"]) == (0, "app", NEW), out
 
 
 def test_vendor_script_habits_work_against_the_simulator(virtual, new_app):

@@ -34,6 +34,9 @@ def test_reset_press_in_the_window_lets_the_update_through(virtual, new_app):
     assert names.index("flooding") < names.index("countdown") < names.index("caught")
     assert events[-1]["result"] == "ok" and events[-1]["app_version_after"] == NEW
     assert dev.app_version == NEW
+    time.sleep(0.7)                  # past the old sketch's quiet start-up window
+    code, out = cli_json("info", "--port", dev.port, "--baud", "115200")
+    assert (code, out["mode"], out["app_version"]) == (0, "app", NEW), out
 
 
 def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
@@ -106,3 +109,14 @@ def test_reset_with_on_a_port_without_modem_lines_is_a_clear_error(virtual, new_
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-with", "rts")
     assert (code, out["error"]) == (4, "port-error") and "RTS/DTR" in out["message"]
     assert out["result"] == "port-error"
+
+
+def test_old_sketch_bytes_beyond_a_shorter_image_do_not_make_it_flood(cat):
+    """A bootloader erases only the pages it writes; what the old image left beyond is not code."""
+    m = cat.module("rak3172")
+    old = firmware.app_image(m, "RUI_4.0.5_RAK3172-E", 96 * 1024, flooding=True)
+    new = firmware.app_image(m, NEW, 12 * 1024)
+    region = new + old[len(new):]
+    assert firmware.sketch_floods(old, "RUI_4.0.5_RAK3172-E")
+    assert m.find_app_version(region) == NEW
+    assert not firmware.sketch_floods(region, NEW)

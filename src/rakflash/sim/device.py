@@ -174,7 +174,7 @@ class VirtualModule:
         """The application: an AT console (and the sketch, if it floods)."""
         version = self.app_version
         app = self.module.app
-        flooding = firmware.FLOODING_MARK in self.flash.read(app.start, app.size)
+        flooding = firmware.sketch_floods(self.flash.read(app.start, app.size), version)
         while not self._stop:
             if flooding and time.monotonic() - self._booted_at > self.opts.flood_after:
                 self._flood()

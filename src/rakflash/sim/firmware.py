@@ -37,7 +37,8 @@ def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int 
     """An application ``.bin`` for ``module`` carrying ``version``, ``size`` bytes long.
 
     ``flooding`` builds in a sketch whose ``loop()`` prints without pause: the
-    simulator runs any image carrying that mark that way.
+    simulator runs an image that carries the mark right after its version
+    string that way (see :func:`sketch_floods`).
     """
     if size < 0x200:
         raise ValueError("an application image needs at least 512 bytes")
@@ -49,12 +50,28 @@ def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int 
     # Fill the rest of a 48-entry vector table with plausible handler addresses.
     for i in range(2, 48):
         struct.pack_into("<I", body, 4 * i, app.start + 0x1C1 + 4 * (i % 7))
-    tag = b"\0firmware " + version.encode() + b"\0"
+    tag = _version_tag(version) + (FLOODING_MARK if flooding else b"")
     at = min(len(body) - len(tag), 0x400 + len(body) // 3)
     body[at:at + len(tag)] = tag
-    if flooding:
-        body[at + len(tag):at + len(tag) + len(FLOODING_MARK)] = FLOODING_MARK
     return bytes(body)
+
+
+def _version_tag(version: str) -> bytes:
+    return b"\0firmware " + version.encode() + b"\0"
+
+
+def sketch_floods(app_region: bytes, version: str | None) -> bool:
+    """Whether the application that reports ``version`` is a flooding sketch.
+
+    The mark counts only right after that application's own version string:
+    bytes an earlier, longer image left beyond a shorter new one (a bootloader
+    erases only the pages it writes) must not make the new firmware flood.
+    """
+    if not version:
+        return False
+    tag = _version_tag(version)
+    at = app_region.find(tag)
+    return at >= 0 and app_region[at + len(tag):at + len(tag) + len(FLOODING_MARK)] == FLOODING_MARK
 
 
 def bootloader_image(module: Module, version: str) -> dict[int, bytes]:
