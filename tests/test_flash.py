@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import serial
 
 from rakflash.sim import Mode, firmware
 
@@ -182,3 +183,75 @@ def test_cable_pulled_mid_transfer_is_named(virtual, new_app):
     assert (code, out["error"]) == (4, "port-disconnected")
     assert "run the same command again" in out["hint"]
     assert time.monotonic() - t0 < 30
+
+
+# ------------------------------------------------------------------ the owner's keys and settings
+
+KEYS = {"DEVEUI": "AC1F09FFFE0A0B0C", "APPEUI": "70B3D57ED0001234",
+        "APPKEY": "2B7E151628AED2A6ABF7158809CF4F3C"}
+
+
+def at_exchange(port: str, command: str, baud: int = FAST_BAUD) -> list[str]:
+    """What a person typing into a terminal sees for one AT command."""
+    with serial.Serial(port, baud, timeout=0.3) as ser:
+        ser.write(command.encode() + b"\r\n")
+        lines = []
+        while (line := ser.readline()) and line.strip() not in (b"OK", b"AT_PARAM_ERROR"):
+            lines.append(line.decode().strip())
+        return lines + [line.decode().strip()]
+
+
+def set_keys(dev) -> None:
+    for name, value in KEYS.items():
+        assert at_exchange(dev.port, f"AT+{name}={value}")[-1] == "OK"
+
+
+def keys_on(dev) -> dict:
+    return {name: at_exchange(dev.port, f"AT+{name}=?")[0].split("=", 1)[1] for name in KEYS}
+
+
+def test_keys_and_settings_survive_an_update(virtual, new_app, cat):
+    dev = virtual("rak3172")
+    set_keys(dev)
+    user_data = cat.module("rak3172").region("user-data")
+    stored = dev.flash.read(user_data.start, user_data.size)
+    code, out = flash(new_app, dev)
+    assert code == 0, out
+    assert out["settings_kept"] is True
+    assert out["settings"]["checked"] == ["DEVEUI", "APPEUI", "APPKEY", "BAND"]
+    assert out["settings"]["restored"] == []
+    assert keys_on(dev) == KEYS
+    assert dev.flash.read(user_data.start, user_data.size) == stored   # not even rewritten
+    assert all(v not in json.dumps(out) for v in KEYS.values())        # keys never printed
+
+
+def test_keys_the_new_firmware_resets_are_written_back(virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    set_keys(dev)
+    p = tmp_path / "new_layout.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 30 * 1024, new_settings_layout=True))
+    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "had reset DEVEUI, APPEUI, APPKEY; rakflash wrote back" in proc.stdout
+    assert keys_on(dev) == KEYS
+    dev.press_reset()                        # and they stay after the next start
+    assert dev.wait_mode(Mode.APP)
+    time.sleep(0.1)
+    assert keys_on(dev) == KEYS
+
+
+def test_no_keep_settings_leaves_them_to_the_firmware(virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    set_keys(dev)
+    p = tmp_path / "new_layout.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 30 * 1024, new_settings_layout=True))
+    code, out = flash(p, dev, "--no-keep-settings")
+    assert code == 0, out
+    assert out["settings_kept"] is None
+    assert keys_on(dev)["APPKEY"] == "0" * 32     # what the new firmware did, untouched
+
+
+def test_dry_run_lists_the_settings_check(virtual, new_app):
+    dev = virtual("rak3172")
+    proc = run_cli("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--dry-run")
+    assert "read the LoRaWAN keys and settings (DEVEUI, APPEUI, APPKEY, BAND)" in proc.stdout

@@ -291,11 +291,14 @@ FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "sec
               help="When the firmware floods the port: how long to wait for a reset press.")
 @click.option("--reset-with", type=click.Choice(["rts", "dtr"]),
               help="The adapter's RTS or DTR line is wired to the module's reset: pulse it instead of asking.")
+@click.option("--keep-settings/--no-keep-settings", default=True, show_default=True,
+              help="Read the LoRaWAN keys and settings before the update, check them after it, "
+                   "and write back any the new firmware lost.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON progress events and a JSON result line.")
 @reports_errors(json_keys=FLASH_KEYS)
 def flash(file: str, port: str, baud: int | None, trace_path: str | None, module_name: str | None,
           address: int | None, dry_run: bool, yes: bool, force: bool, reset_window: float,
-          reset_with: str | None, as_json: bool) -> None:
+          reset_with: str | None, keep_settings: bool, as_json: bool) -> None:
     """Update the application of a module over its serial bootloader."""
     from .errors import Aborted, ConfirmationNeeded
     from .flows.boot import identify_or_catch
@@ -308,7 +311,7 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
         dev = identify_or_catch(link, module=module, baud=baud, fallback=_image_target(image),
                                 reset_window=reset_window, reset_line=reset_with,
                                 say=_json_event if as_json else _flood_notice)
-        plan = make_plan(image, dev, module=module, force=force)
+        plan = make_plan(image, dev, module=module, force=force, keep_settings=keep_settings)
         if dry_run:
             _show_plan(plan, link.baud, as_json)
             return
@@ -333,6 +336,20 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
               f"{result.app_version_after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
               f"(transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s; "
               f"bootloader entered in {result.boot_seconds:.2f} s)")
+    _show_settings(result.settings)
+
+
+def _show_settings(check: Any) -> None:
+    if check is None or not check.names:
+        return
+    if check.lost:
+        err.print(f"[yellow]warning:[/] the new firmware lost {', '.join(check.lost)} and rakflash could "
+                  f"not write them back: set them again with AT+<NAME>=<value>.")
+    elif check.restored:
+        out.print(f"settings: the new firmware had reset {', '.join(check.restored)}; rakflash wrote "
+                  f"back the values from before the update.")
+    else:
+        out.print(f"settings: {', '.join(check.names)} kept.")
 
 
 def _image_target(image: images.Image) -> _catalog.Module | None:
@@ -386,7 +403,8 @@ def _update_with_bar(link: Link, plan: Any) -> Any:
         task = bar.add_task("entering bootloader", total=len(plan.payload))
 
         def event(name: str, data: dict) -> None:
-            labels = {"boot": "entering bootloader", "transfer": "writing", "verify": "starting new firmware"}
+            labels = {"settings": "reading settings", "boot": "entering bootloader", "transfer": "writing",
+                      "verify": "starting new firmware"}
             bar.update(task, description=labels.get(name, name))
 
         def progress(done: int, total: int) -> None:
@@ -511,3 +529,4 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
     out.print(f"[green]done[/]: {result.module} {result.app_version_before} → {result.app_version_after} "
               f"in {result.seconds:.1f} s (transfer {result.rate / 1024:.1f} KiB/s; bootloader entered "
               f"in {result.boot_seconds:.2f} s). The virtual module's flash now holds {after}.")
+    _show_settings(result.settings)

@@ -37,6 +37,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     app_version: str | None = None
     force: bool = False            # skip the compatibility and same-version checks
+    keep_settings: bool = True     # read the owner's settings first, check (and restore) them after
+
+    @property
+    def settings_to_keep(self) -> list[str]:
+        """The setting queries the update reads before and checks after (empty: none)."""
+        if not self.keep_settings or self.device.mode != "app":
+            return []
+        return list(self.module.dialect.get("settings", []))
 
     @property
     def protocol(self) -> str:
@@ -84,7 +92,7 @@ def check_compatibility(module: Module, firmware_version: str | None, bootloader
 
 
 def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
-              force: bool = False) -> Plan:
+              force: bool = False, keep_settings: bool = True) -> Plan:
     """Check ``image`` against ``device`` and decide what to send."""
     module = module or device.module
     if module is None:
@@ -140,7 +148,7 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}")
     name = image.path.replace("\\", "/").rsplit("/", 1)[-1]
     plan = Plan(module, info, device, payload, app.start, name, notes=notes,
-                app_version=info.app_version, force=force)
+                app_version=info.app_version, force=force, keep_settings=keep_settings)
     plan.steps = _steps(plan)
     return plan
 
@@ -148,6 +156,10 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
 def _steps(plan: Plan) -> list[str]:
     m, d = plan.module, plan.device
     steps = []
+    if plan.settings_to_keep:
+        from .settings import setting_name
+        names = ", ".join(setting_name(q) for q in plan.settings_to_keep)
+        steps.append(f"read the LoRaWAN keys and settings ({names}) to check they survive")
     if d.mode == "app":
         steps.append(f"enter the bootloader ({' / '.join(m.dialect['boot'])}), confirmed by its own answer")
     else:
@@ -161,6 +173,8 @@ def _steps(plan: Plan) -> list[str]:
         steps.append(f"{plan.protocol} transfer of {len(plan.payload):,} bytes")
     steps.append("the bootloader starts the new application; confirm it answers with "
                  f"{plan.app_version or 'its version'}")
+    if plan.settings_to_keep:
+        steps.append("check the keys and settings again; write back any the new firmware lost")
     return steps
 
 

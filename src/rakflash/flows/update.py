@@ -7,7 +7,10 @@ The steps (each with a deadline, each failure a named error):
    check the catalog's compatibility rules again before writing;
 3. ``at+update`` and the module's transfer protocol, with progress;
 4. wait for the new application to answer and report the version the image
-   carries.
+   carries;
+5. check that the owner's LoRaWAN keys and settings (read from the old
+   application before step 1) are still there, and write back any the new
+   firmware lost (:mod:`rakflash.flows.settings`).
 
 A failed transfer leaves the module in its bootloader; running the same
 update again finishes the job (identification sees the bootloader and goes on).
@@ -24,6 +27,7 @@ from ..errors import RakflashError, TransferError, VerifyFailed
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, check_compatibility
+from .settings import SettingsCheck, check_and_restore, read_settings, setting_name
 
 Progress = Callable[[int, int], None]
 Event = Callable[[str, dict], None]
@@ -39,6 +43,7 @@ class UpdateResult:
     seconds: float
     boot_seconds: float
     transfer_seconds: float
+    settings: SettingsCheck | None = None    # None when the old application couldn't be asked
 
     @property
     def rate(self) -> float:
@@ -50,7 +55,9 @@ class UpdateResult:
                 "app_version_after": self.app_version_after, "bytes": self.bytes,
                 "seconds": round(self.seconds, 3), "boot_seconds": round(self.boot_seconds, 3),
                 "transfer_seconds": round(self.transfer_seconds, 3),
-                "bytes_per_second": round(self.rate)}
+                "bytes_per_second": round(self.rate),
+                "settings_kept": self.settings.kept if self.settings else None,
+                "settings": self.settings.to_dict() if self.settings else None}
 
 
 def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
@@ -59,6 +66,10 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
     say = event or (lambda name, data: None)
     module = plan.module
     t0 = time.monotonic()
+    settings_before = None
+    if plan.settings_to_keep:
+        settings_before = read_settings(link, module, plan.settings_to_keep)
+        say("settings", {"read": [setting_name(q) for q in settings_before]})
     say("boot", {"mode": plan.device.mode})
     boot_seconds = boot.enter_bootloader(link, plan.device, module)
     boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
@@ -73,8 +84,9 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
     if plan.app_version and after != plan.app_version:
         raise VerifyFailed(f"after the update {module.name} reports {after!r}, "
                            f"but the image carries {plan.app_version!r}")
+    settings = check_and_restore(link, module, settings_before) if settings_before is not None else None
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
-                        time.monotonic() - t0, boot_seconds, transfer_seconds)
+                        time.monotonic() - t0, boot_seconds, transfer_seconds, settings)
 
 
 def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:

@@ -29,6 +29,12 @@ from .flash import Flash
 from .uart import Faults, PowerCut, PtyUart
 
 
+DEFAULT_SETTINGS = {
+    "DEVEUI": "AC1F09FFFE000001", "APPEUI": "0000000000000000",
+    "APPKEY": "00000000000000000000000000000000", "BAND": "4",
+}
+
+
 class Mode(str, enum.Enum):
     APP = "app"
     BOOTLOADER = "bootloader"
@@ -72,10 +78,12 @@ class VirtualModule:
             flooding=o.sketch == "flooding"))
         self.app_valid = True        # set by a completed update, cleared when one starts
         self.boot_request = o.state == Mode.BOOTLOADER.value
-        self.settings: dict[str, str] = {
-            "DEVEUI": "AC1F09FFFE000001", "APPEUI": "0000000000000000",
-            "APPKEY": "00000000000000000000000000000000", "BAND": "4",
-        }
+        # Memory for the owner's LoRaWAN keys and settings: the catalog's
+        # "user-data" region when it lies in flash (RAK3172), else a separate
+        # data EEPROM (RAK811's STM32L151) or, where the map is unknown, RAM
+        # that outlives resets.
+        self._eeprom = bytearray(b"\xff" * 512)
+        self.settings: dict[str, str] = self.load_settings()
         self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
                             strict_baud=o.strict_baud)
         self.mode: Mode | None = None
@@ -143,6 +151,37 @@ class VirtualModule:
         head = self.flash.read(self.module.app.start, 8)
         return self.app_valid and head != b"\xff" * 8
 
+    # ------------------------------------------------------------ the owner's data
+    def _user_data_in_flash(self):
+        m = self.module
+        if not m.has_region("user-data"):
+            return None
+        r = m.region("user-data")
+        return r if m.mcu.flash.start <= r.start and r.end <= m.mcu.flash.end else None
+
+    def _stored_record(self) -> dict[str, str]:
+        r = self._user_data_in_flash()
+        raw = self.flash.read(r.start, min(r.size, 512)) if r else bytes(self._eeprom)
+        text = raw.split(b"\0", 1)[0].split(b"\xff", 1)[0].decode("ascii", "replace")
+        return dict(item.split("=", 1) for item in text.split(";") if "=" in item)
+
+    def load_settings(self) -> dict[str, str]:
+        """The keys and settings as the firmware finds them at start-up: ``KEY=value;…`` records."""
+        stored = self._stored_record()
+        return {**DEFAULT_SETTINGS, **{k: v for k, v in stored.items() if k in DEFAULT_SETTINGS}}
+
+    def save_settings(self, layout: str | None = None) -> None:
+        """Write the settings back (erase the page, program the record), as AT+KEY=… does."""
+        layout = layout or self._stored_record().get("LAYOUT")
+        fields = {**self.settings, **({"LAYOUT": layout} if layout else {})}
+        record = ";".join(f"{k}={v}" for k, v in fields.items()).encode() + b"\0"
+        r = self._user_data_in_flash()
+        if r:
+            self.flash.erase(r.start, r.start + len(record))
+            self.flash.program(r.start, record)
+        else:
+            self._eeprom[:] = record.ljust(len(self._eeprom), b"\xff")
+
     # ------------------------------------------------------------ the MCU
     def _run(self) -> None:
         while not self._stop:
@@ -174,7 +213,13 @@ class VirtualModule:
         """The application: an AT console (and the sketch, if it floods)."""
         version = self.app_version
         app = self.module.app
-        flooding = firmware.sketch_floods(self.flash.read(app.start, app.size), version)
+        code = self.flash.read(app.start, app.size)
+        if firmware.carries(code, version, firmware.SETTINGS_LAYOUT_MARK) \
+                and self._stored_record().get("LAYOUT") != "2":
+            self.settings = dict(DEFAULT_SETTINGS)     # first start of a firmware with a new layout
+            self.save_settings(layout="2")
+        self.settings = self.load_settings()
+        flooding = firmware.sketch_floods(code, version)
         while not self._stop:
             if flooding and time.monotonic() - self._booted_at > self.opts.flood_after:
                 self._flood()
@@ -281,6 +326,7 @@ class Rui3Module(VirtualModule):
                 self.app_reply(f"AT+{key}={self.settings[key]}", "OK")
             elif all(c in "0123456789ABCDEF" for c in value) and len(value) == len(self.settings[key]):
                 self.settings[key] = value
+                self.save_settings()
                 self.app_reply("OK")
             else:
                 self.app_reply("AT_PARAM_ERROR")

@@ -30,15 +30,19 @@ DEFAULT_VERSIONS = {
 
 
 FLOODING_MARK = b"\0sketch: loop() prints without pause\0"
+# Firmware whose settings storage changed: at its first start it resets the
+# keys and settings an older firmware kept (what the owner must not lose).
+SETTINGS_LAYOUT_MARK = b"\0settings: layout 2, older records reset\0"
 
 
 def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int = 0,
-              flooding: bool = False) -> bytes:
+              flooding: bool = False, new_settings_layout: bool = False) -> bytes:
     """An application ``.bin`` for ``module`` carrying ``version``, ``size`` bytes long.
 
     ``flooding`` builds in a sketch whose ``loop()`` prints without pause: the
     simulator runs an image that carries the mark right after its version
-    string that way (see :func:`sketch_floods`).
+    string that way (see :func:`sketch_floods`). ``new_settings_layout``
+    builds a firmware that resets the stored settings at its first start.
     """
     if size < 0x200:
         raise ValueError("an application image needs at least 512 bytes")
@@ -50,7 +54,8 @@ def app_image(module: Module, version: str, size: int = 64 * 1024, *, seed: int 
     # Fill the rest of a 48-entry vector table with plausible handler addresses.
     for i in range(2, 48):
         struct.pack_into("<I", body, 4 * i, app.start + 0x1C1 + 4 * (i % 7))
-    tag = _version_tag(version) + (FLOODING_MARK if flooding else b"")
+    tag = (_version_tag(version) + (FLOODING_MARK if flooding else b"")
+           + (SETTINGS_LAYOUT_MARK if new_settings_layout else b""))
     at = min(len(body) - len(tag), 0x400 + len(body) // 3)
     body[at:at + len(tag)] = tag
     return bytes(body)
@@ -60,18 +65,26 @@ def _version_tag(version: str) -> bytes:
     return b"\0firmware " + version.encode() + b"\0"
 
 
-def sketch_floods(app_region: bytes, version: str | None) -> bool:
-    """Whether the application that reports ``version`` is a flooding sketch.
+def carries(app_region: bytes, version: str | None, mark: bytes) -> bool:
+    """Whether the application that reports ``version`` carries ``mark``.
 
-    The mark counts only right after that application's own version string:
+    A mark counts only right after that application's own version string:
     bytes an earlier, longer image left beyond a shorter new one (a bootloader
-    erases only the pages it writes) must not make the new firmware flood.
+    erases only the pages it writes) are not the new firmware's.
     """
     if not version:
         return False
     tag = _version_tag(version)
     at = app_region.find(tag)
-    return at >= 0 and app_region[at + len(tag):at + len(tag) + len(FLOODING_MARK)] == FLOODING_MARK
+    if at < 0:
+        return False
+    after = app_region[at + len(tag):at + len(tag) + len(FLOODING_MARK) + len(SETTINGS_LAYOUT_MARK)]
+    return mark in after
+
+
+def sketch_floods(app_region: bytes, version: str | None) -> bool:
+    """Whether the application that reports ``version`` is a flooding sketch."""
+    return carries(app_region, version, FLOODING_MARK)
 
 
 def bootloader_image(module: Module, version: str) -> dict[int, bytes]:
