@@ -68,6 +68,21 @@ def test_sim_starts_in_bootloader_on_request(sim_process):
     assert (code, out["mode"]) == (0, "bootloader")
 
 
+def test_sim_tells_what_runs_as_it_changes(sim_process, tmp_path, cat):
+    from rakflash.sim import firmware
+    sim = sim_process("rak3172", "--baud", "921600", "--flash-scale", "0")
+    new = tmp_path / "new.bin"
+    new.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.7_RAK3172-E", 8 * 1024))
+    code, out = cli_json("flash", str(new), "--port", sim.port, "--baud", "921600", "--yes")
+    assert code == 0, out
+    time.sleep(0.5)
+    sim.stop()
+    lines = sim.proc.stdout.read().splitlines()
+    assert lines[0] == "running: app RUI_4.0.5_RAK3172-E"
+    assert "running: bootloader RUI_BOOT_0.8_STM32WLE5CC" in lines
+    assert lines[-1] == "running: app RUI_4.0.7_RAK3172-E (updates so far: 1)"
+
+
 def test_sim_realistic_timing_at_115200(sim_process):
     """One end-to-end check at the real baud rate: identification stays quick."""
     sim = sim_process("rak3172", "--baud", "115200", "--latency-ms", "1")
@@ -82,10 +97,18 @@ def test_sim_unknown_module_is_a_usage_error():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
-def test_demo_identifies_a_virtual_module():
+def test_demo_updates_a_virtual_module():
     proc = run_cli("demo")
     assert proc.returncode == 0, proc.stderr
-    assert "RAK3172" in proc.stdout and "RUI_" in proc.stdout
+    assert "RUI_4.0.5_RAK3172-E → RUI_4.0.6_RAK3172-E" in proc.stdout
+    assert "flash now holds RUI_4.0.6_RAK3172-E" in proc.stdout
+
+
+@pytest.mark.parametrize("module, after", [("rak811", "V3.0.0.14.H"), ("rak11720", "RUI_4.0.6_RAK11720")])
+def test_demo_other_modules_json(module, after):
+    code, out = cli_json("demo", "--module", module, "--size", "8192")
+    assert code == 0, out
+    assert (out["result"], out["app_version_after"], out["flash_reports"]) == ("ok", after, after)
 
 
 def test_modules_lists_the_catalog():

@@ -470,11 +470,20 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
 
     if sys.stdin is not None and not sys.stdin.closed:
         threading.Thread(target=stdin_buttons, daemon=True).start()
+    seen = None
     try:
         while not stop.wait(0.2):
             if dev.uart.closed:
                 click.echo("cable pulled: the port is gone")
                 break
+            now = (dev.mode, dev.resets, dev.updates)
+            if now != seen and dev.mode is not None:
+                # What a person watching the module would want to know: what runs now.
+                running = dev.app_version if dev.mode.value == "app" else dev.bootloader_version
+                click.echo(f"running: {dev.mode.value} {running or '-'}"
+                           + (f" (updates so far: {dev.updates})" if dev.updates else ""))
+                sys.stdout.flush()
+                seen = now
     except KeyboardInterrupt:
         pass
     finally:
@@ -484,7 +493,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
 # ---------------------------------------------------------------- demo
 @main.command()
 @click.option("--module", "-m", "module_name", default="rak3172", show_default=True,
-              type=click.Choice(["rak3172", "rak811"]), help="Which virtual module to update.")
+              type=click.Choice(["rak3172", "rak811", "rak11720"]), help="Which virtual module to update.")
 @click.option("--size", type=int, default=24 * 1024, show_default=True, help="Size of the new application.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
