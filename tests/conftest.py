@@ -17,6 +17,7 @@ from rakflash.sim import SimOptions, create
 # flash. Realistic 115200-baud timing belongs to benchmarks/ and a few marked
 # end-to-end checks.
 FAST_BAUD = 921600
+SRC = str(Path(__file__).resolve().parent.parent / "src")   # the checkout's package, for subprocesses
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +46,7 @@ def virtual():
 def run_cli(*args: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real ``rakflash`` command line in a subprocess."""
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parent.parent / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "rakflash", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, input=input)
 
@@ -55,7 +55,7 @@ def flash_pressing_reset(dev, *args: str, timeout: float = 90) -> tuple[int, lis
     """Run `rakflash flash … --json` and press the virtual module's reset button once
     rakflash says it is waiting for it (its first countdown event), as a person would."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", *args, "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     events = []

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -19,7 +24,7 @@ from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout, V
 from rakflash.protocols import amota
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, cli_json, flash_pressing_reset
+from conftest import FAST_BAUD, SRC, cli_json, flash_pressing_reset
 from pipes import pipe
 
 NEW = "RUI_4.0.6_RAK11720"
@@ -193,6 +198,44 @@ def test_bit_errors_on_rak11720_are_retried(virtual, new_app):
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
     assert code == 0, out
     assert dev.flash.read(0x14000, out["bytes"]) == new_app.read_bytes()
+
+
+def test_rerun_after_a_client_left_the_packet_session_open(virtual, new_app):
+    """Another uploader died mid-transfer: the bootloader still sits in its packet loop."""
+    dev = virtual("rak11720")
+    blob = build_blob(new_app.read_bytes())
+    with serial.Serial(dev.port, FAST_BAUD, timeout=1.0) as ser:
+        ser.write(b"AT+BOOT\r\n")
+        assert dev.wait_mode(Mode.BOOTLOADER)
+        time.sleep(0.1)
+        ser.write(b"at+update\r\n")
+        assert b"Start firmware upgrade" in ser.read_until(b"...\r\n")
+        time.sleep(0.05)
+        ser.write(amota.encode_packet(amota.HEADER, blob[:48]))
+        assert len(ser.read(8)) == 8
+        ser.write(amota.encode_packet(amota.DATA, blob[48:48 + 512]))
+        assert len(ser.read(8)) == 8
+    # …and nothing more: the session stays open.
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert (code, out["mode"], out["module"]) == (0, "bootloader", "RAK11720"), out
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert (code, out["app_version_after"]) == (0, NEW), out
+
+
+def test_interrupted_flash_then_rerun_at_once(virtual, new_app):
+    """Ctrl-C mid-transfer ends the device's packet session too, so the re-run needs no wait."""
+    dev = virtual("rak11720", baud=115200)
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", str(new_app), "--port", dev.port,
+                             "--yes", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    for line in proc.stdout:
+        if '"progress"' in line and json.loads(line)["bytes"] >= 4096:
+            proc.send_signal(signal.SIGINT)
+            break
+    assert proc.wait(20) == 130
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes")
+    assert (code, out["app_version_after"]) == (0, NEW), out
 
 
 def test_power_cut_on_rak11720_then_rerun(virtual, new_app):

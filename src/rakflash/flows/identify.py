@@ -146,10 +146,11 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     link.write(b"\r\n")
     _settle(link)
     reply = AtConsole(link, rui3).command(rui3["probe"], timing.probe)
-    if _waiting_for_ymodem(reply.lines):
-        # A bootloader still waiting for a file (an update cut off mid-way):
-        # cancel that session (CAN CAN …) and it returns to its console.
-        link.write(b"\x18" * 5)
+    abort = _transfer_session_abort(reply.lines)
+    if abort:
+        # A bootloader still in the transfer session of an update cut off
+        # mid-way: end that session and it returns to its console.
+        link.write(abort)
         _settle(link, cap=1.0)
         link.write(b"\r\n")
         _settle(link)
@@ -178,10 +179,19 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     return None
 
 
-def _waiting_for_ymodem(lines: list[str]) -> bool:
-    """Only 'C's came back: a YMODEM receiver asking for a file."""
+def _transfer_session_abort(lines: list[str]) -> bytes | None:
+    """What ends the transfer session the probe's answer reveals, if it reveals one.
+
+    Only 'C's: a YMODEM receiver asking for a file (CAN CAN ends it). An AMOTA
+    reply (invalid packet length): the RAK11720's packet loop (RESET ends it).
+    """
+    from ..protocols import amota, ymodem
     text = "".join(lines)
-    return bool(text) and set(text) == {"C"}
+    if text and set(text) == {"C"}:
+        return ymodem.ABORT
+    if amota.looks_like_reply(text.encode("latin-1")):
+        return amota.ABORT
+    return None
 
 
 def _settle(link: Link, cap: float = 0.3) -> None:

@@ -93,15 +93,15 @@ def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:
     d = plan.module.boot_dialect
     link.discard_input()
     if plan.protocol == "ymodem":
-        from ..protocols.ymodem import YmodemSender
+        from ..protocols.ymodem import ABORT, YmodemSender
         link.write_line(d["update"])
         sender = YmodemSender(link, progress=progress, **ymodem_timeouts(plan, link.baud))
-        _guarded(link, lambda: sender.send(plan.name, plan.payload))
+        _guarded(link, lambda: sender.send(plan.name, plan.payload), abort=ABORT)
     elif plan.protocol == "amota":
-        from ..protocols.amota import AmotaSender
+        from ..protocols.amota import ABORT, AmotaSender
         _start_amota(link, plan)
         sender = AmotaSender(link, progress=progress, **amota_timeouts(plan, link.baud))
-        _guarded(link, lambda: sender.send(plan.blob))
+        _guarded(link, lambda: sender.send(plan.blob), abort=ABORT)
     else:
         raise TransferError(f"serial update over {plan.protocol} is not supported yet",
                             hint="Use 'rakflash recover' with an SWD probe.")
@@ -136,13 +136,14 @@ def _restart_markers(plan: Plan) -> tuple[bytes, ...]:
     return d["banner"].encode(), d["unsupported"].encode()
 
 
-def _guarded(link: Link, send: Callable[[], None]) -> None:
-    """Run a transfer; on failure tell the receiver to stop so the bootloader console returns."""
+def _guarded(link: Link, send: Callable[[], None], *, abort: bytes) -> None:
+    """Run a transfer; on failure send ``abort`` so the device leaves its transfer
+    session and its bootloader console answers again (a re-run then goes on from there)."""
     try:
         send()
     except (RakflashError, KeyboardInterrupt):
         try:
-            link.write(b"\x18" * 5)   # CAN CAN …: abort the session on the device side
+            link.write(abort)
         except RakflashError:
             pass
         raise

@@ -66,6 +66,20 @@ def encode_reply(cmd: int, status: int, count: int | None = None) -> bytes:
     return struct.pack("<HBB", 1 + len(data), cmd, status) + data
 
 
+def looks_like_reply(data: bytes) -> bool:
+    """Whether ``data`` starts with an AMOTA reply: what a bootloader still in its
+    packet loop sends back when it is spoken to with text (an invalid-length status)."""
+    if len(data) < 4:
+        return False
+    length, cmd, status = struct.unpack("<HBB", data[:4])
+    return length in (1, 5) and cmd in COMMAND_NAMES and status in STATUS
+
+
+ABORT = encode_packet(RESET)
+"""What ends a packet session from the host side: RESET restarts the module, and
+with no verified image its bootloader stays in charge (DESIGN.md §2)."""
+
+
 @dataclass
 class Reply:
     cmd: int

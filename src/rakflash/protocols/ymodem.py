@@ -35,6 +35,7 @@ from ..link import ByteChannel, Deadline
 # Control bytes (Forsberg 1988).
 SOH, STX, EOT, ACK, NAK, CAN, CRC_REQUEST = 0x01, 0x02, 0x04, 0x06, 0x15, 0x18, 0x43
 PAD = 0x1A          # CP/M EOF: the padding of the last data block (the vendor uploader's choice too)
+ABORT = bytes([CAN]) * 5   # ends a session from either side (two CANs suffice; more survive a lost byte)
 
 # What _read_answer reports besides ACK / NAK / CAN.
 _SILENT = None       # nothing at all arrived by the deadline
