@@ -264,6 +264,16 @@ def test_flooding_rak11720_caught_after_reset(virtual, new_app):
     assert (code, out["mode"], out["app_version"]) == (0, "app", NEW), out
 
 
+def test_flooding_rak11720_without_reset_names_the_swd_command(virtual, new_app):
+    dev = virtual("rak11720", baud=115200, sketch="flooding", flood_after=0.3)
+    time.sleep(0.5)
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "2")
+    assert (code, out["error"]) == (9, "boot-entry-failed")
+    assert "setup()" in out["hint"]
+    assert "'pyocd flash -t ama3b1kk_kbr -O reset_type=emulated FIRMWARE.hex'" in out["hint"]
+    assert "stm32flash" not in out["hint"]        # Apollo3 has no STM32 ROM bootloader
+
+
 def test_vendor_script_habits_work_against_the_simulator(virtual, new_app):
     """A client like RAK's uploader: fixed sleeps, fixed-size 8-byte reads, no detection."""
     dev = virtual("rak11720", baud=115200, latency_ms=0.5)

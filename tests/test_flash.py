@@ -121,7 +121,7 @@ def test_rak811_old_bootloader_refused_with_recovery_advice(virtual, tmp_path, c
     p.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 100 * 1024))
     code, out = flash(p, dev, "--module", "rak811")
     assert (code, out["error"]) == (6, "bootloader-too-old")
-    assert "3.0.5" in out["message"] and "rakflash recover" in out["hint"]
+    assert "3.0.5" in out["message"] and "pyocd flash -t stm32l151cbux FULL.hex" in out["hint"]
     assert dev.updates == 0
 
 

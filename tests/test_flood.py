@@ -46,7 +46,9 @@ def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "2")
     assert (code, out["error"]) == (9, "boot-entry-failed")
     assert "prints without pause" in out["message"]
-    assert "setup()" in out["hint"] and "rakflash recover" in out["hint"]
+    assert "delay(" in out["hint"] and "setup()" in out["hint"]
+    assert "'pyocd flash -t stm32wle5ccux FIRMWARE.hex'" in out["hint"]
+    assert f"'stm32flash -w FIRMWARE.hex -v -g 0x08000000 {dev.port}'" in out["hint"]
     assert time.monotonic() - t0 < 15
     assert dev.mode == Mode.APP and dev.updates == 0
 

@@ -103,6 +103,25 @@ class Module:
     swd_options: dict[str, Any] = field(default_factory=dict)
     inferred: tuple[str, ...] = ()
 
+    def swd_command(self, image: str = "FULL.hex") -> str:
+        """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)."""
+        options = "".join(f" -O {k}={v}" for k, v in self.swd_options.items())
+        return f"pyocd flash -t {self.swd_target}{options} {image}"
+
+    def rom_uart_command(self, image: str = "FULL.hex", port: str = "PORT") -> str | None:
+        """The stm32flash command for the STM32 ROM bootloader (AN3155) over the same UART, if the MCU has one."""
+        if not self.mcu.key.startswith("stm32"):
+            return None
+        return f"stm32flash -w {image} -v -g {self.mcu.flash.start:#010x} {port}"
+
+    def recovery_advice(self, image: str = "FULL.hex", port: str = "PORT") -> str:
+        """One sentence naming the exact commands that restore a full image (bootloader included)."""
+        advice = f"with an SWD probe: '{self.swd_command(image)}'"
+        rom = self.rom_uart_command(image, port)
+        if rom:
+            advice += f", or with no probe, BOOT0 held high at reset: '{rom}'"
+        return advice
+
     def region(self, name: str) -> Region:
         for r in self.regions:
             if r.name == name:

@@ -150,7 +150,7 @@ class ImageTooLarge(PlanRefused):
 
 class TouchesBootloader(PlanRefused):
     name = "touches-bootloader"
-    hint = "Over the serial bootloader only the application can be written; use 'rakflash recover' for a bootloader image."
+    hint = "Over the serial bootloader only the application can be written; a bootloader image needs an SWD probe (pyocd flash) or the STM32 ROM bootloader (stm32flash)."
 
 
 class BootloaderTooOld(PlanRefused):

@@ -152,11 +152,8 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
                 f"never gets through, and no reset was seen within {reset_window:.0f} s",
                 hint=(f"Either add a pause at the start of setup() (e.g. delay(5000)) so the "
                       f"module listens after a reset, or press reset during the next try "
-                      f"(--reset-window to wait longer); or recover over SWD with a probe: "
-                      f"'rakflash recover --probe cmsis-dap --module {module.key} FIRMWARE.hex' "
-                      f"(pyOCD target {module.swd_target}"
-                      + (", -O reset_type=emulated" if module.swd_options.get("reset_type") else "")
-                      + ")."),
+                      f"(--reset-window to wait longer); or, bypassing the serial bootloader, "
+                      f"write a fixed firmware .hex {module.recovery_advice('FIRMWARE.hex', link.port_name)}."),
                 cause="flooding") from None
         tell("caught", {})
         return identify(link, module=module, baud=link.baud, scan=False)

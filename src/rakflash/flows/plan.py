@@ -85,9 +85,9 @@ def check_compatibility(module: Module, firmware_version: str | None, bootloader
                 f"{module.name} firmware {firmware_version} needs bootloader {rule.bootloader_min} "
                 f"or later, and this module has bootloader {bootloader_version}: the update would "
                 f"stall ({rule.why}).",
-                hint=f"Update the bootloader first with 'rakflash recover' and a combined "
-                     f"bootloader {rule.bootloader_min} + firmware .hex (ST ROM bootloader over "
-                     f"this UART with BOOT0 high, or SWD), then run this update again.",
+                hint=f"Write the vendor's combined bootloader {rule.bootloader_min} + firmware .hex "
+                     f"(FULL.hex) first, {module.recovery_advice()}; after that, serial updates "
+                     f"work again.",
                 rule_source=rule.source)
 
 
@@ -115,7 +115,8 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         if info.includes_bootloader or info.regions:
             raise TouchesBootloader(
                 f"{image.path} holds only {', '.join(r.name for r in info.regions)} bytes "
-                f"and no application: the serial bootloader can't write those")
+                f"and no application: the serial bootloader can't write those",
+                hint=f"Such an image is written {module.recovery_advice(image.path)}.")
         raise WrongTarget(f"{image.path} places no bytes in {module.name}'s application region "
                           f"({app.start:#010x}-{app.end:#010x})")
     for seg in image.segments:
@@ -133,7 +134,7 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         raise TouchesBootloader(
             f"{image.path} does not start its application at {app.start:#010x} "
             f"(no vector table there): it would not boot after a serial update",
-            hint="Use the application image, or 'rakflash recover' for a full image.")
+            hint=f"Use the application image; a full image is written {module.recovery_advice(image.path)}.")
     if outside_app:
         dropped = ", ".join(r.name for r in info.regions if r.name != "application")
         notes.append(f"combined image: only its application part ({app_part.size:,} bytes) is "

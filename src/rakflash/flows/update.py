@@ -104,7 +104,7 @@ def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:
         _guarded(link, lambda: sender.send(plan.blob), abort=ABORT)
     else:
         raise TransferError(f"serial update over {plan.protocol} is not supported yet",
-                            hint="Use 'rakflash recover' with an SWD probe.")
+                            hint=f"Write it {plan.module.recovery_advice(plan.name)}.")
 
 
 def ymodem_timeouts(plan: Plan, baud: int) -> dict:

@@ -51,7 +51,8 @@ STATUS = {
                "build, or check that it is for RAK11720"),
     UNKNOWN: ("unknown error", "run the same command again; the module stays in its bootloader"),
     WRITE_ERROR: ("flash write error", "the module could not write its flash: run the same command "
-                  "again; if it persists, recover over SWD with 'rakflash recover'"),
+                  "again; if it persists, write the firmware over SWD: 'pyocd flash -t ama3b1kk_kbr "
+                  "-O reset_type=emulated FIRMWARE.hex'"),
 }
 
 
