@@ -122,3 +122,15 @@ def test_old_sketch_bytes_beyond_a_shorter_image_do_not_make_it_flood(cat):
     assert firmware.sketch_floods(old, "RUI_4.0.5_RAK3172-E")
     assert m.find_app_version(region) == NEW
     assert not firmware.sketch_floods(region, NEW)
+
+
+def test_new_firmware_that_floods_is_named_not_a_failed_write(virtual, cat, tmp_path):
+    """The update goes through, and the new sketch floods before it can be asked its version."""
+    dev = virtual("rak3172", flood_after=0.0)
+    p = tmp_path / "chatty.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 12 * 1024, flooding=True))
+    code, out = cli_json("flash", str(p), "--port", dev.port, "--baud", "921600", "--yes")
+    assert (code, out["error"]) == (8, "version-unconfirmed"), out
+    assert "bootloader accepted it" in out["message"] and "prints without pause" in out["message"]
+    assert "Nothing needs redoing" in out["hint"]
+    assert dev.updates == 1 and dev.app_version == NEW

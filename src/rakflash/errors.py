@@ -203,6 +203,13 @@ class VerifyFailed(RakflashError):
     hint = "Run the same command again; if it fails twice, run 'rakflash info --port PORT' to see what the module says."
 
 
+class VersionUnconfirmed(VerifyFailed):
+    """The image was written and accepted, but the new firmware floods the port and can't be asked."""
+    name = "version-unconfirmed"
+    hint = ("Nothing needs redoing. To replace that firmware, run 'rakflash flash' with another one: "
+            "it will ask you to press reset to get past the flood.")
+
+
 class BootEntryFailed(RakflashError):
     name = "boot-entry-failed"
     exit_code = 9

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..at import AtConsole
-from ..errors import RakflashError, TransferError, VerifyFailed
+from ..at import AtConsole, looks_like_text
+from ..errors import RakflashError, TransferError, VerifyFailed, VersionUnconfirmed
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, check_compatibility
@@ -165,16 +165,30 @@ def _start_amota(link: Link, plan: Plan) -> None:
                           hint="Run the same command again; the module stays in its bootloader.")
 
 
+FLOOD_LINES = 40   # unasked lines, with no answer, that make the new firmware a flooding one
+
+
 def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
-    """Poll the new application until it reports its version (or raise VerifyFailed)."""
+    """Poll the new application until it reports its version.
+
+    Raises :class:`VersionUnconfirmed` when the new firmware prints without
+    pause (it runs, but can't be asked), :class:`VerifyFailed` when nothing answers.
+    """
     dialect = plan.module.dialect
     console = AtConsole(link, dialect)
     deadline = Deadline(timeout)
+    chatter: list[str] = []
     while not deadline.expired:
         reply = console.command(dialect["app_version"], min(0.5, deadline.remaining()))
         if reply.ok and reply.value:
             value = reply.value.split()[0]
             return plan.module.find_app_version(value.encode()) or value
+        chatter += [ln for ln in reply.lines if ln and looks_like_text(ln.encode("latin-1"))]
+        if len(chatter) >= FLOOD_LINES:
+            raise VersionUnconfirmed(
+                f"the update was written and {plan.module.name}'s bootloader accepted it, but the new "
+                f"firmware prints without pause (lines like {chatter[-2][:60]!r}), so it can't be "
+                f"asked for its version")
     raise VerifyFailed(f"the new application did not answer {dialect['app_version']} within "
                        f"{timeout:.0f} s after the transfer",
                        hint="Run 'rakflash info --port PORT': if the module waits in its "
