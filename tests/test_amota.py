@@ -115,6 +115,59 @@ def test_damaged_data_packet_is_resent():
     assert hit and bytes(flash) == app
 
 
+def _damage_nth_data(n, change):
+    seen = []
+
+    def tamper(pkt):
+        if pkt[2] == amota.DATA:
+            seen.append(1)
+            if len(seen) == n:
+                return change(pkt)
+        return pkt
+    return tamper, seen
+
+
+def test_bit_flip_in_the_length_field_is_resent():
+    host, dev = pipe()
+    app = random.Random(4).randbytes(5000)
+    host.tamper, seen = _damage_nth_data(3, lambda p: p[:1] + bytes([p[1] ^ 0x04]) + p[2:])
+    flash, state, t = serve_in_thread(dev)
+    amota.AmotaSender(host, reply_timeout=1).send(build_blob(app))
+    t.join(2)
+    assert len(seen) > 3 and bytes(flash) == app and state["result"].status == "ok"
+
+
+def test_bit_flip_in_the_command_byte_is_resent_after_the_deadline():
+    host, dev = pipe()
+    app = random.Random(5).randbytes(5000)
+    host.tamper, seen = _damage_nth_data(2, lambda p: p[:2] + bytes([p[2] ^ 0x08]) + p[3:])
+    flash, state, t = serve_in_thread(dev)
+    amota.AmotaSender(host, reply_timeout=0.3).send(build_blob(app))
+    t.join(2)
+    assert bytes(flash) == app and state["result"].status == "ok"
+
+
+def test_lost_data_reply_starts_the_image_over():
+    """No sequence numbers: the resent packet is appended twice; a new HEADER starts clean."""
+    host, dev = pipe()
+    app = random.Random(6).randbytes(5000)
+    replies = []
+
+    def lose_third_data_reply(reply):
+        if reply[2] == amota.DATA:
+            replies.append(1)
+            if len(replies) == 3:
+                return b""
+        return reply
+    dev.tamper = lose_third_data_reply
+    flash, state, t = serve_in_thread(dev)
+    progress = []
+    amota.AmotaSender(host, reply_timeout=0.3, progress=lambda d, n: progress.append(d)).send(build_blob(app))
+    t.join(2)
+    assert bytes(flash) == app and state["result"].status == "ok"
+    assert progress.count(512) == 2           # the image was started over once
+
+
 def test_silent_device_times_out():
     host, _ = pipe()
     t0 = time.monotonic()

@@ -56,6 +56,15 @@ STATUS = {
 }
 
 
+# Statuses a damaged packet can earn (a flipped bit in the payload, or in the
+# length field): the packet was dropped, so sending it again is safe.
+LINE_ERRORS = (CRC_ERROR, INVALID_LENGTH)
+
+
+class _TakenTwice(Exception):
+    """The receiver's byte count shows a DATA packet written twice."""
+
+
 def encode_packet(cmd: int, payload: bytes = b"") -> bytes:
     """A host → device packet."""
     return struct.pack("<HB", len(payload) + 4, cmd) + payload + struct.pack("<I", zlib.crc32(payload))
@@ -137,8 +146,26 @@ class AmotaSender:
         self.verify_timeout = verify_timeout
         self.progress = progress
 
+    restarts = 2   # times the whole image is sent again after a DATA packet was taken twice
+
     def send(self, blob: bytes) -> None:
         header, app = blob[:HEADER_SIZE], blob[HEADER_SIZE:]
+        for attempt in range(self.restarts + 1):
+            try:
+                self._send_image(header, app)
+                break
+            except _TakenTwice as exc:
+                # No sequence numbers: a DATA packet resent after a lost reply was
+                # appended again. A new HEADER starts the image over (the receiver
+                # erases and counts from zero), which is the only clean way back.
+                if attempt == self.restarts:
+                    raise TransferError(str(exc), hint="The module stays in its bootloader: run "
+                                        "the same command again (a shorter cable or lower baud "
+                                        "rate helps).") from None
+        self._exchange(VERIFY, b"", timeout=self.verify_timeout)
+        self._exchange(RESET, b"")
+
+    def _send_image(self, header: bytes, app: bytes) -> None:
         self._exchange(HEADER, header, expect_count=0)
         sent = 0
         while sent < len(app):
@@ -147,14 +174,13 @@ class AmotaSender:
             sent += len(chunk)
             if self.progress:
                 self.progress(sent, len(app))
-        self._exchange(VERIFY, b"", timeout=self.verify_timeout)
-        self._exchange(RESET, b"")
 
     def _exchange(self, cmd: int, payload: bytes, *, expect_count: int | None = None,
                   timeout: float | None = None) -> Reply:
         packet = encode_packet(cmd, payload)
         name = COMMAND_NAMES[cmd]
         lost = 0
+        refused = None      # the last status that made us resend
         for _ in range(self.retries + 1):
             while True:                    # drop leftovers of a garbled reply
                 stale = self.ch.read(4096, 0)
@@ -168,17 +194,18 @@ class AmotaSender:
                     self._check_restart(reply, expect_count)
                 lost += 1
                 continue
-            if reply.status == CRC_ERROR and cmd != VERIFY:
+            if reply.status in LINE_ERRORS and cmd != VERIFY:
+                refused = reply.status     # damaged on the line (the length field too): resend
                 continue
             if reply.status != OK:
                 raise status_error(cmd, reply.status)
             if expect_count is not None and cmd == DATA and reply.count != expect_count:
-                raise TransferError(
-                    f"the bootloader counts {reply.count:,} bytes received, rakflash sent "
-                    f"{expect_count:,}: a packet was taken twice after a lost reply",
-                    hint="The module stays in its bootloader: run the same command again.")
+                raise _TakenTwice(f"the bootloader counts {reply.count:,} bytes received, rakflash "
+                                  f"sent {expect_count:,}: a packet was taken twice after a lost reply")
             return reply
         self._check_restart(self.ch.read(4096, 0.05), expect_count)
+        if refused is not None and refused != CRC_ERROR:
+            raise status_error(cmd, refused)   # the same refusal every time: not the line
         if lost == self.retries + 1:
             raise TransferTimeout(f"the bootloader did not answer {name}"
                                   + (f" (image byte {expect_count:,})" if expect_count else ""),
@@ -279,8 +306,8 @@ class AmotaReceiver:
                 self.ch.write(encode_reply(RESET, OK))
                 res.status = "ok" if verified else "reset"
                 return res
-            else:
-                self.ch.write(encode_reply(DATA, UNKNOWN, res.received))
+            # Any other command byte (a bit flipped on the line) gets no reply:
+            # the packet handler has no case for it, so the host's deadline resends.
 
     def _header(self, payload: bytes, res: ServeResult) -> int:
         if len(payload) != HEADER_SIZE:
