@@ -236,6 +236,17 @@ def test_damaged_blob_is_refused_before_writing(virtual, new_app, tmp_path):
     assert dev.updates == 0 and dev.mode == Mode.APP
 
 
+def test_truncated_blob_is_named_truncated(virtual, new_app, tmp_path):
+    dev = virtual("rak11720")
+    cut = tmp_path / "cut.ota"
+    cut.write_bytes(build_blob(new_app.read_bytes())[:-100])
+    code, out = cli_json("flash", str(cut), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert (code, out["error"]) == (3, "image-format") and "truncated" in out["message"], out
+    code, out = cli_json("inspect", str(cut))
+    assert code == 3 and "truncated" in out["message"]
+    assert dev.updates == 0
+
+
 def test_inspect_shows_blob_header(new_app, tmp_path):
     blob = tmp_path / "app.ota"
     blob.write_bytes(build_blob(new_app.read_bytes(), version=9))

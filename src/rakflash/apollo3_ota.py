@@ -83,12 +83,14 @@ def build_blob(app: bytes, *, load_address: int = DEFAULT_LOAD_ADDRESS, version:
 
 
 def looks_like_blob(data: bytes) -> bool:
-    """A cheap test: reserved words set, not encrypted, length matching the file."""
-    if len(data) <= HEADER_SIZE:
+    """A cheap test on the header alone: reserved words set, not encrypted, plausible
+    address and length. The length is not compared with the file here, so that
+    :func:`parse_blob` can name a truncated blob as such."""
+    if len(data) < HEADER_SIZE:
         return False
     w = struct.unpack_from("<12I", data)
-    return (w[0] == 0 and w[5] == w[6] == w[7] == w[11] == RFU and w[2] == len(data) - HEADER_SIZE
-            and w[1] < 0x100000)
+    return (w[0] == 0 and w[5] == w[6] == w[7] == w[11] == RFU and w[1] < 0x100000
+            and 0 < w[2] <= 0x100000)
 
 
 def parse_blob(blob: bytes) -> tuple[OtaHeader, bytes]:
