@@ -216,6 +216,18 @@ def test_flash_rak11720_from_bin(virtual, new_app):
     assert dev.flash.read(0x14000, out["bytes"]) == new_app.read_bytes()
 
 
+def test_boot_request_is_0xaa_in_the_flag_page(virtual, new_app):
+    """RAK11720's AT+BOOT writes 0xAA at 0xFE000 (DESIGN.md §2); a finished update clears it."""
+    dev = virtual("rak11720")
+    with serial.Serial(dev.port, FAST_BAUD, timeout=0.5) as ser:
+        ser.write(b"AT+BOOT\r\n")
+        assert dev.wait_mode(Mode.BOOTLOADER)
+    assert dev.flash.read(0xFE000, 1) == b"\xaa"
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert code == 0, out
+    assert dev.flash.read(0xFE000, 1) == b"\xff" and dev.mode == Mode.APP
+
+
 def test_flash_rak11720_from_existing_blob(virtual, new_app, tmp_path):
     dev = virtual("rak11720")
     blob = tmp_path / "app.ota"

@@ -102,6 +102,7 @@ class Module:
     aliases: tuple[str, ...] = ()
     swd_options: dict[str, Any] = field(default_factory=dict)
     inferred: tuple[str, ...] = ()
+    boot_flag: int | None = None     # byte the app writes at the flag region to request the bootloader
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)."""
@@ -171,7 +172,7 @@ class Catalog:
                 rules=tuple(Rule(r["firmware_min"], r["bootloader_min"], r["why"], r["source"])
                             for r in m.get("rule", [])),
                 aliases=tuple(m.get("aliases", [])), swd_options=dict(m.get("swd_options", {})),
-                inferred=tuple(m.get("inferred", [])),
+                inferred=tuple(m.get("inferred", [])), boot_flag=m.get("boot_flag"),
             )
             self.modules[key] = module
             for u in m.get("usb_id", []):

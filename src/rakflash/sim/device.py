@@ -11,9 +11,9 @@ reports the first version string of the catalog's pattern found in its
 region, and the bootloader the string at its version address. Flash the
 bytes of another version and the module becomes that version.
 
-Facts modelled here come from DESIGN.md §2 (RUI3 sources); where the real
-boot flag encoding is not known, the flag is kept as module state instead of
-invented bytes.
+Facts modelled here come from DESIGN.md §2 (RUI3 sources). The boot request
+flag is kept in flash where its encoding is known (RAK11720: 0xAA at 0xFE000),
+and as module state instead of invented bytes elsewhere.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class VirtualModule:
             module, _as_version(module.find_app_version, o.app_version) or app_v, o.app_size,
             flooding=o.sketch == "flooding"))
         self.app_valid = True        # set by a completed update, cleared when one starts
+        self._boot_request = False
         self.boot_request = o.state == Mode.BOOTLOADER.value
         # Memory for the owner's LoRaWAN keys and settings: the catalog's
         # "user-data" region when it lies in flash (RAK3172), else a separate
@@ -151,6 +152,32 @@ class VirtualModule:
         head = self.flash.read(self.module.app.start, 8)
         return self.app_valid and head != b"\xff" * 8
 
+    # ------------------------------------------------------------ the boot request flag
+    @property
+    def boot_request(self) -> bool:
+        """Whether the bootloader was asked to stay at the next reset.
+
+        Where the catalog knows the flag's encoding (RAK11720: 0xAA at the flag
+        region) it lives in flash, as on the module; elsewhere it is module state.
+        """
+        flag = self.module.boot_flag
+        if flag is None:
+            return self._boot_request
+        return self.flash.read(self.module.region("flag").start, 1)[0] == flag
+
+    @boot_request.setter
+    def boot_request(self, value: bool) -> None:
+        flag = self.module.boot_flag
+        if flag is None:
+            self._boot_request = value
+            return
+        r = self.module.region("flag")
+        if self.boot_request == value:
+            return
+        self.flash.erase(r.start, r.start + 1)
+        if value:
+            self.flash.program(r.start, bytes([flag]))
+
     # ------------------------------------------------------------ the owner's data
     def _user_data_in_flash(self):
         m = self.module
@@ -191,8 +218,7 @@ class VirtualModule:
             self._set_mode(mode)
             try:
                 if mode is Mode.BOOTLOADER:
-                    self.boot_request = False
-                    self.run_bootloader()
+                    self.run_bootloader()     # clears the request when it hands over
                 else:
                     self.run_app()
             except PowerCut:
@@ -261,6 +287,7 @@ class VirtualModule:
             elif cmd == "at+run":
                 if self.app_present():
                     self.app_reply(d["run_reply"])
+                    self.boot_request = False
                     self.uart.drain()
                     return
                 self.app_reply("Jump failed. No legal application detected.")

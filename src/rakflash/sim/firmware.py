@@ -117,7 +117,10 @@ def combined_hex(module: Module, boot_version: str, app_version: str, app_size: 
     """A factory image: bootloader + flag page + version string + application, as the module's map lays them out."""
     segs = bootloader_image(module, boot_version)
     if module.has_region("flag"):
-        # A factory image's flag page says "application valid" (the value is the simulator's own).
-        segs[module.region("flag").start] = b"\x5a\xa5\x5a\xa5" + b"\xff" * 12
+        # A factory image's flag page holds no boot request: where the request byte
+        # is known (RAK11720's 0xAA) the page is erased; elsewhere the first word
+        # is the simulator's own "application valid" marker.
+        first = b"\xff" * 4 if module.boot_flag is not None else b"\x5a\xa5\x5a\xa5"
+        segs[module.region("flag").start] = first + b"\xff" * 12
     segs[module.app.start] = app_image(module, app_version, app_size)
     return to_hex(segs)

@@ -33,6 +33,7 @@ class YmodemBootloader(VirtualModule):
         self.last_update = result
         if result.status == "ok":
             self.app_valid = True
+            self.boot_request = False
             self.updates += 1
             self.uart.drain()
             return True
@@ -98,6 +99,7 @@ class Rak11720(Rui3Module):
         self.last_update = result
         if result.status == "ok":
             self.app_valid = True
+            self.boot_request = False
             self.updates += 1
         self.uart.drain()
         return result.status != "idle"
