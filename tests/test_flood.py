@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from rakflash.sim import Mode, firmware
 
-from conftest import cli_json, flash_pressing_reset
+from conftest import cli_json, flash_pressing_reset, run_cli
 from test_cli import SimProcess
 
 NEW = "RUI_4.0.6_RAK3172-E"
@@ -53,11 +54,26 @@ def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
     assert dev.mode == Mode.APP and dev.updates == 0
 
 
+def test_human_output_in_a_log_has_whole_lines(virtual, new_app):
+    """Without a terminal (CI logs), the countdown never smears into the error line."""
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.3, baud=115200)
+    time.sleep(0.5)
+    proc = run_cli("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "6")
+    assert proc.returncode == 9
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(ln.startswith("Press the module's reset button now.") for ln in lines)
+    assert any(ln.startswith("error: ") for ln in lines) and any(ln.startswith("hint: ") for ln in lines)
+
+
 def test_info_names_the_flood(virtual):
     dev = virtual("rak3172", sketch="flooding", flood_after=0.2, baud=115200)
     time.sleep(0.4)
     code, out = cli_json("info", "--port", dev.port)
     assert (code, out["error"]) == (5, "flooding")
+    # A whole line of what the sketch prints, not a fragment cut at a read boundary.
+    assert re.search(r"prints lines like 'sensor reading \d+: temperature=21.5 humidity=40'", out["message"])
+    assert "'rakflash flash' gets past it" in out["hint"]
 
 
 @pytest.mark.parametrize("press", ["sigusr1", "stdin"])

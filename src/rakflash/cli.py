@@ -372,9 +372,12 @@ def _flood_notice(name: str, data: dict) -> None:
             err.print("[bold]Press the module's reset button now.[/] rakflash sends the boot command "
                       "in a burst and catches the module as it starts.")
     elif name == "countdown":
-        err.print(f"  waiting for the reset: {data['seconds_left']} s left", end="\r")
+        if err.is_terminal:
+            err.print(f"  waiting for the reset: {data['seconds_left']} s left ", end="\r")
+        elif data["seconds_left"] % 5 == 0:      # a log file gets a line every 5 s, not a smear
+            err.print(f"  waiting for the reset: {data['seconds_left']} s left")
     elif name == "caught":
-        err.print("\ncaught the module in its bootloader")
+        err.print(("\n" if err.is_terminal else "") + "caught the module in its bootloader")
 
 
 def _show_plan(plan: Any, baud: int, as_json: bool) -> None:

@@ -116,8 +116,9 @@ class NoResponse(DeviceError):
 class Flooding(DeviceError):
     name = "flooding"
     hint = ("The firmware on the module prints without pause, so it can't hear commands. "
-            "Press the module's reset button while rakflash retries, or add a delay at the "
-            "start of setup() in your sketch.")
+            "'rakflash flash' gets past it: it asks you to press the module's reset button and "
+            "catches the bootloader as the module starts. Or add a delay at the start of setup() "
+            "in your sketch.")
 
 
 class GarbageReply(DeviceError):

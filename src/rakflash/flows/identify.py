@@ -102,8 +102,9 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
             return info
     if stream is not None:
         b, sample = stream
-        text = sample.decode("latin-1", "replace")
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip() and looks_like_text(ln.encode("latin-1"))), "")
+        lines = sample.decode("latin-1", "replace").splitlines()
+        whole = lines[1:-1] if len(lines) > 2 else lines   # the first and last are likely cut
+        first = next((ln.strip() for ln in whole if ln.strip() and looks_like_text(ln.encode("latin-1"))), "")
         raise Flooding(
             f"{link.port_name} streams data without pause and does not answer AT"
             + (f" (it prints lines like {first[:60]!r})" if first else ""),
