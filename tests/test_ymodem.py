@@ -47,7 +47,9 @@ def run_pair(data: bytes, *, tamper=None, max_size=1 << 20, sender_kw=None, rece
         YmodemSender(host, **{**FAST, **(sender_kw or {})}).send("fw.bin", data)
     finally:
         t.join(5)
-    return bytes(got), result.get("r"), host
+    r = result.get("r")
+    # The receiver writes whole blocks (padding too); the file is the announced size.
+    return bytes(got)[:r.size] if r else bytes(got), r, host
 
 
 class Scripted:
@@ -190,7 +192,7 @@ def test_stale_poll_does_not_duplicate_a_block():
     t.join(5)
     zero_blocks = [w for w in host.written if w[:1] == bytes([SOH]) and w[1] == 0 and w[3:4] != b"\0"]
     assert len(zero_blocks) == 1
-    assert bytes(got) == data
+    assert bytes(got[:len(data)]) == data
 
 
 def test_slow_erase_is_waited_for():
@@ -316,6 +318,38 @@ def test_late_ack_is_not_lost():
     assert len(ch.blocks(1)) == 1 and len(ch.blocks(2)) == 1
 
 
+def test_lost_ack_then_nak_for_the_repeat_moves_on():
+    """ST IAP NAKs a block it already took: after a lost ACK, that NAK means 'have it'."""
+    taken = set()
+    lost = [1]
+
+    def iap(frame, ch):
+        if len(frame) > 100 and frame[1] != 0:
+            seq = frame[1]
+            if seq in taken:
+                return [bytes([NAK])]
+            taken.add(seq)
+            if seq == 2 and lost:
+                lost.pop()
+                return [None]                 # its ACK is lost on the line
+        return good_receiver(frame, ch)
+    ch = scripted_send(iap, data=b"q" * 4000, st_iap=True)
+    assert [len(ch.blocks(s)) for s in (1, 2, 3, 4)] == [1, 2, 1, 1]
+    assert ch.written[-1] == closing_block()
+
+
+def test_nak_to_a_first_attempt_is_a_resend():
+    naked = [1]
+
+    def nak_once(frame, ch):
+        if len(frame) > 100 and frame[1] == 2 and naked:
+            naked.pop()
+            return [bytes([NAK])]
+        return good_receiver(frame, ch)
+    ch = scripted_send(nak_once, data=b"r" * 4000)
+    assert [len(ch.blocks(s)) for s in (1, 2, 3)] == [1, 2, 1]
+
+
 def test_stale_bytes_before_a_block_are_dropped():
     def chatty(frame, ch):
         return good_receiver(frame, ch) + [C + C + b"noise"]
@@ -385,7 +419,7 @@ def test_receiver_polls_then_gives_up_idle():
     assert host.read(100, 0.1) == C * 7
 
 
-def test_receiver_takes_repeats_and_naks_wrong_sequence():
+def test_receiver_naks_repeats_and_wrong_sequence():
     host, dev = pipe()
     writes = []
     result = {}
@@ -398,18 +432,18 @@ def test_receiver_takes_repeats_and_naks_wrong_sequence():
     assert host.read(2, 2) == bytes([ACK, CRC_REQUEST])
     host.write(make_block(1, b"A" * 128))
     assert host.read(1, 1) == bytes([ACK])
-    host.write(make_block(1, b"A" * 128))                  # a repeat: ACKed, not written again
-    assert host.read(1, 1) == bytes([ACK])
+    host.write(make_block(1, b"A" * 128))                  # a repeat: NAKed, not written again
+    assert host.read(1, 1) == bytes([NAK])
     host.write(make_block(5, b"Z" * 128))                  # out of order
     assert host.read(1, 1) == bytes([NAK])
-    host.write(make_block(2, b"B" * 128))                  # padding past the size is not written
+    host.write(make_block(2, b"B" * 72))                   # the last block: written whole, padding too
     assert host.read(1, 1) == bytes([ACK])
     host.write(bytes([EOT]))
     assert host.read(2, 1) == bytes([ACK, CRC_REQUEST])
     host.write(closing_block())
     assert host.read(1, 1) == bytes([ACK])
     t.join(2)
-    assert writes == [(0, b"A" * 128), (128, b"B" * 72)]
+    assert writes == [(0, b"A" * 128), (128, b"B" * 72 + bytes([PAD]) * 56)]
     assert (result["r"].status, result["r"].received) == ("ok", 200)
 
 
@@ -527,7 +561,7 @@ def test_lrzsz_sb_delivers_to_our_receiver(pty_pair, tmp_path, one_k):
     assert sb.returncode == 0, err
     r = result["r"]
     assert (r.status, r.name, r.size, r.received) == ("ok", "fw.bin", len(data), len(data))
-    assert bytes(got) == data
+    assert bytes(got[:len(data)]) == data and set(got[len(data):]) <= {PAD}
 
 
 @need_lrzsz

@@ -118,7 +118,8 @@ def ymodem_timeouts(plan: Plan, baud: int) -> dict:
     erase = -(-app.size // mcu.page_size) * mcu.page_erase_ms / 1000
     block = 1029 * 10 / baud + -(-1024 // mcu.program_unit) * mcu.program_unit_us / 1e6
     return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
-            "start_timeout": 3.0, "restart_markers": _restart_markers(plan), "byte_time": 10 / baud}
+            "start_timeout": 3.0, "restart_markers": _restart_markers(plan), "byte_time": 10 / baud,
+            "st_iap": True}    # the RUI bootloaders' receivers follow ST's IAP (DESIGN.md §2)
 
 
 def amota_timeouts(plan: Plan, baud: int) -> dict:

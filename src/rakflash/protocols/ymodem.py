@@ -40,6 +40,7 @@ ABORT = bytes([CAN]) * 5   # ends a session from either side (two CANs suffice; 
 # What _read_answer reports besides ACK / NAK / CAN.
 _SILENT = None       # nothing at all arrived by the deadline
 _GARBLED = -1        # only bytes that mean nothing arrived
+_POLL = -2           # a 'C' once our block could have arrived: the receiver wants it again
 
 _RETRY_HINT = ("The line is noisy: use a shorter cable or a lower baud rate, "
                "then run the same command again.")
@@ -99,6 +100,10 @@ class YmodemSender:
       :class:`~rakflash.errors.DeviceRestarted`.
     * ``byte_time``: seconds per byte on the line, to tell a stale ``C`` (sent
       before our block could have arrived) from a real request to resend.
+    * ``st_iap``: the receiver is ST IAP style (the RUI bootloaders): it NAKs
+      only a wrong sequence number, so a NAK to a block resent after a lost ACK
+      means the block was taken. Generic receivers (lrzsz) NAK on timeouts
+      too, so this is off by default.
     * ``progress(sent, total)`` is called after each acknowledged data block.
 
     ``offset`` holds the byte offset of the block being sent (for error reports).
@@ -107,7 +112,7 @@ class YmodemSender:
     def __init__(self, channel: ByteChannel, *, block_size: int = 1024, retries: int = 10,
                  start_timeout: float = 10.0, ack_timeout: float = 5.0, erase_timeout: float = 30.0,
                  max_silent: int | None = 3, restart_markers: tuple[bytes, ...] = (),
-                 byte_time: float = 10 / 115200,
+                 byte_time: float = 10 / 115200, st_iap: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> None:
         if block_size not in (128, 1024):
             raise ValueError("block_size must be 128 or 1024")
@@ -120,6 +125,7 @@ class YmodemSender:
         self.max_silent = max_silent
         self.restart_markers = restart_markers
         self.byte_time = byte_time
+        self.st_iap = st_iap
         self.progress = progress
         self.offset = 0
         self._noise = bytearray()
@@ -180,6 +186,7 @@ class YmodemSender:
         """Write ``block`` until it is ACKed; ``then_c``: also wait for the ``C`` that follows."""
         line_time = len(block) * self.byte_time
         silent = 0          # attempts in a row without any answer
+        previous = None     # the answer to the previous attempt (meaningful from attempt 1)
         for attempt in range(self.retries + 1):
             late_ack = self._drop_stale_input()
             if attempt and late_ack:
@@ -191,6 +198,11 @@ class YmodemSender:
                 not_before = time.monotonic() + 0.9 * line_time
                 self.ch.write(block)
                 answer = self._read_answer(timeout or self.ack_timeout, not_before=not_before)
+            if self.st_iap and answer == NAK and attempt and previous in (_SILENT, _GARBLED):
+                # An ST IAP receiver asks for a damaged block with 'C' and NAKs only a
+                # wrong sequence number (DESIGN.md §2): a NAK to a block resent after
+                # its ACK was lost means it already took that block. Move on.
+                answer = ACK
             if answer == ACK:
                 saw_c = False
                 if attempt:
@@ -204,6 +216,7 @@ class YmodemSender:
                 raise TransferCancelled(f"the bootloader cancelled the transfer at {what}, "
                                         f"byte offset {self.offset}", hint=_CANCEL_HINT, offset=self.offset)
             silent = silent + 1 if answer is _SILENT else 0
+            previous = answer
             if self.max_silent and silent >= self.max_silent:
                 break
         if silent:
@@ -234,7 +247,7 @@ class YmodemSender:
                              hint=_RETRY_HINT, offset=self.offset)
 
     def _read_answer(self, timeout: float, not_before: float = 0.0) -> int | None:
-        """ACK, NAK, CAN (two in a row), NAK for a ``C`` after ``not_before``; at the
+        """ACK, NAK, CAN (two in a row), ``_POLL`` for a ``C`` after ``not_before``; at the
         deadline ``_GARBLED`` if only meaningless bytes came, else ``_SILENT``.
 
         A ``C`` before ``not_before`` is the receiver's idle poll, sent before our
@@ -257,7 +270,7 @@ class YmodemSender:
                     return CAN
             elif c == CRC_REQUEST:
                 if time.monotonic() >= not_before:
-                    return NAK
+                    return _POLL
             else:
                 self._note_noise(c)
             last = c
@@ -340,8 +353,8 @@ class YmodemReceiver:
 
     ``on_start(name, size)`` runs after a valid block 0, before its ACK (the
     bootloader erases there, which may take a while); ``on_block(offset,
-    data)`` programs each data block, trimmed to the announced size, before
-    its ACK.
+    data)`` programs each data block whole (its padding too, as ST IAP does),
+    before its ACK. ``received`` counts the image bytes, up to the announced size.
     """
 
     def __init__(self, channel: ByteChannel, *, max_size: int, read_timeout: float = 0.5,
@@ -363,6 +376,7 @@ class YmodemReceiver:
         errors = 0           # consecutive timeouts / bad packets since then
         polls = 0            # 'C's sent while no session runs
         expected = 1         # next data block's seq
+        written = 0          # bytes programmed, padding included
         self._send(CRC_REQUEST)
         polls += 1
         while True:
@@ -402,6 +416,7 @@ class YmodemReceiver:
                     res.status, res.name, res.size = "too-large", name.decode("utf-8", "replace"), size or 0
                     return res
                 res.name, res.size, res.received = name.decode("utf-8", "replace"), size, 0
+                written = 0
                 self.on_start(res.name, size)
                 started, expected = True, 1
                 self._send(ACK, CRC_REQUEST)
@@ -413,16 +428,18 @@ class YmodemReceiver:
                 polls += 1
                 self._send(CRC_REQUEST)
                 continue
-            if seq == (expected - 1) & 0xFF:
-                self._send(ACK)                     # a repeat of the last block: already written
-                continue
             if seq != expected & 0xFF:
+                # Any other sequence number, a repeat of the last block included,
+                # is NAKed and not written (ST IAP; DESIGN.md §2).
                 self._send(NAK)
                 continue
-            keep = max(0, min(len(data), res.size - res.received))
-            if keep:
-                self.on_block(res.received, data[:keep])
-            res.received += keep
+            # Blocks are written whole, padding included (ST IAP), within the
+            # space announced for the image's region.
+            whole = data[:max(0, self.max_size - written)]
+            if whole:
+                self.on_block(written, whole)
+            written += len(data)
+            res.received += max(0, min(len(data), res.size - res.received))
             expected += 1
             self._send(ACK)
 
