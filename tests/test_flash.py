@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -104,6 +105,7 @@ def test_same_version_skipped_then_forced(virtual, tmp_path, cat):
     p.write_bytes(firmware.app_image(cat.module("rak3172"), OLD, 8000))
     code, out = flash(p, dev)
     assert (code, out["result"]) == (0, "already-up-to-date") and dev.updates == 0
+    assert (out["app_version_before"], out["app_version_after"], out["bytes"]) == (OLD, OLD, 0)
     code, out = flash(p, dev, "--force")
     assert (code, out["result"]) == (0, "ok") and dev.updates == 1
 
@@ -255,3 +257,41 @@ def test_dry_run_lists_the_settings_check(virtual, new_app):
     dev = virtual("rak3172")
     proc = run_cli("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--dry-run")
     assert "read the LoRaWAN keys and settings (DEVEUI, APPEUI, APPKEY, BAND)" in proc.stdout
+
+
+# ------------------------------------------------------------------ one JSON shape for every ending
+
+@pytest.mark.parametrize("ending", ["dry-run", "refused", "transfer-error", "interrupted"])
+def test_last_json_line_always_has_the_result_keys(virtual, new_app, tmp_path, cat, ending):
+    import signal
+    import subprocess
+    import sys
+    from conftest import SRC
+    dev = virtual("rak3172")
+    args = [str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes", "--json"]
+    if ending == "dry-run":
+        args.append("--dry-run")
+    elif ending == "refused":
+        big = tmp_path / "big.bin"
+        big.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 250 * 1024))
+        args[0] = str(big)
+    elif ending == "transfer-error":
+        dev.uart.faults.pull_cable_after = dev.uart.faults.received + 8000
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if ending == "interrupted" and lines[-1].get("event") == "progress":
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+    proc.wait(30)
+    last = lines[-1]
+    assert {"result", "app_version_before", "app_version_after", "bytes", "seconds"} <= set(last), last
+    assert last["app_version_before"] == OLD          # known before anything went wrong
+    expected = {"dry-run": "ok", "refused": "image-too-large", "transfer-error": "port-disconnected",
+                "interrupted": "interrupted"}[ending]
+    assert last["result"] == expected, last
+    assert proc.returncode == {"dry-run": 0, "refused": 6, "transfer-error": 4, "interrupted": 130}[ending]

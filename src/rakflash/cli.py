@@ -52,6 +52,10 @@ def emit_json(obj: dict) -> None:
 
 DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
 
+# What a command has learnt so far (e.g. the version running before an update),
+# so that a JSON error line still carries it.
+_known: dict[str, Any] = {}
+
 
 def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = ()) -> Callable:
     """Turn rakflash errors into one clear line and an exit code.
@@ -65,29 +69,41 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = kwargs.get("as_json", False)
+        _known.clear()
+
+        def base(result: str) -> dict:
+            b = {k: None for k in json_keys}
+            if "port" in kwargs:
+                b["port"] = kwargs["port"]
+            b.update({k: v for k, v in _known.items() if k in b or k == "module"})
+            if "result" in b:
+                b["result"] = result
+            return b
+
         try:
             return fn(*args, **kwargs)
         except RakflashError as exc:
             if exc.exit_code == 0:      # nothing to do is not a failure
                 if as_json:
-                    emit_json({"result": exc.name, "message": exc.message, "error": None})
+                    emit_json({**base(exc.name), **exc.details, "message": exc.message, "error": None})
                 else:
                     out.print(f"{exc.message}. {exc.hint}")
                 sys.exit(0)
             if as_json:
-                base = {k: None for k in json_keys}
-                if "port" in kwargs:
-                    base["port"] = kwargs["port"]
-                if "result" in base:
-                    base["result"] = exc.name
-                emit_json({**base, **_error_json(exc, kwargs)})
+                emit_json({**base(exc.name), **_error_json(exc, kwargs)})
             else:
                 err.print(f"[bold red]error:[/] {exc.message}", markup=True)
                 if exc.hint:
                     err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            err.print("interrupted")
+            hint = ("If an update was under way, the module waits in its bootloader: run the "
+                    "same command again to finish it.")
+            if as_json:
+                emit_json({**base("interrupted"), "error": "interrupted",
+                           "message": "interrupted (Ctrl-C)", "hint": hint})
+            else:
+                err.print(f"interrupted. {hint}")
             sys.exit(130)
 
     return wrapper
@@ -311,9 +327,16 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
         dev = identify_or_catch(link, module=module, baud=baud, fallback=_image_target(image),
                                 reset_window=reset_window, reset_line=reset_with,
                                 say=_json_event if as_json else _flood_notice)
+        _known.update(app_version_before=dev.app_version,
+                      module=dev.module.name if dev.module else None)
         plan = make_plan(image, dev, module=module, force=force, keep_settings=keep_settings)
         if dry_run:
             _show_plan(plan, link.baud, as_json)
+            if as_json:
+                emit_json({"result": "ok", "dry_run": True, "module": plan.module.name,
+                           "app_version_before": dev.app_version, "app_version_after": None,
+                           "app_version_new": plan.app_version, "bytes": len(plan.payload),
+                           "seconds": 0.0, "estimated_seconds": round(plan.estimate_seconds(link.baud), 2)})
             return
         if not as_json:
             _show_plan(plan, link.baud, False)

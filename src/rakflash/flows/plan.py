@@ -146,7 +146,8 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     if not force:
         check_compatibility(module, info.app_version, device.bootloader_version)
     if not force and info.app_version and device.mode == "app" and device.app_version == info.app_version:
-        raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}")
+        raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}",
+                              app_version_after=info.app_version, bytes=0, seconds=0.0)
     name = image.path.replace("\\", "/").rsplit("/", 1)[-1]
     plan = Plan(module, info, device, payload, app.start, name, notes=notes,
                 app_version=info.app_version, force=force, keep_settings=keep_settings)
