@@ -99,6 +99,17 @@ def test_refusals_write_nothing(virtual, tmp_path, cat, make, error):
     assert dev.updates == 0 and dev.mode == Mode.APP and dev.app_version == OLD
 
 
+@pytest.mark.parametrize("address", ["0x08000000", "0x08006001", "0x08005000"])
+def test_bin_at_a_wrong_address_is_refused(virtual, new_app, address):
+    """Sent as given, the application would not start at its base: refuse before writing."""
+    dev = virtual("rak3172")
+    code, out = flash(new_app, dev, "--address", address, "--force")
+    assert (code, out["error"]) == (6, "touches-bootloader"), out
+    assert "does not start an application at 0x08006000" in out["message"]
+    assert "--address" in out["hint"] and "0x08006000" in out["hint"]
+    assert dev.updates == 0 and dev.mode == Mode.APP
+
+
 def test_same_version_skipped_then_forced(virtual, tmp_path, cat):
     dev = virtual("rak3172")
     p = tmp_path / "same.bin"

@@ -167,11 +167,11 @@ def _load_bin(path: str, raw: bytes, digest: str, address: int | None,
     elif header is not None:
         base, source = header.load_address, "blob header"
     else:
-        target = module or _guess_module(_vector_at(payload, 0), cat)
+        target = module or _guess_module(vector_at(payload, 0), cat)
         if target is None:
             base, source = 0, "default"
         else:
-            base, source = _bin_base(target, _vector_at(payload, 0)), "catalog"
+            base, source = _bin_base(target, vector_at(payload, 0)), "catalog"
     img = Image(path, fmt, [Segment(base, payload)], digest, len(raw), base_source=source)
     img.ota_header = header
     return img
@@ -188,7 +188,7 @@ def _bin_base(module: Module, vector: tuple[int, int] | None) -> int:
 
 # ------------------------------------------------------------------ analysis
 
-def _vector_at(data: bytes, offset: int) -> tuple[int, int] | None:
+def vector_at(data: bytes, offset: int) -> tuple[int, int] | None:
     """(initial SP, reset handler address) from a Cortex-M vector table at ``offset``."""
     if len(data) < offset + 8:
         return None
@@ -276,7 +276,7 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     info = ImageInfo(image)
     # The vector table that decides the target: the first one in the image.
     first = image.segments[0]
-    info.vector = _vector_at(first.data, 0)
+    info.vector = vector_at(first.data, 0)
     candidates = mcus_for_vector(info.vector, cat)
     if module is not None:
         best = candidates[0] if candidates else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..catalog import Module, version_tuple
 from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, ImageTooLarge,
                       TouchesBootloader, WrongTarget)
-from ..images import Image, ImageInfo, analyse
+from ..images import Image, ImageInfo, analyse, vector_at
 from .identify import DeviceInfo
 
 
@@ -129,12 +129,20 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                 image_bytes=seg.end - app.start, region_bytes=app.size)
     outside_app = image.size - image.covered(app.start, app.end)
     app_part = image.slice(app.start, app.end)
-    head = app_part.read(app.start, 8)
-    if head == b"\xff" * 8:
+    vector = vector_at(app_part.read(app.start, 8), 0)
+    if vector is None or not (module.mcu.ram.start < vector[0] <= module.mcu.ram.end
+                              and vector[1] in app):
+        # The bootloader jumps through the vector table at the application base:
+        # without a valid one there (a .bin given the wrong --address, say) the
+        # module would be left with an application that never starts.
+        what = ("no vector table there" if vector is None else
+                f"what is there (SP {vector[0]:#010x}, reset {vector[1]:#010x}) is no "
+                f"{module.name} application's vector table")
         raise TouchesBootloader(
-            f"{image.path} does not start its application at {app.start:#010x} "
-            f"(no vector table there): it would not boot after a serial update",
-            hint=f"Use the application image; a full image is written {module.recovery_advice(image.path)}.")
+            f"{image.path} does not start an application at {app.start:#010x} ({what}): it "
+            f"would not boot after a serial update",
+            hint=(f"Check --address (a {module.name} application .bin goes to {app.start:#010x}); "
+                  f"a full image is written {module.recovery_advice(image.path)}."))
     if outside_app:
         dropped = ", ".join(r.name for r in info.regions if r.name != "application")
         notes.append(f"combined image: only its application part ({app_part.size:,} bytes) is "
