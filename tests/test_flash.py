@@ -132,10 +132,16 @@ def test_rak811_old_bootloader_refused_with_recovery_advice(virtual, tmp_path, c
     dev = virtual("rak811", bootloader_version="V3.0.2")
     p = tmp_path / "RAK811_v3.0.0.14.bin"
     p.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 100 * 1024))
+    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak811",
+                   "--dry-run")
+    assert proc.returncode == 0 and "needs bootloader 3.0.5 or later" in proc.stdout
     code, out = flash(p, dev, "--module", "rak811")
     assert (code, out["error"]) == (6, "bootloader-too-old")
     assert "3.0.5" in out["message"] and "pyocd flash -t stm32l151cbux FULL.hex" in out["hint"]
+    assert "runs its application again" in out["message"]
+    assert out["app_version_before"] == "V3.0.0.13.H"
     assert dev.updates == 0
+    assert dev.wait_mode(Mode.APP) and dev.app_version == "V3.0.0.13.H"     # back at work
 
 
 def test_rak811_old_bootloader_forced_ends_in_timeout_not_hang(virtual, tmp_path, cat):

@@ -67,6 +67,14 @@ def enter_bootloader(link: Link, device: DeviceInfo, module: Module, *, timeout:
              "failing, run 'rakflash info --port PORT' to see what the module says.")
 
 
+def leave_bootloader(link: Link, module: Module, *, timeout: float = 2.0) -> bool:
+    """Start the application again (``at+run``); True once the bootloader says it hands over."""
+    d = module.boot_dialect
+    link.discard_input()
+    reply = AtConsole(link, d).command(d["run"], timeout)
+    return reply.ok and reply.value == d["run_reply"]
+
+
 def pulse_reset(link: Link, line: str, *, hold: float = 0.1) -> None:
     """Reset the module through a modem control line wired to its RESET pin.
 

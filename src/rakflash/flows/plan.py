@@ -153,6 +153,13 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         raise ImageTooLarge(f"the application is {len(payload):,} bytes; {module.name} holds {app.size:,}")
     if not force:
         check_compatibility(module, info.app_version, device.bootloader_version)
+        needs = [r for r in module.rules if info.app_version
+                 and version_tuple(info.app_version) >= version_tuple(r.firmware_min)]
+        if needs and device.bootloader_version is None:
+            notes.append(f"this firmware needs bootloader {needs[0].bootloader_min} or later, and "
+                         f"{module.name}'s application does not tell its bootloader's version: "
+                         f"rakflash reads it in the bootloader and, if it is older, stops there "
+                         f"before writing and starts the application again")
     if not force and info.app_version and device.mode == "app" and device.app_version == info.app_version:
         raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}",
                               app_version_after=info.app_version, bytes=0, seconds=0.0)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..at import AtConsole, looks_like_text
-from ..errors import RakflashError, TransferError, VerifyFailed, VersionUnconfirmed
+from ..errors import BootloaderTooOld, RakflashError, TransferError, VerifyFailed, VersionUnconfirmed
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, check_compatibility
@@ -74,7 +74,14 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
     boot_seconds = boot.enter_bootloader(link, plan.device, module)
     boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
     if not plan.force:
-        check_compatibility(module, plan.app_version, boot_version)
+        try:
+            check_compatibility(module, plan.app_version, boot_version)
+        except BootloaderTooOld as exc:
+            # Found only now (RUI v3 apps don't tell their bootloader's version):
+            # nothing was written, so put the module back to work before saying so.
+            if plan.device.mode == "app" and boot.leave_bootloader(link, module):
+                exc.message += "; nothing was written and the module runs its application again"
+            raise
     say("transfer", {"bytes": len(plan.payload), "bootloader_version": boot_version})
     t1 = time.monotonic()
     _transfer(link, plan, progress)
