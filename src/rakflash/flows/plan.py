@@ -94,6 +94,15 @@ def check_compatibility(module: Module, firmware_version: str | None, bootloader
 def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
               force: bool = False, keep_settings: bool = True) -> Plan:
     """Check ``image`` against ``device`` and decide what to send."""
+    guessed = []
+    if module is None and device.module is not None and not device.module_certain:
+        # The device could be one of several modules (RUI v3 doesn't say which):
+        # an image built for one of them settles it.
+        target = _image_module(image)
+        if target and target.key != device.module.key and target.dialect.key == device.module.dialect.key:
+            guessed.append(f"the device does not say which module it is; the image is built for "
+                           f"{target.name}'s {target.mcu.name}, so rakflash takes it as a {target.name}")
+            module = target
     module = module or device.module
     if module is None:
         raise WrongTarget("rakflash could not tell which module this is",
@@ -104,13 +113,17 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     try:
         info = analyse(image, module=module)
     except ImageTargetError as exc:
-        raise WrongTarget(exc.message, hint=exc.hint) from None
+        hint = exc.hint
+        if not device.module_certain:
+            hint = (f"{hint} If the module is not a {module.name} (the device does not say), "
+                    f"name it with --module (see 'rakflash modules').")
+        raise WrongTarget(exc.message, hint=hint) from None
     if info.image.format != "apollo3-ota" and info.module is not None and info.vector is None \
             and not info.includes_app:
         raise WrongTarget(f"{image.path} holds no {module.name} application",
                           hint=f"Use the application firmware built for {module.name}.")
     app = module.app
-    notes: list[str] = []
+    notes: list[str] = list(guessed)
     if not info.includes_app:
         if info.includes_bootloader or info.regions:
             raise TouchesBootloader(
@@ -168,6 +181,14 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                 app_version=info.app_version, force=force, keep_settings=keep_settings)
     plan.steps = _steps(plan)
     return plan
+
+
+def _image_module(image: Image) -> Module | None:
+    """The module an image's vector table points to, if it points to one."""
+    try:
+        return analyse(image).module
+    except ImageTargetError:
+        return None
 
 
 def _steps(plan: Plan) -> list[str]:
