@@ -136,3 +136,22 @@ def test_bootloader_still_waiting_for_a_file_is_recognised(virtual):
         assert s.read_until(b"C").endswith(b"C")
     code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
     assert (code, out["mode"], out["module"]) == (0, "bootloader", "RAK3172")
+
+
+@pytest.mark.parametrize("state", ["app", "bootloader"])
+def test_the_device_wins_over_a_wrong_module_option(virtual, state):
+    dev = virtual("rak3172", state=state)
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak811")
+    assert code == 0 and out["module"] == "RAK3172", out
+    assert any("--module says RAK811" in n for n in out["notes"])
+
+
+def test_flash_with_a_wrong_module_option_is_refused(virtual, tmp_path, cat):
+    from rakflash.sim import firmware
+    dev = virtual("rak3172")
+    p = tmp_path / "r811.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 20 * 1024))
+    code, out = cli_json("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak811", "--yes")
+    assert (code, out["error"]) == (6, "wrong-target"), out
+    assert "--module says RAK811, but the device is a RAK3172" in out["message"]
+    assert dev.updates == 0

@@ -212,10 +212,26 @@ def _rui3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing
                       bootloader_version=ask("bootloader_version"),
                       hardware_model=ask("hardware_model"), hardware_id=ask("hardware_id"),
                       serial_number=ask("serial_number"))
-    info.module = module or _module_by_name(cat, "rui3", info.hardware_model, app_version)
+    detected = _module_by_name(cat, "rui3", info.hardware_model, app_version)
+    info.module = _reconcile(info, module, detected, "rui3")
     if info.module is None:
         info.notes.append(f"unknown RUI3 hardware model {info.hardware_model!r}")
     return info
+
+
+def _reconcile(info: DeviceInfo, named: Module | None, detected: Module | None,
+               dialect: str) -> Module | None:
+    """The module, from what the device says and what --module says; the device wins a conflict."""
+    if named is None:
+        return detected
+    if detected is not None and detected.key != named.key:
+        info.notes.append(f"--module says {named.name}, but the device says it is a {detected.name}")
+        return detected
+    if named.dialect.key != dialect and named.boot_dialect.key != dialect:
+        info.notes.append(f"--module says {named.name}, but the device speaks {dialect}, which "
+                          f"{named.name} does not")
+        info.module_certain = False
+    return named
 
 
 def _v3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing: Timing,
@@ -226,7 +242,7 @@ def _v3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing: 
     info = DeviceInfo(link.port_name, baud, "app", "rui-v3", app_version=version)
     mods = [m for m in cat.modules.values() if m.dialect.key == "rui-v3"]
     if module:
-        info.module = module
+        info.module = _reconcile(info, module, None, "rui-v3")
     else:
         info.module = _module_by_name(cat, "rui-v3", None, version) or mods[0]
         info.module_certain = len(mods) == 1
@@ -244,11 +260,14 @@ def _bootloader(link: Link, baud: int, module: Module | None, cat: Catalog, timi
     if version is None:
         version = _value(con.command(d["version"], timing.query))
     mod, certain = _module_for_bootloader(version or "", module, cat)
+    conflict = module is not None and mod is not None and mod.key != module.key
     info = DeviceInfo(link.port_name, baud, "bootloader", "rui-boot", module=mod,
                       module_certain=certain, bootloader_version=version)
     status = con.command(d["status"], timing.query)
     if status.value and status.value != d["status_reply"]:
         info.notes.append(f"unexpected boot status {status.value!r}")
+    if conflict:
+        info.notes.append(f"--module says {module.name}, but the bootloader says it is a {mod.name}")
     info.notes.append("the module waits in its bootloader (an update was interrupted, or was "
                       "requested): 'rakflash flash' finishes the job")
     if mod is not None and not certain:
@@ -275,12 +294,17 @@ def _module_by_name(cat: Catalog, dialect: str, model: str | None, version: str 
 
 
 def _module_for_bootloader(version: str, module: Module | None, cat: Catalog) -> tuple[Module | None, bool]:
-    """The module whose bootloader reports ``version`` (and whether that's certain)."""
-    if module is not None:
-        return module, True
+    """The module whose bootloader reports ``version`` (and whether that's certain).
+
+    A ``module`` named by the user stands unless the version names another one.
+    """
     matches = [m for m in cat.modules.values() if m.find_bootloader_version(version.encode())]
     named = [m for m in matches
              if m.name.lower() in version.lower() or m.mcu.name.lower() in version.lower()]
+    if module is not None:
+        if len(named) == 1 and named[0].key != module.key and not module.find_bootloader_version(version.encode()):
+            return named[0], True
+        return module, True
     if len(named) == 1:
         return named[0], True
     if matches:
