@@ -351,17 +351,19 @@ def test_flooding_rak11720_without_reset_names_the_swd_command(virtual, new_app)
 
 
 def test_vendor_script_habits_work_against_the_simulator(virtual, new_app):
-    """A client like RAK's uploader: fixed sleeps, fixed-size 8-byte reads, no detection."""
+    """A client like RAK's uploader (DESIGN.md §2): a 0.15 s sleep, AT+BOOT twice and AT+UPDATE
+    with 2 s sleeps, no detection, fixed-size 8-byte reads. It drops what the consoles said
+    before the packets, which is what lets its fixed-size reads line up with the replies."""
     dev = virtual("rak11720", baud=115200, latency_ms=0.5)
     blob = build_blob(new_app.read_bytes())
     with serial.Serial(dev.port, 115200, timeout=1.0) as ser:
         time.sleep(0.15)
         ser.write(b"AT+BOOT\r\n")
-        time.sleep(0.3)
+        time.sleep(2)
         ser.write(b"AT+BOOT\r\n")
-        time.sleep(0.3)
+        time.sleep(2)
         ser.write(b"AT+UPDATE\r\n")
-        time.sleep(0.3)
+        time.sleep(2)
         ser.reset_input_buffer()
         packets = [amota.encode_packet(amota.HEADER, blob[:48])]
         packets += [amota.encode_packet(amota.DATA, blob[i:i + 512]) for i in range(48, len(blob), 512)]
