@@ -24,7 +24,7 @@ from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout, V
 from rakflash.protocols import amota
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, SRC, cli_json, flash_pressing_reset
+from conftest import FAST_BAUD, SRC, cli_json, flash_pressing_reset, run_cli
 from pipes import pipe
 
 NEW = "RUI_4.0.6_RAK11720"
@@ -266,6 +266,9 @@ def test_inspect_shows_blob_header(new_app, tmp_path):
     assert code == 0 and out["format"] == "apollo3-ota"
     assert out["ota_header"]["load_address"] == 0x14000 and out["ota_header"]["version"] == 9
     assert out["module"] == "RAK11720" and out["app_version"] == NEW
+    text = run_cli("inspect", str(blob)).stdout
+    assert "load 0x14000" in text and "version 9" in text and "not encrypted" in text
+    assert "binary type" in text and "storage type" in text
 
 
 def test_bit_errors_on_rak11720_are_retried(virtual, new_app):

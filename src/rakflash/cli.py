@@ -194,7 +194,9 @@ def _print_inspect(info: images.ImageInfo) -> None:
     out.print(f"versions  application: {info.app_version or '-'}; bootloader: {info.bootloader_version or '-'}")
     if img.ota_header is not None:
         h = img.ota_header
-        out.print(f"ota       load {h.load_address:#x}, length {h.length:,}, crc {h.crc:#010x}, version {h.version}")
+        out.print(f"ota       load {h.load_address:#x}, length {h.length:,}, crc {h.crc:#010x} (checked), "
+                  f"version {h.version}, binary type {h.binary_type}, storage type {h.storage_type}, "
+                  f"{'encrypted' if h.encrypted else 'not encrypted'}")
 
 
 # ---------------------------------------------------------------- ports
