@@ -155,3 +155,20 @@ def test_flash_with_a_wrong_module_option_is_refused(virtual, tmp_path, cat):
     assert (code, out["error"]) == (6, "wrong-target"), out
     assert "--module says RAK811, but the device is a RAK3172" in out["message"]
     assert dev.updates == 0
+
+
+def test_port_shared_with_another_program_is_named_busy(virtual):
+    """A serial monitor without a lock would take part of the bytes: say so, by name."""
+    import subprocess
+    dev = virtual("rak3172")
+    with open(dev.port, "rb") as tty:
+        other = subprocess.Popen(["sleep", "30"], stdin=tty)
+    try:
+        code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+        assert (code, out["error"]) == (4, "port-busy"), out
+        assert "sleep (pid" in out["message"] and "Close it" in out["hint"]
+    finally:
+        other.kill()
+        other.wait()
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert code == 0 and out["module"] == "RAK3172"

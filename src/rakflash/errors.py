@@ -96,8 +96,9 @@ class PortBusy(PortError):
 
 class PortDisconnected(PortError):
     name = "port-disconnected"
-    hint = ("The port went away (cable pulled or module reset its USB). Reconnect it and run the "
-            "same command again: the module waits in its bootloader and the update resumes.")
+    hint = ("The port went away (cable pulled, or the module reset its USB). Reconnect it and run "
+            "the same command again; if an update was under way, the module waits in its "
+            "bootloader and the re-run finishes it.")
 
 
 # --- devices --------------------------------------------------------------

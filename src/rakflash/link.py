@@ -64,6 +64,16 @@ class Link:
                                               timeout=0, write_timeout=10, **kwargs)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _open_error(port, exc) from None
+        if exclusive:
+            from .ports import other_openers
+            others = other_openers(port)
+            if others:
+                self._ser.close()
+                names = ", ".join(f"{name} (pid {pid})" for pid, name in others)
+                raise PortBusy(f"{port} is open in another program too: {names}",
+                               hint="Close it (a serial monitor or terminal program) and run again: "
+                                    "two programs reading one port each get part of the bytes.",
+                               programs=[{"pid": p, "name": n} for p, n in others])
         if trace:
             trace.event("open", port=port, baud=baud, parity=parity)
 

@@ -35,3 +35,42 @@ def list_serial_ports() -> list[PortEntry]:
                              p.description if p.description and p.description != "n/a" else "",
                              p.serial_number, usb.probably if usb else None))
     return out
+
+
+def other_openers(path: str) -> list[tuple[int, str]]:
+    """Other programs that hold the serial device ``path`` open: (pid, program name).
+
+    pyserial's exclusive lock only keeps out programs that take the same lock;
+    a serial monitor that doesn't would silently share the port, and each
+    program would get part of the bytes. Nothing in pyserial reports that, so
+    this looks in /proc (Linux; elsewhere it finds nothing). A program that
+    also holds /dev/ptmx owns a pseudo-terminal (a simulator, a terminal
+    emulator): it serves the port rather than reads it, and is not counted.
+    """
+    import os
+    proc = "/proc"
+    try:
+        target = os.path.realpath(path)
+        if not target.startswith("/dev/") or not os.path.isdir(proc):
+            return []
+        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return []
+    me = os.getpid()
+    found = []
+    for pid in pids:
+        if pid == me:
+            continue
+        fd_dir = f"{proc}/{pid}/fd"
+        try:
+            links = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+        except OSError:       # gone, or not ours to look at
+            continue
+        if target in links and "/dev/ptmx" not in links:
+            try:
+                with open(f"{proc}/{pid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                name = "?"
+            found.append((pid, name))
+    return found
