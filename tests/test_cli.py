@@ -83,6 +83,21 @@ def test_sim_tells_what_runs_as_it_changes(sim_process, tmp_path, cat):
     assert lines[-1] == "running: app RUI_4.0.7_RAK3172-E (updates so far: 1)"
 
 
+def test_sim_cable_pulled_and_plugged_back_in(sim_process):
+    sim = sim_process("rak3172", "--baud", "921600", "--pull-cable-after", "10")
+    code, out = cli_json("info", "--port", sim.port, "--baud", "921600")
+    assert code != 0
+    line = sim.proc.stdout.readline()
+    while not line.startswith("cable pulled"):
+        line = sim.proc.stdout.readline()
+    sim.proc.stdin.write("p\n")
+    sim.proc.stdin.flush()
+    line = sim.proc.stdout.readline()
+    assert line.startswith("cable plugged in again; port: /dev/pts/"), line
+    code, out = cli_json("info", "--port", line.rsplit(" ", 1)[1].strip(), "--baud", "921600")
+    assert code == 0 and out["module"] == "RAK3172", out
+
+
 def test_sim_realistic_timing_at_115200(sim_process):
     """One end-to-end check at the real baud rate: identification stays quick."""
     sim = sim_process("rak3172", "--baud", "115200", "--latency-ms", "1")

@@ -217,6 +217,11 @@ def test_cable_pulled_mid_transfer_is_named(virtual, new_app):
     assert (code, out["error"]) == (4, "port-disconnected")
     assert "run the same command again" in out["hint"]
     assert time.monotonic() - t0 < 30
+    # Plugged back in, the module starts in its bootloader, and the same command finishes the job.
+    port = dev.plug_in()
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    code, out = cli_json("flash", str(new_app), "--port", port, "--baud", str(FAST_BAUD), "--yes")
+    assert (code, out["app_version_after"]) == (0, NEW), out
 
 
 # ------------------------------------------------------------------ the owner's keys and settings

@@ -467,7 +467,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
     The first line printed is 'port: /dev/pts/N'. Press the module's reset
-    button with 'r' + Enter on standard input or with SIGUSR1.
+    button with 'r' + Enter on standard input or with SIGUSR1; after
+    --pull-cable-after, 'p' + Enter plugs the cable back in (a new port).
     """
     from .sim import Faults, SimOptions, create
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
@@ -491,19 +492,27 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
 
     def stdin_buttons() -> None:
         for line in sys.stdin:
-            if line.strip().lower() == "r":
+            key = line.strip().lower()
+            if key == "r":
                 dev.press_reset()
                 click.echo("reset pressed")
-                sys.stdout.flush()
+            elif key == "p" and dev.uart.closed:
+                click.echo(f"cable plugged in again; port: {dev.plug_in()}")
+            sys.stdout.flush()
 
     if sys.stdin is not None and not sys.stdin.closed:
         threading.Thread(target=stdin_buttons, daemon=True).start()
     seen = None
+    unplugged = False
     try:
         while not stop.wait(0.2):
             if dev.uart.closed:
-                click.echo("cable pulled: the port is gone")
-                break
+                if not unplugged:
+                    click.echo("cable pulled: the port is gone ('p' + Enter plugs it back in)")
+                    sys.stdout.flush()
+                    unplugged = True
+                continue
+            unplugged = False
             now = (dev.mode, dev.resets, dev.updates)
             if now != seen and dev.mode is not None:
                 # What a person watching the module would want to know: what runs now.

@@ -115,6 +115,26 @@ class VirtualModule:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def plug_in(self) -> str:
+        """Plug the cable back in after it was pulled; returns the port's new path.
+
+        The module was unpowered meanwhile (USB-powered, as on RAK's boards), so it
+        starts afresh: in its bootloader if an update was cut off, else in its
+        application. A pseudo-terminal can't come back under its old name, so the
+        path changes (a real adapter usually gets its old /dev/ttyUSBn back).
+        """
+        if not self.uart.closed:
+            raise RuntimeError("the cable is plugged in")
+        self._thread.join(timeout=2)
+        o = self.opts
+        o.faults.pull_cable_after = None
+        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
+                            strict_baud=o.strict_baud)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
+        self._thread.start()
+        return self.port
+
     def press_reset(self) -> None:
         """The reset button: the MCU restarts wherever it is."""
         self.uart.cut_power()
