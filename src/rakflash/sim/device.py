@@ -125,7 +125,9 @@ class VirtualModule:
         """
         if not self.uart.closed:
             raise RuntimeError("the cable is plugged in")
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=5)   # the old power-up ends at its next UART call
+        if self._thread.is_alive():
+            raise RuntimeError("the module did not power down")
         o = self.opts
         o.faults.pull_cable_after = None
         self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
@@ -231,6 +233,7 @@ class VirtualModule:
 
     # ------------------------------------------------------------ the MCU
     def _run(self) -> None:
+        uart = self.uart      # this power-up's UART: a pulled cable ends the thread
         while not self._stop:
             self._booted_at = time.monotonic()
             self.uart.flush_input()
@@ -244,10 +247,10 @@ class VirtualModule:
             except PowerCut:
                 pass
             except OSError:
-                if self.uart.closed:
+                if uart.closed:
                     return
                 raise
-            if self.uart.closed:
+            if uart.closed:
                 return
             self.resets += 1
 

@@ -84,6 +84,10 @@ class Faults:
         return bytes(out)
 
 
+class Unplugged(OSError):
+    """The firmware touched a UART whose cable was pulled: the module has no power."""
+
+
 class PowerCut(Exception):
     """Raised inside the firmware when the simulated power goes away."""
 
@@ -292,6 +296,8 @@ class PtyUart:
             self._line.clear()
 
     def _check_power(self) -> None:
+        if self.closed:
+            raise Unplugged("the cable is pulled")
         if self._power_cut:
             self._power_cut = False
             raise PowerCut()
