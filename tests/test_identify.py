@@ -172,3 +172,16 @@ def test_port_shared_with_another_program_is_named_busy(virtual):
         other.wait()
     code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
     assert code == 0 and out["module"] == "RAK3172"
+
+
+@pytest.mark.parametrize("call", ["read", "read_line", "read_available"])
+def test_port_vanishing_between_calls_is_a_named_error(virtual, call):
+    """(Writes and settings on a pty whose other end is gone still succeed; the next read tells.)"""
+    from rakflash.errors import PortDisconnected
+    dev = virtual("rak3172")
+    with Link(dev.port, FAST_BAUD) as link:
+        dev.uart.pull_cable()
+        time.sleep(0.05)
+        with pytest.raises(PortDisconnected):
+            {"read": lambda: link.read(10, 0.1), "read_line": lambda: link.read_line(0.1),
+             "read_available": lambda: link.read_available(0.1)}[call]()

@@ -15,9 +15,10 @@ The simulator's UART and the trace replayer implement the same two methods.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import time
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import serial
 
@@ -101,7 +102,8 @@ class Link:
 
     @baud.setter
     def baud(self, value: int) -> None:
-        self._ser.baudrate = value
+        with self._port_guard():
+            self._ser.baudrate = value
         if self.trace:
             self.trace.event("baud", baud=value)
 
@@ -123,10 +125,8 @@ class Link:
     def write(self, data: bytes) -> None:
         if self.trace:
             self.trace.data("tx", data)
-        try:
+        with self._port_guard("writing to "):
             self._ser.write(data)
-        except (serial.SerialException, OSError) as exc:
-            raise PortDisconnected(f"writing to {self.port_name} failed: {_reason(exc)}") from None
 
     def read(self, n: int, timeout: float) -> bytes:
         """Up to ``n`` bytes: early once ``n`` arrived, else whatever came by the deadline."""
@@ -144,27 +144,31 @@ class Link:
         self._pending.clear()
         if not out:
             out = self._read_port(1, timeout)
-        try:
-            waiting = self._ser.in_waiting
-        except (serial.SerialException, OSError) as exc:
-            raise PortDisconnected(f"{self.port_name} went away: {_reason(exc)}") from None
+        waiting = self._in_waiting()
         if waiting:
             out += self._read_port(waiting, 0)
         return out
 
     def _read_port(self, n: int, timeout: float) -> bytes:
-        self._ser.timeout = max(0.0, timeout)
-        try:
+        with self._port_guard():
+            self._ser.timeout = max(0.0, timeout)
             data = self._ser.read(n)
-        except (serial.SerialException, OSError) as exc:
-            raise PortDisconnected(f"{self.port_name} went away: {_reason(exc)}") from None
         if data and self.trace:
             self.trace.data("rx", data)
         return data
 
-    def unread(self, data: bytes) -> None:
-        """Put bytes back in front of the receive stream."""
-        self._pending[:0] = data
+    def _in_waiting(self) -> int:
+        with self._port_guard():
+            return self._ser.in_waiting
+
+    @contextlib.contextmanager
+    def _port_guard(self, doing: str = "") -> Iterator[None]:
+        """Every call into the port: a vanished device becomes PortDisconnected, not a traceback."""
+        try:
+            yield
+        except (serial.SerialException, OSError) as exc:
+            what = f"{doing}{self.port_name} failed" if doing else f"{self.port_name} went away"
+            raise PortDisconnected(f"{what}: {_reason(exc)}") from None
 
     def discard_input(self) -> bytes:
         """Drop what has arrived but was not read yet; return it (for diagnostics)."""
@@ -184,7 +188,7 @@ class Link:
             line = self._take_line(max_len)
             if line is not None:
                 return line
-            chunk = self._read_port(max(1, min(256, self._ser.in_waiting or 1)), deadline.remaining())
+            chunk = self._read_port(max(1, min(256, self._in_waiting() or 1)), deadline.remaining())
             if not chunk:
                 if deadline.expired:
                     return None
