@@ -135,3 +135,23 @@ def test_modules_lists_the_catalog():
 def test_ports_lists_json():
     code, out = cli_json("ports")
     assert code == 0 and isinstance(out["ports"], list)
+
+
+def test_unwritable_trace_file_is_a_usage_error(tmp_path):
+    code, out = cli_json("info", "--port", "/dev/null", "--trace", str(tmp_path / "no" / "such" / "t.jsonl"))
+    assert (code, out["error"]) == (2, "usage") and "trace file" in out["message"]
+
+
+def test_a_bug_is_one_line_with_how_to_report_it(monkeypatch, tmp_path):
+    """Not a traceback: the error, and how to report it."""
+    from click.testing import CliRunner
+    from rakflash import cli, images
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("boom")
+    monkeypatch.setattr(images, "load", broken)
+    monkeypatch.delenv("RAKFLASH_DEBUG", raising=False)
+    result = CliRunner().invoke(cli.main, ["inspect", str(tmp_path / "x.bin")])
+    assert result.exit_code == 1
+    assert "internal error: ZeroDivisionError: boom" in result.output
+    assert "--trace" in result.output and "Traceback" not in result.output

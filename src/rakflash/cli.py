@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, catalog as _catalog, images
-from .errors import RakflashError, UnknownDevice
+from .errors import RakflashError, UnknownDevice, UsageError
 from .flows.identify import identify
 from .link import Link
 from .trace import TraceWriter
@@ -96,6 +97,21 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 if exc.hint:
                     err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise                  # click's own ways out keep their meaning
+        except Exception as exc:   # a bug in rakflash: one line and the way to report it
+            if os.environ.get("RAKFLASH_DEBUG"):
+                raise
+            message = f"internal error: {exc.__class__.__name__}: {exc}"
+            hint = ("This is a bug in rakflash. Please report it with the command, its output and "
+                    "a --trace file (RAKFLASH_DEBUG=1 shows the traceback).")
+            if as_json:
+                emit_json({**base("internal-error"), "error": "internal-error", "message": message,
+                           "hint": hint})
+            else:
+                err.print(f"error: {message}", markup=False)
+                err.print(f"hint: {hint}", markup=False)
+            sys.exit(1)
         except KeyboardInterrupt:
             hint = ("If an update was under way, the module waits in its bootloader: run the "
                     "same command again to finish it.")
@@ -255,7 +271,11 @@ def _port_options(fn: Callable) -> Callable:
 def _open_link(stack: ExitStack, port: str, baud: int | None, trace_path: str | None) -> Link:
     trace = None
     if trace_path:
-        trace = TraceWriter(trace_path)
+        try:
+            trace = TraceWriter(trace_path)
+        except OSError as exc:
+            raise UsageError(f"cannot write the trace file {trace_path}: {exc.strerror or exc}",
+                             hint="Give --trace a path in a folder you can write to.") from None
         stack.callback(trace.close)
     link = Link(port, baud or 115200, trace=trace)
     stack.callback(link.close)

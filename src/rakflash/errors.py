@@ -46,6 +46,12 @@ class RakflashError(Exception):
 
 # --- images ---------------------------------------------------------------
 
+class UsageError(RakflashError):
+    """An option the command can't act on (e.g. a --trace file that can't be written)."""
+    name = "usage"
+    exit_code = 2
+
+
 class ImageError(RakflashError):
     name = "image-error"
     exit_code = 3
