@@ -126,6 +126,7 @@ def test_trace_records_the_exchange(virtual, tmp_path):
     assert b"AT+VER=?\r\n" in sent
     assert b"AT+VER=RUI_4.0.5_RAK3172-E" in got
     assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:]))
+    assert {"ev": "note", "text": f"identify at {FAST_BAUD} baud"}.items() <= events[1].items()
 
 
 def test_bootloader_still_waiting_for_a_file_is_recognised(virtual):

@@ -33,10 +33,6 @@ class AtReply:
         return self.status == "ok"
 
 
-def _is_text(line: str) -> bool:
-    return all(32 <= ord(c) < 127 or c == "\t" for c in line)
-
-
 def parse_reply(dialect: Dialect, command: str, lines: list[str]) -> AtReply:
     """Interpret the lines received after ``command`` (possibly still incomplete)."""
     kind = dialect.key
@@ -105,17 +101,18 @@ class AtConsole:
         self.link = link
         self.dialect = dialect
 
-    def command(self, command: str, timeout: float = 1.0, *, settle: float = 0.02) -> AtReply:
+    def command(self, command: str, timeout: float = 1.0) -> AtReply:
         """Send ``command`` and wait (at most ``timeout``) for a complete reply.
 
         The bootloader console never says ``OK``, so its reply is complete with
-        its first line; ``settle`` then catches a second line if one follows.
+        its first line. Lines that keep coming (a chatty firmware) don't extend
+        the deadline.
         """
         self.link.write_line(command, self.dialect.get("line_ending", "\r\n"))
         deadline = Deadline(timeout)
         lines: list[str] = []
         while True:
-            raw = self.link.read_line(deadline.remaining())
+            raw = None if deadline.expired else self.link.read_line(deadline.remaining())
             if raw is None:
                 # Keep an unterminated tail as a last line: garbage shows up here.
                 tail = self.link.discard_input()

@@ -121,6 +121,11 @@ class Link:
         if self.trace:
             self.trace.event("lines", rts=rts, dtr=dtr)
 
+    def note(self, text: str) -> None:
+        """Mark a step in the trace (if one is recorded), so a bug report reads in steps."""
+        if self.trace:
+            self.trace.note(text)
+
     # -- byte I/O --------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.trace:

@@ -121,7 +121,8 @@ def catch_start_up_window(link: Link, module: Module, *, window: float = 30.0,
 def _settle_into_bootloader(link: Link, module: Module) -> bool:
     """After the banner: drain what the flood left in the buffers, then confirm."""
     for _ in range(3):
-        while link.read_available(0.05):
+        drain = Deadline(1.0)
+        while link.read_available(0.05) and not drain.expired:
             pass
         if confirm_boot_mode(link, module, 0.5):
             return True

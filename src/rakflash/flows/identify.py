@@ -86,6 +86,7 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
     garbage_at: list[int] = []
     stream: tuple[int, bytes] | None = None
     for b in bauds:
+        link.note(f"identify at {b} baud")
         if link.baud != b:
             link.baud = b
         unasked = _listen(link, timing)

@@ -63,7 +63,12 @@ class UpdateResult:
 def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
                event: Event | None = None, app_timeout: float = 15.0) -> UpdateResult:
     """Carry out ``plan`` over ``link``."""
-    say = event or (lambda name, data: None)
+    tell = event or (lambda name, data: None)
+
+    def say(name: str, data: dict) -> None:
+        link.note(f"update step: {name}")
+        tell(name, data)
+
     module = plan.module
     t0 = time.monotonic()
     settings_before = None

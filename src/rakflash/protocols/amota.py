@@ -182,8 +182,8 @@ class AmotaSender:
         lost = 0
         refused = None      # the last status that made us resend
         for _ in range(self.retries + 1):
-            while True:                    # drop leftovers of a garbled reply
-                stale = self.ch.read(4096, 0)
+            for _ in range(16):            # drop leftovers of a garbled reply (bounded: a
+                stale = self.ch.read(4096, 0)  # flooding line can't keep us here)
                 if not stale:
                     break
                 self._check_restart(stale, expect_count)
@@ -268,7 +268,8 @@ class AmotaReceiver:
             return None
         length, cmd = struct.unpack("<HB", head)
         if length < 4 or length > MAX_DATA + 4:
-            while self.ch.read(4096, 0.05):
+            drain = Deadline(2.0)          # drop the rest of the bad packet, within reason
+            while self.ch.read(4096, 0.05) and not drain.expired:
                 pass
             return INVALID_LENGTH, cmd, b""
         body = self.ch.read(length, 0.5 + length * self.byte_time)

@@ -157,10 +157,6 @@ class YmodemSender:
         self._await_c(min(self.ack_timeout, 1.0))
         self._send_block(closing_block(), "the closing block")
 
-    def abort(self) -> None:
-        """Tell the receiver to give up (CAN CAN …)."""
-        self.ch.write(bytes([CAN] * 5))
-
     # -- steps ------------------------------------------------------------------
     def _await_c(self, timeout: float) -> bool:
         """Wait for a ``C``, skipping noise; CAN CAN cancels. False at the deadline."""

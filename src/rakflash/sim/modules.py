@@ -30,7 +30,6 @@ class YmodemBootloader(VirtualModule):
 
         result = YmodemReceiver(self.uart, max_size=app.size, on_start=on_start,
                                 on_block=on_block).receive()
-        self.last_update = result
         if result.status == "ok":
             self.app_valid = True
             self.boot_request = False
@@ -96,7 +95,6 @@ class Rak11720(Rui3Module):
             on_data=lambda offset, data: self.flash.program(app.start + offset, data),
             read_image=lambda n: self.flash.read(app.start, n),
             byte_time=self.uart.byte_time).serve()
-        self.last_update = result
         if result.status == "ok":
             self.app_valid = True
             self.boot_request = False
