@@ -168,6 +168,25 @@ def test_lost_data_reply_starts_the_image_over():
     assert progress.count(512) == 2           # the image was started over once
 
 
+def test_a_stray_byte_before_a_reply_costs_nothing():
+    host, dev = pipe()
+    app = random.Random(7).randbytes(5000)
+    noisy = []
+
+    def stray_byte_before_third_data_reply(reply):
+        if reply[2] == amota.DATA:
+            noisy.append(1)
+            if len(noisy) == 3:
+                return b"\xa7" + reply
+        return reply
+    dev.tamper = stray_byte_before_third_data_reply
+    flash, state, t = serve_in_thread(dev)
+    progress = []
+    amota.AmotaSender(host, reply_timeout=0.3, progress=lambda d, n: progress.append(d)).send(build_blob(app))
+    t.join(2)
+    assert bytes(flash) == app and progress.count(512) == 1      # no resend, no restart
+
+
 def test_silent_device_times_out():
     host, _ = pipe()
     t0 = time.monotonic()

@@ -79,10 +79,7 @@ def encode_reply(cmd: int, status: int, count: int | None = None) -> bytes:
 def looks_like_reply(data: bytes) -> bool:
     """Whether ``data`` starts with an AMOTA reply: what a bootloader still in its
     packet loop sends back when it is spoken to with text (an invalid-length status)."""
-    if len(data) < 4:
-        return False
-    length, cmd, status = struct.unpack("<HBB", data[:4])
-    return length in (1, 5) and cmd in COMMAND_NAMES and status in STATUS
+    return len(data) >= 4 and _reply_head(data[:4])
 
 
 ABORT = encode_packet(RESET)
@@ -109,18 +106,36 @@ def status_error(cmd: int, status: int) -> RakflashError:
 
 
 def read_reply(channel: ByteChannel, timeout: float) -> Reply | bytes:
-    """One reply; or, if nothing well-formed came by the deadline, the bytes that did."""
+    """One reply; or, if nothing well-formed came by the deadline, the bytes that did.
+
+    Stray bytes before a reply (line noise) are skipped: the reply is found by
+    its shape (length 1 or 5, a known command, a known status), so one noisy
+    byte doesn't cost a resend — which, without sequence numbers, would cost
+    the whole image.
+    """
     deadline = Deadline(timeout)
-    head = channel.read(4, deadline.remaining())
-    if len(head) < 4:
-        return head
-    length, cmd, status = struct.unpack("<HBB", head)
-    if length not in (1, 5) or cmd not in COMMAND_NAMES:
-        return head
-    rest = channel.read(length - 1, deadline.remaining()) if length > 1 else b""
-    if len(rest) != length - 1:
-        return head + rest
-    return Reply(cmd, status, struct.unpack("<I", rest)[0] if rest else None)
+    window = bytearray()
+    skipped = bytearray()
+    while not deadline.expired:
+        got = channel.read(4 - len(window), deadline.remaining())
+        if not got:
+            break
+        window += got
+        while len(window) >= 4 and not _reply_head(window):
+            skipped.append(window.pop(0))
+        if len(window) < 4:
+            continue
+        length, cmd, status = struct.unpack("<HBB", window)
+        rest = channel.read(length - 1, deadline.remaining()) if length > 1 else b""
+        if len(rest) != length - 1:
+            return bytes(skipped + window + rest)
+        return Reply(cmd, status, struct.unpack("<I", rest)[0] if rest else None)
+    return bytes(skipped + window)
+
+
+def _reply_head(head: bytes | bytearray) -> bool:
+    length, cmd, status = struct.unpack_from("<HBB", head)
+    return length in (1, 5) and cmd in COMMAND_NAMES and status in STATUS
 
 
 # ------------------------------------------------------------------ host side
