@@ -158,16 +158,24 @@ def test_flash_with_a_wrong_module_option_is_refused(virtual, tmp_path, cat):
     assert dev.updates == 0
 
 
-def test_port_shared_with_another_program_is_named_busy(virtual):
-    """A serial monitor without a lock would take part of the bytes: say so, by name."""
+@pytest.mark.parametrize("who", ["plain", "owns-another-pty"])
+def test_port_shared_with_another_program_is_named_busy(virtual, who):
+    """A serial monitor without a lock would take part of the bytes: say so, by name.
+    A program that owns some other pseudo-terminal (a terminal emulator, screen) still counts."""
     import subprocess
+    import sys
     dev = virtual("rak3172")
     with open(dev.port, "rb") as tty:
-        other = subprocess.Popen(["sleep", "30"], stdin=tty)
+        if who == "plain":
+            other = subprocess.Popen(["sleep", "30"], stdin=tty)
+        else:
+            other = subprocess.Popen([sys.executable, "-c", "import os, time; os.openpty(); time.sleep(30)"],
+                                     stdin=tty)
+            time.sleep(0.3)
     try:
         code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
         assert (code, out["error"]) == (4, "port-busy"), out
-        assert "sleep (pid" in out["message"] and "Close it" in out["hint"]
+        assert "(pid" in out["message"] and "Close it" in out["hint"]
     finally:
         other.kill()
         other.wait()

@@ -43,11 +43,12 @@ def other_openers(path: str) -> list[tuple[int, str]]:
     pyserial's exclusive lock only keeps out programs that take the same lock;
     a serial monitor that doesn't would silently share the port, and each
     program would get part of the bytes. Nothing in pyserial reports that, so
-    this looks in /proc (Linux; elsewhere it finds nothing). A program that
-    also holds /dev/ptmx owns a pseudo-terminal (a simulator, a terminal
-    emulator): it serves the port rather than reads it, and is not counted.
+    this looks in /proc (Linux; elsewhere it finds nothing). For a
+    pseudo-terminal, the program holding its master side (a simulator, a
+    terminal emulator) serves the port rather than reads it, and is not counted.
     """
     import os
+    import re
     proc = "/proc"
     try:
         target = os.path.realpath(path)
@@ -56,6 +57,7 @@ def other_openers(path: str) -> list[tuple[int, str]]:
         pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
     except OSError:
         return []
+    pts = re.fullmatch(r"/dev/pts/(\d+)", target)
     me = os.getpid()
     found = []
     for pid in pids:
@@ -63,14 +65,30 @@ def other_openers(path: str) -> list[tuple[int, str]]:
             continue
         fd_dir = f"{proc}/{pid}/fd"
         try:
-            links = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+            links = {fd: os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
         except OSError:       # gone, or not ours to look at
             continue
-        if target in links and "/dev/ptmx" not in links:
-            try:
-                with open(f"{proc}/{pid}/comm") as f:
-                    name = f.read().strip()
-            except OSError:
-                name = "?"
-            found.append((pid, name))
+        if target not in links.values():
+            continue
+        if pts and any(link == "/dev/ptmx" and _pty_index(pid, fd) == pts.group(1)
+                       for fd, link in links.items()):
+            continue          # this program owns the pseudo-terminal
+        try:
+            with open(f"{proc}/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            name = "?"
+        found.append((pid, name))
     return found
+
+
+def _pty_index(pid: int, fd: str) -> str | None:
+    """Which /dev/pts/N a /dev/ptmx descriptor is the master of (Linux fdinfo ``tty-index``)."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("tty-index:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
