@@ -218,7 +218,9 @@ def test_cable_pulled_mid_transfer_is_named(virtual, new_app):
     assert "run the same command again" in out["hint"]
     assert time.monotonic() - t0 < 30
     # Plugged back in, the module starts in its bootloader, and the same command finishes the job.
+    unplugged_firmware = dev._thread
     port = dev.plug_in()
+    assert not unplugged_firmware.is_alive()        # one firmware on the new port, not two
     assert dev.wait_mode(Mode.BOOTLOADER)
     code, out = cli_json("flash", str(new_app), "--port", port, "--baud", str(FAST_BAUD), "--yes")
     assert (code, out["app_version_after"]) == (0, NEW), out

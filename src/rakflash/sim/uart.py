@@ -344,14 +344,17 @@ class PtyUart:
                 chunk = self._tx.popleft()
                 self._tx_queued -= len(chunk)
                 self._cond.notify_all()
-            start = max(time.monotonic(), self._tx_line_free)
-            done = start + len(chunk) * self.byte_time
-            self._tx_line_free = done
+            with self._cond:
+                start = max(time.monotonic(), self._tx_line_free)
+                done = start + len(chunk) * self.byte_time
+                self._tx_line_free = done
             delay = done - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             if not self._line_matches():
                 chunk = _garble(chunk)
+            if self.closed:
+                return
             try:
                 os.write(self.master, chunk)
             except BlockingIOError:
@@ -371,6 +374,11 @@ class PtyUart:
         self.closed = True
         with self._cond:
             self._cond.notify_all()
+        # The line threads stop before the descriptors go: a descriptor number
+        # closed here may be reused at once (a cable plugged back in).
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=2)
         for fd in (self.master, self._slave):
             try:
                 os.close(fd)
