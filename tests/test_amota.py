@@ -336,6 +336,21 @@ def test_interrupted_flash_then_rerun_at_once(virtual, new_app):
     assert (code, out["app_version_after"]) == (0, NEW), out
 
 
+def test_flash_write_error_names_the_swd_command(virtual, new_app):
+    dev = virtual("rak11720")
+    program = dev.flash.program
+
+    def worn_out_application_pages(addr, data):
+        if addr in dev.module.app:
+            raise OSError("program failed")
+        program(addr, data)
+    dev.flash.program = worn_out_application_pages
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert (code, out["error"]) == (7, "device-rejected") and "flash write error" in out["message"]
+    assert "'pyocd flash -t ama3b1kk_kbr -O reset_type=emulated rak11720_new.bin'" in out["hint"]
+    assert dev.wait_mode(Mode.BOOTLOADER)            # the bootloader stays in charge
+
+
 def test_power_cut_on_rak11720_then_rerun(virtual, new_app):
     dev = virtual("rak11720")
     dev.uart.faults.power_cut_after = dev.uart.faults.received + 12000

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..at import AtConsole, looks_like_text
-from ..errors import BootloaderTooOld, RakflashError, TransferError, VerifyFailed, VersionUnconfirmed
+from ..errors import BootloaderTooOld, DeviceRejected, RakflashError, TransferError, VerifyFailed, VersionUnconfirmed
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, check_compatibility
@@ -110,10 +110,15 @@ def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:
         sender = YmodemSender(link, progress=progress, **ymodem_timeouts(plan, link.baud))
         _guarded(link, lambda: sender.send(plan.name, plan.payload), abort=ABORT)
     elif plan.protocol == "amota":
-        from ..protocols.amota import ABORT, AmotaSender
+        from ..protocols.amota import ABORT, WRITE_ERROR, AmotaSender
         _start_amota(link, plan)
         sender = AmotaSender(link, progress=progress, **amota_timeouts(plan, link.baud))
-        _guarded(link, lambda: sender.send(plan.blob), abort=ABORT)
+        try:
+            _guarded(link, lambda: sender.send(plan.blob), abort=ABORT)
+        except DeviceRejected as exc:
+            if exc.details.get("status") == WRITE_ERROR:   # name the probe command for this module
+                exc.hint += f": {plan.module.recovery_advice(plan.name)}"
+            raise
     else:
         raise TransferError(f"serial update over {plan.protocol} is not supported yet",
                             hint=f"Write it {plan.module.recovery_advice(plan.name)}.")

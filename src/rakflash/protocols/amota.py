@@ -43,16 +43,15 @@ STATUS = {
     OK: ("ok", ""),
     CRC_ERROR: ("CRC error", "the packet was damaged on the line; it is sent again"),
     INVALID_HEADER: ("invalid header", "the OTA header is not one this bootloader takes: rebuild the "
-                     "blob from the application (.bin/.hex) with 'rakflash flash', which builds it"),
+                     "blob, or give the application (.bin/.hex) itself and let the blob be built from it"),
     INVALID_LENGTH: ("invalid packet length", "the packet size is wrong for this bootloader: report "
-                     "it with --trace"),
+                     "it with a trace of the exchange"),
     NO_BUFFER: ("insufficient buffer", "the bootloader ran out of buffer: run the same command again"),
     NO_FLASH: ("insufficient flash", "the image does not fit the application region: use a smaller "
                "build, or check that it is for RAK11720"),
     UNKNOWN: ("unknown error", "run the same command again; the module stays in its bootloader"),
     WRITE_ERROR: ("flash write error", "the module could not write its flash: run the same command "
-                  "again; if it persists, write the firmware over SWD: 'pyocd flash -t ama3b1kk_kbr "
-                  "-O reset_type=emulated FIRMWARE.hex'"),
+                  "again; if it persists, write the firmware over SWD with a probe"),
 }
 
 
@@ -96,7 +95,7 @@ class Reply:
 
 def status_error(cmd: int, status: int) -> RakflashError:
     """The named error for a status code in reply to ``cmd``."""
-    what, hint = STATUS.get(status, (f"status {status}", "report it with --trace"))
+    what, hint = STATUS.get(status, (f"status {status}", "report it with a trace of the exchange"))
     name = COMMAND_NAMES.get(cmd, str(cmd))
     if cmd == VERIFY:
         return VerifyFailed(f"the bootloader's check of the received image failed ({what})",
