@@ -51,6 +51,14 @@ class Mcu:
     program_unit: int
     program_unit_us: float
 
+    def erase_seconds(self, size: int) -> float:
+        """Datasheet time to erase the pages ``size`` bytes span (from a page start)."""
+        return -(-size // self.page_size) * self.page_erase_ms / 1000
+
+    def program_seconds(self, size: int) -> float:
+        """Datasheet time to program ``size`` bytes, in whole program units."""
+        return -(-size // self.program_unit) * self.program_unit_us / 1e6
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -103,6 +111,8 @@ class Module:
     swd_options: dict[str, Any] = field(default_factory=dict)
     inferred: tuple[str, ...] = ()
     boot_flag: int | None = None     # byte the app writes at the flag region to request the bootloader
+    receiver: str | None = None      # the bootloader's kind of receiver, e.g. "st-iap" for YMODEM
+    update_reply: str | None = None  # what the bootloader answers to its update command, if anything
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)."""
@@ -173,6 +183,7 @@ class Catalog:
                             for r in m.get("rule", [])),
                 aliases=tuple(m.get("aliases", [])), swd_options=dict(m.get("swd_options", {})),
                 inferred=tuple(m.get("inferred", [])), boot_flag=m.get("boot_flag"),
+                receiver=m.get("receiver"), update_reply=m.get("update_reply"),
             )
             self.modules[key] = module
             for u in m.get("usb_id", []):

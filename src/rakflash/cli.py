@@ -346,7 +346,7 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
     image = images.load(file, address=address, module=module)
     with ExitStack() as stack:
         link = _open_link(stack, port, baud, trace_path)
-        dev = identify_or_catch(link, module=module, baud=baud, fallback=_image_target(image),
+        dev = identify_or_catch(link, module=module, baud=baud, fallback=images.target_module(image),
                                 reset_window=reset_window, reset_line=reset_with,
                                 say=_json_event if as_json else _flood_notice)
         _known.update(app_version_before=dev.app_version,
@@ -395,13 +395,6 @@ def _show_settings(check: Any) -> None:
                   f"back the values from before the update.")
     else:
         out.print(f"settings: {', '.join(check.names)} kept.")
-
-
-def _image_target(image: images.Image) -> _catalog.Module | None:
-    try:
-        return images.analyse(image).module
-    except RakflashError:
-        return None
 
 
 def _json_event(name: str, data: dict) -> None:

@@ -333,6 +333,14 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     return info
 
 
+def target_module(image: Image) -> Module | None:
+    """The module an image's vector table points to, if it points to one."""
+    try:
+        return analyse(image).module
+    except ImageTargetError:
+        return None
+
+
 def _module_for(image: Image, candidates: list[Mcu], cat: Catalog) -> Module | None:
     """Among modules with a candidate MCU, the one whose flash map places the image best."""
     best, best_score = None, -1

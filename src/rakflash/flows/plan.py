@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..catalog import Module, version_tuple
 from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, ImageTooLarge,
                       TouchesBootloader, WrongTarget)
-from ..images import Image, ImageInfo, analyse, vector_at
+from ..images import Image, ImageInfo, analyse, target_module, vector_at
 from .identify import DeviceInfo
 
 
@@ -98,7 +98,7 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     if module is None and device.module is not None and not device.module_certain:
         # The device could be one of several modules (RUI v3 doesn't say which):
         # an image built for one of them settles it.
-        target = _image_module(image)
+        target = target_module(image)
         if target and target.key != device.module.key and target.dialect.key == device.module.dialect.key:
             guessed.append(f"the device does not say which module it is; the image is built for "
                            f"{target.name}'s {target.mcu.name}, so rakflash takes it as a {target.name}")
@@ -183,14 +183,6 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     return plan
 
 
-def _image_module(image: Image) -> Module | None:
-    """The module an image's vector table points to, if it points to one."""
-    try:
-        return analyse(image).module
-    except ImageTargetError:
-        return None
-
-
 def _steps(plan: Plan) -> list[str]:
     m, d = plan.module, plan.device
     steps = []
@@ -225,19 +217,19 @@ def minimum_transfer_seconds(module: Module, size: int, baud: int, latency: floa
     """
     mcu = module.mcu
     bt = 10 / baud
-    program = math.ceil(size / mcu.program_unit) * mcu.program_unit_us / 1e6
+    program = mcu.program_seconds(size)
     if module.protocol == "ymodem":
         blocks = math.ceil(size / 1024)
         wire = (133 + blocks * 1029 + 1 + 133) * bt          # block 0, data, EOT, closing block
         replies = (2 + blocks + 1 + 2 + 1) * bt               # ACK+C, ACKs, ACK(+C), ACK
         turns = (blocks + 3) * 2 * latency
-        erase = math.ceil(module.app.size / mcu.page_size) * mcu.page_erase_ms / 1000
+        erase = mcu.erase_seconds(module.app.size)     # block 0 erases the whole region
         return wire + replies + turns + erase + program
     if module.protocol == "amota":
         packets = math.ceil(size / 512)
         wire = (3 + 48 + 4 + size + packets * 7 + 7 + 7) * bt
         replies = (8 + packets * 8 + 4 + 4) * bt
         turns = (packets + 3) * 2 * latency
-        erase = math.ceil(size / mcu.page_size) * mcu.page_erase_ms / 1000
+        erase = mcu.erase_seconds(size)                # HEADER erases what the image needs
         return wire + replies + turns + erase + program
     return size * bt

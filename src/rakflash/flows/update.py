@@ -132,18 +132,18 @@ def ymodem_timeouts(plan: Plan, baud: int) -> dict:
     scheduling on top of both.
     """
     mcu, app = plan.module.mcu, plan.module.app
-    erase = -(-app.size // mcu.page_size) * mcu.page_erase_ms / 1000
-    block = 1029 * 10 / baud + -(-1024 // mcu.program_unit) * mcu.program_unit_us / 1e6
+    erase = mcu.erase_seconds(app.size)
+    block = 1029 * 10 / baud + mcu.program_seconds(1024)
     return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
             "start_timeout": 3.0, "restart_markers": _restart_markers(plan), "byte_time": 10 / baud,
-            "st_iap": True}    # the RUI bootloaders' receivers follow ST's IAP (DESIGN.md §2)
+            "st_iap": plan.module.receiver == "st-iap"}
 
 
 def amota_timeouts(plan: Plan, baud: int) -> dict:
     """Reply deadlines: a packet's line time plus programming (or erase for HEADER), with slack."""
     mcu = plan.module.mcu
-    packet = (7 + 512 + 8) * 10 / baud + -(-512 // mcu.program_unit) * mcu.program_unit_us / 1e6
-    erase = -(-len(plan.payload) // mcu.page_size) * mcu.page_erase_ms / 1000
+    packet = (7 + 512 + 8) * 10 / baud + mcu.program_seconds(512)
+    erase = mcu.erase_seconds(len(plan.payload))
     return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "verify_timeout": 10.0,
             "restart_markers": _restart_markers(plan)}
 
@@ -171,14 +171,15 @@ def _start_amota(link: Link, plan: Plan) -> None:
     from ..errors import BootEntryFailed
     d = plan.module.boot_dialect
     link.write_line(d["update"])
+    started = plan.module.update_reply.encode()
     deadline = Deadline(3.0)
     while not deadline.expired:
         line = link.read_line(deadline.remaining())
         if line is None:
             break
-        if line.strip().startswith(b"Start firmware upgrade"):
+        if line.strip() == started:
             return
-    raise BootEntryFailed(f"the bootloader did not start the upgrade (no 'Start firmware upgrade...' "
+    raise BootEntryFailed(f"the bootloader did not start the upgrade (no {plan.module.update_reply!r} "
                           f"after {d['update']})",
                           hint="Run the same command again; the module stays in its bootloader.")
 

@@ -81,7 +81,7 @@ class Rak11720(Rui3Module):
     def run_update(self) -> bool:
         from ..protocols.amota import AmotaReceiver
         app = self.module.app
-        self.app_reply("Start firmware upgrade...")
+        self.app_reply(self.module.update_reply)
         # The packet receiver starts with an empty UART buffer: the LF of a
         # CR LF after at+update (the vendor script sends one) is not a packet.
         self.uart.flush_input()
