@@ -86,7 +86,7 @@ def test_sim_tells_what_runs_as_it_changes(sim_process, tmp_path, cat):
 def test_sim_cable_pulled_and_plugged_back_in(sim_process):
     sim = sim_process("rak3172", "--baud", "921600", "--pull-cable-after", "10")
     code, out = cli_json("info", "--port", sim.port, "--baud", "921600")
-    assert code != 0
+    assert (code, out["error"]) == (4, "port-disconnected"), out
     line = sim.proc.stdout.readline()
     while not line.startswith("cable pulled"):
         line = sim.proc.stdout.readline()
@@ -132,9 +132,26 @@ def test_modules_lists_the_catalog():
     assert {"rak3172", "rak811", "rak4270", "rak11720", "rak4631-r"} <= keys
 
 
-def test_ports_lists_json():
-    code, out = cli_json("ports")
-    assert code == 0 and isinstance(out["ports"], list)
+def test_ports_lists_json(monkeypatch):
+    """What `rakflash ports --json` says of each port: its USB id and the module it probably is."""
+    import json
+    from click.testing import CliRunner
+    from serial.tools import list_ports_common
+    from rakflash import cli, ports
+
+    def fake(device, vid, pid, desc):
+        p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
+        p.vid, p.pid, p.description = vid, pid, desc
+        return p
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: [
+        fake("/dev/ttyUSB0", 0x10C4, 0xEA60, "CP2102 USB to UART")])
+    result = CliRunner().invoke(cli.main, ["ports", "--json"])
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.output)["ports"]
+    assert (entry["port"], entry["vid_pid"]) == ("/dev/ttyUSB0", "10C4:EA60")
+    assert "UART module" in entry["probably"]
+    text = CliRunner().invoke(cli.main, ["ports"]).output
+    assert "/dev/ttyUSB0" in text and "10C4:EA60" in text
 
 
 def test_unwritable_trace_file_is_a_usage_error(tmp_path):
