@@ -246,7 +246,8 @@ def modules(as_json: bool) -> None:
     cat = _catalog.load()
     rows = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
              "protocol": m.protocol, "app_base": m.app.start, "app_size": m.app.size,
-             "swd_target": m.swd_target} for m in cat.modules.values()]
+             "swd_target": m.swd_target, "recovery": m.recovery_advice(),
+             "inferred": list(m.inferred)} for m in cat.modules.values()]
     if as_json:
         emit_json({"modules": rows})
         return
@@ -257,6 +258,11 @@ def modules(as_json: bool) -> None:
         table.add_row(r["key"], r["family"], r["mcu"], r["protocol"],
                       f"{r['app_base']:#010x} ({r['app_size'] // 1024} KiB)", r["swd_target"])
     out.print(table)
+    unsure = [r for r in rows if r["inferred"]]
+    if unsure:
+        out.print("\nnot yet confirmed on real hardware (corrections from a --trace welcome):")
+        for r in unsure:
+            out.print(f"  {r['key']}: {'; '.join(r['inferred'])}")
 
 
 # ---------------------------------------------------------------- info
@@ -571,7 +577,8 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
             out.print(f"new firmware {new_file.name}: {size:,} bytes\n")
         with ExitStack() as stack:
             link = _open_link(stack, dev.port, 115200, None)
-            device = identify(link, module=module if module.key != "rak3172" else None)
+            # RUI3 modules say what they are; RUI v3 firmware doesn't, so name it.
+            device = identify(link, module=module if module.dialect.key == "rui-v3" else None)
             if not as_json:
                 _print_device(device)
                 out.print()

@@ -52,9 +52,10 @@ class Faults:
 
     ``bit_error_rate``: probability that a byte from the host reaches the
     firmware with one bit flipped; ``drop_rate``: probability that it is lost;
-    ``power_cut_after``: the module loses power after it received this many
-    bytes (counted from the start, or from :meth:`arm`); ``pull_cable_after``:
-    the port disappears after that many bytes.
+    ``power_cut_after``: the module loses power once ``received`` (the bytes
+    it received since it was made) reaches this count; ``pull_cable_after``:
+    the port disappears at that count. Tests arm them relative to now with
+    ``faults.received + N``.
     """
 
     bit_error_rate: float = 0.0
