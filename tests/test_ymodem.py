@@ -582,3 +582,29 @@ def test_lrzsz_sb_delivers_into_the_simulated_bootloader(virtual, tmp_path, cat,
     assert dev.wait_mode(Mode.APP)
     assert dev.app_version == "RUI_4.0.7_RAK3172-E"
     assert dev.flash.read(0x08006000, len(image)) == image
+
+
+@need_lrzsz
+def test_vendor_uploader_steps_then_sb_update_the_running_module(virtual, tmp_path, cat):
+    """The RAK3172 uploader's habits (DESIGN.md §2): probe with AT+HWID=?, AT+BOOT, a fixed 1 s
+    sleep, boot mode judged by AT+VER=? containing BOOT, then YMODEM-1K (here: lrzsz)."""
+    from rakflash.sim import firmware
+    dev = virtual("rak3172", baud=115200)
+    image = firmware.app_image(cat.module("rak3172"), "RUI_4.0.7_RAK3172-E", 9 * 1024 + 3)
+    path = tmp_path / "RAK3172_app.bin"
+    path.write_bytes(image)
+    with serial.Serial(dev.port, 115200, timeout=5) as s:
+        s.write(b"AT+HWID=?\r\n")
+        assert s.read_until(b"OK\r\n").startswith(b"AT+HWID=")
+        s.write(b"AT+BOOT\r\n")
+        time.sleep(1)
+        s.reset_input_buffer()
+        s.write(b"AT+VER=?\r\n")
+        assert b"BOOT" in s.read_until(b"\r\n")
+        s.write(b"AT+UPDATE\r\n")
+        assert s.read_until(b"C").endswith(b"C")
+    with open(dev.port, "rb+", buffering=0) as tty:
+        sb = subprocess.run(["sb", "--ymodem", "-k", str(path)], stdin=tty, stdout=tty,
+                            stderr=subprocess.PIPE, timeout=60)
+    assert sb.returncode == 0, sb.stderr
+    assert dev.wait_mode(Mode.APP) and dev.app_version == "RUI_4.0.7_RAK3172-E"
