@@ -83,3 +83,11 @@ def cli_json(*args: str, **kw) -> tuple[int, dict]:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no JSON on stdout; stderr: {proc.stderr}"
     return proc.returncode, json.loads(lines[-1])
+
+
+def fake_usb_port(device: str, vid: int | None, pid: int | None, description: str):
+    """A serial port as pyserial's port listing describes it, for tests without hardware."""
+    from serial.tools import list_ports_common
+    p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
+    p.vid, p.pid, p.description = vid, pid, description
+    return p

@@ -89,102 +89,74 @@ def serve_in_thread(dev, app_size=1 << 20, **kw):
     return flash, state, t
 
 
-def test_sender_delivers_a_blob():
+def send_through_pipe(app, *, host_tamper=None, device_tamper=None, reply_timeout=1.0):
+    """Our sender → our receiver in memory, with optional damage either way.
+    Returns (what was written to flash, the receiver's result, progress reports)."""
     host, dev = pipe()
-    app = random.Random(2).randbytes(20 * 1024 + 7)
+    host.tamper, dev.tamper = host_tamper, device_tamper
     flash, state, t = serve_in_thread(dev)
-    amota.AmotaSender(host, reply_timeout=1).send(build_blob(app))
+    progress = []
+    amota.AmotaSender(host, reply_timeout=reply_timeout,
+                      progress=lambda done, total: progress.append(done)).send(build_blob(app))
     t.join(2)
-    assert bytes(flash) == app and state["result"].status == "ok"
+    return bytes(flash), state["result"], progress
+
+
+def nth_of(cmd, n, change):
+    """A tamper function that applies ``change`` to the ``n``-th packet (or reply) of ``cmd``."""
+    seen = []
+
+    def tamper(frame):
+        if frame[2] == cmd:
+            seen.append(1)
+            if len(seen) == n:
+                return change(frame)
+        return frame
+    return tamper
+
+
+def test_sender_delivers_a_blob():
+    app = random.Random(2).randbytes(20 * 1024 + 7)
+    flash, result, _ = send_through_pipe(app)
+    assert flash == app and result.status == "ok"
 
 
 def test_damaged_data_packet_is_resent():
-    host, dev = pipe()
     app = random.Random(3).randbytes(3000)
-    hit = []
-
-    def damage(pkt):
-        if pkt[2] == amota.DATA and not hit:
-            hit.append(1)
-            return pkt[:20] + bytes([pkt[20] ^ 4]) + pkt[21:]
-        return pkt
-    host.tamper = damage
-    flash, state, t = serve_in_thread(dev)
-    amota.AmotaSender(host, reply_timeout=1).send(build_blob(app))
-    t.join(2)
-    assert hit and bytes(flash) == app
-
-
-def _damage_nth_data(n, change):
-    seen = []
-
-    def tamper(pkt):
-        if pkt[2] == amota.DATA:
-            seen.append(1)
-            if len(seen) == n:
-                return change(pkt)
-        return pkt
-    return tamper, seen
+    flash, result, _ = send_through_pipe(
+        app, host_tamper=nth_of(amota.DATA, 1, lambda p: p[:20] + bytes([p[20] ^ 4]) + p[21:]))
+    assert flash == app and result.status == "ok"
 
 
 def test_bit_flip_in_the_length_field_is_resent():
-    host, dev = pipe()
     app = random.Random(4).randbytes(5000)
-    host.tamper, seen = _damage_nth_data(3, lambda p: p[:1] + bytes([p[1] ^ 0x04]) + p[2:])
-    flash, state, t = serve_in_thread(dev)
-    amota.AmotaSender(host, reply_timeout=1).send(build_blob(app))
-    t.join(2)
-    assert len(seen) > 3 and bytes(flash) == app and state["result"].status == "ok"
+    flash, result, progress = send_through_pipe(
+        app, host_tamper=nth_of(amota.DATA, 3, lambda p: p[:1] + bytes([p[1] ^ 0x04]) + p[2:]))
+    assert flash == app and result.status == "ok" and progress.count(512) == 1
 
 
 def test_bit_flip_in_the_command_byte_is_resent_after_the_deadline():
-    host, dev = pipe()
     app = random.Random(5).randbytes(5000)
-    host.tamper, seen = _damage_nth_data(2, lambda p: p[:2] + bytes([p[2] ^ 0x08]) + p[3:])
-    flash, state, t = serve_in_thread(dev)
-    amota.AmotaSender(host, reply_timeout=0.3).send(build_blob(app))
-    t.join(2)
-    assert bytes(flash) == app and state["result"].status == "ok"
+    flash, result, _ = send_through_pipe(
+        app, reply_timeout=0.3,
+        host_tamper=nth_of(amota.DATA, 2, lambda p: p[:2] + bytes([p[2] ^ 0x08]) + p[3:]))
+    assert flash == app and result.status == "ok"
 
 
 def test_lost_data_reply_starts_the_image_over():
     """No sequence numbers: the resent packet is appended twice; a new HEADER starts clean."""
-    host, dev = pipe()
     app = random.Random(6).randbytes(5000)
-    replies = []
-
-    def lose_third_data_reply(reply):
-        if reply[2] == amota.DATA:
-            replies.append(1)
-            if len(replies) == 3:
-                return b""
-        return reply
-    dev.tamper = lose_third_data_reply
-    flash, state, t = serve_in_thread(dev)
-    progress = []
-    amota.AmotaSender(host, reply_timeout=0.3, progress=lambda d, n: progress.append(d)).send(build_blob(app))
-    t.join(2)
-    assert bytes(flash) == app and state["result"].status == "ok"
+    flash, result, progress = send_through_pipe(
+        app, reply_timeout=0.3, device_tamper=nth_of(amota.DATA, 3, lambda r: b""))
+    assert flash == app and result.status == "ok"
     assert progress.count(512) == 2           # the image was started over once
 
 
 def test_a_stray_byte_before_a_reply_costs_nothing():
-    host, dev = pipe()
     app = random.Random(7).randbytes(5000)
-    noisy = []
-
-    def stray_byte_before_third_data_reply(reply):
-        if reply[2] == amota.DATA:
-            noisy.append(1)
-            if len(noisy) == 3:
-                return b"\xa7" + reply
-        return reply
-    dev.tamper = stray_byte_before_third_data_reply
-    flash, state, t = serve_in_thread(dev)
-    progress = []
-    amota.AmotaSender(host, reply_timeout=0.3, progress=lambda d, n: progress.append(d)).send(build_blob(app))
-    t.join(2)
-    assert bytes(flash) == app and progress.count(512) == 1      # no resend, no restart
+    flash, result, progress = send_through_pipe(
+        app, reply_timeout=0.3, device_tamper=nth_of(amota.DATA, 3, lambda r: b"\xa7" + r))
+    assert flash == app and progress.count(512) == 1      # no resend, no restart
 
 
 def test_silent_device_times_out():

@@ -140,15 +140,11 @@ def test_ports_lists_json(monkeypatch):
     """What `rakflash ports --json` says of each port: its USB id and the module it probably is."""
     import json
     from click.testing import CliRunner
-    from serial.tools import list_ports_common
+    from conftest import fake_usb_port
     from rakflash import cli, ports
 
-    def fake(device, vid, pid, desc):
-        p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
-        p.vid, p.pid, p.description = vid, pid, desc
-        return p
     monkeypatch.setattr(ports.list_ports, "comports", lambda: [
-        fake("/dev/ttyUSB0", 0x10C4, 0xEA60, "CP2102 USB to UART")])
+        fake_usb_port("/dev/ttyUSB0", 0x10C4, 0xEA60, "CP2102 USB to UART")])
     result = CliRunner().invoke(cli.main, ["ports", "--json"])
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.output)["ports"]

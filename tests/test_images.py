@@ -186,17 +186,13 @@ def test_any_corrupted_data_byte_is_caught(tmp_path_factory, data, pos, delta):
 
 
 def test_ports_name_what_a_usb_id_probably_is(monkeypatch):
-    from serial.tools import list_ports_common
+    from conftest import fake_usb_port
     from rakflash import ports
 
-    def fake(device, vid, pid, desc):
-        p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
-        p.vid, p.pid, p.description = vid, pid, desc
-        return p
     monkeypatch.setattr(ports.list_ports, "comports", lambda: [
-        fake("/dev/ttyACM0", 0x1915, 0x521F, "RAK4631"),
-        fake("/dev/ttyUSB0", 0x1A86, 0x7523, "USB Serial"),
-        fake("/dev/ttyS0", None, None, "n/a")])
+        fake_usb_port("/dev/ttyACM0", 0x1915, 0x521F, "RAK4631"),
+        fake_usb_port("/dev/ttyUSB0", 0x1A86, 0x7523, "USB Serial"),
+        fake_usb_port("/dev/ttyS0", None, None, "n/a")])
     entries = {e.device: e.to_dict() for e in ports.list_serial_ports()}
     assert "RAK4631-R" in entries["/dev/ttyACM0"]["probably"]
     assert entries["/dev/ttyACM0"]["vid_pid"] == "1915:521F"
