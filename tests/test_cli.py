@@ -172,3 +172,15 @@ def test_a_bug_is_one_line_with_how_to_report_it(monkeypatch, tmp_path):
     assert result.exit_code == 1
     assert "internal error: ZeroDivisionError: boom" in result.output
     assert "--trace" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["flash", "x.bin"], ["info", "--port", "/dev/null", "--baud", "-5"],
+                                  ["inspect", "x.bin", "--address", "0x100000000"]])
+def test_usage_errors_under_json_are_json(args):
+    code, out = cli_json(*args)
+    assert (code, out["result"], out["error"]) == (2, "usage", "usage") and out["message"]
+
+
+def test_unknown_virtual_module_lists_the_ones_there_are():
+    proc = run_cli("sim", "rak9")
+    assert proc.returncode == 2 and "virtual modules: rak11720, rak3172, rak4270, rak811" in proc.stderr

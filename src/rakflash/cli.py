@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, catalog as _catalog, images
-from .errors import RakflashError, UnknownDevice, UsageError
+from .errors import Aborted, RakflashError, UnknownDevice, UsageError
 from .flows.identify import identify
 from .link import Link
 from .trace import TraceWriter
@@ -39,12 +39,16 @@ class IntParam(click.ParamType):
     name = "ADDRESS"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
         try:
-            return _int(value)
+            number = value if isinstance(value, int) else _int(value)
         except ValueError:
             self.fail(f"{value!r} is not a number (use 0x08006000 or 134242304)", param, ctx)
+        if not 0 <= number <= 0xFFFFFFFF:
+            self.fail(f"{value!r} is not a 32-bit address", param, ctx)
+        return number
+
+
+BAUD = click.IntRange(300, 4_000_000)        # what serial adapters and the simulator can do
 
 
 def emit_json(obj: dict) -> None:
@@ -82,7 +86,11 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
             return b
 
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except click.Abort:        # Ctrl-C or Ctrl-D at a confirmation prompt
+                from .errors import Aborted
+                raise Aborted("update not confirmed (the prompt was closed)") from None
         except RakflashError as exc:
             if exc.exit_code == 0:      # nothing to do is not a failure
                 if as_json:
@@ -97,7 +105,7 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 if exc.hint:
                     err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
             sys.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.ClickException):
             raise                  # click's own ways out keep their meaning
         except Exception as exc:   # a bug in rakflash: one line and the way to report it
             if os.environ.get("RAKFLASH_DEBUG"):
@@ -146,7 +154,27 @@ def _lookup_module(name: str | None) -> _catalog.Module | None:
         raise UnknownDevice(f"no module called {name!r}", hint=f"Known modules: {known}.") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Rakflash(click.Group):
+    """The command group; a usage error under ``--json`` is a JSON line too."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+            if "--json" in argv:
+                emit_json({"result": "usage", "error": "usage", "message": exc.format_message(),
+                           "hint": "See 'rakflash COMMAND --help'."})
+            else:
+                exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            err.print("aborted")
+            sys.exit(Aborted.exit_code)
+
+
+@click.group(cls=_Rakflash, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rakflash")
 def main() -> None:
     """Firmware update and recovery for RAKwireless LoRa modules."""
@@ -269,7 +297,7 @@ def modules(as_json: bool) -> None:
 def _port_options(fn: Callable) -> Callable:
     fn = click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
                       help="Record the raw serial exchange to FILE (JSON Lines).")(fn)
-    fn = click.option("--baud", type=int, default=None, help="Baud rate to try first (default 115200; others are scanned).")(fn)
+    fn = click.option("--baud", type=BAUD, default=None, help="Baud rate to try first (default 115200; others are scanned).")(fn)
     fn = click.option("--port", "-p", required=True, help="Serial port: /dev/ttyUSB0, COM3, socket://host:port.")(fn)
     return fn
 
@@ -331,7 +359,7 @@ FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "sec
 @click.option("--dry-run", is_flag=True, help="Print the plan (steps, bytes, estimated time) and exit.")
 @click.option("--yes", "-y", is_flag=True, help="Answer every confirmation with yes (for scripts and CI).")
 @click.option("--force", is_flag=True, help="Write even if the same version already runs, or past the compatibility check.")
-@click.option("--reset-window", type=float, default=30.0, show_default=True, metavar="S",
+@click.option("--reset-window", type=click.FloatRange(0, 3600), default=30.0, show_default=True, metavar="S",
               help="When the firmware floods the port: how long to wait for a reset press.")
 @click.option("--reset-with", type=click.Choice(["rts", "dtr"]),
               help="The adapter's RTS or DTR line is wired to the module's reset: pulse it instead of asking.")
@@ -465,7 +493,7 @@ def _update_with_bar(link: Link, plan: Any) -> Any:
 @click.argument("module_name", metavar="MODULE")
 @click.option("--state", type=click.Choice(["app", "bootloader"]), default="app", show_default=True,
               help="Start in the application or in the bootloader (as after an interrupted update).")
-@click.option("--baud", type=int, default=115200, show_default=True, help="The module's UART baud rate.")
+@click.option("--baud", type=BAUD, default=115200, show_default=True, help="The module's UART baud rate.")
 @click.option("--latency-ms", type=float, default=1.0, show_default=True, help="USB-UART turnaround latency.")
 @click.option("--flash-scale", type=float, default=1.0, show_default=True,
               help="Multiply the datasheet flash erase/program times (0 = instant).")
@@ -498,7 +526,9 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     try:
         dev = create(module_name, opts)
     except KeyError as exc:
-        raise click.UsageError(str(exc.args[0])) from None
+        from .sim.modules import MODULES
+        what = "no virtual" if str(exc.args[0]).startswith("no virtual") else "no module called"
+        raise click.UsageError(f"{what} {module_name!r}; virtual modules: {', '.join(sorted(MODULES))}") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     dev.start()
