@@ -319,7 +319,7 @@ def test_flash_write_error_names_the_swd_command(virtual, new_app):
     dev.flash.program = worn_out_application_pages
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
     assert (code, out["error"]) == (7, "device-rejected") and "flash write error" in out["message"]
-    assert "'pyocd flash -t ama3b1kk_kbr -O reset_type=emulated rak11720_new.bin'" in out["hint"]
+    assert "'pyocd flash -t ama3b1kk_kbr -O reset_type=emulated FULL.hex'" in out["hint"]
     assert dev.wait_mode(Mode.BOOTLOADER)            # the bootloader stays in charge
 
 

@@ -90,3 +90,15 @@ def test_minimum_time_counts_line_rate_and_flash(cat):
     t = minimum_transfer_seconds(m, 190 * 1024, 115200, 0.001)
     line = 190 * 1029 * 10 / 115200
     assert line < t < line + 5
+
+
+def test_module_without_a_serial_update_is_refused_before_anything_is_sent(cat, tmp_path):
+    """RAK4631-R (Nordic DFU) is in the catalog, but rakflash has no serial path for it yet."""
+    from rakflash.errors import UnsupportedUpdate
+    from rakflash.flows.identify import DeviceInfo
+    m = cat.module("rak4631-r")
+    img = write(tmp_path, "app.bin", firmware.app_image(m, "RUI_4.0.6_RAK4631", 9000))
+    device = DeviceInfo("/dev/ttyACM0", 115200, "app", "rui3", module=m, app_version="RUI_4.0.5_RAK4631")
+    with pytest.raises(UnsupportedUpdate) as e:
+        make_plan(img, device)
+    assert e.value.exit_code == 6 and "pyocd flash -t nrf52840 FULL.hex" in e.value.hint

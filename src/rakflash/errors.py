@@ -165,6 +165,11 @@ class BootloaderTooOld(PlanRefused):
     name = "bootloader-too-old"
 
 
+class UnsupportedUpdate(PlanRefused):
+    name = "not-supported"
+    hint = "Nothing was sent."
+
+
 class AlreadyUpToDate(PlanRefused):
     name = "already-up-to-date"
     exit_code = 0

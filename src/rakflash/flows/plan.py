@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import Module, version_tuple
 from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, ImageTooLarge,
-                      TouchesBootloader, WrongTarget)
+                      TouchesBootloader, UnsupportedUpdate, WrongTarget)
 from ..images import Image, ImageInfo, analyse, target_module, vector_at
 from .identify import DeviceInfo
 
@@ -74,6 +74,9 @@ class Plan:
         }
 
 
+SERIAL_PROTOCOLS = ("ymodem", "amota")   # the update protocols rakflash speaks
+
+
 def check_compatibility(module: Module, firmware_version: str | None, bootloader_version: str | None) -> None:
     """Refuse firmware that the module's bootloader can't take (catalog rules)."""
     if not firmware_version or not bootloader_version:
@@ -104,12 +107,21 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                            f"{target.name}'s {target.mcu.name}, so rakflash takes it as a {target.name}")
             module = target
     module = module or device.module
+    if module is None and device.module is None:
+        module = target_module(image)     # the device couldn't say (a garbled answer): the image can
+        if module is not None:
+            guessed.append(f"the device did not say which module it is; the image is built for "
+                           f"{module.name}, so rakflash takes it as one")
     if module is None:
         raise WrongTarget("rakflash could not tell which module this is",
                           hint="Name it with --module (see 'rakflash modules').")
     if device.module is not None and device.module.key != module.key and device.module_certain:
         raise WrongTarget(f"--module says {module.name}, but the device is a {device.module.name}",
                           hint=f"Use firmware for {device.module.name}, or check the port.")
+    if module.protocol not in SERIAL_PROTOCOLS:
+        raise UnsupportedUpdate(
+            f"rakflash can't yet update a {module.name} over its serial port ({module.protocol})",
+            hint=f"Nothing was sent. Write a full image (FULL.hex) {module.recovery_advice()}.")
     try:
         info = analyse(image, module=module)
     except ImageTargetError as exc:
@@ -129,7 +141,7 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
             raise TouchesBootloader(
                 f"{image.path} holds only {', '.join(r.name for r in info.regions)} bytes "
                 f"and no application: the serial bootloader can't write those",
-                hint=f"Such an image is written {module.recovery_advice(image.path)}.")
+                hint=f"A full image (bootloader included, FULL.hex) is written {module.recovery_advice()}.")
         raise WrongTarget(f"{image.path} places no bytes in {module.name}'s application region "
                           f"({app.start:#010x}-{app.end:#010x})")
     for seg in image.segments:
@@ -155,7 +167,7 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
             f"{image.path} does not start an application at {app.start:#010x} ({what}): it "
             f"would not boot after a serial update",
             hint=(f"Check --address (a {module.name} application .bin goes to {app.start:#010x}); "
-                  f"a full image is written {module.recovery_advice(image.path)}."))
+                  f"a full image (FULL.hex) is written {module.recovery_advice()}."))
     if outside_app:
         dropped = ", ".join(r.name for r in info.regions if r.name != "application")
         notes.append(f"combined image: only its application part ({app_part.size:,} bytes) is "

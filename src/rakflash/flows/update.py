@@ -117,11 +117,11 @@ def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:
             _guarded(link, lambda: sender.send(plan.blob), abort=ABORT)
         except DeviceRejected as exc:
             if exc.details.get("status") == WRITE_ERROR:   # name the probe command for this module
-                exc.hint += f": {plan.module.recovery_advice(plan.name)}"
+                exc.hint += f" (a full image, FULL.hex): {plan.module.recovery_advice()}"
             raise
     else:
         raise TransferError(f"serial update over {plan.protocol} is not supported yet",
-                            hint=f"Write it {plan.module.recovery_advice(plan.name)}.")
+                            hint=f"Write a full image (FULL.hex) {plan.module.recovery_advice()}.")
 
 
 def ymodem_timeouts(plan: Plan, baud: int) -> dict:

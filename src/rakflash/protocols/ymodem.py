@@ -44,9 +44,9 @@ _POLL = -2           # a 'C' once our block could have arrived: the receiver wan
 
 _RETRY_HINT = ("The line is noisy: use a shorter cable or a lower baud rate, "
                "then run the same command again.")
-_CANCEL_HINT = ("The bootloader refused the data (too large, or too many errors). "
-                "Check that the image is built for this module and fits it, then run the same "
-                "command again.")
+_CANCEL_HINT = ("The bootloader gave up: too many damaged blocks (a noisy line: use a shorter "
+                "cable or a lower baud rate) or an image it won't take (check that it is built for "
+                "this module and fits it). Then run the same command again.")
 _SILENT_HINT = ("The module stays in its bootloader: press its reset button "
                 "and run the same command again.")
 
