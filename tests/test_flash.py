@@ -163,6 +163,12 @@ def test_rak4270_is_told_apart_by_the_image_it_is_given(virtual, tmp_path, cat):
     assert proc.returncode == 0, proc.stderr
     assert "so rakflash takes it as a RAK4270" in proc.stdout
     assert dev.app_version == "V3.0.0.14.L"
+    # An image for the other module is not written silently: the plan says what it assumes.
+    r811 = tmp_path / "RAK811.bin"
+    r811.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.15.H", 20 * 1024))
+    dry = run_cli("flash", str(r811), "--port", dev.port, "--baud", str(FAST_BAUD), "--dry-run")
+    assert "does not say which module it is (RAK811 or RAK4270)" in dry.stdout
+    assert "name it with --module" in dry.stdout
     other = tmp_path / "RAK3172.bin"
     other.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 20 * 1024))
     code, out = flash(other, dev)

@@ -40,6 +40,21 @@ def test_reset_press_in_the_window_lets_the_update_through(virtual, new_app):
     assert (code, out["mode"], out["app_version"]) == (0, "app", NEW), out
 
 
+@pytest.mark.parametrize("stop", ["--dry-run", "refused"])
+def test_a_caught_module_goes_back_to_its_application_when_nothing_is_written(virtual, new_app, stop, tmp_path, cat):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
+    time.sleep(0.7)
+    image = new_app
+    if stop == "refused":
+        image = tmp_path / "huge.bin"
+        image.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 250 * 1024))
+    code, events = flash_pressing_reset(dev, str(image), "--port", dev.port, "--yes", "--reset-window", "20",
+                                        *(["--dry-run"] if stop == "--dry-run" else []))
+    assert "caught" in [e.get("event") for e in events]
+    assert code == (0 if stop == "--dry-run" else 6), events[-1]
+    assert dev.wait_mode(Mode.APP) and dev.updates == 0
+
+
 def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
     dev = virtual("rak3172", sketch="flooding", flood_after=0.3, baud=115200)
     time.sleep(0.5)

@@ -385,6 +385,10 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
                                 say=_json_event if as_json else _flood_notice)
         _known.update(app_version_before=dev.app_version,
                       module=dev.module.name if dev.module else None)
+        if dev.caught:
+            # Caught in the start-up window for this update: if it doesn't happen
+            # (dry run, refusal, no confirmation), start the application again.
+            stack.callback(_release_if_unused, link, dev)
         plan = make_plan(image, dev, module=module, force=force, keep_settings=keep_settings)
         if dry_run:
             _show_plan(plan, link.baud, as_json)
@@ -401,6 +405,7 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
                 raise ConfirmationNeeded("about to write firmware, and there is no terminal to confirm it")
             if not click.confirm(f"Write {len(plan.payload):,} bytes to {plan.module.name} on {port}?"):
                 raise Aborted("update not confirmed")
+        dev.caught = False      # from here on the module is the update's
         if as_json:
             def progress(done: int, total: int) -> None:
                 emit_json({"event": "progress", "bytes": done, "total": total})
@@ -429,6 +434,16 @@ def _show_settings(check: Any) -> None:
                   f"back the values from before the update.")
     else:
         out.print(f"settings: {', '.join(check.names)} kept.")
+
+
+def _release_if_unused(link: Link, dev: Any) -> None:
+    """Start the application of a module caught for an update that did not happen."""
+    from .flows.boot import leave_bootloader
+    if dev.caught and dev.module is not None:
+        try:
+            leave_bootloader(link, dev.module)
+        except RakflashError:
+            pass
 
 
 def _json_event(name: str, data: dict) -> None:

@@ -165,4 +165,6 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
                       f"write a fixed firmware .hex {module.recovery_advice('FIRMWARE.hex', link.port_name)}."),
                 cause="flooding") from None
         tell("caught", {})
-        return identify(link, module=module, baud=link.baud, scan=False)
+        info = identify(link, module=module, baud=link.baud, scan=False)
+        info.caught = True
+        return info

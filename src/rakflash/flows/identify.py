@@ -44,6 +44,7 @@ class DeviceInfo:
     hardware_id: str | None = None
     serial_number: str | None = None
     notes: list[str] = field(default_factory=list)
+    caught: bool = False                   # brought into the bootloader by a reset-window catch
 
     def to_dict(self) -> dict:
         return {

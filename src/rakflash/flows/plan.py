@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .. import catalog as _catalog
 from ..catalog import Module, version_tuple
 from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, ImageTooLarge,
                       TouchesBootloader, UnsupportedUpdate, WrongTarget)
@@ -100,11 +101,14 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     guessed = []
     if module is None and device.module is not None and not device.module_certain:
         # The device could be one of several modules (RUI v3 doesn't say which):
-        # an image built for one of them settles it.
+        # the image's MCU decides, and the plan says so, so the person can stop it.
         target = target_module(image)
-        if target and target.key != device.module.key and target.dialect.key == device.module.dialect.key:
-            guessed.append(f"the device does not say which module it is; the image is built for "
-                           f"{target.name}'s {target.mcu.name}, so rakflash takes it as a {target.name}")
+        if target and target.dialect.key == device.module.dialect.key:
+            alike = [m.name for m in _catalog.load().modules.values()
+                     if m.dialect.key == target.dialect.key]
+            guessed.append(f"the device does not say which module it is ({' or '.join(alike)}); the "
+                           f"image is built for {target.name}'s {target.mcu.name}, so rakflash takes it "
+                           f"as a {target.name} (if it is not, stop and name it with --module)")
             module = target
     module = module or device.module
     if module is None and device.module is None:
@@ -186,7 +190,7 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                          f"rakflash reads it in the bootloader and, if it is older, stops there "
                          f"before writing and starts the application again")
     if not force and info.app_version and device.mode == "app" and device.app_version == info.app_version:
-        raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}",
+        raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}", module=module.name,
                               app_version_after=info.app_version, bytes=0, seconds=0.0)
     name = image.path.replace("\\", "/").rsplit("/", 1)[-1]
     plan = Plan(module, info, device, payload, app.start, name, notes=notes,
