@@ -25,6 +25,12 @@ def cat():
     return catalog.load()
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test keeps rakflash's per-user files (settings kept between runs) to itself."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def virtual():
     """Factory: virtual(module, **SimOptions fields) -> started VirtualModule (stopped after the test)."""

@@ -340,3 +340,45 @@ def test_last_json_line_always_has_the_result_keys(virtual, new_app, tmp_path, c
                 "interrupted": "interrupted"}[ending]
     assert last["result"] == expected, last
     assert proc.returncode == {"dry-run": 0, "refused": 6, "transfer-error": 4, "interrupted": 130}[ending]
+
+
+def test_keys_survive_an_update_cut_off_before_it_could_check_them(virtual, tmp_path, cat):
+    """Power lost mid-transfer: the re-run starts in the bootloader with no application to ask,
+    so it takes the values the first run kept, and writes back what the new firmware reset."""
+    dev = virtual("rak3172")
+    set_keys(dev)
+    p = tmp_path / "new_layout.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 30 * 1024, new_settings_layout=True))
+    dev.uart.faults.power_cut_after = dev.uart.faults.received + 15000
+    code, out = flash(p, dev)
+    assert (code, out["error"]) == (7, "device-restarted"), out
+    kept = list((tmp_path / "cache" / "rakflash").glob("settings-rak3172-*.json"))
+    assert len(kept) == 1 and oct(kept[0].stat().st_mode & 0o777) == "0o600"
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote back the values from before the update (the values read by the earlier" in proc.stdout
+    assert keys_on(dev) == KEYS
+    assert not kept[0].exists()                   # checked: nothing is left on disk
+
+
+def test_up_to_date_module_still_gets_the_check_an_earlier_run_missed(virtual, tmp_path, cat):
+    """Cut off after the transfer but before the check: the re-run finds the new version running."""
+    from rakflash.flows import settings as flows_settings
+    dev = virtual("rak3172")
+    set_keys(dev)
+    module = cat.module("rak3172")
+    flows_settings.keep_until_checked(module, dev.opts.serial_number,
+                                      {f"AT+{k}=?": v for k, v in KEYS.items()})
+    p = tmp_path / "new_layout.bin"
+    p.write_bytes(firmware.app_image(module, NEW, 30 * 1024, new_settings_layout=True))
+    dev.flash.erase(module.app.start, module.app.start + len(p.read_bytes()))
+    dev.flash.program(module.app.start, p.read_bytes())
+    dev.press_reset()                              # the new firmware starts and resets the keys
+    assert dev.wait_mode(Mode.APP)
+    time.sleep(0.1)
+    assert keys_on(dev)["APPKEY"] == "0" * 32
+    code, out = flash(p, dev)
+    assert (code, out["result"]) == (0, "already-up-to-date"), out
+    assert out["settings_kept"] is True and set(out["settings"]["restored"]) == {"DEVEUI", "APPEUI", "APPKEY"}
+    assert keys_on(dev) == KEYS

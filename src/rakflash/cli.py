@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, catalog as _catalog, images
-from .errors import Aborted, RakflashError, UnknownDevice, UsageError
+from .errors import Aborted, AlreadyUpToDate, RakflashError, UnknownDevice, UsageError
 from .flows.identify import identify
 from .link import Link
 from .trace import TraceWriter
@@ -389,7 +389,17 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
             # Caught in the start-up window for this update: if it doesn't happen
             # (dry run, refusal, no confirmation), start the application again.
             stack.callback(_release_if_unused, link, dev)
-        plan = make_plan(image, dev, module=module, force=force, keep_settings=keep_settings)
+        try:
+            plan = make_plan(image, dev, module=module, force=force, keep_settings=keep_settings)
+        except AlreadyUpToDate as exc:
+            # The new firmware already runs: an earlier run may have been cut off
+            # before it checked the owner's settings; finish that check now.
+            check = _settle_earlier_settings(link, dev) if keep_settings else None
+            if check is not None:
+                exc.details.update(settings_kept=check.kept, settings=check.to_dict())
+                if not as_json:
+                    _show_settings(check)
+            raise
         if dry_run:
             _show_plan(plan, link.baud, as_json)
             if as_json:
@@ -420,20 +430,37 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
               f"{result.app_version_after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
               f"(transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s; "
               f"bootloader entered in {result.boot_seconds:.2f} s)")
-    _show_settings(result.settings)
+    _show_settings(result.settings, unchecked_reason=(
+        "the module was in its bootloader, so its keys could not be read before the update, and no "
+        "earlier run kept them" if keep_settings and result.settings is None
+        and dev.module is not None and dev.module.dialect.get("settings") else None))
 
 
-def _show_settings(check: Any) -> None:
-    if check is None or not check.names:
+def _show_settings(check: Any, *, unchecked_reason: str | None = None) -> None:
+    if check is None:
+        if unchecked_reason:
+            out.print(f"settings: not checked ({unchecked_reason}).")
         return
+    if not check.names:
+        return
+    earlier = " (the values read by the earlier, interrupted run)" if check.from_earlier_run else ""
     if check.lost:
+        where = (f" The values from before the update are in {check.kept_in} (readable only by you)."
+                 if check.kept_in else "")
         err.print(f"[yellow]warning:[/] the new firmware lost {', '.join(check.lost)} and rakflash could "
-                  f"not write them back: set them again with AT+<NAME>=<value>.")
+                  f"not write them back: set them again with AT+<NAME>=<value>.{where}")
     elif check.restored:
         out.print(f"settings: the new firmware had reset {', '.join(check.restored)}; rakflash wrote "
-                  f"back the values from before the update.")
+                  f"back the values from before the update{earlier}.")
     else:
-        out.print(f"settings: {', '.join(check.names)} kept.")
+        out.print(f"settings: {', '.join(check.names)} kept{earlier}.")
+
+
+def _settle_earlier_settings(link: Link, dev: Any) -> Any:
+    from .flows.settings import settle
+    if dev.mode != "app" or dev.module is None or not dev.module.dialect.get("settings"):
+        return None
+    return settle(link, dev.module, dev.serial_number, None)
 
 
 def _release_if_unused(link: Link, dev: Any) -> None:

@@ -5,13 +5,25 @@ module keeps in its user-data area survive an update. A new firmware can
 still lose them itself (a changed storage layout resets them at its first
 start). So rakflash reads the settings the catalog names for the module's AT
 dialect while the old application still answers, reads them again from the
-new one, and writes back any that changed. The values stay in memory; only
-the names of settings appear in output.
+new one, and writes back any that changed. Only the names of settings appear
+in output.
+
+An update can be cut off between the two reads (power, cable, Ctrl-C), and
+the re-run then finds the module in its bootloader with nothing to ask. So
+the values read are also kept in a file readable only by the user (under
+``$XDG_CACHE_HOME/rakflash``, keyed by module and serial number) until a run
+has checked them; the re-run takes them from there once the new application
+tells its serial number. A check that can't write a setting back leaves the
+file, and says where it is, so the owner still has the values.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..at import AtConsole
 from ..catalog import Module
@@ -25,13 +37,79 @@ class SettingsCheck:
     names: list[str] = field(default_factory=list)      # settings compared
     restored: list[str] = field(default_factory=list)   # lost by the new firmware, written back
     lost: list[str] = field(default_factory=list)       # lost and could not be written back
+    from_earlier_run: bool = False    # the values came from a run that was cut off
+    kept_in: str | None = None        # where the values are, when some could not be written back
 
     @property
     def kept(self) -> bool:
         return not self.lost
 
     def to_dict(self) -> dict:
-        return {"checked": self.names, "restored": self.restored, "lost": self.lost}
+        return {"checked": self.names, "restored": self.restored, "lost": self.lost,
+                "from_earlier_run": self.from_earlier_run, "kept_in": self.kept_in}
+
+
+# ------------------------------------------------------------------ values kept between runs
+
+def _pending_file(module: Module, serial: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rakflash"
+    return base / f"settings-{module.key}-{re.sub(r'[^A-Za-z0-9_.-]', '_', serial)}.json"
+
+
+def keep_until_checked(module: Module, serial: str | None, values: dict[str, str]) -> None:
+    """Keep ``values`` on disk (mode 0600) until a run has checked them on this module."""
+    if not serial or not values:
+        return
+    path = _pending_file(module, serial)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"module": module.key, "serial_number": serial, "settings": values}, f)
+    except OSError:
+        pass      # no cache dir: this run still checks them; only a re-run can't
+
+
+def kept_from_earlier(module: Module, serial: str | None) -> dict[str, str] | None:
+    """Values an earlier, cut-off run kept for this module, if any."""
+    if not serial:
+        return None
+    try:
+        data = json.loads(_pending_file(module, serial).read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("module") != module.key or data.get("serial_number") != serial:
+        return None
+    return dict(data.get("settings") or {})
+
+
+def forget_kept(module: Module, serial: str | None) -> None:
+    if serial:
+        try:
+            _pending_file(module, serial).unlink()
+        except OSError:
+            pass
+
+
+def settle(link: Link, module: Module, serial: str | None, before: dict[str, str] | None, *,
+           timeout: float = 0.5) -> SettingsCheck | None:
+    """After an update (or for a module found already up to date): check the settings.
+
+    ``before`` are the values this run read; without them, the values an
+    earlier cut-off run kept are used. None when there is nothing to check against.
+    """
+    earlier = before is None
+    if earlier:
+        before = kept_from_earlier(module, serial)
+        if before is None:
+            return None
+    check = check_and_restore(link, module, before, timeout=timeout)
+    check.from_earlier_run = earlier
+    if check.kept:
+        forget_kept(module, serial)
+    elif serial and kept_from_earlier(module, serial) is not None:
+        check.kept_in = str(_pending_file(module, serial))
+    return check
 
 
 def setting_name(query: str) -> str:

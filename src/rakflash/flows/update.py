@@ -27,7 +27,7 @@ from ..errors import BootloaderTooOld, DeviceRejected, RakflashError, TransferEr
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, check_compatibility
-from .settings import SettingsCheck, check_and_restore, read_settings, setting_name
+from .settings import SettingsCheck, keep_until_checked, read_settings, setting_name, settle
 
 Progress = Callable[[int, int], None]
 Event = Callable[[str, dict], None]
@@ -74,6 +74,7 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
     settings_before = None
     if plan.settings_to_keep:
         settings_before = read_settings(link, module, plan.settings_to_keep)
+        keep_until_checked(module, plan.device.serial_number, settings_before)
         say("settings", {"read": [setting_name(q) for q in settings_before]})
     say("boot", {"mode": plan.device.mode})
     boot_seconds = boot.enter_bootloader(link, plan.device, module)
@@ -96,7 +97,10 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
     if plan.app_version and after != plan.app_version:
         raise VerifyFailed(f"after the update {module.name} reports {after!r}, "
                            f"but the image carries {plan.app_version!r}")
-    settings = check_and_restore(link, module, settings_before) if settings_before is not None else None
+    settings = None
+    if plan.keep_settings and module.dialect.get("settings"):
+        serial = plan.device.serial_number or _ask_serial_number(link, plan)
+        settings = settle(link, module, serial, settings_before)
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
                         time.monotonic() - t0, boot_seconds, transfer_seconds, settings)
 
@@ -182,6 +186,15 @@ def _start_amota(link: Link, plan: Plan) -> None:
     raise BootEntryFailed(f"the bootloader did not start the upgrade (no {plan.module.update_reply!r} "
                           f"after {d['update']})",
                           hint="Run the same command again; the module stays in its bootloader.")
+
+
+def _ask_serial_number(link: Link, plan: Plan) -> str | None:
+    """The serial number, from the new application (the bootloader could not tell it)."""
+    query = plan.module.dialect.get("serial_number")
+    if not query:
+        return None
+    reply = AtConsole(link, plan.module.dialect).command(query, 0.5)
+    return reply.value if reply.ok else None
 
 
 FLOOD_LINES = 40   # unasked lines, with no answer, that make the new firmware a flooding one
