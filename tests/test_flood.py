@@ -165,3 +165,29 @@ def test_new_firmware_that_floods_is_named_not_a_failed_write(virtual, cat, tmp_
     assert "bootloader accepted it" in out["message"] and "prints without pause" in out["message"]
     assert "Nothing needs redoing" in out["hint"]
     assert dev.updates == 1 and dev.app_version == NEW
+
+
+def test_flood_that_starts_after_identification_is_caught_too(virtual, new_app):
+    """The sketch was still in its quiet start-up when identified; by AT+BOOT it floods."""
+    from rakflash import images
+    from rakflash.flows.identify import identify
+    from rakflash.flows.plan import make_plan
+    from rakflash.flows.update import run_update
+    from rakflash.link import Link
+    dev = virtual("rak3172", sketch="flooding", flood_after=30.0, baud=115200)
+    events = []
+
+    def event(name, data):
+        events.append(name)
+        if name == "countdown" and events.count("countdown") == 1:
+            dev.opts.flood_after = 0.5        # the next start-up has its quiet window again
+            dev.press_reset()
+
+    with Link(dev.port, 115200) as link:
+        device = identify(link)
+        plan = make_plan(images.load(new_app), device)
+        dev.opts.flood_after = 0.0            # …and now the sketch floods
+        time.sleep(0.2)
+        result = run_update(link, plan, event=event, reset_window=10)
+    assert result.result == "ok" and result.app_version_after == NEW
+    assert events.index("flooding") < events.index("caught") < events.index("transfer")

@@ -420,9 +420,10 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
             def progress(done: int, total: int) -> None:
                 emit_json({"event": "progress", "bytes": done, "total": total})
 
-            result = run_update(link, plan, progress=progress, event=_json_event)
+            result = run_update(link, plan, progress=progress, event=_json_event,
+                                reset_window=reset_window, reset_line=reset_with)
         else:
-            result = _update_with_bar(link, plan)
+            result = _update_with_bar(link, plan, reset_window=reset_window, reset_line=reset_with)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -511,7 +512,7 @@ def _show_plan(plan: Any, baud: int, as_json: bool) -> None:
     out.print(f"estimate  {plan.estimate_seconds(baud):.1f} s at {baud} baud")
 
 
-def _update_with_bar(link: Link, plan: Any) -> Any:
+def _update_with_bar(link: Link, plan: Any, **update_options: Any) -> Any:
     from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
                                TransferSpeedColumn)
     from .flows.update import run_update
@@ -521,13 +522,18 @@ def _update_with_bar(link: Link, plan: Any) -> Any:
 
         def event(name: str, data: dict) -> None:
             labels = {"settings": "reading settings", "boot": "entering bootloader", "transfer": "writing",
-                      "verify": "starting new firmware"}
-            bar.update(task, description=labels.get(name, name))
+                      "verify": "starting new firmware", "flooding": "waiting for a reset",
+                      "countdown": "waiting for a reset",
+                      "caught": "entering bootloader"}
+            if name == "flooding":
+                _flood_notice(name, data)
+            bar.update(task, description=labels.get(name, name)
+                       + (f" ({data['seconds_left']} s left)" if name == "countdown" else ""))
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return run_update(link, plan, progress=progress, event=event)
+        return run_update(link, plan, progress=progress, event=event, **update_options)
 
 
 # ---------------------------------------------------------------- sim

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..at import AtConsole
+from ..at import AtConsole, looks_like_text
 from ..catalog import Module
 from ..errors import BootEntryFailed
 from ..link import Deadline, Link
@@ -51,8 +51,14 @@ def request_boot(link: Link, module: Module, *, timeout: float = 3.0) -> bool:
     return False
 
 
-def enter_bootloader(link: Link, device: DeviceInfo, module: Module, *, timeout: float = 3.0) -> float:
-    """Make sure the module runs its bootloader; returns the seconds it took."""
+def enter_bootloader(link: Link, device: DeviceInfo, module: Module, *, timeout: float = 3.0,
+                     on_flood: Callable[[str], None] | None = None) -> float:
+    """Make sure the module runs its bootloader; returns the seconds it took.
+
+    A sketch that starts flooding only after identification (it was still in
+    its quiet start-up) makes the boot command go unheard: then ``on_flood(why)``
+    is called, which catches the module after a reset (see :func:`catch_after_reset`).
+    """
     t0 = time.monotonic()
     if device.mode == "bootloader":
         link.discard_input()
@@ -60,11 +66,21 @@ def enter_bootloader(link: Link, device: DeviceInfo, module: Module, *, timeout:
             return time.monotonic() - t0
     elif request_boot(link, module, timeout=timeout):
         return time.monotonic() - t0
+    elif on_flood is not None and _streaming(link):
+        on_flood(f"{link.port_name} started streaming data without pause after it was identified, "
+                 f"and {module.dialect['boot'][0]} went unheard")
+        return time.monotonic() - t0
     raise BootEntryFailed(
         f"{module.name} did not enter its bootloader: no '{module.boot_dialect['banner']}' and "
         f"no answer to {module.boot_dialect['status']}",
         hint="Press the module's reset button and run the same command again; if it keeps "
              "failing, run 'rakflash info --port PORT' to see what the module says.")
+
+
+def _streaming(link: Link, listen: float = 0.3) -> bool:
+    """The port streams readable text without being asked (a flooding sketch)."""
+    data = link.read(4096, listen)
+    return len(data) >= 64 and looks_like_text(data)
 
 
 def leave_bootloader(link: Link, module: Module, *, timeout: float = 2.0) -> bool:
@@ -151,20 +167,32 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
         flood_baud = exc.details.get("baud")
         if flood_baud and link.baud != flood_baud:
             link.baud = flood_baud
-        tell = say or (lambda event, data: None)
-        tell("flooding", {"message": exc.message, "reset_line": reset_line, "window": reset_window})
-        caught = catch_start_up_window(link, module, window=reset_window, reset_line=reset_line,
-                                       tick=lambda left: tell("countdown", {"seconds_left": round(left)}))
-        if not caught:
-            raise BootEntryFailed(
-                f"{module.name}'s firmware prints without pause, so {module.dialect['boot'][0]} "
-                f"never gets through, and no reset was seen within {reset_window:.0f} s",
-                hint=(f"Either add a pause at the start of setup() (e.g. delay(5000)) so the "
-                      f"module listens after a reset, or press reset during the next try "
-                      f"(--reset-window to wait longer); or, bypassing the serial bootloader, "
-                      f"write a fixed firmware .hex {module.recovery_advice('FIRMWARE.hex', link.port_name)}."),
-                cause="flooding") from None
-        tell("caught", {})
+        catch_after_reset(link, module, exc.message, window=reset_window, reset_line=reset_line,
+                          say=say)
         info = identify(link, module=module, baud=link.baud, scan=False)
         info.caught = True
         return info
+
+
+def catch_after_reset(link: Link, module: Module, why: str, *, window: float = 30.0,
+                      reset_line: str | None = None,
+                      say: Callable[[str, dict], None] | None = None) -> None:
+    """Tell the person to press reset (or pulse ``reset_line``), then catch the bootloader.
+
+    ``say`` gets ``"flooding"`` (with ``why``), ``"countdown"`` ticks and ``"caught"``.
+    Raises :class:`BootEntryFailed` with the two ways out when the window passes.
+    """
+    tell = say or (lambda event, data: None)
+    tell("flooding", {"message": why, "reset_line": reset_line, "window": window})
+    caught = catch_start_up_window(link, module, window=window, reset_line=reset_line,
+                                   tick=lambda left: tell("countdown", {"seconds_left": round(left)}))
+    if not caught:
+        raise BootEntryFailed(
+            f"{module.name}'s firmware prints without pause, so {module.dialect['boot'][0]} "
+            f"never gets through, and no reset was seen within {window:.0f} s",
+            hint=(f"Either add a pause at the start of setup() (e.g. delay(5000)) so the "
+                  f"module listens after a reset, or press reset during the next try "
+                  f"(--reset-window to wait longer); or, bypassing the serial bootloader, "
+                  f"write a fixed firmware .hex {module.recovery_advice('FIRMWARE.hex', link.port_name)}."),
+            cause="flooding")
+    tell("caught", {})

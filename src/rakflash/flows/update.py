@@ -61,8 +61,14 @@ class UpdateResult:
 
 
 def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
-               event: Event | None = None, app_timeout: float = 15.0) -> UpdateResult:
-    """Carry out ``plan`` over ``link``."""
+               event: Event | None = None, app_timeout: float = 15.0,
+               reset_window: float = 30.0, reset_line: str | None = None) -> UpdateResult:
+    """Carry out ``plan`` over ``link``.
+
+    ``reset_window`` / ``reset_line``: if the application starts flooding the
+    port only now, the person is asked to press reset (or the line is pulsed)
+    and the bootloader is caught, as when identification finds the flood.
+    """
     tell = event or (lambda name, data: None)
 
     def say(name: str, data: dict) -> None:
@@ -77,7 +83,10 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
         keep_until_checked(module, plan.device.serial_number, settings_before)
         say("settings", {"read": [setting_name(q) for q in settings_before]})
     say("boot", {"mode": plan.device.mode})
-    boot_seconds = boot.enter_bootloader(link, plan.device, module)
+    boot_seconds = boot.enter_bootloader(
+        link, plan.device, module,
+        on_flood=lambda why: boot.catch_after_reset(link, module, why, window=reset_window,
+                                                    reset_line=reset_line, say=tell))
     boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
     if not plan.force:
         try:
