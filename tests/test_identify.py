@@ -194,3 +194,11 @@ def test_port_vanishing_between_calls_is_a_named_error(virtual, call):
         with pytest.raises(PortDisconnected):
             {"read": lambda: link.read(10, 0.1), "read_line": lambda: link.read_line(0.1),
              "read_available": lambda: link.read_available(0.1)}[call]()
+
+
+def test_port_opens_with_rts_and_dtr_released():
+    """Adapters that wire RTS/DTR to RESET must not hold the module in reset just by opening."""
+    with Link("loop://", 115200) as link:
+        assert (link._ser.rts, link._ser.dtr) == (False, False)
+        link.write(b"AT\r\n")
+        assert link.read(4, 0.5) == b"AT\r\n"

@@ -61,8 +61,14 @@ class Link:
         self._pending = bytearray()
         try:
             kwargs = {"exclusive": exclusive} if "://" not in port else {}
-            self._ser = serial.serial_for_url(port, baudrate=baud, parity=parity,
-                                              timeout=0, write_timeout=10, **kwargs)
+            self._ser = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0,
+                                              write_timeout=10, do_not_open=True, **kwargs)
+            # pyserial asserts RTS and DTR on open by default; on an adapter that wires
+            # them to RESET/BOOT (esptool-style) that would hold the module in reset.
+            # Open with both released; pulse_reset asserts them only when asked.
+            self._ser.rts = False
+            self._ser.dtr = False
+            self._ser.open()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _open_error(port, exc) from None
         if exclusive:
