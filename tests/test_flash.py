@@ -79,6 +79,14 @@ def test_dry_run_writes_nothing(virtual, new_app):
     assert dev.updates == 0 and dev.app_version == OLD and dev.mode == Mode.APP
 
 
+def test_a_downgrade_is_said_in_the_plan(virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    p = tmp_path / "older.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.1_RAK3172-E", 8000))
+    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--dry-run")
+    assert proc.returncode == 0 and f"this is a downgrade: {OLD} → RUI_4.0.1_RAK3172-E" in proc.stdout
+
+
 def test_no_terminal_and_no_yes_is_a_named_error(virtual, new_app):
     dev = virtual("rak3172")
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD))
@@ -138,7 +146,7 @@ def test_rak811_old_bootloader_refused_with_recovery_advice(virtual, tmp_path, c
     code, out = flash(p, dev, "--module", "rak811")
     assert (code, out["error"]) == (6, "bootloader-too-old")
     assert "3.0.5" in out["message"] and "pyocd flash -t stm32l151cbux FULL.hex" in out["hint"]
-    assert "runs its application again" in out["message"]
+    assert "runs its application again" in out["message"] and ".;" not in out["message"]
     assert out["app_version_before"] == "V3.0.0.13.H"
     assert dev.updates == 0
     assert dev.wait_mode(Mode.APP) and dev.app_version == "V3.0.0.13.H"     # back at work

@@ -370,6 +370,17 @@ def test_first_eot_naked_is_sent_again():
     assert ch.written[-1] == closing_block()
 
 
+def test_silence_after_the_closing_block_is_noted_not_fatal():
+    def deaf_at_the_end(frame, ch):
+        if frame == closing_block():
+            return [None]
+        return good_receiver(frame, ch)
+    ch = Scripted(deaf_at_the_end)
+    sender = YmodemSender(ch, **FAST)
+    sender.send("fw.bin", b"z" * 2000)
+    assert sender.closing_unanswered and ch.written.count(closing_block()) >= 2
+
+
 def test_closing_block_is_sent_without_a_c():
     def no_c_after_eot(frame, ch):
         return [bytes([ACK])] if frame == bytes([EOT]) else good_receiver(frame, ch)
@@ -525,11 +536,14 @@ def test_sender_delivers_to_lrzsz_rb(pty_pair, tmp_path):
     try:
         with Link(a, 115200, exclusive=False) as link:
             # rb purges its input right after some of its polls: a block may be lost and resent
-            YmodemSender(link, start_timeout=10, ack_timeout=2.0).send("firmware.bin", data)
-        rb.wait(20)
+            sender = YmodemSender(link, start_timeout=10, ack_timeout=2.0)
+            sender.send("firmware.bin", data)
+        if not sender.closing_unanswered:
+            assert rb.wait(20) == 0
+        # else: rb now and then ignores the end-of-batch block (seen on socat ptys) and
+        # waits on; the file was acknowledged before it, so only its content matters.
     finally:
         _stop(rb)
-    assert rb.returncode == 0
     assert [p.name for p in out.iterdir()] == ["firmware.bin"]
     assert (out / "firmware.bin").read_bytes() == data
 

@@ -286,6 +286,9 @@ def modules(as_json: bool) -> None:
         table.add_row(r["key"], r["family"], r["mcu"], r["protocol"],
                       f"{r['app_base']:#010x} ({r['app_size'] // 1024} KiB)", r["swd_target"])
     out.print(table)
+    out.print("\nrecovery of a full image (FULL.hex), when the serial bootloader can't:")
+    for r in rows:
+        out.print(f"  {r['key']}: {r['recovery']}")
     unsure = [r for r in rows if r["inferred"]]
     if unsure:
         out.print("\nnot yet confirmed on real hardware (corrections from a --trace welcome):")

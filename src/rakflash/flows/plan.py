@@ -189,6 +189,9 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                          f"{module.name}'s application does not tell its bootloader's version: "
                          f"rakflash reads it in the bootloader and, if it is older, stops there "
                          f"before writing and starts the application again")
+    if info.app_version and device.app_version and device.mode == "app" \
+            and version_tuple(info.app_version) < version_tuple(device.app_version):
+        notes.append(f"this is a downgrade: {device.app_version} → {info.app_version}")
     if not force and info.app_version and device.mode == "app" and device.app_version == info.app_version:
         raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}", module=module.name,
                               app_version_after=info.app_version, bytes=0, seconds=0.0)

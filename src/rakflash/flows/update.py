@@ -95,7 +95,8 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
             # Found only now (RUI v3 apps don't tell their bootloader's version):
             # nothing was written, so put the module back to work before saying so.
             if plan.device.mode == "app" and boot.leave_bootloader(link, module):
-                exc.message += "; nothing was written and the module runs its application again"
+                exc.message = (exc.message.rstrip(".") +
+                               "; nothing was written and the module runs its application again")
             raise
     say("transfer", {"bytes": len(plan.payload), "bootloader_version": boot_version})
     t1 = time.monotonic()
