@@ -175,7 +175,8 @@ def test_a_bug_is_one_line_with_how_to_report_it(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["flash", "x.bin"], ["info", "--port", "/dev/null", "--baud", "-5"],
-                                  ["inspect", "x.bin", "--address", "0x100000000"]])
+                                  ["inspect", "x.bin", "--address", "0x100000000"],
+                                  ["flash", "x.bin", "--port", "/dev/null", "--reset-window", "nan"]])
 def test_usage_errors_under_json_are_json(args):
     code, out = cli_json(*args)
     assert (code, out["result"], out["error"]) == (2, "usage", "usage") and out["message"]

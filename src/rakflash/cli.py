@@ -51,6 +51,19 @@ class IntParam(click.ParamType):
 BAUD = click.IntRange(300, 4_000_000)        # what serial adapters and the simulator can do
 
 
+class _Seconds(click.FloatRange):
+    """Seconds from 0 to an hour; 'nan' is not a number of seconds."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
+WINDOW = _Seconds(0, 3600)
+
+
 def emit_json(obj: dict) -> None:
     click.echo(json.dumps(obj, default=str))
 
@@ -362,7 +375,7 @@ FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "sec
 @click.option("--dry-run", is_flag=True, help="Print the plan (steps, bytes, estimated time) and exit.")
 @click.option("--yes", "-y", is_flag=True, help="Answer every confirmation with yes (for scripts and CI).")
 @click.option("--force", is_flag=True, help="Write even if the same version already runs, or past the compatibility check.")
-@click.option("--reset-window", type=click.FloatRange(0, 3600), default=30.0, show_default=True, metavar="S",
+@click.option("--reset-window", type=WINDOW, default=30.0, show_default=True, metavar="S",
               help="When the firmware floods the port: how long to wait for a reset press.")
 @click.option("--reset-with", type=click.Choice(["rts", "dtr"]),
               help="The adapter's RTS or DTR line is wired to the module's reset: pulse it instead of asking.")
