@@ -124,6 +124,11 @@ class AtConsole:
             if reply.status != "none":
                 return reply
 
+    def value(self, command: str, timeout: float = 1.0) -> str | None:
+        """The information a query answers with, or None (an error, or no answer by the deadline)."""
+        reply = self.command(command, timeout)
+        return reply.value if reply.ok else None
+
 
 def looks_like_text(data: bytes) -> bool:
     """Mostly printable ASCII with line breaks: what a console at the right baud sends."""

@@ -102,7 +102,6 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
             try:
                 return fn(*args, **kwargs)
             except click.Abort:        # Ctrl-C or Ctrl-D at a confirmation prompt
-                from .errors import Aborted
                 raise Aborted("update not confirmed (the prompt was closed)") from None
         except RakflashError as exc:
             if exc.exit_code == 0:      # nothing to do is not a failure
@@ -388,9 +387,10 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
           address: int | None, dry_run: bool, yes: bool, force: bool, reset_window: float,
           reset_with: str | None, keep_settings: bool, as_json: bool) -> None:
     """Update the application of a module over its serial bootloader."""
-    from .errors import Aborted, ConfirmationNeeded
+    from .errors import ConfirmationNeeded
     from .flows.boot import identify_or_catch
     from .flows.plan import make_plan
+    from .flows.settings import settle_earlier
     from .flows.update import run_update
     module = _lookup_module(module_name)
     image = images.load(file, address=address, module=module)
@@ -410,7 +410,7 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
         except AlreadyUpToDate as exc:
             # The new firmware already runs: an earlier run may have been cut off
             # before it checked the owner's settings; finish that check now.
-            check = _settle_earlier_settings(link, dev) if keep_settings else None
+            check = settle_earlier(link, dev) if keep_settings else None
             if check is not None:
                 exc.details.update(settings_kept=check.kept, settings=check.to_dict())
                 if not as_json:
@@ -471,13 +471,6 @@ def _show_settings(check: Any, *, unchecked_reason: str | None = None) -> None:
                   f"back the values from before the update{earlier}.")
     else:
         out.print(f"settings: {', '.join(check.names)} kept{earlier}.")
-
-
-def _settle_earlier_settings(link: Link, dev: Any) -> Any:
-    from .flows.settings import settle
-    if dev.mode != "app" or dev.module is None or not dev.module.dialect.get("settings"):
-        return None
-    return settle(link, dev.module, dev.serial_number, None)
 
 
 def _release_if_unused(link: Link, dev: Any) -> None:

@@ -27,8 +27,7 @@ def confirm_boot_mode(link: Link, module: Module, timeout: float = 1.0) -> bool:
 
 def bootloader_version(link: Link, module: Module, timeout: float = 1.0) -> str | None:
     d = module.boot_dialect
-    reply = AtConsole(link, d).command(d["version"], timeout)
-    return reply.value if reply.ok else None
+    return AtConsole(link, d).value(d["version"], timeout)
 
 
 def request_boot(link: Link, module: Module, *, timeout: float = 3.0) -> bool:

@@ -208,7 +208,7 @@ def _settle(link: Link, cap: float = 0.3) -> None:
 def _rui3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing: Timing) -> DeviceInfo:
     d = cat.dialects["rui3"]
     con = AtConsole(link, d)
-    ask = lambda key: _value(con.command(d[key], timing.query))  # noqa: E731
+    ask = lambda key: con.value(d[key], timing.query)  # noqa: E731
     app_version = ask("app_version")
     info = DeviceInfo(link.port_name, baud, "app", "rui3", app_version=app_version,
                       bootloader_version=ask("bootloader_version"),
@@ -260,7 +260,7 @@ def _bootloader(link: Link, baud: int, module: Module | None, cat: Catalog, timi
     d = cat.dialects["rui-boot"]
     con = AtConsole(link, d)
     if version is None:
-        version = _value(con.command(d["version"], timing.query))
+        version = con.value(d["version"], timing.query)
     mod, certain = _module_for_bootloader(version or "", module, cat)
     conflict = module is not None and mod is not None and mod.key != module.key
     info = DeviceInfo(link.port_name, baud, "bootloader", "rui-boot", module=mod,
@@ -276,10 +276,6 @@ def _bootloader(link: Link, baud: int, module: Module | None, cat: Catalog, timi
         info.notes.append(f"the bootloader does not say which module it belongs to; assuming "
                           f"{mod.name}: use --module to be sure")
     return info
-
-
-def _value(reply: AtReply) -> str | None:
-    return reply.value if reply.ok else None
 
 
 def _module_by_name(cat: Catalog, dialect: str, model: str | None, version: str | None) -> Module | None:

@@ -24,10 +24,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..at import AtConsole
 from ..catalog import Module
 from ..link import Link
+
+if TYPE_CHECKING:
+    from .identify import DeviceInfo
 
 
 @dataclass
@@ -107,9 +111,18 @@ def settle(link: Link, module: Module, serial: str | None, before: dict[str, str
     check.from_earlier_run = earlier
     if check.kept:
         forget_kept(module, serial)
-    elif serial and kept_from_earlier(module, serial) is not None:
+    elif serial and _pending_file(module, serial).exists():
         check.kept_in = str(_pending_file(module, serial))
     return check
+
+
+def settle_earlier(link: Link, device: "DeviceInfo") -> SettingsCheck | None:
+    """For a module found already running the new version: finish the check an
+    earlier, cut-off run could not (None when there is nothing to check)."""
+    module = device.module
+    if device.mode != "app" or module is None or not module.dialect.get("settings"):
+        return None
+    return settle(link, module, device.serial_number, None)
 
 
 def setting_name(query: str) -> str:
@@ -126,7 +139,7 @@ def read_settings(link: Link, module: Module, queries: list[str] | None = None, 
     console = AtConsole(link, module.dialect)
     values = {}
     for query in module.dialect.get("settings", []) if queries is None else queries:
-        value = _query(console, query, timeout)
+        value = console.value(query, timeout)
         if value is not None:
             values[query] = value
     return values
@@ -146,13 +159,8 @@ def check_and_restore(link: Link, module: Module, before: dict[str, str], *,
         name = setting_name(query)
         setter = query[:-1] if query.endswith("?") else query + "="   # "AT+APPKEY=?" → "AT+APPKEY="
         reply = console.command(setter + value, timeout)
-        if reply.ok and _query(console, query, timeout) == value:
+        if reply.ok and console.value(query, timeout) == value:
             check.restored.append(name)
         else:
             check.lost.append(name)
     return check
-
-
-def _query(console: AtConsole, query: str, timeout: float) -> str | None:
-    reply = console.command(query, timeout)
-    return reply.value if reply.ok else None

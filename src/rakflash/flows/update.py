@@ -201,10 +201,7 @@ def _start_amota(link: Link, plan: Plan) -> None:
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:
     """The serial number, from the new application (the bootloader could not tell it)."""
     query = plan.module.dialect.get("serial_number")
-    if not query:
-        return None
-    reply = AtConsole(link, plan.module.dialect).command(query, 0.5)
-    return reply.value if reply.ok else None
+    return AtConsole(link, plan.module.dialect).value(query, 0.5) if query else None
 
 
 FLOOD_LINES = 40   # unasked lines, with no answer, that make the new firmware a flooding one
