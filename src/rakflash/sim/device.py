@@ -85,15 +85,20 @@ class VirtualModule:
         # that outlives resets.
         self._eeprom = bytearray(b"\xff" * 512)
         self.settings: dict[str, str] = self.load_settings()
-        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
-                            strict_baud=o.strict_baud)
         self.mode: Mode | None = None
         self.resets = 0
         self.updates = 0
         self._stop = False
         self._booted_at = time.monotonic()
         self._mode_changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{module.key}")
+        self._connect()
+
+    def _connect(self) -> None:
+        """A cable (a new pty at the module's line settings) and the MCU thread that will use it."""
+        o = self.opts
+        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
+                            strict_baud=o.strict_baud)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
 
     # ------------------------------------------------------------ control
     @property
@@ -128,12 +133,9 @@ class VirtualModule:
         self._thread.join(timeout=5)   # the old power-up ends at its next UART call
         if self._thread.is_alive():
             raise RuntimeError("the module did not power down")
-        o = self.opts
-        o.faults.pull_cable_after = None
-        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
-                            strict_baud=o.strict_baud)
+        self.opts.faults.pull_cable_after = None
+        self._connect()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
         self._thread.start()
         return self.port
 
@@ -193,9 +195,9 @@ class VirtualModule:
         if flag is None:
             self._boot_request = value
             return
-        r = self.module.region("flag")
         if self.boot_request == value:
             return
+        r = self.module.region("flag")
         self.flash.erase(r.start, r.start + 1)
         if value:
             self.flash.program(r.start, bytes([flag]))
