@@ -38,6 +38,7 @@ DEFAULT_SETTINGS = {
 class Mode(str, enum.Enum):
     APP = "app"
     BOOTLOADER = "bootloader"
+    ROM = "rom"            # the chip's own ROM bootloader (boot pin held at reset)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class SimOptions:
     flood_after: float = 0.8              # seconds a flooding sketch stays quiet after reset
     faults: Faults = field(default_factory=Faults)
     serial_number: str = "SIM0000001"
+    boot_pin: bool = False                # BOOT0 (STM32) / BOOT override pin (Apollo3) held high
 
 
 class VirtualModule:
@@ -85,6 +87,7 @@ class VirtualModule:
         # that outlives resets.
         self._eeprom = bytearray(b"\xff" * 512)
         self.settings: dict[str, str] = self.load_settings()
+        self.boot_pin = o.boot_pin   # sampled at every reset, as the chip does
         self.mode: Mode | None = None
         self.resets = 0
         self.updates = 0
@@ -142,6 +145,19 @@ class VirtualModule:
     def press_reset(self) -> None:
         """The reset button: the MCU restarts wherever it is."""
         self.uart.cut_power()
+
+    def set_boot_pin(self, high: bool) -> None:
+        """Hold the boot pin (BOOT0 / Apollo3 BOOT override) high or low; the chip
+        samples it at its next reset, so press reset afterwards to take effect."""
+        self.boot_pin = high
+
+    def has_rom_bootloader(self) -> bool:
+        """Whether the chip starts its own ROM bootloader when the boot pin is held at reset."""
+        return type(self).run_rom is not VirtualModule.run_rom
+
+    def run_rom(self) -> None:
+        """The chip's ROM bootloader (subclasses): runs until the next reset."""
+        raise NotImplementedError
 
     def wait_mode(self, mode: Mode | str, timeout: float = 5.0) -> bool:
         """Wait until the module runs ``mode`` (for tests)."""
@@ -239,10 +255,15 @@ class VirtualModule:
         while not self._stop:
             self._booted_at = time.monotonic()
             self.uart.flush_input()
-            mode = Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
+            if self.boot_pin and self.has_rom_bootloader():
+                mode = Mode.ROM
+            else:
+                mode = Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
             self._set_mode(mode)
             try:
-                if mode is Mode.BOOTLOADER:
+                if mode is Mode.ROM:
+                    self.run_rom()
+                elif mode is Mode.BOOTLOADER:
                     self.run_bootloader()     # clears the request when it hands over
                 else:
                     self.run_app()
