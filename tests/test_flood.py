@@ -32,7 +32,8 @@ def test_reset_press_in_the_window_lets_the_update_through(virtual, new_app):
                                         "--reset-window", "20")
     assert code == 0, events[-1]
     names = [e.get("event") for e in events]
-    assert names.index("flooding") < names.index("countdown") < names.index("caught")
+    assert names.index("prompt") < names.index("countdown") < names.index("caught")
+    assert events[names.index("prompt")]["action"] == "press-reset"
     assert events[-1]["result"] == "ok" and events[-1]["app_version_after"] == NEW
     assert dev.app_version == NEW
     time.sleep(0.7)                  # past the old sketch's quiet start-up window
@@ -175,11 +176,12 @@ def test_flood_that_starts_after_identification_is_caught_too(virtual, new_app):
     from rakflash.flows.update import run_update
     from rakflash.link import Link
     dev = virtual("rak3172", sketch="flooding", flood_after=30.0, baud=115200)
+    from rakflash.events import Countdown, Phase
     events = []
 
-    def event(name, data):
-        events.append(name)
-        if name == "countdown" and events.count("countdown") == 1:
+    def emit(event):
+        events.append(event.phase if isinstance(event, Phase) else event.kind)
+        if isinstance(event, Countdown) and events.count("countdown") == 1:
             dev.opts.flood_after = 0.5        # the next start-up has its quiet window again
             dev.press_reset()
 
@@ -188,6 +190,6 @@ def test_flood_that_starts_after_identification_is_caught_too(virtual, new_app):
         plan = make_plan(images.load(new_app), device)
         dev.opts.flood_after = 0.0            # …and now the sketch floods
         time.sleep(0.2)
-        result = run_update(link, plan, event=event, reset_window=10)
+        result = run_update(link, plan, emit=emit, reset_window=10)
     assert result.result == "ok" and result.app_version_after == NEW
-    assert events.index("flooding") < events.index("caught") < events.index("transfer")
+    assert events.index("prompt") < events.index("caught") < events.index("write")

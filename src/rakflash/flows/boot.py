@@ -14,6 +14,7 @@ from typing import Callable
 from ..at import AtConsole, looks_like_text
 from ..catalog import Module
 from ..errors import BootEntryFailed
+from ..events import Caught, Countdown, Prompt, Sink, nowhere
 from ..link import Deadline, Link
 from .identify import DeviceInfo
 
@@ -146,13 +147,12 @@ def _settle_into_bootloader(link: Link, module: Module) -> bool:
 
 def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = None,
                       fallback: Module | None = None, reset_window: float = 30.0,
-                      reset_line: str | None = None,
-                      say: Callable[[str, dict], None] | None = None) -> DeviceInfo:
+                      reset_line: str | None = None, emit: Sink = nowhere) -> DeviceInfo:
     """Identify the device; if its firmware floods the port, catch it in its start-up window.
 
     ``fallback`` is the module to assume when the flood hides which one it is
-    (the CLI passes the image's target). ``say(event, data)`` is told ``"flooding"`` (with the advice to press
-    reset), then ``"countdown"`` ticks, so the CLI can show them.
+    (the flash session passes the image's target). ``emit`` gets the
+    ``press-reset`` prompt, the countdown and the catch (see :func:`catch_after_reset`).
     """
     from ..errors import Flooding
     from .identify import identify
@@ -167,24 +167,24 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
         if flood_baud and link.baud != flood_baud:
             link.baud = flood_baud
         catch_after_reset(link, module, exc.message, window=reset_window, reset_line=reset_line,
-                          say=say)
+                          emit=emit)
         info = identify(link, module=module, baud=link.baud, scan=False)
         info.caught = True
         return info
 
 
 def catch_after_reset(link: Link, module: Module, why: str, *, window: float = 30.0,
-                      reset_line: str | None = None,
-                      say: Callable[[str, dict], None] | None = None) -> None:
+                      reset_line: str | None = None, emit: Sink = nowhere) -> None:
     """Tell the person to press reset (or pulse ``reset_line``), then catch the bootloader.
 
-    ``say`` gets ``"flooding"`` (with ``why``), ``"countdown"`` ticks and ``"caught"``.
+    ``emit`` gets a ``press-reset`` :class:`Prompt` (its message is ``why``), a
+    :class:`Countdown` about once a second and :class:`Caught` at the end.
     Raises :class:`BootEntryFailed` with the two ways out when the window passes.
     """
-    tell = say or (lambda event, data: None)
-    tell("flooding", {"message": why, "reset_line": reset_line, "window": window})
+    t0 = time.monotonic()
+    emit(Prompt("press-reset", why, window, {"reset_line": reset_line, "cause": "flooding"}))
     caught = catch_start_up_window(link, module, window=window, reset_line=reset_line,
-                                   tick=lambda left: tell("countdown", {"seconds_left": round(left)}))
+                                   tick=lambda left: emit(Countdown(round(left))))
     if not caught:
         raise BootEntryFailed(
             f"{module.name}'s firmware prints without pause, so {module.dialect['boot'][0]} "
@@ -194,4 +194,4 @@ def catch_after_reset(link: Link, module: Module, why: str, *, window: float = 3
                   f"(--reset-window to wait longer); or, bypassing the serial bootloader, "
                   f"write a fixed firmware .hex {module.recovery_advice('FIRMWARE.hex', link.port_name)}."),
             cause="flooding")
-    tell("caught", {})
+    emit(Caught(round(time.monotonic() - t0, 3)))

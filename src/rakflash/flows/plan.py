@@ -13,7 +13,6 @@ safe. Every refusal is its own named error with its own next step:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from .. import catalog as _catalog
@@ -22,6 +21,7 @@ from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, Image
                       TouchesBootloader, UnsupportedUpdate, WrongTarget)
 from ..images import Image, ImageInfo, analyse, target_module, vector_at
 from .identify import DeviceInfo
+from .transfers import for_protocol
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Plan:
 
     def to_dict(self, baud: int) -> dict:
         return {
+            "port": self.device.port, "mode": self.device.mode, "image": self.image.image.path,
             "module": self.module.name, "protocol": self.protocol, "address": self.address,
             "bytes": len(self.payload), "name": self.name,
             "app_version_before": self.device.app_version, "app_version_new": self.app_version,
@@ -73,9 +74,6 @@ class Plan:
             "estimated_seconds": round(self.estimate_seconds(baud), 2), "baud": baud,
             "steps": self.steps, "notes": self.notes,
         }
-
-
-SERIAL_PROTOCOLS = ("ymodem", "amota")   # the update protocols rakflash speaks
 
 
 def check_compatibility(module: Module, firmware_version: str | None, bootloader_version: str | None) -> None:
@@ -122,7 +120,7 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     if device.module is not None and device.module.key != module.key and device.module_certain:
         raise WrongTarget(f"--module says {module.name}, but the device is a {device.module.name}",
                           hint=f"Use firmware for {device.module.name}, or check the port.")
-    if module.protocol not in SERIAL_PROTOCOLS:
+    if for_protocol(module.protocol) is None:
         raise UnsupportedUpdate(
             f"rakflash can't yet update a {module.name} over its serial port ({module.protocol})",
             hint=f"Nothing was sent. Write a full image (FULL.hex) {module.recovery_advice()}.")
@@ -213,13 +211,7 @@ def _steps(plan: Plan) -> list[str]:
         steps.append(f"enter the bootloader ({' / '.join(m.dialect['boot'])}), confirmed by its own answer")
     else:
         steps.append("the module already waits in its bootloader: go on from there")
-    if plan.protocol == "ymodem":
-        steps.append(f"at+update, then YMODEM-1K: {len(plan.payload):,} bytes to {plan.address:#010x} "
-                     f"(the bootloader erases the application region first)")
-    elif plan.protocol == "amota":
-        steps.append(f"at+update, then AMOTA packets: 48-byte header + {len(plan.payload):,} bytes")
-    else:
-        steps.append(f"{plan.protocol} transfer of {len(plan.payload):,} bytes")
+    steps += for_protocol(plan.protocol).steps(plan)
     steps.append("the bootloader starts the new application; confirm it answers with "
                  f"{plan.app_version or 'its version'}")
     if plan.settings_to_keep:
@@ -228,27 +220,7 @@ def _steps(plan: Plan) -> list[str]:
 
 
 def minimum_transfer_seconds(module: Module, size: int, baud: int, latency: float) -> float:
-    """The least time the module's update protocol can take for ``size`` bytes.
-
-    Counts every byte on the wire at 10 bits, one turnaround ``latency`` per
-    acknowledged packet in each direction, and the flash erase/program time
-    the MCU's datasheet gives. No implementation can beat it on that link.
-    """
-    mcu = module.mcu
-    bt = 10 / baud
-    program = mcu.program_seconds(size)
-    if module.protocol == "ymodem":
-        blocks = math.ceil(size / 1024)
-        wire = (133 + blocks * 1029 + 1 + 133) * bt          # block 0, data, EOT, closing block
-        replies = (2 + blocks + 1 + 2 + 1) * bt               # ACK+C, ACKs, ACK(+C), ACK
-        turns = (blocks + 3) * 2 * latency
-        erase = mcu.erase_seconds(module.app.size)     # block 0 erases the whole region
-        return wire + replies + turns + erase + program
-    if module.protocol == "amota":
-        packets = math.ceil(size / 512)
-        wire = (3 + 48 + 4 + size + packets * 7 + 7 + 7) * bt
-        replies = (8 + packets * 8 + 4 + 4) * bt
-        turns = (packets + 3) * 2 * latency
-        erase = mcu.erase_seconds(size)                # HEADER erases what the image needs
-        return wire + replies + turns + erase + program
-    return size * bt
+    """The least time the module's update protocol can take for ``size`` bytes on that link
+    (see :meth:`rakflash.flows.transfers.Transfer.minimum_seconds`)."""
+    transfer = for_protocol(module.protocol)
+    return transfer.minimum_seconds(module, size, baud, latency) if transfer else size * 10 / baud

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from ..at import AtConsole, looks_like_text
-from ..errors import BootloaderTooOld, DeviceRejected, RakflashError, TransferError, VerifyFailed, VersionUnconfirmed
+from ..errors import BootloaderTooOld, TransferError, VerifyFailed, VersionUnconfirmed
+from ..events import Phase, Sink, nowhere
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, check_compatibility
-from .settings import SettingsCheck, keep_until_checked, read_settings, setting_name, settle
-
-Progress = Callable[[int, int], None]
-Event = Callable[[str, dict], None]
+from .settings import SettingsCheck, keep_until_checked, read_settings, settle
+from .transfers import for_protocol
 
 
 @dataclass
@@ -60,33 +58,34 @@ class UpdateResult:
                 "settings": self.settings.to_dict() if self.settings else None}
 
 
-def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
-               event: Event | None = None, app_timeout: float = 15.0,
+def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: float = 15.0,
                reset_window: float = 30.0, reset_line: str | None = None) -> UpdateResult:
-    """Carry out ``plan`` over ``link``.
+    """Carry out ``plan`` over ``link``, reporting through ``emit``.
 
     ``reset_window`` / ``reset_line``: if the application starts flooding the
     port only now, the person is asked to press reset (or the line is pulsed)
     and the bootloader is caught, as when identification finds the flood.
     """
-    tell = event or (lambda name, data: None)
-
-    def say(name: str, data: dict) -> None:
+    def phase(name: str, message: str, **info: object) -> None:
         link.note(f"update step: {name}")
-        tell(name, data)
+        emit(Phase(name, message, info))
 
     module = plan.module
+    transfer = for_protocol(plan.protocol)
+    if transfer is None:
+        raise TransferError(f"serial update over {plan.protocol} is not supported yet",
+                            hint=f"Write a full image (FULL.hex) {module.recovery_advice()}.")
     t0 = time.monotonic()
     settings_before = None
     if plan.settings_to_keep:
+        phase("settings", "reading the LoRaWAN keys and settings")
         settings_before = read_settings(link, module, plan.settings_to_keep)
         keep_until_checked(module, plan.device.serial_number, settings_before)
-        say("settings", {"read": [setting_name(q) for q in settings_before]})
-    say("boot", {"mode": plan.device.mode})
+    phase("boot", "entering the bootloader", mode=plan.device.mode)
     boot_seconds = boot.enter_bootloader(
         link, plan.device, module,
         on_flood=lambda why: boot.catch_after_reset(link, module, why, window=reset_window,
-                                                    reset_line=reset_line, say=tell))
+                                                    reset_line=reset_line, emit=emit))
     boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
     if not plan.force:
         try:
@@ -98,104 +97,23 @@ def run_update(link: Link, plan: Plan, *, progress: Progress | None = None,
                 exc.message = (exc.message.rstrip(".") +
                                "; nothing was written and the module runs its application again")
             raise
-    say("transfer", {"bytes": len(plan.payload), "bootloader_version": boot_version})
+    phase("write", "writing", bytes=len(plan.payload), bootloader_version=boot_version)
     t1 = time.monotonic()
-    _transfer(link, plan, progress)
+    link.discard_input()
+    transfer.send(link, plan, emit)
     transfer_seconds = time.monotonic() - t1
-    say("verify", {})
+    phase("start", "starting the new firmware")
     after = wait_for_app_version(link, plan, app_timeout)
     if plan.app_version and after != plan.app_version:
         raise VerifyFailed(f"after the update {module.name} reports {after!r}, "
                            f"but the image carries {plan.app_version!r}")
     settings = None
     if plan.keep_settings and module.dialect.get("settings"):
+        phase("settings-check", "checking the LoRaWAN keys and settings")
         serial = plan.device.serial_number or _ask_serial_number(link, plan)
         settings = settle(link, module, serial, settings_before)
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
                         time.monotonic() - t0, boot_seconds, transfer_seconds, settings)
-
-
-def _transfer(link: Link, plan: Plan, progress: Progress | None) -> None:
-    d = plan.module.boot_dialect
-    link.discard_input()
-    if plan.protocol == "ymodem":
-        from ..protocols.ymodem import ABORT, YmodemSender
-        link.write_line(d["update"])
-        sender = YmodemSender(link, progress=progress, **ymodem_timeouts(plan, link.baud))
-        _guarded(link, lambda: sender.send(plan.name, plan.payload), abort=ABORT)
-    elif plan.protocol == "amota":
-        from ..protocols.amota import ABORT, WRITE_ERROR, AmotaSender
-        _start_amota(link, plan)
-        sender = AmotaSender(link, progress=progress, **amota_timeouts(plan, link.baud))
-        try:
-            _guarded(link, lambda: sender.send(plan.blob), abort=ABORT)
-        except DeviceRejected as exc:
-            if exc.details.get("status") == WRITE_ERROR:   # name the probe command for this module
-                exc.hint += f" (a full image, FULL.hex): {plan.module.recovery_advice()}"
-            raise
-    else:
-        raise TransferError(f"serial update over {plan.protocol} is not supported yet",
-                            hint=f"Write a full image (FULL.hex) {plan.module.recovery_advice()}.")
-
-
-def ymodem_timeouts(plan: Plan, baud: int) -> dict:
-    """Deadlines from the link and the MCU's datasheet, with generous margins.
-
-    Block 0's ACK waits for the erase of the whole application region; a data
-    block's ACK for its line time plus programming; 1 s of slack for USB and
-    scheduling on top of both.
-    """
-    mcu, app = plan.module.mcu, plan.module.app
-    erase = mcu.erase_seconds(app.size)
-    block = 1029 * 10 / baud + mcu.program_seconds(1024)
-    return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
-            "start_timeout": 3.0, "restart_markers": _restart_markers(plan), "byte_time": 10 / baud,
-            "st_iap": plan.module.receiver == "st-iap"}
-
-
-def amota_timeouts(plan: Plan, baud: int) -> dict:
-    """Reply deadlines: a packet's line time plus programming (or erase for HEADER), with slack."""
-    mcu = plan.module.mcu
-    packet = (7 + 512 + 8) * 10 / baud + mcu.program_seconds(512)
-    erase = mcu.erase_seconds(len(plan.payload))
-    return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "verify_timeout": 10.0,
-            "restart_markers": _restart_markers(plan)}
-
-
-def _restart_markers(plan: Plan) -> tuple[bytes, ...]:
-    """What only a freshly restarted bootloader prints: its banner, its console's refusal."""
-    d = plan.module.boot_dialect
-    return d["banner"].encode(), d["unsupported"].encode()
-
-
-def _guarded(link: Link, send: Callable[[], None], *, abort: bytes) -> None:
-    """Run a transfer; on failure send ``abort`` so the device leaves its transfer
-    session and its bootloader console answers again (a re-run then goes on from there)."""
-    try:
-        send()
-    except (RakflashError, KeyboardInterrupt):
-        try:
-            link.write(abort)
-        except RakflashError:
-            pass
-        raise
-
-
-def _start_amota(link: Link, plan: Plan) -> None:
-    from ..errors import BootEntryFailed
-    d = plan.module.boot_dialect
-    link.write_line(d["update"])
-    started = plan.module.update_reply.encode()
-    deadline = Deadline(3.0)
-    while not deadline.expired:
-        line = link.read_line(deadline.remaining())
-        if line is None:
-            break
-        if line.strip() == started:
-            return
-    raise BootEntryFailed(f"the bootloader did not start the upgrade (no {plan.module.update_reply!r} "
-                          f"after {d['update']})",
-                          hint="Run the same command again; the module stays in its bootloader.")
 
 
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:

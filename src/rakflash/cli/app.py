@@ -1,0 +1,38 @@
+"""The ``rakflash`` command group; every command module registers itself on :data:`main`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import Aborted
+from .output import emit_json, err
+
+
+class _Rakflash(click.Group):
+    """The command group; a usage error under ``--json`` is a JSON line too."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+            if "--json" in argv:
+                emit_json({"result": "usage", "error": "usage", "message": exc.format_message(),
+                           "hint": "See 'rakflash COMMAND --help'."})
+            else:
+                exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            err.print("aborted")
+            sys.exit(Aborted.exit_code)
+
+
+@click.group(cls=_Rakflash, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rakflash")
+def main() -> None:
+    """Firmware update and recovery for RAKwireless LoRa modules."""

@@ -1,0 +1,64 @@
+"""``rakflash demo``: a virtual module updated end to end, no hardware needed."""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from .. import catalog as _catalog, images
+from ..flows.identify import identify
+from ..flows.plan import make_plan
+from ..flows.update import run_update
+from .app import main
+from .options import json_option, open_link
+from .output import TerminalEvents, emit_json, out, print_device, reports_errors, show_plan, show_settings
+
+
+@main.command()
+@click.option("--module", "-m", "module_name", default="rak3172", show_default=True,
+              type=click.Choice(["rak3172", "rak811", "rak11720"]), help="Which virtual module to update.")
+@click.option("--size", type=int, default=24 * 1024, show_default=True, help="Size of the new application.")
+@json_option()
+@reports_errors
+def demo(module_name: str, size: int, as_json: bool) -> None:
+    """Update a virtual module end to end over a pseudo-terminal, no hardware needed.
+
+    The virtual module runs at 115200 baud with a USB-UART's turnaround
+    latency and its MCU's datasheet flash timings, so what you see is what
+    the same update takes on a real module.
+    """
+    from ..sim import SimOptions, create, firmware
+    module = _catalog.load().module(module_name)
+    boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
+    with create(module.key, SimOptions(latency_ms=1.0, app_version=old_v)) as dev, \
+            tempfile.TemporaryDirectory() as tmp:
+        new_file = Path(tmp) / f"{module.name}_{new_v}.bin"
+        new_file.write_bytes(firmware.app_image(module, new_v, size))
+        if not as_json:
+            out.print(f"virtual {module.name} serving on {dev.port} (115200 baud, 1 ms latency)")
+            out.print(f"new firmware {new_file.name}: {size:,} bytes\n")
+        with ExitStack() as stack:
+            link = open_link(stack, dev.port, 115200, None)
+            # RUI3 modules say what they are; RUI v3 firmware doesn't, so name it.
+            device = identify(link, module=module if module.dialect.key == "rui-v3" else None)
+            if not as_json:
+                print_device(device)
+                out.print()
+            plan = make_plan(images.load(new_file), device, module=module)
+            if as_json:
+                result = run_update(link, plan)
+            else:
+                show_plan(plan.to_dict(link.baud))
+                with TerminalEvents() as render:
+                    result = run_update(link, plan, emit=render)
+        after = dev.app_version
+    if as_json:
+        emit_json({**result.to_dict(), "flash_reports": after})
+        return
+    out.print(f"[green]done[/]: {result.module} {result.app_version_before} → {result.app_version_after} "
+              f"in {result.seconds:.1f} s (transfer {result.rate / 1024:.1f} KiB/s; bootloader entered "
+              f"in {result.boot_seconds:.2f} s). The virtual module's flash now holds {after}.")
+    show_settings(result.settings)

@@ -1,0 +1,83 @@
+"""``rakflash flash FILE --port P``: update a module's application over its serial bootloader."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+
+import click
+
+from .. import images
+from ..errors import AlreadyUpToDate, ConfirmationNeeded
+from ..flows.session import DryRun, FlashOptions, FlashSession
+from .app import main
+from .options import WINDOW, IntParam, json_option, lookup_module, module_option, open_link, port_options
+from .output import JsonEvents, TerminalEvents, emit_json, known, out, reports_errors, show_settings
+
+FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "seconds")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@port_options
+@module_option()
+@click.option("--address", type=IntParam(), help="Base address of a .bin (default: the module's application base).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (steps, bytes, estimated time) and exit.")
+@click.option("--yes", "-y", is_flag=True, help="Answer every confirmation with yes (for scripts and CI).")
+@click.option("--force", is_flag=True, help="Write even if the same version already runs, or past the compatibility check.")
+@click.option("--reset-window", type=WINDOW, default=30.0, show_default=True, metavar="S",
+              help="When the firmware floods the port: how long to wait for a reset press.")
+@click.option("--reset-with", type=click.Choice(["rts", "dtr"]),
+              help="The adapter's RTS or DTR line is wired to the module's reset: pulse it instead of asking.")
+@click.option("--keep-settings/--no-keep-settings", default=True, show_default=True,
+              help="Read the LoRaWAN keys and settings before the update, check them after it, "
+                   "and write back any the new firmware lost.")
+@json_option("Print JSON progress events and a JSON result line.")
+@reports_errors(json_keys=FLASH_KEYS)
+def flash(file: str, port: str, baud: int | None, trace_path: str | None, module_name: str | None,
+          address: int | None, dry_run: bool, yes: bool, force: bool, reset_window: float,
+          reset_with: str | None, keep_settings: bool, as_json: bool) -> None:
+    """Update the application of a module over its serial bootloader."""
+    module = lookup_module(module_name)
+    image = images.load(file, address=address, module=module)
+    options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
+                           dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
+    with ExitStack() as stack:
+        link = open_link(stack, port, baud, trace_path)
+        render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
+        session = FlashSession(link, image, options, emit=render,
+                               confirm=None if yes else _ask(port))
+        try:
+            outcome = session.run()
+        except AlreadyUpToDate:
+            if not as_json:
+                show_settings(session.settings_check)
+            raise
+        finally:
+            known.update(session.known)
+    if isinstance(outcome, DryRun):
+        if as_json:
+            emit_json(outcome.to_dict())
+        return
+    result = outcome
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out.print(f"[green]done[/]: {result.module} {result.app_version_before or '(bootloader)'} → "
+              f"{result.app_version_after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
+              f"(transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s; "
+              f"bootloader entered in {result.boot_seconds:.2f} s)")
+    dev = session.device
+    show_settings(result.settings, unchecked_reason=(
+        "the module was in its bootloader, so its keys could not be read before the update, and no "
+        "earlier run kept them" if keep_settings and result.settings is None
+        and dev.module is not None and dev.module.dialect.get("settings") else None))
+
+
+def _ask(port: str):
+    """The confirmation before writing: a prompt on a terminal, else a clear refusal (use --yes)."""
+    def confirm(plan) -> bool:
+        if not sys.stdin or not sys.stdin.isatty():
+            raise ConfirmationNeeded("about to write firmware, and there is no terminal to confirm it")
+        return click.confirm(f"Write {len(plan.payload):,} bytes to {plan.module.name} on {port}?")
+    return confirm

@@ -1,0 +1,73 @@
+"""``rakflash inspect FILE``: what a firmware file is."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from .. import images
+from .app import main
+from .options import IntParam, lookup_module, module_option
+from .output import emit_json, out, reports_errors
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--address", type=IntParam(), help="Base address of a .bin (default: the target module's application base).")
+@module_option()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def inspect(file: str, address: int | None, module_name: str | None, as_json: bool) -> None:
+    """Say what a firmware file is: format, segments, target, regions, versions."""
+    module = lookup_module(module_name)
+    img = images.load(file, address=address, module=module)
+    info = images.analyse(img, module=module)
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    _print_inspect(info)
+
+
+def _print_inspect(info: images.ImageInfo) -> None:
+    img = info.image
+    names = {"bin": "raw binary", "hex": "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)"}
+    out.print(f"file      {img.path}")
+    out.print(f"format    {names.get(img.format, img.format)}, {img.file_size:,} bytes on disk, {img.size:,} bytes of data")
+    out.print(f"sha256    {img.sha256}")
+    if img.format != "hex":
+        how = {"--address": "given with --address", "catalog": "the target module's application base (catalog)",
+               "blob header": "the blob header's load address",
+               "default": "unknown target: assumed 0; give --address"}[img.base_source]
+        out.print(f"base      {img.low:#010x} ({how})")
+    if img.start_address is not None:
+        out.print(f"start     {img.start_address:#010x} (start address record)")
+    if info.module:
+        vec = f"SP {info.vector[0]:#010x}, reset {info.vector[1]:#010x}" if info.vector else "no vector table"
+        out.print(f"target    {info.module.name} ({info.mcu.name}) — from the vector table: {vec}")
+    elif info.mcu:
+        out.print(f"target    {info.mcu.name}, no module in the catalog")
+    else:
+        out.print("target    unknown: no Cortex-M vector table of a known MCU at the start of the image")
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("segment start")
+    table.add_column("end")
+    table.add_column("size", justify="right")
+    for s in img.segments:
+        table.add_row(f"{s.start:#010x}", f"{s.end:#010x}", f"{s.size:,}")
+    out.print(table)
+    if info.regions:
+        rt = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        rt.add_column("region")
+        rt.add_column("range")
+        rt.add_column("covered", justify="right")
+        for r in info.regions:
+            rt.add_row(r.name, f"{r.start:#010x}-{r.end:#010x}", f"{r.bytes:,} of {r.end - r.start:,}")
+        out.print(rt)
+        if info.outside:
+            out.print(f"[yellow]{info.outside:,} bytes lie outside the module's known regions[/]")
+    out.print(f"versions  application: {info.app_version or '-'}; bootloader: {info.bootloader_version or '-'}")
+    if img.ota_header is not None:
+        h = img.ota_header
+        out.print(f"ota       load {h.load_address:#x}, length {h.length:,}, crc {h.crc:#010x} (checked), "
+                  f"version {h.version}, binary type {h.binary_type}, storage type {h.storage_type}, "
+                  f"{'encrypted' if h.encrypted else 'not encrypted'}")

@@ -1,0 +1,266 @@
+"""Output shared by every command: error reporting, JSON lines, and the renderers of the event stream.
+
+Flows report through typed events (:mod:`rakflash.events`); a command picks a
+renderer — :class:`JsonEvents` (one JSON object per event) or
+:class:`TerminalEvents` (a live progress bar and plain lines) — and passes it
+as the flow's ``emit``. Renderers only show; they decide nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from .. import events as ev
+from ..errors import Aborted, RakflashError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit_json(obj: dict) -> None:
+    click.echo(json.dumps(obj, default=str))
+
+
+# What a command has learnt so far (e.g. the version running before an update),
+# so that a JSON error line still carries it.
+known: dict[str, Any] = {}
+
+
+def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = ()) -> Callable:
+    """Turn rakflash errors into one clear line and an exit code.
+
+    With ``--json`` the error is a JSON object; ``json_keys`` are always
+    present in it (null when unknown), so scripts can read one shape.
+    """
+    if fn is None:
+        return functools.partial(reports_errors, json_keys=json_keys)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        known.clear()
+
+        def base(result: str) -> dict:
+            b = {k: None for k in json_keys}
+            if "port" in kwargs:
+                b["port"] = kwargs["port"]
+            b.update({k: v for k, v in known.items() if k in b or k == "module"})
+            if "result" in b:
+                b["result"] = result
+            return b
+
+        try:
+            try:
+                return fn(*args, **kwargs)
+            except click.Abort:        # Ctrl-C or Ctrl-D at a confirmation prompt
+                raise Aborted("update not confirmed (the prompt was closed)") from None
+        except RakflashError as exc:
+            if exc.exit_code == 0:      # nothing to do is not a failure
+                if as_json:
+                    emit_json({**base(exc.name), **exc.details, "message": exc.message, "error": None})
+                else:
+                    out.print(f"{exc.message}. {exc.hint}")
+                sys.exit(0)
+            if as_json:
+                emit_json({**base(exc.name), **_error_json(exc)})
+            else:
+                err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+                if exc.hint:
+                    err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException):
+            raise                  # click's own ways out keep their meaning
+        except Exception as exc:   # a bug in rakflash: one line and the way to report it
+            if os.environ.get("RAKFLASH_DEBUG"):
+                raise
+            message = f"internal error: {exc.__class__.__name__}: {exc}"
+            hint = ("This is a bug in rakflash. Please report it with the command, its output and "
+                    "a --trace file (RAKFLASH_DEBUG=1 shows the traceback).")
+            if as_json:
+                emit_json({**base("internal-error"), "error": "internal-error", "message": message,
+                           "hint": hint})
+            else:
+                err.print(f"error: {message}", markup=False)
+                err.print(f"hint: {hint}", markup=False)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            hint = ("If an update was under way, the module waits in its bootloader: run the "
+                    "same command again to finish it.")
+            if as_json:
+                emit_json({**base("interrupted"), "error": "interrupted",
+                           "message": "interrupted (Ctrl-C)", "hint": hint})
+            else:
+                err.print(f"interrupted. {hint}")
+            sys.exit(130)
+
+    return wrapper
+
+
+def _error_json(exc: RakflashError) -> dict:
+    d = {"error": exc.name, "message": exc.message, "hint": exc.hint}
+    d.update({k: v for k, v in exc.details.items() if k not in d})
+    return d
+
+
+# ------------------------------------------------------------------ renderers of the event stream
+
+class JsonEvents:
+    """Every event as one JSON line on standard output."""
+
+    def __call__(self, event: ev.Event) -> None:
+        emit_json(event.to_dict())
+
+    def __enter__(self) -> "JsonEvents":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class TerminalEvents:
+    """Events for people: plan and notes as lines, a live progress bar once writing starts,
+    the reset prompt and its countdown (whole lines when standard error is a log file)."""
+
+    LABELS = {"identify": "identifying", "settings": "reading settings", "boot": "entering bootloader",
+              "connect": "connecting", "erase": "erasing", "write": "writing", "verify": "verifying",
+              "start": "starting new firmware", "settings-check": "checking settings"}
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._task = None
+        self._label = ""
+        self._retries = 0
+        self._total: int | None = None
+
+    def __enter__(self) -> "TerminalEvents":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _ensure_bar(self) -> None:
+        if self._bar is not None:
+            return
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+        self._bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                             TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task(self._label, total=self._total)
+
+    def _describe(self, label: str) -> None:
+        self._label = label
+        if self._bar is not None:
+            suffix = f" ({self._retries} resent)" if self._retries else ""
+            self._bar.update(self._task, description=label + suffix)
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.PlanReady):
+            show_plan(event.info)
+        elif isinstance(event, ev.Phase):
+            if event.phase == "identify":
+                return                       # quick, and says nothing a person needs
+            total = event.info.get("bytes")
+            if total:
+                self._total = total
+            self._ensure_bar()
+            if total:
+                self._bar.update(self._task, total=total)
+            self._describe(self.LABELS.get(event.phase, event.phase))
+        elif isinstance(event, ev.Progress):
+            self._ensure_bar()
+            self._bar.update(self._task, completed=event.bytes, total=event.total)
+        elif isinstance(event, ev.Retry):
+            self._retries = event.retries
+            self._describe(self._label)
+        elif isinstance(event, ev.Prompt):
+            self._prompt(event)
+        elif isinstance(event, ev.Countdown):
+            if self._bar is not None:
+                self._bar.update(self._task, description=f"waiting for a reset ({event.seconds_left} s left)")
+            elif err.is_terminal:
+                err.print(f"  waiting for the reset: {event.seconds_left} s left ", end="\r")
+            elif event.seconds_left % 5 == 0:      # a log file gets a line every 5 s, not a smear
+                err.print(f"  waiting for the reset: {event.seconds_left} s left")
+        elif isinstance(event, ev.Caught):
+            if self._bar is None:
+                err.print(("\n" if err.is_terminal else "") + "caught the module in its bootloader")
+            else:
+                self._describe("entering bootloader")
+        elif isinstance(event, ev.Warning):
+            err.print(f"[yellow]warning:[/] {event.message}")
+        elif isinstance(event, ev.Note):
+            out.print(f"[yellow]note:[/] {event.message}")
+
+    def _prompt(self, event: ev.Prompt) -> None:
+        if event.action == "press-reset":
+            err.print(f"[yellow]{event.message}.[/]")
+            line = event.info.get("reset_line")
+            if line:
+                err.print(f"Pulsing {line.upper()} to reset the module, then sending the boot command in a burst.")
+            else:
+                err.print("[bold]Press the module's reset button now.[/] rakflash sends the boot command "
+                          "in a burst and catches the module as it starts.")
+        else:
+            err.print(f"[bold]{event.message}[/]")
+
+
+# ------------------------------------------------------------------ shared printouts
+
+def print_device(dev: Any) -> None:
+    """What ``info`` shows about a device (a :class:`~rakflash.flows.identify.DeviceInfo`)."""
+    rows = [("port", f"{dev.port} at {dev.baud} baud"),
+            ("module", (dev.module.name if dev.module else "unknown") + ("" if dev.module_certain else " (probably)")),
+            ("mode", "application running" if dev.mode == "app" else "in its bootloader"),
+            ("application", dev.app_version or ("-" if dev.mode == "app" else "- (the bootloader can't tell)")),
+            ("bootloader", dev.bootloader_version or "-"),
+            ("hardware", dev.hardware_model or "-"), ("hardware id", dev.hardware_id or "-"),
+            ("serial number", dev.serial_number or "-"), ("AT dialect", dev.dialect)]
+    for k, v in rows:
+        out.print(f"{k:<14}{v}")
+    for n in dev.notes:
+        out.print(f"[yellow]note:[/] {n}")
+
+
+def show_plan(plan: dict) -> None:
+    """A plan (its ``to_dict()``) for people: device, image, notes, steps, estimate."""
+    out.print(f"device    {plan['module']} on {plan['port']}, {plan['mode']}, application "
+              f"{plan['app_version_before'] or '-'}, bootloader {plan['bootloader_version'] or '-'}")
+    out.print(f"image     {plan['image']}: application {plan['app_version_new'] or '-'}, "
+              f"{plan['bytes']:,} bytes to {plan['address']:#010x}")
+    for n in plan["notes"]:
+        out.print(f"[yellow]note:[/] {n}")
+    out.print("plan:")
+    for i, step in enumerate(plan["steps"], 1):
+        out.print(f"  {i}. {step}")
+    out.print(f"estimate  {plan['estimated_seconds']:.1f} s at {plan['baud']} baud")
+
+
+def show_settings(check: Any, *, unchecked_reason: str | None = None) -> None:
+    """What happened to the owner's keys and settings (a :class:`~rakflash.flows.settings.SettingsCheck`)."""
+    if check is None:
+        if unchecked_reason:
+            out.print(f"settings: not checked ({unchecked_reason}).")
+        return
+    if not check.names:
+        return
+    earlier = " (the values read by the earlier, interrupted run)" if check.from_earlier_run else ""
+    if check.lost:
+        where = (f" The values from before the update are in {check.kept_in} (readable only by you)."
+                 if check.kept_in else "")
+        err.print(f"[yellow]warning:[/] the new firmware lost {', '.join(check.lost)} and rakflash could "
+                  f"not write them back: set them again with AT+<NAME>=<value>.{where}")
+    elif check.restored:
+        out.print(f"settings: the new firmware had reset {', '.join(check.restored)}; rakflash wrote "
+                  f"back the values from before the update{earlier}.")
+    else:
+        out.print(f"settings: {', '.join(check.names)} kept{earlier}.")

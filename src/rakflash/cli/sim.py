@@ -1,0 +1,107 @@
+"""``rakflash sim MODULE``: a virtual module on a pseudo-terminal."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from .app import main
+from .options import BAUD
+
+
+@main.command()
+@click.argument("module_name", metavar="MODULE")
+@click.option("--state", type=click.Choice(["app", "bootloader"]), default="app", show_default=True,
+              help="Start in the application or in the bootloader (as after an interrupted update).")
+@click.option("--baud", type=BAUD, default=115200, show_default=True, help="The module's UART baud rate.")
+@click.option("--latency-ms", type=float, default=1.0, show_default=True, help="USB-UART turnaround latency.")
+@click.option("--flash-scale", type=float, default=1.0, show_default=True,
+              help="Multiply the datasheet flash erase/program times (0 = instant).")
+@click.option("--app-version", help="Version string of the application the module starts with.")
+@click.option("--bootloader-version", help="Version string of its bootloader.")
+@click.option("--app-size", type=int, default=96 * 1024, show_default=True, help="Size of the starting application.")
+@click.option("--sketch", type=click.Choice(["quiet", "flooding"]), default="quiet", show_default=True,
+              help="'flooding': the application prints without pause after a short start-up window.")
+@click.option("--bit-error-rate", type=float, default=0.0, help="Probability of a bit error per received byte.")
+@click.option("--drop-rate", type=float, default=0.0, help="Probability of losing a received byte.")
+@click.option("--power-cut-after", type=int, help="Cut the power after the module received N bytes.")
+@click.option("--pull-cable-after", type=int, help="Pull the cable (the port vanishes) after N received bytes.")
+@click.option("--boot-pin", "--boot0", "boot_pin", is_flag=True,
+              help="Hold the boot pin (STM32 BOOT0, Apollo3 BOOT) high: at reset the chip starts its ROM "
+                   "bootloader, where it has one. 'b' + Enter toggles it on a running module.")
+@click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
+def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
+        app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
+        bit_error_rate: float, drop_rate: float, power_cut_after: int | None,
+        pull_cable_after: int | None, boot_pin: bool, any_baud: bool) -> None:
+    """Serve a virtual module on a pseudo-terminal until interrupted.
+
+    The first line printed is 'port: /dev/pts/N'. Press the module's reset
+    button with 'r' + Enter on standard input or with SIGUSR1; 'b' + Enter
+    toggles the boot pin (takes effect at the next reset); after
+    --pull-cable-after, 'p' + Enter plugs the cable back in (a new port).
+    """
+    from ..sim import Faults, SimOptions, create
+    opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
+                      bootloader_version=bootloader_version, app_version=app_version,
+                      app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
+                      faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
+                                    power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
+    try:
+        dev = create(module_name, opts)
+    except KeyError as exc:
+        from ..sim.modules import MODULES
+        what = "no virtual" if str(exc.args[0]).startswith("no virtual") else "no module called"
+        raise click.UsageError(f"{what} {module_name!r}; virtual modules: {', '.join(sorted(MODULES))}") from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    dev.start()
+    click.echo(f"port: {dev.port}")
+    sys.stdout.flush()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, lambda *a: (dev.press_reset(), click.echo("reset pressed")))
+
+    def stdin_buttons() -> None:
+        for line in sys.stdin:
+            key = line.strip().lower()
+            if key == "r":
+                dev.press_reset()
+                click.echo("reset pressed")
+            elif key == "b":
+                dev.set_boot_pin(not dev.boot_pin)
+                click.echo(f"boot pin {'high' if dev.boot_pin else 'low'} (press reset to take effect)")
+            elif key == "p" and dev.uart.closed:
+                click.echo(f"cable plugged in again; port: {dev.plug_in()}")
+            sys.stdout.flush()
+
+    if sys.stdin is not None and not sys.stdin.closed:
+        threading.Thread(target=stdin_buttons, daemon=True).start()
+    seen = None
+    unplugged = False
+    try:
+        while not stop.wait(0.2):
+            if dev.uart.closed:
+                if not unplugged:
+                    click.echo("cable pulled: the port is gone ('p' + Enter plugs it back in)")
+                    sys.stdout.flush()
+                    unplugged = True
+                continue
+            unplugged = False
+            now = (dev.mode, dev.resets, dev.updates)
+            if now != seen and dev.mode is not None:
+                # What a person watching the module would want to know: what runs now.
+                running = {"app": dev.app_version, "bootloader": dev.bootloader_version,
+                           "rom": "(the chip's ROM bootloader)"}.get(dev.mode.value)
+                click.echo(f"running: {dev.mode.value} {running or '-'}"
+                           + (f" (updates so far: {dev.updates})" if dev.updates else ""))
+                sys.stdout.flush()
+                seen = now
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()

@@ -1,0 +1,138 @@
+"""A whole ``flash`` of one module over one port, as the CLI, the fleet runner and the web page run it.
+
+The steps, each reported through the event sink:
+
+1. identify what answers on the link — catching a module whose firmware
+   floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`);
+2. plan, refusing before anything is written (:func:`plan.make_plan`); a
+   module found already running the image's version still gets the settings
+   check an earlier, cut-off run could not finish;
+3. a dry run stops here with the plan; otherwise ``confirm(plan)`` decides;
+4. the update itself (:func:`update.run_update`).
+
+A module that was caught in its bootloader for this update and is then not
+written (dry run, refusal, no confirmation, an error) is sent back to its
+application. What was learnt before a failure (module, version running before)
+stays readable in :attr:`FlashSession.known`, so a failure report can include it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..catalog import Module
+from ..errors import AlreadyUpToDate, Aborted, RakflashError
+from ..events import Phase, PlanReady, Sink, nowhere
+from ..images import Image, target_module
+from ..link import Link
+from . import boot
+from .identify import DeviceInfo
+from .plan import Plan, make_plan
+from .settings import SettingsCheck, settle_earlier
+from .update import UpdateResult, run_update
+
+
+@dataclass
+class FlashOptions:
+    """How to flash (each maps to a ``rakflash flash`` option)."""
+
+    module: Module | None = None      # --module: what the person says is attached
+    baud: int | None = None           # --baud: tried first (others are scanned)
+    force: bool = False
+    keep_settings: bool = True
+    dry_run: bool = False
+    reset_window: float = 30.0        # seconds to wait for a reset press when the firmware floods
+    reset_line: str | None = None     # "rts" / "dtr" wired to the module's reset
+
+
+@dataclass
+class DryRun:
+    """The outcome of a dry run: the plan, nothing written."""
+
+    plan: Plan
+    baud: int
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.plan
+        return {"result": "ok", "dry_run": True, "module": p.module.name,
+                "app_version_before": p.device.app_version, "app_version_after": None,
+                "app_version_new": p.app_version, "bytes": len(p.payload), "seconds": 0.0,
+                "estimated_seconds": round(p.estimate_seconds(self.baud), 2)}
+
+
+Confirm = Callable[[Plan], bool]
+
+
+class FlashSession:
+    """One flash of ``image`` over an open ``link``; :meth:`run` does it."""
+
+    def __init__(self, link: Link, image: Image, options: FlashOptions | None = None, *,
+                 emit: Sink = nowhere, confirm: Confirm | None = None) -> None:
+        self.link = link
+        self.image = image
+        self.options = options or FlashOptions()
+        self.emit = emit
+        self.confirm = confirm
+        self.device: DeviceInfo | None = None
+        self.plan: Plan | None = None
+        self.settings_check: SettingsCheck | None = None   # for a module found up to date
+
+    @property
+    def known(self) -> dict[str, Any]:
+        """What this session has learnt so far (for a report of a failure)."""
+        d: dict[str, Any] = {}
+        if self.device is not None:
+            d["app_version_before"] = self.device.app_version
+            d["module"] = self.device.module.name if self.device.module else None
+            d["serial_number"] = self.device.serial_number
+        if self.plan is not None:
+            d["module"] = self.plan.module.name
+        return d
+
+    def run(self) -> UpdateResult | DryRun:
+        """Identify, plan, confirm and update; raises the named error of whatever stops it."""
+        o, link = self.options, self.link
+        self.emit(Phase("identify", f"identifying the module on {link.port_name}"))
+        self.device = dev = boot.identify_or_catch(
+            link, module=o.module, baud=o.baud, fallback=target_module(self.image),
+            reset_window=o.reset_window, reset_line=o.reset_line, emit=self.emit)
+        written = False
+        try:
+            try:
+                self.plan = plan = make_plan(self.image, dev, module=o.module, force=o.force,
+                                             keep_settings=o.keep_settings)
+            except AlreadyUpToDate as exc:
+                # The new firmware already runs: an earlier run may have been cut off
+                # before it checked the owner's settings; finish that check now.
+                self.settings_check = settle_earlier(link, dev) if o.keep_settings else None
+                if self.settings_check is not None:
+                    exc.details.update(settings_kept=self.settings_check.kept,
+                                       settings=self.settings_check.to_dict())
+                raise
+            self.emit(PlanReady(plan.to_dict(link.baud)))
+            if o.dry_run:
+                return DryRun(plan, link.baud)
+            if self.confirm is not None and not self.confirm(plan):
+                raise Aborted("update not confirmed")
+            written = True       # from here on the module is the update's
+            return run_update(link, plan, emit=self.emit, reset_window=o.reset_window,
+                              reset_line=o.reset_line)
+        finally:
+            if dev.caught and not written:
+                _release(link, dev)
+
+
+def _release(link: Link, dev: DeviceInfo) -> None:
+    """Start the application of a module caught for an update that did not happen."""
+    if dev.module is not None:
+        try:
+            boot.leave_bootloader(link, dev.module)
+        except RakflashError:
+            pass
+
+
+def flash(link: Link, image: Image, options: FlashOptions | None = None, *,
+          emit: Sink = nowhere, confirm: Confirm | None = None) -> UpdateResult | DryRun:
+    """Flash ``image`` over ``link`` (see :class:`FlashSession`)."""
+    return FlashSession(link, image, options, emit=emit, confirm=confirm).run()

@@ -1,0 +1,72 @@
+"""AMOTA packets after ``at+update`` (RAK11720): the Apollo3 OTA blob, HEADER / DATA / VERIFY / RESET."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ...errors import BootEntryFailed, DeviceRejected
+from ...events import Sink
+from ...link import Deadline, Link
+from ...protocols import amota
+from .base import guarded, progress_to, restart_markers
+
+if TYPE_CHECKING:
+    from ...catalog import Module
+    from ..plan import Plan
+
+
+def timeouts(plan: "Plan", baud: int) -> dict:
+    """Reply deadlines: a packet's line time plus programming (or erase for HEADER), with slack."""
+    mcu = plan.module.mcu
+    packet = (7 + 512 + 8) * 10 / baud + mcu.program_seconds(512)
+    erase = mcu.erase_seconds(len(plan.payload))
+    return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "verify_timeout": 10.0,
+            "restart_markers": restart_markers(plan)}
+
+
+class AmotaTransfer:
+    name = "amota"
+
+    def steps(self, plan: "Plan") -> list[str]:
+        return [f"at+update, then AMOTA packets: 48-byte header + {len(plan.payload):,} bytes"]
+
+    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+        mcu = module.mcu
+        bt = 10 / baud
+        packets = math.ceil(size / 512)
+        wire = (3 + 48 + 4 + size + packets * 7 + 7 + 7) * bt
+        replies = (8 + packets * 8 + 4 + 4) * bt
+        turns = (packets + 3) * 2 * latency
+        erase = mcu.erase_seconds(size)                       # HEADER erases what the image needs
+        return wire + replies + turns + erase + mcu.program_seconds(size)
+
+    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+        start(link, plan)
+        sender = amota.AmotaSender(link, progress=progress_to(emit), **timeouts(plan, link.baud))
+        try:
+            guarded(link, lambda: sender.send(plan.blob), abort=amota.ABORT)
+        except DeviceRejected as exc:
+            if exc.details.get("status") == amota.WRITE_ERROR:   # name the probe command for this module
+                exc.hint += f" (a full image, FULL.hex): {plan.module.recovery_advice()}"
+            raise
+
+
+def start(link: Link, plan: "Plan") -> None:
+    """``at+update``, confirmed by the bootloader's own answer before the first packet."""
+    d = plan.module.boot_dialect
+    link.write_line(d["update"])
+    started = plan.module.update_reply.encode()
+    deadline = Deadline(3.0)
+    while not deadline.expired:
+        line = link.read_line(deadline.remaining())
+        if line is None:
+            break
+        if line.strip() == started:
+            return
+    raise BootEntryFailed(f"the bootloader did not start the upgrade (no {plan.module.update_reply!r} "
+                          f"after {d['update']})",
+                          hint="Run the same command again; the module stays in its bootloader.")
+
+
+TRANSFER = AmotaTransfer()

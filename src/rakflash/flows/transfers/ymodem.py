@@ -1,0 +1,56 @@
+"""YMODEM-1K after ``at+update`` (RAK3172, RAK811, RAK4270): the RUI bootloader's ST-IAP-style receiver."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ...events import Sink
+from ...link import Link
+from ...protocols import ymodem
+from .base import guarded, progress_to, restart_markers
+
+if TYPE_CHECKING:
+    from ...catalog import Module
+    from ..plan import Plan
+
+
+def timeouts(plan: "Plan", baud: int) -> dict:
+    """Deadlines from the link and the MCU's datasheet, with generous margins.
+
+    Block 0's ACK waits for the erase of the whole application region; a data
+    block's ACK for its line time plus programming; 1 s of slack for USB and
+    scheduling on top of both.
+    """
+    mcu, app = plan.module.mcu, plan.module.app
+    erase = mcu.erase_seconds(app.size)
+    block = 1029 * 10 / baud + mcu.program_seconds(1024)
+    return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
+            "start_timeout": 3.0, "restart_markers": restart_markers(plan), "byte_time": 10 / baud,
+            "st_iap": plan.module.receiver == "st-iap"}
+
+
+class YmodemTransfer:
+    name = "ymodem"
+
+    def steps(self, plan: "Plan") -> list[str]:
+        return [f"at+update, then YMODEM-1K: {len(plan.payload):,} bytes to {plan.address:#010x} "
+                f"(the bootloader erases the application region first)"]
+
+    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+        mcu = module.mcu
+        bt = 10 / baud
+        blocks = math.ceil(size / 1024)
+        wire = (133 + blocks * 1029 + 1 + 133) * bt          # block 0, data, EOT, closing block
+        replies = (2 + blocks + 1 + 2 + 1) * bt               # ACK+C, ACKs, ACK(+C), ACK
+        turns = (blocks + 3) * 2 * latency
+        erase = mcu.erase_seconds(module.app.size)            # block 0 erases the whole region
+        return wire + replies + turns + erase + mcu.program_seconds(size)
+
+    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+        link.write_line(plan.module.boot_dialect["update"])
+        sender = ymodem.YmodemSender(link, progress=progress_to(emit), **timeouts(plan, link.baud))
+        guarded(link, lambda: sender.send(plan.name, plan.payload), abort=ymodem.ABORT)
+
+
+TRANSFER = YmodemTransfer()
