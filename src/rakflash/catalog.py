@@ -40,6 +40,17 @@ class Region(Range):
 
 
 @dataclass(frozen=True)
+class RomFacts:
+    """The chip's STM32 ROM bootloader (AN3155) as its Get and Get ID describe it."""
+
+    pid: int
+    version: int
+    commands: tuple[int, ...]
+    mass_erase: bool
+    inferred: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Mcu:
     key: str
     name: str
@@ -50,6 +61,7 @@ class Mcu:
     page_erase_ms: float
     program_unit: int
     program_unit_us: float
+    rom: RomFacts | None = None      # the STM32 ROM bootloader, where the chip has one
 
     def erase_seconds(self, size: int) -> float:
         """Datasheet time to erase the pages ``size`` bytes span (from a page start)."""
@@ -113,6 +125,8 @@ class Module:
     boot_flag: int | None = None     # byte the app writes at the flag region to request the bootloader
     receiver: str | None = None      # the bootloader's kind of receiver, e.g. "st-iap" for YMODEM
     update_reply: str | None = None  # what the bootloader answers to its update command, if anything
+    recovery: tuple[str, ...] = ()   # recovery methods (flows/recover.py) in order of preference
+    rom_access: dict[str, Any] = field(default_factory=dict)  # pins reaching the ROM bootloader
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)."""
@@ -184,6 +198,7 @@ class Catalog:
                 aliases=tuple(m.get("aliases", [])), swd_options=dict(m.get("swd_options", {})),
                 inferred=tuple(m.get("inferred", [])), boot_flag=m.get("boot_flag"),
                 receiver=m.get("receiver"), update_reply=m.get("update_reply"),
+                recovery=tuple(m.get("recovery", [])), rom_access=dict(m.get("rom_access", {})),
             )
             self.modules[key] = module
             for u in m.get("usb_id", []):
@@ -191,6 +206,11 @@ class Catalog:
                                           f"{module.name}, {u['mode']} mode", key, u["mode"]))
         for b in raw.get("usb_bridge", []):
             self.usb_ids.append(UsbId(b["vid"], b["pid"], b["name"], b["probably"]))
+        self.rom_pids = {int(k, 0): v for k, v in raw.get("rom_pid", {}).items()}
+
+    def chip_name(self, pid: int) -> str:
+        """What an STM32 product ID (from the ROM's Get ID) is, as far as the catalog knows."""
+        return self.rom_pids.get(pid, f"an STM32 with product ID 0x{pid:03X}")
 
     def module(self, name: str) -> Module:
         """Look a module up by key, name or alias (case-insensitive)."""
@@ -215,7 +235,15 @@ def _mcu(key: str, v: dict[str, Any]) -> Mcu:
                flash=Range(v["flash"]["start"], v["flash"]["size"]),
                ram=Range(v["ram"]["start"], v["ram"]["size"]),
                page_size=v["page_size"], page_erase_ms=v["page_erase_ms"],
-               program_unit=v["program_unit"], program_unit_us=v["program_unit_us"])
+               program_unit=v["program_unit"], program_unit_us=v["program_unit_us"],
+               rom=_rom(v.get("rom")))
+
+
+def _rom(v: dict[str, Any] | None) -> RomFacts | None:
+    if not v:
+        return None
+    return RomFacts(pid=v["pid"], version=v["version"], commands=tuple(v["commands"]),
+                    mass_erase=v["mass_erase"], inferred=tuple(v.get("inferred", [])))
 
 
 @lru_cache(maxsize=1)

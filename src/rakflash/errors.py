@@ -238,3 +238,43 @@ class Aborted(RakflashError):
     name = "aborted"
     exit_code = 10
     hint = "Nothing was written."
+
+
+# --- recovery over a ROM bootloader (STM32 AN3155; see flows/recover.py) ---------
+
+class RomNoHandshake(BootEntryFailed):
+    """The chip's ROM bootloader never answered the handshake (BOOT0 not high at reset, wiring)."""
+    name = "no-handshake"
+    hint = ("Hold BOOT0 high, press the module's reset button (or power it up) and run the same "
+            "command again; check that TX goes to RX and RX to TX.")
+
+
+class RomNack(DeviceRejected):
+    """The ROM bootloader answered NACK to a step."""
+    name = "rom-nack"
+
+
+class RomSilent(TransferTimeout):
+    """The ROM bootloader stopped answering in the middle of a command."""
+    name = "rom-silent"
+
+
+class RomGarbled(TransferError):
+    """The ROM bootloader answered with a byte that is neither ACK nor NACK."""
+    name = "rom-garbled"
+
+
+class WrongChip(PlanRefused):
+    """The chip's ROM reports another product ID than the module's MCU has."""
+    name = "wrong-chip"
+    hint = "Check --module and the port: this is not the chip rakflash expected. Nothing was written."
+
+
+class ReadoutProtected(PlanRefused):
+    """Read-out protection is active: only a full erase (which removing it does) unlocks the chip."""
+    name = "readout-protected"
+
+
+class RecoveryUnavailable(PlanRefused):
+    """The module offers no way for this recovery method (e.g. no BOOT0 pin on its pads)."""
+    name = "recovery-unavailable"

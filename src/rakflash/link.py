@@ -59,18 +59,23 @@ class Link:
         self.port_name = port
         self.trace = trace
         self._pending = bytearray()
+        self.parity = parity            # what the protocol asked for
+        self.parity_applied = parity    # what the port carries (see below)
+        if parity != "N" and _is_pty(port):
+            # A pseudo-terminal can't carry parity (Linux clears PARENB on a pty, and
+            # recent kernels refuse it with EINVAL): the other end is a program — the
+            # simulator — that frames the bytes itself. Open it without parity; the
+            # trace's "open" event says so (parity_applied).
+            self.parity_applied = "N"
         try:
-            kwargs = {"exclusive": exclusive} if "://" not in port else {}
-            self._ser = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0,
-                                              write_timeout=10, do_not_open=True, **kwargs)
-            # pyserial asserts RTS and DTR on open by default; on an adapter that wires
-            # them to RESET/BOOT (esptool-style) that would hold the module in reset.
-            # Open with both released; pulse_reset asserts them only when asked.
-            self._ser.rts = False
-            self._ser.dtr = False
-            self._ser.open()
+            self._ser = self._open(port, baud, self.parity_applied, exclusive)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _open_error(port, exc) from None
+        except Exception as exc:      # termios.error: settings the port refuses
+            if type(exc).__module__ != "termios":
+                raise
+            raise PortError(f"{port} refuses the line settings {baud} baud, parity {parity}: "
+                            f"{_reason(exc)}", hint="Check that the port is a serial port.") from None
         if exclusive:
             from .ports import other_openers
             others = other_openers(port)
@@ -82,7 +87,21 @@ class Link:
                                     "two programs reading one port each get part of the bytes.",
                                programs=[{"pid": p, "name": n} for p, n in others])
         if trace:
-            trace.event("open", port=port, baud=baud, parity=parity)
+            extra = {"parity_applied": self.parity_applied} if self.parity_applied != parity else {}
+            trace.event("open", port=port, baud=baud, parity=parity, **extra)
+
+    @staticmethod
+    def _open(port: str, baud: int, parity: str, exclusive: bool) -> serial.Serial:
+        kwargs = {"exclusive": exclusive} if "://" not in port else {}
+        ser = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0,
+                                    write_timeout=10, do_not_open=True, **kwargs)
+        # pyserial asserts RTS and DTR on open by default; on an adapter that wires
+        # them to RESET/BOOT (esptool-style) that would hold the module in reset.
+        # Open with both released; pulse_reset asserts them only when asked.
+        ser.rts = False
+        ser.dtr = False
+        ser.open()
+        return ser
 
     # -- context management -------------------------------------------------
     def __enter__(self) -> "Link":
@@ -112,6 +131,16 @@ class Link:
             self._ser.baudrate = value
         if self.trace:
             self.trace.event("baud", baud=value)
+
+    def set_parity(self, parity: str) -> None:
+        """Switch the framing: ``"E"`` for an STM32 ROM bootloader (8E1), ``"N"`` for AT consoles."""
+        applied = "N" if parity != "N" and _is_pty(self.port_name) else parity
+        with self._port_guard():
+            self._ser.parity = applied
+        self.parity, self.parity_applied = parity, applied
+        if self.trace:
+            self.trace.event("parity", parity=parity,
+                             **({"parity_applied": applied} if applied != parity else {}))
 
     def set_lines(self, *, rts: bool | None = None, dtr: bool | None = None) -> None:
         """Drive the modem control lines (used for wired reset / boot pins)."""
@@ -223,6 +252,17 @@ class Link:
 
     def write_line(self, text: str, ending: str = "\r\n") -> None:
         self.write((text + ending).encode("ascii"))
+
+
+def _is_pty(port: str) -> bool:
+    """Whether ``port`` is a Unix pseudo-terminal (Unix98 pty slaves have majors 136-143)."""
+    import os
+    import stat
+    try:
+        st = os.stat(port)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and 136 <= os.major(st.st_rdev) <= 143
 
 
 def _reason(exc: BaseException) -> str:

@@ -58,6 +58,7 @@ class SimOptions:
     faults: Faults = field(default_factory=Faults)
     serial_number: str = "SIM0000001"
     boot_pin: bool = False                # BOOT0 (STM32) / BOOT override pin (Apollo3) held high
+    readout_protected: bool = False       # the chip's read-out protection is active (STM32 RDP level 1)
 
 
 class VirtualModule:
@@ -88,6 +89,7 @@ class VirtualModule:
         self._eeprom = bytearray(b"\xff" * 512)
         self.settings: dict[str, str] = self.load_settings()
         self.boot_pin = o.boot_pin   # sampled at every reset, as the chip does
+        self.readout_protected = o.readout_protected
         self.mode: Mode | None = None
         self.resets = 0
         self.updates = 0
@@ -255,10 +257,7 @@ class VirtualModule:
         while not self._stop:
             self._booted_at = time.monotonic()
             self.uart.flush_input()
-            if self.boot_pin and self.has_rom_bootloader():
-                mode = Mode.ROM
-            else:
-                mode = Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
+            mode = self.next_mode()
             self._set_mode(mode)
             try:
                 if mode is Mode.ROM:
@@ -276,6 +275,13 @@ class VirtualModule:
             if uart.closed:
                 return
             self.resets += 1
+
+    def next_mode(self) -> Mode:
+        """What the chip runs at this start: its ROM bootloader if the boot pin is held,
+        else the RUI bootloader (asked to stay, or no application) or the application."""
+        if self.boot_pin and self.has_rom_bootloader():
+            return Mode.ROM
+        return Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
 
     # ------------------------------------------------------------ application
     def app_reply(self, *lines: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import catalog
 from ..catalog import version_tuple
 from .device import Rui3Module, RuiV3Module, SimOptions, VirtualModule
+from .stm32_rom import Stm32Rom
 
 
 class YmodemBootloader(VirtualModule):
@@ -42,12 +43,15 @@ class YmodemBootloader(VirtualModule):
         """Hook for bootloaders that choke on some images."""
 
 
-class Rak3172(YmodemBootloader, Rui3Module):
-    """RAK3172 (STM32WLE5): RUI3 app, RUI bootloader, YMODEM update."""
+class Rak3172(YmodemBootloader, Stm32Rom, Rui3Module):
+    """RAK3172 (STM32WLE5): RUI3 app, RUI bootloader, YMODEM update; the chip's ROM
+    bootloader with BOOT0 high (on UART2, the AT port)."""
 
 
-class Rak811(YmodemBootloader, RuiV3Module):
-    """RAK811 / RAK4270 (STM32L1/L0): RUI v3 app, bootloader with YMODEM update.
+class Rak811(YmodemBootloader, Stm32Rom, RuiV3Module):
+    """RAK811 / RAK4270 (STM32L1/L0): RUI v3 app, bootloader with YMODEM update,
+    and the chip's ROM bootloader with BOOT0 high (the RAK4270's stamp has no
+    BOOT0 pad, so only a bare-chip setup reaches it there).
 
     Bootloaders before 3.0.5 can't take firmware 3.0.0.14 and later: the real
     one stalls after the transfer starts ("Start sending…" never moves). The

@@ -106,8 +106,10 @@ class PtyUart:
         self.faults = faults or Faults()
         self.strict_baud = strict_baud
         self.parity = parity
+        self.autobaud = False     # accept any host baud rate (an STM32 ROM measures it from 0x7F)
         self.master, self._slave = os.openpty()
         tty.setraw(self._slave)
+        self.parity_visible = _keeps_parity(self._slave)
         self._set_slave_speed(baud)
         self.path = os.ttyname(self._slave)
         os.set_blocking(self.master, False)
@@ -171,9 +173,12 @@ class PtyUart:
     def _line_matches(self) -> bool:
         if not self.strict_baud:
             return True
+        if self.parity_visible and self.host_parity() != self.parity:
+            return False
+        if self.autobaud:
+            return True
         hb = self.host_baud()
-        return (hb is None or abs(hb - self.baud) <= self.baud * 0.03) and \
-            self.host_parity() == self.parity
+        return hb is None or abs(hb - self.baud) <= self.baud * 0.03
 
     # ------------------------------------------------------------ host → firmware
     def _reader(self) -> None:
@@ -385,6 +390,20 @@ class PtyUart:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _keeps_parity(fd: int) -> bool:
+    """Whether this pty keeps a host's parity setting (Linux ptys clear PARENB, so they don't)."""
+    attrs = termios.tcgetattr(fd)
+    try:
+        trial = list(attrs)
+        trial[2] |= termios.PARENB
+        termios.tcsetattr(fd, termios.TCSANOW, trial)
+        return bool(termios.tcgetattr(fd)[2] & termios.PARENB)
+    except termios.error:
+        return False
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
 def _garble(data: bytes, keep_line_ends: bool = False) -> bytes:
