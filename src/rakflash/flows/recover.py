@@ -1,0 +1,353 @@
+"""Bring back a module whose serial bootloader can't help: the recovery framework.
+
+A *recovery method* is one way to write a full image (bootloader included)
+past the RUI bootloader: the STM32 ROM bootloader over the UART
+(``stm32-rom``), the Apollo3 secure bootloader's wired update
+(``apollo3-sbl``), SWD through pyOCD (``swd``). Each is one module with one
+:class:`RecoveryMethod` subclass and one entry in :data:`METHODS`. This module
+holds what they share, written once:
+
+1. :func:`check_image` — the image (or bootloader image + ``--app``) against
+   the module: its MCU, every segment inside the chip's flash;
+2. :func:`plan_recovery` — the method's :class:`RecoveryPlan` (what is erased
+   and written, the person's steps, the time it takes at the link's rate),
+   printed and confirmed by the caller (``--dry-run`` stops there);
+3. :func:`recover` — identify what runs now over the AT port (versions
+   before, best effort: the module may be dead), then the method's steps with
+   one event stream (:mod:`rakflash.events`): ``guide`` (the person's
+   instructions, a countdown) → ``connect`` → ``write`` → ``verify`` →
+   ``start``; then identify again over the AT port and report the versions
+   before → after (:class:`RecoveryResult`, the same JSON keys as ``flash``
+   plus ``bootloader_version_before`` / ``_after``).
+
+Phases emitted (``Phase.phase``): ``identify``, ``connect``, ``erase``,
+``write``, ``verify``, ``start``, ``identify-after``; ``Prompt`` /
+``Countdown`` while the person acts; ``Progress`` with ``phase`` ``write``
+or ``verify``; ``Warning`` for what the person should still do (e.g. release
+BOOT0).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import catalog as _catalog
+from ..catalog import Module
+from ..errors import (ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
+                      VerifyFailed, WrongTarget)
+from ..events import Note, Phase, PlanReady, Sink, Warning, nowhere
+from ..images import Image, ImageInfo, Segment, analyse, target_module
+from ..link import Deadline, Link
+
+# Method name → "module:Class" (imported when used, so a method's optional
+# dependency, e.g. pyOCD for "swd", is needed only by people who use it).
+METHODS: dict[str, str] = {
+    "stm32-rom": "rakflash.flows.recover_stm32:Stm32RomMethod",
+}
+
+
+def method_for(name: str) -> "RecoveryMethod":
+    """The recovery method called ``name`` (see :data:`METHODS`)."""
+    if name not in METHODS:
+        raise UsageError(f"no recovery method {name!r} (have: {', '.join(sorted(METHODS))})",
+                         hint="See 'rakflash modules' for each module's recovery methods.")
+    module_name, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module_name), cls)()
+
+
+def default_method(module: Module) -> str:
+    """The first of the module's recovery methods (catalog ``recovery``) that rakflash has."""
+    for name in module.recovery:
+        if name in METHODS:
+            return name
+    known = ", ".join(module.recovery) or "none"
+    raise RecoveryUnavailable(
+        f"rakflash has no recovery method for {module.name} yet (its catalog lists: {known})",
+        hint=f"Write the full image {module.recovery_advice()}.")
+
+
+@dataclass
+class RecoveryOptions:
+    """How to run a recovery (each maps to a ``rakflash recover`` option).
+
+    ``reset_with`` / ``boot0_with``: the adapter's modem line wired to the
+    module's RESET / BOOT0 pin, in stm32flash's ``-i`` notation (``rts``,
+    ``dtr``, ``-rts``, ``-dtr``: a leading ``-`` means the pin is active while
+    the line is low). ``window``: seconds to wait for the person (a countdown).
+    ``remove_protection``: allow removing read-out protection (it erases the
+    whole chip), after ``confirm`` says yes a second time.
+    """
+
+    baud: int = 115200
+    window: float = 30.0
+    reset_with: str | None = None
+    boot0_with: str | None = None
+    remove_protection: bool = False
+    confirm: Callable[[str], bool] = lambda question: False
+    identify_before: bool = True
+    after_timeout: float = 8.0
+
+
+@dataclass
+class RecoveryPlan:
+    """What a recovery will do, before anything happens (printed by ``--dry-run``)."""
+
+    method: str
+    module: Module
+    image: ImageInfo
+    segments: list[Segment]           # exactly what is written
+    erase: list[tuple[int, int]]      # address ranges erased (whole pages)
+    bytes: int                        # bytes sent to be written
+    steps: list[str]
+    guide: list[str]                  # what the person does, in order
+    estimate_seconds: float
+    baud: int
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)   # method-specific facts
+
+    @property
+    def app_version(self) -> str | None:
+        return self.image.app_version
+
+    @property
+    def bootloader_version(self) -> str | None:
+        return self.image.bootloader_version
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "module": self.module.name, "bytes": self.bytes,
+                "segments": [{"start": s.start, "end": s.end, "size": s.size} for s in self.segments],
+                "erase": [{"start": a, "end": b} for a, b in self.erase],
+                "app_version_new": self.app_version, "bootloader_version_new": self.bootloader_version,
+                "estimated_seconds": round(self.estimate_seconds, 2), "baud": self.baud,
+                "steps": self.steps, "guide": self.guide, "notes": self.notes, **self.details}
+
+
+@dataclass
+class RecoveryResult:
+    """How a recovery ended; ``to_dict()`` has ``flash``'s keys plus the bootloader's versions."""
+
+    result: str
+    module: str
+    method: str
+    app_version_before: str | None
+    app_version_after: str | None
+    bootloader_version_before: str | None
+    bootloader_version_after: str | None
+    bytes: int
+    seconds: float
+    transfer_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    verify: str = ""
+    mode_after: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.transfer_seconds if self.transfer_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"result": self.result, "module": self.module, "method": self.method,
+                "app_version_before": self.app_version_before,
+                "app_version_after": self.app_version_after,
+                "bootloader_version_before": self.bootloader_version_before,
+                "bootloader_version_after": self.bootloader_version_after,
+                "bytes": self.bytes, "seconds": round(self.seconds, 3),
+                "transfer_seconds": round(self.transfer_seconds, 3),
+                "verify_seconds": round(self.verify_seconds, 3), "verify": self.verify,
+                "bytes_per_second": round(self.rate), "mode_after": self.mode_after,
+                "warnings": self.warnings}
+
+
+@dataclass
+class Session:
+    """What a method's steps share while a recovery runs."""
+
+    link: Link
+    plan: RecoveryPlan
+    options: RecoveryOptions
+    emit: Sink
+    bootloader_version_before: str | None = None
+    bootloader_version_after: str | None = None
+    transfer_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    verify: str = ""
+    warnings: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)    # the method's own
+
+    def warn(self, code: str, message: str, **info: Any) -> None:
+        self.warnings.append(message)
+        self.emit(Warning(code, message, info))
+
+
+class RecoveryMethod:
+    """One way to write a full image past the serial bootloader. Subclasses fill in the steps.
+
+    ``plan`` decides without touching anything; the others run in this order
+    inside :func:`recover`, each failure a named error from :mod:`rakflash.errors`.
+    """
+
+    name = ""
+    needs_port = True        # talks over the serial port (SWD talks to a probe instead)
+
+    def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
+        raise NotImplementedError
+
+    def guide(self, session: Session) -> None:
+        """Tell the person what to do (a ``Prompt`` event), drive wired lines, and get the
+        chip's recovery interface to answer (``Countdown`` events while waiting)."""
+        raise NotImplementedError
+
+    def connect(self, session: Session) -> None:
+        """Ask the chip what it is; refuse another chip or a locked one."""
+        raise NotImplementedError
+
+    def write(self, session: Session) -> None:
+        """Erase what the plan erases and write the plan's segments (``Progress`` events)."""
+        raise NotImplementedError
+
+    def verify(self, session: Session) -> None:
+        """Check that the chip holds the plan's bytes; :class:`VerifyFailed` if not."""
+        raise NotImplementedError
+
+    def start(self, session: Session) -> None:
+        """Start the written firmware and leave the port ready for AT identification."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------ shared steps
+
+def check_image(image: Image, module: Module | None, *, app: Image | None = None) -> tuple[ImageInfo, Module]:
+    """Check a full image (or a bootloader image plus ``app``) against ``module``.
+
+    The module is the image's target when not given. Refuses an image for
+    another MCU, a segment outside the chip's flash, overlapping images, and
+    an image that holds neither bootloader nor application.
+    """
+    if app is not None:
+        image = combine(image, app)
+    module = module or target_module(image)
+    if module is None:
+        raise WrongTarget(f"{image.path}: rakflash can't tell which module this image is for",
+                          hint="Name the module with --module (see 'rakflash modules').")
+    try:
+        info = analyse(image, module=module)
+    except ImageTargetError as exc:
+        raise WrongTarget(exc.message, hint=exc.hint) from None
+    flash = module.mcu.flash
+    for seg in image.segments:
+        if seg.start < flash.start or seg.end > flash.end:
+            raise WrongTarget(
+                f"{image.path} has bytes at {seg.start:#010x}-{seg.end:#010x}, outside "
+                f"{module.name}'s flash ({flash.start:#010x}-{flash.end:#010x})",
+                hint=f"Use the full image (FULL.hex) built for {module.name}.")
+    if not (info.includes_bootloader or info.includes_app):
+        raise WrongTarget(f"{image.path} holds neither a bootloader nor an application for {module.name}",
+                          hint=f"Use the full image (FULL.hex) built for {module.name}.")
+    return info, module
+
+
+def combine(boot: Image, app: Image) -> Image:
+    """A bootloader image and an application image as one (they must not overlap)."""
+    for a in boot.segments:
+        for b in app.segments:
+            if a.start < b.end and b.start < a.end:
+                raise WrongTarget(f"{boot.path} and {app.path} overlap at "
+                                  f"{max(a.start, b.start):#010x}",
+                                  hint="Give the bootloader image as FILE and the application with --app.")
+    segs = sorted([*boot.segments, *app.segments], key=lambda s: s.start)
+    return Image(f"{boot.path}+{app.path}", "hex", segs, boot.sha256, boot.file_size + app.file_size,
+                 boot.start_address)
+
+
+def plan_recovery(image: Image, module: Module | None, *, method: str | None = None,
+                  app: Image | None = None, options: RecoveryOptions | None = None) -> RecoveryPlan:
+    """Check the image and let the method plan; nothing is touched."""
+    options = options or RecoveryOptions()
+    info, module = check_image(image, module, app=app)
+    name = method or default_method(module)
+    if name not in module.recovery:
+        raise RecoveryUnavailable(
+            f"{module.name} can't be recovered with {name} (its ways: {', '.join(module.recovery) or 'none'})",
+            hint=f"Write the full image {module.recovery_advice()}.")
+    return method_for(name).plan(info, module, options)
+
+
+def recover(link: Link, plan: RecoveryPlan, options: RecoveryOptions | None = None, *,
+            emit: Sink = nowhere) -> RecoveryResult:
+    """Carry out ``plan`` over ``link`` (opened at the module's AT settings)."""
+    options = options or RecoveryOptions()
+    t0 = time.monotonic()
+    method = method_for(plan.method)
+    at_baud = link.baud          # the AT console's rate (the ROM's may differ)
+    emit(PlanReady(plan.to_dict()))
+    before = None
+    if options.identify_before and method.needs_port:
+        emit(Phase("identify", "asking the module what runs now (it may not answer)"))
+        before = _identify_quietly(link, plan.module, at_baud, timeout=None)
+        if before is None:
+            emit(Note("the module does not answer over its AT port: versions before are unknown"))
+    session = Session(link, plan, options, emit)
+    method.guide(session)
+    emit(Phase("connect", f"asking the chip what it is ({plan.method})"))
+    method.connect(session)
+    method.write(session)
+    emit(Phase("verify", "checking what the chip holds"))
+    method.verify(session)
+    emit(Phase("start", "starting the written firmware"))
+    method.start(session)
+    emit(Phase("identify-after", "asking the module what runs now"))
+    after = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout)
+    if after is None:
+        raise VerifyFailed(
+            f"the image was written and verified, but {plan.module.name} does not answer over its "
+            f"AT port within {options.after_timeout:.0f} s",
+            hint=_release_hint(plan.module) + " Then run 'rakflash info --port PORT'.")
+    app_after = after.app_version if after.mode == "app" else None
+    boot_after = after.bootloader_version or session.bootloader_version_after
+    if plan.app_version and app_after and app_after != plan.app_version:
+        raise VerifyFailed(f"after the recovery {plan.module.name} reports {app_after!r}, but the "
+                           f"image carries {plan.app_version!r}")
+    if plan.app_version and after.mode != "app":
+        session.warn("bootloader-waits", f"{plan.module.name} waits in its bootloader after the "
+                     f"recovery: 'rakflash flash' with an application finishes the job")
+    return RecoveryResult(
+        "ok", plan.module.name, plan.method,
+        app_version_before=before.app_version if before and before.mode == "app" else None,
+        app_version_after=app_after,
+        bootloader_version_before=session.bootloader_version_before
+        or (before.bootloader_version if before else None),
+        bootloader_version_after=boot_after, bytes=plan.bytes, seconds=time.monotonic() - t0,
+        transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
+        verify=session.verify, mode_after=after.mode, warnings=session.warnings)
+
+
+def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float | None):
+    """Identify over the AT port at ``baud``; None when nothing answers.
+
+    With ``timeout``, keep asking until it passes (a freshly started firmware
+    takes a moment); without, ask once.
+    """
+    from .identify import identify
+    link.set_parity("N")
+    if link.baud != baud:
+        link.baud = baud
+    deadline = Deadline(timeout or 0.0)
+    while True:
+        try:
+            return identify(link, module=module, baud=baud, scan=False)
+        except RakflashError:
+            if deadline.expired:
+                return None
+            time.sleep(0.1)
+
+
+def _release_hint(module: Module) -> str:
+    pin = module.rom_access.get("boot0")
+    return (f"Release BOOT0 ({pin}) and press reset." if pin else "Press the module's reset button.")
+
+
+def catalog_module(name: str | None) -> Module | None:
+    return _catalog.load().module(name) if name else None

@@ -1,0 +1,378 @@
+"""Recovery method ``stm32-rom``: a full image through the STM32 ROM bootloader (AN3155).
+
+Needs only the USB-UART adapter and a jumper: BOOT0 held high at reset starts
+the chip's own ROM bootloader, which can write any part of the flash, the RUI
+bootloader included. The protocol is :mod:`rakflash.protocols.stm32_rom`; the
+facts about each module (which pin is BOOT0, which pins carry the ROM's UART)
+are catalog data (``rom_access``), the chip's (product ID, commands) too
+(``mcu.*.rom``).
+
+What it does, and why:
+
+* **erase** only the pages the image touches, with whichever erase command
+  the ROM offers (Get says; never assumed). Never a mass erase: the STM32L1/L0
+  ROMs refuse it, and on every chip it would also wipe what lies outside the
+  image — on the RAK3172 the owner's LoRaWAN keys above the application.
+* **write** in 256-byte blocks aligned to 256, skipping blocks that hold only
+  0xFF (the erase left them so) and trailing 0xFF of a block.
+* **verify** with Get Checksum where the ROM offers it (one CRC per region:
+  a few bytes on the line instead of the image again), else by Read Memory
+  read-back of every byte of the image, erased gaps included. Both are
+  sound: the checksum is the chip's own CRC-32 over the flash as it reads it,
+  compared with the same CRC computed here over the image.
+* **start** with Go at the flash base — the chip runs the RUI bootloader (which
+  starts the application) without a reset, so BOOT0 may stay high until the
+  person has time to release it; the next reset with BOOT0 still high would
+  start the ROM again, which the result's warnings say.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..catalog import Module
+from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomNack,
+                      RomNoHandshake, VerifyFailed, WrongChip)
+from ..events import Countdown, Phase, Progress, Prompt
+from ..images import ImageInfo, Segment
+from ..link import Link
+from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
+from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+
+LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
+
+
+class Stm32RomMethod(RecoveryMethod):
+    name = "stm32-rom"
+
+    # -- plan ----------------------------------------------------------------------
+    def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
+        access = module.rom_access
+        if module.mcu.rom is None or "boot0" not in access:
+            why = access.get("none") or f"{module.name}'s chip has no STM32 ROM bootloader"
+            raise RecoveryUnavailable(f"{why}", hint=f"Use an SWD probe: '{module.swd_command()}'.")
+        blocks = write_blocks(image, module)
+        pages = erase_pages(image, module)
+        size = module.mcu.page_size
+        runs = _runs(pages)
+        erase = [(module.mcu.flash.start + a * size, module.mcu.flash.start + (b + 1) * size)
+                 for a, b in runs]
+        sent = sum(len(d) for _, d in blocks)
+        img = image.image
+        steps = [
+            "you hold BOOT0 high and reset the module (rakflash waits for the ROM's answer)",
+            f"handshake (0x7F) at {options.baud} baud 8E1; Get, Get ID: the chip must be "
+            f"{module.mcu.name} (product ID 0x{module.mcu.rom.pid:03X}); check read-out protection",
+            f"read the bootloader version now on the chip",
+            f"erase {len(pages)} page(s) of {size:,} bytes: "
+            + ", ".join(f"{a:#010x}-{b:#010x}" for a, b in erase)
+            + " (only what the image covers; nothing else is touched)",
+            f"write {sent:,} bytes in {len(blocks)} blocks of up to {MAX_BLOCK} bytes "
+            f"(blocks of erased 0xFF skipped)",
+            f"verify every byte of the image ({img.size:,}) on the chip "
+            f"(Get Checksum where the ROM offers it, else read-back)",
+            f"Go {module.mcu.flash.start:#010x}: the chip starts the written bootloader and application",
+            "identify the module again over its AT port (8N1) and report the versions",
+        ]
+        guide = rom_guide(module, options)
+        est = minimum_seconds(module, blocks, pages, options.baud, LATENCY,
+                              verify_bytes=img.size, checksum=False)
+        notes = []
+        if image.includes_bootloader:
+            notes.append("this rewrites the RUI bootloader: an interrupted run leaves the module "
+                         "needing this recovery again (the ROM bootloader itself can't be harmed)")
+        return RecoveryPlan("stm32-rom", module, image, list(img.segments), erase, sent, steps,
+                            guide, est, options.baud, notes,
+                            details={"pages": len(pages), "blocks": len(blocks),
+                                     "rom_pins": dict(access),
+                                     "stm32flash": stm32flash_command(module, img.path, options)})
+
+    # -- guide + handshake ---------------------------------------------------------
+    def guide(self, session: Session) -> None:
+        link, opts, module = session.link, session.options, session.plan.module
+        link.set_parity("E")
+        if link.baud != opts.baud:
+            link.baud = opts.baud
+        wired = bool(opts.reset_with)
+        message = " ".join(session.plan.guide)
+        session.emit(Prompt("hold-boot0-and-reset", message, window=opts.window,
+                            info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
+                                  "boot0_with": opts.boot0_with}))
+        if opts.reset_with or opts.boot0_with:
+            from .lines import enter_rom
+            enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
+        client = RomClient(link, timeouts_for(module.mcu, link.baud))
+        session.state["client"] = client
+        try:
+            how = client.handshake(opts.window, tick=lambda left: session.emit(
+                Countdown(round(left), action="hold-boot0-and-reset")))
+        except RomNoHandshake as exc:
+            exc.hint = handshake_hint(module, exc.details.get("seen", "silent"), wired)
+            raise
+        session.state["handshake"] = how
+
+    # -- connect -------------------------------------------------------------------
+    def connect(self, session: Session) -> None:
+        client: RomClient = session.state["client"]
+        module = session.plan.module
+        info = client.get()
+        pid = client.get_id()
+        want = module.mcu.rom.pid
+        if pid != want:
+            from .. import catalog
+            found = catalog.load().chip_name(pid)
+            raise WrongChip(f"the ROM bootloader says this chip is {found} (product ID 0x{pid:03X}), "
+                            f"not {module.mcu.name} (0x{want:03X}) as a {module.name} has",
+                            pid=pid, expected=want)
+        session.emit(Phase("connect", f"{module.mcu.name}, ROM bootloader protocol "
+                           f"{info.version_text}", info={"rom": info.to_dict()}))
+        probe = _version_address(module)
+        if client.readout_protected(probe):
+            self._remove_protection(session, client)
+        session.bootloader_version_before = read_bootloader_version(client, module)
+
+    def _remove_protection(self, session: Session, client: RomClient) -> None:
+        module, opts = session.plan.module, session.options
+        if not opts.remove_protection:
+            raise ReadoutProtected(
+                f"{module.name}'s chip has read-out protection on: its ROM bootloader refuses to "
+                f"read or write the flash. Nothing was changed.",
+                hint="Removing it erases the whole chip, the owner's keys and settings included: "
+                     "run again with --remove-readout-protection if that is what you want "
+                     "(rakflash asks once more).")
+        if not opts.confirm(f"Remove read-out protection from {module.name}? This erases ALL of "
+                            f"its flash, LoRaWAN keys and settings included."):
+            raise ConfirmationNeeded("read-out protection not removed: the second confirmation was not given",
+                                     hint="Run in a terminal and answer the question, or pass --yes "
+                                          "together with --remove-readout-protection.")
+        session.emit(Phase("erase", "removing read-out protection: the chip erases itself"))
+        client.readout_unprotect()
+        # The chip resets; BOOT0 is still high, so its ROM starts again and waits for 0x7F.
+        client.handshake(max(5.0, session.options.window))
+        client.get()
+        session.warn("protection-removed", f"read-out protection removed: {module.name}'s flash "
+                     f"was erased whole")
+
+    # -- write ---------------------------------------------------------------------
+    def write(self, session: Session) -> None:
+        client: RomClient = session.state["client"]
+        plan = session.plan
+        module = plan.module
+        pages = erase_pages(plan.image, module)
+        session.emit(Phase("erase", f"erasing {len(pages)} page(s)",
+                           info={"ranges": [{"start": a, "end": b} for a, b in plan.erase]}))
+        t0 = time.monotonic()
+        client.erase_pages(pages)
+        blocks = write_blocks(plan.image, module)
+        session.emit(Phase("write", f"writing {plan.bytes:,} bytes", info={"bytes": plan.bytes}))
+        done = 0
+        for address, data in blocks:
+            client.write_memory(address, data)
+            done += len(data)
+            session.emit(Progress(done, plan.bytes, "write"))
+        session.transfer_seconds = time.monotonic() - t0
+
+    # -- verify --------------------------------------------------------------------
+    def verify(self, session: Session) -> None:
+        client: RomClient = session.state["client"]
+        plan = session.plan
+        t0 = time.monotonic()
+        total = sum(s.size for s in plan.segments)
+        done = 0
+        if client.info and client.info.has_checksum:
+            # One CRC per segment: the chip reads its flash, rakflash computes the same
+            # CRC over the image; 4-byte alignment is met by including the erased
+            # bytes around a segment (the image reads 0xFF there, as the flash does).
+            session.verify = "checksum"
+            for seg in plan.segments:
+                lo, hi = seg.start & ~3, (seg.end + 3) & ~3
+                want = stm32_crc(plan.image.image.read(lo, hi - lo))
+                got = client.checksum(lo, hi - lo)
+                if got != want:
+                    raise VerifyFailed(f"the chip's checksum of {lo:#010x}-{hi:#010x} is {got:#010x}, "
+                                       f"the image's {want:#010x}: the flash does not hold the image",
+                                       hint="Run the same command again (it erases and writes anew).")
+                done += seg.size
+                session.emit(Progress(done, total, "verify"))
+        else:
+            session.verify = "read-back"
+            for seg in plan.segments:
+                for addr in range(seg.start, seg.end, MAX_BLOCK):
+                    n = min(MAX_BLOCK, seg.end - addr)
+                    got = client.read_memory(addr, n)
+                    want = seg.data[addr - seg.start:addr - seg.start + n]
+                    if got != want:
+                        bad = next(i for i in range(n) if got[i] != want[i])
+                        raise VerifyFailed(
+                            f"the chip holds 0x{got[bad]:02X} at {addr + bad:#010x} where the image "
+                            f"has 0x{want[bad]:02X}", address=addr + bad,
+                            hint="Run the same command again (it erases and writes anew); if it "
+                                 "fails at the same address twice, that flash page may be worn.")
+                    done += n
+                    session.emit(Progress(done, total, "verify"))
+        session.verify_seconds = time.monotonic() - t0
+        session.bootloader_version_after = read_bootloader_version(client, plan.module)
+
+    # -- start ---------------------------------------------------------------------
+    def start(self, session: Session) -> None:
+        client: RomClient = session.state["client"]
+        module = session.plan.module
+        link = session.link
+        client.go(module.mcu.flash.start)
+        if session.options.boot0_with:
+            from .lines import leave_rom
+            leave_rom(link, boot0=session.options.boot0_with)
+        else:
+            session.warn("release-boot0",
+                         f"release BOOT0 ({module.rom_access['boot0']}) now: with it held high, the "
+                         f"next reset starts the chip's ROM bootloader again instead of the firmware",
+                         pin=module.rom_access["boot0"])
+        link.set_parity("N")
+
+
+# ------------------------------------------------------------------ helpers (pure)
+
+def write_blocks(image: ImageInfo, module: Module) -> list[tuple[int, bytes]]:
+    """(address, bytes) blocks to write: 256-byte aligned, all-0xFF blocks skipped,
+    trailing 0xFF trimmed (the erase left the flash so), lengths rounded up to 4."""
+    img = image.image
+    starts = sorted({a - a % MAX_BLOCK for s in img.segments
+                     for a in range(s.start - s.start % MAX_BLOCK, s.end, MAX_BLOCK)})
+    blocks = []
+    for a in starts:
+        data = img.read(a, MAX_BLOCK).rstrip(b"\xff")
+        if not data:
+            continue
+        data += b"\xff" * (-len(data) % 4)
+        blocks.append((a, data))
+    return blocks
+
+
+def erase_pages(image: ImageInfo, module: Module) -> list[int]:
+    """Page numbers (from the flash base) that the image's segments touch."""
+    mcu = module.mcu
+    pages: set[int] = set()
+    for s in image.image.segments:
+        first = (s.start - mcu.flash.start) // mcu.page_size
+        last = (s.end - 1 - mcu.flash.start) // mcu.page_size
+        pages.update(range(first, last + 1))
+    return sorted(pages)
+
+
+def _runs(pages: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for p in pages:
+        if runs and runs[-1][1] == p - 1:
+            runs[-1] = (runs[-1][0], p)
+        else:
+            runs.append((p, p))
+    return runs
+
+
+def _version_address(module: Module) -> int:
+    name = "bootloader-version" if module.has_region("bootloader-version") else "bootloader"
+    return module.region(name).start
+
+
+def read_bootloader_version(client: RomClient, module: Module) -> str | None:
+    """The RUI bootloader's version string as the flash holds it (None if there is none)."""
+    if not module.has_region("bootloader-version"):
+        return None
+    r = module.region("bootloader-version")
+    raw = client.read_memory(r.start, min(MAX_BLOCK, r.size))
+    return module.find_bootloader_version(raw)
+
+
+def minimum_seconds(module: Module, blocks: list[tuple[int, bytes]], pages: list[int], baud: int,
+                    latency: float, *, verify_bytes: int, checksum: bool = False,
+                    segments: int = 1) -> float:
+    """The least time this recovery can take on a line of ``baud`` at 8E1 (11 bits a byte).
+
+    Counts every byte both ways, one turnaround ``latency`` in each direction
+    per acknowledged step (AN3155 answers every step before the next may be
+    sent), the datasheet's page-erase and programming times, and the
+    handshake, Get, Get ID, the protection probe, the version reads and Go.
+    """
+    bt = 11 / baud
+    rt = 2 * latency
+    mcu = module.mcu
+    t = 0.0
+    # handshake, Get (13 back), Get ID (5 back), protection probe (1 byte read), two version reads
+    t += (1 + 1) * bt + rt
+    t += (2 + 1 + 1 + 1 + len(mcu.rom.commands) + 1) * bt + rt
+    t += (2 + 5) * bt + rt
+    t += 3 * ((2 + 5 + 2) * bt + 3 * bt + 3 * rt)
+    t += 2 * MAX_BLOCK * bt
+    # erase commands (512 pages each at most), then the pages' erase time
+    for i in range(0, len(pages), 512):
+        n = len(pages[i:i + 512])
+        t += (2 + 2 + 2 * n + 1) * bt + 2 * bt + 2 * rt
+    t += mcu.erase_seconds(len(pages) * mcu.page_size)
+    # writes: command, address, N + data + checksum; three ACKs and round trips each
+    for _, data in blocks:
+        t += (2 + 5 + 1 + len(data) + 1) * bt + 3 * bt + 3 * rt + mcu.program_seconds(len(data))
+    # verify
+    if checksum:
+        t += segments * ((2 + 5 + 5) * bt + (4 + 5) * bt + 4 * rt)
+    else:
+        reads = math.ceil(verify_bytes / MAX_BLOCK)
+        t += reads * ((2 + 5 + 2) * bt + 3 * bt + 3 * rt) + verify_bytes * bt
+    # Go
+    t += (2 + 5) * bt + 2 * bt + 2 * rt
+    return t
+
+
+def rom_guide(module: Module, options: RecoveryOptions) -> list[str]:
+    """What the person does to start the ROM bootloader on this module, pin by pin."""
+    a = module.rom_access
+    at_port = ("the same pins as its AT port" if a.get("at_port")
+               else "not the AT port: move the adapter's wires")
+    steps = [f"Connect the USB-UART adapter to {module.name} {a['uart_pins']} ({a['uart']}, "
+             f"{at_port}; TX to RX, RX to TX, and GND)."]
+    if options.boot0_with:
+        steps.append(f"rakflash drives BOOT0 ({a['boot0']}) with {options.boot0_with.upper()}.")
+    else:
+        steps.append(f"Hold BOOT0 ({a['boot0']}) high: connect it to 3.3 V.")
+    if options.reset_with:
+        steps.append(f"rakflash pulses RESET ({a['reset']}) with {options.reset_with.upper()}.")
+    else:
+        steps.append(f"Then reset the module: {a['reset']} to GND for a moment, or power it off and on.")
+    steps.append(f"rakflash waits up to {options.window:.0f} s for the ROM bootloader's answer.")
+    return steps
+
+
+def handshake_hint(module: Module, seen: str, wired: bool) -> str:
+    """The next step when the ROM never answered, by what the line did meanwhile."""
+    a = module.rom_access
+    if seen == "text":
+        return (f"The module answered with text: its firmware runs, so BOOT0 was not high when it "
+                f"started. Hold BOOT0 ({a['boot0']}) at 3.3 V, then reset it ({a['reset']}) and run "
+                f"the same command again.")
+    if seen == "garbage":
+        return ("Bytes came back that mean nothing: the firmware runs at another baud rate (BOOT0 not "
+                f"high at reset: hold {a['boot0']} at 3.3 V and reset), or the line is noisy.")
+    if wired:
+        return (f"Nothing came back: check that the adapter's lines really reach RESET and BOOT0 "
+                f"({a['reset']}, {a['boot0']}) and that TX/RX go to {a['uart_pins']}.")
+    return (f"Nothing came back: check the wiring ({a['uart_pins']}: TX to RX, RX to TX, GND), hold "
+            f"BOOT0 ({a['boot0']}) at 3.3 V, reset the module ({a['reset']}) and run the same command "
+            f"again within the countdown.")
+
+
+def stm32flash_command(module: Module, image: str, options: RecoveryOptions) -> str:
+    """The same recovery with stm32flash, for people who have it (read-back verify, Go)."""
+    seq = ""
+    if options.reset_with or options.boot0_with:
+        from .lines import stm32flash_sequence
+        seq = f" -i '{stm32flash_sequence(options.reset_with, options.boot0_with)}'"
+    return (f"stm32flash -b {options.baud}{seq} -w {image} -v -g {module.mcu.flash.start:#010x} PORT")
+
+
+def link_for(port: str, baud: int, trace=None) -> Link:
+    """The port at the module's AT settings (8N1); the method switches to 8E1 for the ROM."""
+    return Link(port, baud, trace=trace)
+
+
+__all__ = ["Stm32RomMethod", "write_blocks", "erase_pages", "minimum_seconds", "rom_guide",
+           "RomNack"]

@@ -1,0 +1,167 @@
+"""Recovery through the STM32 ROM bootloader, end to end on virtual modules through ptys:
+the framework's shared steps, the stm32-rom method, and what the person is told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rakflash import images
+from rakflash.errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable,
+                             RomNoHandshake, WrongChip, WrongTarget)
+from rakflash.events import Countdown, Progress, Prompt, Recorder, Warning
+from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
+from rakflash.flows.recover_stm32 import erase_pages, write_blocks
+from rakflash.link import Link
+from rakflash.sim import Mode, firmware
+from rakflash.sim.stm32_rom import Stm32Rom
+from rakflash.trace import TraceWriter
+
+from conftest import FAST_BAUD
+
+
+def full_hex(tmp_path: Path, cat, key: str, boot: str, app: str, size: int = 24 * 1024) -> Path:
+    p = tmp_path / f"FULL-{boot}+{app}.hex"
+    p.write_text(firmware.combined_hex(cat.module(key), boot, app, size))
+    return p
+
+
+class Person:
+    """An event sink that does what the prompt says: BOOT0 high, then reset (once)."""
+
+    def __init__(self, dev, *, act: bool = True) -> None:
+        self.dev, self.act = dev, act
+        self.events = Recorder()
+
+    def __call__(self, event) -> None:
+        self.events(event)
+        if isinstance(event, Prompt) and self.act:
+            self.dev.set_boot_pin(True)
+            self.dev.press_reset()
+        if isinstance(event, Warning) and event.code == "release-boot0":
+            self.dev.set_boot_pin(False)
+
+
+def fast(**kw) -> RecoveryOptions:
+    kw.setdefault("baud", FAST_BAUD)
+    kw.setdefault("window", 5.0)
+    return RecoveryOptions(**kw)
+
+
+def run(dev, path, module="rak811", options=None, trace=None):
+    options = options or fast()
+    plan = plan_recovery(images.load(path), _mod(module), options=options)
+    person = Person(dev)
+    with Link(dev.port, FAST_BAUD, trace=trace) as link:
+        result = recover(link, plan, options, emit=person)
+    return result, person.events
+
+
+def _mod(key):
+    from rakflash import catalog
+    return catalog.load().module(key)
+
+
+def test_rak811_seed_recovery_replaces_bootloader_and_application(virtual, cat, tmp_path):
+    dev = virtual("rak811", bootloader_version="3.0.2", app_version="V3.0.0.13.H")
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    result, events = run(dev, path)
+    assert (result.bootloader_version_before, result.bootloader_version_after) == ("V3.0.2", "V3.0.5")
+    assert (result.app_version_before, result.app_version_after) == ("V3.0.0.13.H", "V3.0.0.14.H")
+    assert result.mode_after == "app" and result.verify == "read-back"
+    # the chip runs what was written, and the boot pin was released when told
+    assert dev.bootloader_version == "V3.0.5" and dev.app_version == "V3.0.0.14.H"
+    assert dev.mode is Mode.APP and dev.boot_pin is False
+    writes = [e for e in events.of(Progress) if e.phase == "write"]
+    assert writes[-1].bytes == writes[-1].total == result.bytes
+    assert any(isinstance(e, Countdown) for e in events.events)
+
+
+def test_rak3172_recovery_keeps_the_owners_keys(virtual, cat, tmp_path):
+    dev = virtual("rak3172")
+    dev.settings["APPKEY"] = "0123456789ABCDEF0123456789ABCDEF"
+    dev.save_settings()
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
+    result, _ = run(dev, path, "rak3172")
+    assert result.bootloader_version_after == "RUI_BOOT_0.9_STM32WLE5CC"
+    assert result.app_version_after == "RUI_4.0.6_RAK3172-E"
+    assert result.app_version_before == "RUI_4.0.5_RAK3172-E"
+    assert dev.load_settings()["APPKEY"] == "0123456789ABCDEF0123456789ABCDEF"
+
+
+def test_plan_erases_only_the_pages_the_image_covers(cat, tmp_path):
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E", 10_000)
+    plan = plan_recovery(images.load(path), cat.module("rak3172"), options=fast())
+    user = cat.module("rak3172").region("user-data")
+    assert all(end <= user.start for _, end in plan.erase)
+    info = plan.image
+    pages = erase_pages(info, cat.module("rak3172"))
+    # every written byte lies in an erased page, and no block is all 0xFF
+    for addr, data in write_blocks(info, cat.module("rak3172")):
+        assert (addr - 0x08000000) // 2048 in pages and data.strip(b"\xff")
+    assert plan.estimate_seconds > 0 and "pin 21" in " ".join(plan.guide)
+
+
+def test_rak4270_has_no_boot0_pin_and_is_sent_to_swd(cat, tmp_path):
+    path = full_hex(tmp_path, cat, "rak4270", "V3.0.5", "V3.0.0.14.H")
+    with pytest.raises(RecoveryUnavailable) as exc:
+        plan_recovery(images.load(path), cat.module("rak4270"), options=fast())
+    assert "pyocd flash -t stm32l071kbux" in exc.value.hint
+
+
+def test_image_for_another_chip_is_refused_before_anything(cat, tmp_path):
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
+    with pytest.raises(WrongTarget):
+        plan_recovery(images.load(path), cat.module("rak811"), options=fast())
+
+
+def test_no_handshake_says_the_firmware_runs(virtual, cat, tmp_path):
+    dev = virtual("rak811")
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    options = fast(window=1.5, identify_before=False)
+    plan = plan_recovery(images.load(path), cat.module("rak811"), options=options)
+    with Link(dev.port, FAST_BAUD) as link, pytest.raises(RomNoHandshake) as exc:
+        recover(link, plan, options, emit=Person(dev, act=False))
+    assert "pin 17" in exc.value.hint
+    assert dev.bootloader_version == "V3.0.5"      # nothing written
+
+
+def test_wrong_chip_is_named(virtual, cat, tmp_path):
+    dev = virtual("rak4270", boot_pin=True)          # a bare STM32L071 on the line
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    options = fast(identify_before=False)
+    plan = plan_recovery(images.load(path), cat.module("rak811"), options=options)
+    with Link(dev.port, FAST_BAUD) as link, pytest.raises(WrongChip) as exc:
+        recover(link, plan, options, emit=Person(dev))
+    assert "STM32L07" in exc.value.message and "0x447" in exc.value.message
+
+
+def test_readout_protection_is_reported_and_removed_only_when_confirmed_twice(virtual, cat, tmp_path):
+    dev = virtual("rak811", readout_protected=True)
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    with pytest.raises(ReadoutProtected):
+        run(dev, path)
+    assert dev.readout_protected and dev.app_version == "V3.0.0.13.H"   # untouched
+    with pytest.raises(ConfirmationNeeded):
+        run(dev, path, options=fast(remove_protection=True, confirm=lambda q: False))
+    assert dev.readout_protected
+    result, events = run(dev, path, options=fast(remove_protection=True, confirm=lambda q: True))
+    assert not dev.readout_protected and result.app_version_after == "V3.0.0.14.H"
+    assert any(isinstance(e, Warning) and e.code == "protection-removed" for e in events.events)
+
+
+def test_the_trace_shows_the_rom_talked_8e1(virtual, cat, tmp_path):
+    dev = virtual("rak811")
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H", 2048)
+    trace_file = tmp_path / "t.jsonl"
+    trace = TraceWriter(str(trace_file))
+    try:
+        run(dev, path, trace=trace)
+    finally:
+        trace.close()
+    import json
+    lines = [json.loads(x) for x in trace_file.read_text().splitlines()[1:]]
+    parities = [x["parity"] for x in lines if x["ev"] in ("open", "parity")]
+    collapsed = [p for i, p in enumerate(parities) if i == 0 or parities[i - 1] != p]
+    assert collapsed == ["N", "E", "N"]     # identify at 8N1, the ROM at 8E1, identify again
