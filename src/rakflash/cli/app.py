@@ -25,7 +25,10 @@ class _Rakflash(click.Group):
                 emit_json({"result": "usage", "error": "usage", "message": exc.format_message(),
                            "hint": "See 'rakflash COMMAND --help'."})
             else:
-                exc.show()
+                # One line, like every other error: what is wrong, and where the options are.
+                ctx = getattr(exc, "ctx", None)
+                where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                err.print(f"error: {exc.format_message().rstrip('.')}{where}.", markup=False)
             sys.exit(exc.exit_code)
         except click.Abort:
             err.print("aborted")

@@ -20,7 +20,8 @@ from .output import TerminalEvents, emit_json, out, print_device, reports_errors
 @main.command()
 @click.option("--module", "-m", "module_name", default="rak3172", show_default=True,
               type=click.Choice(["rak3172", "rak811", "rak11720"]), help="Which virtual module to update.")
-@click.option("--size", type=int, default=24 * 1024, show_default=True, help="Size of the new application.")
+@click.option("--size", type=click.IntRange(512), default=24 * 1024, show_default=True,
+              help="Size of the new application, in bytes (at most the module's application region).")
 @json_option()
 @reports_errors
 def demo(module_name: str, size: int, as_json: bool) -> None:
@@ -32,6 +33,9 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
     """
     from ..sim import SimOptions, create, firmware
     module = _catalog.load().module(module_name)
+    if size > module.app.size:
+        raise click.BadParameter(f"{size:,} bytes do not fit {module.name}'s application region "
+                                 f"({module.app.size:,} bytes)", param_hint="'--size'")
     boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
     with create(module.key, SimOptions(latency_ms=1.0, app_version=old_v)) as dev, \
             tempfile.TemporaryDirectory() as tmp:

@@ -7,12 +7,12 @@ from contextlib import ExitStack
 
 import click
 
-from .. import images
 from ..errors import AlreadyUpToDate, ConfirmationNeeded
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
-from .options import WINDOW, IntParam, json_option, lookup_module, module_option, open_link, port_options
-from .output import JsonEvents, TerminalEvents, emit_json, known, out, reports_errors, show_settings
+from .options import WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link, port_options
+from .output import (JsonEvents, TerminalEvents, ask_yes_no, emit_json, known, out, reports_errors,
+                     show_settings)
 
 FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "seconds")
 
@@ -39,7 +39,7 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
           reset_with: str | None, keep_settings: bool, as_json: bool) -> None:
     """Update the application of a module over its serial bootloader."""
     module = lookup_module(module_name)
-    image = images.load(file, address=address, module=module)
+    image = load_image(file, address, module)
     options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
                            dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
     with ExitStack() as stack:
@@ -79,5 +79,5 @@ def _ask(port: str):
     def confirm(plan) -> bool:
         if not sys.stdin or not sys.stdin.isatty():
             raise ConfirmationNeeded("about to write firmware, and there is no terminal to confirm it")
-        return click.confirm(f"Write {len(plan.payload):,} bytes to {plan.module.name} on {port}?")
+        return ask_yes_no(f"Write {len(plan.payload):,} bytes to {plan.module.name} on {port}?")
     return confirm

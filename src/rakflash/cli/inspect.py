@@ -7,7 +7,7 @@ from rich.table import Table
 
 from .. import images
 from .app import main
-from .options import IntParam, lookup_module, module_option
+from .options import IntParam, load_image, lookup_module, module_option
 from .output import emit_json, out, reports_errors
 
 
@@ -20,7 +20,7 @@ from .output import emit_json, out, reports_errors
 def inspect(file: str, address: int | None, module_name: str | None, as_json: bool) -> None:
     """Say what a firmware file is: format, segments, target, regions, versions."""
     module = lookup_module(module_name)
-    img = images.load(file, address=address, module=module)
+    img = load_image(file, address, module)
     info = images.analyse(img, module=module)
     if as_json:
         emit_json(info.to_dict())

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import click
 
 from .. import catalog as _catalog
-from ..errors import UnknownDevice, UsageError
+from ..errors import UsageError
 from ..link import Link
 from ..trace import TraceWriter
 
@@ -31,17 +31,62 @@ class IntParam(click.ParamType):
 BAUD = click.IntRange(300, 4_000_000)        # what serial adapters and the simulator can do
 
 
-class _Seconds(click.FloatRange):
-    """Seconds from 0 to an hour; 'nan' is not a number of seconds."""
+class Real(click.FloatRange):
+    """A float within a range; 'nan' is in no range (click's FloatRange lets it through)."""
+
+    def __init__(self, min: float | None = None, max: float | None = None, *, what: str = "a number",
+                 **kw: Any) -> None:
+        super().__init__(min, max, **kw)
+        self.what = what
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        seconds = super().convert(value, param, ctx)
-        if seconds != seconds:
-            self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        return seconds
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not {self.what}", param, ctx)
+        return number
 
 
-WINDOW = _Seconds(0, 3600)
+WINDOW = Real(0, 3600, what="a number of seconds")
+PROBABILITY = Real(0, 1, what="a probability (0 to 1)")
+
+
+class ModuleName(click.ParamType):
+    """A module of the catalog, by key, name or alias; gives its key. Completes in the shell."""
+
+    name = "MODULE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        try:
+            return _catalog.load().module(str(value)).key
+        except KeyError:
+            self.fail(f"no module called {value!r}; known modules: {known_modules()}", param, ctx)
+
+    def shell_complete(self, ctx: Any, param: Any, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+        return [CompletionItem(m.key, help=m.name) for m in _catalog.load().modules.values()
+                if m.key.startswith(incomplete.lower())]
+
+
+def known_modules() -> str:
+    return ", ".join(m.key for m in _catalog.load().modules.values())
+
+
+class PortName(click.ParamType):
+    """A serial port name: not empty. Completes with the ports the system lists."""
+
+    name = "PORT"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        text = str(value).strip()
+        if not text:
+            self.fail("the port name is empty; name a serial port such as /dev/ttyUSB0 or COM3 "
+                      "('rakflash ports' lists them)", param, ctx)
+        return text
+
+    def shell_complete(self, ctx: Any, param: Any, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+        from ..ports import list_serial_ports
+        return [CompletionItem(p.device) for p in list_serial_ports() if p.device.startswith(incomplete)]
 
 
 def json_option(help: str = "Print JSON.") -> Callable:
@@ -49,19 +94,19 @@ def json_option(help: str = "Print JSON.") -> Callable:
 
 
 def module_option(required: bool = False) -> Callable:
-    return click.option("--module", "-m", "module_name", required=required, metavar="MODULE",
+    return click.option("--module", "-m", "module_name", required=required, type=ModuleName(),
                         help="Module name (rak3172, rak811, …); see 'rakflash modules'.")
 
 
 def lookup_module(name: str | None) -> _catalog.Module | None:
-    """The catalog module called ``name`` (None for None)."""
+    """The catalog module called ``name`` (None for None); an unknown name is a usage error."""
     if name is None:
         return None
     try:
         return _catalog.load().module(name)
     except KeyError:
-        known = ", ".join(m.key for m in _catalog.load().modules.values())
-        raise UnknownDevice(f"no module called {name!r}", hint=f"Known modules: {known}.") from None
+        raise UsageError(f"no module called {name!r}",
+                         hint=f"Known modules: {known_modules()}.") from None
 
 
 def port_options(fn: Callable) -> Callable:
@@ -70,7 +115,7 @@ def port_options(fn: Callable) -> Callable:
                       help="Record the raw serial exchange to FILE (JSON Lines).")(fn)
     fn = click.option("--baud", type=BAUD, default=None,
                       help="Baud rate to try first (default 115200; others are scanned).")(fn)
-    fn = click.option("--port", "-p", required=True,
+    fn = click.option("--port", "-p", required=True, type=PortName(),
                       help="Serial port: /dev/ttyUSB0, COM3, socket://host:port.")(fn)
     return fn
 
@@ -89,3 +134,15 @@ def open_link(stack: ExitStack, port: str, baud: int | None, trace_path: str | N
     link = Link(port, baud or 115200, parity=parity, trace=trace)
     stack.callback(link.close)
     return link
+
+
+def load_image(path: str, address: int | None, module: _catalog.Module | None):
+    """Load a firmware file for a command; ``--address`` with a file that carries its own
+    addresses (Intel HEX) is a usage error rather than silently ignored."""
+    from .. import images
+    image = images.load(path, address=address, module=module)
+    if address is not None and image.format == "hex":
+        raise UsageError(f"--address places a .bin file, but {path} is Intel HEX, which carries "
+                         f"its own addresses",
+                         hint="Leave out --address for a .hex file.")
+    return image

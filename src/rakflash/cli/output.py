@@ -91,8 +91,11 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 err.print(f"hint: {hint}", markup=False)
             sys.exit(1)
         except KeyboardInterrupt:
-            hint = ("If an update was under way, the module waits in its bootloader: run the "
-                    "same command again to finish it.")
+            if known.get("writing"):
+                hint = ("The update was cut off: the module waits in its bootloader; run the same "
+                        "command again to finish it.")
+            else:
+                hint = "Nothing was written to the module."
             if as_json:
                 emit_json({**base("interrupted"), "error": "interrupted",
                            "message": "interrupted (Ctrl-C)", "hint": hint})
@@ -101,6 +104,22 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
             sys.exit(130)
 
     return wrapper
+
+
+def ask_yes_no(question: str) -> bool:
+    """A y/N question on the terminal. Ctrl-C stays an interrupt (exit 130, as anywhere else);
+    Ctrl-D (the prompt closed) is :class:`~rakflash.errors.Aborted`."""
+    while True:
+        click.echo(f"{question} [y/N]: ", nl=False)
+        try:
+            answer = input().strip().lower()
+        except EOFError:
+            click.echo()
+            raise Aborted("update not confirmed (the prompt was closed)") from None
+        if answer in ("y", "yes"):
+            return True
+        if answer in ("", "n", "no"):
+            return False
 
 
 def _error_json(exc: RakflashError) -> dict:

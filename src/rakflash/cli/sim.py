@@ -9,7 +9,7 @@ import threading
 import click
 
 from .app import main
-from .options import BAUD
+from .options import BAUD, PROBABILITY, Real
 
 
 @main.command()
@@ -17,18 +17,20 @@ from .options import BAUD
 @click.option("--state", type=click.Choice(["app", "bootloader"]), default="app", show_default=True,
               help="Start in the application or in the bootloader (as after an interrupted update).")
 @click.option("--baud", type=BAUD, default=115200, show_default=True, help="The module's UART baud rate.")
-@click.option("--latency-ms", type=float, default=1.0, show_default=True, help="USB-UART turnaround latency.")
-@click.option("--flash-scale", type=float, default=1.0, show_default=True,
+@click.option("--latency-ms", type=Real(0, 1000, what="a number of milliseconds"), default=1.0, show_default=True,
+              help="USB-UART turnaround latency.")
+@click.option("--flash-scale", type=Real(0, 1000, what="a factor"), default=1.0, show_default=True,
               help="Multiply the datasheet flash erase/program times (0 = instant).")
 @click.option("--app-version", help="Version string of the application the module starts with.")
 @click.option("--bootloader-version", help="Version string of its bootloader.")
-@click.option("--app-size", type=int, default=96 * 1024, show_default=True, help="Size of the starting application.")
+@click.option("--app-size", type=click.IntRange(512), default=96 * 1024, show_default=True,
+              help="Size of the starting application (at most the module's application region).")
 @click.option("--sketch", type=click.Choice(["quiet", "flooding"]), default="quiet", show_default=True,
               help="'flooding': the application prints without pause after a short start-up window.")
-@click.option("--bit-error-rate", type=float, default=0.0, help="Probability of a bit error per received byte.")
-@click.option("--drop-rate", type=float, default=0.0, help="Probability of losing a received byte.")
-@click.option("--power-cut-after", type=int, help="Cut the power after the module received N bytes.")
-@click.option("--pull-cable-after", type=int, help="Pull the cable (the port vanishes) after N received bytes.")
+@click.option("--bit-error-rate", type=PROBABILITY, default=0.0, help="Probability of a bit error per received byte.")
+@click.option("--drop-rate", type=PROBABILITY, default=0.0, help="Probability of losing a received byte.")
+@click.option("--power-cut-after", type=click.IntRange(1), metavar="N", help="Cut the power after the module received N bytes.")
+@click.option("--pull-cable-after", type=click.IntRange(1), metavar="N", help="Pull the cable (the port vanishes) after N received bytes.")
 @click.option("--boot-pin", "--boot0", "boot_pin", is_flag=True,
               help="Hold the boot pin (STM32 BOOT0, Apollo3 BOOT) high: at reset the chip starts its ROM "
                    "bootloader, where it has one. 'b' + Enter toggles it on a running module.")
@@ -44,7 +46,15 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     toggles the boot pin (takes effect at the next reset); after
     --pull-cable-after, 'p' + Enter plugs the cable back in (a new port).
     """
+    from .. import catalog as _catalog
     from ..sim import Faults, SimOptions, create
+    try:
+        app_region = _catalog.load().module(module_name).app
+    except KeyError:
+        app_region = None        # named below, with the virtual modules there are
+    if app_region is not None and app_size > app_region.size:
+        raise click.BadParameter(f"{app_size:,} bytes do not fit the module's application region "
+                                 f"({app_region.size:,} bytes)", param_hint="'--app-size'")
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
                       bootloader_version=bootloader_version, app_version=app_version,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,

@@ -77,6 +77,7 @@ class FlashSession:
         self.device: DeviceInfo | None = None
         self.plan: Plan | None = None
         self.settings_check: SettingsCheck | None = None   # for a module found up to date
+        self._writing = False
 
     @property
     def known(self) -> dict[str, Any]:
@@ -88,6 +89,7 @@ class FlashSession:
             d["serial_number"] = self.device.serial_number
         if self.plan is not None:
             d["module"] = self.plan.module.name
+        d["writing"] = self._writing     # an interruption from here on leaves the module in its bootloader
         return d
 
     def run(self) -> UpdateResult | DryRun:
@@ -115,7 +117,7 @@ class FlashSession:
                 return DryRun(plan, link.baud)
             if self.confirm is not None and not self.confirm(plan):
                 raise Aborted("update not confirmed")
-            written = True       # from here on the module is the update's
+            written = self._writing = True       # from here on the module is the update's
             return run_update(link, plan, emit=self.emit, reset_window=o.reset_window,
                               reset_line=o.reset_line)
         finally:
