@@ -100,6 +100,14 @@ class PortBusy(PortError):
     hint = "Close the other program using the port (serial monitor, IDE, another rakflash), then retry."
 
 
+class PortPermission(PortError):
+    """The OS refuses this user the port (Linux: not in the device's group; no udev rule)."""
+    name = "permission-denied"
+    hint = ("Linux: add yourself to the group that owns the port (usually 'dialout': "
+            "sudo usermod -aG dialout $USER, then log out and in). 'rakflash doctor --port PORT' "
+            "names the exact group or udev rule for this port.")
+
+
 class PortDisconnected(PortError):
     name = "port-disconnected"
     hint = ("The port went away (cable pulled, or the module reset its USB). Reconnect it and run "

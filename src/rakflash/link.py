@@ -22,7 +22,7 @@ from typing import Iterator, Protocol
 
 import serial
 
-from .errors import PortBusy, PortDisconnected, PortError, PortNotFound
+from .errors import PortBusy, PortDisconnected, PortError, PortNotFound, PortPermission
 from .trace import TraceWriter
 
 
@@ -277,9 +277,11 @@ def _open_error(port: str, exc: BaseException) -> PortError:
     if err in (errno.EBUSY, errno.EAGAIN) or "exclusively lock" in text \
             or "busy" in text.lower():
         return PortBusy(f"serial port {port} is in use by another program")
+    if "Access is denied" in text:
+        # Windows says this (PermissionError 13) when another program holds the port.
+        return PortBusy(f"serial port {port} is in use by another program (Windows: 'Access is denied')")
     if err == errno.EACCES or "Permission denied" in text:
-        return PortError(f"no permission to open {port}",
-                         hint="Add yourself to the 'dialout' group (then log in again), or run with sudo.")
+        return PortPermission(f"no permission to open {port}")
     if "Connection refused" in text:
         return PortNotFound(f"nothing listens at {port}")
     return PortError(f"cannot open {port}: {_reason(exc)}")
