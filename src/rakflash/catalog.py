@@ -92,6 +92,7 @@ class UsbId:
     probably: str
     module: str | None = None
     mode: str | None = None
+    kind: str = "module"            # "module", "bridge" (USB-UART adapter) or "probe" (a SWD probe's COM port)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ class Catalog:
                 self.usb_ids.append(UsbId(u["vid"], u["pid"], f"{module.name} ({u['note']})",
                                           f"{module.name}, {u['mode']} mode", key, u["mode"]))
         for b in raw.get("usb_bridge", []):
-            self.usb_ids.append(UsbId(b["vid"], b["pid"], b["name"], b["probably"]))
+            self.usb_ids.append(UsbId(b["vid"], b["pid"], b["name"], b["probably"],
+                                      kind=b.get("kind", "bridge")))
         self.rom_pids = {int(k, 0): v for k, v in raw.get("rom_pid", {}).items()}
 
     def chip_name(self, pid: int) -> str:
