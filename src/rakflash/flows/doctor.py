@@ -601,7 +601,8 @@ def application_answers(o: Observation) -> Finding | None:
             + (f", serial number {dev.serial_number}" if dev.serial_number else "") + f", at {dev.baud} baud")
     if o.image is not None:
         return Finding("application", "ok", what, f"its application answers, so an update starts with "
-                       f"{boot_cmd}, no buttons needed", "The image check follows.", None, port=o.port)
+                       f"{boot_cmd}, no buttons needed", "The firmware check is the other finding for this port.",
+                       None, port=o.port)
     return Finding("application", "ok", what,
                    f"its application answers, so an update starts with {boot_cmd}, no buttons needed",
                    "To update it (doctor --for FILE checks a firmware first):", _flash_command(o),
