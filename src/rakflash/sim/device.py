@@ -59,6 +59,7 @@ class SimOptions:
     serial_number: str = "SIM0000001"
     boot_pin: bool = False                # BOOT0 (STM32) / BOOT override pin (Apollo3) held high
     readout_protected: bool = False       # the chip's read-out protection is active (STM32 RDP level 1)
+    info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
 
 
 class VirtualModule:
@@ -158,8 +159,29 @@ class VirtualModule:
         return type(self).run_rom is not VirtualModule.run_rom
 
     def run_rom(self) -> None:
-        """The chip's ROM bootloader (subclasses): runs until the next reset."""
+        """The chip's ROM bootloader (subclasses): runs until the next reset, or hands
+        over to the firmware in flash by calling :meth:`run_main`."""
         raise NotImplementedError
+
+    def starts_rom(self) -> bool:
+        """Whether the chip starts its ROM bootloader at this reset. By default: the
+        boot pin is held and there is one; a chip whose ROM decides from more than a
+        pin (the Apollo3's INFO0) says so itself."""
+        return self.boot_pin and self.has_rom_bootloader()
+
+    def main_mode(self) -> Mode:
+        """What the flash holds runs: the RUI bootloader when asked for or when no
+        application is present, else the application."""
+        return Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
+
+    def run_main(self, mode: Mode | None = None) -> None:
+        """Run the firmware in flash: ``mode`` as :meth:`next_mode` chose it, else :meth:`main_mode`."""
+        mode = mode or self.main_mode()
+        self._set_mode(mode)
+        if mode is Mode.BOOTLOADER:
+            self.run_bootloader()     # clears the request when it hands over
+        else:
+            self.run_app()
 
     def wait_mode(self, mode: Mode | str, timeout: float = 5.0) -> bool:
         """Wait until the module runs ``mode`` (for tests)."""
@@ -258,14 +280,12 @@ class VirtualModule:
             self._booted_at = time.monotonic()
             self.uart.flush_input()
             mode = self.next_mode()
-            self._set_mode(mode)
             try:
                 if mode is Mode.ROM:
+                    self._set_mode(mode)
                     self.run_rom()
-                elif mode is Mode.BOOTLOADER:
-                    self.run_bootloader()     # clears the request when it hands over
                 else:
-                    self.run_app()
+                    self.run_main(mode)
             except PowerCut:
                 pass
             except OSError:
@@ -277,11 +297,12 @@ class VirtualModule:
             self.resets += 1
 
     def next_mode(self) -> Mode:
-        """What the chip runs at this start: its ROM bootloader if the boot pin is held,
-        else the RUI bootloader (asked to stay, or no application) or the application."""
-        if self.boot_pin and self.has_rom_bootloader():
+        """What the chip runs at this start: its ROM bootloader if it starts one (see
+        :meth:`starts_rom`), else the RUI bootloader (asked to stay, or no application)
+        or the application."""
+        if self.starts_rom():
             return Mode.ROM
-        return Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
+        return self.main_mode()
 
     # ------------------------------------------------------------ application
     def app_reply(self, *lines: str) -> None:

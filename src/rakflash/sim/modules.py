@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import catalog
 from ..catalog import version_tuple
+from .apollo3_sbl import Apollo3SecureBootloader
 from .device import Rui3Module, RuiV3Module, SimOptions, VirtualModule
 from .stm32_rom import Stm32Rom
 
@@ -73,8 +74,9 @@ class Rak811(YmodemBootloader, Stm32Rom, RuiV3Module):
             self.uart.read(4096, 0.5)
 
 
-class Rak11720(Rui3Module):
-    """RAK11720 (Apollo3): RUI3 app, RUI bootloader, AMOTA packets after ``at+update``.
+class Rak11720(Apollo3SecureBootloader, Rui3Module):
+    """RAK11720 (Apollo3): RUI3 app, RUI bootloader, AMOTA packets after ``at+update``;
+    below them Ambiq's secure bootloader and INFO0 (:mod:`rakflash.sim.apollo3_sbl`).
 
     ``at+update`` answers ``Start firmware upgrade...`` and serves AMOTA
     packets (DESIGN.md §2): HEADER erases the pages the image needs, DATA

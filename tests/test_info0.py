@@ -1,0 +1,119 @@
+"""Apollo3 INFO0: decoding a dump, what its values mean, building and comparing."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from rakflash import apollo3_info0 as info0
+from rakflash.errors import ImageFormatError
+
+SIG = (0x48EAAD88, 0xC9705737, 0x0A6B8458, 0xE41A9D74)
+
+
+def dump(**words: int) -> bytes:
+    """An INFO0 dump as create_info0.py writes one (erased, the signature, the words given
+    by offset name) — written here by hand, so decoding is tested against the layout itself."""
+    raw = bytearray(b"\xff" * 8192)
+    struct.pack_into("<4I", raw, 0, *SIG)
+    offsets = {"security": 0x10, "override": 0x20, "wired": 0x24, "u0": 0x28, "u1": 0x2C,
+               "main": 0xC00, "ota": 0xC10, "wp_l": 0x1F8, "wp_h": 0x1FC}
+    for name, value in words.items():
+        struct.pack_into("<I", raw, offsets[name], value)
+    return bytes(raw)
+
+
+# SparkFun Artemis's published INFO0 (SparkFun_Artemis Bootloader/readme.md):
+# --gpio 0x2f --gpiolvl 1 --u0 0x1C200c0 --u1 0xFFFF3031 --wTO 2500 --main 0xC000
+ARTEMIS = dict(security=0x000257FF, override=0x80 | 47, wired=(2500 << 16) | (0x20 << 9) | (4 << 3) | 1,
+               u0=0x1C200C0, u1=0xFFFF3031, main=0xC000)
+
+
+def test_decodes_a_published_info0():
+    i = info0.Info0.parse(dump(**ARTEMIS))
+    assert i.signature == "valid"
+    assert (i.override_gpio, i.override_high) == (47, True)
+    assert (i.uart_baud, i.uart_framing, i.uart_pads[:2]) == (115200, "8N1", (0x31, 0x30))
+    assert (i.wired_timeout_ms, i.wired_interfaces) == (2500, 1)
+    assert i.main_ptr == 0xC000 and i.secure_boot == "off" and i.debugger_allowed
+    shown = dict((k, v) for k, _, v in i.fields())
+    assert shown["override"] == "GPIO47, acts when high"
+    assert shown["uart"] == "UART0, 115200 baud 8N1, pads 49, 48"
+    assert shown["wired_timeout_ms"] == "2500 ms" and shown["main_ptr"] == "0xc000"
+
+
+def test_artemis_info0_on_a_rak11720_names_the_wrong_pin():
+    """BOOT on the RAK11720 is GPIO41: an INFO0 that wants GPIO47 makes BOOT do nothing."""
+    found = info0.Info0.parse(dump(**ARTEMIS)).findings()
+    blocks = [f for f in found if f.level == "blocks"]
+    assert [f.stops for f in blocks] == ["wired-update"]
+    assert "GPIO47, not the BOOT pin (GPIO41)" in blocks[0].message
+
+
+def test_the_simulators_default_is_reachable_with_boot_high():
+    i = info0.rak11720_default()
+    assert i.findings() == [] and i.wired_update_reachable()
+    assert not i.wired_update_reachable(pin_high=False)
+
+
+@pytest.mark.parametrize("words, stops, says", [
+    (dict(override=0x7F), "wired-update", "override pin is disabled"),
+    (dict(override=41), "wired-update", "acts when low"),
+    (dict(override=0x80 | 41, wired=(20000 << 16) | 2), "wired-update", "UART interface is off"),
+    (dict(override=0x80 | 41, wired=(20000 << 16) | 1, u0=0xFFFFFFFF), "wired-update", "not configured"),
+    (dict(override=0x80 | 41, security=0x000257FE), "swd", "debugger is locked"),
+    (dict(override=0x80 | 41, security=0x010257FF), "wired-update", "authenticated"),
+    (dict(override=0x80 | 41, main=0x10000), "rui-bootloader", "not at RUI's bootloader"),
+    (dict(override=0x80 | 41, wp_l=0xFFFFFFFF & ~(1 << 5)), "rui-bootloader", "0x14000-0x18000"),
+])
+def test_values_that_stop_something_are_named(words, stops, says):
+    base = dict(security=0x000257FF, override=0x80 | 41, wired=(20000 << 16) | 1, u0=0x1C200C0,
+                u1=0xFFFF2728, main=0xC000)
+    i = info0.Info0.parse(dump(**{**base, **words}))
+    hits = [f for f in i.findings() if f.stops == stops and f.level == "blocks"]
+    assert hits and says in hits[0].message, [f.message for f in i.findings()]
+
+
+def test_another_baud_rate_is_a_warning_that_says_what_to_pass():
+    i = info0.rak11720_default().replace(uart_baud=921600)
+    (w,) = i.findings()
+    assert w.level == "warning" and "--baud 921600" in w.message
+
+
+def test_an_unprogrammed_info0_says_the_sbl_ignores_it():
+    raw = bytearray(b"\xff" * 8192)
+    i = info0.Info0.parse(bytes(raw))
+    assert i.signature == "invalid" and i.fields() == [("signature", "signature", "invalid")]
+    assert i.findings()[0].stops == "wired-update" and "ignores every other" in i.findings()[0].message
+
+
+@pytest.mark.parametrize("size, says", [(8193, "8,192 bytes"), (100, "too short"), (0xC16, "too short")])
+def test_wrong_sized_files_are_refused(size, says):
+    with pytest.raises(ImageFormatError, match=says):
+        info0.Info0.parse(b"\xff" * size)
+
+
+def test_a_short_dump_covering_the_configuration_is_padded():
+    i = info0.Info0.parse(dump(**ARTEMIS)[:0xC20])
+    assert len(i.raw) == 8192 and i.override_gpio == 47
+
+
+def test_build_matches_the_hand_made_layout():
+    built = info0.Info0.build(override_gpio=47, override_high=True, wired_timeout_ms=2500,
+                              uart_pads=(0x31, 0x30))
+    hand = info0.Info0.parse(dump(**ARTEMIS))
+    for off in (0, 4, 8, 12, 0x10, 0x20, 0x24, 0x28, 0x2C, 0xC00):
+        assert built.word(off) == hand.word(off), hex(off)
+
+
+def test_diff_lists_changed_fields_and_other_words():
+    old = info0.rak11720_default()
+    new = old.replace(override_gpio=0x7F, wired_timeout_ms=500)
+    raw = bytearray(new.raw)
+    raw[0x1800:0x1804] = b"\x01\x02\x03\x04"                  # a key word
+    changes = {c.key: c for c in info0.diff(old, info0.Info0(bytes(raw)))}
+    assert changes["override"].before == "GPIO41, acts when high" and changes["override"].after == "disabled"
+    assert changes["wired_timeout_ms"].after == "500 ms"
+    assert "0x1800" in changes["other"].after
+    assert info0.diff(old, old) == []
