@@ -286,3 +286,48 @@ class ReadoutProtected(PlanRefused):
 class RecoveryUnavailable(PlanRefused):
     """The module offers no way for this recovery method (e.g. no BOOT0 pin on its pads)."""
     name = "recovery-unavailable"
+
+# --- SWD probes (pyOCD) -------------------------------------------------------
+
+class ProbeError(PortError):
+    """A debug probe problem (exit code 4, like a port problem)."""
+
+    name = "probe-error"
+    hint = "Run 'rakflash probes' to see the probes pyOCD finds, and check the USB cable."
+
+
+class SwdUnavailable(ProbeError):
+    """pyOCD, the optional extra SWD recovery needs, is not installed."""
+
+    name = "swd-unavailable"
+    hint = "Install it with: pip install 'rakflash[swd]'"
+
+
+class ProbeNotFound(ProbeError):
+    name = "probe-not-found"
+    hint = ("Plug in the probe (RAKDAP1 or another CMSIS-DAP probe, or a J-Link) and run "
+            "'rakflash probes'; on Linux, pyOCD's udev rules give you access to it.")
+
+
+class ProbeBusy(ProbeError):
+    name = "probe-busy"
+    hint = "Close the other program using the probe (another pyocd, a debugger, an IDE), then retry."
+
+
+class PackMissing(ProbeError):
+    """pyOCD does not know the target: its CMSIS device pack is not installed."""
+
+    name = "pack-missing"
+
+
+class TargetNotResponding(DeviceError):
+    name = "target-not-responding"
+    hint = ("Check the SWD wiring (SWDIO, SWCLK, GND, and the probe's VTref to the module's 3V3), "
+            "that the module is powered, and try again; hold the module's reset if its firmware "
+            "sleeps or reuses the SWD pins.")
+
+
+class TransferFault(TransferError):
+    """The probe reached the chip, but a memory access or flash operation failed."""
+
+    name = "transfer-fault"
