@@ -121,6 +121,7 @@ class Observation:
     bauds_tried: list[int] = field(default_factory=list)
     heard: dict[int, bytes] = field(default_factory=dict)    # raw bytes received, per baud rate
     sent: dict[int, bytes] = field(default_factory=dict)
+    rom: dict[str, Any] | None = None     # an STM32 ROM bootloader answered: pid, chip, modules
     vanished: bool = False
     out_of_time: str | None = None        # the step doctor was at when its time ran out
     plan: Plan | None = None
@@ -210,9 +211,13 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
                 or other_openers(port)
         return o
     try:
+        if _may_have_stm32_rom(o):
+            step = "asking for an STM32 ROM bootloader"
+            o.rom = _stm32_rom(link)
         step = "identifying the module"
         try:
-            o.device = identify(link, module=module, baud=baud)
+            if o.rom is None:      # a ROM bootloader answers no AT command: nothing more to learn
+                o.device = identify(link, module=module, baud=baud)
         except (NoResponse, GarbageReply, Flooding) as exc:
             o.identify_error = exc
             o.bauds_tried = list(exc.details.get("bauds") or [])
@@ -234,6 +239,56 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
     if not o.vanished and not os.path.exists(port) and "://" not in port:
         o.vanished = True
     return o
+
+
+def _may_have_stm32_rom(o: Observation) -> bool:
+    """Whether an STM32 ROM bootloader can be on this port (not for a native-USB or an Apollo3 module)."""
+    if o.module is not None:
+        return o.module.mcu.rom is not None
+    entry = o.entry
+    if entry is not None and entry.vid is not None:
+        usb = _catalog.load().usb(entry.vid, entry.pid)
+        if usb is not None and usb.kind == "module":
+            return False
+    return True
+
+
+def _stm32_rom(link: StoppableLink, window: float = 0.4) -> dict[str, Any] | None:
+    """0x7F at 8E1 (AN3155): an STM32 ROM bootloader answers ACK — or, already in sync from an
+    earlier session, takes it as the first byte of a command: a second 0x7F makes that a bad
+    command, which it answers NACK (as stm32flash relies on). So two, ``window`` / 2 apart.
+
+    A lone 0x79 could be a 'y' in some firmware's text, so the ROM must also
+    answer Get and Get ID in their exact shape before doctor believes it. Sent
+    before any AT command: a ROM that hears other bytes first may measure its
+    baud rate from them. An application takes the single byte as noise.
+    """
+    from ..errors import RomGarbled, RomNack, RomNoHandshake, RomSilent
+    from ..protocols.stm32_rom import RomClient
+    if link.read(64, 0.05):
+        return None           # a ROM bootloader never talks unasked; this port does (a sketch's output)
+    overall = link.deadline
+    link.deadline = min(overall or float("inf"), time.monotonic() + 4 * window)
+    link.set_parity("E")
+    try:
+        client = RomClient(link)
+        client.handshake(window, interval=window / 2)
+        info = client.get()
+        pid = client.get_id()
+    except (RomNoHandshake, RomNack, RomSilent, RomGarbled):
+        return None
+    except OutOfTime:
+        if overall is not None and time.monotonic() >= overall:
+            raise
+        return None           # whatever answers keeps talking: not a ROM bootloader
+    finally:
+        link.deadline = overall
+        link.discard_input()
+        link.set_parity("N")
+    cat = _catalog.load()
+    modules = [m for m in cat.modules.values() if m.mcu.rom is not None and m.mcu.rom.pid == pid]
+    return {"pid": pid, "chip": cat.chip_name(pid), "commands": len(info.commands),
+            "modules": [m.key for m in modules]}
 
 
 def _other_bauds(link: StoppableLink, module: Module | None, o: Observation) -> DeviceInfo | None:
@@ -310,8 +365,20 @@ def _flash_command(o: Observation, *extra: str, module: Module | None = None) ->
 
 
 def _recovery_command(module: Module, port: str | None) -> str:
-    """The command that writes a full image (bootloader included) without the serial bootloader."""
-    return module.rom_uart_command(FULL, _q(port or "PORT")) or module.swd_command(FULL)
+    """The command that writes a full image (bootloader included) without the serial bootloader.
+
+    ``rakflash recover`` once this installation has it; until then the
+    third-party command that does the same (stm32flash over the ROM, pyOCD over SWD).
+    """
+    import importlib.util
+    method = module.recovery[0] if module.recovery else "swd"
+    if importlib.util.find_spec("rakflash.cli.recover") is not None:
+        if method == "swd":
+            return f"rakflash recover {FULL} --via swd --module {module.key}"
+        return f"rakflash recover {FULL} --port {_q(port or 'PORT')} --module {module.key}"
+    if method == "stm32-rom":
+        return module.rom_uart_command(FULL, _q(port or "PORT")) or module.swd_command(FULL)
+    return module.swd_command(FULL)
 
 
 def _modules_with(text: str) -> str:
@@ -497,6 +564,33 @@ def out_of_time(o: Observation) -> Finding | None:
 # --- what answers ----------------------------------------------------------------------
 
 @rule
+def stm32_rom_bootloader(o: Observation) -> Finding | None:
+    if o.rom is None:
+        return None
+    cat = _catalog.load()
+    mods = [cat.modules[k] for k in o.rom["modules"]]
+    if o.module is not None and o.module in mods:
+        mods = [o.module]
+    names = " or ".join(m.name for m in mods)
+    finding = (f"the STM32 ROM bootloader answers on {o.port}: {o.rom['chip']} (product ID "
+               f"0x{o.rom['pid']:03X})" + (f", the chip of a {names}" if names else ""))
+    reachable = [m for m in mods if m.rom_access.get("boot0")]
+    pins = "; ".join(f"{m.name}: BOOT0 is {m.rom_access['boot0']}, reset is {m.rom_access['reset']}"
+                     for m in reachable)
+    command = _recovery_command(reachable[0], o.port) if len(reachable) == 1 else None
+    return Finding("rom-bootloader", "problem", finding,
+                   "BOOT0 was high when the chip last started, so it runs its ROM bootloader instead of "
+                   "the RAK bootloader and firmware: AT commands go unanswered, and other tools call "
+                   "the module dead",
+                   ("If you meant to bring the module back, write the full image (bootloader and "
+                    "firmware) now, as below. Otherwise take BOOT0 low (to GND) and reset the module: it "
+                    "starts its firmware again." + (f" ({pins})" if pins else "")),
+                   command, port=o.port, exit_code=5,
+                   details={"pid": o.rom["pid"], "chip": o.rom["chip"],
+                            "modules": [m.name for m in mods]})
+
+
+@rule
 def loopback(o: Observation) -> Finding | None:
     if not isinstance(o.identify_error, NoResponse) or not o.loopback:
         return None
@@ -508,13 +602,15 @@ def loopback(o: Observation) -> Finding | None:
 
 
 def _pin_advice() -> str:
-    """Per module, which pins carry the AT console (catalog data, where the catalog has it)."""
-    parts = []
-    for m in _catalog.load().modules.values():
-        access = getattr(m, "rom_access", None) or {}
-        if access.get("uart_pins") and access.get("at_port"):
-            parts.append(f"{m.name}: {access['uart_pins']}")
-    return ("; the AT console is on " + ", ".join(parts)) if parts else ""
+    """Which module pins carry the port that both the firmware's AT console and the chip's
+    ROM bootloader use (catalog data). On a RAK3172 that is UART2: RUI3 offers AT on UART1
+    (PB6/PB7) too, but with BOOT0 high the ROM is silent there."""
+    parts = [f"{m.name}: {m.rom_access['uart_pins']}" for m in _catalog.load().modules.values()
+             if m.rom_access.get("uart_pins") and m.rom_access.get("at_port")]
+    if not parts:
+        return ""
+    return ("; use the port the chip's ROM bootloader listens on too (" + ", ".join(parts)
+            + "): with BOOT0 high, a RAK3172 is silent on its UART1 (PB6/PB7)")
 
 
 @rule
@@ -525,7 +621,8 @@ def silent(o: Observation) -> Finding | None:
     others = o.candidates
     where = (f" Other ports that may be the module: {', '.join(e.device for e in others)}."
              if others else "")
-    return Finding("silent", "problem", f"nothing answers on {o.port} at {bauds} baud",
+    rom = " (nor did an STM32 ROM bootloader answer its 0x7F)" if _may_have_stm32_rom(o) else ""
+    return Finding("silent", "problem", f"nothing answers on {o.port} at {bauds} baud{rom}",
                    "no tool can update or even recognise a module it can't hear: it is not powered, not "
                    "wired to this port's TX/RX, or this is not its port (a wrong baud rate would give "
                    "garbage, not silence)",
