@@ -1,0 +1,126 @@
+"""DFU packages (.zip) for the RAK4631: what they carry, which bootloader family, and damaged ones."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import zipfile
+import zlib
+
+import pytest
+
+from rakflash import dfu_package as dp
+from rakflash.errors import PackageError
+
+
+@pytest.fixture(scope="module")
+def key():
+    return dp.new_signing_key()
+
+
+def write(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+FW = bytes(range(256)) * 40 + b"\0firmware RUI_4.0.6_RAK4631\0"
+
+
+def test_a_signed_package_says_what_its_init_packet_requires(tmp_path, key):
+    pkg = dp.load(write(tmp_path, "rui3.zip", dp.secure_package(FW, key_pem=key, fw_version=3)))
+    assert pkg.family == dp.SECURE
+    app = pkg.application
+    assert app.firmware == FW and app.bin_file == "app.bin"
+    d = app.to_dict()
+    assert d["size"] == len(FW) and d["crc32"] == f"{zlib.crc32(FW):#010x}"
+    init = d["init"]
+    assert init["type"] == "APPLICATION" and init["fw_version"] == 3 and init["hw_version"] == 52
+    assert init["sd_req"] == ["0x0100"] and init["signed"] is True
+    assert init["signature_type"] == "ECDSA_P256_SHA256" and init["hash_type"] == "SHA256"
+    assert init["sizes"]["application"] == len(FW)
+    # The signature covers the serialized InitCommand and checks out with the key's public half.
+    assert dp.verify(app.init.command_bytes, app.init.signature, dp.public_key_bytes(key))
+    assert not dp.verify(app.init.command_bytes, app.init.signature, dp.public_key_bytes(dp.new_signing_key()))
+
+
+def test_init_packet_fields_come_from_the_protobuf_layout_not_from_byte_offsets(tmp_path):
+    """Change a field through the protobuf message classes: the parser must follow it wherever it lands."""
+    m = dp.messages()
+    packet = m["Packet"]()
+    packet.ParseFromString(dp.secure_init_packet(FW, key_pem=None, sd_req=(0x0100, 0x0123)))
+    packet.command.init.hw_version = 0x1234567     # a longer varint moves every later byte
+    packet.command.init.is_debug = True
+    init = dp.parse_init(packet.SerializeToString())
+    assert init.hw_version == 0x1234567 and init.is_debug and init.sd_req == [0x0100, 0x0123]
+    assert init.signed is False and init.app_size == len(FW)
+
+
+def test_an_unsigned_package_says_so(tmp_path):
+    pkg = dp.load(write(tmp_path, "u.zip", dp.secure_package(FW, key_pem=None)))
+    assert pkg.application.init.signed is False
+    assert pkg.to_dict()["images"][0]["init"]["signature_type"] is None
+
+
+def test_an_arduino_package_is_told_apart_from_a_rui3_one(tmp_path):
+    pkg = dp.load(write(tmp_path, "arduino.zip", dp.legacy_package(FW)))
+    assert pkg.family == dp.LEGACY and "Adafruit" in pkg.family_name
+    init = pkg.application.init.to_dict()
+    assert init["device_type"] == "0x0052" and init["crc16"] == f"{dp.crc16_ccitt(FW):#06x}"
+
+
+def test_crc16_is_the_legacy_dfu_one():
+    assert dp.crc16_ccitt(b"123456789") == 0x29B1
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("not a zip", "not a zip"),
+    ("no manifest", "no manifest.json"),
+    ("missing bin", "not in the zip"),
+    ("tampered bin", "does not match the hash"),
+    ("garbage init", "neither a Secure DFU"),
+    ("size mismatch", "says"),
+])
+def test_damaged_packages_are_refused_with_the_reason(tmp_path, key, damage, words):
+    good = dp.secure_package(FW, key_pem=key)
+    files = {n: zipfile.ZipFile(io.BytesIO(good)).read(n) for n in ("manifest.json", "app.bin", "app.dat")}
+    if damage == "not a zip":
+        raw = b"PK\x03\x04 this is not really a zip"
+    else:
+        if damage == "no manifest":
+            del files["manifest.json"]
+        elif damage == "missing bin":
+            del files["app.bin"]
+        elif damage == "tampered bin":
+            files["app.bin"] = bytes([files["app.bin"][0] ^ 0xFF]) + files["app.bin"][1:]
+        elif damage == "garbage init":
+            files["app.dat"] = b"\xff\xfe\xfd"
+        elif damage == "size mismatch":
+            files["app.bin"] = files["app.bin"] + b"\xff" * 4
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n, data in files.items():
+                z.writestr(n, data)
+        raw = buf.getvalue()
+    with pytest.raises(PackageError) as e:
+        dp.load(write(tmp_path, "bad.zip", raw))
+    assert words in e.value.message and e.value.exit_code == 3 and e.value.hint
+
+
+def test_adafruit_nrfutils_own_package_is_read(tmp_path):
+    """A package made by adafruit-nrfutil (the tool RAK's Arduino docs use) is recognised as legacy DFU."""
+    tool = shutil.which("adafruit-nrfutil")
+    if tool is None:
+        pytest.skip("adafruit-nrfutil is not installed (pip install -e '.[test]' installs it)")
+    app = write(tmp_path, "app.bin", FW)
+    out = tmp_path / "genpkg.zip"
+    subprocess.run([tool, "dfu", "genpkg", "--dev-type", "0x0052", "--sd-req", "0x00B6",
+                    "--application", str(app), str(out)], check=True, capture_output=True, timeout=60)
+    pkg = dp.load(out)
+    assert pkg.family == dp.LEGACY
+    init = pkg.application.init
+    assert init.device_type == 0x0052 and init.sd_req == [0x00B6] and init.crc16 == dp.crc16_ccitt(FW)
+    assert pkg.application.firmware == FW
+    assert json.loads(zipfile.ZipFile(out).read("manifest.json"))["manifest"]["dfu_version"] == 0.5
