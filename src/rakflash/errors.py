@@ -331,3 +331,35 @@ class TransferFault(TransferError):
     """The probe reached the chip, but a memory access or flash operation failed."""
 
     name = "transfer-fault"
+
+
+
+# --- nRF52 DFU packages and bootloaders (RAK4631) ----------------------------
+
+class PackageError(ImageFormatError):
+    """A DFU package (.zip) that can't be used: no manifest, a missing file, an init packet that doesn't parse."""
+
+    name = "package-error"
+    hint = ("The package is damaged or not a DFU package: download it again, or make it again with "
+            "'nrfutil pkg generate' (RUI3) / 'adafruit-nrfutil dfu genpkg' (Arduino).")
+
+
+class PackageMismatch(PlanRefused):
+    """A package made for the other nRF52 bootloader family (Secure DFU vs Adafruit legacy DFU)."""
+
+    name = "package-mismatch"
+
+
+class DfuRejected(DeviceRejected):
+    """The nRF52 bootloader answered a DFU request with an error result or extended error."""
+
+    name = "dfu-rejected"
+
+
+class PortNotBack(PortError):
+    """The module's USB port went away (it entered its bootloader) and did not come back in time."""
+
+    name = "port-not-back"
+    hint = ("Run 'rakflash ports' to see where it went: if a port with the bootloader's USB id is "
+            "listed, run the same command with --port set to it. Otherwise unplug and re-plug the "
+            "module (double-press reset on an Arduino RAK4631) and run the same command again.")

@@ -1,0 +1,692 @@
+"""Nordic Secure DFU over a serial port (SLIP), both ends: rakflash's client and the bootloader (simulator).
+
+What the RAK4631-R's RUI3 bootloader (nRF5 SDK 17.0.2 secure DFU, serial over USB
+CDC) speaks after ``AT+BOOT``. Facts (docs/protocols.md, "Nordic Secure DFU"):
+NordicSemiconductor/pc-nrfutil ``nordicsemi/dfu/dfu_transport_serial.py`` and
+``dfu_transport.py``; the nRF5 SDK's ``nrf_dfu_req_handler`` / ``nrf_dfu_serial``
+as bundled in RAKWireless/RAK-nRF52-RUI.
+
+* Every request is one SLIP frame: an opcode and its parameters (little-endian).
+  Every answer is ``0x60 opcode result [data]``; result 0x01 is success, 0x0B
+  an extended error whose code follows.
+* 0x09 Ping(id) → id; 0x02 Set PRN(u16); 0x07 Get MTU → u16; 0x06 Select(type)
+  → max size, offset, CRC (u32 each); 0x01 Create(type, u32 size); 0x08 Write
+  (data, no answer unless the PRN count is reached — then a CRC answer);
+  0x03 Calc checksum → offset, CRC-32 (zlib); 0x04 Execute.
+* Objects: type 1 the command (the init packet), type 2 data (the firmware, in
+  objects of at most the Select's max size, 4 KiB). The CRC covers everything
+  of that type sent so far, so the client checks it after every object and,
+  after an interruption, resumes from the offset and CRC the device reports.
+* A Write carries at most (MTU − 1) // 2 − 1 bytes: SLIP may double each byte.
+
+Pure protocol logic over a :class:`~rakflash.link.ByteChannel`: no printing, a
+deadline on every read. Hand-written: pc-nrfutil's client is not a library
+(it opens its own port, sleeps, and raises one exception type for everything),
+and no Python package serves the bootloader's side.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from ..errors import (DfuRejected, TooManyRetries, TransferError, TransferTimeout, VerifyFailed)
+from ..link import ByteChannel, Deadline
+from . import slip
+from .slip import read_some
+
+# Opcodes (pc-nrfutil dfu_transport_serial.py OP_CODE; SDK nrf_dfu_req_handler.h)
+OP_PROTOCOL_VERSION = 0x00
+OP_CREATE = 0x01
+OP_SET_PRN = 0x02
+OP_CRC = 0x03
+OP_EXECUTE = 0x04
+OP_SELECT = 0x06
+OP_MTU = 0x07
+OP_WRITE = 0x08
+OP_PING = 0x09
+OP_ABORT = 0x0C
+OP_RESPONSE = 0x60
+OP_NAMES = {OP_CREATE: "Create", OP_SET_PRN: "Set PRN", OP_CRC: "Calc checksum",
+            OP_EXECUTE: "Execute", OP_SELECT: "Select", OP_MTU: "Get MTU", OP_WRITE: "Write",
+            OP_PING: "Ping", OP_ABORT: "Abort", OP_PROTOCOL_VERSION: "Protocol version"}
+
+OBJ_COMMAND, OBJ_DATA = 1, 2
+OBJECT_NAMES = {OBJ_COMMAND: "init packet", OBJ_DATA: "firmware"}
+
+# Result codes (pc-nrfutil dfu_transport.py RES_CODE)
+RES_INVALID, RES_SUCCESS, RES_NOT_SUPPORTED, RES_INVALID_PARAMETER = 0x00, 0x01, 0x02, 0x03
+RES_INSUFFICIENT_RESOURCES, RES_INVALID_OBJECT, RES_UNSUPPORTED_TYPE = 0x04, 0x05, 0x07
+RES_NOT_PERMITTED, RES_OPERATION_FAILED, RES_EXT_ERROR = 0x08, 0x0A, 0x0B
+
+_RERUN = "Run the same command again: it resumes where the bootloader stopped."
+RESULTS: dict[int, tuple[str, str, str]] = {
+    # code: (slug, what it means, what to do)
+    RES_INVALID: ("invalid-code", "the request was not understood",
+                  "Report it with a --trace file; then " + _RERUN[0].lower() + _RERUN[1:]),
+    RES_NOT_SUPPORTED: ("not-supported", "this bootloader does not support the request",
+                        "The bootloader is not a Nordic Secure DFU one: check the module with "
+                        "'rakflash info --port PORT'."),
+    RES_INVALID_PARAMETER: ("invalid-parameter", "a request had a parameter the bootloader refused",
+                            _RERUN),
+    RES_INSUFFICIENT_RESOURCES: ("insufficient-resources",
+                                 "the object is larger than the bootloader can take",
+                                 "The package is too large for this module: use the firmware "
+                                 "built for RAK4631-R."),
+    RES_INVALID_OBJECT: ("invalid-object", "the bootloader found the object invalid (wrong size, "
+                         "or an init packet that does not parse)",
+                         "Make the package again with 'nrfutil pkg generate', or download it again."),
+    RES_UNSUPPORTED_TYPE: ("unsupported-type", "the bootloader does not know that object type",
+                           "Report it with a --trace file."),
+    RES_NOT_PERMITTED: ("not-permitted", "the request came out of order for the bootloader",
+                        _RERUN),
+    RES_OPERATION_FAILED: ("operation-failed", "the bootloader could not carry out the request",
+                           _RERUN + " If it fails again, power-cycle the module first."),
+}
+
+# Extended error codes (pc-nrfutil dfu_transport.py EXT_ERROR_CODE; SDK nrf_dfu_types.h)
+EXT_ERRORS: dict[int, tuple[str, str, str]] = {
+    0x00: ("no-error", "an error without an extended code (a bootloader bug)", "Report it with a --trace file."),
+    0x01: ("invalid-error-code", "an invalid extended error code (a bootloader bug)", "Report it with a --trace file."),
+    0x02: ("wrong-command-format", "the command was malformed", _RERUN),
+    0x03: ("unknown-command", "the command is unknown to this bootloader", "Report it with a --trace file."),
+    0x04: ("init-command-invalid", "the init packet is invalid or lacks fields its update type needs",
+           "Make the package again with 'nrfutil pkg generate' (it must be a Secure DFU package, "
+           "not an Arduino/Adafruit one)."),
+    0x05: ("fw-version", "the firmware version in the package is lower than the one installed "
+           "(the bootloader refuses downgrades)",
+           "Use a newer firmware, or make the package with a higher --application-version."),
+    0x06: ("hw-version", "the package is for other hardware (its hw_version does not match)",
+           "Use the package made for RAK4631-R (hw_version 52)."),
+    0x07: ("sd-version", "the package does not list the SoftDevice this module has (sd_req): it was "
+           "made for another bootloader or SoftDevice",
+           "Use the RUI3 package for RAK4631-R (sd_req 0x0100, S140 7.x); an Arduino build needs the "
+           "Arduino (Adafruit) bootloader instead."),
+    0x08: ("signature-missing", "the package is not signed, and this bootloader takes only signed ones",
+           "Use RAK's signed RUI3 package, or sign yours with 'nrfutil pkg generate --key-file'."),
+    0x09: ("wrong-hash-type", "the init packet names a hash type this bootloader does not support",
+           "Make the package again with nrfutil's defaults (SHA-256)."),
+    0x0A: ("hash-failed", "the bootloader could not compute the firmware's hash", _RERUN),
+    0x0B: ("wrong-signature-type", "the signature type is not one this bootloader supports",
+           "Sign with ECDSA P-256 (nrfutil's only choice)."),
+    0x0C: ("verification-failed", "the received firmware does not match the package's hash or signature "
+           "(signed with another key, or damaged)",
+           "RAK4631-R bootloaders accept only packages signed with RAK's key: use RAK's RUI3 package "
+           "for this module (or the one signed with the key your bootloader was built with)."),
+    0x0D: ("insufficient-space", "the firmware does not fit in the module's free flash",
+           "Use the firmware built for RAK4631-R."),
+    0x0E: ("fw-already-present", "the bootloader already has this firmware", "Nothing to do."),
+}
+
+SERIAL_HEADROOM = 1     # the opcode byte in every Write
+
+
+def write_size(mtu: int) -> int:
+    """Bytes of firmware per Write for ``mtu``: SLIP may double every byte, and the opcode takes one."""
+    return max(1, (mtu - SERIAL_HEADROOM) // 2 - 1)
+
+
+def choose_prn(mtu: int) -> int:
+    """Packet receipt notifications for ``mtu``.
+
+    A large MTU means USB CDC (the RAK4631-R's port): the link is flow-controlled
+    and lossless, so the CRC check after every object is enough and a PRN would
+    only add a turnaround per few writes (0 = none). A small MTU means a UART
+    transport with small receive buffers: ask for a CRC about every 1 KiB so an
+    overrun is caught early.
+    """
+    size = write_size(mtu)
+    if size >= 512:
+        return 0
+    return max(1, 1024 // size)
+
+
+def crc32(data: bytes, crc: int = 0) -> int:
+    return zlib.crc32(data, crc) & 0xFFFFFFFF
+
+
+def rejection(op: int, result: int, ext: int | None = None, *, offset: int | None = None) -> DfuRejected:
+    """The named error for an error answer to ``op``."""
+    what = OP_NAMES.get(op, f"opcode {op:#04x}")
+    if result == RES_EXT_ERROR:
+        slug, text, hint = EXT_ERRORS.get(ext if ext is not None else -1,
+                                          (f"extended-{ext}", f"extended error {ext}", "Report it with a --trace file."))
+        return DfuRejected(f"the bootloader refused {what}: {text} (extended error {ext:#04x})",
+                           hint=hint, result=f"extended-error", reason=slug, code=ext, offset=offset)
+    slug, text, hint = RESULTS.get(result, (f"result-{result}", f"result code {result}",
+                                            "Report it with a --trace file."))
+    return DfuRejected(f"the bootloader refused {what}: {text} (result {result:#04x})",
+                       hint=hint, result=slug, reason=slug, code=result, offset=offset)
+
+
+# ------------------------------------------------------------------ frames
+
+
+class FrameReader:
+    """SLIP frames from a channel, each read with a deadline."""
+
+    def __init__(self, channel: ByteChannel) -> None:
+        self.ch = channel
+        self.decoder = slip.Decoder()
+        self._frames: list[bytes] = []
+
+    def read(self, timeout: float) -> bytes | None:
+        """The next frame, or None at the deadline."""
+        deadline = Deadline(timeout)
+        while not self._frames:
+            got = read_some(self.ch, deadline.remaining())
+            if got:
+                self._frames += self.decoder.feed(got)
+            elif deadline.expired:
+                return None
+        return self._frames.pop(0)
+
+    def drop_pending(self) -> None:
+        self._frames.clear()
+        self.decoder.reset()
+        for _ in range(16):          # bounded: a flooding line can't keep us here
+            if not self.ch.read(4096, 0):
+                break
+
+
+# ------------------------------------------------------------------ host side
+
+@dataclass
+class Timeouts:
+    """How long each answer may take (seconds)."""
+
+    reply: float = 1.0           # Ping, Select, Set PRN, MTU, Calc checksum
+    create: float = 2.0          # Create (the bootloader may erase a page first)
+    execute: float = 5.0         # Execute of one object (flash write completes)
+    last_execute: float = 15.0   # Execute of the last object: hash and signature checks, activation
+    ping: float = 5.0            # the whole ping phase after the port opened
+
+
+@dataclass
+class DfuReport:
+    """What a transfer did."""
+
+    mtu: int = 0
+    prn: int = 0
+    write_size: int = 0
+    init_resumed: bool = False
+    resumed_from: int = 0        # firmware bytes the device already had
+    objects: int = 0             # data objects sent (Created) in this run
+    retries: int = 0             # objects sent again after a CRC mismatch
+
+
+class SecureDfuClient:
+    """rakflash's Secure DFU client: :meth:`connect`, then :meth:`send`.
+
+    ``progress(done, total)`` follows the firmware bytes the device confirmed
+    (by CRC) — it starts at the resumed offset. ``retries``: times one object is
+    sent again after its CRC came back wrong, then :class:`TooManyRetries`.
+    """
+
+    def __init__(self, channel: ByteChannel, *, timeouts: Timeouts | None = None,
+                 prn: int | None = None, retries: int = 3,
+                 progress: Callable[[int, int], None] | None = None,
+                 on_retry: Callable[[str], None] | None = None) -> None:
+        self.ch = channel
+        self.frames = FrameReader(channel)
+        self.t = timeouts or Timeouts()
+        self.prn_wanted = prn
+        self.retries = retries
+        self.progress = progress
+        self.on_retry = on_retry
+        self.report = DfuReport()
+        self._ping_id = 0
+
+    # -- requests -----------------------------------------------------------
+    def _send(self, op: int, payload: bytes = b"") -> None:
+        self.ch.write(slip.encode(bytes([op]) + payload))
+
+    def _answer(self, op: int, timeout: float, *, offset: int | None = None) -> bytes:
+        """The data of the answer to ``op``; other frames (late answers to earlier requests) are skipped."""
+        deadline = Deadline(timeout)
+        while True:
+            frame = self.frames.read(deadline.remaining())
+            if frame is None:
+                raise TransferTimeout(
+                    f"the bootloader did not answer {OP_NAMES.get(op, hex(op))} within {timeout:.1f} s"
+                    + (f" (firmware byte {offset:,})" if offset else ""),
+                    hint="The module stays in its bootloader: run the same command again (it resumes); "
+                         "if nothing answers, unplug and re-plug the module first.", offset=offset)
+            if len(frame) < 3 or frame[0] != OP_RESPONSE or frame[1] != op:
+                continue
+            if frame[2] == RES_SUCCESS:
+                return frame[3:]
+            raise rejection(op, frame[2], frame[3] if len(frame) > 3 else None, offset=offset)
+
+    def request(self, op: int, payload: bytes = b"", *, timeout: float | None = None,
+                offset: int | None = None) -> bytes:
+        self._send(op, payload)
+        return self._answer(op, self.t.reply if timeout is None else timeout, offset=offset)
+
+    # -- session --------------------------------------------------------------
+    def connect(self) -> None:
+        """Ping until the bootloader answers, then agree on MTU, write size and PRN."""
+        deadline = Deadline(self.t.ping)
+        while True:
+            self._ping_id = (self._ping_id + 1) & 0xFF
+            self._send(OP_PING, bytes([self._ping_id]))
+            frame = self.frames.read(min(0.5, max(0.05, deadline.remaining())))
+            while frame is not None and not (len(frame) >= 3 and frame[:2] == bytes([OP_RESPONSE, OP_PING])):
+                frame = self.frames.read(0.05)
+            if frame is not None:
+                if frame[2] != RES_SUCCESS or frame[3:4] == bytes([self._ping_id]):
+                    break        # an error answer still proves a DFU bootloader listens
+            if deadline.expired:
+                raise TransferTimeout(
+                    f"no DFU bootloader answers Ping on this port (waited {self.t.ping:.0f} s)",
+                    hint="Check that the module is in its bootloader ('rakflash info --port PORT'); "
+                         "unplug and re-plug it, then run the same command again.")
+        self.frames.drop_pending()
+        mtu = struct.unpack("<H", self.request(OP_MTU)[:2])[0]
+        prn = choose_prn(mtu) if self.prn_wanted is None else self.prn_wanted
+        self.request(OP_SET_PRN, struct.pack("<H", prn))
+        self.report.mtu, self.report.prn, self.report.write_size = mtu, prn, write_size(mtu)
+
+    def select(self, obj: int) -> tuple[int, int, int]:
+        """(max size, offset, CRC) of the device's current object of type ``obj``."""
+        data = self.request(OP_SELECT, bytes([obj]))
+        return struct.unpack("<III", data[:12])
+
+    def checksum(self, offset: int | None = None) -> tuple[int, int]:
+        data = self.request(OP_CRC, offset=offset)
+        return struct.unpack("<II", data[:8])
+
+    def send(self, init_packet: bytes, firmware: bytes) -> DfuReport:
+        """The init packet, then the firmware; resumes what an earlier, interrupted run left."""
+        if not self.report.mtu:
+            self.connect()
+        if self.resume_init(init_packet):
+            _, offset, crc = self.select(OBJ_DATA)
+            if offset <= len(firmware) and crc == crc32(firmware[:offset]):
+                self.report.init_resumed = True
+                self.send_firmware(firmware, offset)
+                return self.report
+            # What the device holds is not the start of this firmware: start over.
+        self.send_init(init_packet)
+        self.send_firmware(firmware, 0)
+        return self.report
+
+    def resume_init(self, init: bytes) -> bool:
+        """True when the device already has this init packet (or its start), now finished and executed."""
+        max_size, offset, crc = self.select(OBJ_COMMAND)
+        if len(init) > max_size:
+            raise TransferError(f"the init packet has {len(init)} bytes; this bootloader takes at most {max_size}",
+                                hint="This package is not for this bootloader: use the RUI3 package for RAK4631-R.")
+        if not (0 < offset <= len(init) and crc == crc32(init[:offset])):
+            return False
+        # Executing the same init packet again keeps the firmware the device already has.
+        if offset < len(init) and not self._stream(init[offset:], offset, crc, OBJ_COMMAND):
+            return False
+        self.request(OP_EXECUTE, timeout=self.t.execute)
+        return True
+
+    def send_init(self, init: bytes) -> None:
+        """A new init packet: Create, Write, check the CRC, Execute (the device drops older progress)."""
+        for attempt in range(self.retries + 1):
+            self.request(OP_CREATE, struct.pack("<BI", OBJ_COMMAND, len(init)), timeout=self.t.create)
+            if self._stream(init, 0, 0, OBJ_COMMAND):
+                self.request(OP_EXECUTE, timeout=self.t.execute)
+                return
+            self._retried("the init packet's CRC came back wrong")
+        raise TooManyRetries(f"the init packet arrived damaged {self.retries + 1} times",
+                             hint="Use a shorter cable or another USB port, then run the same command again.")
+
+    def send_firmware(self, fw: bytes, offset: int = 0) -> None:
+        """Data objects from ``offset`` (which the device confirmed by CRC) to the end."""
+        total = len(fw)
+        max_size = self.select(OBJ_DATA)[0]
+        self.report.resumed_from = offset
+        if self.progress:
+            self.progress(offset, total)
+        if offset % max_size and offset < total:
+            # Finish the object an interruption cut short (the device still holds its start).
+            end = min(total, offset - offset % max_size + max_size)
+            if self._stream(fw[offset:end], offset, crc32(fw[:offset]), OBJ_DATA):
+                self._execute(end, total)
+                offset = end
+            else:
+                offset -= offset % max_size    # Create sends the whole object again
+                self._retried(f"the object at {offset:,} came back with a wrong CRC")
+        elif offset == total and total:
+            # All of it arrived; the last Execute did not (or its answer was lost).
+            self._execute(total, total)
+            return
+        while offset < total:
+            end = min(total, offset + max_size)
+            for attempt in range(self.retries + 1):
+                self.request(OP_CREATE, struct.pack("<BI", OBJ_DATA, end - offset),
+                             timeout=self.t.create, offset=offset)
+                self.report.objects += 1
+                if self._stream(fw[offset:end], offset, crc32(fw[:offset]), OBJ_DATA):
+                    break
+                self._retried(f"the object at {offset:,} came back with a wrong CRC")
+            else:
+                raise TooManyRetries(f"the firmware object at byte {offset:,} arrived damaged "
+                                     f"{self.retries + 1} times",
+                                     hint="Use a shorter cable or another USB port, then run the same "
+                                          "command again (it resumes).", offset=offset)
+            self._execute(end, total)
+            offset = end
+
+    def _execute(self, end: int, total: int) -> None:
+        last = end == total
+        self.request(OP_EXECUTE, timeout=self.t.last_execute if last else self.t.execute, offset=end)
+        if self.progress:
+            self.progress(end, total)
+
+    def _retried(self, why: str) -> None:
+        self.report.retries += 1
+        if self.on_retry:
+            self.on_retry(why)
+
+    def _stream(self, data: bytes, offset: int, crc: int, obj: int) -> bool:
+        """Write ``data`` at ``offset``; True when the device's offset and CRC then match ours."""
+        size = self.report.write_size or write_size(self.report.mtu or 131)
+        prn = self.report.prn
+        count = 0
+        for i in range(0, len(data), size):
+            chunk = data[i:i + size]
+            self._send(OP_WRITE, chunk)
+            crc = crc32(chunk, crc)
+            offset += len(chunk)
+            count += 1
+            if prn and count == prn:
+                count = 0
+                got = struct.unpack("<II", self._answer(OP_CRC, self.t.reply, offset=offset)[:8])
+                if got != (offset, crc):
+                    return False
+        got_offset, got_crc = self.checksum(offset)
+        return (got_offset, got_crc) == (offset, crc)
+
+    def abort(self) -> None:
+        """Best effort: tell the bootloader to drop the current object (Abort, SDK 15+)."""
+        try:
+            self._send(OP_ABORT)
+        except Exception:   # the port may be gone: nothing to tell then
+            pass
+
+
+# ------------------------------------------------------------------ device side (simulator)
+
+class DfuBackend(Protocol):
+    """What the bootloader's request handler needs from the rest of the bootloader."""
+
+    def check_init(self, init: bytes) -> "InitVerdict":
+        """Validate a complete init packet (signature, versions, sizes)."""
+
+    def begin_object(self, offset: int, size: int) -> None:
+        """Prepare flash for a data object at firmware ``offset`` (erase its pages)."""
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Program firmware bytes at ``offset``."""
+
+    def check_firmware(self, size: int) -> int | None:
+        """After the last object: the extended error if the firmware is not what the init packet says."""
+
+    def activate(self) -> None:
+        """The update is complete and valid: mark it so the bootloader starts it."""
+
+
+@dataclass
+class InitVerdict:
+    ext_error: int | None = None         # an extended error code, or None when valid
+    result: int | None = None            # a plain result code instead (e.g. RES_INVALID_OBJECT)
+    firmware_size: int = 0               # bytes of firmware the init packet announces
+
+
+@dataclass
+class DfuState:
+    """The bootloader's settings page: what survives a reset between two runs.
+
+    The init packet and the firmware up to the last executed object survive; a
+    partly written object does not (SDK: progress is saved on Execute).
+    """
+
+    command: bytes = b""                 # the last complete, executed (valid) init packet
+    firmware_size: int = 0
+    offset_last: int = 0                 # firmware bytes in executed objects
+    crc_last: int = 0
+
+
+@dataclass
+class _Session:
+    """Request-handler state that a reset loses."""
+
+    prn: int = 0
+    writes: int = 0
+    command: bytearray = field(default_factory=bytearray)
+    command_size: int = 0
+    command_valid: bool = False
+    obj: int | None = None                # the object type of the last Create/Select
+    offset: int = 0
+    crc: int = 0
+    object_start: int = 0
+    object_size: int = 0
+
+
+class SecureDfuTarget:
+    """The bootloader's request handler, serving one power-up of the device.
+
+    ``serve()`` returns ``"activated"`` after a valid update was executed (the
+    device then resets into it), ``"idle"`` after ``idle_timeout`` without a
+    request, or ``"text"`` when ``on_text`` asked to stop. Text lines outside
+    SLIP frames (``at+…`` and a line end) go to ``on_text(line)``, so a console
+    can share the port; opcodes never look like ``a``.
+    """
+
+    COMMAND_MAX = 512
+    DATA_MAX = 4096
+
+    def __init__(self, channel: ByteChannel, backend: DfuBackend, state: DfuState, *,
+                 mtu: int = 2051, idle_timeout: float = 3600.0,
+                 on_text: Callable[[str], bool] | None = None) -> None:
+        self.ch = channel
+        self.backend = backend
+        self.state = state
+        self.mtu = mtu
+        self.idle_timeout = idle_timeout
+        self.on_text = on_text
+        self.decoder = slip.Decoder(max_frame=mtu)
+        self.s = _Session(offset=state.offset_last, crc=state.crc_last,
+                          command=bytearray(state.command), command_size=len(state.command),
+                          command_valid=bool(state.command))
+        self._text = bytearray()
+
+    def _reply(self, op: int, result: int = RES_SUCCESS, data: bytes = b"", ext: int | None = None) -> None:
+        body = bytes([OP_RESPONSE, op, result]) + (bytes([ext]) if result == RES_EXT_ERROR else data)
+        self.ch.write(slip.encode(body))
+
+    def serve(self) -> str:
+        idle = Deadline(self.idle_timeout)
+        while not idle.expired:
+            got = read_some(self.ch, min(0.5, idle.remaining()))
+            if not got:
+                continue
+            idle = Deadline(self.idle_timeout)
+            for frame in self._frames(got):
+                outcome = self.handle(frame)
+                if outcome:
+                    return outcome
+        return "idle"
+
+    def _frames(self, data: bytes) -> list[bytes | str]:
+        """SLIP frames, and console lines typed outside any frame."""
+        out: list[bytes | str] = []
+        i = 0
+        while i < len(data):
+            b = data[i]
+            if not self._text and self.decoder.between_frames and b in b"\r\n":
+                i += 1              # line ends between frames (a console's empty line): nothing
+                continue
+            if self._text or (self.decoder.between_frames and b in b"aA"):
+                if b in b"\r\n":
+                    out.append(self._text.decode("latin-1"))
+                    self._text.clear()
+                elif b == slip.END:
+                    self._text.clear()
+                elif len(self._text) < 64:
+                    self._text.append(b)
+                i += 1
+                continue
+            j = data.find(slip.END, i)
+            stop = len(data) if j < 0 else j + 1
+            out += self.decoder.feed(data[i:stop])
+            i = stop
+        return out
+
+    def handle(self, frame: bytes | str) -> str | None:
+        if isinstance(frame, str):
+            if self.on_text and frame.strip() and self.on_text(frame.strip()):
+                return "text"
+            return None
+        op, p = frame[0], frame[1:]
+        s = self.s
+        if op == OP_PING:
+            self._reply(op, data=p[:1])
+        elif op == OP_SET_PRN:
+            if len(p) < 2:
+                return self._reply(op, RES_INVALID_PARAMETER)
+            s.prn, s.writes = struct.unpack("<H", p[:2])[0], 0
+            self._reply(op)
+        elif op == OP_MTU:
+            self._reply(op, data=struct.pack("<H", self.mtu))
+        elif op == OP_SELECT:
+            self._select(p)
+        elif op == OP_CREATE:
+            self._create(p)
+        elif op == OP_WRITE:
+            self._write(p)
+        elif op == OP_CRC:
+            self._reply(op, data=struct.pack("<II", *self._position()))
+        elif op == OP_EXECUTE:
+            return self._execute()
+        elif op == OP_ABORT:
+            s.obj = None
+            s.offset, s.crc = self.state.offset_last, self.state.crc_last
+            self._reply(op)
+        elif op == OP_PROTOCOL_VERSION:
+            self._reply(op, data=bytes([1]))
+        else:
+            self._reply(op, RES_NOT_SUPPORTED)
+        return None
+
+    def _position(self) -> tuple[int, int]:
+        s = self.s
+        if s.obj == OBJ_COMMAND:
+            return len(s.command), crc32(bytes(s.command))
+        return s.offset, s.crc
+
+    def _select(self, p: bytes) -> None:
+        s = self.s
+        if not p or p[0] not in (OBJ_COMMAND, OBJ_DATA):
+            return self._reply(OP_SELECT, RES_UNSUPPORTED_TYPE)
+        s.obj = p[0]
+        s.writes = 0          # receipt notifications count the writes of this object from here
+        if s.obj == OBJ_COMMAND:
+            data = struct.pack("<III", self.COMMAND_MAX, len(s.command), crc32(bytes(s.command)))
+        else:
+            data = struct.pack("<III", self.DATA_MAX, s.offset, s.crc)
+        self._reply(OP_SELECT, data=data)
+
+    def _create(self, p: bytes) -> None:
+        s = self.s
+        if len(p) < 5:
+            return self._reply(OP_CREATE, RES_INVALID_PARAMETER)
+        obj, size = struct.unpack("<BI", p[:5])
+        if obj not in (OBJ_COMMAND, OBJ_DATA):
+            return self._reply(OP_CREATE, RES_UNSUPPORTED_TYPE)
+        s.writes = 0          # receipt notifications count each object's writes afresh
+        if size == 0:
+            return self._reply(OP_CREATE, RES_INVALID_PARAMETER)
+        if obj == OBJ_COMMAND:
+            if size > self.COMMAND_MAX:
+                return self._reply(OP_CREATE, RES_INSUFFICIENT_RESOURCES)
+            # A new init packet: the old one and any firmware progress are gone.
+            s.obj, s.command, s.command_size, s.command_valid = OBJ_COMMAND, bytearray(), size, False
+            s.offset = s.crc = 0
+            self.state.command, self.state.offset_last, self.state.crc_last = b"", 0, 0
+            return self._reply(OP_CREATE)
+        if not s.command_valid:
+            return self._reply(OP_CREATE, RES_NOT_PERMITTED)
+        if size > self.DATA_MAX:
+            return self._reply(OP_CREATE, RES_INSUFFICIENT_RESOURCES)
+        # A new data object starts at the end of the last executed one.
+        start = self.state.offset_last
+        if start + size > self.state.firmware_size:
+            return self._reply(OP_CREATE, RES_INSUFFICIENT_RESOURCES)
+        s.obj, s.object_start, s.object_size = OBJ_DATA, start, size
+        s.offset, s.crc = start, self.state.crc_last
+        try:
+            self.backend.begin_object(start, size)
+        except Exception:
+            return self._reply(OP_CREATE, RES_OPERATION_FAILED)
+        self._reply(OP_CREATE)
+
+    def _write(self, p: bytes) -> None:
+        s = self.s
+        if s.obj == OBJ_COMMAND:
+            if len(s.command) + len(p) > s.command_size:
+                return self._reply(OP_WRITE, RES_INVALID_PARAMETER)
+            s.command += p
+        elif s.obj == OBJ_DATA and s.object_size:
+            if s.offset + len(p) > s.object_start + s.object_size:
+                return self._reply(OP_WRITE, RES_INVALID_PARAMETER)
+            try:
+                self.backend.write(s.offset, p)
+            except Exception:
+                return self._reply(OP_WRITE, RES_OPERATION_FAILED)
+            s.offset += len(p)
+            s.crc = crc32(p, s.crc)
+        else:
+            return self._reply(OP_WRITE, RES_NOT_PERMITTED)
+        s.writes += 1
+        if s.prn and s.writes >= s.prn:
+            s.writes = 0
+            self._reply(OP_CRC, data=struct.pack("<II", *self._position()))
+
+    def _execute(self) -> str | None:
+        s = self.s
+        if s.obj == OBJ_COMMAND:
+            if not s.command_size or len(s.command) != s.command_size:
+                return self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+            same = bytes(s.command) == self.state.command
+            verdict = self.backend.check_init(bytes(s.command))
+            if verdict.result is not None or verdict.ext_error is not None:
+                s.command_valid = False
+                if verdict.result is not None:
+                    return self._reply(OP_EXECUTE, verdict.result)
+                return self._reply(OP_EXECUTE, RES_EXT_ERROR, ext=verdict.ext_error)
+            s.command_valid = True
+            if not same:
+                self.state.offset_last = self.state.crc_last = 0
+                s.offset = s.crc = 0
+            self.state.command = bytes(s.command)
+            self.state.firmware_size = verdict.firmware_size
+            return self._reply(OP_EXECUTE)
+        if s.obj == OBJ_DATA and s.object_size:
+            if s.offset != s.object_start + s.object_size:
+                return self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+            self.state.offset_last, self.state.crc_last = s.offset, s.crc
+            s.object_size = 0
+            if s.offset < self.state.firmware_size:
+                return self._reply(OP_EXECUTE)
+            ext = self.backend.check_firmware(s.offset)
+            if ext is not None:
+                # The whole image is refused: the next run starts over.
+                self.state.offset_last = self.state.crc_last = 0
+                self.state.command = b""
+                s.command_valid = False
+                s.offset = s.crc = 0
+                return self._reply(OP_EXECUTE, RES_EXT_ERROR, ext=ext)
+            self._reply(OP_EXECUTE)
+            self.state.command, self.state.offset_last, self.state.crc_last = b"", 0, 0
+            self.backend.activate()
+            return "activated"
+        return self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
