@@ -29,6 +29,9 @@ def cat():
 def own_cache(tmp_path, monkeypatch):
     """Each test keeps rakflash's per-user files (settings kept between runs) to itself."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # Virtual USB ports (native-USB simulators) are registered per test, so tests running at
+    # the same time (or a simulator someone runs by hand) never see each other's ports.
+    monkeypatch.setenv("RAKFLASH_VIRTUAL_PORTS", str(tmp_path / "virtual-ports"))
 
 
 @pytest.fixture

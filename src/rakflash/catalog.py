@@ -93,6 +93,7 @@ class UsbId:
     module: str | None = None
     mode: str | None = None
     kind: str = "module"            # "module", "bridge" (USB-UART adapter) or "probe" (a SWD probe's COM port)
+    product: str | None = None     # the USB product string, where it tells modes apart (same VID:PID)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Module:
     update_reply: str | None = None  # what the bootloader answers to its update command, if anything
     recovery: tuple[str, ...] = ()   # recovery methods (flows/recover.py) in order of preference
     rom_access: dict[str, Any] = field(default_factory=dict)  # pins reaching the ROM bootloader
+    extra: dict[str, Any] = field(default_factory=dict)   # protocol-specific facts (gpregret, hw_version, …)
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)."""
@@ -200,11 +202,13 @@ class Catalog:
                 inferred=tuple(m.get("inferred", [])), boot_flag=m.get("boot_flag"),
                 receiver=m.get("receiver"), update_reply=m.get("update_reply"),
                 recovery=tuple(m.get("recovery", [])), rom_access=dict(m.get("rom_access", {})),
+                extra={k: m[k] for k in ("gpregret", "hw_version", "sd_req", "device_type") if k in m},
             )
             self.modules[key] = module
             for u in m.get("usb_id", []):
                 self.usb_ids.append(UsbId(u["vid"], u["pid"], f"{module.name} ({u['note']})",
-                                          f"{module.name}, {u['mode']} mode", key, u["mode"]))
+                                          f"{module.name}, {u['mode']} mode", key, u["mode"],
+                                          product=u.get("product")))
         for b in raw.get("usb_bridge", []):
             self.usb_ids.append(UsbId(b["vid"], b["pid"], b["name"], b["probably"],
                                       kind=b.get("kind", "bridge")))
@@ -222,11 +226,15 @@ class Catalog:
                 return m
         raise KeyError(name)
 
-    def usb(self, vid: int | None, pid: int | None) -> UsbId | None:
-        for u in self.usb_ids:
-            if u.vid == vid and u.pid == pid:
-                return u
-        return None
+    def usb(self, vid: int | None, pid: int | None, product: str | None = None) -> UsbId | None:
+        """What a USB id is; where one VID:PID serves two modes, the product string decides."""
+        found = [u for u in self.usb_ids if u.vid == vid and u.pid == pid]
+        if product is not None:
+            for u in found:
+                if u.product and u.product.lower() == product.strip().lower():
+                    return u
+        generic = [u for u in found if u.product is None]
+        return (generic or found or [None])[0]
 
     def modules_with_mcu(self, mcu: Mcu) -> list[Module]:
         return [m for m in self.modules.values() if m.mcu.key == mcu.key]

@@ -1,8 +1,22 @@
-"""Serial port discovery, with the catalog's idea of what each USB id probably is."""
+"""Serial port discovery, with the catalog's idea of what each USB id probably is.
+
+Besides the ports the OS lists, a small registry of *virtual USB ports* lets the
+simulator's native-USB modules (RAK4631) show up with USB ids like real ones: a
+running simulator writes one JSON file per port it serves into a folder
+(``$RAKFLASH_VIRTUAL_PORTS``, default ``$XDG_RUNTIME_DIR/rakflash-ports`` or a
+per-user folder under the system temp directory) and removes it when the port
+goes away; :func:`list_serial_ports` lists them beside the real ones. That is how
+rakflash finds such a module again after it re-enumerated on a new port.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from serial.tools import list_ports
 
@@ -17,24 +31,97 @@ class PortEntry:
     description: str
     serial_number: str | None
     probably: str | None
+    virtual: bool = False
+    module: str | None = None        # catalog key of the module this USB id belongs to
+    mode: str | None = None          # "app" or "bootloader", where the USB id tells
 
     def to_dict(self) -> dict:
         return {"port": self.device,
                 "vid_pid": f"{self.vid:04X}:{self.pid:04X}" if self.vid is not None else None,
                 "description": self.description, "serial_number": self.serial_number,
-                "probably": self.probably}
+                "probably": self.probably, "module": self.module, "mode": self.mode,
+                "virtual": self.virtual}
 
 
 def list_serial_ports() -> list[PortEntry]:
-    """Every serial port the OS knows, sorted by name."""
+    """Every serial port the OS knows, and the simulator's virtual USB ports, sorted by name."""
     cat = _catalog.load()
     out = []
     for p in sorted(list_ports.comports(), key=lambda p: p.device):
-        usb = cat.usb(p.vid, p.pid) if p.vid is not None else None
-        out.append(PortEntry(p.device, p.vid, p.pid,
-                             p.description if p.description and p.description != "n/a" else "",
-                             p.serial_number, usb.probably if usb else None))
-    return out
+        description = p.description if p.description and p.description != "n/a" else ""
+        out.append(_entry(cat, p.device, p.vid, p.pid, getattr(p, "product", None) or description,
+                          description, p.serial_number))
+    for v in virtual_ports():
+        out.append(_entry(cat, v["device"], v["vid"], v["pid"], v.get("product"),
+                          v.get("product") or "", v.get("serial_number"), virtual=True))
+    return sorted(out, key=lambda e: e.device)
+
+
+def _entry(cat, device, vid, pid, product, description, serial, virtual=False) -> PortEntry:
+    usb = cat.usb(vid, pid, product) if vid is not None else None
+    return PortEntry(device, vid, pid, description, serial, usb.probably if usb else None,
+                     virtual=virtual, module=usb.module if usb else None, mode=usb.mode if usb else None)
+
+
+# ------------------------------------------------------------------ virtual USB ports
+
+def virtual_ports_dir() -> Path:
+    """Where running simulators register the USB identity of the ports they serve."""
+    env = os.environ.get("RAKFLASH_VIRTUAL_PORTS")
+    if env:
+        return Path(env)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "rakflash-ports"
+    return Path(tempfile.gettempdir()) / f"rakflash-ports-{os.getuid()}"
+
+
+def _registry_file(device: str) -> Path:
+    return virtual_ports_dir() / (device.strip("/").replace("/", "_") + ".json")
+
+
+def register_virtual_port(device: str, *, vid: int, pid: int, product: str | None = None,
+                          serial_number: str | None = None) -> None:
+    """Announce that ``device`` is a (simulated) USB port with these ids, until unregistered."""
+    folder = virtual_ports_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"device": device, "vid": vid, "pid": pid, "product": product,
+              "serial_number": serial_number, "owner": os.getpid(), "since": time.time()}
+    tmp = _registry_file(device).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(_registry_file(device))
+
+
+def unregister_virtual_port(device: str) -> None:
+    try:
+        _registry_file(device).unlink()
+    except OSError:
+        pass
+
+
+def virtual_ports() -> list[dict]:
+    """The registered virtual USB ports whose simulator still runs and whose path still exists."""
+    folder = virtual_ports_dir()
+    try:
+        files = sorted(folder.glob("*.json"))
+    except OSError:
+        return []
+    found = []
+    for f in files:
+        try:
+            record = json.loads(f.read_text())
+            owner = int(record["owner"])
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            unregister_virtual_port(record.get("device", ""))    # its simulator is gone
+            continue
+        except PermissionError:
+            pass                                                 # alive, another user's
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if os.path.exists(record["device"]):
+            found.append(record)
+    return found
 
 
 def other_openers(path: str) -> list[tuple[int, str]]:
@@ -92,3 +179,46 @@ def _pty_index(pid: int, fd: str) -> str | None:
     except OSError:
         pass
     return None
+
+
+# ------------------------------------------------------------------ finding a port again
+
+def port_entry(path: str) -> PortEntry | None:
+    """What the OS (or the virtual port registry) says about ``path``, if it lists it."""
+    real = os.path.realpath(path) if path.startswith("/") else path
+    for e in list_serial_ports():
+        if e.device in (path, real):
+            return e
+    return None
+
+
+def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
+                  timeout: float = 10.0, poll: float = 0.05, gone: str | None = None) -> PortEntry:
+    """The port a native-USB module re-enumerated on, in ``mode`` ("bootloader" or "app").
+
+    The USB ids name the module and, with the product string where one VID:PID
+    serves both, the mode; the serial number (when the module told it) tells two
+    such modules apart. Raises :class:`~rakflash.errors.PortNotBack` at the
+    deadline, naming what was seen instead.
+    """
+    from .errors import PortNotBack
+    end = time.monotonic() + timeout
+    seen: list[PortEntry] = []
+    while True:
+        entries = list_serial_ports()
+        candidates = [e for e in entries if e.module == module and e.mode == mode
+                      and (serial_number is None or e.serial_number in (None, serial_number))]
+        if len(candidates) == 1 or (candidates and serial_number is not None):
+            return candidates[0]
+        if len(candidates) > 1:
+            raise PortNotBack(f"{len(candidates)} ports look like a {module} in its {mode} "
+                              f"({', '.join(e.device for e in candidates)}), and rakflash can't tell "
+                              f"which one is yours", hint="Name it with --port, or unplug the others.")
+        seen = [e for e in entries if e.module == module]
+        if time.monotonic() >= end:
+            break
+        time.sleep(poll)
+    what = (f"; ports of that module now: {', '.join(f'{e.device} ({e.mode})' for e in seen)}" if seen else
+            "; no port of that module is listed")
+    raise PortNotBack(f"the module's USB port did not come back in its {mode} within {timeout:.0f} s"
+                      + (f" (it was {gone})" if gone else "") + what)

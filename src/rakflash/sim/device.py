@@ -60,6 +60,7 @@ class SimOptions:
     boot_pin: bool = False                # BOOT0 (STM32) / BOOT override pin (Apollo3) held high
     readout_protected: bool = False       # the chip's read-out protection is active (STM32 RDP level 1)
     info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
+    dfu_key: bytes | None = None          # nRF52 Secure DFU: PEM key whose signatures the bootloader accepts
 
 
 class VirtualModule:

@@ -117,9 +117,22 @@ MODULES: dict[str, type[VirtualModule]] = {
 }
 
 
+def _nrf52_modules() -> dict[str, type[VirtualModule]]:
+    from .nrf52 import Rak4631, Rak4631Arduino
+    return {"rak4631-r": Rak4631, "rak4631-arduino": Rak4631Arduino}
+
+
+MODULES.update(_nrf52_modules())
+
+
 def create(name: str, options: SimOptions | None = None) -> VirtualModule:
     """A virtual module by catalog name (not started yet)."""
     module = catalog.load().module(name)
     if module.key not in MODULES:
         raise KeyError(f"no virtual {module.name} yet (have: {', '.join(sorted(MODULES))})")
+    options = options or SimOptions()
+    if module.key in ("rak4631-r", "rak4631-arduino") and options.baud == 115200:
+        # A native USB port has no baud rate: the line runs at USB full speed's bulk rate.
+        from .nrf52 import USB_FULL_SPEED_BAUD
+        options.baud = USB_FULL_SPEED_BAUD
     return MODULES[module.key](module, options)
