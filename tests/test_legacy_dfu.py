@@ -1,0 +1,156 @@
+"""Adafruit legacy DFU: the Arduino RAK4631's bootloader, rakflash's client, and adafruit-nrfutil against the sim."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from rakflash import dfu_package as dp, ports
+from rakflash.errors import TransferTimeout
+from rakflash.link import Link
+from rakflash.protocols import legacy_dfu as ld
+from rakflash.sim import SimOptions, create, firmware
+from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+
+from pipes import pipe
+
+
+@pytest.fixture
+def arduino():
+    started = []
+
+    def make(**kw):
+        kw.setdefault("baud", USB_FULL_SPEED_BAUD)
+        kw.setdefault("latency_ms", 0.2)
+        kw.setdefault("flash_scale", 0.0)
+        dev = create("rak4631-arduino", SimOptions(**kw)).start()
+        started.append(dev)
+        return dev
+
+    yield make
+    for dev in started:
+        dev.stop()
+
+
+def sketch(dev, version="ARDUINO_SKETCH_1.1", size=20_000):
+    return firmware.app_image(dev.module, version, size)
+
+
+def touch_1200(dev) -> str:
+    """The 1200-baud touch on the sketch's port; the bootloader's port, found by its USB id."""
+    with Link(dev.port) as link:
+        link.baud = 1200
+        entry = ports.wait_for_port("rak4631-arduino", "bootloader", serial_number=dev.opts.serial_number,
+                                    timeout=5)
+    return entry.device
+
+
+def test_header_and_crc_round_trip_and_damage_is_seen():
+    frame = ld.encode_packet(3, ld.data_payload(b"\x00\xc0\xdb" * 10))
+    body = dp_frames(frame)[0]
+    f = ld.decode_frame(body)
+    assert (f.seq, f.ack, f.reliable, f.ptype) == (3, 4, True, 14) and f.payload.endswith(b"\x00\xc0\xdb")
+    assert ld.decode_frame(body[:5] + bytes([body[5] ^ 1]) + body[6:]) is None      # payload damaged
+    assert ld.decode_frame(bytes([body[0] ^ 8]) + body[1:]) is None                  # header damaged
+
+
+def dp_frames(raw: bytes) -> list[bytes]:
+    from rakflash.protocols import slip
+    return slip.Decoder().feed(raw)
+
+
+def test_touch_re_enumerates_and_rakflash_updates_the_sketch(arduino):
+    dev = arduino()
+    assert ports.port_entry(dev.port).pid == 0x8029
+    old = dev.port
+    port = touch_1200(dev)
+    assert port != old and ports.port_entry(port).pid == 0x002A       # serial-only DFU after a touch
+    fw = sketch(dev)
+    seen = []
+    with Link(port) as link:
+        client = ld.LegacyDfuClient(link, progress=lambda d, t: seen.append(d))
+        client.send(dp.legacy_init_packet(fw), fw)
+    assert seen[-1] == len(fw) and client.retried == 0
+    back = ports.wait_for_port("rak4631-arduino", "app", timeout=5)
+    assert back.pid == 0x8029 and dev.app_version == "ARDUINO_SKETCH_1.1"
+
+
+def test_a_lost_acknowledgement_is_resent_and_not_taken_twice():
+    host, device = pipe()
+    written = bytearray()
+
+    class Backend:
+        def start(self, *a): return True
+        def init(self, p): return True
+        def data(self, offset, chunk): written[offset:offset + len(chunk)] = chunk
+        def stop(self, size): return True
+
+    target = ld.LegacyDfuTarget(device, Backend(), idle_timeout=5)
+    result = {}
+    threading.Thread(target=lambda: result.setdefault("r", target.serve()), daemon=True).start()
+    dropped = []
+
+    def lose_third_ack(data):
+        if len(dropped) < 3:
+            dropped.append(data)
+            return data if len(dropped) < 3 else b""
+        return data
+
+    device.tamper = lose_third_ack        # the acknowledgement of the first DATA packet is lost
+    fw = bytes(range(256)) * 8
+    client = ld.LegacyDfuClient(host, ack_timeout=0.3)
+    client.send(dp.legacy_init_packet(fw), fw)
+    assert client.retried == 1 and bytes(written) == fw
+    assert result.get("r") in (None, "activated")
+
+
+def test_a_bootloader_that_never_answers_is_a_timeout_with_a_next_step():
+    host, _device = pipe()
+    with pytest.raises(TransferTimeout) as e:
+        ld.LegacyDfuClient(host, ack_timeout=0.05, retries=1).send(b"x" * 14, b"y" * 100)
+    assert "START" in e.value.message and "run the same command again" in e.value.hint
+
+
+def test_a_rui3_package_sent_anyway_is_never_activated(arduino):
+    """The Adafruit bootloader erases at START, before it sees the init packet: so rakflash must
+    refuse such a package before sending (the flow does); the bootloader at least never starts it."""
+    dev = arduino()
+    fw = sketch(dev, size=5000)
+    port = touch_1200(dev)
+    with Link(port) as link:
+        ld.LegacyDfuClient(link).send(dp.secure_init_packet(fw, key_pem=None), fw)
+    assert dev.wait_mode("bootloader", 1) and dev.updates == 0
+    assert ports.port_entry(port).mode == "bootloader"
+
+
+# ------------------------------------------------------------------ interoperability
+
+need_adafruit = pytest.mark.skipif(
+    shutil.which("adafruit-nrfutil") is None and not os.environ.get("RAKFLASH_REQUIRE_PEERS"),
+    reason="adafruit-nrfutil is not installed (pip install -e '.[test]' installs it)")
+
+
+@need_adafruit
+def test_adafruit_nrfutil_updates_the_virtual_arduino_rak4631(arduino, tmp_path):
+    """adafruit-nrfutil, unchanged, against the bootloader (entered by a double reset: UF2 mode).
+
+    `--touch 1200` skips its DTR toggle, which a pty can't do; the bootloader ignores the touch.
+    adafruit-nrfutil exits 0 even when it fails, so the module itself is asked."""
+    dev = arduino(state="bootloader")
+    assert ports.port_entry(dev.port).pid == 0x0029
+    fw = sketch(dev, size=12_000)
+    app = tmp_path / "sketch.bin"
+    app.write_bytes(fw)
+    pkg = tmp_path / "sketch.zip"
+    subprocess.run(["adafruit-nrfutil", "dfu", "genpkg", "--dev-type", "0x0052", "--application",
+                    str(app), str(pkg)], check=True, capture_output=True, timeout=60)
+    done = subprocess.run(["adafruit-nrfutil", "dfu", "serial", "--package", str(pkg), "-p", dev.port,
+                           "-b", "115200", "--singlebank", "--touch", "1200"],
+                          capture_output=True, text=True, timeout=90)
+    assert "Device programmed" in done.stdout, done.stdout + done.stderr
+    assert ports.wait_for_port("rak4631-arduino", "app", timeout=5)
+    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.updates == 1
