@@ -65,7 +65,7 @@ def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
     assert "prints without pause" in out["message"]
     assert "delay(" in out["hint"] and "setup()" in out["hint"]
     assert "'pyocd flash -t stm32wle5ccux FIRMWARE.hex'" in out["hint"]
-    assert f"'stm32flash -w FIRMWARE.hex -v -g 0x08000000 {dev.port}'" in out["hint"]
+    assert f"'rakflash recover FIRMWARE.hex --port {dev.port} --module rak3172'" in out["hint"]
     assert time.monotonic() - t0 < 15
     assert dev.mode == Mode.APP and dev.updates == 0
 

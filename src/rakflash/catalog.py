@@ -142,13 +142,20 @@ class Module:
             return None
         return f"stm32flash -w {image} -v -g {self.mcu.flash.start:#010x} {port}"
 
+    def recover_command(self, image: str = "FULL.hex", port: str = "PORT") -> str | None:
+        """The ``rakflash recover`` command that writes a full image without a probe, if rakflash has a way."""
+        if "stm32-rom" not in self.recovery:
+            return None
+        return f"rakflash recover {image} --port {port} --module {self.key}"
+
     def recovery_advice(self, image: str = "FULL.hex", port: str = "PORT") -> str:
         """One sentence naming the exact commands that restore a full image (bootloader included)."""
-        advice = f"with an SWD probe: '{self.swd_command(image)}'"
-        rom = self.rom_uart_command(image, port)
-        if rom:
-            advice += f", or with no probe, BOOT0 held high at reset: '{rom}'"
-        return advice
+        advice = []
+        rec = self.recover_command(image, port)
+        if rec:
+            advice.append(f"with no probe (BOOT0 held high at reset; it tells you which pins): '{rec}'")
+        advice.append(f"with an SWD probe: '{self.swd_command(image)}'")
+        return ", or ".join(advice)
 
     def region(self, name: str) -> Region:
         for r in self.regions:

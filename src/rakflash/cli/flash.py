@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import click
 
-from ..errors import AlreadyUpToDate, ConfirmationNeeded
+from ..errors import AlreadyUpToDate, ConfirmationNeeded, RakflashError
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
 from .options import WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link, port_options
@@ -49,8 +49,10 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
                                confirm=None if yes else _ask(port))
         try:
             outcome = session.run()
-        except AlreadyUpToDate:
-            if not as_json:
+        except RakflashError as exc:
+            # Recovery commands in hints name this very port.
+            exc.hint = (exc.hint or "").replace("--port PORT", f"--port {port}")
+            if isinstance(exc, AlreadyUpToDate) and not as_json:
                 show_settings(session.settings_check)
             raise
         finally:

@@ -17,7 +17,10 @@ def modules(as_json: bool) -> None:
     cat = _catalog.load()
     rows = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
              "protocol": m.protocol, "app_base": m.app.start, "app_size": m.app.size,
-             "swd_target": m.swd_target, "recovery": m.recovery_advice(),
+             "swd_target": m.swd_target, "recovery": _recovery(m),
+             "recover_command": m.recover_command(), "swd_command": m.swd_command(),
+             "stm32flash_command": m.rom_uart_command() if m.recover_command() else None,
+             "rom_pins": dict(m.rom_access) or None,
              "inferred": list(m.inferred)} for m in cat.modules.values()]
     if as_json:
         emit_json({"modules": rows})
@@ -37,3 +40,13 @@ def modules(as_json: bool) -> None:
         out.print("\nnot yet confirmed on real hardware (corrections from a --trace welcome):")
         for r in unsure:
             out.print(f"  {r['key']}: {'; '.join(r['inferred'])}")
+
+
+def _recovery(m) -> str:
+    """rakflash's own recovery commands, and the stm32flash equivalent for people who have it."""
+    text = m.recovery_advice()
+    if m.recover_command() and m.rom_uart_command():
+        text += f" (the same with stm32flash, BOOT0 high: '{m.rom_uart_command()}')"
+    elif m.rom_access.get("none"):
+        text += f" ({m.rom_access['none']})"
+    return text

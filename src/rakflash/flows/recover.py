@@ -12,7 +12,8 @@ holds what they share, written once:
 2. :func:`plan_recovery` — the method's :class:`RecoveryPlan` (what is erased
    and written, the person's steps, the time it takes at the link's rate),
    printed and confirmed by the caller (``--dry-run`` stops there);
-3. :func:`recover` — identify what runs now over the AT port (versions
+3. :func:`recover` (after the caller printed the plan — a ``PlanReady`` event —
+   and confirmed it) — identify what runs now over the AT port (versions
    before, best effort: the module may be dead), then the method's steps with
    one event stream (:mod:`rakflash.events`): ``guide`` (the person's
    instructions, a countdown) → ``connect`` → ``write`` → ``verify`` →
@@ -38,7 +39,7 @@ from .. import catalog as _catalog
 from ..catalog import Module
 from ..errors import (ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
                       VerifyFailed, WrongTarget)
-from ..events import Note, Phase, PlanReady, Sink, Warning, nowhere
+from ..events import Note, Phase, Sink, Warning, nowhere
 from ..images import Image, ImageInfo, Segment, analyse, target_module
 from ..link import Deadline, Link
 
@@ -64,7 +65,9 @@ def default_method(module: Module) -> str:
         if name in METHODS:
             return name
     known = ", ".join(module.recovery) or "none"
+    why = module.rom_access.get("none")
     raise RecoveryUnavailable(
+        (f"{why}; " if why else "") +
         f"rakflash has no recovery method for {module.name} yet (its catalog lists: {known})",
         hint=f"Write the full image {module.recovery_advice()}.")
 
@@ -282,7 +285,6 @@ def recover(link: Link, plan: RecoveryPlan, options: RecoveryOptions | None = No
     t0 = time.monotonic()
     method = method_for(plan.method)
     at_baud = link.baud          # the AT console's rate (the ROM's may differ)
-    emit(PlanReady(plan.to_dict()))
     before = None
     if options.identify_before and method.needs_port:
         emit(Phase("identify", "asking the module what runs now (it may not answer)"))

@@ -1,0 +1,126 @@
+"""``rakflash recover FILE --port P``: write a full image past the serial bootloader.
+
+A thin layer over :mod:`rakflash.flows.recover`: check and plan (no I/O),
+print the plan, confirm (this rewrites the bootloader), then run the
+method's steps while the person follows the prompt, and report the versions
+before → after.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+
+import click
+
+from .. import images
+from ..errors import Aborted, ConfirmationNeeded
+from ..events import PlanReady
+from ..flows.lines import check_line
+from ..flows.recover import METHODS, RecoveryOptions, plan_recovery, recover
+from .app import main
+from .options import WINDOW, json_option, lookup_module, module_option, open_link, port_options
+from .output import JsonEvents, TerminalEvents, emit_json, known, out, reports_errors
+
+RECOVER_KEYS = ("result", "app_version_before", "app_version_after", "bootloader_version_before",
+                "bootloader_version_after", "bytes", "seconds")
+
+
+@main.command("recover")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@port_options
+@module_option()
+@click.option("--app", "app_file", type=click.Path(dir_okay=True, path_type=str),
+              help="An application image to write with FILE when FILE holds only the bootloader.")
+@click.option("--method", type=click.Choice(sorted(METHODS)), default=None,
+              help="How to reach the chip (default: the module's first, see 'rakflash modules').")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the time it takes, touch nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Confirm writing without a prompt.")
+@click.option("--window", type=WINDOW, default=30.0, show_default=True, metavar="S",
+              help="How long to wait for you to hold BOOT0 and reset the module.")
+@click.option("--reset-with", metavar="LINE",
+              help="The adapter line wired to RESET: rts, dtr, or -rts/-dtr when active low (stm32flash -i style).")
+@click.option("--boot0-with", metavar="LINE",
+              help="The adapter line wired to BOOT0: rts, dtr, -rts or -dtr (stm32flash -i style).")
+@click.option("--remove-readout-protection", "remove_protection", is_flag=True,
+              help="If the chip is read-out protected, remove the protection: this ERASES THE WHOLE "
+                   "CHIP, keys included (asked once more).")
+@json_option("Print JSON events and a JSON result line.")
+@reports_errors(json_keys=RECOVER_KEYS)
+def recover_command(file: str, port: str, baud: int | None, trace_path: str | None,
+                    module_name: str | None, app_file: str | None, method: str | None, dry_run: bool,
+                    yes: bool, window: float, reset_with: str | None, boot0_with: str | None,
+                    remove_protection: bool, as_json: bool) -> None:
+    """Write a full image (bootloader + application) when the serial bootloader can't.
+
+    For STM32 modules (RAK811, RAK3172) through the chip's ROM bootloader: only the
+    USB-UART adapter and a jumper on BOOT0 are needed; rakflash says which pins.
+    """
+    module = lookup_module(module_name)
+    image = images.load(file, module=module)
+    app = images.load(app_file, module=module) if app_file else None
+    options = RecoveryOptions(
+        baud=baud or 115200, window=window,
+        reset_with=check_line(reset_with, "--reset-with"), boot0_with=check_line(boot0_with, "--boot0-with"),
+        remove_protection=remove_protection, confirm=_second_confirmation(yes))
+    plan = plan_recovery(image, module, method=method, app=app, options=options)
+    known["module"] = plan.module.name
+    if as_json:
+        emit_json(PlanReady(plan.to_dict()).to_dict())
+    else:
+        show_recovery_plan(plan, port)
+    if dry_run:
+        if as_json:
+            emit_json({"result": "ok", "dry_run": True, "module": plan.module.name, "method": plan.method,
+                       "bytes": plan.bytes, "seconds": 0.0,
+                       "estimated_seconds": round(plan.estimate_seconds, 2),
+                       "app_version_new": plan.app_version,
+                       "bootloader_version_new": plan.bootloader_version})
+        return
+    if not yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            raise ConfirmationNeeded("about to rewrite the module's flash (bootloader included), and "
+                                     "there is no terminal to confirm it")
+        if not click.confirm(f"Rewrite {plan.module.name}'s flash ({plan.bytes:,} bytes, bootloader "
+                             f"included) over {port}?"):
+            raise Aborted("recovery not confirmed")
+    with ExitStack() as stack:
+        link = open_link(stack, port, baud, trace_path)
+        render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
+        result = recover(link, plan, options, emit=render)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out.print(f"[green]done[/]: {result.module} bootloader {result.bootloader_version_before or '?'} → "
+              f"{result.bootloader_version_after or '?'}, application {result.app_version_before or '?'} → "
+              f"{result.app_version_after or '-'}; {result.bytes:,} bytes written and verified "
+              f"({result.verify}) in {result.seconds:.1f} s")
+
+
+def show_recovery_plan(plan, port: str) -> None:
+    """The plan for people: what is written, the steps, what you do, the estimate."""
+    img = plan.image
+    out.print(f"module    {plan.module.name} ({plan.module.mcu.name}) on {port}, method {plan.method}")
+    out.print(f"image     {img.image.path}: bootloader {plan.bootloader_version or '-'}, application "
+              f"{plan.app_version or '-'}, {plan.bytes:,} bytes to write")
+    for n in plan.notes:
+        out.print(f"[yellow]note:[/] {n}")
+    out.print("plan:")
+    for i, step in enumerate(plan.steps, 1):
+        out.print(f"  {i}. {step}")
+    out.print("you:")
+    for step in plan.guide:
+        out.print(f"  - {step}")
+    out.print(f"estimate  {plan.estimate_seconds:.1f} s at {plan.baud} baud")
+    if plan.details.get("stm32flash"):
+        out.print(f"same with stm32flash: {plan.details['stm32flash'].replace('PORT', port)}")
+
+
+def _second_confirmation(yes: bool):
+    """Removing read-out protection erases the whole chip: asked on a terminal even after
+    the first yes; --yes with --remove-readout-protection answers it in scripts."""
+    def confirm(question: str) -> bool:
+        if sys.stdin and sys.stdin.isatty():
+            return click.confirm(question)
+        return yes
+    return confirm

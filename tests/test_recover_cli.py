@@ -1,0 +1,120 @@
+"""`rakflash recover` from the command line, and the seed case end to end through ptys: a RAK811
+whose bootloader 3.0.2 can't take firmware 3.0.0.14 is refused by `flash`, recovered with the
+exact command the refusal names, and then takes serial updates again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from rakflash.sim import Mode, firmware
+
+from conftest import FAST_BAUD, SRC, cli_json, run_cli
+
+
+def recover_holding_boot0(dev, *args: str, timeout: float = 90) -> tuple[int, list[dict]]:
+    """Run `rakflash recover … --json` and do what a person does: on the prompt, hold BOOT0
+    high and press reset; when told, release BOOT0."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "recover", *args, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    events = []
+    try:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            events.append(event)
+            if event.get("event") == "prompt":
+                dev.set_boot_pin(True)
+                dev.press_reset()
+            if event.get("event") == "warning" and event.get("code") == "release-boot0":
+                dev.set_boot_pin(False)
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, events
+
+
+def test_seed_case_refused_recovered_then_serial_updates_work(virtual, cat, tmp_path):
+    rak811 = cat.module("rak811")
+    dev = virtual("rak811", bootloader_version="3.0.2", app_version="V3.0.0.13.H")
+    port = ["--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak811"]
+    fw14 = tmp_path / "RAK811_v3.0.0.14.bin"
+    fw14.write_bytes(firmware.app_image(rak811, "V3.0.0.14.H", 40 * 1024))
+    code, out = cli_json("flash", str(fw14), *port, "--yes")
+    assert (code, out["error"]) == (6, "bootloader-too-old") and "3.0.5" in out["message"]
+    command = f"rakflash recover FULL.hex --port {dev.port} --module rak811"
+    assert command in out["hint"] and dev.updates == 0
+
+    full = tmp_path / "FULL-3.0.5+3.0.0.14.hex"
+    full.write_text(firmware.combined_hex(rak811, "V3.0.5", "V3.0.0.14.H", 40 * 1024))
+    code, events = recover_holding_boot0(dev, str(full), *port, "--yes")
+    result = events[-1]
+    assert code == 0, events[-3:]
+    assert (result["bootloader_version_before"], result["bootloader_version_after"]) == ("V3.0.2", "V3.0.5")
+    assert (result["app_version_before"], result["app_version_after"]) == ("V3.0.0.13.H", "V3.0.0.14.H")
+    kinds = [e["event"] for e in events[:-1]]
+    assert kinds[0] == "plan" and "prompt" in kinds and "countdown" in kinds
+    prompt = next(e for e in events if e["event"] == "prompt")
+    assert "pin 17" in prompt["message"] and "pins 6 and 7" in prompt["message"]
+    assert dev.boot_pin is False and dev.wait_mode(Mode.APP)
+
+    code, info = cli_json("info", *port)
+    assert code == 0 and info["app_version"] == "V3.0.0.14.H" and info["mode"] == "app"
+
+    fw15 = tmp_path / "RAK811_v3.0.0.15.bin"
+    fw15.write_bytes(firmware.app_image(rak811, "V3.0.0.15.H", 40 * 1024))
+    code, out = cli_json("flash", str(fw15), *port, "--yes", timeout=120)
+    assert code == 0 and out["app_version_after"] == "V3.0.0.15.H", out
+    assert dev.bootloader_version == "V3.0.5" and dev.updates == 1
+
+
+def test_dry_run_prints_plan_pins_and_time_without_touching_the_port(cat, tmp_path):
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak3172"), "RUI_BOOT_0.9_STM32WLE5CC",
+                                          "RUI_4.0.6_RAK3172-E", 64 * 1024))
+    proc = run_cli("recover", str(full), "--port", "/dev/does-not-exist", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "pin 21" in proc.stdout and "pins 1 and 2" in proc.stdout and "estimate" in proc.stdout
+    assert "stm32flash -b 115200 -w" in proc.stdout
+    code, out = cli_json("recover", str(full), "--port", "/dev/does-not-exist", "--dry-run")
+    assert code == 0 and out["dry_run"] and out["estimated_seconds"] > 6
+    assert out["module"] == "RAK3172" and out["bootloader_version_new"] == "RUI_BOOT_0.9_STM32WLE5CC"
+
+
+def test_rak4270_is_sent_to_swd_and_nothing_is_asked(cat, tmp_path):
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak4270"), "V3.0.5", "V3.0.0.14.H", 8 * 1024))
+    code, out = cli_json("recover", str(full), "--port", "/dev/null", "--module", "rak4270")
+    assert (code, out["error"]) == (6, "recovery-unavailable")
+    assert "BOOT0" in out["message"] and "pyocd flash -t stm32l071kbux" in out["hint"]
+
+
+def test_without_a_terminal_and_without_yes_nothing_is_written(virtual, cat, tmp_path):
+    dev = virtual("rak811")
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 8 * 1024))
+    code, out = cli_json("recover", str(full), "--port", dev.port, "--baud", str(FAST_BAUD), input="")
+    assert (code, out["error"]) == (10, "confirmation-needed")
+    assert dev.app_version == "V3.0.0.13.H"
+
+
+def test_bad_line_names_are_usage_errors(cat, tmp_path):
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 8 * 1024))
+    code, out = cli_json("recover", str(full), "--port", "/dev/null", "--reset-with", "cts")
+    assert code == 2 and "rts, dtr, -rts or -dtr" in out["message"]
+
+
+def test_modules_lists_recover_and_the_stm32flash_equivalent():
+    code, out = cli_json("modules")
+    by_key = {m["key"]: m for m in out["modules"]}
+    assert by_key["rak811"]["recover_command"] == "rakflash recover FULL.hex --port PORT --module rak811"
+    assert "stm32flash -w FULL.hex -v -g 0x08000000 PORT" in by_key["rak811"]["recovery"]
+    assert by_key["rak4270"]["recover_command"] is None and "no BOOT0" in by_key["rak4270"]["recovery"]
