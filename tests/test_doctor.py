@@ -335,7 +335,7 @@ def test_old_bootloader_behind_a_rui_v3_application_is_read_and_the_recovery_nam
     assert code == 6
     assert "needs bootloader 3.0.5" in f["finding"] and "read bootloader V3.0.2" in f["finding"]
     assert "stall" in f["why"]
-    assert f["command"] == f"stm32flash -w FULL.hex -v -g 0x08000000 {dev.port}"
+    assert f["command"] == f"rakflash recover FULL.hex --port {dev.port} --module rak811"
     assert dev.wait_mode(Mode.APP) and dev.updates == 0 and dev.app_version == "V3.0.0.13.H"
 
 
