@@ -157,12 +157,14 @@ class RomTimeouts:
     mass_erase: float = 35.0
 
 
-def timeouts_for(mcu, baud: int, *, slack: float = 0.5) -> RomTimeouts:
+def timeouts_for(mcu, baud: int, *, slack: float = 1.5) -> RomTimeouts:
     """Deadlines from the line (11 bits a byte at 8E1) and ``mcu``'s datasheet flash timing.
 
     Three times the datasheet value plus ``slack`` for USB turnarounds and
-    scheduling: a healthy chip answers well inside them, a dead line is
-    reported within a second or two.
+    scheduling (a busy host can leave a reply unread for a good part of a
+    second, so the slack is not cut finer than stm32flash's 1 s per block): a
+    healthy chip answers well inside them, a dead line is reported within a
+    few seconds.
     """
     bt = 11 / baud
     block_line = (MAX_BLOCK + 8) * bt
