@@ -1,0 +1,129 @@
+"""``rakflash web``: serve the local web page and open it in the browser."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import threading
+from contextlib import ExitStack
+
+import click
+
+from ..errors import UsageError
+from .app import main
+from .output import err, out, reports_errors
+
+
+def _needs_name(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _can_open_browser() -> bool:
+    """A graphical browser can be started (not on a headless server or in CI)."""
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on. Anything but loopback lets others on that network reach the page "
+                   "(they still need its secret address).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TCP port to serve on (0: any free one).")
+@click.option("--port", "-p", "ports", multiple=True, metavar="PORT",
+              help="Also list this serial port (a pty, socket://host:port: what port discovery can't see). Repeatable.")
+@click.option("--sim", "sims", multiple=True, metavar="MODULE",
+              help="Start a virtual module (rak3172, rak811, rak11720…) and list its port: try the page "
+                   "without hardware. Repeatable.")
+@click.option("--sim-sketch", type=click.Choice(["quiet", "flooding"]), default="quiet", show_default=True,
+              help="The virtual modules' application: 'flooding' prints without pause (the reset-window case).")
+@click.option("--no-browser", is_flag=True, help="Print the address only; don't open a browser.")
+@reports_errors
+def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...], sim_sketch: str,
+        no_browser: bool) -> None:
+    """Serve a local web page that lists ports, identifies modules, checks and flashes firmware.
+
+    The page's address carries a secret made for this run; it is printed, and
+    opened in your browser when there is one. Stop with Ctrl-C: an update
+    still running is waited for.
+    """
+    try:
+        from ..web.server import WebServer
+    except ImportError as exc:
+        raise UsageError(f"'rakflash web' needs the web extra ({exc.name} is not installed)",
+                         hint="pip install 'rakflash[web]'") from None
+    if _needs_name(host):
+        raise UsageError(f"--host {host} would answer on every address, and the page checks which "
+                         f"address it is called by",
+                         hint="Name the one address to serve on (e.g. --host 192.168.1.20), or keep 127.0.0.1.")
+    with ExitStack() as stack:
+        virtual = []
+        if sims:
+            from ..sim import SimOptions, create
+            from ..sim.modules import MODULES
+            for name in sims:
+                if name not in MODULES:
+                    raise UsageError(f"no virtual module called {name!r}",
+                                     hint=f"Virtual modules: {', '.join(sorted(MODULES))}.")
+                dev = create(name, SimOptions(sketch=sim_sketch)).start()
+                stack.callback(dev.stop)
+                virtual.append(dev)
+        try:
+            server = WebServer(host, http_port, ports=ports, virtual=virtual)
+        except OSError as exc:
+            raise UsageError(f"cannot serve on {host}:{http_port}: {exc.strerror or exc}",
+                             hint="Pick another --http-port, or leave it at 0 for any free one.") from None
+        stack.callback(server.close)
+        for dev in virtual:
+            out.print(f"virtual {dev.module.name} on {dev.port}")
+        out.print(f"rakflash web: {server.url}")
+        if not _is_loopback(host):
+            err.print(f"[yellow]warning:[/] serving on {host}: anyone on that network who learns the address "
+                      f"can use the page.")
+        if not no_browser and _can_open_browser():
+            import webbrowser
+            threading.Timer(0.5, webbrowser.open, args=(server.url,)).start()
+        else:
+            out.print("Open that address in your browser. Ctrl-C stops the server.")
+        sys.stdout.flush()
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
+        _wait_for_jobs(server)
+
+
+def _wait_for_jobs(server) -> None:
+    """An update still running when the server stops is let finish (a second Ctrl-C leaves it)."""
+    for job in server.board.running():
+        if job.state == "confirm":
+            job.answer(False)          # nothing written yet: drop it, the module goes back to its app
+    running = [j for j in server.board.running() if j.thread is not None]
+    if not running:
+        return
+    err.print(f"waiting for {len(running)} running update(s) to finish "
+              f"({', '.join(j.port for j in running)}); Ctrl-C again leaves them cut off — the module "
+              f"then waits in its bootloader and the next update finishes it.")
+    try:
+        for job in running:
+            while job.thread.is_alive():
+                job.thread.join(0.2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    for job in running:
+        r = job.result or {}
+        err.print(f"{job.port}: {r.get('result')} {r.get('message') or ''}".rstrip())

@@ -1,0 +1,244 @@
+"""Operations the page starts, run by the server so they outlive the browser tab.
+
+A :class:`Job` is one operation on one port (check and flash an image, …). It
+runs in a thread of its own, reports through the typed event stream
+(:mod:`rakflash.events`) and keeps what it reported, so a tab opened later —
+or the same tab after a reload — replays the whole story and then follows it
+live. :class:`Board` holds the jobs, lets one operation at a time use a port,
+and wakes the pages' event streams when something happens.
+
+Everything here is plumbing between threads: what a job *does* is a flow
+from :mod:`rakflash.flows`, called by :mod:`rakflash.web.operations`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import secrets
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from .. import events as ev
+from ..errors import Aborted, PortBusy, RakflashError
+
+# How long a plan waits for the person's "write it" before it is dropped (the
+# module, if it was caught in its bootloader for it, is sent back to its application).
+CONFIRM_WINDOW = 15 * 60.0
+KEEP_FINISHED = 30          # finished jobs kept for the page to show
+
+
+def port_key(port: str) -> str:
+    """One name per port, so /dev/serial/by-id/… and /dev/ttyUSB0 are the same port."""
+    return os.path.realpath(port) if port.startswith("/dev/") else port
+
+
+class Job:
+    """One operation on one port; ``emit`` is its event sink, ``ask`` its confirmation."""
+
+    def __init__(self, board: "Board", kind: str, port: str, title: str) -> None:
+        self.board = board
+        self.id = secrets.token_hex(4)
+        self.kind = kind                # "flash", …
+        self.port = port
+        self.title = title              # what it works on (the file name)
+        self.state = "running"          # running | confirm | done
+        self.started = time.time()
+        self.events: list[dict[str, Any]] = []
+        self.result: dict[str, Any] | None = None
+        self.confirmed = False          # the person said "write it": from here on the module may change
+        self._t0 = time.monotonic()
+        self._answer = threading.Event()
+        self._yes = False
+        self._rate_base: dict[str, tuple[float, int]] = {}
+        self.thread: threading.Thread | None = None
+
+    # -- the event sink the flows report to -----------------------------------
+    def emit(self, event: ev.Event) -> None:
+        """Keep and publish one typed event (a :data:`rakflash.events.Sink`)."""
+        data = event.to_dict()
+        if isinstance(event, ev.Progress):
+            data.update(self._rate(event))
+        self.board.publish(self, data, replaces_progress=isinstance(event, ev.Progress))
+
+    def _rate(self, p: ev.Progress) -> dict[str, float | None]:
+        """Bytes per second since this phase's first progress report, and the time left at that rate."""
+        now = time.monotonic()
+        t0, b0 = self._rate_base.setdefault(p.phase, (now, p.bytes))
+        if now - t0 < 0.2 or p.bytes <= b0:
+            return {"rate": None, "eta": None}
+        rate = (p.bytes - b0) / (now - t0)
+        return {"rate": round(rate, 1), "eta": round(max(0, p.total - p.bytes) / rate, 1)}
+
+    # -- confirmation ---------------------------------------------------------
+    def ask(self, message: str, info: dict[str, Any], window: float = CONFIRM_WINDOW) -> bool:
+        """Wait for the person's answer to ``message`` (a ``confirm-write`` prompt on the page)."""
+        self._set_state("confirm")
+        self.emit(ev.Prompt("confirm-write", message, window, info))
+        answered = self._answer.wait(window)
+        self._set_state("running")
+        if not answered:
+            raise Aborted(f"nobody confirmed the update within {window / 60:.0f} minutes",
+                          hint="Nothing was written. Check the plan again to update.")
+        self.confirmed = self._yes
+        return self._yes
+
+    def answer(self, yes: bool) -> bool:
+        """The person's answer; False when the job is not waiting for one."""
+        if self.state != "confirm" or self._answer.is_set():
+            return False
+        self._yes = yes
+        self._answer.set()
+        return True
+
+    # -- life -----------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.board.publish(self, self.header())
+
+    def header(self) -> dict[str, Any]:
+        """The job as a ``job`` message: what it is and where it stands."""
+        return {"event": "job", "kind": self.kind, "port": self.port, "title": self.title,
+                "state": self.state, "started": self.started}
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, **{k: v for k, v in self.header().items() if k != "event"},
+                "result": self.result}
+
+    def finish(self, result: dict[str, Any]) -> None:
+        self.result = result
+        self.board.publish(self, {"event": "result", **result})
+        self._set_state("done")
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+
+class Board:
+    """The jobs of one server, the ports they hold, and the event streams listening."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._seq = itertools.count(1)
+        self.jobs: dict[str, Job] = {}
+        self._holders: dict[str, str] = {}          # port key -> what holds it (for the busy message)
+        self._holder_jobs: dict[str, Job] = {}
+        self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self.closing = False
+
+    # -- one operation per port -----------------------------------------------
+    def _take(self, port: str, what: str, job: Job | None = None) -> None:
+        key = port_key(port)
+        with self._lock:
+            if key in self._holders:
+                raise PortBusy(f"{port} is busy: {self._holders[key]}",
+                               hint="One operation per port at a time: wait until it ends (it shows "
+                                    "on this page), then try again.",
+                               job=self._holder_jobs[key].id if key in self._holder_jobs else None)
+            self._holders[key] = what
+            if job is not None:
+                self._holder_jobs[key] = job
+        self.notify()
+
+    def _give_back(self, port: str) -> None:
+        key = port_key(port)
+        with self._lock:
+            self._holders.pop(key, None)
+            self._holder_jobs.pop(key, None)
+        self.notify()
+
+    @contextlib.contextmanager
+    def hold(self, port: str, what: str) -> Iterator[None]:
+        """Hold ``port`` for a short operation (identify) in the calling thread; PortBusy if taken."""
+        self._take(port, what)
+        try:
+            yield
+        finally:
+            self._give_back(port)
+
+    def holder(self, port: str) -> str | None:
+        """What holds ``port`` now (None: free)."""
+        with self._lock:
+            return self._holders.get(port_key(port))
+
+    def start(self, kind: str, port: str, title: str, work: Callable[[Job], dict[str, Any]],
+              *, what: str) -> Job:
+        """Run ``work(job)`` in a thread of its own, holding ``port``; PortBusy if it is taken.
+
+        ``work`` returns the job's result (a dict like the CLI's final ``--json``
+        line); an exception that escapes it becomes an ``internal-error`` result.
+        """
+        job = Job(self, kind, port, title)
+        self._take(port, what, job)
+        with self._lock:
+            self.jobs[job.id] = job
+            self._forget_old()
+        self.publish(job, job.header())
+
+        def run() -> None:
+            result: dict[str, Any]
+            try:
+                result = work(job)
+            except RakflashError as exc:       # work() normally turns these into results itself
+                result = {"result": exc.name, "outcome": "failed", **exc.to_dict()}
+            except Exception as exc:  # noqa: BLE001 - a bug must still end the job with a message
+                result = {"result": "internal-error", "outcome": "failed", "error": "internal-error",
+                          "message": f"internal error: {exc.__class__.__name__}: {exc}",
+                          "hint": "This is a bug in rakflash. Please report it with what you did."}
+            finally:
+                self._give_back(port)
+            job.finish(result)
+
+        job.thread = threading.Thread(target=run, daemon=True, name=f"web-{kind}-{job.id}")
+        job.thread.start()
+        return job
+
+    def _forget_old(self) -> None:
+        done = sorted((j for j in self.jobs.values() if j.state == "done"), key=lambda j: j.started)
+        for j in done[:max(0, len(done) - KEEP_FINISHED)]:
+            del self.jobs[j.id]
+
+    def running(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self.jobs.values() if j.state != "done"]
+
+    # -- events -----------------------------------------------------------------
+    def publish(self, job: Job, data: dict[str, Any], *, replaces_progress: bool = False) -> None:
+        """Stamp ``data`` (sequence number, job, time) and keep it; wake the streams."""
+        with self._lock:
+            data = {**data, "seq": next(self._seq), "job": job.id, "t": round(job.elapsed, 3)}
+            last = job.events[-1] if job.events else None
+            if replaces_progress and last is not None and last.get("event") == "progress" \
+                    and last.get("phase") == data.get("phase"):
+                job.events[-1] = data        # a page needs only the latest progress
+            else:
+                job.events.append(data)
+        self.notify()
+
+    def since(self, seq: int) -> list[dict[str, Any]]:
+        """Every kept event after ``seq``, all jobs, in order."""
+        with self._lock:
+            found = [e for j in self.jobs.values() for e in j.events if e["seq"] > seq]
+        return sorted(found, key=lambda e: e["seq"])
+
+    def listen(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+        with self._lock:
+            self._listeners.add((loop, wake))
+
+    def unlisten(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+        with self._lock:
+            self._listeners.discard((loop, wake))
+
+    def notify(self) -> None:
+        """Wake every event stream (from any thread)."""
+        with self._lock:
+            listeners = list(self._listeners)
+        for loop, wake in listeners:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:     # that stream's loop is gone
+                self.unlisten(loop, wake)

@@ -1,0 +1,104 @@
+"""What the page's buttons run: the same API calls as the CLI commands, results as the CLI's JSON.
+
+* ``identify`` is ``rakflash info --json``: :func:`rakflash.flows.identify.identify`;
+* ``inspect`` is ``rakflash inspect --json``: :func:`rakflash.images.load` and
+  :func:`rakflash.images.analyse`;
+* ``flash`` is ``rakflash flash --json``: a :class:`~rakflash.flows.session.FlashSession`
+  whose confirmation is the page's "Write" button, run as a :class:`~rakflash.web.jobs.Job`.
+
+No decision is made here; this module only adapts arguments and outcomes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .. import catalog as _catalog
+from .. import images
+from ..catalog import Module
+from ..errors import Aborted, ConfirmationNeeded, PlanRefused, RakflashError, UnknownDevice
+from ..flows.identify import identify
+from ..flows.session import DryRun, FlashOptions, FlashSession
+from ..link import Link
+from .jobs import Job
+
+# The keys every flash result has (null when unknown), as in `rakflash flash --json`.
+FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "seconds")
+
+
+def lookup_module(name: str | None) -> Module | None:
+    """The catalog module called ``name`` (None for none or "")."""
+    if not name:
+        return None
+    cat = _catalog.load()
+    try:
+        return cat.module(name)
+    except KeyError:
+        raise UnknownDevice(f"no module called {name!r}",
+                            hint=f"Known modules: {', '.join(cat.modules)}.") from None
+
+
+def identify_port(port: str, baud: int | None, module: Module | None) -> dict[str, Any]:
+    """What ``rakflash info --port PORT --json`` prints (raises the named error on failure)."""
+    with Link(port, baud or 115200) as link:
+        return identify(link, module=module, baud=baud).to_dict()
+
+
+def inspect_file(path: str, name: str, module: Module | None = None) -> dict[str, Any]:
+    """What ``rakflash inspect FILE --json`` prints; ``name`` is shown instead of the stored path."""
+    image = images.load(path, module=module)
+    image.path = name
+    return images.analyse(image, module=module).to_dict()
+
+
+def outcome_of(exc: RakflashError) -> str:
+    """How the page files an error: ``ok`` (nothing to do), ``refused`` (before writing),
+    ``aborted`` (not confirmed) or ``failed``."""
+    if exc.exit_code == 0:
+        return "ok"
+    if isinstance(exc, PlanRefused):
+        return "refused"
+    if isinstance(exc, (Aborted, ConfirmationNeeded)):
+        return "aborted"
+    return "failed"
+
+
+def failure(exc: RakflashError, known: dict[str, Any], *, written: bool,
+            device: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A flash that stopped with ``exc``: the CLI's JSON error line, plus ``outcome``,
+    ``written`` and the ``device`` as identified (when it was)."""
+    d: dict[str, Any] = {k: None for k in FLASH_KEYS}
+    d.update(known)
+    d["device"] = device
+    d.update({"result": exc.name, "outcome": outcome_of(exc), "written": written,
+              "error": exc.name if exc.exit_code else None, "message": exc.message, "hint": exc.hint})
+    d.update({k: v for k, v in exc.details.items() if k not in ("error", "message", "hint")})
+    return d
+
+
+def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[Job], dict[str, Any]]:
+    """The job that checks ``image_path`` against the module on the job's port and, once the
+    person confirms the plan on the page, writes it (``rakflash flash FILE --port PORT``)."""
+
+    def work(job: Job) -> dict[str, Any]:
+        session: FlashSession | None = None
+        try:
+            image = images.load(image_path, module=options.module)
+            image.path = name
+            with Link(job.port, options.baud or 115200) as link:
+                session = FlashSession(link, image, options, emit=job.emit,
+                                       confirm=lambda plan: job.ask(
+                                           f"Write {len(plan.payload):,} bytes to {plan.module.name} "
+                                           f"on {job.port}?",
+                                           {"bytes": len(plan.payload), "module": plan.module.name,
+                                            "port": job.port}))
+                outcome = session.run()
+        except RakflashError as exc:
+            return failure(exc, session.known if session else {}, written=job.confirmed,
+                           device=session.device.to_dict() if session and session.device else None)
+        d = outcome.to_dict()
+        d.update(outcome="ok", written=not isinstance(outcome, DryRun), error=None,
+                 device=session.device.to_dict() if session.device else None)
+        return d
+
+    return work

@@ -1,0 +1,424 @@
+// rakflash web: renders what the server reports; decides nothing.
+// Every address is relative to the page's own (which carries this run's secret).
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// An element with attributes and children; text is always set as text, never parsed as HTML.
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const num = (n) => Number(n).toLocaleString("en-US");
+const hex = (n) => "0x" + Number(n).toString(16).padStart(8, "0");
+const kib = (n) => (n / 1024).toFixed(1) + " KiB/s";
+function secs(s) {
+  s = Math.max(0, Math.round(s));
+  return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+}
+
+async function api(path, body, opts = {}) {
+  const init = body === undefined ? {} : {
+    method: "POST",
+    headers: opts.headers || { "Content-Type": "application/json" },
+    body: opts.raw ? body : JSON.stringify(body),
+  };
+  const r = await fetch(path, init);
+  let data;
+  try { data = await r.json(); } catch { data = { error: "http-" + r.status, message: await r.text() }; }
+  return { status: r.status, data };
+}
+
+// ------------------------------------------------------------------ state
+const state = {
+  ports: [],
+  port: null,          // the picked port
+  image: null,         // {image, name, inspect, error}
+  jobs: new Map(),     // id -> {el, header, ...}
+  confirming: null,    // the job whose confirmation dialog is open
+};
+
+function options() {
+  const baud = parseInt($("#opt-baud").value, 10);
+  const window_ = parseFloat($("#opt-window").value);
+  return {
+    module: $("#opt-module").value || null,
+    baud: Number.isFinite(baud) ? baud : null,
+    force: $("#opt-force").checked,
+    keep_settings: $("#opt-keep").checked,
+    reset_window: Number.isFinite(window_) ? window_ : 30,
+    reset_line: $("#opt-line").value || null,
+  };
+}
+
+// ------------------------------------------------------------------ ports
+function renderPorts(ports) {
+  state.ports = ports;
+  const body = $("#ports tbody");
+  body.replaceChildren();
+  $("#no-ports").hidden = ports.length > 0;
+  if (state.port && !ports.some((p) => p.port === state.port)) state.port = null;
+  for (const p of ports) {
+    const seen = p.seen && !p.seen.error
+      ? `${p.seen.module || "unknown"} · ${p.seen.mode === "app" ? (p.seen.app_version || "app") : "in its bootloader"}`
+      : "";
+    const row = h("tr", { "data-port": p.port, class: p.port === state.port ? "picked" : "" },
+      h("td", {}, h("input", {
+        type: "radio", name: "port", value: p.port, "aria-label": `pick ${p.port}`,
+        checked: p.port === state.port, onchange: () => pickPort(p.port),
+      })),
+      h("td", { class: "mono" }, p.port),
+      h("td", {}, p.vid_pid || "-"),
+      h("td", {}, p.description || "-"),
+      h("td", {}, p.probably || "-"),
+      h("td", { class: "seen" }, p.busy ? h("span", { class: "busy" }, "busy: " + p.busy) : seen),
+      h("td", {}, h("button", { class: "identify", disabled: !!p.busy, onclick: () => identify(p.port) }, "Identify")),
+    );
+    body.append(row);
+  }
+}
+
+function pickPort(port) {
+  state.port = port;
+  renderPorts(state.ports);
+  maybeCheck();
+}
+
+async function identify(port) {
+  const panel = $("#device");
+  panel.hidden = false;
+  panel.className = "panel";
+  panel.replaceChildren(h("p", { class: "muted" }, `Identifying the module on ${port}…`));
+  const o = options();
+  const { data } = await api("api/identify", { port, baud: o.baud, module: o.module });
+  panel.replaceChildren();
+  if (data.error) {
+    panel.className = "panel error";
+    panel.append(h("p", {}, h("strong", {}, "error: "), data.message),
+                 h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    return;
+  }
+  const rows = [
+    ["port", `${data.port} at ${data.baud} baud`],
+    ["module", (data.module || "unknown") + (data.module_certain ? "" : " (probably)")],
+    ["mode", data.mode === "app" ? "application running" : "in its bootloader"],
+    ["application", data.app_version || (data.mode === "app" ? "-" : "- (the bootloader can't tell)")],
+    ["bootloader", data.bootloader_version || "-"],
+    ["hardware", data.hardware_model || "-"],
+    ["hardware id", data.hardware_id || "-"],
+    ["serial number", data.serial_number || "-"],
+    ["AT dialect", data.dialect],
+  ];
+  panel.append(h("p", { class: "muted" }, `Identified at ${new Date().toLocaleTimeString()}:`));
+  panel.append(h("table", { class: "kv device" },
+    rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
+  for (const n of data.notes || []) panel.append(h("p", { class: "note" }, "note: " + n));
+}
+
+// ------------------------------------------------------------------ firmware
+async function upload(file) {
+  const panel = $("#inspect");
+  panel.hidden = false;
+  panel.className = "panel";
+  panel.replaceChildren(h("p", { class: "muted" }, `Reading ${file.name}…`));
+  const { data } = await api("api/images", file, {
+    raw: true, headers: { "Content-Type": "application/octet-stream", "X-File-Name": encodeURIComponent(file.name) },
+  });
+  state.image = data;
+  renderInspect(data);
+  maybeCheck();
+}
+
+function renderInspect(d) {
+  const panel = $("#inspect");
+  panel.replaceChildren();
+  if (d.error) {
+    panel.className = "panel error";
+    panel.append(h("p", {}, h("strong", {}, "error: "), d.message), h("p", {}, h("strong", {}, "next: "), d.hint || ""));
+    return;
+  }
+  panel.className = "panel";
+  const i = d.inspect;
+  const formats = { bin: "raw binary", hex: "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)" };
+  const target = i.module ? `${i.module} (${i.mcu})` + (i.vector ? ` — from the vector table: SP ${hex(i.vector.sp)}, reset ${hex(i.vector.reset)}` : "")
+    : i.mcu ? `${i.mcu}, no module in the catalog` : "unknown: no vector table of a known MCU";
+  panel.append(h("table", { class: "kv inspect" },
+    h("tr", {}, h("th", {}, "file"), h("td", { class: "file-name" }, i.path)),
+    h("tr", {}, h("th", {}, "format"), h("td", {}, `${formats[i.format] || i.format}, ${num(i.file_size)} bytes on disk, ${num(i.size)} bytes of data`)),
+    h("tr", {}, h("th", {}, "sha256"), h("td", { class: "mono" }, i.sha256)),
+    h("tr", {}, h("th", {}, "target"), h("td", {}, target)),
+    h("tr", {}, h("th", {}, "versions"), h("td", {}, `application: ${i.app_version || "-"}; bootloader: ${i.bootloader_version || "-"}`)),
+  ));
+  if (i.regions.length) {
+    panel.append(h("table", { class: "grid regions" },
+      h("tr", {}, h("th", {}, "region"), h("th", {}, "range"), h("th", {}, "covered")),
+      i.regions.map((r) => h("tr", {}, h("td", {}, r.name), h("td", { class: "mono" }, `${hex(r.start)}-${hex(r.end)}`),
+        h("td", { class: "num" }, `${num(r.bytes)} of ${num(r.end - r.start)}`)))));
+  }
+}
+
+function maybeCheck() {
+  if (!state.image || state.image.error) return;
+  if (!state.port) {
+    $("#jobs-empty").textContent = "Now pick the module's port above: rakflash then checks the plan.";
+    return;
+  }
+  check(state.port);
+}
+
+const until = (cond, ms) => new Promise((resolve) => {
+  const end = Date.now() + ms;
+  const tick = () => (cond() || Date.now() > end ? resolve() : setTimeout(tick, 100));
+  tick();
+});
+
+async function check(port) {
+  const panel = $("#check-error");
+  panel.hidden = true;
+  // A plan still waiting for "write" on this port is dropped first (one operation per port).
+  for (const job of state.jobs.values()) {
+    if (job.port === port && job.state === "confirm") {
+      await api(`api/jobs/${job.id}/answer`, { write: false });
+      await until(() => job.state === "done", 20000);
+    }
+  }
+  const { status, data } = await api("api/flash", { port, image: state.image.image, ...options() });
+  if (status !== 202) {
+    panel.hidden = false;
+    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
+                          h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+  }
+}
+
+// ------------------------------------------------------------------ jobs
+function card(id, header) {
+  let job = state.jobs.get(id);
+  if (job) return job;
+  const el = $("#job-template").content.firstElementChild.cloneNode(true);
+  el.dataset.job = id;
+  job = { id, el, port: header.port, state: header.state, kind: header.kind, phases: new Map(), retries: 0 };
+  $(".job-title", el).textContent = header.title;
+  $(".job-port", el).textContent = "on " + header.port;
+  el.dataset.port = header.port;
+  $(".flash", el).addEventListener("click", () => openConfirm(job));
+  $(".cancel", el).addEventListener("click", () => api(`api/jobs/${id}/answer`, { write: false }));
+  $(".press-virtual", el).addEventListener("click", () => api("api/virtual/reset", { port: job.port }));
+  state.jobs.set(id, job);
+  $("#jobs").prepend(el);
+  $("#jobs-empty").hidden = true;
+  return job;
+}
+
+const PHASES = {
+  identify: "identify", settings: "read settings", boot: "enter bootloader", connect: "connect",
+  erase: "erase", write: "write", verify: "verify", start: "start new firmware", "settings-check": "check settings",
+};
+const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
+
+function onJobEvent(e) {
+  if (e.event === "job") {
+    const job = card(e.job, e);
+    job.state = e.state;
+    const el = job.el;
+    el.dataset.state = e.state;
+    $(".job-state", el).textContent = STATES[e.state] || e.state;
+    $(".actions", el).hidden = e.state !== "confirm";
+    if (e.state !== "confirm" && state.confirming === job) closeConfirm();
+    return;
+  }
+  const job = state.jobs.get(e.job);
+  if (!job) return;
+  const el = job.el;
+  switch (e.event) {
+    case "phase": {
+      for (const li of $(".phases", el).children) li.classList.replace("now", "past");
+      const li = h("li", { class: "now", "data-phase": e.phase }, PHASES[e.phase] || e.phase);
+      li.title = e.message || "";
+      $(".phases", el).append(li);
+      if (e.phase !== "boot" && e.phase !== "identify") $(".prompt", el).hidden = true;
+      if (e.bytes) showProgress(job, 0, e.bytes, e.phase);
+      break;
+    }
+    case "plan": renderPlan(job, e); break;
+    case "prompt":
+      if (e.action === "confirm-write") job.question = e.message;
+      else showPrompt(job, e);
+      break;
+    case "countdown":
+      $(".countdown", el).textContent = `${e.seconds_left} s left`;
+      break;
+    case "caught":
+      $(".prompt", el).hidden = true;
+      addNote(job, "ok", "Caught the module in its bootloader.");
+      break;
+    case "progress": showProgress(job, e.bytes, e.total, e.phase, e.rate, e.eta); break;
+    case "retry":
+      job.retries = e.retries;
+      $(".retries", el).textContent = `${e.retries} resent (${e.reason})`;
+      break;
+    case "warning": addNote(job, "warning", "warning: " + e.message); break;
+    case "note": addNote(job, "note", "note: " + e.message); break;
+    case "result": renderResult(job, e); break;
+  }
+}
+
+function addNote(job, kind, text) {
+  $(".notes", job.el).append(h("li", { class: kind }, text));
+}
+
+function showPrompt(job, e) {
+  const box = $(".prompt", job.el);
+  box.hidden = false;
+  const why = e.cause === "flooding" || e.action === "press-reset"
+    ? "The firmware on the module prints without pause, so it can't hear the boot command."
+    : "";
+  $(".prompt-why", box).textContent = `${why} (${e.message})`;
+  $(".prompt-do", box).textContent = e.reset_line
+    ? `Pulsing ${e.reset_line.toUpperCase()} to reset the module, then sending the boot command in a burst.`
+    : e.action === "press-reset"
+      ? "Press the module's reset button now. rakflash sends the boot command in a burst and catches the module as it starts."
+      : e.message;
+  $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
+  const port = state.ports.find((p) => p.port === job.port);
+  $(".press-virtual", box).hidden = !(port && port.virtual && e.action === "press-reset");
+}
+
+function showProgress(job, bytes, total, phase, rate, eta) {
+  const box = $(".progress", job.el);
+  box.hidden = false;
+  const bar = $("progress", box);
+  bar.max = total || 1;
+  bar.value = bytes;
+  let text = `${PHASES[phase] || phase}: ${num(bytes)} of ${num(total)} bytes`;
+  if (rate) text += ` · ${kib(rate)}`;
+  if (eta !== undefined && eta !== null && bytes < total) text += ` · ${secs(eta)} left`;
+  $(".progress-text", box).textContent = text;
+}
+
+function renderPlan(job, p) {
+  const box = $(".plan", job.el);
+  box.hidden = false;
+  box.replaceChildren(
+    h("table", { class: "kv" },
+      h("tr", {}, h("th", {}, "device"), h("td", {}, `${p.module} on ${p.port}, ${p.mode === "app" ? "application running" : "in its bootloader"}, application ${p.app_version_before || "-"}, bootloader ${p.bootloader_version || "-"}`)),
+      h("tr", {}, h("th", {}, "image"), h("td", {}, `${p.image}: application ${p.app_version_new || "-"}, ${num(p.bytes)} bytes to ${hex(p.address)}`)),
+      h("tr", {}, h("th", {}, "estimate"), h("td", {}, `${p.estimated_seconds.toFixed(1)} s at ${p.baud} baud`))),
+    (p.notes || []).map((n) => h("p", { class: "note" }, "note: " + n)),
+    h("p", {}, h("strong", {}, "plan:")),
+    h("ol", { class: "steps" }, p.steps.map((s) => h("li", {}, s))),
+  );
+  job.plan = p;
+}
+
+function renderResult(job, r) {
+  const el = job.el;
+  $(".actions", el).hidden = true;
+  $(".prompt", el).hidden = true;
+  for (const li of $(".phases", el).children) li.classList.replace("now", "past");
+  const box = $(".result", el);
+  box.hidden = false;
+  box.dataset.outcome = r.outcome;
+  box.dataset.result = r.result;
+  box.replaceChildren();
+  if (r.outcome === "ok" && r.result === "ok") {
+    box.className = "result ok";
+    box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "),
+      `${r.module} `, h("span", { class: "before" }, r.app_version_before || "(bootloader)"), " → ",
+      h("span", { class: "after" }, r.app_version_after || "-")));
+    box.append(h("p", {}, `${num(r.bytes)} bytes in ${r.seconds.toFixed(1)} s (transfer ${r.transfer_seconds.toFixed(1)} s, `
+      + `${kib(r.bytes_per_second)}; bootloader entered in ${r.boot_seconds.toFixed(2)} s)`));
+    box.append(h("p", { class: "settings" }, settingsText(r)));
+    showProgress(job, r.bytes, r.bytes, "write");
+  } else if (r.outcome === "ok") {
+    box.className = "result ok";
+    box.append(h("p", { class: "headline" }, h("strong", {}, "Nothing to do: "), r.message + "."),
+      h("p", {}, r.hint));
+    if (r.settings) box.append(h("p", { class: "settings" }, settingsText(r)));
+  } else {
+    const what = { refused: "Refused before writing", aborted: "Not written", failed: "Failed" }[r.outcome] || "Failed";
+    box.className = "result " + r.outcome;
+    box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message),
+      h("p", { class: "hint" }, h("strong", {}, "next: "), r.hint || ""));
+    if (!r.written) box.append(h("p", { class: "muted" }, "Nothing was written to the module."));
+  }
+  box.append(h("p", { class: "muted code" }, `result: ${r.result}` + (r.error ? `, error: ${r.error}` : "")));
+}
+
+function settingsText(r) {
+  const s = r.settings;
+  if (!s || !s.checked || !s.checked.length) {
+    if (r.settings_kept !== null && r.settings_kept !== undefined) return "";
+    return r.device && r.device.mode === "bootloader"
+      ? "settings: not checked (the module was in its bootloader, so its keys could not be read before "
+        + "the update, and no earlier run kept them)."
+      : "settings: not checked.";
+  }
+  const earlier = s.from_earlier_run ? " (the values read by the earlier, interrupted run)" : "";
+  if (s.lost.length) {
+    return `warning: the new firmware lost ${s.lost.join(", ")} and rakflash could not write them back: `
+      + `set them again with AT+<NAME>=<value>.` + (s.kept_in ? ` The values from before are in ${s.kept_in}.` : "");
+  }
+  if (s.restored.length) {
+    return `settings: the new firmware had reset ${s.restored.join(", ")}; rakflash wrote back the values from before the update${earlier}.`;
+  }
+  return `settings: ${s.checked.join(", ")} kept${earlier}.`;
+}
+
+// ------------------------------------------------------------------ confirmation
+function openConfirm(job) {
+  state.confirming = job;
+  $("#confirm-text").textContent = job.question || "Write the firmware?";
+  $("#confirm").showModal();
+}
+
+function closeConfirm() {
+  state.confirming = null;
+  if ($("#confirm").open) $("#confirm").close();
+}
+
+$("#confirm-write").addEventListener("click", () => {
+  const job = state.confirming;
+  closeConfirm();
+  if (job) api(`api/jobs/${job.id}/answer`, { write: true });
+});
+$("#confirm-cancel").addEventListener("click", closeConfirm);
+
+// ------------------------------------------------------------------ wiring
+$("#file").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); });
+const drop = $("#drop");
+drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  drop.classList.remove("over");
+  if (ev.dataTransfer.files[0]) upload(ev.dataTransfer.files[0]);
+});
+$("#add-port").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const port = $("#other-port").value.trim();
+  if (!port) return;
+  const { data } = await api("api/ports", { port });
+  $("#other-port").value = "";
+  renderPorts(data.ports);
+  pickPort(port);
+});
+
+(async function start() {
+  const { data } = await api("api/modules");
+  for (const m of data.modules || []) $("#opt-module").append(h("option", { value: m.key }, m.name));
+  const events = new EventSource("api/events");
+  events.onopen = () => { $("#link-state").textContent = "connected"; $("#link-state").className = "link-state up"; };
+  events.onerror = () => { $("#link-state").textContent = "connection lost: retrying…"; $("#link-state").className = "link-state down"; };
+  events.addEventListener("ports", (ev) => renderPorts(JSON.parse(ev.data)));
+  events.onmessage = (ev) => onJobEvent(JSON.parse(ev.data));
+})();
