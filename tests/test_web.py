@@ -1,0 +1,233 @@
+"""`rakflash web` without a browser: who may use it, one operation per port, jobs that outlive the page.
+
+Every request goes over a real loopback socket to the real server (uvicorn), as
+a browser's or another web site's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import FAST_BAUD, SRC, run_cli
+from web_support import NEW, OLD, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
+
+httpx = need("httpx", "the web tests' HTTP client")
+
+
+def client(server, **headers) -> "httpx.Client":
+    return httpx.Client(base_url=server.url, timeout=30, headers=headers)
+
+
+def upload(c, path) -> dict:
+    r = c.post("api/images", content=path.read_bytes(), headers={"X-File-Name": path.name})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def job_state(c, job_id: str) -> dict:
+    return next(j for j in c.get("api/jobs").json()["jobs"] if j["id"] == job_id)
+
+
+# ------------------------------------------------------------------ who may use it
+
+def test_every_request_needs_this_runs_secret(web):
+    server = web()
+    root = f"http://127.0.0.1:{server.port}"
+    with httpx.Client(timeout=30) as c:
+        for path in ("/", "/api/ports", "/static/app.js", f"/{'x' * len(server.token)}/api/ports",
+                     f"/{server.token}x/api/ports", f"/{server.token[:-1]}/"):
+            r = c.get(root + path)
+            assert r.status_code == 403, path
+            assert "secret" in r.text and "open the address it printed" in r.text
+        assert c.post(root + "/api/flash", json={"port": "/dev/null", "image": "x"}).status_code == 403
+        page = c.get(server.url)
+        assert page.status_code == 200 and "<title>rakflash</title>" in page.text
+        assert c.get(server.url + "static/app.js").status_code == 200
+        assert c.get(server.url + "api/ports").json()["ports"] is not None
+        assert c.get(root + f"/{server.token}", follow_redirects=True).url == server.url
+        # Kept out of frames (clickjacking), caches, and Referer headers.
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["cache-control"] == "no-store"
+
+
+def test_a_host_other_than_the_loopback_one_is_refused(web):
+    """DNS rebinding: a web site that points its own name at 127.0.0.1 is still refused."""
+    server = web()
+    p = server.port
+    with client(server) as c:
+        for host in (f"evil.example:{p}", f"localhost.evil.example:{p}", f"127.0.0.1.nip.io:{p}",
+                     f"127.0.0.1:{p + 1}", "127.0.0.1"):
+            r = c.get("api/ports", headers={"Host": host})
+            assert r.status_code == 403, host
+            assert "Host" in r.text and host in r.text
+        for host in (f"127.0.0.1:{p}", f"localhost:{p}", f"LOCALHOST:{p}"):
+            assert c.get("api/ports", headers={"Host": host}).status_code == 200, host
+
+
+def test_a_foreign_origin_is_refused_before_it_touches_a_port(web, virtual):
+    dev = virtual("rak3172")
+    server = web(dev)
+    p = server.port
+    body = {"port": dev.port, "baud": FAST_BAUD}
+    with client(server) as c:
+        for origin in ("http://evil.example", "null", f"http://localhost:{p + 1}", f"https://127.0.0.1:{p}"):
+            r = c.post("api/identify", json=body, headers={"Origin": origin})
+            assert r.status_code == 403, origin
+            assert "other web sites" in r.text
+            assert c.post("api/flash", json={**body, "image": "x"}, headers={"Origin": origin}).status_code == 403
+            assert c.get("api/events", headers={"Origin": origin}).status_code == 403
+        # A request the browser marks as coming from another site, even without an Origin.
+        assert c.post("api/identify", json=body, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert server.seen == {} and server.board.jobs == {}       # nothing was run
+        # The page itself (its own origin, as the browser sends it) is served.
+        r = c.post("api/identify", json=body, headers={"Origin": f"http://127.0.0.1:{p}",
+                                                       "Sec-Fetch-Site": "same-origin"})
+        assert r.status_code == 200 and (r.json()["module"], r.json()["app_version"]) == ("RAK3172", OLD)
+
+
+def test_binds_loopback_only_by_default(web):
+    server = web()
+    assert server.sock.getsockname()[0] == "127.0.0.1"
+    assert server.url.startswith(f"http://127.0.0.1:{server.port}/")
+    proc = run_cli("web", "--host", "0.0.0.0", "--no-browser", timeout=30)
+    assert proc.returncode == 2
+    assert "every address" in proc.stderr and "--host" in proc.stderr
+
+
+def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c():
+    need("uvicorn", "the web extra")
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "web", "--no-browser", "--sim", "rak3172"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        virtual_line = proc.stdout.readline()
+        url_line = proc.stdout.readline()
+        assert virtual_line.startswith("virtual RAK3172 on /dev/pts/"), virtual_line + proc.stderr.read()
+        assert url_line.startswith("rakflash web: http://127.0.0.1:"), url_line
+        port = virtual_line.split(" on ", 1)[1].strip()
+        url = url_line.split(": ", 1)[1].strip()
+        with httpx.Client(base_url=url, timeout=30) as c:
+            listed = wait_for(lambda: _get_ok(c, "api/ports"), what="the server to answer")
+            assert any(e["port"] == port and e["virtual"] and e["probably"] == "RAK3172" for e in listed["ports"])
+            info = c.post("api/identify", json={"port": port}).json()
+            assert (info["module"], info["mode"], info["app_version"]) == ("RAK3172", "app", OLD)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _get_ok(c, path):
+    try:
+        r = c.get(path)
+    except httpx.TransportError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+# ------------------------------------------------------------------ what it does
+
+def test_a_dropped_file_is_inspected_as_inspect_does(web, tmp_path, cat):
+    server = web()
+    with client(server) as c:
+        d = upload(c, firmware_file(tmp_path / "RAK3172_new.bin", cat))
+        i = d["inspect"]
+        assert d["error"] is None and d["name"] == "RAK3172_new.bin"
+        assert (i["path"], i["module"], i["app_version"]) == ("RAK3172_new.bin", "RAK3172", NEW)
+        assert i["regions"][0]["name"] == "application" and i["regions"][0]["start"] == 0x08006000
+        cut = tmp_path / "cut.hex"
+        cut.write_text(":020000040800F2\n:10000000000001200D0100080D0100080D010008B2\n")
+        bad = upload(c, cut)
+        assert bad["inspect"] is None and bad["error"].startswith("image-") and bad["hint"]
+
+
+def test_one_operation_per_port_and_nothing_written_until_confirmed(web, virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    server = web(dev)
+    with client(server) as c:
+        image = upload(c, firmware_file(tmp_path / "new.bin", cat))["image"]
+        r = c.post("api/flash", json={"port": dev.port, "image": image, "baud": FAST_BAUD})
+        assert r.status_code == 202
+        job = r.json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the plan to wait for confirmation")
+        assert dev.updates == 0 and dev.app_version == OLD
+        busy = c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD})
+        assert busy.status_code == 409
+        assert busy.json()["error"] == "port-busy" and "update with new.bin" in busy.json()["message"]
+        again = c.post("api/flash", json={"port": dev.port, "image": image, "baud": FAST_BAUD})
+        assert again.status_code == 409 and again.json()["error"] == "port-busy"
+        assert c.post(f"api/jobs/{job}/answer", json={"write": False}).status_code == 200
+        done = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s, what="the job to end")
+        result = done["result"]
+        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", False)
+        assert result["app_version_before"] == OLD
+        assert c.post(f"api/jobs/{job}/answer", json={"write": True}).status_code == 409
+        assert dev.updates == 0 and dev.wait_mode("app")
+        ok = c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD})
+        assert ok.status_code == 200 and ok.json()["app_version"] == OLD
+
+
+def test_an_update_runs_without_any_page_watching_and_replays_its_story(web, virtual, tmp_path, cat):
+    """The job belongs to the server: no tab is needed while it runs, and a later one sees it all."""
+    dev = virtual("rak3172")
+    server = web(dev)
+    with client(server) as c:
+        image = upload(c, firmware_file(tmp_path / "new.bin", cat))["image"]
+        job = c.post("api/flash", json={"port": dev.port, "image": image, "baud": FAST_BAUD}).json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the confirmation")
+        c.post(f"api/jobs/{job}/answer", json={"write": True})
+        wait_for(lambda: job_state(c, job)["state"] == "done", what="the update to end")
+        assert dev.app_version == NEW
+        events = []
+        with c.stream("GET", "api/events") as stream:
+            kind = "message"
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[6:])))
+                    last, kind = events[-1], "message"
+                    if last[0] == "message" and last[1]["event"] == "job" and last[1]["state"] == "done":
+                        break
+    assert any(k == "ports" and any(p["port"] == dev.port for p in d) for k, d in events)
+    story = [d for k, d in events if k == "message"]
+    kinds = [d["event"] for d in story]
+    assert kinds[0] == "job" and kinds[-2:] == ["result", "job"]
+    assert [d["phase"] for d in story if d["event"] == "phase"][:1] == ["identify"]
+    order = [kinds.index(k) for k in ("plan", "prompt", "progress", "result")]
+    assert order == sorted(order)
+    prompt = next(d for d in story if d["event"] == "prompt")
+    assert prompt["action"] == "confirm-write" and f"bytes to RAK3172 on {dev.port}" in prompt["message"]
+    progress = [d for d in story if d["event"] == "progress"]
+    assert progress[-1]["bytes"] == progress[-1]["total"] == 16 * 1024
+    result = story[-2]
+    assert (result["result"], result["app_version_before"], result["app_version_after"]) == ("ok", OLD, NEW)
+    assert result["settings_kept"] is True and result["written"] is True
+    assert [d["seq"] for d in story] == sorted(d["seq"] for d in story)
+
+
+def test_requests_the_page_never_sends_get_a_clear_400(web, virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    server = web(dev)
+    with client(server) as c:
+        image = upload(c, firmware_file(tmp_path / "new.bin", cat))["image"]
+        for body in ({"image": image}, {"port": dev.port}, {"port": dev.port, "image": "gone"},
+                     {"port": dev.port, "image": image, "baud": "fast"},
+                     {"port": dev.port, "image": image, "reset_line": "cts"}):
+            r = c.post("api/flash", json=body)
+            assert r.status_code == 400 and r.json()["error"] == "usage", body
+        r = c.post("api/flash", json={"port": dev.port, "image": image, "module": "rak9999"})
+        assert r.status_code == 400 and r.json()["error"] == "unknown-device" and "rak3172" in r.json()["hint"]
+        assert c.post("api/identify", content=b"not json").status_code == 400
+        assert c.post("api/virtual/reset", json={"port": "/dev/ttyS0"}).status_code == 400
+        assert server.board.jobs == {}

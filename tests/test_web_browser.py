@@ -1,0 +1,257 @@
+"""`rakflash web` in a real browser: headless Chromium (Debian's) driven through Playwright.
+
+Each test does what a person does on the page — pick a port, identify, drop a
+file, read the plan or the refusal, confirm, watch the progress, press reset
+when asked — against a virtual module on a real pty, and asserts what the page
+shows. One browser serves all tests (a fresh context each). Every wait is for a
+state of the page, with Playwright's deadline (30 s: the machine may be loaded).
+
+Set RAKFLASH_SCREENSHOTS=DIR to keep a screenshot of each main state (the ones in
+docs/ were made so).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, fake_usb_port
+from web_support import NEW, OLD, REQUIRED, firmware_file, need, web  # noqa: F401  (web is a fixture)
+
+sync_api = need("playwright.sync_api", "drives the browser")
+expect = sync_api.expect
+
+CHROMIUM = os.environ.get("RAKFLASH_CHROMIUM", "/usr/bin/chromium")
+# Headless, and nothing that reaches for the network beyond the page itself.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-default-apps", "--disable-extensions"]
+WAIT_MS = 30_000
+SHOTS = os.environ.get("RAKFLASH_SCREENSHOTS")
+
+
+def _missing(reason: str):
+    if REQUIRED:
+        pytest.fail(f"{reason}; .ci/run installs Debian's chromium package")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set RAKFLASH_CHROMIUM)")
+    pw = sync_api.sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+    except sync_api.Error as exc:
+        pw.stop()
+        _missing(f"Chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
+    expect.set_options(timeout=WAIT_MS)
+    yield b
+    b.close()
+    pw.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    pg = context.new_page()
+    errors: list[str] = []
+    context.on("weberror", lambda e: errors.append(str(e.error)))
+    yield pg
+    context.close()
+    assert not errors, f"script errors on the page: {errors}"
+
+
+def shot(page, name: str, element=None) -> None:
+    """Keep a screenshot of this state when RAKFLASH_SCREENSHOTS names a folder."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        (element or page).screenshot(path=str(Path(SHOTS) / f"web-{name}.png"))
+
+
+def pick(page, port: str) -> None:
+    page.locator(f'tr[data-port="{port}"] input[type=radio]').check()
+
+
+def drop(page, path: Path) -> None:
+    """Drag a file from the desktop onto the drop zone (a real drop event with a DataTransfer)."""
+    data = page.evaluate_handle(
+        """([name, b64]) => {
+             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+             const dt = new DataTransfer();
+             dt.items.add(new File([bytes], name));
+             return dt;
+           }""", [path.name, base64.b64encode(path.read_bytes()).decode()])
+    page.dispatch_event("#drop", "dragover", {"dataTransfer": data})
+    page.dispatch_event("#drop", "drop", {"dataTransfer": data})
+
+
+def test_ports_come_and_go_live_and_identify_shows_what_info_shows(page, web, virtual, monkeypatch):
+    from rakflash import ports
+    plugged: list = []
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: list(plugged))
+    dev = virtual("rak3172", baud=115200)
+    server = web(dev)
+    page.goto(server.url)
+    row = page.locator(f'tr[data-port="{dev.port}"]')
+    expect(row).to_contain_text("virtual RAK3172")
+    expect(page.locator("#link-state")).to_have_text("connected")
+
+    plugged.append(fake_usb_port("/dev/ttyUSB7", 0x10C4, 0xEA60, "CP2102 USB to UART"))
+    adapter = page.locator('tr[data-port="/dev/ttyUSB7"]')
+    expect(adapter).to_contain_text("10C4:EA60")          # plugged in: listed without a reload
+    expect(adapter).to_contain_text("CP2102 USB to UART")
+    expect(adapter).to_contain_text("UART module")
+    plugged.clear()
+    expect(adapter).to_have_count(0)                      # pulled out: gone again
+
+    row.get_by_role("button", name="Identify").click()
+    device = page.locator("#device")
+    for text in ("RAK3172", "application running", OLD, "RUI_BOOT_0.8_STM32WLE5CC", "SIM0000001",
+                 f"{dev.port} at 115200 baud"):
+        expect(device).to_contain_text(text)
+    expect(row.locator(".seen")).to_have_text(f"RAK3172 · {OLD}")
+    shot(page, "identify")
+
+
+def test_a_dropped_file_that_does_not_fit_is_refused_before_anything_is_written(page, web, virtual, tmp_path, cat):
+    dev = virtual("rak3172", baud=115200)
+    huge = firmware_file(tmp_path / "RAK3172_huge.bin", cat, size=250 * 1024)
+    server = web(dev)
+    page.goto(server.url)
+    pick(page, dev.port)
+    drop(page, huge)
+    expect(page.locator("#inspect")).to_contain_text("256,000 bytes of data")
+    card = page.locator(".job")
+    result = card.locator(".result")
+    expect(result).to_contain_text("Refused before writing")
+    expect(result).to_contain_text("RAK3172's application region holds 200,704")
+    expect(result).to_contain_text("next: This firmware does not fit")
+    expect(result).to_contain_text("Nothing was written to the module.")
+    expect(result).to_contain_text("error: image-too-large")
+    expect(card.locator("button.flash")).to_be_hidden()
+    shot(page, "refused", card)
+    assert dev.updates == 0 and dev.app_version == OLD
+
+
+def test_flash_with_live_progress_to_the_end_even_when_the_tab_is_closed(page, web, virtual, tmp_path, cat):
+    dev = virtual("rak3172", baud=115200)
+    new = firmware_file(tmp_path / "RAK3172_4.0.6.bin", cat, size=48 * 1024)
+    server = web(dev)
+    page.goto(server.url)
+    pick(page, dev.port)
+    page.set_input_files("#file", str(new))
+    card = page.locator(".job")
+    plan = card.locator(".plan")
+    expect(plan).to_contain_text("YMODEM-1K: 49,152 bytes to 0x08006000")
+    expect(plan).to_contain_text(f"application {OLD}, bootloader RUI_BOOT_0.8_STM32WLE5CC")
+    expect(card.locator(".job-state")).to_have_text("waiting for you")
+    shot(page, "plan")
+    assert dev.updates == 0                                # nothing written before the confirmation
+
+    card.locator("button.flash").click()
+    expect(page.locator("#confirm-text")).to_have_text(f"Write 49,152 bytes to RAK3172 on {dev.port}?")
+    page.locator("#confirm-write").click()
+    progress = card.locator(".progress-text")
+    expect(progress).to_have_text(re.compile(r"^write: [\d,]+ of 49,152 bytes · [\d.]+ KiB/s · \d+ s left$"))
+    expect(card.locator(".phases li.now")).to_have_text("write")
+    shot(page, "progress", card)
+
+    job = next(iter(server.board.jobs.values()))
+    assert job.state == "running"
+    page.close()                                           # the tab goes away mid-update
+
+    again = page.context.new_page()
+    again.goto(server.url)
+    card = again.locator(f'.job[data-job="{job.id}"]')
+    result = card.locator(".result")
+    expect(result).to_contain_text("Done: RAK3172")
+    expect(result.locator(".before")).to_have_text(OLD)
+    expect(result.locator(".after")).to_have_text(NEW)
+    expect(result.locator(".settings")).to_have_text("settings: DEVEUI, APPEUI, APPKEY, BAND kept.")
+    expect(card.locator(".progress-text")).to_have_text("write: 49,152 of 49,152 bytes")
+    expect(card.locator(".job-state")).to_have_text("finished")
+    shot(again, "done", card)
+    assert dev.app_version == NEW and dev.updates == 1
+
+
+def test_flooding_firmware_prompt_countdown_and_reset_press(page, web, virtual, tmp_path, cat):
+    dev = virtual("rak3172", baud=115200, sketch="flooding", flood_after=0.3)
+    new = firmware_file(tmp_path / "RAK3172_fixed_sketch.bin", cat)
+    time.sleep(0.5)                                        # past the sketch's quiet start-up: it floods now
+    server = web(dev)
+    page.goto(server.url)
+    pick(page, dev.port)
+    page.set_input_files("#file", str(new))
+    card = page.locator(".job")
+    prompt = card.locator(".prompt")
+    expect(prompt).to_contain_text("Press the module's reset button now.")
+    expect(prompt).to_contain_text("prints without pause")
+    countdown = card.locator(".countdown")
+    expect(countdown).to_have_text(re.compile(r"^\d+ s left$"))
+    first = countdown.inner_text()
+    expect(countdown).not_to_have_text(first)              # it counts down
+    assert int(countdown.inner_text().split()[0]) < int(first.split()[0])
+    shot(page, "flood", card)
+    assert dev.updates == 0
+
+    dev.press_reset()                                      # the person presses the module's reset button
+    expect(card.locator(".notes")).to_contain_text("Caught the module in its bootloader.")
+    expect(prompt).to_be_hidden()
+    expect(card.locator(".plan")).to_contain_text("in its bootloader")
+    card.locator("button.flash").click()
+    page.locator("#confirm-write").click()
+    result = card.locator(".result")
+    expect(result).to_contain_text("Done: RAK3172")
+    expect(result.locator(".after")).to_have_text(NEW)
+    expect(result.locator(".settings")).to_contain_text("not checked (the module was in its bootloader")
+    assert dev.app_version == NEW
+
+
+def test_the_command_end_to_end_virtual_reset_button_and_cancel(page, tmp_path, cat):
+    """`rakflash web --sim … --sim-sketch flooding` as a person starts it; the page's own reset button."""
+    need("uvicorn", "the web extra")
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "web", "--no-browser", "--sim", "rak3172",
+                             "--sim-sketch", "flooding"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = proc.stdout.readline().split(" on ", 1)[1].strip()
+        started = time.monotonic()
+        url = proc.stdout.readline().split(": ", 1)[1].strip()
+        page.goto(url)
+        time.sleep(max(0.0, started + 1.2 - time.monotonic()))    # past the sketch's quiet start-up
+        row = page.locator(f'tr[data-port="{port}"]')
+        row.get_by_role("button", name="Identify").click()
+        expect(page.locator("#device")).to_contain_text("streams data without pause")
+        expect(page.locator("#device")).to_contain_text("gets past it")
+
+        pick(page, port)
+        page.set_input_files("#file", str(firmware_file(tmp_path / "new.bin", cat)))
+        card = page.locator(".job")
+        expect(card.locator(".prompt")).to_contain_text("Press the module's reset button now.")
+        card.get_by_role("button", name="press the virtual module's reset").click()
+        expect(card.locator(".notes")).to_contain_text("Caught the module in its bootloader.")
+        expect(card.locator(".job-state")).to_have_text("waiting for you")
+        card.get_by_role("button", name="Cancel").click()
+        result = card.locator(".result")
+        expect(result).to_contain_text("Not written: update not confirmed")
+        expect(result).to_contain_text("Nothing was written to the module.")
+        expect(row.get_by_role("button", name="Identify")).to_be_enabled()     # the port is free again
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
