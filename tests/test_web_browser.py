@@ -157,7 +157,7 @@ def test_flash_with_live_progress_to_the_end_even_when_the_tab_is_closed(page, w
     expect(plan).to_contain_text("YMODEM-1K: 49,152 bytes to 0x08006000")
     expect(plan).to_contain_text(f"application {OLD}, bootloader RUI_BOOT_0.8_STM32WLE5CC")
     expect(card.locator(".job-state")).to_have_text("waiting for you")
-    shot(page, "plan")
+    shot(page, "plan", card)
     assert dev.updates == 0                                # nothing written before the confirmation
 
     card.locator("button.flash").click()
