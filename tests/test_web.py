@@ -231,3 +231,48 @@ def test_requests_the_page_never_sends_get_a_clear_400(web, virtual, tmp_path, c
         assert c.post("api/identify", content=b"not json").status_code == 400
         assert c.post("api/virtual/reset", json={"port": "/dev/ttyS0"}).status_code == 400
         assert server.board.jobs == {}
+
+
+def test_doctor_on_the_page_is_doctor_for_the_dropped_file(web, virtual, tmp_path, cat):
+    dev = virtual("rak3172")
+    server = web(dev)
+    with client(server) as c:
+        image = upload(c, firmware_file(tmp_path / "RAK3172 new.bin", cat))["image"]
+        report = c.post("api/doctor", json={"port": dev.port, "image": image, "baud": FAST_BAUD}).json()
+        fits = next(f for f in report["findings"] if f["code"] == "image-fits")
+        assert fits["level"] == "ok" and fits["finding"].startswith("RAK3172 new.bin fits")
+        # The command names the file as the person knows it, not where the server keeps it.
+        assert fits["command"] == f"rakflash flash 'RAK3172 new.bin' --port {dev.port} --baud {FAST_BAUD}"
+        assert "rakflash-web-" not in json.dumps(report)
+        assert report["result"] == "ok" and report["devices"][0]["app_version"] == OLD
+        listed = next(p for p in c.get("api/ports").json()["ports"] if p["port"] == dev.port)
+        assert listed["seen"]["app_version"] == OLD
+
+
+def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, virtual, tmp_path, cat):
+    from rakflash.sim import firmware
+    dev = virtual("rak811", bootloader_version="3.0.2", app_version="V3.0.0.13.H")
+    server = web(dev)
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 4096))
+    with client(server) as c:
+        image = upload(c, full)["image"]
+        resets = dev.resets
+        job = c.post("api/recover", json={"port": dev.port, "image": image, "baud": FAST_BAUD,
+                                          "window": 2}).json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the recovery's confirmation")
+        assert dev.bootloader_version == "V3.0.2" and dev.resets == resets   # untouched so far
+        c.post(f"api/jobs/{job}/answer", json={"write": False})
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
+        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", False)
+        assert result["module"] == "RAK811"
+        # A module with no BOOT0 pin on its pads: refused with the way that works.
+        rak4270 = tmp_path / "RAK4270_FULL.hex"
+        rak4270.write_text(firmware.combined_hex(cat.module("rak4270"), "V3.0.5", "V3.0.0.14.H", 4096))
+        other = upload(c, rak4270)["image"]
+        job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
+        assert (result["outcome"], result["error"]) == ("refused", "recovery-unavailable")
+        assert result["written"] is False and "pyocd flash -t stm32l071kbux" in result["hint"]
+        assert c.post("api/recover", json={"port": dev.port, "image": image, "reset_with": "cts"}).status_code == 400
+    assert dev.bootloader_version == "V3.0.2" and dev.updates == 0 and dev.resets == resets

@@ -28,6 +28,7 @@ from conftest import SRC, fake_usb_port
 from web_support import NEW, OLD, REQUIRED, firmware_file, need, web  # noqa: F401  (web is a fixture)
 
 sync_api = need("playwright.sync_api", "drives the browser")
+pytestmark = pytest.mark.xdist_group("browser")      # one worker, one Chromium for all of them
 expect = sync_api.expect
 
 CHROMIUM = os.environ.get("RAKFLASH_CHROMIUM", "/usr/bin/chromium")
@@ -255,3 +256,57 @@ def test_the_command_end_to_end_virtual_reset_button_and_cancel(page, tmp_path, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_seed_case_doctor_refusal_then_recovery_through_the_rom_bootloader(page, web, virtual, tmp_path, cat):
+    """RAK811 with bootloader 3.0.2 and firmware 3.0.0.14: doctor and flash say why not; the page's
+    recovery writes the vendor's combined .hex through the STM32 ROM bootloader, guided pin by pin."""
+    from rakflash.sim import firmware
+    dev = virtual("rak811", baud=115200, bootloader_version="3.0.2", app_version="V3.0.0.13.H")
+    full = tmp_path / "RAK811_FULL_3.0.0.14.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 8 * 1024))
+    server = web(dev)
+    page.goto(server.url)
+    page.set_input_files("#file", str(full))
+    expect(page.locator("#inspect")).to_contain_text("bootloader: V3.0.5")
+    row = page.locator(f'tr[data-port="{dev.port}"]')
+    row.get_by_role("button", name="Doctor").click()
+    problem = page.locator("#doctor .finding.problem")
+    expect(problem).to_contain_text("needs bootloader 3.0.5 or later, and this module has bootloader V3.0.2")
+    expect(problem.locator(".command")).to_have_text(f"stm32flash -w FULL.hex -v -g 0x08000000 {dev.port}")
+    shot(page, "doctor", page.locator("#doctor"))
+
+    pick(page, dev.port)
+    card = page.locator(".job")
+    card.locator("button.flash").click()                   # RUI v3 can't tell its bootloader: flash looks
+    page.locator("#confirm-write").click()
+    refused = card.locator(".result")
+    expect(refused).to_contain_text("Refused before writing: RAK811 firmware V3.0.0.14.H needs bootloader 3.0.5")
+    expect(refused).to_contain_text("Nothing was written to the module.")
+
+    page.get_by_role("button", name="Recover instead…").click()
+    card = page.locator(".job").first                      # the newest operation comes first
+    expect(card.locator(".plan")).to_contain_text("Hold BOOT0 (pin 17 (BOOT0)) high: connect it to 3.3 V.")
+    expect(card.locator(".plan")).to_contain_text("RAK811 pins 6 and 7")
+    card.get_by_role("button", name="Recover").click()
+    expect(page.locator("#confirm-text")).to_have_text(re.compile(
+        rf"^Rewrite RAK811's flash \([\d,]+ bytes, bootloader included\) over {re.escape(dev.port)}\?$"))
+    page.locator("#confirm-write").click()
+    prompt = card.locator(".prompt")
+    expect(prompt).to_contain_text("Start the chip's ROM bootloader now")
+    expect(card.locator(".countdown")).to_have_text(re.compile(r"^\d+ s left$"))
+    shot(page, "recover", card)
+    assert dev.bootloader_version == "V3.0.2"
+
+    dev.set_boot_pin(True)                                 # the person holds BOOT0 high …
+    dev.press_reset()                                      # … and resets the module
+    expect(card.locator(".notes")).to_contain_text("release BOOT0")
+    dev.set_boot_pin(False)
+    result = card.locator(".result")
+    expect(result).to_contain_text("Done: RAK811")
+    expect(result.locator(".boot-before")).to_have_text("V3.0.2")
+    expect(result.locator(".boot-after")).to_have_text("V3.0.5")
+    expect(result.locator(".before")).to_have_text("V3.0.0.13.H")
+    expect(result.locator(".after")).to_have_text("V3.0.0.14.H")
+    expect(result).to_contain_text("written and verified (read-back)")
+    assert (dev.bootloader_version, dev.app_version) == ("V3.0.5", "V3.0.0.14.H")

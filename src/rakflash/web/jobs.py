@@ -76,6 +76,7 @@ class Job:
     # -- confirmation ---------------------------------------------------------
     def ask(self, message: str, info: dict[str, Any], window: float = CONFIRM_WINDOW) -> bool:
         """Wait for the person's answer to ``message`` (a ``confirm-write`` prompt on the page)."""
+        self._answer.clear()
         self._set_state("confirm")
         self.emit(ev.Prompt("confirm-write", message, window, info))
         answered = self._answer.wait(window)

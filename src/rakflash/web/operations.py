@@ -3,8 +3,12 @@
 * ``identify`` is ``rakflash info --json``: :func:`rakflash.flows.identify.identify`;
 * ``inspect`` is ``rakflash inspect --json``: :func:`rakflash.images.load` and
   :func:`rakflash.images.analyse`;
+* ``doctor`` is ``rakflash doctor --port PORT [--for FILE] --json``:
+  :func:`rakflash.flows.doctor.diagnose`;
 * ``flash`` is ``rakflash flash --json``: a :class:`~rakflash.flows.session.FlashSession`
-  whose confirmation is the page's "Write" button, run as a :class:`~rakflash.web.jobs.Job`.
+  whose confirmation is the page's "Write" button, run as a :class:`~rakflash.web.jobs.Job`;
+* ``recover`` is ``rakflash recover --json``: :func:`rakflash.flows.recover.plan_recovery`,
+  the same confirmation, then :func:`rakflash.flows.recover.recover`, run as a job.
 
 No decision is made here; this module only adapts arguments and outcomes.
 """
@@ -51,6 +55,22 @@ def inspect_file(path: str, name: str, module: Module | None = None) -> dict[str
     return images.analyse(image, module=module).to_dict()
 
 
+def doctor_port(port: str, *, image_path: str | None = None, name: str | None = None,
+                module: Module | None = None, baud: int | None = None) -> dict[str, Any]:
+    """What ``rakflash doctor --port PORT [--for FILE] --json`` prints.
+
+    The dropped file is stored under a name of the server's; the commands doctor
+    suggests name it as the person knows it (``name``).
+    """
+    import json
+    from ..flows.doctor import diagnose
+    report = diagnose(port, image_path=image_path, module=module, baud=baud).to_dict()
+    if image_path and name:
+        report = json.loads(json.dumps(report, default=str).replace(json.dumps(image_path)[1:-1],
+                                                                    json.dumps(name)[1:-1]))
+    return report
+
+
 def outcome_of(exc: RakflashError) -> str:
     """How the page files an error: ``ok`` (nothing to do), ``refused`` (before writing),
     ``aborted`` (not confirmed) or ``failed``."""
@@ -66,11 +86,13 @@ def outcome_of(exc: RakflashError) -> str:
 def failure(exc: RakflashError, known: dict[str, Any], *, written: bool,
             device: dict[str, Any] | None = None) -> dict[str, Any]:
     """A flash that stopped with ``exc``: the CLI's JSON error line, plus ``outcome``,
-    ``written`` and the ``device`` as identified (when it was)."""
+    ``written`` (whether writing had begun: never for a refusal, which comes before it)
+    and the ``device`` as identified (when it was)."""
     d: dict[str, Any] = {k: None for k in FLASH_KEYS}
     d.update(known)
     d["device"] = device
-    d.update({"result": exc.name, "outcome": outcome_of(exc), "written": written,
+    outcome = outcome_of(exc)
+    d.update({"result": exc.name, "outcome": outcome, "written": written and outcome == "failed",
               "error": exc.name if exc.exit_code else None, "message": exc.message, "hint": exc.hint})
     d.update({k: v for k, v in exc.details.items() if k not in ("error", "message", "hint")})
     return d
@@ -102,3 +124,37 @@ def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[J
         return d
 
     return work
+
+
+def recover_work(image_path: str, name: str, module: Module | None, options, *,
+                 baud: int | None = None, method: str | None = None) -> Callable[[Job], dict[str, Any]]:
+    """The job that plans a recovery of the module on the job's port with ``image_path`` (a full
+    image), shows the plan and the person's steps, and once confirmed runs it
+    (``rakflash recover FILE --port PORT``)."""
+    from ..events import PlanReady
+    from ..flows.recover import plan_recovery, recover
+
+    def work(job: Job) -> dict[str, Any]:
+        known: dict[str, Any] = {}
+        try:
+            image = images.load(image_path, module=module)
+            image.path = name
+            options.confirm = lambda question: job.ask(question, {"action": "remove-protection"})
+            plan = plan_recovery(image, module, method=method, options=options)
+            known["module"] = plan.module.name
+            job.emit(PlanReady(plan.to_dict()))
+            if not job.ask(f"Rewrite {plan.module.name}'s flash ({plan.bytes:,} bytes, bootloader "
+                           f"included) over {job.port}?",
+                           {"bytes": plan.bytes, "module": plan.module.name, "port": job.port,
+                            "method": plan.method}):
+                raise Aborted("recovery not confirmed")
+            with Link(job.port, baud or 115200) as link:
+                result = recover(link, plan, options, emit=job.emit)
+        except RakflashError as exc:
+            d = failure(exc, known, written=job.confirmed)
+            d.update({k: d.get(k) for k in ("bootloader_version_before", "bootloader_version_after")})
+            return d
+        return {**result.to_dict(), "outcome": "ok", "written": True, "error": None}
+
+    return work
+

@@ -9,7 +9,9 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``GET  api/modules``        the catalog's modules (for the "module" choice)
 ``POST api/identify``       ``{"port", "baud"?, "module"?}`` → ``rakflash info --json``
 ``POST api/images``         the file as the body (``X-File-Name``) → ``rakflash inspect --json``
+``POST api/doctor``         ``{"port", "image"?, "module"?, "baud"?}`` → ``rakflash doctor --json``
 ``POST api/flash``          ``{"port", "image", …options}`` → a job that checks, waits for "write", writes
+``POST api/recover``        ``{"port", "image", "module"?, "window"?, …}`` → a recovery job (plan, confirm, guide, write)
 ``POST api/jobs/ID/answer`` ``{"write": true|false}``: the person's answer to the job's confirmation
 ``GET  api/jobs``           the jobs and their results
 ``GET  api/events``         server-sent events: every job event (replayed from the start), and ``ports``
@@ -205,7 +207,9 @@ class WebServer:
             Route("/api/modules", self.api_modules),
             Route("/api/identify", self.api_identify, methods=["POST"]),
             Route("/api/images", self.api_images, methods=["POST"]),
+            Route("/api/doctor", self.api_doctor, methods=["POST"]),
             Route("/api/flash", self.api_flash, methods=["POST"]),
+            Route("/api/recover", self.api_recover, methods=["POST"]),
             Route("/api/jobs", self.api_jobs),
             Route("/api/jobs/{job}/answer", self.api_answer, methods=["POST"]),
             Route("/api/events", self.api_events),
@@ -281,6 +285,34 @@ class WebServer:
         self.board.notify()
         return JSONResponse(info)
 
+    def _image(self, body: dict[str, Any], *, required: bool) -> tuple[str, str] | None:
+        image_id = self._field(body, "image", str, required=required)
+        if image_id is None:
+            return None
+        if image_id not in self._images:
+            raise _BadRequest("that firmware file is no longer on the server: drop it again")
+        return self._images[image_id]
+
+    async def api_doctor(self, request: Request) -> Response:
+        body = await self._body(request)
+        port = self._field(body, "port", str, required=True)
+        baud = self._field(body, "baud", int, check=lambda b: 300 <= b <= 4_000_000)
+        path, name = self._image(body, required=False) or (None, None)
+        try:
+            module = operations.lookup_module(self._field(body, "module", str))
+
+            def work() -> dict[str, Any]:
+                with self.board.hold(port, "doctor is checking it"):
+                    return operations.doctor_port(port, image_path=path, name=name, module=module, baud=baud)
+
+            report = await run_in_threadpool(work)
+        except RakflashError as exc:
+            return _error(exc)
+        for device in report.get("devices", []):
+            self.seen[port_key(device.get("port") or port)] = device
+        self.board.notify()
+        return JSONResponse(report)
+
     async def api_images(self, request: Request) -> Response:
         from urllib.parse import unquote
         name = _safe_name(unquote(request.headers.get("x-file-name", "firmware.bin")))
@@ -318,10 +350,7 @@ class WebServer:
     async def api_flash(self, request: Request) -> Response:
         body = await self._body(request)
         port = self._field(body, "port", str, required=True)
-        image_id = self._field(body, "image", str, required=True)
-        if image_id not in self._images:
-            raise _BadRequest("that firmware file is no longer on the server: drop it again")
-        path, name = self._images[image_id]
+        path, name = self._image(body, required=True)
         try:
             options = FlashOptions(
                 module=operations.lookup_module(self._field(body, "module", str)),
@@ -339,6 +368,39 @@ class WebServer:
 
             job = self.board.start("flash", port, name, flash_and_note,
                                    what=f"an update with {name} runs on it")
+        except RakflashError as exc:
+            return _error(exc)
+        return JSONResponse({"job": job.id}, status_code=202)
+
+    async def api_recover(self, request: Request) -> Response:
+        from ..flows.lines import check_line
+        from ..flows.recover import METHODS, RecoveryOptions
+        body = await self._body(request)
+        port = self._field(body, "port", str, required=True)
+        path, name = self._image(body, required=True)
+        baud = self._field(body, "baud", int, check=lambda b: 300 <= b <= 4_000_000)
+        method = self._field(body, "method", str, check=lambda m: m in METHODS)
+        try:
+            module = operations.lookup_module(self._field(body, "module", str))
+            options = RecoveryOptions(
+                baud=baud or 115200,
+                window=self._field(body, "window", float, check=lambda s: 0 <= s <= 3600) or 30.0,
+                reset_with=check_line(self._field(body, "reset_with", str), "reset line"),
+                boot0_with=check_line(self._field(body, "boot0_with", str), "BOOT0 line"),
+                remove_protection=bool(self._field(body, "remove_protection", bool)))
+            work = operations.recover_work(path, name, module, options, baud=baud, method=method)
+
+            def recover_and_note(job):
+                result = work(job)
+                if result.get("result") == "ok":
+                    self.seen[port_key(job.port)] = {
+                        "port": job.port, "module": result.get("module"), "mode": result.get("mode_after"),
+                        "app_version": result.get("app_version_after"),
+                        "bootloader_version": result.get("bootloader_version_after")}
+                return result
+
+            job = self.board.start("recover", port, name, recover_and_note,
+                                   what=f"a recovery with {name} runs on it")
         except RakflashError as exc:
             return _error(exc)
         return JSONResponse({"job": job.id}, status_code=202)

@@ -19,6 +19,12 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// Replace an element's children (same rules as h: arrays flattened, null/false skipped).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+}
+
 const num = (n) => Number(n).toLocaleString("en-US");
 const hex = (n) => "0x" + Number(n).toString(16).padStart(8, "0");
 const kib = (n) => (n / 1024).toFixed(1) + " KiB/s";
@@ -82,7 +88,9 @@ function renderPorts(ports) {
       h("td", {}, p.description || "-"),
       h("td", {}, p.probably || "-"),
       h("td", { class: "seen" }, p.busy ? h("span", { class: "busy" }, "busy: " + p.busy) : seen),
-      h("td", {}, h("button", { class: "identify", disabled: !!p.busy, onclick: () => identify(p.port) }, "Identify")),
+      h("td", { class: "row-actions" },
+        h("button", { class: "identify", disabled: !!p.busy, onclick: () => identify(p.port) }, "Identify"),
+        h("button", { class: "doctor", disabled: !!p.busy, onclick: () => doctor(p.port) }, "Doctor")),
     );
     body.append(row);
   }
@@ -123,6 +131,38 @@ async function identify(port) {
   panel.append(h("table", { class: "kv device" },
     rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
   for (const n of data.notes || []) panel.append(h("p", { class: "note" }, "note: " + n));
+}
+
+const MARKS = { ok: "✓", note: "•", action: "!", problem: "✗" };
+
+async function doctor(port) {
+  const panel = $("#doctor");
+  panel.hidden = false;
+  panel.className = "panel";
+  const img = state.image && !state.image.error ? state.image : null;
+  panel.replaceChildren(h("p", { class: "muted" },
+    `Doctor is checking ${port}${img ? " for " + img.name : ""} (at most 20 s)…`));
+  const o = options();
+  const { data } = await api("api/doctor", { port, image: img && img.image, module: o.module, baud: o.baud });
+  panel.replaceChildren();
+  if (!data.findings) {
+    panel.className = "panel error";
+    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    return;
+  }
+  panel.append(h("p", { class: "muted" }, `Doctor on ${port}${img ? " for " + img.name : ""}:`));
+  const list = h("ul", { class: "findings" });
+  for (const f of data.findings) {
+    list.append(h("li", { class: "finding " + f.level, "data-code": f.code },
+      h("span", { class: "mark" }, MARKS[f.level] || "•"), " ", h("strong", {}, f.finding),
+      h("div", { class: "why" }, h("span", { class: "label" }, "why "), f.why),
+      h("div", { class: "next" }, h("span", { class: "label" }, "next "), f.next),
+      f.command ? h("code", { class: "command" }, f.command) : null));
+  }
+  panel.append(list);
+  const n = data.findings.filter((f) => f.level === "problem").length;
+  panel.append(h("p", { class: "muted" },
+    `${n || "no"} problem${n === 1 ? "" : "s"} found in ${data.seconds.toFixed(1)} s (doctor takes at most ${data.bound_seconds} s per port)`));
 }
 
 // ------------------------------------------------------------------ firmware
@@ -168,6 +208,7 @@ function renderInspect(d) {
 }
 
 function maybeCheck() {
+  $("#recover-bar").hidden = !(state.image && !state.image.error && state.port);
   if (!state.image || state.image.error) return;
   if (!state.port) {
     $("#jobs-empty").textContent = "Now pick the module's port above: rakflash then checks the plan.";
@@ -200,6 +241,28 @@ async function check(port) {
   }
 }
 
+async function recoverPort(port) {
+  const panel = $("#check-error");
+  panel.hidden = true;
+  for (const job of state.jobs.values()) {
+    if (job.port === port && job.state === "confirm") {
+      await api(`api/jobs/${job.id}/answer`, { write: false });
+      await until(() => job.state === "done", 20000);
+    }
+  }
+  const o = options();
+  const { status, data } = await api("api/recover", {
+    port, image: state.image.image, module: o.module, baud: o.baud, window: o.reset_window,
+    reset_with: $("#opt-rec-reset").value || null, boot0_with: $("#opt-rec-boot0").value || null,
+    remove_protection: $("#opt-rec-unprotect").checked,
+  });
+  if (status !== 202) {
+    panel.hidden = false;
+    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
+                          h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+  }
+}
+
 // ------------------------------------------------------------------ jobs
 function card(id, header) {
   let job = state.jobs.get(id);
@@ -210,6 +273,7 @@ function card(id, header) {
   $(".job-title", el).textContent = header.title;
   $(".job-port", el).textContent = "on " + header.port;
   el.dataset.port = header.port;
+  if (header.kind === "recover") $(".flash", el).textContent = "Recover";
   $(".flash", el).addEventListener("click", () => openConfirm(job));
   $(".cancel", el).addEventListener("click", () => api(`api/jobs/${id}/answer`, { write: false }));
   $(".press-virtual", el).addEventListener("click", () => api("api/virtual/reset", { port: job.port }));
@@ -222,6 +286,7 @@ function card(id, header) {
 const PHASES = {
   identify: "identify", settings: "read settings", boot: "enter bootloader", connect: "connect",
   erase: "erase", write: "write", verify: "verify", start: "start new firmware", "settings-check": "check settings",
+  "identify-after": "identify again",
 };
 const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
 
@@ -279,6 +344,13 @@ function addNote(job, kind, text) {
 function showPrompt(job, e) {
   const box = $(".prompt", job.el);
   box.hidden = false;
+  if (e.action === "hold-boot0-and-reset") {
+    $(".prompt-why", box).textContent = "Start the chip's ROM bootloader now:";
+    $(".prompt-do", box).textContent = e.message;
+    $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
+    $(".press-virtual", box).hidden = true;
+    return;
+  }
   const why = e.cause === "flooding" || e.action === "press-reset"
     ? "The firmware on the module prints without pause, so it can't hear the boot command."
     : "";
@@ -305,10 +377,29 @@ function showProgress(job, bytes, total, phase, rate, eta) {
   $(".progress-text", box).textContent = text;
 }
 
-function renderPlan(job, p) {
+function renderRecoveryPlan(job, p) {
   const box = $(".plan", job.el);
   box.hidden = false;
-  box.replaceChildren(
+  fill(box,
+    h("table", { class: "kv" },
+      h("tr", {}, h("th", {}, "module"), h("td", {}, `${p.module} on ${job.port}, method ${p.method}`)),
+      h("tr", {}, h("th", {}, "image"), h("td", {}, `${job.el.querySelector(".job-title").textContent}: bootloader ${p.bootloader_version_new || "-"}, application ${p.app_version_new || "-"}, ${num(p.bytes)} bytes to write`)),
+      h("tr", {}, h("th", {}, "estimate"), h("td", {}, `${p.estimated_seconds.toFixed(1)} s at ${p.baud} baud`))),
+    (p.notes || []).map((n) => h("p", { class: "note" }, "note: " + n)),
+    h("p", {}, h("strong", {}, "plan:")),
+    h("ol", { class: "steps" }, p.steps.map((s) => h("li", {}, s))),
+    h("p", {}, h("strong", {}, "you:")),
+    h("ul", { class: "guide" }, p.guide.map((s) => h("li", {}, s))),
+    p.stm32flash ? h("p", { class: "muted" }, "same with stm32flash: ", h("code", {}, p.stm32flash.replace("PORT", job.port))) : null,
+  );
+  job.plan = p;
+}
+
+function renderPlan(job, p) {
+  if (p.method) return renderRecoveryPlan(job, p);
+  const box = $(".plan", job.el);
+  box.hidden = false;
+  fill(box,
     h("table", { class: "kv" },
       h("tr", {}, h("th", {}, "device"), h("td", {}, `${p.module} on ${p.port}, ${p.mode === "app" ? "application running" : "in its bootloader"}, application ${p.app_version_before || "-"}, bootloader ${p.bootloader_version || "-"}`)),
       h("tr", {}, h("th", {}, "image"), h("td", {}, `${p.image}: application ${p.app_version_new || "-"}, ${num(p.bytes)} bytes to ${hex(p.address)}`)),
@@ -330,7 +421,16 @@ function renderResult(job, r) {
   box.dataset.outcome = r.outcome;
   box.dataset.result = r.result;
   box.replaceChildren();
-  if (r.outcome === "ok" && r.result === "ok") {
+  if (r.outcome === "ok" && r.result === "ok" && r.method) {
+    box.className = "result ok";
+    box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "), `${r.module} bootloader `,
+      h("span", { class: "boot-before" }, r.bootloader_version_before || "?"), " → ",
+      h("span", { class: "boot-after" }, r.bootloader_version_after || "?"), ", application ",
+      h("span", { class: "before" }, r.app_version_before || "?"), " → ",
+      h("span", { class: "after" }, r.app_version_after || "-")));
+    box.append(h("p", {}, `${num(r.bytes)} bytes written and verified (${r.verify}) in ${r.seconds.toFixed(1)} s`));
+    for (const w of r.warnings || []) box.append(h("p", { class: "note" }, "warning: " + w));
+  } else if (r.outcome === "ok" && r.result === "ok") {
     box.className = "result ok";
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "),
       `${r.module} `, h("span", { class: "before" }, r.app_version_before || "(bootloader)"), " → ",
@@ -378,6 +478,11 @@ function settingsText(r) {
 function openConfirm(job) {
   state.confirming = job;
   $("#confirm-text").textContent = job.question || "Write the firmware?";
+  $("#confirm-note").textContent = job.kind === "recover"
+    ? "The module's flash is rewritten, bootloader included, through the chip's ROM bootloader. Follow the "
+      + "steps under \u201cyou:\u201d when rakflash asks."
+    : "The module's application is replaced. If anything stops the update, the module waits in its "
+      + "bootloader and running the update again finishes it.";
   $("#confirm").showModal();
 }
 
@@ -403,6 +508,7 @@ drop.addEventListener("drop", (ev) => {
   drop.classList.remove("over");
   if (ev.dataTransfer.files[0]) upload(ev.dataTransfer.files[0]);
 });
+$("#recover").addEventListener("click", () => { if (state.port && state.image) recoverPort(state.port); });
 $("#add-port").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const port = $("#other-port").value.trim();
