@@ -74,11 +74,15 @@ def page(browser):
     assert not errors, f"script errors on the page: {errors}"
 
 
-def shot(page, name: str, element=None) -> None:
+def shot(page, name: str, element=None, *, full_page: bool = False) -> None:
     """Keep a screenshot of this state when RAKFLASH_SCREENSHOTS names a folder."""
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        (element or page).screenshot(path=str(Path(SHOTS) / f"web-{name}.png"))
+        path = str(Path(SHOTS) / f"web-{name}.png")
+        if element is not None:
+            element.screenshot(path=path)
+        else:
+            page.screenshot(path=path, full_page=full_page)
 
 
 def pick(page, port: str) -> None:
@@ -168,6 +172,7 @@ def test_flash_with_live_progress_to_the_end_even_when_the_tab_is_closed(page, w
     expect(progress).to_have_text(re.compile(r"^write: [\d,]+ of 49,152 bytes · [\d.]+ KiB/s · \d+ s left$"))
     expect(card.locator(".phases li.now")).to_have_text("write")
     shot(page, "progress", card)
+    shot(page, "page", full_page=True)
 
     job = next(iter(server.board.jobs.values()))
     assert job.state == "running"
