@@ -278,7 +278,7 @@ def test_the_seed_case_doctor_refusal_then_recovery_through_the_rom_bootloader(p
     row.get_by_role("button", name="Doctor").click()
     problem = page.locator("#doctor .finding.problem")
     expect(problem).to_contain_text("needs bootloader 3.0.5 or later, and this module has bootloader V3.0.2")
-    expect(problem.locator(".command")).to_have_text(f"stm32flash -w FULL.hex -v -g 0x08000000 {dev.port}")
+    expect(problem.locator(".command")).to_have_text(f"rakflash recover FULL.hex --port {dev.port} --module rak811")
     shot(page, "doctor", page.locator("#doctor"))
 
     pick(page, dev.port)
