@@ -276,3 +276,36 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
         assert result["written"] is False and "pyocd flash -t stm32l071kbux" in result["hint"]
         assert c.post("api/recover", json={"port": dev.port, "image": image, "reset_with": "cts"}).status_code == 400
     assert dev.bootloader_version == "V3.0.2" and dev.updates == 0 and dev.resets == resets
+
+
+def test_stop_ends_the_update_cleanly_and_the_next_check_finishes_it(web, virtual, tmp_path, cat):
+    """The page's Stop is the command's Ctrl-C: the transfer session is ended, the module waits in
+    its bootloader, and checking the plan again and flashing finishes the job."""
+    dev = virtual("rak3172", baud=115200)
+    server = web(dev)
+    with client(server) as c:
+        image = upload(c, firmware_file(tmp_path / "new.bin", cat, size=64 * 1024))["image"]
+
+        def flash_confirmed() -> str:
+            job = c.post("api/flash", json={"port": dev.port, "image": image}).json()["job"]
+            wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the confirmation")
+            c.post(f"api/jobs/{job}/answer", json={"write": True})
+            return job
+
+        job = flash_confirmed()
+        wait_for(lambda: any(e["event"] == "progress" and 0 < e["bytes"] < e["total"]
+                             for e in server.board.jobs[job].events), what="the transfer to be under way")
+        assert c.post(f"api/jobs/{job}/stop").status_code == 200
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the stop")
+        assert (result["result"], result["outcome"], result["written"]) == ("interrupted", "stopped", True)
+        assert "waits in its bootloader" in result["hint"] and result["app_version_before"] == OLD
+        assert c.post(f"api/jobs/{job}/stop").status_code == 409
+        assert dev.wait_mode("bootloader") and dev.updates == 0
+
+        job = flash_confirmed()                       # the re-run finds it waiting and finishes
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"],
+                          timeout=60, what="the second update")
+        assert (result["result"], result["app_version_after"]) == ("ok", NEW), result
+        plan = next(e for e in server.board.jobs[job].events if e["event"] == "plan")
+        assert plan["mode"] == "bootloader"
+    assert dev.app_version == NEW and dev.updates == 1

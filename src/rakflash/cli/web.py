@@ -6,6 +6,7 @@ import ipaddress
 import os
 import sys
 import threading
+import time
 from contextlib import ExitStack
 
 import click
@@ -115,15 +116,31 @@ def _wait_for_jobs(server) -> None:
     running = [j for j in server.board.running() if j.thread is not None]
     if not running:
         return
-    err.print(f"waiting for {len(running)} running update(s) to finish "
-              f"({', '.join(j.port for j in running)}); Ctrl-C again leaves them cut off — the module "
-              f"then waits in its bootloader and the next update finishes it.")
+    err.print(f"waiting for {len(running)} running operation(s) to finish "
+              f"({', '.join(j.port for j in running)}); Ctrl-C again stops them — a module stopped "
+              f"mid-update waits in its bootloader and the next update finishes it.")
     try:
-        for job in running:
-            while job.thread.is_alive():
-                job.thread.join(0.2)
+        _join(running)
     except KeyboardInterrupt:
+        for job in running:
+            job.stop()          # each ends its device's session cleanly, as Ctrl-C on 'flash' does
+        try:
+            _join(running, 15.0)
+        except KeyboardInterrupt:
+            pass
+        _say(running)
         sys.exit(130)
+    _say(running)
+
+
+def _join(jobs, timeout: float | None = None) -> None:
+    end = None if timeout is None else time.monotonic() + timeout
+    for job in jobs:
+        while job.thread.is_alive() and (end is None or time.monotonic() < end):
+            job.thread.join(0.2)     # short waits, so Ctrl-C reaches this thread promptly
+
+
+def _say(running) -> None:
     for job in running:
         r = job.result or {}
         err.print(f"{job.port}: {r.get('result')} {r.get('message') or ''}".rstrip())

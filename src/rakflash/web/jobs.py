@@ -55,6 +55,8 @@ class Job:
         self._yes = False
         self._rate_base: dict[str, tuple[float, int]] = {}
         self.thread: threading.Thread | None = None
+        self.stopper: Callable[[], None] | None = None   # stops the job's link (set by the work)
+        self.stop_requested = False
 
     # -- the event sink the flows report to -----------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -93,6 +95,19 @@ class Job:
             return False
         self._yes = yes
         self._answer.set()
+        return True
+
+    def stop(self) -> bool:
+        """Stop the job as Ctrl-C stops the command: a plan waiting for its confirmation is
+        dropped; a running flow is interrupted at its next read or write and ends its
+        device's session cleanly. False when the job has ended already."""
+        if self.state == "done":
+            return False
+        self.stop_requested = True
+        if self.state == "confirm":
+            return self.answer(False) or True
+        if self.stopper is not None:
+            self.stopper()
         return True
 
     # -- life -----------------------------------------------------------------

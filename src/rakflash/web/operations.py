@@ -24,6 +24,7 @@ from ..errors import Aborted, ConfirmationNeeded, PlanRefused, RakflashError, Un
 from ..flows.identify import identify
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from ..link import Link
+from ..stoppable import StoppableLink
 from .jobs import Job
 
 # The keys every flash result has (null when unknown), as in `rakflash flash --json`.
@@ -98,6 +99,27 @@ def failure(exc: RakflashError, known: dict[str, Any], *, written: bool,
     return d
 
 
+def stopped(known: dict[str, Any], *, written: bool, device: dict[str, Any] | None = None,
+            keys: tuple[str, ...] = FLASH_KEYS) -> dict[str, Any]:
+    """A job stopped with the page's Stop button, as ``flash --json`` reports a Ctrl-C."""
+    d: dict[str, Any] = {k: None for k in keys}
+    d.update(known)
+    hint = ("The module waits in its bootloader: check the plan again and flash to finish the update."
+            if written else "Nothing was written.")
+    d.update(result="interrupted", outcome="stopped", written=written, error="interrupted",
+             message="stopped from the page", hint=hint, device=device)
+    return d
+
+
+def _link(job: Job, baud: int | None) -> StoppableLink:
+    """The job's port, stoppable from the page (its Stop button)."""
+    link = StoppableLink(job.port, baud or 115200)
+    job.stopper = link.stop
+    if job.stop_requested:
+        link.stop()
+    return link
+
+
 def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[Job], dict[str, Any]]:
     """The job that checks ``image_path`` against the module on the job's port and, once the
     person confirms the plan on the page, writes it (``rakflash flash FILE --port PORT``)."""
@@ -107,7 +129,7 @@ def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[J
         try:
             image = images.load(image_path, module=options.module)
             image.path = name
-            with Link(job.port, options.baud or 115200) as link:
+            with _link(job, options.baud) as link:
                 session = FlashSession(link, image, options, emit=job.emit,
                                        confirm=lambda plan: job.ask(
                                            f"Write {len(plan.payload):,} bytes to {plan.module.name} "
@@ -117,6 +139,9 @@ def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[J
                 outcome = session.run()
         except RakflashError as exc:
             return failure(exc, session.known if session else {}, written=job.confirmed,
+                           device=session.device.to_dict() if session and session.device else None)
+        except KeyboardInterrupt:
+            return stopped(session.known if session else {}, written=job.confirmed,
                            device=session.device.to_dict() if session and session.device else None)
         d = outcome.to_dict()
         d.update(outcome="ok", written=not isinstance(outcome, DryRun), error=None,
@@ -148,11 +173,17 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
                            {"bytes": plan.bytes, "module": plan.module.name, "port": job.port,
                             "method": plan.method}):
                 raise Aborted("recovery not confirmed")
-            with Link(job.port, baud or 115200) as link:
+            with _link(job, baud) as link:
                 result = recover(link, plan, options, emit=job.emit)
         except RakflashError as exc:
             d = failure(exc, known, written=job.confirmed)
             d.update({k: d.get(k) for k in ("bootloader_version_before", "bootloader_version_after")})
+            return d
+        except KeyboardInterrupt:
+            d = stopped(known, written=job.confirmed)
+            if job.confirmed:
+                d["hint"] = ("The chip may hold part of the image: run the recovery again (the ROM "
+                             "bootloader is always there to take it).")
             return d
         return {**result.to_dict(), "outcome": "ok", "written": True, "error": None}
 

@@ -13,6 +13,7 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``POST api/flash``          ``{"port", "image", …options}`` → a job that checks, waits for "write", writes
 ``POST api/recover``        ``{"port", "image", "module"?, "window"?, …}`` → a recovery job (plan, confirm, guide, write)
 ``POST api/jobs/ID/answer`` ``{"write": true|false}``: the person's answer to the job's confirmation
+``POST api/jobs/ID/stop``   stop the job as Ctrl-C stops the command (the device's session is ended cleanly)
 ``GET  api/jobs``           the jobs and their results
 ``GET  api/events``         server-sent events: every job event (replayed from the start), and ``ports``
 ``POST api/virtual/reset``  ``{"port"}``: press the reset button of a module started with ``--sim``
@@ -212,6 +213,7 @@ class WebServer:
             Route("/api/recover", self.api_recover, methods=["POST"]),
             Route("/api/jobs", self.api_jobs),
             Route("/api/jobs/{job}/answer", self.api_answer, methods=["POST"]),
+            Route("/api/jobs/{job}/stop", self.api_stop, methods=["POST"]),
             Route("/api/events", self.api_events),
             Route("/api/virtual/reset", self.api_virtual_reset, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
@@ -429,6 +431,15 @@ class WebServer:
             return JSONResponse({"error": "not-waiting", "message": "this job is not waiting for an answer"},
                                 status_code=409)
         return JSONResponse({"job": job.id, "write": yes})
+
+    async def api_stop(self, request: Request) -> Response:
+        job = self.board.jobs.get(request.path_params["job"])
+        if job is None:
+            return JSONResponse({"error": "no-such-job", "message": "no such job"}, status_code=404)
+        if not job.stop():
+            return JSONResponse({"error": "not-running", "message": "this job has ended already"},
+                                status_code=409)
+        return JSONResponse({"job": job.id, "stopping": True})
 
     async def api_virtual_reset(self, request: Request) -> Response:
         port = self._field(await self._body(request), "port", str, required=True)

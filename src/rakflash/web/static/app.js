@@ -276,6 +276,13 @@ function card(id, header) {
   if (header.kind === "recover") $(".flash", el).textContent = "Recover";
   $(".flash", el).addEventListener("click", () => openConfirm(job));
   $(".cancel", el).addEventListener("click", () => api(`api/jobs/${id}/answer`, { write: false }));
+  $(".stop", el).addEventListener("click", () => {
+    const what = job.kind === "recover" ? "recovery" : "update";
+    if (window.confirm(`Stop the ${what} on ${job.port}? A module stopped while it is being written `
+        + "waits in its bootloader: checking the plan again and flashing finishes the job.")) {
+      api(`api/jobs/${id}/stop`, {});
+    }
+  });
   $(".press-virtual", el).addEventListener("click", () => api("api/virtual/reset", { port: job.port }));
   state.jobs.set(id, job);
   $("#jobs").prepend(el);
@@ -298,6 +305,7 @@ function onJobEvent(e) {
     el.dataset.state = e.state;
     $(".job-state", el).textContent = STATES[e.state] || e.state;
     $(".actions", el).hidden = e.state !== "confirm";
+    $(".running-actions", el).hidden = e.state !== "running";
     if (e.state !== "confirm" && state.confirming === job) closeConfirm();
     return;
   }
@@ -414,6 +422,7 @@ function renderPlan(job, p) {
 function renderResult(job, r) {
   const el = job.el;
   $(".actions", el).hidden = true;
+  $(".running-actions", el).hidden = true;
   $(".prompt", el).hidden = true;
   for (const li of $(".phases", el).children) li.classList.replace("now", "past");
   const box = $(".result", el);
@@ -445,7 +454,7 @@ function renderResult(job, r) {
       h("p", {}, r.hint));
     if (r.settings) box.append(h("p", { class: "settings" }, settingsText(r)));
   } else {
-    const what = { refused: "Refused before writing", aborted: "Not written", failed: "Failed" }[r.outcome] || "Failed";
+    const what = { refused: "Refused before writing", aborted: "Not written", failed: "Failed", stopped: "Stopped" }[r.outcome] || "Failed";
     box.className = "result " + r.outcome;
     box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message),
       h("p", { class: "hint" }, h("strong", {}, "next: "), r.hint || ""));
