@@ -27,8 +27,19 @@ from .options import BAUD, PROBABILITY, Real
               help="Size of the starting application (at most the module's application region).")
 @click.option("--sketch", type=click.Choice(["quiet", "flooding"]), default="quiet", show_default=True,
               help="'flooding': the application prints without pause after a short start-up window.")
-@click.option("--bit-error-rate", type=PROBABILITY, default=0.0, help="Probability of a bit error per received byte.")
-@click.option("--drop-rate", type=PROBABILITY, default=0.0, help="Probability of losing a received byte.")
+@click.option("--bit-error-rate", type=PROBABILITY, default=0.0,
+              help="Host → module: probability that a byte arrives with a bit flipped.")
+@click.option("--drop-rate", type=PROBABILITY, default=0.0, help="Host → module: probability that a byte is lost.")
+@click.option("--garbage-rate", type=PROBABILITY, default=0.0,
+              help="Host → module: probability that a random byte appears after a byte.")
+@click.option("--bit-error-rate-to-host", type=PROBABILITY, default=0.0,
+              help="Module → host: probability that a byte arrives with a bit flipped.")
+@click.option("--drop-rate-to-host", type=PROBABILITY, default=0.0,
+              help="Module → host: probability that a byte is lost.")
+@click.option("--garbage-rate-to-host", type=PROBABILITY, default=0.0,
+              help="Module → host: probability that a random byte appears after a byte.")
+@click.option("--fault-seed", type=int, default=1, show_default=True,
+              help="Seed of the fault generators (the same seed damages the same bytes).")
 @click.option("--power-cut-after", type=click.IntRange(1), metavar="N", help="Cut the power after the module received N bytes.")
 @click.option("--pull-cable-after", type=click.IntRange(1), metavar="N", help="Pull the cable (the port vanishes) after N received bytes.")
 @click.option("--boot-pin", "--boot0", "boot_pin", is_flag=True,
@@ -37,7 +48,9 @@ from .options import BAUD, PROBABILITY, Real
 @click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
 def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
         app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
-        bit_error_rate: float, drop_rate: float, power_cut_after: int | None,
+        bit_error_rate: float, drop_rate: float, garbage_rate: float, bit_error_rate_to_host: float,
+        drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
+        power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, any_baud: bool) -> None:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
@@ -59,6 +72,10 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                       bootloader_version=bootloader_version, app_version=app_version,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
+                                    garbage_rate=garbage_rate,
+                                    bit_error_rate_to_host=bit_error_rate_to_host,
+                                    drop_rate_to_host=drop_rate_to_host,
+                                    garbage_rate_to_host=garbage_rate_to_host, seed=fault_seed,
                                     power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
     try:
         dev = create(module_name, opts)

@@ -2,6 +2,6 @@
 
 from .device import Mode, SimOptions, VirtualModule
 from .modules import create
-from .uart import Faults
+from .uart import Faults, Rewrite
 
-__all__ = ["Mode", "SimOptions", "VirtualModule", "Faults", "create"]
+__all__ = ["Mode", "SimOptions", "VirtualModule", "Faults", "Rewrite", "create"]

@@ -16,7 +16,8 @@ What makes it behave like a real module behind a USB-UART bridge:
   pause is held to line rate and bytes nobody reads are dropped;
 * if the host opened the port at another baud rate than the module's, both
   directions turn into garbage, as they would on a real line;
-* faults (bit errors, dropped bytes, a pulled cable) are applied on the line.
+* faults (bit errors, dropped bytes, garbage — in either direction — power
+  cuts, a pulled cable) are applied on the line.
 
 The pty is hand-made on ``os.openpty`` because no library simulates line
 timing; the slave end is held open by the simulator so that hosts can open and
@@ -47,42 +48,108 @@ _TCGETS2 = 0x802C542A
 
 
 @dataclass
-class Faults:
-    """Line faults a test or person can switch on.
+class Rewrite:
+    """A scripted fault: the next ``times`` occurrences of ``pattern`` in one
+    direction's bytes become ``replacement`` (a wrong digit in one answer, say).
 
-    ``bit_error_rate``: probability that a byte from the host reaches the
-    firmware with one bit flipped; ``drop_rate``: probability that it is lost;
+    A pattern is found within what one write carries (a reply line and its
+    ``OK`` travel together), not across writes.
+    """
+
+    pattern: bytes
+    replacement: bytes
+    times: int = 1
+
+    def apply(self, data: bytes) -> bytes:
+        while self.times > 0 and self.pattern in data:
+            data = data.replace(self.pattern, self.replacement, 1)
+            self.times -= 1
+        return data
+
+
+@dataclass
+class Noise:
+    """Random damage to the bytes going one way, drawn per byte from a seeded generator."""
+
+    bit_error_rate: float = 0.0     # one bit of the byte flipped
+    drop_rate: float = 0.0          # the byte is lost
+    garbage_rate: float = 0.0       # a random byte appears after it (line noise, a glitch)
+
+    def apply(self, data: bytes, rng: random.Random) -> bytes:
+        if not (self.bit_error_rate or self.drop_rate or self.garbage_rate):
+            return data
+        out = bytearray()
+        for b in data:
+            r = rng.random()
+            if r < self.drop_rate:
+                continue
+            if r < self.drop_rate + self.bit_error_rate:
+                b ^= 1 << rng.randrange(8)
+            out.append(b)
+            if self.garbage_rate and rng.random() < self.garbage_rate:
+                out.append(rng.randrange(256))
+        return bytes(out)
+
+
+@dataclass
+class Faults:
+    """Line faults a test or person can switch on, in both directions.
+
+    Host → module (what the firmware receives): ``bit_error_rate`` (a byte
+    arrives with one bit flipped), ``drop_rate`` (it is lost), ``garbage_rate``
+    (a random byte appears after it). Module → host (what rakflash receives):
+    the same three with ``_to_host``. Each is a probability per byte, drawn
+    from a generator seeded with ``seed`` (one per direction).
+
     ``power_cut_after``: the module loses power once ``received`` (the bytes
     it received since it was made) reaches this count; ``pull_cable_after``:
     the port disappears at that count. Tests arm them relative to now with
-    ``faults.received + N``.
+    ``faults.received + N``. ``rewrite_to_host`` / ``rewrite_to_module`` hold
+    scripted one-off faults (:class:`Rewrite`).
     """
 
     bit_error_rate: float = 0.0
     drop_rate: float = 0.0
+    garbage_rate: float = 0.0
+    bit_error_rate_to_host: float = 0.0
+    drop_rate_to_host: float = 0.0
+    garbage_rate_to_host: float = 0.0
     power_cut_after: int | None = None
     pull_cable_after: int | None = None
     seed: int = 1
     received: int = 0
+    sent: int = 0
+    rewrite_to_host: list[Rewrite] = field(default_factory=list)
+    rewrite_to_module: list[Rewrite] = field(default_factory=list)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
+    _rng_to_host: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
+        self._rng_to_host.seed(self.seed + 0x5EED)
+
+    @classmethod
+    def both_ways(cls, *, bit_error_rate: float = 0.0, drop_rate: float = 0.0,
+                  garbage_rate: float = 0.0, **kw: object) -> "Faults":
+        """The same noise on the line in both directions."""
+        return cls(bit_error_rate=bit_error_rate, drop_rate=drop_rate, garbage_rate=garbage_rate,
+                   bit_error_rate_to_host=bit_error_rate, drop_rate_to_host=drop_rate,
+                   garbage_rate_to_host=garbage_rate, **kw)
 
     def apply(self, data: bytes) -> bytes:
-        """The bytes as the firmware sees them."""
+        """The bytes from the host as the firmware sees them."""
         self.received += len(data)
-        if not (self.bit_error_rate or self.drop_rate):
-            return data
-        out = bytearray()
-        for b in data:
-            r = self._rng.random()
-            if r < self.drop_rate:
-                continue
-            if r < self.drop_rate + self.bit_error_rate:
-                b ^= 1 << self._rng.randrange(8)
-            out.append(b)
-        return bytes(out)
+        for rw in self.rewrite_to_module:
+            data = rw.apply(data)
+        return Noise(self.bit_error_rate, self.drop_rate, self.garbage_rate).apply(data, self._rng)
+
+    def apply_to_host(self, data: bytes) -> bytes:
+        """The bytes from the firmware as the host sees them."""
+        self.sent += len(data)
+        for rw in self.rewrite_to_host:
+            data = rw.apply(data)
+        return Noise(self.bit_error_rate_to_host, self.drop_rate_to_host,
+                     self.garbage_rate_to_host).apply(data, self._rng_to_host)
 
 
 class Unplugged(OSError):
@@ -359,6 +426,7 @@ class PtyUart:
                 time.sleep(delay)
             if not self._line_matches():
                 chunk = _garble(chunk)
+            chunk = self.faults.apply_to_host(chunk)
             if self.closed:
                 return
             try:

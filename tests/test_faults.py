@@ -1,0 +1,62 @@
+"""Line faults in both directions: the simulator's, and the flows that must get through them."""
+
+from __future__ import annotations
+
+import pytest
+import serial
+
+from rakflash.sim import Faults, Rewrite, firmware
+
+from conftest import FAST_BAUD, cli_json
+from test_cli import SimProcess
+
+NEW = {"rak3172": "RUI_4.0.6_RAK3172-E", "rak811": "V3.0.0.14.H", "rak11720": "RUI_4.0.6_RAK11720"}
+
+
+def exchange(port: str, data: bytes, want: int = 200) -> bytes:
+    with serial.Serial(port, FAST_BAUD, timeout=0.3) as ser:
+        ser.write(data)
+        return ser.read(want)
+
+
+def test_module_to_host_damage_is_seeded_and_reaches_the_host(virtual):
+    clean = exchange(virtual("rak3172").port, b"AT+VER=?\r\n")
+    assert clean == b"AT+VER=RUI_4.0.5_RAK3172-E\r\nOK\r\n"
+    damaged = [exchange(virtual("rak3172", faults=Faults(bit_error_rate_to_host=0.2, seed=7)).port,
+                        b"AT+VER=?\r\n") for _ in range(2)]
+    assert damaged[0] != clean and len(damaged[0]) == len(clean)   # bits flipped, none lost
+    assert damaged[0] == damaged[1]                                # the same seed, the same damage
+    dropped = exchange(virtual("rak3172", faults=Faults(drop_rate_to_host=0.3)).port, b"AT+VER=?\r\n")
+    assert len(dropped) < len(clean)
+    noisy = exchange(virtual("rak3172", faults=Faults(garbage_rate_to_host=0.3)).port, b"AT+VER=?\r\n")
+    assert len(noisy) > len(clean)
+
+
+def test_host_to_module_garbage_makes_the_module_refuse_the_command(virtual):
+    dev = virtual("rak3172", faults=Faults(garbage_rate=1.0, seed=3))
+    reply = exchange(dev.port, b"AT\r\n")
+    assert b"AT_COMMAND_NOT_FOUND" in reply and b"OK" not in reply
+
+
+def test_a_scripted_rewrite_happens_once(virtual):
+    dev = virtual("rak3172")
+    dev.uart.faults.rewrite_to_host.append(Rewrite(b"RUI_4.0.5", b"RUI_4.0.9"))
+    assert b"RUI_4.0.9" in exchange(dev.port, b"AT+VER=?\r\n")
+    assert b"RUI_4.0.5" in exchange(dev.port, b"AT+VER=?\r\n")
+
+
+def test_sim_command_line_faults_toward_the_host():
+    """`rakflash sim --drop-rate-to-host 1`: the module hears everything, the host gets nothing."""
+    sim = SimProcess("rak3172", "--baud", "921600", "--latency-ms", "0.2", "--drop-rate-to-host", "1")
+    try:
+        code, out = cli_json("info", "--port", sim.port, "--baud", "921600", "--module", "rak3172")
+        assert (code, out["error"]) == (5, "no-response"), out
+    finally:
+        sim.stop()
+    sim = SimProcess("rak3172", "--baud", "921600", "--latency-ms", "0.2", "--bit-error-rate-to-host",
+                     "0.002", "--garbage-rate-to-host", "0.001", "--fault-seed", "5")
+    try:
+        code, out = cli_json("info", "--port", sim.port, "--baud", "921600")
+        assert code == 0 and out["module"] == "RAK3172", out
+    finally:
+        sim.stop()
