@@ -338,6 +338,35 @@ def test_lost_ack_then_nak_for_the_repeat_moves_on():
     assert ch.written[-1] == closing_block()
 
 
+def test_ack_damaged_on_its_way_back_then_the_idle_c_still_moves_on():
+    """Module → host damage: block 2's ACK arrives as 0x07, then the receiver's idle 'C'
+    (it waits for block 3) looks like a request to resend; the NAK to the repeat means 'have it'."""
+    acks = []
+
+    def damage_second_data_ack(data: bytes) -> bytes:
+        if data == bytes([ACK]):
+            acks.append(data)
+            if len(acks) == 2:
+                return bytes([ACK ^ 0x01])
+        return data
+    data = bytes(range(256)) * 20
+    host, dev = pipe()
+    dev.tamper = damage_second_data_ack
+    got, result = bytearray(), {}
+
+    def device():
+        result["r"] = YmodemReceiver(dev, max_size=1 << 20, read_timeout=0.05,
+                                     on_block=lambda off, d: got.__setitem__(slice(off, off + len(d)), d)
+                                     ).receive()
+    t = threading.Thread(target=device, daemon=True)
+    t.start()
+    YmodemSender(host, **{**FAST, "st_iap": True}).send("fw.bin", data)
+    t.join(5)
+    assert result["r"].status == "ok" and bytes(got)[:len(data)] == data
+    sent = [w for w in host.written if len(w) > 100 and w[1] == 2]
+    assert len(sent) == 2                    # sent once more, not until the retries run out
+
+
 def test_nak_to_a_first_attempt_is_a_resend():
     naked = [1]
 
@@ -379,6 +408,20 @@ def test_silence_after_the_closing_block_is_noted_not_fatal():
     sender = YmodemSender(ch, **FAST)
     sender.send("fw.bin", b"z" * 2000)
     assert sender.closing_unanswered and ch.written.count(closing_block()) >= 2
+
+
+def test_closing_ack_damaged_then_the_new_application_answering_is_not_fatal():
+    """The closing block's ACK arrives damaged; the bootloader already started the new
+    application, which answers the repeats as unknown commands: the file was delivered."""
+    def started_the_app(frame, ch):
+        if frame == closing_block():
+            first = ch.written.count(closing_block()) == 1
+            return [bytes([ACK | 0x80])] if first else [b"AT_COMMAND_NOT_FOUND\r\n"]
+        return good_receiver(frame, ch)
+    ch = Scripted(started_the_app)
+    sender = YmodemSender(ch, **FAST)
+    sender.send("fw.bin", b"z" * 2000)
+    assert sender.closing_unanswered and ch.written.count(closing_block()) <= 3
 
 
 def test_closing_block_is_sent_without_a_c():

@@ -19,11 +19,20 @@ from ..link import Deadline, Link
 from .identify import DeviceInfo
 
 
-def confirm_boot_mode(link: Link, module: Module, timeout: float = 1.0) -> bool:
-    """True when the bootloader console answers ``at+bootstatus`` with ``Boot Mode``."""
+def confirm_boot_mode(link: Link, module: Module, timeout: float = 1.0, *, tries: int = 3) -> bool:
+    """True when the bootloader console answers ``at+bootstatus`` with ``Boot Mode``.
+
+    An answer that is something else (damaged on the line either way) is asked
+    again, at most ``tries`` times; silence is not.
+    """
     d = module.boot_dialect
-    reply = AtConsole(link, d).command(d["status"], timeout)
-    return reply.ok and reply.value == d["status_reply"]
+    for _ in range(tries):
+        reply = AtConsole(link, d).command(d["status"], timeout)
+        if reply.ok and reply.value == d["status_reply"]:
+            return True
+        if reply.status == "none":
+            return False
+    return False
 
 
 def bootloader_version(link: Link, module: Module, timeout: float = 1.0) -> str | None:
@@ -31,23 +40,33 @@ def bootloader_version(link: Link, module: Module, timeout: float = 1.0) -> str 
     return AtConsole(link, d).value(d["version"], timeout)
 
 
-def request_boot(link: Link, module: Module, *, timeout: float = 3.0) -> bool:
-    """Send the application's boot command(s); True once the bootloader's banner or status is seen."""
+def request_boot(link: Link, module: Module, *, timeout: float = 3.0, tries: int = 3) -> bool:
+    """Send the application's boot command(s); True once the bootloader's banner or status is seen.
+
+    A command the application refuses is sent again (at most ``tries`` times:
+    one damaged byte on the line makes it an unknown command) before the next
+    one of the dialect is tried.
+    """
     banner = module.boot_dialect["banner"].encode()
     for command in module.dialect["boot"]:
-        link.discard_input()
-        link.write_line(command)
-        deadline = Deadline(timeout)
-        while not deadline.expired:
-            line = link.read_line(deadline.remaining())
-            if line is None:
+        for _ in range(tries):
+            link.discard_input()
+            link.write_line(command)
+            deadline = Deadline(timeout)
+            refused = False
+            while not deadline.expired:
+                line = link.read_line(deadline.remaining())
+                if line is None:
+                    break
+                if banner in line:
+                    return confirm_boot_mode(link, module)
+                if line.startswith(b"ERROR") or line == b"AT_COMMAND_NOT_FOUND":
+                    refused = True     # unknown here, or damaged on the way
+                    break
+            if confirm_boot_mode(link, module, 0.5):
+                return True   # the banner was missed, but the bootloader answers
+            if not refused:
                 break
-            if banner in line:
-                return confirm_boot_mode(link, module)
-            if line.startswith(b"ERROR") or line == b"AT_COMMAND_NOT_FOUND":
-                break     # this firmware doesn't know that command: try the next one
-        if confirm_boot_mode(link, module, 0.5):
-            return True   # the banner was missed, but the bootloader answers
     return False
 
 

@@ -135,11 +135,18 @@ def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
     console = AtConsole(link, dialect)
     deadline = Deadline(timeout)
     chatter: list[str] = []
+    others: list[str] = []
     while not deadline.expired:
         reply = console.command(dialect["app_version"], min(0.5, deadline.remaining()))
         if reply.ok and reply.value:
             value = reply.value.split()[0]
-            return plan.module.find_app_version(value.encode()) or value
+            version = plan.module.find_app_version(value.encode()) or value
+            # Another version than expected counts once it is said twice: one
+            # damaged byte on the line is not a failed update.
+            if version == plan.app_version or version in others:
+                return version
+            others.append(version)
+            continue
         chatter += [ln for ln in reply.lines if ln and looks_like_text(ln.encode("latin-1"))]
         if len(chatter) >= FLOOD_LINES:
             raise VersionUnconfirmed(

@@ -158,13 +158,15 @@ class YmodemSender:
         # only briefly (the RUI receiver's 500 ms poll fits) and send anyway.
         self._await_c(min(self.ack_timeout, 1.0))
         try:
-            self._send_block(closing_block(), "the closing block")
-        except TransferTimeout:
+            self._send_block(closing_block(), "the closing block", retries=min(self.retries, 2))
+        except (TransferTimeout, TooManyRetries):
             # The closing block carries no data and the file was acknowledged
             # with its EOT. A receiver that then stays silent (lrzsz's rb does,
             # now and then, on a pty; a RUI bootloader that already started the
-            # application) has the file: note it, don't fail. Whoever needs more
-            # (the update flow) checks the result itself: the new version answering.
+            # application — also when its ACK was damaged on the way back, after
+            # which the application answers the repeats) has the file: note it,
+            # don't fail. Whoever needs more (the update flow) checks the result
+            # itself: the new version answering.
             self.closing_unanswered = True
 
     # -- steps ------------------------------------------------------------------
@@ -188,12 +190,12 @@ class YmodemSender:
         return False
 
     def _send_block(self, block: bytes, what: str, *, timeout: float | None = None,
-                    then_c: bool = False) -> None:
+                    then_c: bool = False, retries: int | None = None) -> None:
         """Write ``block`` until it is ACKed; ``then_c``: also wait for the ``C`` that follows."""
+        retries = self.retries if retries is None else retries
         line_time = len(block) * self.byte_time
         silent = 0          # attempts in a row without any answer
-        previous = None     # the answer to the previous attempt (meaningful from attempt 1)
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             late_ack = self._drop_stale_input()
             if attempt and late_ack:
                 # The previous attempt's ACK came just after we stopped waiting:
@@ -204,10 +206,12 @@ class YmodemSender:
                 not_before = time.monotonic() + 0.9 * line_time
                 self.ch.write(block)
                 answer = self._read_answer(timeout or self.ack_timeout, not_before=not_before)
-            if self.st_iap and answer == NAK and attempt and previous in (_SILENT, _GARBLED):
+            if self.st_iap and answer == NAK and attempt:
                 # An ST IAP receiver asks for a damaged block with 'C' and NAKs only a
-                # wrong sequence number (DESIGN.md §2): a NAK to a block resent after
-                # its ACK was lost means it already took that block. Move on.
+                # wrong sequence number (DESIGN.md §2): a NAK to a block sent again
+                # means it already took that block — its ACK was lost or damaged on
+                # the way back (then the receiver's idle 'C' may have come first and
+                # looked like a request to resend). Move on.
                 answer = ACK
             if answer == ACK:
                 saw_c = False
@@ -222,13 +226,12 @@ class YmodemSender:
                 raise TransferCancelled(f"the bootloader cancelled the transfer at {what}, "
                                         f"byte offset {self.offset}", hint=_CANCEL_HINT, offset=self.offset)
             silent = silent + 1 if answer is _SILENT else 0
-            previous = answer
             if self.max_silent and silent >= self.max_silent:
                 break
         if silent:
             raise TransferTimeout(f"the device stopped answering at byte offset {self.offset} ({what})",
                                   hint=_SILENT_HINT, offset=self.offset)
-        raise TooManyRetries(f"{what} (byte offset {self.offset}) was refused {self.retries + 1} times "
+        raise TooManyRetries(f"{what} (byte offset {self.offset}) was refused {retries + 1} times "
                              f"(NAK or damaged answers)", hint=_RETRY_HINT, offset=self.offset)
 
     def _send_eot(self) -> None:
