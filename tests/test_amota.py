@@ -143,13 +143,88 @@ def test_bit_flip_in_the_command_byte_is_resent_after_the_deadline():
     assert flash == app and result.status == "ok"
 
 
-def test_lost_data_reply_starts_the_image_over():
-    """No sequence numbers: the resent packet is appended twice; a new HEADER starts clean."""
+def test_lost_data_reply_goes_on_from_where_the_device_stands():
+    """No sequence numbers, so a lost DATA reply is not answered by sending DATA again (it
+    would be written twice): the same HEADER asks the device for its count, and the
+    transfer goes on from there (Ambiq's HEADER handling resumes)."""
     app = random.Random(6).randbytes(5000)
+    host, dev = pipe()
+    dev.tamper = nth_of(amota.DATA, 3, lambda r: b"")
+    flash, state, t = serve_in_thread(dev)
+    retries, progress = [], []
+    sender = amota.AmotaSender(host, reply_timeout=0.3, on_retry=retries.append,
+                               progress=lambda done, total: progress.append(done))
+    sender.send(build_blob(app))
+    t.join(2)
+    assert bytes(flash) == app and state["result"].status == "ok"
+    data = [w for w in host.written if w[2] == amota.DATA]
+    assert len(data) == len(range(0, 5000, 512))            # every packet sent once
+    assert progress.count(512) == 1 and sender.resumed == 1 and sender.started_over == 0
+    assert any("asking the bootloader where it stands" in r for r in retries)
+
+
+def test_a_bootloader_without_resume_starts_the_image_over():
+    """A HEADER that erases and counts from 0 again: the reply says so, the image starts over."""
+    app = random.Random(6).randbytes(5000)
+    host, dev = pipe()
+    dev.tamper = nth_of(amota.DATA, 3, lambda r: b"")
+    flash, state, t = serve_in_thread(dev, resume=False)
+    progress = []
+    sender = amota.AmotaSender(host, reply_timeout=0.3,
+                               progress=lambda done, total: progress.append(done))
+    sender.send(build_blob(app))
+    t.join(2)
+    assert bytes(flash) == app and state["result"].status == "ok"
+    assert progress.count(512) == 2 and sender.started_over == 1
+
+
+def test_a_damaged_length_in_a_data_reply_is_not_an_internal_error():
+    """Module → host: a DATA reply's length 5 arrives as 1 (a shorter, valid-looking one)."""
+    app = random.Random(8).randbytes(3000)
     flash, result, progress = send_through_pipe(
-        app, reply_timeout=0.3, device_tamper=nth_of(amota.DATA, 3, lambda r: b""))
+        app, reply_timeout=0.3, device_tamper=nth_of(amota.DATA, 2, lambda r: b"\x01" + r[1:]))
     assert flash == app and result.status == "ok"
-    assert progress.count(512) == 2           # the image was started over once
+    assert progress.count(1024) == 1                       # not written twice
+
+
+def test_a_damaged_count_in_a_data_reply_does_not_skip_or_repeat_a_packet():
+    app = random.Random(9).randbytes(3000)
+    flash, result, _ = send_through_pipe(
+        app, reply_timeout=0.3, device_tamper=nth_of(amota.DATA, 2, lambda r: r[:5] + bytes([r[5] ^ 0x02]) + r[6:]))
+    assert flash == app and result.status == "ok"
+
+
+def test_a_damaged_count_in_the_position_reply_is_asked_again():
+    """The HEADER reply that says where the device stands is taken only when two agree."""
+    app = random.Random(10).randbytes(5000)
+    headers = []
+
+    def tamper(r):
+        if r[2] == amota.DATA and not tamper.dropped:
+            if struct.unpack("<I", r[4:8])[0] == 1536:
+                tamper.dropped = True
+                return b""                                  # the reply to DATA 3 is lost
+        if r[2] == amota.HEADER:
+            headers.append(r)
+            if len(headers) == 2:                           # the first position answer: 1536 → 2048
+                return r[:4] + struct.pack("<I", 2048)
+        return r
+    tamper.dropped = False
+    flash, result, _ = send_through_pipe(app, reply_timeout=0.3, device_tamper=tamper)
+    assert flash == app and result.status == "ok"
+    assert len(headers) >= 4
+
+
+def test_a_lost_reset_reply_is_not_sent_again():
+    """RESET restarts the module: its reply lost is no failure, and the packet is not repeated."""
+    app = random.Random(11).randbytes(2000)
+    host, dev = pipe()
+    dev.tamper = nth_of(amota.RESET, 1, lambda r: b"")
+    flash, state, t = serve_in_thread(dev)
+    amota.AmotaSender(host, reply_timeout=0.3).send(build_blob(app))
+    t.join(2)
+    assert state["result"].status == "ok"
+    assert [w[2] for w in host.written].count(amota.RESET) == 1
 
 
 def test_a_stray_byte_before_a_reply_costs_nothing():

@@ -17,9 +17,18 @@ and Ambiq's ``amotas`` in the bundled SDK; DESIGN.md §2):
   4 insufficient buffer, 5 insufficient flash, 6 unknown, 7 flash write error.
 
 The packets have no sequence number: a DATA packet sent twice after a lost
-reply is written twice. The sender checks the device's byte count in every
-reply, and VERIFY (image CRC against the header) gates the new firmware, so
-such a slip ends in a named error with the module still in its bootloader.
+reply is written twice. So after a lost (or unreadable) DATA reply the sender
+does not resend blindly: it asks the device where it stands with the same
+HEADER. Ambiq's ``amotas_main.c`` (``amotas_packet_handler``,
+``AMOTA_CMD_FW_HEADER``) resumes a transfer when a HEADER arrives while it is
+still receiving an image with the same version and CRC: it keeps what it has
+and replies with its offset (the bytes received so far); any other HEADER
+erases and starts at 0. Either way the HEADER reply's count says where to go
+on from — the next packet, the same one again, or the start. A count is taken
+when two HEADER replies agree (a damaged count must not skip a packet), and
+VERIFY (image CRC against the header) gates the new firmware in any case.
+Error replies may carry no count (``amotas_reply_to_client(cmd, status, NULL, 0)``
+in Ambiq's code): ``len`` 1.
 """
 
 from __future__ import annotations
@@ -58,10 +67,6 @@ STATUS = {
 # Statuses a damaged packet can earn (a flipped bit in the payload, or in the
 # length field): the packet was dropped, so sending it again is safe.
 LINE_ERRORS = (CRC_ERROR, INVALID_LENGTH)
-
-
-class _TakenTwice(Exception):
-    """The receiver's byte count shows a DATA packet written twice."""
 
 
 def encode_packet(cmd: int, payload: bytes = b"") -> bytes:
@@ -133,8 +138,14 @@ def read_reply(channel: ByteChannel, timeout: float) -> Reply | bytes:
 
 
 def _reply_head(head: bytes | bytearray) -> bool:
+    """Whether 4 bytes can start a reply: a known command and status, and a length that
+    fits them (a HEADER/DATA success carries its count; VERIFY/RESET never carry one)."""
     length, cmd, status = struct.unpack_from("<HBB", head)
-    return length in (1, 5) and cmd in COMMAND_NAMES and status in STATUS
+    if cmd not in COMMAND_NAMES or status not in STATUS:
+        return False
+    if cmd in (HEADER, DATA):
+        return length == 5 or (length == 1 and status != OK)
+    return length == 1
 
 
 # ------------------------------------------------------------------ host side
@@ -142,95 +153,156 @@ def _reply_head(head: bytes | bytearray) -> bool:
 class AmotaSender:
     """Send an OTA blob: HEADER, DATA packets, VERIFY, RESET — every reply with a deadline.
 
-    A CRC-error status or a lost/garbled reply resends that packet, at most
-    ``retries`` times; every other error status raises its named error.
-    ``progress(sent, total)`` follows each acknowledged DATA packet.
+    A packet the device reports damaged (CRC error, invalid length) or that
+    gets no reply is sent again, at most ``retries`` times — except DATA: after
+    a lost DATA reply (or a count that makes no sense) the device is asked
+    where it stands with the HEADER again (see the module's docstring) and the
+    transfer goes on from there; a device found to have taken more than was
+    sent starts over (VERIFY, which ends its session, then HEADER), at most
+    ``restarts`` times. Every other error status raises its named error.
+    ``progress(sent, total)`` follows each acknowledged DATA packet;
+    ``on_retry(reason)`` is called for every packet sent again or position asked.
     """
 
+    restarts = 2   # times the whole image may be started over (a packet was taken twice)
+
     def __init__(self, channel: ByteChannel, *, packet_size: int = MAX_DATA, retries: int = 5,
-                 reply_timeout: float = 2.0, verify_timeout: float = 10.0,
-                 restart_markers: tuple[bytes, ...] = (),
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 reply_timeout: float = 2.0, data_timeout: float | None = None,
+                 verify_timeout: float = 10.0, restart_markers: tuple[bytes, ...] = (),
+                 progress: Callable[[int, int], None] | None = None,
+                 on_retry: Callable[[str], None] | None = None) -> None:
         self.ch = channel
         self.restart_markers = restart_markers
         self._noise = bytearray()
         self.packet_size = min(packet_size, MAX_DATA)
         self.retries = retries
         self.reply_timeout = reply_timeout
+        self.data_timeout = data_timeout or reply_timeout
         self.verify_timeout = verify_timeout
         self.progress = progress
-
-    restarts = 2   # times the whole image is sent again after a DATA packet was taken twice
+        self.on_retry = on_retry or (lambda reason: None)
+        self.sent = 0           # image bytes the device has acknowledged
+        self.resumed = 0        # times the transfer went on from the device's own count
+        self.started_over = 0   # times the image was started from 0 again
 
     def send(self, blob: bytes) -> None:
         header, app = blob[:HEADER_SIZE], blob[HEADER_SIZE:]
-        for attempt in range(self.restarts + 1):
-            try:
-                self._send_image(header, app)
-                break
-            except _TakenTwice as exc:
-                # No sequence numbers: a DATA packet resent after a lost reply was
-                # appended again. A new HEADER starts the image over (the receiver
-                # erases and counts from zero), which is the only clean way back.
-                if attempt == self.restarts:
-                    raise TransferError(str(exc), hint="The module stays in its bootloader: run "
-                                        "the same command again (a shorter cable or lower baud "
-                                        "rate helps).") from None
-        self._exchange(VERIFY, b"", timeout=self.verify_timeout)
-        self._exchange(RESET, b"")
-
-    def _send_image(self, header: bytes, app: bytes) -> None:
-        self._exchange(HEADER, header, expect_count=0)
-        sent = 0
-        while sent < len(app):
+        total = len(app)
+        sent = self.sent = self._position(header, 0, first=True)
+        while sent < total:
             chunk = app[sent:sent + self.packet_size]
-            self._exchange(DATA, chunk, expect_count=sent + len(chunk))
-            sent += len(chunk)
+            reply = self._exchange(DATA, chunk, resend_lost=False, timeout=self.data_timeout)
+            if reply is not None and reply.count == sent + len(chunk):
+                sent = self.sent = sent + len(chunk)
+                if self.progress:
+                    self.progress(sent, total)
+                continue
+            why = ("the reply to DATA was lost" if reply is None else
+                   f"the device counted {reply.count:,} bytes where {sent + len(chunk):,} were sent")
+            self.on_retry(f"{why}: asking the bootloader where it stands")
+            sent = self.sent = self._position(header, sent + len(chunk))
             if self.progress:
-                self.progress(sent, len(app))
+                self.progress(sent, total)
+        self._exchange(VERIFY, b"", timeout=self.verify_timeout)
+        # RESET restarts the module: a reply lost on its way is no failure (the
+        # update flow confirms the new version), and it must not be sent again
+        # to whatever runs after the restart.
+        try:
+            self._exchange(RESET, b"", resend_lost=False)
+        except TransferTimeout:
+            pass
 
-    def _exchange(self, cmd: int, payload: bytes, *, expect_count: int | None = None,
-                  timeout: float | None = None) -> Reply:
+    def _position(self, header: bytes, most: int, *, first: bool = False) -> int:
+        """Where the device stands, from HEADER replies: the count two replies in a row
+        agree on, if it is one the transfer can go on from (at most ``most`` bytes, a
+        whole number of packets); else the image is started over."""
+        total = OtaHeader.unpack(header).length
+        answers: list[int] = []
+        for _ in range(2 * self.retries + 2):
+            reply = self._exchange(HEADER, header)
+            count = reply.count or 0
+            if (first and count == 0) or (answers and answers[-1] == count):
+                break     # a fresh start needs no second word: a wrong 0 shows at the first DATA
+            answers.append(count)
+        else:
+            raise TooManyRetries("the bootloader's replies to HEADER kept changing",
+                                 hint="Use a shorter cable or a lower baud rate, then run the same "
+                                      "command again.")
+        usable = count <= min(most if not first else total, total) and \
+            (count % self.packet_size == 0 or count == total)
+        if usable:
+            if count and not first:
+                self.resumed += 1
+            elif not first:
+                self.started_over += 1
+            return count
+        return self._start_over(header)
+
+    def _start_over(self, header: bytes) -> int:
+        """End the device's session (VERIFY of an incomplete image fails and ends it, in
+        Ambiq's code as on the simulator) and start the image at 0 with a new HEADER."""
+        if self.started_over >= self.restarts:
+            raise TransferError("the bootloader took a packet twice, and starting the image over "
+                                f"did not help ({self.restarts} times)",
+                                hint="The module stays in its bootloader: run the same command "
+                                     "again (a shorter cable or lower baud rate helps).")
+        self.started_over += 1
+        self.on_retry("the bootloader took a packet twice: starting the image over")
+        self._exchange(VERIFY, b"", timeout=self.verify_timeout, accept=(OK, CRC_ERROR))
+        reply = self._exchange(HEADER, header)
+        if reply.count:
+            raise TransferError(f"the bootloader would not start the image over (it counts "
+                                f"{reply.count:,} bytes after a new HEADER)",
+                                hint="Run the same command again: the module stays in its bootloader.")
+        return 0
+
+    def _exchange(self, cmd: int, payload: bytes, *, timeout: float | None = None,
+                  resend_lost: bool = True, accept: tuple[int, ...] = (OK,)) -> Reply | None:
+        """Send one packet until its reply has one of the ``accept`` statuses.
+
+        Damaged on the line (a line-error status) it is sent again; so is one whose
+        reply never came, if ``resend_lost`` — else None is returned for a lost reply.
+        """
         packet = encode_packet(cmd, payload)
         name = COMMAND_NAMES[cmd]
         lost = 0
         refused = None      # the last status that made us resend
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.on_retry(f"{name} sent again ({'no reply' if refused is None else STATUS[refused][0]})")
             for _ in range(16):            # drop leftovers of a garbled reply (bounded: a
                 stale = self.ch.read(4096, 0)  # flooding line can't keep us here)
                 if not stale:
                     break
-                self._check_restart(stale, expect_count)
+                self._check_restart(stale)
             self.ch.write(packet)
             reply = read_reply(self.ch, timeout or self.reply_timeout)
             if not isinstance(reply, Reply) or reply.cmd != cmd:
                 if isinstance(reply, bytes):
-                    self._check_restart(reply, expect_count)
+                    self._check_restart(reply)
+                if not resend_lost:
+                    return None
                 lost += 1
+                refused = None
                 continue
+            if reply.status in accept:
+                return reply
             if reply.status in LINE_ERRORS and cmd != VERIFY:
                 refused = reply.status     # damaged on the line (the length field too): resend
                 continue
-            if reply.status != OK:
-                raise status_error(cmd, reply.status)
-            if expect_count is not None and cmd == DATA and reply.count != expect_count:
-                raise _TakenTwice(f"the bootloader counts {reply.count:,} bytes received, rakflash "
-                                  f"sent {expect_count:,}: a packet was taken twice after a lost reply")
-            return reply
-        self._check_restart(self.ch.read(4096, 0.05), expect_count)
+            raise status_error(cmd, reply.status)
+        self._check_restart(self.ch.read(4096, 0.05))
         if refused is not None and refused != CRC_ERROR:
             raise status_error(cmd, refused)   # the same refusal every time: not the line
         if lost == self.retries + 1:
-            raise TransferTimeout(f"the bootloader did not answer {name}"
-                                  + (f" (image byte {expect_count:,})" if expect_count else ""),
+            raise TransferTimeout(f"the bootloader did not answer {name}",
                                   hint="The module stays in its bootloader: press reset if needed "
                                        "and run the same command again.")
         raise TooManyRetries(f"{name} was damaged {self.retries + 1} times on the line",
                              hint="Use a shorter cable or a lower baud rate, then run the same "
                                   "command again.")
 
-
-    def _check_restart(self, data: bytes, offset: int | None) -> None:
+    def _check_restart(self, data: bytes) -> None:
         """Text such as the bootloader's banner among the answers: the module restarted."""
         if not self.restart_markers or not data:
             return
@@ -239,7 +311,7 @@ class AmotaSender:
         if any(m in self._noise for m in self.restart_markers):
             self._noise.clear()
             raise DeviceRestarted("the module restarted during the transfer"
-                                  + (f", after {offset:,} bytes" if offset else ""))
+                                  + (f", after {self.sent:,} bytes" if self.sent else ""))
 
 
 # ------------------------------------------------------------------ device side (simulator)
@@ -256,7 +328,10 @@ class AmotaReceiver:
 
     ``on_header(header)`` prepares flash (may raise :class:`NoFlash`);
     ``on_data(offset, data)`` programs; ``read_image(length)`` returns what
-    was written, for VERIFY.
+    was written, for VERIFY. ``resume``: a HEADER with the version and CRC of
+    the image being received goes on from where it is, as Ambiq's
+    ``amotas_packet_handler`` does (without it every HEADER starts over);
+    VERIFY ends the image's session either way.
     """
 
     class NoFlash(Exception):
@@ -265,7 +340,7 @@ class AmotaReceiver:
     def __init__(self, channel: ByteChannel, *, load_address: int, max_size: int,
                  on_header: Callable[[OtaHeader], None], on_data: Callable[[int, bytes], None],
                  read_image: Callable[[int], bytes], idle_timeout: float = 60.0,
-                 byte_time: float = 0.0) -> None:
+                 byte_time: float = 0.0, resume: bool = True) -> None:
         self.ch = channel
         self.load_address = load_address
         self.max_size = max_size
@@ -274,6 +349,8 @@ class AmotaReceiver:
         self.read_image = read_image
         self.idle_timeout = idle_timeout
         self.byte_time = byte_time
+        self.resume = resume
+        self.receiving = False      # an image's session runs (from HEADER to VERIFY)
 
     def _packet(self) -> tuple[int, int, bytes] | None:
         """(status, cmd, payload) of the next packet; None when idle too long."""
@@ -316,6 +393,7 @@ class AmotaReceiver:
                 ok = res.header is not None and res.received == res.header.length and \
                     crc32_apollo3(self.read_image(res.received)) == res.header.crc
                 verified = ok
+                self.receiving = False
                 self.ch.write(encode_reply(VERIFY, OK if ok else CRC_ERROR))
             elif cmd == RESET:
                 self.ch.write(encode_reply(RESET, OK))
@@ -330,6 +408,9 @@ class AmotaReceiver:
         header = OtaHeader.unpack(payload)
         if header.encrypted or header.load_address != self.load_address:
             return INVALID_HEADER
+        if self.resume and self.receiving and res.header is not None and \
+                (header.version, header.crc) == (res.header.version, res.header.crc):
+            return OK          # the same image again: go on from res.received
         if header.length > self.max_size or header.length == 0:
             return NO_FLASH
         try:
@@ -337,6 +418,7 @@ class AmotaReceiver:
         except AmotaReceiver.NoFlash:
             return NO_FLASH
         res.header, res.received = header, 0
+        self.receiving = True
         return OK
 
     def _data(self, payload: bytes, res: ServeResult) -> int:

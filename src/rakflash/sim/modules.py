@@ -81,8 +81,12 @@ class Rak11720(Apollo3SecureBootloader, Rui3Module):
     ``at+update`` answers ``Start firmware upgrade...`` and serves AMOTA
     packets (DESIGN.md §2): HEADER erases the pages the image needs, DATA
     programs, VERIFY checks the image CRC against the header, RESET restarts
-    into the new application if it was verified.
+    into the new application if it was verified. A HEADER for the image being
+    received resumes it, as Ambiq's AMOTA does (``amota_resume = False`` makes a
+    bootloader whose every HEADER starts over).
     """
+
+    amota_resume = True
 
     def run_update(self) -> bool:
         from ..protocols.amota import AmotaReceiver
@@ -100,7 +104,7 @@ class Rak11720(Apollo3SecureBootloader, Rui3Module):
             self.uart, load_address=app.start, max_size=app.size, on_header=on_header,
             on_data=lambda offset, data: self.flash.program(app.start + offset, data),
             read_image=lambda n: self.flash.read(app.start, n),
-            byte_time=self.uart.byte_time).serve()
+            byte_time=self.uart.byte_time, resume=self.amota_resume).serve()
         if result.status == "ok":
             self.app_valid = True
             self.boot_request = False

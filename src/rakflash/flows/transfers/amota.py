@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ...errors import BootEntryFailed, DeviceRejected
-from ...events import Sink
+from ...events import Retry, Sink
 from ...link import Deadline, Link
 from ...protocols import amota
 from .base import guarded, progress_to, restart_markers
@@ -17,12 +17,15 @@ if TYPE_CHECKING:
 
 
 def timeouts(plan: "Plan", baud: int) -> dict:
-    """Reply deadlines: a packet's line time plus programming (or erase for HEADER), with slack."""
+    """Reply deadlines: a packet's line time plus programming (or erase for HEADER), with slack.
+
+    A DATA reply gets its own, shorter deadline: it is what a lost reply costs.
+    """
     mcu = plan.module.mcu
     packet = (7 + 512 + 8) * 10 / baud + mcu.program_seconds(512)
     erase = mcu.erase_seconds(len(plan.payload))
-    return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "verify_timeout": 10.0,
-            "restart_markers": restart_markers(plan)}
+    return {"reply_timeout": 3 * packet + 2 * erase + 1.0, "data_timeout": 3 * packet + 0.5,
+            "verify_timeout": 10.0, "restart_markers": restart_markers(plan)}
 
 
 class AmotaTransfer:
@@ -43,7 +46,13 @@ class AmotaTransfer:
 
     def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
         start(link, plan)
-        sender = amota.AmotaSender(link, progress=progress_to(emit), **timeouts(plan, link.baud))
+        retries = []
+
+        def retry(reason: str) -> None:
+            retries.append(reason)
+            emit(Retry(len(retries), reason))
+        sender = amota.AmotaSender(link, progress=progress_to(emit), on_retry=retry,
+                                   **timeouts(plan, link.baud))
         try:
             guarded(link, lambda: sender.send(plan.blob), abort=amota.ABORT)
         except DeviceRejected as exc:
@@ -57,12 +66,19 @@ def start(link: Link, plan: "Plan") -> None:
     d = plan.module.boot_dialect
     link.write_line(d["update"])
     started = plan.module.update_reply.encode()
+    refused = d["unsupported"].encode()
     deadline = Deadline(3.0)
     while not deadline.expired:
         line = link.read_line(deadline.remaining())
         if line is None:
             break
-        if line.strip() == started:
+        line = line.strip()
+        if line == started:
+            return
+        if line != refused and _damaged_copy(line, started):
+            # The answer, damaged on its way back: the bootloader runs its packet
+            # loop now (a console that didn't would say 'AT not support.'), and
+            # the HEADER exchange shows it either way.
             return
     raise BootEntryFailed(f"the bootloader did not start the upgrade (no {plan.module.update_reply!r} "
                           f"after {d['update']})",
@@ -70,3 +86,13 @@ def start(link: Link, plan: "Plan") -> None:
 
 
 TRANSFER = AmotaTransfer()
+
+
+def _damaged_copy(line: bytes, expected: bytes) -> bool:
+    """``line`` is ``expected`` with at most two bytes changed, or one lost or added."""
+    if abs(len(line) - len(expected)) > 1:
+        return False
+    if len(line) == len(expected):
+        return sum(a != b for a, b in zip(line, expected)) <= 2
+    short, long_ = sorted((line, expected), key=len)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
