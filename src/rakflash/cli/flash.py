@@ -69,11 +69,7 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
               f"{result.app_version_after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
               f"(transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s; "
               f"bootloader entered in {result.boot_seconds:.2f} s)")
-    dev = session.device
-    show_settings(result.settings, unchecked_reason=(
-        "the module was in its bootloader, so its keys could not be read before the update, and no "
-        "earlier run kept them" if keep_settings and result.settings is None
-        and dev.module is not None and dev.module.dialect.get("settings") else None))
+    show_settings(result.settings)     # keys that could not be read: the flow's warning said so
 
 
 def _ask(port: str):

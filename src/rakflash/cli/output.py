@@ -265,7 +265,11 @@ def show_plan(plan: dict) -> None:
 
 
 def show_settings(check: Any, *, unchecked_reason: str | None = None) -> None:
-    """What happened to the owner's keys and settings (a :class:`~rakflash.flows.settings.SettingsCheck`)."""
+    """What happened to the owner's keys and settings (a :class:`~rakflash.flows.settings.SettingsCheck`).
+
+    Settings lost or not checked are said by the flow's warnings (shown as they
+    come, and in ``--json``); this adds the summary of the ones that are fine.
+    """
     if check is None:
         if unchecked_reason:
             out.print(f"settings: not checked ({unchecked_reason}).")
@@ -273,13 +277,13 @@ def show_settings(check: Any, *, unchecked_reason: str | None = None) -> None:
     if not check.names:
         return
     earlier = " (the values read by the earlier, interrupted run)" if check.from_earlier_run else ""
-    if check.lost:
-        where = (f" The values from before the update are in {check.kept_in} (readable only by you)."
-                 if check.kept_in else "")
-        err.print(f"[yellow]warning:[/] the new firmware lost {', '.join(check.lost)} and rakflash could "
-                  f"not write them back: set them again with AT+<NAME>=<value>.{where}")
-    elif check.restored:
+    troubled = set(check.lost) | set(check.unchecked)
+    fine = [n for n in check.names if n not in troubled and n not in check.restored]
+    if check.restored:
         out.print(f"settings: the new firmware had reset {', '.join(check.restored)}; rakflash wrote "
                   f"back the values from before the update{earlier}.")
-    else:
-        out.print(f"settings: {', '.join(check.names)} kept{earlier}.")
+    elif fine:
+        out.print(f"settings: {', '.join(fine)} kept{earlier}.")
+    if troubled:
+        out.print(f"settings: [yellow]{', '.join(n for n in check.names if n in troubled)} "
+                  f"not confirmed[/] (see the warning).")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..catalog import Module
 from ..errors import AlreadyUpToDate, Aborted, RakflashError
-from ..events import Phase, PlanReady, Sink, nowhere
+from ..events import Phase, PlanReady, Recorder, Sink, Warning, nowhere, tee
 from ..images import Image, target_module
 from ..link import Link
 from . import boot
@@ -107,10 +107,14 @@ class FlashSession:
             except AlreadyUpToDate as exc:
                 # The new firmware already runs: an earlier run may have been cut off
                 # before it checked the owner's settings; finish that check now.
-                self.settings_check = settle_earlier(link, dev) if o.keep_settings else None
+                warnings = Recorder()
+                self.settings_check = (settle_earlier(link, dev, emit=tee(self.emit, warnings))
+                                       if o.keep_settings else None)
                 if self.settings_check is not None:
                     exc.details.update(settings_kept=self.settings_check.kept,
-                                       settings=self.settings_check.to_dict())
+                                       settings=self.settings_check.to_dict(),
+                                       warnings=[{"code": w.code, "message": w.message}
+                                                 for w in warnings.of(Warning)])
                 raise
             self.emit(PlanReady(plan.to_dict(link.baud)))
             if o.dry_run:

@@ -19,15 +19,16 @@ update again finishes the job (identification sees the bootloader and goes on).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..at import AtConsole, looks_like_text
 from ..errors import BootloaderTooOld, TransferError, VerifyFailed, VersionUnconfirmed
-from ..events import Phase, Sink, nowhere
+from ..events import Event, Phase, Sink, Warning, nowhere
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, check_compatibility
-from .settings import SettingsCheck, keep_until_checked, read_settings, settle
+from . import settings as keys
+from .settings import SettingsCheck
 from .transfers import for_protocol
 
 
@@ -42,6 +43,7 @@ class UpdateResult:
     boot_seconds: float
     transfer_seconds: float
     settings: SettingsCheck | None = None    # None when the old application couldn't be asked
+    warnings: list[dict] = field(default_factory=list)   # the Warning events of the run (code, message)
 
     @property
     def rate(self) -> float:
@@ -55,7 +57,8 @@ class UpdateResult:
                 "transfer_seconds": round(self.transfer_seconds, 3),
                 "bytes_per_second": round(self.rate),
                 "settings_kept": self.settings.kept if self.settings else None,
-                "settings": self.settings.to_dict() if self.settings else None}
+                "settings": self.settings.to_dict() if self.settings else None,
+                "warnings": self.warnings}
 
 
 def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: float = 15.0,
@@ -66,6 +69,14 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
     port only now, the person is asked to press reset (or the line is pulsed)
     and the bootloader is caught, as when identification finds the flood.
     """
+    warnings: list[dict] = []
+    outer = emit
+
+    def emit(event: Event) -> None:        # the result line lists the run's warnings too
+        if isinstance(event, Warning):
+            warnings.append({"code": event.code, "message": event.message})
+        outer(event)
+
     def phase(name: str, message: str, **info: object) -> None:
         link.note(f"update step: {name}")
         emit(Phase(name, message, info))
@@ -77,10 +88,27 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                             hint=f"Write a full image (FULL.hex) {module.recovery_advice()}.")
     t0 = time.monotonic()
     settings_before = None
+    serial = plan.device.serial_number
+    queries = list(module.dialect.get("settings", [])) if plan.keep_settings else []
     if plan.settings_to_keep:
         phase("settings", "reading the LoRaWAN keys and settings")
-        settings_before = read_settings(link, module, plan.settings_to_keep)
-        keep_until_checked(module, plan.device.serial_number, settings_before)
+        settings_before = keys.before_update(link, module, serial, plan.settings_to_keep, emit=emit)
+    elif queries and plan.device.caught:
+        # Caught in the bootloader after a reset: its application was never asked.
+        # Start it again and read them in its quiet start-up window.
+        phase("settings", "reading the LoRaWAN keys and settings in the application's start-up window")
+        try:
+            window = keys.read_in_start_up_window(link, module)
+        except keys.WindowTooShort as exc:
+            window = None
+            boot.catch_after_reset(
+                link, module, f"{module.name}'s start-up window was too short to read its keys and "
+                f"settings ({exc}); press reset once more so the update can go on",
+                window=reset_window, reset_line=reset_line, emit=emit)
+        if window is not None:
+            serial = serial or window.serial_number
+            settings_before = keys.before_update(link, module, serial, queries, emit=emit,
+                                                 reading=window)
     phase("boot", "entering the bootloader", mode=plan.device.mode)
     boot_seconds = boot.enter_bootloader(
         link, plan.device, module,
@@ -108,12 +136,16 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
         raise VerifyFailed(f"after the update {module.name} reports {after!r}, "
                            f"but the image carries {plan.app_version!r}")
     settings = None
-    if plan.keep_settings and module.dialect.get("settings"):
+    if queries:
         phase("settings-check", "checking the LoRaWAN keys and settings")
-        serial = plan.device.serial_number or _ask_serial_number(link, plan)
-        settings = settle(link, module, serial, settings_before)
+        serial = serial or _ask_serial_number(link, plan)
+        settings = keys.settle(link, module, serial, settings_before, emit=emit)
+        if settings is None:
+            keys.warn_unread(module, "the module was caught in its bootloader after a reset, and its "
+                             "application could not be asked" if plan.device.caught else
+                             "the module was in its bootloader, with no application to ask", emit)
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
-                        time.monotonic() - t0, boot_seconds, transfer_seconds, settings)
+                        time.monotonic() - t0, boot_seconds, transfer_seconds, settings, warnings)
 
 
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:

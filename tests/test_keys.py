@@ -1,0 +1,213 @@
+"""The owner's LoRaWAN keys: never written back from a damaged read, never lost without a loud warning.
+
+Every test runs `rakflash flash` against a virtual module through a real pty,
+with the damage done on the line by the simulator (module → host as well as
+host → module).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from rakflash.sim import Mode, Rewrite, firmware
+
+from conftest import FAST_BAUD, cli_json, flash_pressing_reset, run_cli
+from test_flash import KEYS, keys_on, set_keys
+
+NEW = "RUI_4.0.6_RAK3172-E"
+DEFAULT_DEVEUI = "AC1F09FFFE000001"
+
+
+@pytest.fixture
+def resetting_app(tmp_path, cat):
+    """A new firmware whose settings layout changed: it resets the keys at its first start."""
+    p = tmp_path / "new_layout.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 8 * 1024, new_settings_layout=True))
+    return p
+
+
+def flash_json(path, dev, *extra, baud=FAST_BAUD):
+    """`rakflash flash … --json`: (exit code, all JSON lines)."""
+    proc = run_cli("flash", str(path), "--port", dev.port, "--baud", str(baud), "--yes", "--json", *extra)
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.returncode, lines
+
+
+def warnings_in(lines):
+    return {e["code"]: e for e in lines if e.get("event") == "warning"}
+
+
+def test_one_damaged_digit_in_a_key_is_not_written_back(virtual, resetting_app):
+    """Module → host: one wrong hex digit in the answer to AT+DEVEUI=? before the update."""
+    dev = virtual("rak3172")
+    set_keys(dev)
+    damaged = KEYS["DEVEUI"][:-1] + "D"
+    dev.uart.faults.rewrite_to_host.append(
+        Rewrite(f"AT+DEVEUI={KEYS['DEVEUI']}".encode(), f"AT+DEVEUI={damaged}".encode()))
+    code, lines = flash_json(resetting_app, dev)
+    out = lines[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    assert dev.uart.faults.rewrite_to_host[0].times == 0        # the damage did happen
+    assert keys_on(dev) == KEYS                                 # the owner's value, not the damaged one
+    assert out["settings_kept"] is True and "DEVEUI" in out["settings"]["restored"]
+
+
+def test_a_key_that_never_reads_the_same_twice_is_left_alone_and_said(virtual, resetting_app):
+    """Every read of DEVEUI before the update arrives differently damaged: it could not be
+    checked, so it is never written; the other keys are put back; a warning says which."""
+    dev = virtual("rak3172")
+    set_keys(dev)
+    good = f"AT+DEVEUI={KEYS['DEVEUI']}".encode()
+    for digit in "DEF1":
+        dev.uart.faults.rewrite_to_host.append(Rewrite(good, good[:-1] + digit.encode()))
+    code, lines = flash_json(resetting_app, dev)
+    out = lines[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    assert out["settings"]["unchecked"] == ["DEVEUI"]
+    assert out["settings_kept"] is None
+    warning = warnings_in(lines)["settings-unchecked"]
+    assert "DEVEUI" in warning["message"] and "could not be checked" in warning["message"]
+    assert "AT+DEVEUI=" in warning["message"]                  # what to do about it
+    assert "settings-unchecked" in [w["code"] for w in out["warnings"]]
+    now = keys_on(dev)
+    assert now["DEVEUI"] == DEFAULT_DEVEUI                      # untouched: what the new firmware did
+    assert (now["APPEUI"], now["APPKEY"]) == (KEYS["APPEUI"], KEYS["APPKEY"])
+
+
+def test_a_non_ascii_byte_in_an_answer_is_not_an_internal_error(virtual, resetting_app):
+    dev = virtual("rak3172")
+    set_keys(dev)
+    good = f"AT+APPEUI={KEYS['APPEUI']}".encode()
+    dev.uart.faults.rewrite_to_host.append(Rewrite(good, good[:-1] + b"\xe9"))
+    code, lines = flash_json(resetting_app, dev)
+    out = lines[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    assert keys_on(dev) == KEYS
+
+
+def test_a_value_that_is_not_a_well_formed_key_is_never_written(virtual, resetting_app):
+    """The same non-hex answer every time before the update: consistent, but not a key."""
+    dev = virtual("rak3172")
+    set_keys(dev)
+    good = f"AT+APPEUI={KEYS['APPEUI']}".encode()
+    dev.uart.faults.rewrite_to_host.append(Rewrite(good, good[:-1] + b"\xe9", times=4))
+    code, lines = flash_json(resetting_app, dev)
+    out = lines[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    assert out["settings"]["unchecked"] == ["APPEUI"] and "settings-unchecked" in warnings_in(lines)
+    assert keys_on(dev)["APPEUI"] == "0" * 16                  # what the new firmware set, untouched
+
+
+# ------------------------------------------------------------------ the kept-settings file
+
+def _kept_path(tmp_path):
+    return tmp_path / "cache" / "rakflash" / "settings-rak3172-SIM0000001.json"
+
+
+OWNER = {"module": "rak3172", "serial_number": "SIM0000001"}
+
+
+@pytest.mark.parametrize("content", [
+    "[]", "6", json.dumps({**OWNER, "settings": "{"}), json.dumps({**OWNER, "settings": [[0, 0]]}),
+    json.dumps({**OWNER, "settings": {"": "AC1F09FFFE0A0B0C"}}),
+    json.dumps({**OWNER, "settings": {"AT+DEVEUI=?": "AC1F09FFFE0A0B0\u00e9"}}, ensure_ascii=False),
+    "\xff\xfe{", "{" * 5000,
+], ids=["list", "number", "settings-string", "settings-list", "empty-key", "non-ascii", "not-utf8",
+        "deep"])
+def test_a_damaged_kept_settings_file_is_set_aside_and_the_run_goes_on(virtual, tmp_path, cat, content):
+    """An update cut off earlier left the module in its bootloader; its kept file is damaged."""
+    dev = virtual("rak3172", state="bootloader")
+    path = _kept_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    original = content.encode("latin-1") if content.startswith("\xff") else content.encode()
+    path.write_bytes(original)
+    p = tmp_path / "new.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 4 * 1024))
+    code, lines = flash_json(p, dev)
+    out = lines[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    warning = warnings_in(lines)["settings-file-damaged"]
+    aside = list(path.parent.glob(path.name + ".damaged*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == original       # set aside, not deleted
+    assert str(aside[0]) in warning["message"]                  # says where it went
+    assert not path.exists()
+    assert dev.app_version == NEW
+
+
+def test_a_damaged_kept_file_is_said_in_words_too(virtual, tmp_path, cat):
+    dev = virtual("rak3172", state="bootloader")
+    path = _kept_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("[]")
+    p = tmp_path / "new.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 4 * 1024))
+    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning:" in proc.stderr and "damaged" in proc.stderr and ".damaged" in proc.stderr
+
+
+# ------------------------------------------------------------------ keys that could not be read
+
+def test_flooding_sketch_and_a_settings_resetting_firmware_keep_the_keys(virtual, resetting_app):
+    """The sketch floods, so the module is caught in its bootloader after a reset press; the
+    keys are read in the application's start-up window, and written back after the update."""
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
+    dev.settings.update(KEYS)
+    dev.save_settings()
+    dev.press_reset()
+    time.sleep(0.8)                                   # flooding now
+    code, events = flash_pressing_reset(dev, str(resetting_app), "--port", dev.port, "--yes",
+                                        "--reset-window", "20")
+    out = events[-1]
+    assert code == 0, out
+    assert out["settings_kept"] is True, out
+    assert set(out["settings"]["restored"]) == {"DEVEUI", "APPEUI", "APPKEY"}
+    assert dev.settings["APPKEY"] == KEYS["APPKEY"] and dev.settings["DEVEUI"] == KEYS["DEVEUI"]
+    assert [e for e in events if e.get("event") == "prompt"][0]["action"] == "press-reset"
+
+
+def test_keys_that_truly_could_not_be_read_are_said_plainly(virtual, tmp_path, cat):
+    """A module in its bootloader, nothing kept from an earlier run: not only a null."""
+    dev = virtual("rak3172", state="bootloader")
+    p = tmp_path / "new.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 4 * 1024))
+    code, lines = flash_json(p, dev)
+    out = lines[-1]
+    assert (code, out["result"], out["settings_kept"]) == (0, "ok", None)
+    warning = warnings_in(lines)["settings-unread"]
+    assert "could not be read" in warning["message"] and "set them again" in warning["message"]
+    assert warning["settings"] == ["DEVEUI", "APPEUI", "APPKEY", "BAND"]
+    assert [w["code"] for w in out["warnings"]] == ["settings-unread"]
+    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes", "--force")
+    assert proc.returncode == 0
+    assert "warning:" not in proc.stderr                       # the application answered this time
+
+
+def test_the_values_an_earlier_run_kept_win_over_what_a_reset_firmware_reports(virtual, tmp_path, cat,
+                                                                                resetting_app):
+    """Cut off after the new firmware started (it reset the keys) and before the check; the
+    next run brings another image: it must not take the reset values for the owner's."""
+    from rakflash.flows import settings as flows_settings
+    dev = virtual("rak3172")
+    set_keys(dev)
+    module = cat.module("rak3172")
+    flows_settings.keep_until_checked(module, dev.opts.serial_number,
+                                      {f"AT+{k}=?": v for k, v in KEYS.items()})
+    image = resetting_app.read_bytes()
+    dev.flash.erase(module.app.start, module.app.start + len(image))
+    dev.flash.program(module.app.start, image)
+    dev.press_reset()
+    assert dev.wait_mode(Mode.APP)
+    time.sleep(0.1)
+    assert keys_on(dev)["APPKEY"] == "0" * 32
+    newer = tmp_path / "newer.bin"
+    newer.write_bytes(firmware.app_image(module, "RUI_4.0.7_RAK3172-E", 4 * 1024))
+    code, out = cli_json("flash", str(newer), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert code == 0, out
+    assert keys_on(dev) == KEYS
+    assert out["settings"]["from_earlier_run"] is True
