@@ -60,3 +60,30 @@ def test_sim_command_line_faults_toward_the_host():
         assert code == 0 and out["module"] == "RAK3172", out
     finally:
         sim.stop()
+
+
+DIRECTIONS = {
+    # Rates per byte. Toward the module the traffic is the image (tens of KiB), toward
+    # the host it is answers (a few hundred bytes), hence higher rates there.
+    "to-module": dict(bit_error_rate=3e-5, drop_rate=1e-5, garbage_rate=1e-5),
+    "to-host": dict(bit_error_rate_to_host=4e-3, drop_rate_to_host=1e-3, garbage_rate_to_host=1e-3),
+}
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+@pytest.mark.parametrize("name", ["rak3172", "rak811", "rak11720"])
+def test_updates_get_through_line_faults_in_either_direction(virtual, tmp_path, cat, name, direction):
+    """Bit errors, lost bytes and noise bytes, each way: retried, resumed, and the module ends
+    up with the image byte for byte and the new version running."""
+    module = cat.module(name)
+    dev = virtual(name, faults=Faults(seed=11, **DIRECTIONS[direction]))
+    image = firmware.app_image(module, NEW[name], 24 * 1024)
+    p = tmp_path / f"{name}.bin"
+    p.write_bytes(image)
+    code, out = cli_json("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes",
+                         "--module", name, timeout=120)
+    assert code == 0, out
+    assert out["app_version_after"] == NEW[name]
+    assert dev.flash.read(module.app.start, len(image)) == image
+    sent = dev.uart.faults.received if direction == "to-module" else dev.uart.faults.sent
+    assert sent > 0
