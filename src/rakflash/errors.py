@@ -363,3 +363,11 @@ class PortNotBack(PortError):
     hint = ("Run 'rakflash ports' to see where it went: if a port with the bootloader's USB id is "
             "listed, run the same command with --port set to it. Otherwise unplug and re-plug the "
             "module (double-press reset on an Arduino RAK4631) and run the same command again.")
+
+
+class ImageNotAFile(ImageError):
+    """A FIFO, a device, a socket: reading it could block forever or never end."""
+
+    name = "image-not-a-file"
+    hint = ("Give the firmware file itself: rakflash reads only regular files (not a FIFO, a "
+            "device such as /dev/zero, or a socket). Save the firmware to a file first.")

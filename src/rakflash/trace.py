@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -37,7 +38,13 @@ class TraceWriter:
 
     def __init__(self, path: str | Path | IO[str]) -> None:
         self._own = not hasattr(path, "write")
-        self._f: IO[str] = open(path, "w", encoding="utf-8") if self._own else path  # type: ignore[arg-type]
+        if self._own:
+            # O_NONBLOCK for the open only: a FIFO nobody reads fails (ENXIO) instead of hanging.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o644)
+            os.set_blocking(fd, True)
+            self._f: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        else:
+            self._f = path  # type: ignore[assignment]
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self._write({"trace": "rakflash", "version": 1,

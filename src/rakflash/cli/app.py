@@ -9,7 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import Aborted
-from .output import emit_json, err
+from .output import emit_json, err, prepare_streams
 
 
 class _Rakflash(click.Group):
@@ -17,6 +17,7 @@ class _Rakflash(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("standalone_mode", None)
+        prepare_streams()
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as exc:

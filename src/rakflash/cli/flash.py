@@ -43,7 +43,7 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
     options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
                            dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
     with ExitStack() as stack:
-        link = open_link(stack, port, baud, trace_path)
+        link = open_link(stack, port, baud, trace_path, keep=(file,))
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
         session = FlashSession(link, image, options, emit=render,
                                confirm=None if yes else _ask(port))

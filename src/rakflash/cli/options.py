@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from contextlib import ExitStack
 from typing import Any, Callable
 
@@ -121,14 +123,24 @@ def port_options(fn: Callable) -> Callable:
 
 
 def open_link(stack: ExitStack, port: str, baud: int | None, trace_path: str | None, *,
-              parity: str = "N") -> Link:
-    """Open ``port`` (recording a trace if asked); closed when ``stack`` unwinds."""
+              parity: str = "N", keep: tuple[str, ...] = ()) -> Link:
+    """Open ``port`` (recording a trace if asked); closed when ``stack`` unwinds.
+
+    ``keep``: files the trace must not overwrite (the firmware being written).
+    """
     trace = None
     if trace_path:
+        for path in keep:
+            if _same_file(trace_path, path):
+                raise UsageError(f"--trace names the firmware file {path}: recording the trace "
+                                 f"would overwrite the firmware",
+                                 hint="Give --trace another file name.")
         try:
             trace = TraceWriter(trace_path)
         except OSError as exc:
-            raise UsageError(f"cannot write the trace file {trace_path}: {exc.strerror or exc}",
+            why = ("it is a FIFO and nothing reads it" if exc.errno == errno.ENXIO
+                   else exc.strerror or str(exc))
+            raise UsageError(f"cannot write the trace file {trace_path}: {why}",
                              hint="Give --trace a path in a folder you can write to.") from None
         stack.callback(trace.close)
     link = Link(port, baud or 115200, parity=parity, trace=trace)
@@ -146,3 +158,10 @@ def load_image(path: str, address: int | None, module: _catalog.Module | None):
                          f"its own addresses",
                          hint="Leave out --address for a .hex file.")
     return image
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False

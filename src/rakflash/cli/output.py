@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import click
@@ -24,8 +26,104 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# ------------------------------------------------------------------ the process's streams
+
+class _GuardedStdout:
+    """Standard output that survives its reader going away (``rakflash … | head -c 300``).
+
+    The first write that finds the pipe closed says so once on standard error,
+    points file descriptor 1 at /dev/null (so nothing at exit fails again), and
+    from then on sends what would have gone to standard output to standard
+    error: a command in the middle of an update goes on and still reports how
+    it ended. Everything else is the wrapped stream's.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.closed_early = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_early:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        if not self.closed_early:
+            try:
+                self._stream.flush()
+                return
+            except BrokenPipeError:
+                self._reader_gone()
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return False if self.closed_early else self._stream.isatty()
+
+    def _reader_gone(self) -> None:
+        self.closed_early = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        sys.stderr.write("warning: standard output was closed early; rakflash goes on and reports "
+                         "on standard error\n")
+        sys.stderr.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def prepare_streams() -> None:
+    """Make the command line's output unable to end a command: characters the terminal's
+    encoding lacks are escaped (an ASCII-only terminal and a file name with 'é'), and a
+    standard output closed early is survived (:class:`_GuardedStdout`)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
+    if sys.stdout is not None and not isinstance(sys.stdout, _GuardedStdout):
+        sys.stdout = _GuardedStdout(sys.stdout)
+
+
+def stdout_closed_early() -> bool:
+    return isinstance(sys.stdout, _GuardedStdout) and sys.stdout.closed_early
+
+
 def emit_json(obj: dict) -> None:
-    click.echo(json.dumps(obj, default=str))
+    """One JSON line on standard output (standard error once standard output is gone)."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stopped like Ctrl-C, with the signal's name and exit code."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def _stop_signals_like_ctrl_c() -> dict:
+    """SIGTERM and SIGHUP raise :class:`Terminated`, so the flows cancel what they are doing
+    (a transfer session) on the way out, as they do for Ctrl-C. Returns the handlers replaced."""
+    replaced: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        return replaced
+    for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            replaced[sig] = signal.signal(sig, _terminate)
+    return replaced
 
 
 # What a command has learnt so far (e.g. the version running before an update),
@@ -44,8 +142,17 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        as_json = kwargs.get("as_json", False)
         known.clear()
+        prepare_streams()
+        replaced = _stop_signals_like_ctrl_c()
+        try:
+            return _run(*args, **kwargs)
+        finally:
+            for sig, handler in replaced.items():
+                signal.signal(sig, handler)
+
+    def _run(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
 
         def base(result: str) -> dict:
             b = {k: None for k in json_keys}
@@ -90,18 +197,19 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 err.print(f"error: {message}", markup=False)
                 err.print(f"hint: {hint}", markup=False)
             sys.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if known.get("writing"):
                 hint = ("The update was cut off: the module waits in its bootloader; run the same "
                         "command again to finish it.")
             else:
                 hint = "Nothing was written to the module."
+            how = f"stopped by {exc.name}" if isinstance(exc, Terminated) else "Ctrl-C"
             if as_json:
                 emit_json({**base("interrupted"), "error": "interrupted",
-                           "message": "interrupted (Ctrl-C)", "hint": hint})
+                           "message": f"interrupted ({how})", "hint": hint})
             else:
-                err.print(f"interrupted. {hint}")
-            sys.exit(130)
+                err.print(f"interrupted ({how}). {hint}", markup=False)
+            sys.exit(128 + exc.signum if isinstance(exc, Terminated) else 130)
 
     return wrapper
 
@@ -134,7 +242,8 @@ class JsonEvents:
     """Every event as one JSON line on standard output."""
 
     def __call__(self, event: ev.Event) -> None:
-        emit_json(event.to_dict())
+        if not stdout_closed_early():     # the events' reader is gone; the result line still goes out
+            emit_json(event.to_dict())
 
     def __enter__(self) -> "JsonEvents":
         return self
