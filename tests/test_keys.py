@@ -211,3 +211,50 @@ def test_the_values_an_earlier_run_kept_win_over_what_a_reset_firmware_reports(v
     assert code == 0, out
     assert keys_on(dev) == KEYS
     assert out["settings"]["from_earlier_run"] is True
+
+
+def flash_pressing_reset_at_every_prompt(dev, *args, timeout=120):
+    """`rakflash flash … --json`, pressing reset once per press-reset prompt (at its first countdown)."""
+    import os
+    import subprocess
+    import sys
+    from conftest import SRC
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", *args, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    events, armed = [], False
+    try:
+        for line in proc.stdout:
+            event = json.loads(line)
+            events.append(event)
+            if event.get("event") == "prompt":
+                armed = True
+            elif event.get("event") == "countdown" and armed:
+                dev.press_reset()
+                armed = False
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, events
+
+
+def test_a_start_up_window_too_short_for_the_keys_is_said_loudly(virtual, resetting_app):
+    """The sketch floods 0.15 s after a start and the adapter is slow: long enough to catch
+    the bootloader, too short to read the keys. One more reset press, and a loud warning."""
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.15, baud=115200, latency_ms=20)
+    dev.settings.update(KEYS)
+    dev.save_settings()
+    dev.press_reset()
+    time.sleep(0.4)
+    code, events = flash_pressing_reset_at_every_prompt(
+        dev, str(resetting_app), "--port", dev.port, "--yes", "--reset-window", "20")
+    out = events[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    prompts = [e for e in events if e.get("event") == "prompt"]
+    assert len(prompts) == 2 and "too short" in prompts[1]["message"]
+    assert out["settings_kept"] is None
+    warning = warnings_in(events)["settings-unread"]
+    assert "could not be read" in warning["message"] and "set them again" in warning["message"]
+    assert dev.app_version == NEW

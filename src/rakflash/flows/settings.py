@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 
 from ..at import AtConsole
 from ..catalog import Module
-from ..errors import RakflashError
 from ..events import Note, Sink, Warning, nowhere
 from ..link import Deadline, Link
 
