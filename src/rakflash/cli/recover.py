@@ -85,7 +85,8 @@ def recover_command(file: str, port: str, baud: int | None, trace_path: str | No
                              f"included) over {port}?"):
             raise Aborted("recovery not confirmed")
     with ExitStack() as stack:
-        link = open_link(stack, port, baud, trace_path)
+        link = open_link(stack, port, baud, trace_path,
+                         keep=(file,) + ((app_file,) if app_file else ()))
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
         result = recover(link, plan, options, emit=render)
     if as_json:
