@@ -330,6 +330,8 @@ def rom_guide(module: Module, options: RecoveryOptions) -> list[str]:
                else "not the AT port: move the adapter's wires")
     steps = [f"Connect the USB-UART adapter to {module.name} {a['uart_pins']} ({a['uart']}, "
              f"{at_port}; TX to RX, RX to TX, and GND)."]
+    if a.get("not_on"):
+        steps.append(f"Not {a['not_on']}.")
     if options.boot0_with:
         steps.append(f"rakflash drives BOOT0 ({a['boot0']}) with {options.boot0_with.upper()}.")
     else:
@@ -352,10 +354,11 @@ def handshake_hint(module: Module, seen: str, wired: bool) -> str:
     if seen == "garbage":
         return ("Bytes came back that mean nothing: the firmware runs at another baud rate (BOOT0 not "
                 f"high at reset: hold {a['boot0']} at 3.3 V and reset), or the line is noisy.")
+    elsewhere = f" (not {a['not_on'].split(',')[0]})" if a.get("not_on") else ""
     if wired:
         return (f"Nothing came back: check that the adapter's lines really reach RESET and BOOT0 "
                 f"({a['reset']}, {a['boot0']}) and that TX/RX go to {a['uart_pins']}.")
-    return (f"Nothing came back: check the wiring ({a['uart_pins']}: TX to RX, RX to TX, GND), hold "
+    return (f"Nothing came back: check the wiring ({a['uart_pins']}{elsewhere}: TX to RX, RX to TX, GND), hold "
             f"BOOT0 ({a['boot0']}) at 3.3 V, reset the module ({a['reset']}) and run the same command "
             f"again within the countdown.")
 
