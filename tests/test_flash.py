@@ -160,27 +160,10 @@ def test_rak811_old_bootloader_forced_ends_in_timeout_not_hang(virtual, tmp_path
     code, out = flash(p, dev, "--module", "rak811", "--force", timeout=120)
     assert (code, out["error"]) == (7, "transfer-timeout")
     assert time.monotonic() - t0 < 90
-
-
-def test_rak4270_is_told_apart_by_the_image_it_is_given(virtual, tmp_path, cat):
-    """RUI v3 firmware doesn't say which module it runs on; an image for the RAK4270's MCU settles it."""
-    dev = virtual("rak4270")
-    p = tmp_path / "RAK4270_v3.0.0.14.bin"
-    p.write_bytes(firmware.app_image(cat.module("rak4270"), "V3.0.0.14.L", 20 * 1024))
-    proc = run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
-    assert proc.returncode == 0, proc.stderr
-    assert "so rakflash takes it as a RAK4270" in proc.stdout
-    assert dev.app_version == "V3.0.0.14.L"
-    # An image for the other module is not written silently: the plan says what it assumes.
-    r811 = tmp_path / "RAK811.bin"
-    r811.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.15.H", 20 * 1024))
-    dry = run_cli("flash", str(r811), "--port", dev.port, "--baud", str(FAST_BAUD), "--dry-run")
-    assert "does not say which module it is (RAK811 or RAK4270)" in dry.stdout
-    assert "name it with --module" in dry.stdout
-    other = tmp_path / "RAK3172.bin"
-    other.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 20 * 1024))
-    code, out = flash(other, dev)
-    assert (code, out["error"]) == (6, "wrong-target") and "--module" in out["hint"], out
+    # The same command would stall again: the way out is the recovery command, for this port.
+    assert "running the same command again would stall again" in out["hint"]
+    assert f"stm32flash -w FULL.hex -v -g 0x08000000 {dev.port}" in out["hint"], out["hint"]
+    assert "press its reset button" not in out["hint"]
 
 
 def test_rak811_update_with_new_bootloader(virtual, tmp_path, cat):

@@ -126,13 +126,17 @@ def test_ctrl_c_at_the_confirmation_is_an_interrupt_and_ctrl_d_a_no(virtual, tmp
     assert dev.updates == 0
 
 
-def test_ctrl_c_during_info_does_not_talk_of_an_update():
+def test_ctrl_c_during_info_does_not_talk_of_an_update(tmp_path):
     master, slave = os.openpty()          # a port where nothing answers: info scans a while
+    trace = tmp_path / "info.trace"
     try:
         env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.Popen([sys.executable, "-m", "rakflash", "info", "--port", os.ttyname(slave)],
+        proc = subprocess.Popen([sys.executable, "-m", "rakflash", "info", "--port", os.ttyname(slave),
+                                 "--trace", str(trace)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        time.sleep(1.5)
+        end = time.monotonic() + 30        # interrupt once it is talking to the port
+        while b'"tx"' not in (trace.read_bytes() if trace.exists() else b"") and time.monotonic() < end:
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=20)
     finally:

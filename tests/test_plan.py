@@ -77,7 +77,7 @@ def test_rak811_rule_needs_bootloader_305(cat, tmp_path):
         make_plan(img, dev)
     assert "3.0.5" in e.value.message
     assert "pyocd flash -t stm32l151cbux FULL.hex" in e.value.hint
-    assert "rakflash recover FULL.hex --port PORT --module rak811" in e.value.hint
+    assert "rakflash recover FULL.hex --port /dev/null --module rak811" in e.value.hint   # the port it is on
     dev.bootloader_version = "V3.0.5"
     assert make_plan(img, dev).app_version == "V3.0.0.14.H"
     older = write(tmp_path, "old.bin", firmware.app_image(m, "V3.0.0.13.H", 50 * 1024))

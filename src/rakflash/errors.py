@@ -147,6 +147,15 @@ class UnknownDevice(DeviceError):
     hint = "Name the module with --module (see 'rakflash modules')."
 
 
+class EchoingPort(DeviceError):
+    """Every line sent comes straight back and nothing else answers: TX and RX are bridged."""
+    name = "echoing-port"
+    hint = ("Nothing but an echo answers: the adapter's TX and RX are probably connected to each "
+            "other (a jumper or loopback) and no module is attached, or it is unpowered. Wire "
+            "adapter TX to module RX, adapter RX to module TX and GND to GND, power the module, "
+            "and run the same command again.")
+
+
 # --- plans ------------------------------------------------------------------
 
 class PlanRefused(RakflashError):
@@ -157,6 +166,12 @@ class PlanRefused(RakflashError):
 class WrongTarget(PlanRefused):
     name = "wrong-target"
     hint = "Use the firmware built for this module."
+
+
+class ModuleUncertain(PlanRefused):
+    """The device can't say which of several modules it is, and the image is built for one of them."""
+    name = "module-uncertain"
+    hint = "Name the module with --module (the label on the module says which). Nothing was written."
 
 
 class ImageTooLarge(PlanRefused):

@@ -55,7 +55,8 @@ class Image:
     sha256: str
     file_size: int
     start_address: int | None = None  # from a hex start record
-    base_source: str = "file"         # for .bin: "--address", "catalog" or "default"
+    base_source: str = "file"         # for .bin: "--address", "catalog" (the application base),
+                                      # "bootloader" (its reset vector points there), or "default"
     ota_header: object | None = None  # apollo3_ota.OtaHeader for an OTA blob
 
     @property
@@ -242,7 +243,8 @@ def _load_bin(path: str, raw: bytes, digest: str, address: int | None,
         if target is None:
             base, source = 0, "default"
         else:
-            base, source = _bin_base(target, vector_at(payload, 0)), "catalog"
+            base = _bin_base(target, vector_at(payload, 0))
+            source = "catalog" if base == target.app.start else "bootloader"
     img = Image(path, fmt, [Segment(base, payload)], digest, len(raw), base_source=source)
     img.ota_header = header
     return img

@@ -11,7 +11,7 @@ from ..errors import AlreadyUpToDate, ConfirmationNeeded, RakflashError
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
 from .options import WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link, port_options
-from .output import (JsonEvents, TerminalEvents, ask_yes_no, emit_json, known, out, reports_errors,
+from .output import (JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_json, known, out, reports_errors,
                      show_settings)
 
 FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "seconds")
@@ -45,8 +45,10 @@ def flash(file: str, port: str, baud: int | None, trace_path: str | None, module
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path, keep=(file,))
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
+        interactive = not yes and sys.stdin is not None and sys.stdin.isatty()
         session = FlashSession(link, image, options, emit=render,
-                               confirm=None if yes else _ask(port))
+                               confirm=None if yes else _ask(port),
+                               choose_module=ask_module if interactive else None)
         try:
             outcome = session.run()
         except RakflashError as exc:

@@ -35,7 +35,9 @@ def _print_inspect(info: images.ImageInfo) -> None:
     out.print(f"format    {names.get(img.format, img.format)}, {img.file_size:,} bytes on disk, {img.size:,} bytes of data")
     out.print(f"sha256    {img.sha256}")
     if img.format != "hex":
-        how = {"--address": "given with --address", "catalog": "the target module's application base (catalog)",
+        how = {"--address": "given with --address",
+               "catalog": f"{info.module.name}'s application base, from the catalog" if info.module else "",
+               "bootloader": _bootloader_base(info),
                "blob header": "the blob header's load address",
                "default": "unknown target: assumed 0; give --address"}[img.base_source]
         out.print(f"base      {img.low:#010x} ({how})")
@@ -71,3 +73,18 @@ def _print_inspect(info: images.ImageInfo) -> None:
         out.print(f"ota       load {h.load_address:#x}, length {h.length:,}, crc {h.crc:#010x} (checked), "
                   f"version {h.version}, binary type {h.binary_type}, storage type {h.storage_type}, "
                   f"{'encrypted' if h.encrypted else 'not encrypted'}")
+
+
+def _bootloader_base(info: images.ImageInfo) -> str:
+    """Why a .bin was placed at the start of flash: it is built for the bootloader's address."""
+    module, vector = info.module, info.vector
+    if module is None or vector is None or not module.has_region("bootloader"):
+        return "built for the bootloader's address"
+    boot, app = module.region("bootloader"), module.app
+    app_vector = images.vector_at(info.image.read(app.start, 8), 0)
+    then = ("a full image: 'rakflash flash' sends only its application part"
+            if app_vector is not None and app_vector[1] in app else
+            "a bootloader: 'rakflash flash' won't send it, the serial bootloader writes applications only")
+    return (f"built for the bootloader's address: its reset vector {vector[1]:#010x} lies in "
+            f"{module.name}'s bootloader region {boot.start:#010x}-{boot.end:#010x}, not in the "
+            f"application region from {app.start:#010x}; {then}")

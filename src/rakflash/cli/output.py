@@ -230,6 +230,26 @@ def ask_yes_no(question: str) -> bool:
             return False
 
 
+def ask_module(uncertain: Any) -> Any:
+    """Which module it is, when the device can't say (a :class:`~rakflash.errors.ModuleUncertain`):
+    the person picks one of the candidates, or none (then the refusal stands)."""
+    choices = {m.key: m for m in uncertain.modules}
+    err.print(f"[yellow]{uncertain.message}.[/]")
+    keys = "/".join(choices)
+    while True:
+        click.echo(f"Which module is it? The label on it says. [{keys}, or Enter to stop]: ", nl=False)
+        try:
+            answer = input().strip().lower()
+        except EOFError:
+            click.echo()
+            return None
+        if not answer:
+            return None
+        for m in choices.values():
+            if answer in (m.key, m.name.lower(), *m.aliases):
+                return m
+
+
 def _error_json(exc: RakflashError) -> dict:
     d = {"error": exc.name, "message": exc.message, "hint": exc.hint}
     d.update({k: v for k, v in exc.details.items() if k not in d})
@@ -347,7 +367,8 @@ class TerminalEvents:
 def print_device(dev: Any) -> None:
     """What ``info`` shows about a device (a :class:`~rakflash.flows.identify.DeviceInfo`)."""
     rows = [("port", f"{dev.port} at {dev.baud} baud"),
-            ("module", (dev.module.name if dev.module else "unknown") + ("" if dev.module_certain else " (probably)")),
+            ("module", " or ".join(m.name for m in dev.could_be) if not dev.module_certain and dev.could_be
+             else (dev.module.name if dev.module else "unknown")),
             ("mode", "application running" if dev.mode == "app" else "in its bootloader"),
             ("application", dev.app_version or ("-" if dev.mode == "app" else "- (the bootloader can't tell)")),
             ("bootloader", dev.bootloader_version or "-"),
@@ -367,6 +388,8 @@ def show_plan(plan: dict) -> None:
               f"{plan['bytes']:,} bytes to {plan['address']:#010x}")
     for n in plan["notes"]:
         out.print(f"[yellow]note:[/] {n}")
+    for w in plan.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {w}")
     out.print("plan:")
     for i, step in enumerate(plan["steps"], 1):
         out.print(f"  {i}. {step}")

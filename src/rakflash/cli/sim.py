@@ -45,13 +45,16 @@ from .options import BAUD, PROBABILITY, Real
 @click.option("--boot-pin", "--boot0", "boot_pin", is_flag=True,
               help="Hold the boot pin (STM32 BOOT0, Apollo3 BOOT) high: at reset the chip starts its ROM "
                    "bootloader, where it has one. 'b' + Enter toggles it on a running module.")
+@click.option("--board-status/--no-board-status", default=True, show_default=True,
+              help="RUI v3 (rak811, rak4270): whether the firmware names its board when asked "
+                   "(at+get_config=device:status); without it, RAK811 and RAK4270 look alike.")
 @click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
 def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
         app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
         bit_error_rate: float, drop_rate: float, garbage_rate: float, bit_error_rate_to_host: float,
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
-        pull_cable_after: int | None, boot_pin: bool, any_baud: bool) -> None:
+        pull_cable_after: int | None, boot_pin: bool, board_status: bool, any_baud: bool) -> None:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
     The first line printed is 'port: /dev/pts/N'. Press the module's reset
@@ -71,6 +74,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
                       bootloader_version=bootloader_version, app_version=app_version,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
+                      board_status=board_status,
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
                                     bit_error_rate_to_host=bit_error_rate_to_host,

@@ -175,6 +175,7 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
     """
     from ..errors import Flooding
     from .identify import identify
+    named = module
     try:
         return identify(link, module=module, baud=baud)
     except Flooding as exc:
@@ -187,7 +188,9 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
             link.baud = flood_baud
         catch_after_reset(link, module, exc.message, window=reset_window, reset_line=reset_line,
                           emit=emit)
-        info = identify(link, module=module, baud=link.baud, scan=False)
+        # Caught, the bootloader says what it can; the image's target (a fallback, to
+        # know the boot command) is no word on which module this is.
+        info = identify(link, module=named, baud=link.baud, scan=False)
         info.caught = True
         return info
 

@@ -10,10 +10,21 @@ catalog's):
    bootloader; ``ERROR: n`` a RUI v3 application.
 3. If ``AT`` got nothing, send ``at+version``: a RUI v3 application answers
    ``OK V3…``, a bootloader its version line.
-4. Ask the dialect's questions (versions, model, serial number).
+4. Ask the dialect's questions (versions, model, serial number; on RUI v3
+   the board, which only firmware that answers ``at+get_config=device:status``
+   tells).
 
 Nothing readable at any baud ends in :class:`~rakflash.errors.NoResponse`,
-only unreadable bytes in :class:`~rakflash.errors.GarbageReply`.
+only unreadable bytes in :class:`~rakflash.errors.GarbageReply`. A port that
+only echoes what it is sent is :class:`~rakflash.errors.EchoingPort`; a
+device that answers ``OK`` to every line but none of the questions is
+:class:`~rakflash.errors.UnknownDevice`.
+
+When the answers fit several modules (RUI v3 firmware that doesn't name its
+board, a bootloader whose version names no module), the
+:class:`DeviceInfo` says so: ``module_certain`` is False and ``candidates``
+lists every module it could be. The plan applies the rules of each and never
+writes on a guess.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from dataclasses import dataclass, field
 from .. import catalog as _catalog
 from ..at import AtConsole, AtReply, looks_like_text
 from ..catalog import Catalog, Module
-from ..errors import Flooding, GarbageReply, NoResponse
+from ..errors import EchoingPort, Flooding, GarbageReply, NoResponse, UnknownDevice
 from ..link import Link
 
 
@@ -45,6 +56,14 @@ class DeviceInfo:
     serial_number: str | None = None
     notes: list[str] = field(default_factory=list)
     caught: bool = False                   # brought into the bootloader by a reset-window catch
+    candidates: list[Module] = field(default_factory=list)   # what it could be, when not certain
+
+    @property
+    def could_be(self) -> list[Module]:
+        """Every module this device could be: the one it is, or each candidate when uncertain."""
+        if self.module_certain or not self.candidates:
+            return [self.module] if self.module is not None else []
+        return list(self.candidates)
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +71,7 @@ class DeviceInfo:
             "module": self.module.name if self.module else None,
             "module_key": self.module.key if self.module else None,
             "module_certain": self.module_certain,
+            "candidates": [m.name for m in self.could_be] if not self.module_certain else [],
             "mode": self.mode, "dialect": self.dialect,
             "app_version": self.app_version, "bootloader_version": self.bootloader_version,
             "hardware_model": self.hardware_model, "hardware_id": self.hardware_id,
@@ -168,9 +188,13 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     if lines and not all(looks_like_text(ln.encode("latin-1")) for ln in lines):
         return "garbage"
     # Silence or an unknown line: ask the RUI v3 / bootloader way.
+    first = lines
     reply = AtConsole(link, v3).command(v3["probe"], timing.probe)
     if reply.ok:
         return _v3_app(link, baud, module, cat, timing, version_reply=reply)
+    if _only_echo(first, rui3["probe"]) and _only_echo(reply.lines, v3["probe"]):
+        raise EchoingPort(f"{link.port_name} sends back every line it is sent ({rui3['probe']!r}, "
+                          f"{v3['probe']!r}) and nothing else answers")
     text_lines = [ln for ln in reply.lines if ln and looks_like_text(ln.encode("latin-1"))]
     if any(ln == boot["unsupported"] for ln in text_lines):
         return _bootloader(link, baud, module, cat, timing)
@@ -180,6 +204,11 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     if reply.lines and not text_lines:
         return "garbage"
     return None
+
+
+def _only_echo(lines: list[str], command: str) -> bool:
+    """The answer to ``command`` was the command itself and nothing else."""
+    return bool(lines) and all(ln.strip() == command for ln in lines)
 
 
 def _transfer_session_abort(lines: list[str]) -> bytes | None:
@@ -210,6 +239,8 @@ def _rui3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing
     con = AtConsole(link, d)
     ask = lambda key: con.value(d[key], timing.query)  # noqa: E731
     app_version = ask("app_version")
+    if app_version is None:
+        _refuse_a_yes_man(link, con, d, timing)
     info = DeviceInfo(link.port_name, baud, "app", "rui3", app_version=app_version,
                       bootloader_version=ask("bootloader_version"),
                       hardware_model=ask("hardware_model"), hardware_id=ask("hardware_id"),
@@ -217,8 +248,25 @@ def _rui3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing
     detected = _module_by_name(cat, "rui3", info.hardware_model, app_version)
     info.module = _reconcile(info, module, detected, "rui3")
     if info.module is None:
-        info.notes.append(f"unknown RUI3 hardware model {info.hardware_model!r}")
+        info.notes.append(f"unknown RUI3 hardware model {info.hardware_model!r}" if info.hardware_model
+                          else f"the device does not tell its hardware model ({d['hardware_model']})")
     return info
+
+
+# A command no module knows: a RUI3 application answers it with AT_COMMAND_NOT_FOUND.
+NONSENSE = "AT+RAKFLASH_NO_SUCH_COMMAND"
+
+
+def _refuse_a_yes_man(link: Link, con: AtConsole, d, timing: Timing) -> None:
+    """A device that said OK to ``AT`` but did not answer the version query: if it says
+    OK to a command no module knows too, it answers OK to anything — not a RAK module."""
+    if con.command(NONSENSE, timing.probe).ok:
+        raise UnknownDevice(
+            f"{link.port_name} answers OK to every line, even to {NONSENSE!r}, which no module "
+            f"knows, but does not answer {d['app_version']}: it is not a module rakflash knows "
+            f"(another AT device, a modem?)",
+            hint="Check that this is the module's port ('rakflash ports' lists them); a RAK module "
+                 "answers AT+VER=? (RUI3) or at+version (RUI v3) with its firmware version.")
 
 
 def _reconcile(info: DeviceInfo, named: Module | None, detected: Module | None,
@@ -230,9 +278,10 @@ def _reconcile(info: DeviceInfo, named: Module | None, detected: Module | None,
         info.notes.append(f"--module says {named.name}, but the device says it is a {detected.name}")
         return detected
     if named.dialect.key != dialect and named.boot_dialect.key != dialect:
-        info.notes.append(f"--module says {named.name}, but the device speaks {dialect}, which "
-                          f"{named.name} does not")
-        info.module_certain = False
+        speaks = {"rui3": "RUI3", "rui-v3": "RUI v3", "rui-boot": "the RUI bootloader's"}.get(dialect, dialect)
+        info.notes.append(f"--module says {named.name}, but the device answers in {speaks} AT "
+                          f"commands, which a {named.name} does not speak")
+        return detected
     return named
 
 
@@ -242,17 +291,45 @@ def _v3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing: 
     reply = version_reply or AtConsole(link, d).command(d["app_version"], timing.query)
     version = (reply.value or "").split()[0] if reply.value else None
     info = DeviceInfo(link.port_name, baud, "app", "rui-v3", app_version=version)
+    info.hardware_model, info.hardware_id = _board_status(link, d, timing)
+    detected = _module_by_name(cat, "rui-v3", info.hardware_model, version)
     mods = [m for m in cat.modules.values() if m.dialect.key == "rui-v3"]
     if module:
-        info.module = _reconcile(info, module, None, "rui-v3")
+        detected = _reconcile(info, module, detected, "rui-v3")
+    if detected:
+        info.module = detected
+    elif info.hardware_model:
+        info.notes.append(f"the firmware says it runs on a {info.hardware_model}, a module rakflash "
+                          f"does not know")
     else:
-        info.module = _module_by_name(cat, "rui-v3", None, version) or mods[0]
+        info.module, info.candidates = mods[0], mods
         info.module_certain = len(mods) == 1
         if not info.module_certain:
-            info.notes.append(f"RUI v3 firmware does not say which module it runs on; assuming "
-                              f"{info.module.name} (one of {', '.join(m.name for m in mods)}): "
-                              f"use --module to be sure")
+            info.notes.append(f"this RUI v3 firmware does not say which module it runs on (no answer "
+                              f"to {d['board_status']}): it could be a "
+                              f"{' or a '.join(m.name for m in mods)}; name it with --module")
     return info
+
+
+def _board_status(link: Link, d, timing: Timing) -> tuple[str | None, str | None]:
+    """(board, MCU) from RUI v3's ``at+get_config=device:status``, or Nones if it isn't answered."""
+    query = d.get("board_status")
+    if not query:
+        return None, None
+    reply = AtConsole(link, d).command(query, timing.query)
+    if not reply.ok:
+        return None, None
+    lines = (reply.value or "").splitlines()
+    # The reply is complete with its first line; the board's other lines follow it.
+    quiet = max(0.05, 200 * 10 / link.baud)
+    while (more := link.read_line(quiet)) is not None:
+        lines.append(more.decode("latin-1").strip())
+    found = {}
+    for line in lines:
+        for key in ("board_prefix", "mcu_prefix"):
+            if line.startswith(d[key]):
+                found[key] = line[len(d[key]):].strip() or None
+    return found.get("board_prefix"), found.get("mcu_prefix")
 
 
 def _bootloader(link: Link, baud: int, module: Module | None, cat: Catalog, timing: Timing,
@@ -262,20 +339,31 @@ def _bootloader(link: Link, baud: int, module: Module | None, cat: Catalog, timi
     if version is None:
         version = con.value(d["version"], timing.query)
     mod, certain = _module_for_bootloader(version or "", module, cat)
-    conflict = module is not None and mod is not None and mod.key != module.key
+    candidates = _bootloader_candidates(version or "", cat)
     info = DeviceInfo(link.port_name, baud, "bootloader", "rui-boot", module=mod,
-                      module_certain=certain, bootloader_version=version)
+                      module_certain=certain, bootloader_version=version,
+                      candidates=candidates if not certain else [])
     status = con.command(d["status"], timing.query)
     if status.value and status.value != d["status_reply"]:
         info.notes.append(f"unexpected boot status {status.value!r}")
-    if conflict:
-        info.notes.append(f"--module says {module.name}, but the bootloader says it is a {mod.name}")
+    if module is not None and mod is not None and mod.key != module.key:
+        said = (f"the bootloader says it is a {mod.name}" if certain else
+                f"this bootloader ({version}) is a {' or a '.join(m.name for m in candidates)}'s")
+        info.notes.append(f"--module says {module.name}, but {said}")
     info.notes.append("the module waits in its bootloader (an update was interrupted, or was "
                       "requested): 'rakflash flash' finishes the job")
     if mod is not None and not certain:
-        info.notes.append(f"the bootloader does not say which module it belongs to; assuming "
-                          f"{mod.name}: use --module to be sure")
+        info.notes.append(f"the bootloader does not say which module it belongs to: it could be a "
+                          f"{' or a '.join(m.name for m in info.could_be)}; name it with --module")
     return info
+
+
+def _bootloader_candidates(version: str, cat: Catalog) -> list[Module]:
+    """The modules whose bootloader could answer ``version``, the ones it names first."""
+    matches = [m for m in cat.modules.values() if m.find_bootloader_version(version.encode())]
+    named = [m for m in matches
+             if m.name.lower() in version.lower() or m.mcu.name.lower() in version.lower()]
+    return named or matches
 
 
 def _module_by_name(cat: Catalog, dialect: str, model: str | None, version: str | None) -> Module | None:
@@ -294,17 +382,12 @@ def _module_by_name(cat: Catalog, dialect: str, model: str | None, version: str 
 def _module_for_bootloader(version: str, module: Module | None, cat: Catalog) -> tuple[Module | None, bool]:
     """The module whose bootloader reports ``version`` (and whether that's certain).
 
-    A ``module`` named by the user stands unless the version names another one.
+    A ``module`` named by the user stands (and settles which of several it is)
+    unless the version is no bootloader version of that module.
     """
-    matches = [m for m in cat.modules.values() if m.find_bootloader_version(version.encode())]
-    named = [m for m in matches
-             if m.name.lower() in version.lower() or m.mcu.name.lower() in version.lower()]
-    if module is not None:
-        if len(named) == 1 and named[0].key != module.key and not module.find_bootloader_version(version.encode()):
-            return named[0], True
+    candidates = _bootloader_candidates(version, cat)
+    if module is not None and (not candidates or module in candidates):
         return module, True
-    if len(named) == 1:
-        return named[0], True
-    if matches:
-        return matches[0], len(matches) == 1
+    if candidates:
+        return candidates[0], len(candidates) == 1
     return None, False

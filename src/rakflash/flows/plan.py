@@ -4,10 +4,17 @@ A plan says what will be sent (only the application part of an image), to
 which module, over which protocol, how long it should take, and why it is
 safe. Every refusal is its own named error with its own next step:
 
-* image for another MCU or module → :class:`~rakflash.errors.WrongTarget`
-* image that only holds bootloader bytes → :class:`~rakflash.errors.TouchesBootloader`
+* image for another MCU or module, or whose version string names another
+  module (``--force`` writes the latter anyway) → :class:`~rakflash.errors.WrongTarget`
+* a device that can't say which of several modules it is, given firmware for
+  one of them → :class:`~rakflash.errors.ModuleUncertain` (never a guess: the
+  person names it, or is asked)
+* image that only holds bootloader bytes, or is built for the bootloader's
+  address → :class:`~rakflash.errors.TouchesBootloader`
 * application larger than its region → :class:`~rakflash.errors.ImageTooLarge`
 * firmware the device's bootloader can't take → :class:`~rakflash.errors.BootloaderTooOld`
+  (the rules of every module the device could be apply: an uncertain identity
+  never weakens a refusal)
 * the same version already running → :class:`~rakflash.errors.AlreadyUpToDate` (unless forced)
 """
 
@@ -17,8 +24,10 @@ from dataclasses import dataclass, field
 
 from .. import catalog as _catalog
 from ..catalog import Module, version_tuple
+import re
+
 from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, ImageTooLarge,
-                      TouchesBootloader, UnsupportedUpdate, WrongTarget)
+                      ModuleUncertain, TouchesBootloader, UnsupportedUpdate, WrongTarget)
 from ..images import Image, ImageInfo, analyse, target_module, vector_at
 from .identify import DeviceInfo
 from .transfers import for_protocol
@@ -36,9 +45,11 @@ class Plan:
     name: str                      # file name announced to the bootloader
     steps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # said before writing, in the plan's own words
     app_version: str | None = None
     force: bool = False            # skip the compatibility and same-version checks
     keep_settings: bool = True     # read the owner's settings first, check (and restore) them after
+    forced_past: list[BootloaderTooOld] = field(default_factory=list)   # refusals --force went past
 
     @property
     def settings_to_keep(self) -> list[str]:
@@ -72,54 +83,194 @@ class Plan:
             "app_version_before": self.device.app_version, "app_version_new": self.app_version,
             "bootloader_version": self.device.bootloader_version,
             "estimated_seconds": round(self.estimate_seconds(baud), 2), "baud": baud,
-            "steps": self.steps, "notes": self.notes,
+            "steps": self.steps, "notes": self.notes, "warnings": self.warnings,
         }
 
+    def check_bootloader(self, bootloader_version: str | None) -> None:
+        """The compatibility rules against a bootloader version read only now (in the bootloader).
 
-def check_compatibility(module: Module, firmware_version: str | None, bootloader_version: str | None) -> None:
-    """Refuse firmware that the module's bootloader can't take (catalog rules)."""
+        Forced: a refusal is recorded in :attr:`forced_past` instead, so a transfer that
+        then stalls can name the way out.
+        """
+        try:
+            check_compatibility(self.module, self.app_version, bootloader_version, port=self.device.port)
+        except BootloaderTooOld as exc:
+            if not self.force:
+                raise
+            self.forced_past.append(exc)
+
+
+def check_compatibility(module: Module, firmware_version: str | None, bootloader_version: str | None,
+                        *, alike: list[Module] | None = None, port: str = "PORT") -> None:
+    """Refuse firmware that the module's bootloader can't take (catalog rules).
+
+    ``alike``: the other modules the device could be (it can't tell which); the
+    message says the refusal holds if it is this one.
+    """
     if not firmware_version or not bootloader_version:
         return
     fw, boot = version_tuple(firmware_version), version_tuple(bootloader_version)
     for rule in module.rules:
         if fw >= version_tuple(rule.firmware_min) and boot < version_tuple(rule.bootloader_min):
+            others = [m.name for m in alike or [] if m.key != module.key]
+            who = (f"If this is a {module.name} (the device does not say whether it is a "
+                   f"{' or a '.join([module.name, *others])}), its" if others else module.name)
             raise BootloaderTooOld(
-                f"{module.name} firmware {firmware_version} needs bootloader {rule.bootloader_min} "
-                f"or later, and this module has bootloader {bootloader_version}: the update would "
-                f"stall ({rule.why}).",
+                f"{who} firmware {firmware_version} needs bootloader {rule.bootloader_min} or later; "
+                f"this one has {bootloader_version}, and {rule.why}.",
                 hint=f"Write the vendor's combined bootloader {rule.bootloader_min} + firmware .hex "
-                     f"(FULL.hex) first, {module.recovery_advice()}; after that, serial updates "
-                     f"work again.",
-                rule_source=rule.source)
+                     f"(FULL.hex) first, {module.recovery_advice(port=port)}; after that, serial "
+                     f"updates work again.",
+                rule_source=rule.source, module=module.name, bootloader_min=rule.bootloader_min)
+
+
+def recovery_after_forced_stall(plan: Plan, port: str) -> str | None:
+    """The next step when a transfer that --force sent past a bootloader rule failed: the
+    recovery command, not a re-run (which would stall again); None if nothing was forced."""
+    if not plan.forced_past:
+        return None
+    exc = plan.forced_past[0]
+    minimum = exc.details.get("bootloader_min", "a newer version")
+    return (f"This bootloader can't take this firmware (--force went past that check: "
+            f"{exc.message.rstrip('.')}), so running the same command again would stall again. "
+            f"Write the vendor's combined bootloader {minimum} + firmware .hex (FULL.hex) "
+            f"{plan.module.recovery_advice(port=port)}; after that, serial updates work again.")
+
+
+def version_names(version: str | None) -> str | None:
+    """The module a firmware version string names, e.g. ``RUI_4.0.12_RAK11720`` → ``RAK11720``
+    (RUI v3 versions such as ``V3.0.0.14.H`` name none)."""
+    m = re.search(r"(?<![A-Za-z0-9])RAK\d+", version or "", re.IGNORECASE)
+    return m.group(0).upper() if m else None
+
+
+def _is_named(module: Module, token: str) -> bool:
+    names = {module.key, module.name.lower(), *module.aliases}
+    return token.lower() in {n.split("-")[0] for n in names}
+
+
+def _modules_it_could_be(device: DeviceInfo, named: Module | None) -> list[Module]:
+    """Every module the device could be: the named one, the one it says, or each candidate."""
+    if named is not None:
+        return [named]
+    if device.module is not None:
+        return device.could_be
+    # It answered, but not which module it is: any module whose consoles speak that way.
+    return [m for m in _catalog.load().modules.values()
+            if device.dialect in (m.dialect.key, m.boot_dialect.key)]
+
+
+def _built_for_the_bootloader(image: Image, info: ImageInfo, module: Module) -> str | None:
+    """Why a .bin placed at the bootloader's address (its reset vector points there) can't be sent."""
+    if image.base_source != "bootloader" or info.vector is None or not module.has_region("bootloader"):
+        return None
+    boot = module.region("bootloader")
+    return (f"{_file(image)} is built for the bootloader's address: its reset vector "
+            f"{info.vector[1]:#010x} lies in {module.name}'s bootloader region "
+            f"({boot.start:#010x}-{boot.end:#010x}), so it is a bootloader, or a full image without "
+            f"an application at {module.app.start:#010x}: the serial bootloader writes applications only")
+
+
+def _starts_an_application(image: Image, module: Module) -> bool:
+    """A valid vector table of ``module`` at its application base."""
+    app = module.app
+    vector = vector_at(image.read(app.start, 8), 0)
+    return vector is not None and module.mcu.ram.start < vector[0] <= module.mcu.ram.end \
+        and vector[1] in app
+
+
+def _accepts(image: Image, module: Module) -> bool:
+    """Whether ``image`` could be firmware for ``module`` (its vector table fits the MCU)."""
+    try:
+        analyse(image, module=module)
+    except ImageTargetError:
+        return False
+    return True
+
+
+def _file(image: Image) -> str:
+    return image.path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _uncertain(image: Image, could_be: list[Module], fits: list[Module]) -> ModuleUncertain:
+    """The refusal to write on a guess: which modules it could be, which the image fits, what to do."""
+    if len(fits) == 1:
+        built = f"{_file(image)} is built for a {fits[0].name} ({fits[0].mcu.name})"
+        then = (f"If it is a {fits[0].name}, run again with --module {fits[0].key}"
+                + "".join(f"; if it is a {m.name}, use firmware built for it"
+                          for m in could_be if m not in fits) + ".")
+    else:
+        built = f"{_file(image)} could be firmware for a {' or a '.join(m.name for m in fits)}"
+        then = f"Run again with --module {' or --module '.join(m.key for m in fits)}."
+    needs = [f"{m.name} firmware from {r.firmware_min} on needs bootloader {r.bootloader_min} or later"
+             for m in could_be for r in m.rules]
+    exc = ModuleUncertain(
+        f"the device does not say whether it is a {' or a '.join(m.name for m in could_be)}, and "
+        f"{built}: rakflash won't write it on a guess",
+        hint=f"{then} The module's label says which. Nothing was written."
+             + (f" (Whichever it is, its rules apply: {'; '.join(needs)}.)" if needs else ""),
+        candidates=[m.name for m in could_be], image_fits=[m.name for m in fits])
+    exc.modules = could_be
+    exc.fits = fits
+    return exc
+
+
+def _version_in(image: Image, module: Module) -> str | None:
+    """The application version ``image`` carries, read the way ``module``'s firmware is."""
+    try:
+        return analyse(image, module=module).app_version
+    except ImageTargetError:
+        return module.find_app_version(b"".join(s.data for s in image.segments))
 
 
 def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
               force: bool = False, keep_settings: bool = True) -> Plan:
-    """Check ``image`` against ``device`` and decide what to send."""
+    """Check ``image`` against ``device`` and decide what to send.
+
+    ``module`` is what the person named (``--module``): it settles which module a
+    device that can't tell is, but never overrides what a device says it is.
+    """
+    if module is not None:
+        if device.module is not None and device.module_certain and device.module.key != module.key:
+            raise WrongTarget(f"--module says {module.name}, but the device is a {device.module.name}",
+                              hint=f"Use firmware for {device.module.name}, or check the port.")
+        if device.candidates and module not in device.candidates or \
+                device.dialect not in (module.dialect.key, module.boot_dialect.key):
+            alike = device.candidates or _modules_it_could_be(device, None)
+            raise WrongTarget(f"--module says {module.name}, but the device answers like a "
+                              f"{' or a '.join(m.name for m in alike)}",
+                              hint="Check --module and the port (see 'rakflash info --port PORT').")
+    could_be = _modules_it_could_be(device, module)
+    if not force and len(could_be) > 1 and device.bootloader_version:
+        # An uncertain identity never weakens a refusal: the rules of every module it
+        # could be apply, each with the image's version as that module reads it.
+        for m in could_be:
+            check_compatibility(m, _version_in(image, m), device.bootloader_version, alike=could_be,
+                                port=device.port)
     guessed = []
-    if module is None and device.module is not None and not device.module_certain:
-        # The device could be one of several modules (RUI v3 doesn't say which):
-        # the image's MCU decides, and the plan says so, so the person can stop it.
-        target = target_module(image)
-        if target and target.dialect.key == device.module.dialect.key:
-            alike = [m.name for m in _catalog.load().modules.values()
-                     if m.dialect.key == target.dialect.key]
-            guessed.append(f"the device does not say which module it is ({' or '.join(alike)}); the "
-                           f"image is built for {target.name}'s {target.mcu.name}, so rakflash takes it "
-                           f"as a {target.name} (if it is not, stop and name it with --module)")
-            module = target
-    module = module or device.module
-    if module is None and device.module is None:
-        module = target_module(image)     # the device couldn't say (a garbled answer): the image can
+    target = target_module(image)
+    fits = [m for m in could_be if _accepts(image, m)] if len(could_be) > 1 else could_be
+    if len(could_be) == 1:
+        module = could_be[0]
+    elif fits:
+        # The image fits a module the device could be: writing it on that guess could
+        # leave another module with firmware for another chip. Find out or ask.
+        raise _uncertain(image, could_be, fits)
+    elif target is not None and could_be:
+        raise WrongTarget(f"{_file(image)} is built for {target.name}'s {target.mcu.name}, but the "
+                          f"device is a {' or a '.join(m.name for m in could_be)}",
+                          hint="Use the firmware built for this module; if it is none of these, "
+                               "name it with --module (see 'rakflash modules').")
+    elif could_be:
+        module = could_be[0]   # the image fits none of them: analyse() below says why
+    else:
+        module = target        # nothing to go on but the image
         if module is not None:
             guessed.append(f"the device did not say which module it is; the image is built for "
                            f"{module.name}, so rakflash takes it as one")
     if module is None:
         raise WrongTarget("rakflash could not tell which module this is",
                           hint="Name it with --module (see 'rakflash modules').")
-    if device.module is not None and device.module.key != module.key and device.module_certain:
-        raise WrongTarget(f"--module says {module.name}, but the device is a {device.module.name}",
-                          hint=f"Use firmware for {device.module.name}, or check the port.")
     if for_protocol(module.protocol) is None:
         raise UnsupportedUpdate(
             f"rakflash can't yet update a {module.name} over its serial port ({module.protocol})",
@@ -127,17 +278,30 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     try:
         info = analyse(image, module=module)
     except ImageTargetError as exc:
-        hint = exc.hint
-        if not device.module_certain:
-            hint = (f"{hint} If the module is not a {module.name} (the device does not say), "
-                    f"name it with --module (see 'rakflash modules').")
-        raise WrongTarget(exc.message, hint=hint) from None
+        raise WrongTarget(exc.message, hint=exc.hint) from None
     if info.image.format != "apollo3-ota" and info.module is not None and info.vector is None \
             and not info.includes_app:
         raise WrongTarget(f"{image.path} holds no {module.name} application",
                           hint=f"Use the application firmware built for {module.name}.")
     app = module.app
     notes: list[str] = list(guessed)
+    warnings: list[str] = []
+    named = version_names(info.app_version)
+    if named and not _is_named(module, named):
+        if not force:
+            raise WrongTarget(
+                f"{_file(image)} carries the version string {info.app_version}, which names "
+                f"{named}, but the module is a {module.name}",
+                hint=f"Use the firmware built for {module.name}. If you are sure this one is right "
+                     f"for it, --force writes it anyway.",
+                version_names=named)
+        warnings.append(f"the image's version string {info.app_version} names {named}, not "
+                        f"{module.name}: written anyway (--force)")
+    built_for_boot = _built_for_the_bootloader(image, info, module)
+    if built_for_boot and (not info.includes_app or not _starts_an_application(image, module)):
+        raise TouchesBootloader(built_for_boot, hint=f"Use the application firmware for {module.name}; "
+                                                     f"a bootloader or full image is written "
+                                                     f"{module.recovery_advice(port=device.port)}.")
     if not info.includes_app:
         if info.includes_bootloader or info.regions:
             raise TouchesBootloader(
@@ -178,15 +342,25 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     payload = app_part.contiguous(app.start)
     if len(payload) > app.size:
         raise ImageTooLarge(f"the application is {len(payload):,} bytes; {module.name} holds {app.size:,}")
-    if not force:
-        check_compatibility(module, info.app_version, device.bootloader_version)
-        needs = [r for r in module.rules if info.app_version
-                 and version_tuple(info.app_version) >= version_tuple(r.firmware_min)]
-        if needs and device.bootloader_version is None:
-            notes.append(f"this firmware needs bootloader {needs[0].bootloader_min} or later, and "
-                         f"{module.name}'s application does not tell its bootloader's version: "
-                         f"rakflash reads it in the bootloader and, if it is older, stops there "
-                         f"before writing and starts the application again")
+    forced_past: list[BootloaderTooOld] = []
+    try:
+        check_compatibility(module, info.app_version, device.bootloader_version, port=device.port)
+    except BootloaderTooOld as exc:
+        if not force:
+            raise
+        forced_past.append(exc)
+        warnings.append(f"{exc.message.rstrip('.')}: written anyway (--force); the transfer will "
+                        f"most likely stall")
+    needs = [r for r in module.rules if info.app_version
+             and version_tuple(info.app_version) >= version_tuple(r.firmware_min)]
+    if needs and device.bootloader_version is None and not force:
+        notes.append(f"this firmware needs bootloader {needs[0].bootloader_min} or later, and "
+                     f"{module.name}'s application does not tell its bootloader's version: "
+                     f"rakflash reads it in the bootloader and, if it is older, stops there "
+                     f"before writing and starts the application again")
+    if info.app_version is None:
+        warnings.append(f"{_file(image)} carries no version string: after writing, rakflash can "
+                        f"check that the new firmware answers, but not which version it is")
     if info.app_version and device.app_version and device.mode == "app" \
             and version_tuple(info.app_version) < version_tuple(device.app_version):
         notes.append(f"this is a downgrade: {device.app_version} → {info.app_version}")
@@ -194,8 +368,9 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         raise AlreadyUpToDate(f"{module.name} already runs {info.app_version}", module=module.name,
                               app_version_after=info.app_version, bytes=0, seconds=0.0)
     name = image.path.replace("\\", "/").rsplit("/", 1)[-1]
-    plan = Plan(module, info, device, payload, app.start, name, notes=notes,
-                app_version=info.app_version, force=force, keep_settings=keep_settings)
+    plan = Plan(module, info, device, payload, app.start, name, notes=notes, warnings=warnings,
+                app_version=info.app_version, force=force, keep_settings=keep_settings,
+                forced_past=forced_past)
     plan.steps = _steps(plan)
     return plan
 

@@ -6,7 +6,9 @@ The steps, each reported through the event sink:
    floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`);
 2. plan, refusing before anything is written (:func:`plan.make_plan`); a
    module found already running the image's version still gets the settings
-   check an earlier, cut-off run could not finish;
+   check an earlier, cut-off run could not finish; a device that can't say
+   which of several modules it is, given firmware for one of them, is asked
+   about (``choose_module``) or refused, never written on a guess;
 3. a dry run stops here with the plan; otherwise ``confirm(plan)`` decides;
 4. the update itself (:func:`update.run_update`).
 
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..catalog import Module
-from ..errors import AlreadyUpToDate, Aborted, RakflashError
-from ..events import Phase, PlanReady, Recorder, Sink, Warning, nowhere, tee
+from ..errors import AlreadyUpToDate, Aborted, ModuleUncertain, RakflashError
+from ..events import Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere, tee
 from ..images import Image, target_module
 from ..link import Link
 from . import boot
@@ -62,14 +64,17 @@ class DryRun:
 
 
 Confirm = Callable[[Plan], bool]
+ChooseModule = Callable[[ModuleUncertain], "Module | None"]
 
 
 class FlashSession:
     """One flash of ``image`` over an open ``link``; :meth:`run` does it."""
 
     def __init__(self, link: Link, image: Image, options: FlashOptions | None = None, *,
-                 emit: Sink = nowhere, confirm: Confirm | None = None) -> None:
+                 emit: Sink = nowhere, confirm: Confirm | None = None,
+                 choose_module: ChooseModule | None = None) -> None:
         self.link = link
+        self.choose_module = choose_module   # asks which module it is (None: refuse instead)
         self.image = image
         self.options = options or FlashOptions()
         self.emit = emit
@@ -102,8 +107,7 @@ class FlashSession:
         written = False
         try:
             try:
-                self.plan = plan = make_plan(self.image, dev, module=o.module, force=o.force,
-                                             keep_settings=o.keep_settings)
+                self.plan = plan = self._plan(dev)
             except AlreadyUpToDate as exc:
                 # The new firmware already runs: an earlier run may have been cut off
                 # before it checked the owner's settings; finish that check now.
@@ -129,6 +133,20 @@ class FlashSession:
                 _release(link, dev)
 
 
+    def _plan(self, dev: DeviceInfo) -> Plan:
+        o = self.options
+        try:
+            return make_plan(self.image, dev, module=o.module, force=o.force,
+                             keep_settings=o.keep_settings)
+        except ModuleUncertain as exc:
+            chosen = self.choose_module(exc) if self.choose_module is not None else None
+            if chosen is None:
+                raise
+            self.emit(Note(f"the module is a {chosen.name}, as you said"))
+            return make_plan(self.image, dev, module=chosen, force=o.force,
+                             keep_settings=o.keep_settings)
+
+
 def _release(link: Link, dev: DeviceInfo) -> None:
     """Start the application of a module caught for an update that did not happen."""
     if dev.module is not None:
@@ -139,6 +157,8 @@ def _release(link: Link, dev: DeviceInfo) -> None:
 
 
 def flash(link: Link, image: Image, options: FlashOptions | None = None, *,
-          emit: Sink = nowhere, confirm: Confirm | None = None) -> UpdateResult | DryRun:
+          emit: Sink = nowhere, confirm: Confirm | None = None,
+          choose_module: ChooseModule | None = None) -> UpdateResult | DryRun:
     """Flash ``image`` over ``link`` (see :class:`FlashSession`)."""
-    return FlashSession(link, image, options, emit=emit, confirm=confirm).run()
+    return FlashSession(link, image, options, emit=emit, confirm=confirm,
+                        choose_module=choose_module).run()

@@ -26,7 +26,7 @@ from ..errors import BootloaderTooOld, TransferError, VerifyFailed, VersionUncon
 from ..events import Event, Phase, Sink, Warning, nowhere
 from ..link import Deadline, Link
 from . import boot
-from .plan import Plan, check_compatibility
+from .plan import Plan, recovery_after_forced_stall
 from . import settings as keys
 from .settings import SettingsCheck
 from .transfers import for_protocol
@@ -44,6 +44,7 @@ class UpdateResult:
     transfer_seconds: float
     settings: SettingsCheck | None = None    # None when the old application couldn't be asked
     warnings: list[dict] = field(default_factory=list)   # the Warning events of the run (code, message)
+    version_confirmed: bool = True           # False: the image carries no version to check against
 
     @property
     def rate(self) -> float:
@@ -55,7 +56,7 @@ class UpdateResult:
                 "app_version_after": self.app_version_after, "bytes": self.bytes,
                 "seconds": round(self.seconds, 3), "boot_seconds": round(self.boot_seconds, 3),
                 "transfer_seconds": round(self.transfer_seconds, 3),
-                "bytes_per_second": round(self.rate),
+                "bytes_per_second": round(self.rate), "version_confirmed": self.version_confirmed,
                 "settings_kept": self.settings.kept if self.settings else None,
                 "settings": self.settings.to_dict() if self.settings else None,
                 "warnings": self.warnings}
@@ -115,9 +116,10 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
         on_flood=lambda why: boot.catch_after_reset(link, module, why, window=reset_window,
                                                     reset_line=reset_line, emit=emit))
     boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
-    if not plan.force:
+    if boot_version != plan.device.bootloader_version:
+        forced = len(plan.forced_past)
         try:
-            check_compatibility(module, plan.app_version, boot_version)
+            plan.check_bootloader(boot_version)
         except BootloaderTooOld as exc:
             # Found only now (RUI v3 apps don't tell their bootloader's version):
             # nothing was written, so put the module back to work before saying so.
@@ -125,16 +127,31 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                 exc.message = (exc.message.rstrip(".") +
                                "; nothing was written and the module runs its application again")
             raise
+        if len(plan.forced_past) > forced:
+            emit(Warning("bootloader-too-old", f"{plan.forced_past[-1].message.rstrip('.')}: "
+                                               f"writing anyway (--force)"))
     phase("write", "writing", bytes=len(plan.payload), bootloader_version=boot_version)
     t1 = time.monotonic()
     link.discard_input()
-    transfer.send(link, plan, emit)
+    try:
+        transfer.send(link, plan, emit)
+    except TransferError as exc:
+        # Sent past a bootloader rule with --force, a stall is what the rule foretold:
+        # the way out is the recovery command, not the same command again.
+        exc.hint = recovery_after_forced_stall(plan, link.port_name) or exc.hint
+        raise
     transfer_seconds = time.monotonic() - t1
     phase("start", "starting the new firmware")
     after = wait_for_app_version(link, plan, app_timeout)
     if plan.app_version and after != plan.app_version:
-        raise VerifyFailed(f"after the update {module.name} reports {after!r}, "
-                           f"but the image carries {plan.app_version!r}")
+        raise VerifyFailed(f"after the update {module.name} reports "
+                           f"{repr(after) if after else 'no version'}, but the image carries "
+                           f"{plan.app_version!r}", bytes=len(plan.payload))
+    if plan.app_version is None:
+        emit(Warning("version-unconfirmed",
+                     f"the image carries no version string, so rakflash can't confirm which firmware "
+                     f"runs now; the new firmware answers"
+                     + (f" and reports {after}" if after else ", without a version")))
     settings = None
     if queries:
         phase("settings-check", "checking the LoRaWAN keys and settings")
@@ -145,7 +162,8 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                              "application could not be asked" if plan.device.caught else
                              "the module was in its bootloader, with no application to ask", emit)
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
-                        time.monotonic() - t0, boot_seconds, transfer_seconds, settings, warnings)
+                        time.monotonic() - t0, boot_seconds, transfer_seconds, settings, warnings,
+                        version_confirmed=plan.app_version is not None)
 
 
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:
@@ -158,10 +176,12 @@ FLOOD_LINES = 40   # unasked lines, with no answer, that make the new firmware a
 
 
 def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
-    """Poll the new application until it reports its version.
+    """Poll the new application until it answers the version query; its version (None when
+    it answers without one).
 
     Raises :class:`VersionUnconfirmed` when the new firmware prints without
     pause (it runs, but can't be asked), :class:`VerifyFailed` when nothing answers.
+    Answers are never taken for chatter, even when they carry no version.
     """
     dialect = plan.module.dialect
     console = AtConsole(link, dialect)
@@ -170,22 +190,24 @@ def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
     others: list[str] = []
     while not deadline.expired:
         reply = console.command(dialect["app_version"], min(0.5, deadline.remaining()))
-        if reply.ok and reply.value:
-            value = reply.value.split()[0]
-            version = plan.module.find_app_version(value.encode()) or value
+        if reply.ok:
+            value = reply.value.split()[0] if reply.value else None
+            version = (plan.module.find_app_version(value.encode()) or value) if value else None
             # Another version than expected counts once it is said twice: one
-            # damaged byte on the line is not a failed update.
+            # damaged byte on the line is not a failed update. An image without a
+            # version expects none: any answer will do.
             if version == plan.app_version or version in others:
                 return version
             others.append(version)
             continue
-        chatter += [ln for ln in reply.lines if ln and looks_like_text(ln.encode("latin-1"))]
+        if reply.status == "none":       # answers, even without a version, are no chatter
+            chatter += [ln for ln in reply.lines if ln and looks_like_text(ln.encode("latin-1"))]
         if len(chatter) >= FLOOD_LINES:
             raise VersionUnconfirmed(
                 f"the update was written and {plan.module.name}'s bootloader accepted it, but the new "
                 f"firmware prints without pause (lines like {chatter[-2][:60]!r}), so it can't be "
-                f"asked for its version")
+                f"asked for its version", bytes=len(plan.payload))
     raise VerifyFailed(f"the new application did not answer {dialect['app_version']} within "
                        f"{timeout:.0f} s after the transfer",
                        hint="Run 'rakflash info --port PORT': if the module waits in its "
-                            "bootloader, run the same update again.")
+                            "bootloader, run the same update again.", bytes=len(plan.payload))

@@ -133,11 +133,14 @@ class YmodemSender:
         self._noise = bytearray()
 
     # -- the session ----------------------------------------------------------
-    def send(self, name: str, data: bytes) -> None:
-        """Send ``data`` as file ``name``; return once the receiver acknowledged the end of the batch."""
+    def send(self, name: str, data: bytes, *, started: bool = False) -> None:
+        """Send ``data`` as file ``name``; return once the receiver acknowledged the end of the batch.
+
+        ``started``: the caller already saw the receiver's first ``C`` (don't wait for another).
+        """
         total = len(data)
         self.offset = 0
-        if not self._await_c(self.start_timeout):
+        if not started and not self._await_c(self.start_timeout):
             raise TransferTimeout("the bootloader never asked for the file (no 'C' received)",
                                   hint="Run the same command again; the module stays in its bootloader.",
                                   offset=0)

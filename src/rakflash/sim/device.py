@@ -61,6 +61,7 @@ class SimOptions:
     readout_protected: bool = False       # the chip's read-out protection is active (STM32 RDP level 1)
     info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
     dfu_key: bytes | None = None          # nRF52 Secure DFU: PEM key whose signatures the bootloader accepts
+    board_status: bool = True             # RUI v3: the firmware names its board (at+get_config=device:status)
 
 
 class VirtualModule:
@@ -437,7 +438,15 @@ class Rui3Module(VirtualModule):
 
 
 class RuiV3Module(VirtualModule):
-    """An application speaking RUI v3 (RAK811, RAK4270): ``OK<info>`` / ``ERROR: <code>``."""
+    """An application speaking RUI v3 (RAK811, RAK4270): ``OK<info>`` / ``ERROR: <code>``.
+
+    ``at+get_config=device:status`` names the board, its MCU and LoRa chip, as the
+    AT command manuals show; with ``SimOptions(board_status=False)`` the firmware
+    doesn't know the command (``ERROR: 1``), so it can't tell which module it is.
+    """
+
+    BOARDS = {"rak811": ("RAK811", "STM32L151CBU6A", "SX1276"),
+              "rak4270": ("RAK4270", "STM32L071KB", "SX1262")}
 
     def handle_app_line(self, line: str, version: str | None) -> str | None:
         cmd = line.lower()
@@ -451,7 +460,10 @@ class RuiV3Module(VirtualModule):
         elif cmd == "at+set_config=device:restart":
             self.uart.drain()
             return "reset"
-        elif cmd.startswith("at+get_config=lora:status") or cmd.startswith("at+get_config=device:status"):
+        elif cmd == "at+get_config=device:status" and self.opts.board_status:
+            board, mcu, radio = self.BOARDS[self.module.key]
+            self.app_reply(f"OK Board Core:{board}", f"MCU:{mcu}", f"LoRa chip:{radio}")
+        elif cmd.startswith("at+get_config=lora:status"):
             self.app_reply("OK Work Mode: LoRaWAN", f"DevEui: {self.settings['DEVEUI']}")
         elif cmd.startswith("at"):
             self.app_reply("ERROR: 1")

@@ -6,7 +6,8 @@ import math
 from typing import TYPE_CHECKING
 
 from ...events import Sink
-from ...link import Link
+from ...errors import TransferTimeout
+from ...link import Deadline, Link
 from ...protocols import ymodem
 from .base import guarded, progress_to, restart_markers
 
@@ -48,9 +49,35 @@ class YmodemTransfer:
         return wire + replies + turns + erase + mcu.program_seconds(size)
 
     def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
-        link.write_line(plan.module.boot_dialect["update"])
+        start(link, plan)
         sender = ymodem.YmodemSender(link, progress=progress_to(emit), **timeouts(plan, link.baud))
-        guarded(link, lambda: sender.send(plan.name, plan.payload), abort=ymodem.ABORT)
+        guarded(link, lambda: sender.send(plan.name, plan.payload, started=True), abort=ymodem.ABORT)
+
+
+def start(link: Link, plan: "Plan", *, tries: int = 3, timeout: float = 3.0) -> None:
+    """``at+update`` until the receiver asks for the file with its first ``C``.
+
+    ``at+update`` answers nothing; a console that answers ``AT not support.`` got
+    the command damaged on the line (the receiver didn't start): send it again.
+    """
+    d = plan.module.boot_dialect
+    refused = d["unsupported"].encode()
+    for _ in range(tries):
+        link.write_line(d["update"])
+        deadline = Deadline(timeout)
+        seen = bytearray()
+        while not deadline.expired:
+            seen += link.read(64, min(0.05, deadline.remaining()))
+            if bytes([ymodem.CRC_REQUEST]) in seen:
+                return
+            if refused in seen:
+                break
+        else:
+            break               # silence: no use repeating a command that went unanswered
+    raise TransferTimeout("the bootloader never asked for the file (no 'C' after "
+                          f"{d['update']})",
+                          hint="Run the same command again; the module stays in its bootloader.",
+                          offset=0)
 
 
 TRANSFER = YmodemTransfer()
