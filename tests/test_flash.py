@@ -162,7 +162,7 @@ def test_rak811_old_bootloader_forced_ends_in_timeout_not_hang(virtual, tmp_path
     assert time.monotonic() - t0 < 90
     # The same command would stall again: the way out is the recovery command, for this port.
     assert "running the same command again would stall again" in out["hint"]
-    assert f"stm32flash -w FULL.hex -v -g 0x08000000 {dev.port}" in out["hint"], out["hint"]
+    assert f"rakflash recover FULL.hex --port {dev.port} --module rak811" in out["hint"], out["hint"]
     assert "press its reset button" not in out["hint"]
 
 

@@ -17,7 +17,7 @@ import pytest
 from rakflash.sim import Mode, firmware
 
 from conftest import FAST_BAUD, SRC, cli_json, flash_pressing_reset, run_cli
-from fakes import echo, yes_man
+from fakes import FakePort, echo, yes_man
 
 
 def write(tmp_path, name: str, data: bytes):
@@ -263,10 +263,17 @@ def test_a_device_answering_ok_to_everything_is_an_unknown_device():
         assert "answers OK to every line" in out["message"]
         proc = run_cli("info", "--port", port.port, "--baud", "115200")
         assert proc.returncode == 5 and "None" not in proc.stdout + proc.stderr
-        t0 = time.monotonic()
         code, out = cli_json("flash", __file__, "--port", port.port, "--baud", "115200", "--yes",
                              "--module", "rak3172")
         assert (code, out["error"]) == (5, "unknown-device"), out
+
+
+def test_an_at_modem_is_an_unknown_device_not_a_module_of_unknown_model():
+    modem = FakePort(lambda line: b"OK\r\n" if line.strip().upper() == b"AT" else b"ERROR\r\n", by_line=True)
+    with modem:
+        code, out = cli_json("info", "--port", modem.port, "--baud", "115200")
+    assert (code, out["error"]) == (5, "unknown-device"), out
+    assert "answers AT with OK, but none of RUI3's questions" in out["message"]
 
 
 def test_a_port_that_echoes_is_its_own_finding():

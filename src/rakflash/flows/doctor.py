@@ -36,7 +36,8 @@ from typing import Any, Callable
 from .. import catalog as _catalog, images
 from ..at import looks_like_text
 from ..catalog import Module, version_tuple
-from ..errors import (AlreadyUpToDate, BootloaderTooOld, Flooding, GarbageReply, NoResponse,
+from ..errors import (AlreadyUpToDate, BootloaderTooOld, EchoingPort, Flooding, GarbageReply,
+                      NoResponse, UnknownDevice,
                       PortBusy, PortDisconnected, PortError, PortNotFound,
                       PortPermission, RakflashError)
 from ..ports import PortEntry, list_serial_ports, other_openers
@@ -218,7 +219,7 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
         try:
             if o.rom is None:      # a ROM bootloader answers no AT command: nothing more to learn
                 o.device = identify(link, module=module, baud=baud)
-        except (NoResponse, GarbageReply, Flooding) as exc:
+        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
             o.identify_error = exc
             o.bauds_tried = list(exc.details.get("bauds") or [])
         if isinstance(o.identify_error, GarbageReply):
@@ -592,7 +593,8 @@ def stm32_rom_bootloader(o: Observation) -> Finding | None:
 
 @rule
 def loopback(o: Observation) -> Finding | None:
-    if not isinstance(o.identify_error, NoResponse) or not o.loopback:
+    if not isinstance(o.identify_error, EchoingPort) and \
+            (not isinstance(o.identify_error, NoResponse) or not o.loopback):
         return None
     return Finding("loopback", "problem", f"everything sent to {o.port} comes straight back",
                    "the adapter's TX is connected to its own RX — a loopback jumper left on its pins, or "
@@ -652,8 +654,9 @@ def garbage(o: Observation) -> Finding | None:
 @rule
 def not_a_rak_module(o: Observation) -> Finding | None:
     dev = o.device
-    at_device = (dev is not None and dev.mode == "app" and dev.module is None
-                 and not dev.app_version and not dev.hardware_model)
+    at_device = isinstance(o.identify_error, UnknownDevice) or (
+        dev is not None and dev.mode == "app" and dev.module is None
+        and not dev.app_version and not dev.hardware_model)
     text = o.readable_text() if dev is None and isinstance(o.identify_error, (NoResponse, GarbageReply)) \
         else None
     if not at_device and text is None:

@@ -245,6 +245,14 @@ def _rui3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing
                       bootloader_version=ask("bootloader_version"),
                       hardware_model=ask("hardware_model"), hardware_id=ask("hardware_id"),
                       serial_number=ask("serial_number"))
+    if not any((app_version, info.bootloader_version, info.hardware_model, info.hardware_id,
+                info.serial_number)):
+        raise UnknownDevice(
+            f"{link.port_name} answers AT with OK, but none of RUI3's questions ({d['app_version']}, "
+            f"{d['hardware_model']}, {d['serial_number']}): it is not a module rakflash knows "
+            f"(an AT modem?)",
+            hint="Check that this is the module's port ('rakflash ports' lists them); a RAK module "
+                 "answers AT+VER=? (RUI3) or at+version (RUI v3) with its firmware version.")
     detected = _module_by_name(cat, "rui3", info.hardware_model, app_version)
     info.module = _reconcile(info, module, detected, "rui3")
     if info.module is None:
