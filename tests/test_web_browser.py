@@ -277,7 +277,7 @@ def test_the_seed_case_doctor_refusal_then_recovery_through_the_rom_bootloader(p
     row = page.locator(f'tr[data-port="{dev.port}"]')
     row.get_by_role("button", name="Doctor").click()
     problem = page.locator("#doctor .finding.problem")
-    expect(problem).to_contain_text("needs bootloader 3.0.5 or later, and this module has bootloader V3.0.2")
+    expect(problem).to_contain_text("needs bootloader 3.0.5 or later; this one has V3.0.2")
     expect(problem.locator(".command")).to_have_text(f"rakflash recover FULL.hex --port {dev.port} --module rak811")
     shot(page, "doctor", page.locator("#doctor"))
 
