@@ -463,24 +463,22 @@ function renderResult(job, r) {
   box.append(h("p", { class: "muted code" }, `result: ${r.result}` + (r.error ? `, error: ${r.error}` : "")));
 }
 
+// What happened to the owner's keys, as the CLI says it; settings lost or not checked are
+// said by the flow's warnings, shown with the job's notes as they come.
 function settingsText(r) {
   const s = r.settings;
-  if (!s || !s.checked || !s.checked.length) {
-    if (r.settings_kept !== null && r.settings_kept !== undefined) return "";
-    return r.device && r.device.mode === "bootloader"
-      ? "settings: not checked (the module was in its bootloader, so its keys could not be read before "
-        + "the update, and no earlier run kept them)."
-      : "settings: not checked.";
-  }
+  if (!s || !s.checked || !s.checked.length) return "";
   const earlier = s.from_earlier_run ? " (the values read by the earlier, interrupted run)" : "";
-  if (s.lost.length) {
-    return `warning: the new firmware lost ${s.lost.join(", ")} and rakflash could not write them back: `
-      + `set them again with AT+<NAME>=<value>.` + (s.kept_in ? ` The values from before are in ${s.kept_in}.` : "");
+  const troubled = new Set([...(s.lost || []), ...(s.unchecked || [])]);
+  const fine = s.checked.filter((n) => !troubled.has(n) && !(s.restored || []).includes(n));
+  const lines = [];
+  if (s.restored && s.restored.length) {
+    lines.push(`settings: the new firmware had reset ${s.restored.join(", ")}; rakflash wrote back the values from before the update${earlier}.`);
+  } else if (fine.length) {
+    lines.push(`settings: ${fine.join(", ")} kept${earlier}.`);
   }
-  if (s.restored.length) {
-    return `settings: the new firmware had reset ${s.restored.join(", ")}; rakflash wrote back the values from before the update${earlier}.`;
-  }
-  return `settings: ${s.checked.join(", ")} kept${earlier}.`;
+  if (troubled.size) lines.push(`settings: ${s.checked.filter((n) => troubled.has(n)).join(", ")} not confirmed (see the warning).`);
+  return lines.join(" ");
 }
 
 // ------------------------------------------------------------------ confirmation
