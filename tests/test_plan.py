@@ -92,13 +92,28 @@ def test_minimum_time_counts_line_rate_and_flash(cat):
     assert line < t < line + 5
 
 
-def test_module_without_a_serial_update_is_refused_before_anything_is_sent(cat, tmp_path):
-    """RAK4631-R (Nordic DFU) is in the catalog, but rakflash has no serial path for it yet."""
+def test_module_without_a_serial_update_is_refused_before_anything_is_sent(cat, tmp_path, monkeypatch):
+    """A module whose protocol has no transfer in rakflash is refused, naming the SWD command."""
     from rakflash.errors import UnsupportedUpdate
+    from rakflash.flows import transfers
     from rakflash.flows.identify import DeviceInfo
+    monkeypatch.delitem(transfers.TRANSFERS, "nordic-dfu")
     m = cat.module("rak4631-r")
     img = write(tmp_path, "app.bin", firmware.app_image(m, "RUI_4.0.6_RAK4631", 9000))
     device = DeviceInfo("/dev/ttyACM0", 115200, "app", "rui3", module=m, app_version="RUI_4.0.5_RAK4631")
     with pytest.raises(UnsupportedUpdate) as e:
         make_plan(img, device)
     assert e.value.exit_code == 6 and "pyocd flash -t nrf52840 FULL.hex" in e.value.hint
+
+
+def test_a_plain_image_for_a_secure_dfu_module_is_refused_with_how_to_make_a_package(cat, tmp_path):
+    """RAK4631-R's bootloader takes only signed packages: a .bin is refused before anything is sent."""
+    from rakflash.errors import PackageMismatch
+    from rakflash.flows.identify import DeviceInfo
+    m = cat.module("rak4631-r")
+    img = write(tmp_path, "app.bin", firmware.app_image(m, "RUI_4.0.6_RAK4631", 9000))
+    device = DeviceInfo("/dev/ttyACM0", 115200, "app", "rui3", module=m, app_version="RUI_4.0.5_RAK4631")
+    with pytest.raises(PackageMismatch) as e:
+        make_plan(img, device)
+    assert e.value.exit_code == 6 and "signed DFU packages" in e.value.message
+    assert "nrfutil pkg generate --hw-version 52" in e.value.hint

@@ -208,14 +208,16 @@ def is_package(path: str | Path) -> bool:
         return False
 
 
-def load(path: str | Path) -> DfuPackage:
-    """Read a package and parse every init packet; any defect is a :class:`PackageError`."""
+def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
+    """Read a package and parse every init packet; any defect is a :class:`PackageError`.
+    ``raw``: the file's bytes, when the caller has read them already."""
     p = Path(path)
-    if not p.exists():
-        raise ImageNotFound(f"{path}: no such file")
-    if p.is_dir():
-        raise ImageNotFound(f"{path} is a folder, not a DFU package")
-    raw = p.read_bytes()
+    if raw is None:
+        if not p.exists():
+            raise ImageNotFound(f"{path}: no such file")
+        if p.is_dir():
+            raise ImageNotFound(f"{path} is a folder, not a DFU package")
+        raw = p.read_bytes()
     if not raw:
         raise ImageEmpty(f"{path} is empty")
     try:

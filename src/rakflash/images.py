@@ -58,6 +58,7 @@ class Image:
     base_source: str = "file"         # for .bin: "--address", "catalog" (the application base),
                                       # "bootloader" (its reset vector points there), or "default"
     ota_header: object | None = None  # apollo3_ota.OtaHeader for an OTA blob
+    package: object | None = None     # dfu_package.DfuPackage for an nRF52 DFU package (.zip)
 
     @property
     def size(self) -> int:
@@ -111,6 +112,8 @@ def load(path: str | Path, *, address: int | None = None,
     if not raw:
         raise ImageEmpty(f"{short_path(path)} is empty")
     digest = hashlib.sha256(raw).hexdigest()
+    if raw[:4] == b"PK\x03\x04" or Path(path).suffix.lower() == ".zip":
+        return _load_package(str(path), raw, module, cat)
     if _looks_like_hex(Path(path), raw):
         return _load_hex(str(path), raw, digest)
     return _load_bin(str(path), raw, digest, address, module, cat)
@@ -188,6 +191,21 @@ def _kind(mode: int) -> str:
         if test(mode):
             return what
     return "not a file"
+
+
+def _load_package(path: str, raw: bytes, module: Module | None, cat: Catalog) -> Image:
+    """An nRF52 DFU package: its images placed where they go on the module its family serves
+    (Secure DFU: RAK4631-R, legacy: the Arduino RAK4631), so plans and regions work as for a .hex."""
+    from . import dfu_package
+    pkg = dfu_package.load(path, raw=raw)
+    if module is None:
+        module = cat.module("rak4631-r" if pkg.family == dfu_package.SECURE else "rak4631-arduino")
+    where = {"application": module.app.start,
+             "bootloader": module.region("bootloader").start if module.has_region("bootloader") else 0,
+             "softdevice": 0x1000, "softdevice_bootloader": 0x1000}
+    segs = sorted((Segment(where[i.kind], i.firmware) for i in pkg.images), key=lambda s: s.start)
+    return Image(path, "dfu-package", segs, pkg.sha256, pkg.file_size, base_source="package",
+                 package=pkg)
 
 
 def _looks_like_hex(p: Path, raw: bytes) -> bool:
@@ -336,6 +354,8 @@ class ImageInfo:
         }
         if img.ota_header is not None:
             d["ota_header"] = dataclasses.asdict(img.ota_header)
+        if img.package is not None:
+            d["package"] = img.package.to_dict()
         return d
 
 

@@ -76,6 +76,7 @@ class Link:
                 raise
             raise PortError(f"{port} refuses the line settings {baud} baud, parity {parity}: "
                             f"{_reason(exc)}", hint="Check that the port is a serial port.") from None
+        self._exclusive = exclusive
         if exclusive:
             from .ports import other_openers
             others = other_openers(port)
@@ -119,6 +120,17 @@ class Link:
             self._ser = None
             if self.trace:
                 self.trace.event("close")
+
+    def reopen(self, port: str, baud: int | None = None) -> None:
+        """Go on over another port: a native-USB module re-enumerated (RAK4631 entering or
+        leaving its bootloader). Same line settings and trace; unread bytes of the old port are dropped."""
+        baud = baud or (self._ser.baudrate if self._ser is not None else 115200)
+        self.close()
+        fresh = Link(port, baud, parity=self.parity, trace=self.trace, exclusive=self._exclusive)
+        self._ser, fresh._ser = fresh._ser, None
+        self.port_name = port
+        self.parity_applied = fresh.parity_applied
+        self._pending.clear()
 
     # -- settings -------------------------------------------------------------
     @property

@@ -25,12 +25,39 @@ def inspect(file: str, address: int | None, module_name: str | None, as_json: bo
     if as_json:
         emit_json(info.to_dict())
         return
+    if img.package is not None:
+        _print_package(img.package)
+        out.print()
     _print_inspect(info)
+
+
+def _print_package(pkg) -> None:
+    """A DFU package: its family, each image, and what its init packet requires."""
+    out.print(f"package   {pkg.path}: {pkg.family_name}")
+    for i in pkg.images:
+        init = i.init
+        out.print(f"  {i.kind:<12}{i.bin_file}: {len(i.firmware):,} bytes, CRC-32 {i.crc32:#010x}; "
+                  f"init packet {i.dat_file} ({len(i.init_bytes)} bytes)")
+        needs = [f"type {init.fw_type}",
+                 f"firmware version {init.fw_version if init.fw_version is not None else '-'}"]
+        if init.hw_version is not None:
+            needs.append(f"hardware version {init.hw_version}")
+        if init.device_type is not None:
+            needs.append(f"device type {init.device_type:#06x}")
+        if init.sd_req:
+            needs.append("SoftDevice " + " or ".join(f"{x:#06x}" for x in init.sd_req))
+        if init.hash_type:
+            needs.append(f"hash {init.hash_type}")
+        if init.crc16 is not None:
+            needs.append(f"CRC-16 {init.crc16:#06x}")
+        needs.append(f"signed ({init.signature_type})" if init.signed else "not signed")
+        out.print(f"  {'':<12}requires: {', '.join(needs)}")
 
 
 def _print_inspect(info: images.ImageInfo) -> None:
     img = info.image
-    names = {"bin": "raw binary", "hex": "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)"}
+    names = {"bin": "raw binary", "hex": "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)",
+             "dfu-package": "nRF52 DFU package (.zip)"}
     out.print(f"file      {img.path}")
     out.print(f"format    {names.get(img.format, img.format)}, {img.file_size:,} bytes on disk, {img.size:,} bytes of data")
     out.print(f"sha256    {img.sha256}")
@@ -39,6 +66,7 @@ def _print_inspect(info: images.ImageInfo) -> None:
                "catalog": f"{info.module.name}'s application base, from the catalog" if info.module else "",
                "bootloader": _bootloader_base(info),
                "blob header": "the blob header's load address",
+               "package": "where the package's bootloader family puts it",
                "default": "unknown target: assumed 0; give --address"}[img.base_source]
         out.print(f"base      {img.low:#010x} ({how})")
     if img.start_address is not None:

@@ -374,6 +374,8 @@ def print_device(dev: Any) -> None:
             ("bootloader", dev.bootloader_version or "-"),
             ("hardware", dev.hardware_model or "-"), ("hardware id", dev.hardware_id or "-"),
             ("serial number", dev.serial_number or "-"), ("AT dialect", dev.dialect)]
+    if getattr(dev, "variant", None):
+        rows.insert(2, ("variant", f"{dev.variant}, USB {dev.usb}"))
     for k, v in rows:
         out.print(f"{k:<14}{v}")
     for n in dev.notes:

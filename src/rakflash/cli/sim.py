@@ -49,12 +49,18 @@ from .options import BAUD, PROBABILITY, Real
               help="RUI v3 (rak811, rak4270): whether the firmware names its board when asked "
                    "(at+get_config=device:status); without it, RAK811 and RAK4270 look alike.")
 @click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
+@click.option("--arduino", is_flag=True,
+              help="RAK4631 only: the Arduino variant (Adafruit bootloader, legacy DFU) instead of RUI3.")
+@click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
+              help="RAK4631-R only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
+                   "Secure DFU bootloader accepts. Default: a new key, saved beside and named in the output.")
 def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
         app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
         bit_error_rate: float, drop_rate: float, garbage_rate: float, bit_error_rate_to_host: float,
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
-        pull_cable_after: int | None, boot_pin: bool, board_status: bool, any_baud: bool) -> None:
+        pull_cable_after: int | None, boot_pin: bool, board_status: bool, any_baud: bool,
+        arduino: bool, dfu_key: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
     The first line printed is 'port: /dev/pts/N'. Press the module's reset
@@ -64,6 +70,13 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     """
     from .. import catalog as _catalog
     from ..sim import Faults, SimOptions, create
+    if arduino:
+        try:
+            if _catalog.load().module(module_name).key != "rak4631-r":
+                raise KeyError(module_name)
+        except KeyError:
+            raise click.BadParameter("only the RAK4631 has an Arduino variant", param_hint="'--arduino'") from None
+        module_name = "rak4631-arduino"
     try:
         app_region = _catalog.load().module(module_name).app
     except KeyError:
@@ -81,6 +94,24 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                                     drop_rate_to_host=drop_rate_to_host,
                                     garbage_rate_to_host=garbage_rate_to_host, seed=fault_seed,
                                     power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
+    key_note = None
+    if module_name.lower() in ("rak4631", "rak4631-r", "rak4631-rui3", "rak4630"):
+        from .. import dfu_package
+        if dfu_key:
+            opts.dfu_key = open(dfu_key, "rb").read()
+        else:
+            import os
+            import tempfile
+            opts.dfu_key = dfu_package.new_signing_key()
+            fd, path = tempfile.mkstemp(prefix="rakflash-sim-dfu-key-", suffix=".pem")
+            with os.fdopen(fd, "wb") as f:
+                f.write(opts.dfu_key)
+            key_note = path
+        try:
+            dfu_package.public_key_bytes(opts.dfu_key)
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(f"{dfu_key}: not an ECDSA P-256 key in PEM ({exc})",
+                                     param_hint="'--dfu-key'") from None
     try:
         dev = create(module_name, opts)
     except KeyError as exc:
@@ -91,7 +122,11 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         raise click.UsageError(str(exc)) from None
     dev.start()
     click.echo(f"port: {dev.port}")
+    if key_note:
+        click.echo(f"dfu key: {key_note} (its Secure DFU bootloader accepts packages signed with it: "
+                   f"nrfutil pkg generate … --key-file {key_note})")
     sys.stdout.flush()
+    last_port = dev.port
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     if hasattr(signal, "SIGUSR1"):
@@ -123,6 +158,14 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                     unplugged = True
                 continue
             unplugged = False
+            if dev.port != last_port:
+                # A native-USB module re-enumerated: the same device on a new port.
+                ident = getattr(dev.uart, "identity", None) or {}
+                click.echo(f"port: {dev.port} (re-enumerated"
+                           + (f" as USB {ident['vid']:04X}:{ident['pid']:04X} \"{ident.get('product')}\"" if ident else "")
+                           + ")")
+                sys.stdout.flush()
+                last_port = dev.port
             now = (dev.mode, dev.resets, dev.updates)
             if now != seen and dev.mode is not None:
                 # What a person watching the module would want to know: what runs now.

@@ -56,6 +56,8 @@ class DeviceInfo:
     serial_number: str | None = None
     notes: list[str] = field(default_factory=list)
     caught: bool = False                   # brought into the bootloader by a reset-window catch
+    variant: str | None = None             # which bootloader family, where a module has two (RAK4631)
+    usb: str | None = None                 # the port's USB id, when the port is a module's own USB
     candidates: list[Module] = field(default_factory=list)   # what it could be, when not certain
 
     @property
@@ -75,7 +77,8 @@ class DeviceInfo:
             "mode": self.mode, "dialect": self.dialect,
             "app_version": self.app_version, "bootloader_version": self.bootloader_version,
             "hardware_model": self.hardware_model, "hardware_id": self.hardware_id,
-            "serial_number": self.serial_number, "notes": self.notes, "error": None,
+            "serial_number": self.serial_number, "variant": self.variant, "usb": self.usb,
+            "notes": self.notes, "error": None,
         }
 
 
@@ -103,6 +106,9 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
     """Find out what answers on ``link``; leaves the link at the baud that worked."""
     cat = cat or _catalog.load()
     timing = timing or Timing()
+    usb = _native_usb(link, cat)
+    if usb is not None and not usb[0].dialect.get("probe"):
+        return _by_usb_id(link, *usb)          # no console to ask (an Arduino sketch, its bootloader)
     bauds = candidate_bauds(link, module, cat, baud) if scan else [baud or link.baud]
     garbage_at: list[int] = []
     stream: tuple[int, bytes] | None = None
@@ -121,6 +127,8 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
         if info == "garbage":
             garbage_at.append(b)
         elif info is not None:
+            if usb is not None and info.module is not None and info.module.key == usb[0].key:
+                _note_variant(info, *usb)
             return info
     if stream is not None:
         b, sample = stream
@@ -136,6 +144,44 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
                            f"{', '.join(map(str, garbage_at))} baud", bauds=garbage_at)
     raise NoResponse(f"nothing answers on {link.port_name} at "
                      f"{', '.join(map(str, bauds))} baud", bauds=bauds)
+
+
+VARIANTS = {"nordic-dfu": "RUI3 (Nordic Secure DFU bootloader)",
+            "legacy-dfu": "Arduino (Adafruit nRF52 bootloader)"}
+
+
+def _native_usb(link: Link, cat: Catalog):
+    """(module, port entry) when the port is a module's own native USB (RAK4631), else None."""
+    from ..ports import port_entry
+    try:
+        entry = port_entry(link.port_name)
+    except Exception:        # listing ports must never stop identification
+        return None
+    if entry is None or entry.module is None or entry.module not in cat.modules:
+        return None
+    return cat.modules[entry.module], entry
+
+
+def _note_variant(info: DeviceInfo, module: Module, entry) -> None:
+    info.variant = VARIANTS.get(module.protocol)
+    info.usb = f"{entry.vid:04X}:{entry.pid:04X}"
+    if not info.serial_number:
+        info.serial_number = entry.serial_number
+
+
+def _by_usb_id(link: Link, module: Module, entry) -> DeviceInfo:
+    """A module told by its USB id alone: nothing is sent to a firmware that has no console."""
+    mode = entry.mode or "app"
+    dialect = module.dialect.key if mode == "app" else module.boot_dialect.key
+    info = DeviceInfo(link.port_name, link.baud, mode, dialect, module=module,
+                      serial_number=entry.serial_number)
+    _note_variant(info, module, entry)
+    what = "its sketch" if mode == "app" else "its bootloader"
+    info.notes.append(f"told by its USB id {info.usb} ({entry.description or 'no product string'}): "
+                      f"{module.name} running {what}"
+                      + ("; an Arduino sketch has no console, so its version can't be read"
+                         if mode == "app" else "; 'rakflash flash' goes on from there"))
+    return info
 
 
 def _listen(link: Link, timing: Timing) -> bytes:
@@ -370,7 +416,7 @@ def _bootloader_candidates(version: str, cat: Catalog) -> list[Module]:
     """The modules whose bootloader could answer ``version``, the ones it names first."""
     matches = [m for m in cat.modules.values() if m.find_bootloader_version(version.encode())]
     named = [m for m in matches
-             if m.name.lower() in version.lower() or m.mcu.name.lower() in version.lower()]
+             if any(n in version.lower() for n in (m.name.lower(), m.mcu.name.lower(), *m.aliases))]
     return named or matches
 
 

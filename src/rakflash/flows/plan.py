@@ -275,6 +275,9 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         raise UnsupportedUpdate(
             f"rakflash can't yet update a {module.name} over its serial port ({module.protocol})",
             hint=f"Nothing was sent. Write a full image (FULL.hex) {module.recovery_advice()}.")
+    check_image = getattr(for_protocol(module.protocol), "check_image", None)
+    if check_image is not None:
+        check_image(image, module)      # e.g. a DFU package for the other nRF52 bootloader family
     try:
         info = analyse(image, module=module)
     except ImageTargetError as exc:
@@ -382,7 +385,10 @@ def _steps(plan: Plan) -> list[str]:
         from .settings import setting_name
         names = ", ".join(setting_name(q) for q in plan.settings_to_keep)
         steps.append(f"read the LoRaWAN keys and settings ({names}) to check they survive")
-    if d.mode == "app":
+    if d.mode == "app" and m.dialect.get("touch_baud"):
+        steps.append(f"enter the bootloader with a {m.dialect['touch_baud']}-baud touch (open the port "
+                     f"at that rate and close it)")
+    elif d.mode == "app":
         steps.append(f"enter the bootloader ({' / '.join(m.dialect['boot'])}), confirmed by its own answer")
     else:
         steps.append("the module already waits in its bootloader: go on from there")

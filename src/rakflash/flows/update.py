@@ -111,11 +111,17 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
             settings_before = keys.before_update(link, module, serial, queries, emit=emit,
                                                  reading=window)
     phase("boot", "entering the bootloader", mode=plan.device.mode)
-    boot_seconds = boot.enter_bootloader(
-        link, plan.device, module,
-        on_flood=lambda why: boot.catch_after_reset(link, module, why, window=reset_window,
-                                                    reset_line=reset_line, emit=emit))
-    boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
+    enter = getattr(transfer, "enter_bootloader", None)
+    if enter is not None:
+        # The transfer knows its own way in (a native-USB module re-enumerates on another port).
+        boot_seconds, boot_version = enter(link, plan, emit)
+        boot_version = boot_version or plan.device.bootloader_version
+    else:
+        boot_seconds = boot.enter_bootloader(
+            link, plan.device, module,
+            on_flood=lambda why: boot.catch_after_reset(link, module, why, window=reset_window,
+                                                        reset_line=reset_line, emit=emit))
+        boot_version = plan.device.bootloader_version or boot.bootloader_version(link, module)
     if boot_version != plan.device.bootloader_version:
         forced = len(plan.forced_past)
         try:
@@ -142,12 +148,16 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
         raise
     transfer_seconds = time.monotonic() - t1
     phase("start", "starting the new firmware")
-    after = wait_for_app_version(link, plan, app_timeout)
-    if plan.app_version and after != plan.app_version:
+    confirm = getattr(transfer, "confirm_version", None)
+    if confirm is not None:
+        after = confirm(link, plan, app_timeout, emit)    # None: the firmware can't be asked (it says so)
+    else:
+        after = wait_for_app_version(link, plan, app_timeout)
+    if plan.app_version and after != plan.app_version and not (confirm is not None and after is None):
         raise VerifyFailed(f"after the update {module.name} reports "
                            f"{repr(after) if after else 'no version'}, but the image carries "
                            f"{plan.app_version!r}", bytes=len(plan.payload))
-    if plan.app_version is None:
+    if plan.app_version is None and confirm is None:
         emit(Warning("version-unconfirmed",
                      f"the image carries no version string, so rakflash can't confirm which firmware "
                      f"runs now; the new firmware answers"

@@ -13,12 +13,14 @@ Adding a protocol is one new module in this package and one entry in
 
 from __future__ import annotations
 
-from . import amota, ymodem
+from . import amota, legacy_dfu, nordic_dfu, ymodem
 from .base import Transfer
 
 TRANSFERS: dict[str, Transfer] = {
     "ymodem": ymodem.TRANSFER,
     "amota": amota.TRANSFER,
+    "nordic-dfu": nordic_dfu.TRANSFER,
+    "legacy-dfu": legacy_dfu.TRANSFER,
 }
 
 

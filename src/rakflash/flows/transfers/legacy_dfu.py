@@ -1,0 +1,127 @@
+"""Adafruit legacy DFU over the Arduino RAK4631's USB port: the 1200-baud touch, then START/INIT/DATA/STOP.
+
+The steps: open the sketch's port at 1200 baud and close it (the Arduino core
+takes that as the request for its bootloader); the port re-enumerates as the
+bootloader's (239A:002A); START with the image size (the bootloader erases),
+INIT with the legacy init packet, DATA packets of 512 bytes, STOP; the bootloader
+checks the image CRC, starts it, and the port re-enumerates as the sketch's
+(239A:8029). A .hex or .bin sketch gets the init packet adafruit-nrfutil would
+make for it (device type 0x0052, the image's CRC-16).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ...errors import PackageMismatch
+from ...events import Note, Retry, Sink
+from ...link import Link
+from ...protocols import legacy_dfu
+from .base import progress_to
+from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, follow, usb_serial
+
+if TYPE_CHECKING:
+    from ...catalog import Module
+    from ...images import Image
+    from ..plan import Plan
+
+
+def check_package(image: "Image", module: "Module") -> None:
+    from ...dfu_package import LEGACY
+    pkg = image.package
+    if pkg is None:
+        return                       # a .hex/.bin sketch: rakflash makes the legacy init packet
+    if pkg.family != LEGACY:
+        raise PackageMismatch(
+            f"{image.path} is a RUI3 package (Nordic Secure DFU), and this {module.name} has the "
+            f"Arduino (Adafruit) bootloader, which takes only legacy DFU packages — it would erase the "
+            f"sketch and then refuse the image: nothing was sent", family=pkg.family,
+            hint="Use an Arduino build of your sketch (adafruit-nrfutil dfu genpkg, or the .hex). To "
+                 "move this module to RUI3, its bootloader must be replaced first (RAK's "
+                 "'rui3_nrf52840_bootloader_latest.zip' with adafruit-nrfutil … --singlebank --touch "
+                 "1200, see the README); then flash the RUI3 package.")
+    if pkg.application is None:
+        kinds = ", ".join(i.kind for i in pkg.images)
+        raise PackageMismatch(f"{image.path} carries only {kinds} and no application: rakflash "
+                              f"updates sketches over the serial bootloader; nothing was sent",
+                              hint="For the bootloader conversion RAK documents, run adafruit-nrfutil "
+                                   "as the README shows.")
+    init = pkg.application.init
+    want = module.extra.get("device_type")
+    if want is not None and init.device_type not in (want, 0xFFFF):
+        raise PackageMismatch(f"{image.path} is made for device type {init.device_type:#06x}, and "
+                              f"{module.name} is {want:#06x}: nothing was sent",
+                              hint=f"Make the package with 'adafruit-nrfutil dfu genpkg --dev-type {want:#06x}'.")
+
+
+class LegacyDfuTransfer:
+    name = "legacy-dfu"
+    app_timeout = 10.0
+
+    def check_image(self, image: "Image", module: "Module") -> None:
+        check_package(image, module)
+
+    def steps(self, plan: "Plan") -> list[str]:
+        return ["the USB port re-enumerates as the Adafruit bootloader (239A:002A): rakflash finds it "
+                "again by its USB id and serial number",
+                f"legacy DFU: START (the bootloader erases), INIT, {math.ceil(len(plan.payload) / 512)} "
+                f"DATA packets of up to 512 bytes ({len(plan.payload):,} bytes), STOP — each "
+                f"acknowledged, a lost one sent again",
+                "the bootloader checks the image CRC and starts the sketch; its port re-enumerates "
+                "as 239A:8029"]
+
+    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+        """Every packet (header, payload, CRC, SLIP ENDs) and its 6-byte acknowledgement at USB
+        full speed, one USB frame each way per packet, the erase after START and the programming."""
+        bt = 1 / USB_FULL_SPEED_BYTES_PER_S
+        packets = math.ceil(size / 512)
+        overhead = 4 + 4 + 2 + 2
+        wire = ((overhead + 16) + (overhead + 20) + packets * overhead + size + overhead
+                + (packets + 3) * 6) * bt
+        turns = (packets + 3) * 2 * max(latency, USB_FRAME_S)
+        mcu = module.mcu
+        return wire + turns + mcu.erase_seconds(size) + mcu.program_seconds(size)
+
+    def enter_bootloader(self, link: Link, plan: "Plan", emit: Sink) -> tuple[float, str | None]:
+        """The 1200-baud touch and follow the port; a module already in its bootloader is used as it is."""
+        module = plan.module
+        if plan.device.mode == "bootloader":
+            return 0.0, None
+        serial = usb_serial(link)
+        baud = link.baud
+        link.baud = module.dialect.get("touch_baud", 1200)
+        seconds = follow(link, module, "bootloader", serial=serial, emit=emit, baud=baud)
+        return seconds, None
+
+    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+        from ... import dfu_package
+        pkg = plan.image.image.package
+        if pkg is not None:
+            init, firmware = pkg.application.init_bytes, pkg.application.firmware
+        else:
+            firmware = plan.payload
+            init = dfu_package.legacy_init_packet(
+                firmware, device_type=plan.module.extra.get("device_type", 0x0052))
+        serial = usb_serial(link)
+        retries = [0]
+
+        def retried(why: str) -> None:
+            retries[0] += 1
+            emit(Retry(retries[0], why))
+
+        mcu = plan.module.mcu
+        client = legacy_dfu.LegacyDfuClient(
+            link, page_erase=mcu.page_erase_ms / 1000, page_write=1.0 + 3 * mcu.program_seconds(4096),
+            progress=progress_to(emit), on_retry=retried)
+        client.send(init, firmware)
+        follow(link, plan.module, "app", serial=serial, emit=emit, timeout=self.app_timeout)
+
+    def confirm_version(self, link: Link, plan: "Plan", timeout: float, emit: Sink) -> str | None:
+        """An Arduino sketch has no console to ask: the module coming back as the sketch is the confirmation."""
+        emit(Note(f"{plan.module.name} came back as its sketch ({link.port_name}); an Arduino sketch "
+                  f"can't be asked for its version, so rakflash can't confirm which one runs"))
+        return None
+
+
+TRANSFER = LegacyDfuTransfer()

@@ -1,0 +1,193 @@
+"""`rakflash flash / info / inspect` with the two RAK4631 variants, end to end through the CLI.
+
+The virtual modules run in this process; the CLI in a subprocess finds their
+re-enumerated ports through the virtual USB port registry (conftest points
+RAKFLASH_VIRTUAL_PORTS at a folder of this test's own).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rakflash import dfu_package as dp, ports
+from rakflash.sim import SimOptions, create, firmware
+from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+
+from conftest import cli_json, run_cli
+
+KEY = dp.new_signing_key()
+
+
+@pytest.fixture
+def rak4631():
+    started = []
+
+    def make(name="rak4631", **kw):
+        kw.setdefault("baud", USB_FULL_SPEED_BAUD)
+        kw.setdefault("latency_ms", 0.2)
+        kw.setdefault("flash_scale", 0.0)
+        if name == "rak4631":
+            kw.setdefault("dfu_key", KEY)
+        dev = create(name, SimOptions(**kw)).start()
+        started.append(dev)
+        return dev
+
+    yield make
+    for dev in started:
+        dev.stop()
+
+
+def rui3_package(tmp_path, dev, version="RUI_4.0.6_RAK4631", size=24_000, **kw):
+    kw.setdefault("key_pem", KEY)
+    kw.setdefault("fw_version", 2)
+    path = tmp_path / f"{version}.zip"
+    path.write_bytes(dp.secure_package(firmware.app_image(dev.module, version, size), **kw))
+    return str(path)
+
+
+def arduino_package(tmp_path, module, version="ARDUINO_SKETCH_1.1", size=16_000):
+    path = tmp_path / f"{version}.zip"
+    path.write_bytes(dp.legacy_package(firmware.app_image(module, version, size)))
+    return str(path)
+
+
+def events(proc):
+    return [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+
+
+def test_flash_a_rui3_package_end_to_end(rak4631, tmp_path):
+    dev = rak4631()
+    pkg = rui3_package(tmp_path, dev)
+    proc = run_cli("flash", pkg, "--port", dev.port, "--yes", "--json", timeout=90)
+    evs = events(proc)
+    result = evs[-1]
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert (result["result"], result["app_version_before"], result["app_version_after"]) == \
+        ("ok", "RUI_4.0.5_RAK4631", "RUI_4.0.6_RAK4631")
+    assert result["settings_kept"] is True
+    notes = [e["message"] for e in evs if e.get("event") == "note"]
+    assert any("re-enumerated as its bootloader" in n for n in notes)
+    assert any("re-enumerated as its application" in n for n in notes)
+    progress = [e for e in evs if e.get("event") == "progress"]
+    assert progress[-1]["bytes"] == progress[-1]["total"] == 24_000
+    assert dev.updates == 1 and dev.app_version == "RUI_4.0.6_RAK4631"
+
+
+def test_an_update_cut_mid_object_is_finished_by_running_it_again(rak4631, tmp_path):
+    dev = rak4631()
+    pkg = rui3_package(tmp_path, dev, size=40_000)
+    # The power goes during the sixth 4 KiB object, counted from the bytes the module takes in.
+    dev.opts.faults.power_cut_after = dev.opts.faults.received + 6 * 4096 + 2500
+    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
+    assert code == 4 and out["error"] == "port-disconnected"
+    assert "run the same command again" in out["hint"]
+    boot = ports.wait_for_port("rak4631-r", "bootloader", timeout=5)
+    proc = run_cli("flash", pkg, "--port", boot.device, "--yes", "--json", timeout=90)
+    evs = events(proc)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert evs[-1]["app_version_after"] == "RUI_4.0.6_RAK4631"
+    resumed = [e["message"] for e in evs if e.get("event") == "note" and "resumed at byte" in e["message"]]
+    assert resumed and "of 40,000" in resumed[0]
+    first = next(e for e in evs if e.get("event") == "progress")
+    assert first["bytes"] >= 4 * 4096                  # it did not start over
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda tmp, dev: arduino_package(tmp, dev.module), "Arduino package"),
+    (lambda tmp, dev: rui3_package(tmp, dev, sd_req=(0x00B6,)), "Extended Error 0x07"),
+    (lambda tmp, dev: rui3_package(tmp, dev, key_pem=None), "not signed"),
+])
+def test_rui3_module_refuses_wrong_packages_before_sending(rak4631, tmp_path, make, words):
+    dev = rak4631()
+    code, out = cli_json("flash", make(tmp_path, dev), "--port", dev.port, "--yes", timeout=60)
+    assert code == 6 and out["error"] == "package-mismatch" and words in out["message"]
+    assert "nothing was sent" in out["message"] and out["hint"]
+    assert dev.resets == 0 and dev.mode.value == "app" and dev.app_version == "RUI_4.0.5_RAK4631"
+
+
+def test_arduino_module_refuses_a_rui3_package_before_the_bootloader_erases_its_sketch(rak4631, tmp_path):
+    dev = rak4631("rak4631-arduino")
+    rui3 = rak4631()
+    code, out = cli_json("flash", rui3_package(tmp_path, rui3), "--port", dev.port, "--yes", timeout=60)
+    assert code == 6 and out["error"] == "package-mismatch" and "RUI3 package" in out["message"]
+    assert "bootloader must be replaced first" in out["hint"]
+    assert dev.resets == 0 and dev.app_version == "ARDUINO_SKETCH_1.0"
+
+
+def test_flash_an_arduino_sketch_package_with_the_1200_baud_touch(rak4631, tmp_path):
+    dev = rak4631("rak4631-arduino")
+    proc = run_cli("flash", arduino_package(tmp_path, dev.module), "--port", dev.port, "--yes", "--json",
+                   timeout=90)
+    evs = events(proc)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert evs[-1]["result"] == "ok" and evs[-1]["app_version_after"] is None
+    assert any("can't be asked for its version" in e.get("message", "") for e in evs)
+    assert dev.updates == 1 and dev.app_version == "ARDUINO_SKETCH_1.1"
+    assert ports.port_entry(dev.port).pid == 0x8029
+
+
+def test_flash_an_arduino_hex_gets_the_init_packet_adafruit_nrfutil_would_make(rak4631, tmp_path):
+    dev = rak4631("rak4631-arduino")
+    image = firmware.app_image(dev.module, "ARDUINO_SKETCH_2.0", 9000)
+    hexfile = tmp_path / "sketch.hex"
+    hexfile.write_text(firmware.to_hex({dev.module.app.start: image}))
+    code, out = cli_json("flash", str(hexfile), "--port", dev.port, "--yes", timeout=90)
+    assert code == 0 and out["result"] == "ok"
+    assert dev.app_version == "ARDUINO_SKETCH_2.0"
+
+
+@pytest.mark.parametrize("name, state, module, mode, variant", [
+    ("rak4631", "app", "RAK4631-R", "app", "RUI3 (Nordic Secure DFU bootloader)"),
+    ("rak4631", "bootloader", "RAK4631-R", "bootloader", "RUI3 (Nordic Secure DFU bootloader)"),
+    ("rak4631-arduino", "app", "RAK4631 (Arduino)", "app", "Arduino (Adafruit nRF52 bootloader)"),
+    ("rak4631-arduino", "bootloader", "RAK4631 (Arduino)", "bootloader", "Arduino (Adafruit nRF52 bootloader)"),
+])
+def test_info_names_the_variant(rak4631, name, state, module, mode, variant):
+    dev = rak4631(name, state=state)
+    code, out = cli_json("info", "--port", dev.port, timeout=60)
+    assert code == 0 and (out["module"], out["mode"], out["variant"]) == (module, mode, variant)
+    assert out["serial_number"] == "SIM0000001"
+
+
+def test_inspect_says_what_a_package_carries_and_requires(rak4631, tmp_path):
+    dev = rak4631()
+    code, out = cli_json("inspect", rui3_package(tmp_path, dev, fw_version=7), timeout=60)
+    assert code == 0 and out["format"] == "dfu-package" and out["module"] == "RAK4631-R"
+    assert out["app_version"] == "RUI_4.0.6_RAK4631"
+    image = out["package"]["images"][0]
+    assert image["kind"] == "application" and image["size"] == 24_000
+    assert image["init"]["fw_version"] == 7 and image["init"]["hw_version"] == 52
+    assert image["init"]["sd_req"] == ["0x0100"] and image["init"]["signed"] is True
+    text = run_cli("inspect", arduino_package(tmp_path, dev.module), timeout=60).stdout
+    assert "Adafruit legacy DFU" in text and "device type 0x0052" in text and "not signed" in text
+
+
+def test_sim_command_prints_the_new_port_when_the_module_re_enumerates(tmp_path):
+    """`rakflash sim rak4631`: a person watching it sees where the port went after AT+BOOT."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from conftest import SRC
+    from rakflash.link import Link
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "sim", "rak4631", "--flash-scale", "0"],
+                            stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("port: ")
+        key_line = proc.stdout.readline()
+        assert key_line.startswith("dfu key: ")
+        with Link(first.split()[1]) as link:
+            link.write(b"AT+BOOT\r\n")
+        deadline = time.monotonic() + 10
+        line = ""
+        while time.monotonic() < deadline and "re-enumerated" not in line:
+            line = proc.stdout.readline()
+        assert "re-enumerated as USB 1915:521F \"Open DFU Bootloader\"" in line
+        os.unlink(key_line.split()[2])
+    finally:
+        proc.terminate()
+        proc.wait(10)
