@@ -27,5 +27,6 @@ def ports(as_json: bool) -> None:
         table.add_column(col)
     for e in entries:
         d = e.to_dict()
-        table.add_row(e.device, d["vid_pid"] or "-", e.description or "-", e.probably or "-")
+        description = (e.description or "-") + (" (virtual)" if e.virtual else "")
+        table.add_row(e.device, d["vid_pid"] or "-", description, e.probably or "-")
     out.print(table)

@@ -73,7 +73,9 @@ class LegacyDfuTransfer:
 
     def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
         """Every packet (header, payload, CRC, SLIP ENDs) and its 6-byte acknowledgement at USB
-        full speed, one USB frame each way per packet, the erase after START and the programming."""
+        full speed, one USB frame each way per packet, the erase after START; the bootloader
+        programs a packet while the next one comes (it acknowledges on arrival), so programming
+        counts only where it takes longer than the exchange."""
         bt = 1 / USB_FULL_SPEED_BYTES_PER_S
         packets = math.ceil(size / 512)
         overhead = 4 + 4 + 2 + 2
@@ -81,7 +83,7 @@ class LegacyDfuTransfer:
                 + (packets + 3) * 6) * bt
         turns = (packets + 3) * 2 * max(latency, USB_FRAME_S)
         mcu = module.mcu
-        return wire + turns + mcu.erase_seconds(size) + mcu.program_seconds(size)
+        return mcu.erase_seconds(size) + max(wire + turns, mcu.program_seconds(size))
 
     def enter_bootloader(self, link: Link, plan: "Plan", emit: Sink) -> tuple[float, str | None]:
         """The 1200-baud touch and follow the port; a module already in its bootloader is used as it is."""
