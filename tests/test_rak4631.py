@@ -123,6 +123,7 @@ def test_flash_an_arduino_sketch_package_with_the_1200_baud_touch(rak4631, tmp_p
     evs = events(proc)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert evs[-1]["result"] == "ok" and evs[-1]["app_version_after"] is None
+    assert evs[-1]["version_confirmed"] is False
     assert any("can't be asked for its version" in e.get("message", "") for e in evs)
     assert dev.updates == 1 and dev.app_version == "ARDUINO_SKETCH_1.1"
     assert ports.port_entry(dev.port).pid == 0x8029

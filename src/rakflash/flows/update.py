@@ -173,7 +173,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                              "the module was in its bootloader, with no application to ask", emit)
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
                         time.monotonic() - t0, boot_seconds, transfer_seconds, settings, warnings,
-                        version_confirmed=plan.app_version is not None)
+                        version_confirmed=plan.app_version is not None and after is not None)
 
 
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:
