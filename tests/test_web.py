@@ -145,6 +145,9 @@ def test_a_dropped_file_is_inspected_as_inspect_does(web, tmp_path, cat):
         assert d["error"] is None and d["name"] == "RAK3172_new.bin"
         assert (i["path"], i["module"], i["app_version"]) == ("RAK3172_new.bin", "RAK3172", NEW)
         assert i["regions"][0]["name"] == "application" and i["regions"][0]["start"] == 0x08006000
+        for sneaky in ("..", "../../etc/passwd", "a/b\\..\\.."):
+            r = c.post("api/images", content=b"\x00" * 64, headers={"X-File-Name": sneaky})
+            assert r.status_code == 200 and "/" not in r.json()["name"] and r.json()["name"] not in ("..", ".")
         cut = tmp_path / "cut.hex"
         cut.write_text(":020000040800F2\n:10000000000001200D0100080D0100080D010008B2\n")
         bad = upload(c, cut)

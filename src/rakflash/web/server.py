@@ -70,8 +70,8 @@ def _error(exc: RakflashError, status: int | None = None) -> JSONResponse:
 def _safe_name(name: str) -> str:
     """A file name to show and store: its last path part, printable, at most 120 characters."""
     base = re.split(r"[\\/]", name)[-1]
-    base = "".join(c for c in base if c.isprintable()).strip() or "firmware.bin"
-    return base[-120:]
+    base = "".join(c for c in base if c.isprintable()).strip()[-120:]
+    return base if base.strip(".") else "firmware.bin"
 
 
 class WebServer:
