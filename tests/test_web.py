@@ -312,3 +312,24 @@ def test_stop_ends_the_update_cleanly_and_the_next_check_finishes_it(web, virtua
         plan = next(e for e in server.board.jobs[job].events if e["event"] == "plan")
         assert plan["mode"] == "bootloader"
     assert dev.app_version == NEW and dev.updates == 1
+
+
+def test_a_question_takes_only_an_answer_that_fits_it(web, virtual, tmp_path, cat):
+    dev = virtual("rak4270", board_status=False)
+    server = web(dev)
+    with client(server) as c:
+        image = upload(c, firmware_file(tmp_path / "fw.bin", cat, module="rak4270", version="V3.0.0.15.H"))["image"]
+        job = c.post("api/flash", json={"port": dev.port, "image": image, "baud": FAST_BAUD}).json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the question")
+        prompt = [e for e in server.board.jobs[job].events if e["event"] == "prompt"][-1]
+        assert prompt["action"] == "choose-module"
+        assert [m["key"] for m in prompt["candidates"]] == ["rak811", "rak4270"]
+        for wrong in ({"module": "rak3172"}, {"write": True}, {"module": 7}):
+            assert c.post(f"api/jobs/{job}/answer", json=wrong).status_code in (400, 409), wrong
+        assert c.post(f"api/jobs/{job}/answer", json={"module": "rak4270"}).status_code == 200
+        wait_for(lambda: [e for e in server.board.jobs[job].events if e["event"] == "prompt"][-1]["action"]
+                 == "confirm-write", what="the confirmation")
+        c.post(f"api/jobs/{job}/answer", json={"write": False})
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
+        assert (result["outcome"], result["module"]) == ("aborted", "RAK4270")
+    assert dev.updates == 0

@@ -377,3 +377,29 @@ def test_keys_a_new_firmware_reset_are_written_back_and_the_page_says_so(page, w
         "settings: the new firmware had reset DEVEUI, APPEUI, APPKEY; rakflash wrote back the values "
         "from before the update.")
     assert keys_on(dev) == KEYS
+
+
+def test_a_module_that_cannot_say_which_it_is_is_asked_about_not_guessed(page, web, virtual, tmp_path, cat):
+    """RUI v3 firmware that names no board: RAK811 or RAK4270? The page asks, as flash does on a terminal."""
+    dev = virtual("rak4270", baud=115200, board_status=False)
+    image = firmware_file(tmp_path / "RAK4270_V3.0.0.15.bin", cat, module="rak4270", version="V3.0.0.15.H",
+                          size=8 * 1024)
+    server = web(dev)
+    page.goto(server.url)
+    pick(page, dev.port)
+    page.set_input_files("#file", str(image))
+    card = page.locator(".job")
+    choose = card.locator(".choose")
+    expect(choose).to_contain_text("does not say whether it is a RAK811 or a RAK4270")
+    expect(choose).to_contain_text("The file is built for: RAK4270.")
+    expect(card.locator("button.flash")).to_be_hidden()
+    shot(page, "choose", card)
+    assert dev.updates == 0
+    choose.get_by_role("button", name="It is a RAK4270").click()
+    expect(card.locator(".notes")).to_contain_text("the module is a RAK4270, as you said")
+    expect(card.locator(".plan")).to_contain_text("RAK4270 on")
+    card.locator("button.flash").click()
+    page.locator("#confirm-write").click()
+    assert finished(card).startswith("Done: RAK4270"), card.inner_text()
+    expect(card.locator(".result .after")).to_have_text("V3.0.0.15.H")
+    assert dev.app_version == "V3.0.0.15.H"

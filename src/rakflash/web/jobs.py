@@ -52,7 +52,8 @@ class Job:
         self.confirmed = False          # the person said "write it": from here on the module may change
         self._t0 = time.monotonic()
         self._answer = threading.Event()
-        self._yes = False
+        self._value: Any = False
+        self._question: tuple[str, tuple[str, ...]] = ("confirm-write", ())
         self._rate_base: dict[str, tuple[float, int]] = {}
         self.thread: threading.Thread | None = None
         self.stopper: Callable[[], None] | None = None   # stops the job's link (set by the work)
@@ -75,25 +76,38 @@ class Job:
         rate = (p.bytes - b0) / (now - t0)
         return {"rate": round(rate, 1), "eta": round(max(0, p.total - p.bytes) / rate, 1)}
 
-    # -- confirmation ---------------------------------------------------------
-    def ask(self, message: str, info: dict[str, Any], window: float = CONFIRM_WINDOW) -> bool:
-        """Wait for the person's answer to ``message`` (a ``confirm-write`` prompt on the page)."""
+    # -- questions to the person ------------------------------------------------
+    def ask(self, message: str, info: dict[str, Any], window: float = CONFIRM_WINDOW, *,
+            action: str = "confirm-write", choices: tuple[str, ...] = ()) -> Any:
+        """Wait for the person's answer to ``message``, asked on the page as an ``action`` prompt.
+
+        ``confirm-write`` is answered yes or no (True/False, also what it returns and what
+        :attr:`confirmed` becomes); ``choose-module`` with one of ``choices`` (returned) or no
+        (False). Nobody answering within ``window`` seconds is :class:`~rakflash.errors.Aborted`.
+        """
         self._answer.clear()
+        self._question = (action, choices)
         self._set_state("confirm")
-        self.emit(ev.Prompt("confirm-write", message, window, info))
+        self.emit(ev.Prompt(action, message, window, info))
         answered = self._answer.wait(window)
         self._set_state("running")
         if not answered:
-            raise Aborted(f"nobody confirmed the update within {window / 60:.0f} minutes",
+            raise Aborted(f"nobody answered within {window / 60:.0f} minutes",
                           hint="Nothing was written. Check the plan again to update.")
-        self.confirmed = self._yes
-        return self._yes
+        if action == "confirm-write":
+            self.confirmed = self._value is True
+        return self._value
 
-    def answer(self, yes: bool) -> bool:
-        """The person's answer; False when the job is not waiting for one."""
+    def answer(self, value: Any) -> bool:
+        """The person's answer (True/False, or one of the choices); False when the job is not
+        waiting for one or the answer does not fit the question."""
         if self.state != "confirm" or self._answer.is_set():
             return False
-        self._yes = yes
+        action, choices = self._question
+        if value is not False and not (value is True and action == "confirm-write") \
+                and value not in choices:
+            return False
+        self._value = value
         self._answer.set()
         return True
 

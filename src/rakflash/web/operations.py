@@ -20,7 +20,8 @@ from typing import Any, Callable
 from .. import catalog as _catalog
 from .. import images
 from ..catalog import Module
-from ..errors import Aborted, ConfirmationNeeded, PlanRefused, RakflashError, UnknownDevice
+from ..errors import (Aborted, ConfirmationNeeded, ModuleUncertain, PlanRefused, RakflashError,
+                      UnknownDevice)
 from ..flows.identify import identify
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from ..link import Link
@@ -120,6 +121,17 @@ def _link(job: Job, baud: int | None) -> StoppableLink:
     return link
 
 
+def choose_module(job: Job, uncertain: ModuleUncertain) -> Module | None:
+    """Which module it is, when the device can't say: the person picks one of the candidates on
+    the page, or none (then the refusal stands) — as ``flash`` asks on a terminal."""
+    modules = {m.key: m for m in uncertain.modules}
+    key = job.ask(f"{uncertain.message}. Which module is it? The label on it says.",
+                  {"candidates": [{"key": m.key, "name": m.name} for m in uncertain.modules],
+                   "image_fits": [m.name for m in getattr(uncertain, "fits", [])]},
+                  action="choose-module", choices=tuple(modules))
+    return modules.get(key) if key else None
+
+
 def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[Job], dict[str, Any]]:
     """The job that checks ``image_path`` against the module on the job's port and, once the
     person confirms the plan on the page, writes it (``rakflash flash FILE --port PORT``)."""
@@ -135,7 +147,8 @@ def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[J
                                            f"Write {len(plan.payload):,} bytes to {plan.module.name} "
                                            f"on {job.port}?",
                                            {"bytes": len(plan.payload), "module": plan.module.name,
-                                            "port": job.port}))
+                                            "port": job.port}),
+                                       choose_module=lambda uncertain: choose_module(job, uncertain))
                 outcome = session.run()
         except RakflashError as exc:
             return failure(exc, session.known if session else {}, written=job.confirmed,

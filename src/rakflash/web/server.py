@@ -12,7 +12,7 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``POST api/doctor``         ``{"port", "image"?, "module"?, "baud"?}`` → ``rakflash doctor --json``
 ``POST api/flash``          ``{"port", "image", …options}`` → a job that checks, waits for "write", writes
 ``POST api/recover``        ``{"port", "image", "module"?, "window"?, …}`` → a recovery job (plan, confirm, guide, write)
-``POST api/jobs/ID/answer`` ``{"write": true|false}``: the person's answer to the job's confirmation
+``POST api/jobs/ID/answer`` ``{"write": true|false}`` or ``{"module": KEY}``: the person's answer to the job's question
 ``POST api/jobs/ID/stop``   stop the job as Ctrl-C stops the command (the device's session is ended cleanly)
 ``GET  api/jobs``           the jobs and their results
 ``GET  api/events``         server-sent events: every job event (replayed from the start), and ``ports``
@@ -426,11 +426,15 @@ class WebServer:
         job = self.board.jobs.get(request.path_params["job"])
         if job is None:
             return JSONResponse({"error": "no-such-job", "message": "no such job"}, status_code=404)
-        yes = self._field(await self._body(request), "write", bool, required=True)
-        if not job.answer(yes):
-            return JSONResponse({"error": "not-waiting", "message": "this job is not waiting for an answer"},
-                                status_code=409)
-        return JSONResponse({"job": job.id, "write": yes})
+        body = await self._body(request)
+        if "module" in body:
+            value = self._field(body, "module", str) or False
+        else:
+            value = self._field(body, "write", bool, required=True)
+        if not job.answer(value):
+            return JSONResponse({"error": "not-waiting",
+                                 "message": "this job is not waiting for that answer"}, status_code=409)
+        return JSONResponse({"job": job.id, "answer": value})
 
     async def api_stop(self, request: Request) -> Response:
         job = self.board.jobs.get(request.path_params["job"])

@@ -12,7 +12,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -21,7 +21,7 @@ function h(tag, attrs = {}, ...children) {
 
 // Replace an element's children (same rules as h: arrays flattened, null/false skipped).
 function fill(el, ...children) {
-  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false)
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)
     .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
 }
 
@@ -305,6 +305,10 @@ function onJobEvent(e) {
     el.dataset.state = e.state;
     $(".job-state", el).textContent = STATES[e.state] || e.state;
     $(".actions", el).hidden = e.state !== "confirm";
+    if (e.state !== "confirm") {
+      $(".flash", el).hidden = true;
+      $(".choose", el).hidden = true;
+    }
     $(".running-actions", el).hidden = e.state !== "running";
     if (e.state !== "confirm" && state.confirming === job) closeConfirm();
     return;
@@ -324,8 +328,14 @@ function onJobEvent(e) {
     }
     case "plan": renderPlan(job, e); break;
     case "prompt":
-      if (e.action === "confirm-write") job.question = e.message;
-      else showPrompt(job, e);
+      if (e.action === "confirm-write") {
+        job.question = e.message;
+        $(".flash", el).hidden = false;
+      } else if (e.action === "choose-module") {
+        showChoice(job, e);
+      } else {
+        showPrompt(job, e);
+      }
       break;
     case "countdown":
       $(".countdown", el).textContent = `${e.seconds_left} s left`;
@@ -371,6 +381,19 @@ function showPrompt(job, e) {
   $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
   const port = state.ports.find((p) => p.port === job.port);
   $(".press-virtual", box).hidden = !(port && port.virtual && e.action === "press-reset");
+}
+
+function showChoice(job, e) {
+  const box = $(".choose", job.el);
+  box.hidden = false;
+  const fits = e.image_fits && e.image_fits.length ? ` The file is built for: ${e.image_fits.join(", ")}.` : "";
+  fill(box,
+    h("p", { class: "question" }, e.message),
+    h("p", { class: "muted" }, `rakflash won't write on a guess.${fits} Pick the module named on its label, or Cancel.`),
+    h("p", {}, e.candidates.map((m) => [h("button", {
+      class: "module-choice", "data-module": m.key,
+      onclick: () => api(`api/jobs/${job.id}/answer`, { module: m.key }),
+    }, `It is a ${m.name}`), " "])));
 }
 
 function showProgress(job, bytes, total, phase, rate, eta) {
