@@ -126,6 +126,7 @@ class Module:
     inferred: tuple[str, ...] = ()
     boot_flag: int | None = None     # byte the app writes at the flag region to request the bootloader
     receiver: str | None = None      # the bootloader's kind of receiver, e.g. "st-iap" for YMODEM
+    receiver_timeout: float | None = None   # s the receiver waits for each read (a whole packet's rest)
     update_reply: str | None = None  # what the bootloader answers to its update command, if anything
     recovery: tuple[str, ...] = ()   # recovery methods (flows/recover.py) in order of preference
     rom_access: dict[str, Any] = field(default_factory=dict)  # pins reaching the ROM bootloader
@@ -207,7 +208,8 @@ class Catalog:
                             for r in m.get("rule", [])),
                 aliases=tuple(m.get("aliases", [])), swd_options=dict(m.get("swd_options", {})),
                 inferred=tuple(m.get("inferred", [])), boot_flag=m.get("boot_flag"),
-                receiver=m.get("receiver"), update_reply=m.get("update_reply"),
+                receiver=m.get("receiver"), receiver_timeout=m.get("receiver_timeout"),
+                update_reply=m.get("update_reply"),
                 recovery=tuple(m.get("recovery", [])), rom_access=dict(m.get("rom_access", {})),
                 extra={k: m[k] for k in ("gpregret", "hw_version", "sd_req", "device_type") if k in m},
             )

@@ -188,6 +188,13 @@ class BootloaderTooOld(PlanRefused):
     name = "bootloader-too-old"
 
 
+class BaudTooLow(PlanRefused):
+    """At this baud rate no packet of the update protocol reaches the bootloader within its wait."""
+    name = "baud-too-low"
+    hint = ("Set the module's UART to a faster rate (9600 baud or more), then run again with that "
+            "--baud. Nothing was written.")
+
+
 class UnsupportedUpdate(PlanRefused):
     name = "not-supported"
     hint = "Nothing was sent."

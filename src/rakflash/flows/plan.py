@@ -26,7 +26,7 @@ from .. import catalog as _catalog
 from ..catalog import Module, version_tuple
 import re
 
-from ..errors import (AlreadyUpToDate, BootloaderTooOld, ImageTargetError, ImageTooLarge,
+from ..errors import (AlreadyUpToDate, BaudTooLow, BootloaderTooOld, ImageTargetError, ImageTooLarge,
                       ModuleUncertain, TouchesBootloader, UnsupportedUpdate, WrongTarget)
 from ..images import Image, ImageInfo, analyse, target_module, vector_at
 from .identify import DeviceInfo
@@ -278,6 +278,9 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     check_image = getattr(for_protocol(module.protocol), "check_image", None)
     if check_image is not None:
         check_image(image, module)      # e.g. a DFU package for the other nRF52 bootloader family
+    too_slow = getattr(for_protocol(module.protocol), "refusal", None)
+    if too_slow is not None and too_slow(module, device.baud):
+        raise BaudTooLow(too_slow(module, device.baud), baud=device.baud)
     try:
         info = analyse(image, module=module)
     except ImageTargetError as exc:

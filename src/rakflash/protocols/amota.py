@@ -226,7 +226,7 @@ class AmotaSender:
             answers.append(count)
         else:
             raise TooManyRetries("the bootloader's replies to HEADER kept changing",
-                                 hint="Use a shorter cable or a lower baud rate, then run the same "
+                                 hint="Use a shorter cable and check the GND wire, then run the same "
                                       "command again.")
         usable = count <= min(most if not first else total, total) and \
             (count % self.packet_size == 0 or count == total)
@@ -245,7 +245,7 @@ class AmotaSender:
             raise TransferError("the bootloader took a packet twice, and starting the image over "
                                 f"did not help ({self.restarts} times)",
                                 hint="The module stays in its bootloader: run the same command "
-                                     "again (a shorter cable or lower baud rate helps).")
+                                     "again (a shorter cable and a good GND wire help).")
         self.started_over += 1
         self.on_retry("the bootloader took a packet twice: starting the image over")
         self._exchange(VERIFY, b"", timeout=self.verify_timeout, accept=(OK, CRC_ERROR))
@@ -299,7 +299,7 @@ class AmotaSender:
                                   hint="The module stays in its bootloader: press reset if needed "
                                        "and run the same command again.")
         raise TooManyRetries(f"{name} was damaged {self.retries + 1} times on the line",
-                             hint="Use a shorter cable or a lower baud rate, then run the same "
+                             hint="Use a shorter cable and check the GND wire, then run the same "
                                   "command again.")
 
     def _check_restart(self, data: bytes) -> None:

@@ -16,6 +16,13 @@ behaviour from the RUI3 bootloader sources as summarised in DESIGN.md §2,
   each timeout or bad packet, cancels (CAN CAN) after more than 5 errors once
   started, resets the MCU after ~60 idle ``C``s, erases the whole application
   region between block 0 and its ACK, and programs each block before its ACK.
+  Its ``ReceivePacket`` reads a packet's first byte with that timeout, then all
+  the rest (seq, complement, data, CRC) in one ``HAL_UART_Receive`` call with
+  the same timeout, which counts from the start of the call (ST's IAP
+  ``ymodem.c``; STM32 HAL ``HAL_UART_Receive``): a block whose rest takes longer
+  on the wire never arrives whole. 1028 bytes take 1.07 s at 9600 baud and
+  0.54 s at 19200, so there only 128-byte blocks (132 bytes) get through —
+  :func:`block_size_for` picks the size.
 
 Hand-written because the Python YMODEM packages on PyPI don't give per-read
 deadlines, bounded retries mapped to named errors, or a device-side receiver
@@ -42,10 +49,10 @@ _SILENT = None       # nothing at all arrived by the deadline
 _GARBLED = -1        # only bytes that mean nothing arrived
 _POLL = -2           # a 'C' once our block could have arrived: the receiver wants it again
 
-_RETRY_HINT = ("The line is noisy: use a shorter cable or a lower baud rate, "
+_RETRY_HINT = ("The line is noisy: use a shorter cable and check the GND wire, "
                "then run the same command again.")
 _CANCEL_HINT = ("The bootloader gave up: too many damaged blocks (a noisy line: use a shorter "
-                "cable or a lower baud rate) or an image it won't take (check that it is built for "
+                "cable and check the GND wire) or an image it won't take (check that it is built for "
                 "this module and fits it). Then run the same command again.")
 _SILENT_HINT = ("The module stays in its bootloader: press its reset button "
                 "and run the same command again.")
@@ -67,6 +74,23 @@ def make_block(seq: int, payload: bytes, *, size: int | None = None, pad: int = 
     body = payload.ljust(size, bytes([pad]))
     seq &= 0xFF
     return bytes([SOH if size == 128 else STX, seq, 0xFF - seq]) + body + crc16(body).to_bytes(2, "big")
+
+
+def block_line_seconds(size: int, baud: int) -> float:
+    """Seconds the rest of a block (after its first byte: seq, complement, data, CRC) takes on the wire."""
+    return (size + 4) * 10 / baud
+
+
+def block_size_for(baud: int, receiver_timeout: float | None, *, margin: float = 0.7) -> int | None:
+    """The block size that reaches a receiver which must get a block's rest within
+    ``receiver_timeout`` seconds: 1024 where it crosses the line in ``margin`` of that
+    time, else 128; None when not even a 128-byte block can (no timeout: 1024)."""
+    if receiver_timeout is None:
+        return 1024
+    for size in (1024, 128):
+        if block_line_seconds(size, baud) <= margin * receiver_timeout:
+            return size
+    return None
 
 
 def header_block(name: str, size: int) -> bytes:
@@ -145,7 +169,7 @@ class YmodemSender:
                                   hint="Run the same command again; the module stays in its bootloader.",
                                   offset=0)
         # Block 0's ACK comes only after the receiver erased the application region.
-        self._send_block(header_block(name, total), "block 0 (the file header)",
+        self._send_block(header_block(name, total), "the file header, block 0",
                          timeout=self.erase_timeout, then_c=True)
         seq = 1
         while self.offset < total:
@@ -232,9 +256,9 @@ class YmodemSender:
             if self.max_silent and silent >= self.max_silent:
                 break
         if silent:
-            raise TransferTimeout(f"the device stopped answering at byte offset {self.offset} ({what})",
+            raise TransferTimeout(f"the device stopped answering at {what}, byte offset {self.offset}",
                                   hint=_SILENT_HINT, offset=self.offset)
-        raise TooManyRetries(f"{what} (byte offset {self.offset}) was refused {retries + 1} times "
+        raise TooManyRetries(f"{what}, byte offset {self.offset}, was refused {retries + 1} times "
                              f"(NAK or damaged answers)", hint=_RETRY_HINT, offset=self.offset)
 
     def _send_eot(self) -> None:
@@ -253,8 +277,8 @@ class YmodemSender:
             if self.max_silent and silent >= self.max_silent:
                 break
         if silent:
-            raise TransferTimeout(f"the device stopped answering at byte offset {self.offset} "
-                                  f"(end of file)", hint=_SILENT_HINT, offset=self.offset)
+            raise TransferTimeout(f"the device stopped answering at the end of the file, byte offset "
+                                  f"{self.offset}", hint=_SILENT_HINT, offset=self.offset)
         raise TooManyRetries("the bootloader did not acknowledge the end of the file",
                              hint=_RETRY_HINT, offset=self.offset)
 
@@ -473,8 +497,9 @@ class YmodemReceiver:
         if h not in (SOH, STX):
             return "bad", 0, b""
         size = 128 if h == SOH else 1024
-        # Allow the rest of the packet its line time at 57600 baud on top of the usual timeout.
-        rest = self.ch.read(size + 4, self.read_timeout + (size + 4) * 0.0002)
+        # The rest of the packet in one read with the same timeout, as ST IAP's
+        # ReceivePacket does (HAL_UART_Receive's timeout covers the whole call).
+        rest = self.ch.read(size + 4, self.read_timeout)
         if len(rest) < size + 4 or rest[0] != 0xFF - rest[1]:
             return "bad", 0, b""
         data = rest[2:2 + size]

@@ -25,24 +25,47 @@ def timeouts(plan: "Plan", baud: int) -> dict:
     """
     mcu, app = plan.module.mcu, plan.module.app
     erase = mcu.erase_seconds(app.size)
-    block = 1029 * 10 / baud + mcu.program_seconds(1024)
+    size = block_size(plan.module, baud) or 128
+    block = (size + 5) * 10 / baud + mcu.program_seconds(size)
     return {"erase_timeout": 2 * erase + 2.0, "ack_timeout": 3 * block + 1.0,
             "start_timeout": 3.0, "restart_markers": restart_markers(plan), "byte_time": 10 / baud,
-            "st_iap": plan.module.receiver == "st-iap"}
+            "st_iap": plan.module.receiver == "st-iap", "block_size": size}
+
+
+def block_size(module: "Module", baud: int) -> int | None:
+    """1024-byte blocks where the bootloader's receiver gets a whole one within its wait at
+    ``baud``, else 128; None when not even those make it (see :func:`ymodem.block_size_for`)."""
+    return ymodem.block_size_for(baud, module.receiver_timeout)
 
 
 class YmodemTransfer:
     name = "ymodem"
 
     def steps(self, plan: "Plan") -> list[str]:
-        return [f"at+update, then YMODEM-1K: {len(plan.payload):,} bytes to {plan.address:#010x} "
+        baud = plan.device.baud
+        size = block_size(plan.module, baud) or 128
+        what = "YMODEM-1K" if size == 1024 else (
+            f"YMODEM with 128-byte blocks (at {baud} baud a 1 KiB block takes "
+            f"{ymodem.block_line_seconds(1024, baud):.2f} s on the wire, more than the bootloader's "
+            f"{plan.module.receiver_timeout:g} s wait for it)")
+        return [f"at+update, then {what}: {len(plan.payload):,} bytes to {plan.address:#010x} "
                 f"(the bootloader erases the application region first)"]
+
+    def refusal(self, module: "Module", baud: int) -> str | None:
+        """Why no update can work at ``baud`` (even a 128-byte block is too slow), or None."""
+        if block_size(module, baud) is not None:
+            return None
+        return (f"at {baud} baud even a 128-byte YMODEM block takes "
+                f"{ymodem.block_line_seconds(128, baud):.2f} s on the wire, longer than "
+                f"{module.name}'s bootloader waits for it ({module.receiver_timeout:g} s): no update "
+                f"can get through at this rate")
 
     def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
         mcu = module.mcu
         bt = 10 / baud
-        blocks = math.ceil(size / 1024)
-        wire = (133 + blocks * 1029 + 1 + 133) * bt          # block 0, data, EOT, closing block
+        bsize = block_size(module, baud) or 128
+        blocks = math.ceil(size / bsize)
+        wire = (133 + blocks * (bsize + 5) + 1 + 133) * bt   # block 0, data, EOT, closing block
         replies = (2 + blocks + 1 + 2 + 1) * bt               # ACK+C, ACKs, ACK(+C), ACK
         turns = (blocks + 3) * 2 * latency
         erase = mcu.erase_seconds(module.app.size)            # block 0 erases the whole region
