@@ -116,7 +116,7 @@ def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c():
         url = url_line.split(": ", 1)[1].strip()
         with httpx.Client(base_url=url, timeout=30) as c:
             listed = wait_for(lambda: _get_ok(c, "api/ports"), what="the server to answer")
-            assert any(e["port"] == port and e["virtual"] and e["probably"] == "RAK3172" for e in listed["ports"])
+            assert any(e["port"] == port and e["resettable"] and e["probably"] == "RAK3172" for e in listed["ports"])
             info = c.post("api/identify", json={"port": port}).json()
             assert (info["module"], info["mode"], info["app_version"]) == ("RAK3172", "app", OLD)
         proc.send_signal(signal.SIGINT)

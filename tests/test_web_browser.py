@@ -403,3 +403,37 @@ def test_a_module_that_cannot_say_which_it_is_is_asked_about_not_guessed(page, w
     assert finished(card).startswith("Done: RAK4270"), card.inner_text()
     expect(card.locator(".result .after")).to_have_text("V3.0.0.15.H")
     assert dev.app_version == "V3.0.0.15.H"
+
+
+def test_a_rak4631_dfu_package_over_its_re_enumerating_usb_port(page, web, tmp_path):
+    """The page finds the native-USB module by its USB ids, inspects the package, and follows the
+    module to its bootloader's port and back (the port list changes as it goes)."""
+    from test_rak4631 import KEY, rui3_package
+    from rakflash.sim import SimOptions, create
+    from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+    dev = create("rak4631", SimOptions(baud=USB_FULL_SPEED_BAUD, latency_ms=0.2, flash_scale=0.0,
+                                       dfu_key=KEY)).start()
+    try:
+        pkg = Path(rui3_package(tmp_path, dev))
+        server = web()                                       # no --port: discovery finds it
+        page.goto(server.url)
+        row = page.locator(f'tr[data-port="{dev.port}"]')
+        expect(row).to_contain_text("1915:521F")
+        expect(row).to_contain_text("RAK4631-R")
+        pick(page, dev.port)
+        page.set_input_files("#file", str(pkg))
+        inspect = page.locator("#inspect")
+        expect(inspect).to_contain_text("nRF52 DFU package (.zip)")
+        expect(inspect).to_contain_text(re.compile(r"application \S+\.bin: 24,000 bytes"))
+        card = page.locator(".job")
+        expect(card.locator(".plan")).to_contain_text("RAK4631-R")
+        card.locator("button.flash").click()
+        page.locator("#confirm-write").click()
+        assert finished(card).startswith("Done: RAK4631-R"), card.inner_text()
+        expect(card.locator(".result .before")).to_have_text("RUI_4.0.5_RAK4631")
+        expect(card.locator(".result .after")).to_have_text("RUI_4.0.6_RAK4631")
+        expect(card.locator(".notes")).to_contain_text("re-enumerated as its bootloader")
+        expect(card.locator(".progress-text")).to_have_text("write: 24,000 of 24,000 bytes")
+        assert dev.app_version == "RUI_4.0.6_RAK4631"
+    finally:
+        dev.stop()

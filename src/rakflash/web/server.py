@@ -4,7 +4,8 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 
 ==========================  ===================================================
 ``GET  /``                  the page (``static/index.html``; its script and style beside it)
-``GET  api/ports``          serial ports as ``rakflash ports --json``, with what holds each
+``GET  api/ports``          serial ports as ``rakflash ports --json``, with what holds each (``busy``),
+                            what was last seen on it (``seen``) and whether the page may press its reset
 ``POST api/ports``          ``{"port": P}``: also list a port discovery can't see (a pty, ``socket://``)
 ``GET  api/modules``        the catalog's modules (for the "module" choice)
 ``POST api/identify``       ``{"port", "baud"?, "module"?}`` → ``rakflash info --json``
@@ -102,7 +103,8 @@ class WebServer:
         for v in virtual:
             self.extra[v.port] = {"port": v.port, "vid_pid": None, "serial_number": None,
                                   "description": f"virtual {v.module.name} (rakflash web --sim)",
-                                  "probably": v.module.name, "virtual": True}
+                                  "probably": v.module.name, "module": v.module.key, "mode": None,
+                                  "virtual": True}
         for p in ports:
             self.add_port(p)
         self.seen: dict[str, dict[str, Any]] = {}        # port key -> last identification
@@ -176,7 +178,8 @@ class WebServer:
     def add_port(self, port: str) -> None:
         """List ``port`` even though discovery doesn't see it."""
         self.extra.setdefault(port, {"port": port, "vid_pid": None, "serial_number": None,
-                                     "description": "added by hand", "probably": None})
+                                     "description": "added by hand", "probably": None, "module": None,
+                                     "mode": None, "virtual": False})
 
     def _discovered(self) -> list[dict[str, Any]]:
         """What the OS lists (as ``rakflash ports --json``), rescanned at most once a second."""
@@ -197,7 +200,7 @@ class WebServer:
             key = port_key(e["port"])
             e["busy"] = self.board.holder(e["port"])
             e["seen"] = self.seen.get(key)
-            e["virtual"] = key in self.virtual
+            e["resettable"] = key in self.virtual      # the page may press this module's reset
         return found
 
     # ------------------------------------------------------------ the app

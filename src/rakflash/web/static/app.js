@@ -189,7 +189,10 @@ function renderInspect(d) {
   }
   panel.className = "panel";
   const i = d.inspect;
-  const formats = { bin: "raw binary", hex: "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)" };
+  const formats = {
+    bin: "raw binary", hex: "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)",
+    "dfu-package": "nRF52 DFU package (.zip)",
+  };
   const target = i.module ? `${i.module} (${i.mcu})` + (i.vector ? ` — from the vector table: SP ${hex(i.vector.sp)}, reset ${hex(i.vector.reset)}` : "")
     : i.mcu ? `${i.mcu}, no module in the catalog` : "unknown: no vector table of a known MCU";
   panel.append(h("table", { class: "kv inspect" },
@@ -199,12 +202,31 @@ function renderInspect(d) {
     h("tr", {}, h("th", {}, "target"), h("td", {}, target)),
     h("tr", {}, h("th", {}, "versions"), h("td", {}, `application: ${i.app_version || "-"}; bootloader: ${i.bootloader_version || "-"}`)),
   ));
+  if (i.package) {
+    const pkg = i.package;
+    panel.append(h("p", { class: "package" }, h("strong", {}, "package "), `${pkg.family_name}`),
+      h("ul", { class: "package-images" }, pkg.images.map((im) => h("li", {},
+        `${im.kind} ${im.bin_file}: ${num(im.size)} bytes, CRC-32 ${im.crc32}; init packet ${im.dat_file}`
+        + ` (${im.init_packet_bytes} bytes) — requires ${packageNeeds(im.init)}`))));
+  }
   if (i.regions.length) {
     panel.append(h("table", { class: "grid regions" },
       h("tr", {}, h("th", {}, "region"), h("th", {}, "range"), h("th", {}, "covered")),
       i.regions.map((r) => h("tr", {}, h("td", {}, r.name), h("td", { class: "mono" }, `${hex(r.start)}-${hex(r.end)}`),
         h("td", { class: "num" }, `${num(r.bytes)} of ${num(r.end - r.start)}`)))));
   }
+}
+
+// What a DFU package's init packet requires, as inspect says it.
+function packageNeeds(init) {
+  const needs = [`type ${init.type}`, `firmware version ${init.fw_version ?? "-"}`];
+  if (init.hw_version !== undefined && init.hw_version !== null) needs.push(`hardware version ${init.hw_version}`);
+  if (init.device_type) needs.push(`device type ${init.device_type}`);
+  if (init.sd_req && init.sd_req.length) needs.push("SoftDevice " + init.sd_req.join(" or "));
+  if (init.hash_type) needs.push(`hash ${init.hash_type}`);
+  if (init.crc16) needs.push(`CRC-16 ${init.crc16}`);
+  needs.push(init.signed ? `signed (${init.signature_type || "yes"})` : "not signed");
+  return needs.join(", ");
 }
 
 function maybeCheck() {
@@ -380,7 +402,7 @@ function showPrompt(job, e) {
       : e.message;
   $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
   const port = state.ports.find((p) => p.port === job.port);
-  $(".press-virtual", box).hidden = !(port && port.virtual && e.action === "press-reset");
+  $(".press-virtual", box).hidden = !(port && port.resettable && e.action === "press-reset");
 }
 
 function showChoice(job, e) {
