@@ -12,9 +12,8 @@ that line (every byte at the bulk rate, one USB frame per answer each way, the
 flash time; ``Transfer.minimum_seconds``), and their ratio (1.00 = the limit):
 
 * RAK4631-R, Nordic Secure DFU: rakflash's client; and the independent
-  reference client from the tests (nrfutil's own serial client does not
-  install on Python 3.11, see docs/protocols.md), with PRN 0 and with nrfutil's
-  default packet-receipt setting for comparison;
+  reference client from the tests, which takes nrfutil's steps (nrfutil's own
+  serial client does not install on Python 3.11, see docs/protocols.md);
 * Arduino RAK4631, Adafruit legacy DFU: rakflash's client, and
   ``adafruit-nrfutil dfu serial`` (when installed) on the same virtual device.
 
@@ -64,8 +63,7 @@ def secure(size: int, client: str) -> tuple[float, float]:
                 with Link(dev.port) as link:
                     nordic_dfu.SecureDfuClient(link).send(init, fw)
             else:
-                prn = "0" if client == "reference" else "8"
-                subprocess.run([sys.executable, str(REFERENCE), dev.port, str(pkg), "--prn", prn],
+                subprocess.run([sys.executable, str(REFERENCE), dev.port, str(pkg), "--prn", "0"],
                                check=True, capture_output=True, timeout=600)
             wall = time.monotonic() - t0
         assert dev.wait_mode("app", 10) and dev.app_version == "RUI_4.0.6_RAK4631", "update did not take"
@@ -106,8 +104,7 @@ def main() -> int:
     args = ap.parse_args()
     size = args.size_kib * 1024
     rows = [("RAK4631-R Secure DFU", "rakflash", secure, "rakflash"),
-            ("RAK4631-R Secure DFU", "reference client, PRN 0", secure, "reference"),
-            ("RAK4631-R Secure DFU", "reference client, PRN 8", secure, "reference-prn"),
+            ("RAK4631-R Secure DFU", "reference client", secure, "reference"),
             ("Arduino RAK4631 legacy DFU", "rakflash", legacy, "rakflash")]
     if shutil.which("adafruit-nrfutil"):
         rows.append(("Arduino RAK4631 legacy DFU", "adafruit-nrfutil 0.5.3", legacy, "adafruit-nrfutil"))
