@@ -59,6 +59,7 @@ class Image:
                                       # "bootloader" (its reset vector points there), or "default"
     ota_header: object | None = None  # apollo3_ota.OtaHeader for an OTA blob
     package: object | None = None     # dfu_package.DfuPackage for an nRF52 DFU package (.zip)
+    wired_blocks: list | None = None  # protocols.apollo3_sbl.Block list for an Apollo3 wired-update blob
 
     @property
     def size(self) -> int:
@@ -248,6 +249,9 @@ def _load_hex(path: str, raw: bytes, digest: str) -> Image:
 def _load_bin(path: str, raw: bytes, digest: str, address: int | None,
               module: Module | None, cat: Catalog) -> Image:
     from . import apollo3_ota
+    from .protocols import apollo3_sbl
+    if address is None and apollo3_sbl.looks_like_blob(raw):
+        return _load_wired_blob(path, raw, digest)
     header, payload, fmt = None, raw, "bin"
     if apollo3_ota.looks_like_blob(raw):
         header, payload = apollo3_ota.parse_blob(raw)
@@ -265,6 +269,37 @@ def _load_bin(path: str, raw: bytes, digest: str, address: int | None,
             source = "catalog" if base == target.app.start else "bootloader"
     img = Image(path, fmt, [Segment(base, payload)], digest, len(raw), base_source=source)
     img.ota_header = header
+    return img
+
+
+def _load_wired_blob(path: str, raw: bytes, digest: str) -> Image:
+    """An Apollo3 secure-bootloader wired-update blob (``create_cust_wireupdate_blob.py``):
+    its segments are where its bytes end up — a block written in place at its load
+    address, a block installed by OTA at its Ambiq image's install address."""
+    from .protocols import apollo3_sbl
+    blocks = apollo3_sbl.parse_blocks(raw, source=path)
+    segs = []
+    for n, block in enumerate(blocks, 1):
+        h = block.header
+        if h.image_type == apollo3_sbl.IMAGETYPE_INFO0_NOOTA:
+            continue                     # INFO0, not flash
+        if h.ota:
+            img = apollo3_sbl.parse_image(block.data)
+            if img is None:
+                raise ImageFormatError(f"{path}: block {n} asks for an OTA install but holds no "
+                                       "Ambiq image")
+            if not img.crc_ok:
+                raise ImageFormatError(f"{path}: the image in block {n} fails its CRC check: the "
+                                       "file is damaged")
+            segs.append(Segment(img.install_address, img.code))
+        else:
+            segs.append(Segment(h.load_address, block.data[:h.size]))
+    if not segs:
+        raise ImageFormatError(f"{path} holds only INFO0 blocks, no firmware",
+                               hint="rakflash writes INFO0 with 'rakflash info0 write FILE'.")
+    segs.sort(key=lambda s: s.start)
+    img = Image(path, "apollo3-wired", segs, digest, len(raw), base_source="blob header")
+    img.wired_blocks = blocks
     return img
 
 
@@ -356,6 +391,10 @@ class ImageInfo:
             d["ota_header"] = dataclasses.asdict(img.ota_header)
         if img.package is not None:
             d["package"] = img.package.to_dict()
+        if img.wired_blocks:
+            d["wired_blocks"] = [{"load_address": b.header.load_address, "size": b.header.size,
+                                  "image_type": b.header.type_name, "ota": b.header.ota}
+                                 for b in img.wired_blocks]
         return d
 
 

@@ -57,7 +57,8 @@ def _print_package(pkg) -> None:
 def _print_inspect(info: images.ImageInfo) -> None:
     img = info.image
     names = {"bin": "raw binary", "hex": "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)",
-             "dfu-package": "nRF52 DFU package (.zip)"}
+             "dfu-package": "nRF52 DFU package (.zip)",
+             "apollo3-wired": "Apollo3 secure-bootloader wired-update blob"}
     out.print(f"file      {img.path}")
     out.print(f"format    {names.get(img.format, img.format)}, {img.file_size:,} bytes on disk, {img.size:,} bytes of data")
     out.print(f"sha256    {img.sha256}")
@@ -101,6 +102,8 @@ def _print_inspect(info: images.ImageInfo) -> None:
         out.print(f"ota       load {h.load_address:#x}, length {h.length:,}, crc {h.crc:#010x} (checked), "
                   f"version {h.version}, binary type {h.binary_type}, storage type {h.storage_type}, "
                   f"{'encrypted' if h.encrypted else 'not encrypted'}")
+    for n, block in enumerate(img.wired_blocks or [], 1):
+        out.print(f"block {n}   {block.describe()}")
 
 
 def _bootloader_base(info: images.ImageInfo) -> str:

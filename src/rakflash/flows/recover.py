@@ -47,6 +47,8 @@ from ..link import Deadline, Link
 # dependency, e.g. pyOCD for "swd", is needed only by people who use it).
 METHODS: dict[str, str] = {
     "stm32-rom": "rakflash.flows.recover_stm32:Stm32RomMethod",
+    "apollo3-sbl": "rakflash.flows.recover_apollo3:Apollo3SblMethod",
+    "swd": "rakflash.flows.recover_swd:SwdMethod",
 }
 
 
@@ -92,6 +94,9 @@ class RecoveryOptions:
     confirm: Callable[[str], bool] = lambda question: False
     identify_before: bool = True
     after_timeout: float = 8.0
+    release_wait: float = 5.0              # seconds given to release a boot pin before a restart
+    probe: str | None = None               # SWD: the probe's (partial) unique id
+    pack: str | None = None                # SWD: a CMSIS pack file for a target pyOCD lacks
 
 
 @dataclass
@@ -168,7 +173,7 @@ class RecoveryResult:
 class Session:
     """What a method's steps share while a recovery runs."""
 
-    link: Link
+    link: Link | None
     plan: RecoveryPlan
     options: RecoveryOptions
     emit: Sink
@@ -278,13 +283,17 @@ def plan_recovery(image: Image, module: Module | None, *, method: str | None = N
     return method_for(name).plan(info, module, options)
 
 
-def recover(link: Link, plan: RecoveryPlan, options: RecoveryOptions | None = None, *,
+def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | None = None, *,
             emit: Sink = nowhere) -> RecoveryResult:
-    """Carry out ``plan`` over ``link`` (opened at the module's AT settings)."""
+    """Carry out ``plan`` over ``link`` (opened at the module's AT settings). A method
+    that needs no port (``swd``) may run without one: then nothing is identified."""
     options = options or RecoveryOptions()
     t0 = time.monotonic()
     method = method_for(plan.method)
-    at_baud = link.baud          # the AT console's rate (the ROM's may differ)
+    if link is None and method.needs_port:
+        raise UsageError(f"recovery with {plan.method} needs the module's serial port",
+                         hint="Give it with --port.")
+    at_baud = link.baud if link else options.baud   # the AT console's rate (the ROM's may differ)
     before = None
     if options.identify_before and method.needs_port:
         emit(Phase("identify", "asking the module what runs now (it may not answer)"))
@@ -300,6 +309,14 @@ def recover(link: Link, plan: RecoveryPlan, options: RecoveryOptions | None = No
     method.verify(session)
     emit(Phase("start", "starting the written firmware"))
     method.start(session)
+    if link is None:
+        session.warn("not-identified", "no serial port was given: the module was not asked what "
+                     "runs now ('rakflash info --port PORT' tells)")
+        return RecoveryResult(
+            "ok", plan.module.name, plan.method, None, None, session.bootloader_version_before,
+            session.bootloader_version_after, bytes=plan.bytes, seconds=time.monotonic() - t0,
+            transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
+            verify=session.verify, mode_after=None, warnings=session.warnings)
     emit(Phase("identify-after", "asking the module what runs now"))
     after = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout)
     if after is None:

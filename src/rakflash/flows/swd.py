@@ -125,7 +125,7 @@ def list_probes(api: PyOCD | None = None) -> list[ProbeInfo]:
     try:
         return [describe_probe(p) for p in api.probes()]
     except api.exceptions.Error as exc:
-        raise _probe_error(api, exc, "listing probes") from None
+        raise pyocd_error(api, exc, "listing probes") from None
 
 
 # ------------------------------------------------------------------ plan
@@ -249,9 +249,8 @@ def choose_probe(api: PyOCD, wanted: str | None) -> ProbeInfo:
     return probes[0]
 
 
-@contextmanager
-def connected(api: PyOCD, probe: ProbeInfo, target: str, options: dict[str, Any], *,
-              pack: str | None = None) -> Iterator[Any]:
+def open_session(api: PyOCD, probe: ProbeInfo, target: str, options: dict[str, Any], *,
+                 pack: str | None = None) -> Any:
     """An open pyOCD session on ``probe`` for ``target``; pyOCD's failures as named errors."""
     opts = dict(options)
     if pack:
@@ -266,20 +265,56 @@ def connected(api: PyOCD, probe: ProbeInfo, target: str, options: dict[str, Any]
     except RakflashError:
         raise
     except api.exceptions.Error as exc:
-        raise _probe_error(api, exc, "connecting", target=target) from None
+        raise pyocd_error(api, exc, "connecting", target=target) from None
     except Exception as exc:      # USB stacks raise their own (usb.core.USBError, OSError)
         raise _usb_error(probe, exc) from None
+    return session
+
+
+def close_session(session: Any) -> None:
+    try:
+        session.close()
+    except Exception:             # closing a vanished probe must not hide the real error
+        pass
+
+
+@contextmanager
+def connected(api: PyOCD, probe: ProbeInfo, target: str, options: dict[str, Any], *,
+              pack: str | None = None) -> Iterator[Any]:
+    """:func:`open_session` for a ``with`` block, closed however it ends; pyOCD's failures
+    inside the block become named errors too."""
+    session = open_session(api, probe, target, options, pack=pack)
     try:
         yield session
     except RakflashError:
         raise
     except api.exceptions.Error as exc:
-        raise _probe_error(api, exc, "writing", target=target) from None
+        raise pyocd_error(api, exc, "writing", target=target) from None
     finally:
-        try:
-            session.close()
-        except Exception:         # closing a vanished probe must not hide the real error
-            pass
+        close_session(session)
+
+
+def write_image(api: PyOCD, session: Any, image: Image, emit: Sink = nowhere) -> None:
+    """Erase the sectors ``image`` covers and program it (``erase`` / ``write`` phases)."""
+    total = image.size
+    phase = ["erase"]
+    last = [0.0]
+    emit(Phase("erase", "erasing the sectors the image covers", {"bytes": total}))
+
+    def progress(fraction: float) -> None:
+        if fraction < last[0] and phase[0] == "erase":    # pyOCD starts programming from 0
+            phase[0] = "write"
+            emit(Phase("write", f"writing {total:,} bytes", {"bytes": total}))
+        last[0] = fraction
+        emit(Progress(int(total * min(max(fraction, 0.0), 1.0)), total, phase[0]))
+
+    loader = api.loader(session, progress)
+    for seg in image.segments:
+        loader.add_data(seg.start, seg.data)
+    loader.commit()
+    if phase[0] == "erase":
+        emit(Phase("write", f"writing {total:,} bytes", {"bytes": total}))
+    emit(Progress(total, total, "write"))
 
 
 def run_swd(plan: SwdPlan, *, api: PyOCD | None = None, emit: Sink = nowhere,
@@ -290,32 +325,15 @@ def run_swd(plan: SwdPlan, *, api: PyOCD | None = None, emit: Sink = nowhere,
     probe = choose_probe(api, plan.probe)
     emit(Phase("connect", f"connecting to {plan.target} through {probe.kind} probe {probe.unique_id}",
                {"probe": probe.unique_id, "target": plan.target, **plan.options}))
-    total = plan.bytes
     with connected(api, probe, plan.target, plan.options, pack=plan.pack) as session:
-        phase = ["erase"]
-        last = [0.0]
-        emit(Phase("erase", "erasing the sectors the image covers", {"bytes": total}))
-
-        def progress(fraction: float) -> None:
-            if fraction < last[0] and phase[0] == "erase":    # pyOCD starts programming from 0
-                phase[0] = "write"
-                emit(Phase("write", f"writing {total:,} bytes", {"bytes": total}))
-            last[0] = fraction
-            emit(Progress(int(total * min(max(fraction, 0.0), 1.0)), total, phase[0]))
-
-        loader = api.loader(session, progress)
-        for seg in plan.image.segments:
-            loader.add_data(seg.start, seg.data)
-        loader.commit()
-        if phase[0] == "erase":
-            emit(Phase("write", f"writing {total:,} bytes", {"bytes": total}))
-        emit(Progress(total, total, "write"))
+        write_image(api, session, plan.image, emit)
         if verify:
-            emit(Phase("verify", "reading every byte back", {"bytes": total}))
+            emit(Phase("verify", "reading every byte back", {"bytes": plan.bytes}))
             verify_segments(session.target, plan.image, emit)
-        emit(Phase("start", f"resetting {plan.module.name}", {"reset_type": plan.options.get("reset_type", "default")}))
+        emit(Phase("start", f"resetting {plan.module.name}",
+                   {"reset_type": plan.options.get("reset_type", "default")}))
         session.target.reset()
-    return SwdResult(probe, plan.target, total, time.monotonic() - t0, verify)
+    return SwdResult(probe, plan.target, plan.bytes, time.monotonic() - t0, verify)
 
 
 def verify_segments(target: Any, image: Image, emit: Sink = nowhere) -> None:
@@ -414,7 +432,8 @@ def _pack_missing(target: str) -> PackMissing:
              ".pack file elsewhere and pass it with --pack FILE.", target=target)
 
 
-def _probe_error(api: PyOCD, exc: Exception, doing: str, *, target: str | None = None) -> RakflashError:
+def pyocd_error(api: PyOCD, exc: Exception, doing: str, *, target: str | None = None) -> RakflashError:
+    """The named rakflash error for one of pyOCD's exceptions."""
     e = api.exceptions
     text = str(exc).strip() or type(exc).__name__
     low = text.lower()
