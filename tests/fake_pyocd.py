@@ -96,6 +96,8 @@ class FakeTarget:
 
     def reset(self, reset_type: Any = None) -> None:
         self.world.resets.append(self.session.options.get("reset_type", "default"))
+        if self.world.on_reset:
+            self.world.on_reset()
 
 
 class FakeSession:
@@ -171,9 +173,11 @@ class FakeWorld:
     flash_size: int = 0x100000
     installed: set = field(default_factory=lambda: {"ama3b1kk_kbr", "nrf52840"})   # builtins
     failures: Failures = field(default_factory=Failures)
+    memory: bytearray | None = None          # a virtual module's flash, to write the real thing
+    on_reset: Any = None                     # called at a reset (e.g. the virtual module's button)
 
     def __post_init__(self) -> None:
-        self.flash = bytearray(b"\xff" * self.flash_size)
+        self.flash = self.memory if self.memory is not None else bytearray(b"\xff" * self.flash_size)
         self.info0 = bytearray(apollo3_info0.rak11720_default().raw)
         self.sram = bytearray(0x4000)
         self.sessions: list[FakeSession] = []

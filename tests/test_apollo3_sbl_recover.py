@@ -282,7 +282,7 @@ def test_plan_writes_each_stretch_in_place(tmp_path):
     assert loads == [(0xC000, False), (0x14000, False), (0xFC000, False)]
     assert plan.details["blocks"][2]["size"] == 0x2000 + 16
     assert plan.details["ota_descriptor"] is None and plan.estimate_seconds > 0
-    assert any("Hold BOOT (the BOOT pin (Apollo3 GPIO41" in g for g in plan.guide)
+    assert any("Hold BOOT (Apollo3 GPIO41, shared with SWO) high" in g for g in plan.guide)
 
 
 def test_plan_refuses_the_secure_bootloaders_region(tmp_path):

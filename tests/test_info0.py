@@ -117,3 +117,46 @@ def test_diff_lists_changed_fields_and_other_words():
     assert changes["wired_timeout_ms"].after == "500 ms"
     assert "0x1800" in changes["other"].after
     assert info0.diff(old, old) == []
+
+
+# ------------------------------------------------------------------ `rakflash info0 show`
+
+def test_info0_show_decodes_a_dump(tmp_path):
+    from conftest import cli_json, run_cli
+    p = tmp_path / "artemis_info0.bin"
+    p.write_bytes(dump(**ARTEMIS))
+    proc = run_cli("info0", "show", str(p))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(ln.split() == ["override", "pin", "GPIO47,", "acts", "when", "high"] for ln in lines)
+    assert any("wired UART" in ln and "115200 baud 8N1" in ln for ln in lines)
+    assert any(ln.startswith("stops the wired update:") and "not the BOOT pin (GPIO41)" in ln for ln in lines)
+    code, out = cli_json("info0", "show", str(p))
+    assert code == 0 and out["source"] == str(p)
+    assert (out["info0"]["override_gpio"], out["info0"]["override_level"]) == (47, "high")
+    assert out["findings"][0]["stops"] == "wired-update"
+
+
+def test_info0_show_says_when_nothing_stands_in_the_way(tmp_path):
+    from conftest import run_cli
+    p = tmp_path / "ok.bin"
+    p.write_bytes(info0.rak11720_default().raw)
+    proc = run_cli("info0", "show", str(p))
+    assert proc.returncode == 0 and "nothing here stops the wired update, RUI's bootloader or SWD" in proc.stdout
+
+
+def test_info0_show_of_a_missing_or_foreign_file(tmp_path):
+    from conftest import cli_json
+    code, out = cli_json("info0", "show", str(tmp_path / "nope.bin"))
+    assert (code, out["error"]) == (3, "image-error")
+    (tmp_path / "small.bin").write_bytes(b"\x00" * 64)
+    code, out = cli_json("info0", "show", str(tmp_path / "small.bin"))
+    assert (code, out["error"]) == (3, "image-format") and "too short" in out["message"]
+
+
+def test_info0_show_without_a_file_needs_a_probe():
+    from conftest import cli_json
+    code, out = cli_json("info0", "show")
+    if code == 0:
+        pytest.skip("a probe is attached to this machine")
+    assert (code, out["error"]) == (4, "probe-not-found")

@@ -106,8 +106,11 @@ def test_plan_erases_only_the_pages_the_image_covers(cat, tmp_path):
 
 def test_rak4270_has_no_boot0_pin_and_is_sent_to_swd(cat, tmp_path):
     path = full_hex(tmp_path, cat, "rak4270", "V3.0.5", "V3.0.0.14.H")
+    plan = plan_recovery(images.load(path), cat.module("rak4270"), options=fast())
+    assert plan.method == "swd"                        # its only way: the default
+    assert plan.details["pyocd_command"].startswith("pyocd flash -t stm32l071kbux ")
     with pytest.raises(RecoveryUnavailable) as exc:
-        plan_recovery(images.load(path), cat.module("rak4270"), options=fast())
+        plan_recovery(images.load(path), cat.module("rak4270"), method="stm32-rom", options=fast())
     assert "pyocd flash -t stm32l071kbux" in exc.value.hint
 
 

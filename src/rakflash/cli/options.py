@@ -111,13 +111,16 @@ def lookup_module(name: str | None) -> _catalog.Module | None:
                          hint=f"Known modules: {known_modules()}.") from None
 
 
-def port_options(fn: Callable) -> Callable:
-    """--port, --baud and --trace, for every command that talks to a serial port."""
+def port_options(fn: Callable | None = None, *, required: bool = True) -> Callable:
+    """--port, --baud and --trace, for every command that talks to a serial port
+    (``@port_options``, or ``@port_options(required=False)`` where a port is optional)."""
+    if fn is None:
+        return lambda f: port_options(f, required=required)
     fn = click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
                       help="Record the raw serial exchange to FILE (JSON Lines).")(fn)
     fn = click.option("--baud", type=BAUD, default=None,
                       help="Baud rate to try first (default 115200; others are scanned).")(fn)
-    fn = click.option("--port", "-p", required=True, type=PortName(),
+    fn = click.option("--port", "-p", required=required, type=PortName(),
                       help="Serial port: /dev/ttyUSB0, COM3, socket://host:port.")(fn)
     return fn
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from .. import events as ev
 from ..errors import Aborted, RakflashError
@@ -178,9 +179,10 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
             if as_json:
                 emit_json({**base(exc.name), **_error_json(exc)})
             else:
-                err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+                # escape(): a message or hint may hold brackets ("pip install 'rakflash[swd]'")
+                err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
                 if exc.hint:
-                    err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
+                    err.print(f"[bold]hint:[/] {escape(exc.hint)}", markup=True)
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException):
             raise                  # click's own ways out keep their meaning
@@ -280,6 +282,10 @@ class TerminalEvents:
               "connect": "connecting", "erase": "erasing", "write": "writing", "verify": "verifying",
               "start": "starting new firmware", "settings-check": "checking settings"}
 
+    # What a countdown waits for, by the prompt's action (default: a reset).
+    WAITING = {"release-boot": "restarting the module", "release-boot-and-reset": "waiting for BOOT "
+               "to be released and a reset"}
+
     def __init__(self) -> None:
         self._bar = None
         self._task = None
@@ -333,12 +339,13 @@ class TerminalEvents:
         elif isinstance(event, ev.Prompt):
             self._prompt(event)
         elif isinstance(event, ev.Countdown):
+            what = self.WAITING.get(event.action, "waiting for the reset")
             if self._bar is not None:
-                self._bar.update(self._task, description=f"waiting for a reset ({event.seconds_left} s left)")
+                self._bar.update(self._task, description=f"{what} ({event.seconds_left} s left)")
             elif err.is_terminal:
-                err.print(f"  waiting for the reset: {event.seconds_left} s left ", end="\r")
+                err.print(f"  {what}: {event.seconds_left} s left ", end="\r")
             elif event.seconds_left % 5 == 0:      # a log file gets a line every 5 s, not a smear
-                err.print(f"  waiting for the reset: {event.seconds_left} s left")
+                err.print(f"  {what}: {event.seconds_left} s left")
         elif isinstance(event, ev.Caught):
             if self._bar is None:
                 err.print(("\n" if err.is_terminal else "") + "caught the module in its bootloader")

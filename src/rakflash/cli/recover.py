@@ -14,10 +14,10 @@ from contextlib import ExitStack
 import click
 
 from .. import images
-from ..errors import Aborted, ConfirmationNeeded
+from ..errors import Aborted, ConfirmationNeeded, UsageError
 from ..events import PlanReady
 from ..flows.lines import check_line
-from ..flows.recover import METHODS, RecoveryOptions, plan_recovery, recover
+from ..flows.recover import METHODS, RecoveryOptions, method_for, plan_recovery, recover
 from .app import main
 from .options import WINDOW, json_option, lookup_module, module_option, open_link, port_options
 from .output import JsonEvents, TerminalEvents, emit_json, known, out, reports_errors
@@ -28,16 +28,22 @@ RECOVER_KEYS = ("result", "app_version_before", "app_version_after", "bootloader
 
 @main.command("recover")
 @click.argument("file", type=click.Path(dir_okay=True, path_type=str))
-@port_options
+@port_options(required=False)
 @module_option()
 @click.option("--app", "app_file", type=click.Path(dir_okay=True, path_type=str),
               help="An application image to write with FILE when FILE holds only the bootloader.")
-@click.option("--method", type=click.Choice(sorted(METHODS)), default=None,
-              help="How to reach the chip (default: the module's first, see 'rakflash modules').")
+@click.option("--method", "--via", "method", type=click.Choice(sorted(METHODS)), default=None,
+              help="How to reach the chip (default: the module's first, see 'rakflash modules'); "
+                   "'--via swd' writes through a debug probe and pyOCD.")
+@click.option("--probe", metavar="ID", help="SWD: the probe's unique id, or part of it (see 'rakflash probes').")
+@click.option("--pack", metavar="FILE", type=click.Path(dir_okay=False, exists=True),
+              help="SWD: a CMSIS device pack (.pack) for a target pyOCD does not know yet (offline machines).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the time it takes, touch nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Confirm writing without a prompt.")
 @click.option("--window", type=WINDOW, default=30.0, show_default=True, metavar="S",
               help="How long to wait for you to hold BOOT0 and reset the module.")
+@click.option("--release-wait", type=WINDOW, default=5.0, show_default=True, metavar="S",
+              help="RAK11720: seconds you get to release BOOT before rakflash restarts the module.")
 @click.option("--reset-with", metavar="LINE",
               help="The adapter line wired to RESET: rts, dtr, or -rts/-dtr when active low (stm32flash -i style).")
 @click.option("--boot0-with", metavar="LINE",
@@ -47,24 +53,31 @@ RECOVER_KEYS = ("result", "app_version_before", "app_version_after", "bootloader
                    "CHIP, keys included (asked once more).")
 @json_option("Print JSON events and a JSON result line.")
 @reports_errors(json_keys=RECOVER_KEYS)
-def recover_command(file: str, port: str, baud: int | None, trace_path: str | None,
-                    module_name: str | None, app_file: str | None, method: str | None, dry_run: bool,
-                    yes: bool, window: float, reset_with: str | None, boot0_with: str | None,
+def recover_command(file: str, port: str | None, baud: int | None, trace_path: str | None,
+                    module_name: str | None, app_file: str | None, method: str | None,
+                    probe: str | None, pack: str | None, dry_run: bool,
+                    yes: bool, window: float, release_wait: float, reset_with: str | None, boot0_with: str | None,
                     remove_protection: bool, as_json: bool) -> None:
     """Write a full image (bootloader + application) when the serial bootloader can't.
 
-    For STM32 modules (RAK811, RAK3172) through the chip's ROM bootloader: only the
-    USB-UART adapter and a jumper on BOOT0 are needed; rakflash says which pins.
+    For STM32 modules (RAK811, RAK3172) through the chip's ROM bootloader, for the
+    RAK11720 through the Apollo3's secure bootloader: only the USB-UART adapter and a
+    jumper on BOOT0/BOOT are needed; rakflash says which pins. With '--via swd', through
+    a debug probe (RAKDAP1, J-Link) and pyOCD, for every module: --port is then optional
+    (given, the module is asked what runs afterwards).
     """
     module = lookup_module(module_name)
     image = images.load(file, module=module)
     app = images.load(app_file, module=module) if app_file else None
     options = RecoveryOptions(
-        baud=baud or 115200, window=window,
+        baud=baud or 115200, window=window, release_wait=release_wait,
         reset_with=check_line(reset_with, "--reset-with"), boot0_with=check_line(boot0_with, "--boot0-with"),
-        remove_protection=remove_protection, confirm=_second_confirmation(yes))
+        remove_protection=remove_protection, confirm=_second_confirmation(yes), probe=probe, pack=pack)
     plan = plan_recovery(image, module, method=method, app=app, options=options)
     known["module"] = plan.module.name
+    if port is None and method_for(plan.method).needs_port:
+        raise UsageError(f"recovering {plan.module.name} with {plan.method} needs its serial port",
+                         hint="Give it with --port (or recover with --via swd and a probe).")
     if as_json:
         emit_json(PlanReady(plan.to_dict()).to_dict())
     else:
@@ -82,11 +95,11 @@ def recover_command(file: str, port: str, baud: int | None, trace_path: str | No
             raise ConfirmationNeeded("about to rewrite the module's flash (bootloader included), and "
                                      "there is no terminal to confirm it")
         if not click.confirm(f"Rewrite {plan.module.name}'s flash ({plan.bytes:,} bytes, bootloader "
-                             f"included) over {port}?"):
+                             f"included) {('over ' + port) if port else 'through the probe'}?"):
             raise Aborted("recovery not confirmed")
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path,
-                         keep=(file,) + ((app_file,) if app_file else ()))
+                         keep=(file,) + ((app_file,) if app_file else ())) if port else None
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
         result = recover(link, plan, options, emit=render)
     if as_json:
@@ -101,7 +114,8 @@ def recover_command(file: str, port: str, baud: int | None, trace_path: str | No
 def show_recovery_plan(plan, port: str) -> None:
     """The plan for people: what is written, the steps, what you do, the estimate."""
     img = plan.image
-    out.print(f"module    {plan.module.name} ({plan.module.mcu.name}) on {port}, method {plan.method}")
+    where = f"on {port}" if port else "(no serial port)"
+    out.print(f"module    {plan.module.name} ({plan.module.mcu.name}) {where}, method {plan.method}")
     out.print(f"image     {img.image.path}: bootloader {plan.bootloader_version or '-'}, application "
               f"{plan.app_version or '-'}, {plan.bytes:,} bytes to write")
     for n in plan.notes:
@@ -114,7 +128,9 @@ def show_recovery_plan(plan, port: str) -> None:
         out.print(f"  - {step}")
     out.print(f"estimate  {plan.estimate_seconds:.1f} s at {plan.baud} baud")
     if plan.details.get("stm32flash"):
-        out.print(f"same with stm32flash: {plan.details['stm32flash'].replace('PORT', port)}")
+        out.print(f"same with stm32flash: {plan.details['stm32flash'].replace('PORT', port or 'PORT')}")
+    if plan.details.get("pyocd_command"):
+        out.print(f"same with pyOCD: {plan.details['pyocd_command']}")
 
 
 def _second_confirmation(yes: bool):

@@ -48,6 +48,9 @@ from .options import BAUD, PROBABILITY, Real
 @click.option("--board-status/--no-board-status", default=True, show_default=True,
               help="RUI v3 (rak811, rak4270): whether the firmware names its board when asked "
                    "(at+get_config=device:status); without it, RAK811 and RAK4270 look alike.")
+@click.option("--info0", "info0_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="RAK11720: start with this INFO0 dump (8 KiB) instead of the simulator's (BOOT on "
+                   "GPIO41 active high, wired update at 115200 baud).")
 @click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
 @click.option("--arduino", is_flag=True,
               help="RAK4631 only: the Arduino variant (Adafruit bootloader, legacy DFU) instead of RUI3.")
@@ -59,8 +62,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         bit_error_rate: float, drop_rate: float, garbage_rate: float, bit_error_rate_to_host: float,
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
-        pull_cable_after: int | None, boot_pin: bool, board_status: bool, any_baud: bool,
-        arduino: bool, dfu_key: str | None) -> None:
+        pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
+        any_baud: bool, arduino: bool, dfu_key: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
     The first line printed is 'port: /dev/pts/N'. Press the module's reset
@@ -84,8 +87,22 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if app_region is not None and app_size > app_region.size:
         raise click.BadParameter(f"{app_size:,} bytes do not fit the module's application region "
                                  f"({app_region.size:,} bytes)", param_hint="'--app-size'")
+    info0 = None
+    if info0_file:
+        from ..apollo3_info0 import Info0
+        from ..errors import RakflashError
+        try:
+            mcu = _catalog.load().module(module_name).mcu.key
+        except KeyError:
+            mcu = None
+        if mcu != "apollo3":
+            raise click.BadParameter("only the RAK11720 (Apollo3) has an INFO0", param_hint="'--info0'")
+        try:
+            info0 = Info0.load(info0_file).raw
+        except RakflashError as exc:
+            raise click.BadParameter(exc.message, param_hint="'--info0'") from None
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
-                      bootloader_version=bootloader_version, app_version=app_version,
+                      bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
                       board_status=board_status,
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,

@@ -415,14 +415,14 @@ def minimum_seconds(module: Module, blocks: list[sbl.Block], baud: int, latency:
 def sbl_guide(module: Module, options: RecoveryOptions) -> list[str]:
     """What the person does to start the secure bootloader's wired update, pin by pin."""
     a = module.rom_access
-    boot = a.get("boot0", "the BOOT pin")
+    boot = a.get("boot0", "BOOT")
     level = a.get("boot0_level", "high (to 3.3 V)")
     steps = [f"Connect the USB-UART adapter to {module.name}'s {a.get('uart_pins', 'AT port')} "
              "as for AT commands (TX to RX, RX to TX, and GND)."]
     if options.boot0_with:
-        steps.append(f"rakflash drives BOOT ({boot}) with {options.boot0_with.upper()}.")
+        steps.append(f"rakflash drives {boot} with {options.boot0_with.upper()}.")
     else:
-        steps.append(f"Hold BOOT ({boot}) {level} and keep it there.")
+        steps.append(f"Hold {boot} {level} and keep it there.")
     if options.reset_with:
         steps.append(f"rakflash pulses RESET ({a.get('reset', 'RST')}) with {options.reset_with.upper()}.")
     else:
