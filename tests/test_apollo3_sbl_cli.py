@@ -80,6 +80,22 @@ def test_bricked_flooding_rak11720_brought_back_with_recover(virtual, tmp_path):
     assert dev.mode is Mode.APP and dev.app_version == NEW_APP and not dev.boot_pin
 
 
+def test_module_without_a_valid_application_brought_back_with_recover(virtual, tmp_path):
+    dev = virtual("rak11720", info0=info0_at())
+    dev.flash.load(0x14000, b"\xff" * 0x60000)                    # no application at all
+    dev.press_reset()
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    proc_args = common(dev, full_hex(tmp_path))
+    code, events = recover_as_a_person(dev, *proc_args, reset_after=2.5)      # a late reset
+    final = events[-1]
+    assert code == 0, final
+    assert (final["bootloader_version_before"], final["app_version_before"]) == ("RUI_BOOT_0.3_RAK11720", None)
+    assert (final["bootloader_version_after"], final["app_version_after"]) == (NEW_BOOT, NEW_APP)
+    status = [e for e in events if e.get("event") == "phase" and e["phase"] == "connect" and "sbl" in e]
+    assert status and status[0]["sbl"]["max_storage"] == 0x100000 - 0xC000
+    assert dev.mode is Mode.APP
+
+
 def test_info0_without_override_pin_gives_a_clear_error(virtual, tmp_path):
     dev = virtual("rak11720", info0=info0_at(override_gpio=0x7F))
     code, events = recover_as_a_person(dev, *common(dev, full_hex(tmp_path))[:-4], "--window", "2",

@@ -91,9 +91,12 @@ def test_dry_run_prints_plan_pins_and_time_without_touching_the_port(cat, tmp_pa
 def test_rak4270_is_sent_to_swd_and_nothing_is_asked(cat, tmp_path):
     full = tmp_path / "FULL.hex"
     full.write_text(firmware.combined_hex(cat.module("rak4270"), "V3.0.5", "V3.0.0.14.H", 8 * 1024))
-    code, out = cli_json("recover", str(full), "--port", "/dev/null", "--module", "rak4270")
+    code, out = cli_json("recover", str(full), "--module", "rak4270", "--dry-run")
+    assert (code, out["method"], out["dry_run"]) == (0, "swd", True)   # its only way, no BOOT0 asked
+    code, out = cli_json("recover", str(full), "--port", "/dev/null", "--module", "rak4270",
+                         "--method", "stm32-rom")
     assert (code, out["error"]) == (6, "recovery-unavailable")
-    assert "BOOT0" in out["message"] and "pyocd flash -t stm32l071kbux" in out["hint"]
+    assert "pyocd flash -t stm32l071kbux" in out["hint"]
 
 
 def test_without_a_terminal_and_without_yes_nothing_is_written(virtual, cat, tmp_path):

@@ -144,8 +144,9 @@ class Module:
         return f"stm32flash -w {image} -v -g {self.mcu.flash.start:#010x} {port}"
 
     def recover_command(self, image: str = "FULL.hex", port: str = "PORT") -> str | None:
-        """The ``rakflash recover`` command that writes a full image without a probe, if rakflash has a way."""
-        if "stm32-rom" not in self.recovery:
+        """The ``rakflash recover`` command that writes a full image without a probe (a boot pin
+        held at reset: the STM32 ROM bootloader, the Apollo3 secure bootloader), if rakflash has a way."""
+        if not {"stm32-rom", "apollo3-sbl"} & set(self.recovery):
             return None
         return f"rakflash recover {image} --port {port} --module {self.key}"
 
@@ -154,8 +155,12 @@ class Module:
         advice = []
         rec = self.recover_command(image, port)
         if rec:
-            advice.append(f"with no probe (BOOT0 held high at reset; it tells you which pins): '{rec}'")
-        advice.append(f"with an SWD probe: '{self.swd_command(image)}'")
+            pin = "BOOT0" if "stm32-rom" in self.recovery else "BOOT"
+            advice.append(f"with no probe ({pin} held high at reset; it tells you which pins): '{rec}'")
+        swd = (f"'rakflash recover {image} --via swd --module {self.key}' (pyOCD: "
+               f"'{self.swd_command(image)}')" if "swd" in self.recovery
+               else f"'{self.swd_command(image)}'")
+        advice.append(f"with an SWD probe: {swd}")
         return ", or ".join(advice)
 
     def region(self, name: str) -> Region:

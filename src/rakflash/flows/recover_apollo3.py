@@ -130,9 +130,10 @@ class Apollo3SblMethod(RecoveryMethod):
         status: sbl.Status = session.state["status"]
         link = session.link
         blocks = self._blocks(session)
-        session.emit(Phase("connect", f"secure bootloader version {status.version:#x}, max storage "
-                           f"{status.max_storage:,} bytes, state {status.state:#x}",
-                           info={"sbl": status.to_dict()}))
+        said = (f"secure bootloader version {status.version:#x}, max storage {status.max_storage:,} "
+                f"bytes, state {status.state:#x}")
+        session.emit(Phase("connect", said, info={"sbl": status.to_dict()}))
+        session.emit(Note(f"the {said} answered"))
         biggest = max(len(b.raw) for b in blocks)
         if status.max_storage and biggest > status.max_storage:
             raise DeviceRejected(f"the secure bootloader takes at most {status.max_storage:,} bytes a "
