@@ -269,14 +269,21 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", False)
         assert result["module"] == "RAK811"
-        # A module with no BOOT0 pin on its pads: refused with the way that works.
+        # A module with no BOOT0 pin on its pads: the ROM way is refused with the way that works
+        # (SWD, which is the RAK4270's own way: planned and confirmed like any other).
         rak4270 = tmp_path / "RAK4270_FULL.hex"
         rak4270.write_text(firmware.combined_hex(cat.module("rak4270"), "V3.0.5", "V3.0.0.14.H", 4096))
         other = upload(c, rak4270)["image"]
-        job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
+        job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270",
+                                          "method": "stm32-rom"}).json()["job"]
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert (result["outcome"], result["error"]) == ("refused", "recovery-unavailable")
         assert result["written"] is False and "pyocd flash -t stm32l071kbux" in result["hint"]
+        job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the SWD recovery's confirmation")
+        c.post(f"api/jobs/{job}/answer", json={"write": False})
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
+        assert (result["outcome"], result["written"]) == ("aborted", False)
         assert c.post("api/recover", json={"port": dev.port, "image": image, "reset_with": "cts"}).status_code == 400
     assert dev.bootloader_version == "V3.0.2" and dev.updates == 0 and dev.resets == resets
 
