@@ -75,6 +75,7 @@ def test_recover_via_swd_needs_no_port(world, tmp_path):
     result, out = invoke("recover", str(path), "--module", "rak11720", "--via", "swd", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert out[-1]["result"] == "ok" and out[-1]["app_version_after"] is None
+    assert out[-1]["bootloader_version_after"] == NEW_BOOT            # read back from the chip
     assert any("not asked what runs now" in w for w in out[-1]["warnings"])
 
 

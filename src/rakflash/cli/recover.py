@@ -126,7 +126,7 @@ def show_recovery_plan(plan, port: str) -> None:
     out.print("you:")
     for step in plan.guide:
         out.print(f"  - {step}")
-    out.print(f"estimate  {plan.estimate_seconds:.1f} s at {plan.baud} baud")
+    out.print(f"estimate  {plan.estimate_seconds:.1f} s at {plan.details.get('rate') or f'{plan.baud} baud'}")
     if plan.details.get("stm32flash"):
         out.print(f"same with stm32flash: {plan.details['stm32flash'].replace('PORT', port or 'PORT')}")
     if plan.details.get("pyocd_command"):

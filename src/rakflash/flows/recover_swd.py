@@ -43,7 +43,8 @@ class SwdMethod(RecoveryMethod):
         return RecoveryPlan("swd", module, image, list(image.image.segments), erase, sp.bytes, steps,
                             guide, minimum_seconds(module, sp.bytes, erase), options.baud,
                             notes=list(sp.notes),
-                            details={"target": sp.target, "swd_options": dict(sp.options),
+                            details={"rate": f"pyOCD's default {SWD_HZ // 1_000_000} MHz SWD clock",
+                                     "target": sp.target, "swd_options": dict(sp.options),
                                      "probe": sp.probe, "pack": sp.pack,
                                      "pyocd_command": sp.pyocd_command()})
 
@@ -75,6 +76,8 @@ class SwdMethod(RecoveryMethod):
             s.target, session.plan.image.image, session.emit))
         session.verify = "read-back"
         session.verify_seconds = time.monotonic() - t0
+        # Every byte was read back: the flash holds the image's bootloader (if it has one).
+        session.bootloader_version_after = session.plan.bootloader_version
 
     def start(self, session: Session) -> None:
         try:
