@@ -65,8 +65,10 @@ def test_seed_case_refused_recovered_then_serial_updates_work(virtual, cat, tmp_
     assert "pin 17" in prompt["message"] and "pins 6 and 7" in prompt["message"]
     assert dev.boot_pin is False and dev.wait_mode(Mode.APP)
 
-    code, info = cli_json("info", *port)
+    code, info = cli_json("info", *port, "--ask-bootloader")
     assert code == 0 and info["app_version"] == "V3.0.0.14.H" and info["mode"] == "app"
+    assert info["bootloader_version"] == "V3.0.5"            # read in the bootloader itself
+    assert dev.wait_mode(Mode.APP)                            # …and the application runs again
 
     fw15 = tmp_path / "RAK811_v3.0.0.15.bin"
     fw15.write_bytes(firmware.app_image(rak811, "V3.0.0.15.H", 40 * 1024))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from ..flows.identify import identify
+import click
+
+from ..flows.boot import peek_bootloader_version
+from ..flows.identify import DeviceInfo, identify
+from ..link import Link
 from .app import main
 from .options import json_option, lookup_module, module_option, open_link, port_options
 from .output import emit_json, print_device, reports_errors
@@ -15,15 +19,38 @@ DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
 @main.command()
 @port_options
 @module_option()
+@click.option("--ask-bootloader", is_flag=True,
+              help="RUI v3 firmware (RAK811, RAK4270) doesn't tell its bootloader's version: enter the "
+                   "bootloader for a moment to ask it, then start the application again.")
 @json_option()
 @reports_errors(json_keys=DEVICE_KEYS)
-def info(port: str, baud: int | None, trace_path: str | None, module_name: str | None, as_json: bool) -> None:
+def info(port: str, baud: int | None, trace_path: str | None, module_name: str | None,
+         ask_bootloader: bool, as_json: bool) -> None:
     """Say what is on the other end of a serial port."""
     module = lookup_module(module_name)
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path)
         dev = identify(link, module=module, baud=baud)
+        if ask_bootloader:
+            _ask_bootloader(link, dev)
     if as_json:
         emit_json(dev.to_dict())
         return
     print_device(dev)
+
+
+def _ask_bootloader(link: Link, dev: DeviceInfo) -> None:
+    """Fill in the bootloader version an application couldn't tell, from the bootloader itself."""
+    if dev.bootloader_version or dev.mode != "app" or dev.module is None:
+        return
+    version, back = peek_bootloader_version(link, dev.module)
+    if version is None and not back:
+        dev.notes.append("the bootloader could not be entered to ask its version")
+        return
+    dev.bootloader_version = version
+    if back:
+        dev.notes.append("bootloader version read in the bootloader itself; the application runs again")
+    else:
+        dev.notes.append("bootloader version read in the bootloader itself, but the application did not "
+                         "start again: the module waits in its bootloader ('rakflash flash' goes on from "
+                         "there, or power it off and on)")

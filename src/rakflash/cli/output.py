@@ -378,7 +378,9 @@ def print_device(dev: Any) -> None:
              else (dev.module.name if dev.module else "unknown")),
             ("mode", "application running" if dev.mode == "app" else "in its bootloader"),
             ("application", dev.app_version or ("-" if dev.mode == "app" else "- (the bootloader can't tell)")),
-            ("bootloader", dev.bootloader_version or "-"),
+            ("bootloader", dev.bootloader_version or (
+                "- (the application can't tell: --ask-bootloader asks the bootloader)"
+                if dev.mode == "app" and dev.dialect == "rui-v3" else "-")),
             ("hardware", dev.hardware_model or "-"), ("hardware id", dev.hardware_id or "-"),
             ("serial number", dev.serial_number or "-"), ("AT dialect", dev.dialect)]
     if getattr(dev, "variant", None):

@@ -110,6 +110,19 @@ def leave_bootloader(link: Link, module: Module, *, timeout: float = 2.0) -> boo
     return reply.ok and reply.value == d["run_reply"]
 
 
+def peek_bootloader_version(link: Link, module: Module) -> tuple[str | None, bool]:
+    """Ask the bootloader itself for its version, for an application that can't tell it
+    (RUI v3), then start the application again.
+
+    Returns ``(version, back_in_app)``; ``(None, False)`` when the bootloader could not be
+    entered (the application kept running).
+    """
+    if not request_boot(link, module):
+        return None, False
+    version = bootloader_version(link, module)
+    return version, leave_bootloader(link, module)
+
+
 def pulse_reset(link: Link, line: str, *, hold: float = 0.1) -> None:
     """Reset the module through a modem control line wired to its RESET pin.
 
