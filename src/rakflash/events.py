@@ -124,6 +124,15 @@ class Note(Event):
 
 
 @dataclass(frozen=True)
+class DeviceFound(Event):
+    """Identification found what answers on the port: ``info`` holds ``module``, ``mode``,
+    ``app_version``, ``bootloader_version``, ``serial_number``… (a DeviceInfo's fields)."""
+
+    kind: ClassVar[str] = "device"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PlanReady(Event):
     """The plan, before anything is written (``plan`` is its ``to_dict()``)."""
 

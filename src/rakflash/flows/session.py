@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from ..catalog import Module
 from ..errors import AlreadyUpToDate, Aborted, ModuleUncertain, RakflashError
-from ..events import Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere, tee
+from ..events import DeviceFound, Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere, tee
 from ..images import Image, target_module
 from ..link import Link
 from . import boot
@@ -104,6 +104,7 @@ class FlashSession:
         self.device = dev = boot.identify_or_catch(
             link, module=o.module, baud=o.baud, fallback=target_module(self.image),
             reset_window=o.reset_window, reset_line=o.reset_line, emit=self.emit)
+        self.emit(DeviceFound({k: v for k, v in dev.to_dict().items() if k != "error"}))
         written = False
         try:
             try:
