@@ -1,0 +1,290 @@
+"""Update many modules at once: the same :class:`~rakflash.flows.session.FlashSession` on each port, side by side.
+
+Each port gets its own thread, link and session, so one module that fails, is
+pulled out or waits for a reset press never stops or slows the others: they
+share nothing but the image (read-only) and the report file (one line per
+module, appended under a lock). Threads rather than asyncio: every flow blocks
+on its serial link with a deadline, and the work per byte is small (the
+benchmark in ``benchmarks/fleet_speed.py`` measures both the wall time against
+one module and the host's CPU per megabyte).
+
+:meth:`Fleet.stop` (Ctrl-C in the CLI, a stop button on the web page) stops
+every module cleanly: each link raises ``KeyboardInterrupt`` in its own thread
+at its next read or write (see :class:`~rakflash.stoppable.StoppableLink`), so
+each transfer ends its device's session (YMODEM CAN CAN, AMOTA RESET) as a
+Ctrl-C on a single ``flash`` does, and the same command run again finishes the
+ones that were cut off.
+
+Every module's outcome is a :class:`DeviceOutcome`; its :meth:`~DeviceOutcome.record`
+is the JSON Lines record ``--report`` appends (documented in the README).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from .. import __version__
+from ..at import AtConsole
+from ..errors import AlreadyUpToDate, PlanRefused, RakflashError
+from ..events import DeviceFound, Event, Phase, Progress
+from ..images import Image
+from ..stoppable import StoppableLink
+from ..trace import TraceWriter
+from .session import DryRun, FlashOptions, FlashSession
+from .update import UpdateResult
+
+OK_RESULTS = ("ok", "already-up-to-date")
+
+
+@dataclass
+class DeviceOutcome:
+    """What happened on one port (filled in as the session learns it)."""
+
+    port: str
+    started: str = ""                 # ISO 8601 UTC
+    module: str | None = None
+    serial_number: str | None = None
+    dev_eui: str | None = None
+    app_version_before: str | None = None
+    app_version_after: str | None = None
+    bootloader_version: str | None = None
+    bytes: int = 0                    # bytes the bootloader acknowledged (so far, if cut off)
+    seconds: float = 0.0
+    result: str = "pending"           # "ok", "already-up-to-date", "dry-run", "interrupted" or an error name
+    message: str | None = None
+    hint: str | None = None
+    exit_code: int = 0
+    phase: str = "waiting"            # the step it is at, for a live row
+    total: int | None = None          # bytes to write, once planned
+    reported: bool = False            # its record went to the report and the event stream
+
+    @property
+    def done(self) -> bool:
+        return self.result != "pending"
+
+    @property
+    def ok(self) -> bool:
+        return self.result in OK_RESULTS or self.result == "dry-run"
+
+    @property
+    def error(self) -> str | None:
+        return None if self.ok or not self.done else self.result
+
+    def record(self, image: Image) -> dict[str, Any]:
+        """The ``--report`` line for this module."""
+        return {"time": self.started, "host": socket.gethostname(), "port": self.port,
+                "module": self.module, "serial_number": self.serial_number, "dev_eui": self.dev_eui,
+                "app_version_before": self.app_version_before, "app_version_after": self.app_version_after,
+                "bootloader_version": self.bootloader_version, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3), "result": self.result, "error": self.error,
+                "message": None if self.ok else self.message, "image": image.path,
+                "image_sha256": image.sha256, "rakflash": __version__}
+
+
+@dataclass(frozen=True)
+class DeviceDone(Event):
+    """A module's run ended (``info`` is its report record)."""
+
+    kind: ClassVar[str] = "device-result"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ReportFile:
+    """JSON Lines appended one record per module, each line written whole and flushed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        with open(path, "a", encoding="utf-8"):
+            pass                    # fails now (a usage error), not after the first module
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+FleetSink = Callable[[str, Event], None]      # (port, event)
+
+
+def _nowhere(port: str, event: Event) -> None:
+    pass
+
+
+class Fleet:
+    """Flash ``image`` on every port in ``ports`` at once; :meth:`run` does it.
+
+    ``emit(port, event)`` gets every session's events (and a :class:`DeviceDone`
+    per module), ``report`` a :class:`ReportFile` to append to, ``trace_for(port)``
+    an optional trace writer per port. Events arrive from the modules' threads.
+    """
+
+    def __init__(self, ports: list[str], image: Image, options: FlashOptions | None = None, *,
+                 emit: FleetSink = _nowhere, report: ReportFile | None = None,
+                 trace_for: Callable[[str], TraceWriter | None] | None = None,
+                 grace: float = 15.0) -> None:
+        self.ports = list(dict.fromkeys(ports))
+        self.image = image
+        self.options = options or FlashOptions()
+        self.emit = emit
+        self.report = report
+        self.trace_for = trace_for
+        self.grace = grace                     # how long a stopped module may take to end cleanly
+        self.outcomes = {p: DeviceOutcome(p) for p in self.ports}
+        self.interrupted = False
+        self._links: dict[str, StoppableLink] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ control
+    def run(self) -> list[DeviceOutcome]:
+        """Run every module's session; returns when all ended (Ctrl-C stops them all, cleanly)."""
+        self._threads = [threading.Thread(target=self._one, args=(p,), daemon=True, name=f"fleet {p}")
+                         for p in self.ports]
+        for t in self._threads:
+            t.start()
+        try:
+            self._join()
+        except KeyboardInterrupt:
+            self.stop()
+            try:
+                self._join(self.grace)
+            except KeyboardInterrupt:
+                pass                 # a second Ctrl-C: stop waiting for clean ends
+        for o in self.outcomes.values():
+            if not o.done:           # still busy after the grace period: report it cut off
+                self._finish(o, "interrupted", "stopped before it finished")
+        return [self.outcomes[p] for p in self.ports]
+
+    def stop(self) -> None:
+        """Stop every module at its next read or write (from any thread)."""
+        with self._lock:
+            self._stopping = True
+            self.interrupted = True
+            links = list(self._links.values())
+        for link in links:
+            link.stop()
+
+    def _join(self, timeout: float | None = None) -> None:
+        end = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            while t.is_alive():
+                if end is not None and time.monotonic() >= end:
+                    return
+                t.join(0.2)          # short waits, so Ctrl-C reaches this thread promptly
+
+    # ------------------------------------------------------------------ one module
+    def _one(self, port: str) -> None:
+        o = self.outcomes[port]
+        o.started = now_iso()
+        t0 = time.monotonic()
+        session = link = result = failure = None
+        try:
+            trace = self.trace_for(port) if self.trace_for else None
+            link = StoppableLink(port, self.options.baud or 115200, trace=trace)
+            with self._lock:
+                self._links[port] = link
+                if self._stopping:
+                    link.stop()
+            session = FlashSession(link, self.image, self.options, emit=lambda e: self._event(o, e))
+            result = session.run()
+        except BaseException as exc:       # noqa: BLE001 - every way out is this module's outcome
+            failure = exc
+        finally:
+            settle(o, session, result, failure, time.monotonic() - t0)
+            if link is not None:
+                if o.ok or o.exit_code == PlanRefused.exit_code:     # its application still answers
+                    o.dev_eui = ask_dev_eui(link, session)
+                link.close()
+            self._publish(o)
+
+    def _event(self, o: DeviceOutcome, event: Event) -> None:
+        if isinstance(event, Phase):
+            o.phase = event.phase
+            if event.info.get("bytes"):
+                o.total = event.info["bytes"]
+        elif isinstance(event, Progress):
+            o.bytes, o.total = event.bytes, event.total
+        elif isinstance(event, DeviceFound):
+            info = event.info
+            o.module = info.get("module") or o.module
+            o.serial_number = info.get("serial_number") or o.serial_number
+            o.app_version_before = info.get("app_version")
+            o.bootloader_version = info.get("bootloader_version")
+        self.emit(o.port, event)
+
+    def _finish(self, o: DeviceOutcome, result: str, message: str) -> None:
+        o.message, o.result, o.phase, o.exit_code = message, result, "done", 130
+        self._publish(o)
+
+    def _publish(self, o: DeviceOutcome) -> None:
+        with self._lock:
+            if o.reported:
+                return
+            o.reported = True
+        record = o.record(self.image)
+        if self.report is not None:
+            self.report.append(record)
+        self.emit(o.port, DeviceDone(record))
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult | DryRun | None,
+           failure: BaseException | None, seconds: float) -> None:
+    """Fill ``o`` from how one module's session ended: its result, or what stopped it."""
+    o.seconds = seconds
+    if session is not None:
+        known = session.known
+        o.module = known.get("module") or o.module
+        o.serial_number = known.get("serial_number") or o.serial_number
+        if session.device is not None:
+            o.app_version_before = session.device.app_version
+            o.bootloader_version = session.device.bootloader_version or o.bootloader_version
+    if isinstance(result, DryRun):
+        o.result, o.total = "dry-run", len(result.plan.payload)
+    elif isinstance(result, UpdateResult):
+        o.result, o.app_version_after, o.bytes = "ok", result.app_version_after, result.bytes
+    elif isinstance(failure, RakflashError):
+        o.result, o.message, o.hint, o.exit_code = failure.name, failure.message, failure.hint, failure.exit_code
+        if isinstance(failure, AlreadyUpToDate):
+            o.app_version_after = failure.details.get("app_version_after") or o.app_version_before
+    elif isinstance(failure, KeyboardInterrupt):
+        o.result, o.exit_code = "interrupted", 130
+        o.message = "stopped (Ctrl-C) before it finished; run the same command again to finish it"
+    elif failure is not None:          # a bug: this module's row says so, the others go on
+        o.result, o.exit_code = "internal-error", 1
+        o.message = f"{failure.__class__.__name__}: {failure}"
+    o.phase = "done"
+
+
+def ask_dev_eui(link: StoppableLink, session: FlashSession | None) -> str | None:
+    """The module's DevEUI from its application, where its AT set has the query (RUI3)."""
+    dev = getattr(session, "device", None)
+    module = dev.module if dev is not None else None
+    if module is None:
+        return None
+    query = next((q for q in module.dialect.get("settings", []) if q.upper().startswith("AT+DEVEUI")), None)
+    if query is None:
+        return None
+    try:
+        return AtConsole(link, module.dialect).value(query, 0.5)
+    except (RakflashError, KeyboardInterrupt):
+        return None
+
+
+def run_fleet(ports: list[str], image: Image, options: FlashOptions | None = None, **kw: Any) -> list[DeviceOutcome]:
+    """Flash ``image`` on every port at once (see :class:`Fleet`)."""
+    return Fleet(ports, image, options, **kw).run()
