@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import ExitStack
 
 import click
@@ -11,6 +12,7 @@ from ..errors import AlreadyUpToDate, ConfirmationNeeded, RakflashError
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
 from .options import WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link, port_options
+from .fleet import now_iso, open_report, report_one
 from .output import (JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_json, known, out, reports_errors,
                      show_settings)
 
@@ -19,7 +21,12 @@ FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "sec
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=True, path_type=str))
-@port_options
+@port_options(several=True)
+@click.option("--all", "all_ports", is_flag=True,
+              help="Update every module found: each port whose USB ids are a RAK module's or a USB-UART bridge's.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="F",
+              help="Append one JSON line per module to F (port, module, serial number, DevEUI, versions, "
+                   "bytes, seconds, result, error, the image's SHA-256).")
 @module_option()
 @click.option("--address", type=IntParam(), help="Base address of a .bin (default: the module's application base).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (steps, bytes, estimated time) and exit.")
@@ -34,31 +41,56 @@ FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "sec
                    "and write back any the new firmware lost.")
 @json_option("Print JSON progress events and a JSON result line.")
 @reports_errors(json_keys=FLASH_KEYS)
-def flash(file: str, port: str, baud: int | None, trace_path: str | None, module_name: str | None,
-          address: int | None, dry_run: bool, yes: bool, force: bool, reset_window: float,
-          reset_with: str | None, keep_settings: bool, as_json: bool) -> None:
-    """Update the application of a module over its serial bootloader."""
+def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | None, baud: int | None,
+          trace_path: str | None, module_name: str | None, address: int | None, dry_run: bool, yes: bool,
+          force: bool, reset_window: float, reset_with: str | None, keep_settings: bool,
+          as_json: bool) -> None:
+    """Update the application of a module over its serial bootloader.
+
+    Several --port options, or --all, update several modules at once: one live
+    row per module, then a summary; --report appends one JSON line per module.
+    """
+    if not port and not all_ports:
+        raise click.UsageError("Missing option '--port' / '-p' (or --all).")
     module = lookup_module(module_name)
     image = load_image(file, address, module)
     options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
                            dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
-    with ExitStack() as stack:
-        link = open_link(stack, port, baud, trace_path, keep=(file,))
-        render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
-        interactive = not yes and sys.stdin is not None and sys.stdin.isatty()
-        session = FlashSession(link, image, options, emit=render,
-                               confirm=None if yes else _ask(port),
-                               choose_module=ask_module if interactive else None)
-        try:
-            outcome = session.run()
-        except RakflashError as exc:
-            # Recovery commands in hints name this very port.
-            exc.hint = (exc.hint or "").replace("--port PORT", f"--port {port}")
-            if isinstance(exc, AlreadyUpToDate) and not as_json:
-                show_settings(session.settings_check)
-            raise
-        finally:
-            known.update(session.known)
+    report = open_report(report_path)
+    if all_ports or len(port) > 1:
+        from .fleet import flash_many
+        flash_many(list(port), all_ports, image, options, report=report, trace_path=trace_path,
+                   yes=yes, as_json=as_json)
+        return
+    port = port[0]
+    known["port"] = port
+    started, t0 = now_iso(), time.monotonic()
+    session = outcome = link = None
+    try:
+        with ExitStack() as stack:
+            link = open_link(stack, port, baud, trace_path, keep=(file,))
+            render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
+            interactive = not yes and sys.stdin is not None and sys.stdin.isatty()
+            session = FlashSession(link, image, options, emit=render,
+                                   confirm=None if yes else _ask(port),
+                                   choose_module=ask_module if interactive else None)
+            try:
+                outcome = session.run()
+            except RakflashError as exc:
+                # Recovery commands in hints name this very port.
+                exc.hint = (exc.hint or "").replace("--port PORT", f"--port {port}")
+                if isinstance(exc, AlreadyUpToDate) and not as_json:
+                    show_settings(session.settings_check)
+                raise
+            finally:
+                known.update(session.known)
+                if report is not None:       # --report: the same line as for several modules
+                    report_one(report, port, image, session, outcome, sys.exc_info()[1],
+                               time.monotonic() - t0, started, link)
+                    report = None
+    finally:
+        if report is not None:               # the port could not even be opened
+            report_one(report, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
             emit_json(outcome.to_dict())

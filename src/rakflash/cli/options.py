@@ -111,17 +111,28 @@ def lookup_module(name: str | None) -> _catalog.Module | None:
                          hint=f"Known modules: {known_modules()}.") from None
 
 
-def port_options(fn: Callable | None = None, *, required: bool = True) -> Callable:
+def port_options(fn: Callable | None = None, *, required: bool = True, several: bool = False) -> Callable:
     """--port, --baud and --trace, for every command that talks to a serial port
-    (``@port_options``, or ``@port_options(required=False)`` where a port is optional)."""
+    (``@port_options``, or ``@port_options(required=False)`` where a port is optional).
+
+    ``several=True``: --port may be given more than once (a tuple; the command
+    checks that there is at least one, or another way to pick ports such as --all).
+    """
     if fn is None:
-        return lambda f: port_options(f, required=required)
+        return lambda f: port_options(f, required=required, several=several)
     fn = click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
-                      help="Record the raw serial exchange to FILE (JSON Lines).")(fn)
+                      help="Record the raw serial exchange to FILE (JSON Lines)"
+                           + ("; with several ports, one file per port (FILE-PORTNAME)." if several
+                              else "."))(fn)
     fn = click.option("--baud", type=BAUD, default=None,
                       help="Baud rate to try first (default 115200; others are scanned).")(fn)
-    fn = click.option("--port", "-p", required=required, type=PortName(),
-                      help="Serial port: /dev/ttyUSB0, COM3, socket://host:port.")(fn)
+    if several:
+        fn = click.option("--port", "-p", multiple=True, type=PortName(),
+                          help="Serial port: /dev/ttyUSB0, COM3, socket://host:port. Give it several "
+                               "times to update several modules at once.")(fn)
+    else:
+        fn = click.option("--port", "-p", required=required, type=PortName(),
+                          help="Serial port: /dev/ttyUSB0, COM3, socket://host:port.")(fn)
     return fn
 
 

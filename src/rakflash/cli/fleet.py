@@ -1,0 +1,242 @@
+"""``rakflash flash FILE --port A --port B …`` / ``--all``: many modules at once, and ``--report``.
+
+The command is ``flash`` (cli/flash.py); this module holds what it needs for
+several ports: the live table (one row per module: port, module, serial number,
+phase, progress, result), the summary, the JSON stream, and the report file
+(also used by a single-port ``flash --report``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .. import events as ev
+from ..errors import ConfirmationNeeded, PortNotFound, UsageError
+from ..flows.discovery import module_ports
+from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_dev_eui, now_iso, settle
+from ..flows.session import FlashOptions
+from ..images import Image
+from ..trace import TraceWriter
+from .output import ask_yes_no, emit_json, err, out
+
+EXIT_SOME_FAILED = 11
+LABELS = {"waiting": "waiting", "identify": "identifying", "settings": "reading settings",
+          "boot": "entering bootloader", "write": "writing", "start": "starting new firmware",
+          "settings-check": "checking settings", "done": "done"}
+
+
+def open_report(path: str | None) -> ReportFile | None:
+    """The ``--report`` file, opened for appending now (so a bad path fails before any module)."""
+    if path is None:
+        return None
+    try:
+        return ReportFile(path)
+    except OSError as exc:
+        raise UsageError(f"cannot append to the report file {path}: {exc.strerror or exc}",
+                         hint="Give --report a path in a folder you can write to.") from None
+
+
+def report_one(report: ReportFile, port: str, image: Image, session: Any, result: Any,
+               failure: BaseException | None, seconds: float, started: str, link: Any = None) -> None:
+    """Append the record of a single-port ``flash`` (the same fields as for several ports)."""
+    o = DeviceOutcome(port, started=started)
+    settle(o, session, result, failure, seconds)
+    if link is not None and o.ok:
+        o.dev_eui = ask_dev_eui(link, session)
+    report.append(o.record(image))
+
+
+def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOptions, *,
+               report: ReportFile | None, trace_path: str | None, yes: bool, as_json: bool) -> None:
+    """Update every port in ``ports`` (and every module port, with ``all_ports``) at once."""
+    if all_ports:
+        found = [e.device for e in module_ports()]
+        if not found and not ports:
+            raise PortNotFound("no port with the USB ids of a RAK module or a USB-UART adapter",
+                               hint="Plug the modules in and run 'rakflash ports'; name ports with --port.")
+        ports = list(dict.fromkeys([*ports, *found]))
+    if not options.dry_run and not yes:
+        _confirm(ports, image)
+    traces: list[TraceWriter] = []
+
+    def trace_for(port: str) -> TraceWriter | None:
+        if not trace_path:
+            return None
+        p = Path(trace_path)
+        t = TraceWriter(p.with_name(f"{p.stem}-{Path(port).name}{p.suffix}"))
+        traces.append(t)
+        return t
+
+    view = JsonFleet() if as_json else FleetView(ports)
+    fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=trace_for)
+    t0 = time.monotonic()
+    try:
+        with view:
+            outcomes = fleet.run()
+    finally:
+        for t in traces:
+            t.close()
+    seconds = time.monotonic() - t0
+    code = 130 if fleet.interrupted else (0 if all(o.ok for o in outcomes) else EXIT_SOME_FAILED)
+    if as_json:
+        emit_json(summary(outcomes, seconds, report))
+    else:
+        show_summary(outcomes, seconds, report, fleet.interrupted)
+    raise SystemExit(code)
+
+
+def _confirm(ports: list[str], image: Image) -> None:
+    if not sys.stdin or not sys.stdin.isatty():
+        raise ConfirmationNeeded(f"about to write firmware to {len(ports)} modules, and there is no "
+                                 f"terminal to confirm it")
+    from ..errors import Aborted
+    if not ask_yes_no(f"Write {Path(image.path).name} to the modules on {', '.join(ports)}?"):
+        raise Aborted("update not confirmed")
+
+
+def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | None) -> dict:
+    """The last JSON line of a run over several ports."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.result] = counts.get(o.result, 0) + 1
+    failed = [o for o in outcomes if not o.ok]
+    interrupted = any(o.result == "interrupted" for o in outcomes)
+    return {"result": "interrupted" if interrupted else ("failed" if failed else "ok"),
+            "modules": len(outcomes), "ok": sum(1 for o in outcomes if o.ok), "failed": len(failed),
+            "results": counts, "seconds": round(seconds, 3),
+            "report": report.path if report else None,
+            "failures": [{"port": o.port, "error": o.result, "message": o.message, "hint": o.hint}
+                         for o in failed]}
+
+
+def show_summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | None,
+                 interrupted: bool) -> None:
+    s = summary(outcomes, seconds, report)
+    words = ", ".join(f"{n} {r}" for r, n in s["results"].items())
+    colour = "green" if s["result"] == "ok" else "red"
+    out.print(f"[{colour}]{s['ok']} of {s['modules']} modules done[/] in {seconds:.1f} s ({words})")
+    for o in outcomes:
+        if not o.ok:
+            err.print(f"[red]{o.port}[/]: {o.result}: {o.message or ''}", markup=True)
+            if o.hint:
+                err.print(f"  hint: {o.hint}", markup=False)
+    if interrupted:
+        err.print("interrupted: run the same command again to finish the modules that were cut off "
+                  "(those already done say so and are left alone).")
+    if report is not None:
+        out.print(f"report: {len(outcomes)} lines appended to {report.path}")
+
+
+class JsonFleet:
+    """Every event as a JSON line with its ``port``; a ``device-result`` line per module."""
+
+    def __call__(self, port: str, event: ev.Event) -> None:
+        emit_json({**event.to_dict(), "port": port})
+
+    def __enter__(self) -> "JsonFleet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class FleetView:
+    """One live row per module on a terminal; without one (a log), a line per step and result."""
+
+    COLUMNS = ("port", "module", "serial number", "phase", "progress", "result")
+
+    def __init__(self, ports: list[str]) -> None:
+        self.rows = {p: DeviceOutcome(p) for p in ports}
+        self.notes: list[str] = []
+        self.live: Live | None = None
+        self.terminal = err.is_terminal
+
+    def __enter__(self) -> "FleetView":
+        if self.terminal:
+            self.live = Live(self._render(), console=err, refresh_per_second=4, transient=False)
+            self.live.start()
+        else:
+            err.print(f"updating {len(self.rows)} modules: {', '.join(self.rows)}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.stop()
+
+    def __call__(self, port: str, event: ev.Event) -> None:
+        row = self.rows[port]
+        before = (row.phase, row.result)
+        if isinstance(event, ev.Phase):
+            row.phase = event.phase
+            if event.info.get("bytes"):
+                row.total = event.info["bytes"]
+        elif isinstance(event, ev.Progress):
+            row.bytes, row.total = event.bytes, event.total
+        elif isinstance(event, ev.DeviceFound):
+            row.module = event.info.get("module")
+            row.serial_number = event.info.get("serial_number")
+        elif isinstance(event, ev.Prompt) and event.action == "press-reset":
+            row.phase = "press reset"
+            self._say(f"{port}: {event.message}. Press this module's reset button now.")
+        elif isinstance(event, ev.Countdown):
+            row.phase = f"press reset ({event.seconds_left} s)"
+        elif isinstance(event, ev.Caught):
+            row.phase = "boot"
+        elif isinstance(event, (ev.Warning, ev.Note)):
+            self._say(f"{port}: {event.message}")
+        elif isinstance(event, DeviceDone):
+            r = event.info
+            row.result, row.message = r["result"], r.get("message")
+            row.module = r["module"] or row.module
+            row.serial_number = r["serial_number"] or row.serial_number
+            row.bytes = r["bytes"] or row.bytes
+            row.phase = "done"
+        if self.live is not None:
+            self.live.update(self._render())
+        elif (row.phase, row.result) != before and not row.phase.startswith("press reset ("):
+            if row.result != "pending":
+                err.print(f"{port}: {row.result}" + (f": {row.message}" if row.message else ""), markup=False)
+            else:
+                err.print(f"{port}: {LABELS.get(row.phase, row.phase)}", markup=False)
+
+    def _say(self, text: str) -> None:
+        if self.live is not None:
+            self.notes = [*self.notes[-4:], text]
+        else:
+            err.print(text, markup=False)
+
+    def _render(self) -> Group:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for c in self.COLUMNS:
+            table.add_column(c, no_wrap=True)
+        for row in self.rows.values():
+            table.add_row(row.port, row.module or "-", row.serial_number or "-",
+                          LABELS.get(row.phase, row.phase), self._progress(row), self._result(row))
+        return Group(table, *(Text(n, style="yellow") for n in self.notes))
+
+    @staticmethod
+    def _progress(row: DeviceOutcome) -> Any:
+        if not row.total:
+            return "-"
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(ProgressBar(total=row.total, completed=row.bytes, width=20),
+                     Text(f"{row.bytes / 1024:,.0f}/{row.total / 1024:,.0f} KiB"))
+        return grid
+
+    @staticmethod
+    def _result(row: DeviceOutcome) -> Text:
+        if row.result == "pending":
+            return Text("…")
+        style = "green" if row.result in ("ok", "already-up-to-date", "dry-run") else "red"
+        return Text(row.result, style=style)
+
