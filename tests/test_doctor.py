@@ -375,7 +375,6 @@ def test_flooding_sketch_names_the_reset_window_and_the_setup_pause(virtual, new
 
 @pytest.mark.parametrize("name, pid, boot0", [("rak3172", 0x497, "pin 21"), ("rak811", 0x429, "pin 17")])
 def test_boot0_left_high_the_rom_bootloader_is_named_with_the_way_out(virtual, name, pid, boot0):
-    import importlib.util
     dev = virtual(name, boot_pin=True)
     assert dev.wait_mode(Mode.ROM)
     for _ in range(2):            # a second run finds the ROM already in sync, and still knows it
@@ -383,10 +382,7 @@ def test_boot0_left_high_the_rom_bootloader_is_named_with_the_way_out(virtual, n
         f = by_code(report)["rom-bootloader"]
         assert f.details["pid"] == pid and f.details["modules"] == [dev.module.name]
         assert f"BOOT0 is {boot0}" in f.next and "BOOT0 low" in f.next and report.exit_code == 5
-    if importlib.util.find_spec("rakflash.cli.recover"):
-        assert f.command == f"rakflash recover FULL.hex --port {dev.port} --module {name}"
-    else:
-        assert f.command == f"stm32flash -w FULL.hex -v -g 0x08000000 {dev.port}"
+    assert f.command == f"rakflash recover FULL.hex --port {dev.port} --module {name}"
     dev.set_boot_pin(False)       # what the finding says: BOOT0 low, reset
     dev.press_reset()
     assert dev.wait_mode(Mode.APP)

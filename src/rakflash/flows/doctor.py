@@ -366,20 +366,9 @@ def _flash_command(o: Observation, *extra: str, module: Module | None = None) ->
 
 
 def _recovery_command(module: Module, port: str | None) -> str:
-    """The command that writes a full image (bootloader included) without the serial bootloader.
-
-    ``rakflash recover`` once this installation has it; until then the
-    third-party command that does the same (stm32flash over the ROM, pyOCD over SWD).
-    """
-    import importlib.util
-    method = module.recovery[0] if module.recovery else "swd"
-    if importlib.util.find_spec("rakflash.cli.recover") is not None:
-        if method == "swd":
-            return f"rakflash recover {FULL} --via swd --module {module.key}"
-        return f"rakflash recover {FULL} --port {_q(port or 'PORT')} --module {module.key}"
-    if method == "stm32-rom":
-        return module.rom_uart_command(FULL, _q(port or "PORT")) or module.swd_command(FULL)
-    return module.swd_command(FULL)
+    """The command that writes a full image (bootloader included) without the serial bootloader:
+    the catalog's ``rakflash recover`` command where rakflash has a way, else pyOCD over SWD."""
+    return module.recover_command(FULL, _q(port or "PORT")) or module.swd_command(FULL)
 
 
 def _modules_with(text: str) -> str:
@@ -815,8 +804,9 @@ def image_refused(o: Observation) -> Finding | None:
     peek = (f" (doctor read bootloader {o.peeked} from the bootloader itself; the module "
             f"{'runs its application again' if o.peek_left_app else 'stays in its bootloader: press reset'})"
             if o.peeked else "")
+    hint = (e.hint or "").replace("--port PORT", f"--port {_q(o.port or 'PORT')}")
     return Finding(e.name, "problem", e.message + peek, REFUSAL_WHY.get(e.name, "flash would refuse it"),
-                   e.hint, command, port=o.port, exit_code=e.exit_code)
+                   hint, command, port=o.port, exit_code=e.exit_code)
 
 
 # ------------------------------------------------------------------ putting it together
