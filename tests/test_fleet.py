@@ -261,3 +261,7 @@ def test_unwritable_report_is_a_usage_error_before_anything_is_sent(modules, new
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes",
                          "--report", str(tmp_path / "no" / "such" / "r.jsonl"))
     assert (code, out["error"]) == (2, "usage") and dev.updates == 0
+    before = new_app.read_bytes()
+    code, out = cli_json("flash", str(new_app), "--port", dev.port, "--port", dev.port + "x", "--yes",
+                         "--report", str(new_app))                   # a slip of the tab key
+    assert (code, out["error"]) == (2, "usage") and new_app.read_bytes() == before

@@ -56,7 +56,7 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
     image = load_image(file, address, module)
     options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
                            dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
-    report = open_report(report_path)
+    report = open_report(report_path, file)
     if all_ports or len(port) > 1:
         from .fleet import flash_many
         flash_many(list(port), all_ports, image, options, report=report, trace_path=trace_path,

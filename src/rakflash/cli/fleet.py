@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_dev_
 from ..flows.session import FlashOptions
 from ..images import Image
 from ..trace import TraceWriter
+from .options import _same_file
 from .output import ask_yes_no, emit_json, err, out
 
 EXIT_SOME_FAILED = 11
@@ -34,10 +36,13 @@ LABELS = {"waiting": "waiting", "identify": "identifying", "settings": "reading 
           "settings-check": "checking settings", "done": "done"}
 
 
-def open_report(path: str | None) -> ReportFile | None:
+def open_report(path: str | None, firmware: str | None = None) -> ReportFile | None:
     """The ``--report`` file, opened for appending now (so a bad path fails before any module)."""
     if path is None:
         return None
+    if firmware is not None and _same_file(path, firmware):
+        raise UsageError(f"--report names the firmware file {firmware}: appending to it would damage it",
+                         hint="Give --report another file name.")
     try:
         return ReportFile(path)
     except OSError as exc:
@@ -66,25 +71,13 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
         ports = list(dict.fromkeys([*ports, *found]))
     if not options.dry_run and not yes:
         _confirm(ports, image)
-    traces: list[TraceWriter] = []
-
-    def trace_for(port: str) -> TraceWriter | None:
-        if not trace_path:
-            return None
-        p = Path(trace_path)
-        t = TraceWriter(p.with_name(f"{p.stem}-{Path(port).name}{p.suffix}"))
-        traces.append(t)
-        return t
-
-    view = JsonFleet() if as_json else FleetView(ports)
-    fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=trace_for)
-    t0 = time.monotonic()
-    try:
+    with ExitStack() as stack:
+        traces = {p: open_trace(stack, trace_path, p, image.path) for p in ports} if trace_path else {}
+        view = JsonFleet() if as_json else FleetView(ports)
+        fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get)
+        t0 = time.monotonic()
         with view:
             outcomes = fleet.run()
-    finally:
-        for t in traces:
-            t.close()
     seconds = time.monotonic() - t0
     code = 130 if fleet.interrupted else (0 if all(o.ok for o in outcomes) else EXIT_SOME_FAILED)
     if as_json:
@@ -92,6 +85,22 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
     else:
         show_summary(outcomes, seconds, report, fleet.interrupted)
     raise SystemExit(code)
+
+
+def open_trace(stack: ExitStack, trace_path: str, port: str, firmware: str) -> TraceWriter:
+    """One port's trace among several: ``F-PORTNAME.jsonl`` for ``--trace F.jsonl``."""
+    p = Path(trace_path)
+    path = str(p.with_name(f"{p.stem}-{Path(port).name}{p.suffix}"))
+    if _same_file(path, firmware):
+        raise UsageError(f"the trace for {port} would overwrite the firmware file {firmware}",
+                         hint="Give --trace another file name.")
+    try:
+        trace = TraceWriter(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write the trace file {path}: {exc.strerror or exc}",
+                         hint="Give --trace a path in a folder you can write to.") from None
+    stack.callback(trace.close)
+    return trace
 
 
 def _confirm(ports: list[str], image: Image) -> None:

@@ -17,9 +17,10 @@ Two steps, kept apart so each reads on its own:
 
 Time is bounded: every port gets at most :data:`BUDGET` seconds (its link
 stops itself at that deadline, see :class:`~rakflash.stoppable.StoppableLink`),
-and several ports are examined side by side. Typical: well under a second for
-a module that answers, about five seconds for a silent port (every catalog
-baud rate is tried).
+and several ports are examined side by side. Typical: about a second for a
+module that answers (most of it waiting for an STM32 ROM bootloader's answer
+to its handshake), about six seconds for a silent port (every catalog baud
+rate is tried).
 """
 
 from __future__ import annotations
@@ -254,7 +255,7 @@ def _may_have_stm32_rom(o: Observation) -> bool:
     return True
 
 
-def _stm32_rom(link: StoppableLink, window: float = 0.4) -> dict[str, Any] | None:
+def _stm32_rom(link: StoppableLink, window: float = 0.8) -> dict[str, Any] | None:
     """0x7F at 8E1 (AN3155): an STM32 ROM bootloader answers ACK — or, already in sync from an
     earlier session, takes it as the first byte of a command: a second 0x7F makes that a bad
     command, which it answers NACK (as stm32flash relies on). So two, ``window`` / 2 apart.

@@ -145,6 +145,7 @@ class Fleet:
         self._lock = threading.Lock()
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._ended = {p: threading.Event() for p in self.ports}
 
     # ------------------------------------------------------------------ control
     def run(self) -> list[DeviceOutcome]:
@@ -176,12 +177,16 @@ class Fleet:
             link.stop()
 
     def _join(self, timeout: float | None = None) -> None:
+        """Wait until every module's run has ended (at most ``timeout`` seconds).
+
+        Waits on each run's own "ended" event, not on Thread.join: a Ctrl-C that
+        lands inside join() can leave a thread that is still running looking ended.
+        """
         end = None if timeout is None else time.monotonic() + timeout
-        for t in self._threads:
-            while t.is_alive():
+        for ended in self._ended.values():
+            while not ended.wait(0.2):   # short waits, so Ctrl-C reaches this thread promptly
                 if end is not None and time.monotonic() >= end:
                     return
-                t.join(0.2)          # short waits, so Ctrl-C reaches this thread promptly
 
     # ------------------------------------------------------------------ one module
     def _one(self, port: str) -> None:
@@ -201,12 +206,15 @@ class Fleet:
         except BaseException as exc:       # noqa: BLE001 - every way out is this module's outcome
             failure = exc
         finally:
-            settle(o, session, result, failure, time.monotonic() - t0)
-            if link is not None:
-                if o.ok or o.exit_code == PlanRefused.exit_code:     # its application still answers
-                    o.dev_eui = ask_dev_eui(link, session)
-                link.close()
-            self._publish(o)
+            try:
+                settle(o, session, result, failure, time.monotonic() - t0)
+                if link is not None:
+                    if o.ok or o.exit_code == PlanRefused.exit_code:     # its application still answers
+                        o.dev_eui = ask_dev_eui(link, session)
+                    link.close()
+                self._publish(o)
+            finally:
+                self._ended[port].set()
 
     def _event(self, o: DeviceOutcome, event: Event) -> None:
         if isinstance(event, Phase):
