@@ -173,3 +173,26 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(virtual, new_app, sig, code):
     rc, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes")
     assert (rc, out["app_version_after"]) == (0, NEW), out
     assert time.monotonic() - t0 < 30          # no stale transfer session to wait out
+
+
+def test_a_dfu_package_that_is_a_fifo_or_a_zip_bomb_is_a_named_error(tmp_path):
+    """The RAK4631's DFU packages are read like firmware files: regular files of sane size,
+    and no member unpacks to more than the largest flash (the API; the CLI takes them soon)."""
+    import io
+    import zipfile
+    from rakflash import dfu_package
+    from rakflash.errors import ImageNotAFile, PackageError
+    fifo = tmp_path / "pkg.zip"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageNotAFile):
+        dfu_package.load(fifo)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.json", json.dumps({"manifest": {"application": {
+            "bin_file": "app.bin", "dat_file": "app.dat"}}}))
+        z.writestr("app.bin", bytes(64 << 20))          # 64 MiB of zeros, a few KiB packed
+        z.writestr("app.dat", b"\0" * 16)
+    path = tmp_path / "bomb.zip"
+    path.write_bytes(bomb.getvalue())
+    with pytest.raises(PackageError, match="unpacks to"):
+        dfu_package.load(path)

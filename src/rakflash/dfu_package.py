@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ImageEmpty, ImageNotFound, PackageError
+from .errors import ImageEmpty, PackageError
 
 SECURE, LEGACY = "secure-dfu", "legacy-dfu"
 FAMILY_NAMES = {SECURE: "Nordic Secure DFU (RUI3 RAK4631-R, nrfutil)",
@@ -211,13 +211,10 @@ def is_package(path: str | Path) -> bool:
 def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
     """Read a package and parse every init packet; any defect is a :class:`PackageError`.
     ``raw``: the file's bytes, when the caller has read them already."""
-    p = Path(path)
+    from .images import max_file_size, read_file
+    limit = max_file_size()
     if raw is None:
-        if not p.exists():
-            raise ImageNotFound(f"{path}: no such file")
-        if p.is_dir():
-            raise ImageNotFound(f"{path} is a folder, not a DFU package")
-        raw = p.read_bytes()
+        raw = read_file(path, limit)     # a regular file of sane size only (no FIFO, no /dev/zero)
     if not raw:
         raise ImageEmpty(f"{path} is empty")
     try:
@@ -228,6 +225,8 @@ def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
     with z:
         if "manifest.json" not in names:
             raise PackageError(f"{path} has no manifest.json: it is a zip, but not a DFU package")
+        if z.getinfo("manifest.json").file_size > 1 << 20:
+            raise PackageError(f"{path}: its manifest.json unpacks to more than 1 MiB: not a DFU manifest")
         try:
             manifest = json.loads(z.read("manifest.json"))["manifest"]
             assert isinstance(manifest, dict)
@@ -246,6 +245,10 @@ def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
                 if name not in names:
                     raise PackageError(f"{path}: the manifest names {name}, which is not in the zip",
                                        hint="The package is incomplete: download it again.")
+            for name in (bin_file, dat_file):
+                if z.getinfo(name).file_size > limit:       # a zip bomb, or not a package
+                    raise PackageError(f"{path}: {name} unpacks to {z.getinfo(name).file_size:,} "
+                                       f"bytes, more than any firmware rakflash knows")
             try:
                 firmware, init_bytes = z.read(bin_file), z.read(dat_file)
             except (zipfile.BadZipFile, OSError, ValueError) as exc:   # CRC error in the zip
