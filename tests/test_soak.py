@@ -1,0 +1,56 @@
+"""The soak's CI subset: a few runs of benchmarks/soak.py, each fault kind at least once per protocol.
+
+The full soak (≥ 500 updates, docs/reliability.md) runs outside CI; this checks
+that the harness still works and that the faults it draws still end the way
+they must: an update, or a named error after which the same command finishes
+it, with the version, the flash, the bootloader and the owner's keys checked.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import soak  # noqa: E402
+
+CASES = [
+    ("rak3172", "bit-errors-1e-4 both-ways", "first-try"),
+    ("rak11720", "drops-1e-4 to-host", "first-try"),
+    ("rak811", "power-cut", "re-run"),
+    ("rak11720", "pull-cable", "re-run"),
+    ("rak3172", "flood+settings-reset", "first-try"),
+    ("rak811", "old-bootloader", "first-try"),
+    ("rak4270", "wrong-baud", "first-try"),
+    ("rak3172", "sigterm", "re-run"),
+    ("rak11720", "settings-reset", "first-try"),
+]
+
+
+@pytest.mark.parametrize("module, fault, expected", CASES, ids=[f"{m} {f}" for m, f, _ in CASES])
+def test_soak_subset(tmp_path, monkeypatch, module, fault, expected):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cli = soak.Cli(soak.cli_env(tmp_path))
+    run = soak.one_run(CASES.index((module, fault, expected)), 1000 + CASES.index((module, fault, expected)),
+                       module, fault, tmp_path, cli)
+    assert run.problems == [], run.to_dict()
+    assert run.outcome == expected, run.to_dict()
+
+
+def test_the_plan_draws_every_fault_for_every_module():
+    plan = soak.plan_runs(520, 12)
+    assert len(plan) == 520
+    seen = {(m, f) for _, _, m, f in plan}
+    for m in soak.MODULES:
+        assert {f for mm, f in seen if mm == m} == set(soak.fault_names(m))
+    assert soak.plan_runs(40, 12) == plan[:40]              # the same seed, the same runs
+
+
+def test_the_table_adds_up():
+    runs = [soak.Run(i, i, m, "none", outcome=o) for i, (m, o) in enumerate(
+        [("rak3172", "first-try"), ("rak3172", "re-run"), ("rak11720", "failed")])]
+    text = soak.table(runs)
+    assert "| rak3172 | none | 2 | 1 | 1 | 0 |" in text and "| rak11720 | none | 1 | 0 | 0 | 1 |" in text
+    assert "| **all** | | **3** | **1** | **1** | **1** |" in text
