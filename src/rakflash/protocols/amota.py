@@ -235,6 +235,7 @@ class AmotaSender:
                 self.resumed += 1
             elif not first:
                 self.started_over += 1
+                self.on_retry("the bootloader started the image over (its HEADER reply says 0)")
             return count
         return self._start_over(header)
 
