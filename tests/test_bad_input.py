@@ -196,3 +196,21 @@ def test_a_dfu_package_that_is_a_fifo_or_a_zip_bomb_is_a_named_error(tmp_path):
     path.write_bytes(bomb.getvalue())
     with pytest.raises(PackageError, match="unpacks to"):
         dfu_package.load(path)
+
+
+def test_a_dfu_manifest_with_a_number_where_a_table_belongs_is_a_named_error(tmp_path):
+    """Found by tests/test_fuzz.py: 'init_packet_data': 1 ended in a TypeError."""
+    import io
+    import zipfile
+    from rakflash import dfu_package
+    from rakflash.errors import PackageError
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("manifest.json", json.dumps({"manifest": {"application": {
+            "bin_file": "app.bin", "dat_file": "app.dat", "init_packet_data": 1}}}))
+        z.writestr("app.bin", b"")
+        z.writestr("app.dat", b"")
+    path = tmp_path / "pkg.zip"
+    path.write_bytes(out.getvalue())
+    with pytest.raises(PackageError):
+        dfu_package.load(path)

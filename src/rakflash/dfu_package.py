@@ -266,7 +266,8 @@ def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
 
 def _legacy_manifest(manifest: dict) -> bool:
     return "dfu_version" in manifest or any(
-        isinstance(v, dict) and "firmware_crc16" in (v.get("init_packet_data") or {}) for v in manifest.values())
+        isinstance(v, dict) and isinstance(v.get("init_packet_data"), dict)
+        and "firmware_crc16" in v["init_packet_data"] for v in manifest.values())
 
 
 def parse_init(data: bytes, *, legacy_hint: bool = False, kind: str = "application") -> InitPacket:
