@@ -391,6 +391,8 @@ def _steps(plan: Plan) -> list[str]:
     if d.mode == "app" and m.dialect.get("touch_baud"):
         steps.append(f"enter the bootloader with a {m.dialect['touch_baud']}-baud touch (open the port "
                      f"at that rate and close it)")
+    elif d.mode == "app" and hasattr(for_protocol(plan.protocol), "enter_bootloader"):
+        steps.append(f"enter the bootloader ({' / '.join(m.dialect['boot'])})")
     elif d.mode == "app":
         steps.append(f"enter the bootloader ({' / '.join(m.dialect['boot'])}), confirmed by its own answer")
     else:
