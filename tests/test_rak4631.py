@@ -40,10 +40,12 @@ def rak4631():
 
 
 def rui3_package(tmp_path, dev, version="RUI_4.0.6_RAK4631", size=24_000, **kw):
+    """A signed RUI3 package (``dev``: a virtual module, or the catalog module itself)."""
     kw.setdefault("key_pem", KEY)
     kw.setdefault("fw_version", 2)
     path = tmp_path / f"{version}.zip"
-    path.write_bytes(dp.secure_package(firmware.app_image(dev.module, version, size), **kw))
+    module = getattr(dev, "module", dev)
+    path.write_bytes(dp.secure_package(firmware.app_image(module, version, size), **kw))
     return str(path)
 
 
@@ -107,10 +109,10 @@ def test_rui3_module_refuses_wrong_packages_before_sending(rak4631, tmp_path, ma
     assert dev.resets == 0 and dev.mode.value == "app" and dev.app_version == "RUI_4.0.5_RAK4631"
 
 
-def test_arduino_module_refuses_a_rui3_package_before_the_bootloader_erases_its_sketch(rak4631, tmp_path):
+def test_arduino_module_refuses_a_rui3_package_before_the_bootloader_erases_its_sketch(rak4631, tmp_path, cat):
     dev = rak4631("rak4631-arduino")
-    rui3 = rak4631()
-    code, out = cli_json("flash", rui3_package(tmp_path, rui3), "--port", dev.port, "--yes", timeout=60)
+    code, out = cli_json("flash", rui3_package(tmp_path, cat.module("rak4631-r")), "--port", dev.port,
+                         "--yes", timeout=60)
     assert code == 6 and out["error"] == "package-mismatch" and "RUI3 package" in out["message"]
     assert "bootloader must be replaced first" in out["hint"]
     assert dev.resets == 0 and dev.app_version == "ARDUINO_SKETCH_1.0"
@@ -192,3 +194,41 @@ def test_sim_command_prints_the_new_port_when_the_module_re_enumerates(tmp_path)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def conversion_package(tmp_path, cat):
+    """What RAK's rui3_nrf52840_bootloader_latest.zip is to the Adafruit bootloader: a legacy
+    bootloader package carrying RUI3's Secure DFU bootloader (here the simulator's image of one)."""
+    rui3 = cat.module("rak4631-r")
+    segs = firmware.bootloader_image(rui3, "RUI_BOOT_0.6_RAK4631")
+    start = rui3.region("bootloader").start
+    image = bytearray(b"\xff" * (max(a + len(d) for a, d in segs.items()) - start))
+    for a, d in segs.items():
+        image[a - start:a - start + len(d)] = d
+    image = bytes(image)
+    path = tmp_path / "rui3_nrf52840_bootloader_latest.zip"
+    path.write_bytes(dp.make_package(image, dp.legacy_init_packet(image), legacy=True, kind="bootloader",
+                                     name="bootloader"))
+    return str(path)
+
+
+def test_convert_an_arduino_rak4631_to_rui3_in_one_command(rak4631, tmp_path, cat):
+    dev = rak4631("rak4631-arduino", dfu_key=KEY)      # the key RUI3's bootloader will trust
+    app = rui3_package(tmp_path, cat.module("rak4631-r"))
+    proc = run_cli("convert-to-rui3", conversion_package(tmp_path, cat), app, "--port", dev.port, "--yes",
+                   "--json", timeout=120)
+    evs = events(proc)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert evs[-1]["result"] == "ok" and evs[-1]["app_version_after"] == "RUI_4.0.6_RAK4631"
+    assert dev.module.key == "rak4631-r" and dev.bootloader_version == "RUI_BOOT_0.6_RAK4631"
+    entry = ports.port_entry(dev.port)
+    assert (entry.vid, entry.pid, entry.description) == (0x1915, 0x521F, "Rak4631 Serial COM")
+
+
+def test_convert_refuses_swapped_packages_before_sending(rak4631, tmp_path, cat):
+    dev = rak4631("rak4631-arduino", dfu_key=KEY)
+    code, out = cli_json("convert-to-rui3", rui3_package(tmp_path, cat.module("rak4631-r")),
+                         conversion_package(tmp_path, cat),
+                         "--port", dev.port, "--yes", timeout=60)
+    assert code == 6 and out["error"] == "package-mismatch" and "nothing was sent" in out["message"]
+    assert dev.resets == 0 and dev.module.key == "rak4631-arduino"

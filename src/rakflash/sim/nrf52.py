@@ -288,16 +288,48 @@ class Rak4631Arduino(NativeUsbModule):
     def handle_app_line(self, line: str, version):
         return None
 
+    new_bootloader: bytes | None = None     # a bootloader image received over DFU, installed at the reset
+
     def run_bootloader(self) -> None:
         self.boot_request = False
         while not self._stop:
             outcome = legacy_dfu.LegacyDfuTarget(self.uart, _AdafruitBackend(self)).serve()
             if outcome == "activated":
                 self.gpregret = 0
-                self.app_valid = True
                 self.updates += 1
                 self.uart.drain()
+                if self.new_bootloader is not None:
+                    self._become_rui3(self.new_bootloader)
+                else:
+                    self.app_valid = True
                 return
+
+    def _become_rui3(self, bootloader: bytes) -> None:
+        """RAK's conversion: the Adafruit bootloader installed RUI3's Secure DFU bootloader over itself.
+
+        From the next reset the module is a RAK4631-R with no application: its new
+        bootloader waits for the RUI3 package, on 1915:521F "Open DFU Bootloader". The
+        simulator has no model of RUI3's bootloader beyond the version string its image
+        carries, so the object becomes the virtual RAK4631-R (the key it trusts:
+        ``SimOptions.dfu_key``, else a new one).
+        """
+        from .. import catalog
+        rui3 = catalog.load().module("rak4631-r")
+        boot = rui3.region("bootloader")
+        self.flash.erase(boot.start, boot.end)
+        self.flash.program(boot.start, bootloader[:boot.size])
+        self.new_bootloader = None
+        if self.opts.dfu_key is None:
+            self.opts.dfu_key = dfu_package.new_signing_key()
+        self.__class__ = Rak4631
+        self.module = rui3
+        self.dfu_public_key = dfu_package.public_key_bytes(self.opts.dfu_key)
+        self.dfu_state = nordic_dfu.DfuState()
+        self.installed_fw_version = 0
+        self._pending_init = None
+        self.app_valid = False
+        self.boot_request = False
+        self.gpregret = 0
 
 
 
@@ -312,13 +344,23 @@ class _AdafruitBackend:
         self._init: dfu_package.InitPacket | None = None
 
     def start(self, mode: int, sd_size: int, bl_size: int, app_size: int) -> bool:
-        self._image_size = app_size
         self._init: dfu_package.InitPacket | None = None
-        if mode != legacy_dfu.MODE_APPLICATION or not 0 < app_size <= self.module.app.size:
-            return False
+        self._mode, self._sd_size, self._bl_size = mode, sd_size, bl_size
+        self._bootloader_update = False
         app = self.module.app
+        if mode in (legacy_dfu.MODE_BOOTLOADER, legacy_dfu.MODE_SD_BL):
+            # A bootloader (and SoftDevice) update: received into the application area
+            # (single bank: the sketch is gone), installed by the bootloader at the reset.
+            if not 0 < bl_size <= self.module.region("bootloader").size or sd_size + bl_size > app.size:
+                return False
+            self._image_size = sd_size + bl_size
+            self._bootloader_update = True
+        elif mode == legacy_dfu.MODE_APPLICATION and 0 < app_size <= app.size:
+            self._image_size = app_size
+        else:
+            return False
         self.dev.app_valid = False
-        self.flash.erase(app.start, app.start + app_size)
+        self.flash.erase(app.start, app.start + self._image_size)
         return True
 
     def init(self, init_packet: bytes) -> bool:
@@ -343,4 +385,8 @@ class _AdafruitBackend:
         if self._init is None or size != self._image_size:
             return False
         image = self.flash.read(self.module.app.start, size)
-        return dfu_package.crc16_ccitt(image) == self._init.crc16
+        if dfu_package.crc16_ccitt(image) != self._init.crc16:
+            return False
+        if self._bootloader_update:
+            self.dev.new_bootloader = image[self._sd_size:]      # the bootloader part
+        return True

@@ -1,0 +1,88 @@
+"""Arduino RAK4631 → RAK4631-R (RUI3), RAK's documented conversion as one guided flow.
+
+RAK's steps (rakwireless-docs RAK4631-R "DFU"; forum "Updating RAK4631 to RUI3"):
+first ``adafruit-nrfutil dfu serial --package rui3_nrf52840_bootloader_latest.zip
+--singlebank --touch 1200`` — the Adafruit bootloader takes RUI3's bootloader as a
+bootloader update over its legacy DFU and replaces itself — then ``nrfutil dfu
+usb-serial`` of the RUI3 application package to the new Secure DFU bootloader.
+
+Here: check both packages and the module before anything is sent; the 1200-baud
+touch; the bootloader package over legacy DFU (mode bootloader, or SoftDevice +
+bootloader); follow the port to the new bootloader (1915:521F); then an ordinary
+``flash`` of the RUI3 package (:class:`~rakflash.flows.session.FlashSession`),
+which confirms the new firmware's version. Interrupted after the first step, the
+module is a RAK4631-R waiting in its bootloader: ``rakflash flash APP.zip`` finishes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .. import catalog as _catalog
+from ..dfu_package import LEGACY, SECURE
+from ..errors import Aborted, PackageMismatch, WrongTarget
+from ..events import Note, Phase, Sink, nowhere
+from ..images import Image
+from ..link import Link
+from ..protocols import legacy_dfu
+from .identify import DeviceInfo, identify
+from .session import FlashOptions, FlashSession
+from .transfers.base import progress_to
+from .transfers.native_usb import follow, usb_serial
+from .update import UpdateResult
+
+
+def check_packages(bootloader: Image, app: Image) -> None:
+    """Refuse, before anything is sent, packages that are not the two this conversion needs."""
+    bl = bootloader.package
+    if bl is None or bl.family != LEGACY or not (bl.image("bootloader") or bl.image("softdevice_bootloader")):
+        raise PackageMismatch(f"{bootloader.path} is not a bootloader package for the Adafruit bootloader "
+                              f"(RAK's rui3_nrf52840_bootloader_latest.zip is one): nothing was sent",
+                              hint="Give RAK's RUI3 bootloader package first, then the RUI3 application package.")
+    pkg = app.package
+    if pkg is None or pkg.family != SECURE or pkg.application is None:
+        raise PackageMismatch(f"{app.path} is not a RUI3 application package (Nordic Secure DFU): nothing "
+                              f"was sent", hint="Give the RUI3 package for RAK4631-R second.")
+
+
+def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = nowhere,
+                    confirm: Callable[[DeviceInfo], bool] | None = None) -> UpdateResult:
+    """Replace an Arduino RAK4631's bootloader with RUI3's, then flash the RUI3 application."""
+    cat = _catalog.load()
+    arduino, rui3 = cat.module("rak4631-arduino"), cat.module("rak4631-r")
+    check_packages(bootloader, app)
+    emit(Phase("identify", f"identifying the module on {link.port_name}"))
+    dev = identify(link)
+    if dev.module is not None and dev.module.key == rui3.key:
+        emit(Note("the module already has RUI3's bootloader: only the application is flashed"))
+    elif dev.module is None or dev.module.key != arduino.key:
+        raise WrongTarget(f"{link.port_name} is {dev.module.name if dev.module else 'no RAK4631'}, not an "
+                          f"Arduino RAK4631: nothing was sent",
+                          hint="Check the port ('rakflash ports' lists a RAK4631 by its USB id).")
+    else:
+        if confirm is not None and not confirm(dev):
+            raise Aborted("conversion not confirmed")
+        serial = usb_serial(link) or dev.serial_number
+        if dev.mode == "app":
+            emit(Phase("boot", "entering the Adafruit bootloader (1200-baud touch)"))
+            baud = link.baud
+            link.baud = arduino.dialect.get("touch_baud", 1200)
+            follow(link, arduino, "bootloader", serial=serial, emit=emit, baud=baud)
+        pkg = bootloader.package
+        image = pkg.image("softdevice_bootloader") or pkg.image("bootloader")
+        meta = (pkg.manifest.get(image.kind) or {}).get("info_read_only_metadata") or {}
+        if image.kind == "softdevice_bootloader":
+            mode = legacy_dfu.MODE_SD_BL
+            bl_size = int(meta.get("bl_size", 0))
+            sd_size = int(meta.get("sd_size", len(image.firmware) - bl_size))
+        else:
+            mode, sd_size, bl_size = legacy_dfu.MODE_BOOTLOADER, 0, len(image.firmware)
+        emit(Phase("write", f"writing RUI3's bootloader ({len(image.firmware):,} bytes) over the Adafruit "
+                            f"bootloader's legacy DFU", {"bytes": len(image.firmware)}))
+        legacy_dfu.LegacyDfuClient(link, progress=progress_to(emit)).send(
+            image.init_bytes, image.firmware, mode=mode, sd_size=sd_size, bl_size=bl_size)
+        follow(link, rui3, "bootloader", serial=serial, emit=emit, timeout=20.0)
+        emit(Note("the module is now a RAK4631-R waiting in its Secure DFU bootloader; if anything stops "
+                  "here, 'rakflash flash' of the RUI3 package finishes the job"))
+    result = FlashSession(link, app, FlashOptions(module=rui3, keep_settings=False), emit=emit).run()
+    return result
