@@ -99,12 +99,11 @@ def test_sim_cable_pulled_and_plugged_back_in(sim_process):
 
 
 def test_sim_realistic_timing_at_115200(sim_process):
-    """One end-to-end check at the real baud rate: identification stays quick."""
+    """One end-to-end check at the real baud rate and USB-UART latency (how long it takes is the
+    benchmarks' business, not a test's)."""
     sim = sim_process("rak3172", "--baud", "115200", "--latency-ms", "1")
-    t0 = time.monotonic()
     code, out = cli_json("info", "--port", sim.port)
-    assert code == 0 and out["module"] == "RAK3172"
-    assert time.monotonic() - t0 < 10   # generous: a subprocess start plus identification
+    assert code == 0 and (out["module"], out["baud"]) == ("RAK3172", 115200)
 
 
 def test_sim_unknown_module_is_a_usage_error():
