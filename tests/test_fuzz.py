@@ -171,9 +171,9 @@ def _load_and_analyse(path, target):
 
 
 @fuzz
-@given(data=st.binary(max_size=4096), suffix=st.sampled_from([".bin", ".hex", ".ota", ""]))
+@given(data=st.binary(max_size=4096), suffix=st.sampled_from([".bin", ".hex", ".ota", ".zip", ""]))
 def test_any_bytes_as_a_firmware_file(fw_dir, data, suffix):
-    COUNTS["firmware file (.bin/.hex/.ota/none): any bytes"] += 1
+    COUNTS["firmware file (.bin/.hex/.ota/.zip/none): any bytes"] += 1
     p = fw_dir / f"fw{suffix}"
     p.write_bytes(data)
     _load_and_analyse(p, "firmware file: any bytes")
@@ -491,6 +491,7 @@ def test_a_dfu_package(fw_dir, manifest, firmware, init, raw, use_raw):
         p.write_bytes(_zip({"manifest.json": json.dumps(manifest), "app.bin": firmware, "app.dat": init}))
     dfu_package.is_package(p)
     named_or_result("DFU package", lambda: dfu_package.load(p))
+    _load_and_analyse(p, "DFU package as a firmware file")
     named_or_result("DFU init packet", lambda: dfu_package.parse_init(init))
 
 
