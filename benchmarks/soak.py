@@ -213,15 +213,15 @@ def one_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli: 
         size = rng.randrange(4, 8) * 1024
     if fault.split()[0] in NOISE:
         opts["faults"] = noise_faults(fault, seed)
-    dev = create(module_key, SimOptions(**opts)).start()
+    dev = create(module_key, SimOptions(**opts))
+    keys = random_keys(rng)
+    if rui3:                           # the owner's keys, in the module's memory before it starts
+        dev.settings.update(keys)
+        dev.save_settings()
+    dev.start()
     try:
-        keys = random_keys(rng)
-        if rui3:
-            dev.settings.update(keys)
-            dev.save_settings()
         if flooding:
-            dev.press_reset()          # the keys are in; the sketch starts and floods after 0.5 s
-            time.sleep(0.8)
+            time.sleep(0.8)            # the sketch floods 0.5 s after the start
         image = tmp / f"run{index}.bin"
         data = firmware.app_image(module, new_v, size, seed=seed, new_settings_layout=resets)
         image.write_bytes(data)

@@ -279,11 +279,15 @@ def check_and_restore(link: Link, module: Module, before: dict[str, str], *,
     check = SettingsCheck(names=[setting_name(q) for q in before])
     console = AtConsole(link, module.dialect)
     for query, value in before.items():
-        if read_value(console, module, query, timeout) == value:
+        after = read_value(console, module, query, timeout)
+        if after == value:
             continue
         name = setting_name(query)
         if write_value(console, module, query, value, timeout):
-            check.restored.append(name)
+            if after is not None:
+                check.restored.append(name)   # it had changed; now it is back
+            # (else the new value could not be read consistently: it is written and
+            # confirmed now, but whether the firmware had changed it is unknown)
         else:
             check.lost.append(name)
     return check
