@@ -384,8 +384,10 @@ function addNote(job, kind, text) {
 function showPrompt(job, e) {
   const box = $(".prompt", job.el);
   box.hidden = false;
-  if (e.action === "hold-boot0-and-reset") {
-    $(".prompt-why", box).textContent = "Start the chip's ROM bootloader now:";
+  if (e.action !== "press-reset") {        // a recovery's steps for the person: the flow words them
+    const lead = { "hold-boot0-and-reset": "Start the chip's ROM bootloader now:",
+      "hold-boot-and-reset": "Start the chip's secure bootloader now:" };
+    $(".prompt-why", box).textContent = lead[e.action] || "Do this now:";
     $(".prompt-do", box).textContent = e.message;
     $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
     $(".press-virtual", box).hidden = true;
