@@ -340,3 +340,36 @@ def test_a_question_takes_only_an_answer_that_fits_it(web, virtual, tmp_path, ca
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert (result["outcome"], result["module"]) == ("aborted", "RAK4270")
     assert dev.updates == 0
+
+
+def test_several_modules_at_once_plans_first_then_one_confirmation_and_a_report(web, virtual, tmp_path, cat):
+    a, b = virtual("rak3172", serial_number="SIMA"), virtual("rak3172", serial_number="SIMB")
+    other = virtual("rak811")                       # RAK3172 firmware: refused before anything is written
+    server = web(a, b, other)
+    ports = [a.port, b.port, other.port]
+    with client(server) as c:
+        image = upload(c, firmware_file(tmp_path / "fleet.bin", cat))["image"]
+        job = c.post("api/flash", json={"ports": ports, "image": image, "baud": FAST_BAUD}).json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the plans")
+        events = server.board.jobs[job].events
+        plans = {e["port"] for e in events if e["event"] == "plan"}
+        assert plans == {a.port, b.port} and a.updates == b.updates == other.updates == 0
+        refused = next(e for e in events if e["event"] == "device-result" and e["port"] == other.port)
+        assert refused["result"] == "wrong-target"
+        prompt = [e for e in events if e["event"] == "prompt"][-1]
+        assert prompt["message"] == f"Write fleet.bin to the modules on {a.port}, {b.port}?"
+        for p in ports:                              # every port is held while the job runs
+            assert c.post("api/identify", json={"port": p, "baud": FAST_BAUD}).status_code == 409
+        assert c.get(f"api/jobs/{job}/report").status_code == 404
+        c.post(f"api/jobs/{job}/answer", json={"write": True})
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"],
+                          timeout=60, what="the fleet")
+        assert (result["outcome"], result["written"], result["ok"], result["failed"]) == ("failed", True, 2, 1)
+        by_port = {d["port"]: d for d in result["devices"]}
+        assert by_port[a.port]["app_version_after"] == by_port[b.port]["app_version_after"] == NEW
+        assert by_port[other.port]["error"] == "wrong-target"
+        lines = [json.loads(ln) for ln in c.get(f"api/jobs/{job}/report").text.splitlines()]
+        assert sorted((r["port"], r["serial_number"], r["result"]) for r in lines) == \
+            sorted([(a.port, "SIMA", "ok"), (b.port, "SIMB", "ok")])
+        assert all(r["image"] == "fleet.bin" and r["image_sha256"] and r["dev_eui"] for r in lines)
+    assert a.app_version == b.app_version == NEW and other.updates == 0

@@ -13,6 +13,7 @@ docs/ were made so).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -112,7 +113,7 @@ def press_while_asked(card, press, *, until_result: bool = False, timeout: float
 
 
 def pick(page, port: str) -> None:
-    page.locator(f'tr[data-port="{port}"] input[type=radio]').check()
+    page.locator(f'tr[data-port="{port}"] input[type=checkbox]').check()
 
 
 def drop(page, path: Path) -> None:
@@ -437,3 +438,36 @@ def test_a_rak4631_dfu_package_over_its_re_enumerating_usb_port(page, web, tmp_p
         assert dev.app_version == "RUI_4.0.6_RAK4631"
     finally:
         dev.stop()
+
+
+def test_several_modules_at_once_with_one_confirmation_and_a_report(page, web, virtual, tmp_path, cat):
+    a, b = (virtual("rak3172", baud=115200, serial_number=s) for s in ("SIMA", "SIMB"))
+    other = virtual("rak811", baud=115200)                   # RAK3172 firmware won't do for it
+    new = firmware_file(tmp_path / "RAK3172_4.0.6.bin", cat, size=16 * 1024)
+    server = web(a, b, other)
+    page.goto(server.url)
+    for dev in (a, b, other):
+        pick(page, dev.port)
+    page.set_input_files("#file", str(new))
+    card = page.locator(".job")
+    rows = {dev.port: card.locator(f'table.fleet tr[data-port="{dev.port}"]') for dev in (a, b, other)}
+    for dev in (a, b):
+        expect(rows[dev.port].locator(".f-result")).to_contain_text(f"plan: 16,384 bytes, {OLD} → {NEW}")
+    expect(rows[a.port].locator(".f-serial")).to_have_text("SIMA")
+    expect(rows[other.port].locator(".f-result")).to_contain_text("wrong-target:")
+    flash = card.get_by_role("button", name="Flash these modules")
+    flash.click()
+    expect(page.locator("#confirm-text")).to_have_text(
+        f"Write RAK3172_4.0.6.bin to the modules on {a.port}, {b.port}?")
+    assert a.updates == b.updates == other.updates == 0
+    page.locator("#confirm-write").click()
+    assert finished(card).startswith("2 of 3 modules updated or up to date; 1 not (see its row)."), card.inner_text()
+    for dev in (a, b):
+        expect(rows[dev.port].locator(".after")).to_have_text(NEW)
+    shot(page, "fleet", card)
+    with page.expect_download() as download:
+        card.get_by_role("link", name="Download the report").click()
+    lines = [json.loads(ln) for ln in Path(download.value.path()).read_text().splitlines()]
+    assert sorted((r["serial_number"], r["result"], r["app_version_after"]) for r in lines) == \
+        [("SIMA", "ok", NEW), ("SIMB", "ok", NEW)]
+    assert a.app_version == b.app_version == NEW and other.updates == 0

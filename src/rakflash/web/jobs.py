@@ -39,11 +39,12 @@ def port_key(port: str) -> str:
 class Job:
     """One operation on one port; ``emit`` is its event sink, ``ask`` its confirmation."""
 
-    def __init__(self, board: "Board", kind: str, port: str, title: str) -> None:
+    def __init__(self, board: "Board", kind: str, ports: list[str], title: str) -> None:
         self.board = board
         self.id = secrets.token_hex(4)
-        self.kind = kind                # "flash", …
-        self.port = port
+        self.kind = kind                # "flash", "recover", "fleet"
+        self.ports = ports              # the ports it holds (several for a fleet)
+        self.port = ", ".join(ports)
         self.title = title              # what it works on (the file name)
         self.state = "running"          # running | confirm | done
         self.started = time.time()
@@ -55,22 +56,30 @@ class Job:
         self._value: Any = False
         self._question: tuple[str, tuple[str, ...]] = ("confirm-write", ())
         self._rate_base: dict[str, tuple[float, int]] = {}
+        self._progress_at: dict[tuple, int] = {}      # (port, phase) -> index of its latest progress
         self.thread: threading.Thread | None = None
         self.stopper: Callable[[], None] | None = None   # stops the job's link (set by the work)
         self.stop_requested = False
 
     # -- the event sink the flows report to -----------------------------------
-    def emit(self, event: ev.Event) -> None:
-        """Keep and publish one typed event (a :data:`rakflash.events.Sink`)."""
+    def emit(self, event: ev.Event, port: str | None = None) -> None:
+        """Keep and publish one typed event (a :data:`rakflash.events.Sink`); ``port`` tags the
+        events of one module of several (a fleet's ``emit(port, event)``)."""
         data = event.to_dict()
+        if port is not None:
+            data["port"] = port
         if isinstance(event, ev.Progress):
-            data.update(self._rate(event))
+            data.update(self._rate(event, port))
         self.board.publish(self, data, replaces_progress=isinstance(event, ev.Progress))
 
-    def _rate(self, p: ev.Progress) -> dict[str, float | None]:
+    def emit_port(self, port: str, event: ev.Event) -> None:
+        """The fleet's sink: ``(port, event)``."""
+        self.emit(event, port)
+
+    def _rate(self, p: ev.Progress, port: str | None = None) -> dict[str, float | None]:
         """Bytes per second since this phase's first progress report, and the time left at that rate."""
         now = time.monotonic()
-        t0, b0 = self._rate_base.setdefault(p.phase, (now, p.bytes))
+        t0, b0 = self._rate_base.setdefault(f"{port}|{p.phase}", (now, p.bytes))
         if now - t0 < 0.2 or p.bytes <= b0:
             return {"rate": None, "eta": None}
         rate = (p.bytes - b0) / (now - t0)
@@ -131,8 +140,8 @@ class Job:
 
     def header(self) -> dict[str, Any]:
         """The job as a ``job`` message: what it is and where it stands."""
-        return {"event": "job", "kind": self.kind, "port": self.port, "title": self.title,
-                "state": self.state, "started": self.started}
+        return {"event": "job", "kind": self.kind, "port": self.port, "ports": self.ports,
+                "title": self.title, "state": self.state, "started": self.started}
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, **{k: v for k, v in self.header().items() if k != "event"},
@@ -161,49 +170,54 @@ class Board:
         self.closing = False
 
     # -- one operation per port -----------------------------------------------
-    def _take(self, port: str, what: str, job: Job | None = None) -> None:
-        key = port_key(port)
+    def _take(self, ports: list[str], what: str, job: Job | None = None) -> None:
+        """Hold every port of ``ports``, or none of them (PortBusy naming the first taken one)."""
+        keys = [port_key(p) for p in ports]
         with self._lock:
-            if key in self._holders:
-                raise PortBusy(f"{port} is busy: {self._holders[key]}",
-                               hint="One operation per port at a time: wait until it ends (it shows "
-                                    "on this page), then try again.",
-                               job=self._holder_jobs[key].id if key in self._holder_jobs else None)
-            self._holders[key] = what
-            if job is not None:
-                self._holder_jobs[key] = job
+            for port, key in zip(ports, keys):
+                if key in self._holders:
+                    raise PortBusy(f"{port} is busy: {self._holders[key]}",
+                                   hint="One operation per port at a time: wait until it ends (it "
+                                        "shows on this page), then try again.",
+                                   job=self._holder_jobs[key].id if key in self._holder_jobs else None)
+            for key in keys:
+                self._holders[key] = what
+                if job is not None:
+                    self._holder_jobs[key] = job
         self.notify()
 
-    def _give_back(self, port: str) -> None:
-        key = port_key(port)
+    def _give_back(self, ports: list[str]) -> None:
         with self._lock:
-            self._holders.pop(key, None)
-            self._holder_jobs.pop(key, None)
+            for key in map(port_key, ports):
+                self._holders.pop(key, None)
+                self._holder_jobs.pop(key, None)
         self.notify()
 
     @contextlib.contextmanager
     def hold(self, port: str, what: str) -> Iterator[None]:
         """Hold ``port`` for a short operation (identify) in the calling thread; PortBusy if taken."""
-        self._take(port, what)
+        self._take([port], what)
         try:
             yield
         finally:
-            self._give_back(port)
+            self._give_back([port])
 
     def holder(self, port: str) -> str | None:
         """What holds ``port`` now (None: free)."""
         with self._lock:
             return self._holders.get(port_key(port))
 
-    def start(self, kind: str, port: str, title: str, work: Callable[[Job], dict[str, Any]],
+    def start(self, kind: str, port: str | list[str], title: str, work: Callable[[Job], dict[str, Any]],
               *, what: str) -> Job:
-        """Run ``work(job)`` in a thread of its own, holding ``port``; PortBusy if it is taken.
+        """Run ``work(job)`` in a thread of its own, holding ``port`` (or each of a list of
+        ports); PortBusy if one is taken.
 
         ``work`` returns the job's result (a dict like the CLI's final ``--json``
         line); an exception that escapes it becomes an ``internal-error`` result.
         """
-        job = Job(self, kind, port, title)
-        self._take(port, what, job)
+        ports = [port] if isinstance(port, str) else list(dict.fromkeys(port))
+        job = Job(self, kind, ports, title)
+        self._take(ports, what, job)
         with self._lock:
             self.jobs[job.id] = job
             self._forget_old()
@@ -220,7 +234,7 @@ class Board:
                           "message": f"internal error: {exc.__class__.__name__}: {exc}",
                           "hint": "This is a bug in rakflash. Please report it with what you did."}
             finally:
-                self._give_back(port)
+                self._give_back(ports)
             job.finish(result)
 
         job.thread = threading.Thread(target=run, daemon=True, name=f"web-{kind}-{job.id}")
@@ -241,18 +255,21 @@ class Board:
         """Stamp ``data`` (sequence number, job, time) and keep it; wake the streams."""
         with self._lock:
             data = {**data, "seq": next(self._seq), "job": job.id, "t": round(job.elapsed, 3)}
-            last = job.events[-1] if job.events else None
-            if replaces_progress and last is not None and last.get("event") == "progress" \
-                    and last.get("phase") == data.get("phase"):
-                job.events[-1] = data        # a page needs only the latest progress
+            key = (data.get("port"), data.get("phase"))
+            at = job._progress_at.get(key) if replaces_progress else None
+            if at is not None:
+                job.events[at] = data        # a page needs only each module's latest progress
             else:
                 job.events.append(data)
+                if replaces_progress:
+                    job._progress_at[key] = len(job.events) - 1
         self.notify()
 
     def since(self, seq: int) -> list[dict[str, Any]]:
         """Every kept event after ``seq``, all jobs, in order."""
         with self._lock:
-            found = [e for j in self.jobs.values() for e in j.events if e["seq"] > seq]
+            found = [e for j in self.jobs.values() for e in j.events if e["seq"] > seq]   # progress
+            # entries are replaced in place with a newer seq, so order by seq, not by position
         return sorted(found, key=lambda e: e["seq"])
 
     def listen(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:

@@ -8,7 +8,11 @@
 * ``flash`` is ``rakflash flash --json``: a :class:`~rakflash.flows.session.FlashSession`
   whose confirmation is the page's "Write" button, run as a :class:`~rakflash.web.jobs.Job`;
 * ``recover`` is ``rakflash recover --json``: :func:`rakflash.flows.recover.plan_recovery`,
-  the same confirmation, then :func:`rakflash.flows.recover.recover`, run as a job.
+  the same confirmation, then :func:`rakflash.flows.recover.recover`, run as a job;
+* ``fleet`` is ``rakflash flash FILE --port A --port B … --report R --json``: a
+  :class:`~rakflash.flows.fleet.Fleet` dry run shows every module's plan or refusal, then,
+  once confirmed, a :class:`~rakflash.flows.fleet.Fleet` writes to the modules whose plans
+  stood, run as one job.
 
 No decision is made here; this module only adapts arguments and outcomes.
 """
@@ -202,3 +206,59 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
 
     return work
 
+
+def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptions,
+               report_path: str) -> Callable[[Job], dict[str, Any]]:
+    """The job that updates several modules at once: every module's plan (a dry run of the
+    fleet, nothing written), the person's one confirmation for the modules whose plans stood,
+    then the fleet itself, one report record per module appended to ``report_path``."""
+    import dataclasses
+    from ..flows.fleet import Fleet, ReportFile
+
+    def work(job: Job) -> dict[str, Any]:
+        try:
+            image = images.load(image_path, module=options.module)
+        except RakflashError as exc:
+            return failure(exc, {}, written=False)
+        image.path = name
+        check = Fleet(ports, image, dataclasses.replace(options, dry_run=True), emit=job.emit_port)
+        job.stopper = check.stop
+        if job.stop_requested:
+            check.stop()
+        planned = check.run()
+        ready = [o.port for o in planned if o.result == "dry-run"]
+        results = {o.port: o.record(image) for o in planned}
+        if ready and not job.stop_requested:
+            try:
+                yes = job.ask(f"Write {name} to the modules on {', '.join(ready)}?",
+                              {"ports": ready, "modules": len(ready)})
+            except Aborted:
+                yes = False
+            if yes:
+                fleet = Fleet(ready, image, options, emit=job.emit_port, report=ReportFile(report_path))
+                job.stopper = fleet.stop
+                if job.stop_requested:
+                    fleet.stop()
+                for o in fleet.run():
+                    results[o.port] = o.record(image)
+        return fleet_summary([results[p] for p in ports], written=job.confirmed, report=report_path)
+
+    return work
+
+
+def fleet_summary(records: list[dict[str, Any]], *, written: bool, report: str) -> dict[str, Any]:
+    """A fleet job's result: each module's report record (``devices``), counted by result, and
+    the outcome — ``ok`` (every module), ``failed`` (one or more did not make it), or ``aborted``
+    (plans stood but the person did not confirm; nothing written)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["result"]] = counts.get(r["result"], 0) + 1
+    failed = [r for r in records if r["error"]]
+    if written:
+        outcome = "failed" if failed else "ok"
+    else:
+        outcome = "aborted" if any(r["result"] == "dry-run" for r in records) else "failed"
+    result = "interrupted" if counts.get("interrupted") else outcome
+    return {"result": result, "outcome": outcome, "written": written, "modules": len(records),
+            "ok": len(records) - len(failed), "failed": len(failed), "results": counts,
+            "devices": records, "report": report if written else None, "error": None}

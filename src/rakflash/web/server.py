@@ -11,7 +11,9 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``POST api/identify``       ``{"port", "baud"?, "module"?}`` → ``rakflash info --json``
 ``POST api/images``         the file as the body (``X-File-Name``) → ``rakflash inspect --json``
 ``POST api/doctor``         ``{"port", "image"?, "module"?, "baud"?}`` → ``rakflash doctor --json``
-``POST api/flash``          ``{"port", "image", …options}`` → a job that checks, waits for "write", writes
+``POST api/flash``          ``{"port", "image", …options}`` → a job that checks, waits for "write", writes;
+                            ``{"ports": [A, B, …], …}``: several modules at once (a fleet job)
+``GET  api/jobs/ID/report`` a fleet job's report (JSON Lines, as ``flash --report`` writes it)
 ``POST api/recover``        ``{"port", "image", "module"?, "window"?, …}`` → a recovery job (plan, confirm, guide, write)
 ``POST api/jobs/ID/answer`` ``{"write": true|false}`` or ``{"module": KEY}``: the person's answer to the job's question
 ``POST api/jobs/ID/stop``   stop the job as Ctrl-C stops the command (the device's session is ended cleanly)
@@ -110,6 +112,7 @@ class WebServer:
         self.seen: dict[str, dict[str, Any]] = {}        # port key -> last identification
         self._dir = Path(tempfile.mkdtemp(prefix="rakflash-web-"))
         self._images: dict[str, tuple[str, str]] = {}   # id -> (stored path, shown name)
+        self._reports: dict[str, str] = {}               # fleet job id -> its report file
         self._scan: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._scan_lock = threading.Lock()
         self.app = Guard(self._starlette(), token=self.token, hosts=loopback_hosts(self.port, host))
@@ -217,6 +220,7 @@ class WebServer:
             Route("/api/jobs", self.api_jobs),
             Route("/api/jobs/{job}/answer", self.api_answer, methods=["POST"]),
             Route("/api/jobs/{job}/stop", self.api_stop, methods=["POST"]),
+            Route("/api/jobs/{job}/report", self.api_report),
             Route("/api/events", self.api_events),
             Route("/api/virtual/reset", self.api_virtual_reset, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
@@ -354,7 +358,9 @@ class WebServer:
 
     async def api_flash(self, request: Request) -> Response:
         body = await self._body(request)
-        port = self._field(body, "port", str, required=True)
+        ports = self._field(body, "ports", list, check=lambda ps: 1 <= len(ps) <= 64 and all(
+            isinstance(p, str) and p for p in ps))
+        port = self._field(body, "port", str, required=ports is None)
         path, name = self._image(body, required=True)
         try:
             options = FlashOptions(
@@ -364,6 +370,15 @@ class WebServer:
                 keep_settings=self._field(body, "keep_settings", bool) is not False,
                 reset_window=self._field(body, "reset_window", float, check=lambda s: 0 <= s <= 3600) or 30.0,
                 reset_line=self._field(body, "reset_line", str, check=lambda s: s in ("rts", "dtr")))
+            if ports is not None and len(set(ports)) > 1:
+                report = str(self._dir / f"report-{secrets.token_hex(4)}.jsonl")
+                job = self.board.start("fleet", ports, name,
+                                       operations.fleet_work(list(dict.fromkeys(ports)), path, name,
+                                                             options, report),
+                                       what=f"an update of several modules with {name} runs on it")
+                self._reports[job.id] = report
+                return JSONResponse({"job": job.id}, status_code=202)
+            port = port or ports[0]
             work = operations.flash_work(path, name, options)
 
             def flash_and_note(job):
@@ -447,6 +462,15 @@ class WebServer:
             return JSONResponse({"error": "not-running", "message": "this job has ended already"},
                                 status_code=409)
         return JSONResponse({"job": job.id, "stopping": True})
+
+    async def api_report(self, request: Request) -> Response:
+        """A fleet job's report: one JSON line per module, as ``flash --report`` appends them."""
+        path = self._reports.get(request.path_params["job"])
+        if path is None or not Path(path).exists():
+            return JSONResponse({"error": "no-report", "message": "no report for this job (yet)"},
+                                status_code=404)
+        return FileResponse(path, media_type="application/x-ndjson",
+                            filename=f"rakflash-report-{request.path_params['job']}.jsonl")
 
     async def api_virtual_reset(self, request: Request) -> Response:
         port = self._field(await self._body(request), "port", str, required=True)

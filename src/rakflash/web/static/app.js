@@ -48,7 +48,7 @@ async function api(path, body, opts = {}) {
 // ------------------------------------------------------------------ state
 const state = {
   ports: [],
-  port: null,          // the picked port
+  picked: [],          // the picked ports, in the order picked
   image: null,         // {image, name, inspect, error}
   jobs: new Map(),     // id -> {el, header, ...}
   confirming: null,    // the job whose confirmation dialog is open
@@ -73,15 +73,16 @@ function renderPorts(ports) {
   const body = $("#ports tbody");
   body.replaceChildren();
   $("#no-ports").hidden = ports.length > 0;
-  if (state.port && !ports.some((p) => p.port === state.port)) state.port = null;
+  state.picked = state.picked.filter((port) => ports.some((p) => p.port === port));
   for (const p of ports) {
     const seen = p.seen && !p.seen.error
       ? `${p.seen.module || "unknown"} · ${p.seen.mode === "app" ? (p.seen.app_version || "app") : "in its bootloader"}`
       : "";
-    const row = h("tr", { "data-port": p.port, class: p.port === state.port ? "picked" : "" },
+    const picked = state.picked.includes(p.port);
+    const row = h("tr", { "data-port": p.port, class: picked ? "picked" : "" },
       h("td", {}, h("input", {
-        type: "radio", name: "port", value: p.port, "aria-label": `pick ${p.port}`,
-        checked: p.port === state.port, onchange: () => pickPort(p.port),
+        type: "checkbox", name: "port", value: p.port, "aria-label": `pick ${p.port}`,
+        checked: picked, onchange: (ev) => pickPort(p.port, ev.target.checked),
       })),
       h("td", { class: "mono" }, p.port),
       h("td", {}, p.vid_pid || "-"),
@@ -96,8 +97,9 @@ function renderPorts(ports) {
   }
 }
 
-function pickPort(port) {
-  state.port = port;
+function pickPort(port, on = true) {
+  state.picked = state.picked.filter((p) => p !== port);
+  if (on) state.picked.push(port);
   renderPorts(state.ports);
   maybeCheck();
 }
@@ -229,14 +231,18 @@ function packageNeeds(init) {
   return needs.join(", ");
 }
 
+// A file and one port: check that module's plan; several ports: check them all at once (a fleet).
+// Checks start shortly after the last change, so picking several ports starts one fleet check.
+let checkTimer = null;
 function maybeCheck() {
-  $("#recover-bar").hidden = !(state.image && !state.image.error && state.port);
+  $("#recover-bar").hidden = !(state.image && !state.image.error && state.picked.length === 1);
   if (!state.image || state.image.error) return;
-  if (!state.port) {
-    $("#jobs-empty").textContent = "Now pick the module's port above: rakflash then checks the plan.";
+  if (!state.picked.length) {
+    $("#jobs-empty").textContent = "Now pick the module's port above (or several): rakflash then checks the plan.";
     return;
   }
-  check(state.port);
+  clearTimeout(checkTimer);
+  checkTimer = setTimeout(() => check([...state.picked]), 400);
 }
 
 const until = (cond, ms) => new Promise((resolve) => {
@@ -245,17 +251,22 @@ const until = (cond, ms) => new Promise((resolve) => {
   tick();
 });
 
-async function check(port) {
-  const panel = $("#check-error");
-  panel.hidden = true;
-  // A plan still waiting for "write" on this port is dropped first (one operation per port).
+// A plan still waiting for "write" on one of these ports is dropped first (one operation per port).
+async function dropPending(ports) {
   for (const job of state.jobs.values()) {
-    if (job.port === port && job.state === "confirm") {
+    if (job.state === "confirm" && job.ports.some((p) => ports.includes(p))) {
       await api(`api/jobs/${job.id}/answer`, { write: false });
       await until(() => job.state === "done", 20000);
     }
   }
-  const { status, data } = await api("api/flash", { port, image: state.image.image, ...options() });
+}
+
+async function check(ports) {
+  const panel = $("#check-error");
+  panel.hidden = true;
+  await dropPending(ports);
+  const which = ports.length === 1 ? { port: ports[0] } : { ports };
+  const { status, data } = await api("api/flash", { ...which, image: state.image.image, ...options() });
   if (status !== 202) {
     panel.hidden = false;
     panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
@@ -266,12 +277,7 @@ async function check(port) {
 async function recoverPort(port) {
   const panel = $("#check-error");
   panel.hidden = true;
-  for (const job of state.jobs.values()) {
-    if (job.port === port && job.state === "confirm") {
-      await api(`api/jobs/${job.id}/answer`, { write: false });
-      await until(() => job.state === "done", 20000);
-    }
-  }
+  await dropPending([port]);
   const o = options();
   const { status, data } = await api("api/recover", {
     port, image: state.image.image, module: o.module, baud: o.baud, window: o.reset_window,
@@ -291,7 +297,9 @@ function card(id, header) {
   if (job) return job;
   const el = $("#job-template").content.firstElementChild.cloneNode(true);
   el.dataset.job = id;
-  job = { id, el, port: header.port, state: header.state, kind: header.kind, phases: new Map(), retries: 0 };
+  job = { id, el, port: header.port, ports: header.ports || [header.port], state: header.state,
+    kind: header.kind, phases: new Map(), retries: 0, rows: new Map() };
+  if (header.kind === "fleet") fleetTable(job);
   $(".job-title", el).textContent = header.title;
   $(".job-port", el).textContent = "on " + header.port;
   el.dataset.port = header.port;
@@ -337,10 +345,11 @@ function onJobEvent(e) {
   }
   const job = state.jobs.get(e.job);
   if (!job) return;
+  if (job.kind === "fleet" && e.port) { fleetEvent(job, e); return; }
   const el = job.el;
   switch (e.event) {
     case "phase": {
-      for (const li of $(".phases", el).children) li.classList.replace("now", "past");
+      for (const li of el.querySelectorAll(".phases li")) li.classList.replace("now", "past");
       const li = h("li", { class: "now", "data-phase": e.phase }, PHASES[e.phase] || e.phase);
       li.title = e.message || "";
       $(".phases", el).append(li);
@@ -349,6 +358,10 @@ function onJobEvent(e) {
       break;
     }
     case "plan": renderPlan(job, e); break;
+    case "device":
+      $(".job-port", el).textContent = `on ${job.port} · ${e.module || "unknown module"}`
+        + (e.serial_number ? ` · serial number ${e.serial_number}` : "");
+      break;
     case "prompt":
       if (e.action === "confirm-write") {
         job.question = e.message;
@@ -466,17 +479,105 @@ function renderPlan(job, p) {
   job.plan = p;
 }
 
+// ------------------------------------------------------------------ several modules at once
+function fleetTable(job) {
+  const body = h("tbody");
+  for (const port of job.ports) {
+    const cells = {
+      module: h("td", { class: "f-module" }, "-"), serial: h("td", { class: "f-serial" }, "-"),
+      step: h("td", { class: "f-step" }, "waiting"), bar: h("progress", { max: 1, value: 0, hidden: true }),
+      bytes: h("span", { class: "f-bytes" }), result: h("td", { class: "f-result" }),
+    };
+    const row = h("tr", { "data-port": port }, h("td", { class: "mono" }, port), cells.module, cells.serial,
+      cells.step, h("td", { class: "f-progress" }, cells.bar, " ", cells.bytes), cells.result);
+    job.rows.set(port, { row, ...cells });
+    body.append(row);
+  }
+  const table = h("table", { class: "fleet" },
+    h("thead", {}, h("tr", {}, ["port", "module", "serial number", "step", "progress", "result"].map((t) => h("th", {}, t)))),
+    body);
+  $(".phases", job.el).replaceWith(table);
+  $(".flash", job.el).textContent = "Flash these modules";
+}
+
+function fleetEvent(job, e) {
+  const r = job.rows.get(e.port);
+  if (!r) return;
+  switch (e.event) {
+    case "device":
+      r.module.textContent = e.module || "unknown";
+      r.serial.textContent = e.serial_number || "-";
+      break;
+    case "phase": r.step.textContent = PHASES[e.phase] || e.phase; break;
+    case "plan":
+      r.module.textContent = e.module;
+      r.result.textContent = `plan: ${num(e.bytes)} bytes, ${e.app_version_before || "-"} → ${e.app_version_new || "-"}, about ${Math.ceil(e.estimated_seconds)} s`;
+      break;
+    case "progress":
+      r.bar.hidden = false;
+      r.bar.max = e.total || 1;
+      r.bar.value = e.bytes;
+      r.bytes.textContent = `${num(e.bytes)} of ${num(e.total)}` + (e.rate ? ` · ${kib(e.rate)}` : "");
+      break;
+    case "prompt":
+      r.step.replaceChildren(h("strong", { class: "f-prompt" }, "press this module's reset button now"),
+        " ", h("span", { class: "countdown" }, e.window ? `${Math.round(e.window)} s left` : ""));
+      if (state.ports.some((p) => p.port === e.port && p.resettable)) {
+        r.step.append(" ", h("button", { class: "press-virtual", onclick: () => api("api/virtual/reset", { port: e.port }) },
+          "press the virtual module's reset"));
+      }
+      break;
+    case "countdown": { const c = $(".countdown", r.step); if (c) c.textContent = `${e.seconds_left} s left`; break; }
+    case "caught": r.step.textContent = "caught in its bootloader"; break;
+    case "warning": addNote(job, "warning", `${e.port}: warning: ${e.message}`); break;
+    case "note": addNote(job, "note", `${e.port}: note: ${e.message}`); break;
+    case "device-result": {
+      r.step.textContent = "done";
+      r.row.dataset.result = e.result;
+      r.result.className = "f-result " + (e.error ? "bad" : "good");
+      if (e.result === "dry-run") break;                   // the plan stays shown until the update
+      if (e.result === "ok") {
+        r.result.replaceChildren(h("span", { class: "before" }, e.app_version_before || "(bootloader)"), " → ",
+          h("span", { class: "after" }, e.app_version_after || "-"));
+      } else if (e.result === "already-up-to-date") {
+        r.result.textContent = `already runs ${e.app_version_after}`;
+      } else {
+        r.result.textContent = `${e.result}: ${e.message || ""}`;
+      }
+      if (e.module) r.module.textContent = e.module;
+      if (e.serial_number) r.serial.textContent = e.serial_number;
+      break;
+    }
+  }
+}
+
+function renderFleetResult(job, r) {
+  const box = $(".result", job.el);
+  box.className = "result " + r.outcome;
+  const counts = Object.entries(r.results).map(([k, n]) => `${n} ${k}`).join(", ");
+  const head = r.written
+    ? `${r.ok} of ${r.modules} modules updated or up to date` + (r.failed ? `; ${r.failed} not (see ${r.failed === 1 ? "its row" : "their rows"})` : "")
+    : (r.outcome === "aborted" ? "Not written: the update was not confirmed" : "Nothing written: no module's plan stood");
+  box.append(h("p", { class: "headline" }, h("strong", {}, head + ".")),
+    h("p", { class: "muted code" }, `results: ${counts}`));
+  if (r.report) {
+    box.append(h("p", {}, h("a", { href: `api/jobs/${job.id}/report`, class: "report", download: "" },
+      "Download the report"), " (one JSON line per module: serial number, DevEUI, versions, result, the image's SHA-256)"));
+  }
+}
+
 function renderResult(job, r) {
   const el = job.el;
   $(".actions", el).hidden = true;
   $(".running-actions", el).hidden = true;
   $(".prompt", el).hidden = true;
-  for (const li of $(".phases", el).children) li.classList.replace("now", "past");
+  for (const li of el.querySelectorAll(".phases li")) li.classList.replace("now", "past");
   const box = $(".result", el);
   box.hidden = false;
   box.dataset.outcome = r.outcome;
   box.dataset.result = r.result;
   box.replaceChildren();
+  if (job.kind === "fleet") return renderFleetResult(job, r);
   if (r.outcome === "ok" && r.result === "ok" && r.method) {
     box.className = "result ok";
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "), `${r.module} bootloader `,
@@ -562,7 +663,9 @@ drop.addEventListener("drop", (ev) => {
   drop.classList.remove("over");
   if (ev.dataTransfer.files[0]) upload(ev.dataTransfer.files[0]);
 });
-$("#recover").addEventListener("click", () => { if (state.port && state.image) recoverPort(state.port); });
+$("#recover").addEventListener("click", () => {
+  if (state.picked.length === 1 && state.image) recoverPort(state.picked[0]);
+});
 $("#add-port").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const port = $("#other-port").value.trim();
