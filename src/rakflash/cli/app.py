@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import Aborted
+from .options import verbosity_options
 from .output import emit_json, err, prepare_streams
 
 
@@ -38,5 +39,6 @@ class _Rakflash(click.Group):
 
 @click.group(cls=_Rakflash, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rakflash")
+@verbosity_options
 def main() -> None:
     """Firmware update and recovery for RAKwireless LoRa modules."""

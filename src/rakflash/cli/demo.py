@@ -13,7 +13,8 @@ from ..flows.identify import identify
 from ..flows.plan import make_plan
 from ..flows.update import run_update
 from .app import main
-from .options import json_option, open_link
+from .flash import done_line
+from .options import json_option, open_link, verbosity_options
 from .output import TerminalEvents, emit_json, out, print_device, reports_errors, show_plan, show_settings
 
 
@@ -23,6 +24,7 @@ from .output import TerminalEvents, emit_json, out, print_device, reports_errors
 @click.option("--size", type=click.IntRange(512), default=24 * 1024, show_default=True,
               help="Size of the new application, in bytes (at most the module's application region).")
 @json_option()
+@verbosity_options
 @reports_errors
 def demo(module_name: str, size: int, as_json: bool) -> None:
     """Update a virtual module end to end over a pseudo-terminal, no hardware needed.
@@ -46,8 +48,7 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
             out.print(f"new firmware {new_file.name}: {size:,} bytes\n")
         with ExitStack() as stack:
             link = open_link(stack, dev.port, 115200, None)
-            # RUI3 modules say what they are; RUI v3 firmware doesn't, so name it.
-            device = identify(link, module=module if module.dialect.key == "rui-v3" else None)
+            device = identify(link)      # the virtual module says what it is, as a real one does
             if not as_json:
                 print_device(device)
                 out.print()
@@ -60,9 +61,7 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
                     result = run_update(link, plan, emit=render)
         after = dev.app_version
     if as_json:
-        emit_json({**result.to_dict(), "flash_reports": after})
+        emit_json({**result.to_dict(), "port": device.port, "error": None, "flash_reports": after})
         return
-    out.print(f"[green]done[/]: {result.module} {result.app_version_before} → {result.app_version_after} "
-              f"in {result.seconds:.1f} s (transfer {result.rate / 1024:.1f} KiB/s; bootloader entered "
-              f"in {result.boot_seconds:.2f} s). The virtual module's flash now holds {after}.")
+    out.print(f"[green]done[/]: {done_line(result, device)}. The virtual module's flash now holds {after}.")
     show_settings(result.settings)

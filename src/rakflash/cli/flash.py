@@ -11,17 +11,20 @@ import click
 from ..errors import AlreadyUpToDate, ConfirmationNeeded, RakflashError
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
-from .options import WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link, port_options
+from .options import (WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link,
+                      pick_port, port_options, verbosity_options)
 from .fleet import now_iso, open_report, report_one
 from .output import (JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_json, known, out, reports_errors,
                      show_settings)
 
-FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "seconds")
+# Every result line has these keys, however the command ends (success, refusal, failure, Ctrl-C),
+# with "port" beside them.
+FLASH_KEYS = ("result", "module", "app_version_before", "app_version_after", "bytes", "seconds", "error")
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=True, path_type=str))
-@port_options(several=True)
+@port_options(several=True, picks=True)
 @click.option("--all", "all_ports", is_flag=True,
               help="Update every module found: each port whose USB ids are a RAK module's or a USB-UART bridge's.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="F",
@@ -40,6 +43,7 @@ FLASH_KEYS = ("result", "app_version_before", "app_version_after", "bytes", "sec
               help="Read the LoRaWAN keys and settings before the update, check them after it, "
                    "and write back any the new firmware lost.")
 @json_option("Print JSON progress events and a JSON result line.")
+@verbosity_options
 @reports_errors(json_keys=FLASH_KEYS)
 def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | None, baud: int | None,
           trace_path: str | None, module_name: str | None, address: int | None, dry_run: bool, yes: bool,
@@ -50,9 +54,9 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
     Several --port options, or --all, update several modules at once: one live
     row per module, then a summary; --report appends one JSON line per module.
     """
-    if not port and not all_ports:
-        raise click.UsageError("Missing option '--port' / '-p' (or --all).")
     module = lookup_module(module_name)
+    if not port and not all_ports:
+        port = (pick_port(None),)            # the only port that looks like a module's, said which
     image = load_image(file, address, module)
     options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
                            dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
@@ -93,17 +97,41 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
             report_one(report, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
-            emit_json(outcome.to_dict())
+            emit_json({**outcome.to_dict(), "port": port, "error": None})
         return
     result = outcome
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), "port": port, "error": None})
         return
-    out.print(f"[green]done[/]: {result.module} {result.app_version_before or '(bootloader)'} → "
-              f"{result.app_version_after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
-              f"(transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s; "
-              f"bootloader entered in {result.boot_seconds:.2f} s)")
+    out.print(f"[green]done[/]: {done_line(result, session.device)}")
     show_settings(result.settings)     # keys that could not be read: the flow's warning said so
+
+
+def done_line(result, device) -> str:
+    """What happened, in one line: versions before → after, bytes, time, rate, what was sent
+    again, and how the bootloader was reached (a reset press waited for, when a flood was caught)."""
+    if result.app_version_before:
+        before = result.app_version_before
+    elif device is not None and device.caught:
+        before = "(a firmware that floods the port; its version unknown)"
+    elif device is not None and device.mode == "bootloader":
+        before = "(bootloader)"
+    else:
+        before = "(version unknown)"
+    after = result.app_version_after or "(no version told)"
+    if not result.version_confirmed:
+        after += " (not confirmed, see the warning)"
+    transfer = f"transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s"
+    if result.retries:
+        transfer += f", {result.retries} sent again"
+    if result.reset_wait is not None:
+        entry = f"caught in its bootloader after a reset, {result.reset_wait:.1f} s after asking for it"
+    elif device is not None and device.mode == "bootloader":
+        entry = "it was already in its bootloader"
+    else:
+        entry = f"bootloader entered in {result.boot_seconds:.2f} s"
+    return (f"{result.module} {before} → {after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
+            f"({transfer}; {entry})")
 
 
 def _ask(port: str):

@@ -10,24 +10,27 @@ from ..flows.boot import peek_bootloader_version
 from ..flows.identify import DeviceInfo, identify
 from ..link import Link
 from .app import main
-from .options import json_option, lookup_module, module_option, open_link, port_options
+from .options import (json_option, lookup_module, module_option, open_link, pick_port, port_options,
+                      verbosity_options)
 from .output import emit_json, print_device, reports_errors
 
 DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
 
 
 @main.command()
-@port_options
+@port_options(picks=True)
 @module_option()
 @click.option("--ask-bootloader", is_flag=True,
               help="RUI v3 firmware (RAK811, RAK4270) doesn't tell its bootloader's version: enter the "
                    "bootloader for a moment to ask it, then start the application again.")
 @json_option()
+@verbosity_options
 @reports_errors(json_keys=DEVICE_KEYS)
 def info(port: str, baud: int | None, trace_path: str | None, module_name: str | None,
          ask_bootloader: bool, as_json: bool) -> None:
     """Say what is on the other end of a serial port."""
     module = lookup_module(module_name)
+    port = pick_port(port)
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path)
         dev = identify(link, module=module, baud=baud)

@@ -111,28 +111,33 @@ def lookup_module(name: str | None) -> _catalog.Module | None:
                          hint=f"Known modules: {known_modules()}.") from None
 
 
-def port_options(fn: Callable | None = None, *, required: bool = True, several: bool = False) -> Callable:
+def port_options(fn: Callable | None = None, *, required: bool = True, several: bool = False,
+                 picks: bool = False) -> Callable:
     """--port, --baud and --trace, for every command that talks to a serial port
     (``@port_options``, or ``@port_options(required=False)`` where a port is optional).
 
     ``several=True``: --port may be given more than once (a tuple; the command
     checks that there is at least one, or another way to pick ports such as --all).
+    ``picks=True``: without --port the command picks the only port that looks like a
+    module's (:func:`pick_port`).
     """
     if fn is None:
-        return lambda f: port_options(f, required=required, several=several)
+        return lambda f: port_options(f, required=required, several=several, picks=picks)
     fn = click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
                       help="Record the raw serial exchange to FILE (JSON Lines)"
                            + ("; with several ports, one file per port (FILE-PORTNAME)." if several
                               else "."))(fn)
     fn = click.option("--baud", type=BAUD, default=None,
                       help="Baud rate to try first (default 115200; others are scanned).")(fn)
+    picked = (" Without it: the one port whose USB ids are a module's or a USB-UART bridge's, if "
+              "there is exactly one." if picks else "")
     if several:
         fn = click.option("--port", "-p", multiple=True, type=PortName(),
                           help="Serial port: /dev/ttyUSB0, COM3, socket://host:port. Give it several "
-                               "times to update several modules at once.")(fn)
+                               "times to update several modules at once." + picked)(fn)
     else:
-        fn = click.option("--port", "-p", required=required, type=PortName(),
-                          help="Serial port: /dev/ttyUSB0, COM3, socket://host:port.")(fn)
+        fn = click.option("--port", "-p", required=required and not picks, type=PortName(),
+                          help="Serial port: /dev/ttyUSB0, COM3, socket://host:port." + picked)(fn)
     return fn
 
 
@@ -179,3 +184,48 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except (OSError, ValueError):
         return False
+
+
+def verbosity_options(fn: Callable) -> Callable:
+    """-v / -q: how much the terminal output says (on the command group and on the commands
+    that show progress, so either place works: ``rakflash -q flash …``, ``rakflash flash … -q``)."""
+    from . import output
+
+    def level(value: int) -> Callable:
+        def set_level(ctx: click.Context, param: click.Parameter, flag: bool) -> None:
+            if not flag:
+                return
+            if output.verbosity not in (0, value):
+                raise click.UsageError("-v and -q contradict each other: give one", ctx=ctx)
+            output.verbosity = value
+        return set_level
+
+    fn = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=level(-1),
+                      help="Say less: no plan, notes or progress bar; warnings, errors and the "
+                           "result line only.")(fn)
+    fn = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=level(1),
+                      help="Say more: a line for every step with the time since the start, and "
+                           "every retry with its reason.")(fn)
+    return fn
+
+
+def pick_port(port: str | None) -> str:
+    """``port``, or — none given — the only port that looks like a module's (its USB ids are a
+    module's or a USB-UART bridge's, as ``rakflash ports`` shows), said on standard error."""
+    if port:
+        return port
+    from ..flows.discovery import module_ports
+    from .output import err, known, verbosity
+    found = module_ports()
+    if len(found) != 1:
+        which = ("no serial port looks like a module's" if not found else
+                 f"{len(found)} ports could be a module's: {', '.join(e.device for e in found)}")
+        raise UsageError(f"no --port given, and {which}",
+                         hint="Name the port with --port ('rakflash ports' lists them, with what each "
+                              "probably is).")
+    entry = found[0]
+    known["port"] = entry.device
+    if verbosity >= 0:
+        err.print(f"port: {entry.device} ({entry.probably or entry.description}), the only port that "
+                  f"looks like a module's", markup=False, highlight=False)
+    return entry.device

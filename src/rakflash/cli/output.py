@@ -13,12 +13,15 @@ import json
 import os
 import signal
 import sys
+import time
 import threading
 from typing import Any, Callable
 
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import ProgressColumn
+from rich.text import Text
 
 from .. import events as ev
 from ..errors import Aborted, RakflashError
@@ -126,6 +129,9 @@ def _stop_signals_like_ctrl_c() -> dict:
             replaced[sig] = signal.signal(sig, _terminate)
     return replaced
 
+
+# -1 quiet (-q), 0 normal, 1 verbose (-v): set from the command line, read by the renderers.
+verbosity = 0
 
 # What a command has learnt so far (e.g. the version running before an update),
 # so that a JSON error line still carries it.
@@ -275,8 +281,14 @@ class JsonEvents:
 
 
 class TerminalEvents:
-    """Events for people: plan and notes as lines, a live progress bar once writing starts,
-    the reset prompt and its countdown (whole lines when standard error is a log file)."""
+    """Events for people: plan and notes as lines, a live progress bar once writing starts that
+    names its phase (erasing, writing, verifying, starting) and counts what was sent again,
+    the reset prompt and its countdown (whole lines when standard error is a log file).
+
+    ``level`` (default: the command line's ``-v``/``-q``): -1 shows only warnings (and
+    what the command itself prints at the end), 1 adds a line for every phase with the time
+    since the start and every retry with its reason.
+    """
 
     LABELS = {"identify": "identifying", "settings": "reading settings", "boot": "entering bootloader",
               "connect": "connecting", "erase": "erasing", "write": "writing", "verify": "verifying",
@@ -286,12 +298,14 @@ class TerminalEvents:
     WAITING = {"release-boot": "restarting the module", "release-boot-and-reset": "waiting for BOOT "
                "to be released and a reset"}
 
-    def __init__(self) -> None:
+    def __init__(self, level: int | None = None) -> None:
+        self.verbosity = verbosity if level is None else level
         self._bar = None
         self._task = None
         self._label = ""
         self._retries = 0
         self._total: int | None = None
+        self._t0 = time.monotonic()
 
     def __enter__(self) -> "TerminalEvents":
         return self
@@ -301,40 +315,65 @@ class TerminalEvents:
             self._bar.stop()
             self._bar = None
 
+    @property
+    def _live(self) -> bool:
+        """A live bar: on a terminal, unless quiet."""
+        return err.is_terminal and self.verbosity >= 0
+
     def _ensure_bar(self) -> None:
-        if self._bar is not None:
+        if self._bar is not None or not self._live:
             return
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-        self._bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                             TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False)
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+        self._bar = Progress("[progress.description]{task.description}", BarColumn(),
+                             DownloadColumn(binary_units=True), _KibPerSecond(), TimeRemainingColumn(),
+                             console=err, transient=False)
         self._bar.start()
-        self._task = self._bar.add_task(self._label, total=self._total)
+        self._task = self._bar.add_task(self._text(), total=self._total)
+
+    def _text(self) -> str:
+        return self._label + (f" · {self._retries} sent again" if self._retries else "")
 
     def _describe(self, label: str) -> None:
         self._label = label
         if self._bar is not None:
-            suffix = f" ({self._retries} resent)" if self._retries else ""
-            self._bar.update(self._task, description=label + suffix)
+            self._bar.update(self._task, description=self._text())
+
+    def _line(self, text: str) -> None:
+        """A whole line (above the live bar, if there is one)."""
+        if self.verbosity > 0:
+            text = f"[{time.monotonic() - self._t0:6.2f} s] {text}"
+        err.print(text, markup=False, highlight=False)
 
     def __call__(self, event: ev.Event) -> None:
+        quiet, verbose = self.verbosity < 0, self.verbosity > 0
         if isinstance(event, ev.PlanReady):
-            show_plan(event.info)
+            if not quiet:
+                show_plan(event.info)
         elif isinstance(event, ev.Phase):
+            label = self.LABELS.get(event.phase, event.phase)
+            if verbose:
+                self._line(f"{label}: {event.message}" if event.message else label)
             if event.phase == "identify":
                 return                       # quick, and says nothing a person needs
             total = event.info.get("bytes")
             if total:
                 self._total = total
+            if not self._live and not quiet and not verbose:
+                self._line(f"{label}…")      # a log gets one whole line per phase
             self._ensure_bar()
-            if total:
+            if total and self._bar is not None:
                 self._bar.update(self._task, total=total)
-            self._describe(self.LABELS.get(event.phase, event.phase))
+            self._describe(label)
         elif isinstance(event, ev.Progress):
             self._ensure_bar()
-            self._bar.update(self._task, completed=event.bytes, total=event.total)
+            if self._bar is not None:
+                self._bar.update(self._task, completed=event.bytes, total=event.total)
         elif isinstance(event, ev.Retry):
             self._retries = event.retries
+            if verbose:
+                self._line(f"sent again ({event.retries} so far): {event.reason}")
+            elif not self._live and not quiet:
+                self._line(f"  {self._label}: {event.retries} sent again so far ({event.reason})")
             self._describe(self._label)
         elif isinstance(event, ev.Prompt):
             self._prompt(event)
@@ -354,7 +393,8 @@ class TerminalEvents:
         elif isinstance(event, ev.Warning):
             err.print(f"[yellow]warning:[/] {event.message}")
         elif isinstance(event, ev.Note):
-            out.print(f"[yellow]note:[/] {event.message}")
+            if not quiet:
+                out.print(f"[yellow]note:[/] {event.message}")
 
     def _prompt(self, event: ev.Prompt) -> None:
         if event.action == "press-reset":
@@ -367,6 +407,16 @@ class TerminalEvents:
                           "in a burst and catches the module as it starts.")
         else:
             err.print(f"[bold]{event.message}[/]")
+
+
+class _KibPerSecond(ProgressColumn):
+    """The transfer rate in KiB/s, the one unit every output of rakflash uses for rates
+    (rich's own column says kB/s, decimal)."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-.- KiB/s" if speed is None else f"{speed / 1024:.1f} KiB/s",
+                    style="progress.data.speed")
 
 
 # ------------------------------------------------------------------ shared printouts
@@ -387,7 +437,7 @@ def print_device(dev: Any) -> None:
         rows.insert(2, ("variant", f"{dev.variant}, USB {dev.usb}"))
     for k, v in rows:
         out.print(f"{k:<14}{v}")
-    for n in dev.notes:
+    for n in dev.notes if verbosity >= 0 else []:
         out.print(f"[yellow]note:[/] {n}")
 
 

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from ..catalog import Module
 from ..errors import AlreadyUpToDate, Aborted, ModuleUncertain, RakflashError
-from ..events import DeviceFound, Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere, tee
+from ..events import (Caught, DeviceFound, Event, Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere,
+                      tee)
 from ..images import Image, target_module
 from ..link import Link
 from . import boot
@@ -77,7 +78,13 @@ class FlashSession:
         self.choose_module = choose_module   # asks which module it is (None: refuse instead)
         self.image = image
         self.options = options or FlashOptions()
-        self.emit = emit
+        self.reset_wait: float | None = None   # seconds waited for a reset press, when a flood was caught
+
+        def emit_and_note(event: Event) -> None:
+            if isinstance(event, Caught):
+                self.reset_wait = (self.reset_wait or 0.0) + event.waited
+            emit(event)
+        self.emit = emit_and_note
         self.confirm = confirm
         self.device: DeviceInfo | None = None
         self.plan: Plan | None = None
@@ -127,12 +134,13 @@ class FlashSession:
             if self.confirm is not None and not self.confirm(plan):
                 raise Aborted("update not confirmed")
             written = self._writing = True       # from here on the module is the update's
-            return run_update(link, plan, emit=self.emit, reset_window=o.reset_window,
-                              reset_line=o.reset_line)
+            result = run_update(link, plan, emit=self.emit, reset_window=o.reset_window,
+                                reset_line=o.reset_line)
+            result.reset_wait = self.reset_wait
+            return result
         finally:
             if dev.caught and not written:
                 _release(link, dev)
-
 
     def _plan(self, dev: DeviceInfo) -> Plan:
         o = self.options

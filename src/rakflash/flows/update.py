@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ..at import AtConsole, looks_like_text
 from ..errors import BootloaderTooOld, TransferError, VerifyFailed, VersionUnconfirmed
-from ..events import Event, Phase, Sink, Warning, nowhere
+from ..events import Event, Phase, Retry, Sink, Warning, nowhere
 from ..link import Deadline, Link
 from . import boot
 from .plan import Plan, recovery_after_forced_stall
@@ -45,6 +45,8 @@ class UpdateResult:
     settings: SettingsCheck | None = None    # None when the old application couldn't be asked
     warnings: list[dict] = field(default_factory=list)   # the Warning events of the run (code, message)
     version_confirmed: bool = True           # False: the image carries no version to check against
+    retries: int = 0                         # packets or blocks sent again during the transfer
+    reset_wait: float | None = None          # seconds waited for a reset press (a flood caught), if any
 
     @property
     def rate(self) -> float:
@@ -57,6 +59,8 @@ class UpdateResult:
                 "seconds": round(self.seconds, 3), "boot_seconds": round(self.boot_seconds, 3),
                 "transfer_seconds": round(self.transfer_seconds, 3),
                 "bytes_per_second": round(self.rate), "version_confirmed": self.version_confirmed,
+                "retries": self.retries,
+                "reset_wait_seconds": None if self.reset_wait is None else round(self.reset_wait, 3),
                 "settings_kept": self.settings.kept if self.settings else None,
                 "settings": self.settings.to_dict() if self.settings else None,
                 "warnings": self.warnings}
@@ -73,9 +77,13 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
     warnings: list[dict] = []
     outer = emit
 
-    def emit(event: Event) -> None:        # the result line lists the run's warnings too
+    retries = [0]
+
+    def emit(event: Event) -> None:        # the result line lists the run's warnings and retries too
         if isinstance(event, Warning):
             warnings.append({"code": event.code, "message": event.message})
+        elif isinstance(event, Retry):
+            retries[0] += 1
         outer(event)
 
     def phase(name: str, message: str, **info: object) -> None:
@@ -136,7 +144,8 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
         if len(plan.forced_past) > forced:
             emit(Warning("bootloader-too-old", f"{plan.forced_past[-1].message.rstrip('.')}: "
                                                f"writing anyway (--force)"))
-    phase("write", "writing", bytes=len(plan.payload), bootloader_version=boot_version)
+    if not getattr(transfer, "reports_phases", False):
+        phase("write", "writing", bytes=len(plan.payload), bootloader_version=boot_version)
     t1 = time.monotonic()
     link.discard_input()
     try:
@@ -173,7 +182,8 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                              "the module was in its bootloader, with no application to ask", emit)
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
                         time.monotonic() - t0, boot_seconds, transfer_seconds, settings, warnings,
-                        version_confirmed=plan.app_version is not None and after is not None)
+                        version_confirmed=plan.app_version is not None and after is not None,
+                        retries=retries[0])
 
 
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:

@@ -161,7 +161,9 @@ class AmotaSender:
     sent starts over (VERIFY, which ends its session, then HEADER), at most
     ``restarts`` times. Every other error status raises its named error.
     ``progress(sent, total)`` follows each acknowledged DATA packet;
-    ``on_retry(reason)`` is called for every packet sent again or position asked.
+    ``on_retry(reason)`` is called for every packet sent again or position asked;
+    ``on_phase(name)`` as the transfer moves on: ``write`` once HEADER was taken (the
+    device has erased by then), ``verify`` before VERIFY.
     """
 
     restarts = 2   # times the whole image may be started over (a packet was taken twice)
@@ -170,7 +172,8 @@ class AmotaSender:
                  reply_timeout: float = 2.0, data_timeout: float | None = None,
                  verify_timeout: float = 10.0, restart_markers: tuple[bytes, ...] = (),
                  progress: Callable[[int, int], None] | None = None,
-                 on_retry: Callable[[str], None] | None = None) -> None:
+                 on_retry: Callable[[str], None] | None = None,
+                 on_phase: Callable[[str], None] | None = None) -> None:
         self.ch = channel
         self.restart_markers = restart_markers
         self._noise = bytearray()
@@ -181,6 +184,7 @@ class AmotaSender:
         self.verify_timeout = verify_timeout
         self.progress = progress
         self.on_retry = on_retry or (lambda reason: None)
+        self.on_phase = on_phase or (lambda name: None)
         self.sent = 0           # image bytes the device has acknowledged
         self.resumed = 0        # times the transfer went on from the device's own count
         self.started_over = 0   # times the image was started from 0 again
@@ -189,6 +193,7 @@ class AmotaSender:
         header, app = blob[:HEADER_SIZE], blob[HEADER_SIZE:]
         total = len(app)
         sent = self.sent = self._position(header, 0, first=True)
+        self.on_phase("write")
         while sent < total:
             chunk = app[sent:sent + self.packet_size]
             reply = self._exchange(DATA, chunk, resend_lost=False, timeout=self.data_timeout)
@@ -203,6 +208,7 @@ class AmotaSender:
             sent = self.sent = self._position(header, sent + len(chunk))
             if self.progress:
                 self.progress(sent, total)
+        self.on_phase("verify")
         self._exchange(VERIFY, b"", timeout=self.verify_timeout)
         # RESET restarts the module: a reply lost on its way is no failure (the
         # update flow confirms the new version), and it must not be sent again

@@ -49,6 +49,10 @@ _SILENT = None       # nothing at all arrived by the deadline
 _GARBLED = -1        # only bytes that mean nothing arrived
 _POLL = -2           # a 'C' once our block could have arrived: the receiver wants it again
 
+# Why something was sent again, by the answer to the attempt before (for on_retry).
+_WHY = {NAK: "NAK", _POLL: "the bootloader asked for it again", _GARBLED: "damaged answer",
+        _SILENT: "no answer"}
+
 _RETRY_HINT = ("The line is noisy: use a shorter cable and check the GND wire, "
                "then run the same command again.")
 _CANCEL_HINT = ("The bootloader gave up: too many damaged blocks (a noisy line: use a shorter "
@@ -130,6 +134,9 @@ class YmodemSender:
       means the block was taken. Generic receivers (lrzsz) NAK on timeouts
       too, so this is off by default.
     * ``progress(sent, total)`` is called after each acknowledged data block.
+    * ``on_retry(reason)`` is called each time something is sent again, with why.
+    * ``on_started()`` is called once the receiver acknowledged block 0 (the RUI
+      receiver has erased the application region by then: data blocks follow).
 
     ``offset`` holds the byte offset of the block being sent (for error reports).
     """
@@ -138,7 +145,9 @@ class YmodemSender:
                  start_timeout: float = 10.0, ack_timeout: float = 5.0, erase_timeout: float = 30.0,
                  max_silent: int | None = 3, restart_markers: tuple[bytes, ...] = (),
                  byte_time: float = 10 / 115200, st_iap: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 on_retry: Callable[[str], None] | None = None,
+                 on_started: Callable[[], None] | None = None) -> None:
         if block_size not in (128, 1024):
             raise ValueError("block_size must be 128 or 1024")
         self.ch = channel
@@ -152,6 +161,8 @@ class YmodemSender:
         self.byte_time = byte_time
         self.st_iap = st_iap
         self.progress = progress
+        self.on_retry = on_retry or (lambda reason: None)
+        self.on_started = on_started or (lambda: None)
         self.offset = 0
         self.closing_unanswered = False   # the end-of-batch block got no answer (see send)
         self._noise = bytearray()
@@ -171,6 +182,7 @@ class YmodemSender:
         # Block 0's ACK comes only after the receiver erased the application region.
         self._send_block(header_block(name, total), "the file header, block 0",
                          timeout=self.erase_timeout, then_c=True)
+        self.on_started()
         seq = 1
         while self.offset < total:
             chunk = data[self.offset:self.offset + self.block_size]
@@ -229,6 +241,8 @@ class YmodemSender:
                 # the block arrived; sending it again would only make a duplicate.
                 answer = ACK
             else:
+                if attempt:
+                    self.on_retry(f"{what} sent again ({_WHY.get(answer, 'no answer')})")
                 # A 'C' cannot answer this block before the block crossed the line.
                 not_before = time.monotonic() + 0.9 * line_time
                 self.ch.write(block)
@@ -264,8 +278,11 @@ class YmodemSender:
     def _send_eot(self) -> None:
         """EOT until ACKed (some receivers NAK the first EOT to be sure it was no line noise)."""
         silent = 0
-        for _ in range(self.retries + 1):
+        answer = None
+        for attempt in range(self.retries + 1):
             self._drop_stale_input()
+            if attempt:
+                self.on_retry(f"the end of the file (EOT) sent again ({_WHY.get(answer, 'no answer')})")
             self.ch.write(bytes([EOT]))
             answer = self._read_answer(self.ack_timeout)
             if answer == ACK:

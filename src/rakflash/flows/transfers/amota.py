@@ -6,10 +6,10 @@ import math
 from typing import TYPE_CHECKING
 
 from ...errors import BootEntryFailed, DeviceRejected
-from ...events import Retry, Sink
+from ...events import Sink
 from ...link import Deadline, Link
 from ...protocols import amota
-from .base import guarded, progress_to, restart_markers
+from .base import Reporter, guarded, restart_markers
 
 if TYPE_CHECKING:
     from ...catalog import Module
@@ -44,15 +44,15 @@ class AmotaTransfer:
         erase = mcu.erase_seconds(size)                       # HEADER erases what the image needs
         return wire + replies + turns + erase + mcu.program_seconds(size)
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
-        start(link, plan)
-        retries = []
+    reports_phases = True    # erase (HEADER), write, verify: the update flow leaves them to send()
 
-        def retry(reason: str) -> None:
-            retries.append(reason)
-            emit(Retry(len(retries), reason))
-        sender = amota.AmotaSender(link, progress=progress_to(emit), on_retry=retry,
-                                   **timeouts(plan, link.baud))
+    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+        report = Reporter(link, emit, len(plan.payload))
+        report.enter("erase", "erasing: the bootloader erases the pages the image needs when it gets "
+                              "the header")
+        start(link, plan)
+        sender = amota.AmotaSender(link, progress=report.progress, on_retry=report.retry,
+                                   on_phase=report.enter, **timeouts(plan, link.baud))
         try:
             guarded(link, lambda: sender.send(plan.blob), abort=amota.ABORT)
         except DeviceRejected as exc:

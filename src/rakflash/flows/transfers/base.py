@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ...errors import RakflashError
-from ...events import Progress, Sink
+from ...events import Phase, Progress, Retry, Sink
 from ...link import Link
 
 if TYPE_CHECKING:
@@ -59,3 +59,33 @@ def guarded(link: Link, send: Callable[[], None], *, abort: bytes) -> None:
 def progress_to(emit: Sink, phase: str = "write") -> Callable[[int, int], None]:
     """A protocol's ``progress(done, total)`` callback that emits :class:`Progress` events."""
     return lambda done, total: emit(Progress(done, total, phase))
+
+
+class Reporter:
+    """A transfer's own phases and retries as events, for renderers to show what it is doing.
+
+    :meth:`enter` begins a phase (``erase``, ``write``, ``verify``; each carries the
+    payload's ``bytes`` so a progress bar knows its total); :meth:`retry` counts
+    what was sent again in this transfer and says why, in the phase it happened;
+    :meth:`progress` is a protocol's ``progress(done, total)`` callback.
+    """
+
+    MESSAGES = {"erase": "erasing (the bootloader erases before it takes the data)",
+                "write": "writing", "verify": "verifying"}
+
+    def __init__(self, link: Link, emit: Sink, total: int) -> None:
+        self.link, self.emit, self.total = link, emit, total
+        self.phase = "write"
+        self.retries = 0
+
+    def enter(self, phase: str, message: str | None = None) -> None:
+        self.phase = phase
+        self.link.note(f"update step: {phase}")
+        self.emit(Phase(phase, message or self.MESSAGES.get(phase, phase), {"bytes": self.total}))
+
+    def retry(self, reason: str) -> None:
+        self.retries += 1
+        self.emit(Retry(self.retries, reason, self.phase))
+
+    def progress(self, done: int, total: int) -> None:
+        self.emit(Progress(done, total, "write"))

@@ -9,7 +9,7 @@ from ...events import Sink
 from ...errors import TransferTimeout
 from ...link import Deadline, Link
 from ...protocols import ymodem
-from .base import guarded, progress_to, restart_markers
+from .base import Reporter, guarded, restart_markers
 
 if TYPE_CHECKING:
     from ...catalog import Module
@@ -71,9 +71,16 @@ class YmodemTransfer:
         erase = mcu.erase_seconds(module.app.size)            # block 0 erases the whole region
         return wire + replies + turns + erase + mcu.program_seconds(size)
 
+    reports_phases = True    # erase (block 0's wait), then write: the update flow leaves them to send()
+
     def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+        report = Reporter(link, emit, len(plan.payload))
+        report.enter("erase", "erasing: the bootloader erases the application region when it gets the "
+                              "file header")
         start(link, plan)
-        sender = ymodem.YmodemSender(link, progress=progress_to(emit), **timeouts(plan, link.baud))
+        sender = ymodem.YmodemSender(link, progress=report.progress, on_retry=report.retry,
+                                     on_started=lambda: report.enter("write"),
+                                     **timeouts(plan, link.baud))
         guarded(link, lambda: sender.send(plan.name, plan.payload, started=True), abort=ymodem.ABORT)
 
 
