@@ -79,7 +79,7 @@ def test_a_device_that_cannot_say_which_module_it_is_gets_no_guess(virtual, tmp_
 def test_info_says_which_modules_it_could_be(virtual):
     dev = virtual("rak811", board_status=False)
     code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
-    assert code == 0 and out["module_certain"] is False
+    assert code == 0 and out["module_certain"] is False, out
     assert out["candidates"] == ["RAK811", "RAK4270"]
     proc = run_cli("info", "--port", dev.port, "--baud", str(FAST_BAUD))
     assert "module        RAK811 or RAK4270" in proc.stdout and "--module" in proc.stdout
