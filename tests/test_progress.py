@@ -137,7 +137,9 @@ def test_done_says_a_reset_was_waited_for_when_a_flood_was_caught(virtual, tmp_p
     p = tmp_path / "fixed.bin"
     p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 8 * 1024))
     env = dict(ENV)
-    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", str(p), "--port", dev.port, "--yes"],
+    # --no-keep-settings: no second start-up window to read the keys in (another test's subject).
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", str(p), "--port", dev.port, "--yes",
+                             "--no-keep-settings"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:                 # a person presses reset when asked
         if "Press the module's reset button now." in line:
