@@ -144,3 +144,27 @@ def test_ctrl_c_during_info_does_not_talk_of_an_update(tmp_path):
         os.close(slave)
     assert proc.returncode == 130, stderr
     assert "update" not in stderr and "Nothing was written" in stderr
+
+
+@pytest.mark.parametrize("how", ["locked", "just-open"])
+def test_one_busy_message_for_one_situation(virtual, how):
+    """Another program has the port: whether it took the lock or not, the same words and next step."""
+    import re
+    dev = virtual("rak3172")
+    if how == "locked":                   # another program that takes the port's lock (as pyserial can)
+        other = subprocess.Popen([sys.executable, "-c", "import serial, sys, time; "
+                                  f"s = serial.Serial({dev.port!r}, exclusive=True); print('held'); "
+                                  "sys.stdout.flush(); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+        assert other.stdout.readline().strip() == "held"
+        close = lambda: (other.kill(), other.wait())      # noqa: E731
+    else:
+        with open(dev.port, "rb") as tty:
+            other = subprocess.Popen(["sleep", "30"], stdin=tty)
+        close = lambda: (other.kill(), other.wait())      # noqa: E731
+    try:
+        code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    finally:
+        close()
+    assert (code, out["error"]) == (4, "port-busy"), out
+    assert re.fullmatch(re.escape(dev.port) + r" is in use by another program: \S+ \(pid \d+\)", out["message"])
+    assert out["hint"].startswith("Close it — the serial monitor") and out["programs"]

@@ -97,7 +97,9 @@ class PortNotFound(PortError):
 
 class PortBusy(PortError):
     name = "port-busy"
-    hint = "Close the other program using the port (serial monitor, IDE, another rakflash), then retry."
+    hint = ("Close it — the serial monitor, terminal program, IDE or other rakflash that has the port "
+            "open — then run the same command again: two programs reading one port each get part of "
+            "the bytes.")
 
 
 class PortPermission(PortError):

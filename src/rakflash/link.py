@@ -82,11 +82,7 @@ class Link:
             others = other_openers(port)
             if others:
                 self._ser.close()
-                names = ", ".join(f"{name} (pid {pid})" for pid, name in others)
-                raise PortBusy(f"{port} is open in another program too: {names}",
-                               hint="Close it (a serial monitor or terminal program) and run again: "
-                                    "two programs reading one port each get part of the bytes.",
-                               programs=[{"pid": p, "name": n} for p, n in others])
+                raise port_busy(port, others)
         if trace:
             extra = {"parity_applied": self.parity_applied} if self.parity_applied != parity else {}
             trace.event("open", port=port, baud=baud, parity=parity, **extra)
@@ -281,6 +277,15 @@ def _reason(exc: BaseException) -> str:
     return str(exc).strip() or exc.__class__.__name__
 
 
+def port_busy(port: str, others: "list[tuple[int, str]] | tuple" = (), *, windows: bool = False) -> PortBusy:
+    """The one way rakflash says a port is taken — whether another program holds its lock or
+    just has it open — naming the programs where the system tells (Linux, from /proc)."""
+    names = ", ".join(f"{name} (pid {pid})" for pid, name in others)
+    return PortBusy(f"{port} is in use by another program" + (f": {names}" if names else "")
+                    + (" (Windows says 'Access is denied')" if windows else ""),
+                    programs=[{"pid": p, "name": n} for p, n in others])
+
+
 def _open_error(port: str, exc: BaseException) -> PortError:
     err = getattr(exc, "errno", None)
     text = str(exc)
@@ -288,10 +293,11 @@ def _open_error(port: str, exc: BaseException) -> PortError:
         return PortNotFound(f"serial port {port} does not exist")
     if err in (errno.EBUSY, errno.EAGAIN) or "exclusively lock" in text \
             or "busy" in text.lower():
-        return PortBusy(f"serial port {port} is in use by another program")
+        from .ports import other_openers
+        return port_busy(port, other_openers(port))
     if "Access is denied" in text:
         # Windows says this (PermissionError 13) when another program holds the port.
-        return PortBusy(f"serial port {port} is in use by another program (Windows: 'Access is denied')")
+        return port_busy(port, (), windows=True)
     if err == errno.EACCES or "Permission denied" in text:
         return PortPermission(f"no permission to open {port}")
     if "Connection refused" in text:
