@@ -360,6 +360,7 @@ function onJobEvent(e) {
     case "plan": renderPlan(job, e); break;
     case "device":
       $(".job-port", el).textContent = `on ${job.port} · ${e.module || "unknown module"}`
+        + (e.module && e.module_certain === false ? " (probably)" : "")
         + (e.serial_number ? ` · serial number ${e.serial_number}` : "");
       break;
     case "prompt":
@@ -426,7 +427,7 @@ function showChoice(job, e) {
   const fits = e.image_fits && e.image_fits.length ? ` The file is built for: ${e.image_fits.join(", ")}.` : "";
   fill(box,
     h("p", { class: "question" }, e.message),
-    h("p", { class: "muted" }, `rakflash won't write on a guess.${fits} Pick the module named on its label, or Cancel.`),
+    h("p", { class: "muted" }, `${fits.trim()} Pick the module named on its label, or Cancel.`.trim()),
     h("p", {}, e.candidates.map((m) => [h("button", {
       class: "module-choice", "data-module": m.key,
       onclick: () => api(`api/jobs/${job.id}/answer`, { module: m.key }),
@@ -505,7 +506,7 @@ function fleetEvent(job, e) {
   if (!r) return;
   switch (e.event) {
     case "device":
-      r.module.textContent = e.module || "unknown";
+      r.module.textContent = (e.module || "unknown") + (e.module && e.module_certain === false ? " (probably)" : "");
       r.serial.textContent = e.serial_number || "-";
       break;
     case "phase": r.step.textContent = PHASES[e.phase] || e.phase; break;
