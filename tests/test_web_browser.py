@@ -277,10 +277,14 @@ def test_the_command_end_to_end_virtual_reset_button_and_cancel(page, tmp_path, 
         expect(page.locator("#device")).to_contain_text("streams data without pause")
         expect(page.locator("#device")).to_contain_text("gets past it")
 
+        page.locator("#options summary").click()
+        page.locator("#opt-window").fill("90")              # --reset-window: room for a loaded host
         pick(page, port)
         page.set_input_files("#file", str(firmware_file(tmp_path / "new.bin", cat)))
         card = page.locator(".job")
         expect(card.locator(".prompt")).to_contain_text("Press the module's reset button now.")
+        expect(card.locator(".countdown")).to_have_text(re.compile(r"^\d+ s left$"))
+        assert int(card.locator(".countdown").inner_text().split()[0]) > 30   # the option took
         press_while_asked(card, card.get_by_role("button", name="press the virtual module's reset").click)
         expect(card.locator(".notes")).to_contain_text("Caught the module in its bootloader.")
         expect(card.locator(".job-state")).to_have_text("waiting for you")
