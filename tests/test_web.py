@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import FAST_BAUD, SRC, run_cli
+from conftest import FAST_BAUD, SRC, cli_json, run_cli
 from web_support import NEW, OLD, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
 
 httpx = need("httpx", "the web tests' HTTP client")
@@ -373,3 +373,50 @@ def test_several_modules_at_once_plans_first_then_one_confirmation_and_a_report(
             sorted([(a.port, "SIMA", "ok"), (b.port, "SIMB", "ok")])
         assert all(r["image"] == "fleet.bin" and r["image_sha256"] and r["dev_eui"] for r in lines)
     assert a.app_version == b.app_version == NEW and other.updates == 0
+
+
+def test_ctrl_c_twice_stops_a_running_update_cleanly(tmp_path, cat):
+    """Ctrl-C on the server waits for a running update; a second one stops it as Ctrl-C stops
+    'flash': the transfer session ends, the module waits in its bootloader for the next run."""
+    need("uvicorn", "the web extra")
+    from test_cli import SimProcess
+    sim = SimProcess("rak3172", "--flash-scale", "0", "--latency-ms", "0.2")
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "web", "--no-browser", "--port", sim.port],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = proc.stdout.readline().split(": ", 1)[1].strip()
+        with httpx.Client(base_url=url, timeout=30) as c:
+            image = upload(c, firmware_file(tmp_path / "new.bin", cat, size=96 * 1024))["image"]
+            job = c.post("api/flash", json={"port": sim.port, "image": image}).json()["job"]
+            wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the confirmation")
+            c.post(f"api/jobs/{job}/answer", json={"write": True})
+            wait_for(lambda: c.get("api/jobs").json() and _writing(c, url, job), what="the transfer")
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: "waiting for 1 running operation" in proc.stderr.readline(), what="the notice")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        said = proc.stderr.read()
+        assert f"{sim.port}: interrupted stopped by Ctrl-C on the server" in said
+        code, info = cli_json("info", "--port", sim.port)
+        assert (code, info["mode"], info["app_version"]) == (0, "bootloader", None), info
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sim.stop()
+
+
+def _writing(c, url, job) -> bool:
+    """The job's write phase has begun (its story, as the page gets it, shows a write phase)."""
+    with c.stream("GET", "api/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: ") and f'"job": "{job}"' in line:
+                event = json.loads(line[6:])
+                if event.get("event") == "progress" and event.get("bytes", 0) > 0:
+                    return True
+                if event.get("event") == "result":
+                    return False
+            elif line.startswith(": "):        # a keep-alive: the story so far is told
+                return False
+    return False

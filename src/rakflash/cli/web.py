@@ -113,7 +113,7 @@ def _wait_for_jobs(server) -> None:
     for job in server.board.running():
         if job.state == "confirm":
             job.answer(False)          # nothing written yet: drop it, the module goes back to its app
-    running = [j for j in server.board.running() if j.thread is not None]
+    running = [j for j in server.board.running() if j.thread is not None and not j.ended.is_set()]
     if not running:
         return
     err.print(f"waiting for {len(running)} running operation(s) to finish "
@@ -123,7 +123,7 @@ def _wait_for_jobs(server) -> None:
         _join(running)
     except KeyboardInterrupt:
         for job in running:
-            job.stop()          # each ends its device's session cleanly, as Ctrl-C on 'flash' does
+            job.stop("stopped by Ctrl-C on the server")   # each ends its device's session cleanly
         try:
             _join(running, 15.0)
         except KeyboardInterrupt:
@@ -134,10 +134,12 @@ def _wait_for_jobs(server) -> None:
 
 
 def _join(jobs, timeout: float | None = None) -> None:
+    """Wait for ``jobs`` to end (on their ``ended`` events: a Ctrl-C inside Thread.join can make
+    a running thread look ended); short waits, so a Ctrl-C reaches this thread promptly."""
     end = None if timeout is None else time.monotonic() + timeout
     for job in jobs:
-        while job.thread.is_alive() and (end is None or time.monotonic() < end):
-            job.thread.join(0.2)     # short waits, so Ctrl-C reaches this thread promptly
+        while not job.ended.wait(0.2) and (end is None or time.monotonic() < end):
+            pass
 
 
 def _say(running) -> None:

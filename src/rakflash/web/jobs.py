@@ -58,8 +58,12 @@ class Job:
         self._rate_base: dict[str, tuple[float, int]] = {}
         self._progress_at: dict[tuple, int] = {}      # (port, phase) -> index of its latest progress
         self.thread: threading.Thread | None = None
+        # Set when the job has ended. Wait on this, not on Thread.join: a Ctrl-C landing inside
+        # join() can leave a still-running thread looking ended (CPython).
+        self.ended = threading.Event()
         self.stopper: Callable[[], None] | None = None   # stops the job's link (set by the work)
         self.stop_requested = False
+        self.stop_reason = "stopped from the page"
 
     # -- the event sink the flows report to -----------------------------------
     def emit(self, event: ev.Event, port: str | None = None) -> None:
@@ -120,13 +124,14 @@ class Job:
         self._answer.set()
         return True
 
-    def stop(self) -> bool:
+    def stop(self, why: str = "stopped from the page") -> bool:
         """Stop the job as Ctrl-C stops the command: a plan waiting for its confirmation is
         dropped; a running flow is interrupted at its next read or write and ends its
         device's session cleanly. False when the job has ended already."""
         if self.state == "done":
             return False
         self.stop_requested = True
+        self.stop_reason = why
         if self.state == "confirm":
             return self.answer(False) or True
         if self.stopper is not None:
@@ -235,7 +240,10 @@ class Board:
                           "hint": "This is a bug in rakflash. Please report it with what you did."}
             finally:
                 self._give_back(ports)
-            job.finish(result)
+            try:
+                job.finish(result)
+            finally:
+                job.ended.set()
 
         job.thread = threading.Thread(target=run, daemon=True, name=f"web-{kind}-{job.id}")
         job.thread.start()

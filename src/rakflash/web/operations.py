@@ -105,14 +105,14 @@ def failure(exc: RakflashError, known: dict[str, Any], *, written: bool,
 
 
 def stopped(known: dict[str, Any], *, written: bool, device: dict[str, Any] | None = None,
-            keys: tuple[str, ...] = FLASH_KEYS) -> dict[str, Any]:
+            keys: tuple[str, ...] = FLASH_KEYS, why: str = "stopped from the page") -> dict[str, Any]:
     """A job stopped with the page's Stop button, as ``flash --json`` reports a Ctrl-C."""
     d: dict[str, Any] = {k: None for k in keys}
     d.update(known)
     hint = ("The module waits in its bootloader: check the plan again and flash to finish the update."
             if written else "Nothing was written.")
     d.update(result="interrupted", outcome="stopped", written=written, error="interrupted",
-             message="stopped from the page", hint=hint, device=device)
+             message=why, hint=hint, device=device)
     return d
 
 
@@ -158,7 +158,7 @@ def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[J
             return failure(exc, session.known if session else {}, written=job.confirmed,
                            device=session.device.to_dict() if session and session.device else None)
         except KeyboardInterrupt:
-            return stopped(session.known if session else {}, written=job.confirmed,
+            return stopped(session.known if session else {}, written=job.confirmed, why=job.stop_reason,
                            device=session.device.to_dict() if session and session.device else None)
         d = outcome.to_dict()
         d.update(outcome="ok", written=not isinstance(outcome, DryRun), error=None,
@@ -197,7 +197,7 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
             d.update({k: d.get(k) for k in ("bootloader_version_before", "bootloader_version_after")})
             return d
         except KeyboardInterrupt:
-            d = stopped(known, written=job.confirmed)
+            d = stopped(known, written=job.confirmed, why=job.stop_reason)
             if job.confirmed:
                 d["hint"] = ("The chip may hold part of the image: run the recovery again (the ROM "
                              "bootloader is always there to take it).")
