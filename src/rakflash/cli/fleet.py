@@ -32,7 +32,8 @@ from .output import ask_yes_no, emit_json, err, out
 
 EXIT_SOME_FAILED = 11
 LABELS = {"waiting": "waiting", "identify": "identifying", "settings": "reading settings",
-          "boot": "entering bootloader", "write": "writing", "start": "starting new firmware",
+          "boot": "entering bootloader", "erase": "erasing", "write": "writing", "verify": "verifying",
+          "start": "starting new firmware",
           "settings-check": "checking settings", "done": "done"}
 
 
