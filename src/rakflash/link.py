@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import select
 import time
 from typing import Iterator, Protocol
 
 import serial
+
+try:
+    from serial.serialposix import Serial as _PosixSerial
+except ImportError:        # Windows: pyserial's own timeout handling
+    _PosixSerial = None
 
 from .errors import PortBusy, PortDisconnected, PortError, PortNotFound, PortPermission
 from .trace import TraceWriter
@@ -199,10 +206,44 @@ class Link:
 
     def _read_port(self, n: int, timeout: float) -> bytes:
         with self._port_guard():
-            self._ser.timeout = max(0.0, timeout)
-            data = self._ser.read(n)
+            data = self._wait_read(n, max(0.0, timeout))
         if data and self.trace:
             self.trace.data("rx", data)
+        return data
+
+    def _wait_read(self, n: int, timeout: float) -> bytes:
+        """pyserial's ``read(n)`` within ``timeout`` seconds.
+
+        On a POSIX serial port the wait is a select() here, with the port left
+        non-blocking: changing pyserial's ``timeout`` reconfigures the port
+        (tcsetattr and flock) every time, and with a new deadline on every read
+        that was most of the host's CPU per byte sent. The wait also ends when
+        another thread calls the port's ``cancel_read()`` (pyserial's wake-up
+        pipe), as pyserial's own read does.
+        """
+        ser = self._ser
+        if _PosixSerial is None or not isinstance(ser, _PosixSerial) or ser.fd is None:
+            ser.timeout = timeout
+            return ser.read(n)
+        if ser.timeout != 0:
+            ser.timeout = 0
+        data = ser.read(n)
+        if len(data) >= n or timeout <= 0:
+            return data
+        wake = getattr(ser, "pipe_abort_read_r", None)
+        fds = [ser.fd] if wake is None else [ser.fd, wake]
+        end = time.monotonic() + timeout
+        while len(data) < n:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select(fds, [], [], left)
+            if not ready:
+                break
+            if wake is not None and wake in ready:
+                os.read(wake, 1000)         # cancel_read() from another thread: return now
+                break
+            data += ser.read(n - len(data))
         return data
 
     def _in_waiting(self) -> int:
