@@ -97,8 +97,8 @@ def main() -> int:
                 wn, cn, outs = run(ports, image, args.baud)
                 mb1, mbn = size / 1e6, args.modules * size / 1e6
                 row = {"one": w1, "all": wn, "ratio": wn / w1, "cpu_mb_one": c1 / mb1,
-                       "cpu_mb_all": cn / mbn, "slowest": max(o.seconds for o in outs),
-                       "fastest": min(o.seconds for o in outs)}
+                       "cpu_mb_all": cn / mbn, "cpu_one": c1, "cpu_each": cn / args.modules,
+                       "slowest": max(o.seconds for o in outs), "fastest": min(o.seconds for o in outs)}
                 rows.append(row)
                 print(f"run {r + 1}: 1 module {w1:.2f} s; {args.modules} at once {wn:.2f} s (each "
                       f"{row['fastest']:.2f}-{row['slowest']:.2f} s) → ratio {row['ratio']:.3f}; host CPU "
@@ -116,6 +116,8 @@ def main() -> int:
           f"{med['cpu_mb_all']:.3f} s/MB with {args.modules} at once, {med['cpu_mb_one']:.3f} s/MB with one "
           f"(target ≤ 0.3); the {args.modules} simulators used {sim_cpu:.1f} CPU-s "
           f"({sim_cpu / total_mb:.2f} s/MB) in their own processes")
+    print(f"host CPU per module: {med['cpu_one']:.3f} s alone, {med['cpu_each']:.3f} s each of "
+          f"{args.modules} at once (what running them side by side in threads costs on top: the difference)")
     ok = med["ratio"] <= 1.15 and med["cpu_mb_all"] <= 0.3
     return 0 if ok else 1
 

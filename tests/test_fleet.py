@@ -265,3 +265,14 @@ def test_unwritable_report_is_a_usage_error_before_anything_is_sent(modules, new
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--port", dev.port + "x", "--yes",
                          "--report", str(new_app))                   # a slip of the tab key
     assert (code, out["error"]) == (2, "usage") and new_app.read_bytes() == before
+
+
+def test_virtual_modules_can_have_their_own_serial_numbers():
+    """`rakflash sim --serial-number`: several virtual modules, each its own (the report is keyed by it)."""
+    from test_cli import SimProcess
+    sim = SimProcess("rak3172", "--baud", str(FAST_BAUD), "--latency-ms", "0.2", "--serial-number", "LINE3-0042")
+    try:
+        code, out = cli_json("info", "--port", sim.port, "--baud", str(FAST_BAUD))
+        assert (code, out["serial_number"]) == (0, "LINE3-0042")
+    finally:
+        sim.stop()
