@@ -180,8 +180,10 @@ class Link:
     def write(self, data: bytes) -> None:
         if self.trace:
             self.trace.data("tx", data)
-        with self._port_guard("writing to "):
+        try:                  # (inline rather than _port_guard: this and the reads are the hot path)
             self._ser.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise self._gone(exc, "writing to ") from None
 
     def read(self, n: int, timeout: float) -> bytes:
         """Up to ``n`` bytes: early once ``n`` arrived, else whatever came by the deadline."""
@@ -205,8 +207,10 @@ class Link:
         return out
 
     def _read_port(self, n: int, timeout: float) -> bytes:
-        with self._port_guard():
-            data = self._wait_read(n, max(0.0, timeout))
+        try:
+            data = self._wait_read(n, timeout if timeout > 0 else 0.0)
+        except (serial.SerialException, OSError) as exc:
+            raise self._gone(exc) from None
         if data and self.trace:
             self.trace.data("rx", data)
         return data
@@ -214,24 +218,24 @@ class Link:
     def _wait_read(self, n: int, timeout: float) -> bytes:
         """pyserial's ``read(n)`` within ``timeout`` seconds.
 
-        On a POSIX serial port the wait is a select() here, with the port left
-        non-blocking: changing pyserial's ``timeout`` reconfigures the port
-        (tcsetattr and flock) every time, and with a new deadline on every read
-        that was most of the host's CPU per byte sent. The wait also ends when
-        another thread calls the port's ``cancel_read()`` (pyserial's wake-up
-        pipe), as pyserial's own read does.
+        On a POSIX serial port (pyserial opens it non-blocking) the bytes are
+        read here with select() and os.read(), as pyserial's own read does but
+        without its per-call overhead; and its ``timeout`` is never changed:
+        every change reconfigures the port (tcsetattr and flock), and with a new
+        deadline on every read that was the largest part of the host's CPU per
+        byte sent. The wait also ends when another thread calls the port's
+        ``cancel_read()`` (pyserial's wake-up pipe), as pyserial's read does.
         """
         ser = self._ser
         if _PosixSerial is None or not isinstance(ser, _PosixSerial) or ser.fd is None:
             ser.timeout = timeout
             return ser.read(n)
-        if ser.timeout != 0:
-            ser.timeout = 0
-        data = ser.read(n)
+        fd = ser.fd
+        data = _read_now(fd, n)
         if len(data) >= n or timeout <= 0:
             return data
         wake = getattr(ser, "pipe_abort_read_r", None)
-        fds = [ser.fd] if wake is None else [ser.fd, wake]
+        fds = [fd] if wake is None else [fd, wake]
         end = time.monotonic() + timeout
         while len(data) < n:
             left = end - time.monotonic()
@@ -243,12 +247,18 @@ class Link:
             if wake is not None and wake in ready:
                 os.read(wake, 1000)         # cancel_read() from another thread: return now
                 break
-            data += ser.read(n - len(data))
+            chunk = _read_now(fd, n - len(data))
+            if not chunk:
+                raise serial.SerialException("device reports readiness to read but returned no data "
+                                             "(device disconnected or multiple access on port?)")
+            data += chunk
         return data
 
     def _in_waiting(self) -> int:
-        with self._port_guard():
+        try:
             return self._ser.in_waiting
+        except (serial.SerialException, OSError) as exc:
+            raise self._gone(exc) from None
 
     @contextlib.contextmanager
     def _port_guard(self, doing: str = "") -> Iterator[None]:
@@ -256,8 +266,11 @@ class Link:
         try:
             yield
         except (serial.SerialException, OSError) as exc:
-            what = f"{doing}{self.port_name} failed" if doing else f"{self.port_name} went away"
-            raise PortDisconnected(f"{what}: {_reason(exc)}") from None
+            raise self._gone(exc, doing) from None
+
+    def _gone(self, exc: BaseException, doing: str = "") -> PortDisconnected:
+        what = f"{doing}{self.port_name} failed" if doing else f"{self.port_name} went away"
+        return PortDisconnected(f"{what}: {_reason(exc)}")
 
     def discard_input(self) -> bytes:
         """Drop what has arrived but was not read yet; return it (for diagnostics)."""
@@ -312,6 +325,14 @@ def _is_pty(port: str) -> bool:
     except OSError:
         return False
     return stat.S_ISCHR(st.st_mode) and 136 <= os.major(st.st_rdev) <= 143
+
+
+def _read_now(fd: int, n: int) -> bytes:
+    """What a non-blocking descriptor has now, up to ``n`` bytes (b"" when nothing)."""
+    try:
+        return os.read(fd, n)
+    except (BlockingIOError, InterruptedError):
+        return b""
 
 
 def _reason(exc: BaseException) -> str:
