@@ -303,11 +303,20 @@ class PtyUart:
                 break
         return n
 
-    def _next_arrival(self) -> float | None:
+    def _arrival_of(self, k: int) -> float | None:
+        """When ``k`` more of the queued bytes will have crossed the line (when the last
+        queued one will, if fewer are queued; None if none is): a read for a whole
+        packet wakes once, when the packet is in, not once per byte."""
+        last = None
         for start, bt, data, taken in self._rx:
-            if taken < len(data):
-                return start + (taken + 1) * bt
-        return None
+            left = len(data) - taken
+            if left <= 0:
+                continue
+            if k <= left:
+                return start + (taken + k) * bt
+            k -= left
+            last = start + len(data) * bt
+        return last
 
     def read(self, n: int, timeout: float) -> bytes:
         """Up to ``n`` bytes that have crossed the line; early once ``n`` arrived."""
@@ -320,7 +329,7 @@ class PtyUart:
                 self._take(n - len(out), now, out)
                 if len(out) >= n or now >= end:
                     return bytes(out)
-                nxt = self._next_arrival()
+                nxt = self._arrival_of(n - len(out))      # new bytes from the host wake us too
                 wait = end - now if nxt is None else min(end, nxt) - now
                 self._cond.wait(max(wait, 0.0))
 
