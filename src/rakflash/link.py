@@ -222,7 +222,7 @@ class Link:
         read here with select() and os.read(), as pyserial's own read does but
         without its per-call overhead; and its ``timeout`` is never changed:
         every change reconfigures the port (tcsetattr and flock), and with a new
-        deadline on every read that was the largest part of the host's CPU per
+        deadline on every read that was about a fifth of the host's CPU per
         byte sent. The wait also ends when another thread calls the port's
         ``cancel_read()`` (pyserial's wake-up pipe), as pyserial's read does.
         """
