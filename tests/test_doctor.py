@@ -26,6 +26,14 @@ NEW = "RUI_4.0.6_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"
 
 
+def _key():
+    from rakflash import dfu_package as dp
+    return dp.new_signing_key()
+
+
+RAK4631_KEY = _key()
+
+
 @pytest.fixture
 def usb(monkeypatch):
     """usb(*fake ports) -> what port discovery lists when the OS shows exactly those ports."""
@@ -387,6 +395,78 @@ def test_boot0_left_high_the_rom_bootloader_is_named_with_the_way_out(virtual, n
     dev.press_reset()
     assert dev.wait_mode(Mode.APP)
     assert "application" in by_code(diagnose(dev.port, baud=FAST_BAUD))
+
+
+def test_boot_held_on_a_rak11720_the_secure_bootloader_is_named_with_the_way_out(virtual):
+    from rakflash.apollo3_info0 import rak11720_default
+    dev = virtual("rak11720", boot_pin=True, info0=rak11720_default().replace(uart_baud=FAST_BAUD).raw)
+    assert dev.wait_mode(Mode.ROM)
+    report = diagnose(dev.port, baud=FAST_BAUD)
+    found = by_code(report)
+    f = found["apollo3-sbl"]
+    assert "secure bootloader answers" in f.finding and "RAK11720" in f.finding
+    assert "GPIO41" in f.next and "release BOOT" in f.next and report.exit_code == 5
+    assert f.command == f"rakflash recover FULL.hex --port {dev.port} --module rak11720"
+    assert "silent" not in found and "garbage" not in found
+    dev.set_boot_pin(False)        # what the finding says: release BOOT, reset
+    dev.press_reset()
+    assert dev.wait_mode(Mode.APP)
+    assert "application" in by_code(diagnose(dev.port, baud=FAST_BAUD))
+
+
+@pytest.fixture
+def rak4631():
+    """rak4631(name) -> a started virtual RAK4631 (RUI3, or 'rak4631-arduino') on its own virtual USB port."""
+    from rakflash.sim import SimOptions, create
+    from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+    started = []
+
+    def make(name="rak4631"):
+        kw = {"dfu_key": RAK4631_KEY} if name == "rak4631" else {}
+        dev = create(name, SimOptions(baud=USB_FULL_SPEED_BAUD, latency_ms=0.2, flash_scale=0.0, **kw)).start()
+        started.append(dev)
+        return dev
+    yield make
+    for dev in started:
+        dev.stop()
+
+
+def _packages(tmp_path, cat):
+    from rakflash import dfu_package as dp
+    rui3 = tmp_path / "RUI3_APP.zip"
+    rui3.write_bytes(dp.secure_package(firmware.app_image(cat.module("rak4631-r"), "RUI_4.0.6_RAK4631", 20_000),
+                                       key_pem=RAK4631_KEY, fw_version=2))
+    arduino = tmp_path / "sketch.zip"
+    arduino.write_bytes(dp.legacy_package(firmware.app_image(cat.module("rak4631-arduino"), "ARDUINO_SKETCH_1.1",
+                                                             16_000)))
+    return str(rui3), str(arduino)
+
+
+def test_rak4631_rui3_variant_and_the_package_it_takes(rak4631, tmp_path, cat):
+    dev = rak4631("rak4631")
+    rui3, arduino = _packages(tmp_path, cat)
+    found = by_code(diagnose(dev.port))
+    f = found["rak4631-variant"]
+    assert "RUI3" in f.finding and "1915:521F" in f.finding and "signed" in f.next
+    assert f.command == found["application"].command == f"rakflash flash PACKAGE.zip --port {dev.port}"
+    report = diagnose(dev.port, image_path=arduino)
+    f = by_code(report)["package-mismatch"]
+    assert f.level == "problem" and "Extended Error 0x07" in f.why and report.exit_code == 6
+    assert by_code(diagnose(dev.port, image_path=rui3))["image-fits"].command == \
+        f"rakflash flash {rui3} --port {dev.port}"
+
+
+def test_rak4631_arduino_variant_is_pointed_at_the_conversion(rak4631, tmp_path, cat):
+    dev = rak4631("rak4631-arduino")
+    rui3, arduino = _packages(tmp_path, cat)
+    found = by_code(diagnose(dev.port))
+    assert "runs its sketch" in found["application"].finding
+    assert found["rak4631-variant"].command == \
+        f"rakflash convert-to-rui3 rui3_nrf52840_bootloader_latest.zip RUI3_APP.zip --port {dev.port}"
+    f = by_code(diagnose(dev.port, image_path=rui3))["package-mismatch"]
+    assert f.command == f"rakflash convert-to-rui3 rui3_nrf52840_bootloader_latest.zip {rui3} --port {dev.port}"
+    assert "image-fits" in by_code(diagnose(dev.port, image_path=arduino))
+    assert dev.updates == 0
 
 
 def test_unusable_image(virtual, tmp_path):

@@ -53,6 +53,9 @@ BUDGET = 20.0          # seconds doctor gives itself per port (ports are examine
 EXTRA_BAUDS = (230400, 460800, 921600, 74880, 2400, 1200)   # tried only when every catalog rate gave garbage
 FIRMWARE = "FIRMWARE.bin"   # stands for the person's file in a suggested command when --for wasn't given
 FULL = "FULL.hex"           # a combined bootloader + application image, as the recovery commands say
+PACKAGE = "PACKAGE.zip"     # a RAK4631's DFU package
+DFU_PROTOCOLS = ("nordic-dfu", "legacy-dfu")
+RUI3_BOOTLOADER_PACKAGE = "rui3_nrf52840_bootloader_latest.zip"   # as RAK's docs name it
 
 
 # ------------------------------------------------------------------ what doctor reports
@@ -124,6 +127,7 @@ class Observation:
     heard: dict[int, bytes] = field(default_factory=dict)    # raw bytes received, per baud rate
     sent: dict[int, bytes] = field(default_factory=dict)
     rom: dict[str, Any] | None = None     # an STM32 ROM bootloader answered: pid, chip, modules
+    sbl: dict[str, Any] | None = None     # the Apollo3 secure bootloader answered HELLO: its STATUS
     vanished: bool = False
     out_of_time: str | None = None        # the step doctor was at when its time ran out
     plan: Plan | None = None
@@ -223,6 +227,11 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
         except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
             o.identify_error = exc
             o.bauds_tried = list(exc.details.get("bauds") or [])
+        if isinstance(o.identify_error, (NoResponse, GarbageReply)) and _may_have_apollo3_sbl(o):
+            step = "asking for an Apollo3 secure bootloader"
+            o.sbl = _apollo3_sbl(link, baud or 115200)
+            if o.sbl is not None:
+                o.identify_error = None       # what answered is known now
         if isinstance(o.identify_error, GarbageReply):
             step = "trying baud rates outside the catalog's"
             o.device = _other_bauds(link, module, o)
@@ -293,6 +302,38 @@ def _stm32_rom(link: StoppableLink, window: float = 0.8) -> dict[str, Any] | Non
             "modules": [m.key for m in modules]}
 
 
+def _may_have_apollo3_sbl(o: Observation) -> bool:
+    """Whether an Apollo3 secure bootloader can be on this port (a RAK11720's, or unknown)."""
+    if o.module is not None:
+        return o.module.mcu.key == "apollo3"
+    entry = o.entry
+    if entry is not None and entry.vid is not None:
+        usb = _catalog.load().usb(entry.vid, entry.pid)
+        if usb is not None and usb.kind == "module":
+            return False
+    return any(m.mcu.key == "apollo3" for m in _catalog.load().modules.values())
+
+
+def _apollo3_sbl(link: StoppableLink, baud: int, wait: float = 1.0) -> dict[str, Any] | None:
+    """HELLO to the Apollo3 secure bootloader's wired update: its STATUS, found by shape and CRC.
+
+    Asked only once nothing answered AT readably: the SBL answers AT's bytes with
+    binary CRC-error ACKs (garbage to identification) and keeps listening while
+    spoken to. Sent twice: the first HELLO may land behind a half message the
+    earlier probes left in its buffer.
+    """
+    from ..protocols import apollo3_sbl as sbl
+    if link.baud != baud:
+        link.baud = baud
+    link.discard_input()
+    for _ in range(2):
+        got = sbl.say_hello(link, wait)
+        if isinstance(got, sbl.Status):
+            link.discard_input()
+            return got.to_dict()
+    return None
+
+
 def _other_bauds(link: StoppableLink, module: Module | None, o: Observation) -> DeviceInfo | None:
     """Every catalog rate gave garbage: try the rates RAK firmware doesn't use (someone set one)."""
     for b in EXTRA_BAUDS:
@@ -355,11 +396,16 @@ def _doctor_again(o: Observation) -> str:
     return f"rakflash doctor --port {_q(o.port or 'PORT')}"
 
 
+def _placeholder(module: Module | None) -> str:
+    """What stands for the person's file in a suggested command: a DFU package for a RAK4631."""
+    return PACKAGE if module is not None and module.protocol in DFU_PROTOCOLS else FIRMWARE
+
+
 def _flash_command(o: Observation, *extra: str, module: Module | None = None) -> str:
-    file = _q(o.image_path) if o.image_path else FIRMWARE
-    parts = ["rakflash flash", file, "--port", _q(o.port or "PORT")]
     dev = o.device
-    if dev is not None and dev.baud != 115200:
+    file = _q(o.image_path) if o.image_path else _placeholder(dev.module if dev else module)
+    parts = ["rakflash flash", file, "--port", _q(o.port or "PORT")]
+    if dev is not None and dev.baud != 115200 and not dev.usb:      # a native USB port has no baud rate
         parts += ["--baud", str(dev.baud)]
     if module is not None:
         parts += ["--module", module.key]
@@ -582,6 +628,27 @@ def stm32_rom_bootloader(o: Observation) -> Finding | None:
 
 
 @rule
+def apollo3_secure_bootloader(o: Observation) -> Finding | None:
+    if o.sbl is None:
+        return None
+    mods = [m for m in _catalog.load().modules.values() if m.mcu.key == "apollo3"]
+    m = o.module if o.module is not None and o.module.mcu.key == "apollo3" else (mods[0] if mods else None)
+    a = m.rom_access if m is not None else {}
+    pins = (f" ({m.name}: {a['boot0']}; reset: {a['reset']})" if a.get("boot0") else "")
+    return Finding("apollo3-sbl", "problem",
+                   f"the Apollo3 secure bootloader answers on {o.port}: it waits for a wired update "
+                   f"(secure bootloader version {o.sbl['version']})"
+                   + (f"; the chip of a {m.name}" if m else ""),
+                   "BOOT was held at the chip's last reset, so its secure bootloader waits for a wired "
+                   "update instead of starting RUI's bootloader and the firmware: AT commands go "
+                   "unanswered until the wired timeout INFO0 sets (or a reset with BOOT released)",
+                   "If you meant to bring the module back, write the full image now, as below. "
+                   f"Otherwise release BOOT and reset the module: it starts its firmware again.{pins}",
+                   _recovery_command(m, o.port) if m else None, port=o.port, exit_code=5,
+                   details={"sbl": o.sbl})
+
+
+@rule
 def loopback(o: Observation) -> Finding | None:
     if not isinstance(o.identify_error, EchoingPort) and \
             (not isinstance(o.identify_error, NoResponse) or not o.loopback):
@@ -685,10 +752,21 @@ def application_answers(o: Observation) -> Finding | None:
     dev = o.device
     if dev is None or dev.mode != "app" or dev.module is None:
         return None
+    if not dev.module.dialect.get("boot"):
+        # An Arduino sketch on a RAK4631: told by its USB id, no console to ask.
+        return Finding("application", "ok",
+                       f"{dev.module.name} runs its sketch (told by its USB id {dev.usb})"
+                       + (f", serial number {dev.serial_number}" if dev.serial_number else ""),
+                       "a sketch has no console, so its version can't be read; its bootloader is "
+                       "entered with a 1200-baud touch, which 'rakflash flash' makes",
+                       "To update it:" if o.image is None else "The package check is the other "
+                       "finding for this port.", None if o.image is not None else _flash_command(o),
+                       port=o.port)
     boot_cmd = dev.module.dialect["boot"][0]
     what = (f"{dev.module.name}{'' if dev.module_certain else ' (probably)'} runs {dev.app_version or 'an unknown version'}"
             f" (bootloader {dev.bootloader_version or 'not told by the application'})"
-            + (f", serial number {dev.serial_number}" if dev.serial_number else "") + f", at {dev.baud} baud")
+            + (f", serial number {dev.serial_number}" if dev.serial_number else "")
+            + (f", on its own USB port ({dev.usb})" if dev.usb else f", at {dev.baud} baud"))
     if o.image is not None:
         return Finding("application", "ok", what, f"its application answers, so an update starts with "
                        f"{boot_cmd}, no buttons needed", "The firmware check is the other finding for this port.",
@@ -700,10 +778,36 @@ def application_answers(o: Observation) -> Finding | None:
 
 
 @rule
+def rak4631_variant(o: Observation) -> Finding | None:
+    dev = o.device
+    if dev is None or not dev.variant or dev.module is None:
+        return None
+    arduino = dev.module.protocol == "legacy-dfu"
+    port = _q(o.port or "PORT")
+    if arduino:
+        nxt = ("Update it with an Arduino package (adafruit-nrfutil dfu genpkg); or move it to RUI3 — "
+               "RAK's two documented steps, RUI3's bootloader then a RUI3 application, in one "
+               "guided command (afterwards it takes no Arduino uploads):")
+        command = f"rakflash convert-to-rui3 {RUI3_BOOTLOADER_PACKAGE} RUI3_APP.zip --port {port}"
+    else:
+        nxt = ("Update it with a RUI3 package (nrfutil pkg generate, signed with RAK's key), not an "
+               "Arduino one:")
+        command = _flash_command(o) if o.image is None else None
+    return Finding("rak4631-variant", "note",
+                   f"{dev.module.name}: {dev.variant}" + (f", USB id {dev.usb}" if dev.usb else ""),
+                   "the two RAK4631 bootloaders take different packages: RUI3's Nordic Secure DFU "
+                   "takes signed Secure DFU packages, the Arduino (Adafruit) one legacy DFU packages; a "
+                   "package for the other refuses ('Extended Error 0x07' from nrfutil) or, on the "
+                   "Adafruit bootloader, erases the sketch first",
+                   nxt, command if o.image is None or arduino else None, port=o.port,
+                   details={"variant": dev.variant, "usb": dev.usb})
+
+
+@rule
 def uncommon_baud(o: Observation) -> Finding | None:
     dev = o.device
     in_catalog = dev is not None and dev.module is not None and dev.baud in dev.module.bauds
-    if dev is None or dev.baud == 115200 or (in_catalog and o.baud == dev.baud):
+    if dev is None or dev.usb or dev.baud == 115200 or (in_catalog and o.baud == dev.baud):
         return None
     given = o.baud == dev.baud
     return Finding("baud-rate", "note", f"{o.port} answers at {dev.baud} baud, not the usual 115200",
@@ -768,7 +872,8 @@ def image_fits(o: Observation) -> Finding | None:
                    f"{o.image_path} fits: {p.app_version or 'an application'} ({len(p.payload):,} bytes) into "
                    f"{p.module.name}'s application region ({app.size:,} bytes at {app.start:#010x}){peek}",
                    f"nothing stands in the way: the bootloader takes it over {p.protocol.upper()}, about "
-                   f"{p.estimate_seconds(p.device.baud):.0f} s at {p.device.baud} baud",
+                   f"{p.estimate_seconds(p.device.baud):.0f} s "
+                   + ("over its USB port" if p.device.usb else f"at {p.device.baud} baud"),
                    "Write it:", _flash_command(o), port=o.port, details={"notes": p.notes})
 
 
@@ -790,6 +895,8 @@ REFUSAL_WHY = {
     "touches-bootloader": "the serial bootloader writes only the application region; the rest of "
                           "this image would not be written",
     "not-supported": "rakflash has no serial update for this module yet",
+    "package-mismatch": "a package for the other RAK4631 bootloader is refused by it ('Extended Error "
+                        "0x07' from nrfutil) or, on the Adafruit bootloader, erases the sketch first",
 }
 
 
@@ -802,6 +909,12 @@ def image_refused(o: Observation) -> Finding | None:
     command = None
     if e.name in ("bootloader-too-old", "touches-bootloader", "not-supported") and module is not None:
         command = _recovery_command(module, o.port)
+    package = getattr(o.image, "package", None) if o.image is not None else None
+    if e.name == "package-mismatch" and module is not None and module.protocol == "legacy-dfu" \
+            and package is not None and package.family == "secure-dfu":
+        # A RUI3 package for an Arduino RAK4631: RAK's conversion takes it as its second step.
+        command = (f"rakflash convert-to-rui3 {RUI3_BOOTLOADER_PACKAGE} {_q(o.image_path or PACKAGE)} "
+                   f"--port {_q(o.port or 'PORT')}")
     peek = (f" (doctor read bootloader {o.peeked} from the bootloader itself; the module "
             f"{'runs its application again' if o.peek_left_app else 'stays in its bootloader: press reset'})"
             if o.peeked else "")
