@@ -116,10 +116,12 @@ def _wait_for_jobs(server) -> None:
     running = [j for j in server.board.running() if j.thread is not None and not j.ended.is_set()]
     if not running:
         return
-    err.print(f"waiting for {len(running)} running operation(s) to finish "
-              f"({', '.join(j.port for j in running)}); Ctrl-C again stops them — a module stopped "
-              f"mid-update waits in its bootloader and the next update finishes it.")
     try:
+        # The notice is printed inside the try: a second Ctrl-C right after it is read must
+        # still be this one's, not escape as a bare interrupt of the command.
+        err.print(f"waiting for {len(running)} running operation(s) to finish "
+                  f"({', '.join(j.port for j in running)}); Ctrl-C again stops them — a module stopped "
+                  f"mid-update waits in its bootloader and the next update finishes it.")
         _join(running)
     except KeyboardInterrupt:
         for job in running:
