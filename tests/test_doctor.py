@@ -228,6 +228,48 @@ def test_permission_denied_names_the_group_to_join(virtual):
     assert "log out and in" in f["next"]
 
 
+def test_modemmanager_holding_the_port_gets_the_udev_rule_for_this_adapter(virtual, usb, tmp_path):
+    """ModemManager probes new serial ports; the fix is a udev rule with the adapter's own USB ids."""
+    import shutil
+    dev = virtual("rak3172")
+    usb(fake_usb_port(dev.port, 0x10C4, 0xEA60, "CP2102 USB to UART"))
+    fake_mm = tmp_path / "ModemManager"          # a program by that name holds the port
+    shutil.copy(shutil.which("sleep"), fake_mm)
+    fd = os.open(dev.port, os.O_RDWR | os.O_NOCTTY)
+    holder = subprocess.Popen([str(fake_mm), "60"], stdin=fd)
+    os.close(fd)
+    try:
+        time.sleep(0.1)
+        f = by_code(diagnose(dev.port, baud=FAST_BAUD))["port-busy"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"ModemManager (pid {holder.pid})" in f.finding
+    assert 'ATTRS{idVendor}=="10c4", ATTRS{idProduct}=="ea60", ENV{ID_MM_DEVICE_IGNORE}="1"' in f.command
+
+
+@pytest.mark.parametrize("system, command", [
+    ("Linux", 'echo \'SUBSYSTEM=="tty", ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523", MODE="0660", '
+              'TAG+="uaccess"\' | sudo tee /etc/udev/rules.d/70-rakflash.rules && sudo udevadm control --reload-rules'),
+    ("Darwin", "ls -l {port}"),
+    ("Windows", "rakflash doctor --port {port}"),
+])
+def test_permission_advice_per_system(tmp_path, system, command):
+    """A port only root may open (owner root, group root): Linux gets a udev rule for the adapter's
+    USB ids; macOS the /dev/cu.* advice; Windows (where 'access denied' means another program)."""
+    from rakflash.flows.doctor import permission_advice
+    from rakflash.ports import PortEntry
+    port = tmp_path / "ttyUSB0"
+    port.write_text("")
+    os.chown(port, 0, 0)
+    os.chmod(port, 0o600)
+    entry = PortEntry(str(port), 0x1A86, 0x7523, "USB Serial", None, None)
+    text, cmd, _ = permission_advice(str(port), entry, system)
+    assert cmd == command.replace("{port}", str(port))
+    if system == "Darwin":
+        assert "/dev/cu." in text
+
+
 def test_a_port_that_vanishes_mid_way_says_so(virtual):
     from rakflash.sim import Faults
     dev = virtual("rak3172", faults=Faults(pull_cable_after=3))

@@ -276,3 +276,30 @@ def test_virtual_modules_can_have_their_own_serial_numbers():
         assert (code, out["serial_number"]) == (0, "LINE3-0042")
     finally:
         sim.stop()
+
+
+def test_all_finds_virtual_usb_modules_through_the_port_registry_and_updates_them(tmp_path, cat):
+    """No fake listing: two virtual RAK4631-Rs register their USB ids as the simulator does, and
+    `--all` finds them through port discovery, follows each through its re-enumeration, and reports both."""
+    from rakflash import dfu_package as dp
+    from rakflash.sim import SimOptions, create
+    from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+    key = dp.new_signing_key()
+    devs = [create("rak4631", SimOptions(baud=USB_FULL_SPEED_BAUD, latency_ms=0.2, flash_scale=0.0,
+                                         dfu_key=key, serial_number=f"USB-{i}")).start() for i in range(2)]
+    try:
+        pkg = tmp_path / "RUI3_APP.zip"
+        pkg.write_bytes(dp.secure_package(firmware.app_image(cat.module("rak4631-r"), "RUI_4.0.6_RAK4631",
+                                                             20_000), key_pem=key, fw_version=2))
+        report = tmp_path / "r.jsonl"
+        proc = run_cli("flash", str(pkg), "--all", "--yes", "--json", "--report", str(report), timeout=120)
+        lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        assert proc.returncode == 0, proc.stderr + proc.stdout[-2000:]
+        assert lines[-1]["ok"] == 2
+        records = read_report(report)
+        assert sorted(r["serial_number"] for r in records) == ["USB-0", "USB-1"]
+        assert {r["app_version_after"] for r in records} == {"RUI_4.0.6_RAK4631"}
+        assert all(d.app_version == "RUI_4.0.6_RAK4631" for d in devs)
+    finally:
+        for d in devs:
+            d.stop()
