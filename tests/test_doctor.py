@@ -133,13 +133,20 @@ def test_ports_that_are_not_modules_are_left_alone_and_named(usb):
     assert f.command == "rakflash doctor --port /dev/ttyS0"
 
 
-def test_without_port_every_module_port_is_checked_side_by_side(virtual, usb):
+def test_without_port_every_module_port_is_checked_side_by_side(virtual, usb, tmp_path):
     a, b = virtual("rak3172", serial_number="SN-A"), virtual("rak3172", serial_number="SN-B")
     usb(fake_usb_port(a.port, 0x1A86, 0x7523, "CH340"), fake_usb_port(b.port, 0x10C4, 0xEA60, "CP2102"),
         fake_usb_port("/dev/ttyS0", None, None, "n/a"),
         fake_usb_port("/dev/ttyACM7", 0x0D28, 0x0204, "DAPLink"))   # a probe's COM port: left alone
     report = diagnose(baud=FAST_BAUD)
     apps = [f for f in report.findings if f.code == "application"]
+    from click.testing import CliRunner
+    from rakflash import cli
+    result = CliRunner().invoke(cli.main, ["doctor", "--baud", str(FAST_BAUD), "--json",
+                                           "--trace", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 0, result.output
+    for dev in (a, b):                       # one trace per port checked
+        assert (tmp_path / f"t-{os.path.basename(dev.port)}.jsonl").read_text().count('"ev": "tx"') > 2
     assert sorted(f.port for f in apps) == sorted([a.port, b.port])
     assert {d.serial_number for d in report.devices} == {"SN-A", "SN-B"}
     assert report.exit_code == 0

@@ -23,7 +23,7 @@ MARKS = {"ok": "[green]✓[/]", "note": "[cyan]•[/]", "action": "[yellow]![/]"
               help="Also check whether this firmware fits the module, and what stands in the way.")
 @module_option()
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
-              help="Record the raw serial exchange to FILE (JSON Lines).")
+              help="Record the raw serial exchange to FILE (JSON Lines); without --port, one file per port (FILE-PORTNAME).")
 @json_option("Print the findings as one JSON object.")
 @reports_errors
 def doctor(port: str | None, baud: int | None, image_path: str | None, module_name: str | None,
@@ -39,15 +39,19 @@ def doctor(port: str | None, baud: int | None, image_path: str | None, module_na
     """
     module = lookup_module(module_name)
     with ExitStack() as stack:
-        trace = None
-        if trace_path:
+        trace, trace_for = None, None
+        if trace_path and port is not None:
             try:
                 trace = TraceWriter(trace_path)
             except OSError as exc:
                 raise UsageError(f"cannot write the trace file {trace_path}: {exc.strerror or exc}",
                                  hint="Give --trace a path in a folder you can write to.") from None
             stack.callback(trace.close)
-        report = diagnose(port, image_path=image_path, module=module, baud=baud, trace=trace)
+        elif trace_path:                 # every module port: one trace each, F-PORTNAME.jsonl
+            from .fleet import open_trace
+            trace_for = lambda p: open_trace(stack, trace_path, p, image_path or "")  # noqa: E731
+        report = diagnose(port, image_path=image_path, module=module, baud=baud, trace=trace,
+                          trace_for=trace_for)
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -939,10 +939,12 @@ def findings_for(o: Observation) -> list[Finding]:
 
 def diagnose(port: str | None = None, *, image_path: str | None = None, module: Module | None = None,
              baud: int | None = None, budget: float = BUDGET, trace: TraceWriter | None = None,
+             trace_for: Callable[[str], TraceWriter | None] | None = None,
              listing: list[PortEntry] | None = None) -> Report:
     """Examine ``port`` (or every port that may be a module) and apply the rules.
 
     Bounded: each port gets ``budget`` seconds, and ports are examined side by side.
+    ``trace`` records the exchange (one port); ``trace_for(port)`` gives each port its own.
     """
     t0 = time.monotonic()
     listing = list_serial_ports() if listing is None else listing
@@ -961,10 +963,11 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
         findings += findings_for(Observation(None, listing=listing, image_path=image_path))
         return Report(findings, [], time.monotonic() - t0, budget)
     seen: dict[str, Observation] = {}
+    traces = {p: trace_for(p) for p in ports} if trace_for is not None else {}   # opened here, not in a thread
 
     def look(p: str) -> None:
         seen[p] = examine(p, listing=listing, module=module, baud=baud, image=image,
-                          image_path=image_path, budget=budget, trace=trace)
+                          image_path=image_path, budget=budget, trace=traces.get(p, trace))
 
     threads = [threading.Thread(target=look, args=(p,), daemon=True, name=f"doctor {p}") for p in ports]
     for t in threads:
