@@ -20,7 +20,7 @@ import pytest
 from rakflash.flows.doctor import diagnose
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, SRC, cli_json, fake_usb_port, run_cli
+from conftest import FAST_BAUD, cli_json, fake_usb_port, run_cli
 
 NEW = "RUI_4.0.6_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"

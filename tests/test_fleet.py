@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from rakflash.sim import Faults, Mode, firmware
+from rakflash.sim import Mode, firmware
 
 from conftest import FAST_BAUD, SRC, cli_json, fake_usb_port, run_cli
 

@@ -13,7 +13,8 @@ from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
 from .options import (WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link,
                       pick_port, port_options, verbosity_options)
-from .fleet import now_iso, open_report, report_one
+from ..flows.fleet import now_iso
+from .fleet import open_report, report_one
 from .output import (JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_json, known, out, reports_errors,
                      show_settings)
 

@@ -23,7 +23,7 @@ from rich.text import Text
 from .. import events as ev
 from ..errors import ConfirmationNeeded, PortNotFound, UsageError
 from ..flows.discovery import module_ports
-from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_dev_eui, now_iso, settle
+from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_dev_eui, settle
 from ..flows.session import FlashOptions
 from ..images import Image
 from ..trace import TraceWriter

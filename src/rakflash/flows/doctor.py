@@ -201,8 +201,7 @@ class _Ear:
 
 def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module | None = None,
             baud: int | None = None, image: images.Image | None = None, image_path: str | None = None,
-            budget: float = BUDGET, trace: TraceWriter | None = None,
-            stop: threading.Event | None = None) -> Observation:
+            budget: float = BUDGET, trace: TraceWriter | None = None) -> Observation:
     """Look at ``port`` for at most ``budget`` seconds; write down what was seen."""
     o = Observation(port, listing=list_serial_ports() if listing is None else listing,
                     module=module, baud=baud, image=image, image_path=image_path)
@@ -718,7 +717,7 @@ def not_a_rak_module(o: Observation) -> Finding | None:
         else None
     if not at_device and text is None:
         return None
-    said = (f"it answers AT with OK, but none of RUI3's questions (AT+VER=?, AT+HWMODEL=?)" if at_device
+    said = ("it answers AT with OK, but none of RUI3's questions (AT+VER=?, AT+HWMODEL=?)" if at_device
             else f"at {text[0]} baud it answers in text, but not as RAK firmware does: {text[1][:60]!r}")
     return Finding("not-a-rak-module", "problem", f"{o.port} is not a RAK module: {said}",
                    "rakflash updates RAK modules only; a cellular modem or an ESP AT firmware answers AT "
