@@ -81,3 +81,16 @@ def test_updates_get_through_line_faults_in_either_direction(virtual, tmp_path, 
     assert dev.flash.read(module.app.start, len(image)) == image
     sent = dev.uart.faults.received if direction == "to-module" else dev.uart.faults.sent
     assert sent > 0
+
+
+def test_a_late_answer_to_at_is_not_taken_for_another_module():
+    """On a slow line (a loaded host, a sluggish adapter) a RUI3 module's OK to AT comes after
+    the probe's deadline, just as 'at+version' is asked: that OK is no RUI v3 answer."""
+    from rakflash.flows.identify import Timing, identify
+    from test_fuzz import Device, fake_link
+    answers = [b"", b"", b"OK\r\n",                        # '\r\n', AT (late), at+version: the late OK
+               b"OK\r\n", b"AT+VER=RUI_4.0.5_RAK3172-E\r\nOK\r\n", b"AT+BOOTVER=RUI_BOOT_0.8_STM32WLE5CC\r\nOK\r\n",
+               b"AT+HWMODEL=rak3172\r\nOK\r\n", b"AT+HWID=stm32wle5xx\r\nOK\r\n", b"AT+SN=SIM0000001\r\nOK\r\n"]
+    link = fake_link(Device(answers))
+    info = identify(link, baud=115200, scan=False, timing=Timing(listen=0.01, flood_confirm=0.01, probe=0.05, query=0.1))
+    assert (info.module.key, info.mode, info.app_version) == ("rak3172", "app", "RUI_4.0.5_RAK3172-E")

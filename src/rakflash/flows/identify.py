@@ -236,6 +236,11 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     # Silence or an unknown line: ask the RUI v3 / bootloader way.
     first = lines
     reply = AtConsole(link, v3).command(v3["probe"], timing.probe)
+    if reply.ok and not reply.value:
+        # A bare OK is no RUI v3 answer (that is 'OK V3.0.0.14.H'): it is the late
+        # answer to AT of a RUI3 application on a slow line. Ask AT again, patiently.
+        if AtConsole(link, rui3).command(rui3["probe"], timing.query).ok:
+            return _rui3_app(link, baud, module, cat, timing)
     if reply.ok:
         return _v3_app(link, baud, module, cat, timing, version_reply=reply)
     if _only_echo(first, rui3["probe"]) and _only_echo(reply.lines, v3["probe"]):
