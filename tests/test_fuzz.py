@@ -18,8 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
-import struct
 import time
 import zipfile
 from collections import Counter
