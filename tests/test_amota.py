@@ -461,3 +461,23 @@ def test_vendor_script_habits_work_against_the_simulator(virtual, new_app):
             assert reply == bytes([1, 0, cmd, 0])
     assert dev.wait_mode(Mode.APP)
     assert dev.app_version == NEW
+
+
+@pytest.mark.parametrize("cmd, status", [(amota.DATA, amota.NO_BUFFER), (amota.HEADER, amota.INVALID_HEADER)],
+                         ids=["DATA ok read as insufficient buffer", "HEADER ok read as invalid header"])
+def test_one_damaged_status_byte_is_not_a_refusal(cmd, status):
+    """Module → host: a bit flipped in the status of an OK reply reads as a refusal. A refusal
+    counts when it comes twice; a DATA packet is not sent again blindly (it was taken)."""
+    app = random.Random(12).randbytes(3000)
+    flash, result, progress = send_through_pipe(
+        app, reply_timeout=0.3, device_tamper=nth_of(cmd, 2 if cmd == amota.DATA else 1,
+                                                     lambda r: r[:3] + bytes([status]) + r[4:]))
+    assert flash == app and result.status == "ok"
+    assert progress.count(1024) == 1
+
+
+def test_a_refusal_that_comes_twice_is_named():
+    app = random.Random(13).randbytes(3000)
+    refuse = lambda r: r[:3] + bytes([amota.NO_BUFFER]) + r[4:] if r[2] == amota.DATA else r  # noqa: E731
+    with pytest.raises(DeviceRejected, match="insufficient buffer"):
+        send_through_pipe(app, reply_timeout=0.3, device_tamper=refuse)

@@ -186,6 +186,7 @@ class AmotaSender:
         self.on_retry = on_retry or (lambda reason: None)
         self.on_phase = on_phase or (lambda name: None)
         self.sent = 0           # image bytes the device has acknowledged
+        self._refusal: tuple[int, int] | None = None   # the last refusal (command, status), unconfirmed
         self.resumed = 0        # times the transfer went on from the device's own count
         self.started_over = 0   # times the image was started from 0 again
 
@@ -202,7 +203,7 @@ class AmotaSender:
                 if self.progress:
                     self.progress(sent, total)
                 continue
-            why = ("the reply to DATA was lost" if reply is None else
+            why = ("the reply to DATA was lost or refused it" if reply is None else
                    f"the device counted {reply.count:,} bytes where {sent + len(chunk):,} were sent")
             self.on_retry(f"{why}: asking the bootloader where it stands")
             sent = self.sent = self._position(header, sent + len(chunk))
@@ -274,6 +275,7 @@ class AmotaSender:
         name = COMMAND_NAMES[cmd]
         lost = 0
         refused = None      # the last status that made us resend
+        line_errors = []    # every such status
         for attempt in range(self.retries + 1):
             if attempt:
                 self.on_retry(f"{name} sent again ({'no reply' if refused is None else STATUS[refused][0]})")
@@ -293,14 +295,24 @@ class AmotaSender:
                 refused = None
                 continue
             if reply.status in accept:
+                if self._refusal and self._refusal[0] == cmd:
+                    self._refusal = None
                 return reply
             if reply.status in LINE_ERRORS and cmd != VERIFY:
                 refused = reply.status     # damaged on the line (the length field too): resend
+                line_errors.append(refused)
                 continue
-            raise status_error(cmd, reply.status)
+            # A refusal counts when it comes twice in a row: one bit flipped on the way
+            # back turns OK (0) into 'invalid header' (2) or 'insufficient buffer' (4).
+            if self._refusal == (cmd, reply.status):
+                raise status_error(cmd, reply.status)
+            self._refusal = (cmd, reply.status)
+            refused = reply.status
+            if cmd == DATA:
+                return None   # was it taken after all? Only the position tells (no blind resend)
         self._check_restart(self.ch.read(4096, 0.05))
-        if refused is not None and refused != CRC_ERROR:
-            raise status_error(cmd, refused)   # the same refusal every time: not the line
+        if line_errors and all(r == INVALID_LENGTH for r in line_errors):
+            raise status_error(cmd, INVALID_LENGTH)   # the same refusal every time: not the line
         if lost == self.retries + 1:
             raise TransferTimeout(f"the bootloader did not answer {name}",
                                   hint="The module stays in its bootloader: press reset if needed "
