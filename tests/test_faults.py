@@ -94,3 +94,20 @@ def test_a_late_answer_to_at_is_not_taken_for_another_module():
     link = fake_link(Device(answers))
     info = identify(link, baud=115200, scan=False, timing=Timing(listen=0.01, flood_confirm=0.01, probe=0.05, query=0.1))
     assert (info.module.key, info.mode, info.app_version) == ("rak3172", "app", "RUI_4.0.5_RAK3172-E")
+
+
+
+def test_a_damaged_ok_to_at_does_not_make_an_application_a_bootloader():
+    """Module → host: AT's OK arrives as 'GK'; then at+version gets AT_COMMAND_NOT_FOUND, which
+    only a RUI3 application says. With --module given, that line was taken for a bootloader's
+    version, and the update then failed to enter a bootloader it believed it was in."""
+    from rakflash import catalog
+    from rakflash.flows.identify import Timing, identify
+    from test_fuzz import Device, fake_link
+    answers = [b"", b"GK\r\n", b"AT_COMMAND_NOT_FOUND\r\n",
+               b"AT+VER=RUI_4.0.5_RAK11720\r\nOK\r\n", b"AT+BOOTVER=RUI_BOOT_0.3_RAK11720\r\nOK\r\n",
+               b"AT+HWMODEL=rak11720\r\nOK\r\n", b"AT+HWID=ambiq-apollo3\r\nOK\r\n", b"AT+SN=SIM0000001\r\nOK\r\n"]
+    link = fake_link(Device(answers))
+    info = identify(link, module=catalog.load().module("rak11720"), baud=115200, scan=False,
+                    timing=Timing(listen=0.01, flood_confirm=0.01, probe=0.05, query=0.1))
+    assert (info.module.key, info.mode, info.app_version) == ("rak11720", "app", "RUI_4.0.5_RAK11720")

@@ -236,6 +236,10 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
     # Silence or an unknown line: ask the RUI v3 / bootloader way.
     first = lines
     reply = AtConsole(link, v3).command(v3["probe"], timing.probe)
+    if any(ln in rui3["errors"] for ln in reply.lines):
+        # Only a RUI3 application answers an unknown command with its error words
+        # (its answer to AT was damaged on the line, or came late).
+        return _rui3_app(link, baud, module, cat, timing)
     if reply.ok and not reply.value:
         # A bare OK is no RUI v3 answer (that is 'OK V3.0.0.14.H'): it is the late
         # answer to AT of a RUI3 application on a slow line. Ask AT again, patiently.
