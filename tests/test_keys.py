@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from rakflash.flows.settings import READS
 from rakflash.sim import Mode, Rewrite, firmware
 
 from conftest import FAST_BAUD, cli_json, flash_pressing_reset, run_cli
@@ -63,7 +64,7 @@ def test_a_key_that_never_reads_the_same_twice_is_left_alone_and_said(virtual, r
     dev = virtual("rak3172")
     set_keys(dev)
     good = f"AT+DEVEUI={KEYS['DEVEUI']}".encode()
-    for digit in "DEF1":
+    for digit in "DEF123456789"[:READS - 1]:          # the last read is right, but only once
         dev.uart.faults.rewrite_to_host.append(Rewrite(good, good[:-1] + digit.encode()))
     code, lines = flash_json(resetting_app, dev)
     out = lines[-1]
@@ -95,7 +96,7 @@ def test_a_value_that_is_not_a_well_formed_key_is_never_written(virtual, resetti
     dev = virtual("rak3172")
     set_keys(dev)
     good = f"AT+APPEUI={KEYS['APPEUI']}".encode()
-    dev.uart.faults.rewrite_to_host.append(Rewrite(good, good[:-1] + b"\xe9", times=4))
+    dev.uart.faults.rewrite_to_host.append(Rewrite(good, good[:-1] + b"\xe9", times=READS))
     code, lines = flash_json(resetting_app, dev)
     out = lines[-1]
     assert (code, out["result"]) == (0, "ok"), out
@@ -256,3 +257,22 @@ def test_a_start_up_window_too_short_for_the_keys_is_said_loudly(virtual, resett
     warning = warnings_in(events)["settings-unread"]
     assert "could not be read" in warning["message"] and "set them again" in warning["message"]
     assert dev.app_version == NEW
+
+
+def test_a_damaged_serial_number_does_not_hide_the_kept_keys_from_the_re_run(virtual, tmp_path, cat,
+                                                                               resetting_app):
+    """Identification's one read of AT+SN=? arrives damaged; the kept file is named by the
+    serial number read consistently, so the re-run after a power cut still finds the keys."""
+    dev = virtual("rak3172")
+    set_keys(dev)
+    dev.uart.faults.rewrite_to_host.append(Rewrite(b"AT+SN=SIM0000001", b"AT+SN=SIM0000009"))
+    dev.uart.faults.power_cut_after = dev.uart.faults.received + 6000
+    code, lines = flash_json(resetting_app, dev)
+    assert (code, lines[-1]["error"]) == (7, "device-restarted"), lines[-1]
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    code, lines = flash_json(resetting_app, dev)
+    out = lines[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    assert "settings-unread" not in warnings_in(lines)
+    assert out["settings"]["from_earlier_run"] is True and out["settings_kept"] is True
+    assert keys_on(dev) == KEYS

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from .identify import DeviceInfo
 
 
-READS = 4          # answers asked for at most, to find one that comes twice
+READS = 6          # answers asked for at most, to find one that comes twice (2 on a clean line)
 WRITES = 3         # tries at writing a setting back (each checked by a consistent read)
 KEPT_FILE_MAX = 64 * 1024    # a kept-settings file is a few hundred bytes; more is not ours
 
@@ -339,6 +339,12 @@ def before_update(link: Link, module: Module, serial: str | None, queries: list[
     """
     if reading is None:
         reading = read_settings(link, module, queries, timeout=timeout)
+        # The serial number names the file the values are kept in until checked: read it
+        # consistently too, or a damaged one would hide them from the re-run.
+        query = module.dialect.get("serial_number")
+        if query:
+            reading.serial_number = read_value(AtConsole(link, module.dialect), module, query, timeout)
+    serial = reading.serial_number or serial
     earlier = _earlier_or_warn(module, serial, emit)
     if earlier:
         names = [setting_name(q) for q in earlier]

@@ -102,6 +102,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
     if plan.settings_to_keep:
         phase("settings", "reading the LoRaWAN keys and settings")
         settings_before = keys.before_update(link, module, serial, plan.settings_to_keep, emit=emit)
+        serial = settings_before.serial_number or serial
     elif queries and plan.device.caught:
         # Caught in the bootloader after a reset: its application was never asked.
         # Start it again and read them in its quiet start-up window.
@@ -189,7 +190,10 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:
     """The serial number, from the new application (the bootloader could not tell it)."""
     query = plan.module.dialect.get("serial_number")
-    return AtConsole(link, plan.module.dialect).value(query, 0.5) if query else None
+    if not query:
+        return None
+    # Read consistently: it names the file the owner's keys were kept in.
+    return keys.read_value(AtConsole(link, plan.module.dialect), plan.module, query, 0.5)
 
 
 FLOOD_LINES = 40   # unasked lines, with no answer, that make the new firmware a flooding one
