@@ -232,3 +232,15 @@ def test_convert_refuses_swapped_packages_before_sending(rak4631, tmp_path, cat)
                          "--port", dev.port, "--yes", timeout=60)
     assert code == 6 and out["error"] == "package-mismatch" and "nothing was sent" in out["message"]
     assert dev.resets == 0 and dev.module.key == "rak4631-arduino"
+
+
+def test_a_port_that_is_gone_names_where_the_module_may_be_now(rak4631, tmp_path):
+    """A native USB port is renamed when the module restarts into its bootloader or is plugged in
+    again (ttyACM0 becomes ttyACM1): the port-not-found error names the port that looks like it."""
+    dev = rak4631(state="bootloader")
+    pkg = rui3_package(tmp_path, dev)
+    code, out = cli_json("flash", pkg, "--port", "/dev/ttyACM-gone", "--yes")
+    assert (code, out["error"]) == (4, "port-not-found"), out
+    assert f"--port {dev.port}" in out["hint"] and "RAK4631" in out["hint"], out["hint"]
+    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
+    assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import click
 
 from .. import catalog as _catalog
-from ..errors import UsageError
+from ..errors import PortNotFound, UsageError
 from ..link import Link
 from ..trace import TraceWriter
 
@@ -162,9 +162,27 @@ def open_link(stack: ExitStack, port: str, baud: int | None, trace_path: str | N
             raise UsageError(f"cannot write the trace file {trace_path}: {why}",
                              hint="Give --trace a path in a folder you can write to.") from None
         stack.callback(trace.close)
-    link = Link(port, baud or 115200, parity=parity, trace=trace)
+    try:
+        link = Link(port, baud or 115200, parity=parity, trace=trace)
+    except PortNotFound as exc:
+        exc.hint = _moved_hint(port) or exc.hint
+        raise
     stack.callback(link.close)
     return link
+
+
+def _moved_hint(port: str) -> str | None:
+    """Where a vanished port's module may be now: a native USB port gets a new name when the
+    module restarts into its bootloader or is plugged in again (ttyACM0 becomes ttyACM1)."""
+    from ..flows.discovery import module_ports
+    others = [e for e in module_ports() if e.device != port]
+    if not others:
+        return None
+    where = "; ".join(f"{e.device} ({e.probably or e.description})" for e in others[:3])
+    again = (f"run the same command with --port {others[0].device}" if len(others) == 1
+             else "run the same command with the right --port")
+    return (f"The module may have moved to another port (a native USB port is renamed when the "
+            f"module restarts into its bootloader or is plugged in again): {where}. If so, {again}.")
 
 
 def load_image(path: str, address: int | None, module: _catalog.Module | None):
