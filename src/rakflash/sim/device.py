@@ -351,29 +351,34 @@ class VirtualModule:
             if line is None:
                 continue
             text = line.decode("latin-1").strip()
-            if not text.lower().startswith("at+"):
-                self.app_reply(d["unsupported"])
-                continue
-            cmd = text.lower()
-            if cmd in ("at+version", "at+ver=?", "at+bootver=?"):
-                self.app_reply(self.bootloader_version or "")
-            elif cmd == "at+bootstatus":
-                self.app_reply(d["status_reply"])
-            elif cmd == "at+run":
-                if self.app_present():
-                    self.app_reply(d["run_reply"])
-                    self.boot_request = False
-                    self.uart.drain()
-                    return
-                self.app_reply("Jump failed. No legal application detected.")
-            elif cmd == "at+reset":
-                self.uart.drain()
-                return
-            elif cmd == "at+update":
+            if text.lower() == "at+update":
                 if self.run_update():
                     return
-            else:
-                self.app_reply(d["unsupported"])
+            elif self.boot_console_line(text):
+                return
+
+    def boot_console_line(self, text: str) -> bool:
+        """Answer one console line other than ``at+update``; True when the bootloader hands
+        over to the application or resets."""
+        d = self.module.boot_dialect
+        cmd = text.lower()
+        if cmd in ("at+version", "at+ver=?", "at+bootver=?"):
+            self.app_reply(self.bootloader_version or "")
+        elif cmd == "at+bootstatus":
+            self.app_reply(d["status_reply"])
+        elif cmd == "at+run":
+            if self.app_present():
+                self.app_reply(d["run_reply"])
+                self.boot_request = False
+                self.uart.drain()
+                return True
+            self.app_reply("Jump failed. No legal application detected.")
+        elif cmd == "at+reset":
+            self.uart.drain()
+            return True
+        else:                    # not an at+ line, or one this bootloader does not know
+            self.app_reply(d["unsupported"])
+        return False
 
     def run_update(self) -> bool:
         """The update protocol after ``at+update``; True when the module leaves the bootloader."""

@@ -169,7 +169,7 @@ class Rak4631(NativeUsbModule, Rui3Module):
         self.gpregret = 0
         while not self._stop:
             target = nordic_dfu.SecureDfuTarget(self.uart, self, self.dfu_state, mtu=self.MTU,
-                                                idle_timeout=self.INACTIVITY, on_text=self._console)
+                                                idle_timeout=self.INACTIVITY, on_text=self.boot_console_line)
             outcome = target.serve()
             if outcome == "activated":
                 self.app_valid = True
@@ -182,30 +182,6 @@ class Rak4631(NativeUsbModule, Rui3Module):
             if outcome == "idle" and self.app_present():
                 self.boot_request = False
                 return
-
-    def _console(self, line: str) -> bool:
-        """The bootloader's AT lines (DESIGN.md §2): True when the bootloader hands over or resets."""
-        d = self.module.boot_dialect
-        cmd = line.lower()
-        if not cmd.startswith("at+"):
-            self.app_reply(d["unsupported"])
-        elif cmd in ("at+version", "at+ver=?", "at+bootver=?"):
-            self.app_reply(self.bootloader_version or "")
-        elif cmd == "at+bootstatus":
-            self.app_reply(d["status_reply"])
-        elif cmd == "at+run":
-            if self.app_present():
-                self.app_reply(d["run_reply"])
-                self.boot_request = False
-                self.uart.drain()
-                return True
-            self.app_reply("Jump failed. No legal application detected.")
-        elif cmd == "at+reset":
-            self.uart.drain()
-            return True
-        else:
-            self.app_reply(d["unsupported"])
-        return False
 
     # -- the DFU backend (nRF5 SDK nrf_dfu_validation, as far as an application update goes)
     def check_init(self, data: bytes) -> nordic_dfu.InitVerdict:
