@@ -6,11 +6,9 @@ from contextlib import ExitStack
 
 import click
 
-from ..errors import UsageError
 from ..flows.doctor import Report, diagnose
-from ..trace import TraceWriter
 from .app import main
-from .options import BAUD, json_option, lookup_module, module_option
+from .options import BAUD, json_option, lookup_module, module_option, open_trace
 from .output import emit_json, out, reports_errors
 
 MARKS = {"ok": "[green]✓[/]", "note": "[cyan]•[/]", "action": "[yellow]![/]", "problem": "[red]✗[/]"}
@@ -41,15 +39,10 @@ def doctor(port: str | None, baud: int | None, image_path: str | None, module_na
     with ExitStack() as stack:
         trace, trace_for = None, None
         if trace_path and port is not None:
-            try:
-                trace = TraceWriter(trace_path)
-            except OSError as exc:
-                raise UsageError(f"cannot write the trace file {trace_path}: {exc.strerror or exc}",
-                                 hint="Give --trace a path in a folder you can write to.") from None
-            stack.callback(trace.close)
+            trace = open_trace(stack, trace_path)
         elif trace_path:                 # every module port: one trace each, F-PORTNAME.jsonl
-            from .fleet import open_trace
-            trace_for = lambda p: open_trace(stack, trace_path, p, image_path or "")  # noqa: E731
+            from .fleet import open_port_trace
+            trace_for = lambda p: open_port_trace(stack, trace_path, p, image_path or "")  # noqa: E731
         report = diagnose(port, image_path=image_path, module=module, baud=baud, trace=trace,
                           trace_for=trace_for)
     if as_json:

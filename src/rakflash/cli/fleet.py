@@ -27,7 +27,7 @@ from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_dev_
 from ..flows.session import FlashOptions
 from ..images import Image
 from ..trace import TraceWriter
-from .options import _same_file
+from .options import _same_file, open_trace
 from .output import ask_yes_no, emit_json, err, out
 
 EXIT_SOME_FAILED = 11
@@ -73,7 +73,7 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
     if not options.dry_run and not yes:
         _confirm(ports, image)
     with ExitStack() as stack:
-        traces = {p: open_trace(stack, trace_path, p, image.path) for p in ports} if trace_path else {}
+        traces = {p: open_port_trace(stack, trace_path, p, image.path) for p in ports} if trace_path else {}
         view = JsonFleet() if as_json else FleetView(ports)
         fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get)
         t0 = time.monotonic()
@@ -88,20 +88,11 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
     raise SystemExit(code)
 
 
-def open_trace(stack: ExitStack, trace_path: str, port: str, firmware: str) -> TraceWriter:
+def open_port_trace(stack: ExitStack, trace_path: str, port: str, firmware: str) -> TraceWriter:
     """One port's trace among several: ``F-PORTNAME.jsonl`` for ``--trace F.jsonl``."""
     p = Path(trace_path)
-    path = str(p.with_name(f"{p.stem}-{Path(port).name}{p.suffix}"))
-    if _same_file(path, firmware):
-        raise UsageError(f"the trace for {port} would overwrite the firmware file {firmware}",
-                         hint="Give --trace another file name.")
-    try:
-        trace = TraceWriter(path)
-    except OSError as exc:
-        raise UsageError(f"cannot write the trace file {path}: {exc.strerror or exc}",
-                         hint="Give --trace a path in a folder you can write to.") from None
-    stack.callback(trace.close)
-    return trace
+    return open_trace(stack, str(p.with_name(f"{p.stem}-{Path(port).name}{p.suffix}")),
+                      (firmware,) if firmware else ())
 
 
 def _confirm(ports: list[str], image: Image) -> None:

@@ -147,21 +147,7 @@ def open_link(stack: ExitStack, port: str, baud: int | None, trace_path: str | N
 
     ``keep``: files the trace must not overwrite (the firmware being written).
     """
-    trace = None
-    if trace_path:
-        for path in keep:
-            if _same_file(trace_path, path):
-                raise UsageError(f"--trace names the firmware file {path}: recording the trace "
-                                 f"would overwrite the firmware",
-                                 hint="Give --trace another file name.")
-        try:
-            trace = TraceWriter(trace_path)
-        except OSError as exc:
-            why = ("it is a FIFO and nothing reads it" if exc.errno == errno.ENXIO
-                   else exc.strerror or str(exc))
-            raise UsageError(f"cannot write the trace file {trace_path}: {why}",
-                             hint="Give --trace a path in a folder you can write to.") from None
-        stack.callback(trace.close)
+    trace = open_trace(stack, trace_path, keep) if trace_path else None
     try:
         link = Link(port, baud or 115200, parity=parity, trace=trace)
     except PortNotFound as exc:
@@ -169,6 +155,25 @@ def open_link(stack: ExitStack, port: str, baud: int | None, trace_path: str | N
         raise
     stack.callback(link.close)
     return link
+
+
+def open_trace(stack: ExitStack, trace_path: str, keep: tuple[str, ...] = ()) -> TraceWriter:
+    """Open the ``--trace`` file for writing (closed when ``stack`` unwinds), or a usage error
+    saying why not; ``keep``: files it must not overwrite (the firmware being written)."""
+    for path in keep:
+        if _same_file(trace_path, path):
+            raise UsageError(f"--trace names the firmware file {path}: recording the trace "
+                             f"would overwrite the firmware",
+                             hint="Give --trace another file name.")
+    try:
+        trace = TraceWriter(trace_path)
+    except OSError as exc:
+        why = ("it is a FIFO and nothing reads it" if exc.errno == errno.ENXIO
+               else exc.strerror or str(exc))
+        raise UsageError(f"cannot write the trace file {trace_path}: {why}",
+                         hint="Give --trace a path in a folder you can write to.") from None
+    stack.callback(trace.close)
+    return trace
 
 
 def _moved_hint(port: str) -> str | None:
