@@ -17,7 +17,6 @@ import pytest
 import serial
 from hypothesis import given, settings, strategies as st
 
-from rakflash import images
 from rakflash.apollo3_ota import (HEADER_SIZE, OtaHeader, build_blob, crc32_apollo3, looks_like_blob,
                                   parse_blob)
 from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout, VerifyFailed

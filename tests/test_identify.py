@@ -8,7 +8,7 @@ import time
 import pytest
 import serial
 
-from rakflash.errors import Flooding, GarbageReply, NoResponse, PortBusy, PortNotFound
+from rakflash.errors import Flooding, PortBusy
 from rakflash.flows.identify import identify
 from rakflash.link import Link
 

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from rakflash.sim import Mode, firmware
+from rakflash.sim import firmware
 
-from conftest import FAST_BAUD, SRC, cli_json, fake_usb_port, flash_pressing_reset, run_cli
+from conftest import FAST_BAUD, SRC, cli_json, fake_usb_port, run_cli
 
 NEW = "RUI_4.0.7_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"

@@ -15,7 +15,6 @@ from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
 from rakflash.flows.recover_stm32 import erase_pages, write_blocks
 from rakflash.link import Link
 from rakflash.sim import Mode, firmware
-from rakflash.sim.stm32_rom import Stm32Rom
 from rakflash.trace import TraceWriter
 
 from conftest import FAST_BAUD

@@ -11,9 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-
-import pytest
 
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
 from web_support import NEW, OLD, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)

@@ -35,7 +35,7 @@ from ..catalog import Module
 from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomNack,
                       RomNoHandshake, VerifyFailed, WrongChip)
 from ..events import Countdown, Phase, Progress, Prompt
-from ..images import ImageInfo, Segment
+from ..images import ImageInfo
 from ..link import Link
 from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
 from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
@@ -64,7 +64,7 @@ class Stm32RomMethod(RecoveryMethod):
             "you hold BOOT0 high and reset the module (rakflash waits for the ROM's answer)",
             f"handshake (0x7F) at {options.baud} baud 8E1; Get, Get ID: the chip must be "
             f"{module.mcu.name} (product ID 0x{module.mcu.rom.pid:03X}); check read-out protection",
-            f"read the bootloader version now on the chip",
+            "read the bootloader version now on the chip",
             f"erase {len(pages)} page(s) of {size:,} bytes: "
             + ", ".join(f"{a:#010x}-{b:#010x}" for a, b in erase)
             + " (only what the image covers; nothing else is touched)",

@@ -169,8 +169,8 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                            f"{plan.app_version!r}", bytes=len(plan.payload))
     if plan.app_version is None and confirm is None:
         emit(Warning("version-unconfirmed",
-                     f"the image carries no version string, so rakflash can't confirm which firmware "
-                     f"runs now; the new firmware answers"
+                     "the image carries no version string, so rakflash can't confirm which firmware "
+                     "runs now; the new firmware answers"
                      + (f" and reports {after}" if after else ", without a version")))
     settings = None
     if queries:

@@ -32,7 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from ..errors import (DfuRejected, TooManyRetries, TransferError, TransferTimeout, VerifyFailed)
+from ..errors import (DfuRejected, TooManyRetries, TransferError, TransferTimeout)
 from ..link import ByteChannel, Deadline
 from . import slip
 from .slip import read_some
@@ -154,7 +154,7 @@ def rejection(op: int, result: int, ext: int | None = None, *, offset: int | Non
         slug, text, hint = EXT_ERRORS.get(ext if ext is not None else -1,
                                           (f"extended-{ext}", f"extended error {ext}", "Report it with a --trace file."))
         return DfuRejected(f"the bootloader refused {what}: {text} (extended error {ext:#04x})",
-                           hint=hint, result=f"extended-error", reason=slug, code=ext, offset=offset)
+                           hint=hint, result="extended-error", reason=slug, code=ext, offset=offset)
     slug, text, hint = RESULTS.get(result, (f"result-{result}", f"result code {result}",
                                             "Report it with a --trace file."))
     return DfuRejected(f"the bootloader refused {what}: {text} (result {result:#04x})",
