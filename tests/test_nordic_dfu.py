@@ -242,3 +242,29 @@ def test_an_independent_secure_dfu_client_updates_the_virtual_module(rak4631, tm
     assert "mtu 2051" in done.stdout
     assert ports.wait_for_port("rak4631-r", "app", timeout=5)
     assert dev.app_version == "RUI_4.0.6_RAK4631"
+
+
+@pytest.mark.parametrize("op", [nd.OP_CRC, nd.OP_SELECT, nd.OP_MTU])
+def test_an_answer_that_lost_a_byte_on_the_way_is_asked_again(op):
+    """A byte dropped from an answer (SLIP has no checksum) leaves it too short for its values:
+    the request is sent again, not unpacked into a struct.error (found by the soak)."""
+    host, device = pipe()
+    fw = bytes(range(256)) * 40
+    backend = _MemoryBackend()
+    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
+    thread = threading.Thread(target=target.serve, daemon=True)
+    thread.start()
+    cut = []
+
+    def tamper(data: bytes) -> bytes:
+        frame = data.strip(b"\xc0")
+        if frame[:3] == bytes([nd.OP_RESPONSE, op, nd.RES_SUCCESS]) and not cut:
+            cut.append(1)
+            return data[:-3] + data[-2:]          # one byte of its data lost
+        return data
+
+    device.tamper = tamper
+    report = nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
+    thread.join(5)
+    assert cut and bytes(backend.mem[:len(fw)]) == fw and backend.activated
+    assert report.mtu == 2051 or op != nd.OP_MTU

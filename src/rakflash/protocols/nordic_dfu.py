@@ -193,6 +193,9 @@ class FrameReader:
 
 # ------------------------------------------------------------------ host side
 
+class _Damaged(Exception):
+    """An answer too short for the values it must carry (bytes lost on the line)."""
+
 @dataclass
 class Timeouts:
     """How long each answer may take (seconds)."""
@@ -243,8 +246,12 @@ class SecureDfuClient:
     def _send(self, op: int, payload: bytes = b"") -> None:
         self.ch.write(slip.encode(bytes([op]) + payload))
 
-    def _answer(self, op: int, timeout: float, *, offset: int | None = None) -> bytes:
-        """The data of the answer to ``op``; other frames (late answers to earlier requests) are skipped."""
+    def _answer(self, op: int, timeout: float, *, offset: int | None = None, size: int = 0) -> bytes:
+        """The data of the answer to ``op``; other frames (late answers to earlier requests) are skipped.
+
+        A success answer with fewer than ``size`` bytes of data lost bytes on the way (SLIP
+        carries no checksum): :class:`_Damaged`, for the caller to ask again.
+        """
         deadline = Deadline(timeout)
         while True:
             frame = self.frames.read(deadline.remaining())
@@ -257,13 +264,27 @@ class SecureDfuClient:
             if len(frame) < 3 or frame[0] != OP_RESPONSE or frame[1] != op:
                 continue
             if frame[2] == RES_SUCCESS:
+                if len(frame) - 3 < size:
+                    raise _Damaged(op)
                 return frame[3:]
             raise rejection(op, frame[2], frame[3] if len(frame) > 3 else None, offset=offset)
 
     def request(self, op: int, payload: bytes = b"", *, timeout: float | None = None,
-                offset: int | None = None) -> bytes:
-        self._send(op, payload)
-        return self._answer(op, self.t.reply if timeout is None else timeout, offset=offset)
+                offset: int | None = None, size: int = 0) -> bytes:
+        """Send ``op`` and return its answer's data. ``size``: the bytes of data the answer
+        must carry — only for queries (MTU, Select, Calc checksum), which are asked again
+        when an answer arrives short."""
+        for attempt in range(self.retries + 1):
+            self._send(op, payload)
+            try:
+                return self._answer(op, self.t.reply if timeout is None else timeout, offset=offset,
+                                    size=size)
+            except _Damaged:
+                self._retried(f"the answer to {OP_NAMES.get(op, hex(op))} arrived short")
+        raise TooManyRetries(f"the bootloader's answer to {OP_NAMES.get(op, hex(op))} arrived damaged "
+                             f"{self.retries + 1} times",
+                             hint="Use a shorter cable or another USB port, then run the same command "
+                                  "again (it resumes).", offset=offset)
 
     # -- session --------------------------------------------------------------
     def connect(self) -> None:
@@ -284,18 +305,18 @@ class SecureDfuClient:
                     hint="Check that the module is in its bootloader ('rakflash info --port PORT'); "
                          "unplug and re-plug it, then run the same command again.")
         self.frames.drop_pending()
-        mtu = struct.unpack("<H", self.request(OP_MTU)[:2])[0]
+        mtu = struct.unpack("<H", self.request(OP_MTU, size=2)[:2])[0]
         prn = choose_prn(mtu) if self.prn_wanted is None else self.prn_wanted
         self.request(OP_SET_PRN, struct.pack("<H", prn))
         self.report.mtu, self.report.prn, self.report.write_size = mtu, prn, write_size(mtu)
 
     def select(self, obj: int) -> tuple[int, int, int]:
         """(max size, offset, CRC) of the device's current object of type ``obj``."""
-        data = self.request(OP_SELECT, bytes([obj]))
+        data = self.request(OP_SELECT, bytes([obj]), size=12)
         return struct.unpack("<III", data[:12])
 
     def checksum(self, offset: int | None = None) -> tuple[int, int]:
-        data = self.request(OP_CRC, offset=offset)
+        data = self.request(OP_CRC, offset=offset, size=8)
         return struct.unpack("<II", data[:8])
 
     def send(self, init_packet: bytes, firmware: bytes) -> DfuReport:
@@ -399,7 +420,10 @@ class SecureDfuClient:
             count += 1
             if prn and count == prn:
                 count = 0
-                got = struct.unpack("<II", self._answer(OP_CRC, self.t.reply, offset=offset)[:8])
+                try:
+                    got = struct.unpack("<II", self._answer(OP_CRC, self.t.reply, offset=offset, size=8)[:8])
+                except _Damaged:        # the notification arrived short: ask for the checksum
+                    got = self.checksum(offset)
                 if got != (offset, crc):
                     return False
         got_offset, got_crc = self.checksum(offset)
