@@ -175,6 +175,27 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(virtual, new_app, sig, code):
     assert time.monotonic() - t0 < 30          # no stale transfer session to wait out
 
 
+def test_a_stop_after_the_transfer_does_not_say_the_module_waits_in_its_bootloader(virtual, new_app):
+    """SIGTERM once the new firmware was sent and is starting: the bootloader has handed over, so
+    the hint says what the re-run does (confirms the version, checks the keys), and the re-run
+    finds the update done (found by the RAK4631 soak, whose transfers end in a fraction of a second)."""
+    dev = virtual("rak3172")
+    proc = start_flash(dev, new_app, "--json", "--baud", "921600")
+    lines = []
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if lines[-1].get("event") == "phase" and lines[-1].get("phase") == "start":
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+    assert proc.wait(30) == 143
+    last = lines[-1]
+    assert last["result"] == "interrupted", last
+    assert "waits in its bootloader" not in last["hint"] and "was sent" in last["hint"], last["hint"]
+    rc, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--baud", "921600")
+    assert (rc, out["result"], out["app_version_after"]) == (0, "already-up-to-date", NEW), out
+
+
 def test_a_dfu_package_that_is_a_fifo_or_a_zip_bomb_is_a_named_error(tmp_path):
     """The RAK4631's DFU packages are read like firmware files: regular files of sane size,
     and no member unpacks to more than the largest flash (the API; the CLI takes them soon)."""

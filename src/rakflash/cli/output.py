@@ -206,7 +206,10 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 err.print(f"hint: {hint}", markup=False)
             sys.exit(1)
         except KeyboardInterrupt as exc:
-            if known.get("writing"):
+            if known.get("sent"):
+                hint = ("The new firmware was sent and was starting: run the same command again — it "
+                        "confirms which firmware runs and checks the LoRaWAN keys.")
+            elif known.get("writing"):
                 hint = ("The update was cut off: the module waits in its bootloader; run the same "
                         "command again to finish it.")
             else:

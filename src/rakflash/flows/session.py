@@ -83,6 +83,8 @@ class FlashSession:
         def emit_and_note(event: Event) -> None:
             if isinstance(event, Caught):
                 self.reset_wait = (self.reset_wait or 0.0) + event.waited
+            if isinstance(event, Phase) and event.phase == "start" and self._writing:
+                self._sent = True        # the bootloader took it all and hands over to it
             emit(event)
         self.emit = emit_and_note
         self.confirm = confirm
@@ -90,6 +92,7 @@ class FlashSession:
         self.plan: Plan | None = None
         self.settings_check: SettingsCheck | None = None   # for a module found up to date
         self._writing = False
+        self._sent = False
 
     @property
     def known(self) -> dict[str, Any]:
@@ -102,6 +105,7 @@ class FlashSession:
         if self.plan is not None:
             d["module"] = self.plan.module.name
         d["writing"] = self._writing     # an interruption from here on leaves the module in its bootloader
+        d["sent"] = self._sent           # … until the transfer ended: then the new firmware starts
         return d
 
     def run(self) -> UpdateResult | DryRun:
