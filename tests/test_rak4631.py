@@ -244,3 +244,42 @@ def test_a_port_that_is_gone_names_where_the_module_may_be_now(rak4631, tmp_path
     assert f"--port {dev.port}" in out["hint"] and "RAK4631" in out["hint"], out["hint"]
     code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
     assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+
+
+def test_a_failure_in_the_bootloader_names_the_port_the_module_is_on_now(rak4631, tmp_path):
+    """The module re-enumerated as its bootloader before the DFU failed: the port the command
+    was given is gone, so the hint names the bootloader's (found by the soak: the same command
+    again only met port-not-found)."""
+    dev = rak4631()
+    pkg = rui3_package(tmp_path, dev, key_pem=dp.new_signing_key())     # a key it does not trust
+    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
+    assert code != 0 and out["error"] == "dfu-rejected", out
+    boot = ports.wait_for_port("rak4631-r", "bootloader", timeout=5).device
+    assert f"--port {boot}" in out["hint"], out["hint"]
+
+
+def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from conftest import SRC
+    import os
+    dev = rak4631()
+    pkg = rui3_package(tmp_path, dev, size=400_000)
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", pkg, "--port", dev.port, "--yes",
+                             "--json"], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=SRC))
+    lines = []
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if lines[-1].get("event") == "progress" and 0 < lines[-1]["bytes"] < lines[-1]["total"]:
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+    assert proc.wait(30) == 143
+    last = lines[-1]
+    assert last["result"] == "interrupted", last
+    boot = ports.wait_for_port("rak4631-r", "bootloader", timeout=5).device
+    assert f"--port {boot}" in last["hint"], last["hint"]
+    code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=90)
+    assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out

@@ -15,8 +15,8 @@ from .options import (WINDOW, IntParam, json_option, load_image, lookup_module, 
                       pick_port, port_options, verbosity_options)
 from ..flows.fleet import now_iso
 from .fleet import open_report, report_one
-from .output import (JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_json, known, out, reports_errors,
-                     show_settings)
+from .output import (JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_json, known, moved_hint, out,
+                     reports_errors, show_settings)
 
 # Every result line has these keys, however the command ends (success, refusal, failure, Ctrl-C),
 # with "port" beside them.
@@ -82,13 +82,16 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
             try:
                 outcome = session.run()
             except RakflashError as exc:
-                # Recovery commands in hints name this very port.
+                # Recovery commands in hints name this very port — or the one the module moved to.
                 exc.hint = (exc.hint or "").replace("--port PORT", f"--port {port}")
+                exc.hint = (exc.hint + moved_hint(port, link.port_name)).strip()
                 if isinstance(exc, AlreadyUpToDate) and not as_json:
                     show_settings(session.settings_check)
                 raise
             finally:
                 known.update(session.known)
+                if link is not None and link.port_name != port:
+                    known["moved_to"] = link.port_name
                 if report is not None:       # --report: the same line as for several modules
                     report_one(report, port, image, session, outcome, sys.exc_info()[1],
                                time.monotonic() - t0, started, link)

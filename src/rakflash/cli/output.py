@@ -214,6 +214,8 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                         "command again to finish it.")
             else:
                 hint = "Nothing was written to the module."
+            if known.get("writing"):
+                hint += moved_hint(known.get("port"), known.get("moved_to"))
             how = f"stopped by {exc.name}" if isinstance(exc, Terminated) else "Ctrl-C"
             if as_json:
                 emit_json({**base("interrupted"), "error": "interrupted",
@@ -223,6 +225,16 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
             sys.exit(128 + exc.signum if isinstance(exc, Terminated) else 130)
 
     return wrapper
+
+
+def moved_hint(given: str | None, now: str | None) -> str:
+    """A sentence for a hint when the module's port is no longer the one the command was given:
+    a native USB port is renamed when the module restarts into its bootloader or application,
+    so "the same command again" needs the new one (empty when the port did not move or is gone)."""
+    if not now or now == given or not os.path.exists(now):
+        return ""
+    return (f" The module's port is now {now} (a native USB port is renamed when the module "
+            f"restarts): give --port {now}.")
 
 
 def ask_yes_no(question: str) -> bool:
