@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A seeded soak: many updates, each with a fault, each checked the way an owner would.
 
-Every run updates a virtual module (RAK3172, RAK811, RAK4270 — YMODEM —, and
-RAK11720 — AMOTA) through the real command line (`rakflash flash … --json`,
+Every run updates a virtual module (RAK3172, RAK811, RAK4270 — YMODEM —,
+RAK11720 — AMOTA —, and RAK4631-R — a signed RUI3 package over Nordic Secure
+DFU on native USB) through the real command line (`rakflash flash … --json`,
 a subprocess, through a real pty) with one fault drawn from the simulator's
 set: line noise (bit errors at several rates, lost bytes, garbage bytes)
 toward the module, toward the host or both ways; the power cut at a random
@@ -15,10 +16,20 @@ same command runs again once the cause is gone, as its hint says (the power
 back, the cable in, the reset pressed, a shorter cable) — the point being that
 the module was left in a state from which the re-run finishes.
 
+The RAK4631-R meets the noise, the power cut, the pulled cable (plugged in
+again), the settings-resetting firmware and SIGTERM, not the flood or the
+wrong baud (see NOT_ON_NATIVE_USB). Its port is renamed at every reset and
+re-plug, so its re-run goes to the port the module has now: the one the
+error's hint names, else the one port-not-found's hint names when the same
+command meets the port that is gone (checked to be the module's, as the
+virtual USB port registry — `rakflash ports` — lists it).
+
 A run FAILS on: a command that outlives its deadline (a hang), a traceback or
-`internal-error`, a re-run that does not finish, a wrong version (what the
-module runs and what its flash holds, byte for byte, against the image), the
-bootloader region touched, a key lost or changed without a loud warning (a
+`internal-error`, a re-run that does not finish (a re-run that finds the new
+firmware already running counts as finished: the first command was stopped as
+it started), a wrong version (what the module runs and what its flash holds,
+byte for byte, against the image — the package's firmware for the RAK4631-R),
+the bootloader region touched (and the RAK4631-R's MBR and SoftDevice), a key lost or changed without a loud warning (a
 `warning` event that names it), and an old bootloader not refused.
 
 Usage::
@@ -41,6 +52,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -55,10 +67,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 if SRC.is_dir():
     sys.path.insert(0, str(SRC))
 
-from rakflash import catalog  # noqa: E402
+from rakflash import catalog, dfu_package  # noqa: E402
 from rakflash.sim import Faults, Mode, SimOptions, create, firmware  # noqa: E402
+from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD  # noqa: E402
 
-MODULES = ("rak3172", "rak811", "rak4270", "rak11720")
+MODULES = ("rak3172", "rak811", "rak4270", "rak11720", "rak4631")
 FAST = 921600
 DEADLINE = 150.0        # seconds one command may take before it counts as a hang
 
@@ -74,6 +87,12 @@ DIRECTIONS = ("to-module", "to-host", "both-ways")
 EVENTS = ("power-cut", "pull-cable", "flood+reset", "flood-no-reset", "settings-reset",
           "flood+settings-reset", "old-bootloader", "wrong-baud", "sigterm")
 RUI_V3 = ("rak811", "rak4270")
+NATIVE_USB = ("rak4631",)
+# What a native USB port (RAK4631-R: the nRF52840 is the USB device) can't meet: it has no
+# baud rate, so no wrong baud, and its RUI3 firmware is updated as a signed package, so no
+# flooding Arduino sketch built into the running image (the simulator models a flooding
+# sketch only behind a UART bootloader's reset window); the old-bootloader rule is RAK811's.
+NOT_ON_NATIVE_USB = ("flood+reset", "flood-no-reset", "flood+settings-reset", "wrong-baud")
 
 
 def fault_names(module: str) -> list[str]:
@@ -84,6 +103,8 @@ def fault_names(module: str) -> list[str]:
         if e == "old-bootloader" and module != "rak811":
             continue       # the catalog's rule (3.0.0.14 needs bootloader 3.0.5) is RAK811's
         if "settings-reset" in e and module in RUI_V3:
+            continue
+        if e in NOT_ON_NATIVE_USB and module in NATIVE_USB:
             continue
         names.append(e)
     return names
@@ -176,6 +197,17 @@ class Cli:
                 "prompts": sum(1 for e in events if e.get("event") == "prompt")}
 
 
+_DFU_KEY: list[bytes] = []
+
+
+def dfu_key() -> bytes:
+    """The key the virtual RAK4631-Rs' bootloaders trust and the soak signs packages with (one
+    per process: a real module carries the public half of RAK's published key)."""
+    if not _DFU_KEY:
+        _DFU_KEY.append(dfu_package.new_signing_key())
+    return _DFU_KEY[0]
+
+
 def random_keys(rng: random.Random) -> dict[str, str]:
     h = lambda n: "".join(rng.choice("0123456789ABCDEF") for _ in range(n))  # noqa: E731
     return {"DEVEUI": h(16), "APPEUI": h(16), "APPKEY": h(32), "BAND": str(rng.randrange(13))}
@@ -213,6 +245,12 @@ def one_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli: 
         size = rng.randrange(4, 8) * 1024
     if fault.split()[0] in NOISE:
         opts["faults"] = noise_faults(fault, seed)
+    native = module_key in NATIVE_USB
+    if native:
+        # No baud rate on a native USB port: the simulator runs the USB full-speed bulk rate;
+        # the bootloader trusts the soak's signing key, and the package is signed with it.
+        opts.update(baud=USB_FULL_SPEED_BAUD, dfu_key=dfu_key())
+        args = ["--module", module_key]
     dev = create(module_key, SimOptions(**opts))
     keys = random_keys(rng)
     if rui3:                           # the owner's keys, in the module's memory before it starts
@@ -222,17 +260,25 @@ def one_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli: 
     try:
         if flooding:
             time.sleep(0.8)            # the sketch floods 0.5 s after the start
-        image = tmp / f"run{index}.bin"
         data = firmware.app_image(module, new_v, size, seed=seed, new_settings_layout=resets)
-        image.write_bytes(data)
-        boot_regions = [r for r in module.regions if r.name in ("bootloader", "bootloader-version")]
+        if native:             # RUI3 for the RAK4631-R comes as a signed Secure DFU package
+            image = tmp / f"run{index}.zip"
+            image.write_bytes(dfu_package.secure_package(data, key_pem=dfu_key(), fw_version=2))
+        else:
+            image = tmp / f"run{index}.bin"
+            image.write_bytes(data)
+        # What an application update must never write: the bootloader (and its version
+        # page), and on the nRF52840 the MBR and SoftDevice below the application.
+        boot_regions = [r for r in module.regions if r.name in ("bootloader", "bootloader-version",
+                                                                 "softdevice")]
         boot_before = [dev.flash.read(r.start, r.size) for r in boot_regions]
         app_before = dev.flash.read(module.app.start, module.app.size)
         if fault == "power-cut":
             dev.uart.faults.power_cut_after = dev.uart.faults.received + rng.randrange(500, size)
         if fault == "pull-cable":
             dev.uart.faults.pull_cable_after = dev.uart.faults.received + rng.randrange(500, size)
-        first = cli.flash(dev, dev.port, image, args, press_reset=fault in ("flood+reset", "flood+settings-reset"),
+        first_port = dev.port
+        first = cli.flash(dev, first_port, image, args, press_reset=fault in ("flood+reset", "flood+settings-reset"),
                           sigterm_at=rng.randrange(1024, size) if fault == "sigterm" else None)
         run.commands.append(first)
         commands = [first]
@@ -244,10 +290,15 @@ def one_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli: 
             port = _clear_the_cause(dev, fault)
             if flooding:
                 dev.opts.flood_after = 0.5
+            if native:
+                port = _find_the_port_again(run, dev, cli, image, args, first, dev_port_before=first_port)
+                commands.extend(run.commands[len(commands):])
             again = cli.flash(dev, port, image, args, press_reset=flooding)
             run.commands.append(again)
             commands.append(again)
-            if (again["result"] or {}).get("result") != "ok":
+            # Finished: the update, or — when the first command was stopped after the transfer,
+            # as the new firmware started — the module found up to date (its version is checked).
+            if (again["result"] or {}).get("result") not in ("ok", "already-up-to-date"):
                 run.problems.append(f"the re-run did not finish: {_said(again)}")
         for c in commands:
             if c["hung"]:
@@ -295,6 +346,49 @@ def _clear_the_cause(dev, fault: str) -> str:
             except RuntimeError:
                 time.sleep(0.05)
     return dev.port
+
+
+def _find_the_port_again(run: Run, dev, cli: Cli, image: Path, args: list[str], first: dict,
+                         dev_port_before: str) -> str:
+    """A native USB port is renamed at every reset and re-plug. The error's hint names the
+    port the module is on when rakflash knows it (it followed the module into its bootloader);
+    else the person runs the same command, and as its port is gone, takes the port that
+    port-not-found's hint names (`rakflash ports` lists the same). Returns the port to re-run
+    on (the module's, as the port registry lists it); a hint that does not lead there is a
+    problem of the run."""
+    port = _port_of(dev)
+    if port == dev_port_before or port in _ports_named((first["result"] or {}).get("hint")):
+        return port
+    # The port it was given is gone — but a pty's number is soon taken by another
+    # pseudo-terminal (maybe another program's), so the soak names the gone port by a path
+    # that can't exist rather than run on whatever holds that number now.
+    gone = cli.flash(dev, dev_port_before + ".gone", image, args)
+    run.commands.append(gone)
+    r = gone["result"] or {}
+    if r.get("result") != "port-not-found":
+        run.problems.append(f"the same command on the port that is gone said {_said(gone)}")
+    elif port not in _ports_named(r.get("hint")):
+        run.problems.append(f"port-not-found's hint does not lead to the module's port {port}: "
+                            f"{(r.get('hint') or '')[:200]}")
+    return port
+
+
+def _ports_named(hint: str | None) -> list[str]:
+    """The ports a hint tells to give with --port."""
+    return re.findall(r"--port (\S+?)[,;.)]?(?:\s|$)", hint or "")
+
+
+def _port_of(dev, timeout: float = 10.0) -> str:
+    """The module's port as the port registry lists it (by its USB serial number), once it is
+    back after a reset (as `rakflash ports` shows it)."""
+    from rakflash import ports
+    deadline = time.monotonic() + timeout
+    while True:
+        mine = [e.device for e in ports.list_serial_ports()
+                if e.virtual and e.serial_number == dev.opts.serial_number]
+        if len(mine) == 1 or time.monotonic() >= deadline:
+            return mine[0] if mine else dev.port
+        time.sleep(0.05)
 
 
 def _check_updated(run: Run, dev, module, data: bytes, new_v: str) -> None:
@@ -356,6 +450,9 @@ def soak(n: int, seed: int, *, modules=MODULES, faults: list[str] | None = None,
          log: Path | None = None, progress=print) -> list[Run]:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        # The virtual RAK4631s register their USB ports in a folder of this soak's own, so
+        # neither side sees another simulator's ports (the simulators here, the CLI there).
+        os.environ["RAKFLASH_VIRTUAL_PORTS"] = str(Path(tmp) / "virtual-ports")
         cli = Cli(cli_env(Path(tmp)))
         logf = open(log, "w") if log else None
         try:
