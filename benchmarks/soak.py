@@ -88,10 +88,12 @@ EVENTS = ("power-cut", "pull-cable", "flood+reset", "flood-no-reset", "settings-
           "flood+settings-reset", "old-bootloader", "wrong-baud", "sigterm")
 RUI_V3 = ("rak811", "rak4270")
 NATIVE_USB = ("rak4631",)
-# What a native USB port (RAK4631-R: the nRF52840 is the USB device) can't meet: it has no
-# baud rate, so no wrong baud, and its RUI3 firmware is updated as a signed package, so no
-# flooding Arduino sketch built into the running image (the simulator models a flooding
-# sketch only behind a UART bootloader's reset window); the old-bootloader rule is RAK811's.
+# What the soak does not give a native USB port (RAK4631-R: the nRF52840 is the USB device):
+# no wrong baud — it has no baud rate (any host setting works); no flooding sketch — the
+# Secure DFU bootloader has no start-up window to catch after a reset press (it jumps to the
+# application unless AT+BOOT set GPREGRET), so neither the simulator nor rakflash has a way
+# past a flood there (a flooding RUI3 application is a case for recovery over SWD). The
+# old-bootloader rule is RAK811's.
 NOT_ON_NATIVE_USB = ("flood+reset", "flood-no-reset", "flood+settings-reset", "wrong-baud")
 
 

@@ -1,4 +1,5 @@
-"""The soak's CI subset: a few runs of benchmarks/soak.py, each fault kind at least once per protocol.
+"""The soak's CI subset: a few runs of benchmarks/soak.py, each fault kind at least once per protocol
+(and every RAK4631-R fault kind: its native USB port is renamed at every reset).
 
 The full soak (≥ 500 updates, docs/reliability.md) runs outside CI; this checks
 that the harness still works and that the faults it draws still end the way
@@ -26,6 +27,13 @@ CASES = [
     ("rak4270", "wrong-baud", "first-try"),
     ("rak3172", "sigterm", "re-run"),
     ("rak11720", "settings-reset", "first-try"),
+    # RAK4631-R: Secure DFU on native USB, its port renamed at every reset (no flood, no wrong baud)
+    ("rak4631", "drops-1e-4 both-ways", "first-try"),
+    ("rak4631", "bit-errors-1e-4 to-host", "first-try"),
+    ("rak4631", "power-cut", "re-run"),
+    ("rak4631", "pull-cable", "re-run"),
+    ("rak4631", "settings-reset", "first-try"),
+    ("rak4631", "sigterm", "re-run"),
 ]
 
 
@@ -46,6 +54,14 @@ def test_the_plan_draws_every_fault_for_every_module():
     for m in soak.MODULES:
         assert {f for mm, f in seen if mm == m} == set(soak.fault_names(m))
     assert soak.plan_runs(40, 12) == plan[:40]              # the same seed, the same runs
+
+
+def test_the_rak4631_meets_what_a_native_usb_port_can_and_the_subset_has_each():
+    faults = set(soak.fault_names("rak4631"))
+    events = {"power-cut", "pull-cable", "settings-reset", "sigterm"}
+    assert events <= faults and not faults & {"flood+reset", "flood-no-reset", "flood+settings-reset",
+                                              "wrong-baud", "old-bootloader"}
+    assert events <= {f for m, f, _ in CASES if m == "rak4631"}
 
 
 def test_the_table_adds_up():
