@@ -268,3 +268,35 @@ def test_an_answer_that_lost_a_byte_on_the_way_is_asked_again(op):
     thread.join(5)
     assert cut and bytes(backend.mem[:len(fw)]) == fw and backend.activated
     assert report.mtu == 2051 or op != nd.OP_MTU
+
+
+def test_a_whole_object_written_but_not_executed_is_executed_by_the_re_run():
+    """The checksum answer after an object's last Write is lost, so the run ends before its
+    Execute: the device holds the whole object, unexecuted. The re-run executes it (as
+    pc-nrfutil's resume does) instead of creating the next one — which the device starts at
+    the last executed offset, so every object came back 'damaged' (found by the soak)."""
+    from rakflash.errors import TransferTimeout
+    host, device = pipe()
+    fw = bytes(range(256)) * 40
+    backend = _MemoryBackend()
+    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
+    thread = threading.Thread(target=target.serve, daemon=True)
+    thread.start()
+    lost = []
+
+    def tamper(data: bytes) -> bytes:
+        frame = data.strip(b"\xc0")
+        if frame[:2] == bytes([nd.OP_RESPONSE, nd.OP_CRC]) and frame[3:7] == (4096).to_bytes(4, "little") \
+                and not lost:
+            lost.append(1)
+            return b""
+        return data
+
+    device.tamper = tamper
+    init = dp.secure_init_packet(fw, key_pem=None)
+    with pytest.raises(TransferTimeout):
+        nd.SecureDfuClient(host, timeouts=nd.Timeouts(reply=0.3)).send(init, fw)
+    report = nd.SecureDfuClient(host).send(init, fw)
+    thread.join(5)
+    assert lost and report.resumed_from == 4096 and report.retries == 0
+    assert bytes(backend.mem[:len(fw)]) == fw and backend.activated

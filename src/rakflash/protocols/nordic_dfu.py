@@ -379,6 +379,15 @@ class SecureDfuClient:
             # All of it arrived; the last Execute did not (or its answer was lost).
             self._execute(total, total)
             return
+        elif offset:
+            # A whole object may have arrived without its Execute (the checksum answer before it
+            # was lost): the device would start the next Create at the last *executed* offset.
+            # Execute it, as pc-nrfutil's resume does; a device that executed it already refuses.
+            try:
+                self._execute(offset, total)
+            except DfuRejected as exc:
+                if exc.details.get("code") != RES_NOT_PERMITTED:
+                    raise
         while offset < total:
             end = min(total, offset + max_size)
             for attempt in range(self.retries + 1):
