@@ -14,9 +14,18 @@ NEW = {"rak3172": "RUI_4.0.6_RAK3172-E", "rak811": "V3.0.0.14.H", "rak11720": "R
 
 
 def exchange(port: str, data: bytes, want: int = 200) -> bytes:
-    with serial.Serial(port, FAST_BAUD, timeout=0.3) as ser:
+    """Send ``data``; what comes back until the line has been quiet for 0.3 s (the first byte
+    may take up to 5 s on a loaded machine)."""
+    with serial.Serial(port, FAST_BAUD, timeout=5) as ser:
         ser.write(data)
-        return ser.read(want)
+        got = ser.read(1)
+        ser.timeout = 0.3
+        while got and len(got) < want:
+            more = ser.read(want - len(got))
+            if not more:
+                break
+            got += more
+        return got
 
 
 def test_module_to_host_damage_is_seeded_and_reaches_the_host(virtual):
