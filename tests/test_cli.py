@@ -68,11 +68,13 @@ def test_sim_starts_in_bootloader_on_request(sim_process):
     assert (code, out["mode"]) == (0, "bootloader")
 
 
-def test_sim_tells_what_runs_as_it_changes(sim_process, tmp_path, cat):
+@pytest.mark.parametrize("kib", [8, 1])
+def test_sim_tells_what_runs_as_it_changes(sim_process, tmp_path, cat, kib):
+    """Every start is told, even a bootloader that runs for a few milliseconds (1 KiB at 921600)."""
     from rakflash.sim import firmware
     sim = sim_process("rak3172", "--baud", "921600", "--flash-scale", "0")
     new = tmp_path / "new.bin"
-    new.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.7_RAK3172-E", 8 * 1024))
+    new.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.7_RAK3172-E", kib * 1024))
     code, out = cli_json("flash", str(new), "--port", sim.port, "--baud", "921600", "--yes")
     assert code == 0, out
     time.sleep(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import signal
 import sys
 import threading
@@ -139,6 +140,10 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         raise click.UsageError(f"{what} {module_name!r}; virtual modules: {', '.join(sorted(MODULES))}") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # Every start of firmware is queued as it happens (a bootloader may run for a tenth of a
+    # second: a poll of dev.mode would miss it) and printed by the loop below.
+    started: queue.SimpleQueue = queue.SimpleQueue()
+    dev.mode_listeners.append(lambda mode: started.put(_running_line(dev, mode)))
     dev.start()
     click.echo(f"port: {dev.port}")
     if key_note:
@@ -166,7 +171,6 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
 
     if sys.stdin is not None and not sys.stdin.closed:
         threading.Thread(target=stdin_buttons, daemon=True).start()
-    seen = None
     unplugged = False
     try:
         while not stop.wait(0.2):
@@ -185,16 +189,18 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                            + ")")
                 sys.stdout.flush()
                 last_port = dev.port
-            now = (dev.mode, dev.resets, dev.updates)
-            if now != seen and dev.mode is not None:
-                # What a person watching the module would want to know: what runs now.
-                running = {"app": dev.app_version, "bootloader": dev.bootloader_version,
-                           "rom": "(the chip's ROM bootloader)"}.get(dev.mode.value)
-                click.echo(f"running: {dev.mode.value} {running or '-'}"
-                           + (f" (updates so far: {dev.updates})" if dev.updates else ""))
+            while not started.empty():
+                click.echo(started.get())
                 sys.stdout.flush()
-                seen = now
     except KeyboardInterrupt:
         pass
     finally:
         dev.stop()
+
+
+def _running_line(dev, mode) -> str:
+    """What a person watching the module would want to know: what runs now."""
+    running = {"app": dev.app_version, "bootloader": dev.bootloader_version,
+               "rom": "(the chip's ROM bootloader)"}.get(mode.value)
+    return (f"running: {mode.value} {running or '-'}"
+            + (f" (updates so far: {dev.updates})" if dev.updates else ""))

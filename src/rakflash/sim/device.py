@@ -99,6 +99,7 @@ class VirtualModule:
         self._stop = False
         self._booted_at = time.monotonic()
         self._mode_changed = threading.Condition()
+        self.mode_listeners: list = []      # called with the Mode at every start of firmware
         self._connect()
 
     def _connect(self) -> None:
@@ -200,6 +201,8 @@ class VirtualModule:
         with self._mode_changed:
             self.mode = mode
             self._mode_changed.notify_all()
+        for listener in self.mode_listeners:
+            listener(mode)
 
     # ------------------------------------------------------------ what runs
     @property
