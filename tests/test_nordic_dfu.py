@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rakflash import dfu_package as dp, ports
-from rakflash.errors import DfuRejected, PortDisconnected, PortNotBack
+from rakflash.errors import DfuRejected, PortDisconnected, PortNotBack, TransferError
 from rakflash.link import Link
 from rakflash.protocols import nordic_dfu as nd, slip
 from rakflash.sim import SimOptions, create, firmware
@@ -300,3 +300,53 @@ def test_a_whole_object_written_but_not_executed_is_executed_by_the_re_run():
     thread.join(5)
     assert lost and report.resumed_from == 4096 and report.retries == 0
     assert bytes(backend.mem[:len(fw)]) == fw and backend.activated
+
+
+@pytest.mark.parametrize("op", [nd.OP_CRC, nd.OP_SELECT, nd.OP_CREATE])
+def test_a_result_code_no_bootloader_sends_is_taken_for_damage_and_asked_again(op):
+    """One flipped bit turns SUCCESS (0x01) into 0x81, a code no Nordic bootloader sends: the
+    request is asked again (the soak saw such answers end as 'result-129')."""
+    host, device = pipe()
+    fw = bytes(range(256)) * 40
+    backend = _MemoryBackend()
+    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
+    thread = threading.Thread(target=target.serve, daemon=True)
+    thread.start()
+    flipped = []
+
+    def tamper(data: bytes) -> bytes:
+        frame = data.strip(b"\xc0")
+        if frame[:3] == bytes([nd.OP_RESPONSE, op, nd.RES_SUCCESS]) and not flipped:
+            flipped.append(1)
+            return data.replace(frame[:3], bytes([nd.OP_RESPONSE, op, 0x81]), 1)
+        return data
+
+    device.tamper = tamper
+    report = nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
+    thread.join(5)
+    assert flipped and bytes(backend.mem[:len(fw)]) == fw and backend.activated
+    assert report.retries >= 1
+
+
+def test_a_damaged_answer_to_execute_is_named_and_not_sent_again():
+    """Execute is not sent twice (a second one after the first took effect is out of order):
+    a damaged answer ends in a named error whose hint is the re-run, which resumes."""
+    host, device = pipe()
+    fw = bytes(range(256)) * 40
+    target = nd.SecureDfuTarget(device, _MemoryBackend(), nd.DfuState(), idle_timeout=5)
+    threading.Thread(target=target.serve, daemon=True).start()
+    executes = []
+
+    def tamper(data: bytes) -> bytes:
+        frame = data.strip(b"\xc0")
+        if frame[:3] == bytes([nd.OP_RESPONSE, nd.OP_EXECUTE, nd.RES_SUCCESS]):
+            executes.append(1)
+            if len(executes) == 2:                  # the first data object's Execute
+                return data.replace(frame[:3], bytes([nd.OP_RESPONSE, nd.OP_EXECUTE, 0x41]), 1)
+        return data
+
+    device.tamper = tamper
+    with pytest.raises(TransferError) as exc:
+        nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
+    assert exc.value.name == "transfer-error" and "arrived damaged" in exc.value.message
+    assert "run the same command again" in exc.value.hint.lower() and len(executes) == 2

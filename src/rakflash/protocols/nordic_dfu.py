@@ -194,7 +194,14 @@ class FrameReader:
 # ------------------------------------------------------------------ host side
 
 class _Damaged(Exception):
-    """An answer too short for the values it must carry (bytes lost on the line)."""
+    """An answer damaged on the line (SLIP carries no checksum): too short for the values it
+    must carry, or with a result code no Nordic bootloader sends (a flipped bit)."""
+
+
+# Requests that may be sent again when their answer arrived damaged: the queries, and the ones
+# that only set something up (a Create sent again starts the same object over). Not Execute:
+# a second one, after the first took effect, is out of order for the bootloader.
+_ASK_AGAIN = frozenset({OP_MTU, OP_SELECT, OP_CRC, OP_SET_PRN, OP_PING, OP_CREATE})
 
 @dataclass
 class Timeouts:
@@ -267,22 +274,30 @@ class SecureDfuClient:
                 if len(frame) - 3 < size:
                     raise _Damaged(op)
                 return frame[3:]
-            raise rejection(op, frame[2], frame[3] if len(frame) > 3 else None, offset=offset)
+            ext = frame[3] if len(frame) > 3 else None
+            if frame[2] not in RESULTS and not (frame[2] == RES_EXT_ERROR and ext in EXT_ERRORS):
+                raise _Damaged(op)
+            raise rejection(op, frame[2], ext, offset=offset)
 
     def request(self, op: int, payload: bytes = b"", *, timeout: float | None = None,
                 offset: int | None = None, size: int = 0) -> bytes:
         """Send ``op`` and return its answer's data. ``size``: the bytes of data the answer
-        must carry — only for queries (MTU, Select, Calc checksum), which are asked again
-        when an answer arrives short."""
+        must carry (MTU, Select, Calc checksum). An answer damaged on the line is asked for
+        again where that is safe (:data:`_ASK_AGAIN`); otherwise it is a named error."""
+        what = OP_NAMES.get(op, hex(op))
         for attempt in range(self.retries + 1):
             self._send(op, payload)
             try:
                 return self._answer(op, self.t.reply if timeout is None else timeout, offset=offset,
                                     size=size)
             except _Damaged:
-                self._retried(f"the answer to {OP_NAMES.get(op, hex(op))} arrived short")
-        raise TooManyRetries(f"the bootloader's answer to {OP_NAMES.get(op, hex(op))} arrived damaged "
-                             f"{self.retries + 1} times",
+                if op not in _ASK_AGAIN:
+                    raise TransferError(f"the bootloader's answer to {what} arrived damaged (a byte "
+                                        f"lost or changed on the line)",
+                                        hint="Run the same command again: it asks the bootloader where "
+                                             "it stands and resumes.", offset=offset) from None
+                self._retried(f"the answer to {what} arrived damaged")
+        raise TooManyRetries(f"the bootloader's answer to {what} arrived damaged {self.retries + 1} times",
                              hint="Use a shorter cable or another USB port, then run the same command "
                                   "again (it resumes).", offset=offset)
 
