@@ -75,6 +75,9 @@ def test_bricked_flooding_rak11720_brought_back_with_recover(virtual, tmp_path):
     assert (final["result"], final["method"], final["app_version_after"], final["mode_after"]) == \
         ("ok", "apollo3-sbl", NEW_APP, "app")
     assert final["bootloader_version_after"] == NEW_BOOT
+    assert (final["port"], final["error"], final["version_confirmed"], final["settings_kept"]) == \
+        (dev.port, None, True, None)
+    assert {"retries", "boot_seconds", "reset_wait_seconds", "bytes_per_second", "settings"} <= set(final)
     kinds = [e.get("event") for e in events]
     assert kinds[0] == "plan" and "countdown" in kinds and "progress" in kinds
     assert dev.mode is Mode.APP and dev.app_version == NEW_APP and not dev.boot_pin

@@ -59,6 +59,11 @@ def test_seed_case_refused_recovered_then_serial_updates_work(virtual, cat, tmp_
     assert code == 0, events[-3:]
     assert (result["bootloader_version_before"], result["bootloader_version_after"]) == ("V3.0.2", "V3.0.5")
     assert (result["app_version_before"], result["app_version_after"]) == ("V3.0.0.13.H", "V3.0.0.14.H")
+    # flash's keys, with what is true of a recovery (issues 7 and 13)
+    assert (result["port"], result["error"], result["version_confirmed"]) == (dev.port, None, True)
+    assert (result["settings_kept"], result["settings"], result["retries"]) == (None, None, 0)
+    assert result["reset_wait_seconds"] is not None and result["boot_seconds"] == result["reset_wait_seconds"]
+    assert {"code": "release-boot0"} .items() <= result["warnings"][0].items()
     kinds = [e["event"] for e in events[:-1]]
     assert kinds[0] == "plan" and "prompt" in kinds and "countdown" in kinds
     prompt = next(e for e in events if e["event"] == "prompt")
@@ -75,6 +80,7 @@ def test_seed_case_refused_recovered_then_serial_updates_work(virtual, cat, tmp_
     code, out = cli_json("flash", str(fw15), *port, "--yes", timeout=120)
     assert code == 0 and out["app_version_after"] == "V3.0.0.15.H", out
     assert dev.bootloader_version == "V3.0.5" and dev.updates == 1
+    assert set(out) <= set(result), set(out) - set(result)     # every key flash's success line has
 
 
 def test_dry_run_prints_plan_pins_and_time_without_touching_the_port(cat, tmp_path):

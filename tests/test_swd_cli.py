@@ -63,6 +63,7 @@ def test_recover_via_swd_then_identify_over_the_port(virtual, world, tmp_path, k
     final = out[-1]
     assert (final["result"], final["method"], final["verify"]) == ("ok", "swd", "read-back")
     assert (final["app_version_after"], final["mode_after"]) == (app, "app")
+    assert (final["port"], final["error"], final["version_confirmed"], final["retries"]) == (dev.port, None, True, 0)
     assert dev.mode is Mode.APP and dev.app_version == app
     w = world["world"]
     assert w.opened[0][1] == mod.swd_target and w.resets == [mod.swd_options.get("reset_type", "default")]
@@ -76,7 +77,9 @@ def test_recover_via_swd_needs_no_port(world, tmp_path):
     assert result.exit_code == 0, result.output
     assert out[-1]["result"] == "ok" and out[-1]["app_version_after"] is None
     assert out[-1]["bootloader_version_after"] == NEW_BOOT            # read back from the chip
-    assert any("not asked what runs now" in w for w in out[-1]["warnings"])
+    assert any("not asked what runs now" in w["message"] for w in out[-1]["warnings"])
+    assert (out[-1]["port"], out[-1]["error"], out[-1]["version_confirmed"]) == (None, None, False)
+    assert out[-1]["reset_wait_seconds"] is None and out[-1]["settings_kept"] is None
 
 
 def test_dry_run_prints_the_plan_and_the_pyocd_command(tmp_path):
@@ -92,6 +95,7 @@ def test_dry_run_prints_the_plan_and_the_pyocd_command(tmp_path):
     plan, last = events[0], events[-1]
     assert plan["event"] == "plan" and plan["pyocd_command"].startswith("pyocd flash -t ama3b1kk_kbr ")
     assert last["dry_run"] is True and proc.returncode == 0
+    assert (last["port"], last["error"], last["app_version_before"]) == (None, None, None)
 
 
 def test_missing_pack_stops_before_the_probe_is_touched(world, tmp_path):

@@ -15,12 +15,11 @@ from .options import (WINDOW, IntParam, json_option, load_image, lookup_module, 
                       pick_port, port_options, verbosity_options)
 from ..flows.fleet import now_iso
 from .fleet import open_report, report_one
-from .output import (JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_json, known, moved_hint, out,
-                     reports_errors, show_settings)
+from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_result, known,
+                     moved_hint, out, reports_errors, show_settings)
 
-# Every result line has these keys, however the command ends (success, refusal, failure, Ctrl-C),
-# with "port" beside them.
-FLASH_KEYS = ("result", "module", "app_version_before", "app_version_after", "bytes", "seconds", "error")
+# Every result line has these keys, however the command ends (success, refusal, failure, Ctrl-C).
+FLASH_KEYS = RESULT_KEYS
 
 
 @main.command()
@@ -101,11 +100,11 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
             report_one(report, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
-            emit_json({**outcome.to_dict(), "port": port, "error": None})
+            emit_result(outcome.to_dict(), port)
         return
     result = outcome
     if as_json:
-        emit_json({**result.to_dict(), "port": port, "error": None})
+        emit_result(result.to_dict(), port)
         return
     out.print(f"[green]done[/]: {done_line(result, session.device)}")
     show_settings(result.settings)     # keys that could not be read: the flow's warning said so

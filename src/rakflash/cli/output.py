@@ -105,6 +105,17 @@ def emit_json(obj: dict) -> None:
     sys.stdout.flush()
 
 
+# The keys every result line of a command that writes firmware (flash, recover) has, however it
+# ends — success, refusal, failure, --dry-run, Ctrl-C — null when unknown.
+RESULT_KEYS = ("result", "module", "port", "app_version_before", "app_version_after", "bytes", "seconds",
+               "error")
+
+
+def emit_result(result: dict, port: str | None) -> None:
+    """A command's result line when it did not fail: the result's keys, the port, ``error: null``."""
+    emit_json({**{k: None for k in RESULT_KEYS}, **result, "port": port, "error": None})
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: stopped like Ctrl-C, with the signal's name and exit code."""
 

@@ -20,10 +20,10 @@ from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, method_for, plan_recovery, recover
 from .app import main
 from .options import WINDOW, json_option, lookup_module, module_option, open_link, port_options
-from .output import JsonEvents, TerminalEvents, emit_json, known, out, reports_errors
+from .output import RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, known, out, reports_errors
 
-RECOVER_KEYS = ("result", "app_version_before", "app_version_after", "bootloader_version_before",
-                "bootloader_version_after", "bytes", "seconds")
+# flash's keys on every result line (success, failure, dry run, Ctrl-C), and the bootloader's versions.
+RECOVER_KEYS = RESULT_KEYS + ("bootloader_version_before", "bootloader_version_after")
 
 
 @main.command("recover")
@@ -84,11 +84,12 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
         show_recovery_plan(plan, port)
     if dry_run:
         if as_json:
-            emit_json({"result": "ok", "dry_run": True, "module": plan.module.name, "method": plan.method,
-                       "bytes": plan.bytes, "seconds": 0.0,
-                       "estimated_seconds": round(plan.estimate_seconds, 2),
-                       "app_version_new": plan.app_version,
-                       "bootloader_version_new": plan.bootloader_version})
+            emit_result({"result": "ok", "dry_run": True, "module": plan.module.name, "method": plan.method,
+                         "bytes": plan.bytes, "seconds": 0.0,
+                         "estimated_seconds": round(plan.estimate_seconds, 2),
+                         "app_version_new": plan.app_version,
+                         "bootloader_version_new": plan.bootloader_version,
+                         "bootloader_version_before": None, "bootloader_version_after": None}, port)
         return
     if not yes:
         if not sys.stdin or not sys.stdin.isatty():
@@ -103,7 +104,7 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
         result = recover(link, plan, options, emit=render)
     if as_json:
-        emit_json(result.to_dict())
+        emit_result(result.to_dict(), port)
         return
     out.print(f"[green]done[/]: {result.module} bootloader {result.bootloader_version_before or '?'} → "
               f"{result.bootloader_version_after or '?'}, application {result.app_version_before or '?'} → "

@@ -39,7 +39,7 @@ from .. import catalog as _catalog
 from ..catalog import Module
 from ..errors import (ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
                       VerifyFailed, WrongTarget)
-from ..events import Note, Phase, Sink, Warning, nowhere
+from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
 from ..images import Image, ImageInfo, Segment, analyse, target_module
 from ..link import Deadline, Link
 
@@ -135,7 +135,17 @@ class RecoveryPlan:
 
 @dataclass
 class RecoveryResult:
-    """How a recovery ended; ``to_dict()`` has ``flash``'s keys plus the bootloader's versions."""
+    """How a recovery ended; ``to_dict()`` has every key of ``flash``'s result
+    (:meth:`rakflash.flows.update.UpdateResult.to_dict`) plus the bootloader's versions,
+    ``method``, ``verify``, ``verify_seconds`` and ``mode_after``.
+
+    What a recovery means by ``flash``'s keys: ``boot_seconds`` is the time it took to
+    reach the chip's recovery interface (the ROM bootloader, the secure bootloader, the
+    probe), ``reset_wait_seconds`` the same time when a person was asked to hold the boot
+    pin and reset (else ``None``), ``version_confirmed`` whether the module, asked after
+    the recovery, reported the version the image carries, and ``settings_kept`` /
+    ``settings`` are ``None``: a recovery does not read or check the LoRaWAN keys.
+    """
 
     result: str
     module: str
@@ -150,7 +160,11 @@ class RecoveryResult:
     verify_seconds: float = 0.0
     verify: str = ""
     mode_after: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)     # {"code", "message"}, as flash's
+    boot_seconds: float = 0.0
+    reset_wait: float | None = None
+    retries: int = 0
+    version_confirmed: bool = False
 
     @property
     def rate(self) -> float:
@@ -163,10 +177,14 @@ class RecoveryResult:
                 "bootloader_version_before": self.bootloader_version_before,
                 "bootloader_version_after": self.bootloader_version_after,
                 "bytes": self.bytes, "seconds": round(self.seconds, 3),
+                "boot_seconds": round(self.boot_seconds, 3),
                 "transfer_seconds": round(self.transfer_seconds, 3),
                 "verify_seconds": round(self.verify_seconds, 3), "verify": self.verify,
-                "bytes_per_second": round(self.rate), "mode_after": self.mode_after,
-                "warnings": self.warnings}
+                "bytes_per_second": round(self.rate), "version_confirmed": self.version_confirmed,
+                "retries": self.retries,
+                "reset_wait_seconds": None if self.reset_wait is None else round(self.reset_wait, 3),
+                "settings_kept": None, "settings": None,
+                "mode_after": self.mode_after, "warnings": self.warnings}
 
 
 @dataclass
@@ -182,11 +200,9 @@ class Session:
     transfer_seconds: float = 0.0
     verify_seconds: float = 0.0
     verify: str = ""
-    warnings: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)    # the method's own
 
     def warn(self, code: str, message: str, **info: Any) -> None:
-        self.warnings.append(message)
         self.emit(Warning(code, message, info))
 
 
@@ -294,6 +310,18 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         raise UsageError(f"recovery with {plan.method} needs the module's serial port",
                          hint="Give it with --port.")
     at_baud = link.baud if link else options.baud   # the AT console's rate (the ROM's may differ)
+    outer = emit
+    seen = {"warnings": [], "retries": 0, "prompted": False}
+
+    def emit(event: Event) -> None:     # the result lists the run's warnings and retries, as flash's
+        if isinstance(event, Warning):
+            seen["warnings"].append({"code": event.code, "message": event.message})
+        elif isinstance(event, Retry):
+            seen["retries"] += 1
+        elif isinstance(event, Prompt):
+            seen["prompted"] = True
+        outer(event)
+
     before = None
     if options.identify_before and method.needs_port:
         emit(Phase("identify", "asking the module what runs now (it may not answer)"))
@@ -301,7 +329,9 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         if before is None:
             emit(Note("the module does not answer over its AT port: versions before are unknown"))
     session = Session(link, plan, options, emit)
+    t_guide = time.monotonic()
     method.guide(session)
+    boot_seconds = time.monotonic() - t_guide
     emit(Phase("connect", f"asking the chip what it is ({plan.method})"))
     method.connect(session)
     method.write(session)
@@ -309,14 +339,20 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
     method.verify(session)
     emit(Phase("start", "starting the written firmware"))
     method.start(session)
+
+    def result(**what: Any) -> RecoveryResult:
+        return RecoveryResult(
+            "ok", plan.module.name, plan.method, bytes=plan.bytes, seconds=time.monotonic() - t0,
+            transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
+            verify=session.verify, warnings=seen["warnings"], boot_seconds=boot_seconds,
+            reset_wait=boot_seconds if seen["prompted"] else None, retries=seen["retries"], **what)
+
     if link is None:
         session.warn("not-identified", "no serial port was given: the module was not asked what "
                      "runs now ('rakflash info --port PORT' tells)")
-        return RecoveryResult(
-            "ok", plan.module.name, plan.method, None, None, session.bootloader_version_before,
-            session.bootloader_version_after, bytes=plan.bytes, seconds=time.monotonic() - t0,
-            transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
-            verify=session.verify, mode_after=None, warnings=session.warnings)
+        return result(app_version_before=None, app_version_after=None,
+                      bootloader_version_before=session.bootloader_version_before,
+                      bootloader_version_after=session.bootloader_version_after, mode_after=None)
     emit(Phase("identify-after", "asking the module what runs now"))
     after = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout)
     if after is None:
@@ -332,15 +368,16 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
     if plan.app_version and after.mode != "app":
         session.warn("bootloader-waits", f"{plan.module.name} waits in its bootloader after the "
                      f"recovery: 'rakflash flash' with an application finishes the job")
-    return RecoveryResult(
-        "ok", plan.module.name, plan.method,
+    if plan.app_version:       # the module told the version the image carries
+        confirmed = app_after == plan.app_version
+    else:                      # a bootloader-only image: its version, if the module tells it
+        confirmed = bool(plan.bootloader_version) and after.bootloader_version == plan.bootloader_version
+    return result(
         app_version_before=before.app_version if before and before.mode == "app" else None,
         app_version_after=app_after,
         bootloader_version_before=session.bootloader_version_before
         or (before.bootloader_version if before else None),
-        bootloader_version_after=boot_after, bytes=plan.bytes, seconds=time.monotonic() - t0,
-        transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
-        verify=session.verify, mode_after=after.mode, warnings=session.warnings)
+        bootloader_version_after=boot_after, mode_after=after.mode, version_confirmed=confirmed)
 
 
 def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float | None):

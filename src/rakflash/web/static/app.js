@@ -587,7 +587,7 @@ function renderResult(job, r) {
       h("span", { class: "before" }, r.app_version_before || "?"), " → ",
       h("span", { class: "after" }, r.app_version_after || "-")));
     box.append(h("p", {}, `${num(r.bytes)} bytes written and verified (${r.verify}) in ${r.seconds.toFixed(1)} s`));
-    for (const w of r.warnings || []) box.append(h("p", { class: "note" }, "warning: " + w));
+    for (const w of r.warnings || []) box.append(h("p", { class: "note" }, "warning: " + (w.message || w)));
   } else if (r.outcome === "ok" && r.result === "ok") {
     box.className = "result ok";
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "),
