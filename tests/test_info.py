@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from rakflash.sim import Mode
 
 from conftest import FAST_BAUD, cli_json, run_cli
@@ -26,3 +28,22 @@ def test_ask_bootloader_leaves_a_module_that_tells_it_alone(virtual):
     code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD), "--ask-bootloader")
     assert code == 0 and out["bootloader_version"] == "RUI_BOOT_0.8_STM32WLE5CC"
     assert dev.resets == 0                               # RUI3 answers AT+BOOTVER=?: no visit needed
+
+
+def test_verbose_shows_every_identification_step_timed_on_stderr(virtual):
+    """`info -v`, as `flash -v`: a line per step and AT exchange, with the seconds since the start."""
+    dev = virtual("rak811")
+    port = ["--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak811"]
+    quiet = run_cli("info", *port)
+    assert quiet.returncode == 0 and "at+version" not in quiet.stderr
+    proc = run_cli("info", *port, "-v", "--ask-bootloader")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert all(ln.startswith("[") and " s] " in ln for ln in lines), lines
+    assert any(f"identifying the module on {dev.port}" in ln for ln in lines)
+    assert any("at+version → OK 'V3.0.0.13.H'" in ln for ln in lines)     # the query and its answer
+    assert any("at+bootstatus" in ln for ln in lines)                       # --ask-bootloader's visit
+    assert "module        RAK811" in proc.stdout                            # the answer is unchanged
+    proc = run_cli("info", *port, "-v", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["module"] == "RAK811"   # stdout: one object
+    assert "at+version → OK" in proc.stderr

@@ -13,6 +13,7 @@ property-tested; :class:`AtConsole` runs a command over a link with a deadline.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from .catalog import Dialect
@@ -106,8 +107,17 @@ class AtConsole:
 
         The bootloader console never says ``OK``, so its reply is complete with
         its first line. Lines that keep coming (a chatty firmware) don't extend
-        the deadline.
+        the deadline. The link's step listener (``-v``) is told the command and
+        how it was answered.
         """
+        t0 = time.monotonic()
+        reply = self._command(command, timeout)
+        step = getattr(self.link, "step", None)
+        if step is not None:
+            step(f"{command} → {_told(reply)} ({time.monotonic() - t0:.2f} s)")
+        return reply
+
+    def _command(self, command: str, timeout: float) -> AtReply:
         self.link.write_line(command, self.dialect.get("line_ending", "\r\n"))
         deadline = Deadline(timeout)
         lines: list[str] = []
@@ -128,6 +138,14 @@ class AtConsole:
         """The information a query answers with, or None (an error, or no answer by the deadline)."""
         reply = self.command(command, timeout)
         return reply.value if reply.ok else None
+
+
+def _told(reply: AtReply) -> str:
+    """A reply in a few words, for the step lines of ``-v``."""
+    if reply.status == "none":
+        return (f"no reply of this dialect ({' | '.join(reply.lines)[:60]!r})" if reply.lines else "no answer")
+    word = "OK" if reply.ok else (reply.error or "error")
+    return f"{word} {reply.value[:60]!r}" if reply.value else word
 
 
 def looks_like_text(data: bytes) -> bool:

@@ -20,7 +20,7 @@ import errno
 import os
 import select
 import time
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import serial
 
@@ -65,6 +65,8 @@ class Link:
                  trace: TraceWriter | None = None, exclusive: bool = True) -> None:
         self.port_name = port
         self.trace = trace
+        # Told every step (note) and every AT exchange (step) as it happens: '-v' shows them.
+        self.on_step: Callable[[str], None] | None = None
         self._pending = bytearray()
         self.parity = parity            # what the protocol asked for
         self.parity_applied = parity    # what the port carries (see below)
@@ -172,9 +174,17 @@ class Link:
             self.trace.event("lines", rts=rts, dtr=dtr)
 
     def note(self, text: str) -> None:
-        """Mark a step in the trace (if one is recorded), so a bug report reads in steps."""
+        """Mark a step in the trace (if one is recorded), so a bug report reads in steps; and
+        tell :attr:`on_step`, if set."""
         if self.trace:
             self.trace.note(text)
+        self.step(text)
+
+    def step(self, text: str) -> None:
+        """Tell :attr:`on_step` (if set) what just happened, e.g. an AT command and its answer
+        (the trace has those bytes already)."""
+        if self.on_step is not None:
+            self.on_step(text)
 
     # -- byte I/O --------------------------------------------------------------
     def write(self, data: bytes) -> None:

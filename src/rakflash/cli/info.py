@@ -6,13 +6,15 @@ from contextlib import ExitStack
 
 import click
 
+from ..events import Phase
 from ..flows.boot import peek_bootloader_version
 from ..flows.identify import DeviceInfo, identify
 from ..link import Link
 from .app import main
 from .options import (json_option, lookup_module, module_option, open_link, pick_port, port_options,
                       verbosity_options)
-from .output import emit_json, print_device, reports_errors
+from . import output
+from .output import TerminalEvents, emit_json, print_device, reports_errors
 
 DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
 
@@ -33,8 +35,13 @@ def info(port: str, baud: int | None, trace_path: str | None, module_name: str |
     port = pick_port(port)
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path)
+        if output.verbosity > 0:       # -v: every step and AT exchange, timed, on standard error
+            render = stack.enter_context(TerminalEvents())
+            render(Phase("identify", f"identifying the module on {port}"))
+            link.on_step = lambda text: render(Phase("identify", text))
         dev = identify(link, module=module, baud=baud)
         if ask_bootloader:
+            link.step("asking the bootloader its version (--ask-bootloader)")
             _ask_bootloader(link, dev)
     if as_json:
         emit_json(dev.to_dict())
