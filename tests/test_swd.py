@@ -148,6 +148,13 @@ def test_missing_pack_names_the_install_command_and_the_offline_way(tmp_path, ca
     assert e.value.exit_code == 4
 
 
+def test_missing_pack_is_named_before_probes_are_looked_for(tmp_path, cat):
+    """No probe attached yet: the missing pack is still what is named (it must be installed
+    anyway), not 'no debug probe found'."""
+    with pytest.raises(PackMissing, match="stm32wle5ccux"):
+        run(tmp_path, cat, "rak3172", installed=set(), probes=[])
+
+
 def test_a_pack_file_is_handed_to_pyocd(tmp_path, cat):
     world = run(tmp_path, cat, "rak3172", installed=set(), pack="/packs/Keil.STM32WLxx_DFP.pack")
     assert world.opened[0][2]["pack"] == "/packs/Keil.STM32WLxx_DFP.pack"

@@ -107,6 +107,32 @@ def test_missing_pack_stops_before_the_probe_is_touched(world, tmp_path):
     assert world["world"].opened == []
 
 
+def test_missing_pack_is_named_without_a_probe_and_before_the_plan(world, tmp_path):
+    path, _ = full_hex(tmp_path, "rak3172")
+    world["world"] = FakeWorld(probes=[], installed=set())
+    result, out = invoke("recover", str(path), "--module", "rak3172", "--via", "swd", "--yes", "--json")
+    assert result.exit_code == 4 and [e.get("event") for e in out] == [None]     # no plan first
+    assert out[-1]["error"] == "pack-missing" and "pyocd pack install stm32wle5ccux" in out[-1]["hint"]
+
+
+def test_dry_run_warns_when_pyocd_lacks_the_target(world, tmp_path):
+    path, _ = full_hex(tmp_path, "rak811")
+    world["world"] = FakeWorld(probes=[], installed=set())
+    result = CliRunner().invoke(main, ["recover", str(path), "--module", "rak811", "--via", "swd",
+                                       "--dry-run"], catch_exceptions=False)
+    assert result.exit_code == 0 and "same with pyOCD" in result.stdout
+    assert "warning: pyOCD does not know the target stm32l151cbux" in result.stderr
+    assert "pyocd pack install stm32l151cbux" in result.stderr
+    result, out = invoke("recover", str(path), "--module", "rak811", "--via", "swd", "--dry-run", "--json")
+    assert result.exit_code == 0 and out[-1]["dry_run"] is True
+    assert [w["code"] for w in out[-1]["warnings"]] == ["pack-missing"]
+    assert any(e.get("event") == "warning" and e["code"] == "pack-missing" for e in out)
+    world["world"] = FakeWorld(probes=[])                       # a known target: no warning
+    result, out = invoke("recover", str(full_hex(tmp_path)[0]), "--module", "rak11720", "--via", "swd",
+                         "--dry-run", "--json")
+    assert out[-1]["warnings"] == []
+
+
 def test_no_probe_is_named_with_the_exit_code(world, tmp_path):
     world["world"] = FakeWorld(probes=[])
     path, _ = full_hex(tmp_path)
@@ -150,6 +176,11 @@ def test_without_pyocd_one_line_says_how_to_get_it(tmp_path):
     assert proc.returncode == 4
     assert proc.stderr.splitlines() == ["error: SWD needs pyOCD, which is not installed",
                                         "hint: Install it with: pip install 'rakflash[swd]'"]
+    path, _ = full_hex(tmp_path, "rak3172")
+    proc = subprocess.run([sys.executable, "-m", "rakflash", "recover", str(path), "--via", "swd",
+                           "--module", "rak3172", "--yes"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 4 and proc.stdout == ""                 # said first, not after the plan
+    assert proc.stderr.splitlines()[0] == "error: SWD needs pyOCD, which is not installed"
 
 
 # ------------------------------------------------------------------ info0 over SWD

@@ -12,15 +12,17 @@ import sys
 from contextlib import ExitStack
 
 import click
+from rich.markup import escape
 
 from .. import images
-from ..errors import Aborted, ConfirmationNeeded, UsageError
-from ..events import PlanReady
+from ..errors import Aborted, ConfirmationNeeded, RakflashError, UsageError
+from ..events import PlanReady, Warning
 from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, method_for, plan_recovery, recover
 from .app import main
 from .options import WINDOW, json_option, lookup_module, module_option, open_link, port_options
-from .output import RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, known, out, reports_errors
+from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, err, known, out,
+                     reports_errors)
 
 # flash's keys on every result line (success, failure, dry run, Ctrl-C), and the bootloader's versions.
 RECOVER_KEYS = RESULT_KEYS + ("bootloader_version_before", "bootloader_version_after")
@@ -78,10 +80,23 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
     if port is None and method_for(plan.method).needs_port:
         raise UsageError(f"recovering {plan.module.name} with {plan.method} needs its serial port",
                          hint="Give it with --port (or recover with --via swd and a probe).")
+    method_impl = method_for(plan.method)
+    warnings: list[dict] = []
+    if not dry_run:
+        method_impl.precheck(plan)        # a missing tool is said first, not after the whole plan
+    else:
+        try:
+            method_impl.precheck(plan)
+        except RakflashError as exc:      # a dry run still shows the plan, and what would stop it
+            warnings.append({"code": exc.name, "message": f"{exc.message}. {exc.hint}"})
     if as_json:
         emit_json(PlanReady(plan.to_dict()).to_dict())
+        for w in warnings:
+            emit_json(Warning(w["code"], w["message"]).to_dict())
     else:
         show_recovery_plan(plan, port)
+        for w in warnings:
+            err.print(f"[yellow]warning:[/] {escape(w['message'])}")
     if dry_run:
         if as_json:
             emit_result({"result": "ok", "dry_run": True, "module": plan.module.name, "method": plan.method,
@@ -89,7 +104,8 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
                          "estimated_seconds": round(plan.estimate_seconds, 2),
                          "app_version_new": plan.app_version,
                          "bootloader_version_new": plan.bootloader_version,
-                         "bootloader_version_before": None, "bootloader_version_after": None}, port)
+                         "bootloader_version_before": None, "bootloader_version_after": None,
+                         "warnings": warnings}, port)
         return
     if not yes:
         if not sys.stdin or not sys.stdin.isatty():

@@ -219,6 +219,10 @@ class RecoveryMethod:
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
         raise NotImplementedError
 
+    def precheck(self, plan: RecoveryPlan) -> None:
+        """What can stop the recovery and be checked on this computer alone, before the plan
+        is shown and confirmed (a missing tool, say): a named error. Touches no device."""
+
     def guide(self, session: Session) -> None:
         """Tell the person what to do (a ``Prompt`` event), drive wired lines, and get the
         chip's recovery interface to answer (``Countdown`` events while waiting)."""

@@ -48,9 +48,15 @@ class SwdMethod(RecoveryMethod):
                                      "probe": sp.probe, "pack": sp.pack,
                                      "pyocd_command": sp.pyocd_command()})
 
+    def precheck(self, plan: RecoveryPlan) -> None:
+        """pyOCD installed, and the target known to it (or a --pack given): no probe asked."""
+        swd.check_target(swd.pyocd_api(), plan.details["target"], plan.details["pack"])
+
     # -- the steps ---------------------------------------------------------------------
     def guide(self, session: Session) -> None:
         api = swd.pyocd_api()
+        d = session.plan.details
+        swd.check_target(api, d["target"], d["pack"])     # a missing pack, before any probe is looked for
         probe = swd.choose_probe(api, session.options.probe)
         session.state.update(api=api, probe=probe)
         session.emit(Note(f"using {probe.kind} probe {probe.unique_id}"

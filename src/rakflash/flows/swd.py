@@ -249,14 +249,21 @@ def choose_probe(api: PyOCD, wanted: str | None) -> ProbeInfo:
     return probes[0]
 
 
+def check_target(api: PyOCD, target: str, pack: str | None = None) -> None:
+    """:class:`PackMissing` (with the ``pyocd pack install`` command) when pyOCD doesn't know
+    ``target`` and no ``pack`` file is given. Asks pyOCD only, no probe: called before a
+    probe is looked for, so a missing pack is named with or without one attached."""
+    if not pack and not api.knows_target(target):
+        raise _pack_missing(target)
+
+
 def open_session(api: PyOCD, probe: ProbeInfo, target: str, options: dict[str, Any], *,
                  pack: str | None = None) -> Any:
     """An open pyOCD session on ``probe`` for ``target``; pyOCD's failures as named errors."""
     opts = dict(options)
     if pack:
         opts["pack"] = pack
-    elif not api.knows_target(target):
-        raise _pack_missing(target)
+    check_target(api, target, pack)
     try:
         session = api.session(probe.unique_id, target, opts)
         if session is None:
@@ -322,6 +329,7 @@ def run_swd(plan: SwdPlan, *, api: PyOCD | None = None, emit: Sink = nowhere,
     """Connect, write (sector erase), verify by reading back, reset."""
     api = api or pyocd_api()
     t0 = time.monotonic()
+    check_target(api, plan.target, plan.pack)        # before any probe is looked for
     probe = choose_probe(api, plan.probe)
     emit(Phase("connect", f"connecting to {plan.target} through {probe.kind} probe {probe.unique_id}",
                {"probe": probe.unique_id, "target": plan.target, **plan.options}))
