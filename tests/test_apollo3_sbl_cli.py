@@ -81,6 +81,8 @@ def test_bricked_flooding_rak11720_brought_back_with_recover(virtual, tmp_path):
     kinds = [e.get("event") for e in events]
     assert kinds[0] == "plan" and "countdown" in kinds and "progress" in kinds
     assert dev.mode is Mode.APP and dev.app_version == NEW_APP and not dev.boot_pin
+    notes = [e["message"] for e in events if e.get("event") == "note"]
+    assert any("floods its AT port" in n for n in notes), notes          # the flood, by name
 
 
 def test_module_without_a_valid_application_brought_back_with_recover(virtual, tmp_path):
@@ -122,6 +124,12 @@ def test_dry_run_shows_blocks_and_pins(tmp_path):
                    "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "UPDATE + DATA: 8,192 bytes at 0x0c000 (non-secure, written in place)" in proc.stdout
+    # the bytes sent are the blocks' bytes and a 96-byte header each, and the line says so
+    blocks = [int(ln.split("DATA: ")[1].split(" bytes")[0].replace(",", "")) for ln in proc.stdout.splitlines()
+              if "UPDATE + DATA: " in ln]
+    assert len(blocks) == 3
+    assert (f"{sum(blocks) + 96 * 3:,} bytes to send: the image's {sum(blocks):,} bytes in 3 blocks, each "
+            f"with its 96-byte wired-update header") in proc.stdout
     assert "Hold BOOT (Apollo3 GPIO41, shared with SWO) high" in proc.stdout and "estimate" in proc.stdout
 
 

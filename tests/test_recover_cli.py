@@ -96,6 +96,36 @@ def test_dry_run_prints_plan_pins_and_time_without_touching_the_port(cat, tmp_pa
     assert out["module"] == "RAK3172" and out["bootloader_version_new"] == "RUI_BOOT_0.9_STM32WLE5CC"
 
 
+def _numbers(text: str) -> list[int]:
+    import re
+    return [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*\d|\d", text)]
+
+
+def test_dry_run_numbers_agree_and_pins_are_named_once(cat, tmp_path):
+    """The bytes written are the image's bytes, less 0xFF runs not sent, plus padding — said so,
+    and the bytes verified are the image's; no pin or way to reset is said twice."""
+    for key, boot, app in (("rak811", "V3.0.5", "V3.0.0.14.H"),
+                           ("rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")):
+        full = tmp_path / f"{key}.hex"
+        full.write_text(firmware.combined_hex(cat.module(key), boot, app, 80 * 1024))
+        proc = run_cli("recover", str(full), "--port", "/dev/null", "--module", key, "--dry-run")
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        image = next(ln for ln in lines if ln.startswith("image"))
+        write = next(ln for ln in lines if ln.strip().startswith("5. write"))
+        verify = next(ln for ln in lines if ln.strip().startswith("6. verify"))
+        sent, blocks, size, size_img, *parts = _numbers(write.split("5.", 1)[1].replace("0xFF", "")
+                                                        .replace("4-byte", ""))
+        assert f"{sent:,} bytes to write" in image
+        less = _numbers(write.split("less ")[1])[0] if "less " in write else 0
+        plus = _numbers(write.split("plus ")[1])[0] if "plus " in write else 0
+        assert sent == size_img - less + plus
+        assert f"verify all {size_img:,} bytes of the image" in verify
+        text = proc.stdout
+        assert "(UART1) (UART1" not in text and ") (UART2," not in text and " — the same pins" in text
+        assert text.count("power it off and on") == 1 and "BOOT0 (pin" not in text
+
+
 def test_rak4270_is_sent_to_swd_and_nothing_is_asked(cat, tmp_path):
     full = tmp_path / "FULL.hex"
     full.write_text(firmware.combined_hex(cat.module("rak4270"), "V3.0.5", "V3.0.0.14.H", 8 * 1024))

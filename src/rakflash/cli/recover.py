@@ -134,7 +134,7 @@ def show_recovery_plan(plan, port: str) -> None:
     where = f"on {port}" if port else "(no serial port)"
     out.print(f"module    {plan.module.name} ({plan.module.mcu.name}) {where}, method {plan.method}")
     out.print(f"image     {img.image.path}: bootloader {plan.bootloader_version or '-'}, application "
-              f"{plan.app_version or '-'}, {plan.bytes:,} bytes to write")
+              f"{plan.app_version or '-'}, {plan.details.get('bytes_said') or f'{plan.bytes:,} bytes to write'}")
     for n in plan.notes:
         out.print(f"[yellow]note:[/] {n}")
     out.print("plan:")

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from .. import catalog as _catalog
 from ..catalog import Module
-from ..errors import (ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
+from ..errors import (Flooding, ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
                       VerifyFailed, WrongTarget)
 from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
 from ..images import Image, ImageInfo, Segment, analyse, target_module
@@ -329,9 +329,10 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
     before = None
     if options.identify_before and method.needs_port:
         emit(Phase("identify", "asking the module what runs now (it may not answer)"))
-        before = _identify_quietly(link, plan.module, at_baud, timeout=None)
+        failed: list[RakflashError] = []
+        before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)
         if before is None:
-            emit(Note("the module does not answer over its AT port: versions before are unknown"))
+            emit(Note(_unanswered(failed)))
     session = Session(link, plan, options, emit)
     t_guide = time.monotonic()
     method.guide(session)
@@ -384,8 +385,10 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         bootloader_version_after=boot_after, mode_after=after.mode, version_confirmed=confirmed)
 
 
-def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float | None):
-    """Identify over the AT port at ``baud``; None when nothing answers.
+def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float | None,
+                      failed: list[RakflashError] | None = None):
+    """Identify over the AT port at ``baud``; None when nothing answers (the last
+    error appended to ``failed``, if given).
 
     With ``timeout``, keep asking until it passes (a freshly started firmware
     takes a moment); without, ask once.
@@ -398,10 +401,21 @@ def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float |
     while True:
         try:
             return identify(link, module=module, baud=baud, scan=False)
-        except RakflashError:
+        except RakflashError as exc:
             if deadline.expired:
+                if failed is not None:
+                    failed.append(exc)
                 return None
             time.sleep(0.1)
+
+
+def _unanswered(failed: list[RakflashError]) -> str:
+    """The note when the module could not be identified before a recovery, saying why."""
+    exc = failed[-1] if failed else None
+    if isinstance(exc, Flooding):
+        return ("the module floods its AT port with data and does not answer AT (a firmware "
+                "that prints without pause): versions before are unknown")
+    return "the module does not answer over its AT port: versions before are unknown"
 
 
 def _release_hint(module: Module) -> str:

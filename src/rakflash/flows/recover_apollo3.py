@@ -69,6 +69,12 @@ class Apollo3SblMethod(RecoveryMethod):
         blocks = list(reversed(img.wired_blocks)) if prepared else build_blocks(img.segments, module)
         ota = any(b.header.ota for b in blocks)
         sent = sum(len(b.raw) for b in blocks)
+        data = sum(b.header.size for b in blocks)
+        pad = sent - data - sbl.WU_HEADER_SIZE * len(blocks)
+        sent_said = (f"{sent:,} bytes to send: the image's {data:,} bytes in {len(blocks)} "
+                     f"block{'s' if len(blocks) != 1 else ''}, each with its {sbl.WU_HEADER_SIZE}-byte "
+                     f"wired-update header" + (f", and {pad:,} bytes padding them to whole 4-byte words"
+                                               if pad else ""))
         a = module.rom_access
         steps = [
             "you hold BOOT and reset the module; rakflash sends HELLO every "
@@ -102,7 +108,7 @@ class Apollo3SblMethod(RecoveryMethod):
                                  "image_type": b.header.type_name, "ota": b.header.ota}
                                 for b in blocks],
                      "ota_descriptor": OTA_DESCRIPTOR if ota else None,
-                     "boot_pin": dict(a)})
+                     "boot_pin": dict(a), "bytes_said": sent_said})
 
     # -- guide: hold BOOT, reset, HELLO until STATUS --------------------------------
     def guide(self, session: Session) -> None:

@@ -60,6 +60,13 @@ class Stm32RomMethod(RecoveryMethod):
                  for a, b in runs]
         sent = sum(len(d) for _, d in blocks)
         img = image.image
+        # What is sent is not the image byte for byte: runs of 0xFF at a block's end are not
+        # sent (the erase leaves the flash so), and a block is padded to whole 4-byte words.
+        covered = sum(max(0, min(s.end, a + len(d)) - max(s.start, a)) for a, d in blocks for s in img.segments)
+        skipped, pad = img.size - covered, sent - covered
+        how = "".join((
+            f", less {_n(skipped)} of 0xFF at block ends (the erase leaves them so)" if skipped else "",
+            f", plus {_n(pad)} of 0xFF padding blocks to whole 4-byte words" if pad else ""))
         steps = [
             "you hold BOOT0 high and reset the module (rakflash waits for the ROM's answer)",
             f"handshake (0x7F) at {options.baud} baud 8E1; Get, Get ID: the chip must be "
@@ -68,9 +75,9 @@ class Stm32RomMethod(RecoveryMethod):
             f"erase {len(pages)} page(s) of {size:,} bytes: "
             + ", ".join(f"{a:#010x}-{b:#010x}" for a, b in erase)
             + " (only what the image covers; nothing else is touched)",
-            f"write {sent:,} bytes in {len(blocks)} blocks of up to {MAX_BLOCK} bytes "
-            f"(blocks of erased 0xFF skipped)",
-            f"verify every byte of the image ({img.size:,}) on the chip "
+            f"write {sent:,} bytes in {len(blocks)} blocks of up to {MAX_BLOCK} bytes: the image's "
+            f"{img.size:,} bytes{how}",
+            f"verify all {img.size:,} bytes of the image on the chip, the unsent 0xFF too "
             f"(Get Checksum where the ROM offers it, else read-back)",
             f"Go {module.mcu.flash.start:#010x}: the chip starts the written bootloader and application",
             "identify the module again over its AT port (8N1) and report the versions",
@@ -328,20 +335,31 @@ def rom_guide(module: Module, options: RecoveryOptions) -> list[str]:
     a = module.rom_access
     at_port = ("the same pins as its AT port" if a.get("at_port")
                else "not the AT port: move the adapter's wires")
-    steps = [f"Connect the USB-UART adapter to {module.name} {a['uart_pins']} ({a['uart']}, "
-             f"{at_port}; TX to RX, RX to TX, and GND)."]
+    uart = "" if a["uart"] in a["uart_pins"] else f" ({a['uart']})"      # named once
+    steps = [f"Connect the USB-UART adapter to {module.name} {a['uart_pins']}{uart} — {at_port} "
+             f"(TX to RX, RX to TX, and GND)."]
     if a.get("not_on"):
         steps.append(f"Not {a['not_on']}.")
     if options.boot0_with:
-        steps.append(f"rakflash drives BOOT0 ({a['boot0']}) with {options.boot0_with.upper()}.")
+        steps.append(f"rakflash drives {_boot0(a)} with {options.boot0_with.upper()}.")
     else:
-        steps.append(f"Hold BOOT0 ({a['boot0']}) high: connect it to 3.3 V.")
+        steps.append(f"Hold {_boot0(a)} high: connect it to 3.3 V.")
     if options.reset_with:
         steps.append(f"rakflash pulses RESET ({a['reset']}) with {options.reset_with.upper()}.")
     else:
-        steps.append(f"Then reset the module: {a['reset']} to GND for a moment, or power it off and on.")
+        power = "" if "power it off" in a["reset"] else ", or power it off and on"
+        steps.append(f"Then reset the module: {a['reset']} to GND for a moment{power}.")
     steps.append(f"rakflash waits up to {options.window:.0f} s for the ROM bootloader's answer.")
     return steps
+
+
+def _n(count: int) -> str:
+    return f"{count:,} byte" + ("" if count == 1 else "s")
+
+
+def _boot0(a: dict) -> str:
+    """The BOOT0 pin, named once ('pin 21 (BOOT0)', not 'BOOT0 (pin 21 (BOOT0))')."""
+    return a["boot0"] if "BOOT0" in a["boot0"] else f"BOOT0 ({a['boot0']})"
 
 
 def handshake_hint(module: Module, seen: str, wired: bool) -> str:
