@@ -100,6 +100,12 @@ def test_one_faulty_and_one_pulled_never_stop_the_others_and_the_rerun_finishes(
     cut = records[pulled.port]
     assert (cut["result"], cut["error"], cut["serial_number"]) == ("port-disconnected",) * 2 + ("SN-2",)
     assert cut["message"] and cut["app_version_after"] is None
+    # The failed ones' settings were read before they failed: their DevEUIs are known
+    # (production traceability), though neither module could be asked afterwards.
+    assert cut["dev_eui"] == "AC1F09FFFE000002"
+    assert (records[faulty.port]["serial_number"], records[faulty.port]["dev_eui"]) == \
+        ("SN-3", "AC1F09FFFE000003")
+    assert "APPKEY" not in report.read_text().upper()           # identifiers only, never a key
 
     # Plug the pulled one back in (a new pty path) and run again: the cut-off ones are
     # finished, the ones already done are left alone.
@@ -113,6 +119,12 @@ def test_one_faulty_and_one_pulled_never_stop_the_others_and_the_rerun_finishes(
     assert done[good1.port]["result"] == "already-up-to-date"
     assert pulled.app_version == faulty.app_version == NEW
     assert len(read_report(report)) == 8                      # appended, never rewritten
+    # Found in their bootloaders, the two tell their serial numbers only once the new
+    # application runs (it is asked for the kept-settings file): the rows have them.
+    rerun = {r["port"]: r for r in read_report(report)[4:]}
+    assert (rerun[again]["serial_number"], rerun[again]["dev_eui"]) == ("SN-2", "AC1F09FFFE000002")
+    assert (rerun[faulty.port]["serial_number"], rerun[faulty.port]["dev_eui"]) == \
+        ("SN-3", "AC1F09FFFE000003")
 
 
 def test_ctrl_c_stops_all_cleanly_and_the_rerun_finishes_them(modules, tmp_path, cat):

@@ -23,7 +23,7 @@ from rich.text import Text
 from .. import events as ev
 from ..errors import ConfirmationNeeded, PortNotFound, UsageError
 from ..flows.discovery import module_ports
-from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_dev_eui, settle
+from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_identifiers, settle
 from ..flows.session import FlashOptions
 from ..images import Image
 from ..trace import TraceWriter
@@ -56,8 +56,8 @@ def report_one(report: ReportFile, port: str, image: Image, session: Any, result
     """Append the record of a single-port ``flash`` (the same fields as for several ports)."""
     o = DeviceOutcome(port, started=started)
     settle(o, session, result, failure, seconds)
-    if link is not None and o.ok:
-        o.dev_eui = ask_dev_eui(link, session)
+    if link is not None:
+        ask_identifiers(o, link, session)
     report.append(o.record(image))
 
 

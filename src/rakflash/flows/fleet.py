@@ -38,6 +38,7 @@ from ..images import Image
 from ..stoppable import StoppableLink
 from ..trace import TraceWriter
 from .session import DryRun, FlashOptions, FlashSession
+from .settings import well_formed
 from .update import UpdateResult
 
 OK_RESULTS = ("ok", "already-up-to-date")
@@ -209,8 +210,7 @@ class Fleet:
             try:
                 settle(o, session, result, failure, time.monotonic() - t0)
                 if link is not None:
-                    if o.ok or o.exit_code == PlanRefused.exit_code:     # its application still answers
-                        o.dev_eui = ask_dev_eui(link, session)
+                    ask_identifiers(o, link, session)
                     link.close()
                 self._publish(o)
             finally:
@@ -258,6 +258,7 @@ def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult 
         known = session.known
         o.module = known.get("module") or o.module
         o.serial_number = known.get("serial_number") or o.serial_number
+        o.dev_eui = known.get("dev_eui") or o.dev_eui      # read with the settings, before it failed
         if session.device is not None:
             o.app_version_before = session.device.app_version
             o.bootloader_version = session.device.bootloader_version or o.bootloader_version
@@ -279,6 +280,17 @@ def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult 
     o.phase = "done"
 
 
+def ask_identifiers(o: DeviceOutcome, link: StoppableLink, session: FlashSession | None) -> None:
+    """Ask the application that runs now (after an update, or one refused before writing) for
+    its DevEUI — the value it has after the run — and for its serial number when the run never
+    learnt it. What the run learnt stays where the application can't be asked."""
+    if not (o.ok or o.exit_code == PlanRefused.exit_code):     # its application may not answer
+        return
+    o.dev_eui = ask_dev_eui(link, session) or o.dev_eui
+    if o.serial_number is None:
+        o.serial_number = _ask(link, session, "serial_number")
+
+
 def ask_dev_eui(link: StoppableLink, session: FlashSession | None) -> str | None:
     """The module's DevEUI from its application, where its AT set has the query (RUI3)."""
     dev = getattr(session, "device", None)
@@ -286,12 +298,34 @@ def ask_dev_eui(link: StoppableLink, session: FlashSession | None) -> str | None
     if module is None:
         return None
     query = next((q for q in module.dialect.get("settings", []) if q.upper().startswith("AT+DEVEUI")), None)
-    if query is None:
+    return _ask(link, session, query=query) if query else None
+
+
+def _ask(link: StoppableLink, session: FlashSession | None, key: str | None = None, *,
+         query: str | None = None) -> str | None:
+    """One value from the module's application (``query``, or the dialect's ``key`` query),
+    read consistently (twice the same, well-formed); None when it can't be asked."""
+    dev = getattr(session, "device", None)
+    module = dev.module if dev is not None else None
+    if module is None:
         return None
+    query = query or (module.dialect.get(key) if key else None)
+    if not query:
+        return None
+    console = AtConsole(link, module.dialect)
+    seen: list[str] = []
     try:
-        return AtConsole(link, module.dialect).value(query, 0.5)
+        for _ in range(4):
+            value = console.value(query, 0.5)
+            if value is None:
+                return None          # nothing answers it: don't wait for more
+            if well_formed(module, query, value):
+                if value in seen:
+                    return value
+                seen.append(value)
     except (RakflashError, KeyboardInterrupt):
-        return None
+        pass
+    return None
 
 
 def run_fleet(ports: list[str], image: Image, options: FlashOptions | None = None, **kw: Any) -> list[DeviceOutcome]:

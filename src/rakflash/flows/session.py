@@ -14,8 +14,8 @@ The steps, each reported through the event sink:
 
 A module that was caught in its bootloader for this update and is then not
 written (dry run, refusal, no confirmation, an error) is sent back to its
-application. What was learnt before a failure (module, version running before)
-stays readable in :attr:`FlashSession.known`, so a failure report can include it.
+application. What was learnt before a failure (module, version running before, serial
+number and DevEUI) stays readable in :attr:`FlashSession.known`, so a failure report can include it.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class FlashSession:
         self.device: DeviceInfo | None = None
         self.plan: Plan | None = None
         self.settings_check: SettingsCheck | None = None   # for a module found up to date
+        self.learnt: dict[str, Any] = {}     # serial number, DevEUI, as the update learns them
         self._writing = False
         self._sent = False
 
@@ -104,6 +105,10 @@ class FlashSession:
             d["serial_number"] = self.device.serial_number
         if self.plan is not None:
             d["module"] = self.plan.module.name
+        # The update learns what identification could not (a module found in its bootloader
+        # tells its serial number only once its new application runs) and the DevEUI
+        # read with the settings: a report of a run that fails later still has them.
+        d.update({k: v for k, v in self.learnt.items() if v})
         d["writing"] = self._writing     # an interruption from here on leaves the module in its bootloader
         d["sent"] = self._sent           # … until the transfer ended: then the new firmware starts
         return d
@@ -139,7 +144,7 @@ class FlashSession:
                 raise Aborted("update not confirmed")
             written = self._writing = True       # from here on the module is the update's
             result = run_update(link, plan, emit=self.emit, reset_window=o.reset_window,
-                                reset_line=o.reset_line)
+                                reset_line=o.reset_line, learnt=self.learnt)
             result.reset_wait = self.reset_wait
             return result
         finally:

@@ -100,6 +100,12 @@ def setting_name(query: str) -> str:
 _ANY_VALUE = re.compile(r"[!-~](?:[ -~]{0,62}[!-~])?")   # printable ASCII, 1-64 characters
 
 
+def dev_eui_of(values: dict[str, str]) -> str | None:
+    """The DevEUI among settings values read consistently (an identifier, not a secret:
+    a report may carry it; the AppKey never leaves these values)."""
+    return next((v for q, v in values.items() if setting_name(q).upper() == "DEVEUI"), None)
+
+
 def well_formed(module: Module, query: str, value: object) -> bool:
     """Whether ``value`` looks like a value of the setting ``query`` asks for (the catalog's
     ``setting_format``; printable ASCII of at most 64 characters where it names none)."""

@@ -67,8 +67,15 @@ class UpdateResult:
 
 
 def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: float = 15.0,
-               reset_window: float = 30.0, reset_line: str | None = None) -> UpdateResult:
+               reset_window: float = 30.0, reset_line: str | None = None,
+               learnt: dict | None = None) -> UpdateResult:
     """Carry out ``plan`` over ``link``, reporting through ``emit``.
+
+    ``learnt`` (a dict, optional) is filled as the run learns the module's
+    identifiers — ``serial_number`` (from the settings read, or from the new
+    application) and ``dev_eui`` (the DevEUI read consistently before the
+    update) — so a report of a run that fails later still has them. Never a
+    secret: only these two identifiers go there.
 
     ``reset_window`` / ``reset_line``: if the application starts flooding the
     port only now, the person is asked to press reset (or the line is pulsed)
@@ -76,6 +83,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
     """
     warnings: list[dict] = []
     outer = emit
+    learnt = {} if learnt is None else learnt
 
     retries = [0]
 
@@ -103,6 +111,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
         phase("settings", "reading the LoRaWAN keys and settings")
         settings_before = keys.before_update(link, module, serial, plan.settings_to_keep, emit=emit)
         serial = settings_before.serial_number or serial
+        _learn(learnt, serial, settings_before)
     elif queries and plan.device.caught:
         # Caught in the bootloader after a reset: its application was never asked.
         # Start it again and read them in its quiet start-up window.
@@ -119,6 +128,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
             serial = serial or window.serial_number
             settings_before = keys.before_update(link, module, serial, queries, emit=emit,
                                                  reading=window)
+            _learn(learnt, serial, settings_before)
     phase("boot", "entering the bootloader", mode=plan.device.mode)
     enter = getattr(transfer, "enter_bootloader", None)
     if enter is not None:
@@ -176,6 +186,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
     if queries:
         phase("settings-check", "checking the LoRaWAN keys and settings")
         serial = serial or _ask_serial_number(link, plan)
+        _learn(learnt, serial, None)
         settings = keys.settle(link, module, serial, settings_before, emit=emit)
         if settings is None:
             keys.warn_unread(module, "the module was caught in its bootloader after a reset, and its "
@@ -185,6 +196,15 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                         time.monotonic() - t0, boot_seconds, transfer_seconds, settings, warnings,
                         version_confirmed=plan.app_version is not None and after is not None,
                         retries=retries[0])
+
+
+def _learn(learnt: dict, serial: str | None, reading: "keys.Reading | None") -> None:
+    """Note the module's identifiers (serial number, DevEUI) for a report; never a key."""
+    if serial:
+        learnt["serial_number"] = serial
+    dev_eui = keys.dev_eui_of(reading.values) if reading is not None else None
+    if dev_eui:
+        learnt["dev_eui"] = dev_eui
 
 
 def _ask_serial_number(link: Link, plan: Plan) -> str | None:
