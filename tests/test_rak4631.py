@@ -111,10 +111,14 @@ def test_rui3_module_refuses_wrong_packages_before_sending(rak4631, tmp_path, ma
 
 def test_arduino_module_refuses_a_rui3_package_before_the_bootloader_erases_its_sketch(rak4631, tmp_path, cat):
     dev = rak4631("rak4631-arduino")
-    code, out = cli_json("flash", rui3_package(tmp_path, cat.module("rak4631-r")), "--port", dev.port,
-                         "--yes", timeout=60)
+    pkg = rui3_package(tmp_path, cat.module("rak4631-r"))
+    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=60)
     assert code == 6 and out["error"] == "package-mismatch" and "RUI3 package" in out["message"]
+    # The way there is rakflash's own command, with this package and this port — not another tool.
     assert "bootloader must be replaced first" in out["hint"]
+    assert f"rakflash convert-to-rui3 rui3_nrf52840_bootloader_latest.zip {pkg} --port {dev.port}" \
+        in out["hint"]
+    assert "adafruit-nrfutil …" not in out["hint"] and "--singlebank" not in out["hint"]
     assert dev.resets == 0 and dev.app_version == "ARDUINO_SKETCH_1.0"
 
 

@@ -48,6 +48,7 @@ from . import boot
 from .discovery import module_ports
 from .identify import DeviceInfo, identify
 from .plan import Plan, check_compatibility, make_plan
+from .transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 
 BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)
 EXTRA_BAUDS = (230400, 460800, 921600, 74880, 2400, 1200)   # tried only when every catalog rate gave garbage
@@ -55,7 +56,6 @@ FIRMWARE = "FIRMWARE.bin"   # stands for the person's file in a suggested comman
 FULL = "FULL.hex"           # a combined bootloader + application image, as the recovery commands say
 PACKAGE = "PACKAGE.zip"     # a RAK4631's DFU package
 DFU_PROTOCOLS = ("nordic-dfu", "legacy-dfu")
-RUI3_BOOTLOADER_PACKAGE = "rui3_nrf52840_bootloader_latest.zip"   # as RAK's docs name it
 
 
 # ------------------------------------------------------------------ what doctor reports

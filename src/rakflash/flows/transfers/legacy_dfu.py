@@ -12,6 +12,7 @@ make for it (device type 0x0052, the image's CRC-16).
 from __future__ import annotations
 
 import math
+import shlex
 from typing import TYPE_CHECKING
 
 from ...errors import PackageMismatch
@@ -27,6 +28,16 @@ if TYPE_CHECKING:
     from ..plan import Plan
 
 
+RUI3_BOOTLOADER_PACKAGE = "rui3_nrf52840_bootloader_latest.zip"   # as RAK's docs name it
+
+
+def convert_command(bootloader: str = RUI3_BOOTLOADER_PACKAGE, app: str = "RUI3_APP.zip",
+                    port: str = "PORT") -> str:
+    """rakflash's own command for RAK's two-step conversion of an Arduino RAK4631 to RUI3
+    (the CLI puts the real port in place of ``--port PORT``)."""
+    return f"rakflash convert-to-rui3 {shlex.quote(bootloader)} {shlex.quote(app)} --port {port}"
+
+
 def check_package(image: "Image", module: "Module") -> None:
     from ...dfu_package import LEGACY
     pkg = image.package
@@ -37,16 +48,17 @@ def check_package(image: "Image", module: "Module") -> None:
             f"{image.path} is a RUI3 package (Nordic Secure DFU), and this {module.name} has the "
             f"Arduino (Adafruit) bootloader, which takes only legacy DFU packages — it would erase the "
             f"sketch and then refuse the image: nothing was sent", family=pkg.family,
-            hint="Use an Arduino build of your sketch (adafruit-nrfutil dfu genpkg, or the .hex). To "
-                 "move this module to RUI3, its bootloader must be replaced first (RAK's "
-                 "'rui3_nrf52840_bootloader_latest.zip' with adafruit-nrfutil … --singlebank --touch "
-                 "1200, see the README); then flash the RUI3 package.")
+            hint=f"Use an Arduino build of your sketch (adafruit-nrfutil dfu genpkg, or the .hex). To "
+                 f"move this module to RUI3 (afterwards it takes no Arduino uploads), its bootloader "
+                 f"must be replaced first, with RAK's RUI3 bootloader package, and then this package "
+                 f"flashed; rakflash does both: '{convert_command(app=image.path)}'.")
     if pkg.application is None:
         kinds = ", ".join(i.kind for i in pkg.images)
         raise PackageMismatch(f"{image.path} carries only {kinds} and no application: rakflash "
                               f"updates sketches over the serial bootloader; nothing was sent",
-                              hint="For the bootloader conversion RAK documents, run adafruit-nrfutil "
-                                   "as the README shows.")
+                              hint=f"If it is RAK's RUI3 bootloader package, convert the module to RUI3 "
+                                   f"with it and the RUI3 application package: "
+                                   f"'{convert_command(bootloader=image.path)}'.")
     init = pkg.application.init
     want = module.extra.get("device_type")
     if want is not None and init.device_type not in (want, 0xFFFF):

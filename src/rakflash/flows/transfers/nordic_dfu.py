@@ -18,6 +18,7 @@ from ...events import Note, Retry, Sink
 from ...link import Link
 from ...protocols import nordic_dfu
 from .base import progress_to
+from .legacy_dfu import convert_command
 from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, follow, usb_serial
 
 if TYPE_CHECKING:
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
     from ...images import Image
     from ..plan import Plan
 
-CONVERSION_HINT = ("To run RUI3 on an Arduino RAK4631, its bootloader must be replaced first (RAK's "
-                   "'rui3_nrf52840_bootloader_latest.zip' with adafruit-nrfutil … --singlebank --touch "
-                   "1200, see the README); then flash the RUI3 package.")
+CONVERSION_HINT = ("To run RUI3 on an Arduino RAK4631, its bootloader must be replaced first, then the "
+                   "RUI3 package flashed: '" + convert_command(port="ITS_PORT") + "', with that "
+                   "module's port, does both.")
 
 
 def check_package(image: "Image", module: "Module") -> None:
