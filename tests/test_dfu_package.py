@@ -71,6 +71,18 @@ def test_an_arduino_package_is_told_apart_from_a_rui3_one(tmp_path):
     assert init["device_type"] == "0x0052" and init["crc16"] == f"{dp.crc16_ccitt(FW):#06x}"
 
 
+def test_a_legacy_packages_unset_version_is_not_set_not_4294967295(tmp_path):
+    """adafruit-nrfutil writes 0xFFFFFFFF when no --application-version is given: that is "not set"."""
+    raw = dp.legacy_package(FW)
+    assert json.loads(zipfile.ZipFile(io.BytesIO(raw)).read("manifest.json"))["manifest"]["application"][
+        "init_packet_data"]["application_version"] == 0xFFFFFFFF          # as adafruit-nrfutil writes it
+    pkg = dp.load(write(tmp_path, "arduino.zip", raw))
+    assert pkg.application.init.fw_version is None
+    assert pkg.application.init.to_dict()["fw_version"] is None
+    versioned = dp.load(write(tmp_path, "v.zip", dp.legacy_package(FW, app_version=7)))
+    assert versioned.application.init.fw_version == 7
+
+
 def test_crc16_is_the_legacy_dfu_one():
     assert dp.crc16_ccitt(b"123456789") == 0x29B1
 

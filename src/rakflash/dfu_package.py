@@ -316,6 +316,7 @@ def _parse_secure(data: bytes) -> InitPacket | None:
 # The legacy record (adafruit-nrfutil init_packet.py): device type u16, device revision u16,
 # application version u32, SoftDevice count u16 and that many u16, then the image CRC-16.
 _LEGACY_HEAD = struct.Struct("<HHIH")
+LEGACY_NO_VERSION = 0xFFFFFFFF       # the application version field's "not set"
 _LEGACY_TYPES = {"application": "APPLICATION", "softdevice": "SOFTDEVICE", "bootloader": "BOOTLOADER",
                  "softdevice_bootloader": "SOFTDEVICE_BOOTLOADER"}
 
@@ -328,7 +329,9 @@ def _parse_legacy(data: bytes, kind: str) -> InitPacket | None:
         return None
     sd = list(struct.unpack_from(f"<{count}H", data, _LEGACY_HEAD.size))
     crc = struct.unpack_from("<H", data, len(data) - 2)[0]
-    return InitPacket(LEGACY, _LEGACY_TYPES.get(kind, kind.upper()), fw_version=app_version,
+    # 0xFFFFFFFF is adafruit-nrfutil's "no --application-version given": not set, not a version.
+    return InitPacket(LEGACY, _LEGACY_TYPES.get(kind, kind.upper()),
+                      fw_version=None if app_version == LEGACY_NO_VERSION else app_version,
                       device_type=dev_type, device_revision=dev_rev, sd_req=sd, crc16=crc)
 
 
@@ -457,7 +460,8 @@ def make_package(firmware: bytes, init: bytes, *, legacy: bool = False, name: st
     if legacy:
         parsed = _parse_legacy(init, kind)
         entry["init_packet_data"] = {
-            "application_version": parsed.fw_version, "device_revision": parsed.device_revision,
+            "application_version": LEGACY_NO_VERSION if parsed.fw_version is None else parsed.fw_version,
+            "device_revision": parsed.device_revision,
             "device_type": parsed.device_type, "firmware_crc16": parsed.crc16,
             "softdevice_req": parsed.sd_req}
         manifest["dfu_version"] = 0.5

@@ -39,7 +39,7 @@ def _print_package(pkg) -> None:
         out.print(f"  {i.kind:<12}{i.bin_file}: {len(i.firmware):,} bytes, CRC-32 {i.crc32:#010x}; "
                   f"init packet {i.dat_file} ({len(i.init_bytes)} bytes)")
         needs = [f"type {init.fw_type}",
-                 f"firmware version {init.fw_version if init.fw_version is not None else '-'}"]
+                 f"firmware version {init.fw_version if init.fw_version is not None else 'not set'}"]
         if init.hw_version is not None:
             needs.append(f"hardware version {init.hw_version}")
         if init.device_type is not None:
