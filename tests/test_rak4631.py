@@ -94,6 +94,24 @@ def test_an_update_cut_mid_object_is_finished_by_running_it_again(rak4631, tmp_p
     assert resumed and "of 40,000" in resumed[0]
     first = next(e for e in evs if e.get("event") == "progress")
     assert first["bytes"] >= 4 * 4096                  # it did not start over
+    # The result says what this run sent, and where it resumed: not the whole image as if sent now.
+    result = evs[-1]
+    assert result["bytes"] == 40_000 and result["resumed_at"] == first["bytes"]
+    assert result["bytes_sent"] == 40_000 - first["bytes"]
+    assert result["bytes_per_second"] == pytest.approx(result["bytes_sent"] / result["transfer_seconds"],
+                                                       rel=0.05)
+
+
+def test_the_done_line_of_a_resumed_update_says_what_was_sent():
+    from rakflash.cli.flash import done_line
+    from rakflash.flows.update import UpdateResult
+    result = UpdateResult("ok", "RAK4631-R", None, "RUI_4.0.6_RAK4631", 122_880, 3.0, 0.0, 2.0,
+                          resumed_at=57_344)
+    line = done_line(result, None)
+    assert "65,536 bytes sent, resumed at byte 57,344 of 122,880" in line
+    assert "122,880 bytes in" not in line
+    assert result.to_dict()["bytes_sent"] == 65_536 and result.to_dict()["resumed_at"] == 57_344
+    assert "32.0 KiB/s" in line                       # 65,536 bytes in the 2 s of transfer
 
 
 @pytest.mark.parametrize("make, words", [
@@ -135,6 +153,29 @@ def test_flash_an_arduino_sketch_package_with_the_1200_baud_touch(rak4631, tmp_p
     assert ports.port_entry(dev.port).pid == 0x8029
 
 
+def test_an_arduino_update_says_only_what_it_can_confirm(rak4631, tmp_path):
+    """A sketch can't be asked its version: the plan doesn't promise to, and `done:` says why
+    instead of pointing at a warning that was never printed."""
+    dev = rak4631("rak4631-arduino")
+    proc = run_cli("flash", arduino_package(tmp_path, dev.module), "--port", dev.port, "--yes", timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "confirm it answers with" not in text
+    assert "the sketch coming back on its port confirms the update" in text
+    done = next(ln for ln in proc.stdout.splitlines() if ln.startswith("done:"))
+    assert "see the warning" not in done and "warning:" not in text
+    assert "a sketch can't be asked its version" in done
+
+
+def test_a_module_already_in_its_dfu_bootloader_gets_a_plan_that_says_so(rak4631, tmp_path):
+    dev = rak4631(state="bootloader")
+    proc = run_cli("flash", rui3_package(tmp_path, dev), "--port", dev.port, "--dry-run", "--json", timeout=60)
+    plan = next(e for e in events(proc) if e.get("event") == "plan")
+    steps = " | ".join(plan["steps"])
+    assert "re-enumerates as the DFU bootloader" not in steps, steps
+    assert "already waits in its bootloader" in steps
+
+
 def test_flash_an_arduino_hex_gets_the_init_packet_adafruit_nrfutil_would_make(rak4631, tmp_path):
     dev = rak4631("rak4631-arduino")
     image = firmware.app_image(dev.module, "ARDUINO_SKETCH_2.0", 9000)
@@ -169,6 +210,7 @@ def test_inspect_says_what_a_package_carries_and_requires(rak4631, tmp_path):
     assert image["init"]["sd_req"] == ["0x0100"] and image["init"]["signed"] is True
     text = run_cli("inspect", arduino_package(tmp_path, dev.module), timeout=60).stdout
     assert "Adafruit legacy DFU" in text and "device type 0x0052" in text and "not signed" in text
+    assert "firmware version not set" in text and "4294967295" not in text
 
 
 def test_sim_command_prints_the_new_port_when_the_module_re_enumerates(tmp_path):

@@ -122,7 +122,9 @@ def done_line(result, device) -> str:
     else:
         before = "(version unknown)"
     after = result.app_version_after or "(no version told)"
-    if not result.version_confirmed:
+    if result.unconfirmed_because:          # by design (an Arduino sketch): a note said so, no warning
+        after = f"the new firmware (not confirmed: {result.unconfirmed_because})"
+    elif not result.version_confirmed:
         after += " (not confirmed, see the warning)"
     transfer = f"transfer {result.transfer_seconds:.1f} s, {result.rate / 1024:.1f} KiB/s"
     if result.retries:
@@ -133,8 +135,12 @@ def done_line(result, device) -> str:
         entry = "it was already in its bootloader"
     else:
         entry = f"bootloader entered in {result.boot_seconds:.2f} s"
-    return (f"{result.module} {before} → {after}; {result.bytes:,} bytes in {result.seconds:.1f} s "
-            f"({transfer}; {entry})")
+    if result.resumed_at:                   # the bootloader kept what an interrupted run had sent
+        sent = (f"{result.bytes_sent:,} bytes sent, resumed at byte {result.resumed_at:,} of "
+                f"{result.bytes:,} (an interrupted run had sent the rest)")
+    else:
+        sent = f"{result.bytes:,} bytes"
+    return f"{result.module} {before} → {after}; {sent} in {result.seconds:.1f} s ({transfer}; {entry})"
 
 
 def _ask(port: str):

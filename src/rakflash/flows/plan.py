@@ -397,8 +397,11 @@ def _steps(plan: Plan) -> list[str]:
         steps.append(f"enter the bootloader ({' / '.join(m.dialect['boot'])}), confirmed by its own answer")
     else:
         steps.append("the module already waits in its bootloader: go on from there")
-    steps += for_protocol(plan.protocol).steps(plan)
-    steps.append("the bootloader starts the new application; confirm it answers with "
+    transfer = for_protocol(plan.protocol)
+    steps += transfer.steps(plan)
+    confirm_step = getattr(transfer, "confirm_step", None)     # a firmware that can't be asked
+    steps.append(confirm_step(plan) if confirm_step else
+                 "the bootloader starts the new application; confirm it answers with "
                  f"{plan.app_version or 'its version'}")
     if plan.settings_to_keep:
         steps.append("check the keys and settings again; write back any the new firmware lost")

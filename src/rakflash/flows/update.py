@@ -47,15 +47,23 @@ class UpdateResult:
     version_confirmed: bool = True           # False: the image carries no version to check against
     retries: int = 0                         # packets or blocks sent again during the transfer
     reset_wait: float | None = None          # seconds waited for a reset press (a flood caught), if any
+    resumed_at: int | None = None            # the byte this run resumed at (an interrupted run sent the rest)
+    unconfirmed_because: str | None = None   # why the version can't be asked (an Arduino sketch), if so
+
+    @property
+    def bytes_sent(self) -> int:
+        """The image's bytes this run sent (all of them, unless it resumed)."""
+        return self.bytes - (self.resumed_at or 0)
 
     @property
     def rate(self) -> float:
-        return self.bytes / self.transfer_seconds if self.transfer_seconds else 0.0
+        return self.bytes_sent / self.transfer_seconds if self.transfer_seconds else 0.0
 
     def to_dict(self) -> dict:
         return {"result": self.result, "module": self.module,
                 "app_version_before": self.app_version_before,
                 "app_version_after": self.app_version_after, "bytes": self.bytes,
+                "bytes_sent": self.bytes_sent, "resumed_at": self.resumed_at,
                 "seconds": round(self.seconds, 3), "boot_seconds": round(self.boot_seconds, 3),
                 "transfer_seconds": round(self.transfer_seconds, 3),
                 "bytes_per_second": round(self.rate), "version_confirmed": self.version_confirmed,
@@ -160,7 +168,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
     t1 = time.monotonic()
     link.discard_input()
     try:
-        transfer.send(link, plan, emit)
+        resumed_at = transfer.send(link, plan, emit) or None
     except TransferError as exc:
         # Sent past a bootloader rule with --force, a stall is what the rule foretold:
         # the way out is the recovery command, not the same command again.
@@ -195,7 +203,9 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
     return UpdateResult("ok", module.name, plan.device.app_version, after, len(plan.payload),
                         time.monotonic() - t0, boot_seconds, transfer_seconds, settings, warnings,
                         version_confirmed=plan.app_version is not None and after is not None,
-                        retries=retries[0])
+                        retries=retries[0], resumed_at=resumed_at,
+                        unconfirmed_because=(getattr(transfer, "unconfirmed_because", None)
+                                             if confirm is not None and after is None else None))
 
 
 def _learn(learnt: dict, serial: str | None, reading: "keys.Reading | None") -> None:

@@ -29,8 +29,11 @@ class Transfer(Protocol):
         the MCU's datasheet gives: no implementation can beat it on that link.
         """
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+    def send(self, link: Link, plan: "Plan", emit: Sink) -> int | None:
         """Send the plan's payload; the module's bootloader console is ready on ``link``.
+
+        Returns the byte it resumed at, for a protocol whose bootloader keeps what an
+        interrupted run sent (Nordic Secure DFU); None (or nothing) when it sent it all.
 
         On failure or Ctrl-C the transfer ends the device's session so its
         bootloader answers again (the re-run goes on from there), then re-raises.

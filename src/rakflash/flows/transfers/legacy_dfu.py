@@ -70,18 +70,26 @@ def check_package(image: "Image", module: "Module") -> None:
 class LegacyDfuTransfer:
     name = "legacy-dfu"
     app_timeout = 10.0
+    # What confirms the update instead of a version: a sketch has no console to ask.
+    unconfirmed_because = "a sketch can't be asked its version; it came back on its own port"
 
     def check_image(self, image: "Image", module: "Module") -> None:
         check_package(image, module)
 
     def steps(self, plan: "Plan") -> list[str]:
-        return ["the USB port re-enumerates as the Adafruit bootloader (239A:002A): rakflash finds it "
-                "again by its USB id and serial number",
+        follow = ([] if plan.device.mode == "bootloader" else   # already there: its port stays
+                  ["the USB port re-enumerates as the Adafruit bootloader (239A:002A): rakflash finds it "
+                   "again by its USB id and serial number"])
+        return follow + [
                 f"legacy DFU: START (the bootloader erases), INIT, {math.ceil(len(plan.payload) / 512)} "
                 f"DATA packets of up to 512 bytes ({len(plan.payload):,} bytes), STOP — each "
                 f"acknowledged, a lost one sent again",
                 "the bootloader checks the image CRC and starts the sketch; its port re-enumerates "
                 "as 239A:8029"]
+
+    def confirm_step(self, plan: "Plan") -> str:
+        return (f"the sketch coming back on its port confirms the update; a sketch has no console, so "
+                f"rakflash can't ask whether it runs {plan.app_version or 'the new version'}")
 
     def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
         """Every packet (header, payload, CRC, SLIP ENDs) and its 6-byte acknowledgement at USB

@@ -93,8 +93,10 @@ class NordicDfuTransfer:
         check_package(image, module)
 
     def steps(self, plan: "Plan") -> list[str]:
-        return ["the USB port re-enumerates as the DFU bootloader (1915:521F \"Open DFU Bootloader\"): "
-                "rakflash finds it again by its USB id and serial number",
+        follow = ([] if plan.device.mode == "bootloader" else   # already there: its port stays
+                  ["the USB port re-enumerates as the DFU bootloader (1915:521F \"Open DFU Bootloader\"): "
+                   "rakflash finds it again by its USB id and serial number"])
+        return follow + [
                 f"Nordic Secure DFU: the signed init packet, then {len(plan.payload):,} bytes in "
                 f"{math.ceil(len(plan.payload) / 4096)} objects of 4 KiB, each checked by CRC-32 "
                 f"(a re-run resumes from what the bootloader kept)",
@@ -127,7 +129,9 @@ class NordicDfuTransfer:
         seconds = follow(link, module, "bootloader", serial=serial, emit=emit)
         return seconds, None
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+    def send(self, link: Link, plan: "Plan", emit: Sink) -> int | None:
+        """Send the package; the byte it resumed at (what an interrupted run left in the
+        bootloader), or None when it sent the whole firmware."""
         pkg = plan.image.image.package
         app = pkg.application
         serial = usb_serial(link)
@@ -144,6 +148,7 @@ class NordicDfuTransfer:
             emit(Note(f"resumed at byte {report.resumed_from:,} of {len(app.firmware):,}: the "
                       f"bootloader had kept what an interrupted run sent"))
         follow(link, plan.module, "app", serial=serial, emit=emit, timeout=self.app_timeout)
+        return report.resumed_from or None
 
 
 TRANSFER = NordicDfuTransfer()

@@ -593,7 +593,10 @@ function renderResult(job, r) {
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "),
       `${r.module} `, h("span", { class: "before" }, r.app_version_before || "(bootloader)"), " → ",
       h("span", { class: "after" }, r.app_version_after || "-")));
-    box.append(h("p", {}, `${num(r.bytes)} bytes in ${r.seconds.toFixed(1)} s (transfer ${r.transfer_seconds.toFixed(1)} s, `
+    const sent = r.resumed_at   // the bootloader kept what an interrupted run had sent
+      ? `${num(r.bytes_sent)} bytes sent, resumed at byte ${num(r.resumed_at)} of ${num(r.bytes)} (an interrupted run had sent the rest)`
+      : `${num(r.bytes)} bytes`;
+    box.append(h("p", {}, `${sent} in ${r.seconds.toFixed(1)} s (transfer ${r.transfer_seconds.toFixed(1)} s, `
       + `${kib(r.bytes_per_second)}; bootloader entered in ${r.boot_seconds.toFixed(2)} s)`));
     box.append(h("p", { class: "settings" }, settingsText(r)));
     showProgress(job, r.bytes, r.bytes, "write");
