@@ -426,8 +426,18 @@ def test_flooding_sketch_names_the_reset_window_and_the_setup_pause(virtual, new
     assert code == 5
     assert "sensor reading" in f["finding"] and "reset button" in f["next"] and "delay(" in f["next"]
     assert f["command"] == f"rakflash flash {new_app} --port {dev.port}"
+    # Nothing tells which module it is: a command that runs as it is (flash takes the module
+    # from the file), and how to find the name if it can't — never a placeholder to fill in.
     code, out, found = doctor_json("--port", dev.port)
-    assert found["flooding"]["command"] == f"rakflash flash FIRMWARE.bin --port {dev.port} --module MODULE"
+    f = found["flooding"]
+    assert f["command"] == f"rakflash flash FIRMWARE.bin --port {dev.port}"
+    assert "MODULE" not in f["command"] + f["next"]
+    assert "--module" in f["next"] and "rak3172" in f["next"] and "rakflash modules" in f["next"]
+    # Known (--module), it is filled in.
+    code, out, found = doctor_json("--port", dev.port, "--module", "rak3172")
+    f = found["flooding"]
+    assert f["command"] == f"rakflash flash FIRMWARE.bin --port {dev.port} --module rak3172"
+    assert "rakflash modules" not in f["next"]
 
 
 @pytest.mark.parametrize("name, pid, boot0", [("rak3172", 0x497, "pin 21"), ("rak811", 0x429, "pin 17")])

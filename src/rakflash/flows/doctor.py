@@ -732,17 +732,27 @@ def flooding(o: Observation) -> Finding | None:
         return None
     m = o.identify_error.message
     sample = m[m.find("(it prints lines like"):] if "(it prints" in m else ""
-    module = o.module if o.module is not None or o.image is not None else None
-    extra = [] if o.module is not None or o.image is not None else ["--module", "MODULE"]
+    # The module, when known: --module, or the port's USB id; with --for the file tells it.
+    entry = o.entry
+    by_usb = _catalog.load().modules.get(entry.module) if entry is not None and entry.module else None
+    module = o.module or (by_usb if o.image is None else None)
+    name_it = ""
+    if module is None and o.image is None:
+        # Nothing here tells which module it is (a flooding firmware answers nothing): flash
+        # takes it from the file, else from --module — said how to find, never a placeholder.
+        keys = ", ".join(mod.key for mod in _catalog.load().modules.values()
+                         if mod.dialect.get("boot") and mod.protocol not in DFU_PROTOCOLS)
+        name_it = (f" If rakflash can't tell the module from your file, add --module and the model "
+                   f"printed on the module ({keys}; 'rakflash modules' lists them).")
     return Finding("flooding", "problem",
                    f"the firmware on {o.port} prints without pause {sample}".strip()
                    + ", so it can't hear AT commands",
                    "AT+BOOT never gets through, so ordinary updates fail (the vendor tools say 'Failed to "
                    "enter bootload phase'); right after a reset the module still listens for a moment",
                    "Update it anyway: rakflash asks you to press the module's reset button and catches "
-                   "that moment (add --reset-with rts or dtr if the adapter's RTS/DTR is wired to RESET). "
-                   "For good, add a pause at the start of setup(), e.g. delay(5000);",
-                   _flash_command(o, *extra, module=module), port=o.port, exit_code=5,
+                   "that moment (add --reset-with rts or dtr if the adapter's RTS/DTR is wired to RESET)."
+                   + name_it + " For good, add a pause at the start of setup(), e.g. delay(5000);",
+                   _flash_command(o, module=module), port=o.port, exit_code=5,
                    details={"baud": o.identify_error.details.get("baud")})
 
 
