@@ -329,7 +329,7 @@ def test_the_seed_case_doctor_refusal_then_recovery_through_the_rom_bootloader(p
 
     page.get_by_role("button", name="Recover instead…").click()
     card = page.locator(".job").first                      # the newest operation comes first
-    expect(card.locator(".plan")).to_contain_text("Hold BOOT0 (pin 17 (BOOT0)) high: connect it to 3.3 V.")
+    expect(card.locator(".plan")).to_contain_text("Hold pin 17 (BOOT0) high: connect it to 3.3 V.")
     expect(card.locator(".plan")).to_contain_text("RAK811 pins 6 and 7")
     card.get_by_role("button", name="Recover").click()
     expect(page.locator("#confirm-text")).to_have_text(re.compile(

@@ -177,6 +177,7 @@ class RecoveryResult:
                 "bootloader_version_before": self.bootloader_version_before,
                 "bootloader_version_after": self.bootloader_version_after,
                 "bytes": self.bytes, "seconds": round(self.seconds, 3),
+                "bytes_sent": self.bytes, "resumed_at": None,     # a recovery writes it all, every time
                 "boot_seconds": round(self.boot_seconds, 3),
                 "transfer_seconds": round(self.transfer_seconds, 3),
                 "verify_seconds": round(self.verify_seconds, 3), "verify": self.verify,
