@@ -93,8 +93,10 @@ def main() -> int:
                 mean = statistics.mean(ok) if ok else float("nan")
                 clean = clean or mean
                 errors = [r["error"] for r in rs if r["error"]]
-                print(f"| {'resumes (Ambiq)' if resume else 'starts over'} | {rate:g} | {mean:.2f} | "
-                      f"{max(ok) if ok else float('nan'):.2f} | {mean / clean:.2f} | "
+                def num(x: float | None) -> str:
+                    return "—" if x is None or x != x else f"{x:.2f}"   # — where no run finished
+                print(f"| {'resumes (Ambiq)' if resume else 'starts over'} | {rate:g} | {num(mean)} | "
+                      f"{num(max(ok) if ok else None)} | {num(mean / clean)} | "
                       f"{sum(r['resumed'] for r in rs)} | {sum(r['restarts'] for r in rs)} | "
                       f"{sum(r['resends'] for r in rs)} | {', '.join(errors) or 0} |", flush=True)
     return 0
