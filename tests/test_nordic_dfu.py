@@ -244,26 +244,40 @@ def test_an_independent_secure_dfu_client_updates_the_virtual_module(rak4631, tm
     assert dev.app_version == "RUI_4.0.6_RAK4631"
 
 
-@pytest.mark.parametrize("op", [nd.OP_CRC, nd.OP_SELECT, nd.OP_MTU])
-def test_an_answer_that_lost_a_byte_on_the_way_is_asked_again(op):
-    """A byte dropped from an answer (SLIP has no checksum) leaves it too short for its values:
-    the request is sent again, not unpacked into a struct.error (found by the soak)."""
+FIRMWARE = bytes(range(256)) * 40
+
+
+def served(tamper):
+    """A Secure DFU target in memory whose answers pass through ``tamper`` on their way to the
+    host: (the host's end, the target's memory, its thread)."""
     host, device = pipe()
-    fw = bytes(range(256)) * 40
     backend = _MemoryBackend()
     target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
     thread = threading.Thread(target=target.serve, daemon=True)
     thread.start()
-    cut = []
+    device.tamper = tamper
+    return host, backend, thread
+
+
+def answer_to(data: bytes, op: int) -> bytes | None:
+    """The SLIP frame's first three bytes if ``data`` is a successful answer to ``op``."""
+    head = data.strip(b"\xc0")[:3]
+    return head if head == bytes([nd.OP_RESPONSE, op, nd.RES_SUCCESS]) else None
+
+
+@pytest.mark.parametrize("op", [nd.OP_CRC, nd.OP_SELECT, nd.OP_MTU])
+def test_an_answer_that_lost_a_byte_on_the_way_is_asked_again(op):
+    """A byte dropped from an answer (SLIP has no checksum) leaves it too short for its values:
+    the request is sent again, not unpacked into a struct.error (found by the soak)."""
+    fw, cut = FIRMWARE, []
 
     def tamper(data: bytes) -> bytes:
-        frame = data.strip(b"\xc0")
-        if frame[:3] == bytes([nd.OP_RESPONSE, op, nd.RES_SUCCESS]) and not cut:
+        if answer_to(data, op) and not cut:
             cut.append(1)
             return data[:-3] + data[-2:]          # one byte of its data lost
         return data
 
-    device.tamper = tamper
+    host, backend, thread = served(tamper)
     report = nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
     thread.join(5)
     assert cut and bytes(backend.mem[:len(fw)]) == fw and backend.activated
@@ -306,22 +320,16 @@ def test_a_whole_object_written_but_not_executed_is_executed_by_the_re_run():
 def test_a_result_code_no_bootloader_sends_is_taken_for_damage_and_asked_again(op):
     """One flipped bit turns SUCCESS (0x01) into 0x81, a code no Nordic bootloader sends: the
     request is asked again (the soak saw such answers end as 'result-129')."""
-    host, device = pipe()
-    fw = bytes(range(256)) * 40
-    backend = _MemoryBackend()
-    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
-    thread = threading.Thread(target=target.serve, daemon=True)
-    thread.start()
-    flipped = []
+    fw, flipped = FIRMWARE, []
 
     def tamper(data: bytes) -> bytes:
-        frame = data.strip(b"\xc0")
-        if frame[:3] == bytes([nd.OP_RESPONSE, op, nd.RES_SUCCESS]) and not flipped:
+        head = answer_to(data, op)
+        if head and not flipped:
             flipped.append(1)
-            return data.replace(frame[:3], bytes([nd.OP_RESPONSE, op, 0x81]), 1)
+            return data.replace(head, bytes([nd.OP_RESPONSE, op, 0x81]), 1)
         return data
 
-    device.tamper = tamper
+    host, backend, thread = served(tamper)
     report = nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
     thread.join(5)
     assert flipped and bytes(backend.mem[:len(fw)]) == fw and backend.activated
@@ -331,21 +339,17 @@ def test_a_result_code_no_bootloader_sends_is_taken_for_damage_and_asked_again(o
 def test_a_damaged_answer_to_execute_is_named_and_not_sent_again():
     """Execute is not sent twice (a second one after the first took effect is out of order):
     a damaged answer ends in a named error whose hint is the re-run, which resumes."""
-    host, device = pipe()
-    fw = bytes(range(256)) * 40
-    target = nd.SecureDfuTarget(device, _MemoryBackend(), nd.DfuState(), idle_timeout=5)
-    threading.Thread(target=target.serve, daemon=True).start()
-    executes = []
+    fw, executes = FIRMWARE, []
 
     def tamper(data: bytes) -> bytes:
-        frame = data.strip(b"\xc0")
-        if frame[:3] == bytes([nd.OP_RESPONSE, nd.OP_EXECUTE, nd.RES_SUCCESS]):
+        head = answer_to(data, nd.OP_EXECUTE)
+        if head:
             executes.append(1)
             if len(executes) == 2:                  # the first data object's Execute
-                return data.replace(frame[:3], bytes([nd.OP_RESPONSE, nd.OP_EXECUTE, 0x41]), 1)
+                return data.replace(head, bytes([nd.OP_RESPONSE, nd.OP_EXECUTE, 0x41]), 1)
         return data
 
-    device.tamper = tamper
+    host, _, _ = served(tamper)
     with pytest.raises(TransferError) as exc:
         nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
     assert exc.value.name == "transfer-error" and "arrived damaged" in exc.value.message
