@@ -100,3 +100,15 @@ def fake_usb_port(device: str, vid: int | None, pid: int | None, description: st
     p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
     p.vid, p.pid, p.description = vid, pid, description
     return p
+
+
+def signal_when(proc: subprocess.Popen, condition, sig) -> list[dict]:
+    """The JSON lines of a running ``rakflash … --json``: ``sig`` is sent at the first line that
+    meets ``condition`` (a person's Ctrl-C, a service manager's SIGTERM); returns every line."""
+    lines: list[dict] = []
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if condition(lines[-1]):
+            proc.send_signal(sig)
+            break
+    return lines + [json.loads(ln) for ln in proc.stdout.read().splitlines()]

@@ -19,7 +19,7 @@ import pytest
 
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, SRC, cli_json
+from conftest import FAST_BAUD, SRC, cli_json, signal_when
 
 NEW = "RUI_4.0.6_RAK3172-E"
 
@@ -157,13 +157,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(virtual, new_app, sig, code):
     signal, and running the same command again finishes the update at once."""
     dev = virtual("rak3172", baud=115200)
     proc = start_flash(dev, new_app, "--json")
-    lines = []
-    for line in proc.stdout:
-        lines.append(json.loads(line))
-        if lines[-1].get("event") == "progress" and lines[-1]["bytes"] >= 4096:
-            proc.send_signal(sig)
-            break
-    lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+    lines = signal_when(proc, lambda e: e.get("event") == "progress" and e["bytes"] >= 4096, sig)
     assert proc.wait(30) == code
     last = lines[-1]
     assert last["result"] == "interrupted" and signal.Signals(sig).name in last["message"]
@@ -181,13 +175,8 @@ def test_a_stop_after_the_transfer_does_not_say_the_module_waits_in_its_bootload
     finds the update done (found by the RAK4631 soak, whose transfers end in a fraction of a second)."""
     dev = virtual("rak3172")
     proc = start_flash(dev, new_app, "--json", "--baud", "921600")
-    lines = []
-    for line in proc.stdout:
-        lines.append(json.loads(line))
-        if lines[-1].get("event") == "phase" and lines[-1].get("phase") == "start":
-            proc.send_signal(signal.SIGTERM)
-            break
-    lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+    lines = signal_when(proc, lambda e: e.get("event") == "phase" and e.get("phase") == "start",
+                        signal.SIGTERM)
     assert proc.wait(30) == 143
     last = lines[-1]
     assert last["result"] == "interrupted", last

@@ -11,7 +11,7 @@ import serial
 
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, cli_json, run_cli
+from conftest import FAST_BAUD, cli_json, run_cli, signal_when
 
 NEW = "RUI_4.0.6_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"
@@ -316,13 +316,8 @@ def test_last_json_line_always_has_the_result_keys(virtual, new_app, tmp_path, c
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    for line in proc.stdout:
-        lines.append(json.loads(line))
-        if ending == "interrupted" and lines[-1].get("event") == "progress":
-            proc.send_signal(signal.SIGINT)
-            break
-    lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+    lines = signal_when(proc, lambda e: ending == "interrupted" and e.get("event") == "progress",
+                        signal.SIGINT)
     proc.wait(30)
     last = lines[-1]
     assert {"result", "app_version_before", "app_version_after", "bytes", "seconds"} <= set(last), last

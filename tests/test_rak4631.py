@@ -15,7 +15,7 @@ from rakflash import dfu_package as dp, ports
 from rakflash.sim import SimOptions, create, firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
-from conftest import cli_json, run_cli
+from conftest import cli_json, run_cli, signal_when
 
 KEY = dp.new_signing_key()
 
@@ -315,13 +315,8 @@ def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, 
     proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", pkg, "--port", dev.port, "--yes",
                              "--json"], stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=SRC))
-    lines = []
-    for line in proc.stdout:
-        lines.append(json.loads(line))
-        if lines[-1].get("event") == "progress" and 0 < lines[-1]["bytes"] < lines[-1]["total"]:
-            proc.send_signal(signal.SIGTERM)
-            break
-    lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+    lines = signal_when(proc, lambda e: e.get("event") == "progress" and 0 < e["bytes"] < e["total"],
+                        signal.SIGTERM)
     assert proc.wait(30) == 143
     last = lines[-1]
     assert last["result"] == "interrupted", last
