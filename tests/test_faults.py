@@ -120,3 +120,19 @@ def test_a_damaged_ok_to_at_does_not_make_an_application_a_bootloader():
     info = identify(link, module=catalog.load().module("rak11720"), baud=115200, scan=False,
                     timing=Timing(listen=0.01, flood_confirm=0.01, probe=0.05, query=0.1))
     assert (info.module.key, info.mode, info.app_version) == ("rak11720", "app", "RUI_4.0.5_RAK11720")
+
+
+def test_one_damaged_digit_in_the_bootloaders_version_does_not_refuse_a_good_update(virtual, tmp_path, cat):
+    """A RAK811 on bootloader 3.0.5 whose version answer arrives once as 'V³.0.5' (one flipped
+    bit): read that way it is older than 3.0.5 and 3.0.0.14 would be refused; asked again, the
+    answers agree on V3.0.5 and the update goes through (found by the soak)."""
+    dev = virtual("rak811")
+    dev.uart.faults.rewrite_to_host.append(Rewrite(b"V3.0.5", b"V\xb3.0.5"))
+    image = firmware.app_image(cat.module("rak811"), NEW["rak811"], 24 * 1024)
+    p = tmp_path / "rak811.bin"
+    p.write_bytes(image)
+    code, out = cli_json("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes",
+                         "--module", "rak811", timeout=120)
+    assert code == 0, out
+    assert out["app_version_after"] == NEW["rak811"]
+    assert dev.uart.faults.rewrite_to_host[0].times == 0       # the damaged answer did arrive

@@ -139,6 +139,25 @@ class AtConsole:
         reply = self.command(command, timeout)
         return reply.value if reply.ok else None
 
+    def agreed_value(self, command: str, timeout: float = 1.0, tries: int = 4) -> str | None:
+        """A query's value asked until two answers agree (two on a clean line): one byte damaged
+        on the way must not make a bootloader 3.0.5 read as 'V³.0.5', an older one.
+
+        None when nothing answers the first time. When no two of ``tries`` answers agree, the
+        last one — as good as a single reading, and rules that refuse on it stay on the safe side.
+        """
+        seen: list[str] = []
+        for _ in range(tries):
+            value = self.value(command, timeout)
+            if value is None:
+                if not seen:
+                    return None       # it does not answer this: don't wait for more
+                continue
+            if value in seen:
+                return value
+            seen.append(value)
+        return seen[-1] if seen else None
+
 
 def _told(reply: AtReply) -> str:
     """A reply in a few words, for the step lines of ``-v``."""

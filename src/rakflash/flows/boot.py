@@ -36,8 +36,10 @@ def confirm_boot_mode(link: Link, module: Module, timeout: float = 1.0, *, tries
 
 
 def bootloader_version(link: Link, module: Module, timeout: float = 1.0) -> str | None:
+    """The running bootloader's version, read until two answers agree (its rules decide what
+    may be written)."""
     d = module.boot_dialect
-    return AtConsole(link, d).value(d["version"], timeout)
+    return AtConsole(link, d).agreed_value(d["version"], timeout)
 
 
 def request_boot(link: Link, module: Module, *, timeout: float = 3.0, tries: int = 3) -> bool:

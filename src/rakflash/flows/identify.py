@@ -400,7 +400,7 @@ def _bootloader(link: Link, baud: int, module: Module | None, cat: Catalog, timi
     d = cat.dialects["rui-boot"]
     con = AtConsole(link, d)
     if version is None:
-        version = con.value(d["version"], timing.query)
+        version = con.agreed_value(d["version"], timing.query)
     mod, certain = _module_for_bootloader(version or "", module, cat)
     candidates = _bootloader_candidates(version or "", cat)
     info = DeviceInfo(link.port_name, baud, "bootloader", "rui-boot", module=mod,
