@@ -137,13 +137,7 @@ def test_a_cut_mid_object_resumes_from_the_devices_offset_and_crc(rak4631):
 
 def test_an_object_damaged_on_the_way_is_sent_again_after_its_crc_check():
     """One byte of one Write flipped: the object's CRC disagrees, the object is created and sent again."""
-    host, device = pipe()
-    fw = bytes(range(256)) * 40
-    backend = _MemoryBackend()
-    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
-    thread = threading.Thread(target=target.serve, daemon=True)
-    thread.start()
-    flipped = []
+    fw, flipped = FIRMWARE, []
 
     def tamper(data: bytes) -> bytes:
         if data[:1] == bytes([nd.OP_WRITE]) and len(data) > 500 and not flipped:
@@ -151,7 +145,7 @@ def test_an_object_damaged_on_the_way_is_sent_again_after_its_crc_check():
             return data[:100] + bytes([data[100] ^ 0x01]) + data[101:]
         return data
 
-    host.tamper = tamper
+    host, backend, thread = served(requests=tamper)
     report = nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
     thread.join(5)
     assert report.retries == 1 and bytes(backend.mem[:len(fw)]) == fw and backend.activated
@@ -247,15 +241,16 @@ def test_an_independent_secure_dfu_client_updates_the_virtual_module(rak4631, tm
 FIRMWARE = bytes(range(256)) * 40
 
 
-def served(tamper):
-    """A Secure DFU target in memory whose answers pass through ``tamper`` on their way to the
-    host: (the host's end, the target's memory, its thread)."""
+def served(answers=None, *, requests=None):
+    """A Secure DFU target in memory; its answers pass through ``answers`` on their way to the
+    host, the host's requests through ``requests``: (the host's end, the target's memory, its
+    thread)."""
     host, device = pipe()
     backend = _MemoryBackend()
     target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
     thread = threading.Thread(target=target.serve, daemon=True)
     thread.start()
-    device.tamper = tamper
+    device.tamper, host.tamper = answers, requests
     return host, backend, thread
 
 
@@ -290,13 +285,7 @@ def test_a_whole_object_written_but_not_executed_is_executed_by_the_re_run():
     pc-nrfutil's resume does) instead of creating the next one — which the device starts at
     the last executed offset, so every object came back 'damaged' (found by the soak)."""
     from rakflash.errors import TransferTimeout
-    host, device = pipe()
-    fw = bytes(range(256)) * 40
-    backend = _MemoryBackend()
-    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
-    thread = threading.Thread(target=target.serve, daemon=True)
-    thread.start()
-    lost = []
+    fw, lost = FIRMWARE, []
 
     def tamper(data: bytes) -> bytes:
         frame = data.strip(b"\xc0")
@@ -306,7 +295,7 @@ def test_a_whole_object_written_but_not_executed_is_executed_by_the_re_run():
             return b""
         return data
 
-    device.tamper = tamper
+    host, backend, thread = served(tamper)
     init = dp.secure_init_packet(fw, key_pem=None)
     with pytest.raises(TransferTimeout):
         nd.SecureDfuClient(host, timeouts=nd.Timeouts(reply=0.3)).send(init, fw)
