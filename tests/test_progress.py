@@ -129,6 +129,19 @@ def test_quiet_and_verbose(virtual, new_app):
     assert both.returncode == 2 and "contradict" in both.stderr
 
 
+def test_verbose_shows_every_at_exchange_but_never_a_key(virtual, new_app):
+    """`flash -v`, as `info -v`: each AT command with its answer, timed — but the owner's keys
+    and settings by name only, whether read or written back."""
+    dev = virtual("rak3172")
+    args = ("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    verbose = run_cli(*args, "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert re.search(r"^\[ *\d+\.\d\d s\]   AT\+VER=\? → OK 'RUI_4\.0\.5_RAK3172-E'", verbose.stderr, re.M)
+    assert "AT+APPKEY=? → OK (value not shown)" in verbose.stderr
+    assert "AC1F09FF" not in verbose.stderr and not re.search(r"[0-9A-F]{16}", verbose.stderr)
+    assert "AT+VER=?" not in run_cli(*args, "--force").stderr          # without -v: no AT lines
+
+
 # ------------------------------------------------------------------ the done line
 
 def test_done_says_a_reset_was_waited_for_when_a_flood_was_caught(virtual, tmp_path, cat):

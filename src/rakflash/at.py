@@ -114,8 +114,18 @@ class AtConsole:
         reply = self._command(command, timeout)
         step = getattr(self.link, "step", None)
         if step is not None:
-            step(f"{command} → {_told(reply)} ({time.monotonic() - t0:.2f} s)")
+            if self._is_setting(command):      # the owner's keys are never shown, only their names
+                shown = command.split("=", 1)[0] + ("=?" if command.endswith("=?") else "=…")
+                told = "OK (value not shown)" if reply.ok else _told(reply)
+            else:
+                shown, told = command, _told(reply)
+            step(f"{shown} → {told} ({time.monotonic() - t0:.2f} s)")
         return reply
+
+    def _is_setting(self, command: str) -> bool:
+        """A query or write of one of the dialect's LoRaWAN settings (keys, EUIs, band)."""
+        name = command.split("=", 1)[0].upper()
+        return any(q.split("=", 1)[0].upper() == name for q in self.dialect.get("settings", []))
 
     def _command(self, command: str, timeout: float) -> AtReply:
         self.link.write_line(command, self.dialect.get("line_ending", "\r\n"))

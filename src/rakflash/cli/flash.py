@@ -74,6 +74,8 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
         with ExitStack() as stack:
             link = open_link(stack, port, baud, trace_path, keep=(file,))
             render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
+            if isinstance(render, TerminalEvents):
+                link.on_step = render.step          # -v: every AT exchange, timed
             interactive = not yes and sys.stdin is not None and sys.stdin.isatty()
             session = FlashSession(link, image, options, emit=render,
                                    confirm=None if yes else _ask(port),

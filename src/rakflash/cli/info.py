@@ -38,7 +38,7 @@ def info(port: str, baud: int | None, trace_path: str | None, module_name: str |
         if output.verbosity > 0:       # -v: every step and AT exchange, timed, on standard error
             render = stack.enter_context(TerminalEvents())
             render(Phase("identify", f"identifying the module on {port}"))
-            link.on_step = lambda text: render(Phase("identify", text))
+            link.on_step = render.step
         dev = identify(link, module=module, baud=baud)
         if ask_bootloader:
             link.step("asking the bootloader its version (--ask-bootloader)")

@@ -370,6 +370,12 @@ class TerminalEvents:
             text = f"[{time.monotonic() - self._t0:6.2f} s] {text}"
         err.print(text, markup=False, highlight=False)
 
+    def step(self, text: str) -> None:
+        """With ``-v``: one thing the command just did on the line (an AT command and its
+        answer, a baud rate tried), timed; nothing otherwise. Given to ``Link.on_step``."""
+        if self.verbosity > 0:
+            self._line(f"  {text}")
+
     def __call__(self, event: ev.Event) -> None:
         quiet, verbose = self.verbosity < 0, self.verbosity > 0
         if isinstance(event, ev.PlanReady):
