@@ -66,7 +66,7 @@ class Stm32RomMethod(RecoveryMethod):
         skipped, pad = img.size - covered, sent - covered
         how = "".join((
             f", less {_n(skipped)} of 0xFF at block ends (the erase leaves them so)" if skipped else "",
-            f", plus {_n(pad)} of 0xFF padding blocks to whole 4-byte words" if pad else ""))
+            f", plus {_n(pad)} of 0xFF that pad blocks to whole 4-byte words" if pad else ""))
         steps = [
             "you hold BOOT0 high and reset the module (rakflash waits for the ROM's answer)",
             f"handshake (0x7F) at {options.baud} baud 8E1; Get, Get ID: the chip must be "
