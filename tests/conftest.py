@@ -60,30 +60,37 @@ def run_cli(*args: str, timeout: float = 60, input: str | None = None) -> subpro
                           timeout=timeout, env=env, input=input)
 
 
-def flash_pressing_reset(dev, *args: str, timeout: float = 90) -> tuple[int, list[dict]]:
-    """Run `rakflash flash … --json` and press the virtual module's reset button once
-    rakflash says it is waiting for it (its first countdown event), as a person would."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", *args, "--json"],
+def run_as_a_person(command: str, *args: str, on_event, timeout: float = 90) -> tuple[int, list[dict]]:
+    """Run `rakflash COMMAND … --json`; ``on_event`` sees each event as it comes and does what a
+    person at the module would (press reset, hold a pin). Returns (exit code, events)."""
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", command, *args, "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    events = []
-    pressed = False
+    events: list[dict] = []
     try:
         for line in proc.stdout:
             if not line.startswith("{"):
                 continue
-            event = json.loads(line)
-            events.append(event)
-            if event.get("event") == "countdown" and not pressed:
-                dev.press_reset()
-                pressed = True
+            events.append(json.loads(line))
+            on_event(events[-1])
         proc.wait(timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     return proc.returncode, events
+
+
+def flash_pressing_reset(dev, *args: str, timeout: float = 90) -> tuple[int, list[dict]]:
+    """Run `rakflash flash … --json` and press the virtual module's reset button once
+    rakflash says it is waiting for it (its first countdown event), as a person would."""
+    pressed = []
+
+    def person(event: dict) -> None:
+        if event.get("event") == "countdown" and not pressed:
+            dev.press_reset()
+            pressed.append(True)
+    return run_as_a_person("flash", *args, on_event=person, timeout=timeout)
 
 
 def cli_json(*args: str, **kw) -> tuple[int, dict]:

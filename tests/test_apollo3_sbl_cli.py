@@ -3,7 +3,6 @@ command in a subprocess, a virtual module on a pty, someone pressing the buttons
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from rakflash import catalog
 from rakflash.apollo3_info0 import rak11720_default
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, SRC, run_cli
+from conftest import FAST_BAUD, SRC, run_as_a_person, run_cli
 
 NEW_APP, NEW_BOOT = "RUI_4.0.6_RAK11720", "RUI_BOOT_0.4_RAK11720"
 
@@ -21,33 +20,21 @@ NEW_APP, NEW_BOOT = "RUI_4.0.6_RAK11720", "RUI_BOOT_0.4_RAK11720"
 def recover_as_a_person(dev, *args: str, reset_after: float = 0.0, timeout: float = 90):
     """Run `rakflash recover … --json`; at the prompt hold BOOT and press reset (after
     ``reset_after`` seconds of countdown), release BOOT when told. Returns (code, events)."""
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "recover", *args, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    events, prompted = [], None
-    try:
-        for line in proc.stdout:
-            if not line.startswith("{"):
-                continue
-            e = json.loads(line)
-            events.append(e)
-            if e.get("event") == "prompt" and e["action"] == "hold-boot-and-reset":
-                prompted = time.monotonic()
-            if e.get("event") == "countdown" and prompted and e["action"] == "hold-boot-and-reset" \
-                    and time.monotonic() - prompted >= reset_after:
-                dev.set_boot_pin(True)
+    prompted: list[float] = []                   # when the hold-BOOT prompt came, until acted on
+
+    def person(e: dict) -> None:
+        if e.get("event") == "prompt" and e["action"] == "hold-boot-and-reset":
+            prompted[:] = [time.monotonic()]
+        if e.get("event") == "countdown" and prompted and e["action"] == "hold-boot-and-reset" \
+                and time.monotonic() - prompted[0] >= reset_after:
+            dev.set_boot_pin(True)
+            dev.press_reset()
+            prompted.clear()
+        if e.get("event") == "prompt" and e["action"].startswith("release-boot"):
+            dev.set_boot_pin(False)
+            if e["action"] == "release-boot-and-reset":
                 dev.press_reset()
-                prompted = None
-            if e.get("event") == "prompt" and e["action"].startswith("release-boot"):
-                dev.set_boot_pin(False)
-                if e["action"] == "release-boot-and-reset":
-                    dev.press_reset()
-        proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, events
+    return run_as_a_person("recover", *args, on_event=person, timeout=timeout)
 
 
 def full_hex(tmp_path, boot=NEW_BOOT, app=NEW_APP):

@@ -15,7 +15,7 @@ import pytest
 from rakflash.flows.settings import READS
 from rakflash.sim import Mode, Rewrite, firmware
 
-from conftest import FAST_BAUD, cli_json, flash_pressing_reset, run_cli
+from conftest import FAST_BAUD, cli_json, flash_pressing_reset, run_as_a_person, run_cli
 from test_flash import KEYS, keys_on, set_keys
 
 NEW = "RUI_4.0.6_RAK3172-E"
@@ -214,29 +214,15 @@ def test_the_values_an_earlier_run_kept_win_over_what_a_reset_firmware_reports(v
 
 def flash_pressing_reset_at_every_prompt(dev, *args, timeout=120):
     """`rakflash flash … --json`, pressing reset once per press-reset prompt (at its first countdown)."""
-    import os
-    import subprocess
-    import sys
-    from conftest import SRC
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", *args, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    events, armed = [], False
-    try:
-        for line in proc.stdout:
-            event = json.loads(line)
-            events.append(event)
-            if event.get("event") == "prompt":
-                armed = True
-            elif event.get("event") == "countdown" and armed:
-                dev.press_reset()
-                armed = False
-        proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, events
+    armed = []
+
+    def person(event: dict) -> None:
+        if event.get("event") == "prompt":
+            armed[:] = [True]
+        elif event.get("event") == "countdown" and armed:
+            dev.press_reset()
+            armed.clear()
+    return run_as_a_person("flash", *args, on_event=person, timeout=timeout)
 
 
 def test_a_start_up_window_too_short_for_the_keys_is_said_loudly(virtual, resetting_app):

@@ -4,41 +4,21 @@ exact command the refusal names, and then takes serial updates again."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, SRC, cli_json, run_cli
+from conftest import FAST_BAUD, cli_json, run_as_a_person, run_cli
 
 
 def recover_holding_boot0(dev, *args: str, timeout: float = 90) -> tuple[int, list[dict]]:
     """Run `rakflash recover … --json` and do what a person does: on the prompt, hold BOOT0
     high and press reset; when told, release BOOT0."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "recover", *args, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    events = []
-    try:
-        for line in proc.stdout:
-            if not line.startswith("{"):
-                continue
-            event = json.loads(line)
-            events.append(event)
-            if event.get("event") == "prompt":
-                dev.set_boot_pin(True)
-                dev.press_reset()
-            if event.get("event") == "warning" and event.get("code") == "release-boot0":
-                dev.set_boot_pin(False)
-        proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, events
+    def person(event: dict) -> None:
+        if event.get("event") == "prompt":
+            dev.set_boot_pin(True)
+            dev.press_reset()
+        if event.get("event") == "warning" and event.get("code") == "release-boot0":
+            dev.set_boot_pin(False)
+    return run_as_a_person("recover", *args, on_event=person, timeout=timeout)
 
 
 def test_seed_case_refused_recovered_then_serial_updates_work(virtual, cat, tmp_path):
