@@ -38,7 +38,7 @@ from ..images import Image
 from ..stoppable import StoppableLink
 from ..trace import TraceWriter
 from .session import DryRun, FlashOptions, FlashSession
-from .settings import well_formed
+from .settings import read_value
 from .update import UpdateResult
 
 OK_RESULTS = ("ok", "already-up-to-date")
@@ -312,20 +312,11 @@ def _ask(link: StoppableLink, session: FlashSession | None, key: str | None = No
     query = query or (module.dialect.get(key) if key else None)
     if not query:
         return None
-    console = AtConsole(link, module.dialect)
-    seen: list[str] = []
     try:
-        for _ in range(4):
-            value = console.value(query, 0.5)
-            if value is None:
-                return None          # nothing answers it: don't wait for more
-            if well_formed(module, query, value):
-                if value in seen:
-                    return value
-                seen.append(value)
+        return read_value(AtConsole(link, module.dialect), module, query, 0.5, reads=4,
+                          stop_when_silent=True)
     except (RakflashError, KeyboardInterrupt):
-        pass
-    return None
+        return None
 
 
 def run_fleet(ports: list[str], image: Image, options: FlashOptions | None = None, **kw: Any) -> list[DeviceOutcome]:

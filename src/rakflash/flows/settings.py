@@ -229,16 +229,20 @@ def forget_kept(module: Module, serial: str | None) -> None:
 
 # ------------------------------------------------------------------ reading and writing
 
-def read_value(console: AtConsole, module: Module, query: str, timeout: float) -> str | None:
+def read_value(console: AtConsole, module: Module, query: str, timeout: float, *,
+               reads: int = READS, stop_when_silent: bool = False) -> str | None:
     """``query``'s value, when it reads the same twice and is well-formed; else None.
 
-    At most :data:`READS` answers are asked for. Two independent line errors
+    At most ``reads`` answers are asked for. Two independent line errors
     that damage one answer the same way are vanishingly unlikely; one damaged
-    byte is not.
+    byte is not. ``stop_when_silent``: a query nothing answers ends the reading
+    at once (a module that may not be listening is not waited for ``reads`` times).
     """
     seen: list[str] = []
-    for _ in range(READS):
+    for _ in range(reads):
         value = console.value(query, timeout)
+        if value is None and stop_when_silent:
+            return None
         if value is None or not well_formed(module, query, value):
             continue
         if value in seen:
