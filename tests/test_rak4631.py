@@ -12,7 +12,7 @@ import json
 import pytest
 
 from rakflash import dfu_package as dp, ports
-from rakflash.sim import SimOptions, create, firmware
+from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
 from conftest import cli_json, run_cli, signal_when
@@ -21,22 +21,15 @@ KEY = dp.new_signing_key()
 
 
 @pytest.fixture
-def rak4631():
-    started = []
-
+def rak4631(virtual):
+    """conftest's ``virtual`` with a native USB port's line, and the key its bootloader trusts."""
     def make(name="rak4631", **kw):
         kw.setdefault("baud", USB_FULL_SPEED_BAUD)
-        kw.setdefault("latency_ms", 0.2)
-        kw.setdefault("flash_scale", 0.0)
         if name == "rak4631":
             kw.setdefault("dfu_key", KEY)
-        dev = create(name, SimOptions(**kw)).start()
-        started.append(dev)
-        return dev
+        return virtual(name, **kw)
 
-    yield make
-    for dev in started:
-        dev.stop()
+    return make
 
 
 def rui3_package(tmp_path, dev, version="RUI_4.0.6_RAK4631", size=24_000, **kw):
