@@ -474,20 +474,14 @@ def test_boot_held_on_a_rak11720_the_secure_bootloader_is_named_with_the_way_out
 
 
 @pytest.fixture
-def rak4631():
+def rak4631(virtual):
     """rak4631(name) -> a started virtual RAK4631 (RUI3, or 'rak4631-arduino') on its own virtual USB port."""
-    from rakflash.sim import SimOptions, create
     from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
-    started = []
 
     def make(name="rak4631"):
         kw = {"dfu_key": RAK4631_KEY} if name == "rak4631" else {}
-        dev = create(name, SimOptions(baud=USB_FULL_SPEED_BAUD, latency_ms=0.2, flash_scale=0.0, **kw)).start()
-        started.append(dev)
-        return dev
-    yield make
-    for dev in started:
-        dev.stop()
+        return virtual(name, baud=USB_FULL_SPEED_BAUD, **kw)
+    return make
 
 
 def _packages(tmp_path, cat):

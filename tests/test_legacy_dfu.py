@@ -13,27 +13,20 @@ from rakflash import dfu_package as dp, ports
 from rakflash.errors import TransferTimeout
 from rakflash.link import Link
 from rakflash.protocols import legacy_dfu as ld
-from rakflash.sim import SimOptions, create, firmware
+from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
 from pipes import pipe
 
 
 @pytest.fixture
-def arduino():
-    started = []
-
+def arduino(virtual):
+    """A started virtual Arduino RAK4631 on its USB line (conftest's ``virtual``)."""
     def make(**kw):
         kw.setdefault("baud", USB_FULL_SPEED_BAUD)
-        kw.setdefault("latency_ms", 0.2)
-        kw.setdefault("flash_scale", 0.0)
-        dev = create("rak4631-arduino", SimOptions(**kw)).start()
-        started.append(dev)
-        return dev
+        return virtual("rak4631-arduino", **kw)
 
-    yield make
-    for dev in started:
-        dev.stop()
+    return make
 
 
 def sketch(dev, version="ARDUINO_SKETCH_1.1", size=20_000):

@@ -18,7 +18,7 @@ from rakflash import dfu_package as dp, ports
 from rakflash.errors import DfuRejected, PortDisconnected, PortNotBack, TransferError
 from rakflash.link import Link
 from rakflash.protocols import nordic_dfu as nd, slip
-from rakflash.sim import SimOptions, create, firmware
+from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
 from pipes import pipe
@@ -27,22 +27,14 @@ KEY = dp.new_signing_key()
 
 
 @pytest.fixture
-def rak4631():
-    """Factory: a started virtual RAK4631-R (fast line, instant flash) that trusts KEY."""
-    started = []
-
+def rak4631(virtual):
+    """Factory: a started virtual RAK4631-R (USB line, instant flash) that trusts KEY."""
     def make(**kw):
         kw.setdefault("baud", USB_FULL_SPEED_BAUD)
-        kw.setdefault("latency_ms", 0.2)
-        kw.setdefault("flash_scale", 0.0)
         kw.setdefault("dfu_key", KEY)
-        dev = create("rak4631", SimOptions(**kw)).start()
-        started.append(dev)
-        return dev
+        return virtual("rak4631", **kw)
 
-    yield make
-    for dev in started:
-        dev.stop()
+    return make
 
 
 def app(dev, version="RUI_4.0.6_RAK4631", size=40_000):
