@@ -82,13 +82,13 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
                          hint="Give it with --port (or recover with --via swd and a probe).")
     method_impl = method_for(plan.method)
     warnings: list[dict] = []
-    if not dry_run:
+    try:
         method_impl.precheck(plan)        # a missing tool is said first, not after the whole plan
-    else:
-        try:
-            method_impl.precheck(plan)
-        except RakflashError as exc:      # a dry run still shows the plan, and what would stop it
-            warnings.append({"code": exc.name, "message": f"{exc.message}. {exc.hint}"})
+    except RakflashError as exc:
+        if not dry_run:
+            raise
+        # a dry run still shows the plan, and what would stop it
+        warnings.append({"code": exc.name, "message": f"{exc.message}. {exc.hint}"})
     if as_json:
         emit_json(PlanReady(plan.to_dict()).to_dict())
         for w in warnings:
