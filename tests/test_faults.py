@@ -136,3 +136,23 @@ def test_one_damaged_digit_in_the_bootloaders_version_does_not_refuse_a_good_upd
     assert code == 0, out
     assert out["app_version_after"] == NEW["rak811"]
     assert dev.uart.faults.rewrite_to_host[0].times == 0       # the damaged answer did arrive
+
+
+def test_bytes_already_sent_are_not_garbled_by_a_later_change_of_the_line():
+    """The ROM answers Go's ACK at the host's (auto-detected) rate, waits for the line to drain,
+    then hands over to the application's UART settings: that ACK was sent before the change and
+    must arrive intact (stm32loader saw 0x90 for it in CI)."""
+    from rakflash.sim.uart import PtyUart
+    uart = PtyUart(921600)
+    try:
+        with serial.Serial(uart.path, 115200, timeout=1) as host:
+            got = []
+            for _ in range(50):
+                uart.autobaud = True           # the ROM accepts the host's rate
+                uart.write(bytes([0x79]))
+                uart.drain()
+                uart.autobaud = False          # Go: the application's 921600 from now on
+                got.append(host.read(1))
+    finally:
+        uart.close()
+    assert got == [bytes([0x79])] * 50

@@ -425,15 +425,18 @@ class PtyUart:
                     return
                 chunk = self._tx.popleft()
                 self._tx_queued -= len(chunk)
-                self._cond.notify_all()
-            with self._cond:
+                # Taken off the queue and put on the line in one step (drain() must never see
+                # neither), at the line settings of this moment: the bytes are sent now, so a
+                # change made once drain() returned (the ROM handing over at Go) can't garble them.
                 start = max(time.monotonic(), self._tx_line_free)
                 done = start + len(chunk) * self.byte_time
                 self._tx_line_free = done
+                garbled = not self._line_matches()
+                self._cond.notify_all()
             delay = done - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            if not self._line_matches():
+            if garbled:
                 chunk = _garble(chunk)
             chunk = self.faults.apply_to_host(chunk)
             if self.closed:
