@@ -249,8 +249,14 @@ def test_doctor_on_the_page_is_doctor_for_the_dropped_file(web, virtual, tmp_pat
         assert listed["seen"]["app_version"] == OLD
 
 
-def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, virtual, tmp_path, cat):
+def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, virtual, tmp_path, cat,
+                                                                            monkeypatch):
+    from fake_pyocd import FakePyOCD, FakeWorld
+    from rakflash.flows import swd
     from rakflash.sim import firmware
+    # The probe on the desk, and which CMSIS packs this computer's pyOCD has (changed below).
+    world = FakeWorld(installed={cat.module("rak4270").swd_target})
+    monkeypatch.setattr(swd, "pyocd_api", lambda: FakePyOCD(world))
     dev = virtual("rak811", bootloader_version="3.0.2", app_version="V3.0.0.13.H")
     server = web(dev)
     full = tmp_path / "FULL.hex"
@@ -281,6 +287,19 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
         c.post(f"api/jobs/{job}/answer", json={"write": False})
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert (result["outcome"], result["written"]) == ("aborted", False)
+        # Without the target's pack (or without pyOCD), the page says so before the plan and its
+        # confirmation, as `rakflash recover` does — not once the person has confirmed.
+        world.installed = set()
+        job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
+        assert (result["error"], result["written"]) == ("pack-missing", False), result
+        assert "pyocd pack install stm32l071kbux" in result["hint"]
+        assert "plan" not in [e["event"] for e in server.board.jobs[job].events]
+        monkeypatch.setattr(swd, "pyocd_api", lambda: (_ for _ in ()).throw(
+            swd.SwdUnavailable("pyOCD is not installed")))
+        job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
+        assert result["error"] == "swd-unavailable" and "rakflash[swd]" in result["hint"], result
         assert c.post("api/recover", json={"port": dev.port, "image": image, "reset_with": "cts"}).status_code == 400
     assert dev.bootloader_version == "V3.0.2" and dev.updates == 0 and dev.resets == resets
 

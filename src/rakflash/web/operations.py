@@ -174,7 +174,7 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
     image), shows the plan and the person's steps, and once confirmed runs it
     (``rakflash recover FILE --port PORT``)."""
     from ..events import PlanReady
-    from ..flows.recover import plan_recovery, recover
+    from ..flows.recover import method_for, plan_recovery, recover
 
     def work(job: Job) -> dict[str, Any]:
         known: dict[str, Any] = {}
@@ -184,6 +184,7 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
             options.confirm = lambda question: job.ask(question, {"action": "remove-protection"})
             plan = plan_recovery(image, module, method=method, options=options)
             known["module"] = plan.module.name
+            method_for(plan.method).precheck(plan)   # a missing tool is said first, as `recover` does
             job.emit(PlanReady(plan.to_dict()))
             if not job.ask(f"Rewrite {plan.module.name}'s flash ({plan.bytes:,} bytes, bootloader "
                            f"included) over {job.port}?",
