@@ -193,3 +193,46 @@ def test_flood_that_starts_after_identification_is_caught_too(virtual, new_app):
         result = run_update(link, plan, emit=emit, reset_window=10)
     assert result.result == "ok" and result.app_version_after == NEW
     assert events.index("prompt") < events.index("caught") < events.index("write")
+
+
+def test_a_banner_whose_console_stays_silent_does_not_end_the_wait(virtual, cat, monkeypatch):
+    """The bootloader's banner came but its answers were lost; the person presses reset once more
+    (the prompt is still up): the next start is caught, within the same window."""
+    from rakflash.flows import boot
+    from rakflash.link import Link
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
+    time.sleep(0.7)
+    real_confirm, calls = boot.confirm_boot_mode, []
+
+    def answers_lost_once(link, module, timeout=1.0, **kw):
+        calls.append(dev.resets)
+        if len(calls) <= 3:              # every answer to this start's console is lost…
+            if len(calls) == 3:
+                dev.press_reset()        # …and the person, seeing nothing happen, presses again
+            return False
+        return real_confirm(link, module, timeout, **kw)
+
+    monkeypatch.setattr(boot, "confirm_boot_mode", answers_lost_once)
+
+    def person(event):
+        if type(event).__name__ == "Prompt":
+            dev.press_reset()
+    with Link(dev.port, 115200) as link:
+        info = boot.identify_or_catch(link, module=cat.module("rak3172"), reset_window=15, emit=person)
+    assert info.mode == "bootloader" and info.caught
+    assert len(calls) >= 4 and dev.mode == Mode.BOOTLOADER
+
+
+def test_a_window_with_banners_but_no_answer_says_so(virtual, cat, monkeypatch):
+    """Not "no reset was seen" when the bootloader did start: the error says what happened."""
+    from rakflash.errors import BootEntryFailed
+    from rakflash.flows import boot
+    from rakflash.link import Link
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
+    time.sleep(0.7)
+    monkeypatch.setattr(boot, "confirm_boot_mode", lambda *a, **kw: False)   # every answer lost
+    with Link(dev.port, 115200) as link, pytest.raises(BootEntryFailed) as caught:
+        boot.identify_or_catch(link, module=cat.module("rak3172"), reset_window=3,
+                               emit=lambda e: dev.press_reset() if type(e).__name__ == "Prompt" else None)
+    assert "did not answer at+bootstatus" in caught.value.message
+    assert "no reset was seen" not in caught.value.message

@@ -65,7 +65,7 @@ def request_boot(link: Link, module: Module, *, timeout: float = 3.0, tries: int
                 if line.startswith(b"ERROR") or line == b"AT_COMMAND_NOT_FOUND":
                     refused = True     # unknown here, or damaged on the way
                     break
-            if confirm_boot_mode(link, module, 0.5):
+            if confirm_boot_mode(link, module, 1.0):
                 return True   # the banner was missed, but the bootloader answers
             if not refused:
                 break
@@ -138,14 +138,18 @@ def pulse_reset(link: Link, line: str, *, hold: float = 0.1) -> None:
 
 def catch_start_up_window(link: Link, module: Module, *, window: float = 30.0,
                           reset_line: str | None = None,
-                          tick: Callable[[float], None] | None = None) -> bool:
+                          tick: Callable[[float], None] | None = None) -> str:
     """Send the boot command in a tight burst until the bootloader answers.
 
     For firmware that floods the port: its ``loop()`` never lets a command
     through, but right after a reset its start-up code still does. The person
     presses reset (or ``reset_line`` pulses it) and the next burst lands.
-    Returns True once the bootloader's banner or status is seen; False when
-    ``window`` seconds pass. ``tick(seconds_left)`` is called about once a second.
+    Returns ``"caught"`` once the bootloader's banner is seen and its console
+    then answers. A banner whose console stays silent (its answers lost on the
+    line, or a second press restarted the module under it) does not end the
+    wait: the next press is caught the same way. When ``window`` seconds pass:
+    ``"no-reset"`` if no banner came at all, ``"no-answer"`` if one did.
+    ``tick(seconds_left)`` is called about once a second.
     """
     banner = module.boot_dialect["banner"].encode()
     status = module.boot_dialect["status_reply"].encode()
@@ -155,6 +159,7 @@ def catch_start_up_window(link: Link, module: Module, *, window: float = 30.0,
     deadline = Deadline(window)
     next_tick = 0.0
     seen = bytearray()
+    banners = 0
     gap = max(0.01, 40 * 10 / link.baud)   # a few dozen byte times between bursts
     while not deadline.expired:
         if tick and time.monotonic() >= next_tick:
@@ -163,9 +168,13 @@ def catch_start_up_window(link: Link, module: Module, *, window: float = 30.0,
         link.write(command)
         seen += link.read(65536, gap)
         if banner in seen or status in seen:
-            return _settle_into_bootloader(link, module)
+            if _settle_into_bootloader(link, module):
+                return "caught"
+            banners += 1
+            seen.clear()     # that banner is spent: wait for the next start
+            continue
         del seen[:-64]     # keep a tail so a banner split across reads is still found
-    return False
+    return "no-answer" if banners else "no-reset"
 
 
 def _settle_into_bootloader(link: Link, module: Module) -> bool:
@@ -174,7 +183,7 @@ def _settle_into_bootloader(link: Link, module: Module) -> bool:
         drain = Deadline(1.0)
         while link.read_available(0.05) and not drain.expired:
             pass
-        if confirm_boot_mode(link, module, 0.5):
+        if confirm_boot_mode(link, module, 1.0):
             return True
     return False
 
@@ -220,12 +229,15 @@ def catch_after_reset(link: Link, module: Module, why: str, *, window: float = 3
     """
     t0 = time.monotonic()
     emit(Prompt("press-reset", why, window, {"reset_line": reset_line, "cause": "flooding"}))
-    caught = catch_start_up_window(link, module, window=window, reset_line=reset_line,
-                                   tick=lambda left: emit(Countdown(round(left))))
-    if not caught:
+    outcome = catch_start_up_window(link, module, window=window, reset_line=reset_line,
+                                    tick=lambda left: emit(Countdown(round(left))))
+    if outcome != "caught":
+        seen = (f"no reset was seen within {window:.0f} s" if outcome == "no-reset" else
+                f"its bootloader started within the {window:.0f} s but its console did not answer "
+                f"{module.boot_dialect['status']} (line noise, or reset again at once)")
         raise BootEntryFailed(
             f"{module.name}'s firmware prints without pause, so {module.dialect['boot'][0]} "
-            f"never gets through, and no reset was seen within {window:.0f} s",
+            f"never gets through, and {seen}",
             hint=(f"Either add a pause at the start of setup() (e.g. delay(5000)) so the "
                   f"module listens after a reset, or press reset during the next try "
                   f"(--reset-window to wait longer); or, bypassing the serial bootloader, "
