@@ -93,23 +93,28 @@ def finished(card, timeout: float = 90_000) -> str:
     return result.inner_text()
 
 
-def press_while_asked(card, press, *, until_result: bool = False, timeout: float = 90) -> None:
+def press_while_asked(card, press, *, until_result: bool = False, timeout: float = 90) -> list[float]:
     """Press the module's reset whenever the page asks for it, as a person would — again if a press
     did not take within 3 s (a loaded host can miss the start-up window) — until the page stops
-    asking (``until_result``: until the job has ended)."""
+    asking (``until_result``: until the job has ended). Returns when each press was (seconds from
+    the call), for the message of a failure that follows."""
     prompt, result = card.locator(".prompt"), card.locator(".result")
-    end = time.monotonic() + timeout
+    t0 = time.monotonic()
+    end = t0 + timeout
     pressed = 0.0
+    presses: list[float] = []
     while not result.is_visible():
         asking = prompt.is_visible()
         if not asking and not until_result:
-            return
+            return presses
         if asking and time.monotonic() - pressed > 3:
             press()
             pressed = time.monotonic()
+            presses.append(round(pressed - t0, 2))
         if time.monotonic() > end:
             raise AssertionError(f"the job did not go on; it shows: {card.inner_text()}")
         time.sleep(0.1)
+    return presses
 
 
 def pick(page, port: str) -> None:
@@ -239,8 +244,9 @@ def test_flooding_firmware_prompt_countdown_and_reset_press(page, web, virtual, 
     shot(page, "flood", card)
     assert dev.updates == 0
 
-    press_while_asked(card, dev.press_reset)              # the person presses the module's reset button
-    expect(card.locator(".notes")).to_contain_text("Caught the module in its bootloader.")
+    presses = press_while_asked(card, dev.press_reset)   # the person presses the module's reset button
+    expect(card.locator(".notes"), f"pressed at {presses} s; the module restarted {dev.resets} times, "
+           f"runs {dev.mode}").to_contain_text("Caught the module in its bootloader.")
     expect(prompt).to_be_hidden()
     expect(card.locator(".plan")).to_contain_text("in its bootloader")
     card.locator("button.flash").click()
