@@ -82,6 +82,45 @@ def test_flooding_sketch_is_named(virtual):
     assert "reset" in out["hint"]
 
 
+def _first_listen_hears_nothing(link: Link) -> None:
+    """A host too busy to be scheduled while identify listens at the first rate: that listen
+    comes back empty (what arrived meanwhile is dropped), the later reads are as they come."""
+    real_read, calls = link.read, []
+
+    def read(n, timeout):
+        calls.append(n)
+        if len(calls) == 1:
+            link.discard_input()
+            return b""
+        return real_read(n, timeout)
+    link.read = read
+
+
+def test_a_flood_missed_at_its_rate_is_not_named_at_another(virtual):
+    """A listen cut short at 115200 must not make the flood's stale 115200 bytes, read after the
+    switch to 9600, look like a readable flood at 9600: the catch would then send AT+BOOT at 9600,
+    and no reset press could ever work (most likely how a loaded CI host failed the web flood test)."""
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.0, baud=115200)
+    time.sleep(0.2)
+    with Link(dev.port, 115200) as link:
+        _first_listen_hears_nothing(link)
+        with pytest.raises(Flooding) as caught:
+            identify(link)
+    assert caught.value.details["baud"] == 115200, caught.value.details
+    assert "sensor reading" in caught.value.message
+
+
+def test_a_flood_caught_after_a_short_listen_is_caught_at_its_rate(virtual, cat):
+    from rakflash.flows.boot import identify_or_catch
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.5, baud=115200)
+    time.sleep(0.7)
+    with Link(dev.port, 115200) as link:
+        _first_listen_hears_nothing(link)
+        info = identify_or_catch(link, module=None, fallback=cat.module("rak3172"), reset_window=10,
+                                 emit=lambda e: dev.press_reset() if type(e).__name__ == "Prompt" else None)
+        assert info.caught and info.mode == "bootloader" and link.baud == 115200
+
+
 def test_silent_port_is_no_response():
     master, slave = os.openpty()
     try:

@@ -207,8 +207,10 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
         if module is None:
             raise Flooding(exc.message + "; rakflash can catch it after a reset, but needs to "
                            "know the module", hint="Run again with --module MODULE.") from None
-        flood_baud = exc.details.get("baud")
-        if flood_baud and link.baud != flood_baud:
+        # Catch it at the rate its flood reads at; a flood unreadable at every rate gets the
+        # asked one, else the module's usual one (the scan left the link at its last rate).
+        flood_baud = exc.details.get("baud") or baud or module.bauds[0]
+        if link.baud != flood_baud:
             link.baud = flood_baud
         catch_after_reset(link, module, exc.message, window=reset_window, reset_line=reset_line,
                           emit=emit)

@@ -111,18 +111,24 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
         return _by_usb_id(link, *usb)          # no console to ask (an Arduino sketch, its bootloader)
     bauds = candidate_bauds(link, module, cat, baud) if scan else [baud or link.baud]
     garbage_at: list[int] = []
-    stream: tuple[int, bytes] | None = None
+    readable: tuple[int, bytes] | None = None      # a stream that reads as text at its rate
+    unreadable: tuple[int, bytes] | None = None    # a stream heard only as garbage
+    unheard: list[int] = []                        # rates where nothing streamed in the listen
     for b in bauds:
         link.note(f"identify at {b} baud")
         if link.baud != b:
             link.baud = b
+            # What waits in the buffers was framed at the previous rate: read now, a flood
+            # heard there would look readable at this one.
+            link.discard_input()
         unasked = _listen(link, timing)
         if len(unasked) >= 32:
-            if looks_like_text(unasked) or stream is None:
-                stream = (b, unasked)
             if looks_like_text(unasked):
+                readable = (b, unasked)
                 break      # a readable flood at this baud: other bauds won't help
+            unreadable = unreadable or (b, unasked)
             continue
+        unheard.append(b)
         info = _probe(link, b, module, cat, timing)
         if info == "garbage":
             garbage_at.append(b)
@@ -130,15 +136,26 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
             if usb is not None and info.module is not None and info.module.key == usb[0].key:
                 _note_variant(info, *usb)
             return info
-    if stream is not None:
-        b, sample = stream
+    if unreadable is not None and readable is None:
+        # Something streams, unreadable wherever it was heard: the rate it reads at may be one
+        # whose listen came up short (a busy host). Listen there once more before saying which.
+        for b in unheard:
+            link.baud = b
+            link.discard_input()
+            unasked = _listen(link, timing)
+            if len(unasked) >= 32 and looks_like_text(unasked):
+                readable = (b, unasked)
+                break
+    if readable is not None or unreadable is not None:
+        b, sample = readable or unreadable
         lines = sample.decode("latin-1", "replace").splitlines()
         whole = lines[1:-1] if len(lines) > 2 else lines   # the first and last are likely cut
         first = next((ln.strip() for ln in whole if ln.strip() and looks_like_text(ln.encode("latin-1"))), "")
+        # The baud is the stream's only when it reads there; an unreadable one names none.
         raise Flooding(
             f"{link.port_name} streams data without pause and does not answer AT"
             + (f" (it prints lines like {first[:60]!r})" if first else ""),
-            baud=b)
+            baud=b if readable else None)
     if garbage_at:
         raise GarbageReply(f"{link.port_name} answers with unreadable bytes at "
                            f"{', '.join(map(str, garbage_at))} baud", bauds=garbage_at)
