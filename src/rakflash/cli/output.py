@@ -396,6 +396,8 @@ class TerminalEvents:
             if total and self._bar is not None:
                 self._bar.update(self._task, total=total)
             self._describe(label)
+            if self._bar is not None:
+                self._bar.refresh()    # drawn now: a phase shorter than the bar's refresh is still seen
         elif isinstance(event, ev.Progress):
             self._ensure_bar()
             if self._bar is not None:
