@@ -150,7 +150,10 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
         b, sample = readable or unreadable
         lines = sample.decode("latin-1", "replace").splitlines()
         whole = lines[1:-1] if len(lines) > 2 else lines   # the first and last are likely cut
-        first = next((ln.strip() for ln in whole if ln.strip() and looks_like_text(ln.encode("latin-1"))), "")
+        # A clean line to quote: bytes framed at the rate before can still start the sample.
+        clean = [ln.strip() for ln in whole if ln.strip() and ln.strip().isascii() and ln.strip().isprintable()]
+        first = clean[0] if clean else next(
+            (ln.strip() for ln in whole if ln.strip() and looks_like_text(ln.encode("latin-1"))), "")
         # The baud is the stream's only when it reads there; an unreadable one names none.
         raise Flooding(
             f"{link.port_name} streams data without pause and does not answer AT"
