@@ -116,12 +116,7 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
     unheard: list[int] = []                        # rates where nothing streamed in the listen
     for b in bauds:
         link.note(f"identify at {b} baud")
-        if link.baud != b:
-            link.baud = b
-            # What waits in the buffers was framed at the previous rate: read now, a flood
-            # heard there would look readable at this one.
-            link.discard_input()
-        unasked = _listen(link, timing)
+        unasked = _listen_at(link, b, timing)
         if len(unasked) >= 32:
             if looks_like_text(unasked):
                 readable = (b, unasked)
@@ -140,9 +135,7 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
         # Something streams, unreadable wherever it was heard: the rate it reads at may be one
         # whose listen came up short (a busy host). Listen there once more before saying which.
         for b in unheard:
-            link.baud = b
-            link.discard_input()
-            unasked = _listen(link, timing)
+            unasked = _listen_at(link, b, timing)
             if len(unasked) >= 32 and looks_like_text(unasked):
                 readable = (b, unasked)
                 break
@@ -150,14 +143,15 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
         b, sample = readable or unreadable
         lines = sample.decode("latin-1", "replace").splitlines()
         whole = lines[1:-1] if len(lines) > 2 else lines   # the first and last are likely cut
-        # A clean line to quote: bytes framed at the rate before can still start the sample.
+        # The latest clean line to quote: bytes framed at the rate before can start the sample,
+        # and a line end among them cuts its first lines short.
         clean = [ln.strip() for ln in whole if ln.strip() and ln.strip().isascii() and ln.strip().isprintable()]
-        first = clean[0] if clean else next(
-            (ln.strip() for ln in whole if ln.strip() and looks_like_text(ln.encode("latin-1"))), "")
+        quote = clean[-1] if clean else next(
+            (ln.strip() for ln in reversed(whole) if ln.strip() and looks_like_text(ln.encode("latin-1"))), "")
         # The baud is the stream's only when it reads there; an unreadable one names none.
         raise Flooding(
             f"{link.port_name} streams data without pause and does not answer AT"
-            + (f" (it prints lines like {first[:60]!r})" if first else ""),
+            + (f" (it prints lines like {quote[:60]!r})" if quote else ""),
             baud=b if readable else None)
     if garbage_at:
         raise GarbageReply(f"{link.port_name} answers with unreadable bytes at "
@@ -202,6 +196,15 @@ def _by_usb_id(link: Link, module: Module, entry) -> DeviceInfo:
                       + ("; an Arduino sketch has no console, so its version can't be read"
                          if mode == "app" else "; 'rakflash flash' goes on from there"))
     return info
+
+
+def _listen_at(link: Link, baud: int, timing: Timing) -> bytes:
+    """:func:`_listen` at ``baud``. What waits in the buffers when the rate changes was framed at
+    the previous one, so it is dropped first: read now, a flood heard there would look readable here."""
+    if link.baud != baud:
+        link.baud = baud
+        link.discard_input()
+    return _listen(link, timing)
 
 
 def _listen(link: Link, timing: Timing) -> bytes:
