@@ -295,8 +295,9 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
         assert (result["error"], result["written"]) == ("pack-missing", False), result
         assert "pyocd pack install stm32l071kbux" in result["hint"]
         assert "plan" not in [e["event"] for e in server.board.jobs[job].events]
-        monkeypatch.setattr(swd, "pyocd_api", lambda: (_ for _ in ()).throw(
-            swd.SwdUnavailable("pyOCD is not installed")))
+        def no_pyocd():
+            raise swd.SwdUnavailable("SWD needs pyOCD, which is not installed")
+        monkeypatch.setattr(swd, "pyocd_api", no_pyocd)
         job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert result["error"] == "swd-unavailable" and "rakflash[swd]" in result["hint"], result
