@@ -32,13 +32,14 @@ from typing import Any, Callable, ClassVar
 
 from .. import __version__
 from ..at import AtConsole
+from ..catalog import Dialect
 from ..errors import AlreadyUpToDate, PlanRefused, RakflashError
 from ..events import DeviceFound, Event, Phase, Progress
 from ..images import Image
 from ..stoppable import StoppableLink
 from ..trace import TraceWriter
 from .session import DryRun, FlashOptions, FlashSession
-from .settings import read_value
+from .settings import read_value, setting_name
 from .update import UpdateResult
 
 OK_RESULTS = ("ok", "already-up-to-date")
@@ -286,30 +287,23 @@ def ask_identifiers(o: DeviceOutcome, link: StoppableLink, session: FlashSession
     learnt it. What the run learnt stays where the application can't be asked."""
     if not (o.ok or o.exit_code == PlanRefused.exit_code):     # its application may not answer
         return
-    o.dev_eui = ask_dev_eui(link, session) or o.dev_eui
+    o.dev_eui = _ask(link, session, _dev_eui_query) or o.dev_eui
     if o.serial_number is None:
-        o.serial_number = _ask(link, session, "serial_number")
+        o.serial_number = _ask(link, session, lambda dialect: dialect.get("serial_number"))
 
 
-def ask_dev_eui(link: StoppableLink, session: FlashSession | None) -> str | None:
-    """The module's DevEUI from its application, where its AT set has the query (RUI3)."""
-    dev = getattr(session, "device", None)
-    module = dev.module if dev is not None else None
-    if module is None:
-        return None
-    query = next((q for q in module.dialect.get("settings", []) if q.upper().startswith("AT+DEVEUI")), None)
-    return _ask(link, session, query=query) if query else None
+def _dev_eui_query(dialect: Dialect) -> str | None:
+    """The dialect's DevEUI query, where its AT set has one (RUI3)."""
+    return next((q for q in dialect.get("settings", []) if setting_name(q).upper() == "DEVEUI"), None)
 
 
-def _ask(link: StoppableLink, session: FlashSession | None, key: str | None = None, *,
-         query: str | None = None) -> str | None:
-    """One value from the module's application (``query``, or the dialect's ``key`` query),
+def _ask(link: StoppableLink, session: FlashSession | None,
+         query_in: Callable[[Dialect], str | None]) -> str | None:
+    """One value from the module's application — the query ``query_in`` finds in its dialect —
     read consistently (twice the same, well-formed); None when it can't be asked."""
     dev = getattr(session, "device", None)
     module = dev.module if dev is not None else None
-    if module is None:
-        return None
-    query = query or (module.dialect.get(key) if key else None)
+    query = query_in(module.dialect) if module is not None else None
     if not query:
         return None
     try:
