@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
 from web_support import NEW, OLD, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
 
@@ -97,6 +99,74 @@ def test_binds_loopback_only_by_default(web):
     proc = run_cli("web", "--host", "0.0.0.0", "--no-browser", timeout=30)
     assert proc.returncode == 2
     assert "every address" in proc.stderr and "--host" in proc.stderr
+
+
+def test_every_spelling_of_all_interfaces_is_refused():
+    """'0', '0.0', '000.000.000.000' are 0.0.0.0 to the socket layer (inet_aton), and
+    '::ffff:0.0.0.0' is its IPv4-mapped form: each would listen on every interface."""
+    from rakflash.web.guard import AddressRefused, listen_address
+    for host in ("0", "0.0", "000.000.000.000", "0.0.0.0", "::", "::ffff:0.0.0.0", "0:0:0:0:0:0:0:0"):
+        with pytest.raises(AddressRefused):
+            listen_address(host)
+    assert listen_address("127.1")[1] == "127.0.0.1"
+    for host in ("0", "000.000.000.000", "::ffff:0.0.0.0"):
+        proc = run_cli("web", "--host", host, "--no-browser", timeout=30)
+        assert proc.returncode == 2, (host, proc.stdout, proc.stderr)
+        assert "every address" in proc.stderr, host
+
+
+def test_host_must_name_the_address_the_server_really_listens_on(web):
+    """Served on 127.0.0.2 (another address of this computer), a request that says it called
+    127.0.0.1 or localhost — which cannot reach this socket — is refused."""
+    server = web(host="127.0.0.2")
+    assert server.sock.getsockname()[0] == "127.0.0.2"
+    p = server.port
+    with httpx.Client(timeout=30) as c:
+        url = f"http://127.0.0.2:{p}/{server.token}/api/ports"
+        assert c.get(url).status_code == 200
+        for host in (f"127.0.0.1:{p}", f"localhost:{p}", f"[::1]:{p}"):
+            r = c.get(url, headers={"Host": host})
+            assert r.status_code == 403, host
+    assert web().port != p        # the default server still answers as 127.0.0.1 and localhost
+
+
+def test_a_json_body_is_bounded_and_must_say_it_is_json(web, virtual):
+    server = web()
+    dev = virtual("rak3172")
+    with client(server) as c:
+        huge = b'{"port": "' + b"x" * (8 << 20) + b'"}'
+        r = c.post("api/identify", content=huge, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "KiB" in r.json()["message"]
+
+        def chunks():                      # no Content-Length: refused once it passes the bound
+            for _ in range(1024):
+                yield b" " * 65536
+        r = c.post("api/identify", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        r = c.post("api/identify", content=json.dumps({"port": dev.port, "baud": FAST_BAUD}),
+                   headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415 and "application/json" in r.json()["message"]
+        assert server.seen == {}                                          # nothing was opened
+        assert c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD}).json()["module"] == "RAK3172"
+
+
+def test_the_page_opens_only_what_looks_like_a_serial_port(web, tmp_path):
+    server = web(ports=["socket://192.0.2.1:4000"])      # the person's own command line may
+    with client(server) as c:
+        for port in ("/etc/passwd", "/dev/zero", "/dev/tty", "hwgrep://.*", "loop://", "spy:///dev/pts/1",
+                     "socket://192.0.2.7:4000", "socket://nohost", str(tmp_path)):
+            for path, body in (("api/ports", {"port": port}), ("api/identify", {"port": port}),
+                               ("api/doctor", {"port": port}),
+                               ("api/flash", {"ports": [port, "/dev/ttyUSB9"], "image": "x"})):
+                r = c.post(path, json=body)
+                assert r.status_code == 400, (path, port, r.text)
+                assert "serial" in r.json()["message"] or "computer" in r.json()["message"] \
+                    or "host" in r.json()["message"], r.text
+        listed = [e["port"] for e in c.get("api/ports").json()["ports"]]
+        assert "/etc/passwd" not in listed and "socket://192.0.2.1:4000" in listed
+        # What looks like a port on this computer may still be added (it may be plugged in later).
+        for port in ("/dev/ttyUSB9", "COM7", "socket://127.0.0.1:4000"):
+            assert c.post("api/ports", json={"port": port}).status_code == 200, port
 
 
 def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c():
@@ -228,7 +298,9 @@ def test_requests_the_page_never_sends_get_a_clear_400(web, virtual, tmp_path, c
             assert r.status_code == 400 and r.json()["error"] == "usage", body
         r = c.post("api/flash", json={"port": dev.port, "image": image, "module": "rak9999"})
         assert r.status_code == 400 and r.json()["error"] == "unknown-device" and "rak3172" in r.json()["hint"]
-        assert c.post("api/identify", content=b"not json").status_code == 400
+        assert c.post("api/identify", content=b"not json",
+                      headers={"Content-Type": "application/json"}).status_code == 400
+        assert c.post("api/identify", content=b"not json").status_code == 415     # not said to be JSON
         assert c.post("api/virtual/reset", json={"port": "/dev/ttyS0"}).status_code == 400
         assert server.board.jobs == {}
 

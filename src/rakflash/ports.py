@@ -11,8 +11,11 @@ rakflash finds such a module again after it re-enumerated on a new port.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -61,6 +64,67 @@ def _entry(cat, device, vid, pid, product, description, serial, virtual=False) -
     usb = cat.usb(vid, pid, product) if vid is not None else None
     return PortEntry(device, vid, pid, description, serial, usb.probably if usb else None,
                      virtual=virtual, module=usb.module if usb else None, mode=usb.mode if usb else None)
+
+
+# ------------------------------------------------------------------ what may be opened as a port
+
+# What serial devices are called: Linux /dev/ttyUSB0, /dev/ttyACM0, /dev/ttyS0, /dev/pts/N (a
+# pty, as the simulator serves), /dev/rfcomm0; macOS /dev/cu.* and /dev/tty.*; Windows COMn.
+# Not /dev/tty (the server's own terminal) nor /dev/tty1… (the Linux consoles).
+# /dev/serial/by-id/… links are judged by what they point at.
+_DEVICE_PATH = re.compile(r"^/dev/(tty[A-Za-z.][^/]*|cu\.[^/]+|pts/\d+|rfcomm\d+)$")
+_COM_NAME = re.compile(r"^(\\\\\.\\)?COM\d+$", re.IGNORECASE)
+NETWORK_SCHEMES = ("socket", "rfc2217")    # pyserial's serial-over-TCP handlers
+
+
+def not_a_serial_port(name: str, *, network_anywhere: bool = False) -> str | None:
+    """Why ``name`` should not be opened as a serial port, or None when it looks like one.
+
+    For names that come from somewhere less trusted than the person's own command line (the
+    web page): a serial device by its usual names, or pyserial's serial-over-TCP URL to this
+    computer (``socket://127.0.0.1:PORT``, ``rfc2217://…``; to any host with
+    ``network_anywhere``). Anything else — a file such as /etc/passwd, /dev/zero, pyserial's
+    ``hwgrep://`` that opens whatever matches, a connection to another computer — is refused,
+    so the server never opens what the person didn't mean as a port.
+    """
+    kinds = ("serial devices (/dev/tty…, /dev/cu.…, /dev/pts/N, COMn) and serial-over-TCP URLs "
+             "(socket://127.0.0.1:PORT, rfc2217://…)")
+    if "://" in name:
+        from urllib.parse import urlsplit
+        url = urlsplit(name)
+        if url.scheme.lower() not in NETWORK_SCHEMES:
+            return f"{name!r} is not a serial port: rakflash opens only {kinds}"
+        try:
+            host, port = url.hostname, url.port
+        except ValueError:
+            host, port = None, None
+        if not host or not port:
+            return f"{name!r} names no host and TCP port ({url.scheme}://HOST:PORT)"
+        if not network_anywhere and not _is_loopback_name(host):
+            return (f"{name!r} is on another computer: the page opens serial-over-TCP ports on this "
+                    f"computer only (give it on the command line: rakflash web --port {name})")
+        return None
+    if _COM_NAME.match(name):
+        return None
+    real = os.path.realpath(name) if name.startswith("/dev/") else name
+    if not _DEVICE_PATH.match(real):
+        return f"{name!r} is not a serial port: rakflash opens only {kinds}"
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return None            # not plugged in yet: opening it will say so
+    if not stat.S_ISCHR(mode):
+        return f"{name!r} is not a serial port (not a character device)"
+    return None
+
+
+def _is_loopback_name(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ------------------------------------------------------------------ virtual USB ports

@@ -16,20 +16,8 @@ from .app import main
 from .output import err, out, reports_errors
 
 
-def _needs_name(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
 
 
 def _can_open_browser() -> bool:
@@ -67,10 +55,12 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
     except ImportError as exc:
         raise UsageError(f"'rakflash web' needs the web extra ({exc.name} is not installed)",
                          hint="pip install 'rakflash[web]'") from None
-    if _needs_name(host):
-        raise UsageError(f"--host {host} would answer on every address, and the page checks which "
-                         f"address it is called by",
-                         hint="Name the one address to serve on (e.g. --host 192.168.1.20), or keep 127.0.0.1.")
+    from ..web.guard import AddressRefused, listen_address
+    try:
+        address = listen_address(host)[1]
+    except AddressRefused as exc:
+        raise UsageError(str(exc), hint="Name the one address to serve on (e.g. --host 192.168.1.20), "
+                                        "or keep 127.0.0.1.") from None
     with ExitStack() as stack:
         virtual = []
         if sims:
@@ -92,7 +82,7 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
         for dev in virtual:
             out.print(f"virtual {dev.module.name} on {dev.port}")
         out.print(f"rakflash web: {server.url}")
-        if not _is_loopback(host):
+        if not _is_loopback(address):
             err.print(f"[yellow]warning:[/] serving on {host}: anyone on that network who learns the address "
                       f"can use the page.")
         if not no_browser and _can_open_browser():

@@ -52,7 +52,7 @@ from starlette.staticfiles import StaticFiles
 from ..errors import PortBusy, RakflashError, UnknownDevice, UsageError
 from ..flows.session import FlashOptions
 from . import operations
-from .guard import Guard, loopback_hosts
+from .guard import Guard, listen_address, own_hosts
 from .jobs import Board, port_key
 
 MAX_UPLOAD = 32 * 1024 * 1024     # firmware is < 1 MiB, a DFU package a few MiB
@@ -60,8 +60,15 @@ KEEP_IMAGES = 40
 STATIC = Path(str(resources.files("rakflash.web") / "static"))
 
 
+MAX_JSON_BODY = 64 * 1024          # the page's requests are a few hundred bytes
+
+
 class _BadRequest(Exception):
-    """A request the page should never send (missing field, wrong type)."""
+    """A request the page should never send (missing field, wrong type, too large, not JSON)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _error(exc: RakflashError, status: int | None = None) -> JSONResponse:
@@ -87,13 +94,12 @@ class WebServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ports: tuple[str, ...] | list[str] = (),
                  virtual: tuple | list = (), token: str | None = None) -> None:
-        self.host = host
+        family, self.host = listen_address(host)     # AddressRefused for "every address"
         self.token = token or secrets.token_urlsafe(18)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self.sock.bind((host, port))
+            self.sock.bind((self.host, port))
             self.sock.listen(128)      # connections wait from now on, even before uvicorn runs
         except OSError:
             self.sock.close()
@@ -109,13 +115,15 @@ class WebServer:
                                   "virtual": True}
         for p in ports:
             self.add_port(p)
+        # What the person named on the command line (or started) may be anything pyserial opens.
+        self._trusted = {port_key(p) for p in [*ports, *(v.port for v in virtual)]}
         self.seen: dict[str, dict[str, Any]] = {}        # port key -> last identification
         self._dir = Path(tempfile.mkdtemp(prefix="rakflash-web-"))
         self._images: dict[str, tuple[str, str]] = {}   # id -> (stored path, shown name)
         self._reports: dict[str, str] = {}               # fleet job id -> its report file
         self._scan: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._scan_lock = threading.Lock()
-        self.app = Guard(self._starlette(), token=self.token, hosts=loopback_hosts(self.port, host))
+        self.app = Guard(self._starlette(), token=self.token, hosts=own_hosts(self.host, self.port, host))
         self._uvicorn = None
         self._thread: threading.Thread | None = None
 
@@ -230,7 +238,7 @@ class WebServer:
 
     async def _bad_request(self, request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": "usage", "message": str(exc), "hint": "Reload the page."},
-                            status_code=400)
+                            status_code=getattr(exc, "status", 400))
 
     async def to_page(self, request: Request) -> Response:
         return RedirectResponse(f"/{self.token}/")
@@ -239,8 +247,21 @@ class WebServer:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def _body(self, request: Request) -> dict[str, Any]:
+        """The request's JSON object: ``application/json`` only, and at most MAX_JSON_BODY bytes —
+        refused (413) before a larger one is read in full."""
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            raise _BadRequest(f"the request body must be application/json, not {kind or 'untyped'}", 415)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_JSON_BODY:
+            raise _BadRequest(f"the request body is over {MAX_JSON_BODY // 1024} KiB", 413)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_JSON_BODY:
+                raise _BadRequest(f"the request body is over {MAX_JSON_BODY // 1024} KiB", 413)
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise _BadRequest("the request body is not JSON") from None
         if not isinstance(body, dict):
@@ -263,11 +284,26 @@ class WebServer:
             raise _BadRequest(f"'{name}' is out of range: {value!r}")
         return value
 
+    def _port(self, body: dict[str, Any], name: str = "port", *, required: bool = True) -> str | None:
+        """A port named by the page: one given on the command line or started with ``--sim``, else
+        only what looks like a serial port on this computer (:func:`ports.not_a_serial_port`) —
+        never a file or another computer's socket opened because a request asked."""
+        port = self._field(body, name, str, required=required,
+                           check=lambda p: 0 < len(p) <= 256 and p.isprintable())
+        return None if port is None else self._allowed(port.strip())
+
+    def _allowed(self, port: str) -> str:
+        if port_key(port) not in self._trusted:
+            from ..ports import not_a_serial_port
+            reason = not_a_serial_port(port)
+            if reason is not None:
+                raise _BadRequest(reason)
+        return port
+
     async def api_ports(self, request: Request) -> Response:
         if request.method == "POST":
-            port = self._field(await self._body(request), "port", str, required=True,
-                               check=lambda p: 0 < len(p) <= 256 and p.isprintable())
-            self.add_port(port.strip())
+            port = self._port(await self._body(request))
+            self.add_port(port)
             self.board.notify()
         return JSONResponse({"ports": await run_in_threadpool(self.ports)})
 
@@ -278,7 +314,7 @@ class WebServer:
 
     async def api_identify(self, request: Request) -> Response:
         body = await self._body(request)
-        port = self._field(body, "port", str, required=True)
+        port = self._port(body)
         baud = self._field(body, "baud", int, check=lambda b: 300 <= b <= 4_000_000)
         try:
             module = operations.lookup_module(self._field(body, "module", str))
@@ -304,7 +340,7 @@ class WebServer:
 
     async def api_doctor(self, request: Request) -> Response:
         body = await self._body(request)
-        port = self._field(body, "port", str, required=True)
+        port = self._port(body)
         baud = self._field(body, "baud", int, check=lambda b: 300 <= b <= 4_000_000)
         path, name = self._image(body, required=False) or (None, None)
         try:
@@ -360,7 +396,9 @@ class WebServer:
         body = await self._body(request)
         ports = self._field(body, "ports", list, check=lambda ps: 1 <= len(ps) <= 64 and all(
             isinstance(p, str) and p for p in ps))
-        port = self._field(body, "port", str, required=ports is None)
+        if ports is not None:
+            ports = [self._allowed(p.strip()) for p in ports]
+        port = self._port(body, required=ports is None)
         path, name = self._image(body, required=True)
         try:
             options = FlashOptions(
@@ -396,7 +434,7 @@ class WebServer:
         from ..flows.lines import check_line
         from ..flows.recover import METHODS, RecoveryOptions
         body = await self._body(request)
-        port = self._field(body, "port", str, required=True)
+        port = self._port(body)
         path, name = self._image(body, required=True)
         baud = self._field(body, "baud", int, check=lambda b: 300 <= b <= 4_000_000)
         method = self._field(body, "method", str, check=lambda m: m in METHODS)
@@ -473,7 +511,7 @@ class WebServer:
                             filename=f"rakflash-report-{request.path_params['job']}.jsonl")
 
     async def api_virtual_reset(self, request: Request) -> Response:
-        port = self._field(await self._body(request), "port", str, required=True)
+        port = self._port(await self._body(request))
         dev = self.virtual.get(port_key(port))
         if dev is None:
             raise _BadRequest(f"{port} is no virtual module of this server")
