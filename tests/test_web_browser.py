@@ -201,7 +201,7 @@ def test_flash_with_live_progress_to_the_end_even_when_the_tab_is_closed(page, w
     expect(page.locator("#confirm-text")).to_have_text(f"Write 49,152 bytes to RAK3172 on {dev.port}?")
     page.locator("#confirm-write").click()
     progress = card.locator(".progress-text")
-    expect(progress).to_have_text(re.compile(r"^write: [\d,]+ of 49,152 bytes · [\d.]+ KiB/s · \d+ s left$"))
+    expect(progress).to_have_text(re.compile(r"^write: \d+ % · [\d,]+ of 49,152 bytes · [\d.]+ KiB/s · \d+ s left$"))
     expect(card.locator(".phases li.now")).to_have_text("write")
     shot(page, "progress", card)
     shot(page, "page", full_page=True)
@@ -218,7 +218,7 @@ def test_flash_with_live_progress_to_the_end_even_when_the_tab_is_closed(page, w
     expect(result.locator(".before")).to_have_text(OLD)
     expect(result.locator(".after")).to_have_text(NEW)
     expect(result.locator(".settings")).to_have_text("settings: DEVEUI, APPEUI, APPKEY, BAND kept.")
-    expect(card.locator(".progress-text")).to_have_text("write: 49,152 of 49,152 bytes")
+    expect(card.locator(".progress-text")).to_have_text("write: 100 % · 49,152 of 49,152 bytes")
     expect(card.locator(".job-state")).to_have_text("finished")
     shot(again, "done", card)
     assert dev.app_version == NEW and dev.updates == 1
@@ -444,7 +444,7 @@ def test_a_rak4631_dfu_package_over_its_re_enumerating_usb_port(page, web, tmp_p
         expect(card.locator(".result .before")).to_have_text("RUI_4.0.5_RAK4631")
         expect(card.locator(".result .after")).to_have_text("RUI_4.0.6_RAK4631")
         expect(card.locator(".notes")).to_contain_text("re-enumerated as its bootloader")
-        expect(card.locator(".progress-text")).to_have_text("write: 24,000 of 24,000 bytes")
+        expect(card.locator(".progress-text")).to_have_text("write: 100 % · 24,000 of 24,000 bytes")
         assert dev.app_version == "RUI_4.0.6_RAK4631"
     finally:
         dev.stop()

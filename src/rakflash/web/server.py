@@ -7,6 +7,7 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``GET  api/ports``          serial ports as ``rakflash ports --json``, with what holds each (``busy``),
                             what was last seen on it (``seen``) and whether the page may press its reset
 ``POST api/ports``          ``{"port": P}``: also list a port discovery can't see (a pty, ``socket://``)
+``POST api/ports/remove``   ``{"port": P}``: take a port added on the page off the list again
 ``GET  api/modules``        the catalog's modules (for the "module" choice)
 ``POST api/identify``       ``{"port", "baud"?, "module"?}`` → ``rakflash info --json``
 ``POST api/images``         the file as the body (``X-File-Name``) → ``rakflash inspect --json``
@@ -17,6 +18,7 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``POST api/recover``        ``{"port", "image", "module"?, "window"?, …}`` → a recovery job (plan, confirm, guide, write)
 ``POST api/jobs/ID/answer`` ``{"write": true|false}`` or ``{"module": KEY}``: the person's answer to the job's question
 ``POST api/jobs/ID/stop``   stop the job as Ctrl-C stops the command (the device's session is ended cleanly)
+``POST api/jobs/ID/dismiss`` take a finished job off the page (every tab)
 ``GET  api/jobs``           the jobs and their results
 ``GET  api/events``         server-sent events: every job event (replayed from the start), and ``ports``
 ``POST api/virtual/reset``  ``{"port"}``: press the reset button of a module started with ``--sim``
@@ -117,6 +119,7 @@ class WebServer:
             self.add_port(p)
         # What the person named on the command line (or started) may be anything pyserial opens.
         self._trusted = {port_key(p) for p in [*ports, *(v.port for v in virtual)]}
+        self._added: set[str] = set()            # port keys added on the page (removable there)
         self.seen: dict[str, dict[str, Any]] = {}        # port key -> last identification
         self._dir = Path(tempfile.mkdtemp(prefix="rakflash-web-"))
         self._images: dict[str, tuple[str, str]] = {}   # id -> (stored path, shown name)
@@ -210,6 +213,10 @@ class WebServer:
         for e in found:
             key = port_key(e["port"])
             e["busy"] = self.board.holder(e["port"])
+            job = self.board.holding_job(e["port"])
+            e["busy_job"] = job.id if job is not None else None
+            e["waiting"] = job is not None and job.state == "confirm"    # a plan, not yet a write
+            e["removable"] = key in self._added          # added on the page: the page may remove it
             e["seen"] = self.seen.get(key)
             e["resettable"] = key in self.virtual      # the page may press this module's reset
         return found
@@ -219,6 +226,7 @@ class WebServer:
         api = [
             Route("/", self.page),
             Route("/api/ports", self.api_ports, methods=["GET", "POST"]),
+            Route("/api/ports/remove", self.api_remove_port, methods=["POST"]),
             Route("/api/modules", self.api_modules),
             Route("/api/identify", self.api_identify, methods=["POST"]),
             Route("/api/images", self.api_images, methods=["POST"]),
@@ -228,6 +236,7 @@ class WebServer:
             Route("/api/jobs", self.api_jobs),
             Route("/api/jobs/{job}/answer", self.api_answer, methods=["POST"]),
             Route("/api/jobs/{job}/stop", self.api_stop, methods=["POST"]),
+            Route("/api/jobs/{job}/dismiss", self.api_dismiss, methods=["POST"]),
             Route("/api/jobs/{job}/report", self.api_report),
             Route("/api/events", self.api_events),
             Route("/api/virtual/reset", self.api_virtual_reset, methods=["POST"]),
@@ -303,8 +312,24 @@ class WebServer:
     async def api_ports(self, request: Request) -> Response:
         if request.method == "POST":
             port = self._port(await self._body(request))
+            if port_key(port) not in self._trusted and port not in self.extra:
+                self._added.add(port_key(port))
             self.add_port(port)
             self.board.notify()
+        return JSONResponse({"ports": await run_in_threadpool(self.ports)})
+
+    async def api_remove_port(self, request: Request) -> Response:
+        """Take a port added on the page off the list (discovered ports come and go by themselves)."""
+        port = self._field(await self._body(request), "port", str, required=True)
+        key = port_key(port)
+        if key not in self._added:
+            raise _BadRequest(f"{port} was not added on this page: only ports added here can be removed")
+        if self.board.holder(port):
+            raise _BadRequest(f"{port} is busy: {self.board.holder(port)}", 409)
+        self._added.discard(key)
+        for name in [p for p in self.extra if port_key(p) == key]:
+            del self.extra[name]
+        self.board.notify()
         return JSONResponse({"ports": await run_in_threadpool(self.ports)})
 
     async def api_modules(self, request: Request) -> Response:
@@ -487,7 +512,10 @@ class WebServer:
             value = self._field(body, "module", str) or False
         else:
             value = self._field(body, "write", bool, required=True)
+        tab = self._field(body, "tab", str, check=lambda t: len(t) <= 40)
+        before, job.answered_in = job.answered_in, tab      # set first: the job may end at once
         if not job.answer(value):
+            job.answered_in = before
             return JSONResponse({"error": "not-waiting",
                                  "message": "this job is not waiting for that answer"}, status_code=409)
         return JSONResponse({"job": job.id, "answer": value})
@@ -500,6 +528,14 @@ class WebServer:
             return JSONResponse({"error": "not-running", "message": "this job has ended already"},
                                 status_code=409)
         return JSONResponse({"job": job.id, "stopping": True})
+
+    async def api_dismiss(self, request: Request) -> Response:
+        job_id = request.path_params["job"]
+        if not self.board.dismiss(job_id):
+            return JSONResponse({"error": "not-finished", "message": "only a finished job can be dismissed",
+                                 "hint": "Stop it first, or wait until it ends."}, status_code=409)
+        self._reports.pop(job_id, None)
+        return JSONResponse({"job": job_id, "dismissed": True})
 
     async def api_report(self, request: Request) -> Response:
         """A fleet job's report: one JSON line per module, as ``flash --report`` appends them."""

@@ -33,20 +33,60 @@ function secs(s) {
   return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
+// Every request has a deadline (identify and doctor take up to about 20 s on a silent port; an
+// upload as long as the file needs), and never throws: a server that is gone or silent comes
+// back as an error the caller shows like any other, with what to do.
+const DEADLINES = { "api/identify": 60000, "api/doctor": 60000, "api/images": 180000 };
+
 async function api(path, body, opts = {}) {
-  const init = body === undefined ? {} : {
+  const ms = opts.timeout || DEADLINES[path] || 30000;
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), ms);
+  const init = body === undefined ? { signal: ctrl.signal } : {
     method: "POST",
     headers: opts.headers || { "Content-Type": "application/json" },
     body: opts.raw ? body : JSON.stringify(body),
+    signal: ctrl.signal,
   };
-  const r = await fetch(path, init);
-  let data;
-  try { data = await r.json(); } catch { data = { error: "http-" + r.status, message: await r.text() }; }
-  return { status: r.status, data };
+  try {
+    const r = await fetch(path, init);
+    const text = await r.text();
+    let data;
+    try { data = JSON.parse(text); } catch { data = { error: "http-" + r.status, message: text.trim() || `HTTP ${r.status}` }; }
+    return { status: r.status, data };
+  } catch {
+    return { status: 0, data: {
+      error: "no-answer",
+      message: ctrl.signal.aborted
+        ? `rakflash web did not answer within ${Math.round(ms / 1000)} s`
+        : "rakflash web can't be reached: it has stopped, or the connection to it is down",
+      hint: "Look at the terminal where 'rakflash web' runs. If it has stopped, start it again and reload this page." } };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// A button's request (stop, cancel, an answer, a virtual module's button): its error, if any,
+// is said on the page instead of being lost.
+async function act(path, body) {
+  const { status, data } = await api(path, body);
+  if (status < 200 || status >= 300) notice(data);
+  return { status, data };
+}
+
+function notice(data) {
+  const box = $("#notice");
+  box.hidden = false;
+  fill(box, h("p", {}, h("strong", {}, "error: "), data.message || "the request failed"),
+    data.hint ? h("p", {}, h("strong", {}, "next: "), data.hint) : null,
+    h("button", { class: "dismiss-notice", onclick: () => { box.hidden = true; } }, "OK"));
 }
 
 // ------------------------------------------------------------------ state
+// This tab's name, sent with its answers: a plan cancelled from another tab says so in this one.
+const TAB = Math.random().toString(36).slice(2, 10);
 const state = {
+  mine: new Set(),     // the jobs this tab started (only those does it drop to check again)
   ports: [],
   picked: [],          // the picked ports, in the order picked
   image: null,         // {image, name, inspect, error}
@@ -71,30 +111,58 @@ function options() {
 function renderPorts(ports) {
   state.ports = ports;
   const body = $("#ports tbody");
+  // The rows are drawn anew: the element that had the keyboard's focus gets it back.
+  const had = document.activeElement && body.contains(document.activeElement)
+    ? { port: document.activeElement.closest("tr")?.dataset.port, cls: document.activeElement.className,
+        type: document.activeElement.type }
+    : null;
   body.replaceChildren();
   $("#no-ports").hidden = ports.length > 0;
   state.picked = state.picked.filter((port) => ports.some((p) => p.port === port));
   for (const p of ports) {
     const seen = p.seen && !p.seen.error
-      ? `${p.seen.module || "unknown"} · ${p.seen.mode === "app" ? (p.seen.app_version || "app") : "in its bootloader"}`
+      ? `${p.seen.module || "unknown"} · ${p.seen.mode === "app" ? (p.seen.app_version || "app")
+        : p.seen.mode === "bootloader" ? "in its bootloader" : (p.seen.note || "unknown")}`
       : "";
     const picked = state.picked.includes(p.port);
+    let status = seen;
+    if (p.waiting) {
+      status = h("span", { class: "waiting" }, p.busy + " ",
+        h("button", { class: "cancel-plan", onclick: () => act(`api/jobs/${p.busy_job}/answer`, { write: false, tab: TAB }) },
+          "Cancel plan"));
+    } else if (p.busy) {
+      status = h("span", { class: "busy" }, "busy: " + p.busy);
+    }
+    const why = p.busy ? `${p.port} is busy: ${p.busy}` : "";
     const row = h("tr", { "data-port": p.port, class: picked ? "picked" : "" },
-      h("td", {}, h("input", {
+      h("td", { class: "pick" }, h("input", {
         type: "checkbox", name: "port", value: p.port, "aria-label": `pick ${p.port}`,
         checked: picked, onchange: (ev) => pickPort(p.port, ev.target.checked),
       })),
-      h("td", { class: "mono" }, p.port),
-      h("td", {}, p.vid_pid || "-"),
-      h("td", {}, p.description || "-"),
-      h("td", {}, p.probably || "-"),
-      h("td", { class: "seen" }, p.busy ? h("span", { class: "busy" }, "busy: " + p.busy) : seen),
+      h("td", { class: "mono port-name", "data-label": "port" }, p.port),
+      h("td", { class: "vid", "data-label": "VID:PID" }, p.vid_pid || "-"),
+      h("td", { class: "desc", "data-label": "description" }, p.description || "-"),
+      h("td", { class: "probably", "data-label": "probably" }, p.probably || "-"),
+      h("td", { class: "seen", "data-label": "last seen" }, status),
       h("td", { class: "row-actions" },
-        h("button", { class: "identify", disabled: !!p.busy, onclick: () => identify(p.port) }, "Identify"),
-        h("button", { class: "doctor", disabled: !!p.busy, onclick: () => doctor(p.port) }, "Doctor")),
+        h("button", { class: "identify", disabled: !!p.busy, title: why, onclick: () => identify(p.port) }, "Identify"),
+        h("button", { class: "doctor", disabled: !!p.busy, title: why, onclick: () => doctor(p.port) }, "Doctor"),
+        p.removable ? h("button", { class: "remove-port", "aria-label": `remove ${p.port} from the list`,
+          onclick: () => removePort(p.port) }, "Remove") : null),
     );
     body.append(row);
   }
+  if (had && had.port) {
+    const again = [...body.querySelectorAll("tr")].find((tr) => tr.dataset.port === had.port);
+    const el = again && (had.type === "checkbox" ? again.querySelector("input[type=checkbox]")
+      : had.cls && again.querySelector("." + had.cls.split(" ")[0]));
+    if (el) el.focus();
+  }
+}
+
+async function removePort(port) {
+  const { status, data } = await act("api/ports/remove", { port });
+  if (status === 200) renderPorts(data.ports);
 }
 
 function pickPort(port, on = true) {
@@ -251,11 +319,12 @@ const until = (cond, ms) => new Promise((resolve) => {
   tick();
 });
 
-// A plan still waiting for "write" on one of these ports is dropped first (one operation per port).
+// A plan this tab made that still waits for "write" on one of these ports is dropped first (one
+// operation per port). Another tab's plan is left alone: the check then says the port is taken.
 async function dropPending(ports) {
   for (const job of state.jobs.values()) {
-    if (job.state === "confirm" && job.ports.some((p) => ports.includes(p))) {
-      await api(`api/jobs/${job.id}/answer`, { write: false });
+    if (state.mine.has(job.id) && job.state === "confirm" && job.ports.some((p) => ports.includes(p))) {
+      await api(`api/jobs/${job.id}/answer`, { write: false, tab: TAB });
       await until(() => job.state === "done", 20000);
     }
   }
@@ -267,7 +336,8 @@ async function check(ports) {
   await dropPending(ports);
   const which = ports.length === 1 ? { port: ports[0] } : { ports };
   const { status, data } = await api("api/flash", { ...which, image: state.image.image, ...options() });
-  if (status !== 202) {
+  if (status === 202) state.mine.add(data.job);
+  else {
     panel.hidden = false;
     panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
                           h("p", {}, h("strong", {}, "next: "), data.hint || ""));
@@ -284,11 +354,23 @@ async function recoverPort(port) {
     reset_with: $("#opt-rec-reset").value || null, boot0_with: $("#opt-rec-boot0").value || null,
     remove_protection: $("#opt-rec-unprotect").checked,
   });
-  if (status !== 202) {
+  if (status === 202) state.mine.add(data.job);
+  else {
     panel.hidden = false;
     panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
                           h("p", {}, h("strong", {}, "next: "), data.hint || ""));
   }
+}
+
+// The same check once more, on the same ports with the file on the page: what "check the plan
+// again" in a hint means here.
+function checkAgain(job) {
+  if (!state.image || state.image.error) {
+    notice({ message: "there is no firmware file on the page to check", hint: "Drop the firmware file again (step 2): the plan is then checked." });
+    return;
+  }
+  if (job.kind === "recover") recoverPort(job.ports[0]);
+  else check(job.ports);
 }
 
 // ------------------------------------------------------------------ jobs
@@ -305,15 +387,17 @@ function card(id, header) {
   el.dataset.port = header.port;
   if (header.kind === "recover") $(".flash", el).textContent = "Recover";
   $(".flash", el).addEventListener("click", () => openConfirm(job));
-  $(".cancel", el).addEventListener("click", () => api(`api/jobs/${id}/answer`, { write: false }));
+  $(".cancel", el).addEventListener("click", () => act(`api/jobs/${id}/answer`, { write: false, tab: TAB }));
   $(".stop", el).addEventListener("click", () => {
     const what = job.kind === "recover" ? "recovery" : "update";
     if (window.confirm(`Stop the ${what} on ${job.port}? A module stopped while it is being written `
         + "waits in its bootloader: checking the plan again and flashing finishes the job.")) {
-      api(`api/jobs/${id}/stop`, {});
+      act(`api/jobs/${id}/stop`, {});
     }
   });
-  $(".press-virtual", el).addEventListener("click", () => api("api/virtual/reset", { port: job.port }));
+  $(".press-virtual", el).addEventListener("click", () => act("api/virtual/reset", { port: job.port }));
+  $(".dismiss", el).addEventListener("click", () => act(`api/jobs/${id}/dismiss`, {}));
+  $(".check-again", el).addEventListener("click", () => checkAgain(job));
   state.jobs.set(id, job);
   $("#jobs").prepend(el);
   $("#jobs-empty").hidden = true;
@@ -328,6 +412,12 @@ const PHASES = {
 const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
 
 function onJobEvent(e) {
+  if (e.event === "dismissed") {
+    const job = state.jobs.get(e.job);
+    if (job) { job.el.remove(); state.jobs.delete(e.job); }
+    $("#jobs-empty").hidden = state.jobs.size > 0;
+    return;
+  }
   if (e.event === "job") {
     const job = card(e.job, e);
     job.state = e.state;
@@ -340,6 +430,7 @@ function onJobEvent(e) {
       $(".choose", el).hidden = true;
     }
     $(".running-actions", el).hidden = e.state !== "running";
+    $(".done-actions", el).hidden = e.state !== "done";
     if (e.state !== "confirm" && state.confirming === job) closeConfirm();
     return;
   }
@@ -353,6 +444,7 @@ function onJobEvent(e) {
       const li = h("li", { class: "now", "data-phase": e.phase }, PHASES[e.phase] || e.phase);
       li.title = e.message || "";
       $(".phases", el).append(li);
+      announce(`${job.title} on ${job.port}: ${PHASES[e.phase] || e.phase}`);
       if (e.phase !== "boot" && e.phase !== "identify") $(".prompt", el).hidden = true;
       if (e.bytes) showProgress(job, 0, e.bytes, e.phase);
       break;
@@ -398,6 +490,7 @@ function addNote(job, kind, text) {
 function showPrompt(job, e) {
   const box = $(".prompt", job.el);
   box.hidden = false;
+  announce(`${job.port}: ${e.message}`);
   if (e.action !== "press-reset") {        // a recovery's steps for the person: the flow words them
     const lead = { "hold-boot0-and-reset": "Start the chip's ROM bootloader now:",
       "hold-boot-and-reset": "Start the chip's secure bootloader now:" };
@@ -430,8 +523,13 @@ function showChoice(job, e) {
     h("p", { class: "muted" }, `${fits.trim()} Pick the module named on its label, or Cancel.`.trim()),
     h("p", {}, e.candidates.map((m) => [h("button", {
       class: "module-choice", "data-module": m.key,
-      onclick: () => api(`api/jobs/${job.id}/answer`, { module: m.key }),
+      onclick: () => act(`api/jobs/${job.id}/answer`, { module: m.key, tab: TAB }),
     }, `It is a ${m.name}`), " "])));
+}
+
+// Said to screen readers (a polite live region): phases, each quarter of a transfer, prompts, results.
+function announce(text) {
+  $("#announce").textContent = text;
 }
 
 function showProgress(job, bytes, total, phase, rate, eta) {
@@ -440,7 +538,16 @@ function showProgress(job, bytes, total, phase, rate, eta) {
   const bar = $("progress", box);
   bar.max = total || 1;
   bar.value = bytes;
-  let text = `${PHASES[phase] || phase}: ${num(bytes)} of ${num(total)} bytes`;
+  const pct = total ? Math.floor((100 * bytes) / total) : 0;
+  const what = PHASES[phase] || phase;
+  bar.setAttribute("aria-label", `${what} progress`);
+  bar.setAttribute("aria-valuetext", `${pct} %`);
+  const quarter = Math.floor(pct / 25);
+  if (job.quarter !== `${phase}${quarter}` && quarter > 0) {
+    job.quarter = `${phase}${quarter}`;
+    announce(`${job.title}: ${what} ${pct} %`);
+  }
+  let text = `${what}: ${pct} % · ${num(bytes)} of ${num(total)} bytes`;
   if (rate) text += ` · ${kib(rate)}`;
   if (eta !== undefined && eta !== null && bytes < total) text += ` · ${secs(eta)} left`;
   $(".progress-text", box).textContent = text;
@@ -524,7 +631,7 @@ function fleetEvent(job, e) {
       r.step.replaceChildren(h("strong", { class: "f-prompt" }, "press this module's reset button now"),
         " ", h("span", { class: "countdown" }, e.window ? `${Math.round(e.window)} s left` : ""));
       if (state.ports.some((p) => p.port === e.port && p.resettable)) {
-        r.step.append(" ", h("button", { class: "press-virtual", onclick: () => api("api/virtual/reset", { port: e.port }) },
+        r.step.append(" ", h("button", { class: "press-virtual", onclick: () => act("api/virtual/reset", { port: e.port }) },
           "press the virtual module's reset"));
       }
       break;
@@ -575,6 +682,7 @@ function renderResult(job, r) {
   for (const li of el.querySelectorAll(".phases li")) li.classList.replace("now", "past");
   const box = $(".result", el);
   box.hidden = false;
+  setTimeout(() => announce(`${job.title} on ${job.port}: ${box.querySelector(".headline")?.textContent || r.result}`), 0);
   box.dataset.outcome = r.outcome;
   box.dataset.result = r.result;
   box.replaceChildren();
@@ -610,7 +718,11 @@ function renderResult(job, r) {
     box.className = "result " + r.outcome;
     box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message),
       h("p", { class: "hint" }, h("strong", {}, "next: "), r.hint || ""));
+    if (r.outcome === "aborted" && r.answered_in && r.answered_in !== TAB) {
+      box.append(h("p", { class: "elsewhere" }, "This plan was cancelled in another tab or window of this page."));
+    }
     if (!r.written) box.append(h("p", { class: "muted" }, "Nothing was written to the module."));
+    $(".check-again", el).hidden = r.outcome === "refused" && !r.written;
   }
   box.append(h("p", { class: "muted code" }, `result: ${r.result}` + (r.error ? `, error: ${r.error}` : "")));
 }
@@ -653,7 +765,7 @@ function closeConfirm() {
 $("#confirm-write").addEventListener("click", () => {
   const job = state.confirming;
   closeConfirm();
-  if (job) api(`api/jobs/${job.id}/answer`, { write: true });
+  if (job) act(`api/jobs/${job.id}/answer`, { write: true, tab: TAB });
 });
 $("#confirm-cancel").addEventListener("click", closeConfirm);
 
@@ -674,7 +786,8 @@ $("#add-port").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const port = $("#other-port").value.trim();
   if (!port) return;
-  const { data } = await api("api/ports", { port });
+  const { status, data } = await act("api/ports", { port });
+  if (status !== 200) return;
   $("#other-port").value = "";
   renderPorts(data.ports);
   pickPort(port);
