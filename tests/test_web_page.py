@@ -6,11 +6,16 @@ Real Chromium through Playwright, as tests/test_web_browser.py (its browser and 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import SRC
 from test_web_browser import browser, drop, expect, finished, page, pick, shot, sync_api  # noqa: F401
 from web_support import OLD, firmware_file, need, web  # noqa: F401  (web is a fixture)
 
@@ -208,3 +213,50 @@ def test_no_serious_accessibility_violation_on_any_screen(page, web, virtual, tm
     drop(page, firmware_file(tmp_path / "huge.bin", cat, size=250 * 1024))
     expect(page.locator(".job .result").first).to_contain_text("Refused before writing")
     check("error")
+
+
+def _served(*args: str):
+    """`rakflash web --no-browser ARGS` in a subprocess: (process, its address)."""
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "web", "--no-browser", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, proc.stdout.readline().split(": ", 1)[1].strip()
+
+
+@pytest.mark.parametrize("then", ["finish", "stop"])
+def test_ctrl_c_on_the_server_keeps_the_page_told_until_the_update_ends(page, tmp_path, cat, then):
+    """Ctrl-C in the server's terminal mid-update: the page says what happens, keeps its live
+    progress and its Stop button, shows the result — and only then is the server gone."""
+    from test_cli import SimProcess
+    sim = SimProcess("rak3172", "--flash-scale", "0", "--latency-ms", "0.2")
+    proc, url = _served("--port", sim.port)
+    try:
+        page.goto(url)
+        pick(page, sim.port)
+        page.set_input_files("#file", str(firmware_file(tmp_path / "RAK3172_4.0.6.bin", cat, size=96 * 1024)))
+        card = page.locator(".job")
+        card.locator("button.flash").click()
+        page.locator("#confirm-write").click()
+        expect(card.locator(".progress-text")).to_contain_text(re.compile(r"write: [1-9]\d? %"))
+        proc.send_signal(signal.SIGINT)
+        banner = page.locator("#server-state")
+        expect(banner).to_contain_text(f"lets the running update on {sim.port} finish, then stops")
+        expect(card.locator(".job-state")).to_have_text("running")
+        if then == "stop":
+            page.once("dialog", lambda d: d.accept())
+            card.get_by_role("button", name="Stop").click()
+            assert finished(card).startswith("Stopped")
+            assert proc.wait(30) == 0
+        else:
+            before = card.locator("progress").evaluate("b => b.value")
+            expect(card.locator("progress")).not_to_have_attribute("value", str(before))   # still moving
+            assert finished(card).startswith("Done: RAK3172")
+            assert proc.wait(30) == 0
+        expect(page.locator("#link-state")).to_have_text("rakflash web has stopped")
+        expect(banner).to_contain_text("has stopped. Start it again")
+        assert "waiting for 1 running operation" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sim.stop()

@@ -31,6 +31,12 @@ CONFIRM_WINDOW = 15 * 60.0
 KEEP_FINISHED = 30          # finished jobs kept for the page to show
 
 
+class ServerStopping(RakflashError):
+    """``rakflash web`` was asked to stop (Ctrl-C) and lets only what already runs finish."""
+    name = "server-stopping"
+    hint = "Start 'rakflash web' again once it has stopped, then reload this page."
+
+
 def port_key(port: str) -> str:
     """One name per port, so /dev/serial/by-id/… and /dev/ttyUSB0 are the same port."""
     return os.path.realpath(port) if port.startswith("/dev/") else port
@@ -99,6 +105,8 @@ class Job:
         :attr:`confirmed` becomes); ``choose-module`` with one of ``choices`` (returned) or no
         (False). Nobody answering within ``window`` seconds is :class:`~rakflash.errors.Aborted`.
         """
+        if self.board.stopping:            # a check that ends after Ctrl-C on the server asks nobody
+            raise Aborted(self.board.stopping, hint="Nothing was written. Start 'rakflash web' again to update.")
         self._answer.clear()
         self._question = (action, choices)
         self._set_state("confirm")
@@ -175,14 +183,17 @@ class Board:
         self._holders: dict[str, str] = {}          # port key -> what holds it (for the busy message)
         self._holder_jobs: dict[str, Job] = {}
         self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._dismissed: list[dict[str, Any]] = []   # "dismissed" messages, for every page
-        self.closing = False
+        self._notices: list[dict[str, Any]] = []     # board-wide messages ("dismissed", "server")
+        self.closing = False      # the event streams end
+        self.stopping: str | None = None     # why no new operation may start (the server is stopping)
 
     # -- one operation per port -----------------------------------------------
     def _take(self, ports: list[str], what: str, job: Job | None = None) -> None:
         """Hold every port of ``ports``, or none of them (PortBusy naming the first taken one)."""
         keys = [port_key(p) for p in ports]
         with self._lock:
+            if self.stopping:
+                raise ServerStopping(self.stopping)
             for port, key in zip(ports, keys):
                 if key in self._holders:
                     holder = self._holder_jobs.get(key)
@@ -279,10 +290,15 @@ class Board:
             if job is None or job.state != "done":
                 return False
             del self.jobs[job_id]
-            self._dismissed.append({"event": "dismissed", "job": job_id, "seq": next(self._seq)})
-            del self._dismissed[:-200]
-        self.notify()
+        self.announce({"event": "dismissed", "job": job_id})
         return True
+
+    def announce(self, data: dict[str, Any]) -> None:
+        """A message for every page that belongs to no job (a job dismissed, the server stopping)."""
+        with self._lock:
+            self._notices.append({**data, "seq": next(self._seq)})
+            del self._notices[:-200]
+        self.notify()
 
     def running(self) -> list[Job]:
         with self._lock:
@@ -308,7 +324,7 @@ class Board:
         with self._lock:
             found = [e for j in self.jobs.values() for e in j.events if e["seq"] > seq]   # progress
             # entries are replaced in place with a newer seq, so order by seq, not by position
-            found += [e for e in self._dismissed if e["seq"] > seq]
+            found += [e for e in self._notices if e["seq"] > seq]
         return sorted(found, key=lambda e: e["seq"])
 
     def listen(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:

@@ -95,7 +95,7 @@ class WebServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ports: tuple[str, ...] | list[str] = (),
-                 virtual: tuple | list = (), token: str | None = None) -> None:
+                 virtual: tuple | list = (), token: str | None = None, say=None) -> None:
         family, self.host = listen_address(host)     # AddressRefused for "every address"
         self.token = token or secrets.token_urlsafe(18)
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -127,6 +127,9 @@ class WebServer:
         self._scan: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._scan_lock = threading.Lock()
         self.app = Guard(self._starlette(), token=self.token, hosts=own_hosts(self.host, self.port, host))
+        self.interrupts = 0                      # Ctrl-Cs (SIGINT/SIGTERM) so far: see _drain
+        self.draining: list = []                 # the jobs the first one let finish
+        self._say = say or (lambda text: None)
         self._uvicorn = None
         self._thread: threading.Thread | None = None
 
@@ -141,15 +144,64 @@ class WebServer:
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2, ws="none")
         board = self.board
+        web = self
 
         class Server(uvicorn.Server):
-            def handle_exit(self, sig, frame):   # Ctrl-C: end the pages' event streams at once
-                board.closing = True
+            def handle_exit(self, sig, frame):
+                if web._drain():                 # updates still run: serve on until they end
+                    return
+                board.closing = True             # end the pages' event streams at once
                 board.notify()
                 super().handle_exit(sig, frame)
 
         self._uvicorn = Server(config)
         return self._uvicorn
+
+    def _drain(self) -> bool:
+        """A Ctrl-C (or SIGTERM) on the server. The first: plans waiting for their yes are dropped
+        (nothing written), no new operation starts, and the server — the pages' event streams,
+        their Stop buttons — goes on until the running updates end, telling the pages so; then it
+        stops. The second: those updates are stopped as Ctrl-C stops 'flash' (the device's session
+        ends cleanly). The third stops the server at once. True while it serves on."""
+        self.interrupts += 1
+        if self.interrupts == 1:
+            for job in self.board.running():
+                if job.state == "confirm":
+                    job.answer(False)
+            self.board.stopping = ("rakflash web is stopping (Ctrl-C in its terminal): it lets what runs "
+                                   "finish and starts nothing new")
+            self.draining = [j for j in self.board.running() if j.thread is not None and not j.ended.is_set()]
+            if not self.draining:
+                return False
+            ports = ", ".join(j.port for j in self.draining)
+            self._say(f"waiting for {len(self.draining)} running operation(s) to finish ({ports}); "
+                      f"Ctrl-C again stops them — a module stopped mid-update waits in its bootloader "
+                      f"and the next update finishes it.")
+            self.board.announce({"event": "server", "state": "stopping", "message": (
+                f"rakflash web was stopped in its terminal (Ctrl-C). It lets the running "
+                f"{'update' if len(self.draining) == 1 else 'updates'} on {ports} finish, then stops; "
+                f"nothing new can be started. Stop still works here.")})
+            threading.Thread(target=self._exit_when_drained, daemon=True, name="rakflash-web-drain").start()
+            return True
+        if self.interrupts == 2 and self.draining:
+            for job in self.draining:
+                job.stop("stopped by Ctrl-C on the server")   # each ends its device's session cleanly
+            self.board.announce({"event": "server", "state": "stopping", "message": (
+                "rakflash web was stopped again (a second Ctrl-C): the running updates are being stopped "
+                "cleanly; each module waits in its bootloader, and the next update finishes it.")})
+            return True
+        return False
+
+    def _exit_when_drained(self) -> None:
+        for job in self.draining:
+            job.ended.wait()
+        self.board.announce({"event": "server", "state": "stopped", "message": (
+            "rakflash web has stopped. Start it again ('rakflash web') to use this page.")})
+        time.sleep(1.0)                          # the pages' streams carry the last results out
+        self.board.closing = True
+        self.board.notify()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
 
     def run(self) -> None:
         """Serve until interrupted (Ctrl-C / SIGTERM stop it; call in the main thread)."""

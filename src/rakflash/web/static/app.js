@@ -412,6 +412,15 @@ const PHASES = {
 const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
 
 function onJobEvent(e) {
+  if (e.event === "server") {             // Ctrl-C in the server's terminal: it says what happens now
+    state.server = e.state;
+    const box = $("#server-state");
+    box.hidden = false;
+    box.textContent = e.message;
+    announce(e.message);
+    if (e.state === "stopped") linkState("stopped", "rakflash web has stopped");
+    return;
+  }
   if (e.event === "dismissed") {
     const job = state.jobs.get(e.job);
     if (job) { job.el.remove(); state.jobs.delete(e.job); }
@@ -793,12 +802,19 @@ $("#add-port").addEventListener("submit", async (ev) => {
   pickPort(port);
 });
 
+function linkState(kind, text) {
+  $("#link-state").textContent = text;
+  $("#link-state").className = "link-state " + (kind === "up" ? "up" : "down");
+}
+
 (async function start() {
   const { data } = await api("api/modules");
   for (const m of data.modules || []) $("#opt-module").append(h("option", { value: m.key }, m.name));
   const events = new EventSource("api/events");
-  events.onopen = () => { $("#link-state").textContent = "connected"; $("#link-state").className = "link-state up"; };
-  events.onerror = () => { $("#link-state").textContent = "connection lost: retrying…"; $("#link-state").className = "link-state down"; };
+  events.onopen = () => linkState("up", "connected");
+  events.onerror = () => (state.server === "stopped"
+    ? linkState("down", "rakflash web has stopped")
+    : linkState("down", "connection lost: retrying…"));
   events.addEventListener("ports", (ev) => renderPorts(JSON.parse(ev.data)));
   events.onmessage = (ev) => onJobEvent(JSON.parse(ev.data));
 })();
