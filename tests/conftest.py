@@ -119,3 +119,54 @@ def signal_when(proc: subprocess.Popen, condition, sig) -> list[dict]:
             proc.send_signal(sig)
             break
     return lines + [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+
+
+# ------------------------------------------------------------------ the browser (the page's tests)
+
+CHROMIUM = os.environ.get("RAKFLASH_CHROMIUM", "/usr/bin/chromium")
+# Headless, and nothing that reaches for the network beyond the page itself.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-default-apps", "--disable-extensions"]
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, through Playwright: one per test worker, shared by every
+    browser test module (Playwright's sync API runs one instance per thread)."""
+    import shutil
+
+    from web_support import REQUIRED, need
+    sync_api = need("playwright.sync_api", "drives the browser")
+
+    def missing(reason: str):
+        if REQUIRED:
+            pytest.fail(f"{reason}; .ci/run installs Debian's chromium package")
+        pytest.skip(reason)
+
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        missing(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set RAKFLASH_CHROMIUM)")
+    pw = sync_api.sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+    except sync_api.Error as exc:
+        pw.stop()
+        missing(f"Chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
+    sync_api.expect.set_options(timeout=WAIT_MS)
+    yield b
+    b.close()
+    pw.stop()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context and page; a script error on the page fails the test."""
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    pg = context.new_page()
+    errors: list[str] = []
+    context.on("weberror", lambda e: errors.append(str(e.error)))
+    yield pg
+    context.close()
+    assert not errors, f"script errors on the page: {errors}"

@@ -232,7 +232,7 @@ def test_one_operation_per_port_and_nothing_written_until_confirmed(web, virtual
         assert dev.updates == 0 and dev.app_version == OLD
         busy = c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD})
         assert busy.status_code == 409
-        assert busy.json()["error"] == "port-busy" and "update with new.bin" in busy.json()["message"]
+        assert busy.json()["error"] == "port-busy" and "a plan for new.bin waits for its confirmation" in busy.json()["message"]
         again = c.post("api/flash", json={"port": dev.port, "image": image, "baud": FAST_BAUD})
         assert again.status_code == 409 and again.json()["error"] == "port-busy"
         assert c.post(f"api/jobs/{job}/answer", json={"write": False}).status_code == 200

@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,53 +25,13 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, fake_usb_port
-from web_support import NEW, OLD, REQUIRED, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
+from web_support import NEW, OLD, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
 
 sync_api = need("playwright.sync_api", "drives the browser")
 pytestmark = pytest.mark.xdist_group("browser")      # one worker, one Chromium for all of them
 expect = sync_api.expect
 
-CHROMIUM = os.environ.get("RAKFLASH_CHROMIUM", "/usr/bin/chromium")
-# Headless, and nothing that reaches for the network beyond the page itself.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-default-apps", "--disable-extensions"]
-WAIT_MS = 30_000
 SHOTS = os.environ.get("RAKFLASH_SCREENSHOTS")
-
-
-def _missing(reason: str):
-    if REQUIRED:
-        pytest.fail(f"{reason}; .ci/run installs Debian's chromium package")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set RAKFLASH_CHROMIUM)")
-    pw = sync_api.sync_playwright().start()
-    try:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-    except sync_api.Error as exc:
-        pw.stop()
-        _missing(f"Chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
-    expect.set_options(timeout=WAIT_MS)
-    yield b
-    b.close()
-    pw.stop()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1000, "height": 800})
-    context.set_default_timeout(WAIT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    context.on("weberror", lambda e: errors.append(str(e.error)))
-    yield pg
-    context.close()
-    assert not errors, f"script errors on the page: {errors}"
 
 
 def shot(page, name: str, element=None, *, full_page: bool = False) -> None:
@@ -291,7 +250,7 @@ def test_the_command_end_to_end_virtual_reset_button_and_cancel(page, tmp_path, 
         expect(card.locator(".prompt")).to_contain_text("Press the module's reset button now.")
         expect(card.locator(".countdown")).to_have_text(re.compile(r"^\d+ s left$"))
         assert int(card.locator(".countdown").inner_text().split()[0]) > 30   # the option took
-        press_while_asked(card, card.get_by_role("button", name="press the virtual module's reset").click)
+        press_while_asked(card, card.locator(".prompt").get_by_role("button", name="Press reset").click)
         expect(card.locator(".notes")).to_contain_text("Caught the module in its bootloader.")
         expect(card.locator(".job-state")).to_have_text("waiting for you")
         card.get_by_role("button", name="Cancel").click()

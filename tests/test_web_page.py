@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC
-from test_web_browser import browser, drop, expect, finished, page, pick, shot, sync_api  # noqa: F401
-from web_support import OLD, firmware_file, need, web  # noqa: F401  (web is a fixture)
+from test_web_browser import drop, expect, finished, pick, shot
+from web_support import firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
 
 pytestmark = pytest.mark.xdist_group("browser")
 
@@ -260,3 +260,59 @@ def test_ctrl_c_on_the_server_keeps_the_page_told_until_the_update_ends(page, tm
             proc.kill()
             proc.wait()
         sim.stop()
+
+
+def test_a_recovery_is_played_on_a_virtual_module_with_its_own_buttons(page, web, virtual, tmp_path, cat):
+    """The virtual RAK811's BOOT0 and reset are buttons on the page, beside the prompt: the whole
+    ROM recovery can be tried without hardware — and axe finds nothing serious on the prompt."""
+    from rakflash.sim import firmware
+    dev = virtual("rak811", baud=115200, bootloader_version="3.0.2", app_version="V3.0.0.13.H")
+    full = tmp_path / "RAK811_FULL_3.0.0.14.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 8 * 1024))
+    server = web(dev)
+    page.goto(server.url)
+    pick(page, dev.port)
+    page.set_input_files("#file", str(full))
+    expect(page.locator('.job[data-kind="flash"] .job-state')).to_have_text(re.compile("waiting for you|finished"))
+    page.get_by_role("button", name="Recover instead…").click()
+    card = page.locator('.job[data-kind="recover"]')
+    card.get_by_role("button", name="Recover").click()
+    page.locator("#confirm-write").click()
+    prompt = card.locator(".prompt")
+    expect(prompt).to_contain_text("Start the chip's ROM bootloader now")
+    expect(card.locator(".phases li.now")).to_have_text("waiting for you")
+    hands = prompt.locator(".virtual-controls")
+    expect(hands).to_contain_text("A virtual module: its buttons are here.")
+    need("axe_playwright_python.sync_playwright", "axe-core")
+    from axe_playwright_python.sync_playwright import Axe
+    bad = [v["id"] for v in Axe().run(page).response["violations"] if v.get("impact") in ("serious", "critical")]
+    assert not bad, f"recovery prompt: {bad}"
+    shot(page, "recover-virtual", card)
+
+    hands.get_by_role("button", name="Hold BOOT0 high").click()
+    expect(hands.get_by_role("button", name="Release BOOT0")).to_be_visible()    # the row redraws
+    assert dev.boot_pin is True
+    hands.get_by_role("button", name="Press reset").click()
+    notes, result = card.locator(".notes"), card.locator(".result")
+    wait_for(lambda: "release BOOT0" in notes.inner_text() or result.is_visible(), timeout=90,
+             what="the recovery to write, verify and start the chip")
+    page.locator(f'tr[data-port="{dev.port}"]').get_by_role("button", name="Release BOOT0").click()
+    assert finished(card).startswith("Done: RAK811"), result.inner_text()
+    expect(result.locator(".boot-after")).to_have_text("V3.0.5")
+    assert (dev.bootloader_version, dev.app_version, dev.boot_pin) == ("V3.0.5", "V3.0.0.14.H", False)
+
+
+def test_a_pulled_cable_is_plugged_back_in_from_the_page(page, web, virtual):
+    dev = virtual("rak3172", baud=115200)
+    server = web(dev)
+    page.goto(server.url)
+    old = dev.port
+    expect(page.locator(f'tr[data-port="{old}"]')).to_be_visible()
+    dev.uart.close()                                       # the cable is pulled
+    row = page.locator(f'tr[data-port="{old}"]')
+    row.get_by_role("button", name="Plug the cable back in").click()
+    new = page.locator(f'tr[data-port="{dev.port}"]')       # a new pty (its number may be the old one's)
+    expect(new.get_by_role("button", name="Press reset")).to_be_visible()
+    assert not dev.uart.closed
+    new.get_by_role("button", name="Identify").click()
+    expect(page.locator("#device")).to_contain_text("RAK3172")

@@ -22,6 +22,8 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``GET  api/jobs``           the jobs and their results
 ``GET  api/events``         server-sent events: every job event (replayed from the start), and ``ports``
 ``POST api/virtual/reset``  ``{"port"}``: press the reset button of a module started with ``--sim``
+``POST api/virtual/boot``   ``{"port", "high"}``: hold its boot pin (BOOT0 / BOOT) high, or let it go
+``POST api/virtual/plug``   ``{"port"}``: plug its cable back in (a new port, the module powered afresh)
 ==========================  ===================================================
 
 Serial work never runs on the event loop: identification runs in a worker
@@ -108,17 +110,12 @@ class WebServer:
             raise
         self.port = self.sock.getsockname()[1]
         self.board = Board()
-        self.virtual = {port_key(v.port): v for v in virtual}
+        self.virtual = list(virtual)
         self.extra: dict[str, dict[str, Any]] = {}
-        for v in virtual:
-            self.extra[v.port] = {"port": v.port, "vid_pid": None, "serial_number": None,
-                                  "description": f"virtual {v.module.name} (rakflash web --sim)",
-                                  "probably": v.module.name, "module": v.module.key, "mode": None,
-                                  "virtual": True}
         for p in ports:
             self.add_port(p)
         # What the person named on the command line (or started) may be anything pyserial opens.
-        self._trusted = {port_key(p) for p in [*ports, *(v.port for v in virtual)]}
+        self._trusted = {port_key(p) for p in ports}
         self._added: set[str] = set()            # port keys added on the page (removable there)
         self.seen: dict[str, dict[str, Any]] = {}        # port key -> last identification
         self._dir = Path(tempfile.mkdtemp(prefix="rakflash-web-"))
@@ -257,10 +254,31 @@ class WebServer:
                 self._scan = (time.monotonic(), entries)
             return entries
 
+    def _virtual_at(self, port: str):
+        """The virtual module (``--sim``) whose port this is now (a RAK4631's moves at each reset,
+        a pulled cable comes back on a new one)."""
+        key = port_key(port)
+        return next((v for v in self.virtual if port_key(v.port) == key), None)
+
+    def _virtual_entry(self, v) -> dict[str, Any]:
+        """A virtual module as the port list shows it, with the buttons its board has: reset, the
+        boot pin (BOOT0 on the STM32s, BOOT on the RAK11720), and its cable."""
+        pin = ("BOOT" if "apollo" in v.module.mcu.name.lower() else "BOOT0") if v.has_rom_bootloader() else None
+        return {"port": v.port, "vid_pid": None, "serial_number": None,
+                "description": f"virtual {v.module.name} (rakflash web --sim)",
+                "probably": v.module.name, "module": v.module.key, "mode": None, "virtual": True,
+                "controls": {"boot_pin": pin, "boot_high": bool(v.boot_pin), "plugged": not v.uart.closed}}
+
     def ports(self) -> list[dict[str, Any]]:
         """Every port to show: discovered and added, with what holds it and what was last seen on it."""
         found = list(self._discovered())
+        virtual = {port_key(v.port): self._virtual_entry(v) for v in self.virtual}
+        for e in found:
+            if port_key(e["port"]) in virtual:
+                e["controls"] = virtual[port_key(e["port"])]["controls"]
         known = {port_key(e["port"]) for e in found}
+        found += [e for k, e in virtual.items() if k not in known]
+        known |= virtual.keys()
         found += [dict(e) for p, e in self.extra.items() if port_key(p) not in known]
         for e in found:
             key = port_key(e["port"])
@@ -270,7 +288,7 @@ class WebServer:
             e["waiting"] = job is not None and job.state == "confirm"    # a plan, not yet a write
             e["removable"] = key in self._added          # added on the page: the page may remove it
             e["seen"] = self.seen.get(key)
-            e["resettable"] = key in self.virtual      # the page may press this module's reset
+            e["resettable"] = key in virtual           # a virtual module: the page has its buttons
         return found
 
     # ------------------------------------------------------------ the app
@@ -292,6 +310,8 @@ class WebServer:
             Route("/api/jobs/{job}/report", self.api_report),
             Route("/api/events", self.api_events),
             Route("/api/virtual/reset", self.api_virtual_reset, methods=["POST"]),
+            Route("/api/virtual/boot", self.api_virtual_boot, methods=["POST"]),
+            Route("/api/virtual/plug", self.api_virtual_plug, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
         ]
         return Starlette(routes=[Route(f"/{self.token}", self.to_page), Mount(f"/{self.token}", routes=api)],
@@ -598,13 +618,37 @@ class WebServer:
         return FileResponse(path, media_type="application/x-ndjson",
                             filename=f"rakflash-report-{request.path_params['job']}.jsonl")
 
-    async def api_virtual_reset(self, request: Request) -> Response:
-        port = self._port(await self._body(request))
-        dev = self.virtual.get(port_key(port))
+    def _virtual_of(self, body: dict[str, Any]):
+        port = self._field(body, "port", str, required=True)
+        dev = self._virtual_at(port)
         if dev is None:
             raise _BadRequest(f"{port} is no virtual module of this server")
+        return dev
+
+    async def api_virtual_reset(self, request: Request) -> Response:
+        dev = self._virtual_of(await self._body(request))
         dev.press_reset()
-        return JSONResponse({"port": port, "reset": True})
+        self.board.notify()
+        return JSONResponse({"port": dev.port, "reset": True})
+
+    async def api_virtual_boot(self, request: Request) -> Response:
+        """Hold the virtual module's boot pin high or let it go low (sampled at its next reset)."""
+        body = await self._body(request)
+        dev = self._virtual_of(body)
+        if not dev.has_rom_bootloader():
+            raise _BadRequest(f"a {dev.module.name} has no boot pin that starts a ROM bootloader")
+        dev.set_boot_pin(self._field(body, "high", bool, required=True))
+        self.board.notify()
+        return JSONResponse({"port": dev.port, "boot_high": dev.boot_pin})
+
+    async def api_virtual_plug(self, request: Request) -> Response:
+        """Plug the virtual module's cable back in (it comes back on a new port, powered afresh)."""
+        dev = self._virtual_of(await self._body(request))
+        if not dev.uart.closed:
+            raise _BadRequest(f"the cable of {dev.port} is plugged in")
+        await run_in_threadpool(dev.plug_in)
+        self.board.notify()
+        return JSONResponse({"port": dev.port, "plugged": True})
 
     async def api_events(self, request: Request) -> Response:
         """Server-sent events: every kept job event after ``Last-Event-ID`` (all, on first

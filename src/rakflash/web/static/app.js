@@ -148,16 +148,40 @@ function renderPorts(ports) {
         h("button", { class: "identify", disabled: !!p.busy, title: why, onclick: () => identify(p.port) }, "Identify"),
         h("button", { class: "doctor", disabled: !!p.busy, title: why, onclick: () => doctor(p.port) }, "Doctor"),
         p.removable ? h("button", { class: "remove-port", "aria-label": `remove ${p.port} from the list`,
-          onclick: () => removePort(p.port) }, "Remove") : null),
+          onclick: () => removePort(p.port) }, "Remove") : null,
+        p.controls ? virtualButtons(p) : null),
     );
     body.append(row);
   }
+  for (const job of state.jobs.values()) if (!$(".prompt", job.el).hidden) showHands(job);
   if (had && had.port) {
     const again = [...body.querySelectorAll("tr")].find((tr) => tr.dataset.port === had.port);
     const el = again && (had.type === "checkbox" ? again.querySelector("input[type=checkbox]")
       : had.cls && again.querySelector("." + had.cls.split(" ")[0]));
     if (el) el.focus();
   }
+}
+
+// A virtual module's board, on the page: what a person does with their hands on a real one
+// (press reset, hold the boot pin, plug the cable back in), so every flow can be played here.
+function virtualButtons(p) {
+  const c = p.controls;
+  const pin = c.boot_pin;
+  return h("span", { class: "virtual-buttons", role: "group", "aria-label": `buttons of the virtual module on ${p.port}` },
+    c.plugged
+      ? h("button", { class: "v-reset", onclick: () => act("api/virtual/reset", { port: p.port }) }, "Press reset")
+      : h("button", { class: "v-plug", onclick: () => act("api/virtual/plug", { port: p.port }) }, "Plug the cable back in"),
+    pin ? h("button", { class: "v-boot", "aria-pressed": String(c.boot_high),
+      onclick: () => act("api/virtual/boot", { port: p.port, high: !c.boot_high }) },
+      c.boot_high ? `Release ${pin}` : `Hold ${pin} high`) : null);
+}
+
+// Beside a prompt, the buttons of a virtual module's board, drawn again whenever the ports change.
+function showHands(job) {
+  const hands = $(".prompt .virtual-controls", job.el);
+  const virtual = state.ports.find((p) => p.port === job.port && p.controls);
+  hands.hidden = !virtual;
+  if (virtual) fill(hands, h("span", { class: "muted" }, "A virtual module: its buttons are here. "), virtualButtons(virtual));
 }
 
 async function removePort(port) {
@@ -379,7 +403,8 @@ function card(id, header) {
   if (job) return job;
   const el = $("#job-template").content.firstElementChild.cloneNode(true);
   el.dataset.job = id;
-  job = { id, el, port: header.port, ports: header.ports || [header.port], state: header.state,
+  el.dataset.kind = header.kind;
+  job = { id, el, port: header.port, ports: header.ports || [header.port], state: header.state, title: header.title,
     kind: header.kind, phases: new Map(), retries: 0, rows: new Map() };
   if (header.kind === "fleet") fleetTable(job);
   $(".job-title", el).textContent = header.title;
@@ -500,6 +525,7 @@ function showPrompt(job, e) {
   const box = $(".prompt", job.el);
   box.hidden = false;
   announce(`${job.port}: ${e.message}`);
+  showHands(job);
   if (e.action !== "press-reset") {        // a recovery's steps for the person: the flow words them
     const lead = { "hold-boot0-and-reset": "Start the chip's ROM bootloader now:",
       "hold-boot-and-reset": "Start the chip's secure bootloader now:" };
@@ -507,6 +533,9 @@ function showPrompt(job, e) {
     $(".prompt-do", box).textContent = e.message;
     $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
     $(".press-virtual", box).hidden = true;
+    const now = $(".phases li.now", job.el);   // the step is the person's now, not identification's
+    if (now) now.classList.replace("now", "past");
+    $(".phases", job.el).append(h("li", { class: "now", "data-phase": "you" }, "waiting for you"));
     return;
   }
   const why = e.cause === "flooding" || e.action === "press-reset"
@@ -519,8 +548,7 @@ function showPrompt(job, e) {
       ? "Press the module's reset button now. rakflash sends the boot command in a burst and catches the module as it starts."
       : e.message;
   $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
-  const port = state.ports.find((p) => p.port === job.port);
-  $(".press-virtual", box).hidden = !(port && port.resettable && e.action === "press-reset");
+  $(".press-virtual", box).hidden = true;      // the virtual module's own buttons are shown instead
 }
 
 function showChoice(job, e) {
