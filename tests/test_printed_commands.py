@@ -1,0 +1,177 @@
+"""Every third-party command rakflash prints for a person to run does what rakflash would do.
+
+Each command is taken from rakflash's own output (``--json``, ``--dry-run``) and run as
+printed against the virtual module; then the virtual chip's flash is compared with what
+rakflash's plan says it writes and erases, and the module must run. The only substitutions
+are the ones a person makes: a placeholder (``FULL.hex``, ``PORT``) where rakflash can't know
+the file or the port.
+
+Parity: stm32flash talks 8E1 by default, and a Linux pty can't carry parity (stm32flash reads
+its settings back and fails, "Failed to set terminal flags"). rakflash opens a pty without
+parity itself (rakflash.link), and where it knows the port is a pty it prints ``-m 8n1`` in
+the command too — so the recovery plan's command runs here exactly as printed. ``modules``
+knows no port (``PORT``): there the test adds ``-m 8n1``, the person's second substitution
+for a virtual module (a real adapter needs nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+from rakflash.sim import Mode, firmware
+
+from conftest import cli_json, run_cli
+
+REQUIRE = bool(os.environ.get("RAKFLASH_REQUIRE_PEERS"))
+need_stm32flash = pytest.mark.skipif(not shutil.which("stm32flash") and not REQUIRE,
+                                     reason="stm32flash (Debian package) is not installed")
+
+
+def plan_of(*args: str) -> dict:
+    """The plan event of `rakflash recover … --dry-run --json`."""
+    proc = run_cli("recover", *args, "--dry-run", "--json")
+    events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return next(e for e in events if e.get("event") == "plan")
+
+
+def run_printed(command: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A printed command line, run by a shell as a person pastes it."""
+    return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def flash_of(dev) -> bytes:
+    f = dev.module.mcu.flash
+    return dev.flash.read(f.start, f.end - f.start)
+
+
+def assert_wrote_what_rakflash_plans(dev, plan: dict, before: bytes, image_segments: dict[int, bytes]):
+    """The image's bytes at the image's addresses; nothing changed outside the pages the plan erases."""
+    base = dev.module.mcu.flash.start
+    after = flash_of(dev)
+    for addr, data in image_segments.items():
+        assert after[addr - base:addr - base + len(data)] == data, f"image bytes differ at {addr:#x}"
+    erased = [(e["start"] - base, e["end"] - base) for e in plan["erase"]]
+    changed = [i for i in range(len(after)) if after[i] != before[i]
+               and not any(a <= i < b for a, b in erased)]
+    assert not changed, (f"{len(changed)} bytes changed outside the plan's erase ranges, first at "
+                         f"{base + changed[0]:#010x}")
+
+
+def rak811_files(cat, tmp_path, kind: str) -> tuple[list[str], dict[int, bytes], str, str | None]:
+    """(recover's FILE arguments, the bytes they write by address, the app version, the bootloader's)."""
+    m = cat.module("rak811")
+    app = firmware.app_image(m, "V3.0.0.99.H", 6000)
+    boot = firmware.bootloader_image(m, "V3.0.7")
+    if kind == "full.hex":
+        (tmp_path / "FULL.hex").write_text(firmware.to_hex({**boot, m.app.start: app}))
+        return ["FULL.hex"], {**boot, m.app.start: app}, "V3.0.0.99.H", "V3.0.7"
+    (tmp_path / "APP.bin").write_bytes(app)
+    if kind == "app.bin":
+        return ["APP.bin"], {m.app.start: app}, "V3.0.0.99.H", None
+    # a bootloader .bin with --app: the bootloader's code and version string as one .bin
+    code_start = m.region("bootloader").start
+    end = max(a + len(d) for a, d in boot.items())
+    raw = bytearray(b"\xff" * (end - code_start))
+    for a, d in boot.items():
+        raw[a - code_start:a - code_start + len(d)] = d
+    (tmp_path / "BOOT.bin").write_bytes(bytes(raw))
+    return (["BOOT.bin", "--app", "APP.bin"], {code_start: bytes(raw), m.app.start: app},
+            "V3.0.0.99.H", "V3.0.7")
+
+
+@need_stm32flash
+@pytest.mark.parametrize("kind", ["app.bin", "full.hex", "boot.bin+app"])
+def test_recover_plans_stm32flash_command_writes_what_rakflash_would(virtual, cat, tmp_path, monkeypatch, kind):
+    """The plan's 'same with stm32flash' for an application .bin, a full .hex, and a bootloader
+    .bin with --app: run as printed, it writes the same bytes at the same addresses (an
+    application .bin must not land on the bootloader at 0x08000000), touches nothing outside
+    the plan's erased pages, and the module runs the image — also after a reset."""
+    monkeypatch.chdir(tmp_path)
+    files, segments, app_version, boot_version = rak811_files(cat, tmp_path, kind)
+    dev = virtual("rak811", boot_pin=True)
+    assert dev.wait_mode(Mode.ROM)
+    boot_before = dev.bootloader_version
+    plan = plan_of(*files, "--port", dev.port, "--module", "rak811")
+    command = plan["stm32flash"]
+    assert dev.port in command and "PORT" not in command            # rakflash knows the port
+    before = flash_of(dev)
+    done = run_printed(command, tmp_path)
+    assert done.returncode == 0, command + "\n" + done.stdout[-2000:] + done.stderr
+    assert_wrote_what_rakflash_plans(dev, plan, before, segments)
+    assert dev.wait_mode(Mode.APP) and dev.app_version == app_version     # Go started it
+    dev.set_boot_pin(False)
+    dev.press_reset()
+    assert dev.wait_mode(Mode.APP) and dev.app_version == app_version
+    assert dev.bootloader_version == (boot_version or boot_before)
+
+
+def test_the_plan_says_what_go_starts(cat, tmp_path):
+    """Step 7 names the bootloader the chip starts: the written one only when the image has one."""
+    files, *_ = rak811_files(cat, tmp_path, "app.bin")
+    plan = plan_of(str(tmp_path / files[0]), "--port", "/dev/null", "--module", "rak811")
+    go = next(s for s in plan["steps"] if s.startswith("Go "))
+    assert "written bootloader" not in go and "already on it" in go and "written application" in go
+    assert "-S 0x08003000" in plan["stm32flash"]
+    files, *_ = rak811_files(cat, tmp_path, "full.hex")
+    plan = plan_of(str(tmp_path / files[0]), "--port", "/dev/null", "--module", "rak811")
+    go = next(s for s in plan["steps"] if s.startswith("Go "))
+    assert "written bootloader" in go and "written application" in go
+    assert "-m 8n1" not in plan["stm32flash"]          # not a pty: stm32flash's own 8E1
+
+
+@need_stm32flash
+def test_rak3172_stm32flash_command_says_which_stm32flash_it_needs(virtual, cat, tmp_path, monkeypatch):
+    """stm32flash 0.7 does not know the STM32WL (0x497): the plan says so next to the command;
+    run as printed, either that stm32flash refuses without writing, or a newer one writes the
+    application where rakflash would (not over the bootloader) and the module runs it."""
+    monkeypatch.chdir(tmp_path)
+    m = cat.module("rak3172")
+    app = firmware.app_image(m, "RUI_4.0.9_RAK3172-E", 8192)
+    (tmp_path / "APP.bin").write_bytes(app)
+    dev = virtual("rak3172", boot_pin=True)
+    assert dev.wait_mode(Mode.ROM)
+    plan = plan_of("APP.bin", "--port", dev.port, "--module", "rak3172")
+    assert "0.7" in plan["stm32flash_note"] and "0x497" in plan["stm32flash_note"]
+    assert "-S 0x08006000" in plan["stm32flash"]
+    before = flash_of(dev)
+    done = run_printed(plan["stm32flash"], tmp_path)
+    if "Unknown/unsupported device (Device ID: 0x497)" in done.stdout + done.stderr:
+        assert done.returncode != 0 and flash_of(dev) == before
+        return
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert_wrote_what_rakflash_plans(dev, plan, before, {m.app.start: app})
+    assert dev.wait_mode(Mode.APP) and dev.app_version == "RUI_4.0.9_RAK3172-E"
+
+
+@need_stm32flash
+def test_modules_stm32flash_command_restores_a_full_image(virtual, cat, tmp_path, monkeypatch):
+    """`rakflash modules`' stm32flash equivalent, with the person's FULL.hex and PORT (and -m 8n1
+    for the pty, see the module docstring), writes the full image where `recover` would."""
+    monkeypatch.chdir(tmp_path)
+    m = cat.module("rak811")
+    code, out = cli_json("modules")
+    command = next(r for r in out["modules"] if r["key"] == "rak811")["stm32flash_command"]
+    boot = firmware.bootloader_image(m, "V3.0.7")
+    segments = {**boot, m.app.start: firmware.app_image(m, "V3.0.0.99.H", 6000)}
+    (tmp_path / "FULL.hex").write_text(firmware.to_hex(segments))
+    dev = virtual("rak811", boot_pin=True)
+    assert dev.wait_mode(Mode.ROM)
+    plan = plan_of("FULL.hex", "--port", dev.port, "--module", "rak811")
+    words = shlex.split(command)
+    assert words[0] == "stm32flash" and words[-1] == "PORT" and "FULL.hex" in words
+    person = shlex.join(["stm32flash", "-m", "8n1", *words[1:-1], dev.port])
+    before = flash_of(dev)
+    done = run_printed(person, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert_wrote_what_rakflash_plans(dev, plan, before, segments)
+    assert dev.wait_mode(Mode.APP) and dev.app_version == "V3.0.0.99.H"
+    assert dev.bootloader_version == "V3.0.7"
+
