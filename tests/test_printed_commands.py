@@ -175,3 +175,87 @@ def test_modules_stm32flash_command_restores_a_full_image(virtual, cat, tmp_path
     assert dev.wait_mode(Mode.APP) and dev.app_version == "V3.0.0.99.H"
     assert dev.bootloader_version == "V3.0.7"
 
+
+
+def test_readme_recovery_table_shows_the_commands_modules_prints():
+    """The README's recovery table repeats `rakflash modules`' pyOCD and stm32flash commands, word for word."""
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code, out = cli_json("modules")
+    printed = {c for r in out["modules"] for c in (r["swd_command"], r["stm32flash_command"]) if c}
+    shown = {re.sub(r"\s+", " ", c) for c in re.findall(r"`((?:pyocd flash|stm32flash) [^`]*FULL\.hex[^`]*)`", readme)}
+    assert shown, "no recovery commands found in README.md"
+    assert shown <= printed, shown - printed
+
+
+# ------------------------------------------------------------------ pyOCD: no probe here, so the syntax
+
+def pyocd_accepts(command: str) -> None:
+    """pyOCD's own command-line parser takes ``command`` (a wrong option or subcommand fails), and
+    every ``-O`` session option is one pyOCD knows, with a value it can convert."""
+    pytest.importorskip("pyocd", reason="pyOCD is not installed (pip install -e '.[test]' installs it)")
+    import contextlib
+    import io
+
+    from pyocd.__main__ import PyOCDTool
+    from pyocd.core.options import OPTIONS_INFO
+    from pyocd.utility.cmdline import convert_one_session_option, convert_reset_type
+
+    words = shlex.split(command)
+    assert words[0] == "pyocd", command
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            args = PyOCDTool().build_parser().parse_args(words[1:])
+    except SystemExit:
+        pytest.fail(f"pyOCD refuses {command!r}: {said.getvalue().strip()}")
+    for option in getattr(args, "options", None) or []:
+        name, _, value = option.partition("=")
+        name, converted = convert_one_session_option(name.strip().lower(), value.strip() or None)
+        assert name in OPTIONS_INFO, f"pyOCD has no session option {name!r} ({command!r})"
+        assert converted is not None, f"pyOCD can't take {option!r} ({command!r})"
+        if name == "reset_type":
+            convert_reset_type(converted)      # raises on a reset type pyOCD doesn't have
+    target = getattr(args, "target_override", None)
+    if target and not target.startswith("stm32"):
+        # the STM32 targets come from CMSIS packs (pyocd pack install): not checkable offline
+        from pyocd.target import TARGET
+        assert target in TARGET, f"pyOCD has no built-in target {target!r} ({command!r})"
+
+
+def quoted_pyocd(text: str) -> list[str]:
+    return re.findall(r"'(pyocd [^']+)'", text) + re.findall(r"`(pyocd [^`]+)`", text)
+
+
+def test_pyocd_rejects_a_wrong_option_so_the_check_can_fail():
+    with pytest.raises(pytest.fail.Exception):
+        pyocd_accepts("pyocd flash -t nrf52840 --erase everything FULL.hex")
+    with pytest.raises(AssertionError):
+        pyocd_accepts("pyocd flash -t nrf52840 -O reset_kind=emulated FULL.hex")
+
+
+def test_every_printed_pyocd_command_parses_and_matches_rakflash_swd(cat, tmp_path, monkeypatch):
+    """`modules`' pyOCD command, the README's, the SWD recovery plan's and its hints parse with
+    pyOCD's own parser; `modules`' command is the SWD recovery's, word for word (same erase, same
+    kept bytes, same reset type)."""
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)
+    code, out = cli_json("modules")
+    commands = []
+    for row in out["modules"]:
+        commands.append(row["swd_command"])
+        commands += quoted_pyocd(row["recovery"])
+        key = row["key"]
+        versions = firmware.DEFAULT_VERSIONS[key]
+        (tmp_path / "FULL.hex").write_text(
+            firmware.combined_hex(cat.module(key), versions[0], versions[2], 8 * 1024))
+        proc = run_cli("recover", "FULL.hex", "--via", "swd", "--module", key, "--dry-run", "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        plan = next(json.loads(ln) for ln in proc.stdout.splitlines() if '"event": "plan"' in ln)
+        assert plan["pyocd_command"] == row["swd_command"], key
+        commands += quoted_pyocd(proc.stdout)             # e.g. a missing pack's 'pyocd pack install …'
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    commands += [re.sub(r"\s+", " ", c) for c in quoted_pyocd(readme) if "…" not in c and "TARGET" not in c]
+    assert len(commands) > 12
+    for command in sorted(set(commands)):
+        pyocd_accepts(command)
