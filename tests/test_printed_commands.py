@@ -259,3 +259,122 @@ def test_every_printed_pyocd_command_parses_and_matches_rakflash_swd(cat, tmp_pa
     assert len(commands) > 12
     for command in sorted(set(commands)):
         pyocd_accepts(command)
+
+
+# ------------------------------------------------------------------ nRF52: nrfutil and adafruit-nrfutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def nordic_nrfutil() -> str | None:
+    """Nordic's nrfutil 6 (pc-nrfutil, Python < 3.11): $RAKFLASH_NRFUTIL, .ci/run's
+    .ci/nrfutil-venv, or an nrfutil 6 on PATH (the newer nrfutil 7 is another program)."""
+    for candidate in (os.environ.get("RAKFLASH_NRFUTIL"),
+                      os.path.join(ROOT, ".ci", "nrfutil-venv", "bin", "nrfutil"), shutil.which("nrfutil")):
+        if candidate and os.access(candidate, os.X_OK):
+            try:
+                said = subprocess.run([candidate, "version"], capture_output=True, text=True, timeout=60).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            if said.startswith("nrfutil version 6."):
+                return candidate
+    return None
+
+
+NRFUTIL = nordic_nrfutil()
+need_nrfutil = pytest.mark.skipif(
+    NRFUTIL is None and not REQUIRE,
+    reason="Nordic's nrfutil 6 is not installed: it needs Python 3.10 or older (nrfutil 6.1.7 declares "
+           "<3.11); .ci/run installs it into .ci/nrfutil-venv, or point RAKFLASH_NRFUTIL at one")
+need_adafruit = pytest.mark.skipif(
+    shutil.which("adafruit-nrfutil") is None and not REQUIRE,
+    reason="adafruit-nrfutil is not installed (pip install -e '.[test]' installs it)")
+
+
+def person_runs(command: str, cwd, tool_dir: str | None = None, timeout: float = 150):
+    """A printed command as a person runs it, with the tool on PATH."""
+    env = dict(os.environ)
+    if tool_dir:
+        env["PATH"] = tool_dir + os.pathsep + env.get("PATH", "")
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def quoted(text: str, starts: str) -> str:
+    found = re.findall(r"'(" + re.escape(starts) + r"[^']*)'", text)
+    assert found, f"no '{starts}…' command in: {text}"
+    return found[0]
+
+
+@need_nrfutil
+def test_nrfutil_makes_the_package_rakflash_asks_for_and_writes_it_to_the_virtual_rak4631r(virtual, tmp_path):
+    """A plain .hex for a RAK4631-R is refused with the `nrfutil pkg generate …` command that makes its
+    package. That command, run with Nordic's nrfutil 6.1.7 (the person's file, key and package
+    names for FILE.hex, KEY.pem, PKG.zip), makes a package that rakflash writes, and that
+    `nrfutil dfu usb-serial -pkg PKG.zip -p PORT` — nrfutil's own DFU client, unchanged — writes
+    to the virtual module's bootloader too (README: RAK's documented way).
+
+    nrfutil first looks for the port among the USB devices pyserial lists, for up to its
+    timeout (30 s), to trigger DFU mode; a pty is not among them, so each run waits that out."""
+    from rakflash import dfu_package as dp, ports
+    from rakflash.link import Link
+    from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+
+    assert NRFUTIL, "RAKFLASH_REQUIRE_PEERS is set and nrfutil 6 is missing"
+    key = dp.new_signing_key()
+    (tmp_path / "key.pem").write_bytes(key)
+    dev = virtual("rak4631", baud=USB_FULL_SPEED_BAUD, dfu_key=key)
+    m = dev.module
+    new = firmware.app_image(m, "RUI_4.0.6_RAK4631", 20_000)
+    (tmp_path / "rui3_app.hex").write_text(firmware.to_hex({m.app.start: new}))
+    code, out = cli_json("flash", str(tmp_path / "rui3_app.hex"), "--port", dev.port, "--module", "rak4631-r",
+                         "--yes")
+    assert code != 0 and out["error"] == "package-mismatch" and dev.updates == 0, out
+    generate = quoted(out["hint"], "nrfutil pkg generate")
+    made = person_runs(generate.replace("FILE.hex", "rui3_app.hex").replace("KEY.pem", "key.pem")
+                       .replace("PKG.zip", "rui3_app.zip"), tmp_path, os.path.dirname(NRFUTIL))
+    assert made.returncode == 0, made.stdout + made.stderr
+
+    code, out = cli_json("flash", str(tmp_path / "rui3_app.zip"), "--port", dev.port, "--yes", timeout=120)
+    assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+    app = m.app
+    assert dev.flash.read(app.start, len(new)) == new and dev.updates == 1
+
+    newer = firmware.app_image(m, "RUI_4.0.7_RAK4631", 24_000)
+    (tmp_path / "rui3_next.hex").write_text(firmware.to_hex({m.app.start: newer}))
+    made = person_runs(generate.replace("FILE.hex", "rui3_next.hex").replace("KEY.pem", "key.pem")
+                       .replace("PKG.zip", "rui3_next.zip"), tmp_path, os.path.dirname(NRFUTIL))
+    assert made.returncode == 0, made.stdout + made.stderr
+    app_port = ports.wait_for_port("rak4631-r", "app", serial_number=dev.opts.serial_number, timeout=10)
+    with Link(app_port.device) as link:                  # the person's AT+BOOT, in a terminal
+        link.write(b"AT+BOOT\r\n")
+    boot = ports.wait_for_port("rak4631-r", "bootloader", serial_number=dev.opts.serial_number, timeout=10)
+    sent = person_runs(f"nrfutil dfu usb-serial -pkg rui3_next.zip -p {boot.device}", tmp_path,
+                       os.path.dirname(NRFUTIL), timeout=180)
+    assert sent.returncode == 0 and "Device programmed" in sent.stdout, sent.stdout + sent.stderr
+    assert ports.wait_for_port("rak4631-r", "app", serial_number=dev.opts.serial_number, timeout=10)
+    assert dev.app_version == "RUI_4.0.7_RAK4631" and dev.flash.read(app.start, len(newer)) == newer
+    assert dev.updates == 2
+
+
+@need_adafruit
+def test_adafruit_genpkg_command_in_the_hint_makes_a_package_the_arduino_rak4631_takes(virtual, tmp_path):
+    """A legacy package for another device type is refused with the `adafruit-nrfutil dfu genpkg …`
+    command that makes the right one; run with the person's sketch for SKETCH.hex, its package
+    is written by rakflash and the module runs the sketch."""
+    from rakflash import dfu_package as dp
+    from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+
+    dev = virtual("rak4631-arduino", baud=USB_FULL_SPEED_BAUD)
+    m = dev.module
+    sketch = firmware.app_image(m, "ARDUINO_SKETCH_1.1", 12_000)
+    (tmp_path / "other.zip").write_bytes(dp.legacy_package(sketch, device_type=0x1234))
+    code, out = cli_json("flash", str(tmp_path / "other.zip"), "--port", dev.port, "--yes")
+    assert code != 0 and out["error"] == "package-mismatch" and dev.updates == 0, out
+    genpkg = quoted(out["hint"], "adafruit-nrfutil dfu genpkg")
+    (tmp_path / "blink.hex").write_text(firmware.to_hex({m.app.start: sketch}))
+    made = person_runs(genpkg.replace("SKETCH.hex", "blink.hex").replace("SKETCH.zip", "blink.zip"), tmp_path)
+    assert made.returncode == 0 and (tmp_path / "blink.zip").exists(), made.stdout + made.stderr
+    code, out = cli_json("flash", str(tmp_path / "blink.zip"), "--port", dev.port, "--yes", timeout=120)
+    assert code == 0 and dev.updates == 1, out
+    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.flash.read(m.app.start, len(sketch)) == sketch
