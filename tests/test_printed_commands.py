@@ -73,6 +73,9 @@ def rak811_files(cat, tmp_path, kind: str) -> tuple[list[str], dict[int, bytes],
     if kind == "full.hex":
         (tmp_path / "FULL.hex").write_text(firmware.to_hex({**boot, m.app.start: app}))
         return ["FULL.hex"], {**boot, m.app.start: app}, "V3.0.0.99.H", "V3.0.7"
+    if kind == "app.hex":
+        (tmp_path / "APP.hex").write_text(firmware.to_hex({m.app.start: app}))
+        return ["APP.hex"], {m.app.start: app}, "V3.0.0.99.H", None
     (tmp_path / "APP.bin").write_bytes(app)
     if kind == "app.bin":
         return ["APP.bin"], {m.app.start: app}, "V3.0.0.99.H", None
@@ -88,10 +91,10 @@ def rak811_files(cat, tmp_path, kind: str) -> tuple[list[str], dict[int, bytes],
 
 
 @need_stm32flash
-@pytest.mark.parametrize("kind", ["app.bin", "full.hex", "boot.bin+app"])
+@pytest.mark.parametrize("kind", ["app.bin", "app.hex", "full.hex", "boot.bin+app"])
 def test_recover_plans_stm32flash_command_writes_what_rakflash_would(virtual, cat, tmp_path, monkeypatch, kind):
-    """The plan's 'same with stm32flash' for an application .bin, a full .hex, and a bootloader
-    .bin with --app: run as printed, it writes the same bytes at the same addresses (an
+    """The plan's 'same with stm32flash' for an application .bin or .hex, a full .hex, and a
+    bootloader .bin with --app: run as printed, it writes the same bytes at the same addresses (an
     application .bin must not land on the bootloader at 0x08000000), touches nothing outside
     the plan's erased pages, and the module runs the image — also after a reset."""
     monkeypatch.chdir(tmp_path)
