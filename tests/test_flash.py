@@ -145,7 +145,7 @@ def test_rak811_old_bootloader_refused_with_recovery_advice(virtual, tmp_path, c
     assert proc.returncode == 0 and "needs bootloader 3.0.5 or later" in proc.stdout
     code, out = flash(p, dev, "--module", "rak811")
     assert (code, out["error"]) == (6, "bootloader-too-old")
-    assert "3.0.5" in out["message"] and "pyocd flash -t stm32l151cbux FULL.hex" in out["hint"]
+    assert "3.0.5" in out["message"] and "pyocd flash -t stm32l151cbux -e sector -O keep_unwritten=true FULL.hex" in out["hint"]
     assert "runs its application again" in out["message"] and ".;" not in out["message"]
     assert out["app_version_before"] == "V3.0.0.13.H"
     assert dev.updates == 0

@@ -64,7 +64,7 @@ def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
     assert (code, out["error"]) == (9, "boot-entry-failed")
     assert "prints without pause" in out["message"]
     assert "delay(" in out["hint"] and "setup()" in out["hint"]
-    assert "'pyocd flash -t stm32wle5ccux FIRMWARE.hex'" in out["hint"]
+    assert "'pyocd flash -t stm32wle5ccux -e sector -O keep_unwritten=true FIRMWARE.hex'" in out["hint"]
     assert f"'rakflash recover FIRMWARE.hex --port {dev.port} --module rak3172'" in out["hint"]
     assert time.monotonic() - t0 < 15
     assert dev.mode == Mode.APP and dev.updates == 0

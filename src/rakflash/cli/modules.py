@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from .. import catalog as _catalog
+from ..flows.recover_stm32 import stm32flash_note
 from .app import main
 from .output import emit_json, out
 
@@ -20,6 +21,7 @@ def modules(as_json: bool) -> None:
              "swd_target": m.swd_target, "recovery": _recovery(m),
              "recover_command": m.recover_command(), "swd_command": m.swd_command(),
              "stm32flash_command": m.rom_uart_command() if m.recover_command() else None,
+             "stm32flash_note": stm32flash_note(m) if m.recover_command() and m.rom_uart_command() else None,
              "rom_pins": dict(m.rom_access) or None,
              "inferred": list(m.inferred)} for m in cat.modules.values()]
     if as_json:
@@ -46,7 +48,8 @@ def _recovery(m) -> str:
     """rakflash's own recovery commands, and the stm32flash equivalent for people who have it."""
     text = m.recovery_advice()
     if m.recover_command() and m.rom_uart_command():
-        text += f" (the same with stm32flash, BOOT0 high: '{m.rom_uart_command()}')"
+        note = stm32flash_note(m)
+        text += f" (the same with stm32flash, BOOT0 high: '{m.rom_uart_command()}'{'; ' + note if note else ''})"
     elif m.rom_access.get("none"):
         text += f" ({m.rom_access['none']})"
     return text

@@ -19,6 +19,7 @@ from ..errors import Aborted, ConfirmationNeeded, RakflashError, UsageError
 from ..events import PlanReady, Warning
 from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, method_for, plan_recovery, recover
+from ..flows.recover_stm32 import port_commands
 from .app import main
 from .options import WINDOW, json_option, lookup_module, module_option, open_link, port_options
 from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, err, known, out,
@@ -76,6 +77,7 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
         reset_with=check_line(reset_with, "--reset-with"), boot0_with=check_line(boot0_with, "--boot0-with"),
         remove_protection=remove_protection, confirm=_second_confirmation(yes), probe=probe, pack=pack)
     plan = plan_recovery(image, module, method=method, app=app, options=options)
+    port_commands(plan, options, port)
     known["module"] = plan.module.name
     if port is None and method_for(plan.method).needs_port:
         raise UsageError(f"recovering {plan.module.name} with {plan.method} needs its serial port",
@@ -145,7 +147,8 @@ def show_recovery_plan(plan, port: str) -> None:
         out.print(f"  - {step}")
     out.print(f"estimate  {plan.estimate_seconds:.1f} s at {plan.details.get('rate') or f'{plan.baud} baud'}")
     if plan.details.get("stm32flash"):
-        out.print(f"same with stm32flash: {plan.details['stm32flash'].replace('PORT', port or 'PORT')}")
+        note = plan.details.get("stm32flash_note")
+        out.print(f"same with stm32flash{f' ({note})' if note else ''}: {plan.details['stm32flash']}")
     if plan.details.get("pyocd_command"):
         out.print(f"same with pyOCD: {plan.details['pyocd_command']}")
 

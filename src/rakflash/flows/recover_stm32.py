@@ -79,7 +79,7 @@ class Stm32RomMethod(RecoveryMethod):
             f"{img.size:,} bytes{how}",
             f"verify all {img.size:,} bytes of the image on the chip, the unsent 0xFF too "
             f"(Get Checksum where the ROM offers it, else read-back)",
-            f"Go {module.mcu.flash.start:#010x}: the chip starts the written bootloader and application",
+            f"Go {module.mcu.flash.start:#010x}: {_starts(image)}",
             "identify the module again over its AT port (8N1) and report the versions",
         ]
         guide = rom_guide(module, options)
@@ -93,7 +93,8 @@ class Stm32RomMethod(RecoveryMethod):
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
                                      "rom_pins": dict(access),
-                                     "stm32flash": stm32flash_command(module, img.path, options)})
+                                     "stm32flash": stm32flash_command(module, image, options),
+                                     "stm32flash_note": stm32flash_note(module)})
 
     # -- guide + handshake ---------------------------------------------------------
     def guide(self, session: Session) -> None:
@@ -353,6 +354,17 @@ def rom_guide(module: Module, options: RecoveryOptions) -> list[str]:
     return steps
 
 
+def _starts(image: ImageInfo) -> str:
+    """What Go at the flash base starts, by what the image rewrites (step 7 of the plan)."""
+    if image.includes_bootloader and image.includes_app:
+        return "the chip starts the written bootloader, which starts the written application"
+    if image.includes_bootloader:
+        return ("the chip starts the written bootloader, which starts the application already on "
+                "the chip if it finds a valid one, else waits in boot mode")
+    return ("the chip starts the RUI bootloader already on it (this image has none, and it is not "
+            "touched), which starts the written application")
+
+
 def _n(count: int) -> str:
     return f"{count:,} byte" + ("" if count == 1 else "s")
 
@@ -381,13 +393,75 @@ def handshake_hint(module: Module, seen: str, wired: bool) -> str:
             f"again within the countdown.")
 
 
-def stm32flash_command(module: Module, image: str, options: RecoveryOptions) -> str:
-    """The same recovery with stm32flash, for people who have it (read-back verify, Go)."""
+# stm32flash 0.7 (the Debian/Ubuntu package) answers "Unknown/unsupported device (Device ID:
+# 0x497)" to the STM32WL: its dev_table.c lists the chip only after 0.7. Seen against the
+# virtual RAK3172 (tests/test_printed_commands.py).
+STM32FLASH_NEEDS = {0x497: "stm32flash newer than 0.7: 0.7 does not know the STM32WL (product ID 0x497)"}
+
+
+def stm32flash_command(module: Module, image: ImageInfo, options: RecoveryOptions,
+                       port: str = "PORT") -> str:
+    """The same recovery with stm32flash, for people who have it (read-back verify, Go).
+
+    It writes what rakflash writes, where rakflash writes it: a .hex at its own
+    addresses (stm32flash reads them from the file), a .bin at the address rakflash
+    places it with ``-S`` (without it stm32flash writes at the flash base — an
+    application there would overwrite the RUI bootloader), a bootloader file and an
+    ``--app`` file as two runs (stm32flash takes one file; the second run syncs again,
+    which the ROM answers NACK and stm32flash takes as "already synced"), Go at the
+    flash base only after the last. stm32flash erases only the pages it writes, as
+    rakflash does; between a .hex's segments it writes 0xFF (rakflash leaves those
+    bytes alone).
+
+    ``port``: the port, when rakflash knows it. A pseudo-terminal (a virtual module)
+    carries no parity, so rakflash talks 8N1 to it (:class:`rakflash.link.Link`), and
+    so does the command: ``-m 8n1`` (stm32flash's default 8E1 fails on a pty,
+    "Failed to set terminal flags"); a real adapter gets stm32flash's 8E1.
+    """
+    import shlex
+
+    from ..link import _is_pty
+    mode = " -m 8n1" if port != "PORT" and _is_pty(port) else ""
     seq = ""
     if options.reset_with or options.boot0_with:
         from .lines import stm32flash_sequence
-        seq = f" -i '{stm32flash_sequence(options.reset_with, options.boot0_with)}'"
-    return (f"stm32flash -b {options.baud}{seq} -w {image} -v -g {module.mcu.flash.start:#010x} PORT")
+        seq = f" -i {shlex.quote(stm32flash_sequence(options.reset_with, options.boot0_with))}"
+    where = port if port == "PORT" else shlex.quote(port)
+    runs = []
+    files = _files(image, module)
+    for i, (path, fmt, start) in enumerate(files):
+        at = f" -S {start:#010x}" if fmt == "bin" else ""
+        go = f" -g {module.mcu.flash.start:#010x}" if i == len(files) - 1 else ""
+        runs.append(f"stm32flash{mode} -b {options.baud}{seq} -w {shlex.quote(path)} -v{at}{go} {where}")
+    return " && ".join(runs)
+
+
+def stm32flash_note(module: Module) -> str | None:
+    """What a person must know before running :func:`stm32flash_command` on this chip, if anything."""
+    need = STM32FLASH_NEEDS.get(module.mcu.rom.pid) if module.mcu.rom else None
+    return f"needs {need}" if need else None
+
+
+def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
+    """(path, format, first address) of each file the image came from: one, or a bootloader
+    file and its ``--app`` (flows.recover.combine names the pair 'BOOT+APP')."""
+    import os
+
+    from .. import images
+    img = image.image
+    path = img.path
+    if not os.path.isfile(path):
+        for i, ch in enumerate(path):
+            if ch == "+" and os.path.isfile(path[:i]) and os.path.isfile(path[i + 1:]):
+                parts = [images.load(p, module=module) for p in (path[:i], path[i + 1:])]
+                return [(p.path, p.format, p.low) for p in parts]
+    return [(path, img.format, img.low)]
+
+
+def port_commands(plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+    """Put the port in the plan's equivalent command, once the caller knows it."""
+    if plan.details.get("stm32flash") and port:
+        plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
 
 
 def link_for(port: str, baud: int, trace=None) -> Link:

@@ -175,6 +175,7 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
     (``rakflash recover FILE --port PORT``)."""
     from ..events import PlanReady
     from ..flows.recover import method_for, plan_recovery, recover
+    from ..flows.recover_stm32 import port_commands
 
     def work(job: Job) -> dict[str, Any]:
         known: dict[str, Any] = {}
@@ -183,6 +184,7 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
             image.path = name
             options.confirm = lambda question: job.ask(question, {"action": "remove-protection"})
             plan = plan_recovery(image, module, method=method, options=options)
+            port_commands(plan, options, job.port)
             known["module"] = plan.module.name
             method_for(plan.method).precheck(plan)   # a missing tool is said first, as `recover` does
             job.emit(PlanReady(plan.to_dict()))

@@ -64,7 +64,9 @@ def check_package(image: "Image", module: "Module") -> None:
     if want is not None and init.device_type not in (want, 0xFFFF):
         raise PackageMismatch(f"{image.path} is made for device type {init.device_type:#06x}, and "
                               f"{module.name} is {want:#06x}: nothing was sent",
-                              hint=f"Make the package with 'adafruit-nrfutil dfu genpkg --dev-type {want:#06x}'.")
+                              hint=f"Make the package again from your sketch with 'adafruit-nrfutil dfu "
+                                   f"genpkg --dev-type {want:#06x} --application SKETCH.hex SKETCH.zip' "
+                                   f"(or give rakflash the sketch's .hex: it makes the package itself).")
 
 
 class LegacyDfuTransfer:

@@ -603,7 +603,7 @@ function renderRecoveryPlan(job, p) {
     h("ol", { class: "steps" }, p.steps.map((s) => h("li", {}, s))),
     h("p", {}, h("strong", {}, "you:")),
     h("ul", { class: "guide" }, p.guide.map((s) => h("li", {}, s))),
-    p.stm32flash ? h("p", { class: "muted" }, "same with stm32flash: ", h("code", {}, p.stm32flash.replace("PORT", job.port))) : null,
+    p.stm32flash ? h("p", { class: "muted" }, `same with stm32flash${p.stm32flash_note ? ` (${p.stm32flash_note})` : ""}: `, h("code", {}, p.stm32flash)) : null,
   );
   job.plan = p;
 }
