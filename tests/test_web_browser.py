@@ -292,7 +292,7 @@ def test_the_seed_case_doctor_refusal_then_recovery_through_the_rom_bootloader(p
     expect(refused).to_contain_text("Refused before writing: RAK811 firmware V3.0.0.14.H needs bootloader 3.0.5")
     expect(refused).to_contain_text("Nothing was written to the module.")
 
-    page.get_by_role("button", name="Recover instead…").click()
+    page.locator("#recover").click()                       # (the refusal's next step has one too)
     card = page.locator(".job").first                      # the newest operation comes first
     expect(card.locator(".plan")).to_contain_text("Hold pin 17 (BOOT0) high: connect it to 3.3 V.")
     expect(card.locator(".plan")).to_contain_text("RAK811 pins 6 and 7")

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import SRC
 from test_web_browser import drop, expect, finished, pick, shot
-from web_support import firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
+from web_support import OLD, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
 
 pytestmark = pytest.mark.xdist_group("browser")
 
@@ -274,7 +274,7 @@ def test_a_recovery_is_played_on_a_virtual_module_with_its_own_buttons(page, web
     pick(page, dev.port)
     page.set_input_files("#file", str(full))
     expect(page.locator('.job[data-kind="flash"] .job-state')).to_have_text(re.compile("waiting for you|finished"))
-    page.get_by_role("button", name="Recover instead…").click()
+    page.locator("#recover").click()
     card = page.locator('.job[data-kind="recover"]')
     card.get_by_role("button", name="Recover").click()
     page.locator("#confirm-write").click()
@@ -316,3 +316,67 @@ def test_a_pulled_cable_is_plugged_back_in_from_the_page(page, web, virtual):
     assert not dev.uart.closed
     new.get_by_role("button", name="Identify").click()
     expect(page.locator("#device")).to_contain_text("RAK3172")
+
+
+# ------------------------------------------------------------------ the page's own language
+
+_TERMINAL = re.compile(r"rakflash (flash|recover|ports|doctor|info)\b|run the same command|--force|--module")
+
+
+def _visible_advice(locator) -> str:
+    """What the page says, less what it keeps folded under "on the command line"."""
+    return locator.evaluate("""el => { const c = el.cloneNode(true);
+        c.querySelectorAll('details.cli').forEach((d) => d.remove()); return c.innerText; }""")
+
+
+def test_doctor_and_a_stopped_update_say_what_to_do_on_the_page(page, web, virtual, tmp_path, cat):
+    dev = virtual("rak3172", baud=115200)
+    server = web(dev)
+    new = firmware_file(tmp_path / "RAK3172_4.0.6.bin", cat, size=120 * 1024)
+    page.goto(server.url)
+    page.set_input_files("#file", str(new))
+    row = page.locator(f'tr[data-port="{dev.port}"]')
+    row.get_by_role("button", name="Doctor").click()
+    findings = page.locator("#doctor .findings")
+    expect(findings).to_contain_text(re.compile("pick this port", re.I))
+    assert not _TERMINAL.search(_visible_advice(findings)), _visible_advice(findings)
+    fold = findings.locator('[data-code="image-fits"] details.cli')
+    fold.locator("summary").click()
+    expect(fold).to_contain_text(f"rakflash flash {new.name} --port {dev.port}")   # for who wants it
+
+    pick(page, dev.port)
+    card = page.locator(".job")
+    card.locator("button.flash").click()
+    page.locator("#confirm-write").click()
+    expect(card.locator(".progress-text")).to_contain_text(re.compile(r"write: [1-9]\d? %"))
+    page.once("dialog", lambda d: d.accept())
+    card.get_by_role("button", name="Stop").click()
+    result = card.locator(".result")
+    expect(result).to_contain_text("Stopped")
+    assert not _TERMINAL.search(_visible_advice(result)), _visible_advice(result)
+    expect(row.locator(".seen")).to_contain_text("changed by a stopped update: Identify to see")
+    expect(row.locator(".seen")).not_to_contain_text(OLD)
+    result.get_by_role("button", name="Check the plan again").click()     # the hint is a button
+    again = page.locator('.job[data-kind="flash"]').first
+    expect(again.locator(".plan")).to_contain_text("in its bootloader")
+    again.locator("button.flash").click()
+    page.locator("#confirm-write").click()
+    assert finished(again).startswith("Done: RAK3172")
+    expect(row.locator(".seen")).to_contain_text("RUI_4.0.6")
+
+
+def test_big_files_are_named_as_the_person_knows_them(page, web, tmp_path):
+    server = web()
+    page.goto(server.url)
+    big = tmp_path / "photos.bin"
+    big.write_bytes(b"\x5a" * (5 << 20))
+    page.set_input_files("#file", str(big))
+    inspect = page.locator("#inspect")
+    expect(inspect).to_contain_text("photos.bin is 5,242,880 bytes")
+    expect(inspect).not_to_contain_text("rakflash-web-")                # no server folder
+    huge = tmp_path / "backup.tar"
+    with huge.open("wb") as f:
+        f.truncate(40 << 20)
+    page.set_input_files("#file", str(huge))
+    expect(inspect).to_contain_text("backup.tar is 40.0 MiB: over 32 MiB")
+    expect(inspect).to_contain_text("Drop the firmware file itself")

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 from .. import events as ev
 from ..errors import Aborted, PortBusy, RakflashError
+from .wording import for_page
 
 # How long a plan waits for the person's "write it" before it is dropped (the
 # module, if it was caught in its bootloader for it, is sent back to its application).
@@ -270,7 +271,7 @@ class Board:
             finally:
                 self._give_back(ports)
             try:
-                job.finish(result)
+                job.finish(for_page(result, kind))
             finally:
                 job.ended.set()
 

@@ -55,8 +55,16 @@ def identify_port(port: str, baud: int | None, module: Module | None) -> dict[st
 
 
 def inspect_file(path: str, name: str, module: Module | None = None) -> dict[str, Any]:
-    """What ``rakflash inspect FILE --json`` prints; ``name`` is shown instead of the stored path."""
-    image = images.load(path, module=module)
+    """What ``rakflash inspect FILE --json`` prints; ``name`` is shown instead of the stored path
+    (also in an error: the server's temporary folder means nothing to the person)."""
+    try:
+        image = images.load(path, module=module)
+    except RakflashError as exc:
+        exc.message = exc.message.replace(path, name)
+        exc.args = (exc.message,)
+        if exc.hint:
+            exc.hint = exc.hint.replace(path, name)
+        raise
     image.path = name
     return images.analyse(image, module=module).to_dict()
 

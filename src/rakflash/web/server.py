@@ -58,6 +58,7 @@ from ..flows.session import FlashOptions
 from . import operations
 from .guard import Guard, listen_address, own_hosts
 from .jobs import Board, port_key
+from .wording import for_page, report_for_page
 
 MAX_UPLOAD = 32 * 1024 * 1024     # firmware is < 1 MiB, a DFU package a few MiB
 KEEP_IMAGES = 40
@@ -78,7 +79,7 @@ class _BadRequest(Exception):
 def _error(exc: RakflashError, status: int | None = None) -> JSONResponse:
     if status is None:
         status = 409 if isinstance(exc, PortBusy) else 400 if isinstance(exc, (UsageError, UnknownDevice)) else 200
-    return JSONResponse({**exc.to_dict(), "error": exc.name}, status_code=status)
+    return JSONResponse(for_page({**exc.to_dict(), "error": exc.name}), status_code=status)
 
 
 def _safe_name(name: str) -> str:
@@ -453,7 +454,7 @@ class WebServer:
         for device in report.get("devices", []):
             self.seen[port_key(device.get("port") or port)] = device
         self.board.notify()
-        return JSONResponse(report)
+        return JSONResponse(report_for_page(report))
 
     async def api_images(self, request: Request) -> Response:
         from urllib.parse import unquote
@@ -486,7 +487,7 @@ class WebServer:
             info = await run_in_threadpool(operations.inspect_file, str(path), name)
         except RakflashError as exc:
             return JSONResponse({"image": image_id, "name": name, "inspect": None,
-                                 **{**exc.to_dict(), "error": exc.name}})
+                                 **for_page({**exc.to_dict(), "error": exc.name})})
         return JSONResponse({"image": image_id, "name": name, "inspect": info, "error": None})
 
     async def api_flash(self, request: Request) -> Response:
@@ -567,7 +568,12 @@ class WebServer:
             return
         if result.get("written") and result.get("result") == "ok":
             self.seen[port_key(port)] = {**before, "mode": "app", "app_version": result.get("app_version_after")}
-        elif not result.get("written") and before.get("mode") == "app":
+        elif result.get("written"):
+            # Stopped or failed once writing had begun: the application seen before may be gone
+            # (the module most likely waits in its bootloader). Say that it is not known.
+            self.seen[port_key(port)] = {"port": before.get("port"), "module": before.get("module"),
+                                         "mode": None, "note": "changed by a stopped update: Identify to see"}
+        elif before.get("mode") == "app":
             # Unchanged. (A module found in its bootloader may have been caught there for
             # this plan and sent back to its application since: what runs now is unknown.)
             self.seen[port_key(port)] = before

@@ -66,6 +66,25 @@ async function api(path, body, opts = {}) {
   }
 }
 
+// What to do next, in the page's words (web/wording.py), with its button where one does it;
+// the command line's words follow, folded, for those who want them.
+function nextStep(data, job = null) {
+  const words = data.page_hint || data.page_next || data.hint || data.next || "";
+  const cli = data.page_hint || data.page_next ? (data.hint || data.next) : null;
+  const button = {
+    "check-again": job ? h("button", { class: "next-check", onclick: () => checkAgain(job) }, "Check the plan again") : null,
+    recover: state.image && !state.image.error && state.picked.length === 1
+      ? h("button", { class: "next-recover", onclick: () => recoverPort(state.picked[0]) }, "Recover instead…") : null,
+  }[data.page_action] || null;
+  const parts = [h("p", { class: "hint" }, h("strong", {}, "next: "), words, button ? " " : "", button)];
+  const command = data.command && !(data.page_next || data.page_hint || "").includes(data.command) ? data.command : null;
+  if (cli || command) {
+    parts.push(h("details", { class: "cli" }, h("summary", {}, "on the command line"),
+      cli ? h("p", {}, cli) : null, command ? h("code", { class: "command" }, command) : null));
+  }
+  return parts;
+}
+
 // A button's request (stop, cancel, an answer, a virtual module's button): its error, if any,
 // is said on the page instead of being lost.
 async function act(path, body) {
@@ -206,8 +225,7 @@ async function identify(port) {
   panel.replaceChildren();
   if (data.error) {
     panel.className = "panel error";
-    panel.append(h("p", {}, h("strong", {}, "error: "), data.message),
-                 h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
     return;
   }
   const rows = [
@@ -241,7 +259,7 @@ async function doctor(port) {
   panel.replaceChildren();
   if (!data.findings) {
     panel.className = "panel error";
-    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
     return;
   }
   panel.append(h("p", { class: "muted" }, `Doctor on ${port}${img ? " for " + img.name : ""}:`));
@@ -250,8 +268,11 @@ async function doctor(port) {
     list.append(h("li", { class: "finding " + f.level, "data-code": f.code },
       h("span", { class: "mark" }, MARKS[f.level] || "•"), " ", h("strong", {}, f.finding),
       h("div", { class: "why" }, h("span", { class: "label" }, "why "), f.why),
-      h("div", { class: "next" }, h("span", { class: "label" }, "next "), f.next),
-      f.command ? h("code", { class: "command" }, f.command) : null));
+      h("div", { class: "next" }, h("span", { class: "label" }, "next "), f.page_next || f.next,
+        f.page_action === "recover" && state.image && !state.image.error
+          ? h("button", { class: "next-recover", onclick: () => { pickPort(port); recoverPort(port); } }, "Recover instead…") : null),
+      f.page_next || f.command ? h("details", { class: "cli" }, h("summary", {}, "on the command line"),
+        f.page_next ? h("p", {}, f.next) : null, f.command ? h("code", { class: "command" }, f.command) : null) : null));
   }
   panel.append(list);
   const n = data.findings.filter((f) => f.level === "problem").length;
@@ -260,10 +281,20 @@ async function doctor(port) {
 }
 
 // ------------------------------------------------------------------ firmware
+const MAX_UPLOAD = 32 * 1024 * 1024;     // the server's bound: no firmware for these modules is near it
+
 async function upload(file) {
   const panel = $("#inspect");
   panel.hidden = false;
   panel.className = "panel";
+  if (file.size > MAX_UPLOAD) {            // said here, by name, before megabytes go up the wire
+    state.image = { error: "image-too-large-to-upload" };
+    renderInspect({ error: "image-too-large-to-upload",
+      message: `${file.name} is ${(file.size / 1048576).toFixed(1)} MiB: over 32 MiB, so not firmware for these modules`,
+      page_hint: "Drop the firmware file itself (.bin, .hex, or the DFU .zip): a few hundred KiB at most." });
+    maybeCheck();
+    return;
+  }
   panel.replaceChildren(h("p", { class: "muted" }, `Reading ${file.name}…`));
   const { data } = await api("api/images", file, {
     raw: true, headers: { "Content-Type": "application/octet-stream", "X-File-Name": encodeURIComponent(file.name) },
@@ -278,7 +309,7 @@ function renderInspect(d) {
   panel.replaceChildren();
   if (d.error) {
     panel.className = "panel error";
-    panel.append(h("p", {}, h("strong", {}, "error: "), d.message), h("p", {}, h("strong", {}, "next: "), d.hint || ""));
+    panel.append(h("p", {}, h("strong", {}, "error: "), d.message), ...nextStep(d));
     return;
   }
   panel.className = "panel";
@@ -363,8 +394,7 @@ async function check(ports) {
   if (status === 202) state.mine.add(data.job);
   else {
     panel.hidden = false;
-    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
-                          h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
   }
 }
 
@@ -381,8 +411,7 @@ async function recoverPort(port) {
   if (status === 202) state.mine.add(data.job);
   else {
     panel.hidden = false;
-    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
-                          h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
   }
 }
 
@@ -422,7 +451,6 @@ function card(id, header) {
   });
   $(".press-virtual", el).addEventListener("click", () => act("api/virtual/reset", { port: job.port }));
   $(".dismiss", el).addEventListener("click", () => act(`api/jobs/${id}/dismiss`, {}));
-  $(".check-again", el).addEventListener("click", () => checkAgain(job));
   state.jobs.set(id, job);
   $("#jobs").prepend(el);
   $("#jobs-empty").hidden = true;
@@ -747,19 +775,16 @@ function renderResult(job, r) {
     showProgress(job, r.bytes, r.bytes, "write");
   } else if (r.outcome === "ok") {
     box.className = "result ok";
-    box.append(h("p", { class: "headline" }, h("strong", {}, "Nothing to do: "), r.message + "."),
-      h("p", {}, r.hint));
+    box.append(h("p", { class: "headline" }, h("strong", {}, "Nothing to do: "), r.message + "."), ...nextStep(r, job));
     if (r.settings) box.append(h("p", { class: "settings" }, settingsText(r)));
   } else {
     const what = { refused: "Refused before writing", aborted: "Not written", failed: "Failed", stopped: "Stopped" }[r.outcome] || "Failed";
     box.className = "result " + r.outcome;
-    box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message),
-      h("p", { class: "hint" }, h("strong", {}, "next: "), r.hint || ""));
+    box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message), ...nextStep(r, job));
     if (r.outcome === "aborted" && r.answered_in && r.answered_in !== TAB) {
       box.append(h("p", { class: "elsewhere" }, "This plan was cancelled in another tab or window of this page."));
     }
     if (!r.written) box.append(h("p", { class: "muted" }, "Nothing was written to the module."));
-    $(".check-again", el).hidden = r.outcome === "refused" && !r.written;
   }
   box.append(h("p", { class: "muted code" }, `result: ${r.result}` + (r.error ? `, error: ${r.error}` : "")));
 }
