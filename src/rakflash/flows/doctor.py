@@ -942,8 +942,38 @@ def findings_for(o: Observation) -> list[Finding]:
         if f is not None:
             f.port = f.port or o.port
             found.append(f)
+    _refusal_outranks(o, found)
     order = {"problem": 0, "action": 1, "ok": 2, "note": 3}
     return sorted(found, key=lambda f: order[f.level])
+
+
+def _refusal_outranks(o: Observation, found: list[Finding]) -> None:
+    """Findings must not contradict each other: when ``flash`` would refuse the ``--for`` file,
+    no other finding may advise flashing it. Such a finding keeps what it found, points at the
+    refusal (whose next step is the way on), and its command takes any firmware for the module
+    but that file."""
+    e = o.plan_error
+    if e is None or isinstance(e, AlreadyUpToDate) or not o.image_path:
+        return
+    refusal = next((f for f in found if f.code == e.name), None)
+    for f in found:
+        if f is refusal or not _flashes(f.command, o.image_path):
+            continue
+        module = o.device.module if o.device is not None else o.module
+        words = [_placeholder(module) if w == o.image_path else w for w in shlex.split(f.command or "")]
+        f.command = " ".join(_q(w) for w in words)
+        f.next = (f"{f.next.rstrip(' :')}, but not with {os.path.basename(o.image_path)}: flash refuses it "
+                  f"(the '{e.name}' finding says why, and its next step is the way on). With a "
+                  f"firmware this module takes:")
+
+
+def _flashes(command: str | None, image_path: str) -> bool:
+    """Whether ``command`` is ``rakflash flash`` of ``image_path``."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return False
+    return words[:2] == ["rakflash", "flash"] and image_path in words[2:]
 
 
 def diagnose(port: str | None = None, *, image_path: str | None = None, module: Module | None = None,
