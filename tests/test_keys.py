@@ -271,16 +271,20 @@ def _damage_appkey_answers(dev) -> None:
     dev.uart.faults.rewrite_to_host.append(Rewrite(b"AT+APPKEY=", b"AT+APPKEY\x7f=", times=10_000))
 
 
+@pytest.mark.parametrize("name", ["rak11720", "rak3172"])
 @pytest.mark.parametrize("when", ["before the update", "after the update"])
 def test_a_key_that_cannot_be_confirmed_is_never_checked_and_said_to_maybe_have_changed(
-        virtual, resetting_app, when):
+        virtual, tmp_path, cat, name, when):
     """The RAK11720 soak case (heavy noise toward the host): APPKEY changed, exit 0, and the
     JSON listed it under both `checked` and `unchecked` with `lost: []`. A key whose value
     after the update rakflash can't confirm is never 'checked', and the result says plainly
     that it may have changed — whether its reads were damaged before the update (left alone)
     or after it (written back, but never read back)."""
-    dev = virtual("rak3172")
+    dev = virtual(name)
     set_keys(dev)
+    resetting_app = tmp_path / "new_layout.bin"       # a firmware that resets the keys at its first start
+    resetting_app.write_bytes(firmware.app_image(cat.module(name), NEW.replace("RAK3172-E", name.upper()),
+                                                 8 * 1024, new_settings_layout=True))
     if when.startswith("before"):
         _damage_appkey_answers(dev)
     code, events = run_as_a_person(
