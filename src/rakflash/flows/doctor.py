@@ -836,28 +836,30 @@ def findings_for(o: Observation) -> list[Finding]:
         if f is not None:
             f.port = f.port or o.port
             found.append(f)
-    _refusal_outranks(o, found)
+    e = o.plan_error
+    if e is not None and not isinstance(e, AlreadyUpToDate) and o.image_path:
+        _refusal_outranks(found, o.image_path, e.name,
+                          (o.device.module if o.device is not None else None) or o.module)
     order = {"problem": 0, "action": 1, "ok": 2, "note": 3}
     return sorted(found, key=lambda f: order[f.level])
 
 
-def _refusal_outranks(o: Observation, found: list[Finding]) -> None:
-    """Findings must not contradict each other: when ``flash`` would refuse the ``--for`` file,
-    no other finding may advise flashing it. Such a finding keeps what it found, points at the
-    refusal (whose next step is the way on), and its command takes any firmware for the module
-    but that file."""
-    e = o.plan_error
-    if e is None or isinstance(e, AlreadyUpToDate) or not o.image_path:
-        return
-    refusal = next((f for f in found if f.code == e.name), None)
+def _refusal_outranks(found: list[Finding], image_path: str, refusal: str,
+                      module: Module | None = None) -> None:
+    """Findings must not contradict each other: when ``flash`` would refuse the ``--for`` file
+    (``refusal``: the refusing finding's code — a plan refusal, or the image's own error), no
+    other finding may advise flashing it. Such a finding keeps what it found, points at the
+    refusal (whose next step is the way on), and its command takes any other firmware."""
+    if module is not None:
+        other = _placeholder(module)
+    else:
+        other = PACKAGE if image_path.lower().endswith(".zip") else FIRMWARE
     for f in found:
-        if f is refusal or not _flashes(f.command, o.image_path):
+        if f.code == refusal or not _flashes(f.command, image_path):
             continue
-        module = o.device.module if o.device is not None else o.module
-        words = [_placeholder(module) if w == o.image_path else w for w in shlex.split(f.command or "")]
-        f.command = " ".join(_q(w) for w in words)
-        f.next = (f"{f.next.rstrip(' :')}, but not with {os.path.basename(o.image_path)}: flash refuses it "
-                  f"(the '{e.name}' finding says why, and its next step is the way on). With a "
+        f.command = " ".join(_q(other if w == image_path else w) for w in shlex.split(f.command or ""))
+        f.next = (f"{f.next.rstrip(' :')}, but not with {os.path.basename(image_path)}: flash refuses it "
+                  f"(the '{refusal}' finding says why, and its next step is the way on). With a "
                   f"firmware this module takes:")
 
 
@@ -889,8 +891,10 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
             image_error = exc
     findings: list[Finding] = []
     if image_error is not None:
-        findings += findings_for(Observation(None, listing=listing, image_path=image_path,
-                                             image_error=image_error))
+        # The image's own finding only: the port rules have their observations below.
+        findings += [f for f in findings_for(Observation(None, listing=listing, image_path=image_path,
+                                                         image_error=image_error))
+                     if f.code == image_error.name]
     ports = [port] if port is not None else [e.device for e in module_ports(listing)]
     if not ports:
         findings += findings_for(Observation(None, listing=listing, image_path=image_path))
@@ -910,5 +914,7 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
     for p in ports:
         if p in seen:
             findings += findings_for(seen[p])
+    if image_error is not None and image_path:
+        _refusal_outranks(findings, image_path, image_error.name)
     devices = [seen[p].device for p in ports if p in seen and seen[p].device is not None]
     return Report(findings, devices, time.monotonic() - t0, budget)
