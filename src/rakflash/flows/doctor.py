@@ -45,8 +45,8 @@ from ..ports import PortEntry, list_serial_ports, other_openers
 from ..stoppable import OutOfTime, StoppableLink
 from ..trace import TraceWriter
 from . import boot
-from .discovery import module_ports
 from . import rom_probe
+from .discovery import module_ports
 from .identify import DeviceInfo, identify
 from .plan import Plan, check_compatibility, make_plan
 from .transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
@@ -526,8 +526,7 @@ def stm32_rom_bootloader(o: Observation) -> Finding | None:
     if o.rom is None:
         return None
     said = rom_probe.stm32_rom_waiting(o.rom, o.port or "PORT", o.module)
-    return Finding(said.code, "problem", said.finding, said.why, said.next(),
-                   said.command,
+    return Finding(said.code, "problem", said.finding, said.why, said.next(), said.command,
                    port=o.port, exit_code=5, details=said.details)
 
 
@@ -536,8 +535,7 @@ def apollo3_secure_bootloader(o: Observation) -> Finding | None:
     if o.sbl is None:
         return None
     said = rom_probe.apollo3_sbl_waiting(o.sbl, o.port or "PORT", o.module)
-    return Finding(said.code, "problem", said.finding, said.why, said.next(),
-                   said.command,
+    return Finding(said.code, "problem", said.finding, said.why, said.next(), said.command,
                    port=o.port, exit_code=5, details={"sbl": o.sbl})
 
 
