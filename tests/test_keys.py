@@ -306,6 +306,11 @@ def test_a_key_that_cannot_be_confirmed_is_never_checked_and_said_to_maybe_have_
         assert now["APPKEY"] != KEYS["APPKEY"]        # the new firmware reset it: it did change
     else:
         assert now["APPKEY"] == KEYS["APPKEY"]        # written back; only the reads were damaged
+        # what the warning says: the same command again, on a clean line, checks it again
+        code, again = cli_json("flash", str(resetting_app), "--port", dev.port, "--baud", str(FAST_BAUD),
+                               "--yes")
+        assert (code, again["result"], again["settings_kept"]) == (0, "already-up-to-date", True), again
+        assert "APPKEY" in again["settings"]["checked"] and not again["settings"]["unchecked"]
 
 
 def test_the_result_says_plainly_which_keys_may_have_changed(virtual, resetting_app):
