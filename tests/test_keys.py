@@ -262,3 +262,63 @@ def test_a_damaged_serial_number_does_not_hide_the_kept_keys_from_the_re_run(vir
     assert "settings-unread" not in warnings_in(lines)
     assert out["settings"]["from_earlier_run"] is True and out["settings_kept"] is True
     assert keys_on(dev) == KEYS
+
+
+# ------------------------------------------------------------------ keys that can't be confirmed
+
+def _damage_appkey_answers(dev) -> None:
+    """Every answer to AT+APPKEY=? from now on arrives with a stray byte: never a well-formed answer."""
+    dev.uart.faults.rewrite_to_host.append(Rewrite(b"AT+APPKEY=", b"AT+APPKEY\x7f=", times=10_000))
+
+
+@pytest.mark.parametrize("name", ["rak11720", "rak3172"])
+@pytest.mark.parametrize("when", ["before the update", "after the update"])
+def test_a_key_that_cannot_be_confirmed_is_never_checked_and_said_to_maybe_have_changed(
+        virtual, tmp_path, cat, name, when):
+    """The RAK11720 soak case (heavy noise toward the host): APPKEY changed, exit 0, and the
+    JSON listed it under both `checked` and `unchecked` with `lost: []`. A key whose value
+    after the update rakflash can't confirm is never 'checked', and the result says plainly
+    that it may have changed — whether its reads were damaged before the update (left alone)
+    or after it (written back, but never read back)."""
+    dev = virtual(name)
+    set_keys(dev)
+    resetting_app = tmp_path / "new_layout.bin"       # a firmware that resets the keys at its first start
+    resetting_app.write_bytes(firmware.app_image(cat.module(name), NEW.replace("RAK3172-E", name.upper()),
+                                                 8 * 1024, new_settings_layout=True))
+    if when.startswith("before"):
+        _damage_appkey_answers(dev)
+    code, events = run_as_a_person(
+        "flash", str(resetting_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes",
+        on_event=lambda e: _damage_appkey_answers(dev)
+        if when.startswith("after") and e.get("phase") == "settings-check" else None)
+    out = events[-1]
+    assert (code, out["result"]) == (0, "ok"), out
+    settings = out["settings"]
+    assert "APPKEY" not in settings["checked"] and settings["unchecked"] == ["APPKEY"], settings
+    assert set(settings["checked"]) == {"DEVEUI", "APPEUI", "BAND"} and "APPKEY" not in settings["lost"]
+    assert out["settings_kept"] is None
+    warned = [w for w in out["warnings"] if "APPKEY" in w["message"]]
+    assert warned and all("AT+APPKEY=?" in w["message"] for w in warned), out["warnings"]
+    dev.uart.faults.rewrite_to_host.clear()
+    now = keys_on(dev)
+    assert (now["DEVEUI"], now["APPEUI"]) == (KEYS["DEVEUI"], KEYS["APPEUI"])
+    if when.startswith("before"):
+        assert now["APPKEY"] != KEYS["APPKEY"]        # the new firmware reset it: it did change
+    else:
+        assert now["APPKEY"] == KEYS["APPKEY"]        # written back; only the reads were damaged
+        # what the warning says: the same command again, on a clean line, checks it again
+        code, again = cli_json("flash", str(resetting_app), "--port", dev.port, "--baud", str(FAST_BAUD),
+                               "--yes")
+        assert (code, again["result"], again["settings_kept"]) == (0, "already-up-to-date", True), again
+        assert "APPKEY" in again["settings"]["checked"] and not again["settings"]["unchecked"]
+
+
+def test_the_result_says_plainly_which_keys_may_have_changed(virtual, resetting_app):
+    dev = virtual("rak3172")
+    set_keys(dev)
+    _damage_appkey_answers(dev)
+    proc = run_cli("flash", str(resetting_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    said = [ln for ln in proc.stdout.splitlines() if ln.startswith("settings:")]
+    assert any("APPKEY may have changed" in ln for ln in said), proc.stdout
+    assert not any("APPKEY" in ln and ("kept" in ln or "wrote back" in ln) for ln in said), said

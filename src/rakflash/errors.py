@@ -13,7 +13,7 @@ Exit codes (documented in the README):
 2   usage error (bad command-line arguments)
 3   image problem (missing, unreadable, malformed, wrong target)
 4   serial port problem (missing, busy, disconnected)
-5   device problem (silent, flooding, garbage, unknown)
+5   device problem (silent, flooding, garbage, unknown, a chip's ROM bootloader answers)
 6   plan refused before anything was written
 7   transfer failed (timeout, cancelled, too many retries)
 8   verification failed after the transfer
@@ -142,6 +142,23 @@ class GarbageReply(DeviceError):
     name = "garbage"
     hint = ("The answers are not readable text: the baud rate is probably wrong (try --baud), "
             "or the wiring is noisy.")
+
+
+class ChipBootloader(DeviceError):
+    """The chip's own bootloader answers where the module's firmware should: a boot pin was held
+    at its last reset. The hint says how to leave it and the recovery command (flows/rom_probe.py)."""
+    name = "chip-bootloader"
+    hint = "Release the boot pin and reset the module: it starts its firmware again."
+
+
+class InRomBootloader(ChipBootloader):
+    """An STM32 ROM bootloader (AN3155) answers: BOOT0 was high at reset."""
+    name = "rom-bootloader"
+
+
+class InSecureBootloader(ChipBootloader):
+    """The Apollo3 secure bootloader answers HELLO: BOOT was held at reset, a wired update waits."""
+    name = "apollo3-sbl"
 
 
 class UnknownDevice(DeviceError):

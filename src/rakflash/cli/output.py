@@ -504,13 +504,18 @@ def show_settings(check: Any, *, unchecked_reason: str | None = None) -> None:
     if not check.names:
         return
     earlier = " (the values read by the earlier, interrupted run)" if check.from_earlier_run else ""
-    troubled = set(check.lost) | set(check.unchecked)
-    fine = [n for n in check.names if n not in troubled and n not in check.restored]
+    unknown = check.may_have_changed
+    fine = [n for n in check.names if n not in unknown and n not in check.lost and n not in check.restored]
     if check.restored:
         out.print(f"settings: the new firmware had reset {', '.join(check.restored)}; rakflash wrote "
                   f"back the values from before the update{earlier}.")
     elif fine:
         out.print(f"settings: {', '.join(fine)} kept{earlier}.")
-    if troubled:
-        out.print(f"settings: [yellow]{', '.join(n for n in check.names if n in troubled)} "
-                  f"not confirmed[/] (see the warning).")
+    if check.lost:
+        out.print(f"settings: [red]{', '.join(check.lost)} lost[/]: the new firmware changed "
+                  f"{'it' if len(check.lost) == 1 else 'them'} and rakflash could not write "
+                  f"{'it' if len(check.lost) == 1 else 'them'} back (see the warning).")
+    if unknown:
+        out.print(f"settings: [yellow]{', '.join(unknown)} may have changed[/]: rakflash could not "
+                  f"confirm {'its value' if len(unknown) == 1 else 'their values'} after the update "
+                  f"(see the warning).")

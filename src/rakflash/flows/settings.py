@@ -67,26 +67,45 @@ class Reading:
 
 @dataclass
 class SettingsCheck:
-    """What happened to the settings across an update."""
+    """What happened to the settings across an update.
 
-    names: list[str] = field(default_factory=list)      # settings compared
+    A setting is *checked* only when its value after the update is known: read back
+    consistently (kept, or written back and confirmed), or read consistently as another
+    value that could not be written back (lost). One whose value after the update
+    rakflash can't tell may have changed, and is never counted as checked.
+    """
+
+    names: list[str] = field(default_factory=list)      # every setting this run was to check
     restored: list[str] = field(default_factory=list)   # lost by the new firmware, written back
     lost: list[str] = field(default_factory=list)       # lost and could not be written back
     unchecked: list[str] = field(default_factory=list)  # not read consistently before: left alone
+    unconfirmed: list[str] = field(default_factory=list)  # read before; after the update never read
+    #                                                       back consistently: written back, unconfirmed
     from_earlier_run: bool = False    # the values came from a run that was cut off
     kept_in: str | None = None        # where the values are, when some could not be written back
 
     @property
+    def may_have_changed(self) -> list[str]:
+        """The settings whose value after the update can't be confirmed."""
+        return [n for n in self.names if n in self.unchecked or n in self.unconfirmed]
+
+    @property
+    def checked(self) -> list[str]:
+        """The settings whose value after the update is known (kept, restored or lost)."""
+        unknown = self.may_have_changed
+        return [n for n in self.names if n not in unknown]
+
+    @property
     def kept(self) -> bool | None:
         """True when every setting was checked and is there; False when one was lost;
-        None when some could not be checked (and none was lost)."""
+        None when some could not be confirmed (and none was lost)."""
         if self.lost:
             return False
-        return None if self.unchecked else True
+        return None if self.may_have_changed else True
 
     def to_dict(self) -> dict:
-        return {"checked": self.names, "restored": self.restored, "lost": self.lost,
-                "unchecked": self.unchecked, "from_earlier_run": self.from_earlier_run,
+        return {"checked": self.checked, "restored": self.restored, "lost": self.lost,
+                "unchecked": self.may_have_changed, "from_earlier_run": self.from_earlier_run,
                 "kept_in": self.kept_in}
 
 
@@ -285,6 +304,9 @@ def check_and_restore(link: Link, module: Module, before: dict[str, str], *,
 
     Only values read consistently belong in ``before``; a value the new
     application does not give consistently is written back too (it is known).
+    Whether a write-back took is known only from a consistent read: a setting
+    that never reads back so is *unconfirmed* — lost only when it was read
+    consistently as another value.
     """
     check = SettingsCheck(names=[setting_name(q) for q in before])
     console = AtConsole(link, module.dialect)
@@ -298,8 +320,10 @@ def check_and_restore(link: Link, module: Module, before: dict[str, str], *,
                 check.restored.append(name)   # it had changed; now it is back
             # (else the new value could not be read consistently: it is written and
             # confirmed now, but whether the firmware had changed it is unknown)
+        elif after is not None:
+            check.lost.append(name)           # it had changed, and no write-back read back
         else:
-            check.lost.append(name)
+            check.unconfirmed.append(name)    # never read consistently after: written, unconfirmed
     return check
 
 
@@ -322,7 +346,7 @@ def settle(link: Link, module: Module, serial: str | None, before: Reading | Non
     check.unchecked = [n for n in before.unreadable if n not in check.names]
     check.names += check.unchecked
     check.from_earlier_run = earlier or before.from_earlier_run
-    if not check.lost:
+    if not check.lost and not check.unconfirmed:
         forget_kept(module, serial)
     elif serial and _pending_file(module, serial).exists():
         check.kept_in = str(_pending_file(module, serial))
@@ -382,9 +406,24 @@ def warn_about(check: SettingsCheck, module: Module, emit: Sink) -> None:
                      f"the new firmware lost {', '.join(check.lost)} and rakflash could not write them "
                      f"back: set them again with {_setters(module, check.lost)}.{where}",
                      {"settings": check.lost, "kept_in": check.kept_in}))
+    if check.unconfirmed:
+        where = (f" The values from before the update are in {check.kept_in} (readable only by you)."
+                 if check.kept_in else "")
+        one = len(check.unconfirmed) == 1
+        it, they, s_ = ("it", "it", "s") if one else ("them", "they", "")
+        emit(Warning("settings-unconfirmed",
+                     f"{', '.join(check.unconfirmed)} may have changed: after the update {module.name} "
+                     f"never gave the same well-formed answer twice, so rakflash wrote back the "
+                     f"value{'' if one else 's'} from before but could not confirm {it}. Check {it} now "
+                     f"({', '.join(f'AT+{n}=?' for n in check.unconfirmed)}) and, if {they} "
+                     f"differ{s_}, set {it} again with {_setters(module, check.unconfirmed)}"
+                     + (f"; running the same command again checks {it} again" if check.kept_in else "")
+                     + f".{where}",
+                     {"settings": check.unconfirmed, "kept_in": check.kept_in}))
     if check.unchecked:
         emit(Warning("settings-unchecked",
-                     f"{', '.join(check.unchecked)} could not be checked: {module.name} never gave the "
+                     f"{', '.join(check.unchecked)} could not be checked and may have changed: "
+                     f"{module.name} never gave the "
                      f"same well-formed answer twice before the update, so rakflash left "
                      f"{'it' if len(check.unchecked) == 1 else 'them'} alone. Check "
                      f"{'it' if len(check.unchecked) == 1 else 'them'} now ("

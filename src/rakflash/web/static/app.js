@@ -793,17 +793,19 @@ function renderResult(job, r) {
 // said by the flow's warnings, shown with the job's notes as they come.
 function settingsText(r) {
   const s = r.settings;
-  if (!s || !s.checked || !s.checked.length) return "";
+  // `checked`: the keys whose value after the update is known; `unchecked`: the ones that may have changed.
+  const checked = (s && s.checked) || [], unknown = (s && s.unchecked) || [], lost = (s && s.lost) || [];
+  if (!checked.length && !unknown.length) return "";
   const earlier = s.from_earlier_run ? " (the values read by the earlier, interrupted run)" : "";
-  const troubled = new Set([...(s.lost || []), ...(s.unchecked || [])]);
-  const fine = s.checked.filter((n) => !troubled.has(n) && !(s.restored || []).includes(n));
+  const fine = checked.filter((n) => !lost.includes(n) && !(s.restored || []).includes(n));
   const lines = [];
   if (s.restored && s.restored.length) {
     lines.push(`settings: the new firmware had reset ${s.restored.join(", ")}; rakflash wrote back the values from before the update${earlier}.`);
   } else if (fine.length) {
     lines.push(`settings: ${fine.join(", ")} kept${earlier}.`);
   }
-  if (troubled.size) lines.push(`settings: ${s.checked.filter((n) => troubled.has(n)).join(", ")} not confirmed (see the warning).`);
+  if (lost.length) lines.push(`settings: ${lost.join(", ")} lost: the new firmware changed ${lost.length === 1 ? "it" : "them"} and rakflash could not write ${lost.length === 1 ? "it" : "them"} back (see the warning).`);
+  if (unknown.length) lines.push(`settings: ${unknown.join(", ")} may have changed: rakflash could not confirm ${unknown.length === 1 ? "its value" : "their values"} after the update (see the warning).`);
   return lines.join(" ");
 }
 
