@@ -33,16 +33,29 @@ def _printable(data: bytes) -> str:
     return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in data)
 
 
+def open_for_writing(path: str | Path, *, append: bool = False) -> IO[str]:
+    """A text file opened for writing (truncated, or appended to) that can't hang the caller and
+    is known to take data: O_NONBLOCK for the open only, so a FIFO nobody reads fails (ENXIO)
+    instead of blocking; then a write of zero bytes, which leaves a working file as it was but
+    fails where nothing can be written (``/dev/full``: ENOSPC). Raises OSError."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, b"")
+        return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class TraceWriter:
     """Appends timestamped, direction-tagged events to a trace file."""
 
     def __init__(self, path: str | Path | IO[str]) -> None:
         self._own = not hasattr(path, "write")
         if self._own:
-            # O_NONBLOCK for the open only: a FIFO nobody reads fails (ENXIO) instead of hanging.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o644)
-            os.set_blocking(fd, True)
-            self._f: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+            self._f: IO[str] = open_for_writing(path)
         else:
             self._f = path  # type: ignore[assignment]
         self._t0 = time.monotonic()
