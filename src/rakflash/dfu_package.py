@@ -40,6 +40,12 @@ from .errors import ImageEmpty, PackageError
 SECURE, LEGACY = "secure-dfu", "legacy-dfu"
 FAMILY_NAMES = {SECURE: "Nordic Secure DFU (RUI3 RAK4631-R, nrfutil)",
                 LEGACY: "Adafruit legacy DFU (Arduino RAK4631, adafruit-nrfutil)"}
+# The module whose bootloader takes each family, and so where a package's application is written:
+# its catalog application region (modules.toml; docs/protocols.md cites RAK-nRF52-RUI's
+# flash_nrf52840.ld, FLASH ORIGIN 0x27000, and the Adafruit nRF52 Arduino core's linker script,
+# 0x26000). images.load places a package's images by the same module.
+FAMILY_MODULES = {SECURE: "rak4631-r", LEGACY: "rak4631-arduino"}
+_SHORT = {SECURE: "RUI3 (Nordic Secure DFU)", LEGACY: "Arduino (Adafruit legacy DFU)"}
 
 # Nordic's dfu-cc.proto (proto2), as data: message → [(name, number, label, type, type name / default)].
 _ENUMS = {
@@ -189,10 +195,83 @@ class DfuPackage:
     def application(self) -> PackageImage | None:
         return self.image("application")
 
+    def linked_elsewhere(self, cat: Any = None) -> "LinkedElsewhere | None":
+        """Whether the application is linked for another base than where its family's bootloader
+        writes it (see :func:`linked_elsewhere`)."""
+        return linked_elsewhere(self, cat)
+
     def to_dict(self) -> dict:
+        problem = self.linked_elsewhere()
         return {"file": self.path, "format": "dfu-package", "family": self.family,
                 "family_name": self.family_name, "sha256": self.sha256, "file_size": self.file_size,
-                "images": [i.to_dict() for i in self.images]}
+                "images": [i.to_dict() for i in self.images],
+                "application_linked_elsewhere": problem.to_dict() if problem else None}
+
+
+@dataclass(frozen=True)
+class LinkedElsewhere:
+    """A package's application whose vector table says it was linked for another address than the
+    one its bootloader writes it at: the reset handler lies outside the image as placed, so the
+    module would not start it (an Arduino sketch, linked for 0x26000, in a RUI3 package that puts
+    it at 0x27000, say)."""
+
+    family: str                  # the package's family
+    placed_at: int               # where that family's bootloader writes the application
+    size: int
+    reset: int                   # the reset handler address the vector table names
+    linked_for: int | None       # the other family's application base the image fits, if one does
+    linked_for_family: str | None
+
+    def describe(self) -> str:
+        where = (f"linked for {self.linked_for:#07x}, where the {_SHORT[self.linked_for_family]} "
+                 f"bootloader puts an application" if self.linked_for is not None
+                 else "linked for another address")
+        side = "below" if self.reset < self.placed_at else "past the end of"
+        return (f"its application is {where}; this package's {_SHORT[self.family]} bootloader "
+                f"writes it at {self.placed_at:#07x}, and there its reset handler "
+                f"({self.reset:#07x}) lies {side} the image: the module would not start it")
+
+    def next_step(self) -> str:
+        if self.linked_for_family == LEGACY:
+            return ("It is an Arduino sketch in a RUI3 package: package it for the Arduino bootloader "
+                    "('adafruit-nrfutil dfu genpkg --dev-type 0x0052 --application FILE.hex PKG.zip') "
+                    "for an Arduino RAK4631, or build the firmware for RUI3 (RAK-nRF52-RUI links it "
+                    "at 0x27000) and package that with 'nrfutil pkg generate'.")
+        if self.linked_for_family == SECURE:
+            return ("It is a RUI3 application in an Arduino package: package it with 'nrfutil pkg "
+                    "generate' for a RAK4631-R, or build the sketch with the Arduino core (it links "
+                    "at 0x26000) and package that with 'adafruit-nrfutil dfu genpkg'.")
+        return (f"Rebuild the application linked for {self.placed_at:#07x} (the {FAMILY_NAMES[self.family]} "
+                f"application base) and package it again.")
+
+    def to_dict(self) -> dict:
+        return {"placed_at": self.placed_at, "reset": self.reset, "linked_for": self.linked_for,
+                "linked_for_family": self.linked_for_family, "message": self.describe()}
+
+
+def application_base(family: str, cat: Any = None) -> int:
+    """Where ``family``'s bootloader writes a package's application (the catalog's region)."""
+    from . import catalog
+    return (cat or catalog.load()).module(FAMILY_MODULES[family]).app.start
+
+
+def linked_elsewhere(pkg: DfuPackage, cat: Any = None) -> LinkedElsewhere | None:
+    """The application's reset handler, from its vector table, must lie inside the image as its
+    family's bootloader places it; None when it does, or when there is no application or no
+    vector table to go on (whether the bytes are firmware at all is the image checks' question)."""
+    from .images import vector_at
+    app = pkg.application
+    if app is None or pkg.family not in FAMILY_MODULES:
+        return None
+    vector = vector_at(app.firmware, 0)
+    if vector is None:
+        return None
+    base, size, reset = application_base(pkg.family, cat), len(app.firmware), vector[1]
+    if base <= reset < base + size:
+        return None
+    other = next(((f, b) for f in FAMILY_MODULES if f != pkg.family
+                  for b in [application_base(f, cat)] if b <= reset < b + size), (None, None))
+    return LinkedElsewhere(pkg.family, base, size, reset, other[1], other[0])
 
 
 # Order in which nrfutil sends a package's images (SoftDevice and bootloader first).
