@@ -631,7 +631,10 @@ def _try_package(fw_dir, raw: bytes, target: str):
     p = fw_dir / "damaged.zip"
     p.write_bytes(raw)
     dfu_package.is_package(p)
-    named_or_result(target, lambda: dfu_package.load(p))
+    pkg = named_or_result(target, lambda: dfu_package.load(p))
+    if isinstance(pkg, dfu_package.DfuPackage):       # what inspect and the plan ask of a package
+        pkg.to_dict()
+        pkg.linked_elsewhere()
     _load_and_analyse(p, target + " (images.load)")
 
 

@@ -52,7 +52,8 @@ def open_report(path: str | None, firmware: str | None = None) -> ReportFile | N
                               "sent to any module.") from None
 
 
-def report_failed(report: ReportFile, exc: OSError, missing: list[str], outcomes: list[DeviceOutcome]) -> ReportFailed:
+def report_failed(report: ReportFile, exc: OSError, missing: list[str],
+                  outcomes: list[DeviceOutcome]) -> ReportFailed:
     """The error a run ends with when its report stopped taking lines: what the file said, whose
     lines are missing, and how the modules ended (their rows are in the output)."""
     ended = ", ".join(f"{o.port}: {o.result}" for o in outcomes)

@@ -102,9 +102,10 @@ class DeviceDone(Event):
 class ReportFile:
     """JSON Lines appended one record per module, each line written whole and flushed.
 
-    Opened (and closed) once here, so a path that can't take lines fails before any module is
+    Tried here (opened and closed), so a path that can't take lines fails before any module is
     touched: a folder that isn't there, a FIFO nothing reads (it would block the open), a device
-    such as ``/dev/full`` (see :func:`~rakflash.trace.open_for_writing`). Raises OSError."""
+    such as ``/dev/full`` (see :func:`~rakflash.trace.open_for_writing`); each line opens it again
+    the same way. Raises OSError."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -254,7 +255,7 @@ class Fleet:
         if self.report is not None:
             try:
                 self.report.append(record)
-            except OSError as exc:       # the run goes on; it ends with this (see report_failure)
+            except OSError as exc:       # the modules go on; the run ends with it (cli: report-failed)
                 with self._lock:
                     self.report_error = self.report_error or exc
                     self.unreported.append(o.port)
