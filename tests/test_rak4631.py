@@ -344,3 +344,18 @@ def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, 
     assert f"--port {boot}" in last["hint"], last["hint"]
     code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=90)
     assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+
+
+def test_convert_refuses_an_application_linked_for_the_arduino_base_before_replacing_the_bootloader(
+        rak4631, tmp_path, cat):
+    """The plan's refusal of an Arduino sketch in a RUI3 package comes only after the conversion
+    has replaced the bootloader: the conversion checks it with its packages, before anything."""
+    dev = rak4631("rak4631-arduino", dfu_key=KEY)
+    sketch = firmware.app_image(cat.module("rak4631-arduino"), "RUI_4.0.6_RAK4631", 24_000)
+    app = tmp_path / "rui3-with-a-sketch.zip"
+    app.write_bytes(dp.secure_package(sketch, key_pem=KEY, fw_version=2))
+    code, out = cli_json("convert-to-rui3", conversion_package(tmp_path, cat), str(app),
+                         "--port", dev.port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "linked for 0x26000" in out["message"] and "nothing was sent" in out["message"]
+    assert dev.resets == 0 and dev.module.key == "rak4631-arduino"
