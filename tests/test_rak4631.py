@@ -205,6 +205,33 @@ def test_inspect_says_what_a_package_carries_and_requires(rak4631, tmp_path):
     assert "Adafruit legacy DFU" in text and "device type 0x0052" in text and "not signed" in text
     assert "firmware version not set" in text and "4294967295" not in text
 
+    assert out["package"]["application_linked_elsewhere"] is None     # linked where it is written
+
+
+def test_a_package_whose_application_is_linked_for_the_other_bootloader_is_named_and_refused(
+        rak4631, tmp_path, cat):
+    """An Arduino sketch (linked for 0x26000) inside a signed RUI3 package, which RUI3's bootloader
+    writes at 0x27000: the reset vector points below the image. inspect said nothing of it, and
+    flash refused it only as "built for another address … give the right --address" (a package
+    has no --address). inspect names it; the plan refuses it as a package mismatch, with the way
+    to package each build for its own bootloader, before the module is touched."""
+    dev = rak4631()
+    sketch = firmware.app_image(cat.module("rak4631-arduino"), "RUI_4.0.6_RAK4631", 24_000)
+    pkg = tmp_path / "rui3-with-a-sketch.zip"
+    pkg.write_bytes(dp.secure_package(sketch, key_pem=KEY, fw_version=2))
+    code, out = cli_json("inspect", str(pkg), timeout=60)
+    linked = out["package"]["application_linked_elsewhere"]
+    assert code == 0 and (linked["placed_at"], linked["linked_for"]) == (0x27000, 0x26000), out
+    assert linked["linked_for_family"] == "legacy-dfu" and "below the image" in linked["message"]
+    text = run_cli("inspect", str(pkg), timeout=60).stdout
+    assert "linked for 0x26000" in text and "would not start it" in text and "adafruit-nrfutil" in text
+    code, out = cli_json("flash", str(pkg), "--port", dev.port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "linked for 0x26000" in out["message"] and "writes it at 0x27000" in out["message"]
+    assert "nothing was sent" in out["message"] and "--address" not in out["hint"]
+    assert "adafruit-nrfutil dfu genpkg" in out["hint"] and "nrfutil pkg generate" in out["hint"]
+    assert dev.resets == 0 and dev.mode.value == "app" and dev.app_version == "RUI_4.0.5_RAK4631"
+
 
 def test_sim_command_prints_the_new_port_when_the_module_re_enumerates(tmp_path):
     """`rakflash sim rak4631`: a person watching it sees where the port went after AT+BOOT."""
@@ -317,3 +344,18 @@ def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, 
     assert f"--port {boot}" in last["hint"], last["hint"]
     code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=90)
     assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+
+
+def test_convert_refuses_an_application_linked_for_the_arduino_base_before_replacing_the_bootloader(
+        rak4631, tmp_path, cat):
+    """The plan's refusal of an Arduino sketch in a RUI3 package comes only after the conversion
+    has replaced the bootloader: the conversion checks it with its packages, before anything."""
+    dev = rak4631("rak4631-arduino", dfu_key=KEY)
+    sketch = firmware.app_image(cat.module("rak4631-arduino"), "RUI_4.0.6_RAK4631", 24_000)
+    app = tmp_path / "rui3-with-a-sketch.zip"
+    app.write_bytes(dp.secure_package(sketch, key_pem=KEY, fw_version=2))
+    code, out = cli_json("convert-to-rui3", conversion_package(tmp_path, cat), str(app),
+                         "--port", dev.port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "linked for 0x26000" in out["message"] and "nothing was sent" in out["message"]
+    assert dev.resets == 0 and dev.module.key == "rak4631-arduino"

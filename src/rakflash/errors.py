@@ -52,6 +52,15 @@ class UsageError(RakflashError):
     exit_code = 2
 
 
+class ReportFailed(UsageError):
+    """The --report file stopped taking lines during the run (a full disk, a FIFO whose reader left):
+    the modules' results are in the output, the report misses some of them."""
+    name = "report-failed"
+    hint = ("Free space or give --report a file you can write to. The output above has every "
+            "module's result; add the missing lines to the report from it, or run the same command "
+            "again (modules already done say already-up-to-date and get their line).")
+
+
 class ImageError(RakflashError):
     name = "image-error"
     exit_code = 3

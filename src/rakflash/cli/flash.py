@@ -94,12 +94,13 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
                 if link is not None and link.port_name != port:
                     known["moved_to"] = link.port_name
                 if report is not None:       # --report: the same line as for several modules
-                    report_one(report, port, image, session, outcome, sys.exc_info()[1],
+                    once, report = report, None
+                    report_one(once, port, image, session, outcome, sys.exc_info()[1],
                                time.monotonic() - t0, started, link)
-                    report = None
     finally:
         if report is not None:               # the port could not even be opened
-            report_one(report, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
+            once, report = report, None
+            report_one(once, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
             emit_result(outcome.to_dict(), port)

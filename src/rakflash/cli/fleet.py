@@ -21,13 +21,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import events as ev
-from ..errors import ConfirmationNeeded, PortNotFound, UsageError
+from ..errors import ConfirmationNeeded, PortNotFound, ReportFailed, UsageError
 from ..flows.discovery import module_ports
 from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_identifiers, settle
 from ..flows.session import FlashOptions
 from ..images import Image
 from ..trace import TraceWriter
-from .options import _same_file, open_trace
+from .options import _same_file, open_trace, why_unwritable
 from .output import ask_yes_no, emit_json, err, out
 
 EXIT_SOME_FAILED = 11
@@ -47,18 +47,38 @@ def open_report(path: str | None, firmware: str | None = None) -> ReportFile | N
     try:
         return ReportFile(path)
     except OSError as exc:
-        raise UsageError(f"cannot append to the report file {path}: {exc.strerror or exc}",
-                         hint="Give --report a path in a folder you can write to.") from None
+        raise UsageError(f"cannot append to the report file {path}: {why_unwritable(exc)}",
+                         hint="Give --report a path in a folder you can write to. Nothing was "
+                              "sent to any module.") from None
+
+
+def report_failed(report: ReportFile, exc: OSError, missing: list[str],
+                  outcomes: list[DeviceOutcome]) -> ReportFailed:
+    """The error a run ends with when its report stopped taking lines: what the file said, whose
+    lines are missing, and how the modules ended (their rows are in the output)."""
+    ended = ", ".join(f"{o.port}: {o.result}" for o in outcomes)
+    lines = "the line of {} is" if len(missing) == 1 else "the lines of {} are"
+    return ReportFailed(f"the report {report.path} stopped taking lines ({why_unwritable(exc)}): "
+                        f"{lines.format(', '.join(missing))} missing from it; "
+                        f"{'the module' if len(outcomes) == 1 else 'the modules'} ended {ended}",
+                        missing=missing)
 
 
 def report_one(report: ReportFile, port: str, image: Image, session: Any, result: Any,
                failure: BaseException | None, seconds: float, started: str, link: Any = None) -> None:
-    """Append the record of a single-port ``flash`` (the same fields as for several ports)."""
+    """Append the record of a single-port ``flash`` (the same fields as for several ports);
+    :class:`ReportFailed` when the report no longer takes it."""
     o = DeviceOutcome(port, started=started)
     settle(o, session, result, failure, seconds)
     if link is not None:
         ask_identifiers(o, link, session)
-    report.append(o.record(image))
+    try:
+        report.append(o.record(image))
+    except OSError as exc:
+        error = report_failed(report, exc, [port], [o])
+        if o.message:
+            error.message += f" ({o.message})"
+        raise error from None
 
 
 def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOptions, *,
@@ -81,6 +101,15 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
             outcomes = fleet.run()
     seconds = time.monotonic() - t0
     code = 130 if fleet.interrupted else (0 if all(o.ok for o in outcomes) else EXIT_SOME_FAILED)
+    if report is not None and fleet.report_error is not None:
+        # The run ends with the report's error (its last line, with --json, carries the summary).
+        error = report_failed(report, fleet.report_error, fleet.unreported, outcomes)
+        if as_json:
+            error.details.update({k: v for k, v in summary(outcomes, seconds, report).items()
+                                  if k not in ("result", "report")})
+        else:
+            show_summary(outcomes, seconds, None, fleet.interrupted)
+        raise error
     if as_json:
         emit_json(summary(outcomes, seconds, report))
     else:

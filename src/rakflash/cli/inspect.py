@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .. import images
@@ -52,6 +53,10 @@ def _print_package(pkg) -> None:
             needs.append(f"CRC-16 {init.crc16:#06x}")
         needs.append(f"signed ({init.signature_type})" if init.signed else "not signed")
         out.print(f"  {'':<12}requires: {', '.join(needs)}")
+    linked = pkg.linked_elsewhere()
+    if linked is not None:
+        out.print(f"[bold red]wrong base:[/] {escape(linked.describe())}; 'rakflash flash' refuses it")
+        out.print(f"  hint: {escape(linked.next_step())}")
 
 
 def _print_inspect(info: images.ImageInfo) -> None:

@@ -168,12 +168,16 @@ def open_trace(stack: ExitStack, trace_path: str, keep: tuple[str, ...] = ()) ->
     try:
         trace = TraceWriter(trace_path)
     except OSError as exc:
-        why = ("it is a FIFO and nothing reads it" if exc.errno == errno.ENXIO
-               else exc.strerror or str(exc))
-        raise UsageError(f"cannot write the trace file {trace_path}: {why}",
+        raise UsageError(f"cannot write the trace file {trace_path}: {why_unwritable(exc)}",
                          hint="Give --trace a path in a folder you can write to.") from None
     stack.callback(trace.close)
     return trace
+
+
+def why_unwritable(exc: OSError) -> str:
+    """Why a file named by an option (--trace, --report) can't be written, in words: the OS's,
+    except for a FIFO nothing reads (opened without blocking, it fails with ENXIO)."""
+    return "it is a FIFO and nothing reads it" if exc.errno == errno.ENXIO else exc.strerror or str(exc)
 
 
 def _moved_hint(port: str) -> str | None:

@@ -43,6 +43,10 @@ def check_packages(bootloader: Image, app: Image) -> None:
     if pkg is None or pkg.family != SECURE or pkg.application is None:
         raise PackageMismatch(f"{app.path} is not a RUI3 application package (Nordic Secure DFU): nothing "
                               f"was sent", hint="Give the RUI3 package for RAK4631-R second.")
+    linked = pkg.linked_elsewhere()     # the plan refuses it too, but only after the bootloader changed
+    if linked is not None:
+        raise PackageMismatch(f"{app.path}: {linked.describe()}; nothing was sent", hint=linked.next_step(),
+                              linked_for=linked.linked_for)
 
 
 def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = nowhere,

@@ -25,6 +25,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from ..errors import AlreadyUpToDate, PlanRefused, RakflashError
 from ..events import DeviceFound, Event, Phase, Progress
 from ..images import Image
 from ..stoppable import StoppableLink
-from ..trace import TraceWriter
+from ..trace import TraceWriter, open_for_writing
 from .session import DryRun, FlashOptions, FlashSession
 from .settings import read_value, setting_name
 from .update import UpdateResult
@@ -99,20 +100,27 @@ class DeviceDone(Event):
 
 
 class ReportFile:
-    """JSON Lines appended one record per module, each line written whole and flushed."""
+    """JSON Lines appended one record per module, each line written whole and flushed.
+
+    Tried here (opened and closed), so a path that can't take lines fails before any module is
+    touched: a folder that isn't there, a FIFO nothing reads (it would block the open), a device
+    such as ``/dev/full`` (see :func:`~rakflash.trace.open_for_writing`); each line opens it again
+    the same way. Raises OSError."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        with open(path, "a", encoding="utf-8"):
-            pass                    # fails now (a usage error), not after the first module
+        with open_for_writing(path, append=True):
+            pass
 
     def append(self, record: dict[str, Any]) -> None:
+        """Append one line; OSError when the file no longer takes it (a full disk, a FIFO's reader gone)."""
         line = json.dumps(record) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+        with self._lock, open_for_writing(self.path, append=True) as f:
             f.write(line)
             f.flush()
-            os.fsync(f.fileno())
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):     # a FIFO or a device has nothing to sync
+                os.fsync(f.fileno())
 
 
 FleetSink = Callable[[str, Event], None]      # (port, event)
@@ -143,6 +151,8 @@ class Fleet:
         self.grace = grace                     # how long a stopped module may take to end cleanly
         self.outcomes = {p: DeviceOutcome(p) for p in self.ports}
         self.interrupted = False
+        self.report_error: OSError | None = None   # the first append to the report that failed
+        self.unreported: list[str] = []            # ports whose line is missing from the report
         self._links: dict[str, StoppableLink] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -243,7 +253,12 @@ class Fleet:
             o.reported = True
         record = o.record(self.image)
         if self.report is not None:
-            self.report.append(record)
+            try:
+                self.report.append(record)
+            except OSError as exc:       # the modules go on; the run ends with it (cli: report-failed)
+                with self._lock:
+                    self.report_error = self.report_error or exc
+                    self.unreported.append(o.port)
         self.emit(o.port, DeviceDone(record))
 
 

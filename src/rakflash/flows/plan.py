@@ -27,7 +27,7 @@ from ..catalog import Module, version_tuple
 import re
 
 from ..errors import (AlreadyUpToDate, BaudTooLow, BootloaderTooOld, ImageTargetError, ImageTooLarge,
-                      ModuleUncertain, TouchesBootloader, UnsupportedUpdate, WrongTarget)
+                      ModuleUncertain, PackageMismatch, TouchesBootloader, UnsupportedUpdate, WrongTarget)
 from ..images import Image, ImageInfo, analyse, target_module, vector_at
 from .identify import DeviceInfo
 from .transfers import for_protocol
@@ -278,6 +278,10 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     check_image = getattr(for_protocol(module.protocol), "check_image", None)
     if check_image is not None:
         check_image(image, module)      # e.g. a DFU package for the other nRF52 bootloader family
+    linked = image.package.linked_elsewhere() if image.package is not None else None
+    if linked is not None:              # its application, linked for the other family's base
+        raise PackageMismatch(f"{_file(image)}: {linked.describe()}; nothing was sent",
+                              hint=linked.next_step(), linked_for=linked.linked_for)
     too_slow = getattr(for_protocol(module.protocol), "refusal", None)
     if too_slow is not None and too_slow(module, device.baud):
         raise BaudTooLow(too_slow(module, device.baud), baud=device.baud)
