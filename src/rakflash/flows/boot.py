@@ -53,6 +53,7 @@ def request_boot(link: Link, module: Module, *, timeout: float = 3.0, tries: int
     for command in module.dialect["boot"]:
         for _ in range(tries):
             link.discard_input()
+            t0 = time.monotonic()
             link.write_line(command)
             deadline = Deadline(timeout)
             refused = False
@@ -61,10 +62,14 @@ def request_boot(link: Link, module: Module, *, timeout: float = 3.0, tries: int
                 if line is None:
                     break
                 if banner in line:
+                    link.step(f"{command} → {module.boot_dialect['banner']} ({time.monotonic() - t0:.2f} s)")
                     return confirm_boot_mode(link, module)
                 if line.startswith(b"ERROR") or line == b"AT_COMMAND_NOT_FOUND":
                     refused = True     # unknown here, or damaged on the way
+                    link.step(f"{command} → {line.decode('latin-1')!r} ({time.monotonic() - t0:.2f} s)")
                     break
+            if not refused:
+                link.step(f"{command} → no banner ({time.monotonic() - t0:.2f} s)")
             if confirm_boot_mode(link, module, 1.0):
                 return True   # the banner was missed, but the bootloader answers
             if not refused:
