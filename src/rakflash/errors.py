@@ -110,6 +110,13 @@ class PortPermission(PortError):
             "names the exact group or udev rule for this port.")
 
 
+class NotASerialPort(PortError):
+    """The path exists but is something else: a file, a folder, a device that is not a terminal."""
+    name = "not-a-serial-port"
+    hint = ("Name the module's serial port: 'rakflash ports' lists them (Linux /dev/ttyUSB0 or "
+            "/dev/ttyACM0, macOS /dev/cu.usbserial-…, Windows COM3).")
+
+
 class PortDisconnected(PortError):
     name = "port-disconnected"
     hint = ("The port went away (cable pulled, or the module reset its USB). Reconnect it and run "
