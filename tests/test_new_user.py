@@ -113,3 +113,15 @@ def test_verbose_flash_shows_the_boot_and_update_commands_once_each_phase(virtua
     assert "AT+BOOT → <BOOT MODE>" in proc.stderr, proc.stderr
     assert update_answer in proc.stderr, proc.stderr
     assert "erasing: erasing" not in proc.stderr and "writing: writing" not in proc.stderr
+
+
+# ------------------------------------------------------------------ 20.11: the README's Python API example
+
+def test_the_readmes_python_api_example_is_one_piece_of_python_that_imports():
+    import re
+    readme = open(os.path.join(SRC, "..", "README.md")).read()
+    section = readme[readme.index("\n## Python API\n"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    compile(code, "README.md (Python API)", "exec")          # no stray paragraph inside it
+    imports = "\n".join(line for line in code.splitlines() if line.startswith(("from ", "import ")))
+    exec(imports, {})                                         # and what it imports exists
