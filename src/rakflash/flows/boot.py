@@ -249,5 +249,5 @@ def catch_after_reset(link: Link, module: Module, why: str, *, window: float = 3
                   f"module listens after a reset, or press reset during the next try "
                   f"(--reset-window to wait longer); or, bypassing the serial bootloader, "
                   f"write a fixed firmware .hex {module.recovery_advice('FIRMWARE.hex', link.port_name)}."),
-            cause="flooding")
+            cause="flooding", module=module.name)       # what the message calls it, for a report too
     emit(Caught(round(time.monotonic() - t0, 3)))
