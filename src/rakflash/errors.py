@@ -328,10 +328,22 @@ class ProbeError(PortError):
 
 
 class SwdUnavailable(ProbeError):
-    """pyOCD, the optional extra SWD recovery needs, is not installed."""
+    """pyOCD, the optional extra SWD recovery needs, is not installed.
+
+    One rule for every missing optional part (an extra, ``[swd]`` or ``[web]``): a named
+    ``…-unavailable`` error with exit code 4 — what this installation can't reach the module
+    through, like a missing port or probe; not a usage mistake (2)."""
 
     name = "swd-unavailable"
     hint = "Install it with: pip install 'rakflash[swd]'"
+
+
+class WebUnavailable(PortError):
+    """Starlette or uvicorn, the optional extra 'rakflash web' needs, is not installed (the
+    rule of :class:`SwdUnavailable`)."""
+
+    name = "web-unavailable"
+    hint = "Install it with: pip install 'rakflash[web]'"
 
 
 class ProbeNotFound(ProbeError):

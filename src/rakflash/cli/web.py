@@ -65,8 +65,8 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
     try:
         from ..web.server import WebServer
     except ImportError as exc:
-        raise UsageError(f"'rakflash web' needs the web extra ({exc.name} is not installed)",
-                         hint="pip install 'rakflash[web]'") from None
+        from ..errors import WebUnavailable
+        raise WebUnavailable(f"'rakflash web' needs the web extra ({exc.name} is not installed)") from None
     if _needs_name(host):
         raise UsageError(f"--host {host} would answer on every address, and the page checks which "
                          f"address it is called by",
