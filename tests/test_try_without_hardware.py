@@ -198,3 +198,27 @@ def test_every_command_of_the_section_works_as_printed(tmp_path):
     report = [json.loads(ln) for ln in (tmp_path / "try" / "report.jsonl").read_text().splitlines()]
     assert [r["result"] for r in report] == ["ok", "ok"], report
     assert {r["port"] for r in report} == {"try/line-1", "try/line-2"}
+
+
+def test_samples_are_what_they_say_and_keep_their_key(tmp_path):
+    """Each sample is what 'inspect' calls a file for its module; the RUI3 package is signed with
+    the key written beside it, and running 'samples' again keeps that key (a simulator started
+    with it still accepts the new package)."""
+    from rakflash import dfu_package as dp, images
+    from conftest import cli_json
+    code, out = cli_json("samples", str(tmp_path / "try"))
+    assert code == 0
+    files = {f["file"]: f for f in out["files"]}
+    for name, f in files.items():
+        if name.endswith(".pem"):
+            continue
+        info = images.analyse(images.load(tmp_path / "try" / name))
+        assert info.module is not None and info.module.key == f["module"], (name, info.module)
+    assert images.load(tmp_path / "try" / "rak11720-app.ota").format == "apollo3-ota"
+    assert images.analyse(images.load(tmp_path / "try" / "rak3172-full.hex")).includes_bootloader
+    key = (tmp_path / "try" / "dfu-key.pem").read_bytes()
+    pkg = dp.load(tmp_path / "try" / "rak4631-r-app.zip")
+    init = pkg.application.init
+    assert init.signed and dp.verify(init.command_bytes, init.signature, dp.public_key_bytes(key))
+    assert cli_json("samples", str(tmp_path / "try"))[0] == 0
+    assert (tmp_path / "try" / "dfu-key.pem").read_bytes() == key
