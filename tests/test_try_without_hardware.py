@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import SRC
 

@@ -9,7 +9,7 @@ import click
 from ..flows.doctor import Report, diagnose
 from .app import main
 from .options import BAUD, json_option, lookup_module, module_option, open_trace
-from .output import read_only_command, emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 MARKS = {"ok": "[green]✓[/]", "note": "[cyan]•[/]", "action": "[yellow]![/]", "problem": "[red]✗[/]"}
 

@@ -14,7 +14,7 @@ from .app import main
 from .options import (json_option, lookup_module, module_option, open_link, pick_port, port_options,
                       verbosity_options)
 from . import output
-from .output import read_only_command, TerminalEvents, emit_json, print_device, reports_errors
+from .output import TerminalEvents, emit_json, print_device, read_only_command, reports_errors
 
 DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
 

@@ -12,7 +12,8 @@ from .. import apollo3_info0 as info0_mod
 from ..errors import Aborted, ConfirmationNeeded, ImageFormatError, UsageError
 from .app import main
 from .options import json_option, lookup_module
-from .output import read_only_command, JsonEvents, TerminalEvents, emit_json, known, out, reports_errors
+from .output import (JsonEvents, TerminalEvents, emit_json, known, out, read_only_command,
+                     reports_errors)
 
 
 @main.group()

@@ -8,7 +8,7 @@ from rich.table import Table
 from .. import images
 from .app import main
 from .options import IntParam, load_image, lookup_module, module_option
-from .output import read_only_command, emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 
 @main.command()

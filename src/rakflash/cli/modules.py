@@ -7,7 +7,7 @@ from rich.table import Table
 
 from .. import catalog as _catalog
 from .app import main
-from .output import read_only_command, emit_json, out
+from .output import emit_json, out, read_only_command
 
 
 @main.command()

@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from .app import main
-from .output import read_only_command, emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 
 @main.command()
