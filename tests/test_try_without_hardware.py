@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from conftest import SRC
 
 README = Path(__file__).resolve().parent.parent / "README.md"
