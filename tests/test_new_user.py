@@ -222,3 +222,28 @@ def test_a_missing_optional_part_is_exit_4_for_web_as_for_swd(tmp_path):
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.splitlines() == ["error: 'rakflash web' needs the web extra (starlette is not installed)",
                                         "hint: Install it with: pip install 'rakflash[web]'"]
+
+
+def test_verbose_flood_catch_shows_the_boot_burst_in_one_line(virtual, tmp_path, cat):
+    import time
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.2)
+    time.sleep(0.4)
+    app = tmp_path / "app.bin"
+    app.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.6_RAK3172-E", 4096))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", str(app), "--port", dev.port, "--baud",
+                             str(FAST_BAUD), "--yes", "-v", "--reset-window", "20"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=cli_env())
+    said = []
+    try:
+        for line in proc.stdout:
+            said.append(line)
+            if "Press the module's reset button now" in line:
+                dev.press_reset()          # as a person does when told
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(said)
+    assert proc.returncode == 0, text
+    bursts = [ln for ln in said if "AT+BOOT × " in ln]
+    assert bursts and "(a burst) → <BOOT MODE> after" in bursts[0], text

@@ -164,21 +164,28 @@ def catch_start_up_window(link: Link, module: Module, *, window: float = 30.0,
     deadline = Deadline(window)
     next_tick = 0.0
     seen = bytearray()
-    banners = 0
+    banners = sent = 0
+    t0 = time.monotonic()
     gap = max(0.01, 40 * 10 / link.baud)   # a few dozen byte times between bursts
     while not deadline.expired:
         if tick and time.monotonic() >= next_tick:
             tick(deadline.remaining())
             next_tick = time.monotonic() + 1.0
         link.write(command)
+        sent += 1
         seen += link.read(65536, gap)
         if banner in seen or status in seen:
+            # -v: the burst as one line, not one per copy sent
+            link.step(f"{module.dialect['boot'][0]} × {sent} (a burst) → "
+                      f"{module.boot_dialect['banner']} after {time.monotonic() - t0:.2f} s")
             if _settle_into_bootloader(link, module):
                 return "caught"
             banners += 1
             seen.clear()     # that banner is spent: wait for the next start
             continue
         del seen[:-64]     # keep a tail so a banner split across reads is still found
+    link.step(f"{module.dialect['boot'][0]} × {sent} (a burst) → no bootloader that answered "
+              f"within {window:.0f} s")
     return "no-answer" if banners else "no-reset"
 
 
