@@ -71,6 +71,8 @@ EXPECTED: dict[str, tuple[int, list[str]]] = {
     "rakflash convert-to-rui3 try/rui3_nrf52840_bootloader_latest.zip try/rak4631-r-app.zip "
     "--port try/arduino --yes": (0, ["RUI_4.0.6_RAK4631"]),
     "rakflash info --port try/arduino": (0, ["RAK4631-R", "RUI_4.0.6_RAK4631"]),
+    "rakflash recover try/rak11720-full.hex --via swd --module rak11720 --dry-run":
+        (0, ["pyocd flash -t ama3b1kk_kbr", "reset_type=emulated"]),
     "rakflash flash try/rak3172-app.bin --port try/line-1 --port try/line-2 --yes --report try/report.jsonl":
         (0, ["2 modules"]),
 }
