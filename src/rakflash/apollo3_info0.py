@@ -353,10 +353,17 @@ class Info0:
         if self.wired_interfaces & WIRED_UART and self.wired_timeout_ms < 1000:
             f.append(Finding("warning", f"the wired update waits only {self.wired_timeout_ms} ms "
                              "after reset: hard to catch (SparkFun found 250 ms unreliable at 115200)"))
-        if self.security_policy & 0x3 or self.secure_boot == "on":
-            f.append(Finding("blocks", "the security policy asks for authenticated/encrypted images "
-                             f"(policy {self.security_policy:#x}, secure boot {self.secure_boot}): "
-                             "rakflash's unsigned wired blobs are refused", "wired-update"))
+        if self.security_policy & 0x3:
+            wants = " and ".join(w for bit, w in ((1, "authenticated"), (2, "encrypted"))
+                                 if self.security_policy & bit)
+            f.append(Finding("blocks", f"the security policy asks for {wants} images (policy "
+                             f"{self.security_policy:#x}: {_policy(self.security_policy)}): rakflash's "
+                             "unsigned wired blobs are refused", "wired-update"))
+        elif self.secure_boot == "on":
+            # Said as the field list says it: the policy is none, secure boot is what is on.
+            f.append(Finding("blocks", "secure boot is on (security policy none): the secure bootloader "
+                             "checks images' signatures, so rakflash's unsigned wired blobs are refused",
+                             "wired-update"))
         if self.main_ptr != RUI_BOOTLOADER_START:
             f.append(Finding("blocks", f"the secure bootloader starts the firmware at "
                              f"{self.main_ptr:#x}, not at RUI's bootloader ({RUI_BOOTLOADER_START:#x}): "

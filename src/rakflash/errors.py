@@ -119,6 +119,13 @@ class PortPermission(PortError):
             "names the exact group or udev rule for this port.")
 
 
+class NotASerialPort(PortError):
+    """The path exists but is something else: a file, a folder, a device that is not a terminal."""
+    name = "not-a-serial-port"
+    hint = ("Name the module's serial port: 'rakflash ports' lists them (Linux /dev/ttyUSB0 or "
+            "/dev/ttyACM0, macOS /dev/cu.usbserial-…, Windows COM3).")
+
+
 class PortDisconnected(PortError):
     name = "port-disconnected"
     hint = ("The port went away (cable pulled, or the module reset its USB). Reconnect it and run "
@@ -347,10 +354,22 @@ class ProbeError(PortError):
 
 
 class SwdUnavailable(ProbeError):
-    """pyOCD, the optional extra SWD recovery needs, is not installed."""
+    """pyOCD, the optional extra SWD recovery needs, is not installed.
+
+    One rule for every missing optional part (an extra, ``[swd]`` or ``[web]``): a named
+    ``…-unavailable`` error with exit code 4 — what this installation can't reach the module
+    through, like a missing port or probe; not a usage mistake (2)."""
 
     name = "swd-unavailable"
     hint = "Install it with: pip install 'rakflash[swd]'"
+
+
+class WebUnavailable(PortError):
+    """Starlette or uvicorn, the optional extra 'rakflash web' needs, is not installed (the
+    rule of :class:`SwdUnavailable`)."""
+
+    name = "web-unavailable"
+    hint = "Install it with: pip install 'rakflash[web]'"
 
 
 class ProbeNotFound(ProbeError):

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import select
+import stat
 import time
 from typing import Callable, Iterator, Protocol
 
@@ -29,7 +30,7 @@ try:
 except ImportError:        # Windows: pyserial's own timeout handling
     _PosixSerial = None
 
-from .errors import PortBusy, PortDisconnected, PortError, PortNotFound, PortPermission
+from .errors import NotASerialPort, PortBusy, PortDisconnected, PortError, PortNotFound, PortPermission
 from .trace import TraceWriter
 
 
@@ -76,6 +77,9 @@ class Link:
             # simulator — that frames the bytes itself. Open it without parity; the
             # trace's "open" event says so (parity_applied).
             self.parity_applied = "N"
+        wrong = _not_a_serial_port(port)
+        if wrong is not None:
+            raise wrong
         try:
             self._ser = self._open(port, baud, self.parity_applied, exclusive)
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -346,7 +350,41 @@ def _read_now(fd: int, n: int) -> bytes:
 
 
 def _reason(exc: BaseException) -> str:
+    """The OS's words for why, not a Python tuple: pyserial wraps termios' errors as
+    "Could not configure port: (25, 'Inappropriate ioctl for device')"."""
+    err, words = _os_cause(exc)
+    if words:
+        return f"{words} (errno {err})"
     return str(exc).strip() or exc.__class__.__name__
+
+
+def _os_cause(exc: BaseException) -> tuple[int | None, str | None]:
+    """(errno, the system's words) of ``exc`` or of the error it was raised from."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        if isinstance(getattr(e, "errno", None), int) and getattr(e, "strerror", None):
+            return e.errno, e.strerror
+        args = getattr(e, "args", ())
+        if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+            return args[0], args[1]
+    return None, None
+
+
+def _not_a_serial_port(port: str) -> PortError | None:
+    """A path that exists but can't be a serial port, which is a character device: said before
+    it is opened (a regular file is never opened for writing). Names (COM3, socket://…) and
+    missing paths are left to the open, which says what is wrong with them."""
+    try:
+        mode = os.stat(port).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISCHR(mode):
+        return None
+    what = ("a folder" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "not a device")
+    return NotASerialPort(f"{port} is not a serial port: it is {what}")
 
 
 def port_busy(port: str, others: "list[tuple[int, str]] | tuple" = (), *, windows: bool = False) -> PortBusy:
@@ -374,4 +412,7 @@ def _open_error(port: str, exc: BaseException) -> PortError:
         return PortPermission(f"no permission to open {port}")
     if "Connection refused" in text:
         return PortNotFound(f"nothing listens at {port}")
+    if _os_cause(exc)[0] == errno.ENOTTY:
+        return NotASerialPort(f"{port} is not a serial port: it is a device that is not a terminal "
+                              f"(the system says '{_os_cause(exc)[1]}')")
     return PortError(f"cannot open {port}: {_reason(exc)}")

@@ -249,7 +249,8 @@ def _pty_index(pid: int, fd: str) -> str | None:
 
 def port_entry(path: str) -> PortEntry | None:
     """What the OS (or the virtual port registry) says about ``path``, if it lists it."""
-    real = os.path.realpath(path) if path.startswith("/") else path
+    # A link to the port (``rakflash sim --link``, a udev symlink) is the port it points at.
+    real = os.path.realpath(path) if path.startswith("/") or os.path.islink(path) else path
     for e in list_serial_ports():
         if e.device in (path, real):
             return e

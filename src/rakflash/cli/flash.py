@@ -54,6 +54,11 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
     Several --port options, or --all, update several modules at once: one live
     row per module, then a summary; --report appends one JSON line per module.
     """
+    if all_ports and port:
+        # Which did the person mean: every module port, or these? Writing firmware to modules
+        # they did not name is worse than asking.
+        raise click.UsageError(f"--all takes every port that looks like a module's, and --port names "
+                               f"ports one by one ({', '.join(port)}): give one or the other")
     module = lookup_module(module_name)
     if not port and not all_ports:
         port = (pick_port(None),)            # the only port that looks like a module's, said which

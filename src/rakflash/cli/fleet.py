@@ -117,6 +117,10 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
     raise SystemExit(code)
 
 
+def _modules(n: int) -> str:
+    return f"{n} module" + ("" if n == 1 else "s")
+
+
 def open_port_trace(stack: ExitStack, trace_path: str, port: str, firmware: str) -> TraceWriter:
     """One port's trace among several: ``F-PORTNAME.jsonl`` for ``--trace F.jsonl``."""
     p = Path(trace_path)
@@ -126,7 +130,7 @@ def open_port_trace(stack: ExitStack, trace_path: str, port: str, firmware: str)
 
 def _confirm(ports: list[str], image: Image) -> None:
     if not sys.stdin or not sys.stdin.isatty():
-        raise ConfirmationNeeded(f"about to write firmware to {len(ports)} modules, and there is no "
+        raise ConfirmationNeeded(f"about to write firmware to {_modules(len(ports))}, and there is no "
                                  f"terminal to confirm it")
     from ..errors import Aborted
     if not ask_yes_no(f"Write {Path(image.path).name} to the modules on {', '.join(ports)}?"):
@@ -153,7 +157,7 @@ def show_summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFi
     s = summary(outcomes, seconds, report)
     words = ", ".join(f"{n} {r}" for r, n in s["results"].items())
     colour = "green" if s["result"] == "ok" else "red"
-    out.print(f"[{colour}]{s['ok']} of {s['modules']} modules done[/] in {seconds:.1f} s ({words})")
+    out.print(f"[{colour}]{s['ok']} of {_modules(s['modules'])} done[/] in {seconds:.1f} s ({words})")
     for o in outcomes:
         if not o.ok:
             err.print(f"[red]{o.port}[/]: {o.result}: {o.message or ''}", markup=True)
@@ -195,7 +199,7 @@ class FleetView:
             self.live = Live(self._render(), console=err, refresh_per_second=4, transient=False)
             self.live.start()
         else:
-            err.print(f"updating {len(self.rows)} modules: {', '.join(self.rows)}")
+            err.print(f"updating {_modules(len(self.rows))}: {', '.join(self.rows)}")
         return self
 
     def __exit__(self, *exc: object) -> None:

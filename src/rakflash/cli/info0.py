@@ -13,7 +13,8 @@ from ..errors import Aborted, ConfirmationNeeded, ImageFormatError, UsageError
 from .app import main
 from ..trace import open_for_writing
 from .options import json_option, lookup_module, why_unwritable
-from .output import JsonEvents, TerminalEvents, emit_json, known, out, reports_errors
+from .output import (JsonEvents, TerminalEvents, emit_json, known, out, read_only_command,
+                     reports_errors)
 
 
 @main.group()
@@ -49,6 +50,7 @@ def show(file: str | None, probe: str | None, module_name: str | None, save: str
     Prints the fields the secure bootloader and RUI's bootloader depend on, and which
     values would stop the wired update, RUI's bootloader or SWD from working.
     """
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     module = _apollo3(module_name)
     if file and probe:
         raise UsageError("give a dump FILE or --probe, not both")

@@ -9,7 +9,7 @@ from rich.table import Table
 from .. import images
 from .app import main
 from .options import IntParam, load_image, lookup_module, module_option
-from .output import emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 
 @main.command()
@@ -20,6 +20,7 @@ from .output import emit_json, out, reports_errors
 @reports_errors
 def inspect(file: str, address: int | None, module_name: str | None, as_json: bool) -> None:
     """Say what a firmware file is: format, segments, target, regions, versions."""
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     module = lookup_module(module_name)
     img = load_image(file, address, module)
     info = images.analyse(img, module=module)

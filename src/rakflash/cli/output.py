@@ -42,9 +42,14 @@ class _GuardedStdout:
     it ended. Everything else is the wrapped stream's.
     """
 
+    # The exit status of a command that only reads, when its reader goes away: that of a
+    # program ended by SIGPIPE (128 + 13), as 'yes | head -1' leaves it.
+    CLOSED_PIPE_EXIT = 141
+
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self.closed_early = False
+        self.read_only = False      # set by read_only_command(): then a closed pipe ends it quietly
 
     def write(self, text: str) -> int:
         if not self.closed_early:
@@ -74,6 +79,9 @@ class _GuardedStdout:
             os.close(devnull)
         except (OSError, ValueError, AttributeError):
             pass
+        if self.read_only:
+            # Nothing is left undone: the reader has what it wanted ('rakflash modules | head -2').
+            raise SystemExit(self.CLOSED_PIPE_EXIT)
         sys.stderr.write("warning: standard output was closed early; rakflash goes on and reports "
                          "on standard error\n")
         sys.stderr.flush()
@@ -93,6 +101,16 @@ def prepare_streams() -> None:
             pass
     if sys.stdout is not None and not isinstance(sys.stdout, _GuardedStdout):
         sys.stdout = _GuardedStdout(sys.stdout)
+
+
+def read_only_command() -> None:
+    """Called by a command that changes nothing (``modules``, ``inspect``, ``info`` …): when its
+    standard output is closed early (``| head -2``) it ends at once, quietly, with the exit status
+    of a closed pipe — there is nothing to finish, unlike an update, which goes on and reports on
+    standard error (:class:`_GuardedStdout`)."""
+    prepare_streams()
+    if isinstance(sys.stdout, _GuardedStdout):
+        sys.stdout.read_only = True
 
 
 def stdout_closed_early() -> bool:
@@ -384,7 +402,7 @@ class TerminalEvents:
         elif isinstance(event, ev.Phase):
             label = self.LABELS.get(event.phase, event.phase)
             if verbose:
-                self._line(f"{label}: {event.message}" if event.message else label)
+                self._line(_phase_text(label, event.message))
             if event.phase == "identify":
                 return                       # quick, and says nothing a person needs
             total = event.info.get("bytes")
@@ -441,6 +459,18 @@ class TerminalEvents:
                           "in a burst and catches the module as it starts.")
         else:
             err.print(f"[bold]{event.message}[/]")
+
+
+def _phase_text(label: str, message: str | None) -> str:
+    """A phase's line under -v: its message when that says the same thing in more words
+    ('erasing: the bootloader erases …', not 'erasing: erasing: …'), else 'label: message'."""
+    if not message:
+        return label
+    if message.split()[0].lower() == label.split()[0].lower():
+        return message
+    if message.lower().startswith(label.lower() + ":"):
+        return message
+    return f"{label}: {message}"
 
 
 class _KibPerSecond(ProgressColumn):

@@ -21,7 +21,7 @@ from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, method_for, plan_recovery, recover
 from ..flows.recover_stm32 import port_commands
 from .app import main
-from .options import WINDOW, json_option, lookup_module, module_option, open_link, port_options
+from .options import WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, port_options
 from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, err, known, out,
                      reports_errors)
 
@@ -39,7 +39,7 @@ RECOVER_KEYS = RESULT_KEYS + ("bootloader_version_before", "bootloader_version_a
               help="How to reach the chip (default: the module's first, see 'rakflash modules'); "
                    "'--via swd' writes through a debug probe and pyOCD.")
 @click.option("--probe", metavar="ID", help="SWD: the probe's unique id, or part of it (see 'rakflash probes').")
-@click.option("--pack", metavar="FILE", type=click.Path(dir_okay=False, exists=True),
+@click.option("--pack", metavar="FILE", type=CmsisPack(),
               help="SWD: a CMSIS device pack (.pack) for a target pyOCD does not know yet (offline machines).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the time it takes, touch nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Confirm writing without a prompt.")

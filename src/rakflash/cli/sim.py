@@ -60,13 +60,18 @@ from .options import BAUD, PROBABILITY, Real
 @click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
               help="RAK4631-R only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
                    "Secure DFU bootloader accepts. Default: a new key, saved beside and named in the output.")
+@click.option("--link", "link_path", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
+              help="Also reach the port as PATH: a symbolic link that follows the port when it changes "
+                   "(a native-USB module's reset, a cable plugged in again), removed at exit — so other "
+                   "commands can name the port before it exists, as socat's link= does.")
 def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
         app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
         bit_error_rate: float, drop_rate: float, garbage_rate: float, bit_error_rate_to_host: float,
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
-        any_baud: bool, serial_number: str, arduino: bool, dfu_key: str | None) -> None:
+        any_baud: bool, serial_number: str, arduino: bool, dfu_key: str | None,
+        link_path: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
     The first line printed is 'port: /dev/pts/N'. Press the module's reset
@@ -115,7 +120,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                                     garbage_rate_to_host=garbage_rate_to_host, seed=fault_seed,
                                     power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
     key_note = None
-    if module_name.lower() in ("rak4631", "rak4631-r", "rak4631-rui3", "rak4630"):
+    if arduino or module_name.lower() in ("rak4631", "rak4631-r", "rak4631-rui3", "rak4630"):
         from .. import dfu_package
         if dfu_key:
             opts.dfu_key = open(dfu_key, "rb").read()
@@ -145,7 +150,12 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     started: queue.SimpleQueue = queue.SimpleQueue()
     dev.mode_listeners.append(lambda mode: started.put(_running_line(dev, mode)))
     dev.start()
-    click.echo(f"port: {dev.port}")
+    try:
+        link = _PortLink(link_path, dev.port) if link_path else None
+    except click.BadParameter:
+        dev.stop()
+        raise
+    click.echo(f"port: {dev.port}" + (f" (also {link_path})" if link else ""))
     if key_note:
         click.echo(f"dfu key: {key_note} (its Secure DFU bootloader accepts packages signed with it: "
                    f"nrfutil pkg generate … --key-file {key_note})")
@@ -166,7 +176,10 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                 dev.set_boot_pin(not dev.boot_pin)
                 click.echo(f"boot pin {'high' if dev.boot_pin else 'low'} (press reset to take effect)")
             elif key == "p" and dev.uart.closed:
-                click.echo(f"cable plugged in again; port: {dev.plug_in()}")
+                new_port = dev.plug_in()
+                if link:
+                    link.point_at(new_port)
+                click.echo(f"cable plugged in again; port: {new_port}")
             sys.stdout.flush()
 
     if sys.stdin is not None and not sys.stdin.closed:
@@ -189,6 +202,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                            + ")")
                 sys.stdout.flush()
                 last_port = dev.port
+                if link:
+                    link.point_at(dev.port)
             while not started.empty():
                 click.echo(started.get())
                 sys.stdout.flush()
@@ -196,6 +211,39 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         pass
     finally:
         dev.stop()
+        if link:
+            link.remove()
+
+
+class _PortLink:
+    """A symbolic link at a path the person chose, pointing at the simulator's current port."""
+
+    def __init__(self, path: str, port: str) -> None:
+        import os
+        self.path = path
+        if os.path.lexists(path) and not os.path.islink(path):
+            raise click.BadParameter(f"{path} exists and is not a symbolic link: name another path",
+                                     param_hint="'--link'")
+        self.point_at(port)
+
+    def point_at(self, port: str) -> None:
+        """Re-point the link in one step (a new link renamed over the old), so a command that
+        opens the path never finds it missing."""
+        import os
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.symlink(port, tmp)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise click.BadParameter(f"can't make the link {self.path}: {exc.strerror or exc}",
+                                     param_hint="'--link'") from None
+
+    def remove(self) -> None:
+        import os
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def _running_line(dev, mode) -> str:

@@ -53,8 +53,8 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
     try:
         from ..web.server import WebServer
     except ImportError as exc:
-        raise UsageError(f"'rakflash web' needs the web extra ({exc.name} is not installed)",
-                         hint="pip install 'rakflash[web]'") from None
+        from ..errors import WebUnavailable
+        raise WebUnavailable(f"'rakflash web' needs the web extra ({exc.name} is not installed)") from None
     from ..web.guard import AddressRefused, listen_address
     try:
         address = listen_address(host)[1]

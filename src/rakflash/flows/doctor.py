@@ -769,9 +769,14 @@ def image_fits(o: Observation) -> Finding | None:
     app = p.module.app
     peek = (f"; doctor read bootloader {o.peeked} from the bootloader itself and started the "
             f"application again" if o.peeked else "")
-    return Finding("image-fits", "ok",
+    # What flash's plan notes (a downgrade, only the application part of a full .hex …), doctor
+    # says too: "fits" alone hid a downgrade that flash then pointed out.
+    noted = "".join(f"; note: {n}" for n in p.notes)
+    downgrade = any(n.startswith("this is a downgrade") for n in p.notes)
+    return Finding("image-fits", "note" if downgrade else "ok",
                    f"{o.image_path} fits: {p.app_version or 'an application'} ({len(p.payload):,} bytes) into "
-                   f"{p.module.name}'s application region ({app.size:,} bytes at {app.start:#010x}){peek}",
+                   f"{p.module.name}'s application region ({app.size:,} bytes at {app.start:#010x}){peek}"
+                   f"{noted}",
                    f"nothing stands in the way: the bootloader takes it over {p.protocol.upper()}, about "
                    f"{p.estimate_seconds(p.device.baud):.0f} s "
                    + ("over its USB port" if p.device.usb else f"at {p.device.baud} baud"),

@@ -284,6 +284,7 @@ def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult 
         o.result, o.app_version_after, o.bytes = "ok", result.app_version_after, result.bytes
     elif isinstance(failure, RakflashError):
         o.result, o.message, o.exit_code = failure.name, failure.message, failure.exit_code
+        o.module = o.module or failure.details.get("module")     # a flood never identified says which
         o.hint = (failure.hint or "").replace("--port PORT", f"--port {o.port}")   # this very port
         if isinstance(failure, AlreadyUpToDate):
             o.app_version_after = failure.details.get("app_version_after") or o.app_version_before

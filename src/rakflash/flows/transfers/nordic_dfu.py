@@ -126,6 +126,7 @@ class NordicDfuTransfer:
             return 0.0, plan.device.bootloader_version
         serial = usb_serial(link)
         link.write_line(module.dialect["boot"][0])
+        link.step(f"{module.dialect['boot'][0]} → no answer expected: the port re-enumerates")
         seconds = follow(link, module, "bootloader", serial=serial, emit=emit)
         return seconds, None
 
