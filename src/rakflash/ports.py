@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import re
-import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -109,13 +108,9 @@ def not_a_serial_port(name: str, *, network_anywhere: bool = False) -> str | Non
     real = os.path.realpath(name) if name.startswith("/dev/") else name
     if not _DEVICE_PATH.match(real):
         return f"{name!r} is not a serial port: rakflash opens only {kinds}"
-    try:
-        mode = os.stat(real).st_mode
-    except OSError:
-        return None            # not plugged in yet: opening it will say so
-    if not stat.S_ISCHR(mode):
-        return f"{name!r} is not a serial port (not a character device)"
-    return None
+    from .link import _not_a_serial_port       # what the path is, if it exists and isn't a device
+    wrong = _not_a_serial_port(real)           # (a missing one may be plugged in later)
+    return wrong.message if wrong is not None else None
 
 
 def _is_loopback_name(host: str) -> bool:
