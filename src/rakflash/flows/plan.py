@@ -27,8 +27,8 @@ from ..catalog import Module, version_tuple
 import re
 
 from ..errors import (AlreadyUpToDate, BaudTooLow, BootloaderTooOld, ImageTargetError, ImageTooLarge,
-                      ModuleUncertain, TouchesBootloader, UnsupportedUpdate, WrongTarget)
-from ..images import Image, ImageInfo, analyse, target_module, vector_at
+                      ModuleUncertain, NotFirmware, TouchesBootloader, UnsupportedUpdate, WrongTarget)
+from ..images import Image, ImageInfo, analyse, check_firmware, target_module, vector_at
 from .identify import DeviceInfo
 from .transfers import for_protocol
 
@@ -269,8 +269,17 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
             guessed.append(f"the device did not say which module it is; the image is built for "
                            f"{module.name}, so rakflash takes it as one")
     if module is None:
+        check_firmware(image)
         raise WrongTarget("rakflash could not tell which module this is",
                           hint="Name it with --module (see 'rakflash modules').")
+    # The image checks every write path shares (images.analyse): a file that is not firmware,
+    # or firmware for another chip, is refused before anything else is said about it.
+    try:
+        info = analyse(image, module=module)
+    except NotFirmware:
+        raise
+    except ImageTargetError as exc:
+        raise WrongTarget(exc.message, hint=exc.hint) from None
     if for_protocol(module.protocol) is None:
         raise UnsupportedUpdate(
             f"rakflash can't yet update a {module.name} over its serial port ({module.protocol})",
@@ -281,10 +290,6 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     too_slow = getattr(for_protocol(module.protocol), "refusal", None)
     if too_slow is not None and too_slow(module, device.baud):
         raise BaudTooLow(too_slow(module, device.baud), baud=device.baud)
-    try:
-        info = analyse(image, module=module)
-    except ImageTargetError as exc:
-        raise WrongTarget(exc.message, hint=exc.hint) from None
     if info.image.format != "apollo3-ota" and info.module is not None and info.vector is None \
             and not info.includes_app:
         raise WrongTarget(f"{image.path} holds no {module.name} application",

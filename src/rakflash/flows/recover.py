@@ -37,10 +37,10 @@ from typing import Any, Callable
 
 from .. import catalog as _catalog
 from ..catalog import Module
-from ..errors import (Flooding, ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
-                      VerifyFailed, WrongTarget)
+from ..errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
+                      UsageError, VerifyFailed, WrongTarget)
 from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ..images import Image, ImageInfo, Segment, analyse, target_module
+from ..images import Image, ImageInfo, Segment, analyse, check_firmware, target_module
 from ..link import Deadline, Link
 
 # Method name → "module:Class" (imported when used, so a method's optional
@@ -259,10 +259,13 @@ def check_image(image: Image, module: Module | None, *, app: Image | None = None
         image = combine(image, app)
     module = module or target_module(image)
     if module is None:
+        check_firmware(image)
         raise WrongTarget(f"{image.path}: rakflash can't tell which module this image is for",
                           hint="Name the module with --module (see 'rakflash modules').")
     try:
-        info = analyse(image, module=module)
+        info = analyse(image, module=module)    # the image checks every write path shares
+    except NotFirmware:
+        raise
     except ImageTargetError as exc:
         raise WrongTarget(exc.message, hint=exc.hint) from None
     flash = module.mcu.flash
