@@ -1,0 +1,226 @@
+"""Nothing is written from a file that is not firmware, by any write path (issue 17, items 1 and 8).
+
+Random bytes, a JPEG renamed .bin, an Apollo3 INFO0 dump and another MCU's image go through
+every path that writes — flash over YMODEM, AMOTA, Secure DFU and legacy DFU; recover over the
+STM32 ROM, the Apollo3 secure bootloader and SWD; convert-to-rui3 — with the module named, and
+the virtual module's flash is never erased or programmed (the same files inside the wrappers
+each path also takes: DFU packages, an Apollo3 OTA or wired-update blob). The paths run through
+the Python API as the CLI and the page call it; the CLI and the page each get a run of their own.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from rakflash import apollo3_info0, apollo3_ota, catalog, images
+from rakflash import dfu_package as dp
+from rakflash.errors import NotFirmware, PlanRefused, RakflashError
+from rakflash.events import Prompt
+from rakflash.flows.convert import convert_to_rui3
+from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
+from rakflash.flows.session import FlashOptions, FlashSession
+from rakflash.link import Link
+from rakflash.protocols import apollo3_sbl as sbl
+from rakflash.sim import firmware
+from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+
+from conftest import FAST_BAUD, cli_json
+
+CAT = catalog.load()
+KEY = dp.new_signing_key()
+USB = ("rak4631-r", "rak4631-arduino")          # native USB: the line runs at USB's rate
+
+
+def jpeg() -> bytes:
+    """A whole baseline JPEG (an 8x8 grey picture a browser shows): SOI, JFIF APP0, one
+    quantisation table, SOF0, one-code DC and AC Huffman tables, SOS, the entropy-coded
+    block (DC difference 0, end of block), EOI — ITU-T T.81 Annex B."""
+    def seg(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+    return (b"\xff\xd8" + seg(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0")
+            + seg(0xDB, b"\0" + b"\x01" * 64)
+            + seg(0xC0, b"\x08\0\x08\0\x08\x01\x01\x11\0")
+            + seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")
+            + seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00")
+            + seg(0xDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x3f" + b"\xff\xd9")
+
+
+def other_mcus_image(module) -> bytes:
+    """An application built for the first module in the catalog with another MCU."""
+    other = next(m for m in CAT.modules.values() if m.mcu is not module.mcu)
+    return firmware.app_image(other, firmware.DEFAULT_VERSIONS[other.key][2], 8 * 1024)
+
+
+FILES = {
+    "noise-small": lambda m: random.Random(f"{m.key}:small").randbytes(700),
+    "noise-large": lambda m: random.Random(f"{m.key}:large").randbytes(48 * 1024),
+    "jpeg": lambda m: jpeg(),
+    "info0": lambda m: apollo3_info0.rak11720_default().raw,
+    "other-mcu": other_mcus_image,
+}
+
+
+# The container each path also takes, by (path, module): a DFU package, an Apollo3 OTA blob,
+# an Apollo3 wired-update blob (written in place at RUI's bootloader address).
+WRAPPERS = {
+    ("flash", "rak4631-r"): lambda data: dp.secure_package(data, key_pem=KEY, fw_version=2),
+    ("convert-app", "rak4631-arduino"): lambda data: dp.secure_package(data, key_pem=KEY, fw_version=2),
+    ("flash", "rak4631-arduino"): dp.legacy_package,
+    ("convert-bootloader", "rak4631-arduino"): lambda data: dp.make_package(
+        data, dp.legacy_init_packet(data), legacy=True, kind="bootloader", name="bootloader"),
+    ("flash", "rak11720"): apollo3_ota.build_blob,
+    ("recover-apollo3-sbl", "rak11720"): lambda data: b"".join(b.raw for b in sbl.build_blocks(data, 0xC000)),
+}
+
+
+# Every write path with every module it writes.
+PATHS = ([("flash", m.key) for m in CAT.modules.values()]
+         + [(f"recover-{method}", m.key) for m in CAT.modules.values() for method in m.recovery
+            if method in ("stm32-rom", "apollo3-sbl", "swd")]
+         + [("convert-bootloader", "rak4631-arduino"), ("convert-app", "rak4631-arduino")])
+CASES = [pytest.param(path, key, kind, wrap, id=f"{path}-{key}-{kind}{'-wrapped' if wrap else ''}")
+         for path, key in PATHS for kind in FILES for wrap in (False, True)
+         if not wrap or (path, key) in WRAPPERS]
+
+
+def person(dev):
+    """Does what the prompts say: hold the boot pin and reset; release it."""
+    def act(event) -> None:
+        if isinstance(event, Prompt):
+            if event.action.startswith("release"):
+                dev.set_boot_pin(False)
+                if event.action.endswith("reset"):
+                    dev.press_reset()
+            else:
+                dev.set_boot_pin(True)
+                dev.press_reset()
+    return act
+
+
+def good_packages(tmp_path):
+    """RAK's two conversion packages (the simulator's images of them)."""
+    rui3 = CAT.module("rak4631-r")
+    segs = firmware.bootloader_image(rui3, "RUI_BOOT_0.6_RAK4631")
+    start = rui3.region("bootloader").start
+    boot = bytearray(b"\xff" * (max(a + len(d) for a, d in segs.items()) - start))
+    for a, d in segs.items():
+        boot[a - start:a - start + len(d)] = d
+    bl = tmp_path / "rui3_nrf52840_bootloader_latest.zip"
+    bl.write_bytes(dp.make_package(bytes(boot), dp.legacy_init_packet(bytes(boot)), legacy=True,
+                                   kind="bootloader", name="bootloader"))
+    app = tmp_path / "RUI_4.0.6_RAK4631.zip"
+    app.write_bytes(dp.secure_package(firmware.app_image(rui3, "RUI_4.0.6_RAK4631", 16_000),
+                                      key_pem=KEY, fw_version=2))
+    return str(bl), str(app)
+
+
+def write_through(path: str, module, dev, file: str, tmp_path, monkeypatch) -> None:
+    """What the command (and the page) does for ``path``: load, plan, and write if planned."""
+    baud = USB_FULL_SPEED_BAUD if module.key in USB else FAST_BAUD
+    if path == "flash":
+        with Link(dev.port, baud) as link:
+            FlashSession(link, images.load(file, module=module),
+                         FlashOptions(module=module, baud=baud, keep_settings=False)).run()
+    elif path.startswith("recover-"):
+        method = path[len("recover-"):]
+        options = RecoveryOptions(baud=FAST_BAUD, window=5.0, after_timeout=5.0, release_wait=0.1)
+        plan = plan_recovery(images.load(file, module=module), module, method=method, options=options)
+        if method == "swd":
+            from fake_pyocd import FakePyOCD
+            from rakflash.flows import swd
+            monkeypatch.setattr(swd, "pyocd_api", lambda: FakePyOCD(dev))
+            recover(None, plan, options)
+        else:
+            with Link(dev.port, baud) as link:
+                recover(link, plan, options, emit=person(dev))
+    else:
+        bl, app = good_packages(tmp_path)
+        bl, app = (file, app) if path == "convert-bootloader" else (bl, file)
+        with Link(dev.port, baud) as link:
+            convert_to_rui3(link, images.load(bl), images.load(app))
+
+
+@pytest.mark.parametrize("path,key,kind,wrap", CASES)
+def test_nothing_is_written_from_a_file_that_is_not_firmware(virtual, tmp_path, monkeypatch,
+                                                             path, key, kind, wrap):
+    module = CAT.module(key)
+    data = FILES[kind](module)
+    if wrap:
+        data = WRAPPERS[path, key](data)
+    suffix = ".zip" if data[:4] == b"PK\x03\x04" else ".bin"
+    file = tmp_path / f"{'photo' if kind == 'jpeg' else kind}{suffix}"
+    file.write_bytes(data)
+    if path == "recover-swd":
+        from fake_pyocd import FakeWorld
+        dev = FakeWorld(flash_base=module.mcu.flash.start, flash_size=module.mcu.flash.size,
+                        installed={module.swd_target})
+    else:
+        kw = {"baud": USB_FULL_SPEED_BAUD, "dfu_key": KEY} if key in USB else {}
+        if path == "recover-apollo3-sbl":
+            kw["info0"] = apollo3_info0.rak11720_default().replace(uart_baud=FAST_BAUD).raw
+        dev = virtual(key, **kw)
+        if path.startswith("recover-"):      # the boot pin already held: the ROM waits
+            dev.set_boot_pin(True)
+            dev.press_reset()
+        before = (dev.flash.erases, dev.flash.programs, bytes(dev.flash.mem))
+    with pytest.raises(RakflashError) as refused:
+        write_through(path, module, dev, str(file), tmp_path, monkeypatch)
+    exc = refused.value
+    if kind == "other-mcu":          # firmware, but for another chip (or not a package where one is due)
+        assert isinstance(exc, PlanRefused), exc
+    else:
+        assert isinstance(exc, NotFirmware), exc
+        assert "does not look like firmware" in exc.message and exc.exit_code == 3
+        assert {"jpeg": "JPEG image", "info0": "INFO0 dump"}.get(kind, "vector table") in exc.message
+    if path == "recover-swd":
+        assert dev.written == [] and dev.opened == []       # the probe was never even opened
+    else:
+        assert (dev.flash.erases, dev.flash.programs) == before[:2], "the flash was written"
+        assert bytes(dev.flash.mem) == before[2]
+
+
+# ------------------------------------------------------------------ the command line
+
+def test_recover_refuses_a_jpeg_renamed_bin_with_boot0_held(virtual, tmp_path):
+    """The issue's run: `recover photo.bin --port P --module rak3172 --yes`, BOOT0 held, wrote
+    the JPEG to 0x08006000 and said 'written and verified'."""
+    dev = virtual("rak3172")
+    dev.set_boot_pin(True)
+    dev.press_reset()
+    before = (dev.flash.erases, dev.flash.programs, bytes(dev.flash.mem))
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(jpeg())
+    code, out = cli_json("recover", str(photo), "--port", dev.port, "--module", "rak3172", "--yes",
+                         "--baud", str(FAST_BAUD), "--window", "5")
+    assert (code, out["error"]) == (3, "not-firmware"), out
+    assert "photo.bin does not look like firmware: it is a JPEG image" in out["message"]
+    assert "RAK3172" in out["hint"]
+    assert (dev.flash.erases, dev.flash.programs, bytes(dev.flash.mem)) == before
+
+
+@pytest.mark.parametrize("args", [(), ("--address", "0x08006000"), ("--module", "rak3172")],
+                         ids=["as-given", "at-the-application-address", "module-named"])
+def test_flash_says_a_jpeg_is_not_firmware(virtual, tmp_path, args):
+    """Not 'starts at 0x00000000 … name the module with --module', nor 'Check --address (a
+    RAK3172 application .bin goes to 0x08006000)' when that is the address given."""
+    dev = virtual("rak3172")
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(jpeg())
+    code, out = cli_json("flash", str(photo), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes", *args)
+    assert (code, out["error"]) == (3, "not-firmware"), out
+    assert "does not look like firmware: it is a JPEG image (it starts FF D8 FF E0)" in out["message"]
+    assert "--address" not in out["hint"] and "--module" not in out["hint"]
+    assert (dev.flash.erases, dev.flash.programs, dev.updates, dev.resets) == (0, 0, 0, 0)
+
+
+def test_inspect_says_what_the_file_is_instead_of_firmware(tmp_path):
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(jpeg())
+    code, out = cli_json("inspect", str(photo))
+    assert code == 0 and out["not_firmware"].startswith("it is a JPEG image"), out
+    from conftest import run_cli
+    text = run_cli("inspect", str(photo)).stdout
+    assert "does not look like firmware: it is a JPEG image" in text, text
