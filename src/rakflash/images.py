@@ -341,23 +341,23 @@ def mcus_for_vector(vector: tuple[int, int] | None, cat: Catalog) -> list[Mcu]:
 # ('%PDF-', ISO 32000-1 7.5.2), gzip (1F 8B, RFC 1952 2.3.1), and an Apollo3 INFO0 dump (its
 # valid signature words, apollo3_info0.SIGNATURE_VALID).
 _FILE_TYPES = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\x7fELF", "an ELF file (the linker's output: the firmware .hex or .bin is made from it, "
-                 "e.g. with arm-none-eabi-objcopy -O ihex)"),
-    (b"%PDF-", "a PDF document"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (struct.pack("<4I", 0x48EAAD88, 0xC9705737, 0x0A6B8458, 0xE41A9D74),
-     "an Apollo3 INFO0 dump (its signature words), not flash contents: "
-     "'rakflash info0 write FILE' writes INFO0"),
+    (b"\xff\xd8\xff", "a JPEG image", ""),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", ""),
+    (b"\x7fELF", "an ELF file", ": the linker's output, from which the firmware .hex or .bin is made "
+                               "(arm-none-eabi-objcopy -O ihex)"),
+    (b"%PDF-", "a PDF document", ""),
+    (b"\x1f\x8b", "a gzip archive", ""),
+    (struct.pack("<4I", 0x48EAAD88, 0xC9705737, 0x0A6B8458, 0xE41A9D74), "an Apollo3 INFO0 dump",
+     ": INFO0's signature words; it holds the secure bootloader's settings, not flash contents "
+     "('rakflash info0 write FILE' writes it)"),
 )
 
 
 def _what_file(data: bytes) -> str | None:
     """What a file that is not firmware is, when its first bytes tell."""
-    for magic, what in _FILE_TYPES:
+    for magic, what, then in _FILE_TYPES:
         if data.startswith(magic):
-            return what
+            return f"{what} (it starts {data[:4].hex(' ').upper()}){then}"
     head = data[:512]
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         if b"<html" in head.lower() or b"<!doctype html" in head.lower():
@@ -385,7 +385,7 @@ def not_firmware(image: Image, cat: Catalog | None = None) -> str | None:
         head = seg.data[:8]
         known = _what_file(seg.data)
         if known:
-            return f"it is {known} (it starts {seg.data[:4].hex(' ').upper()})"
+            return f"it is {known}"
         if len(head) < 8:
             return (f"it holds {len(head)} byte{'s' if len(head) != 1 else ''} at "
                     f"{seg.start:#010x}: too few for the vector table firmware starts with")
