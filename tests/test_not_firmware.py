@@ -224,3 +224,32 @@ def test_inspect_says_what_the_file_is_instead_of_firmware(tmp_path):
     from conftest import run_cli
     text = run_cli("inspect", str(photo)).stdout
     assert "does not look like firmware: it is a JPEG image" in text, text
+
+
+# ------------------------------------------------------------------ the web page's operations
+
+from web_support import wait_for, web  # noqa: E402,F401  (web is a fixture)
+
+
+@pytest.mark.parametrize("operation", ["flash", "recover"])
+def test_the_pages_flash_and_recovery_refuse_it_before_writing(virtual, web, tmp_path, operation):
+    """The page's own calls (as a script, or a page that offered them anyway): refused as not
+    firmware, the page's 'Refused before writing', nothing written."""
+    from web_support import need
+    httpx = need("httpx", "the web tests' HTTP client")
+    dev = virtual("rak3172")
+    if operation == "recover":
+        dev.set_boot_pin(True)
+        dev.press_reset()
+    before = (dev.flash.erases, dev.flash.programs, bytes(dev.flash.mem))
+    server = web(dev)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        up = c.post("api/images", content=jpeg(), headers={"X-File-Name": "photo.bin"}).json()
+        assert up["inspect"]["not_firmware"].startswith("it is a JPEG image"), up
+        job = c.post(f"api/{operation}", json={"port": dev.port, "image": up["image"], "module": "rak3172",
+                                               "baud": FAST_BAUD, "window": 5}).json()["job"]
+        result = wait_for(lambda: next(j for j in c.get("api/jobs").json()["jobs"] if j["id"] == job)
+                          .get("result"), what="the job's result")
+    assert (result["outcome"], result["error"], result["written"]) == ("refused", "not-firmware", False), result
+    assert "photo.bin does not look like firmware" in result["message"]
+    assert (dev.flash.erases, dev.flash.programs, bytes(dev.flash.mem)) == before
