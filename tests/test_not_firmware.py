@@ -182,6 +182,29 @@ def test_nothing_is_written_from_a_file_that_is_not_firmware(virtual, tmp_path, 
         assert bytes(dev.flash.mem) == before[2]
 
 
+@pytest.mark.parametrize("key", list(CAT.modules))
+def test_genuine_images_are_still_taken(tmp_path, key):
+    """An application .bin, a full image and a bootloader-only image pass the same check, and the
+    full and bootloader-only images are planned by each recovery method the module has."""
+    from rakflash.flows.recover import METHODS
+    module = CAT.module(key)
+    boot_v, _, app_v = firmware.DEFAULT_VERSIONS[key]
+    app = tmp_path / "app.bin"
+    app.write_bytes(firmware.app_image(module, app_v, 16 * 1024))
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(module, boot_v, app_v, 16 * 1024))
+    boot = tmp_path / "BOOT.hex"
+    boot.write_text(firmware.to_hex(firmware.bootloader_image(module, boot_v)))
+    for f in (app, full, boot):
+        assert images.analyse(images.load(f)).not_firmware is None
+        assert images.analyse(images.load(f, module=module), module=module).module is module
+    for method in (m for m in module.recovery if m in METHODS):
+        for f in (full, boot):
+            plan = plan_recovery(images.load(f, module=module), module, method=method,
+                                 options=RecoveryOptions(baud=FAST_BAUD))
+            assert plan.bytes > 0
+
+
 # ------------------------------------------------------------------ the command line
 
 def test_recover_refuses_a_jpeg_renamed_bin_with_boot0_held(virtual, tmp_path):
