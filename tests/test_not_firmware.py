@@ -205,6 +205,21 @@ def test_genuine_images_are_still_taken(tmp_path, key):
             assert plan.bytes > 0
 
 
+def test_flash_refuses_it_before_the_port_is_touched(virtual, tmp_path):
+    """A module whose sketch floods the port: for a file that is not firmware, flash asks for no
+    reset press and sends nothing (it used to catch the bootloader first, then refuse)."""
+    from rakflash.events import Phase, Recorder
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.2)
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(jpeg())
+    events = Recorder()
+    with Link(dev.port, FAST_BAUD) as link, pytest.raises(NotFirmware):
+        FlashSession(link, images.load(str(photo)), FlashOptions(baud=FAST_BAUD, reset_window=3.0),
+                     emit=events).run()
+    assert not events.of(Prompt) and not events.of(Phase), events.events
+    assert (dev.resets, dev.flash.erases, dev.flash.programs) == (0, 0, 0)
+
+
 # ------------------------------------------------------------------ the command line
 
 def test_recover_refuses_a_jpeg_renamed_bin_with_boot0_held(virtual, tmp_path):
