@@ -220,6 +220,30 @@ def test_flash_refuses_it_before_the_port_is_touched(virtual, tmp_path):
     assert (dev.resets, dev.flash.erases, dev.flash.programs) == (0, 0, 0)
 
 
+def test_a_hex_without_an_application_start_is_not_told_to_check_address(tmp_path):
+    """A .hex carries its own addresses (and the page has no --address): when its application
+    region holds no vector table, the next step is the right image, not '--address'."""
+    from rakflash.errors import TouchesBootloader
+    from rakflash.flows.identify import DeviceInfo
+    from rakflash.flows.plan import make_plan
+    module = CAT.module("rak3172")
+    segs = firmware.bootloader_image(module, "RUI_BOOT_0.8_STM32WLE5CC")
+    segs[module.app.start] = random.Random("app").randbytes(4096)          # no vector table there
+    path = tmp_path / "FULL_damaged.hex"
+    path.write_text(firmware.to_hex(segs))
+    device = DeviceInfo("/dev/ttyUSB0", 115200, "app", "rui3", module=module, app_version="RUI_4.0.5_RAK3172-E")
+    with pytest.raises(TouchesBootloader) as refused:
+        make_plan(images.load(path), device)
+    assert "does not start an application at 0x08006000" in refused.value.message
+    assert "--address" not in refused.value.hint and "RAK3172" in refused.value.hint
+    # a .bin placed with --address keeps the hint that fits it
+    app = tmp_path / "app.bin"
+    app.write_bytes(firmware.app_image(module, "RUI_4.0.6_RAK3172-E", 48 * 1024))
+    with pytest.raises(TouchesBootloader) as refused:
+        make_plan(images.load(app, address=0x08000000), device)
+    assert "Check --address (a RAK3172 application .bin goes to 0x08006000)" in refused.value.hint
+
+
 # ------------------------------------------------------------------ the command line
 
 def test_recover_refuses_a_jpeg_renamed_bin_with_boot0_held(virtual, tmp_path):

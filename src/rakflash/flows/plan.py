@@ -340,11 +340,15 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         what = ("no vector table there" if vector is None else
                 f"what is there (SP {vector[0]:#010x}, reset {vector[1]:#010x}) is no "
                 f"{module.name} application's vector table")
+        # Only an address the person gave can be the mistake to point at (a .hex carries its
+        # own addresses, and the web page has no --address).
+        check = (f"Check --address (a {module.name} application .bin goes to {app.start:#010x})"
+                 if image.base_source == "--address" else
+                 f"Use the application firmware built for {module.name}")
         raise TouchesBootloader(
             f"{image.path} does not start an application at {app.start:#010x} ({what}): it "
             f"would not boot after a serial update",
-            hint=(f"Check --address (a {module.name} application .bin goes to {app.start:#010x}); "
-                  f"a full image (FULL.hex) is written {module.recovery_advice()}."))
+            hint=f"{check}; a full image (FULL.hex) is written {module.recovery_advice()}.")
     if outside_app:
         dropped = ", ".join(r.name for r in info.regions if r.name != "application")
         notes.append(f"combined image: only its application part ({app_part.size:,} bytes) is "
