@@ -80,6 +80,8 @@ WRAPPERS = {
 PATHS = ([("flash", m.key) for m in CAT.modules.values()]
          + [(f"recover-{method}", m.key) for m in CAT.modules.values() for method in m.recovery
             if method in ("stm32-rom", "apollo3-sbl", "swd")]
+         + [(f"recover-{method}+app", m.key) for m in CAT.modules.values() for method in m.recovery
+            if method in ("stm32-rom", "apollo3-sbl")]       # the file as --app, beside a bootloader image
          + [("convert-bootloader", "rak4631-arduino"), ("convert-app", "rak4631-arduino")])
 CASES = [pytest.param(path, key, kind, wrap, id=f"{path}-{key}-{kind}{'-wrapped' if wrap else ''}")
          for path, key in PATHS for kind in FILES for wrap in (False, True)
@@ -125,9 +127,15 @@ def write_through(path: str, module, dev, file: str, tmp_path, monkeypatch) -> N
             FlashSession(link, images.load(file, module=module),
                          FlashOptions(module=module, baud=baud, keep_settings=False)).run()
     elif path.startswith("recover-"):
-        method = path[len("recover-"):]
+        method = path[len("recover-"):].removesuffix("+app")
         options = RecoveryOptions(baud=FAST_BAUD, window=5.0, after_timeout=5.0, release_wait=0.1)
-        plan = plan_recovery(images.load(file, module=module), module, method=method, options=options)
+        image, app = images.load(file, module=module), None
+        if path.endswith("+app"):
+            boot = tmp_path / "BOOT.hex"
+            boot_v = firmware.DEFAULT_VERSIONS[module.key][0]
+            boot.write_text(firmware.to_hex(firmware.bootloader_image(module, boot_v)))
+            image, app = images.load(boot, module=module), image
+        plan = plan_recovery(image, module, method=method, app=app, options=options)
         if method == "swd":
             from fake_pyocd import FakePyOCD
             from rakflash.flows import swd
@@ -159,7 +167,7 @@ def test_nothing_is_written_from_a_file_that_is_not_firmware(virtual, tmp_path, 
                         installed={module.swd_target})
     else:
         kw = {"baud": USB_FULL_SPEED_BAUD, "dfu_key": KEY} if key in USB else {}
-        if path == "recover-apollo3-sbl":
+        if path.startswith("recover-apollo3-sbl"):
             kw["info0"] = apollo3_info0.rak11720_default().replace(uart_baud=FAST_BAUD).raw
         dev = virtual(key, **kw)
         if path.startswith("recover-"):      # the boot pin already held: the ROM waits

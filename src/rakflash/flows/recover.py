@@ -255,19 +255,22 @@ def check_image(image: Image, module: Module | None, *, app: Image | None = None
     another MCU, a segment outside the chip's flash, overlapping images, and
     an image that holds neither bootloader nor application.
     """
+    parts = [image] if app is None else [image, app]     # each file must be firmware on its own
     if app is not None:
         image = combine(image, app)
     module = module or target_module(image)
     if module is None:
-        check_firmware(image)
+        for part in parts:
+            check_firmware(part)
         raise WrongTarget(f"{image.path}: rakflash can't tell which module this image is for",
                           hint="Name the module with --module (see 'rakflash modules').")
-    try:
-        info = analyse(image, module=module)    # the image checks every write path shares
-    except NotFirmware:
-        raise
-    except ImageTargetError as exc:
-        raise WrongTarget(exc.message, hint=exc.hint) from None
+    for part in [*parts, image] if app is not None else [image]:
+        try:
+            info = analyse(part, module=module)    # the image checks every write path shares
+        except NotFirmware:
+            raise
+        except ImageTargetError as exc:
+            raise WrongTarget(exc.message, hint=exc.hint) from None
     flash = module.mcu.flash
     for seg in image.segments:
         if seg.start < flash.start or seg.end > flash.end:
