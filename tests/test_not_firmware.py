@@ -211,6 +211,9 @@ def test_genuine_images_are_still_taken(tmp_path, key):
             plan = plan_recovery(images.load(f, module=module), module, method=method,
                                  options=RecoveryOptions(baud=FAST_BAUD))
             assert plan.bytes > 0
+        plan = plan_recovery(images.load(boot, module=module), module, method=method,      # --app
+                             app=images.load(app, module=module), options=RecoveryOptions(baud=FAST_BAUD))
+        assert plan.image.includes_app and plan.image.includes_bootloader
 
 
 def test_flash_refuses_it_before_the_port_is_touched(virtual, tmp_path):
