@@ -255,6 +255,31 @@ def test_a_hex_without_an_application_start_is_not_told_to_check_address(tmp_pat
     assert "Check --address (a RAK3172 application .bin goes to 0x08006000)" in refused.value.hint
 
 
+@pytest.mark.parametrize("key", [m.key for m in CAT.modules.values() if m.recovery])
+def test_a_full_image_whose_application_part_is_not_firmware_is_not_recovered_with(tmp_path, key):
+    """A genuine bootloader, and random bytes where the application starts: the check of the
+    image's first bytes alone passed it. Erased flash there (a dump without an application) is
+    still taken."""
+    from rakflash.flows.recover import METHODS
+    module = CAT.module(key)
+    segs = firmware.bootloader_image(module, firmware.DEFAULT_VERSIONS[key][0])
+    for method in (m for m in module.recovery if m in METHODS):
+        segs[module.app.start] = random.Random(key).randbytes(4096)
+        bad = tmp_path / "FULL_bad_app.hex"
+        bad.write_text(firmware.to_hex(segs))
+        with pytest.raises(PlanRefused) as refused:
+            plan_recovery(images.load(bad, module=module), module, method=method)
+        # where the bootloader lies above the application (nRF52), the file starts with those bytes
+        assert (f"application base {module.app.start:#010x}" in refused.value.message
+                if module.region("bootloader").start < module.app.start else
+                isinstance(refused.value, NotFirmware)), refused.value
+        if module.region("bootloader").start < module.app.start:     # the file starts with the bootloader
+            segs[module.app.start] = b"\xff" * 4096
+            erased = tmp_path / "FULL_no_app.hex"
+            erased.write_text(firmware.to_hex(segs))
+            assert plan_recovery(images.load(erased, module=module), module, method=method).bytes > 0
+
+
 # ------------------------------------------------------------------ the command line
 
 def test_recover_refuses_a_jpeg_renamed_bin_with_boot0_held(virtual, tmp_path):

@@ -415,6 +415,23 @@ def check_firmware(image: Image, module: Module | None = None, *, cat: Catalog |
                                f"file holds.")
 
 
+def application_start_problem(image: Image, module: Module) -> str | None:
+    """Why what ``image`` writes at ``module``'s application base can't be an application: None
+    when it writes nothing there, erased flash (a dump without an application), or a vector
+    table of the module's MCU whose reset handler lies in the application region (the
+    bootloader jumps through it: see :func:`not_firmware`)."""
+    app = module.app
+    if image.covered(app.start, app.start + 8) < 8:
+        return None
+    head = image.read(app.start, 8)
+    vector = vector_at(head, 0)
+    if head == b"\xff" * 8 or (vector is not None and module.mcu.ram.start < vector[0] <= module.mcu.ram.end
+                                and vector[1] in app):
+        return None
+    return (f"what it puts at {module.name}'s application base {app.start:#010x} "
+            f"({head.hex(' ').upper()}) is no {module.name} application's vector table")
+
+
 def _guess_module(vector: tuple[int, int] | None, cat: Catalog) -> Module | None:
     for mcu in mcus_for_vector(vector, cat):
         mods = cat.modules_with_mcu(mcu)

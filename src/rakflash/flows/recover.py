@@ -40,7 +40,8 @@ from ..catalog import Module
 from ..errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
                       UsageError, VerifyFailed, WrongTarget)
 from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ..images import Image, ImageInfo, Segment, analyse, check_firmware, target_module
+from ..images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
+                      target_module)
 from ..link import Deadline, Link
 
 # Method name → "module:Class" (imported when used, so a method's optional
@@ -271,6 +272,10 @@ def check_image(image: Image, module: Module | None, *, app: Image | None = None
             raise
         except ImageTargetError as exc:
             raise WrongTarget(exc.message, hint=exc.hint) from None
+    problem = application_start_problem(image, module)
+    if problem:                 # the bootloader would be left with an application that never starts
+        raise WrongTarget(f"{image.path}: {problem}: {module.name} would not start it",
+                          hint=f"Use the full image (FULL.hex) built for {module.name}.")
     flash = module.mcu.flash
     for seg in image.segments:
         if seg.start < flash.start or seg.end > flash.end:
