@@ -4,6 +4,7 @@ follows (or fails to follow) the prompts, and what rakflash says when it can't."
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from pathlib import Path
@@ -287,7 +288,10 @@ def test_plan_writes_each_stretch_in_place(tmp_path):
 
 def test_plan_refuses_the_secure_bootloaders_region(tmp_path):
     p = tmp_path / "with_sbl.hex"
-    p.write_text(firmware.to_hex({0x8000: b"\x00" * 64, **firmware.bootloader_image(rak11720(), NEW_BOOT)}))
+    # A dump of the whole chip: Ambiq's secure bootloader from 0x0, its vector table first
+    # (bytes that are no firmware at all are refused earlier, as not firmware).
+    sbl_code = struct.pack("<II", 0x10060000, 0x1C1) + b"\x00" * 56
+    p.write_text(firmware.to_hex({0x0: sbl_code, **firmware.bootloader_image(rak11720(), NEW_BOOT)}))
     with pytest.raises(TouchesBootloader, match="secure bootloader"):
         plan_recovery(images.load(p), rak11720(), options=options())
 

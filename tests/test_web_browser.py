@@ -141,6 +141,31 @@ def test_a_dropped_file_that_does_not_fit_is_refused_before_anything_is_written(
     assert dev.updates == 0 and dev.app_version == OLD
 
 
+def test_a_dropped_file_that_is_not_firmware_is_refused_as_such_with_no_recovery_offered(page, web, virtual,
+                                                                                          tmp_path):
+    """A JPEG renamed .bin: the page said 'raw binary … target unknown' in a normal box, offered
+    'Recover instead…', and the plan then refused it with touches-bootloader and a hint about an
+    --address field the page does not have."""
+    from test_not_firmware import jpeg
+    dev = virtual("rak3172", baud=115200)
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(jpeg())
+    server = web(dev)
+    page.goto(server.url)
+    pick(page, dev.port)
+    drop(page, photo)
+    inspect = page.locator("#inspect")
+    expect(inspect).to_contain_text("photo.bin does not look like firmware: it is a JPEG image")
+    expect(inspect).to_have_class(re.compile(r"\berror\b"))          # the refusal's look, not a normal box
+    expect(inspect).to_contain_text("rakflash won't write this file to any module")
+    expect(page.locator("#jobs-empty")).to_contain_text("That file is not firmware")
+    expect(page.locator("#recover-bar")).to_be_hidden()
+    page.wait_for_timeout(1500)        # past the page's 400 ms wait before it asks for a plan
+    expect(page.locator(".job")).to_have_count(0)                     # no plan was even asked for
+    assert not server.board.jobs
+    assert (dev.flash.erases, dev.flash.programs, dev.updates) == (0, 0, 0)
+
+
 def test_flash_with_live_progress_to_the_end_even_when_the_tab_is_closed(page, web, virtual, tmp_path, cat):
     dev = virtual("rak3172", baud=115200)
     new = firmware_file(tmp_path / "RAK3172_4.0.6.bin", cat, size=48 * 1024)

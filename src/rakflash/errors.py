@@ -203,6 +203,15 @@ class WrongTarget(PlanRefused):
     hint = "Use the firmware built for this module."
 
 
+class NotFirmware(ImageTargetError, PlanRefused):
+    """The file is not firmware for any chip rakflash knows (no Cortex-M vector table at its
+    start): refused by every command that would write it, before the device is touched. An
+    image problem (exit code 3) that is also a refusal before writing (the web page's
+    "refused")."""
+    name = "not-firmware"
+    hint = "Pick the firmware file itself: the .hex, .bin or DFU .zip built for the module."
+
+
 class ModuleUncertain(PlanRefused):
     """The device can't say which of several modules it is, and the image is built for one of them."""
     name = "module-uncertain"

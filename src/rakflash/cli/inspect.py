@@ -74,11 +74,17 @@ def _print_inspect(info: images.ImageInfo) -> None:
                "bootloader": _bootloader_base(info),
                "blob header": "the blob header's load address",
                "package": "where the package's bootloader family puts it",
-               "default": "unknown target: assumed 0; give --address"}[img.base_source]
+               "default": "not firmware: nothing to place" if info.not_firmware else
+                          "unknown target: assumed 0; give --address"}[img.base_source]
         out.print(f"base      {img.low:#010x} ({how})")
     if img.start_address is not None:
         out.print(f"start     {img.start_address:#010x} (start address record)")
-    if info.module:
+    if info.not_firmware:
+        out.print(f"[red]target    none: this does not look like firmware: {info.not_firmware}[/]",
+                  highlight=False)
+        out.print("          rakflash won't write it to any module; pick the firmware file itself "
+                  "(the .hex, .bin or DFU .zip built for the module)")
+    elif info.module:
         vec = f"SP {info.vector[0]:#010x}, reset {info.vector[1]:#010x}" if info.vector else "no vector table"
         out.print(f"target    {info.module.name} ({info.mcu.name}) — from the vector table: {vec}")
     elif info.mcu:

@@ -20,9 +20,9 @@ from typing import Callable
 
 from .. import catalog as _catalog
 from ..dfu_package import LEGACY, SECURE
-from ..errors import Aborted, PackageMismatch, WrongTarget
+from ..errors import Aborted, ImageTargetError, NotFirmware, PackageMismatch, WrongTarget
 from ..events import Note, Phase, Sink, nowhere
-from ..images import Image
+from ..images import Image, analyse, check_firmware
 from ..link import Link
 from ..protocols import legacy_dfu
 from .identify import DeviceInfo, identify
@@ -33,7 +33,11 @@ from .update import UpdateResult
 
 
 def check_packages(bootloader: Image, app: Image) -> None:
-    """Refuse, before anything is sent, packages that are not the two this conversion needs."""
+    """Refuse, before anything is sent, packages that are not the two this conversion needs
+    (and, as every write path does, files that are not firmware: :func:`images.analyse`)."""
+    cat = _catalog.load()
+    for image in (bootloader, app):
+        check_firmware(image)
     bl = bootloader.package
     if bl is None or bl.family != LEGACY or not (bl.image("bootloader") or bl.image("softdevice_bootloader")):
         raise PackageMismatch(f"{bootloader.path} is not a bootloader package for the Adafruit bootloader "
@@ -47,6 +51,15 @@ def check_packages(bootloader: Image, app: Image) -> None:
     if linked is not None:
         raise PackageMismatch(f"{app.path}: {linked.describe()}; nothing was sent", hint=linked.next_step(),
                               linked_for=linked.linked_for)
+    # Each package's firmware against the module that takes it: the Adafruit bootloader
+    # takes the bootloader package, RUI3's bootloader the application package.
+    for image, key in ((bootloader, "rak4631-arduino"), (app, "rak4631-r")):
+        try:
+            analyse(image, module=cat.module(key))
+        except NotFirmware:
+            raise
+        except ImageTargetError as exc:
+            raise WrongTarget(f"{exc.message}: nothing was sent", hint=exc.hint) from None
 
 
 def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = nowhere,

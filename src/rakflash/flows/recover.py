@@ -37,10 +37,11 @@ from typing import Any, Callable
 
 from .. import catalog as _catalog
 from ..catalog import Module
-from ..errors import (Flooding, ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
-                      VerifyFailed, WrongTarget)
+from ..errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
+                      UsageError, VerifyFailed, WrongTarget)
 from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ..images import Image, ImageInfo, Segment, analyse, target_module
+from ..images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
+                      target_module)
 from ..link import Deadline, Link
 
 # Method name → "module:Class" (imported when used, so a method's optional
@@ -255,16 +256,26 @@ def check_image(image: Image, module: Module | None, *, app: Image | None = None
     another MCU, a segment outside the chip's flash, overlapping images, and
     an image that holds neither bootloader nor application.
     """
+    parts = [image] if app is None else [image, app]     # each file must be firmware on its own
     if app is not None:
         image = combine(image, app)
     module = module or target_module(image)
     if module is None:
+        for part in parts:
+            check_firmware(part)
         raise WrongTarget(f"{image.path}: rakflash can't tell which module this image is for",
                           hint="Name the module with --module (see 'rakflash modules').")
-    try:
-        info = analyse(image, module=module)
-    except ImageTargetError as exc:
-        raise WrongTarget(exc.message, hint=exc.hint) from None
+    for part in [*parts, image] if app is not None else [image]:
+        try:
+            info = analyse(part, module=module)    # the image checks every write path shares
+        except NotFirmware:
+            raise
+        except ImageTargetError as exc:
+            raise WrongTarget(exc.message, hint=exc.hint) from None
+    problem = application_start_problem(image, module)
+    if problem:                 # the bootloader would be left with an application that never starts
+        raise WrongTarget(f"{image.path}: {problem}: {module.name} would not start it",
+                          hint=f"Use the full image (FULL.hex) built for {module.name}.")
     flash = module.mcu.flash
     for seg in image.segments:
         if seg.start < flash.start or seg.end > flash.end:

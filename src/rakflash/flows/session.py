@@ -1,6 +1,7 @@
 """A whole ``flash`` of one module over one port, as the CLI, the fleet runner and the web page run it.
 
-The steps, each reported through the event sink:
+The steps, each reported through the event sink (before them, a file that is not firmware is
+refused without touching the port: :func:`images.check_firmware`):
 
 1. identify what answers on the link — catching a module whose firmware
    floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`);
@@ -27,7 +28,7 @@ from ..catalog import Module
 from ..errors import AlreadyUpToDate, Aborted, ModuleUncertain, RakflashError
 from ..events import (Caught, DeviceFound, Event, Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere,
                       tee)
-from ..images import Image, target_module
+from ..images import Image, check_firmware, target_module
 from ..link import Link
 from . import boot
 from .identify import DeviceInfo
@@ -116,6 +117,9 @@ class FlashSession:
     def run(self) -> UpdateResult | DryRun:
         """Identify, plan, confirm and update; raises the named error of whatever stops it."""
         o, link = self.options, self.link
+        # A file that is not firmware is refused before the port is touched (no reset press asked
+        # for a flooding module, no bootloader entered); the plan checks it again with the rest.
+        check_firmware(self.image, o.module)
         self.emit(Phase("identify", f"identifying the module on {link.port_name}"))
         self.device = dev = boot.identify_or_catch(
             link, module=o.module, baud=o.baud, fallback=target_module(self.image),

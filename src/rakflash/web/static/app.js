@@ -312,8 +312,15 @@ function renderInspect(d) {
     panel.append(h("p", {}, h("strong", {}, "error: "), d.message), ...nextStep(d));
     return;
   }
-  panel.className = "panel";
   const i = d.inspect;
+  // A file that is not firmware (a JPEG, an INFO0 dump…): refused here as every write path
+  // refuses it, so the page offers neither a plan nor a recovery for it.
+  panel.className = i.not_firmware ? "panel error not-firmware" : "panel";
+  if (i.not_firmware) {
+    panel.append(h("p", {}, h("strong", {}, "not firmware: "), `${i.path} does not look like firmware: ${i.not_firmware}`),
+      h("p", {}, h("strong", {}, "next: "), "Pick the firmware file itself: the .hex, .bin or DFU .zip built "
+        + "for the module. rakflash won't write this file to any module."));
+  }
   const formats = {
     bin: "raw binary", hex: "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)",
     "dfu-package": "nRF52 DFU package (.zip)",
@@ -358,8 +365,12 @@ function packageNeeds(init) {
 // Checks start shortly after the last change, so picking several ports starts one fleet check.
 let checkTimer = null;
 function maybeCheck() {
-  $("#recover-bar").hidden = !(state.image && !state.image.error && state.picked.length === 1);
-  if (!state.image || state.image.error) return;
+  const usable = state.image && !state.image.error && !state.image.inspect.not_firmware;
+  $("#recover-bar").hidden = !(usable && state.picked.length === 1);
+  if (!usable) {
+    if (state.image && !state.image.error) $("#jobs-empty").textContent = "That file is not firmware: drop the firmware file itself.";
+    return;
+  }
   if (!state.picked.length) {
     $("#jobs-empty").textContent = "Now pick the module's port above (or several): rakflash then checks the plan.";
     return;
