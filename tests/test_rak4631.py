@@ -317,3 +317,55 @@ def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, 
     assert f"--port {boot}" in last["hint"], last["hint"]
     code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=90)
     assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+
+
+def start_sim_cli(*args: str):
+    """`rakflash sim …` in a subprocess; (process, its first port)."""
+    import os
+    import subprocess
+    import sys
+    from conftest import SRC
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "sim", *args], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=SRC))
+    first = proc.stdout.readline()
+    assert first.startswith("port: "), proc.stderr.read() if proc.poll() is not None else first
+    return proc, first.split()[1]
+
+
+def test_sim_arduino_with_a_dfu_key_converts_to_rui3_with_packages_signed_by_it(tmp_path, cat):
+    """`rakflash sim rak4631 --arduino --dfu-key key.pem`: the RUI3 bootloader that the conversion
+    installs trusts that key, so the whole conversion of packages signed with it succeeds (the key
+    was dropped when --arduino renamed the module: 'extended error 0x0c' at the RUI3 step)."""
+    key = tmp_path / "key.pem"
+    key.write_bytes(KEY)
+    proc, port = start_sim_cli("rak4631", "--arduino", "--dfu-key", str(key), "--flash-scale", "0")
+    try:
+        app = rui3_package(tmp_path, cat.module("rak4631-r"))
+        conv = run_cli("convert-to-rui3", conversion_package(tmp_path, cat), app, "--port", port, "--yes",
+                       "--json", timeout=120)
+        out = events(conv)[-1]
+        assert conv.returncode == 0, conv.stderr + conv.stdout
+        assert out["result"] == "ok" and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_sim_arduino_without_a_key_names_the_key_its_rui3_bootloader_will_trust(tmp_path):
+    import os
+    proc, _ = start_sim_cli("rak4631", "--arduino", "--flash-scale", "0")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("dfu key: ") and "convert-to-rui3" in line, line
+        os.unlink(line.split()[2])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_sim_refuses_a_dfu_key_for_a_module_that_checks_none(tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_bytes(KEY)
+    proc = run_cli("sim", "rak3172", "--dfu-key", str(key), timeout=30)
+    assert proc.returncode == 2 and "--dfu-key" in proc.stderr

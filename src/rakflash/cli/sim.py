@@ -58,8 +58,9 @@ from .options import BAUD, PROBABILITY, Real
 @click.option("--arduino", is_flag=True,
               help="RAK4631 only: the Arduino variant (Adafruit bootloader, legacy DFU) instead of RUI3.")
 @click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
-              help="RAK4631-R only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
-                   "Secure DFU bootloader accepts. Default: a new key, saved beside and named in the output.")
+              help="RAK4631 only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
+                   "Secure DFU bootloader accepts (with --arduino: the RUI3 bootloader that "
+                   "convert-to-rui3 installs). Default: a new key, saved beside and named in the output.")
 def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
         app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
         bit_error_rate: float, drop_rate: float, garbage_rate: float, bit_error_rate_to_host: float,
@@ -76,6 +77,17 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     """
     from .. import catalog as _catalog
     from ..sim import Faults, SimOptions, create
+    try:
+        family = _catalog.load().module(module_name).key
+    except KeyError:
+        family = None            # named below, with the virtual modules there are
+    # The key belongs to RUI3's Secure DFU bootloader: the RAK4631-R has it, and an Arduino
+    # RAK4631 gets it once convert-to-rui3 installs that bootloader. Decided before --arduino
+    # renames the module, or the key would be dropped without a word.
+    takes_dfu_key = family in ("rak4631-r", "rak4631-arduino")
+    if dfu_key and not takes_dfu_key:
+        raise click.BadParameter("only the RAK4631 (its RUI3 Secure DFU bootloader) checks a DFU key",
+                                 param_hint="'--dfu-key'")
     if arduino:
         try:
             if _catalog.load().module(module_name).key != "rak4631-r":
@@ -115,7 +127,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                                     garbage_rate_to_host=garbage_rate_to_host, seed=fault_seed,
                                     power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
     key_note = None
-    if module_name.lower() in ("rak4631", "rak4631-r", "rak4631-rui3", "rak4630"):
+    if takes_dfu_key:
         from .. import dfu_package
         if dfu_key:
             opts.dfu_key = open(dfu_key, "rb").read()
@@ -147,7 +159,9 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     dev.start()
     click.echo(f"port: {dev.port}")
     if key_note:
-        click.echo(f"dfu key: {key_note} (its Secure DFU bootloader accepts packages signed with it: "
+        whose = ("the RUI3 bootloader convert-to-rui3 installs" if module_name == "rak4631-arduino"
+                 else "its Secure DFU bootloader")
+        click.echo(f"dfu key: {key_note} ({whose} accepts packages signed with it: "
                    f"nrfutil pkg generate … --key-file {key_note})")
     sys.stdout.flush()
     last_port = dev.port
