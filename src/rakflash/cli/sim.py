@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import sys
 import threading
@@ -53,8 +54,11 @@ from .options import BAUD, PROBABILITY, Real
               help="RAK11720: start with this INFO0 dump (8 KiB) instead of the simulator's (BOOT on "
                    "GPIO41 active high, wired update at 115200 baud).")
 @click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
-@click.option("--serial-number", default="SIM0000001", show_default=True,
-              help="What AT+SN=? answers (give each of several virtual modules its own, as real ones have).")
+@click.option("--serial-number",
+              help="What AT+SN=? answers (and the USB serial number). Default: one of its own, as "
+                   "real modules have ('rakflash info' shows it).")
+@click.option("--dev-eui", type=click.STRING, metavar="HEX16",
+              help="Its factory DevEUI (16 hex digits; what a settings reset restores). Default: one of its own.")
 @click.option("--arduino", is_flag=True,
               help="RAK4631 only: the Arduino variant (Adafruit bootloader, legacy DFU) instead of RUI3.")
 @click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
@@ -67,7 +71,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
-        any_baud: bool, serial_number: str, arduino: bool, dfu_key: str | None) -> None:
+        any_baud: bool, serial_number: str | None, dev_eui: str | None, arduino: bool,
+        dfu_key: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
     The first line printed is 'port: /dev/pts/N'. Press the module's reset
@@ -116,10 +121,15 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
             info0 = Info0.load(info0_file).raw
         except RakflashError as exc:
             raise click.BadParameter(exc.message, param_hint="'--info0'") from None
+    if dev_eui is not None and not re.fullmatch(r"[0-9A-Fa-f]{16}", dev_eui):
+        raise click.BadParameter(f"{dev_eui!r} is not 16 hex digits", param_hint="'--dev-eui'")
+    if serial_number is not None and not re.fullmatch(r"[!-~]{1,17}", serial_number):
+        raise click.BadParameter(f"{serial_number!r}: 1 to 17 printable characters, no spaces",
+                                 param_hint="'--serial-number'")
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
-                      board_status=board_status, serial_number=serial_number,
+                      board_status=board_status, serial_number=serial_number, dev_eui=dev_eui,
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
                                     bit_error_rate_to_host=bit_error_rate_to_host,
