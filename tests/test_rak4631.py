@@ -12,6 +12,7 @@ import json
 import pytest
 
 from rakflash import dfu_package as dp, ports
+from rakflash.errors import PortNotBack
 from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
@@ -369,3 +370,62 @@ def test_sim_refuses_a_dfu_key_for_a_module_that_checks_none(tmp_path):
     key.write_bytes(KEY)
     proc = run_cli("sim", "rak3172", "--dfu-key", str(key), timeout=30)
     assert proc.returncode == 2 and "--dfu-key" in proc.stderr
+
+
+# ------------------------------------------------------------------ following the right module
+
+def test_an_update_follows_its_own_module_not_another_with_the_same_serial_number(rak4631, tmp_path):
+    """Two RAK4631-Rs with one serial number, B already waiting in its bootloader: `flash --port A`
+    must follow A to its bootloader (a port that appeared after AT+BOOT, at A's USB location),
+    not B's port that was there before — which it wrote, saying 'done', leaving A in its bootloader."""
+    a = rak4631(serial_number="SAME-SN")
+    b = rak4631(serial_number="SAME-SN", state="bootloader")
+    assert b.wait_mode("bootloader")
+    b_port = b.port
+    code, out = cli_json("flash", rui3_package(tmp_path, a), "--port", a.port, "--yes", timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert a.updates == 1 and a.app_version == "RUI_4.0.6_RAK4631" and a.mode.value == "app"
+    assert b.updates == 0 and b.mode.value == "bootloader" and b.port == b_port     # left alone
+
+
+def test_an_arduino_touch_follows_its_own_module_not_another_with_the_same_serial_number(rak4631, tmp_path):
+    a = rak4631("rak4631-arduino", serial_number="SAME-SN")
+    b = rak4631("rak4631-arduino", serial_number="SAME-SN", state="bootloader")
+    assert b.wait_mode("bootloader")
+    code, out = cli_json("flash", arduino_package(tmp_path, a.module), "--port", a.port, "--yes", timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert a.updates == 1 and a.app_version == "ARDUINO_SKETCH_1.1" and a.mode.value == "app"
+    assert b.updates == 0 and b.mode.value == "bootloader"
+
+
+def test_a_conversion_follows_its_own_module_not_a_rak4631_r_with_the_same_serial_number(rak4631, tmp_path,
+                                                                                        cat):
+    a = rak4631("rak4631-arduino", serial_number="SAME-SN", dfu_key=KEY)
+    b = rak4631(serial_number="SAME-SN", state="bootloader")
+    assert b.wait_mode("bootloader")
+    app = rui3_package(tmp_path, cat.module("rak4631-r"))
+    code, out = cli_json("convert-to-rui3", conversion_package(tmp_path, cat), app, "--port", a.port, "--yes",
+                         timeout=120)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert a.module.key == "rak4631-r" and a.app_version == "RUI_4.0.6_RAK4631"
+    assert b.updates == 0 and b.mode.value == "bootloader"
+
+
+def test_two_new_ports_that_both_look_like_the_module_are_a_named_error(tmp_path):
+    """No USB location to tell them apart, the same serial number, both new: rakflash can't know
+    which is the module it reset, so it says so instead of picking one."""
+    from rakflash.errors import PortAmbiguous
+    before = ports.snapshot()
+    for name in ("ttyACM5", "ttyACM6"):
+        dev = tmp_path / name
+        dev.touch()
+        ports.register_virtual_port(str(dev), vid=0x1915, pid=0x521F, product="Open DFU Bootloader",
+                                    serial_number="SAME-SN")
+    with pytest.raises(PortAmbiguous) as caught:
+        ports.wait_for_port("rak4631-r", "bootloader", serial_number="SAME-SN", before=before, timeout=1)
+    assert "ttyACM5" in caught.value.message and "ttyACM6" in caught.value.message
+    assert "--port" in caught.value.hint
+    # A port that was already there before the reset is never the one that came back.
+    with pytest.raises(PortNotBack):
+        ports.wait_for_port("rak4631-r", "bootloader", serial_number="SAME-SN", before=ports.snapshot(),
+                            timeout=0.3)

@@ -20,7 +20,7 @@ from ...events import Note, Retry, Sink
 from ...link import Link
 from ...protocols import legacy_dfu
 from .base import progress_to
-from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, follow, usb_serial
+from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, before_reset, follow
 
 if TYPE_CHECKING:
     from ...catalog import Module
@@ -110,10 +110,10 @@ class LegacyDfuTransfer:
         module = plan.module
         if plan.device.mode == "bootloader":
             return 0.0, None
-        serial = usb_serial(link)
+        since = before_reset(link, plan.device.serial_number)
         baud = link.baud
         link.baud = module.dialect.get("touch_baud", 1200)
-        seconds = follow(link, module, "bootloader", serial=serial, emit=emit, baud=baud)
+        seconds = follow(link, module, "bootloader", since=since, emit=emit, baud=baud)
         return seconds, None
 
     def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
@@ -125,7 +125,7 @@ class LegacyDfuTransfer:
             firmware = plan.payload
             init = dfu_package.legacy_init_packet(
                 firmware, device_type=plan.module.extra.get("device_type", 0x0052))
-        serial = usb_serial(link)
+        since = before_reset(link, plan.device.serial_number)    # the sketch re-enumerates
         retries = [0]
 
         def retried(why: str) -> None:
@@ -137,7 +137,7 @@ class LegacyDfuTransfer:
             link, page_erase=mcu.page_erase_ms / 1000, page_write=1.0 + 3 * mcu.program_seconds(4096),
             progress=progress_to(emit), on_retry=retried)
         client.send(init, firmware)
-        follow(link, plan.module, "app", serial=serial, emit=emit, timeout=self.app_timeout)
+        follow(link, plan.module, "app", since=since, emit=emit, timeout=self.app_timeout)
 
     def confirm_version(self, link: Link, plan: "Plan", timeout: float, emit: Sink) -> str | None:
         """An Arduino sketch has no console to ask: the module coming back as the sketch is the confirmation."""

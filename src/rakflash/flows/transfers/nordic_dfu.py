@@ -19,7 +19,7 @@ from ...link import Link
 from ...protocols import nordic_dfu
 from .base import progress_to
 from .legacy_dfu import convert_command
-from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, follow, usb_serial
+from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, before_reset, follow
 
 if TYPE_CHECKING:
     from ...catalog import Module
@@ -124,9 +124,9 @@ class NordicDfuTransfer:
         module = plan.module
         if plan.device.mode == "bootloader":
             return 0.0, plan.device.bootloader_version
-        serial = usb_serial(link)
+        since = before_reset(link, plan.device.serial_number)
         link.write_line(module.dialect["boot"][0])
-        seconds = follow(link, module, "bootloader", serial=serial, emit=emit)
+        seconds = follow(link, module, "bootloader", since=since, emit=emit)
         return seconds, None
 
     def send(self, link: Link, plan: "Plan", emit: Sink) -> int | None:
@@ -134,7 +134,7 @@ class NordicDfuTransfer:
         bootloader), or None when it sent the whole firmware."""
         pkg = plan.image.image.package
         app = pkg.application
-        serial = usb_serial(link)
+        since = before_reset(link, plan.device.serial_number)    # the new firmware re-enumerates
         retries = [0]
 
         def retried(why: str) -> None:
@@ -147,7 +147,7 @@ class NordicDfuTransfer:
         if report.resumed_from:
             emit(Note(f"resumed at byte {report.resumed_from:,} of {len(app.firmware):,}: the "
                       f"bootloader had kept what an interrupted run sent"))
-        follow(link, plan.module, "app", serial=serial, emit=emit, timeout=self.app_timeout)
+        follow(link, plan.module, "app", since=since, emit=emit, timeout=self.app_timeout)
         return report.resumed_from or None
 
 
