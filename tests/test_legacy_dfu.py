@@ -147,3 +147,40 @@ def test_adafruit_nrfutil_updates_the_virtual_arduino_rak4631(arduino, tmp_path)
     assert "Device programmed" in done.stdout, done.stdout + done.stderr
     assert ports.wait_for_port("rak4631-arduino", "app", timeout=5)
     assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.updates == 1
+
+
+# ------------------------------------------------------------------ an interrupted session
+
+def abandon_a_session(port: str, fw: bytes, packets: int) -> None:
+    """What an interrupted run leaves: START, INIT and DATA packets up to ``packets`` in all,
+    acknowledged, then nothing more (too-many-retries mid-DATA, SIGTERM, a closed terminal)."""
+    init = dp.legacy_init_packet(fw)
+    with Link(port) as link:
+        client = ld.LegacyDfuClient(link)
+        client.packet(ld.start_payload(ld.MODE_APPLICATION, app_size=len(fw)), "START", timeout=3)
+        client.packet(ld.init_payload(init), "INIT", timeout=3)
+        for i in range(packets - 2):
+            client.packet(ld.data_payload(fw[i * 512:(i + 1) * 512]), "DATA")
+
+
+@pytest.mark.parametrize("packets", [5, 8], ids=["waits-for-packet-6", "waits-for-packet-1"])
+def test_an_update_cut_mid_session_is_finished_by_the_same_command(arduino, tmp_path, packets):
+    """The bootloader keeps an interrupted session: it waits for that session's next packet number
+    and takes no new START (the Adafruit bootloader resets when one comes in mid-session). The
+    re-run failed 'START was not acknowledged after 5 tries' with a hint about cables; it must
+    restart the session and finish (8 packets: the next number wraps round to the first one's)."""
+    import json
+    from conftest import run_cli
+    dev = arduino()
+    fw = sketch(dev, size=20_000)
+    port = touch_1200(dev)
+    abandon_a_session(port, sketch(dev, "ARDUINO_SKETCH_0.9", 20_000), packets)
+    assert dev.mode.value == "bootloader" and not dev.app_present()       # the sketch is partly erased
+    pkg = tmp_path / "sketch.zip"
+    pkg.write_bytes(dp.legacy_package(fw))
+    proc = run_cli("flash", str(pkg), "--port", port, "--yes", "--json", timeout=90)
+    events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert (proc.returncode, events[-1]["result"]) == (0, "ok"), events[-1]
+    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.mode.value == "app"
+    notes = " | ".join(e["message"] for e in events if e.get("event") == "note")
+    assert "earlier, interrupted update" in notes and "starts" in notes, notes

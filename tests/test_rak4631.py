@@ -429,3 +429,26 @@ def test_two_new_ports_that_both_look_like_the_module_are_a_named_error(tmp_path
     with pytest.raises(PortNotBack):
         ports.wait_for_port("rak4631-r", "bootloader", serial_number="SAME-SN", before=ports.snapshot(),
                             timeout=0.3)
+
+
+def test_an_arduino_update_stopped_mid_transfer_is_finished_by_the_same_command(rak4631, tmp_path):
+    """SIGTERM mid-DATA leaves the Adafruit bootloader in that session; the same command, given the
+    bootloader's port (the result names it), restarts the session and finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from conftest import SRC
+    dev = rak4631("rak4631-arduino")
+    pkg = arduino_package(tmp_path, dev.module, size=400_000)
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", pkg, "--port", dev.port, "--yes",
+                             "--json"], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=SRC))
+    lines = signal_when(proc, lambda e: e.get("event") == "progress" and 0 < e["bytes"] < e["total"] // 2,
+                        signal.SIGTERM)
+    assert proc.wait(30) == 143 and lines[-1]["result"] == "interrupted", lines[-1]
+    boot = ports.wait_for_port("rak4631-arduino", "bootloader", timeout=5).device
+    assert f"--port {boot}" in lines[-1]["hint"], lines[-1]["hint"]
+    code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=120)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.mode.value == "app"

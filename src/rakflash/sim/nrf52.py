@@ -285,8 +285,14 @@ class Rak4631Arduino(NativeUsbModule):
 
     def run_bootloader(self) -> None:
         self.boot_request = False
+        # The bootloader clears GPREGRET once it has read it (Adafruit_nRF52_Bootloader src/main.c):
+        # a reset from here on comes back as 239A:0029 (its sketch erased) or as the sketch.
+        self.gpregret = 0
         while not self._stop:
             outcome = legacy_dfu.LegacyDfuTarget(self.uart, _AdafruitBackend(self)).serve()
+            if outcome == "reset":
+                self.uart.drain()
+                return                  # a START mid-session: its error handler resets the chip
             if outcome == "activated":
                 self.gpregret = 0
                 self.updates += 1

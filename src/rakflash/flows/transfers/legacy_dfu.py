@@ -12,10 +12,11 @@ make for it (device type 0x0052, the image's CRC-16).
 from __future__ import annotations
 
 import math
+import os
 import shlex
 from typing import TYPE_CHECKING
 
-from ...errors import PackageMismatch
+from ...errors import PackageMismatch, PortNotBack, RakflashError
 from ...events import Note, Retry, Sink
 from ...link import Link
 from ...protocols import legacy_dfu
@@ -125,7 +126,6 @@ class LegacyDfuTransfer:
             firmware = plan.payload
             init = dfu_package.legacy_init_packet(
                 firmware, device_type=plan.module.extra.get("device_type", 0x0052))
-        since = before_reset(link, plan.device.serial_number)    # the sketch re-enumerates
         retries = [0]
 
         def retried(why: str) -> None:
@@ -133,10 +133,33 @@ class LegacyDfuTransfer:
             emit(Retry(retries[0], why))
 
         mcu = plan.module.mcu
-        client = legacy_dfu.LegacyDfuClient(
-            link, page_erase=mcu.page_erase_ms / 1000, page_write=1.0 + 3 * mcu.program_seconds(4096),
-            progress=progress_to(emit), on_retry=retried)
-        client.send(init, firmware)
+        for attempt in range(2):
+            since = before_reset(link, plan.device.serial_number)    # the sketch re-enumerates
+            client = legacy_dfu.LegacyDfuClient(
+                link, page_erase=mcu.page_erase_ms / 1000, page_write=1.0 + 3 * mcu.program_seconds(4096),
+                progress=progress_to(emit), on_retry=retried)
+            try:
+                client.send(init, firmware)
+                break
+            except legacy_dfu.EarlierSession as exc:
+                # An interrupted run left its session open; only a restart ends it (see the protocol).
+                if attempt or not client.restart_bootloader(exc.expected):
+                    raise
+                emit(Note(f"the bootloader still held an earlier, interrupted update (it waited for packet "
+                          f"{exc.expected} of it): rakflash restarted the bootloader, and this update "
+                          f"starts clean"))
+            except RakflashError:
+                # The START itself restarted the bootloader: an earlier session whose next
+                # packet number happened to be this START's. Its port went away.
+                if attempt or client.acknowledged != ["START"] or os.path.exists(link.port_name):
+                    raise
+                emit(Note("the bootloader restarted at this update's START (it still held an earlier, "
+                          "interrupted update), and this update starts again, clean"))
+            try:
+                follow(link, plan.module, "bootloader", since=since, emit=emit)
+            except PortNotBack as exc:
+                exc.hint = legacy_dfu.EarlierSession.hint
+                raise
         follow(link, plan.module, "app", since=since, emit=emit, timeout=self.app_timeout)
 
     def confirm_version(self, link: Link, plan: "Plan", timeout: float, emit: Sink) -> str | None:
