@@ -452,3 +452,15 @@ def test_an_arduino_update_stopped_mid_transfer_is_finished_by_the_same_command(
     code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=120)
     assert (code, out["result"]) == (0, "ok"), out
     assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.mode.value == "app"
+
+
+def test_a_conversion_cut_in_its_bootloader_step_is_finished_by_the_same_command(rak4631, tmp_path, cat):
+    from test_legacy_dfu import abandon_a_session, touch_1200
+    dev = rak4631("rak4631-arduino", dfu_key=KEY)
+    boot = touch_1200(dev)
+    abandon_a_session(boot, firmware.app_image(dev.module, "ARDUINO_SKETCH_0.9", 20_000), 5)
+    app = rui3_package(tmp_path, cat.module("rak4631-r"))
+    code, out = cli_json("convert-to-rui3", conversion_package(tmp_path, cat), app, "--port", boot, "--yes",
+                         timeout=120)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert dev.module.key == "rak4631-r" and dev.app_version == "RUI_4.0.6_RAK4631"

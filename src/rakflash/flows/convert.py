@@ -28,6 +28,7 @@ from ..protocols import legacy_dfu
 from .identify import DeviceInfo, identify
 from .session import FlashOptions, FlashSession
 from .transfers.base import progress_to
+from .transfers.legacy_dfu import send_clean
 from .transfers.native_usb import before_reset, follow
 from .update import UpdateResult
 
@@ -79,9 +80,10 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
             mode, sd_size, bl_size = legacy_dfu.MODE_BOOTLOADER, 0, len(image.firmware)
         emit(Phase("write", f"writing RUI3's bootloader ({len(image.firmware):,} bytes) over the Adafruit "
                             f"bootloader's legacy DFU", {"bytes": len(image.firmware)}))
-        since = before_reset(link, dev.serial_number)     # it restarts as a RAK4631-R
-        legacy_dfu.LegacyDfuClient(link, progress=progress_to(emit)).send(
-            image.init_bytes, image.firmware, mode=mode, sd_size=sd_size, bl_size=bl_size)
+        since = send_clean(   # then it restarts as a RAK4631-R
+            link, arduino, lambda: legacy_dfu.LegacyDfuClient(link, progress=progress_to(emit)),
+            lambda client: client.send(image.init_bytes, image.firmware, mode=mode, sd_size=sd_size,
+                                       bl_size=bl_size), serial=dev.serial_number, emit=emit)
         follow(link, rui3, "bootloader", since=since, emit=emit, timeout=20.0)
         emit(Note("the module is now a RAK4631-R waiting in its Secure DFU bootloader; if anything stops "
                   "here, 'rakflash flash' of the RUI3 package finishes the job"))

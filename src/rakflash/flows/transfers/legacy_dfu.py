@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 import os
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ...errors import PackageMismatch, PortNotBack, RakflashError
 from ...events import Note, Retry, Sink
 from ...link import Link
 from ...protocols import legacy_dfu
 from .base import progress_to
-from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, before_reset, follow
+from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, BeforeReset, before_reset, follow
 
 if TYPE_CHECKING:
     from ...catalog import Module
@@ -66,6 +66,40 @@ def check_package(image: "Image", module: "Module") -> None:
         raise PackageMismatch(f"{image.path} is made for device type {init.device_type:#06x}, and "
                               f"{module.name} is {want:#06x}: nothing was sent",
                               hint=f"Make the package with 'adafruit-nrfutil dfu genpkg --dev-type {want:#06x}'.")
+
+
+def send_clean(link: Link, module: "Module", make_client: Callable[[], legacy_dfu.LegacyDfuClient],
+               send: Callable[[legacy_dfu.LegacyDfuClient], None], *, serial: str | None,
+               emit: Sink) -> BeforeReset:
+    """``send(make_client())``; when the bootloader still holds an earlier, interrupted session,
+    restart it, follow it to its new port and send again. Returns what was noted before the last
+    try (the port the module leaves when it starts what was sent)."""
+    for attempt in range(2):
+        since = before_reset(link, serial)
+        client = make_client()
+        try:
+            send(client)
+            return since
+        except legacy_dfu.EarlierSession as exc:
+            # An interrupted run left its session open; only a restart ends it (see the protocol).
+            if attempt or not client.restart_bootloader(exc.expected):
+                raise
+            emit(Note(f"the bootloader still held an earlier, interrupted update (it waited for packet "
+                      f"{exc.expected} of it): rakflash restarted the bootloader, and this update "
+                      f"starts clean"))
+        except RakflashError:
+            # The START itself restarted the bootloader: an earlier session whose next
+            # packet number happened to be this START's. Its port went away.
+            if attempt or client.acknowledged != ["START"] or os.path.exists(link.port_name):
+                raise
+            emit(Note("the bootloader restarted at this update's START (it still held an earlier, "
+                      "interrupted update), and this update starts again, clean"))
+        try:
+            follow(link, module, "bootloader", since=since, emit=emit)
+        except PortNotBack as exc:
+            exc.hint = legacy_dfu.EarlierSession.hint
+            raise
+    raise AssertionError("unreachable")
 
 
 class LegacyDfuTransfer:
@@ -133,33 +167,10 @@ class LegacyDfuTransfer:
             emit(Retry(retries[0], why))
 
         mcu = plan.module.mcu
-        for attempt in range(2):
-            since = before_reset(link, plan.device.serial_number)    # the sketch re-enumerates
-            client = legacy_dfu.LegacyDfuClient(
-                link, page_erase=mcu.page_erase_ms / 1000, page_write=1.0 + 3 * mcu.program_seconds(4096),
-                progress=progress_to(emit), on_retry=retried)
-            try:
-                client.send(init, firmware)
-                break
-            except legacy_dfu.EarlierSession as exc:
-                # An interrupted run left its session open; only a restart ends it (see the protocol).
-                if attempt or not client.restart_bootloader(exc.expected):
-                    raise
-                emit(Note(f"the bootloader still held an earlier, interrupted update (it waited for packet "
-                          f"{exc.expected} of it): rakflash restarted the bootloader, and this update "
-                          f"starts clean"))
-            except RakflashError:
-                # The START itself restarted the bootloader: an earlier session whose next
-                # packet number happened to be this START's. Its port went away.
-                if attempt or client.acknowledged != ["START"] or os.path.exists(link.port_name):
-                    raise
-                emit(Note("the bootloader restarted at this update's START (it still held an earlier, "
-                          "interrupted update), and this update starts again, clean"))
-            try:
-                follow(link, plan.module, "bootloader", since=since, emit=emit)
-            except PortNotBack as exc:
-                exc.hint = legacy_dfu.EarlierSession.hint
-                raise
+        since = send_clean(link, plan.module, lambda: legacy_dfu.LegacyDfuClient(
+            link, page_erase=mcu.page_erase_ms / 1000, page_write=1.0 + 3 * mcu.program_seconds(4096),
+            progress=progress_to(emit), on_retry=retried), lambda client: client.send(init, firmware),
+            serial=plan.device.serial_number, emit=emit)
         follow(link, plan.module, "app", since=since, emit=emit, timeout=self.app_timeout)
 
     def confirm_version(self, link: Link, plan: "Plan", timeout: float, emit: Sink) -> str | None:
