@@ -286,16 +286,50 @@ def test_a_port_that_is_gone_names_where_the_module_may_be_now(rak4631, tmp_path
     assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
 
 
-def test_a_failure_in_the_bootloader_names_the_port_the_module_is_on_now(rak4631, tmp_path):
-    """The module re-enumerated as its bootloader before the DFU failed: the port the command
-    was given is gone, so the hint names the bootloader's (found by the soak: the same command
-    again only met port-not-found)."""
+def test_a_package_refused_at_its_init_packet_leaves_the_module_running_its_application(rak4631, tmp_path):
+    """Signed with a key the bootloader does not trust: refused at the init packet, after AT+BOOT,
+    before anything was erased. The module was left in its bootloader without a word; now its
+    application runs again, the result says so, and the hint names the port it is on now (the
+    port the command was given is gone: found by the soak, the same command met port-not-found)."""
     dev = rak4631()
+    given = dev.port
     pkg = rui3_package(tmp_path, dev, key_pem=dp.new_signing_key())     # a key it does not trust
-    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
+    code, out = cli_json("flash", pkg, "--port", given, "--yes", timeout=90)
     assert code != 0 and out["error"] == "dfu-rejected", out
-    boot = ports.wait_for_port("rak4631-r", "bootloader", timeout=5).device
-    assert f"--port {boot}" in out["hint"], out["hint"]
+    assert "nothing was written" in out["message"] and "runs its application again" in out["message"]
+    assert dev.wait_mode("app") and dev.app_version == "RUI_4.0.5_RAK4631" and dev.updates == 0
+    app = ports.wait_for_port("rak4631-r", "app", timeout=5).device
+    assert app in out["message"]
+    assert app == given or f"--port {app}" in out["hint"], out["hint"]    # (a pty path may come back)
+
+
+def test_a_package_like_one_its_bootloader_refused_is_refused_before_at_boot(rak4631, tmp_path):
+    """rakflash remembers what this module's bootloader accepted: the key that signed it, the
+    fw_version it installed. The next package signed with another key, or older, is refused
+    before AT+BOOT (its bootloader would refuse it after), the module never leaving its application."""
+    dev = rak4631()
+    code, out = cli_json("flash", rui3_package(tmp_path, dev, fw_version=3), "--port", dev.port, "--yes",
+                         timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
+    port, resets = dev.port, dev.resets
+    other_key = rui3_package(tmp_path, dev, version="RUI_4.0.7_RAK4631", key_pem=dp.new_signing_key(),
+                             fw_version=4)
+    code, out = cli_json("flash", other_key, "--port", port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "another key" in out["message"] and "nothing was sent" in out["message"]
+    older = rui3_package(tmp_path, dev, version="RUI_4.0.7_RAK4631", fw_version=2)
+    code, out = cli_json("flash", older, "--port", port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "fw_version" in out["message"] and "downgrade" in out["message"] and "--force" in out["hint"]
+    assert (dev.resets, dev.port, dev.mode.value) == (resets, port, "app")      # never left its application
+    # --force sends it: the bootloader refuses it, and the application runs again.
+    code, out = cli_json("flash", older, "--port", port, "--yes", "--force", timeout=90)
+    assert out["error"] == "dfu-rejected" and out["reason"] == "fw-version", out
+    assert dev.wait_mode("app") and dev.app_version == "RUI_4.0.6_RAK4631"
+    # The same key and a newer version go through.
+    newer = rui3_package(tmp_path, dev, version="RUI_4.0.7_RAK4631", fw_version=4)
+    code, out = cli_json("flash", newer, "--port", dev.port, "--yes", timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
 
 
 def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, tmp_path):

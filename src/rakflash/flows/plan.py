@@ -278,6 +278,9 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     check_image = getattr(for_protocol(module.protocol), "check_image", None)
     if check_image is not None:
         check_image(image, module)      # e.g. a DFU package for the other nRF52 bootloader family
+    check_device = getattr(for_protocol(module.protocol), "check_device", None)
+    if check_device is not None and not force:
+        check_device(image, module, device)   # e.g. signed with another key than it accepted before
     too_slow = getattr(for_protocol(module.protocol), "refusal", None)
     if too_slow is not None and too_slow(module, device.baud):
         raise BaudTooLow(too_slow(module, device.baud), baud=device.baud)
