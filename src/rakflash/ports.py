@@ -251,9 +251,11 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
             return candidates[0]
         if len(candidates) > 1:
             same = " with the same serial number" if serial_number else ""
-            raise PortAmbiguous(f"{len(candidates)} new ports look like the {module} that was reset, in its "
-                                f"{mode}{same} ({', '.join(e.device for e in candidates)}), and rakflash "
-                                f"can't tell which one is yours")
+            which = "new ports look like the {} that was reset".format(module) if before is not None \
+                else f"ports look like a {module}"
+            raise PortAmbiguous(f"{len(candidates)} {which}, in its {mode}{same} "
+                                f"({', '.join(e.device for e in candidates)}), and rakflash can't tell "
+                                f"which one is yours")
         seen = [e for e in entries if e.module == module]
         if time.monotonic() >= end:
             break
