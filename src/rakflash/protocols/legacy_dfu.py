@@ -132,8 +132,9 @@ class EarlierSession(TransferError):
 
     name = "dfu-session-in-progress"
     hint = ("Press the module's reset button once: it restarts in its bootloader (its sketch was "
-            "partly erased) on a new port; run 'rakflash ports' to see it, and run the same command "
-            "again with --port set to it.")
+            "partly erased) on a new port — or runs its sketch, if that was left whole; run "
+            "'rakflash ports' to see which port it is on now, and run the same command again with "
+            "--port set to it.")
 
     def __init__(self, expected: int) -> None:
         super().__init__(f"the bootloader still holds an earlier, interrupted update: it waits for "
