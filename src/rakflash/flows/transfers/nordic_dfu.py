@@ -37,7 +37,7 @@ from ... import dfu_package
 from ...protocols import nordic_dfu
 from .base import progress_to
 from .legacy_dfu import convert_command
-from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, before_reset, follow, usb_serial
+from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, before_reset, follow
 
 if TYPE_CHECKING:
     from ...catalog import Module
@@ -165,9 +165,16 @@ def remember_accepted(module: "Module", serial: str | None, init) -> None:
 def check_device(image: "Image", module: "Module", device: "DeviceInfo") -> None:
     """Refuse, before AT+BOOT, a package this module's bootloader was seen to refuse the like of:
     signed with another key than the one it accepted, or a lower fw_version than it installed."""
+    from ... import ports
     pkg = image.package
     app = pkg.application if pkg is not None else None
-    seen = seen_accepted(module, device.serial_number)
+    try:
+        entry = ports.port_entry(device.port)
+    except Exception:          # listing ports must never stop a plan
+        entry = None
+    # Keyed by the USB serial number (the chip's, the same in the bootloader and the
+    # application), as remember_accepted keys it; the module's own when the OS tells none.
+    seen = seen_accepted(module, (entry.serial_number if entry else None) or device.serial_number)
     if app is None or seen is None:
         return
     init = app.init
@@ -269,7 +276,7 @@ class NordicDfuTransfer:
             emit(Note(f"resumed at byte {report.resumed_from:,} of {len(app.firmware):,}: the "
                       f"bootloader had kept what an interrupted run sent"))
         follow(link, plan.module, "app", since=since, emit=emit, timeout=self.app_timeout)
-        remember_accepted(plan.module, since.serial or usb_serial(link) or plan.device.serial_number, app.init)
+        remember_accepted(plan.module, since.serial, app.init)     # USB serial, else the module's
         return report.resumed_from or None
 
     def _leave_after_refusal(self, link: Link, plan: "Plan", exc: DfuRejected, since, emit: Sink) -> None:
