@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -184,3 +185,30 @@ def test_an_update_cut_mid_session_is_finished_by_the_same_command(arduino, tmp_
     assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.mode.value == "app"
     notes = " | ".join(e["message"] for e in events if e.get("event") == "note")
     assert "earlier, interrupted update" in notes and "starts" in notes, notes
+
+
+def test_a_bootloader_that_does_not_come_back_after_the_restart_says_what_to_press(arduino, tmp_path,
+                                                                                    monkeypatch):
+    """The restart that ends an earlier session needs the module to come back on a new port; one
+    that doesn't is dfu-session-in-progress, with the reset press as the next step. (The Adafruit
+    bootloader's error handler halts instead of resetting while a debugger is attached.)"""
+    from rakflash.flows.session import FlashOptions, FlashSession
+    from rakflash.images import load
+    dev = arduino()
+    port = touch_1200(dev)
+    abandon_a_session(port, sketch(dev, "ARDUINO_SKETCH_0.9", 20_000), 5)
+    served = ld.LegacyDfuTarget._process
+
+    def restarts_into_nothing(self, payload):
+        outcome = served(self, payload)
+        while outcome == "reset" and not dev._stop:       # halted: no reset, no new port
+            time.sleep(0.05)
+        return outcome
+    monkeypatch.setattr(ld.LegacyDfuTarget, "_process", restarts_into_nothing)
+    pkg = tmp_path / "sketch.zip"
+    pkg.write_bytes(dp.legacy_package(sketch(dev)))
+    with Link(port) as link, pytest.raises(ld.EarlierSession) as caught:
+        FlashSession(link, load(str(pkg)), FlashOptions()).run()
+    assert "did not come back" in caught.value.message
+    assert "Press the module's reset button once" in caught.value.hint
+    assert caught.value.name == "dfu-session-in-progress" and caught.value.exit_code == 7

@@ -136,8 +136,11 @@ class EarlierSession(TransferError):
             "'rakflash ports' to see which port it is on now, and run the same command again with "
             "--port set to it.")
 
-    def __init__(self, expected: int) -> None:
-        super().__init__(f"the bootloader still holds an earlier, interrupted update: it waits for "
+    def __init__(self, expected: int, *, restarted: bool = False) -> None:
+        super().__init__(f"the bootloader still held an earlier, interrupted update (it waited for "
+                         f"packet {expected} of that session and took no new one), and it did not come "
+                         f"back after rakflash restarted it" if restarted else
+                         f"the bootloader still holds an earlier, interrupted update: it waits for "
                          f"packet {expected} of that session and takes no new one", expected=expected)
         self.expected = expected
 
@@ -229,18 +232,18 @@ class LegacyDfuClient:
                              hint="Use a shorter cable or another USB port, then run the same command again.",
                              offset=offset)
 
-    def restart_bootloader(self, expected: int, *, timeout: float = 2.0) -> bool:
+    def restart_bootloader(self, expected: int, *, timeout: float = 1.0) -> None:
         """End an earlier session the only way the bootloader offers: a START numbered as it
         expects, which it acknowledges and then takes as an error that resets the chip (see the
-        module's notes). True once it acknowledged (the port then goes away)."""
+        module's notes). The acknowledgement may be lost in the reset, and the port goes away:
+        the caller follows the module to its new port."""
+        from ..errors import RakflashError
         self.seq = expected % 8
-        frame = encode_packet(self.seq, start_payload(MODE_APPLICATION, app_size=4))
-        want = (self.seq + 1) % 8
-        for _ in range(2):
-            self.ch.write(frame)
-            if self._await_ack(timeout, want) == want:
-                return True
-        return False
+        try:
+            self.ch.write(encode_packet(self.seq, start_payload(MODE_APPLICATION, app_size=4)))
+            self._await_ack(timeout, (self.seq + 1) % 8)
+        except RakflashError:
+            pass              # the port went away under the read: the reset it was meant to cause
 
     def _await_ack(self, timeout: float, want: int) -> int | None:
         """The ack number of the next acknowledgement frame; the wanted one ends the wait early."""

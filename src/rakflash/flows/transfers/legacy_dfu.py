@@ -82,23 +82,25 @@ def send_clean(link: Link, module: "Module", make_client: Callable[[], legacy_df
             return since
         except legacy_dfu.EarlierSession as exc:
             # An interrupted run left its session open; only a restart ends it (see the protocol).
-            if attempt or not client.restart_bootloader(exc.expected):
+            if attempt:
                 raise
-            emit(Note(f"the bootloader still held an earlier, interrupted update (it waited for packet "
-                      f"{exc.expected} of it): rakflash restarted the bootloader, and this update "
-                      f"starts clean"))
+            held = exc.expected
+            client.restart_bootloader(held)
+            done = (f"the bootloader still held an earlier, interrupted update (it waited for packet "
+                    f"{held} of it): rakflash restarted it, and this update starts clean")
         except RakflashError:
             # The START itself restarted the bootloader: an earlier session whose next
             # packet number happened to be this START's. Its port went away.
             if attempt or client.acknowledged != ["START"] or os.path.exists(link.port_name):
                 raise
-            emit(Note("the bootloader restarted at this update's START (it still held an earlier, "
-                      "interrupted update), and this update starts again, clean"))
+            held = 1
+            done = ("the bootloader restarted at this update's START (it still held an earlier, "
+                    "interrupted update), and this update starts again, clean")
         try:
             follow(link, module, "bootloader", since=since, emit=emit)
         except PortNotBack as exc:
-            exc.hint = legacy_dfu.EarlierSession.hint
-            raise
+            raise legacy_dfu.EarlierSession(held, restarted=True) from exc
+        emit(Note(done))
     raise AssertionError("unreachable")
 
 
