@@ -517,3 +517,17 @@ def test_a_damaged_memory_of_what_a_bootloader_accepted_never_refuses_a_package(
     image = load_image(rui3_package(tmp_path, module, key_pem=dp.new_signing_key(), fw_version=0))
     device = DeviceInfo("PORT", 115200, "app", module.dialect.key, module=module, serial_number="SN")
     nd.check_device(image, module, device)          # no refusal, no exception
+
+
+def test_a_refused_package_for_a_module_with_no_application_says_it_stays_in_its_bootloader(rak4631,
+                                                                                             tmp_path):
+    """An earlier update erased the application; the package now given is refused at its init
+    packet: there is nothing to start again, and the message says so instead of 'press reset'."""
+    dev = rak4631(state="bootloader")
+    dev.app_valid = False                    # what a cut-off update leaves (single bank)
+    pkg = rui3_package(tmp_path, dev, key_pem=dp.new_signing_key())
+    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
+    assert out["error"] == "dfu-rejected", out
+    assert "nothing was written" in out["message"] and "no application to start" in out["message"], out
+    assert "press its reset button" not in out["message"]
+    assert dev.mode.value == "bootloader" and dev.updates == 0

@@ -281,17 +281,28 @@ class NordicDfuTransfer:
 
     def _leave_after_refusal(self, link: Link, plan: "Plan", exc: DfuRejected, since, emit: Sink) -> None:
         """Refused at the init packet: nothing was written, the application is as it was. Start
-        it again (``at+run``), and say where the module is either way."""
+        it again (``at+run``), and say where the module is either way — also when there is no
+        application to start (an interrupted update erased it, or a conversion left none)."""
         module = plan.module
         boot_port = link.port_name
+        nothing = f"; nothing was written: {module.name} waits in its bootloader on {boot_port}"
         try:
             link.discard_input()
             link.write((module.boot_dialect["run"] + "\r\n").encode())
+            answer = link.read_line(1.0) or b""
+        except RakflashError:
+            answer = b""                # the port went away: the application starting, most likely
+        if b"Jump failed" in answer:    # the RUI bootloader console: "No legal application detected."
+            exc.message += (nothing + ", with no application to start (an earlier update or the "
+                                      "conversion to RUI3 left none)")
+            exc.hint = (exc.hint.rstrip(". ") + ". Until a package it accepts is written, it stays in its "
+                        "bootloader; 'rakflash flash' of that package goes on from there.")
+            return
+        try:
             follow(link, module, "app", since=since, emit=emit, timeout=self.app_timeout)
         except RakflashError:          # not back (or the port failed): the refusal stays the error
-            exc.message += (f"; nothing was written: {module.name} waits in its bootloader on {boot_port}, "
-                            f"its application unchanged — press its reset button to start the "
-                            f"application, or flash the right package")
+            exc.message += (nothing + ", its application unchanged — press its reset button to start "
+                                      "the application, or flash the right package")
             return
         exc.message += (f"; nothing was written, and {module.name} runs its application again "
                         f"(unchanged) on {link.port_name}")
