@@ -325,3 +325,16 @@ def test_kept_keys_of_a_devEUI_the_new_firmware_reset_are_named_not_used(virtual
     assert str(kept) in warning["message"] and "AT+APPKEY=<value>" in warning["message"]
     assert kept.exists()                                        # still there for the owner
     assert keys_on(dev)["APPKEY"] == "0" * 32                   # nothing written from it
+
+
+def test_a_fifo_beside_the_kept_files_does_not_hang_the_run(virtual, tmp_path, cat):
+    """The files kept under another DevEUI are looked at too: one that is a FIFO is passed over."""
+    import os
+    dev = virtual("rak3172", state="bootloader")
+    folder = tmp_path / "cache" / "rakflash"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / f"settings-rak3172-{dev.opts.serial_number}-AC1F09FFFE999999.json")
+    p = tmp_path / "new.bin"
+    p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 4 * 1024))
+    code, lines = flash_json(p, dev)
+    assert (code, lines[-1]["result"]) == (0, "ok"), lines[-1]

@@ -23,10 +23,10 @@ tells its serial number and DevEUI. Two modules may share a serial number (a
 batch with blank or copied ones, virtual modules): the DevEUI keeps one's values
 from ever being offered to the other. A file kept for the same module and serial
 number but another DevEUI is named in a warning, never used: it may be another
-module's, or this one's if its new firmware reset the DevEUI too. A check that can't write a setting back leaves the
-file, and says where it is, so the owner still has the values. The file is
-untrusted input: a damaged one is set aside (renamed, never deleted) with a
-warning, and the run goes on without it.
+module's, or this one's if its new firmware reset the DevEUI too. A check that
+can't write a setting back leaves the file, and says where it is, so the owner
+still has the values. The file is untrusted input: a damaged one is set aside
+(renamed, never deleted) with a warning, and the run goes on without it.
 
 A module caught in its bootloader after a reset (its firmware floods the port)
 had no application to ask before the update: :func:`read_in_start_up_window`
@@ -235,7 +235,10 @@ def kept_for_others(module: Module, serial: str | None, dev_eui: str | None) -> 
         if path == _pending_file(module, serial, dev_eui):
             continue
         try:
-            with open(path, "rb") as f:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)   # a FIFO must not block
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    continue
                 data = json.loads(f.read(KEPT_FILE_MAX).decode("utf-8"))
             values = data.get("settings")
             kept_for = data.get("dev_eui") if "dev_eui" in data else dev_eui_of(values)
