@@ -503,8 +503,8 @@ def test_a_conversion_cut_in_its_bootloader_step_is_finished_by_the_same_command
 @pytest.mark.parametrize("content", [b"", b"[]", b"\xff\xfe", b'{"module": "rak4631-r"}',
                                      b'{"module": "rak4631-r", "serial_number": "SN", "signers": ["zz"]}',
                                      b'{"module": "rak4631-r", "serial_number": "SN", "signers": 5, '
-                                     b'"fw_version": "9"}'],
-                         ids=["empty", "list", "binary", "no-serial", "bad-hex", "wrong-types"])
+                                     b'"fw_version": "9"}', b"fifo"],
+                         ids=["empty", "list", "binary", "no-serial", "bad-hex", "wrong-types", "fifo"])
 def test_a_damaged_memory_of_what_a_bootloader_accepted_never_refuses_a_package(tmp_path, cat, content):
     """The file is untrusted input: damaged, it is as if nothing were known (the bootloader decides)."""
     from rakflash.flows.identify import DeviceInfo
@@ -513,7 +513,11 @@ def test_a_damaged_memory_of_what_a_bootloader_accepted_never_refuses_a_package(
     module = cat.module("rak4631-r")
     path = nd._seen_file(module, "SN")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
+    if content == b"fifo":
+        import os
+        os.mkfifo(path)                   # never read: it could block
+    else:
+        path.write_bytes(content)
     image = load_image(rui3_package(tmp_path, module, key_pem=dp.new_signing_key(), fw_version=0))
     device = DeviceInfo("PORT", 115200, "app", module.dialect.key, module=module, serial_number="SN")
     nd.check_device(image, module, device)          # no refusal, no exception

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,7 +130,10 @@ def seen_accepted(module: "Module", serial: str | None) -> dict | None:
     if not serial:
         return None
     try:
-        with open(_seen_file(module, serial), "rb") as f:
+        fd = os.open(_seen_file(module, serial), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None       # a FIFO or a device: never read (it could block)
             data = json.loads(f.read(SEEN_FILE_MAX).decode("utf-8"))
         if data.get("module") != module.key or data.get("serial_number") != serial:
             return None
