@@ -300,6 +300,7 @@ class LegacyDfuTarget:
         self.accepted = True
         self.received = 0
         self.started = False
+        self.init_done = False
 
     def serve(self) -> str:
         idle = Deadline(self.idle_timeout)
@@ -336,9 +337,14 @@ class LegacyDfuTarget:
             if self.started:
                 return "reset"          # NRF_ERROR_INVALID_STATE → app_error_fault_handler → reset
             mode, sd, bl, app = struct.unpack_from("<IIII", body)
-            self.received, self.started = 0, True
+            self.received, self.started, self.init_done = 0, True, False
             self.accepted = self.backend.start(mode, sd, bl, app)
-        elif kind == INIT and self.started:
+        elif kind == INIT:
+            # dfu_init_pkt_complete() outside the state after START (no session, or one already
+            # past its init packet) is NRF_ERROR_INVALID_STATE: the error handler resets the chip.
+            if not self.started or self.init_done:
+                return "reset"
+            self.init_done = True
             init = body[:-2] if body.endswith(b"\0\0") else body
             self.accepted = self.accepted and self.backend.init(init)
         elif kind == DATA and self.started:
@@ -346,7 +352,7 @@ class LegacyDfuTarget:
                 self.backend.data(self.received, body)
             self.received += len(body)
         elif kind == STOP and self.started:
-            self.started = False
+            self.started = self.init_done = False
             if self.accepted and self.backend.stop(self.received):
                 return "activated"
             return "refused"

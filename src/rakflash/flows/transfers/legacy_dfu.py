@@ -88,17 +88,20 @@ def send_clean(link: Link, module: "Module", make_client: Callable[[], legacy_df
             client.restart_bootloader(held)
             done = (f"the bootloader still held an earlier, interrupted update (it waited for packet "
                     f"{held} of it): rakflash restarted it, and this update starts clean")
-        except RakflashError:
-            # The START itself restarted the bootloader: an earlier session whose next
-            # packet number happened to be this START's. Its port went away.
-            if attempt or client.acknowledged != ["START"] or os.path.exists(link.port_name):
+        except RakflashError as exc:
+            # This update's START or INIT restarted the bootloader: an earlier session whose
+            # numbering made it take one of them (a START mid-session, or an INIT after its
+            # own: both reset the chip). Its port went away before any DATA was acknowledged.
+            if attempt or not set(client.acknowledged) <= {"START", "INIT"} or os.path.exists(link.port_name):
                 raise
-            held = 1
-            done = ("the bootloader restarted at this update's START (it still held an earlier, "
+            held, lost = None, exc
+            done = ("the bootloader restarted at this update's first packets (it still held an earlier, "
                     "interrupted update), and this update starts again, clean")
         try:
             follow(link, module, "bootloader", since=since, emit=emit)
         except PortNotBack as exc:
+            if held is None:
+                raise lost from exc      # not a restart after all (a cable pulled, say): the error it was
             raise legacy_dfu.EarlierSession(held, restarted=True) from exc
         emit(Note(done))
     raise AssertionError("unreachable")
