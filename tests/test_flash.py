@@ -331,8 +331,9 @@ def test_last_json_line_always_has_the_result_keys(virtual, new_app, tmp_path, c
 
 def test_keys_survive_an_update_cut_off_before_it_could_check_them(virtual, tmp_path, cat):
     """Power lost mid-transfer: the re-run starts in the bootloader with no application to ask,
-    so it takes the values the first run kept, and writes back what the new firmware reset."""
-    dev = virtual("rak3172")
+    so it takes the values the first run kept, and writes back what the new firmware reset.
+    (The owner kept the module's factory DevEUI, which the reset restores: it says whose they are.)"""
+    dev = virtual("rak3172", dev_eui=KEYS["DEVEUI"])
     set_keys(dev)
     p = tmp_path / "new_layout.bin"
     p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 30 * 1024, new_settings_layout=True))
@@ -350,9 +351,10 @@ def test_keys_survive_an_update_cut_off_before_it_could_check_them(virtual, tmp_
 
 
 def test_up_to_date_module_still_gets_the_check_an_earlier_run_missed(virtual, tmp_path, cat):
-    """Cut off after the transfer but before the check: the re-run finds the new version running."""
+    """Cut off after the transfer but before the check: the re-run finds the new version running.
+    (The owner kept the module's factory DevEUI, which the reset restores: it says whose they are.)"""
     from rakflash.flows import settings as flows_settings
-    dev = virtual("rak3172")
+    dev = virtual("rak3172", dev_eui=KEYS["DEVEUI"])
     set_keys(dev)
     module = cat.module("rak3172")
     flows_settings.keep_until_checked(module, dev.opts.serial_number,
@@ -367,5 +369,5 @@ def test_up_to_date_module_still_gets_the_check_an_earlier_run_missed(virtual, t
     assert keys_on(dev)["APPKEY"] == "0" * 32
     code, out = flash(p, dev)
     assert (code, out["result"]) == (0, "already-up-to-date"), out
-    assert out["settings_kept"] is True and set(out["settings"]["restored"]) == {"DEVEUI", "APPEUI", "APPKEY"}
+    assert out["settings_kept"] is True and set(out["settings"]["restored"]) == {"APPEUI", "APPKEY"}
     assert keys_on(dev) == KEYS

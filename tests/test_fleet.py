@@ -380,3 +380,18 @@ def test_a_report_that_stops_taking_lines_midway_ends_the_run_with_that_error(mo
     else:
         assert "the module ended " + devs[0].port + ": ok" in last["message"]
     assert report.read_text() == earlier                         # appended to, never rewritten
+
+
+def test_virtual_modules_started_alike_are_three_modules_in_the_report(virtual, new_app, tmp_path):
+    """Each virtual module has its own serial number and DevEUI unless told otherwise (they were
+    all SIM0000001 / AC1F09FFFE000001: a report of three modules showed one DevEUI)."""
+    devs = [virtual("rak3172") for _ in range(3)]
+    report = tmp_path / "three.jsonl"
+    proc, lines = flash_json(new_app, *(d.port for d in devs), extra=("--report", str(report)))
+    assert proc.returncode == 0, lines[-1]
+    records = {r["port"]: r for r in read_report(report)}
+    assert len({r["dev_eui"] for r in records.values()}) == 3
+    assert len({r["serial_number"] for r in records.values()}) == 3
+    for d in devs:
+        assert (records[d.port]["serial_number"], records[d.port]["dev_eui"]) == \
+            (d.opts.serial_number, d.opts.dev_eui)

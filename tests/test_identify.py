@@ -23,7 +23,7 @@ def test_rui3_app_is_identified(virtual):
     assert info.module.key == "rak3172" and info.mode == "app"
     assert info.app_version == "RUI_4.0.5_RAK3172-E"
     assert info.bootloader_version == "RUI_BOOT_0.8_STM32WLE5CC"
-    assert info.hardware_model == "rak3172" and info.serial_number == "SIM0000001"
+    assert info.hardware_model == "rak3172" and info.serial_number == dev.opts.serial_number
 
 
 def test_versions_come_from_what_is_in_flash(virtual):

@@ -114,7 +114,7 @@ def test_ports_come_and_go_live_and_identify_shows_what_info_shows(page, web, vi
 
     row.get_by_role("button", name="Identify").click()
     device = page.locator("#device")
-    for text in ("RAK3172", "application running", OLD, "RUI_BOOT_0.8_STM32WLE5CC", "SIM0000001",
+    for text in ("RAK3172", "application running", OLD, "RUI_BOOT_0.8_STM32WLE5CC", dev.opts.serial_number,
                  f"{dev.port} at 115200 baud"):
         expect(device).to_contain_text(text)
     expect(row.locator(".seen")).to_have_text(f"RAK3172 · {OLD}")

@@ -443,6 +443,15 @@ class PortNotBack(PortError):
             "module (double-press reset on an Arduino RAK4631) and run the same command again.")
 
 
+class PortAmbiguous(PortError):
+    """After a re-enumeration, more than one new port looks like the module that was reset."""
+
+    name = "port-ambiguous"
+    hint = ("Unplug the other modules of that kind (or let them finish what they are doing), run "
+            "'rakflash ports' to see which port is in its bootloader now, and run the same command "
+            "again with --port set to it.")
+
+
 class ImageNotAFile(ImageError):
     """A FIFO, a device, a socket: reading it could block forever or never end."""
 

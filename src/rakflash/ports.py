@@ -36,6 +36,11 @@ class PortEntry:
     virtual: bool = False
     module: str | None = None        # catalog key of the module this USB id belongs to
     mode: str | None = None          # "app" or "bootloader", where the USB id tells
+    location: str | None = None      # where on the USB it is plugged in (pyserial's "1-1.2:1.0")
+
+    def identity(self) -> tuple:
+        """What the port says it is: a port whose identity changed is another device."""
+        return (self.vid, self.pid, self.description, self.serial_number, self.location)
 
     def to_dict(self) -> dict:
         return {"port": self.device,
@@ -52,17 +57,19 @@ def list_serial_ports() -> list[PortEntry]:
     for p in sorted(list_ports.comports(), key=lambda p: p.device):
         description = p.description if p.description and p.description != "n/a" else ""
         out.append(_entry(cat, p.device, p.vid, p.pid, getattr(p, "product", None) or description,
-                          description, p.serial_number))
+                          description, p.serial_number, location=getattr(p, "location", None)))
     for v in virtual_ports():
         out.append(_entry(cat, v["device"], v["vid"], v["pid"], v.get("product"),
-                          v.get("product") or "", v.get("serial_number"), virtual=True))
+                          v.get("product") or "", v.get("serial_number"), virtual=True,
+                          location=v.get("location")))
     return sorted(out, key=lambda e: e.device)
 
 
-def _entry(cat, device, vid, pid, product, description, serial, virtual=False) -> PortEntry:
+def _entry(cat, device, vid, pid, product, description, serial, virtual=False, location=None) -> PortEntry:
     usb = cat.usb(vid, pid, product) if vid is not None else None
     return PortEntry(device, vid, pid, description, serial, usb.probably if usb else None,
-                     virtual=virtual, module=usb.module if usb else None, mode=usb.mode if usb else None)
+                     virtual=virtual, module=usb.module if usb else None, mode=usb.mode if usb else None,
+                     location=location if isinstance(location, str) and location else None)
 
 
 # ------------------------------------------------------------------ what may be opened as a port
@@ -140,12 +147,14 @@ def _registry_file(device: str) -> Path:
 
 
 def register_virtual_port(device: str, *, vid: int, pid: int, product: str | None = None,
-                          serial_number: str | None = None) -> None:
-    """Announce that ``device`` is a (simulated) USB port with these ids, until unregistered."""
+                          serial_number: str | None = None, location: str | None = None) -> None:
+    """Announce that ``device`` is a (simulated) USB port with these ids, until unregistered.
+    ``location``: where on the USB it is plugged in (the same across its re-enumerations)."""
     folder = virtual_ports_dir()
     folder.mkdir(parents=True, exist_ok=True)
     record = {"device": device, "vid": vid, "pid": pid, "product": product,
-              "serial_number": serial_number, "owner": os.getpid(), "since": time.time()}
+              "serial_number": serial_number, "location": location, "owner": os.getpid(),
+              "since": time.time()}
     tmp = _registry_file(device).with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(_registry_file(device))
@@ -252,33 +261,70 @@ def port_entry(path: str) -> PortEntry | None:
     return None
 
 
+def snapshot() -> dict[str, tuple]:
+    """Every port listed now, with its identity (see :func:`wait_for_port`'s ``before``)."""
+    return {e.device: e.identity() for e in list_serial_ports()}
+
+
+def usb_path(location: str | None) -> str | None:
+    """The USB path of a port's location, without its interface (``1-1.2:1.0`` → ``1-1.2``):
+    a module keeps its path through a re-enumeration, its interface numbers may change."""
+    return location.split(":", 1)[0] if location else None
+
+
 def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
-                  timeout: float = 10.0, poll: float = 0.05, gone: str | None = None) -> PortEntry:
+                  timeout: float = 10.0, poll: float = 0.05, gone: str | None = None,
+                  before: dict[str, tuple] | None = None, location: str | None = None) -> PortEntry:
     """The port a native-USB module re-enumerated on, in ``mode`` ("bootloader" or "app").
 
     The USB ids name the module and, with the product string where one VID:PID
-    serves both, the mode; the serial number (when the module told it) tells two
-    such modules apart. Raises :class:`~rakflash.errors.PortNotBack` at the
-    deadline, naming what was seen instead.
+    serves both, the mode; the serial number and USB location (when the module told
+    them) must match. ``before`` (a :func:`snapshot` taken before the module was
+    reset) keeps out every port that was already there then and stayed: another
+    module with the same ids — even the same serial number — waiting in its
+    bootloader is not the one that was just reset. A port counts as new once it is
+    listed with another identity than before, or after it was seen gone.
+
+    Raises :class:`~rakflash.errors.PortNotBack` at the deadline, naming what was
+    seen instead, and :class:`~rakflash.errors.PortAmbiguous` when more than one new
+    port matches (rakflash can't tell which one is the module it reset).
     """
-    from .errors import PortNotBack
+    from .errors import PortAmbiguous, PortNotBack
     end = time.monotonic() + timeout
     seen: list[PortEntry] = []
+    went_away: set[str] = set()
+    path = usb_path(location)
     while True:
         entries = list_serial_ports()
-        candidates = [e for e in entries if e.module == module and e.mode == mode
-                      and (serial_number is None or e.serial_number in (None, serial_number))]
-        if len(candidates) == 1 or (candidates and serial_number is not None):
+        listed = {e.device for e in entries}
+        if before is not None:
+            went_away |= {d for d in before if d not in listed}
+
+        def new(e: PortEntry) -> bool:
+            return (before is None or e.device not in before or e.device in went_away
+                    or before[e.device] != e.identity())
+
+        candidates = [e for e in entries if e.module == module and e.mode == mode and new(e)
+                      and (serial_number is None or e.serial_number in (None, serial_number))
+                      and (path is None or usb_path(e.location) in (None, path))]
+        if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
-            raise PortNotBack(f"{len(candidates)} ports look like a {module} in its {mode} "
-                              f"({', '.join(e.device for e in candidates)}), and rakflash can't tell "
-                              f"which one is yours", hint="Name it with --port, or unplug the others.")
+            same = " with the same serial number" if serial_number else ""
+            which = "new ports look like the {} that was reset".format(module) if before is not None \
+                else f"ports look like a {module}"
+            raise PortAmbiguous(f"{len(candidates)} {which}, in its {mode}{same} "
+                                f"({', '.join(e.device for e in candidates)}), and rakflash can't tell "
+                                f"which one is yours")
         seen = [e for e in entries if e.module == module]
         if time.monotonic() >= end:
             break
         time.sleep(poll)
     what = (f"; ports of that module now: {', '.join(f'{e.device} ({e.mode})' for e in seen)}" if seen else
             "; no port of that module is listed")
+    if before is not None and any(e.mode == mode and e.device in before and e.device not in went_away
+                                  for e in seen):
+        what += (" — those that were there before it was reset belong to another module and "
+                 "were left alone")
     raise PortNotBack(f"the module's USB port did not come back in its {mode} within {timeout:.0f} s"
                       + (f" (it was {gone})" if gone else "") + what)

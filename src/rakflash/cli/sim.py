@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import sys
 import threading
@@ -53,13 +54,17 @@ from .options import BAUD, PROBABILITY, Real
               help="RAK11720: start with this INFO0 dump (8 KiB) instead of the simulator's (BOOT on "
                    "GPIO41 active high, wired update at 115200 baud).")
 @click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
-@click.option("--serial-number", default="SIM0000001", show_default=True,
-              help="What AT+SN=? answers (give each of several virtual modules its own, as real ones have).")
+@click.option("--serial-number",
+              help="What AT+SN=? answers (and the USB serial number). Default: one of its own, as "
+                   "real modules have ('rakflash info' shows it).")
+@click.option("--dev-eui", type=click.STRING, metavar="HEX16",
+              help="Its factory DevEUI (16 hex digits; what a settings reset restores). Default: one of its own.")
 @click.option("--arduino", is_flag=True,
               help="RAK4631 only: the Arduino variant (Adafruit bootloader, legacy DFU) instead of RUI3.")
 @click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
-              help="RAK4631-R only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
-                   "Secure DFU bootloader accepts. Default: a new key, saved beside and named in the output.")
+              help="RAK4631 only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
+                   "Secure DFU bootloader accepts (with --arduino: the RUI3 bootloader that "
+                   "convert-to-rui3 installs). Default: a new key, saved beside and named in the output.")
 @click.option("--link", "link_path", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also reach the port as PATH: a symbolic link that follows the port when it changes "
                    "(a native-USB module's reset, a cable plugged in again), removed at exit — so other "
@@ -70,8 +75,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
-        any_baud: bool, serial_number: str, arduino: bool, dfu_key: str | None,
-        link_path: str | None) -> None:
+        any_baud: bool, serial_number: str | None, dev_eui: str | None, arduino: bool,
+        dfu_key: str | None, link_path: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal until interrupted.
 
     The first line printed is 'port: /dev/pts/N'. Press the module's reset
@@ -81,6 +86,17 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     """
     from .. import catalog as _catalog
     from ..sim import Faults, SimOptions, create
+    try:
+        family = _catalog.load().module(module_name).key
+    except KeyError:
+        family = None            # named below, with the virtual modules there are
+    # The key belongs to RUI3's Secure DFU bootloader: the RAK4631-R has it, and an Arduino
+    # RAK4631 gets it once convert-to-rui3 installs that bootloader. Decided before --arduino
+    # renames the module, or the key would be dropped without a word.
+    takes_dfu_key = family in ("rak4631-r", "rak4631-arduino")
+    if dfu_key and not takes_dfu_key:
+        raise click.BadParameter("only the RAK4631 (its RUI3 Secure DFU bootloader) checks a DFU key",
+                                 param_hint="'--dfu-key'")
     if arduino:
         try:
             if _catalog.load().module(module_name).key != "rak4631-r":
@@ -109,10 +125,15 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
             info0 = Info0.load(info0_file).raw
         except RakflashError as exc:
             raise click.BadParameter(exc.message, param_hint="'--info0'") from None
+    if dev_eui is not None and not re.fullmatch(r"[0-9A-Fa-f]{16}", dev_eui):
+        raise click.BadParameter(f"{dev_eui!r} is not 16 hex digits", param_hint="'--dev-eui'")
+    if serial_number is not None and not re.fullmatch(r"[!-~]{1,17}", serial_number):
+        raise click.BadParameter(f"{serial_number!r}: 1 to 17 printable characters, no spaces",
+                                 param_hint="'--serial-number'")
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
-                      board_status=board_status, serial_number=serial_number,
+                      board_status=board_status, serial_number=serial_number, dev_eui=dev_eui,
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
                                     bit_error_rate_to_host=bit_error_rate_to_host,
@@ -120,7 +141,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                                     garbage_rate_to_host=garbage_rate_to_host, seed=fault_seed,
                                     power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
     key_note = None
-    if arduino or module_name.lower() in ("rak4631", "rak4631-r", "rak4631-rui3", "rak4630"):
+    if takes_dfu_key:
         from .. import dfu_package
         if dfu_key:
             opts.dfu_key = open(dfu_key, "rb").read()
@@ -157,7 +178,9 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         raise
     click.echo(f"port: {dev.port}" + (f" (also {link_path})" if link else ""))
     if key_note:
-        click.echo(f"dfu key: {key_note} (its Secure DFU bootloader accepts packages signed with it: "
+        whose = ("the RUI3 bootloader convert-to-rui3 installs" if module_name == "rak4631-arduino"
+                 else "its Secure DFU bootloader")
+        click.echo(f"dfu key: {key_note} ({whose} accepts packages signed with it: "
                    f"nrfutil pkg generate … --key-file {key_note})")
     sys.stdout.flush()
     last_port = dev.port

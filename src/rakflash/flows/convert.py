@@ -28,7 +28,8 @@ from ..protocols import legacy_dfu
 from .identify import DeviceInfo, identify
 from .session import FlashOptions, FlashSession
 from .transfers.base import progress_to
-from .transfers.native_usb import follow, usb_serial
+from .transfers.legacy_dfu import send_clean
+from .transfers.native_usb import before_reset, follow
 from .update import UpdateResult
 
 
@@ -79,12 +80,12 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
     else:
         if confirm is not None and not confirm(dev):
             raise Aborted("conversion not confirmed")
-        serial = usb_serial(link) or dev.serial_number
         if dev.mode == "app":
             emit(Phase("boot", "entering the Adafruit bootloader (1200-baud touch)"))
+            since = before_reset(link, dev.serial_number)
             baud = link.baud
             link.baud = arduino.dialect.get("touch_baud", 1200)
-            follow(link, arduino, "bootloader", serial=serial, emit=emit, baud=baud)
+            follow(link, arduino, "bootloader", since=since, emit=emit, baud=baud)
         pkg = bootloader.package
         image = pkg.image("softdevice_bootloader") or pkg.image("bootloader")
         meta = (pkg.manifest.get(image.kind) or {}).get("info_read_only_metadata") or {}
@@ -96,9 +97,11 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
             mode, sd_size, bl_size = legacy_dfu.MODE_BOOTLOADER, 0, len(image.firmware)
         emit(Phase("write", f"writing RUI3's bootloader ({len(image.firmware):,} bytes) over the Adafruit "
                             f"bootloader's legacy DFU", {"bytes": len(image.firmware)}))
-        legacy_dfu.LegacyDfuClient(link, progress=progress_to(emit)).send(
-            image.init_bytes, image.firmware, mode=mode, sd_size=sd_size, bl_size=bl_size)
-        follow(link, rui3, "bootloader", serial=serial, emit=emit, timeout=20.0)
+        since = send_clean(   # then it restarts as a RAK4631-R
+            link, arduino, lambda: legacy_dfu.LegacyDfuClient(link, progress=progress_to(emit)),
+            lambda client: client.send(image.init_bytes, image.firmware, mode=mode, sd_size=sd_size,
+                                       bl_size=bl_size), serial=dev.serial_number, emit=emit)
+        follow(link, rui3, "bootloader", since=since, emit=emit, timeout=20.0)
         emit(Note("the module is now a RAK4631-R waiting in its Secure DFU bootloader; if anything stops "
                   "here, 'rakflash flash' of the RUI3 package finishes the job"))
     result = FlashSession(link, app, FlashOptions(module=rui3, keep_settings=False), emit=emit).run()

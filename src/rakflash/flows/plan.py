@@ -292,6 +292,9 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     if linked is not None:              # its application, linked for the other family's base
         raise PackageMismatch(f"{_file(image)}: {linked.describe()}; nothing was sent",
                               hint=linked.next_step(), linked_for=linked.linked_for)
+    check_device = getattr(for_protocol(module.protocol), "check_device", None)
+    if check_device is not None and not force:
+        check_device(image, module, device)   # e.g. signed with another key than it accepted before
     too_slow = getattr(for_protocol(module.protocol), "refusal", None)
     if too_slow is not None and too_slow(module, device.baud):
         raise BaudTooLow(too_slow(module, device.baud), baud=device.baud)

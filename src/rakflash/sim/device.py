@@ -32,7 +32,24 @@ from .uart import Faults, PowerCut, PtyUart
 DEFAULT_SETTINGS = {
     "DEVEUI": "AC1F09FFFE000001", "APPEUI": "0000000000000000",
     "APPKEY": "00000000000000000000000000000000", "BAND": "4",
-}
+}   # the factory values; each virtual module has its own DEVEUI (see new_identity)
+
+_identities: set[int] = set()
+_identities_lock = threading.Lock()
+
+
+def new_identity() -> tuple[str, str]:
+    """A serial number and a DevEUI no other virtual module made in this process has, and
+    (drawn at random) very unlikely any in another: real modules each have their own, and
+    a fleet report or the kept-settings store of several virtual modules must tell them apart.
+    The DevEUI is under RAK's OUI (AC1F09), as on the modules' labels."""
+    import secrets
+    with _identities_lock:
+        while True:
+            n = secrets.randbelow(1 << 24)
+            if n not in _identities:
+                _identities.add(n)
+                return f"SIM{n:08d}", f"AC1F09FFFE{n:06X}"
 
 
 class Mode(str, enum.Enum):
@@ -56,7 +73,8 @@ class SimOptions:
     sketch: str = "quiet"                 # the starting application's sketch: "quiet" or "flooding"
     flood_after: float = 0.8              # seconds a flooding sketch stays quiet after reset
     faults: Faults = field(default_factory=Faults)
-    serial_number: str = "SIM0000001"
+    serial_number: str | None = None      # what AT+SN=? answers (and the USB serial); None: a new one
+    dev_eui: str | None = None            # the factory DevEUI (AT+DEVEUI=?); None: a new one
     boot_pin: bool = False                # BOOT0 (STM32) / BOOT override pin (Apollo3) held high
     readout_protected: bool = False       # the chip's read-out protection is active (STM32 RDP level 1)
     info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
@@ -74,6 +92,11 @@ class VirtualModule:
         self.module = module
         self.opts = options or SimOptions()
         o = self.opts
+        if o.serial_number is None or o.dev_eui is None:
+            serial, dev_eui = new_identity()
+            o.serial_number = o.serial_number or serial
+            o.dev_eui = o.dev_eui or dev_eui
+        self.default_settings = {**DEFAULT_SETTINGS, "DEVEUI": o.dev_eui.upper()}
         self.flash = Flash(module.mcu, time_scale=o.flash_scale)
         boot_v, app_v, _ = firmware.DEFAULT_VERSIONS[module.key]
         self._boot_version_default = _as_version(module.find_bootloader_version, o.bootloader_version) or boot_v
@@ -264,7 +287,7 @@ class VirtualModule:
     def load_settings(self) -> dict[str, str]:
         """The keys and settings as the firmware finds them at start-up: ``KEY=value;…`` records."""
         stored = self._stored_record()
-        return {**DEFAULT_SETTINGS, **{k: v for k, v in stored.items() if k in DEFAULT_SETTINGS}}
+        return {**self.default_settings, **{k: v for k, v in stored.items() if k in DEFAULT_SETTINGS}}
 
     def save_settings(self, layout: str | None = None) -> None:
         """Write the settings back (erase the page, program the record), as AT+KEY=… does."""
@@ -320,7 +343,7 @@ class VirtualModule:
         code = self.flash.read(app.start, app.size)
         if firmware.carries(code, version, firmware.SETTINGS_LAYOUT_MARK) \
                 and self._stored_record().get("LAYOUT") != "2":
-            self.settings = dict(DEFAULT_SETTINGS)     # first start of a firmware with a new layout
+            self.settings = dict(self.default_settings)   # first start of a firmware with a new layout
             self.save_settings(layout="2")
         self.settings = self.load_settings()
         flooding = firmware.sketch_floods(code, version)
