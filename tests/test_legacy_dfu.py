@@ -184,7 +184,9 @@ def test_an_update_cut_mid_session_is_finished_by_the_same_command(arduino, tmp_
     proc = run_cli("flash", str(pkg), "--port", port, "--yes", "--json", timeout=90)
     events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert (proc.returncode, events[-1]["result"]) == (0, "ok"), events[-1]
-    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.mode.value == "app"
+    # The sketch runs (its port may be listed a moment before the simulated MCU says so on a
+    # loaded host: wait for the mode, don't sample it once).
+    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.wait_mode("app", timeout=10), dev.mode
     notes = " | ".join(e["message"] for e in events if e.get("event") == "note")
     assert "earlier, interrupted update" in notes and "starts" in notes, notes
 

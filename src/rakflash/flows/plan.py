@@ -273,6 +273,12 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         check_firmware(image)
         raise WrongTarget("rakflash could not tell which module this is",
                           hint="Name it with --module (see 'rakflash modules').")
+    # A package's application linked for the other bootloader family's base: named as that, which
+    # says more than the vector table's "built for another address" below.
+    linked = image.package.linked_elsewhere() if image.package is not None else None
+    if linked is not None:              # its application, linked for the other family's base
+        raise PackageMismatch(f"{_file(image)}: {linked.describe()}; nothing was sent",
+                              hint=linked.next_step(), linked_for=linked.linked_for)
     # The image checks every write path shares (images.analyse): a file that is not firmware,
     # or firmware for another chip, is refused before anything else is said about it.
     try:
@@ -288,10 +294,6 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     check_image = getattr(for_protocol(module.protocol), "check_image", None)
     if check_image is not None:
         check_image(image, module)      # e.g. a DFU package for the other nRF52 bootloader family
-    linked = image.package.linked_elsewhere() if image.package is not None else None
-    if linked is not None:              # its application, linked for the other family's base
-        raise PackageMismatch(f"{_file(image)}: {linked.describe()}; nothing was sent",
-                              hint=linked.next_step(), linked_for=linked.linked_for)
     check_device = getattr(for_protocol(module.protocol), "check_device", None)
     if check_device is not None and not force:
         check_device(image, module, device)   # e.g. signed with another key than it accepted before
