@@ -53,6 +53,8 @@ LATENCY = 0.002           # a USB-UART bridge's turnaround, each way, for estima
 
 class Apollo3SblMethod(RecoveryMethod):
     name = "apollo3-sbl"
+    again = ("Keep BOOT held and run the same command again: the chip's secure bootloader, which "
+             "nothing here can harm, takes the whole image anew.")
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -159,13 +161,32 @@ class Apollo3SblMethod(RecoveryMethod):
         blocks = self._blocks(session)
         session.emit(Phase("write", f"sending {plan.bytes:,} bytes in {len(blocks)} block(s)",
                            info={"bytes": plan.bytes}))
-        client.progress = lambda done, total: session.emit(Progress(done, total, "write"))
+        written = session.written
         t0 = time.monotonic()
         done = 0
+        erase = iter(plan.erase)         # one range per block, in the blocks' order
         try:
             for block in blocks:
+                # The SBL erases and writes a block's flash once its last DATA message has come
+                # (until then an ABORT drops it untouched): that message is the first that writes,
+                # and its ACK says the block is written.
+                pages = next(erase)
+                size = len(block.raw)
+                last = (size - 1) // client.chunk * client.chunk
+                start = done
+
+                def progress(d: int, total: int, start=start, last=last, size=size, pages=pages,
+                             header=block.header) -> None:
+                    if d - start == size:
+                        written.acknowledged(header.load_address, header.load_address + header.size)
+                    session.emit(Progress(d, total, "write"))
+                    if d - start == last:            # the block's last DATA goes out next
+                        written.erase_sent([pages])
+                client.progress = progress
+                if last == 0:
+                    written.erase_sent([pages])
                 client.send_block(block, done=done, total=plan.bytes)
-                done += len(block.raw)
+                done += size
         except BaseException:            # a failure or Ctrl-C: the SBL drops the half block
             client.abort()
             raise

@@ -430,9 +430,9 @@ class WebServer:
         before = result.get("device")
         if not before:
             return
-        if result.get("written") and result.get("result") == "ok":
+        if result.get("written") == "all" and result.get("result") == "ok":
             self.seen[port_key(port)] = {**before, "mode": "app", "app_version": result.get("app_version_after")}
-        elif not result.get("written") and before.get("mode") == "app":
+        elif result.get("written") == "nothing" and before.get("mode") == "app":
             # Unchanged. (A module found in its bootloader may have been caught there for
             # this plan and sent back to its application since: what runs now is unknown.)
             self.seen[port_key(port)] = before
