@@ -139,3 +139,48 @@ def test_modules_lists_recover_and_the_stm32flash_equivalent():
     assert by_key["rak811"]["recover_command"] == "rakflash recover FULL.hex --port PORT --module rak811"
     assert "stm32flash -w FULL.hex -v -g 0x08000000 PORT" in by_key["rak811"]["recovery"]
     assert by_key["rak4270"]["recover_command"] is None and "no BOOT0" in by_key["rak4270"]["recovery"]
+
+
+def test_ctrl_c_while_writing_says_what_the_chip_holds_and_the_rerun_finishes(virtual, cat, tmp_path):
+    # Issue 17.4: Ctrl-C mid-write said "Nothing was written to the module." with "bytes": null,
+    # though the bootloader had been erased and partly rewritten.
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from conftest import SRC
+    dev = virtual("rak3172")
+    full = tmp_path / "RAK3172_FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak3172"), "RUI_BOOT_0.9_STM32WLE5CC",
+                                          "RUI_4.0.6_RAK3172-E", 64 * 1024))
+    args = [str(full), "--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak3172", "--yes"]
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "recover", *args, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            e = lines[-1]
+            if e.get("event") == "prompt":
+                dev.set_boot_pin(True)
+                dev.press_reset()
+            if e.get("event") == "progress" and e.get("phase") == "write" and e["bytes"] >= 2048:
+                proc.send_signal(signal.SIGINT)
+                break
+        lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = lines[-1]
+    assert (proc.returncode, last["error"], last["written"]) == (130, "interrupted", "part"), last
+    assert last["bytes"] >= 2048 and "Nothing was written" not in last["hint"]
+    assert last["hint"].startswith("Part of the image was written: RAK3172 holds the new image's "
+                                   "bytes at 0x08000000-")
+    assert "Keep BOOT0 held high and run the same command again" in last["hint"]
+    # …and that is what finishes it: BOOT0 still held, no reset pressed.
+    code, events = run_as_a_person("recover", *args, on_event=lambda e: None)
+    assert code == 0 and events[-1]["written"] == "all", events[-3:]
+    assert events[-1]["bootloader_version_after"] == "RUI_BOOT_0.9_STM32WLE5CC"

@@ -32,9 +32,9 @@ import math
 import time
 
 from ..catalog import Module
-from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomNack,
-                      RomNoHandshake, VerifyFailed, WrongChip)
-from ..events import Countdown, Phase, Progress, Prompt
+from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
+                      RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
+from ..events import Countdown, Note, Phase, Progress, Prompt
 from ..images import ImageInfo
 from ..link import Link
 from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
@@ -43,8 +43,15 @@ from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 
 
+ALREADY = 0.6      # seconds the ROM is given to show it already answers, before the person is asked
+RESYNC = 2.0       # seconds to sync again after the chip restarted mid-session
+RESTARTS = 3       # restarts mid-session survived in one run
+
+
 class Stm32RomMethod(RecoveryMethod):
     name = "stm32-rom"
+    again = ("Keep BOOT0 held high and run the same command again: the chip's ROM bootloader, "
+             "which nothing here can harm, takes the whole image anew.")
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -102,6 +109,18 @@ class Stm32RomMethod(RecoveryMethod):
         if link.baud != opts.baud:
             link.baud = opts.baud
         wired = bool(opts.reset_with)
+        client = RomClient(link, timeouts_for(module.mcu, link.baud))
+        session.state["client"] = client
+        # A chip whose ROM already answers (BOOT0 held since an earlier run) needs nothing from
+        # the person: asked to reset anyway, they would cut the session short (issue 17.9).
+        try:
+            session.state["handshake"] = client.handshake(min(ALREADY, opts.window))
+        except RomNoHandshake:
+            pass
+        else:
+            session.emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high): "
+                              "nothing to do on the module"))
+            return
         message = " ".join(session.plan.guide)
         session.emit(Prompt("hold-boot0-and-reset", message, window=opts.window,
                             info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
@@ -109,8 +128,6 @@ class Stm32RomMethod(RecoveryMethod):
         if opts.reset_with or opts.boot0_with:
             from .lines import enter_rom
             enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
-        client = RomClient(link, timeouts_for(module.mcu, link.baud))
-        session.state["client"] = client
         try:
             how = client.handshake(opts.window, tick=lambda left: session.emit(
                 Countdown(round(left), action="hold-boot0-and-reset")))
@@ -119,8 +136,35 @@ class Stm32RomMethod(RecoveryMethod):
             raise
         session.state["handshake"] = how
 
+    def _again_after_restart(self, session: Session, what: str, step) -> None:
+        """Run ``step``; when the chip stops answering because it restarted (a reset press with
+        BOOT0 still high starts its ROM afresh, which then waits for a new handshake), sync
+        again and run the step anew — a named event, not the end of the run."""
+        client: RomClient = session.state["client"]
+        for restarts in range(RESTARTS + 1):
+            try:
+                return step()
+            except (RomSilent, RomGarbled):
+                if restarts == RESTARTS or not self._restarted(client):
+                    raise
+            session.warn("chip-restarted",
+                         f"the chip restarted during {what} (a reset with BOOT0 still high): "
+                         f"rakflash synced with its ROM bootloader again and does {what} again")
+
+    @staticmethod
+    def _restarted(client: RomClient) -> bool:
+        """After silence: did the ROM start afresh? A fresh ROM ACKs the handshake (one still in
+        its session would NACK it); Get is then asked again, as after any handshake."""
+        try:
+            return client.handshake(RESYNC) == "ack"
+        except RomNoHandshake:
+            return False
+
     # -- connect -------------------------------------------------------------------
     def connect(self, session: Session) -> None:
+        self._again_after_restart(session, "the identification", lambda: self._connect(session))
+
+    def _connect(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         module = session.plan.module
         info = client.get()
@@ -143,8 +187,8 @@ class Stm32RomMethod(RecoveryMethod):
         module, opts = session.plan.module, session.options
         if not opts.remove_protection:
             raise ReadoutProtected(
-                f"{module.name}'s chip has read-out protection on: its ROM bootloader refuses to "
-                f"read or write the flash. Nothing was changed.",
+                f"{module.name}'s chip has read-out protection on: its ROM bootloader refused to "
+                f"read the flash each of 3 times it was asked. Nothing was changed.",
                 hint="Removing it erases the whole chip, the owner's keys and settings included: "
                      "run again with --remove-readout-protection if that is what you want "
                      "(rakflash asks once more).")
@@ -154,7 +198,10 @@ class Stm32RomMethod(RecoveryMethod):
                                      hint="Run in a terminal and answer the question, or pass --yes "
                                           "together with --remove-readout-protection.")
         session.emit(Phase("erase", "removing read-out protection: the chip erases itself"))
+        f = module.mcu.flash
+        session.written.erase_sent([(f.start, f.end)])
         client.readout_unprotect()
+        session.written.erase_acknowledged()
         # The chip resets; BOOT0 is still high, so its ROM starts again and waits for 0x7F.
         client.handshake(max(5.0, session.options.window))
         client.get()
@@ -163,6 +210,11 @@ class Stm32RomMethod(RecoveryMethod):
 
     # -- write ---------------------------------------------------------------------
     def write(self, session: Session) -> None:
+        # A restart mid-write leaves pages written that can't be written again unerased:
+        # the erase and the whole write start over.
+        self._again_after_restart(session, "the erase and write", lambda: self._write(session))
+
+    def _write(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         plan = session.plan
         module = plan.module
@@ -170,18 +222,25 @@ class Stm32RomMethod(RecoveryMethod):
         session.emit(Phase("erase", f"erasing {len(pages)} page(s)",
                            info={"ranges": [{"start": a, "end": b} for a, b in plan.erase]}))
         t0 = time.monotonic()
+        written = session.written
+        written.erase_sent(plan.erase)
         client.erase_pages(pages)
+        written.erase_acknowledged()
         blocks = write_blocks(plan.image, module)
         session.emit(Phase("write", f"writing {plan.bytes:,} bytes", info={"bytes": plan.bytes}))
         done = 0
         for address, data in blocks:
             client.write_memory(address, data)
+            written.acknowledged(address, address + len(data))
             done += len(data)
             session.emit(Progress(done, plan.bytes, "write"))
         session.transfer_seconds = time.monotonic() - t0
 
     # -- verify --------------------------------------------------------------------
     def verify(self, session: Session) -> None:
+        self._again_after_restart(session, "the verification", lambda: self._verify(session))
+
+    def _verify(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         plan = session.plan
         t0 = time.monotonic()
