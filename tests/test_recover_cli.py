@@ -184,3 +184,31 @@ def test_ctrl_c_while_writing_says_what_the_chip_holds_and_the_rerun_finishes(vi
     code, events = run_as_a_person("recover", *args, on_event=lambda e: None)
     assert code == 0 and events[-1]["written"] == "all", events[-3:]
     assert events[-1]["bootloader_version_after"] == "RUI_BOOT_0.9_STM32WLE5CC"
+
+
+def test_the_port_is_checked_before_the_plan_is_printed(virtual, cat, tmp_path):
+    # Issue 20.9: 25 lines of plan, then "port does not exist" / "port-busy".
+    from rakflash.link import Link
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 4096))
+    proc = run_cli("recover", str(full), "--port", "/dev/does-not-exist", "--module", "rak811", "--yes")
+    assert proc.returncode != 0 and "does not exist" in proc.stderr
+    assert "plan:" not in proc.stdout and "you:" not in proc.stdout, proc.stdout
+    dev = virtual("rak811")
+    with Link(dev.port, FAST_BAUD):                     # another program holds the port
+        proc = run_cli("recover", str(full), "--port", dev.port, "--module", "rak811", "--yes")
+    assert "in use by another program" in proc.stderr and "plan:" not in proc.stdout, proc.stdout
+
+
+def test_a_log_names_each_phase_once_in_words(virtual, cat, tmp_path):
+    # Issue 20.9: "connecting…" twice, a raw "identify-after…", and "application ? → …".
+    dev = virtual("rak811", boot_pin=True)            # its ROM answers already: nothing to press
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 4096))
+    proc = run_cli("recover", str(full), "--port", dev.port, "--baud", str(FAST_BAUD), "--module",
+                   "rak811", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines.count("connecting…") == 1 and "identifying again…" in lines, lines
+    assert "identify-after" not in proc.stderr and "?" not in proc.stdout.splitlines()[-1]
+    assert "application unknown → V3.0.0.14.H" in proc.stdout
