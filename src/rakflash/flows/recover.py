@@ -229,6 +229,13 @@ class RecoveryMethod:
         """What can stop the recovery and be checked on this computer alone, before the plan
         is shown and confirmed (a missing tool, say): a named error. Touches no device."""
 
+    def answers_now(self, session: Session) -> bool:
+        """Whether the chip's recovery interface answers already (an earlier run left it
+        there): a quick look, before anything else is asked of the module. When it does,
+        the framework does not ask over the AT port what runs (nothing does) and ``guide``
+        asks nothing of the person."""
+        return False
+
     def guide(self, session: Session) -> None:
         """Tell the person what to do (a ``Prompt`` event), drive wired lines, and get the
         chip's recovery interface to answer (``Countdown`` events while waiting)."""
@@ -340,15 +347,16 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         outer(event)
 
     before = None
-    if options.identify_before and method.needs_port:
-        emit(Phase("identify", "asking the module what runs now (it may not answer)"))
-        failed: list[RakflashError] = []
-        before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)
-        if before is None:
-            emit(Note(_unanswered(failed)))
     session = Session(link, plan, options, emit, written=written if written is not None else Written())
     t_guide = time.monotonic()
     try:
+        if options.identify_before and method.needs_port and not method.answers_now(session):
+            emit(Phase("identify", "asking the module what runs now (it may not answer)"))
+            failed: list[RakflashError] = []
+            before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)
+            if before is None:
+                emit(Note(_unanswered(failed)))
+            t_guide = time.monotonic()
         method.guide(session)
         boot_seconds = time.monotonic() - t_guide
         emit(Phase("connect", f"asking the chip what it is ({plan.method})"))
@@ -378,7 +386,7 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
                       bootloader_version_before=session.bootloader_version_before,
                       bootloader_version_after=session.bootloader_version_after, mode_after=None)
     emit(Phase("identify-after", "asking the module what runs now"))
-    after = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout)
+    after = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout, quick=True)
     if after is None:
         raise VerifyFailed(
             f"the image was written and verified, but {plan.module.name} does not answer over its "
@@ -425,21 +433,24 @@ def interrupted_hint(written: Written, module: str, method: str) -> str:
 
 
 def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float | None,
-                      failed: list[RakflashError] | None = None):
+                      failed: list[RakflashError] | None = None, quick: bool = False):
     """Identify over the AT port at ``baud``; None when nothing answers (the last
     error appended to ``failed``, if given).
 
     With ``timeout``, keep asking until it passes (a freshly started firmware
-    takes a moment); without, ask once.
+    takes a moment); without, ask once. ``quick``: shorter waits for the first
+    listen and the probe's answer — the module was just started at a rate rakflash
+    knows, and a wait cut short is simply asked again until ``timeout``.
     """
-    from .identify import identify
+    from .identify import Timing, identify
     link.set_parity("N")
     if link.baud != baud:
         link.baud = baud
     deadline = Deadline(timeout or 0.0)
     while True:
         try:
-            return identify(link, module=module, baud=baud, scan=False)
+            return identify(link, module=module, baud=baud, scan=False,
+                            timing=Timing(listen=0.05, probe=0.15) if quick else None)
         except RakflashError as exc:
             if deadline.expired:
                 if failed is not None:

@@ -103,24 +103,38 @@ class Stm32RomMethod(RecoveryMethod):
                                      "stm32flash": stm32flash_command(module, img.path, options)})
 
     # -- guide + handshake ---------------------------------------------------------
-    def guide(self, session: Session) -> None:
+    def answers_now(self, session: Session) -> bool:
+        """A chip whose ROM already answers (BOOT0 held since an earlier run) needs nothing from
+        the person — asked to reset anyway, they would cut the session short (issue 17.9) — and
+        has no firmware running to ask over the AT port. Two 0x7F and a Get: half a second."""
+        if "handshake" not in session.state:
+            client = self._client(session)
+            try:
+                session.state["handshake"] = client.handshake(min(ALREADY, session.options.window))
+            except RomNoHandshake:
+                session.state["handshake"] = None
+                session.link.set_parity("N")          # the AT port's settings, to ask the firmware
+                session.link.baud = session.state["at_baud"]
+        return session.state["handshake"] is not None
+
+    def _client(self, session: Session) -> RomClient:
         link, opts, module = session.link, session.options, session.plan.module
+        session.state.setdefault("at_baud", link.baud)
         link.set_parity("E")
         if link.baud != opts.baud:
             link.baud = opts.baud
-        wired = bool(opts.reset_with)
-        client = RomClient(link, timeouts_for(module.mcu, link.baud))
-        session.state["client"] = client
-        # A chip whose ROM already answers (BOOT0 held since an earlier run) needs nothing from
-        # the person: asked to reset anyway, they would cut the session short (issue 17.9).
-        try:
-            session.state["handshake"] = client.handshake(min(ALREADY, opts.window))
-        except RomNoHandshake:
-            pass
-        else:
+        if "client" not in session.state:
+            session.state["client"] = RomClient(link, timeouts_for(module.mcu, link.baud))
+        return session.state["client"]
+
+    def guide(self, session: Session) -> None:
+        link, opts, module = session.link, session.options, session.plan.module
+        if self.answers_now(session):
             session.emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high): "
                               "nothing to do on the module"))
             return
+        client = self._client(session)
+        wired = bool(opts.reset_with)
         message = " ".join(session.plan.guide)
         session.emit(Prompt("hold-boot0-and-reset", message, window=opts.window,
                             info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
@@ -278,7 +292,7 @@ class Stm32RomMethod(RecoveryMethod):
                     done += n
                     session.emit(Progress(done, total, "verify"))
         session.verify_seconds = time.monotonic() - t0
-        session.bootloader_version_after = read_bootloader_version(client, plan.module)
+        session.bootloader_version_after = version_after(client, plan)
 
     # -- start ---------------------------------------------------------------------
     def start(self, session: Session) -> None:
@@ -339,6 +353,19 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
 def _version_address(module: Module) -> int:
     name = "bootloader-version" if module.has_region("bootloader-version") else "bootloader"
     return module.region(name).start
+
+
+def version_after(client: RomClient, plan: RecoveryPlan) -> str | None:
+    """The bootloader's version on the chip after the verify: where the image covers its version
+    region, the image's — the verify just compared every byte of it with the chip's — else read."""
+    module = plan.module
+    if not module.has_region("bootloader-version"):
+        return None
+    r = module.region("bootloader-version")
+    n = min(MAX_BLOCK, r.size)
+    if any(s.start <= r.start and r.start + n <= s.end for s in plan.segments):
+        return module.find_bootloader_version(plan.image.image.read(r.start, n))
+    return read_bootloader_version(client, module)
 
 
 def read_bootloader_version(client: RomClient, module: Module) -> str | None:

@@ -250,11 +250,13 @@ class RomClient:
         deadline = Deadline(window)
         heard = bytearray()
         next_tick = 0.0
+        sent = 0
         while True:
             if tick and time.monotonic() >= next_tick:
                 tick(deadline.remaining())
                 next_tick = time.monotonic() + 1.0
             self.ch.write(bytes([SYNC]))
+            sent += 1
             wait = Deadline(min(interval, max(deadline.remaining(), 0.01)))
             answer = None
             while not wait.expired:
@@ -267,7 +269,8 @@ class RomClient:
                 if got[0] != 0x00:
                     heard += got
             if answer is not None:
-                if self._confirm_sync(deadline):
+                # Answers to earlier 0x7Fs may still be on their way: only the first has none.
+                if self._confirm_sync(deadline, settle=sent > 1 or bool(heard)):
                     return answer
             if deadline.expired:
                 break
@@ -276,10 +279,11 @@ class RomClient:
         raise RomNoHandshake(f"no answer to the ROM bootloader's handshake (0x7F) within {window:.0f} s",
                              seen=seen, heard=bytes(heard[-64:]).decode("latin-1"))
 
-    def _confirm_sync(self, deadline: Deadline) -> bool:
+    def _confirm_sync(self, deadline: Deadline, *, settle: bool = True) -> bool:
         """After an ACK or NACK to 0x7F: is a ROM bootloader really there? It is when Get gets a
         well-formed reply."""
-        self._settle(deadline)
+        if settle:
+            self._settle(deadline)
         if deadline.expired:
             return False
         saved, self.info = self.info, None
@@ -298,7 +302,7 @@ class RomClient:
         """Drop answers to 0x7Fs still on their way (each gets a NACK or nothing): read until
         the line is quiet for a moment, and never past ``deadline`` nor half a second (a
         firmware that floods the line is never quiet)."""
-        quiet = 2 * self.t.answer / 10 + 0.02
+        quiet = 0.05          # a late answer follows its 0x7F within a turnaround or two
         limit = Deadline(min(0.5, deadline.remaining()) if deadline else 0.5)
         while not limit.expired and self.ch.read(64, min(quiet, max(limit.remaining(), 0.001))):
             pass
