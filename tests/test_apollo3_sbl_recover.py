@@ -313,3 +313,15 @@ def test_blocks_split_runs_and_fill_gaps():
     blocks = build_blocks(segs, rak11720())
     assert [(b.header.load_address, b.header.size) for b in blocks] == [(0x14000, 0x10A), (0x40000, 5)]
     assert blocks[0].data[100:0x100] == b"\xff" * 156
+
+
+def test_a_secure_bootloader_that_already_answers_asks_nothing_of_the_person(virtual, tmp_path):
+    # As issue 17.9 found on the STM32 ROM: the re-run finds the secure bootloader waiting (BOOT
+    # still held); told to "hold BOOT and reset", a person resets it in the middle of the update.
+    dev = virtual("rak11720", info0=info0_at(), boot_pin=True)
+    assert dev.wait_mode(Mode.ROM)
+    person = Person(dev, delay=0.3)
+    result, events = run(dev, full_hex(tmp_path), person=person)
+    assert not [e for e in events.of(Prompt) if e.action == "hold-boot-and-reset"]
+    assert any("already answers" in n.message for n in events.of(Note))
+    assert result.app_version_after == NEW_APP and result.reset_wait is None

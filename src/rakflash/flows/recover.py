@@ -359,6 +359,7 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
             t_guide = time.monotonic()
         method.guide(session)
         boot_seconds = time.monotonic() - t_guide
+        asked = seen["prompted"]        # the person was asked to reach the chip (not, later, to release a pin)
         emit(Phase("connect", f"asking the chip what it is ({plan.method})"))
         method.connect(session)
         method.write(session)
@@ -377,7 +378,7 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
             "ok", plan.module.name, plan.method, bytes=plan.bytes, seconds=time.monotonic() - t0,
             transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
             verify=session.verify, warnings=seen["warnings"], boot_seconds=boot_seconds,
-            reset_wait=boot_seconds if seen["prompted"] else None, retries=seen["retries"], **what)
+            reset_wait=boot_seconds if asked else None, retries=seen["retries"], **what)
 
     if link is None:
         session.warn("not-identified", "no serial port was given: the module was not asked what "

@@ -47,6 +47,7 @@ from ..protocols import apollo3_sbl as sbl
 from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 HELLO_EVERY = 0.25        # seconds between HELLOs while waiting for the person's reset
+ALREADY = 0.4             # seconds a secure bootloader that already listens gets to answer one HELLO
 OTA_DESCRIPTOR = 0xF8000  # where RAK's Burn Bootloader puts it (platform.txt: -o 0xF8000)
 LATENCY = 0.002           # a USB-UART bridge's turnaround, each way, for estimates
 
@@ -113,9 +114,29 @@ class Apollo3SblMethod(RecoveryMethod):
                      "boot_pin": dict(a), "bytes_said": sent_said})
 
     # -- guide: hold BOOT, reset, HELLO until STATUS --------------------------------
+    def answers_now(self, session: Session) -> bool:
+        """The secure bootloader already listening (BOOT held since an earlier run): one HELLO
+        tells. Then nothing is asked of the person — a reset they were told to press would
+        land mid-update (as issue 17.9 found on the STM32 ROM)."""
+        if "status" not in session.state:
+            link, opts = session.link, session.options
+            session.state.setdefault("at_baud", link.baud)
+            link.set_parity("N")
+            if link.baud != opts.baud:
+                link.baud = opts.baud
+            link.discard_input()
+            got = sbl.say_hello(link, min(ALREADY, opts.window))
+            session.state["status"] = got if isinstance(got, sbl.Status) else None
+            if session.state["status"] is None:
+                link.baud = session.state["at_baud"]
+        return session.state["status"] is not None
+
     def guide(self, session: Session) -> None:
         link, opts, module = session.link, session.options, session.plan.module
-        session.state["at_baud"] = link.baud
+        if self.answers_now(session):
+            session.emit(Note(f"{module.name}'s secure bootloader already answers (BOOT is held): "
+                              "nothing to do on the module"))
+            return
         link.set_parity("N")
         if link.baud != opts.baud:
             link.baud = opts.baud
