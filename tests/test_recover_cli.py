@@ -212,3 +212,21 @@ def test_a_log_names_each_phase_once_in_words(virtual, cat, tmp_path):
     assert lines.count("connecting…") == 1 and "identifying again…" in lines, lines
     assert "identify-after" not in proc.stderr and "?" not in proc.stdout.splitlines()[-1]
     assert "application unknown → V3.0.0.14.H" in proc.stdout
+
+
+def test_the_rerun_after_a_rom_error_asks_nothing_and_finishes(virtual, cat, tmp_path):
+    # Issue 17.9: after a ROM error the ROM waits already; the re-run prompted "hold BOOT0 and
+    # reset" anyway, and a person pressing reset a moment after the prompt cut the session short.
+    import threading
+    dev = virtual("rak811", boot_pin=True)
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 8192))
+
+    def person(event: dict) -> None:
+        if event.get("event") == "prompt":
+            threading.Timer(0.3, dev.press_reset).start()      # BOOT0 is held already
+    code, events = run_as_a_person("recover", str(full), "--port", dev.port, "--baud", str(FAST_BAUD),
+                                   "--module", "rak811", "--yes", on_event=person)
+    assert code == 0 and events[-1]["written"] == "all", events[-3:]
+    assert "prompt" not in [e.get("event") for e in events]
+    assert any("already answers" in e.get("message", "") for e in events if e.get("event") == "note")
