@@ -194,6 +194,8 @@ def test_the_port_is_checked_before_the_plan_is_printed(virtual, cat, tmp_path):
     proc = run_cli("recover", str(full), "--port", "/dev/does-not-exist", "--module", "rak811", "--yes")
     assert proc.returncode != 0 and "does not exist" in proc.stderr
     assert "plan:" not in proc.stdout and "you:" not in proc.stdout, proc.stdout
+    code, out = cli_json("recover", str(full), "--port", "/dev/does-not-exist", "--module", "rak811", "--yes")
+    assert (out["error"], out["written"]) == ("port-not-found", "nothing"), out
     dev = virtual("rak811")
     with Link(dev.port, FAST_BAUD):                     # another program holds the port
         proc = run_cli("recover", str(full), "--port", dev.port, "--module", "rak811", "--yes")

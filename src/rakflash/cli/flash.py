@@ -67,7 +67,7 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
                    yes=yes, as_json=as_json)
         return
     port = port[0]
-    known["port"] = port
+    known.update(port=port, written="nothing")        # until the session says otherwise
     started, t0 = now_iso(), time.monotonic()
     session = outcome = link = None
     try:

@@ -77,7 +77,7 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
         reset_with=check_line(reset_with, "--reset-with"), boot0_with=check_line(boot0_with, "--boot0-with"),
         remove_protection=remove_protection, confirm=_second_confirmation(yes), probe=probe, pack=pack)
     plan = plan_recovery(image, module, method=method, app=app, options=options)
-    known["module"] = plan.module.name
+    known.update(module=plan.module.name, written=NOTHING)      # until recover() says otherwise
     if port is None and method_for(plan.method).needs_port:
         raise UsageError(f"recovering {plan.module.name} with {plan.method} needs its serial port",
                          hint="Give it with --port (or recover with --via swd and a probe).")
