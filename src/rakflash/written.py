@@ -65,14 +65,20 @@ class Written:
     erasing: list[tuple[int, int]] = field(default_factory=list)   # ranges whose erase went out
     erased: bool = False                                            # … and was acknowledged
     written: list[tuple[int, int]] = field(default_factory=list)   # ranges written and acknowledged
-    bytes: int = 0                                                  # bytes acknowledged
     verified: bool = False
 
+    @property
+    def bytes(self) -> int:
+        """Bytes of the new image the device acknowledged and still holds."""
+        return sum(b - a for a, b in self.written)
+
     def erase_sent(self, ranges: list[tuple[int, int]]) -> None:
-        """An erase command is about to go out for ``ranges``."""
+        """An erase command is about to go out for ``ranges`` (what was written there goes)."""
         self.state = PART if self.state == NOTHING else self.state
+        self.erased = False
         for a, b in ranges:
             _merge(self.erasing, a, b)
+        self.written[:] = _minus(self.written, ranges)
 
     def erase_acknowledged(self) -> None:
         self.erased = True
@@ -85,7 +91,6 @@ class Written:
         """The device acknowledged the bytes [start, end) as written."""
         self.state = PART if self.state == NOTHING else self.state
         _merge(self.written, start, end)
-        self.bytes += end - start
 
     def all_written(self) -> None:
         self.state = ALL
@@ -103,7 +108,7 @@ class Written:
         rest = _minus(self.erasing, self.written)
         if rest:
             if self.erased:
-                parts.append(f"{_spans(rest)} is erased")
+                parts.append(f"{_spans(rest)} {'is' if len(rest) == 1 else 'are'} erased")
             else:
                 parts.append(f"the erase of {_spans(rest)} had begun (those pages may be erased, "
                              "or still hold the old bytes)")
