@@ -47,7 +47,7 @@ from ..protocols import apollo3_sbl as sbl
 from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 HELLO_EVERY = 0.25        # seconds between HELLOs while waiting for the person's reset
-ALREADY = 0.4             # seconds a secure bootloader that already listens gets to answer one HELLO
+ALREADY = 1.0             # seconds a secure bootloader that already listens gets to answer one HELLO
 OTA_DESCRIPTOR = 0xF8000  # where RAK's Burn Bootloader puts it (platform.txt: -o 0xF8000)
 LATENCY = 0.002           # a USB-UART bridge's turnaround, each way, for estimates
 

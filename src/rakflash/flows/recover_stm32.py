@@ -43,7 +43,7 @@ from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 
 
-ALREADY = 0.6      # seconds the ROM is given to show it already answers, before the person is asked
+ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
 RESYNC = 2.0       # seconds to sync again after the chip restarted mid-session
 RESTARTS = 3       # restarts mid-session survived in one run
 
@@ -106,7 +106,8 @@ class Stm32RomMethod(RecoveryMethod):
     def answers_now(self, session: Session) -> bool:
         """A chip whose ROM already answers (BOOT0 held since an earlier run) needs nothing from
         the person — asked to reset anyway, they would cut the session short (issue 17.9) — and
-        has no firmware running to ask over the AT port. Two 0x7F and a Get: half a second."""
+        has no firmware running to ask over the AT port. A few 0x7F and a Get: milliseconds when it
+        answers, a second when it does not."""
         if "handshake" not in session.state:
             client = self._client(session)
             try:
