@@ -272,3 +272,19 @@ def test_one_damaged_byte_does_not_claim_readout_protection(virtual, cat, tmp_pa
     result, _ = run(dev, path, "rak3172")
     assert result.app_version_after == "RUI_4.0.6_RAK3172-E"
     assert dev.uart.faults.rewrite_to_module[0].times == 0        # the damage did happen
+
+
+def test_a_damaged_answer_mid_session_is_synced_again_not_the_end(virtual, cat, tmp_path):
+    # The end of Get ID's reply damaged on its way to the host: the ROM is still in its session,
+    # so the next 0x7F is NACKed, Get answers, and the identification is asked again (a retry).
+    from rakflash.events import Retry
+    from rakflash.sim import Faults, Rewrite
+    dev = virtual("rak811", faults=Faults(rewrite_to_host=[Rewrite(b"\x79\x01\x04\x29\x79",
+                                                                   b"\x79\x01\x04\x29\x42")]))
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    result, events = run(dev, path)
+    assert dev.uart.faults.rewrite_to_host[0].times == 0          # the damage did happen
+    retries = events.of(Retry)
+    assert len(retries) == 1 and retries[0].phase == "connect" and result.retries == 1
+    assert not [w for w in events.of(Warning) if w.code == "chip-restarted"]
+    assert dev.bootloader_version == "V3.0.5" and result.app_version_after == "V3.0.0.14.H"

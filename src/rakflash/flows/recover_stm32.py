@@ -34,7 +34,7 @@ import time
 from ..catalog import Module
 from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
                       RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
-from ..events import Countdown, Note, Phase, Progress, Prompt
+from ..events import Countdown, Note, Phase, Progress, Prompt, Retry
 from ..images import ImageInfo
 from ..link import Link
 from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
@@ -45,7 +45,7 @@ LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 
 ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
 RESYNC = 2.0       # seconds to sync again after the chip restarted mid-session
-RESTARTS = 3       # restarts mid-session survived in one run
+RESTARTS = 3       # restarts or lost answers mid-session survived in one step
 
 
 class Stm32RomMethod(RecoveryMethod):
@@ -151,33 +151,47 @@ class Stm32RomMethod(RecoveryMethod):
             raise
         session.state["handshake"] = how
 
-    def _again_after_restart(self, session: Session, what: str, step) -> None:
-        """Run ``step``; when the chip stops answering because it restarted (a reset press with
-        BOOT0 still high starts its ROM afresh, which then waits for a new handshake), sync
-        again and run the step anew — a named event, not the end of the run."""
+    def _again_after_restart(self, session: Session, phase: str, what: str, step) -> None:
+        """Run ``step``; when an answer does not come or comes damaged, sync again and run the
+        step anew — the end of the run only when the ROM no longer answers at all.
+
+        A fresh ROM ACKs the new handshake: the chip restarted (a reset press with BOOT0 still
+        high starts its ROM afresh, which then ignores everything until a new 0x7F), the named
+        warning ``chip-restarted``. A ROM still in its session NACKs it (AN3155: 0x7F is then a
+        command byte; a byte lost on the line is made up by it): the answer was lost or damaged
+        on the line, a ``retry``. Either way Get is asked again before the step, and a step
+        redone is whole (an erase and write start over: a page half written can't be written
+        again unerased)."""
         client: RomClient = session.state["client"]
-        for restarts in range(RESTARTS + 1):
+        for again in range(RESTARTS + 1):
             try:
                 return step()
-            except (RomSilent, RomGarbled):
-                if restarts == RESTARTS or not self._restarted(client):
+            except (RomSilent, RomGarbled) as exc:
+                how = None if again == RESTARTS else self._sync_again(client)
+                if how is None:
                     raise
-            session.warn("chip-restarted",
-                         f"the chip restarted during {what} (a reset with BOOT0 still high): "
-                         f"rakflash synced with its ROM bootloader again and does {what} again")
+                reason = exc.message
+            if how == "ack":
+                session.warn("chip-restarted",
+                             f"the chip restarted during {what} (a reset with BOOT0 still high): "
+                             f"rakflash synced with its ROM bootloader again and does {what} again")
+            else:
+                session.state["resent"] = session.state.get("resent", 0) + 1
+                session.emit(Retry(session.state["resent"], f"{reason}; synced with the ROM "
+                                   f"bootloader again, {what} again", phase=phase))
 
     @staticmethod
-    def _restarted(client: RomClient) -> bool:
-        """After silence: did the ROM start afresh? A fresh ROM ACKs the handshake (one still in
-        its session would NACK it); Get is then asked again, as after any handshake."""
+    def _sync_again(client: RomClient) -> str | None:
+        """After silence or a damaged answer: ``"ack"`` (the ROM started afresh), ``"nack"``
+        (it is still in its session, in step again), or None (it does not answer)."""
         try:
-            return client.handshake(RESYNC) == "ack"
+            return client.handshake(RESYNC)
         except RomNoHandshake:
-            return False
+            return None
 
     # -- connect -------------------------------------------------------------------
     def connect(self, session: Session) -> None:
-        self._again_after_restart(session, "the identification", lambda: self._connect(session))
+        self._again_after_restart(session, "connect", "the identification", lambda: self._connect(session))
 
     def _connect(self, session: Session) -> None:
         client: RomClient = session.state["client"]
@@ -227,7 +241,7 @@ class Stm32RomMethod(RecoveryMethod):
     def write(self, session: Session) -> None:
         # A restart mid-write leaves pages written that can't be written again unerased:
         # the erase and the whole write start over.
-        self._again_after_restart(session, "the erase and write", lambda: self._write(session))
+        self._again_after_restart(session, "write", "the erase and write", lambda: self._write(session))
 
     def _write(self, session: Session) -> None:
         client: RomClient = session.state["client"]
@@ -253,7 +267,7 @@ class Stm32RomMethod(RecoveryMethod):
 
     # -- verify --------------------------------------------------------------------
     def verify(self, session: Session) -> None:
-        self._again_after_restart(session, "the verification", lambda: self._verify(session))
+        self._again_after_restart(session, "verify", "the verification", lambda: self._verify(session))
 
     def _verify(self, session: Session) -> None:
         client: RomClient = session.state["client"]
