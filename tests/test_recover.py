@@ -288,3 +288,15 @@ def test_a_damaged_answer_mid_session_is_synced_again_not_the_end(virtual, cat, 
     assert len(retries) == 1 and retries[0].phase == "connect" and result.retries == 1
     assert not [w for w in events.of(Warning) if w.code == "chip-restarted"]
     assert dev.bootloader_version == "V3.0.5" and result.app_version_after == "V3.0.0.14.H"
+
+
+def test_a_block_damaged_on_its_way_to_the_chip_is_written_again(virtual, cat, tmp_path):
+    # The ROM NACKs a block whose checksum does not match: one damaged byte toward the chip.
+    from rakflash.events import Retry
+    from rakflash.sim import Faults, Rewrite
+    dev = virtual("rak811", faults=Faults(rewrite_to_module=[Rewrite(b"V3.0.0.14.H", b"V3.0.0.14.X")]))
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    result, events = run(dev, path)
+    assert dev.uart.faults.rewrite_to_module[0].times == 0
+    assert [r.phase for r in events.of(Retry)] == ["write"] and result.verify == "read-back"
+    assert dev.app_version == result.app_version_after == "V3.0.0.14.H"

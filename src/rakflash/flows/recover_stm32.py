@@ -152,8 +152,9 @@ class Stm32RomMethod(RecoveryMethod):
         session.state["handshake"] = how
 
     def _again_after_restart(self, session: Session, phase: str, what: str, step) -> None:
-        """Run ``step``; when an answer does not come or comes damaged, sync again and run the
-        step anew — the end of the run only when the ROM no longer answers at all.
+        """Run ``step``; when an answer does not come, comes damaged, or is a NACK (what the ROM
+        says to a block damaged on its way), sync again and run the step anew — the end of the
+        run only when the ROM no longer answers, or after ``RESTARTS`` tries.
 
         A fresh ROM ACKs the new handshake: the chip restarted (a reset press with BOOT0 still
         high starts its ROM afresh, which then ignores everything until a new 0x7F), the named
@@ -166,7 +167,7 @@ class Stm32RomMethod(RecoveryMethod):
         for again in range(RESTARTS + 1):
             try:
                 return step()
-            except (RomSilent, RomGarbled) as exc:
+            except (RomSilent, RomGarbled, RomNack) as exc:     # a NACK: a block damaged on its way
                 how = None if again == RESTARTS else self._sync_again(client)
                 if how is None:
                     raise
