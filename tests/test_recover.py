@@ -300,3 +300,16 @@ def test_a_block_damaged_on_its_way_to_the_chip_is_written_again(virtual, cat, t
     assert dev.uart.faults.rewrite_to_module[0].times == 0
     assert [r.phase for r in events.of(Retry)] == ["write"] and result.verify == "read-back"
     assert dev.app_version == result.app_version_after == "V3.0.0.14.H"
+
+
+def test_a_byte_damaged_on_its_way_back_is_no_verify_failure(virtual, cat, tmp_path):
+    # Read Memory has no checksum: a read-back damaged on the line looked like the flash's fault
+    # ("the chip holds 0xFD at … where the image has 0xF9") though the chip held the image.
+    from rakflash.events import Retry
+    from rakflash.sim import Faults, Rewrite
+    dev = virtual("rak811", faults=Faults(rewrite_to_host=[Rewrite(b"V3.0.0.14.H", b"V3.0.0.14.X")]))
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    result, events = run(dev, path)
+    assert dev.uart.faults.rewrite_to_host[0].times == 0
+    assert [r.phase for r in events.of(Retry)] == ["verify"] and result.verify == "read-back"
+    assert dev.app_version == result.app_version_after == "V3.0.0.14.H"

@@ -296,8 +296,8 @@ class Stm32RomMethod(RecoveryMethod):
             for seg in plan.segments:
                 for addr in range(seg.start, seg.end, MAX_BLOCK):
                     n = min(MAX_BLOCK, seg.end - addr)
-                    got = client.read_memory(addr, n)
                     want = seg.data[addr - seg.start:addr - seg.start + n]
+                    got = self._read_back(session, client, addr, n, want)
                     if got != want:
                         bad = next(i for i in range(n) if got[i] != want[i])
                         raise VerifyFailed(
@@ -309,6 +309,24 @@ class Stm32RomMethod(RecoveryMethod):
                     session.emit(Progress(done, total, "verify"))
         session.verify_seconds = time.monotonic() - t0
         session.bootloader_version_after = version_after(client, plan)
+
+    @staticmethod
+    def _read_back(session: Session, client: RomClient, address: int, n: int, want: bytes) -> bytes:
+        """Read Memory carries no checksum: a byte damaged on its way to the host reads as a
+        difference the flash does not have. A difference is claimed only when it survives two
+        more reads; a read that then matches was the line's (a ``retry``)."""
+        got = client.read_memory(address, n)
+        for _ in range(2):
+            if got == want:
+                break
+            again = client.read_memory(address, n)
+            if again == want:
+                session.state["resent"] = session.state.get("resent", 0) + 1
+                session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
+                                   "differed once and matched when read again (the line, not the "
+                                   "flash)", phase="verify"))
+            got = again
+        return got
 
     # -- start ---------------------------------------------------------------------
     def start(self, session: Session) -> None:
