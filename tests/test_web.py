@@ -238,7 +238,7 @@ def test_one_operation_per_port_and_nothing_written_until_confirmed(web, virtual
         assert c.post(f"api/jobs/{job}/answer", json={"write": False}).status_code == 200
         done = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s, what="the job to end")
         result = done["result"]
-        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", False)
+        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", "nothing")
         assert result["app_version_before"] == OLD
         assert c.post(f"api/jobs/{job}/answer", json={"write": True}).status_code == 409
         assert dev.updates == 0 and dev.wait_mode("app")
@@ -281,7 +281,7 @@ def test_an_update_runs_without_any_page_watching_and_replays_its_story(web, vir
     assert progress[-1]["bytes"] == progress[-1]["total"] == 16 * 1024
     result = story[-2]
     assert (result["result"], result["app_version_before"], result["app_version_after"]) == ("ok", OLD, NEW)
-    assert result["settings_kept"] is True and result["written"] is True
+    assert result["settings_kept"] is True and result["written"] == "all"
     assert [d["seq"] for d in story] == sorted(d["seq"] for d in story)
 
 
@@ -341,7 +341,7 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
         assert dev.bootloader_version == "V3.0.2" and dev.resets == resets   # untouched so far
         c.post(f"api/jobs/{job}/answer", json={"write": False})
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
-        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", False)
+        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", "nothing")
         assert result["module"] == "RAK811"
         # A module with no BOOT0 pin on its pads: the ROM way is refused with the way that works
         # (SWD, which is the RAK4270's own way: planned and confirmed like any other).
@@ -352,18 +352,18 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
                                           "method": "stm32-rom"}).json()["job"]
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert (result["outcome"], result["error"]) == ("refused", "recovery-unavailable")
-        assert result["written"] is False and "pyocd flash -t stm32l071kbux" in result["hint"]
+        assert result["written"] == "nothing" and "pyocd flash -t stm32l071kbux" in result["hint"]
         job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
         wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the SWD recovery's confirmation")
         c.post(f"api/jobs/{job}/answer", json={"write": False})
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
-        assert (result["outcome"], result["written"]) == ("aborted", False)
+        assert (result["outcome"], result["written"]) == ("aborted", "nothing")
         # Without the target's pack (or without pyOCD), the page says so before the plan and its
         # confirmation, as `rakflash recover` does — not once the person has confirmed.
         world.installed = set()
         job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
-        assert (result["error"], result["written"]) == ("pack-missing", False), result
+        assert (result["error"], result["written"]) == ("pack-missing", "nothing"), result
         assert "pyocd pack install stm32l071kbux" in result["hint"]
         assert "plan" not in [e["event"] for e in server.board.jobs[job].events]
         def no_pyocd():
@@ -395,7 +395,7 @@ def test_stop_ends_the_update_cleanly_and_the_next_check_finishes_it(web, virtua
                              for e in server.board.jobs[job].events), what="the transfer to be under way")
         assert c.post(f"api/jobs/{job}/stop").status_code == 200
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the stop")
-        assert (result["result"], result["outcome"], result["written"]) == ("interrupted", "stopped", True)
+        assert (result["result"], result["outcome"], result["written"]) == ("interrupted", "stopped", "part")
         assert "waits in its bootloader" in result["hint"] and result["app_version_before"] == OLD
         assert c.post(f"api/jobs/{job}/stop").status_code == 409
         assert dev.wait_mode("bootloader") and dev.updates == 0
@@ -452,7 +452,7 @@ def test_several_modules_at_once_plans_first_then_one_confirmation_and_a_report(
         c.post(f"api/jobs/{job}/answer", json={"write": True})
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"],
                           timeout=60, what="the fleet")
-        assert (result["outcome"], result["written"], result["ok"], result["failed"]) == ("failed", True, 2, 1)
+        assert (result["outcome"], result["written"], result["ok"], result["failed"]) == ("failed", "part", 2, 1)
         by_port = {d["port"]: d for d in result["devices"]}
         assert by_port[a.port]["app_version_after"] == by_port[b.port]["app_version_after"] == NEW
         assert by_port[other.port]["error"] == "wrong-target"
@@ -510,3 +510,22 @@ def _writing(c, url, job) -> bool:
             elif line.startswith(": "):        # a keep-alive: the story so far is told
                 return False
     return False
+
+
+def test_a_recovery_that_never_got_a_handshake_wrote_nothing(web, virtual, tmp_path, cat):
+    # Issue 17.4, the other way round: the page said written: true once the person had confirmed.
+    from rakflash.sim import firmware
+    dev = virtual("rak811")
+    server = web(dev)
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 4096))
+    with client(server) as c:
+        image = upload(c, full)["image"]
+        job = c.post("api/recover", json={"port": dev.port, "image": image, "baud": FAST_BAUD,
+                                          "window": 1}).json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the recovery's confirmation")
+        c.post(f"api/jobs/{job}/answer", json={"write": True})       # …and nobody holds BOOT0
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"],
+                          timeout=60, what="the end")
+    assert (result["outcome"], result["error"], result["written"]) == ("failed", "no-handshake", "nothing")
+    assert dev.updates == 0 and dev.rom_sessions == 0

@@ -72,7 +72,7 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
                    yes=yes, as_json=as_json)
         return
     port = port[0]
-    known["port"] = port
+    known.update(port=port, written="nothing")        # until the session says otherwise
     started, t0 = now_iso(), time.monotonic()
     session = outcome = link = None
     try:
@@ -108,11 +108,11 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
             report_one(once, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
-            emit_result(outcome.to_dict(), port)
+            emit_result({**outcome.to_dict(), "written": "nothing"}, port)
         return
     result = outcome
     if as_json:
-        emit_result(result.to_dict(), port)
+        emit_result({**result.to_dict(), "written": "all"}, port)
         return
     out.print(f"[green]done[/]: {done_line(result, session.device)}")
     show_settings(result.settings)     # keys that could not be read: the flow's warning said so

@@ -124,9 +124,10 @@ def emit_json(obj: dict) -> None:
 
 
 # The keys every result line of a command that writes firmware (flash, recover) has, however it
-# ends — success, refusal, failure, --dry-run, Ctrl-C — null when unknown.
+# ends — success, refusal, failure, --dry-run, Ctrl-C — null when unknown. ``written``: nothing,
+# part or all (see rakflash.written), from what went out and was acknowledged.
 RESULT_KEYS = ("result", "module", "port", "app_version_before", "app_version_after", "bytes", "seconds",
-               "error")
+               "error", "written")
 
 
 def emit_result(result: dict, port: str | None) -> None:
@@ -235,14 +236,18 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 err.print(f"hint: {hint}", markup=False)
             sys.exit(1)
         except KeyboardInterrupt as exc:
-            if known.get("sent"):
+            if known.get("written_hint"):       # a write path that knows what the device holds now
+                hint = known["written_hint"]
+            elif known.get("sent"):
                 hint = ("The new firmware was sent and was starting: run the same command again — it "
                         "confirms which firmware runs and checks the LoRaWAN keys.")
             elif known.get("writing"):
                 hint = ("The update was cut off: the module waits in its bootloader; run the same "
                         "command again to finish it.")
-            else:
+            elif known.get("written", "nothing") == "nothing":
                 hint = "Nothing was written to the module."
+            else:
+                hint = "Part of the firmware was written: run the same command again to finish it."
             if known.get("writing"):
                 hint += moved_hint(known.get("port"), known.get("moved_to"))
             how = f"stopped by {exc.name}" if isinstance(exc, Terminated) else "Ctrl-C"
@@ -336,7 +341,8 @@ class TerminalEvents:
 
     LABELS = {"identify": "identifying", "settings": "reading settings", "boot": "entering bootloader",
               "connect": "connecting", "erase": "erasing", "write": "writing", "verify": "verifying",
-              "start": "starting new firmware", "settings-check": "checking settings"}
+              "start": "starting new firmware", "settings-check": "checking settings",
+              "identify-after": "identifying again"}
 
     # What a countdown waits for, by the prompt's action (default: a reset).
     WAITING = {"release-boot": "restarting the module", "release-boot-and-reset": "waiting for BOOT "
@@ -408,8 +414,8 @@ class TerminalEvents:
             total = event.info.get("bytes")
             if total:
                 self._total = total
-            if not self._live and not quiet and not verbose:
-                self._line(f"{label}…")      # a log gets one whole line per phase
+            if not self._live and not quiet and not verbose and label != self._label:
+                self._line(f"{label}…")      # a log gets one whole line per phase (said once)
             self._ensure_bar()
             if total and self._bar is not None:
                 self._bar.update(self._task, total=total)

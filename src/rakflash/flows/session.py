@@ -86,6 +86,8 @@ class FlashSession:
                 self.reset_wait = (self.reset_wait or 0.0) + event.waited
             if isinstance(event, Phase) and event.phase == "start" and self._writing:
                 self._sent = True        # the bootloader took it all and hands over to it
+            if isinstance(event, Phase) and event.phase in ("erase", "write") and self._writing:
+                self._data_sent = True   # the transfer begins: its first packet makes the bootloader erase
             emit(event)
         self.emit = emit_and_note
         self.confirm = confirm
@@ -95,6 +97,7 @@ class FlashSession:
         self.learnt: dict[str, Any] = {}     # serial number, DevEUI, as the update learns them
         self._writing = False
         self._sent = False
+        self._data_sent = False
 
     @property
     def known(self) -> dict[str, Any]:
@@ -112,6 +115,8 @@ class FlashSession:
         d.update({k: v for k, v in self.learnt.items() if v})
         d["writing"] = self._writing     # an interruption from here on leaves the module in its bootloader
         d["sent"] = self._sent           # … until the transfer ended: then the new firmware starts
+        # rakflash.written's one field: nothing until the transfer began, all once it ended
+        d["written"] = "all" if self._sent else ("part" if self._data_sent else "nothing")
         return d
 
     def run(self) -> UpdateResult | DryRun:

@@ -30,6 +30,7 @@ from ..flows.identify import identify
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from ..link import Link
 from ..stoppable import StoppableLink
+from ..written import ALL, NOTHING, PART, SAID, Written
 from .jobs import Job
 
 # The keys every flash result has (null when unknown), as in `rakflash flash --json`.
@@ -97,28 +98,31 @@ def outcome_of(exc: RakflashError) -> str:
     return "failed"
 
 
-def failure(exc: RakflashError, known: dict[str, Any], *, written: bool,
+def failure(exc: RakflashError, known: dict[str, Any], *, written: str,
             device: dict[str, Any] | None = None) -> dict[str, Any]:
     """A flash that stopped with ``exc``: the CLI's JSON error line, plus ``outcome``,
-    ``written`` (whether writing had begun: never for a refusal, which comes before it)
-    and the ``device`` as identified (when it was)."""
+    ``written`` (nothing, part or all: :mod:`rakflash.written`, from what went out and was
+    acknowledged) and the ``device`` as identified (when it was)."""
     d: dict[str, Any] = {k: None for k in FLASH_KEYS}
     d.update(known)
     d["device"] = device
     outcome = outcome_of(exc)
-    d.update({"result": exc.name, "outcome": outcome, "written": written and outcome == "failed",
+    d.update({"result": exc.name, "outcome": outcome, "written": written,
               "error": exc.name if exc.exit_code else None, "message": exc.message, "hint": exc.hint})
     d.update({k: v for k, v in exc.details.items() if k not in ("error", "message", "hint")})
     return d
 
 
-def stopped(known: dict[str, Any], *, written: bool, device: dict[str, Any] | None = None,
-            keys: tuple[str, ...] = FLASH_KEYS, why: str = "stopped from the page") -> dict[str, Any]:
-    """A job stopped with the page's Stop button, as ``flash --json`` reports a Ctrl-C."""
+def stopped(known: dict[str, Any], *, written: str, hint: str | None = None,
+            device: dict[str, Any] | None = None, keys: tuple[str, ...] = FLASH_KEYS,
+            why: str = "stopped from the page") -> dict[str, Any]:
+    """A job stopped with the page's Stop button, as ``flash --json`` reports a Ctrl-C; ``hint``
+    (default: from what was written) says what the module holds and the next step."""
     d: dict[str, Any] = {k: None for k in keys}
     d.update(known)
-    hint = ("The module waits in its bootloader: check the plan again and flash to finish the update."
-            if written else "Nothing was written.")
+    if hint is None:
+        hint = ("The module waits in its bootloader: check the plan again and flash to finish the update."
+                if known.get("writing") else SAID[written])
     d.update(result="interrupted", outcome="stopped", written=written, error="interrupted",
              message=why, hint=hint, device=device)
     return d
@@ -163,13 +167,15 @@ def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[J
                                        choose_module=lambda uncertain: choose_module(job, uncertain))
                 outcome = session.run()
         except RakflashError as exc:
-            return failure(exc, session.known if session else {}, written=job.confirmed,
+            known = session.known if session else {}
+            return failure(exc, known, written=known.get("written", NOTHING),
                            device=session.device.to_dict() if session and session.device else None)
         except KeyboardInterrupt:
-            return stopped(session.known if session else {}, written=job.confirmed, why=job.stop_reason,
+            known = session.known if session else {}
+            return stopped(known, written=known.get("written", NOTHING), why=job.stop_reason,
                            device=session.device.to_dict() if session and session.device else None)
         d = outcome.to_dict()
-        d.update(outcome="ok", written=not isinstance(outcome, DryRun), error=None,
+        d.update(outcome="ok", written=NOTHING if isinstance(outcome, DryRun) else ALL, error=None,
                  device=session.device.to_dict() if session.device else None)
         return d
 
@@ -182,11 +188,12 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
     image), shows the plan and the person's steps, and once confirmed runs it
     (``rakflash recover FILE --port PORT``)."""
     from ..events import PlanReady
-    from ..flows.recover import method_for, plan_recovery, recover
+    from ..flows.recover import interrupted_hint, method_for, plan_recovery, recover
     from ..flows.recover_stm32 import port_commands
 
     def work(job: Job) -> dict[str, Any]:
         known: dict[str, Any] = {}
+        written = Written()     # what went out and was acknowledged: what the chip holds
         try:
             image = images.load(image_path, module=module)
             image.path = name
@@ -202,18 +209,17 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
                             "method": plan.method}):
                 raise Aborted("recovery not confirmed")
             with _link(job, baud) as link:
-                result = recover(link, plan, options, emit=job.emit)
+                result = recover(link, plan, options, emit=job.emit, written=written)
         except RakflashError as exc:
-            d = failure(exc, known, written=job.confirmed)
+            d = failure(exc, {**known, "bytes": written.bytes if written.state != NOTHING else None},
+                        written=written.state)
             d.update({k: d.get(k) for k in ("bootloader_version_before", "bootloader_version_after")})
             return d
         except KeyboardInterrupt:
-            d = stopped(known, written=job.confirmed, why=job.stop_reason)
-            if job.confirmed:
-                d["hint"] = ("The chip may hold part of the image: run the recovery again (the ROM "
-                             "bootloader is always there to take it).")
-            return d
-        return {**result.to_dict(), "outcome": "ok", "written": True, "error": None}
+            hint = interrupted_hint(written, known["module"], plan.method) if "module" in known else None
+            return stopped({**known, "bytes": written.bytes if written.state != NOTHING else None},
+                           written=written.state, hint=hint, why=job.stop_reason)
+        return {**result.to_dict(), "outcome": "ok", "error": None}
 
     return work
 
@@ -230,7 +236,7 @@ def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptio
         try:
             image = images.load(image_path, module=options.module)
         except RakflashError as exc:
-            return failure(exc, {}, written=False)
+            return failure(exc, {}, written=NOTHING)
         image.path = name
         check = Fleet(ports, image, dataclasses.replace(options, dry_run=True), emit=job.emit_port)
         job.stopper = check.stop
@@ -252,24 +258,27 @@ def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptio
                     fleet.stop()
                 for o in fleet.run():
                     results[o.port] = o.record(image)
-        return fleet_summary([results[p] for p in ports], written=job.confirmed, report=report_path)
+        return fleet_summary([results[p] for p in ports], confirmed=job.confirmed, report=report_path)
 
     return work
 
 
-def fleet_summary(records: list[dict[str, Any]], *, written: bool, report: str) -> dict[str, Any]:
+def fleet_summary(records: list[dict[str, Any]], *, confirmed: bool, report: str) -> dict[str, Any]:
     """A fleet job's result: each module's report record (``devices``), counted by result, and
     the outcome — ``ok`` (every module), ``failed`` (one or more did not make it), or ``aborted``
-    (plans stood but the person did not confirm; nothing written)."""
+    (plans stood but the person did not confirm; nothing written). ``written``: nothing (not
+    confirmed), all (every module updated or up to date), or part (a module did not make it,
+    and may hold part of the image)."""
     counts: dict[str, int] = {}
     for r in records:
         counts[r["result"]] = counts.get(r["result"], 0) + 1
     failed = [r for r in records if r["error"]]
-    if written:
+    written = NOTHING if not confirmed else (PART if failed else ALL)
+    if confirmed:
         outcome = "failed" if failed else "ok"
     else:
         outcome = "aborted" if any(r["result"] == "dry-run" for r in records) else "failed"
     result = "interrupted" if counts.get("interrupted") else outcome
     return {"result": result, "outcome": outcome, "written": written, "modules": len(records),
             "ok": len(records) - len(failed), "failed": len(failed), "results": counts,
-            "devices": records, "report": report if written else None, "error": None}
+            "devices": records, "report": report if confirmed else None, "error": None}

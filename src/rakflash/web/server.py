@@ -566,9 +566,9 @@ class WebServer:
         before = result.get("device")
         if not before:
             return
-        if result.get("written") and result.get("result") == "ok":
+        if result.get("written") == "all" and result.get("result") == "ok":
             self.seen[port_key(port)] = {**before, "mode": "app", "app_version": result.get("app_version_after")}
-        elif result.get("written"):
+        elif result.get("written") in ("part", "all"):
             # Stopped or failed once writing had begun: the application seen before may be gone
             # (the module most likely waits in its bootloader). Say that it is not known.
             self.seen[port_key(port)] = {"port": before.get("port"), "module": before.get("module"),

@@ -739,7 +739,7 @@ function renderFleetResult(job, r) {
   const box = $(".result", job.el);
   box.className = "result " + r.outcome;
   const counts = Object.entries(r.results).map(([k, n]) => `${n} ${k}`).join(", ");
-  const head = r.written
+  const head = r.written !== "nothing"
     ? `${r.ok} of ${r.modules} modules updated or up to date` + (r.failed ? `; ${r.failed} not (see ${r.failed === 1 ? "its row" : "their rows"})` : "")
     : (r.outcome === "aborted" ? "Not written: the update was not confirmed" : "Nothing written: no module's plan stood");
   box.append(h("p", { class: "headline" }, h("strong", {}, head + ".")),
@@ -766,10 +766,10 @@ function renderResult(job, r) {
   if (r.outcome === "ok" && r.result === "ok" && r.method) {
     box.className = "result ok";
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "), `${r.module} bootloader `,
-      h("span", { class: "boot-before" }, r.bootloader_version_before || "?"), " → ",
-      h("span", { class: "boot-after" }, r.bootloader_version_after || "?"), ", application ",
-      h("span", { class: "before" }, r.app_version_before || "?"), " → ",
-      h("span", { class: "after" }, r.app_version_after || "-")));
+      h("span", { class: "boot-before" }, r.bootloader_version_before || "unknown"), " → ",
+      h("span", { class: "boot-after" }, r.bootloader_version_after || "unknown"), ", application ",
+      h("span", { class: "before" }, r.app_version_before || "unknown"), " → ",
+      h("span", { class: "after" }, r.app_version_after || "unknown")));
     box.append(h("p", {}, `${num(r.bytes)} bytes written and verified (${r.verify}) in ${r.seconds.toFixed(1)} s`));
     for (const w of r.warnings || []) box.append(h("p", { class: "note" }, "warning: " + (w.message || w)));
   } else if (r.outcome === "ok" && r.result === "ok") {
@@ -795,7 +795,11 @@ function renderResult(job, r) {
     if (r.outcome === "aborted" && r.answered_in && r.answered_in !== TAB) {
       box.append(h("p", { class: "elsewhere" }, "This plan was cancelled in another tab or window of this page."));
     }
-    if (!r.written) box.append(h("p", { class: "muted" }, "Nothing was written to the module."));
+    // One field, three values (rakflash.written): what went out and was acknowledged.
+    const written = { nothing: "Nothing was written to the module.",
+      part: "Part of the image was written: the module holds part of the new image or erased flash (the hint says which).",
+      all: "The whole image was written." }[r.written];
+    if (written) box.append(h("p", { class: "muted written" }, written));
   }
   box.append(h("p", { class: "muted code" }, `result: ${r.result}` + (r.error ? `, error: ${r.error}` : "")));
 }
