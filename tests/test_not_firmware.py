@@ -348,6 +348,6 @@ def test_the_pages_flash_and_recovery_refuse_it_before_writing(virtual, web, tmp
                                                "baud": FAST_BAUD, "window": 5}).json()["job"]
         result = wait_for(lambda: next(j for j in c.get("api/jobs").json()["jobs"] if j["id"] == job)
                           .get("result"), what="the job's result")
-    assert (result["outcome"], result["error"], result["written"]) == ("refused", "not-firmware", False), result
+    assert (result["outcome"], result["error"], result["written"]) == ("refused", "not-firmware", "nothing"), result
     assert "photo.bin does not look like firmware" in result["message"]
     assert (dev.flash.erases, dev.flash.programs, bytes(dev.flash.mem)) == before
