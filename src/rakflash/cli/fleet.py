@@ -34,7 +34,7 @@ EXIT_SOME_FAILED = 11
 LABELS = {"waiting": "waiting", "identify": "identifying", "settings": "reading settings",
           "boot": "entering bootloader", "erase": "erasing", "write": "writing", "verify": "verifying",
           "start": "starting new firmware",
-          "settings-check": "checking settings", "done": "done"}
+          "settings-check": "checking settings", "provision": "writing its keys", "done": "done"}
 
 
 def open_report(path: str | None, firmware: str | None = None) -> ReportFile | None:
@@ -81,9 +81,11 @@ def report_one(report: ReportFile, port: str, image: Image, session: Any, result
         raise error from None
 
 
-def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOptions, *,
-               report: ReportFile | None, trace_path: str | None, yes: bool, as_json: bool) -> None:
-    """Update every port in ``ports`` (and every module port, with ``all_ports``) at once."""
+def flash_many(ports: list[str], all_ports: bool, image: Image | None, options: FlashOptions, *,
+               report: ReportFile | None, trace_path: str | None, yes: bool, as_json: bool,
+               provisioning: Any = None) -> None:
+    """Update every port in ``ports`` (and every module port, with ``all_ports``) at once;
+    with ``provisioning``, each module then gets its row of the batch (``image`` None: only that)."""
     if all_ports:
         found = [e.device for e in module_ports()]
         if not found and not ports:
@@ -91,11 +93,13 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
                                hint="Plug the modules in and run 'rakflash ports'; name ports with --port.")
         ports = list(dict.fromkeys([*ports, *found]))
     if not options.dry_run and not yes:
-        _confirm(ports, image)
+        _confirm(ports, image, provisioning)
     with ExitStack() as stack:
-        traces = {p: open_port_trace(stack, trace_path, p, image.path) for p in ports} if trace_path else {}
+        keep = image.path if image else ""
+        traces = {p: open_port_trace(stack, trace_path, p, keep) for p in ports} if trace_path else {}
         view = JsonFleet() if as_json else FleetView(ports)
-        fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get)
+        fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get,
+                      provisioning=provisioning)
         t0 = time.monotonic()
         with view:
             outcomes = fleet.run()
@@ -128,13 +132,17 @@ def open_port_trace(stack: ExitStack, trace_path: str, port: str, firmware: str)
                       (firmware,) if firmware else ())
 
 
-def _confirm(ports: list[str], image: Image) -> None:
+def _confirm(ports: list[str], image: Image | None, provisioning: Any = None) -> None:
+    what = "firmware" if image is not None else "LoRaWAN keys"
     if not sys.stdin or not sys.stdin.isatty():
-        raise ConfirmationNeeded(f"about to write firmware to {_modules(len(ports))}, and there is no "
+        raise ConfirmationNeeded(f"about to write {what} to {_modules(len(ports))}, and there is no "
                                  f"terminal to confirm it")
     from ..errors import Aborted
-    if not ask_yes_no(f"Write {Path(image.path).name} to the modules on {', '.join(ports)}?"):
-        raise Aborted("update not confirmed")
+    keys = f" and give each a row of {provisioning.batch.name}" if provisioning is not None and image else ""
+    question = (f"Write {Path(image.path).name} to the modules on {', '.join(ports)}{keys}?" if image is not None
+                else f"Give the modules on {', '.join(ports)} each a row of {provisioning.batch.name}?")
+    if not ask_yes_no(question):
+        raise Aborted("update not confirmed" if image is not None else "provisioning not confirmed")
 
 
 def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | None) -> dict:
