@@ -97,7 +97,7 @@ def flash_many(ports: list[str], all_ports: bool, image: Image | None, options: 
     with ExitStack() as stack:
         keep = image.path if image else ""
         traces = {p: open_port_trace(stack, trace_path, p, keep) for p in ports} if trace_path else {}
-        view = JsonFleet() if as_json else FleetView(ports)
+        view = JsonFleet() if as_json else FleetView(ports, "updating" if image is not None else "provisioning")
         fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get,
                       provisioning=provisioning)
         t0 = time.monotonic()
@@ -156,6 +156,8 @@ def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | 
             "modules": len(outcomes), "ok": sum(1 for o in outcomes if o.ok), "failed": len(failed),
             "results": counts, "seconds": round(seconds, 3),
             "report": report.path if report else None,
+            **({"provisioned": sum(1 for o in outcomes if (o.provision or {}).get("dev_eui"))}
+               if any(o.provision is not None for o in outcomes) else {}),
             "failures": [{"port": o.port, "error": o.result, "message": o.message, "hint": o.hint}
                          for o in failed]}
 
@@ -171,6 +173,12 @@ def show_summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFi
             err.print(f"[red]{o.port}[/]: {o.result}: {o.message or ''}", markup=True)
             if o.hint:
                 err.print(f"  hint: {o.hint}", markup=False)
+    for o in outcomes:          # with a batch: which row went where
+        p = o.provision or {}
+        if p.get("dev_eui"):
+            out.print(f"{o.port}: {o.serial_number} has line {p['line']} of {p['batch']} (DevEUI {p['dev_eui']}), "
+                      + ("written and read back" if p["result"] == "written" else "already written before"),
+                      markup=False)
     if interrupted:
         err.print("interrupted: run the same command again to finish the modules that were cut off "
                   "(those already done say so and are left alone).")
@@ -196,7 +204,8 @@ class FleetView:
 
     COLUMNS = ("port", "module", "serial number", "phase", "progress", "result")
 
-    def __init__(self, ports: list[str]) -> None:
+    def __init__(self, ports: list[str], verb: str = "updating") -> None:
+        self.verb = verb
         self.rows = {p: DeviceOutcome(p) for p in ports}
         self.notes: list[str] = []
         self.live: Live | None = None
@@ -207,7 +216,7 @@ class FleetView:
             self.live = Live(self._render(), console=err, refresh_per_second=4, transient=False)
             self.live.start()
         else:
-            err.print(f"updating {_modules(len(self.rows))}: {', '.join(self.rows)}")
+            err.print(f"{self.verb} {_modules(len(self.rows))}: {', '.join(self.rows)}")
         return self
 
     def __exit__(self, *exc: object) -> None:

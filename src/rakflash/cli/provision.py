@@ -120,12 +120,12 @@ def ledger_show(batch_path: str, ledger_spec: str | None, as_json: bool) -> None
                    **counts, "rows": rows, "not_in_file": orphans})
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("line", "DevEUI", "state", "serial number", "station", "claimed at"):
-        table.add_column(col, no_wrap=True)
+    for col in ("line", "DevEUI", "state", "serial number", "station", "claimed at (UTC)"):
+        table.add_column(col, no_wrap=col in ("DevEUI", "state"), overflow="fold")
     for r in rows:
         style = {"written": "green", "left": "dim", "failed": "red"}.get(r["state"], "yellow")
         table.add_row(str(r["line"]), r["dev_eui"], f"[{style}]{r['state']}[/]", r.get("serial_number") or "-",
-                      r.get("station") or "-", r.get("claimed_at") or "-")
+                      r.get("station") or "-", (r.get("claimed_at") or "-")[:19].replace("T", " "))
     out.print(table)
     out.print(f"{batch.name}: {counts['total']} rows, {counts['written']} written, "
               f"{counts['not_written']} claimed and not written, {counts['left']} left")
