@@ -17,6 +17,7 @@ ledger carry the first 8 hex digits of its SHA-256 (``-v`` shows ``AT+APPKEY=…
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,13 +55,15 @@ class Provisioned:
     serial_number: str
     result: str                    # "written", or "already-written" (it held the row already)
     replaced: dict[str, str] = field(default_factory=dict)   # --force: the DevEUI / AppKey hash it held
+    seconds: float = 0.0           # reading, claiming, writing and reading back
 
     def record(self) -> dict[str, Any]:
         """The report's ``provision`` field: which row went where (never the AppKey)."""
         c = self.claim
         return {"result": self.result, "line": c.line, "dev_eui": c.dev_eui, "app_eui": c.app_eui,
                 "app_key_sha256": c.app_key_sha256, "batch": c.batch, "station": c.station,
-                "claimed_at": c.claimed_at, "claimed_now": c.new, "replaced": self.replaced or None}
+                "claimed_at": c.claimed_at, "claimed_now": c.new, "replaced": self.replaced or None,
+                "seconds": round(self.seconds, 3)}
 
 
 def key_queries(module: Module) -> dict[str, str]:
@@ -77,6 +80,7 @@ def key_queries(module: Module) -> dict[str, str]:
 def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: str | None = None,
               emit: Sink = nowhere, timeout: float = 0.5) -> Provisioned:
     """Give the module on ``link`` its row of ``p.batch`` (see the module's docstring)."""
+    t0 = time.monotonic()
     if module is None:
         raise NotProvisionable("rakflash could not tell which module this is, so it can't write its keys",
                                hint="Name it with --module and run the same command again.")
@@ -136,4 +140,4 @@ def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: s
         result = "written"
     ledger.record(claim, "written", firmware=firmware, port=link.port_name, station=p.station)
     emit(Phase("provision", f"line {row.line} written to {serial} and read back", {"written": True, **row.public()}))
-    return Provisioned(claim, serial, result, replaced)
+    return Provisioned(claim, serial, result, replaced, time.monotonic() - t0)
