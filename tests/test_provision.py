@@ -39,7 +39,7 @@ def test_every_bad_line_is_named_by_its_number():
             + f"AC1F09FFFE000003,AC1F09FFF915317Z,{KEY}\n"          # line 4: not hex
             + "AC1F09FFFE000004,AC1F09FFF9153172,00000000000000000000000000000000\n"   # line 5: blank key
             + f"ac1f09fffe000001,AC1F09FFF9153172,{KEY}\n"          # line 6: duplicate of line 2
-            + f"AC1F09FFFE000006,AC1F09FFF9153172\n"                # line 7: a field short
+            + "AC1F09FFFE000006,AC1F09FFF9153172\n"                # line 7: a field short
             + "\n"
             + f"AC1F09FFFE000008,AC1F09FFF9153172,{KEY[:-2]}\n")    # line 9: short key (after a blank line)
     with pytest.raises(BatchInvalid) as e:

@@ -257,3 +257,46 @@ def test_ledger_show_without_a_ledger_says_there_is_none(tmp_path):
     proc = run_cli("ledger", "show", str(batch))
     assert proc.returncode == 12 and "no ledger" in proc.stderr
     assert default_path(str(batch)).endswith("batch.csv.ledger.sqlite")
+
+
+def test_keys_that_do_not_read_back_keep_the_row_for_the_module_and_the_rerun_writes_it(modules, tmp_path):
+    dev, = modules(1)
+    answer = dev.handle_app_line
+
+    def ignores_the_key(line, version):          # firmware that answers OK and keeps its old key
+        if line.upper().startswith("AT+APPKEY=") and not line.endswith("?"):
+            dev.app_reply("OK")
+            return None
+        return answer(line, version)
+    dev.handle_app_line = ignores_the_key
+    r = rows(2)
+    batch = write_batch(tmp_path / "batch.csv", r)
+    proc, lines = cli("provision", str(batch), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 11
+    done = results(lines)[dev.port]
+    assert done["result"] == "keys-not-written" and done["provision"]["result"] == "failed"
+    assert dev.settings["APPKEY"] == BLANK and dev.settings["DEVEUI"] == r[0]["DevEUI"]   # half written
+    s = show(batch)
+    assert [(x["serial_number"], x["state"]) for x in s["rows"] if x["state"] != "left"] == [("SN-0", "failed")]
+    dev.handle_app_line = answer                  # (a good cable, a firmware that takes it)
+    proc, lines = cli("provision", str(batch), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 0, lines[-1]
+    assert keys(dev) == row_keys(r[0]) and results(lines)[dev.port]["provision"]["claimed_now"] is False
+    assert show(batch)["written"] == 1 and show(batch)["left"] == 1
+
+
+def test_two_modules_that_say_the_same_serial_number_never_share_a_row(virtual, tmp_path):
+    a, b = virtual("rak3172", serial_number="CLONE"), virtual("rak3172", serial_number="CLONE")
+    batch = write_batch(tmp_path / "batch.csv", rows(3))
+    proc, lines = cli("provision", str(batch), "--port", a.port, "--port", b.port, "--baud", str(FAST_BAUD),
+                      "--yes")
+    assert proc.returncode == 11
+    done = results(lines)
+    assert sorted(x["result"] for x in done.values()) == ["not-provisionable", "ok"]
+    first, second = (a, b) if done[a.port]["result"] == "ok" else (b, a)
+    assert second.settings["APPKEY"] == BLANK and first.settings["APPKEY"] != BLANK
+    # Another run, the other one alone: the ledger has CLONE's row written and read back, and this
+    # module does not hold it — refused, not given the same keys.
+    proc, lines = cli("provision", str(batch), "--port", second.port, "--baud", str(FAST_BAUD), "--yes")
+    assert proc.returncode == 11 and results(lines)[second.port]["result"] == "keys-present"
+    assert second.settings["APPKEY"] == BLANK and show(batch)["claimed"] == 1

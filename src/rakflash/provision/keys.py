@@ -17,6 +17,7 @@ ledger carry the first 8 hex digits of its SHA-256 (``-v`` shows ``AT+APPKEY=…
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,20 @@ class Provisioning:
     ledger: Ledger
     station: str
     force: bool = False
+    # Serial numbers seen in this run (the fleet's modules run side by side): two modules that
+    # say the same serial number would share its row, the one thing that must never happen.
+    _seen: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def only_one(self, serial: str, port: str) -> None:
+        with self._lock:
+            other = self._seen.setdefault(serial, port)
+        if other != port:
+            raise NotProvisionable(
+                f"the modules on {other} and {port} both say they are {serial}: a row is bound to one "
+                f"serial number, so only the first gets it", serial_number=serial,
+                hint="Tell the modules apart (a module with a cloned or blank serial number needs one of its "
+                     "own); nothing was claimed or written for this one.")
 
     def run(self, link: Link, module: Module | None, *, firmware: str | None = None,
             emit: Sink = nowhere) -> "Provisioned":
@@ -93,6 +108,7 @@ def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: s
             f"{module.name} did not tell its serial number the same way twice, so no row of the batch can be "
             f"bound to it", hint="Check that its application runs (not its bootloader: finish its update "
                                  "first) and the cable, then run the same command again.")
+    p.only_one(serial, link.port_name)
     held = {k: read_value(console, module, q, timeout) for k, q in queries.items()}
     batch, ledger = p.batch, p.ledger
     own = ledger.claim_of(batch.name, serial)
@@ -126,6 +142,16 @@ def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: s
                f"for {serial} (DevEUI {row.dev_eui})",
                {"claimed": True, "new": claim.new, "serial_number": serial, **row.public()}))
     wanted = {k: getattr(row, column) for k, column in KEYS.items()}
+    if own is not None and own.result == "written" and held != wanted and not p.force:
+        # Written and read back once: a module of this serial number that now holds other keys is
+        # another module claiming the same number, or its keys were reset. Not on a guess.
+        raise KeysPresent(
+            f"the ledger has line {row.line} (DevEUI {row.dev_eui}) written to {serial} and read back at "
+            f"{own.updated_at}, but this {module.name} {serial} now holds other keys (DevEUI {held['DEVEUI']}): "
+            f"another module with the same serial number, or its keys were reset; nothing was written",
+            serial_number=serial, dev_eui=held["DEVEUI"],
+            hint="If this is that module and its keys were reset, run the same command with --force to write "
+                 "its row again; if it is another module, it needs a serial number of its own.")
     if all(held[k] == v for k, v in wanted.items()):
         result = "already-written"
     else:

@@ -31,15 +31,15 @@ file whose key changed after its row was claimed.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import BatchUsedUp, LedgerError
-from .batch import Batch, Row
+from .batch import Batch
 
 TABLE = "rakflash_claims"
 SCHEMA = f"""
@@ -233,8 +233,6 @@ class SqliteLedger(Ledger):
             raise LedgerError(f"cannot open the ledger {path}: {exc}",
                               hint="Check that the folder is writable and the file is an rakflash ledger "
                                    "(SQLite), or name another one with --ledger.") from None
-        self._depth = 0
-        import threading
         self._lock = threading.RLock()   # one connection, shared by a fleet's threads
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
@@ -281,7 +279,6 @@ class PostgresLedger(Ledger):
             raise LedgerError("a PostgreSQL ledger needs the psycopg package, which is not installed",
                               hint="Install it with: pip install 'rakflash[postgres]'") from None
         self._psycopg = psycopg
-        import threading
         self._lock = threading.RLock()
         try:
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
