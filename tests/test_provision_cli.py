@@ -96,6 +96,7 @@ def test_provision_gives_each_module_its_own_row_and_the_report_says_which(modul
 def test_a_module_with_keys_of_its_own_is_refused_unless_forced(modules, tmp_path):
     dev, = modules(1)
     dev.settings.update(DEVEUI="70B3D57ED0001234", APPKEY="11" * 16)
+    dev.save_settings()                   # (kept in its flash: its application loads them at start)
     before = keys(dev)
     batch = write_batch(tmp_path / "batch.csv", rows(2))
     proc, lines = cli("provision", str(batch), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
@@ -165,12 +166,17 @@ def test_flash_provision_updates_then_gives_rows_and_reruns_finish_the_cut_off_o
     done = results(lines)
     assert done[pulled.port]["result"] == "port-disconnected"
     assert done[faulty.port]["result"] == "device-restarted"
-    assert done[pulled.port]["provision"] == {"result": "not-attempted"}
+    # Their rows were claimed before their updates began: the ledger knows which row each will get.
+    claimed = {d.opts.serial_number: done[d.port]["provision"] for d in (pulled, faulty)}
+    assert {c["result"] for c in claimed.values()} == {"claimed"}
+    assert pulled.settings["APPKEY"] == faulty.settings["APPKEY"] == BLANK
     ok = [d for d in devs if d not in (pulled, faulty)]
     for d in ok:
         assert done[d.port]["result"] == "ok" and done[d.port]["provision"]["result"] == "written"
         assert d.app_version == NEW and keys(d) in {row_keys(x) for x in r}
     assert len({keys(d) for d in ok}) == 6
+    s = show(batch)
+    assert (s["written"], s["not_written"], s["left"]) == (6, 2, 2)
     again = pulled.plug_in()
     assert pulled.wait_mode(Mode.BOOTLOADER)
     proc, lines = cli("flash", str(new_app), *ports(d for d in devs if d is not pulled), "--port", again,
@@ -180,6 +186,8 @@ def test_flash_provision_updates_then_gives_rows_and_reruns_finish_the_cut_off_o
     assert all(d.app_version == NEW for d in devs)
     given = [keys(d) for d in devs]
     assert len(set(given)) == 8 and set(given) <= {row_keys(x) for x in r}
+    for d in (pulled, faulty):                   # finished with the rows claimed for them before
+        assert d.settings["DEVEUI"] == claimed[d.opts.serial_number]["dev_eui"]
     s = show(batch)
     assert (s["written"], s["left"], s["not_written"]) == (8, 2, 0)
     records = [json.loads(x) for x in report.read_text().splitlines()]
@@ -300,3 +308,18 @@ def test_two_modules_that_say_the_same_serial_number_never_share_a_row(virtual, 
     proc, lines = cli("provision", str(batch), "--port", second.port, "--baud", str(FAST_BAUD), "--yes")
     assert proc.returncode == 11 and results(lines)[second.port]["result"] == "keys-present"
     assert second.settings["APPKEY"] == BLANK and show(batch)["claimed"] == 1
+
+
+def test_flash_provision_refuses_a_module_with_keys_of_its_own_before_writing_anything(modules, new_app, tmp_path):
+    keep, fresh = modules(2)
+    keep.settings.update(APPKEY="22" * 16)
+    keep.save_settings()
+    batch = write_batch(tmp_path / "batch.csv", rows(2))
+    proc, lines = cli("flash", str(new_app), *ports([keep, fresh]), "--baud", str(FAST_BAUD), "--yes",
+                      "--provision", str(batch))
+    assert proc.returncode == 11
+    done = results(lines)
+    assert done[keep.port]["result"] == "keys-present" and done[keep.port]["provision"]["result"] == "failed"
+    assert keep.app_version == OLD and keep.settings["APPKEY"] == "22" * 16      # no firmware, no keys
+    assert done[fresh.port]["result"] == "ok" and fresh.app_version == NEW
+    assert done[fresh.port]["provision"]["result"] == "written"

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from .. import __version__
 from ..at import AtConsole
 from ..catalog import Dialect
-from ..errors import AlreadyUpToDate, NotProvisionable, PlanRefused, RakflashError
+from ..errors import (AlreadyUpToDate, DeviceError, KeysPresent, NotProvisionable, PlanRefused, ProvisionError,
+                      RakflashError)
 from ..events import DeviceFound, Event, Phase, Progress
 from ..images import Image
 from ..stoppable import StoppableLink
@@ -224,7 +225,15 @@ class Fleet:
                 if self._stopping:
                     link.stop()
             emit = lambda e: self._event(o, e)      # noqa: E731
-            if self.image is None:           # provisioning only: the module as it is
+            refused = None
+            if self.provisioning is not None and self.image is not None:
+                try:
+                    o.provision = self._claim_early(o, link, emit)
+                except (ProvisionError, KeysPresent, NotProvisionable) as exc:
+                    refused = provision_failure = exc      # nothing written, not even the firmware
+            if refused is not None:
+                pass
+            elif self.image is None:           # provisioning only: the module as it is
                 session = IdentifyOnly(link, self.options, emit)
                 session.run()
             else:
@@ -235,12 +244,13 @@ class Fleet:
                     if self.provisioning is None:
                         raise
                     failure = exc            # current already: it still gets its row
-            if self.provisioning is not None and not isinstance(result, DryRun):
+            if self.provisioning is not None and refused is None and not isinstance(result, DryRun):
                 try:
                     firmware = result.app_version_after if isinstance(result, UpdateResult) else (
                         session.device.app_version if session.device else None)
                     module = session.plan.module if getattr(session, "plan", None) else session.device.module
-                    o.provision = self.provisioning.run(link, module, firmware=firmware, emit=emit).record()
+                    o.provision = self.provisioning.run(link, module, firmware=firmware, emit=emit,
+                                                        slot=o.port).record()
                 except (RakflashError, KeyboardInterrupt) as exc:
                     provision_failure = exc
         except BaseException as exc:       # noqa: BLE001 - every way out is this module's outcome
@@ -256,6 +266,25 @@ class Fleet:
                 self._publish(o)
             finally:
                 self._ended[port].set()
+
+    def _claim_early(self, o: DeviceOutcome, link: StoppableLink, emit: Callable[[Event], None]) -> dict | None:
+        """Before an update with a batch: a module whose application answers is refused here (keys
+        of its own, no key commands, no row left) before anything is written, or its row is claimed,
+        so an update that is cut off leaves the row claimed for it and the re-run finishes it with
+        that row. A module that doesn't answer as an application (in its bootloader, flooding) is
+        identified by its session as usual and claims its row after its update."""
+        from ..provision.keys import claim_row, claimed_record
+        from .identify import identify
+        try:
+            dev = identify(link, module=self.options.module, baud=self.options.baud)
+        except DeviceError:
+            return None
+        if dev.mode != "app" or dev.module is None or not dev.module_certain:
+            return None
+        o.module, o.serial_number, o.app_version_before = dev.module.name, dev.serial_number, dev.app_version
+        emit(DeviceFound({k: v for k, v in dev.to_dict().items() if k != "error"}))
+        return claimed_record(claim_row(link, dev.module, self.provisioning, firmware=dev.app_version,
+                                        emit=emit, slot=o.port))
 
     def _event(self, o: DeviceOutcome, event: Event) -> None:
         if isinstance(event, Phase):
@@ -333,9 +362,10 @@ def settle_provisioning(o: DeviceOutcome, only: bool, failure: BaseException | N
     fields (versions, bytes); a provisioning that failed makes the module's result its error."""
     if provision_failure is not None:
         settle(o, None, None, provision_failure, o.seconds)
-        o.provision = {"result": "failed", "error": o.result}
+        o.provision = {**(o.provision or {}), "result": "failed", "error": o.result}
     elif o.provision is None:
         o.provision = {"result": "not-attempted"}    # its update (or identification) failed first
+    # (a row claimed before an update that failed stays "claimed": the re-run writes that row)
     elif only and failure is None:
         o.result = "ok"
 

@@ -28,7 +28,7 @@ from ..errors import KeysNotWritten, KeysPresent, LedgerError, NotProvisionable
 from ..events import Phase, Sink, nowhere
 from ..flows.settings import read_value, setting_name, write_value
 from ..link import Link
-from .batch import Batch, key_hash
+from .batch import Batch, Row, key_hash
 from .ledger import Claim, Ledger
 
 KEYS = {"DEVEUI": "dev_eui", "APPEUI": "app_eui", "APPKEY": "app_key"}   # RUI3 setting → batch column
@@ -58,8 +58,8 @@ class Provisioning:
                      "own); nothing was claimed or written for this one.")
 
     def run(self, link: Link, module: Module | None, *, firmware: str | None = None,
-            emit: Sink = nowhere) -> "Provisioned":
-        return provision(link, module, self, firmware=firmware, emit=emit)
+            emit: Sink = nowhere, slot: str | None = None) -> "Provisioned":
+        return provision(link, module, self, firmware=firmware, emit=emit, slot=slot)
 
 
 @dataclass
@@ -92,10 +92,22 @@ def key_queries(module: Module) -> dict[str, str]:
     return {k: found[k] for k in KEYS}
 
 
-def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: str | None = None,
-              emit: Sink = nowhere, timeout: float = 0.5) -> Provisioned:
-    """Give the module on ``link`` its row of ``p.batch`` (see the module's docstring)."""
-    t0 = time.monotonic()
+@dataclass
+class Claimed:
+    """A module's row, claimed (or its own claim found) and not yet written."""
+
+    claim: Claim
+    row: Row
+    serial: str
+    held: dict[str, str | None]        # DEVEUI / APPEUI / APPKEY as read before (None: not consistently)
+    found: Claim | None                # the claim an earlier run had made, as it was
+    replaced: dict[str, Any]
+
+
+def claim_row(link: Link, module: Module | None, p: Provisioning, *, firmware: str | None = None,
+              emit: Sink = nowhere, slot: str | None = None, timeout: float = 0.5) -> Claimed:
+    """Steps 1-2: read the module's serial number and keys, refuse or claim its row (committed
+    before this returns). ``slot`` names the module within the run (its first port)."""
     if module is None:
         raise NotProvisionable("rakflash could not tell which module this is, so it can't write its keys",
                                hint="Name it with --module and run the same command again.")
@@ -108,11 +120,11 @@ def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: s
             f"{module.name} did not tell its serial number the same way twice, so no row of the batch can be "
             f"bound to it", hint="Check that its application runs (not its bootloader: finish its update "
                                  "first) and the cable, then run the same command again.")
-    p.only_one(serial, link.port_name)
+    p.only_one(serial, slot or link.port_name)
     held = {k: read_value(console, module, q, timeout) for k, q in queries.items()}
     batch, ledger = p.batch, p.ledger
     own = ledger.claim_of(batch.name, serial)
-    replaced: dict[str, str] = {}
+    replaced: dict[str, Any] = {}
     if own is None:
         blank = held["APPKEY"] is not None and int(held["APPKEY"], 16) == 0
         if not blank:
@@ -152,6 +164,23 @@ def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: s
             serial_number=serial, dev_eui=held["DEVEUI"],
             hint="If this is that module and its keys were reset, run the same command with --force to write "
                  "its row again; if it is another module, it needs a serial number of its own.")
+    return Claimed(claim, row, serial, held, own, replaced)
+
+
+def claimed_record(c: Claimed) -> dict[str, Any]:
+    """The report's ``provision`` object of a row claimed and not (yet) written."""
+    return {**Provisioned(c.claim, c.serial, "claimed", c.replaced).record(), "seconds": None}
+
+
+def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: str | None = None,
+              emit: Sink = nowhere, slot: str | None = None, timeout: float = 0.5) -> Provisioned:
+    """Give the module on ``link`` its row of ``p.batch`` (see the module's docstring)."""
+    t0 = time.monotonic()
+    c = claim_row(link, module, p, firmware=firmware, emit=emit, slot=slot, timeout=timeout)
+    claim, row, serial, held, ledger = c.claim, c.row, c.serial, c.held, p.ledger
+    queries = key_queries(module)
+    console = AtConsole(link, module.dialect)
+    wanted = {k: getattr(row, column) for k, column in KEYS.items()}
     if all(held[k] == v for k, v in wanted.items()):
         result = "already-written"
     else:
@@ -166,4 +195,4 @@ def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: s
         result = "written"
     ledger.record(claim, "written", firmware=firmware, port=link.port_name, station=p.station)
     emit(Phase("provision", f"line {row.line} written to {serial} and read back", {"written": True, **row.public()}))
-    return Provisioned(claim, serial, result, replaced, time.monotonic() - t0)
+    return Provisioned(claim, serial, result, c.replaced, time.monotonic() - t0)
