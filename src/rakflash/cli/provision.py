@@ -18,7 +18,7 @@ from ..flows.session import FlashOptions
 from ..provision.batch import read_batch
 from ..provision.export import FORMATS, export_rows
 from ..provision.keys import Provisioning
-from ..provision.ledger import check_against, default_path, describe, open_ledger, station_name
+from ..provision.ledger import check_against, default_path, describe, open_ledger, station_name, status
 from .app import main
 from .fleet import flash_many, open_report
 from .options import json_option, lookup_module, module_option, port_options, verbosity_options
@@ -103,21 +103,11 @@ def ledger_show(batch_path: str, ledger_spec: str | None, as_json: bool) -> None
     """Every row of BATCH: claimed by which module and station, written or not, and what is left."""
     batch = read_batch(batch_path)
     with open_ledger(ledger_spec, batch_path, create=False) as led:
-        claims = {c.dev_eui: c for c in led.claims(batch.name)}
-    rows = []
-    for r in batch.rows:
-        c = claims.get(r.dev_eui)
-        rows.append({**r.public(), "state": c.result if c else "left",
-                     **({k: v for k, v in c.to_dict().items() if k in
-                         ("serial_number", "module", "station", "port", "firmware", "claimed_at", "error",
-                          "updated_at")} if c else {})})
-    counts = {"total": len(rows), "written": sum(r["state"] == "written" for r in rows),
-              "claimed": sum(r["state"] != "left" for r in rows), "left": sum(r["state"] == "left" for r in rows),
-              "not_written": sum(r["state"] in ("claimed", "failed") for r in rows)}
-    orphans = [c.to_dict() for d, c in claims.items() if batch.by_dev_eui(d) is None]
+        st = status(batch, led)
+    rows, counts, orphans = st["rows"], st, st["not_in_file"]
     if as_json:
-        emit_json({"result": "ok", "batch": batch.name, "ledger": describe(ledger_spec) if ledger_spec else default_path(batch_path),
-                   **counts, "rows": rows, "not_in_file": orphans})
+        emit_json({"result": "ok", "ledger": describe(ledger_spec) if ledger_spec else default_path(batch_path),
+                   **st})
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("line", "DevEUI", "state", "serial number", "station", "claimed at (UTC)"):

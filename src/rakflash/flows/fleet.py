@@ -226,7 +226,7 @@ class Fleet:
                     link.stop()
             emit = lambda e: self._event(o, e)      # noqa: E731
             refused = None
-            if self.provisioning is not None and self.image is not None:
+            if self.provisioning is not None and self.image is not None and not self.options.dry_run:
                 try:
                     o.provision = self._claim_early(o, link, emit)
                 except (ProvisionError, KeysPresent, NotProvisionable) as exc:

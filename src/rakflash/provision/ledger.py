@@ -358,3 +358,22 @@ def check_against(batch: Batch, ledger: Ledger) -> None:
                             f"AppEUI {c.app_eui})")
     if problems:
         raise_problems(batch.path, problems)
+
+
+def status(batch: Batch, ledger: "Ledger | None") -> dict[str, Any]:
+    """Every row of ``batch`` with its state in ``ledger`` (``written``, ``claimed``, ``failed`` or
+    ``left``; ``ledger`` None: no ledger yet, every row left), the counts, and the claims of this
+    batch's name whose DevEUI is no longer in the file (``not_in_file``). Never an AppKey."""
+    claims = {c.dev_eui: c for c in ledger.claims(batch.name)} if ledger is not None else {}
+    shown = ("serial_number", "module", "station", "port", "firmware", "claimed_at", "error", "updated_at")
+    rows = []
+    for r in batch.rows:
+        c = claims.get(r.dev_eui)
+        rows.append({**r.public(), "state": c.result if c else "left",
+                     **({k: v for k, v in c.to_dict().items() if k in shown} if c else {})})
+    return {"batch": batch.name, "total": len(rows),
+            "written": sum(r["state"] == "written" for r in rows),
+            "claimed": sum(r["state"] != "left" for r in rows),
+            "not_written": sum(r["state"] in ("claimed", "failed") for r in rows),
+            "left": sum(r["state"] == "left" for r in rows),
+            "rows": rows, "not_in_file": [c.to_dict() for d, c in claims.items() if batch.by_dev_eui(d) is None]}
