@@ -3,6 +3,8 @@ a fleet job that gives each module its row after its update."""
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import FAST_BAUD
 from provision_support import rows, write_batch
 from web_support import NEW, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
@@ -65,3 +67,37 @@ def test_a_bad_batch_is_named_by_line_on_the_page_and_a_job_with_it_writes_nothi
         result = wait_for(lambda: (st := job_state(c, job))["state"] == "done" and st["result"], what="the job")
         assert result["error"] == "batch-invalid" and result["written"] is False
     assert dev.updates == 0
+
+
+# ------------------------------------------------------------------ in the browser
+
+@pytest.mark.xdist_group("browser")    # the browser tests share one worker and one Chromium
+def test_on_the_page_a_batch_is_shown_and_its_rows_go_to_the_modules_live(page, web, virtual, tmp_path, cat):
+    from playwright.sync_api import expect
+    a, b = (virtual("rak3172", baud=115200, serial_number=s) for s in ("SIMA", "SIMB"))   # the page's baud
+    server = web(a, b)
+    r = rows(3)
+    batch = write_batch(tmp_path / "batch.csv", r)
+    page.goto(server.url)
+    page.locator("#production summary").click()
+    page.fill("#opt-batch", str(batch))
+    page.get_by_role("button", name="Show the batch").click()
+    expect(page.locator("#batch .batch-counts")).to_have_text("batch.csv: 3 rows, 0 written, 0 claimed and not written, 3 left")
+    for dev in (a, b):
+        page.locator(f'tr[data-port="{dev.port}"] input[type=checkbox]').check()
+    page.set_input_files("#file", str(firmware_file(tmp_path / "new.bin", cat)))
+    card = page.locator(".job")
+    card.get_by_role("button", name="Flash these modules").click()
+    expect(page.locator("#confirm-text")).to_have_text(
+        f"Write new.bin to the modules on {a.port}, {b.port} and give each a row of batch.csv?")
+    page.locator("#confirm-write").click()
+    for dev in (a, b):
+        keys = card.locator(f'tr[data-port="{dev.port}"] .f-keys')
+        expect(keys).to_contain_text("(written and read back)", timeout=60_000)
+        assert f"DevEUI {dev.settings['DEVEUI']} " in keys.inner_text()        # the row it holds now
+    expect(page.locator("#batch .batch-counts")).to_have_text("batch.csv: 3 rows, 2 written, 0 claimed and not written, 1 left")
+    expect(page.locator('#batch tr[data-state="written"]')).to_have_count(2)
+    assert not any(x["AppKey"] in page.content().upper() for x in r)
+    axe = need("axe_playwright_python.sync_playwright", "axe-core for the accessibility checks").Axe()
+    bad = [v for v in axe.run(page).response["violations"] if v.get("impact") in ("serious", "critical")]
+    assert not bad, [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in bad]
