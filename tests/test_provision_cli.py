@@ -177,6 +177,7 @@ def test_flash_provision_updates_then_gives_rows_and_reruns_finish_the_cut_off_o
     assert len({keys(d) for d in ok}) == 6
     s = show(batch)
     assert (s["written"], s["not_written"], s["left"]) == (6, 2, 2)
+    assert lines[-1]["provisioned"] == 6                      # the two claimed rows are not counted
     again = pulled.plug_in()
     assert pulled.wait_mode(Mode.BOOTLOADER)
     proc, lines = cli("flash", str(new_app), *ports(d for d in devs if d is not pulled), "--port", again,

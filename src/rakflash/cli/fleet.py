@@ -156,7 +156,8 @@ def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | 
             "modules": len(outcomes), "ok": sum(1 for o in outcomes if o.ok), "failed": len(failed),
             "results": counts, "seconds": round(seconds, 3),
             "report": report.path if report else None,
-            **({"provisioned": sum(1 for o in outcomes if (o.provision or {}).get("dev_eui"))}
+            **({"provisioned": sum(1 for o in outcomes
+                                   if (o.provision or {}).get("result") in ("written", "already-written"))}
                if any(o.provision is not None for o in outcomes) else {}),
             "failures": [{"port": o.port, "error": o.result, "message": o.message, "hint": o.hint}
                          for o in failed]}
@@ -176,9 +177,11 @@ def show_summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFi
     for o in outcomes:          # with a batch: which row went where
         p = o.provision or {}
         if p.get("dev_eui"):
+            how = {"written": "written and read back", "already-written": "already written before",
+                   "claimed": "claimed for it, not written yet: run the same command again to finish it",
+                   "failed": "claimed for it, not written: run the same command again to write it"}
             out.print(f"{o.port}: {o.serial_number} has line {p['line']} of {p['batch']} (DevEUI {p['dev_eui']}), "
-                      + ("written and read back" if p["result"] == "written" else "already written before"),
-                      markup=False)
+                      + how.get(p["result"], p["result"]), markup=False)
     if interrupted:
         err.print("interrupted: run the same command again to finish the modules that were cut off "
                   "(those already done say so and are left alone).")
