@@ -34,7 +34,7 @@ EXIT_SOME_FAILED = 11
 LABELS = {"waiting": "waiting", "identify": "identifying", "settings": "reading settings",
           "boot": "entering bootloader", "erase": "erasing", "write": "writing", "verify": "verifying",
           "start": "starting new firmware",
-          "settings-check": "checking settings", "provision": "writing its keys", "done": "done"}
+          "settings-check": "checking settings", "provision": "keys from the batch", "done": "done"}
 
 
 def open_report(path: str | None, firmware: str | None = None) -> ReportFile | None:

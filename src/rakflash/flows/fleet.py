@@ -275,6 +275,7 @@ class Fleet:
         identified by its session as usual and claims its row after its update."""
         from ..provision.keys import claim_row, claimed_record
         from .identify import identify
+        emit(Phase("identify", f"identifying the module on {link.port_name}"))
         try:
             dev = identify(link, module=self.options.module, baud=self.options.baud)
         except DeviceError:

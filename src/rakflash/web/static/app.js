@@ -494,7 +494,7 @@ function card(id, header) {
 const PHASES = {
   identify: "identify", settings: "read settings", boot: "enter bootloader", connect: "connect",
   erase: "erase", write: "write", verify: "verify", start: "start new firmware", "settings-check": "check settings",
-  "identify-after": "identify again", provision: "write its keys",
+  "identify-after": "identify again", provision: "keys from the batch",
 };
 const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
 
