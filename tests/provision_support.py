@@ -26,23 +26,35 @@ def write_batch(path: Path, batch_rows: list[dict], *, delimiter: str = ",") -> 
     return path
 
 
-def postgres_database() -> str:
-    """A fresh, empty database on the test cluster (.ci/postgres starts it); its URL.
-    Skips outside CI, fails under RAKFLASH_REQUIRE_PEERS=1 when there is none."""
-    if not POSTGRES_URL:
-        reason = ("no PostgreSQL to test the shared ledger on: RAKFLASH_POSTGRES_URL is not set "
-                  "(.ci/run starts a throwaway cluster and sets it)")
-        if REQUIRED:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
+@pytest.fixture
+def postgres_database():
+    """Factory: a fresh, empty database on the test cluster (.ci/postgres starts it); its URL.
+    Skips outside CI, fails under RAKFLASH_REQUIRE_PEERS=1 when there is none; dropped after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        if not POSTGRES_URL:
+            reason = ("no PostgreSQL to test the shared ledger on: RAKFLASH_POSTGRES_URL is not set "
+                      "(.ci/run starts a throwaway cluster and sets it)")
+            if REQUIRED:
+                pytest.fail(reason)
+            pytest.skip(reason)
+        try:
+            import psycopg
+        except ImportError:
+            if REQUIRED:
+                pytest.fail("psycopg is not installed (pip install 'rakflash[postgres]')")
+            pytest.skip("psycopg is not installed (pip install 'rakflash[postgres]')")
+        name = "rakflash_test_" + secrets.token_hex(6)
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        base, _, _ = POSTGRES_URL.rpartition("/")
+        return f"{base}/{name}"
+
+    yield make
+    if made:
         import psycopg
-    except ImportError:
-        if REQUIRED:
-            pytest.fail("psycopg is not installed (pip install 'rakflash[postgres]')")
-        pytest.skip("psycopg is not installed (pip install 'rakflash[postgres]')")
-    name = "rakflash_test_" + secrets.token_hex(6)
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
-        db.execute(f"CREATE DATABASE {name}")
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    return f"{base}/{name}"
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+            for name in made:
+                db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import SRC
-from provision_support import postgres_database, rows, write_batch
+from provision_support import postgres_database, rows, write_batch  # noqa: F401  (a fixture)
 from rakflash.errors import BatchInvalid, BatchUsedUp
 from rakflash.provision.batch import parse_batch, read_batch
 from rakflash.provision.ledger import check_against, default_path, open_ledger
@@ -64,7 +64,7 @@ def test_a_missing_column_and_a_serial_bound_twice_are_named():
 # ------------------------------------------------------------------ the ledger, one process
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_spec(request, tmp_path):
+def ledger_spec(request, postgres_database):
     return None if request.param == "sqlite" else postgres_database()
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import FAST_BAUD, SRC, run_cli
-from provision_support import postgres_database, rows, write_batch
+from provision_support import postgres_database, rows, write_batch  # noqa: F401  (a fixture)
 from rakflash.provision.ledger import default_path, open_ledger
 from rakflash.sim import Mode, firmware
 
@@ -199,7 +199,7 @@ def ports_of(devs):
     return [a for d in devs for a in ("--port", d.port)]
 
 
-def test_two_stations_on_one_postgresql_ledger_share_a_batch_of_16_modules(virtual, tmp_path):
+def test_two_stations_on_one_postgresql_ledger_share_a_batch_of_16_modules(virtual, tmp_path, postgres_database):
     url = postgres_database()
     east = [virtual("rak3172", serial_number=f"EAST-{i}") for i in range(8)]
     west = [virtual("rak3172", serial_number=f"WEST-{i}") for i in range(8)]
