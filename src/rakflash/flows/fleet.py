@@ -17,6 +17,11 @@ ones that were cut off.
 
 Every module's outcome is a :class:`DeviceOutcome`; its :meth:`~DeviceOutcome.record`
 is the JSON Lines record ``--report`` appends (documented in the README).
+
+With ``provisioning`` (a batch of keys and its ledger, :mod:`rakflash.provision`), each
+module also gets its own row: claimed before its update when its application answers
+(or refused then, before anything is written), written and read back after it; with no
+image, only that (``rakflash provision``). Without it, nothing here changes.
 """
 
 from __future__ import annotations
