@@ -59,6 +59,9 @@ def test_a_missing_column_and_a_serial_bound_twice_are_named():
                     f"AC1F09FFFE000001,AC1F09FFF9153172,{KEY},A1\n"
                     f"AC1F09FFFE000002,AC1F09FFF9153172,{KEY},A1\n")
     assert e.value.details["problems"] == ["line 3: serial number A1 is already bound to the row on line 2"]
+    with pytest.raises(BatchInvalid) as e:      # only separators (found by the fuzzer: it read as no rows)
+        parse_batch(";;\n;;\n")
+    assert e.value.details["problems"] == ["line 1: no header row naming DevEUI, AppEUI and AppKey"]
 
 
 # ------------------------------------------------------------------ the ledger, one process
@@ -159,3 +162,46 @@ def test_two_stations_racing_for_the_last_rows_never_both_win_one(tmp_path, ledg
         claims = ledger.claims("batch.csv")
     assert sorted(c.dev_eui for c in claims) == sorted(won)
     assert len({c.serial_number for c in claims}) == n_rows
+
+
+# ------------------------------------------------------------------ the batch reader, fuzzed
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from rakflash.errors import RakflashError  # noqa: E402
+
+fuzz = settings(max_examples=int(os.environ.get("RAKFLASH_FUZZ_EXAMPLES", "60")), deadline=None,
+                derandomize="RAKFLASH_FUZZ_EXAMPLES" not in os.environ,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+GOOD = ("DevEUI;AppEUI;AppKey;serial_number\n" + "".join(
+    f"AC1F09FFFE0000{i:02X};AC1F09FFF9153172;{KEY[:-2]}{i:02X};{'SN%d' % i if i % 2 else ''}\n" for i in range(6)))
+
+
+def _only_named_errors_or_good_rows(call):
+    """A batch file ends in checked rows or a named error; rows that pass are all well-formed."""
+    try:
+        batch = call()
+    except RakflashError as exc:
+        assert exc.name in ("batch-invalid", "usage") and exc.message and exc.hint
+        return
+    euis = [r.dev_eui for r in batch.rows]
+    assert batch.rows and len(set(euis)) == len(euis)
+    for r in batch.rows:
+        assert len(r.dev_eui) == len(r.app_eui) == 16 and len(r.app_key) == 32 and int(r.app_key, 16)
+
+
+@fuzz
+@given(st.text(alphabet=st.sampled_from(list("0123456789ABCDEFabcdefXYZ ,;\t\n\r\"'\\é\x00")), max_size=400))
+def test_any_text_is_checked_rows_or_a_named_error(text):
+    _only_named_errors_or_good_rows(lambda: parse_batch(text, path="fuzz.csv"))
+
+
+@fuzz
+@given(st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_a_damaged_batch_file_is_checked_rows_or_a_named_error(tmp_path, damage):
+    raw = bytearray(GOOD.encode())
+    for at, byte in damage:
+        raw[at] = byte
+    path = tmp_path / "damaged.csv"
+    path.write_bytes(bytes(raw))
+    _only_named_errors_or_good_rows(lambda: read_batch(str(path)))

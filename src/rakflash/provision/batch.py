@@ -155,7 +155,9 @@ def parse_batch(text: str, *, path: str = "batch.csv", name: str | None = None) 
             rows.append(row)
     except csv.Error as exc:
         problems.append(f"line {reader.line_num}: {exc}")
-    if columns and not rows and not problems:
+    if not columns and not problems:     # only separators and blanks
+        problems.append(f"line {header_at + 1}: no header row naming DevEUI, AppEUI and AppKey")
+    elif columns and not rows and not problems:
         problems.append(f"line {header_at + 1}: a header and no rows")
     if problems:
         raise_problems(path, problems)
