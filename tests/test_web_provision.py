@@ -101,3 +101,25 @@ def test_on_the_page_a_batch_is_shown_and_its_rows_go_to_the_modules_live(page, 
     axe = need("axe_playwright_python.sync_playwright", "axe-core for the accessibility checks").Axe()
     bad = [v for v in axe.run(page).response["violations"] if v.get("impact") in ("serious", "critical")]
     assert not bad, [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in bad]
+
+
+@pytest.mark.xdist_group("browser")
+def test_on_the_page_a_bad_batch_is_named_by_line_in_its_panel_and_in_the_job(page, web, virtual, tmp_path, cat):
+    from playwright.sync_api import expect
+    dev = virtual("rak3172", baud=115200, serial_number="SIMA")
+    server = web(dev)
+    r = rows(2)
+    r[0]["AppKey"] = "0" * 32
+    batch = write_batch(tmp_path / "batch.csv", r)
+    page.goto(server.url)
+    page.locator("#production summary").click()
+    page.fill("#opt-batch", str(batch))
+    page.get_by_role("button", name="Show the batch").click()
+    expect(page.locator("#batch .problems li")).to_have_text(
+        ["line 2: AppKey is all zeros (the blank key every module has from the factory)"])
+    page.locator(f'tr[data-port="{dev.port}"] input[type=checkbox]').check()
+    page.set_input_files("#file", str(firmware_file(tmp_path / "new.bin", cat)))
+    result = page.locator(".job .result")
+    expect(result).to_contain_text("line 2: AppKey is all zeros")
+    expect(result).to_contain_text("Nothing was written to the module.")
+    assert dev.updates == 0

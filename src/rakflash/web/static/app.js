@@ -792,7 +792,7 @@ function renderResult(job, r) {
   box.dataset.outcome = r.outcome;
   box.dataset.result = r.result;
   box.replaceChildren();
-  if (job.kind === "fleet") return renderFleetResult(job, r);
+  if (job.kind === "fleet" && r.results) return renderFleetResult(job, r);   // (else an error before any module)
   if (r.outcome === "ok" && r.result === "ok" && r.method) {
     box.className = "result ok";
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "), `${r.module} bootloader `,
@@ -822,6 +822,7 @@ function renderResult(job, r) {
     const what = { refused: "Refused before writing", aborted: "Not written", failed: "Failed", stopped: "Stopped" }[r.outcome] || "Failed";
     box.className = "result " + r.outcome;
     box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message), ...nextStep(r, job));
+    if (r.problems && r.problems.length) box.append(h("ul", { class: "problems" }, r.problems.map((p) => h("li", {}, p))));
     if (r.outcome === "aborted" && r.answered_in && r.answered_in !== TAB) {
       box.append(h("p", { class: "elsewhere" }, "This plan was cancelled in another tab or window of this page."));
     }
