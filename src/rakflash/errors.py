@@ -458,3 +458,56 @@ class ImageNotAFile(ImageError):
     name = "image-not-a-file"
     hint = ("Give the firmware file itself: rakflash reads only regular files (not a FIFO, a "
             "device such as /dev/zero, or a socket). Save the firmware to a file first.")
+
+
+# --- production: a batch of LoRaWAN keys and its ledger (issue 21) -----------
+
+class ProvisionError(RakflashError):
+    """A batch file or its ledger that provisioning can't work with."""
+
+    name = "provision-error"
+    exit_code = 12
+
+
+class BatchInvalid(ProvisionError):
+    """The batch CSV has rows that can't be written (each named by its line); nothing was written."""
+
+    name = "batch-invalid"
+    hint = ("Correct the lines named above in the batch file and run the same command again; "
+            "nothing was claimed and nothing was written to any module.")
+
+
+class LedgerError(ProvisionError):
+    """The ledger can't be opened, read or written (a locked or damaged file, a database away)."""
+
+    name = "ledger-error"
+
+
+class BatchUsedUp(ProvisionError):
+    """Every row of the batch is claimed: there are no keys left for this module."""
+
+    name = "batch-used-up"
+    hint = ("Add rows to the batch (or use the next batch file); 'rakflash ledger show BATCH' "
+            "lists which module has which row.")
+
+
+class KeysPresent(PlanRefused):
+    """The module holds LoRaWAN keys of its own (not a row of this batch claimed for it)."""
+
+    name = "keys-present"
+    hint = ("If this module is meant to get a row of this batch anyway, run the same command "
+            "with --force: its keys are then replaced. Nothing was claimed or written.")
+
+
+class NotProvisionable(PlanRefused):
+    """The module can't be given keys over AT by rakflash (no key commands, no serial number, not running its application)."""
+
+    name = "not-provisionable"
+
+
+class KeysNotWritten(VerifyFailed):
+    """The keys were written but did not read back consistently."""
+
+    name = "keys-not-written"
+    hint = ("The row stays claimed for this module (its serial number): check the cable and run the "
+            "same command again, which writes the same row again.")

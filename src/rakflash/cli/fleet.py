@@ -34,7 +34,7 @@ EXIT_SOME_FAILED = 11
 LABELS = {"waiting": "waiting", "identify": "identifying", "settings": "reading settings",
           "boot": "entering bootloader", "erase": "erasing", "write": "writing", "verify": "verifying",
           "start": "starting new firmware",
-          "settings-check": "checking settings", "done": "done"}
+          "settings-check": "checking settings", "provision": "keys from the batch", "done": "done"}
 
 
 def open_report(path: str | None, firmware: str | None = None) -> ReportFile | None:
@@ -81,9 +81,11 @@ def report_one(report: ReportFile, port: str, image: Image, session: Any, result
         raise error from None
 
 
-def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOptions, *,
-               report: ReportFile | None, trace_path: str | None, yes: bool, as_json: bool) -> None:
-    """Update every port in ``ports`` (and every module port, with ``all_ports``) at once."""
+def flash_many(ports: list[str], all_ports: bool, image: Image | None, options: FlashOptions, *,
+               report: ReportFile | None, trace_path: str | None, yes: bool, as_json: bool,
+               provisioning: Any = None) -> None:
+    """Update every port in ``ports`` (and every module port, with ``all_ports``) at once;
+    with ``provisioning``, each module then gets its row of the batch (``image`` None: only that)."""
     if all_ports:
         found = [e.device for e in module_ports()]
         if not found and not ports:
@@ -91,11 +93,13 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
                                hint="Plug the modules in and run 'rakflash ports'; name ports with --port.")
         ports = list(dict.fromkeys([*ports, *found]))
     if not options.dry_run and not yes:
-        _confirm(ports, image)
+        _confirm(ports, image, provisioning)
     with ExitStack() as stack:
-        traces = {p: open_port_trace(stack, trace_path, p, image.path) for p in ports} if trace_path else {}
-        view = JsonFleet() if as_json else FleetView(ports)
-        fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get)
+        keep = image.path if image else ""
+        traces = {p: open_port_trace(stack, trace_path, p, keep) for p in ports} if trace_path else {}
+        view = JsonFleet() if as_json else FleetView(ports, "updating" if image is not None else "provisioning")
+        fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get,
+                      provisioning=provisioning)
         t0 = time.monotonic()
         with view:
             outcomes = fleet.run()
@@ -128,13 +132,17 @@ def open_port_trace(stack: ExitStack, trace_path: str, port: str, firmware: str)
                       (firmware,) if firmware else ())
 
 
-def _confirm(ports: list[str], image: Image) -> None:
+def _confirm(ports: list[str], image: Image | None, provisioning: Any = None) -> None:
+    what = "firmware" if image is not None else "LoRaWAN keys"
     if not sys.stdin or not sys.stdin.isatty():
-        raise ConfirmationNeeded(f"about to write firmware to {_modules(len(ports))}, and there is no "
+        raise ConfirmationNeeded(f"about to write {what} to {_modules(len(ports))}, and there is no "
                                  f"terminal to confirm it")
     from ..errors import Aborted
-    if not ask_yes_no(f"Write {Path(image.path).name} to the modules on {', '.join(ports)}?"):
-        raise Aborted("update not confirmed")
+    keys = f" and give each a row of {provisioning.batch.name}" if provisioning is not None and image else ""
+    question = (f"Write {Path(image.path).name} to the modules on {', '.join(ports)}{keys}?" if image is not None
+                else f"Give the modules on {', '.join(ports)} each a row of {provisioning.batch.name}?")
+    if not ask_yes_no(question):
+        raise Aborted("update not confirmed" if image is not None else "provisioning not confirmed")
 
 
 def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | None) -> dict:
@@ -148,6 +156,9 @@ def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | 
             "modules": len(outcomes), "ok": sum(1 for o in outcomes if o.ok), "failed": len(failed),
             "results": counts, "seconds": round(seconds, 3),
             "report": report.path if report else None,
+            **({"provisioned": sum(1 for o in outcomes
+                                   if (o.provision or {}).get("result") in ("written", "already-written"))}
+               if any(o.provision is not None for o in outcomes) else {}),
             "failures": [{"port": o.port, "error": o.result, "message": o.message, "hint": o.hint}
                          for o in failed]}
 
@@ -163,6 +174,14 @@ def show_summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFi
             err.print(f"[red]{o.port}[/]: {o.result}: {o.message or ''}", markup=True)
             if o.hint:
                 err.print(f"  hint: {o.hint}", markup=False)
+    for o in outcomes:          # with a batch: which row went where
+        p = o.provision or {}
+        if p.get("dev_eui"):
+            how = {"written": "written and read back", "already-written": "already written before",
+                   "claimed": "claimed for it, not written yet: run the same command again to finish it",
+                   "failed": "claimed for it, not written: run the same command again to write it"}
+            out.print(f"{o.port}: {o.serial_number} has line {p['line']} of {p['batch']} (DevEUI {p['dev_eui']}), "
+                      + how.get(p["result"], p["result"]), markup=False)
     if interrupted:
         err.print("interrupted: run the same command again to finish the modules that were cut off "
                   "(those already done say so and are left alone).")
@@ -188,7 +207,8 @@ class FleetView:
 
     COLUMNS = ("port", "module", "serial number", "phase", "progress", "result")
 
-    def __init__(self, ports: list[str]) -> None:
+    def __init__(self, ports: list[str], verb: str = "updating") -> None:
+        self.verb = verb
         self.rows = {p: DeviceOutcome(p) for p in ports}
         self.notes: list[str] = []
         self.live: Live | None = None
@@ -199,7 +219,7 @@ class FleetView:
             self.live = Live(self._render(), console=err, refresh_per_second=4, transient=False)
             self.live.start()
         else:
-            err.print(f"updating {_modules(len(self.rows))}: {', '.join(self.rows)}")
+            err.print(f"{self.verb} {_modules(len(self.rows))}: {', '.join(self.rows)}")
         return self
 
     def __exit__(self, *exc: object) -> None:

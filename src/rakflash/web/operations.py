@@ -225,18 +225,29 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
 
 
 def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptions,
-               report_path: str) -> Callable[[Job], dict[str, Any]]:
+               report_path: str, batch: dict[str, Any] | None = None) -> Callable[[Job], dict[str, Any]]:
     """The job that updates several modules at once: every module's plan (a dry run of the
     fleet, nothing written), the person's one confirmation for the modules whose plans stood,
-    then the fleet itself, one report record per module appended to ``report_path``."""
+    then the fleet itself, one report record per module appended to ``report_path``.
+
+    ``batch`` (``{"path", "ledger"?, "station"?}``): after its update each module gets its row of
+    keys, as ``flash … --provision`` gives it; the batch is checked against its ledger first."""
     import dataclasses
     from ..flows.fleet import Fleet, ReportFile
 
     def work(job: Job) -> dict[str, Any]:
         try:
             image = images.load(image_path, module=options.module)
+            provisioning = provisioning_for(batch) if batch else None
         except RakflashError as exc:
             return failure(exc, {}, written=NOTHING)
+        try:
+            return run(job, image, provisioning)
+        finally:
+            if provisioning is not None:
+                provisioning.ledger.close()
+
+    def run(job: Job, image, provisioning) -> dict[str, Any]:
         image.path = name
         check = Fleet(ports, image, dataclasses.replace(options, dry_run=True), emit=job.emit_port)
         job.stopper = check.stop
@@ -247,12 +258,14 @@ def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptio
         results = {o.port: o.record(image) for o in planned}
         if ready and not job.stop_requested:
             try:
-                yes = job.ask(f"Write {name} to the modules on {', '.join(ready)}?",
+                keys = f" and give each a row of {provisioning.batch.name}" if provisioning is not None else ""
+                yes = job.ask(f"Write {name} to the modules on {', '.join(ready)}{keys}?",
                               {"ports": ready, "modules": len(ready)})
             except Aborted:
                 yes = False
             if yes:
-                fleet = Fleet(ready, image, options, emit=job.emit_port, report=ReportFile(report_path))
+                fleet = Fleet(ready, image, options, emit=job.emit_port, report=ReportFile(report_path),
+                              provisioning=provisioning)
                 job.stopper = fleet.stop
                 if job.stop_requested:
                     fleet.stop()
@@ -261,6 +274,42 @@ def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptio
         return fleet_summary([results[p] for p in ports], confirmed=job.confirmed, report=report_path)
 
     return work
+
+
+def provisioning_for(batch: dict[str, Any]):
+    """The batch of keys a fleet job gives its modules (checked against its ledger: every
+    refusal comes before any module is touched)."""
+    from ..provision.batch import read_batch
+    from ..provision.keys import Provisioning
+    from ..provision.ledger import check_against, open_ledger, station_name
+    rows = read_batch(batch["path"])
+    ledger = open_ledger(batch.get("ledger"), batch["path"])
+    try:
+        check_against(rows, ledger)
+    except BaseException:
+        ledger.close()
+        raise
+    return Provisioning(rows, ledger, batch.get("station") or station_name(), bool(batch.get("force")))
+
+
+def batch_status(path: str, ledger_spec: str | None) -> dict[str, Any]:
+    """What ``rakflash ledger show BATCH --json`` says, for the page (no ledger yet: every row left)."""
+    from ..errors import LedgerError
+    from ..provision.batch import read_batch
+    from ..provision.ledger import default_path, describe, open_ledger, status
+    rows = read_batch(path)
+    try:
+        ledger = open_ledger(ledger_spec, path, create=False)
+    except LedgerError:
+        if ledger_spec and ledger_spec.startswith("postgres"):
+            raise
+        ledger = None
+    try:
+        return {"result": "ok", "path": path, "ledger": describe(ledger_spec) if ledger_spec else default_path(path),
+                "ledger_exists": ledger is not None, **status(rows, ledger)}
+    finally:
+        if ledger is not None:
+            ledger.close()
 
 
 def fleet_summary(records: list[dict[str, Any]], *, confirmed: bool, report: str) -> dict[str, Any]:

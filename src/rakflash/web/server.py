@@ -14,7 +14,11 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``POST api/doctor``         ``{"port", "image"?, "module"?, "baud"?}`` → ``rakflash doctor --json``
 ``POST api/flash``          ``{"port", "image", …options}`` → a job that checks, waits for "write", writes;
                             ``{"ports": [A, B, …], …}``: several modules at once (a fleet job)
+                            ``"batch": PATH`` (``"ledger"``, ``"station"`` optional): each module then gets
+                            its row of keys from that CSV file (a fleet job, also for one port)
 ``GET  api/jobs/ID/report`` a fleet job's report (JSON Lines, as ``flash --report`` writes it)
+``POST api/batch``          ``{"path", "ledger"?}``: a production batch's rows and their state in its ledger,
+                            as ``rakflash ledger show --json`` (checked line by line; no ledger yet: all left)
 ``POST api/recover``        ``{"port", "image", "module"?, "window"?, …}`` → a recovery job (plan, confirm, guide, write)
 ``POST api/jobs/ID/answer`` ``{"write": true|false}`` or ``{"module": KEY}``: the person's answer to the job's question
 ``POST api/jobs/ID/stop``   stop the job as Ctrl-C stops the command (the device's session is ended cleanly)
@@ -303,6 +307,7 @@ class WebServer:
             Route("/api/images", self.api_images, methods=["POST"]),
             Route("/api/doctor", self.api_doctor, methods=["POST"]),
             Route("/api/flash", self.api_flash, methods=["POST"]),
+            Route("/api/batch", self.api_batch, methods=["POST"]),
             Route("/api/recover", self.api_recover, methods=["POST"]),
             Route("/api/jobs", self.api_jobs),
             Route("/api/jobs/{job}/answer", self.api_answer, methods=["POST"]),
@@ -498,6 +503,7 @@ class WebServer:
             ports = [self._allowed(p.strip()) for p in ports]
         port = self._port(body, required=ports is None)
         path, name = self._image(body, required=True)
+        batch = self._batch(body)
         try:
             options = FlashOptions(
                 module=operations.lookup_module(self._field(body, "module", str)),
@@ -506,11 +512,13 @@ class WebServer:
                 keep_settings=self._field(body, "keep_settings", bool) is not False,
                 reset_window=self._field(body, "reset_window", float, check=lambda s: 0 <= s <= 3600) or 30.0,
                 reset_line=self._field(body, "reset_line", str, check=lambda s: s in ("rts", "dtr")))
-            if ports is not None and len(set(ports)) > 1:
+            if batch is not None and ports is None:
+                ports = [port]
+            if ports is not None and (len(set(ports)) > 1 or batch is not None):
                 report = str(self._dir / f"report-{secrets.token_hex(4)}.jsonl")
                 job = self.board.start("fleet", ports, name,
                                        operations.fleet_work(list(dict.fromkeys(ports)), path, name,
-                                                             options, report),
+                                                             options, report, batch),
                                        what=f"an update of several modules with {name} runs on it")
                 self._reports[job.id] = report
                 return JSONResponse({"job": job.id}, status_code=202)
@@ -527,6 +535,27 @@ class WebServer:
         except RakflashError as exc:
             return _error(exc)
         return JSONResponse({"job": job.id}, status_code=202)
+
+    def _batch(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A production batch named by the page: a CSV file on this computer, its ledger (a file or a
+        postgresql:// URL; default beside the batch) and this station's name."""
+        text = lambda v: 0 < len(v) <= 4096 and v.isprintable()     # noqa: E731
+        path = self._field(body, "batch", str, check=text)
+        if path is None:
+            return None
+        return {"path": path.strip(), "ledger": self._field(body, "ledger", str, check=text),
+                "station": self._field(body, "station", str, check=lambda v: 0 < len(v) <= 64 and v.isprintable()),
+                "force": bool(self._field(body, "force", bool))}
+
+    async def api_batch(self, request: Request) -> Response:
+        body = await self._body(request)
+        batch = self._batch({"batch": body.get("path"), "ledger": body.get("ledger")})
+        if batch is None:
+            raise _BadRequest("'path' is missing")
+        try:
+            return JSONResponse(await run_in_threadpool(operations.batch_status, batch["path"], batch["ledger"]))
+        except RakflashError as exc:
+            return _error(exc)
 
     async def api_recover(self, request: Request) -> Response:
         from ..flows.lines import check_line

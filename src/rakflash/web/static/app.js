@@ -123,7 +123,41 @@ function options() {
     keep_settings: $("#opt-keep").checked,
     reset_window: Number.isFinite(window_) ? window_ : 30,
     reset_line: $("#opt-line").value || null,
+    ...batchOptions(),
   };
+}
+
+// ------------------------------------------------------------------ a production batch (issue 21)
+function batchOptions() {
+  const batch = $("#opt-batch").value.trim();
+  if (!batch) return {};
+  return { batch, ledger: $("#opt-ledger").value.trim() || null, station: $("#opt-station").value.trim() || null };
+}
+
+async function showBatch() {
+  const box = $("#batch");
+  const { batch, ledger } = batchOptions();
+  if (!batch) { box.hidden = true; return; }
+  const { data } = await api("api/batch", { path: batch, ledger });
+  box.hidden = false;
+  if (data.error) {
+    box.className = "panel error";
+    box.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
+      data.problems && data.problems.length ? h("ul", { class: "problems" }, data.problems.map((p) => h("li", {}, p))) : null,
+      ...nextStep(data));
+    return;
+  }
+  box.className = "panel batch";
+  const body = h("tbody", {}, data.rows.map((r) => h("tr", { "data-line": r.line, "data-state": r.state },
+    h("td", {}, String(r.line)), h("td", { class: "mono" }, r.dev_eui), h("td", { class: "b-state" }, r.state),
+    h("td", {}, r.serial_number || "-"), h("td", {}, r.station || "-"))));
+  box.replaceChildren(
+    h("p", { class: "batch-counts" }, h("strong", {}, `${data.batch}: `),
+      `${data.total} rows, ${data.written} written, ${data.not_written} claimed and not written, ${data.left} left`),
+    h("p", { class: "muted" }, `ledger: ${data.ledger}` + (data.ledger_exists ? "" : " (not made yet: nothing claimed)")),
+    h("table", { class: "batch-rows", "aria-label": "the batch's rows" },
+      h("thead", {}, h("tr", {}, ["line", "DevEUI", "state", "serial number", "station"].map((t) => h("th", {}, t)))),
+      body));
 }
 
 // ------------------------------------------------------------------ ports
@@ -400,7 +434,7 @@ async function check(ports) {
   const panel = $("#check-error");
   panel.hidden = true;
   await dropPending(ports);
-  const which = ports.length === 1 ? { port: ports[0] } : { ports };
+  const which = ports.length === 1 && !batchOptions().batch ? { port: ports[0] } : { ports };
   const { status, data } = await api("api/flash", { ...which, image: state.image.image, ...options() });
   if (status === 202) state.mine.add(data.job);
   else {
@@ -471,7 +505,7 @@ function card(id, header) {
 const PHASES = {
   identify: "identify", settings: "read settings", boot: "enter bootloader", connect: "connect",
   erase: "erase", write: "write", verify: "verify", start: "start new firmware", "settings-check": "check settings",
-  "identify-after": "identify again",
+  "identify-after": "identify again", provision: "keys from the batch",
 };
 const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
 
@@ -730,6 +764,13 @@ function fleetEvent(job, e) {
       }
       if (e.module) r.module.textContent = e.module;
       if (e.serial_number) r.serial.textContent = e.serial_number;
+      if (e.provision && e.provision.dev_eui) {
+        const p = e.provision;
+        r.result.append(h("span", { class: "f-keys" }, ` · keys: line ${p.line}, DevEUI ${p.dev_eui} ` +
+          (p.result === "written" ? "(written and read back)" : p.result === "already-written" ? "(already written)"
+            : `(${p.result})`)));
+      }
+      if (e.provision && !$("#batch").hidden) showBatch();     // the batch's rows, live
       break;
     }
   }
@@ -762,7 +803,7 @@ function renderResult(job, r) {
   box.dataset.outcome = r.outcome;
   box.dataset.result = r.result;
   box.replaceChildren();
-  if (job.kind === "fleet") return renderFleetResult(job, r);
+  if (job.kind === "fleet" && r.results) return renderFleetResult(job, r);   // (else an error before any module)
   if (r.outcome === "ok" && r.result === "ok" && r.method) {
     box.className = "result ok";
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "), `${r.module} bootloader `,
@@ -792,6 +833,7 @@ function renderResult(job, r) {
     const what = { refused: "Refused before writing", aborted: "Not written", failed: "Failed", stopped: "Stopped" }[r.outcome] || "Failed";
     box.className = "result " + r.outcome;
     box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message), ...nextStep(r, job));
+    if (r.problems && r.problems.length) box.append(h("ul", { class: "problems" }, r.problems.map((p) => h("li", {}, p))));
     if (r.outcome === "aborted" && r.answered_in && r.answered_in !== TAB) {
       box.append(h("p", { class: "elsewhere" }, "This plan was cancelled in another tab or window of this page."));
     }
@@ -861,6 +903,8 @@ drop.addEventListener("drop", (ev) => {
 $("#recover").addEventListener("click", () => {
   if (state.picked.length === 1 && state.image) recoverPort(state.picked[0]);
 });
+$("#batch-form").addEventListener("submit", (ev) => { ev.preventDefault(); showBatch(); maybeCheck(); });
+
 $("#add-port").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const port = $("#other-port").value.trim();
