@@ -65,7 +65,7 @@ def test_a_bad_batch_is_named_by_line_on_the_page_and_a_job_with_it_writes_nothi
         job = c.post("api/flash", json={"port": dev.port, "image": image, "baud": FAST_BAUD,
                                         "batch": str(batch)}).json()["job"]
         result = wait_for(lambda: (st := job_state(c, job))["state"] == "done" and st["result"], what="the job")
-        assert result["error"] == "batch-invalid" and result["written"] is False
+        assert result["error"] == "batch-invalid" and result["written"] == "nothing"
     assert dev.updates == 0
 
 
