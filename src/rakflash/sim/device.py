@@ -1,4 +1,4 @@
-"""A virtual module: flash, a UART on a pty, an application and a bootloader.
+"""A virtual module: flash, a UART (on a pty or over TCP), an application and a bootloader.
 
 The module runs in its own thread like an MCU: at reset its bootloader decides
 (boot request flag, application valid?) whether to stay or to jump to the
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..catalog import Module
 from . import firmware
 from .flash import Flash
-from .uart import Faults, PowerCut, PtyUart
+from .uart import Faults, PowerCut, SimUart
 
 
 DEFAULT_SETTINGS = {
@@ -62,6 +62,7 @@ class SimOptions:
     info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
     dfu_key: bytes | None = None          # nRF52 Secure DFU: PEM key whose signatures the bootloader accepts
     board_status: bool = True             # RUI v3: the firmware names its board (at+get_config=device:status)
+    transport: str | None = None          # "pty" or "tcp" (RFC 2217); None: sim.uart.default_transport()
 
 
 class VirtualModule:
@@ -105,8 +106,8 @@ class VirtualModule:
     def _connect(self) -> None:
         """A cable (a new pty at the module's line settings) and the MCU thread that will use it."""
         o = self.opts
-        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
-                            strict_baud=o.strict_baud)
+        self.uart = SimUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
+                            strict_baud=o.strict_baud, transport=o.transport)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
 
     # ------------------------------------------------------------ control
