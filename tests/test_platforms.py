@@ -97,3 +97,76 @@ def test_the_line_model_side_channels_work_over_tcp(tcp_module):
     assert new_port.startswith("rfc2217://") and new_port != link.port_name
     with Link(new_port, FAST_BAUD) as link:
         assert ask(link, "AT") == [b"OK"]
+
+
+# ------------------------------------------------------------------ no POSIX-only modules
+
+# Run in a fresh interpreter: pyserial is imported first (on Windows it has its own backend, here
+# its POSIX one needs termios), then fcntl, termios and tty are hidden — `import termios` raises
+# ImportError from then on, as on Windows — and every rakflash module is imported.
+HIDE_POSIX = """
+import importlib, pkgutil, sys
+import serial, serial.tools.list_ports
+for name in ("fcntl", "termios", "tty", "pty"):
+    sys.modules[name] = None
+import rakflash
+failed = []
+for info in pkgutil.walk_packages(rakflash.__path__, "rakflash."):
+    if info.name.endswith(".__main__"):
+        continue          # runs the command line (it only imports rakflash.cli)
+    try:
+        importlib.import_module(info.name)
+    except Exception as exc:
+        failed.append(f"{info.name}: {exc!r}")
+print("imported", len(list(pkgutil.walk_packages(rakflash.__path__, "rakflash."))))
+print("\\n".join(failed) or "no failures")
+"""
+
+
+def run_without_posix_modules(code: str, *args: str, timeout: float = 120):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SRC
+    env = {k: v for k, v in os.environ.items() if k != "RAKFLASH_SIM_TRANSPORT"}
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_every_module_imports_without_fcntl_and_termios():
+    proc = run_without_posix_modules(HIDE_POSIX)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "no failures", proc.stdout
+    assert int(proc.stdout.split()[1]) > 50          # it did walk the package
+
+
+def test_demo_picks_tcp_by_itself_where_there_are_no_ptys():
+    """The README's first command, where ptys are missing (as on Windows): no variable set."""
+    import json
+    code = HIDE_POSIX.split("import rakflash")[0] + (
+        "from rakflash.cli import main\n"
+        "main(['demo', '--json'])\n")
+    proc = run_without_posix_modules(code)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    assert result["result"] == "ok" and result["port"].startswith("rfc2217://127.0.0.1:"), result
+    assert result["flash_reports"] == result["app_version_after"]
+
+
+# ------------------------------------------------------------------ rakflash sim --transport tcp
+
+def test_sim_over_tcp_prints_the_url_as_its_port_and_info_identifies_it(tmp_path):
+    from conftest import cli_json, run_cli
+    from test_cli import SimProcess
+    sim = SimProcess("rak3172", "--transport", "tcp", "--baud", "921600", "--latency-ms", "0.2")
+    try:
+        assert sim.port.startswith("rfc2217://127.0.0.1:")
+        code, out = cli_json("info", "--port", sim.port, "--baud", "921600")
+        assert code == 0, out
+        assert out["module"] == "RAK3172" and out["port"] == sim.port
+    finally:
+        assert sim.stop() in (0, 1, -2, 130)
+    refused = run_cli("sim", "rak3172", "--transport", "tcp", "--link", str(tmp_path / "port"))
+    assert refused.returncode == 2 and "--link" in refused.stderr and "URL" in refused.stderr

@@ -132,11 +132,21 @@ def virtual_ports_dir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return Path(runtime) / "rakflash-ports"
-    return Path(tempfile.gettempdir()) / f"rakflash-ports-{os.getuid()}"
+    user = os.getuid() if hasattr(os, "getuid") else _user_name()      # (Windows has no uid)
+    return Path(tempfile.gettempdir()) / f"rakflash-ports-{user}"
+
+
+def _user_name() -> str:
+    import getpass
+    try:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", getpass.getuser())
+    except Exception:          # no user name in the environment
+        return "user"
 
 
 def _registry_file(device: str) -> Path:
-    return virtual_ports_dir() / (device.strip("/").replace("/", "_") + ".json")
+    # A path (/dev/pts/3) or a URL (rfc2217://127.0.0.1:40123) as a file name any system takes.
+    return virtual_ports_dir() / (re.sub(r"[^A-Za-z0-9.-]+", "_", device.strip("/")) + ".json")
 
 
 def register_virtual_port(device: str, *, vid: int, pid: int, product: str | None = None,
@@ -170,7 +180,7 @@ def virtual_ports() -> list[dict]:
         try:
             record = json.loads(f.read_text())
             owner = int(record["owner"])
-            os.kill(owner, 0)
+            _check_alive(owner)
         except ProcessLookupError:
             unregister_virtual_port(record.get("device", ""))    # its simulator is gone
             continue
@@ -178,9 +188,28 @@ def virtual_ports() -> list[dict]:
             pass                                                 # alive, another user's
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if os.path.exists(record["device"]):
-            found.append(record)
+        if "://" in record["device"] or os.path.exists(record["device"]):
+            found.append(record)      # (a TCP port lives as long as its simulator)
     return found
+
+
+def _check_alive(pid: int) -> None:
+    """ProcessLookupError unless process ``pid`` runs. Not os.kill(pid, 0) on Windows: there
+    any signal but Ctrl-C/Ctrl-Break terminates the process."""
+    if os.name != "nt":
+        os.kill(pid, 0)
+        return
+    import ctypes
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)      # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        raise ProcessLookupError(pid)
+    try:
+        code = ctypes.c_ulong()
+        if kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) and code.value != 259:
+            raise ProcessLookupError(pid)                  # 259: STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def other_openers(path: str) -> list[tuple[int, str]]:
@@ -250,6 +279,14 @@ def port_entry(path: str) -> PortEntry | None:
         if e.device in (path, real):
             return e
     return None
+
+
+def port_exists(name: str) -> bool:
+    """Whether ``name`` is there now: a device path that exists, or a port the system (or the
+    virtual port registry: a simulator's ``rfc2217://`` port) lists."""
+    if "://" not in name and os.path.exists(name):
+        return True
+    return port_entry(name) is not None
 
 
 def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,

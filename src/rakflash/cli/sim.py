@@ -1,4 +1,4 @@
-"""``rakflash sim MODULE``: a virtual module on a pseudo-terminal."""
+"""``rakflash sim MODULE``: a virtual module on a pseudo-terminal or a TCP port (RFC 2217)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ from .options import BAUD, PROBABILITY, Real
 @click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
               help="RAK4631-R only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
                    "Secure DFU bootloader accepts. Default: a new key, saved beside and named in the output.")
+@click.option("--transport", type=click.Choice(["pty", "tcp"]), default=None,
+              help="Serve the port on a pseudo-terminal (/dev/pts/N; Linux, macOS) or over TCP on this "
+                   "computer (rfc2217://127.0.0.1:PORT, which rakflash and pyserial open; carries the "
+                   "baud rate and RTS/DTR). Default: $RAKFLASH_SIM_TRANSPORT, else pty where the "
+                   "system has them, else tcp (Windows).")
 @click.option("--link", "link_path", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also reach the port as PATH: a symbolic link that follows the port when it changes "
                    "(a native-USB module's reset, a cable plugged in again), removed at exit — so other "
@@ -71,10 +76,11 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
         any_baud: bool, serial_number: str, arduino: bool, dfu_key: str | None,
-        link_path: str | None) -> None:
-    """Serve a virtual module on a pseudo-terminal until interrupted.
+        transport: str | None, link_path: str | None) -> None:
+    """Serve a virtual module on a pseudo-terminal or TCP port until interrupted.
 
-    The first line printed is 'port: /dev/pts/N'. Press the module's reset
+    The first line printed is 'port: /dev/pts/N' (or 'port: rfc2217://127.0.0.1:PORT'
+    with --transport tcp), what to give other commands as --port. Press the module's reset
     button with 'r' + Enter on standard input or with SIGUSR1; 'b' + Enter
     toggles the boot pin (takes effect at the next reset); after
     --pull-cable-after, 'p' + Enter plugs the cable back in (a new port).
@@ -95,6 +101,17 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if app_region is not None and app_size > app_region.size:
         raise click.BadParameter(f"{app_size:,} bytes do not fit the module's application region "
                                  f"({app_region.size:,} bytes)", param_hint="'--app-size'")
+    from ..sim.uart import default_transport, has_ptys
+    try:
+        transport = transport or default_transport()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if transport == "pty" and not has_ptys():
+        raise click.BadParameter("this system has no pseudo-terminals: use --transport tcp",
+                                 param_hint="'--transport'")
+    if link_path and transport == "tcp":
+        raise click.BadParameter("a TCP port is a URL, not a file a link can point at: give other "
+                                 "commands the URL printed as 'port:'", param_hint="'--link'")
     info0 = None
     if info0_file:
         from ..apollo3_info0 import Info0
@@ -112,7 +129,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
-                      board_status=board_status, serial_number=serial_number,
+                      board_status=board_status, serial_number=serial_number, transport=transport,
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
                                     bit_error_rate_to_host=bit_error_rate_to_host,
