@@ -170,3 +170,16 @@ def test_sim_over_tcp_prints_the_url_as_its_port_and_info_identifies_it(tmp_path
         assert sim.stop() in (0, 1, -2, 130)
     refused = run_cli("sim", "rak3172", "--transport", "tcp", "--link", str(tmp_path / "port"))
     assert refused.returncode == 2 and "--link" in refused.stderr and "URL" in refused.stderr
+
+
+def test_a_tcp_port_another_program_holds_is_port_busy(tcp_module):
+    """One program at a time, as on a serial port; the second is told so, by name."""
+    import serial
+
+    from rakflash.errors import PortBusy
+    dev = tcp_module("rak3172")
+    with serial.serial_for_url(dev.port, FAST_BAUD):
+        with pytest.raises(PortBusy):
+            Link(dev.port, FAST_BAUD)
+    with Link(dev.port, FAST_BAUD) as link:          # closed by the other program: free again
+        assert ask(link, "AT") == [b"OK"]

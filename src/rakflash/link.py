@@ -358,7 +358,18 @@ class _Rfc2217Serial(_Rfc2217Base):
         self._sent_settings = None
         with warnings.catch_warnings():      # pyserial 3.5 names its reader thread the old way
             warnings.filterwarnings("ignore", r"set(Daemon|Name)\(\) is deprecated", DeprecationWarning)
-            super().open()
+            try:
+                super().open()
+            except (serial.SerialException, OSError) as exc:
+                # The server closed the connection before answering (pyserial's reader thread
+                # queued its end-of-stream None, or the next request found the pipe broken): it
+                # serves one program at a time, as a serial port is opened by one (the
+                # simulator's TCP port; ser2net's max-connections).
+                queue = getattr(self._read_buffer, "queue", ())
+                if None in list(queue) or isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                    raise serial.SerialException(f"{self.portstr}: the server closed the connection "
+                                                 f"at once: the port is in use") from exc
+                raise
 
     def _reconfigure_port(self) -> None:
         settings = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts,
@@ -444,6 +455,8 @@ def _open_error(port: str, exc: BaseException) -> PortError:
             or "busy" in text.lower():
         from .ports import other_openers
         return port_busy(port, other_openers(port))
+    if "the port is in use" in text:
+        return port_busy(port)            # an RFC 2217 server that serves another program
     if "Access is denied" in text:
         # Windows says this (PermissionError 13) when another program holds the port.
         return port_busy(port, (), windows=True)
