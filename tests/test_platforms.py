@@ -183,3 +183,41 @@ def test_a_tcp_port_another_program_holds_is_port_busy(tcp_module):
             Link(dev.port, FAST_BAUD)
     with Link(dev.port, FAST_BAUD) as link:          # closed by the other program: free again
         assert ask(link, "AT") == [b"OK"]
+
+
+# ------------------------------------------------------------------ RTS/DTR wired to RESET/BOOT0
+
+def test_over_tcp_the_flood_is_caught_by_a_reset_through_rts(tcp_module, cat, tmp_path):
+    """An adapter whose RTS drives RESET: `--reset-with rts` restarts a flooding module and the
+    burst catches its start-up window, with nobody at the module (a pty has no RTS to carry)."""
+    from conftest import cli_json
+    from rakflash.sim import firmware
+    new = tmp_path / "new.bin"
+    new.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.6_RAK3172-E", 12 * 1024))
+    dev = tcp_module("rak3172", sketch="flooding", flood_after=0.3, baud=115200, reset_with="rts")
+    time.sleep(0.5)                                  # flooding now
+    resets = dev.resets
+    code, out = cli_json("flash", str(new), "--port", dev.port, "--yes", "--reset-with", "rts",
+                         "--reset-window", "10", timeout=120)
+    assert code == 0, out
+    assert out["app_version_after"] == "RUI_4.0.6_RAK3172-E" == dev.app_version
+    assert dev.resets > resets
+
+
+def test_over_tcp_a_recovery_through_the_rom_needs_no_hands(tcp_module, cat, tmp_path):
+    """RTS to RESET, DTR to BOOT0 (stm32flash's -i wiring): recover enters the STM32 ROM by the
+    lines, writes the full image and releases BOOT0, and the new bootloader and firmware run."""
+    from conftest import cli_json
+    from rakflash.sim import Mode, firmware
+    rak811 = cat.module("rak811")
+    dev = tcp_module("rak811", bootloader_version="3.0.2", app_version="V3.0.0.13.H",
+                     reset_with="rts", boot0_with="dtr")
+    full = tmp_path / "full.hex"
+    full.write_text(firmware.combined_hex(rak811, "V3.0.5", "V3.0.0.14.H", 40 * 1024))
+    code, out = cli_json("recover", str(full), "--port", dev.port, "--baud", str(FAST_BAUD),
+                         "--module", "rak811", "--reset-with", "rts", "--boot0-with", "dtr", "--yes",
+                         timeout=120)
+    assert code == 0, out
+    assert (out["bootloader_version_after"], out["app_version_after"]) == ("V3.0.5", "V3.0.0.14.H")
+    assert dev.boot_pin is False and dev.wait_mode(Mode.APP)
+    assert (dev.bootloader_version, dev.app_version) == ("V3.0.5", "V3.0.0.14.H")

@@ -252,6 +252,12 @@ class SimUart:
         (TCP); None on a pty, which has no modem lines."""
         return self.end.host_lines()
 
+    def on_host_lines(self, callback) -> None:
+        """Call ``callback({"rts": …, "dtr": …})`` whenever the host changes its RTS or DTR
+        (over TCP; a pty has no modem lines, so never there)."""
+        if isinstance(self.end, TcpEnd):
+            self.end.on_lines = callback
+
     def _line_matches(self) -> bool:
         if not self.strict_baud:
             return True
@@ -552,9 +558,11 @@ class PtyEnd:
 
 class _HostSettings:
     """What pyserial's RFC 2217 server half (``PortManager``) sets and reads on "its serial
-    port": here, just what the host asked for, which the line model compares with the module's."""
+    port": here, just what the host asked for, which the line model compares with the module's.
+    A change of RTS or DTR is told to ``on_lines`` (the adapter's wiring to RESET / BOOT0)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_lines=None) -> None:
+        self.on_lines = None
         self.baudrate = None
         self.bytesize = 8
         self.parity = "N"
@@ -563,6 +571,13 @@ class _HostSettings:
         self.rts = self.dtr = False
         self.break_condition = False
         self.cts = self.dsr = self.ri = self.cd = False
+        self.on_lines = on_lines
+
+    def __setattr__(self, name: str, value) -> None:
+        changed = name in ("rts", "dtr") and getattr(self, name, None) != value
+        super().__setattr__(name, value)
+        if changed and self.on_lines is not None:
+            self.on_lines({"rts": bool(self.rts), "dtr": bool(getattr(self, "dtr", False))})
 
     def reset_input_buffer(self) -> None:
         pass
@@ -591,6 +606,7 @@ class TcpEnd:
         self._manager = None
         self._settings = _HostSettings()
         self._send_lock = threading.Lock()
+        self.on_lines = None          # callback({"rts": …, "dtr": …}) at every change of the host's lines
 
     # PortManager's "connection": its Telnet answers go out here, between the data
     def write(self, data: bytes) -> None:
@@ -605,6 +621,10 @@ class TcpEnd:
                 conn.sendall(data)
             except OSError:
                 pass              # the host went away: the reader notices and forgets it
+
+    def _lines_changed(self, lines: dict[str, bool]) -> None:
+        if self.on_lines is not None:
+            self.on_lines(lines)
 
     def host_baud(self) -> int | None:
         return self._settings.baudrate if self._conn is not None else None
@@ -623,7 +643,7 @@ class TcpEnd:
             if self._conn is None:
                 new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 new.settimeout(2.0)       # a host that stops reading can't hold the line forever
-                self._settings = _HostSettings()
+                self._settings = _HostSettings(self._lines_changed)
                 self._conn = new
                 self._manager = self._PortManager(self._settings, self)
             else:
@@ -634,10 +654,11 @@ class TcpEnd:
             data = conn.recv(4096)
         except OSError:
             data = b""
-        if not data:                      # the host closed the port
+        if not data:                      # the host closed the port: its lines are released
             with self._send_lock:
                 self._conn = None
             conn.close()
+            self._settings.rts = self._settings.dtr = False
             return b""
         return b"".join(self._manager.filter(data))
 
