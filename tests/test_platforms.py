@@ -221,3 +221,51 @@ def test_over_tcp_a_recovery_through_the_rom_needs_no_hands(tcp_module, cat, tmp
     assert (out["bootloader_version_after"], out["app_version_after"]) == ("V3.0.5", "V3.0.0.14.H")
     assert dev.boot_pin is False and dev.wait_mode(Mode.APP)
     assert (dev.bootloader_version, dev.app_version) == ("V3.0.5", "V3.0.0.14.H")
+
+
+# ------------------------------------------------------------------ a port another program holds
+
+def test_windows_access_is_denied_is_port_busy_naming_what_to_close(monkeypatch):
+    """pyserial on Windows, when another program has COM3 open: its exact words (serialwin32)."""
+    import serial
+
+    from rakflash.errors import PortBusy
+
+    def windows_open(*a, **kw):
+        raise serial.SerialException("could not open port 'COM3': PermissionError(13, 'Access is "
+                                     "denied.', None, 5)")
+    monkeypatch.setattr(Link, "_open", staticmethod(windows_open))
+    with pytest.raises(PortBusy) as caught:
+        Link("COM3", 115200)
+    assert "COM3 is in use by another program" in caught.value.message
+    assert "Access is denied" in caught.value.message
+    assert "Arduino IDE" in caught.value.hint and "WisToolBox" in caught.value.hint
+
+
+def test_without_proc_lsof_names_the_program_that_holds_the_device(tmp_path, monkeypatch):
+    """macOS has no /proc: the holder is named from lsof's answer (run for real here)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from rakflash import ports
+    if not shutil.which("lsof"):
+        pytest.skip("no lsof on this machine")
+    device = tmp_path / "cu.usbserial-0001"
+    device.write_bytes(b"")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(60)", str(device)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        found = ports.lsof_openers(str(device))
+        assert [pid for pid, _ in found] == [holder.pid] and found[0][1].startswith("python")
+        monkeypatch.setattr(ports, "PROC", str(tmp_path / "no-proc"))
+        monkeypatch.setattr(ports.os.path, "realpath", lambda p: "/dev/cu.usbserial-0001")
+        monkeypatch.setattr(ports, "lsof_openers", lambda p: found if p == "/dev/cu.usbserial-0001" else [])
+        assert ports.other_openers("/dev/cu.usbserial-0001") == found
+        monkeypatch.setattr(ports.os.path, "realpath", lambda p: "/dev/ttys004")   # a macOS pty
+        assert ports.other_openers("/dev/ttys004") == []
+    finally:
+        holder.kill()
+        holder.wait()

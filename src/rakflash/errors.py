@@ -106,9 +106,9 @@ class PortNotFound(PortError):
 
 class PortBusy(PortError):
     name = "port-busy"
-    hint = ("Close it — the serial monitor, terminal program, IDE or other rakflash that has the port "
-            "open — then run the same command again: two programs reading one port each get part of "
-            "the bytes.")
+    hint = ("Close it — the serial monitor, terminal program, IDE (Arduino IDE, PlatformIO), "
+            "WisToolBox or other rakflash that has the port open — then run the same command again: "
+            "two programs reading one port each get part of the bytes.")
 
 
 class PortPermission(PortError):

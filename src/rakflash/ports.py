@@ -212,23 +212,54 @@ def _check_alive(pid: int) -> None:
         kernel32.CloseHandle(handle)
 
 
+PROC = "/proc"
+
+
+def lsof_openers(path: str, timeout: float = 3.0) -> list[tuple[int, str]]:
+    """Other programs that have ``path`` open, as ``lsof -F pc`` names them (pid, command);
+    [] where lsof is missing, slow or can't tell."""
+    import shutil
+    import subprocess
+    lsof = shutil.which("lsof") or ("/usr/sbin/lsof" if os.path.exists("/usr/sbin/lsof") else None)
+    if lsof is None:
+        return []
+    try:
+        out = subprocess.run([lsof, "-w", "-F", "pc", "--", path], capture_output=True, text=True,
+                             timeout=timeout).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found: list[tuple[int, str]] = []
+    pid = None
+    for line in out.splitlines():
+        if line.startswith("p") and line[1:].isdigit():
+            pid = int(line[1:])
+        elif line.startswith("c") and pid is not None and pid != os.getpid():
+            found.append((pid, line[1:]))
+            pid = None
+    return found
+
+
 def other_openers(path: str) -> list[tuple[int, str]]:
     """Other programs that hold the serial device ``path`` open: (pid, program name).
 
     pyserial's exclusive lock only keeps out programs that take the same lock;
     a serial monitor that doesn't would silently share the port, and each
     program would get part of the bytes. Nothing in pyserial reports that, so
-    this looks in /proc (Linux; elsewhere it finds nothing). For a
-    pseudo-terminal, the program holding its master side (a simulator, a
-    terminal emulator) serves the port rather than reads it, and is not counted.
+    this looks in /proc (Linux), else asks ``lsof`` (macOS) — about a real
+    device, not a pseudo-terminal (whose simulator holds it open too); where
+    neither can tell (Windows) it finds nothing. For a pseudo-terminal on
+    Linux, the program holding its master side (a simulator, a terminal
+    emulator) serves the port rather than reads it, and is not counted.
     """
     import os
     import re
-    proc = "/proc"
+    proc = PROC
     try:
         target = os.path.realpath(path)
-        if not target.startswith("/dev/") or not os.path.isdir(proc):
+        if not target.startswith("/dev/"):
             return []
+        if not os.path.isdir(proc):
+            return [] if re.match(r"/dev/(ttys\d+|pts/)", target) else lsof_openers(target)
         pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
     except OSError:
         return []
