@@ -269,3 +269,67 @@ def test_without_proc_lsof_names_the_program_that_holds_the_device(tmp_path, mon
     finally:
         holder.kill()
         holder.wait()
+
+
+# ------------------------------------------------------------------ ports as each platform names them
+
+def recorded(device, vid, pid, description, *, product=None, serial=None, location=None):
+    """One port as pyserial's list_ports gives it on that system (pyserial 3.5: Linux and macOS
+    fill in the USB product string, Windows gives the driver's friendly name only)."""
+    from serial.tools import list_ports_common
+    p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
+    p.vid, p.pid, p.description, p.product = vid, pid, description, product
+    p.serial_number, p.location = serial, location
+    return p
+
+
+PLATFORMS = {
+    "linux": [recorded("/dev/ttyS0", None, None, "n/a"),
+              recorded("/dev/ttyUSB0", 0x1A86, 0x7523, "USB Serial", product="USB Serial", location="1-2"),
+              recorded("/dev/ttyACM0", 0x1915, 0x521F, "Rak4631 Serial COM", product="Rak4631 Serial COM",
+                       serial="E1A2B3C4D5E6", location="1-3:1.0")],
+    "macos": [recorded("/dev/cu.Bluetooth-Incoming-Port", None, None, "n/a"),
+              recorded("/dev/cu.usbserial-1420", 0x1A86, 0x7523, "USB Serial", product="USB Serial",
+                       location="20-2"),
+              recorded("/dev/cu.usbmodem14301", 0x1915, 0x521F, "Rak4631 Serial COM",
+                       product="Rak4631 Serial COM", serial="E1A2B3C4D5E6", location="20-3")],
+    "windows": [recorded("COM1", None, None, "Communications Port (COM1)"),
+                recorded("COM3", 0x1A86, 0x7523, "USB-SERIAL CH340 (COM3)", location="1-2"),
+                recorded("COM7", 0x1915, 0x521F, "USB Serial Device (COM7)", serial="E1A2B3C4D5E6",
+                         location="1-3:x.0")],
+}
+
+
+@pytest.mark.parametrize("system", sorted(PLATFORMS))
+def test_ports_lists_each_systems_names_with_what_each_probably_is(system, monkeypatch):
+    from serial.tools import list_ports
+
+    from rakflash.ports import list_serial_ports
+    monkeypatch.setattr(list_ports, "comports", lambda *a, **kw: list(PLATFORMS[system]))
+    entries = {e.device: e for e in list_serial_ports()}
+    bridge, native = [p.device for p in PLATFORMS[system][1:]]
+    assert entries[bridge].module is None and "UART module" in entries[bridge].probably
+    assert entries[native].module == "rak4631-r" and entries[native].serial_number == "E1A2B3C4D5E6"
+    if system == "windows":      # no product string: the module is known, its mode is not
+        assert entries[native].mode is None
+        assert entries[native].probably == "RAK4631-R, application or bootloader (this system does not say which)"
+    else:
+        assert entries[native].mode == "app"
+    first = PLATFORMS[system][0].device
+    assert entries[first].probably is None and entries[first].module is None
+
+
+@pytest.mark.parametrize("system", sorted(PLATFORMS))
+def test_the_automatic_port_choice_takes_each_systems_name(system, monkeypatch):
+    """Without --port, the only port that looks like a module's — by its USB ids, whatever the
+    system calls it (COM3, /dev/cu.usbserial-1420: macOS lists the call-out cu. device only)."""
+    from serial.tools import list_ports
+
+    from rakflash.cli.options import pick_port
+    from rakflash.errors import UsageError
+    monkeypatch.setattr(list_ports, "comports", lambda *a, **kw: list(PLATFORMS[system][:2]))
+    assert pick_port(None) == PLATFORMS[system][1].device
+    monkeypatch.setattr(list_ports, "comports", lambda *a, **kw: list(PLATFORMS[system]))
+    with pytest.raises(UsageError) as two:
+        pick_port(None)
+    assert "2 ports could be a module's" in two.value.message

@@ -61,8 +61,18 @@ def list_serial_ports() -> list[PortEntry]:
 
 def _entry(cat, device, vid, pid, product, description, serial, virtual=False) -> PortEntry:
     usb = cat.usb(vid, pid, product) if vid is not None else None
-    return PortEntry(device, vid, pid, description, serial, usb.probably if usb else None,
-                     virtual=virtual, module=usb.module if usb else None, mode=usb.mode if usb else None)
+    mode = usb.mode if usb else None
+    probably = usb.probably if usb else None
+    modes = {u.mode for u in cat.usb_ids if (u.vid, u.pid) == (vid, pid)}
+    if usb is not None and usb.product and len(modes) > 1 \
+            and (product or "").strip().lower() != usb.product.lower():
+        # One VID:PID for two modes, told apart by the product string, and this system did not
+        # give it (pyserial on Windows lists no product: its description is the driver's "USB
+        # Serial Device (COM7)"): the module is known, its mode is not.
+        mode = None
+        probably = f"{cat.module(usb.module).name}, application or bootloader (this system does not say which)"
+    return PortEntry(device, vid, pid, description, serial, probably,
+                     virtual=virtual, module=usb.module if usb else None, mode=mode)
 
 
 # ------------------------------------------------------------------ what may be opened as a port
