@@ -333,3 +333,32 @@ def test_the_automatic_port_choice_takes_each_systems_name(system, monkeypatch):
     with pytest.raises(UsageError) as two:
         pick_port(None)
     assert "2 ports could be a module's" in two.value.message
+
+
+# ------------------------------------------------------------------ the CI definition for other systems
+
+def test_the_ci_workflow_runs_the_readmes_commands_on_three_systems():
+    """.github/workflows/ci.yml can't run here; what it runs must be what the README tells a person
+    to run (and, on Windows, the flow tests .ci/run runs over TCP)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    import yaml
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    quick_start = re.search(r"```sh\n(.*?)```", readme, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in quick_start.splitlines() if line.strip()]
+    assert commands == ["pip install . && rakflash demo", "pip install -e '.[test]' && pytest"]
+
+    job = yaml.safe_load((root / ".github/workflows/ci.yml").read_text())["jobs"]["test"]
+    assert sorted(job["strategy"]["matrix"]["os"]) == ["macos-latest", "ubuntu-latest", "windows-latest"]
+    steps = {s.get("name"): s for s in job["steps"]}
+    assert steps["rakflash demo"]["run"].strip() == commands[0] and "if" not in steps["rakflash demo"]
+    assert steps["the tests (Linux, macOS)"]["run"].strip() == commands[1]
+    windows = steps["the tests (Windows)"]
+    assert windows["env"] == {"RAKFLASH_SIM_TRANSPORT": "tcp"}
+    assert windows["run"].strip().startswith(commands[1] + " tests/")
+    ci_run = (root / ".ci/run").read_text().replace("\\\n", " ")
+    second_pass = re.search(r"^RAKFLASH_SIM_TRANSPORT=tcp pytest (.*)$", ci_run, re.M).group(1)
+    assert shlex.split(windows["run"])[len(shlex.split(commands[1])):] == shlex.split(second_pass)
