@@ -362,3 +362,94 @@ def test_the_ci_workflow_runs_the_readmes_commands_on_three_systems():
     ci_run = (root / ".ci/run").read_text().replace("\\\n", " ")
     second_pass = re.search(r"^RAKFLASH_SIM_TRANSPORT=tcp pytest (.*)$", ci_run, re.M).group(1)
     assert shlex.split(windows["run"])[len(shlex.split(commands[1])):] == shlex.split(second_pass)
+
+
+# ------------------------------------------------------------------ rakflash udev (Linux)
+
+def test_udev_prints_a_rule_for_every_usb_id_of_the_catalog(cat):
+    from conftest import run_cli
+    proc = run_cli("udev")
+    assert proc.returncode == 0, proc.stderr
+    rules = [ln for ln in proc.stdout.splitlines() if ln and not ln.startswith("#")]
+    for u in cat.usb_ids:
+        ids = f'ATTRS{{idVendor}}=="{u.vid:04x}", ATTRS{{idProduct}}=="{u.pid:04x}"'
+        tty = [r for r in rules if r.startswith('SUBSYSTEM=="tty"') and ids in r]
+        assert len(tty) == 1, (u, tty)
+        assert 'TAG+="uaccess"' in tty[0] and 'ENV{ID_MM_DEVICE_IGNORE}="1"' in tty[0]
+        if u.kind == "probe":      # pyOCD opens the probe's USB device itself
+            assert f'SUBSYSTEM=="usb", ATTR{{idVendor}}=="{u.vid:04x}", ATTR{{idProduct}}=="{u.pid:04x}"' \
+                in proc.stdout
+    assert len(rules) == len({(u.vid, u.pid) for u in cat.usb_ids}) \
+        + len({(u.vid, u.pid) for u in cat.usb_ids if u.kind == "probe"})
+
+
+def fake_tools(folder, *, sudo_fails: bool = False):
+    """sudo, tee and udevadm that only write down what they were asked (nothing touches /etc)."""
+    log = folder / "log"
+    folder.mkdir(exist_ok=True)
+    (folder / "tee").write_text(f'#!/bin/sh\necho "tee $*" >> {log}\ncat > {folder}/written\n')
+    (folder / "udevadm").write_text(f'#!/bin/sh\necho "udevadm $*" >> {log}\n')
+    (folder / "sudo").write_text('#!/bin/sh\necho "sudo: a password is required" >&2\nexit 1\n' if sudo_fails
+                                 else f'#!/bin/sh\necho "sudo $1" >> {log}\nexec "$@"\n')
+    for name in ("tee", "udevadm", "sudo"):
+        (folder / name).chmod(0o755)
+    return log
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_udev_install_writes_the_rules_with_sudo_and_reloads_udev(tmp_path, monkeypatch, root):
+    import os
+
+    from rakflash import udev
+    log = fake_tools(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(os, "geteuid", lambda: 0 if root else 1000)
+    steps = []
+    done = udev.install("Linux", on_step=steps.append)
+    sudo = "" if root else "sudo "
+    assert done == steps == [f"{sudo}tee /etc/udev/rules.d/70-rakflash.rules",
+                             f"{sudo}udevadm control --reload-rules",
+                             f"{sudo}udevadm trigger --subsystem-match=tty --action=add"]
+    assert (tmp_path / "bin" / "written").read_text() == udev.rules()
+    ran = log.read_text().splitlines()
+    assert [ln for ln in ran if not ln.startswith("sudo")] == [
+        "tee /etc/udev/rules.d/70-rakflash.rules", "udevadm control --reload-rules",
+        "udevadm trigger --subsystem-match=tty --action=add"]
+    assert sum(ln.startswith("sudo") for ln in ran) == (0 if root else 3)
+
+
+def test_udev_install_that_sudo_refuses_says_nothing_was_written(tmp_path, monkeypatch):
+    import os
+
+    from rakflash import udev
+    from rakflash.errors import UdevInstallFailed
+    fake_tools(tmp_path / "bin", sudo_fails=True)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(UdevInstallFailed) as failed:
+        udev.install("Linux")
+    assert failed.value.message == ("'sudo tee /etc/udev/rules.d/70-rakflash.rules' failed (exit 1): "
+                                    "sudo: a password is required; nothing was written")
+    assert "70-rakflash.rules" in failed.value.hint and not (tmp_path / "bin" / "written").exists()
+
+
+def test_udev_install_elsewhere_than_linux_is_a_usage_error():
+    from rakflash import udev
+    from rakflash.errors import UsageError
+    with pytest.raises(UsageError, match="udev is Linux's; this is Windows"):
+        udev.install("Windows")
+
+
+def test_udev_install_from_the_command_line_says_what_it_ran(tmp_path, monkeypatch):
+    import os
+
+    from conftest import cli_json
+    fake_tools(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    code, out = cli_json("udev", "--install")
+    assert code == 0, out
+    assert out["installed"] is True and out["path"] == "/etc/udev/rules.d/70-rakflash.rules"
+    assert [c.removeprefix("sudo ") for c in out["commands"]] == [
+        "tee /etc/udev/rules.d/70-rakflash.rules", "udevadm control --reload-rules",
+        "udevadm trigger --subsystem-match=tty --action=add"]
+    assert "ENV{ID_MM_DEVICE_IGNORE}" in (tmp_path / "bin" / "written").read_text()

@@ -465,14 +465,13 @@ def permission_advice(path: str, entry: PortEntry | None, system: str) -> tuple[
         text = (f"{path} belongs to the group '{group}': add yourself to it, then log out and in "
                 f"again (or start a shell with 'newgrp {group}')")
         if rule_text:
-            text += (f"; or give the logged-in user access with a udev rule in "
-                     f"/etc/udev/rules.d/70-rakflash.rules: {rule_text}")
+            text += ("; or give the logged-in user access with udev rules for every RAK module and "
+                     "adapter ('rakflash udev --install' writes them; 'rakflash udev' shows them)")
         return text + ":", f"sudo usermod -aG {group} $USER", details
     if rule_text:
-        return ("Only root may open it: give the logged-in user access with a udev rule, then replug "
-                "the adapter:",
-                f"echo '{rule_text}' | sudo tee /etc/udev/rules.d/70-rakflash.rules && "
-                f"sudo udevadm control --reload-rules", details)
+        return ("Only root may open it: give the logged-in user access with udev rules for every RAK "
+                "module and adapter (this one's among them: " + rule_text + "), then replug the "
+                "adapter:", "rakflash udev --install", details)
     return (f"Only root may open it: run rakflash with sudo, or change who may ({path} is owned "
             f"by group '{group}'):", f"ls -l {_q(path)}", details)
 
