@@ -453,3 +453,75 @@ def test_udev_install_from_the_command_line_says_what_it_ran(tmp_path, monkeypat
         "tee /etc/udev/rules.d/70-rakflash.rules", "udevadm control --reload-rules",
         "udevadm trigger --subsystem-match=tty --action=add"]
     assert "ENV{ID_MM_DEVICE_IGNORE}" in (tmp_path / "bin" / "written").read_text()
+
+
+# ------------------------------------------------------------------ an adapter without its driver
+
+IOREG = """+-o Root  <class IORegistryEntry, id 0x100000100, retain 30>
+  +-o AppleT8103USBXHCI@00000000  <class AppleT8103USBXHCI, id 0x1000002f4, registered, matched>
+    | {
+    |   "locationID" = 0
+    | }
+    +-o USB Serial@00100000  <class IOUSBHostDevice, id 0x100000a3d, registered, matched, active>
+        {
+          "sessionID" = 1416197417123
+          "idProduct" = 29987
+          "kUSBProductString" = "USB Serial"
+          "idVendor" = 6790
+          "locationID" = 1048576
+        }
+    +-o Keyboard@00200000  <class IOUSBHostDevice, id 0x100000a50, registered, matched, active>
+        {
+          "idVendor" = 1452
+          "idProduct" = 641
+        }
+"""
+
+PNPUTIL = r"""Microsoft PnP Utility
+
+Instance ID:                USB\VID_10C4&PID_EA60\0001
+Device Description:         CP2102 USB to UART Bridge Controller
+Class Name:                 Other devices
+Status:                     Problem
+Problem Code:               28 (0x1C) [CM_PROB_FAILED_INSTALL]
+
+Instance ID:                USB\ROOT_HUB30\4&1a2b3c4d&0&0
+Device Description:         USB Root Hub (USB 3.0)
+Class Name:                 USB
+Status:                     Started
+"""
+
+
+def test_the_usb_ids_on_the_bus_as_each_system_tells_them(tmp_path):
+    from rakflash import usb_devices
+    assert usb_devices.parse_ioreg(IOREG) == [(0x1A86, 0x7523), (1452, 641)]
+    assert usb_devices.parse_pnputil(PNPUTIL) == [(0x10C4, 0xEA60)]
+    for name, vid, pid in (("1-2", "1a86", "7523"), ("usb1", "1d6b", "0002")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "idVendor").write_text(vid + "\n")
+        (tmp_path / name / "idProduct").write_text(pid + "\n")
+    (tmp_path / "1-2:1.0").mkdir()                     # an interface: no ids of its own
+    assert usb_devices.from_sysfs(tmp_path) == [(0x1A86, 0x7523), (0x1D6B, 0x0002)]
+    assert usb_devices.present("Plan9") is None
+
+
+@pytest.mark.parametrize("system, says", [
+    ("Windows", "https://www.silabs.com/developers/usb-to-uart-bridge-vcp-drivers"),
+    ("Darwin", "older macOS needs WCH's, from https://www.wch-ic.com/downloads/CH34XSER_MAC_ZIP.html"),
+    ("Linux", "sudo apt remove brltty"),
+])
+def test_doctor_names_the_driver_an_adapter_on_the_bus_lacks(system, says):
+    from rakflash.flows.doctor import Observation, findings_for
+    from rakflash.usb_devices import parse_ioreg, parse_pnputil
+    on_bus = {"Windows": parse_pnputil(PNPUTIL), "Darwin": parse_ioreg(IOREG),
+              "Linux": [(0x1A86, 0x7523)]}[system]
+    found = findings_for(Observation(None, listing=[], system=system, usb_present=on_bus))
+    assert found[0].code == "driver-missing" and says in found[0].next, found[0]
+    assert "is plugged in, but no serial port came of it" in found[0].finding
+    assert found[0].command == "rakflash ports"
+    # the same adapter with its port listed: nothing is missing
+    from rakflash.ports import PortEntry
+    vid, pid = on_bus[0]
+    listed = [PortEntry("COM3", vid, pid, "USB Serial", None, "a UART module")]
+    assert "driver-missing" not in [f.code for f in findings_for(
+        Observation(None, listing=listed, system=system, usb_present=on_bus))]
