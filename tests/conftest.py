@@ -22,13 +22,17 @@ SRC = str(Path(__file__).resolve().parent.parent / "src")   # the checkout's pac
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "pty_only: checks what only a pseudo-terminal has (no modem "
-                            "lines, /proc openers, a path); skipped when RAKFLASH_SIM_TRANSPORT=tcp")
+                            "lines, /proc openers, a path) or uses a bare one; skipped when "
+                            "RAKFLASH_SIM_TRANSPORT=tcp and where there are no ptys")
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("RAKFLASH_SIM_TRANSPORT", "").strip().lower() != "tcp":
+    if not hasattr(os, "openpty"):        # Windows
+        skip = pytest.mark.skip(reason="needs a pseudo-terminal, which this system doesn't have")
+    elif os.environ.get("RAKFLASH_SIM_TRANSPORT", "").strip().lower() == "tcp":
+        skip = pytest.mark.skip(reason="about the pty transport; the virtual modules run over TCP here")
+    else:
         return
-    skip = pytest.mark.skip(reason="about the pty transport; the virtual modules run over TCP here")
     for item in items:
         if "pty_only" in item.keywords:
             item.add_marker(skip)

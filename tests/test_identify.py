@@ -122,6 +122,7 @@ def test_a_flood_caught_after_a_short_listen_is_caught_at_its_rate(virtual, cat)
         assert info.caught and info.mode == "bootloader" and link.baud == 115200
 
 
+@pytest.mark.pty_only      # its silent port is a bare pty
 def test_silent_port_is_no_response():
     master, slave = os.openpty()
     try:

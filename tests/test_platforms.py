@@ -525,3 +525,21 @@ def test_doctor_names_the_driver_an_adapter_on_the_bus_lacks(system, says):
     listed = [PortEntry("COM3", vid, pid, "USB Serial", None, "a UART module")]
     assert "driver-missing" not in [f.code for f in findings_for(
         Observation(None, listing=listed, system=system, usb_present=on_bus))]
+
+
+def test_a_rak4631_over_tcp_re_enumerates_on_a_new_tcp_port_that_ports_lists(tcp_module):
+    """Native USB: AT+BOOT drops the port and the bootloader comes back on a new one — over TCP a
+    new port number, registered with its USB identity as a new pty would be."""
+    from rakflash.ports import list_serial_ports
+    dev = tcp_module("rak4631")
+    app_port = dev.port
+    listed = {e.device: e for e in list_serial_ports() if e.virtual}
+    assert (listed[app_port].module, listed[app_port].mode) == ("rak4631-r", "app")
+    assert listed[app_port].to_dict()["vid_pid"] == "1915:521F"
+    with Link(app_port, 115200) as link:
+        link.write_line("AT+BOOT")
+        boot_port = dev.wait_port_change(app_port)
+    assert boot_port is not None and boot_port.startswith("rfc2217://127.0.0.1:") and boot_port != app_port
+    listed = {e.device: e for e in list_serial_ports() if e.virtual}
+    assert app_port not in listed and listed[boot_port].mode == "bootloader"
+    assert listed[boot_port].serial_number == dev.opts.serial_number
