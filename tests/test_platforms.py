@@ -543,3 +543,27 @@ def test_a_rak4631_over_tcp_re_enumerates_on_a_new_tcp_port_that_ports_lists(tcp
     listed = {e.device: e for e in list_serial_ports() if e.virtual}
     assert app_port not in listed and listed[boot_port].mode == "bootloader"
     assert listed[boot_port].serial_number == dev.opts.serial_number
+
+
+def test_sim_wires_the_adapters_lines_from_the_command_line(tmp_path, cat):
+    """`rakflash sim … --transport tcp --reset-with rts`: a flooding module that `flash --reset-with
+    rts` resets by itself; on a pty the wiring is refused (no modem lines there)."""
+    from conftest import cli_json, run_cli
+    from rakflash.sim import firmware
+    from test_cli import SimProcess
+    new = tmp_path / "new.bin"
+    new.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.6_RAK3172-E", 12 * 1024))
+    sim = SimProcess("rak3172", "--transport", "tcp", "--sketch", "flooding", "--reset-with", "rts",
+                     "--flash-scale", "0")
+    try:
+        time.sleep(1.2)                                   # past the sketch's quiet start
+        code, out = cli_json("flash", str(new), "--port", sim.port, "--yes", "--reset-with", "rts",
+                             "--reset-window", "10", timeout=120)
+        assert code == 0, out
+        assert out["app_version_after"] == "RUI_4.0.6_RAK3172-E"
+    finally:
+        sim.stop()
+    refused = run_cli("sim", "rak3172", "--transport", "pty", "--reset-with", "rts")
+    assert refused.returncode == 2 and "no RTS/DTR" in refused.stderr
+    refused = run_cli("sim", "rak3172", "--transport", "tcp", "--boot0-with", "cts")
+    assert refused.returncode == 2 and "--boot0-with takes rts, dtr, -rts or -dtr" in refused.stderr

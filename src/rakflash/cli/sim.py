@@ -65,6 +65,12 @@ from .options import BAUD, PROBABILITY, Real
                    "computer (rfc2217://127.0.0.1:PORT, which rakflash and pyserial open; carries the "
                    "baud rate and RTS/DTR). Default: $RAKFLASH_SIM_TRANSPORT, else pty where the "
                    "system has them, else tcp (Windows).")
+@click.option("--reset-with", "reset_with", metavar="LINE",
+              help="With --transport tcp: the adapter's line wired to RESET (rts, dtr, or -rts/-dtr when "
+                   "active low), so 'rakflash flash/recover --reset-with LINE' resets the module.")
+@click.option("--boot0-with", "boot0_with", metavar="LINE",
+              help="With --transport tcp: the adapter's line wired to BOOT0 (STM32) / BOOT (Apollo3), "
+                   "for 'rakflash recover --boot0-with LINE'.")
 @click.option("--link", "link_path", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also reach the port as PATH: a symbolic link that follows the port when it changes "
                    "(a native-USB module's reset, a cable plugged in again), removed at exit — so other "
@@ -76,7 +82,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
         any_baud: bool, serial_number: str, arduino: bool, dfu_key: str | None,
-        transport: str | None, link_path: str | None) -> None:
+        transport: str | None, reset_with: str | None, boot0_with: str | None,
+        link_path: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal or TCP port until interrupted.
 
     The first line printed is 'port: /dev/pts/N' (or 'port: rfc2217://127.0.0.1:PORT'
@@ -109,6 +116,18 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if transport == "pty" and not has_ptys():
         raise click.BadParameter("this system has no pseudo-terminals: use --transport tcp",
                                  param_hint="'--transport'")
+    from ..flows.lines import check_line
+    from ..errors import UsageError as _UsageError
+    for value, option in ((reset_with, "--reset-with"), (boot0_with, "--boot0-with")):
+        if value is None:
+            continue
+        try:
+            check_line(value, option)
+        except _UsageError as exc:
+            raise click.BadParameter(exc.message, param_hint=f"'{option}'") from None
+        if transport != "tcp":
+            raise click.BadParameter("a pseudo-terminal has no RTS/DTR lines to wire: add "
+                                     "--transport tcp", param_hint=f"'{option}'")
     if link_path and transport == "tcp":
         raise click.BadParameter("a TCP port is a URL, not a file a link can point at: give other "
                                  "commands the URL printed as 'port:'", param_hint="'--link'")
@@ -130,6 +149,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
                       board_status=board_status, serial_number=serial_number, transport=transport,
+                      reset_with=reset_with and reset_with.strip().lower(),
+                      boot0_with=boot0_with and boot0_with.strip().lower(),
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
                                     bit_error_rate_to_host=bit_error_rate_to_host,
