@@ -567,3 +567,18 @@ def test_sim_wires_the_adapters_lines_from_the_command_line(tmp_path, cat):
     assert refused.returncode == 2 and "no RTS/DTR" in refused.stderr
     refused = run_cli("sim", "rak3172", "--transport", "tcp", "--boot0-with", "cts")
     assert refused.returncode == 2 and "--boot0-with takes rts, dtr, -rts or -dtr" in refused.stderr
+
+
+def test_a_request_the_server_cant_answer_drops_that_client_not_the_port(tcp_module):
+    """An RFC 2217 client asking for the current baud rate before setting one (pyserial never does)
+    is disconnected; the next program opens the port as usual."""
+    import socket
+    dev = tcp_module("rak3172")
+    host, port = "127.0.0.1", int(dev.port.rsplit(":", 1)[1])
+    with socket.create_connection((host, port)) as odd:
+        odd.sendall(bytes([255, 250, 44, 1, 0, 0, 0, 0, 255, 240]))   # IAC SB COM-PORT SET-BAUDRATE 0 IAC SE
+        odd.settimeout(2)
+        while odd.recv(4096):                                        # until the server hangs up
+            pass
+    with Link(dev.port, FAST_BAUD) as link:
+        assert ask(link, "AT") == [b"OK"]

@@ -660,7 +660,13 @@ class TcpEnd:
             conn.close()
             self._settings.rts = self._settings.dtr = False
             return b""
-        return b"".join(self._manager.filter(data))
+        try:
+            return b"".join(self._manager.filter(data))
+        except Exception:                 # a request PortManager can't answer (struct.error …):
+            with self._send_lock:         # the host's program is broken; drop it, keep serving
+                self._conn = None
+            conn.close()
+            return b""
 
     def send(self, data: bytes) -> None:
         self._sendall(data.replace(b"\xff", b"\xff\xff"))     # Telnet IAC doubled
