@@ -20,6 +20,28 @@ FAST_BAUD = 921600
 SRC = str(Path(__file__).resolve().parent.parent / "src")   # the checkout's package, for subprocesses
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pty_only: checks what only a pseudo-terminal has (no modem "
+                            "lines, /proc openers, a path) or uses a bare one; skipped when "
+                            "RAKFLASH_SIM_TRANSPORT=tcp and where there are no ptys")
+    # pyserial 3.5's RFC 2217 client names its reader thread the old way (tests open rfc2217://
+    # ports directly too; rakflash's own link silences it where it opens one)
+    config.addinivalue_line("filterwarnings",
+                            r"ignore:set(Daemon|Name)\(\) is deprecated:DeprecationWarning")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(os, "openpty"):        # Windows
+        skip = pytest.mark.skip(reason="needs a pseudo-terminal, which this system doesn't have")
+    elif os.environ.get("RAKFLASH_SIM_TRANSPORT", "").strip().lower() == "tcp":
+        skip = pytest.mark.skip(reason="about the pty transport; the virtual modules run over TCP here")
+    else:
+        return
+    for item in items:
+        if "pty_only" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def cat():
     return catalog.load()
@@ -36,7 +58,10 @@ def own_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def virtual():
-    """Factory: virtual(module, **SimOptions fields) -> started VirtualModule (stopped after the test)."""
+    """Factory: virtual(module, **SimOptions fields) -> started VirtualModule (stopped after the test).
+
+    On a pty, or over TCP (rfc2217://127.0.0.1:PORT) when RAKFLASH_SIM_TRANSPORT=tcp (the
+    simulator's default follows the variable; open ports with serial.serial_for_url)."""
     started = []
 
     def make(name: str = "rak3172", **kw):

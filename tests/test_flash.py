@@ -232,7 +232,7 @@ KEYS = {"DEVEUI": "AC1F09FFFE0A0B0C", "APPEUI": "70B3D57ED0001234",
 def at_exchange(port: str, command: str, baud: int = FAST_BAUD) -> list[str]:
     """What a person typing into a terminal sees for one AT command (a reply ends at its OK or
     error line; the per-line wait has room for a loaded host — a CI run read nothing within 0.3 s)."""
-    with serial.Serial(port, baud, timeout=3.0) as ser:
+    with serial.serial_for_url(port, baud, timeout=3.0) as ser:
         ser.write(command.encode() + b"\r\n")
         lines = []
         while (line := ser.readline()) and line.strip() not in (b"OK", b"AT_PARAM_ERROR"):

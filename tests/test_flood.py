@@ -137,6 +137,7 @@ def test_reset_line_pulse_catches_the_module(virtual, cat, monkeypatch):
     assert info.mode == "bootloader" and pulses == ["rts"]
 
 
+@pytest.mark.pty_only      # over TCP (RFC 2217) the host does have RTS/DTR
 def test_reset_with_on_a_port_without_modem_lines_is_a_clear_error(virtual, new_app):
     dev = virtual("rak3172", sketch="flooding", flood_after=0.3, baud=115200)
     time.sleep(0.5)

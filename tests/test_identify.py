@@ -122,6 +122,7 @@ def test_a_flood_caught_after_a_short_listen_is_caught_at_its_rate(virtual, cat)
         assert info.caught and info.mode == "bootloader" and link.baud == 115200
 
 
+@pytest.mark.pty_only      # its silent port is a bare pty
 def test_silent_port_is_no_response():
     master, slave = os.openpty()
     try:
@@ -143,7 +144,7 @@ def test_nonexistent_port():
 
 def test_busy_port(virtual):
     dev = virtual("rak3172")
-    holder = serial.Serial(dev.port, FAST_BAUD, exclusive=True)
+    holder = serial.serial_for_url(dev.port, FAST_BAUD, exclusive=True)
     try:
         code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
         assert (code, out["error"]) == (4, "port-busy")
@@ -172,7 +173,7 @@ def test_trace_records_the_exchange(virtual, tmp_path):
 def test_bootloader_still_waiting_for_a_file_is_recognised(virtual):
     """An update cut off mid-way can leave the receiver polling 'C'; info still finds the bootloader."""
     dev = virtual("rak3172", state="bootloader")
-    with serial.Serial(dev.port, FAST_BAUD, timeout=1) as s:
+    with serial.serial_for_url(dev.port, FAST_BAUD, timeout=1) as s:
         s.write(b"at+update\r")
         assert s.read_until(b"C").endswith(b"C")
     code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
@@ -198,6 +199,7 @@ def test_flash_with_a_wrong_module_option_is_refused(virtual, tmp_path, cat):
     assert dev.updates == 0
 
 
+@pytest.mark.pty_only      # /proc names the programs sharing a device path
 @pytest.mark.parametrize("who", ["plain", "owns-another-pty"])
 def test_port_shared_with_another_program_is_named_busy(virtual, who):
     """A serial monitor without a lock would take part of the bytes: say so, by name.

@@ -128,6 +128,7 @@ need_adafruit = pytest.mark.skipif(
     reason="adafruit-nrfutil is not installed (pip install -e '.[test]' installs it)")
 
 
+@pytest.mark.pty_only      # the peer opens a device path
 @need_adafruit
 def test_adafruit_nrfutil_updates_the_virtual_arduino_rak4631(arduino, tmp_path):
     """adafruit-nrfutil, unchanged, against the bootloader (entered by a double reset: UF2 mode).

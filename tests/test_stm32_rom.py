@@ -259,6 +259,7 @@ need_stm32loader = pytest.mark.skipif(not HAVE_STM32LOADER and not os.environ.ge
 STM32FLASH = ["stm32flash", "-m", "8n1", "-b", "460800"]
 
 
+@pytest.mark.pty_only      # the peer opens a device path
 @need_stm32flash
 @pytest.mark.parametrize("module,pid", [("rak811", "0x0429"), ("rak4270", "0x0447")])
 def test_stm32flash_writes_verifies_reads_and_starts_the_virtual_chip(virtual, cat, tmp_path, module, pid):
@@ -298,6 +299,7 @@ main(*sys.argv[1:])
 """
 
 
+@pytest.mark.pty_only      # the peer opens a device path
 @need_stm32loader
 def test_stm32loader_mass_erases_writes_verifies_and_starts_the_virtual_rak3172(virtual, cat, tmp_path):
     from rakflash.sim import firmware

@@ -106,17 +106,24 @@ class PortNotFound(PortError):
 
 class PortBusy(PortError):
     name = "port-busy"
-    hint = ("Close it — the serial monitor, terminal program, IDE or other rakflash that has the port "
-            "open — then run the same command again: two programs reading one port each get part of "
-            "the bytes.")
+    hint = ("Close it — the serial monitor, terminal program, IDE (Arduino IDE, PlatformIO), "
+            "WisToolBox or other rakflash that has the port open — then run the same command again: "
+            "two programs reading one port each get part of the bytes.")
 
 
 class PortPermission(PortError):
     """The OS refuses this user the port (Linux: not in the device's group; no udev rule)."""
     name = "permission-denied"
     hint = ("Linux: add yourself to the group that owns the port (usually 'dialout': "
-            "sudo usermod -aG dialout $USER, then log out and in). 'rakflash doctor --port PORT' "
-            "names the exact group or udev rule for this port.")
+            "sudo usermod -aG dialout $USER, then log out and in), or 'rakflash udev --install'. "
+            "'rakflash doctor --port PORT' names the exact group or udev rule for this port.")
+
+
+class UdevInstallFailed(PortPermission):
+    """``rakflash udev --install`` could not write the rules or reload udev."""
+    name = "udev-install-failed"
+    hint = ("Run 'rakflash udev' to see the rules, write them to /etc/udev/rules.d/70-rakflash.rules "
+            "as root, then: sudo udevadm control --reload-rules && sudo udevadm trigger")
 
 
 class NotASerialPort(PortError):

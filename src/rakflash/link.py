@@ -103,8 +103,12 @@ class Link:
     @staticmethod
     def _open(port: str, baud: int, parity: str, exclusive: bool) -> serial.Serial:
         kwargs = {"exclusive": exclusive} if "://" not in port else {}
-        ser = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0,
-                                    write_timeout=10, do_not_open=True, **kwargs)
+        if port.lower().startswith("rfc2217://"):
+            ser = _Rfc2217Serial(None, baudrate=baud, parity=parity, timeout=0)
+            ser.port = port
+        else:
+            ser = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0,
+                                        write_timeout=10, do_not_open=True, **kwargs)
         # pyserial asserts RTS and DTR on open by default; on an adapter that wires
         # them to RESET/BOOT (esptool-style) that would hold the module in reset.
         # Open with both released; pulse_reset asserts them only when asked.
@@ -330,6 +334,52 @@ class Link:
         self.write((text + ending).encode("ascii"))
 
 
+try:
+    from serial.rfc2217 import Serial as _Rfc2217Base
+except ImportError:          # pragma: no cover - pyserial always ships it
+    _Rfc2217Base = serial.Serial
+
+
+class _Rfc2217Serial(_Rfc2217Base):
+    """pyserial's RFC 2217 client (``rfc2217://host:port``: a serial port over TCP that carries
+    the baud rate, parity and RTS/DTR — the simulator's TCP transport, a networked port server),
+    sending the line settings only when they change.
+
+    pyserial's client sends all four settings and waits for each to be acknowledged (at least
+    50 ms) at every ``_reconfigure_port``, which its ``timeout`` setter calls too; rakflash gives
+    each read its own deadline, so unchanged settings are not sent again. It has no write
+    timeout (pyserial raises NotImplementedError for one): the port is opened without.
+    """
+
+    _sent_settings = None
+
+    def open(self) -> None:
+        import warnings
+        self._sent_settings = None
+        with warnings.catch_warnings():      # pyserial 3.5 names its reader thread the old way
+            warnings.filterwarnings("ignore", r"set(Daemon|Name)\(\) is deprecated", DeprecationWarning)
+            try:
+                super().open()
+            except (serial.SerialException, OSError) as exc:
+                # The server closed the connection before answering (pyserial's reader thread
+                # queued its end-of-stream None, or the next request found the pipe broken): it
+                # serves one program at a time, as a serial port is opened by one (the
+                # simulator's TCP port; ser2net's max-connections).
+                queue = getattr(self._read_buffer, "queue", ())
+                if None in list(queue) or isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                    raise serial.SerialException(f"{self.portstr}: the server closed the connection "
+                                                 f"at once: the port is in use") from exc
+                raise
+
+    def _reconfigure_port(self) -> None:
+        settings = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts,
+                    self._xonxoff)
+        if settings == self._sent_settings:
+            return
+        super()._reconfigure_port()
+        self._sent_settings = settings
+
+
 def _is_pty(port: str) -> bool:
     """Whether ``port`` is a Unix pseudo-terminal (Unix98 pty slaves have majors 136-143)."""
     import os
@@ -405,6 +455,8 @@ def _open_error(port: str, exc: BaseException) -> PortError:
             or "busy" in text.lower():
         from .ports import other_openers
         return port_busy(port, other_openers(port))
+    if "the port is in use" in text:
+        return port_busy(port)            # an RFC 2217 server that serves another program
     if "Access is denied" in text:
         # Windows says this (PermissionError 13) when another program holds the port.
         return port_busy(port, (), windows=True)

@@ -67,8 +67,18 @@ def list_serial_ports() -> list[PortEntry]:
 
 def _entry(cat, device, vid, pid, product, description, serial, virtual=False, location=None) -> PortEntry:
     usb = cat.usb(vid, pid, product) if vid is not None else None
-    return PortEntry(device, vid, pid, description, serial, usb.probably if usb else None,
-                     virtual=virtual, module=usb.module if usb else None, mode=usb.mode if usb else None,
+    mode = usb.mode if usb else None
+    probably = usb.probably if usb else None
+    modes = {u.mode for u in cat.usb_ids if (u.vid, u.pid) == (vid, pid)}
+    if usb is not None and usb.product and len(modes) > 1 \
+            and (product or "").strip().lower() != usb.product.lower():
+        # One VID:PID for two modes, told apart by the product string, and this system did not
+        # give it (pyserial on Windows lists no product: its description is the driver's "USB
+        # Serial Device (COM7)"): the module is known, its mode is not.
+        mode = None
+        probably = f"{cat.module(usb.module).name}, application or bootloader (this system does not say which)"
+    return PortEntry(device, vid, pid, description, serial, probably,
+                     virtual=virtual, module=usb.module if usb else None, mode=mode,
                      location=location if isinstance(location, str) and location else None)
 
 
@@ -139,11 +149,21 @@ def virtual_ports_dir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return Path(runtime) / "rakflash-ports"
-    return Path(tempfile.gettempdir()) / f"rakflash-ports-{os.getuid()}"
+    user = os.getuid() if hasattr(os, "getuid") else _user_name()      # (Windows has no uid)
+    return Path(tempfile.gettempdir()) / f"rakflash-ports-{user}"
+
+
+def _user_name() -> str:
+    import getpass
+    try:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", getpass.getuser())
+    except Exception:          # no user name in the environment
+        return "user"
 
 
 def _registry_file(device: str) -> Path:
-    return virtual_ports_dir() / (device.strip("/").replace("/", "_") + ".json")
+    # A path (/dev/pts/3) or a URL (rfc2217://127.0.0.1:40123) as a file name any system takes.
+    return virtual_ports_dir() / (re.sub(r"[^A-Za-z0-9.-]+", "_", device.strip("/")) + ".json")
 
 
 def register_virtual_port(device: str, *, vid: int, pid: int, product: str | None = None,
@@ -179,7 +199,7 @@ def virtual_ports() -> list[dict]:
         try:
             record = json.loads(f.read_text())
             owner = int(record["owner"])
-            os.kill(owner, 0)
+            _check_alive(owner)
         except ProcessLookupError:
             unregister_virtual_port(record.get("device", ""))    # its simulator is gone
             continue
@@ -187,8 +207,54 @@ def virtual_ports() -> list[dict]:
             pass                                                 # alive, another user's
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if os.path.exists(record["device"]):
-            found.append(record)
+        if "://" in record["device"] or os.path.exists(record["device"]):
+            found.append(record)      # (a TCP port lives as long as its simulator)
+    return found
+
+
+def _check_alive(pid: int) -> None:
+    """ProcessLookupError unless process ``pid`` runs. Not os.kill(pid, 0) on Windows: there
+    any signal but Ctrl-C/Ctrl-Break terminates the process."""
+    if os.name != "nt":
+        os.kill(pid, 0)
+        return
+    import ctypes
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)      # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        raise ProcessLookupError(pid)
+    try:
+        code = ctypes.c_ulong()
+        if kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) and code.value != 259:
+            raise ProcessLookupError(pid)                  # 259: STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+PROC = "/proc"
+
+
+def lsof_openers(path: str, timeout: float = 3.0) -> list[tuple[int, str]]:
+    """Other programs that have ``path`` open, as ``lsof -F pc`` names them (pid, command);
+    [] where lsof is missing, slow or can't tell."""
+    import shutil
+    import subprocess
+    lsof = shutil.which("lsof") or ("/usr/sbin/lsof" if os.path.exists("/usr/sbin/lsof") else None)
+    if lsof is None:
+        return []
+    try:
+        out = subprocess.run([lsof, "-w", "-F", "pc", "--", path], capture_output=True, text=True,
+                             timeout=timeout).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found: list[tuple[int, str]] = []
+    pid = None
+    for line in out.splitlines():
+        if line.startswith("p") and line[1:].isdigit():
+            pid = int(line[1:])
+        elif line.startswith("c") and pid is not None and pid != os.getpid():
+            found.append((pid, line[1:]))
+            pid = None
     return found
 
 
@@ -198,17 +264,21 @@ def other_openers(path: str) -> list[tuple[int, str]]:
     pyserial's exclusive lock only keeps out programs that take the same lock;
     a serial monitor that doesn't would silently share the port, and each
     program would get part of the bytes. Nothing in pyserial reports that, so
-    this looks in /proc (Linux; elsewhere it finds nothing). For a
-    pseudo-terminal, the program holding its master side (a simulator, a
-    terminal emulator) serves the port rather than reads it, and is not counted.
+    this looks in /proc (Linux), else asks ``lsof`` (macOS) — about a real
+    device, not a pseudo-terminal (whose simulator holds it open too); where
+    neither can tell (Windows) it finds nothing. For a pseudo-terminal on
+    Linux, the program holding its master side (a simulator, a terminal
+    emulator) serves the port rather than reads it, and is not counted.
     """
     import os
     import re
-    proc = "/proc"
+    proc = PROC
     try:
         target = os.path.realpath(path)
-        if not target.startswith("/dev/") or not os.path.isdir(proc):
+        if not target.startswith("/dev/"):
             return []
+        if not os.path.isdir(proc):
+            return [] if re.match(r"/dev/(ttys\d+|pts/)", target) else lsof_openers(target)
         pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
     except OSError:
         return []
@@ -270,6 +340,14 @@ def usb_path(location: str | None) -> str | None:
     """The USB path of a port's location, without its interface (``1-1.2:1.0`` → ``1-1.2``):
     a module keeps its path through a re-enumeration, its interface numbers may change."""
     return location.split(":", 1)[0] if location else None
+
+
+def port_exists(name: str) -> bool:
+    """Whether ``name`` is there now: a device path that exists, or a port the system (or the
+    virtual port registry: a simulator's ``rfc2217://`` port) lists."""
+    if "://" not in name and os.path.exists(name):
+        return True
+    return port_entry(name) is not None
 
 
 def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,

@@ -28,7 +28,11 @@ from .output import TerminalEvents, emit_json, out, print_device, reports_errors
 @verbosity_options
 @reports_errors
 def demo(module_name: str, size: int, as_json: bool) -> None:
-    """Update a virtual module end to end over a pseudo-terminal, no hardware needed.
+    """Update a virtual module end to end, no hardware needed.
+
+    The virtual module is served on a pseudo-terminal where the system has them
+    (Linux, macOS) and over TCP on this computer elsewhere (Windows:
+    rfc2217://127.0.0.1:PORT); RAKFLASH_SIM_TRANSPORT=tcp or pty forces one.
 
     The virtual module runs at 115200 baud with a USB-UART's turnaround
     latency and its MCU's datasheet flash timings, so what you see is what
@@ -42,7 +46,12 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
     boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
     # -q: the result and any warning only, as for 'flash' (no module table, plan or progress).
     chatty = not as_json and output.verbosity >= 0
-    with create(module.key, SimOptions(latency_ms=1.0, app_version=old_v)) as dev, \
+    from ..sim.uart import default_transport
+    try:
+        transport = default_transport()        # a pty where the system has them, else TCP
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    with create(module.key, SimOptions(latency_ms=1.0, app_version=old_v, transport=transport)) as dev, \
             tempfile.TemporaryDirectory() as tmp:
         new_file = Path(tmp) / f"{module.name}_{new_v}.bin"
         new_file.write_bytes(firmware.app_image(module, new_v, size))

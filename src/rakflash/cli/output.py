@@ -265,7 +265,8 @@ def moved_hint(given: str | None, now: str | None) -> str:
     """A sentence for a hint when the module's port is no longer the one the command was given:
     a native USB port is renamed when the module restarts into its bootloader or application,
     so "the same command again" needs the new one (empty when the port did not move or is gone)."""
-    if not now or now == given or not os.path.exists(now):
+    from ..ports import port_exists
+    if not now or now == given or not port_exists(now):
         return ""
     return (f" The module's port is now {now} (a native USB port is renamed when the module "
             f"restarts): give --port {now}.")

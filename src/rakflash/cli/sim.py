@@ -1,4 +1,4 @@
-"""``rakflash sim MODULE``: a virtual module on a pseudo-terminal."""
+"""``rakflash sim MODULE``: a virtual module on a pseudo-terminal or a TCP port (RFC 2217)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,17 @@ from .options import BAUD, PROBABILITY, Real
               help="RAK4631 only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
                    "Secure DFU bootloader accepts (with --arduino: the RUI3 bootloader that "
                    "convert-to-rui3 installs). Default: a new key, saved beside and named in the output.")
+@click.option("--transport", type=click.Choice(["pty", "tcp"]), default=None,
+              help="Serve the port on a pseudo-terminal (/dev/pts/N; Linux, macOS) or over TCP on this "
+                   "computer (rfc2217://127.0.0.1:PORT, which rakflash and pyserial open; carries the "
+                   "baud rate and RTS/DTR). Default: $RAKFLASH_SIM_TRANSPORT, else pty where the "
+                   "system has them, else tcp (Windows).")
+@click.option("--reset-with", "reset_with", metavar="LINE",
+              help="With --transport tcp: the adapter's line wired to RESET (rts, dtr, or -rts/-dtr when "
+                   "active low), so 'rakflash flash/recover --reset-with LINE' resets the module.")
+@click.option("--boot0-with", "boot0_with", metavar="LINE",
+              help="With --transport tcp: the adapter's line wired to BOOT0 (STM32) / BOOT (Apollo3), "
+                   "for 'rakflash recover --boot0-with LINE'.")
 @click.option("--link", "link_path", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also reach the port as PATH: a symbolic link that follows the port when it changes "
                    "(a native-USB module's reset, a cable plugged in again), removed at exit — so other "
@@ -76,10 +87,12 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
         any_baud: bool, serial_number: str | None, dev_eui: str | None, arduino: bool,
-        dfu_key: str | None, link_path: str | None) -> None:
-    """Serve a virtual module on a pseudo-terminal until interrupted.
+        dfu_key: str | None, transport: str | None, reset_with: str | None, boot0_with: str | None,
+        link_path: str | None) -> None:
+    """Serve a virtual module on a pseudo-terminal or TCP port until interrupted.
 
-    The first line printed is 'port: /dev/pts/N'. Press the module's reset
+    The first line printed is 'port: /dev/pts/N' (or 'port: rfc2217://127.0.0.1:PORT'
+    with --transport tcp), what to give other commands as --port. Press the module's reset
     button with 'r' + Enter on standard input or with SIGUSR1; 'b' + Enter
     toggles the boot pin (takes effect at the next reset); after
     --pull-cable-after, 'p' + Enter plugs the cable back in (a new port).
@@ -111,6 +124,29 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if app_region is not None and app_size > app_region.size:
         raise click.BadParameter(f"{app_size:,} bytes do not fit the module's application region "
                                  f"({app_region.size:,} bytes)", param_hint="'--app-size'")
+    from ..sim.uart import default_transport, has_ptys
+    try:
+        transport = transport or default_transport()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if transport == "pty" and not has_ptys():
+        raise click.BadParameter("this system has no pseudo-terminals: use --transport tcp",
+                                 param_hint="'--transport'")
+    from ..flows.lines import check_line
+    from ..errors import UsageError as _UsageError
+    for value, option in ((reset_with, "--reset-with"), (boot0_with, "--boot0-with")):
+        if value is None:
+            continue
+        try:
+            check_line(value, option)
+        except _UsageError as exc:
+            raise click.BadParameter(exc.message, param_hint=f"'{option}'") from None
+        if transport != "tcp":
+            raise click.BadParameter("a pseudo-terminal has no RTS/DTR lines to wire: add "
+                                     "--transport tcp", param_hint=f"'{option}'")
+    if link_path and transport == "tcp":
+        raise click.BadParameter("a TCP port is a URL, not a file a link can point at: give other "
+                                 "commands the URL printed as 'port:'", param_hint="'--link'")
     info0 = None
     if info0_file:
         from ..apollo3_info0 import Info0
@@ -134,6 +170,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
                       board_status=board_status, serial_number=serial_number, dev_eui=dev_eui,
+                      transport=transport, reset_with=reset_with and reset_with.strip().lower(),
+                      boot0_with=boot0_with and boot0_with.strip().lower(),
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
                                     bit_error_rate_to_host=bit_error_rate_to_host,

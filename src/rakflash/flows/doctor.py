@@ -135,6 +135,7 @@ class Observation:
     peeked: str | None = None             # bootloader version read by starting the bootloader briefly
     peek_left_app: bool | None = None     # whether the application runs again after that peek
     system: str = field(default_factory=platform.system)
+    usb_present: list[tuple[int, int]] | None = None   # USB ids on the bus (no --port), where known
 
     @property
     def entry(self) -> PortEntry | None:
@@ -346,6 +347,59 @@ def _modules_with(text: str) -> str:
 
 # --- the ports as a whole (no --port given) ---------------------------------------
 
+# Where each adapter's driver comes from (the vendors' download pages) and its Linux kernel module
+# (mainline usb-serial drivers). Keyed by the catalog's USB-UART bridge ids.
+DRIVERS: dict[tuple[int, int], dict[str, str]] = {
+    (0x1A86, 0x7523): {"name": "CH340", "vendor": "WCH",
+                       "Windows": "https://www.wch-ic.com/downloads/CH341SER_EXE.html",
+                       "Darwin": "https://www.wch-ic.com/downloads/CH34XSER_MAC_ZIP.html",
+                       "Linux": "ch341"},
+    (0x10C4, 0xEA60): {"name": "CP210x", "vendor": "Silicon Labs",
+                       "Windows": "https://www.silabs.com/developers/usb-to-uart-bridge-vcp-drivers",
+                       "Darwin": "https://www.silabs.com/developers/usb-to-uart-bridge-vcp-drivers",
+                       "Linux": "cp210x"},
+    (0x0403, 0x6001): {"name": "FT232", "vendor": "FTDI",
+                       "Windows": "https://ftdichip.com/drivers/vcp-drivers/",
+                       "Darwin": "https://ftdichip.com/drivers/vcp-drivers/",
+                       "Linux": "ftdi_sio"},
+}
+
+
+@rule
+def driver_missing(o: Observation) -> Finding | None:
+    """A USB-UART adapter (or a module's own USB) is on the bus, but no serial port came of it."""
+    if o.port is not None or not o.usb_present or module_ports(o.listing):
+        return None
+    cat = _catalog.load()
+    listed = {(e.vid, e.pid) for e in o.listing}
+    missing = [(v, p) for v, p in o.usb_present if (v, p) not in listed
+               and (u := cat.usb(v, p)) is not None and u.kind in ("module", "bridge")]
+    if not missing:
+        return None
+    vid, pid = missing[0]
+    usb = cat.usb(vid, pid)
+    drv = DRIVERS.get((vid, pid))
+    what = f"{drv['name'] if drv else usb.name} ({vid:04X}:{pid:04X})"
+    if o.system == "Windows":
+        text = (f"Install {drv['vendor']}'s {drv['name']} driver from {drv['Windows']}, then unplug the "
+                f"adapter and plug it in again (Device Manager lists it under 'Other devices' until then):"
+                if drv else "Install the device's driver (Device Manager lists it under 'Other devices'), "
+                            "then unplug and plug it in again:")
+    elif o.system == "Darwin":
+        text = (f"Recent macOS has a driver for the {drv['name']}; older macOS needs {drv['vendor']}'s, "
+                f"from {drv['Darwin']}. Then unplug the adapter and plug it in again:" if drv else
+                "Unplug it and plug it in again; if no /dev/cu.* port appears, its driver is missing:")
+    else:
+        text = (f"Linux's {drv['Linux']} driver should take it: if 'dmesg' shows the adapter attached and "
+                f"then 'disconnected' a second later, brltty (a braille display driver) took it — "
+                f"'sudo apt remove brltty' — else load the driver ('sudo modprobe {drv['Linux']}'). Then "
+                f"replug it and list the ports:" if drv else
+                "Check 'dmesg' for what happened when it was plugged in, then list the ports:")
+    return Finding("driver-missing", "problem", f"{what} is plugged in, but no serial port came of it",
+                   "its driver is missing, or another driver took the device", text, "rakflash ports",
+                   exit_code=4, details={"usb": [f"{v:04X}:{p:04X}" for v, p in missing]})
+
+
 @rule
 def no_serial_ports(o: Observation) -> Finding | None:
     if o.port is not None or o.listing:
@@ -465,14 +519,13 @@ def permission_advice(path: str, entry: PortEntry | None, system: str) -> tuple[
         text = (f"{path} belongs to the group '{group}': add yourself to it, then log out and in "
                 f"again (or start a shell with 'newgrp {group}')")
         if rule_text:
-            text += (f"; or give the logged-in user access with a udev rule in "
-                     f"/etc/udev/rules.d/70-rakflash.rules: {rule_text}")
+            text += ("; or give the logged-in user access with udev rules for every RAK module and "
+                     "adapter ('rakflash udev --install' writes them; 'rakflash udev' shows them)")
         return text + ":", f"sudo usermod -aG {group} $USER", details
     if rule_text:
-        return ("Only root may open it: give the logged-in user access with a udev rule, then replug "
-                "the adapter:",
-                f"echo '{rule_text}' | sudo tee /etc/udev/rules.d/70-rakflash.rules && "
-                f"sudo udevadm control --reload-rules", details)
+        return ("Only root may open it: give the logged-in user access with udev rules for every RAK "
+                "module and adapter (this one's among them: " + rule_text + "), then replug the "
+                "adapter:", "rakflash udev --install", details)
     return (f"Only root may open it: run rakflash with sudo, or change who may ({path} is owned "
             f"by group '{group}'):", f"ls -l {_q(path)}", details)
 
@@ -900,7 +953,10 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
                      if f.code == image_error.name]
     ports = [port] if port is not None else [e.device for e in module_ports(listing)]
     if not ports:
-        findings += findings_for(Observation(None, listing=listing, image_path=image_path))
+        from ..usb_devices import present
+        system = platform.system()
+        findings += findings_for(Observation(None, listing=listing, image_path=image_path, system=system,
+                                             usb_present=present(system)))
         return Report(findings, [], time.monotonic() - t0, budget)
     seen: dict[str, Observation] = {}
     traces = {p: trace_for(p) for p in ports} if trace_for is not None else {}   # opened here, not in a thread

@@ -1,4 +1,4 @@
-"""A virtual module: flash, a UART on a pty, an application and a bootloader.
+"""A virtual module: flash, a UART (on a pty or over TCP), an application and a bootloader.
 
 The module runs in its own thread like an MCU: at reset its bootloader decides
 (boot request flag, application valid?) whether to stay or to jump to the
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..catalog import Module
 from . import firmware
 from .flash import Flash
-from .uart import Faults, PowerCut, PtyUart
+from .uart import Faults, PowerCut, SimUart
 
 
 DEFAULT_SETTINGS = {
@@ -80,6 +80,9 @@ class SimOptions:
     info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
     dfu_key: bytes | None = None          # nRF52 Secure DFU: PEM key whose signatures the bootloader accepts
     board_status: bool = True             # RUI v3: the firmware names its board (at+get_config=device:status)
+    transport: str | None = None          # "pty" or "tcp" (RFC 2217); None: sim.uart.default_transport()
+    reset_with: str | None = None         # the adapter's line wired to RESET: "rts", "dtr", "-rts", "-dtr"
+    boot0_with: str | None = None         # … and to BOOT0 (STM32) / BOOT (Apollo3); over TCP only
 
 
 class VirtualModule:
@@ -128,8 +131,9 @@ class VirtualModule:
     def _connect(self) -> None:
         """A cable (a new pty at the module's line settings) and the MCU thread that will use it."""
         o = self.opts
-        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
-                            strict_baud=o.strict_baud)
+        self.uart = SimUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
+                            strict_baud=o.strict_baud, transport=o.transport)
+        self.uart.on_host_lines(self._host_lines)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
 
     # ------------------------------------------------------------ control
@@ -170,6 +174,23 @@ class VirtualModule:
         self._stop = False
         self._thread.start()
         return self.port
+
+    _held_in_reset = False
+
+    def _host_lines(self, lines: dict[str, bool]) -> None:
+        """The USB-UART adapter's RTS/DTR as wired to the module (``SimOptions.reset_with``,
+        ``boot0_with``, in rakflash's --reset-with notation: ``rts`` means the pin is active while
+        RTS is set, ``-rts`` while it is reset). RESET held stops the MCU; its release starts it."""
+        o = self.opts
+        if o.boot0_with:
+            self.boot_pin = _line_active(o.boot0_with, lines)
+        if o.reset_with:
+            held = _line_active(o.reset_with, lines)
+            if held and not self._held_in_reset:
+                self._held_in_reset = True
+                self.uart.cut_power()
+            elif not held:
+                self._held_in_reset = False
 
     def press_reset(self) -> None:
         """The reset button: the MCU restarts wherever it is."""
@@ -305,6 +326,8 @@ class VirtualModule:
     def _run(self) -> None:
         uart = self.uart      # this power-up's UART: a pulled cable ends the thread
         while not self._stop:
+            while self._held_in_reset and not (self._stop or uart.closed):
+                time.sleep(0.002)          # RESET held low through the adapter's line
             self._booted_at = time.monotonic()
             self.uart.flush_input()
             mode = self.next_mode()
@@ -410,6 +433,11 @@ class VirtualModule:
         """The update protocol after ``at+update``; True when the module leaves the bootloader."""
         self.app_reply(self.module.boot_dialect["unsupported"])
         return False
+
+
+def _line_active(spec: str, lines: dict[str, bool]) -> bool:
+    """Whether a pin wired as ``spec`` (``rts``, ``-dtr`` …) is active with the host's ``lines``."""
+    return lines[spec.lstrip("-")] != spec.startswith("-")
 
 
 def _as_version(find, text: str | None) -> str | None:

@@ -39,7 +39,7 @@ from .. import dfu_package
 from ..ports import register_virtual_port, unregister_virtual_port
 from ..protocols import legacy_dfu, nordic_dfu
 from .device import Mode, Rui3Module, VirtualModule
-from .uart import PowerCut, PtyUart
+from .uart import PowerCut, SimUart
 
 # USB full speed moves at most 19 bulk packets of 64 bytes per 1 ms frame: 1,216,000
 # bytes/s of payload. The pty line counts 10 bits a byte, so this "baud" is that rate.
@@ -50,8 +50,8 @@ SD_S140_7 = 0x0100            # FWID of SoftDevice S140 7.x (RUI3 packages: --sd
 SD_S140_6_1_1 = 0x00B6        # FWID of S140 6.1.1 (Adafruit's RAK4631 bootloader)
 
 
-class UsbCdcUart(PtyUart):
-    """A pty that is registered as a USB CDC port for as long as it is open."""
+class UsbCdcUart(SimUart):
+    """A port (pty or TCP) that is registered as a USB CDC port for as long as it is open."""
 
     def __init__(self, identity: dict, **kw) -> None:
         super().__init__(**kw)
@@ -94,7 +94,8 @@ class NativeUsbModule(VirtualModule):
             self.usb_location = f"sim-{os.getpid()}.{next(_locations)}"
         self._usb_mode = self.boot_mode()
         self.uart = UsbCdcUart(self.identity(self._usb_mode), baud=o.baud,
-                               latency=o.latency_ms / 1000, faults=o.faults, strict_baud=False)
+                               latency=o.latency_ms / 1000, faults=o.faults, strict_baud=False,
+                               transport=o.transport)
         self._fresh = True
         self.port_changed = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
@@ -105,7 +106,7 @@ class NativeUsbModule(VirtualModule):
         o = self.opts
         self._usb_mode = mode
         self.uart = UsbCdcUart(self.identity(mode), baud=o.baud, latency=o.latency_ms / 1000,
-                               faults=o.faults, strict_baud=False)
+                               faults=o.faults, strict_baud=False, transport=o.transport)
         old.close()
         self.port_changed.set()
 
