@@ -46,6 +46,9 @@ LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
 RESYNC = 2.0       # seconds to sync again after the chip restarted mid-session
 RESTARTS = 3       # restarts or lost answers mid-session survived in one step
+READS = 5          # reads of one block at most, until two agree or one matches the image
+BLOCK_TRIES = 3    # one block written at most this often before the whole write starts over
+_LINE_HINT = ("Use a shorter cable or a lower --baud and run the same command again.")
 
 
 class Stm32RomMethod(RecoveryMethod):
@@ -168,6 +171,10 @@ class Stm32RomMethod(RecoveryMethod):
         for again in range(RESTARTS + 1):
             try:
                 return step()
+            except _Restarted as restart:           # found by the step itself (a block's retry)
+                if again == RESTARTS:
+                    raise restart.error from None
+                how, reason = "ack", restart.error.message
             except (RomSilent, RomGarbled, RomNack) as exc:     # a NACK: a block damaged on its way
                 how = None if again == RESTARTS else self._sync_again(client)
                 if how is None:
@@ -261,11 +268,35 @@ class Stm32RomMethod(RecoveryMethod):
         session.emit(Phase("write", f"writing {plan.bytes:,} bytes", info={"bytes": plan.bytes}))
         done = 0
         for address, data in blocks:
-            client.write_memory(address, data)
+            self._write_block(session, client, address, data)
             written.acknowledged(address, address + len(data))
             done += len(data)
             session.emit(Progress(done, plan.bytes, "write"))
         session.transfer_seconds = time.monotonic() - t0
+
+    def _write_block(self, session: Session, client: RomClient, address: int, data: bytes) -> None:
+        """Write Memory of one block; when its answer is lost, damaged, or a NACK (the block
+        damaged on its way: the ROM writes nothing then), sync again and look at the block: it
+        holds the data (the ACK was lost), it is still erased (written again, a ``retry``), or
+        anything else — then the erase and the whole write start over (the caller's step)."""
+        for tries in range(BLOCK_TRIES):
+            try:
+                client.write_memory(address, data)
+                return
+            except (RomSilent, RomGarbled, RomNack) as exc:
+                how = self._sync_again(client)
+                if how is None or tries == BLOCK_TRIES - 1:
+                    raise
+                if how == "ack":
+                    raise _Restarted(exc) from None
+                held = _agreed_read(client, address, len(data), data)
+                if held == data:
+                    return
+                if held != b"\xff" * len(data):
+                    raise
+                session.state["resent"] = session.state.get("resent", 0) + 1
+                session.emit(Retry(session.state["resent"], f"{exc.message}; the block is still "
+                                   "erased: written again", phase="write"))
 
     # -- verify --------------------------------------------------------------------
     def verify(self, session: Session) -> None:
@@ -313,20 +344,18 @@ class Stm32RomMethod(RecoveryMethod):
 
     @staticmethod
     def _read_back(session: Session, client: RomClient, address: int, n: int, want: bytes) -> bytes:
-        """Read Memory carries no checksum: a byte damaged on its way to the host reads as a
-        difference the flash does not have. A difference is claimed only when it survives two
-        more reads; a read that then matches was the line's (a ``retry``)."""
-        got = client.read_memory(address, n)
-        for _ in range(2):
-            if got == want:
-                break
-            again = client.read_memory(address, n)
-            if again == want:
-                session.state["resent"] = session.state.get("resent", 0) + 1
-                session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
-                                   "differed once and matched when read again (the line, not the "
-                                   "flash)", phase="verify"))
-            got = again
+        """The block at ``address`` as the chip holds it (see :func:`_agreed_read`); a read that
+        matched only when read again is a ``retry`` (the line damaged the first)."""
+        reads: list[bytes] = []
+        got = _agreed_read(client, address, n, want, reads)
+        if got is None:
+            raise RomGarbled(f"{READS} reads of {address:#010x} all came back different: the line "
+                             "damages what the chip sends", hint=_LINE_HINT, step="read-back")
+        if got == want and len(reads) > 1:
+            session.state["resent"] = session.state.get("resent", 0) + 1
+            session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
+                               "differed and then matched when read again (the line, not the "
+                               "flash)", phase="verify"))
         return got
 
     # -- start ---------------------------------------------------------------------
@@ -401,6 +430,30 @@ def version_after(client: RomClient, plan: RecoveryPlan) -> str | None:
     if any(s.start <= r.start and r.start + n <= s.end for s in plan.segments):
         return module.find_bootloader_version(plan.image.image.read(r.start, n))
     return read_bootloader_version(client, module)
+
+
+class _Restarted(Exception):
+    """A step found the chip restarted (its ROM ACKed a new handshake): the step starts over."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _agreed_read(client: RomClient, address: int, n: int, want: bytes,
+                 reads: list[bytes] | None = None) -> bytes | None:
+    """What the chip holds at ``address``: Read Memory carries no checksum, and a byte damaged
+    on its way to the host reads as a difference the flash does not have — so a read counts
+    when it matches ``want`` or when two reads agree (damage on the line is never the same
+    twice). None after ``READS`` reads that all differ."""
+    reads = [] if reads is None else reads
+    for _ in range(READS):
+        got = client.read_memory(address, n)
+        agreed = got == want or got in reads
+        reads.append(got)
+        if agreed:
+            return got
+    return None
 
 
 def read_bootloader_version(client: RomClient, module: Module) -> str | None:
