@@ -119,6 +119,9 @@ MODULES: dict[str, type[VirtualModule]] = {
     "rak811": Rak811,
     "rak4270": Rak811,
 }
+# The RAK3172's RUI3 variants: the same chip, bootloader and flows; their own model and image names.
+MODULES.update({key: Rak3172 for key in ("rak3172-sip", "rak3172lp-sip", "rak3172-t", "rak3172-f",
+                                         "rak11160")})
 
 
 def _nrf52_modules() -> dict[str, type[VirtualModule]]:
