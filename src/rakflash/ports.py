@@ -264,9 +264,13 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
     from .errors import PortNotBack
     end = time.monotonic() + timeout
     seen: list[PortEntry] = []
+    # A variant's bootloader may enumerate as its base's (the RAK3401's as the RAK4631-R's: one
+    # USB id and product string for both), so any of the family's ids will do.
+    cat = _catalog.load()
+    family = {m.key for m in cat.variants(cat.modules[module])} if module in cat.modules else {module}
     while True:
         entries = list_serial_ports()
-        candidates = [e for e in entries if e.module == module and e.mode == mode
+        candidates = [e for e in entries if e.module in family and e.mode == mode
                       and (serial_number is None or e.serial_number in (None, serial_number))]
         if len(candidates) == 1 or (candidates and serial_number is not None):
             return candidates[0]
@@ -274,7 +278,7 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
             raise PortNotBack(f"{len(candidates)} ports look like a {module} in its {mode} "
                               f"({', '.join(e.device for e in candidates)}), and rakflash can't tell "
                               f"which one is yours", hint="Name it with --port, or unplug the others.")
-        seen = [e for e in entries if e.module == module]
+        seen = [e for e in entries if e.module in family]
         if time.monotonic() >= end:
             break
         time.sleep(poll)
