@@ -585,6 +585,6 @@ def test_human_output(virtual):
     dev = virtual("rak3172", state="bootloader")
     proc = run_cli("doctor", "--port", dev.port, "--baud", str(FAST_BAUD))
     assert proc.returncode == 0, proc.stderr
-    assert "! RAK3172 waits in its bootloader" in proc.stdout
+    assert "! RAK3172 (or one of its RUI3 variants) waits in its bootloader" in proc.stdout
     assert "why" in proc.stdout and f"rakflash flash FIRMWARE.bin --port {dev.port}" in proc.stdout
     assert "at most 20 s per port" in proc.stdout

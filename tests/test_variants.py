@@ -109,6 +109,11 @@ def test_in_the_bootloader_the_variants_cannot_be_told_apart_and_the_image_says_
     code, info = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
     assert code == 0 and info["mode"] == "bootloader" and info["module_certain"] is False, info
     assert set(info["candidates"]) == {cat.module(k).name for k in STM32WL}
+    found = {f.code: f for f in diagnose(dev.port, baud=FAST_BAUD).findings}
+    assert "one of its RUI3 variants" in found["in-bootloader"].finding
+    said = found["module-uncertain"]
+    assert "one RUI3 bootloader serves them all" in said.finding and "flash map" in said.why
+    assert "differ in flash size" not in said.why
     version = firmware.DEFAULT_VERSIONS["rak3172-sip"][2]
     code, out = flash(image(tmp_path, cat, "rak3172-sip", version), dev)
     assert code == 0 and out["result"] == "ok" and dev.app_version == version, out

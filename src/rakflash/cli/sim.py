@@ -120,7 +120,11 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                                     garbage_rate_to_host=garbage_rate_to_host, seed=fault_seed,
                                     power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
     key_note = None
-    if arduino or module_name.lower() in ("rak4631", "rak4631-r", "rak4631-rui3", "rak4630"):
+    try:
+        secure_dfu = _catalog.load().module(module_name).protocol == "nordic-dfu"   # RAK4631-R, RAK3401
+    except KeyError:
+        secure_dfu = False
+    if arduino or secure_dfu:
         from .. import dfu_package
         if dfu_key:
             opts.dfu_key = open(dfu_key, "rb").read()

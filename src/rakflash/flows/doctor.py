@@ -725,6 +725,18 @@ def module_uncertain(o: Observation) -> Finding | None:
     dev = o.device
     if dev is None or dev.module is None or dev.module_certain or o.module is not None:
         return None
+    could_be = dev.could_be
+    if len(could_be) > 1 and all(m.same_flash_as(could_be[0]) for m in could_be):
+        # The RAK3172's RUI3 variants in the one bootloader they share.
+        return Finding("module-uncertain", "note",
+                       f"in its bootloader the module can't say which of "
+                       f"{', '.join(m.name for m in could_be)} it is (one RUI3 bootloader serves them all)",
+                       "they share the chip, flash map and bootloader, so the update finishes the same on "
+                       "each; the firmware is what differs (each board's is built for its own radio and "
+                       "pins), and its version string names the board it is for",
+                       "Finish the update with the firmware for the board on the label; to name the board "
+                       "to doctor:", f"rakflash doctor --port {_q(o.port or 'PORT')} --module "
+                       f"{dev.module.key}", port=o.port, details={"candidates": [m.name for m in could_be]})
     alike = _modules_with(dev.module.family.split(" / ")[0])
     return Finding("module-uncertain", "note",
                    f"the firmware doesn't say which module it runs on ({alike}); doctor assumed "
@@ -773,6 +785,9 @@ def waits_in_bootloader(o: Observation) -> Finding | None:
     if dev is None or dev.mode != "bootloader":
         return None
     name = dev.module.name if dev.module else "the module"
+    if dev.module is not None and not dev.module_certain and \
+            all(m.same_flash_as(dev.module) for m in dev.could_be):
+        name += " (or one of its RUI3 variants)"        # their one bootloader doesn't say which
     return Finding("in-bootloader", "action",
                    f"{name} waits in its bootloader {dev.bootloader_version or ''}".rstrip()
                    + ": its application does not run",
