@@ -12,6 +12,7 @@ from rakflash.flows.doctor import diagnose
 from rakflash.sim import Mode, firmware
 
 from conftest import FAST_BAUD, cli_json
+from web_support import web  # noqa: F401  (a fixture)
 
 STM32WL = ["rak3172", "rak3172-sip", "rak3172lp-sip", "rak3172-t", "rak3172-f", "rak11160"]
 # What the real firmware answers (RAK-STM32-RUI / RAK-nRF52-RUI variants/*/version.c: MODEL_ID,
@@ -142,3 +143,16 @@ def test_the_rak11160s_esp8684_is_named_with_what_rakflash_can_and_cannot_do(vir
     f = {f.code: f for f in diagnose(dev.port, baud=FAST_BAUD).findings}["second-chip"]
     assert f.level == "note" and "ESP8684" in f.finding and "ESP-AT" in f.finding
     assert "can't update" in f.why and "AT+ESP=1" in f.next and "never switches" in f.next
+
+
+def test_the_page_lists_the_variants_and_names_the_rak11160s_second_chip(virtual, web):
+    from web_support import need
+    httpx = need("httpx", "the web tests' HTTP client")
+    dev = virtual("rak11160")
+    server = web()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        keys = [m["key"] for m in c.get("api/modules").json()["modules"]]
+        assert set(STM32WL) | {"rak3401"} <= set(keys)
+        said = c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD}).json()
+    assert (said["module"], said["hardware_model"]) == ("RAK11160", "rak11160"), said
+    assert said["companion"]["chip"] == "ESP8684" and any("AT+ESP=1" in n for n in said["notes"])
