@@ -5,13 +5,15 @@ image refused where RUI3 builds it for other hardware."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rakflash import images
 from rakflash.flows.doctor import diagnose
 from rakflash.sim import Mode, firmware
 
-from conftest import FAST_BAUD, cli_json
+from conftest import FAST_BAUD, cli_json, run_cli
 from web_support import web  # noqa: F401  (a fixture)
 
 STM32WL = ["rak3172", "rak3172-sip", "rak3172lp-sip", "rak3172-t", "rak3172-f", "rak11160"]
@@ -156,3 +158,26 @@ def test_the_page_lists_the_variants_and_names_the_rak11160s_second_chip(virtual
         said = c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD}).json()
     assert (said["module"], said["hardware_model"]) == ("RAK11160", "rak11160"), said
     assert said["companion"]["chip"] == "ESP8684" and any("AT+ESP=1" in n for n in said["notes"])
+
+
+def test_the_plans_say_what_is_not_confirmed_for_a_variant(virtual, tmp_path, cat):
+    """The catalog marks what public sources don't confirm (the RAK3172-F's internal flash map), and
+    the update's and the recovery's plans say it before anything is written."""
+    dev = virtual("rak3172-f")
+    p = image(tmp_path, cat, "rak3172-f", firmware.DEFAULT_VERSIONS["rak3172-f"][2])
+    plan = the_plan(run_cli("flash", str(p), "--port", dev.port, "--baud", str(FAST_BAUD), "--dry-run", "--json"))
+    said = [n for n in plan["notes"] if n.startswith("not confirmed from public sources for the RAK3172-F")]
+    assert said and "internal flash map" in said[0], plan
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak3172-sip"), "RUI_BOOT_0.9_STM32WLE5CC",
+                                         firmware.DEFAULT_VERSIONS["rak3172-sip"][2], 8192))
+    plan = the_plan(run_cli("recover", str(full), "--port", dev.port, "--module", "rak3172-sip", "--dry-run",
+                            "--json"))
+    assert any("BOOT0 pad's number" in n for n in plan["notes"]), plan
+    assert dev.updates == 0
+
+
+def the_plan(proc) -> dict:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    return next(e for e in events if e.get("event") == "plan")

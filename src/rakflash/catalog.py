@@ -172,6 +172,14 @@ class Module:
         advice.append(f"with an SWD probe: {swd}")
         return ", or ".join(advice)
 
+    @property
+    def unconfirmed_note(self) -> str | None:
+        """What a plan says of a RUI3 variant's facts not confirmed from public sources (None: none)."""
+        if self.variant_of is None or not self.inferred:
+            return None
+        return (f"not confirmed from public sources for the {self.name} ('rakflash modules' lists "
+                f"them): {'; '.join(self.inferred)}")
+
     def image_name(self, version: str | None) -> str | None:
         """The board a RUI3 version string names: ``RUI_4.2.4_RAK3172-F`` → ``RAK3172-F``."""
         m = re.fullmatch(r"RUI_\d+(?:\.\d+)*_([A-Za-z0-9-]+)", (version or "").strip())

@@ -318,6 +318,8 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                      f"RUI3 bootloader serves them all, with the same flash map); {_file(image)} is "
                      f"built for the {module.name}, so rakflash takes it as one ('rakflash info' "
                      f"afterwards reads AT+HWMODEL=?, which names the board)")
+    if module.unconfirmed_note:
+        notes.append(module.unconfirmed_note)
     warnings: list[str] = []
     built_for = _catalog.load().by_image_name(info.app_version)
     named = version_names(info.app_version)
