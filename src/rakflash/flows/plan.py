@@ -325,19 +325,17 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     named = version_names(info.app_version)
     if built_for is not None and built_for.key != module.key \
             and built_for.key not in module.takes_images_of:
+        # (An image for another chip or flash map was refused above, by its vector table.)
         said = (f"{_file(image)} is built for the {built_for.name} (its version string "
                 f"{info.app_version}), but the module is a {module.name}")
-        if not module.same_flash_as(built_for):
-            raise WrongTarget(f"{said}, whose flash map differs: it can't run there",
-                              hint=f"Use the firmware built for {module.name}. Nothing was written.",
-                              version_names=built_for.name)
         if not force:
             raise WrongTarget(
                 f"{said}: RUI3 builds each board's image for its own radio and pins",
                 hint=f"Use the firmware built for {module.name} (its version string ends in "
                      f"_{module.image_names[0] if module.image_names else module.name}). If you are "
-                     f"sure this one is right for it, --force writes it anyway (the flash maps are the "
-                     f"same). Nothing was written.",
+                     f"sure this one is right for it, --force writes it anyway"
+                     + (" (the flash maps are the same)" if module.same_flash_as(built_for) else "")
+                     + ". Nothing was written.",
                 version_names=built_for.name)
         warnings.append(f"{said}: written anyway (--force)")
     elif built_for is None and named and not _is_named(module, named):
