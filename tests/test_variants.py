@@ -181,3 +181,13 @@ def the_plan(proc) -> dict:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return next(e for e in events if e.get("event") == "plan")
+
+
+def test_a_port_with_the_bootloader_id_two_boards_share_is_said_to_be_either(cat):
+    """The RAK3401's RUI3 bootloader enumerates as the RAK4631-R's (1915:521F "Open DFU Bootloader");
+    their applications' product strings differ."""
+    boot = cat.usb(0x1915, 0x521F, "Open DFU Bootloader")
+    assert boot.probably == "RAK4631-R or RAK3401, bootloader mode" and boot.mode == "bootloader"
+    app = cat.usb(0x1915, 0x521F, "Rak3401 Serial COM")
+    assert (app.module, app.mode) == ("rak3401", "app")
+    assert cat.usb(0x1915, 0x521F, "Rak4631 Serial COM").module == "rak4631-r"

@@ -7,6 +7,7 @@ turns the file into typed, read-only objects and answers look-ups.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, field
@@ -275,9 +276,14 @@ class Catalog:
         """What a USB id is; where one VID:PID serves two modes, the product string decides."""
         found = [u for u in self.usb_ids if u.vid == vid and u.pid == pid]
         if product is not None:
-            for u in found:
-                if u.product and u.product.lower() == product.strip().lower():
-                    return u
+            same = [u for u in found if u.product and u.product.lower() == product.strip().lower()]
+            if len({u.module for u in same}) > 1:
+                # One id and product string for several boards (the RAK4631-R's and the RAK3401's
+                # bootloaders): the first stands for them, and what it probably is names them all.
+                names = " or ".join(self.modules[u.module].name for u in same if u.module in self.modules)
+                return dataclasses.replace(same[0], probably=f"{names}, {same[0].mode} mode")
+            if same:
+                return same[0]
         generic = [u for u in found if u.product is None]
         return (generic or found or [None])[0]
 
