@@ -99,6 +99,8 @@ class Stm32RomMethod(RecoveryMethod):
         if image.includes_bootloader:
             notes.append("this rewrites the RUI bootloader: an interrupted run leaves the module "
                          "needing this recovery again (the ROM bootloader itself can't be harmed)")
+        if module.unconfirmed_note:
+            notes.append(module.unconfirmed_note)
         return RecoveryPlan("stm32-rom", module, image, list(img.segments), erase, sent, steps,
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
