@@ -24,6 +24,7 @@ import time
 from typing import Callable, Iterator, Protocol
 
 import serial
+import serial.rfc2217
 
 try:
     from serial.serialposix import Serial as _PosixSerial
@@ -334,13 +335,7 @@ class Link:
         self.write((text + ending).encode("ascii"))
 
 
-try:
-    from serial.rfc2217 import Serial as _Rfc2217Base
-except ImportError:          # pragma: no cover - pyserial always ships it
-    _Rfc2217Base = serial.Serial
-
-
-class _Rfc2217Serial(_Rfc2217Base):
+class _Rfc2217Serial(serial.rfc2217.Serial):
     """pyserial's RFC 2217 client (``rfc2217://host:port``: a serial port over TCP that carries
     the baud rate, parity and RTS/DTR — the simulator's TCP transport, a networked port server),
     sending the line settings only when they change.
