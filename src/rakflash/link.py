@@ -158,6 +158,18 @@ class Link:
         if self.trace:
             self.trace.event("baud", baud=value)
 
+    def touch(self, baud: int) -> None:
+        """Set ``baud`` as a signal, not to talk at it (the Arduino core's 1200-baud touch): the
+        device may drop the port at once — which is what it was asked to do — before the setting
+        is even confirmed (an RFC 2217 server's acknowledgement never comes), so a port gone here
+        is not an error. Whoever touches follows the device to its new port next."""
+        try:
+            self.baud = baud
+        except PortDisconnected:
+            if self.trace:
+                self.trace.event("baud", baud=baud)
+            self.note(f"{self.port_name} went away at the {baud}-baud touch")
+
     def set_parity(self, parity: str) -> None:
         """Switch the framing: ``"E"`` for an STM32 ROM bootloader (8E1), ``"N"`` for AT consoles."""
         applied = "N" if parity != "N" and _is_pty(self.port_name) else parity

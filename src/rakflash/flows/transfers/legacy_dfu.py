@@ -114,7 +114,7 @@ class LegacyDfuTransfer:
             return 0.0, None
         serial = usb_serial(link)
         baud = link.baud
-        link.baud = module.dialect.get("touch_baud", 1200)
+        link.touch(module.dialect.get("touch_baud", 1200))
         seconds = follow(link, module, "bootloader", serial=serial, emit=emit, baud=baud)
         return seconds, None
 
