@@ -598,3 +598,12 @@ def test_a_1200_baud_touch_whose_port_goes_before_the_setting_is_confirmed_is_no
         link.on_step = steps.append
         link.touch(1200)
         assert steps == [f"{dev.port} went away at the 1200-baud touch"]
+
+
+def test_an_unknown_transport_in_the_variable_is_a_usage_error(monkeypatch):
+    from conftest import run_cli
+    monkeypatch.setenv("RAKFLASH_SIM_TRANSPORT", "serial")
+    for args in (["demo"], ["sim", "rak3172"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert "RAKFLASH_SIM_TRANSPORT='serial': the transports are pty, tcp" in proc.stderr
