@@ -386,9 +386,14 @@ def driver_missing(o: Observation) -> Finding | None:
                 if drv else "Install the device's driver (Device Manager lists it under 'Other devices'), "
                             "then unplug and plug it in again:")
     elif o.system == "Darwin":
-        text = (f"Recent macOS has a driver for the {drv['name']}; older macOS needs {drv['vendor']}'s, "
-                f"from {drv['Darwin']}. Then unplug the adapter and plug it in again:" if drv else
-                "Unplug it and plug it in again; if no /dev/cu.* port appears, its driver is missing:")
+        if drv and drv["name"] == "CH340":       # (DESIGN.md §2: the CH340 note on older macOS)
+            text = (f"Recent macOS has a driver for the CH340; older macOS needs {drv['vendor']}'s, from "
+                    f"{drv['Darwin']}. Then unplug the adapter and plug it in again:")
+        elif drv:
+            text = (f"Install {drv['vendor']}'s {drv['name']} driver from {drv['Darwin']}, then unplug the "
+                    f"adapter and plug it in again:")
+        else:
+            text = "Unplug it and plug it in again; if no /dev/cu.* port appears, its driver is missing:"
     else:
         text = (f"Linux's {drv['Linux']} driver should take it: if 'dmesg' shows the adapter attached and "
                 f"then 'disconnected' a second later, brltty (a braille display driver) took it — "
