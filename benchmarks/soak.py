@@ -32,10 +32,22 @@ byte for byte, against the image — the package's firmware for the RAK4631-R),
 the bootloader region touched (and the RAK4631-R's MBR and SoftDevice), a key lost or changed without a loud warning (a
 `warning` event that names it), and an old bootloader not refused.
 
+`--kind` adds the other write paths (see "the other write paths" below): `rom` and `sbl`
+(`rakflash recover FULL.hex`, the person holding the boot pin and pressing reset as the prompts
+say — at once, late, or to a module that starts flooding its port), `legacy-dfu` (an Arduino
+RAK4631's sketch package) and `fleet` (three modules at once, one losing its power or its
+cable). Those runs FAIL also on: a result line that says something false (ok, or all written,
+while the chip's flash does not hold the image; "nothing was written" while the chip's write
+counters moved; read-out protection claimed on a chip without it; a fleet row or report line that
+does not match its module, a summary that does not add up), and a byte changed outside what the
+plan said it erases.
+
 Usage::
 
     nice python benchmarks/soak.py --runs 520 --seed 12 --markdown soak.md --log soak.jsonl
     python benchmarks/soak.py --runs 12 --seed 3           # a quick look (CI runs a subset too)
+    nice python benchmarks/soak.py --kind rom --kind sbl --kind legacy-dfu --kind fleet --runs 200 \
+        --seed 17 --markdown soak-paths.md --log soak-paths.jsonl
 
 The table (module × fault: runs, first-try ok, named error then re-run ok,
 failures) goes to standard output, and with --markdown to a file; --log keeps
