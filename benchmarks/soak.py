@@ -397,6 +397,8 @@ def _clear_the_cause(dev, fault: str) -> str:
                  "drop_rate_to_host", "garbage_rate_to_host"):
         setattr(f, name, 0.0)
     f.power_cut_after = None
+    if not dev.uart.closed:
+        f.pull_cable_after = None             # armed, but the first command ended before it
     if dev.uart.closed:                       # the cable was pulled: plug it back in
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
