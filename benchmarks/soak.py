@@ -508,7 +508,7 @@ KIND_MODULES = {"update": MODULES, "rom": ("rak811", "rak3172"), "sbl": ("rak117
 PERSONS = ("prompt", "late", "flood-prompt", "flood-late")
 LINE_NOISE = ("bit-errors-1e-4", "bit-errors-1e-3", "drops-1e-4", "garbage-1e-4")
 LINE_EVENTS = ("power-cut", "pull-cable", "sigterm", "none")
-WINDOW = 4.0             # --window of the recoveries: the person's delays are drawn inside it
+WINDOW = 3.0             # --window of the recoveries: the person's delays are drawn inside it
 RECOVER_DEADLINE = 60.0  # the bound on one recovery command (a window, a small image, a fast line)
 FLEET_NOISE = ("none", "bit-errors-1e-4 to-module", "bit-errors-1e-4 to-host", "bit-errors-1e-4 both-ways")
 
@@ -566,9 +566,18 @@ def _said_all_written(result: dict) -> bool:
     return result.get("written") in ("all", True)
 
 
-def _check_claims(run: Run, c: dict, writes_during: int, holds_image: bool, label: str) -> None:
-    """What one command's result line said about the chip, against what the chip saw."""
+def _check_claims(run: Run, c: dict, writes_during: int, holds_image: bool, label: str,
+                  read=None) -> None:
+    """What one command's result line said about the chip, against what the chip saw
+    (``read(address, n)``: the chip's flash now, for a claim about one byte of it)."""
     r = c["result"] or {}
+    said = re.search(r"the chip holds 0x([0-9A-Fa-f]{2}) at (0x[0-9A-Fa-f]+)", r.get("message") or "")
+    if said and read is not None:
+        claimed, address = int(said.group(1), 16), int(said.group(2), 16)
+        actual = read(address, 1)[0]
+        if actual != claimed:
+            run.problems.append(f"{label} said the chip holds 0x{claimed:02X} at {address:#x}; "
+                                f"it holds 0x{actual:02X}: {_said(c)}")
     if _said_nothing_written(r) and writes_during:
         run.problems.append(f"{label} said nothing was written, but the chip saw {writes_during} "
                             f"erase/program steps: {_said(c)}")
@@ -716,7 +725,7 @@ def recovery_run(index: int, seed: int, kind: str, module_key: str, fault: str, 
     writes = Writes(dev)
     dev.start()
     try:
-        size = rng.randrange(8, 24) * 1024
+        size = rng.randrange(4, 16) * 1024
         path = tmp / f"run{index}_FULL.hex"
         path.write_text(firmware.combined_hex(module, boot_v, new_v, size))
         segments = images.load(path).segments
@@ -741,7 +750,8 @@ def recovery_run(index: int, seed: int, kind: str, module_key: str, fault: str, 
         p.done()
         first["person_presses"] = p.presses
         run.commands.append(first)
-        _check_claims(run, first, writes.count - w0, _holds(dev, segments), "the first command")
+        _check_claims(run, first, writes.count - w0, _holds(dev, segments), "the first command",
+                      dev.flash.read)
         ended = (first["result"] or {}).get("result")
         if (first["result"] or {}).get("error") == "readout-protected" and not dev.readout_protected:
             run.problems.append("claimed read-out protection on a chip that has none")
@@ -754,7 +764,8 @@ def recovery_run(index: int, seed: int, kind: str, module_key: str, fault: str, 
             p.done()
             again["person_presses"] = p.presses
             run.commands.append(again)
-            _check_claims(run, again, writes.count - w0, _holds(dev, segments), "the re-run")
+            _check_claims(run, again, writes.count - w0, _holds(dev, segments), "the re-run",
+                          dev.flash.read)
             if (again["result"] or {}).get("result") != "ok":
                 run.problems.append(f"the re-run did not finish: {_said(again)}")
         _common_checks(run, run.commands, RECOVER_DEADLINE)

@@ -87,6 +87,12 @@ def test_a_false_claim_is_a_failure_of_the_run():
     assert len(run.problems) == 1 and "nothing was written" in run.problems[0]
     soak._check_claims(run, {"result": {"result": "ok"}, "exit": 0}, 5, False, "again")
     assert len(run.problems) == 2 and "said ok" in run.problems[1]
+    damaged = {"result": {"result": "verify-failed", "error": "verify-failed",
+                          "message": "the chip holds 0x40 at 0x0800021a where the image has 0x60"}, "exit": 8}
+    soak._check_claims(run, damaged, 9, False, "again", read=lambda a, n: b"\x40")
+    assert len(run.problems) == 2                             # true: the chip holds 0x40 there
+    soak._check_claims(run, damaged, 9, False, "again", read=lambda a, n: b"\x60")
+    assert len(run.problems) == 3 and "it holds 0x60" in run.problems[2]   # a damaged read-back
     before = bytes(64)
     after = bytes(8) + b"\x01" + bytes(55)
     assert soak._outside(before, after, 0x1000, [(0x1000, 0x1010)]) == []
