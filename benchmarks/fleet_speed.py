@@ -18,7 +18,12 @@ and prints, per run:
 Every run writes the image (``force``) so each module does the same work each
 time; the application region is erased and written again by the bootloader.
 
-Usage: python benchmarks/fleet_speed.py [--modules 8] [--size-kib 128] [--runs 3]
+``--provision``: each run also updates the N modules at once with a batch of keys
+(``flash … --provision``: a fresh batch and SQLite ledger per run, ``--force`` since
+the modules hold the last run's keys) and prints what provisioning adds to each
+module's whole update (target: at most 1 s per module).
+
+Usage: python benchmarks/fleet_speed.py [--modules 8] [--size-kib 128] [--runs 3] [--provision]
 """
 
 from __future__ import annotations
@@ -58,13 +63,14 @@ def cpu_seconds(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(ports: list[str], image: images.Image, baud: int) -> tuple[float, float, list]:
+def run(ports: list[str], image: images.Image, baud: int, provisioning=None) -> tuple[float, float, list]:
     """Update ``ports`` at once; (wall seconds, this process's CPU seconds, outcomes)."""
-    fleet = Fleet(ports, image, FlashOptions(baud=baud, force=True))
+    fleet = Fleet(ports, image, FlashOptions(baud=baud, force=True), provisioning=provisioning)
     cpu0, t0 = cpu_seconds(resource.RUSAGE_SELF), time.monotonic()
     outcomes = fleet.run()
     wall, cpu = time.monotonic() - t0, cpu_seconds(resource.RUSAGE_SELF) - cpu0
-    bad = [o for o in outcomes if o.result != "ok"]
+    bad = [o for o in outcomes if o.result != "ok"
+           or (provisioning is not None and (o.provision or {}).get("result") != "written")]
     if bad:
         raise SystemExit(f"an update failed: {bad[0].port}: {bad[0].result}: {bad[0].message}")
     return wall, cpu, outcomes
@@ -77,6 +83,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--latency-ms", type=float, default=1.0)
+    ap.add_argument("--provision", action="store_true", help="also measure updates with a batch of keys")
     args = ap.parse_args()
     module = catalog.load().module("rak3172")
     size = args.size_kib * 1024
@@ -99,6 +106,15 @@ def main() -> int:
                 row = {"one": w1, "all": wn, "ratio": wn / w1, "cpu_mb_one": c1 / mb1,
                        "cpu_mb_all": cn / mbn, "cpu_one": c1, "cpu_each": cn / args.modules,
                        "slowest": max(o.seconds for o in outs), "fastest": min(o.seconds for o in outs)}
+                if args.provision:
+                    wp, _, outp = run(ports, image, args.baud, batch_for(Path(tmp), r, args.modules))
+                    row["provision_adds"] = statistics.median(o.provision["seconds"] for o in outp)
+                    row["provision_max"] = max(o.provision["seconds"] for o in outp)
+                    print(f"run {r + 1}: {args.modules} at once with keys {wp:.2f} s; the keys took "
+                          f"{row['provision_adds']:.2f} s per module (median; at most "
+                          f"{row['provision_max']:.2f} s), each module's whole run "
+                          f"{statistics.median(o.seconds for o in outp) - statistics.median(o.seconds for o in outs):+.2f} s "
+                          f"(median) against the update alone", flush=True)
                 rows.append(row)
                 print(f"run {r + 1}: 1 module {w1:.2f} s; {args.modules} at once {wn:.2f} s (each "
                       f"{row['fastest']:.2f}-{row['slowest']:.2f} s) → ratio {row['ratio']:.3f}; host CPU "
@@ -119,7 +135,26 @@ def main() -> int:
     print(f"host CPU per module: {med['cpu_one']:.3f} s alone, {med['cpu_each']:.3f} s each of "
           f"{args.modules} at once (what running them side by side in threads costs on top: the difference)")
     ok = med["ratio"] <= 1.15 and med["cpu_mb_all"] <= 0.3
+    if args.provision:
+        print(f"provisioning adds {med['provision_adds']:.2f} s to each module's update (reading, claiming, "
+              f"writing and reading back its keys), median of {args.runs}; at most {med['provision_max']:.2f} s "
+              f"(target ≤ 1 s)")
+        ok = ok and med["provision_adds"] <= 1.0
     return 0 if ok else 1
+
+
+def batch_for(folder: Path, run_no: int, n: int):
+    """A fresh batch of ``n`` rows and its own SQLite ledger (the modules hold the last run's keys: --force)."""
+    import secrets
+
+    from rakflash.provision.batch import read_batch
+    from rakflash.provision.keys import Provisioning
+    from rakflash.provision.ledger import open_ledger
+    path = folder / f"batch-{run_no}.csv"
+    path.write_text("DevEUI,AppEUI,AppKey\n" + "".join(
+        f"AC1F09FFFE{secrets.token_hex(3).upper()},AC1F09FFF9153172,{secrets.token_hex(16).upper()}\n"
+        for _ in range(n)))
+    return Provisioning(read_batch(str(path)), open_ledger(None, str(path)), "benchmark", force=True)
 
 
 if __name__ == "__main__":

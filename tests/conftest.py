@@ -20,6 +20,28 @@ FAST_BAUD = 921600
 SRC = str(Path(__file__).resolve().parent.parent / "src")   # the checkout's package, for subprocesses
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pty_only: checks what only a pseudo-terminal has (no modem "
+                            "lines, /proc openers, a path) or uses a bare one; skipped when "
+                            "RAKFLASH_SIM_TRANSPORT=tcp and where there are no ptys")
+    # pyserial 3.5's RFC 2217 client names its reader thread the old way (tests open rfc2217://
+    # ports directly too; rakflash's own link silences it where it opens one)
+    config.addinivalue_line("filterwarnings",
+                            r"ignore:set(Daemon|Name)\(\) is deprecated:DeprecationWarning")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(os, "openpty"):        # Windows
+        skip = pytest.mark.skip(reason="needs a pseudo-terminal, which this system doesn't have")
+    elif os.environ.get("RAKFLASH_SIM_TRANSPORT", "").strip().lower() == "tcp":
+        skip = pytest.mark.skip(reason="about the pty transport; the virtual modules run over TCP here")
+    else:
+        return
+    for item in items:
+        if "pty_only" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def cat():
     return catalog.load()
@@ -36,7 +58,10 @@ def own_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def virtual():
-    """Factory: virtual(module, **SimOptions fields) -> started VirtualModule (stopped after the test)."""
+    """Factory: virtual(module, **SimOptions fields) -> started VirtualModule (stopped after the test).
+
+    On a pty, or over TCP (rfc2217://127.0.0.1:PORT) when RAKFLASH_SIM_TRANSPORT=tcp (the
+    simulator's default follows the variable; open ports with serial.serial_for_url)."""
     started = []
 
     def make(name: str = "rak3172", **kw):
@@ -119,3 +144,54 @@ def signal_when(proc: subprocess.Popen, condition, sig) -> list[dict]:
             proc.send_signal(sig)
             break
     return lines + [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+
+
+# ------------------------------------------------------------------ the browser (the page's tests)
+
+CHROMIUM = os.environ.get("RAKFLASH_CHROMIUM", "/usr/bin/chromium")
+# Headless, and nothing that reaches for the network beyond the page itself.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-default-apps", "--disable-extensions"]
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, through Playwright: one per test worker, shared by every
+    browser test module (Playwright's sync API runs one instance per thread)."""
+    import shutil
+
+    from web_support import REQUIRED, need
+    sync_api = need("playwright.sync_api", "drives the browser")
+
+    def missing(reason: str):
+        if REQUIRED:
+            pytest.fail(f"{reason}; .ci/run installs Debian's chromium package")
+        pytest.skip(reason)
+
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        missing(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set RAKFLASH_CHROMIUM)")
+    pw = sync_api.sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+    except sync_api.Error as exc:
+        pw.stop()
+        missing(f"Chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
+    sync_api.expect.set_options(timeout=WAIT_MS)
+    yield b
+    b.close()
+    pw.stop()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context and page; a script error on the page fails the test."""
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    pg = context.new_page()
+    errors: list[str] = []
+    context.on("weberror", lambda e: errors.append(str(e.error)))
+    yield pg
+    context.close()
+    assert not errors, f"script errors on the page: {errors}"

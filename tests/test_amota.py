@@ -393,7 +393,7 @@ def test_flash_write_error_names_the_swd_command(virtual, new_app):
     dev.flash.program = worn_out_application_pages
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
     assert (code, out["error"]) == (7, "device-rejected") and "flash write error" in out["message"]
-    assert "'pyocd flash -t ama3b1kk_kbr -O reset_type=emulated FULL.hex'" in out["hint"]
+    assert "'pyocd flash -t ama3b1kk_kbr -e sector -O keep_unwritten=true -O reset_type=emulated FULL.hex'" in out["hint"]
     assert dev.wait_mode(Mode.BOOTLOADER)            # the bootloader stays in charge
 
 
@@ -429,7 +429,7 @@ def test_flooding_rak11720_without_reset_names_the_swd_command(virtual, new_app)
     code, out = cli_json("flash", str(new_app), "--port", dev.port, "--yes", "--reset-window", "2")
     assert (code, out["error"]) == (9, "boot-entry-failed")
     assert "setup()" in out["hint"]
-    assert "'pyocd flash -t ama3b1kk_kbr -O reset_type=emulated FIRMWARE.hex'" in out["hint"]
+    assert "'pyocd flash -t ama3b1kk_kbr -e sector -O keep_unwritten=true -O reset_type=emulated FIRMWARE.hex'" in out["hint"]
     assert "stm32flash" not in out["hint"]        # Apollo3 has no STM32 ROM bootloader
 
 

@@ -4,6 +4,7 @@ follows (or fails to follow) the prompts, and what rakflash says when it can't."
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ from rakflash import catalog, images
 from rakflash.apollo3_info0 import rak11720_default
 from rakflash.errors import BootEntryFailed, DeviceRejected, TouchesBootloader
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Retry, Warning
-from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
+from rakflash.flows.recover import RecoveryOptions, interrupted_hint, plan_recovery, recover
+from rakflash.written import Written
 from rakflash.flows.recover_apollo3 import build_blocks
 from rakflash.link import Link
 from rakflash.protocols import apollo3_sbl as sbl
@@ -86,13 +88,13 @@ def options(**kw) -> RecoveryOptions:
     return RecoveryOptions(**kw)
 
 
-def run(dev, path, *, person=None, opts=None, trace=None):
+def run(dev, path, *, person=None, opts=None, trace=None, written=None):
     opts = opts or options()
     plan = plan_recovery(images.load(path), rak11720(), options=opts)
     person = person or Person(dev)
     try:
         with Link(dev.port, FAST_BAUD, trace=trace) as link:
-            return recover(link, plan, opts, emit=person), person.events
+            return recover(link, plan, opts, emit=person, written=written), person.events
     finally:
         person.cancel()
 
@@ -238,9 +240,23 @@ def test_ctrl_c_aborts_the_block_and_the_rerun_finishes(virtual, tmp_path):
     brick(dev)
     path = full_hex(tmp_path, size=40 * 1024)
     trace = TraceWriter(tmp_path / "trace.jsonl")
+    written = Written()
     with pytest.raises(KeyboardInterrupt):
-        run(dev, path, person=Person(dev, interrupt_at_write=8000), trace=trace)
+        run(dev, path, person=Person(dev, interrupt_at_write=8000), trace=trace, written=written)
     trace.close()
+    # What the chip holds is said from what the secure bootloader acknowledged (issue 17.4): the
+    # first block's last DATA never went out, so the SBL wrote nothing…
+    assert written.state == "nothing"
+    assert interrupted_hint(written, "RAK11720", "apollo3-sbl") == "Nothing was written to the module."
+    written = Written()
+    with pytest.raises(KeyboardInterrupt):
+        run(dev, path, person=Person(dev, act=False, interrupt_at_write=20000), written=written)
+    # …and once it had written the first block (the bootloader at 0xC000), that is said.
+    hint = interrupted_hint(written, "RAK11720", "apollo3-sbl")
+    assert written.state == "part" and hint.startswith(
+        "Part of the image was written: RAK11720 holds the new image's bytes at 0x0000c000-0x0000e000.")
+    assert hint.endswith("Keep BOOT held and run the same command again: the chip's secure bootloader, "
+                         "which nothing here can harm, takes the whole image anew.")
     sent = b"".join(bytes.fromhex(e["hex"]) for e in read_trace(tmp_path / "trace.jsonl")
                     if e.get("ev") == "tx")
     assert sent.endswith(sbl.encode_words(sbl.ABORT, sbl.ABORT_ONLY))     # the half block dropped
@@ -287,7 +303,10 @@ def test_plan_writes_each_stretch_in_place(tmp_path):
 
 def test_plan_refuses_the_secure_bootloaders_region(tmp_path):
     p = tmp_path / "with_sbl.hex"
-    p.write_text(firmware.to_hex({0x8000: b"\x00" * 64, **firmware.bootloader_image(rak11720(), NEW_BOOT)}))
+    # A dump of the whole chip: Ambiq's secure bootloader from 0x0, its vector table first
+    # (bytes that are no firmware at all are refused earlier, as not firmware).
+    sbl_code = struct.pack("<II", 0x10060000, 0x1C1) + b"\x00" * 56
+    p.write_text(firmware.to_hex({0x0: sbl_code, **firmware.bootloader_image(rak11720(), NEW_BOOT)}))
     with pytest.raises(TouchesBootloader, match="secure bootloader"):
         plan_recovery(images.load(p), rak11720(), options=options())
 
@@ -298,3 +317,15 @@ def test_blocks_split_runs_and_fill_gaps():
     blocks = build_blocks(segs, rak11720())
     assert [(b.header.load_address, b.header.size) for b in blocks] == [(0x14000, 0x10A), (0x40000, 5)]
     assert blocks[0].data[100:0x100] == b"\xff" * 156
+
+
+def test_a_secure_bootloader_that_already_answers_asks_nothing_of_the_person(virtual, tmp_path):
+    # As issue 17.9 found on the STM32 ROM: the re-run finds the secure bootloader waiting (BOOT
+    # still held); told to "hold BOOT and reset", a person resets it in the middle of the update.
+    dev = virtual("rak11720", info0=info0_at(), boot_pin=True)
+    assert dev.wait_mode(Mode.ROM)
+    person = Person(dev, delay=0.3)
+    result, events = run(dev, full_hex(tmp_path), person=person)
+    assert not [e for e in events.of(Prompt) if e.action == "hold-boot-and-reset"]
+    assert any("already answers" in n.message for n in events.of(Note))
+    assert result.app_version_after == NEW_APP and result.reset_wait is None

@@ -132,7 +132,7 @@ def test_modules_lists_the_catalog():
     keys = {m["key"] for m in out["modules"]}
     assert {"rak3172", "rak811", "rak4270", "rak11720", "rak4631-r"} <= keys
     by_key = {m["key"]: m for m in out["modules"]}
-    assert "pyocd flash -t ama3b1kk_kbr -O reset_type=emulated" in by_key["rak11720"]["recovery"]
+    assert "pyocd flash -t ama3b1kk_kbr -e sector -O keep_unwritten=true -O reset_type=emulated" in by_key["rak11720"]["recovery"]
     assert "stm32flash" in by_key["rak3172"]["recovery"]
     assert any("at+update" in fact for fact in by_key["rak811"]["inferred"])
 

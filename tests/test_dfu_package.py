@@ -136,3 +136,49 @@ def test_adafruit_nrfutils_own_package_is_read(tmp_path):
     assert init.device_type == 0x0052 and init.sd_req == [0x00B6] and init.crc16 == dp.crc16_ccitt(FW)
     assert pkg.application.firmware == FW
     assert json.loads(zipfile.ZipFile(out).read("manifest.json"))["manifest"]["dfu_version"] == 0.5
+
+
+def _zip_damaged(good: bytes, damage: str, key) -> bytes:
+    """``good`` with one defect a cut download, a bad disk or a re-zipping tool leaves (offsets: PKWARE
+    APPNOTE 4.3.7 local header, 4.3.12 central directory header)."""
+    raw = bytearray(good)
+    info = zipfile.ZipFile(io.BytesIO(good)).getinfo("app.bin")
+    central = good.find(b"PK\x01\x02")                   # the central header of app.bin
+    while good[central + 46:central + 46 + 7] != b"app.bin":
+        central = good.find(b"PK\x01\x02", central + 1)
+    if damage == "local header":
+        raw[info.header_offset + 1] ^= 0xFF                 # "PK\3\4" no more
+    elif damage == "encrypted":
+        raw[central + 8] |= 0x01                            # general purpose flag bit 0
+    elif damage == "method 99":
+        raw[central + 10:central + 12] = (99).to_bytes(2, "little")   # WinZip AES
+    elif damage == "deflate data":
+        data = info.header_offset + 30 + len("app.bin") + len(info.extra)
+        for i in range(data + 2, data + 12):
+            raw[i] ^= 0x5A
+    elif damage == "empty hash":
+        packet = dp.messages()["Packet"]()
+        packet.ParseFromString(dp.secure_init_packet(FW, key_pem=key))
+        packet.signed_command.command.init.hash.ClearField("hash")     # a required field, gone
+        return dp.make_package(FW, packet.SerializePartialToString())
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("local header", "app.bin is damaged in the zip"),
+    ("encrypted", "app.bin is encrypted"),
+    ("method 99", "compression method 99"),
+    ("deflate data", "app.bin is damaged in the zip"),
+    ("empty hash", "without the fields dfu-cc.proto requires: signed_command.command.init.hash.hash"),
+])
+@pytest.mark.parametrize("command", ["inspect", "flash"])
+def test_a_package_damaged_in_its_zip_or_init_packet_is_a_package_error_not_an_internal_error(
+        tmp_path, key, damage, words, command):
+    """Each of these ended in internal-error (BadZipFile, RuntimeError, NotImplementedError,
+    zlib.error, protobuf's EncodeError); each is the package's defect, said so, before any port."""
+    from conftest import cli_json
+    path = write(tmp_path, "rui3.zip", _zip_damaged(dp.secure_package(FW, key_pem=key), damage, key))
+    args = (str(path), "--port", str(tmp_path / "no-such-port")) if command == "flash" else (str(path),)
+    code, result = cli_json(command, *args)
+    assert (code, result["error"]) == (3, "package-error"), result
+    assert words in result["message"] and result["hint"], result

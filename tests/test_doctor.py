@@ -256,8 +256,7 @@ def test_modemmanager_holding_the_port_gets_the_udev_rule_for_this_adapter(virtu
 
 
 @pytest.mark.parametrize("system, command", [
-    ("Linux", 'echo \'SUBSYSTEM=="tty", ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523", MODE="0660", '
-              'TAG+="uaccess"\' | sudo tee /etc/udev/rules.d/70-rakflash.rules && sudo udevadm control --reload-rules'),
+    ("Linux", "rakflash udev --install"),
     ("Darwin", "ls -l {port}"),
     ("Windows", "rakflash doctor --port {port}"),
 ])
@@ -275,6 +274,8 @@ def test_permission_advice_per_system(tmp_path, system, command):
     assert cmd == command.replace("{port}", str(port))
     if system == "Darwin":
         assert "/dev/cu." in text
+    if system == "Linux":      # the adapter's own rule is named, and udev --install writes it
+        assert 'ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523", MODE="0660", TAG+="uaccess"' in text
 
 
 def test_a_port_that_vanishes_mid_way_says_so(virtual):
@@ -405,6 +406,44 @@ def test_module_waiting_in_its_bootloader_gets_the_command_that_finishes_it(virt
     assert "not dead" in f.why and report.exit_code == 0
     code, result = cli_json(*shlex.split(f.command)[1:], "--yes")
     assert (code, result["app_version_after"]) == (0, NEW) and dev.mode == Mode.APP
+
+
+def _flashes(command, path):
+    """Whether ``command`` is `rakflash flash` of the file at ``path``."""
+    words = shlex.split(command or "")
+    return words[:2] == ["rakflash", "flash"] and path in words
+
+
+@pytest.mark.parametrize("case", ["seed: old bootloader", "another module's firmware", "a damaged file"])
+def test_a_refusal_outranks_finish_the_update(virtual, tmp_path, cat, case):
+    """A module waiting in its bootloader, and --for a file flash refuses: no finding may
+    advise flashing that file (the seed: bootloader 3.0.2, firmware 3.0.0.14 — 'use recover'
+    and 'finish the update: rakflash flash RAK811_3.0.0.14.bin' contradicted each other)."""
+    if case.startswith("seed"):
+        dev = virtual("rak811", state="bootloader", bootloader_version="V3.0.2")
+        fw = tmp_path / "RAK811_3.0.0.14.bin"
+        fw.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 16 * 1024))
+        refusal, exit_code, extra = "bootloader-too-old", 6, ["--module", "rak811"]
+    elif case.startswith("another"):
+        dev = virtual("rak3172", state="bootloader")
+        fw = tmp_path / "rak811.bin"
+        fw.write_bytes(firmware.app_image(cat.module("rak811"), "V3.0.0.14.H", 8192))
+        refusal, exit_code, extra = "wrong-target", 6, []
+    else:       # the image's own error, found before any port is looked at
+        dev = virtual("rak3172", state="bootloader")
+        fw = tmp_path / "app.hex"
+        fw.write_text(":10000000ZZ\n")
+        refusal, exit_code, extra = "image-format", 3, []
+    code, out, found = doctor_json("--port", dev.port, "--baud", str(FAST_BAUD), "--for", str(fw), *extra)
+    assert code == exit_code and refusal in found and "in-bootloader" in found, out
+    assert not [f for f in found.values() if f["level"] == "problem" and f["code"] != refusal], out
+    assert not [f["code"] for f in out["findings"] if f["code"] != refusal and _flashes(f["command"], str(fw))]
+    waiting = found["in-bootloader"]
+    assert fw.name in waiting["next"] and "refuses" in waiting["next"]    # says why not that file
+    assert refusal in waiting["next"]                                     # and where the way on is
+    # what the other finding says flash would do, it does: refuse, writing nothing
+    code, result = cli_json("flash", str(fw), "--port", dev.port, "--baud", str(FAST_BAUD), *extra, "--yes")
+    assert (code, result["error"]) == (exit_code, refusal) and dev.updates == 0
 
 
 def test_module_left_in_a_transfer_session_is_seen_as_waiting(virtual):

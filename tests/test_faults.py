@@ -16,7 +16,7 @@ NEW = {"rak3172": "RUI_4.0.6_RAK3172-E", "rak811": "V3.0.0.14.H", "rak11720": "R
 def exchange(port: str, data: bytes, want: int = 200) -> bytes:
     """Send ``data``; what comes back until the line has been quiet for 0.3 s (the first byte
     may take up to 5 s on a loaded machine)."""
-    with serial.Serial(port, FAST_BAUD, timeout=5) as ser:
+    with serial.serial_for_url(port, FAST_BAUD, timeout=5) as ser:
         ser.write(data)
         got = ser.read(1)
         ser.timeout = 0.3
@@ -145,7 +145,7 @@ def test_bytes_already_sent_are_not_garbled_by_a_later_change_of_the_line():
     from rakflash.sim.uart import PtyUart
     uart = PtyUart(921600)
     try:
-        with serial.Serial(uart.path, 115200, timeout=1) as host:
+        with serial.serial_for_url(uart.path, 115200, timeout=1) as host:
             got = []
             for _ in range(50):
                 uart.autobaud = True           # the ROM accepts the host's rate

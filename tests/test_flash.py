@@ -145,7 +145,7 @@ def test_rak811_old_bootloader_refused_with_recovery_advice(virtual, tmp_path, c
     assert proc.returncode == 0 and "needs bootloader 3.0.5 or later" in proc.stdout
     code, out = flash(p, dev, "--module", "rak811")
     assert (code, out["error"]) == (6, "bootloader-too-old")
-    assert "3.0.5" in out["message"] and "pyocd flash -t stm32l151cbux FULL.hex" in out["hint"]
+    assert "3.0.5" in out["message"] and "pyocd flash -t stm32l151cbux -e sector -O keep_unwritten=true FULL.hex" in out["hint"]
     assert "runs its application again" in out["message"] and ".;" not in out["message"]
     assert out["app_version_before"] == "V3.0.0.13.H"
     assert dev.updates == 0
@@ -232,7 +232,7 @@ KEYS = {"DEVEUI": "AC1F09FFFE0A0B0C", "APPEUI": "70B3D57ED0001234",
 def at_exchange(port: str, command: str, baud: int = FAST_BAUD) -> list[str]:
     """What a person typing into a terminal sees for one AT command (a reply ends at its OK or
     error line; the per-line wait has room for a loaded host — a CI run read nothing within 0.3 s)."""
-    with serial.Serial(port, baud, timeout=3.0) as ser:
+    with serial.serial_for_url(port, baud, timeout=3.0) as ser:
         ser.write(command.encode() + b"\r\n")
         lines = []
         while (line := ser.readline()) and line.strip() not in (b"OK", b"AT_PARAM_ERROR"):
@@ -331,8 +331,9 @@ def test_last_json_line_always_has_the_result_keys(virtual, new_app, tmp_path, c
 
 def test_keys_survive_an_update_cut_off_before_it_could_check_them(virtual, tmp_path, cat):
     """Power lost mid-transfer: the re-run starts in the bootloader with no application to ask,
-    so it takes the values the first run kept, and writes back what the new firmware reset."""
-    dev = virtual("rak3172")
+    so it takes the values the first run kept, and writes back what the new firmware reset.
+    (The owner kept the module's factory DevEUI, which the reset restores: it says whose they are.)"""
+    dev = virtual("rak3172", dev_eui=KEYS["DEVEUI"])
     set_keys(dev)
     p = tmp_path / "new_layout.bin"
     p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 30 * 1024, new_settings_layout=True))
@@ -350,9 +351,10 @@ def test_keys_survive_an_update_cut_off_before_it_could_check_them(virtual, tmp_
 
 
 def test_up_to_date_module_still_gets_the_check_an_earlier_run_missed(virtual, tmp_path, cat):
-    """Cut off after the transfer but before the check: the re-run finds the new version running."""
+    """Cut off after the transfer but before the check: the re-run finds the new version running.
+    (The owner kept the module's factory DevEUI, which the reset restores: it says whose they are.)"""
     from rakflash.flows import settings as flows_settings
-    dev = virtual("rak3172")
+    dev = virtual("rak3172", dev_eui=KEYS["DEVEUI"])
     set_keys(dev)
     module = cat.module("rak3172")
     flows_settings.keep_until_checked(module, dev.opts.serial_number,
@@ -367,5 +369,5 @@ def test_up_to_date_module_still_gets_the_check_an_earlier_run_missed(virtual, t
     assert keys_on(dev)["APPKEY"] == "0" * 32
     code, out = flash(p, dev)
     assert (code, out["result"]) == (0, "already-up-to-date"), out
-    assert out["settings_kept"] is True and set(out["settings"]["restored"]) == {"DEVEUI", "APPEUI", "APPKEY"}
+    assert out["settings_kept"] is True and set(out["settings"]["restored"]) == {"APPEUI", "APPKEY"}
     assert keys_on(dev) == KEYS

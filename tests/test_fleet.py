@@ -315,3 +315,83 @@ def test_all_finds_virtual_usb_modules_through_the_port_registry_and_updates_the
     finally:
         for d in devs:
             d.stop()
+
+
+@pytest.mark.parametrize("where", ["/dev/full", "a FIFO nobody reads"])
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_report_that_cannot_take_lines_is_refused_before_any_module_is_touched(modules, new_app, tmp_path,
+                                                                                  where, count):
+    """`--report /dev/full` ended "ok" with tracebacks in the threads and no rows; a FIFO hung
+    before anything was flashed. Both are a usage error now, and no module is asked anything."""
+    devs = modules(count)
+    path = "/dev/full"
+    if where.startswith("a FIFO"):
+        path = str(tmp_path / "report.fifo")
+        os.mkfifo(path)
+    args = ["flash", str(new_app), "--baud", str(FAST_BAUD), "--yes", "--report", path]
+    for d in devs:
+        args += ["--port", d.port]
+    code, out = cli_json(*args, timeout=30)
+    assert (code, out["error"]) == (2, "usage"), out
+    why = "No space left on device" if path == "/dev/full" else "it is a FIFO and nothing reads it"
+    assert why in out["message"] and "Nothing was sent" in out["hint"], out
+    for d in devs:
+        assert d.updates == 0 and d.uart.faults.received == 0      # not even identified
+
+
+def _limited_to(size):
+    """The subprocess's files can't grow past ``size`` bytes (RLIMIT_FSIZE): a report already that
+    big takes no more lines, as on a full disk (write fails with EFBIG; Python ignores SIGXFSZ)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_report_that_stops_taking_lines_midway_ends_the_run_with_that_error(modules, new_app, tmp_path,
+                                                                              count):
+    """The report opens (the check before any module passes), then every line fails as on a disk
+    that has just filled up: the modules are updated and said so, and the run ends with
+    report-failed naming the ports whose line is missing — never "ok", never a traceback."""
+    devs = modules(count)
+    report = tmp_path / "line3.jsonl"
+    earlier = "".join(json.dumps({"earlier": n, "pad": "x" * 200}) + "\n" for n in range(300))
+    report.write_text(earlier)
+    args = [sys.executable, "-m", "rakflash", "flash", str(new_app), "--baud", str(FAST_BAUD), "--yes",
+            "--json", "--report", str(report)]
+    for d in devs:
+        args += ["--port", d.port]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1"),
+                          preexec_fn=_limited_to(len(earlier)))
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = lines[-1]
+    assert (proc.returncode, last["error"]) == (2, "report-failed"), (last, proc.stderr)
+    assert "File too large" in last["message"] and last["hint"]
+    assert sorted(last["missing"]) == sorted(d.port for d in devs)
+    for d in devs:
+        assert d.updates == 1 and d.port in last["message"]
+    if count > 1:                # the rows went out, and the summary rides on the error line
+        assert {p: e["result"] for p, e in results(lines).items()} == {d.port: "ok" for d in devs}
+        assert (last["modules"], last["ok"], last["failed"]) == (count, count, 0)
+    else:
+        assert "the module ended " + devs[0].port + ": ok" in last["message"]
+    assert report.read_text() == earlier                         # appended to, never rewritten
+
+
+def test_virtual_modules_started_alike_are_three_modules_in_the_report(virtual, new_app, tmp_path):
+    """Each virtual module has its own serial number and DevEUI unless told otherwise (they were
+    all SIM0000001 / AC1F09FFFE000001: a report of three modules showed one DevEUI)."""
+    devs = [virtual("rak3172") for _ in range(3)]
+    report = tmp_path / "three.jsonl"
+    proc, lines = flash_json(new_app, *(d.port for d in devs), extra=("--report", str(report)))
+    assert proc.returncode == 0, lines[-1]
+    records = {r["port"]: r for r in read_report(report)}
+    assert len({r["dev_eui"] for r in records.values()}) == 3
+    assert len({r["serial_number"] for r in records.values()}) == 3
+    for d in devs:
+        assert (records[d.port]["serial_number"], records[d.port]["dev_eui"]) == \
+            (d.opts.serial_number, d.opts.dev_eui)

@@ -64,7 +64,7 @@ def test_no_reset_in_the_window_fails_cleanly_with_advice(virtual, new_app):
     assert (code, out["error"]) == (9, "boot-entry-failed")
     assert "prints without pause" in out["message"]
     assert "delay(" in out["hint"] and "setup()" in out["hint"]
-    assert "'pyocd flash -t stm32wle5ccux FIRMWARE.hex'" in out["hint"]
+    assert "'pyocd flash -t stm32wle5ccux -e sector -O keep_unwritten=true FIRMWARE.hex'" in out["hint"]
     assert f"'rakflash recover FIRMWARE.hex --port {dev.port} --module rak3172'" in out["hint"]
     assert time.monotonic() - t0 < 15
     assert dev.mode == Mode.APP and dev.updates == 0
@@ -137,6 +137,7 @@ def test_reset_line_pulse_catches_the_module(virtual, cat, monkeypatch):
     assert info.mode == "bootloader" and pulses == ["rts"]
 
 
+@pytest.mark.pty_only      # over TCP (RFC 2217) the host does have RTS/DTR
 def test_reset_with_on_a_port_without_modem_lines_is_a_clear_error(virtual, new_app):
     dev = virtual("rak3172", sketch="flooding", flood_after=0.3, baud=115200)
     time.sleep(0.5)

@@ -520,3 +520,221 @@ def test_legacy_dfu_client_whatever_the_bootloader_answers(frames, raw):
     client = legacy_dfu.LegacyDfuClient(Device(replies), ack_timeout=0.005, retries=1,
                                         page_erase=0.0001, page_write=0.0001)
     named_or_result("legacy DFU replies", lambda: client.send(b"\x52\x00" * 7, bytes(600)))
+
+
+# The DFU package reader under damage at the zip's own level: what a cut download, a bad disk or a
+# hand-edited package does to the bytes. A zip (PKWARE APPNOTE 4.3.7, 4.3.12, 4.3.16): per member a
+# local header ("PK\3\4": version, flags, method, CRC-32, sizes, name) and its data (deflate, as
+# nrfutil writes it), then the central directory ("PK\1\2", the same fields again, and the local
+# header's offset), then the end record ("PK\5\6"). Flag bit 0 says encrypted, bit 6 strong
+# encryption; method 8 is deflate, 0 stored, anything else (99 is AES) is what a reader may not know.
+
+def _key_pem() -> bytes:
+    from rakflash import dfu_package
+    return dfu_package.new_signing_key()
+
+
+FUZZ_KEY = _key_pem()
+_FW = bytes(range(256)) * 2 + b"RUI_4.0.6_RAK4631 " * 8      # compresses, as firmware does
+
+
+def _packages() -> dict[str, bytes]:
+    from rakflash import dfu_package as d
+    two = io.BytesIO()                       # a SoftDevice+bootloader image beside the application
+    with zipfile.ZipFile(two, "w", zipfile.ZIP_DEFLATED) as z:
+        sd_bl = _FW[::-1]
+        init = d.secure_init_packet(sd_bl, fw_type="BOOTLOADER", key_pem=FUZZ_KEY)
+        z.writestr("manifest.json", json.dumps({"manifest": {
+            "bootloader": {"bin_file": "bl.bin", "dat_file": "bl.dat"},
+            "application": {"bin_file": "app.bin", "dat_file": "app.dat"}}}))
+        z.writestr("bl.bin", sd_bl)
+        z.writestr("bl.dat", init)
+        z.writestr("app.bin", _FW)
+        z.writestr("app.dat", d.secure_init_packet(_FW, key_pem=FUZZ_KEY))
+    return {"secure, signed": d.secure_package(_FW, key_pem=FUZZ_KEY),
+            "secure, unsigned": d.secure_package(_FW, key_pem=None),
+            "legacy": d.legacy_package(_FW),
+            "bootloader and application": two.getvalue()}
+
+
+PACKAGES = _packages()
+
+
+def _zip_parts(raw: bytes) -> dict[str, list[tuple[int, int]]]:
+    """Where a zip's structures are: [(offset, length)] per kind, for damage aimed at each."""
+    z = zipfile.ZipFile(io.BytesIO(raw))
+    parts: dict[str, list[tuple[int, int]]] = {"local header": [], "member data": [],
+                                               "central directory": [], "end record": []}
+    for info in z.infolist():
+        head = 30 + len(info.filename.encode()) + len(info.extra)
+        parts["local header"].append((info.header_offset, head))
+        parts["member data"].append((info.header_offset + head, info.compress_size))
+    end = raw.rfind(b"PK\x05\x06")
+    parts["central directory"].append((z.start_dir, end - z.start_dir))
+    parts["end record"].append((end, len(raw) - end))
+    return parts
+
+
+@st.composite
+def damaged_packages(draw):
+    """A valid package with its zip structure damaged where a reader decides things: a header's
+    signature, flags (encrypted, strong encryption, data descriptor, patched data), compression
+    method, CRC, sizes, name length or offset; the deflate data; the central directory; the end."""
+    raw = bytearray(PACKAGES[draw(st.sampled_from(sorted(PACKAGES)))])
+    parts = _zip_parts(bytes(raw))
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(sorted(parts)))
+        start, length = draw(st.sampled_from(parts[kind]))
+        length = min(length, len(raw) - start)          # an earlier cut may have shortened the zip
+        if length <= 0:
+            continue
+        how = draw(st.sampled_from(["flip", "field", "field", "cut", "insert"]))
+        if how == "field" and kind in ("local header", "central directory"):
+            at = start if kind == "local header" else start + 4 * draw(st.integers(0, max(0, length // 4 - 12)))
+            if kind == "central directory":                   # find a central header to aim at
+                found = bytes(raw).find(b"PK\x01\x02", at)
+                at = found if found >= 0 else start
+            if at + 46 > len(raw):                            # past the end after an earlier cut
+                continue
+            flags, method = (6, 8) if kind == "local header" else (8, 10)
+            field = draw(st.sampled_from(["flags", "method", "crc", "sizes", "name length", "offset",
+                                          "version"]))
+            if field == "flags":
+                raw[at + flags] |= draw(st.sampled_from([0x01, 0x08, 0x20, 0x40, 0x41]))
+            elif field == "method":
+                raw[at + method:at + method + 2] = draw(st.sampled_from([0, 1, 9, 12, 14, 93, 95, 98, 99,
+                                                                          0xFFFF])).to_bytes(2, "little")
+            elif field == "crc":
+                raw[at + method + 6] ^= draw(st.integers(1, 255))
+            elif field == "sizes":
+                raw[at + method + 10 + draw(st.integers(0, 7))] ^= draw(st.integers(1, 255))
+            elif field == "name length":
+                raw[at + method + 18] ^= draw(st.integers(1, 255))
+            elif field == "offset" and kind == "central directory":
+                raw[at + 42 + draw(st.integers(0, 3))] ^= draw(st.integers(1, 255))
+            else:
+                raw[at + 4 + draw(st.integers(0, 1))] ^= draw(st.integers(1, 255))
+        elif how in ("flip", "field"):
+            at = start + draw(st.integers(0, length - 1))
+            raw[at] ^= draw(st.integers(1, 255))
+        elif how == "cut":
+            at = start + draw(st.integers(0, length - 1))
+            del raw[at:at + draw(st.integers(1, 16))]
+        else:
+            at = start + draw(st.integers(0, length - 1))
+            raw[at:at] = draw(st.binary(min_size=1, max_size=8))
+    return bytes(raw)
+
+
+def _try_package(fw_dir, raw: bytes, target: str):
+    from rakflash import dfu_package
+    p = fw_dir / "damaged.zip"
+    p.write_bytes(raw)
+    dfu_package.is_package(p)
+    pkg = named_or_result(target, lambda: dfu_package.load(p))
+    if isinstance(pkg, dfu_package.DfuPackage):       # what inspect and the plan ask of a package
+        pkg.to_dict()
+        pkg.linked_elsewhere()
+    _load_and_analyse(p, target + " (images.load)")
+
+
+@fuzz
+@given(raw=damaged_packages())
+def test_a_dfu_package_damaged_in_its_zip_structure(fw_dir, raw):
+    COUNTS["DFU package: zip structure damaged (headers, flags, method, deflate, directory)"] += 1
+    _try_package(fw_dir, raw, "DFU package: damaged zip")
+
+
+def _rezip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def _members(which: str) -> dict[str, bytes]:
+    z = zipfile.ZipFile(io.BytesIO(PACKAGES[which]))
+    return {n: z.read(n) for n in z.namelist()}
+
+
+@fuzz
+@given(which=st.sampled_from(sorted(PACKAGES)), data=st.data())
+def test_a_dfu_package_with_a_damaged_manifest(fw_dir, which, data):
+    COUNTS["DFU package: manifest.json damaged"] += 1
+    members = _members(which)
+    members["manifest.json"] = data.draw(st.one_of(mutated(members["manifest.json"]),
+                                                   JSON.map(lambda v: json.dumps({"manifest": v}).encode())))
+    _try_package(fw_dir, _rezip(members), "DFU package: damaged manifest")
+
+
+def _secure_init_variants():
+    """Secure DFU init packets as protobuf messages, with fields dropped, emptied or set to other
+    values (required ones included: serialized partially, as a hand-made or damaged packet would
+    be), then now and then damaged byte by byte (which reaches enum values the layout lacks)."""
+    from rakflash import dfu_package as d
+
+    @st.composite
+    def strategy(draw):
+        m = d.messages()
+        packet = m["Packet"]()
+        packet.ParseFromString(d.secure_init_packet(_FW, key_pem=FUZZ_KEY if draw(st.booleans()) else None))
+        command = packet.signed_command.command if packet.HasField("signed_command") else packet.command
+        init = command.init
+        for _ in range(draw(st.integers(1, 4))):
+            change = draw(st.sampled_from(["hash empty", "hash gone", "hash bytes", "hash type", "type",
+                                           "sizes", "sd_req", "signature", "signature type", "no init",
+                                           "boot validation", "versions"]))
+            if change == "hash empty":
+                init.hash.ClearField("hash")
+            elif change == "hash gone":
+                init.ClearField("hash")
+            elif change == "hash bytes":
+                init.hash.hash = draw(st.binary(max_size=40))
+            elif change == "hash type":
+                init.hash.hash_type = draw(st.integers(0, 4))   # proto2 enums: only known values
+            elif change == "type":
+                init.type = draw(st.integers(0, 4))
+            elif change == "sizes":
+                setattr(init, draw(st.sampled_from(["app_size", "sd_size", "bl_size"])),
+                        draw(st.integers(0, (1 << 32) - 1)))
+            elif change == "sd_req":
+                init.sd_req[:] = draw(st.lists(st.integers(0, (1 << 32) - 1), max_size=4))
+            elif change == "signature" and packet.HasField("signed_command"):
+                packet.signed_command.signature = draw(st.binary(max_size=70))
+            elif change == "signature type" and packet.HasField("signed_command"):
+                packet.signed_command.signature_type = draw(st.integers(0, 1))
+            elif change == "no init":
+                command.ClearField("init")
+            elif change == "boot validation":
+                bv = init.boot_validation.add()
+                if draw(st.booleans()):
+                    bv.type = draw(st.integers(0, 3))
+            elif change == "versions":
+                init.fw_version = draw(st.integers(0, (1 << 32) - 1))
+                init.hw_version = draw(st.integers(0, (1 << 32) - 1))
+        out = packet.SerializePartialToString()
+        if draw(st.booleans()):
+            out = draw(mutated(out))
+        return out
+    return strategy()
+
+
+LEGACY_INITS = st.one_of(
+    mutated(bytes.fromhex("5200ffffffffffff0100feff") + b"\x00\x00"),
+    st.builds(lambda head, sds, tail: head + sds + tail, st.binary(min_size=8, max_size=10),
+              st.binary(max_size=12), st.binary(max_size=3)))
+
+
+@fuzz
+@given(which=st.sampled_from(sorted(PACKAGES)), init=st.one_of(_secure_init_variants(), LEGACY_INITS),
+       data=st.data())
+def test_a_dfu_package_with_a_damaged_init_packet(fw_dir, which, init, data):
+    COUNTS["DFU package: init packet damaged (Secure DFU protobuf, legacy record)"] += 1
+    from rakflash import dfu_package
+    members = _members(which)
+    dat = data.draw(st.sampled_from(sorted(n for n in members if n.endswith(".dat"))))
+    members[dat] = init
+    _try_package(fw_dir, _rezip(members), "DFU package: damaged init packet")
+    for legacy_hint in (False, True):
+        named_or_result("DFU init packet", lambda: dfu_package.parse_init(init, legacy_hint=legacy_hint))

@@ -11,6 +11,7 @@ import serial
 from rakflash.errors import Flooding, PortBusy
 from rakflash.flows.identify import identify
 from rakflash.link import Link
+from rakflash.sim import firmware
 
 from conftest import FAST_BAUD, cli_json, run_cli
 
@@ -22,7 +23,7 @@ def test_rui3_app_is_identified(virtual):
     assert info.module.key == "rak3172" and info.mode == "app"
     assert info.app_version == "RUI_4.0.5_RAK3172-E"
     assert info.bootloader_version == "RUI_BOOT_0.8_STM32WLE5CC"
-    assert info.hardware_model == "rak3172" and info.serial_number == "SIM0000001"
+    assert info.hardware_model == "rak3172" and info.serial_number == dev.opts.serial_number
 
 
 def test_versions_come_from_what_is_in_flash(virtual):
@@ -121,6 +122,7 @@ def test_a_flood_caught_after_a_short_listen_is_caught_at_its_rate(virtual, cat)
         assert info.caught and info.mode == "bootloader" and link.baud == 115200
 
 
+@pytest.mark.pty_only      # its silent port is a bare pty
 def test_silent_port_is_no_response():
     master, slave = os.openpty()
     try:
@@ -142,7 +144,7 @@ def test_nonexistent_port():
 
 def test_busy_port(virtual):
     dev = virtual("rak3172")
-    holder = serial.Serial(dev.port, FAST_BAUD, exclusive=True)
+    holder = serial.serial_for_url(dev.port, FAST_BAUD, exclusive=True)
     try:
         code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
         assert (code, out["error"]) == (4, "port-busy")
@@ -171,7 +173,7 @@ def test_trace_records_the_exchange(virtual, tmp_path):
 def test_bootloader_still_waiting_for_a_file_is_recognised(virtual):
     """An update cut off mid-way can leave the receiver polling 'C'; info still finds the bootloader."""
     dev = virtual("rak3172", state="bootloader")
-    with serial.Serial(dev.port, FAST_BAUD, timeout=1) as s:
+    with serial.serial_for_url(dev.port, FAST_BAUD, timeout=1) as s:
         s.write(b"at+update\r")
         assert s.read_until(b"C").endswith(b"C")
     code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
@@ -197,6 +199,7 @@ def test_flash_with_a_wrong_module_option_is_refused(virtual, tmp_path, cat):
     assert dev.updates == 0
 
 
+@pytest.mark.pty_only      # /proc names the programs sharing a device path
 @pytest.mark.parametrize("who", ["plain", "owns-another-pty"])
 def test_port_shared_with_another_program_is_named_busy(virtual, who):
     """A serial monitor without a lock would take part of the bytes: say so, by name.
@@ -241,3 +244,66 @@ def test_port_opens_with_rts_and_dtr_released():
         assert (link._ser.rts, link._ser.dtr) == (False, False)
         link.write(b"AT\r\n")
         assert link.read(4, 0.5) == b"AT\r\n"
+
+
+def _held_in_its_chip_bootloader(virtual, name):
+    """A module whose boot pin was held at its last reset: the chip's own bootloader runs."""
+    from rakflash.sim import Mode
+    kw = {}
+    if name == "rak11720":
+        from rakflash.apollo3_info0 import rak11720_default
+        kw["info0"] = rak11720_default().replace(uart_baud=FAST_BAUD).raw
+    dev = virtual(name, boot_pin=True, **kw)
+    assert dev.wait_mode(Mode.ROM)
+    return dev
+
+
+@pytest.mark.parametrize("name, state", [("rak811", "left in sync by an earlier session"),
+                                         ("rak3172", "fresh from reset"),
+                                         ("rak11720", "secure bootloader")])
+def test_a_chip_in_its_own_bootloader_is_named_with_the_way_out(virtual, tmp_path, cat, name, state):
+    """BOOT0 left high after a recovery (or BOOT held on a RAK11720): info and flash said
+    'unreadable bytes … the baud rate is probably wrong (try --baud)' or 'nothing answers'.
+    They name the chip's bootloader, as doctor does, and the two ways out."""
+    from rakflash.sim import Mode
+    dev = _held_in_its_chip_bootloader(virtual, name)
+    if state.startswith("left in sync"):
+        with Link(dev.port, FAST_BAUD, parity="E") as link:     # as a recovery leaves it
+            link.write(b"\x7f")
+            assert link.read(1, 2.0) == b"\x79"
+    error, leave = (("apollo3-sbl", "Release BOOT and reset") if name == "rak11720"
+                    else ("rom-bootloader", "Take BOOT0 low (to GND) and reset"))
+    recover = f"rakflash recover FULL.hex --port {dev.port} --module {name}"
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert (code, out["error"]) == (5, error), out
+    assert dev.module.name in out["message"] and "baud" not in out["hint"]
+    assert out["hint"].startswith(leave) and out["hint"].endswith(recover) and out["command"] == recover
+    image = tmp_path / "app.bin"
+    version = {"rak811": "V3.0.0.14.H", "rak3172": "RUI_4.0.6_RAK3172-E", "rak11720": "RUI_4.0.6_RAK11720"}
+    image.write_bytes(firmware.app_image(cat.module(name), version[name], 16 * 1024))
+    flash = cat.module(name).mcu.flash
+    before = dev.flash.read(flash.start, flash.size)
+    code, out = cli_json("flash", str(image), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes")
+    assert (code, out["error"]) == (5, error) and out["hint"].startswith(leave), out
+    assert dev.flash.read(flash.start, flash.size) == before and dev.updates == 0
+    dev.set_boot_pin(False)            # what the hint says: release the pin, reset
+    dev.press_reset()
+    assert dev.wait_mode(Mode.APP)
+    code, out = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
+    assert (code, out["mode"], out["module"]) == (0, "app", dev.module.name), out
+
+
+@pytest.mark.parametrize("state", ["app", "bootloader"])
+def test_a_module_that_answers_is_never_asked_for_a_chip_bootloader(virtual, tmp_path, state):
+    """The chip-bootloader probes come only after AT found nothing readable: a module that
+    answers is identified as fast as before, and no 0x7F or HELLO reaches it."""
+    from rakflash.protocols import apollo3_sbl
+    from rakflash.trace import read_trace
+    dev = virtual("rak3172", state=state)
+    trace = tmp_path / "info.trace"
+    code, _ = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD), "--trace", str(trace))
+    assert code == 0
+    events = read_trace(trace)
+    sent = b"".join(bytes.fromhex(e["hex"]) for e in events if e["ev"] == "tx")
+    assert b"\x7f" not in sent and apollo3_sbl.hello() not in sent
+    assert not [e for e in events if e["ev"] == "note" and "bootloader" in e.get("text", "")]

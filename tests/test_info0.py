@@ -148,7 +148,7 @@ def test_info0_show_says_when_nothing_stands_in_the_way(tmp_path):
 def test_info0_show_of_a_missing_or_foreign_file(tmp_path):
     from conftest import cli_json
     code, out = cli_json("info0", "show", str(tmp_path / "nope.bin"))
-    assert (code, out["error"]) == (3, "image-error")
+    assert (code, out["error"]) == (3, "image-not-found")
     (tmp_path / "small.bin").write_bytes(b"\x00" * 64)
     code, out = cli_json("info0", "show", str(tmp_path / "small.bin"))
     assert (code, out["error"]) == (3, "image-format") and "too short" in out["message"]
@@ -160,3 +160,44 @@ def test_info0_show_without_a_file_needs_a_probe():
     if code == 0:
         pytest.skip("a probe is attached to this machine")
     assert (code, out["error"]) == (4, "probe-not-found")
+
+
+@pytest.mark.parametrize("command", ["show", "write"])
+@pytest.mark.parametrize("what", ["a FIFO", "/dev/zero"])
+def test_info0_of_a_fifo_or_a_device_is_refused_before_it_is_read(tmp_path, command, what):
+    """A FIFO hung `info0 show` and `info0 write`; /dev/zero was "8,193 bytes". Both are refused
+    as firmware files are: not a regular file, before a byte is read."""
+    import os
+    from conftest import cli_json
+    path = "/dev/zero"
+    if what == "a FIFO":
+        path = str(tmp_path / "info0.fifo")
+        os.mkfifo(path)
+    code, out = cli_json("info0", command, path, timeout=20)
+    assert (code, out["error"]) == (3, "image-not-a-file"), out
+    kind = "a FIFO" if what == "a FIFO" else "a character device"
+    assert f"is not a regular file ({kind})" in out["message"] and "INFO0 dump" in out["hint"]
+
+
+def test_info0_show_of_a_file_refuses_save_instead_of_ignoring_it(tmp_path):
+    """`info0 show FILE --save F` decoded FILE and never wrote F, without a word."""
+    from conftest import cli_json
+    p = tmp_path / "info0.bin"
+    p.write_bytes(dump(**ARTEMIS))
+    saved = tmp_path / "saved.bin"
+    code, out = cli_json("info0", "show", str(p), "--save", str(saved))
+    assert (code, out["error"]) == (2, "usage") and "--save" in out["message"] and out["hint"]
+    assert not saved.exists()
+
+
+@pytest.mark.parametrize("where", ["/dev/full", "a FIFO nobody reads"])
+def test_info0_show_save_to_a_path_that_cannot_take_it_is_refused_before_the_probe(tmp_path, where):
+    import os
+    from conftest import cli_json
+    path = "/dev/full"
+    if where.startswith("a FIFO"):
+        path = str(tmp_path / "save.fifo")
+        os.mkfifo(path)
+    code, out = cli_json("info0", "show", "--save", path, timeout=20)
+    assert (code, out["error"]) == (2, "usage"), out
+    assert ("No space left" if path == "/dev/full" else "FIFO and nothing reads it") in out["message"]

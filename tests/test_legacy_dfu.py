@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -127,6 +128,7 @@ need_adafruit = pytest.mark.skipif(
     reason="adafruit-nrfutil is not installed (pip install -e '.[test]' installs it)")
 
 
+@pytest.mark.pty_only      # the peer opens a device path
 @need_adafruit
 def test_adafruit_nrfutil_updates_the_virtual_arduino_rak4631(arduino, tmp_path):
     """adafruit-nrfutil, unchanged, against the bootloader (entered by a double reset: UF2 mode).
@@ -147,3 +149,71 @@ def test_adafruit_nrfutil_updates_the_virtual_arduino_rak4631(arduino, tmp_path)
     assert "Device programmed" in done.stdout, done.stdout + done.stderr
     assert ports.wait_for_port("rak4631-arduino", "app", timeout=5)
     assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.updates == 1
+
+
+# ------------------------------------------------------------------ an interrupted session
+
+def abandon_a_session(port: str, fw: bytes, packets: int) -> None:
+    """What an interrupted run leaves: START, INIT and DATA packets up to ``packets`` in all,
+    acknowledged, then nothing more (too-many-retries mid-DATA, SIGTERM, a closed terminal)."""
+    init = dp.legacy_init_packet(fw)
+    with Link(port) as link:
+        client = ld.LegacyDfuClient(link)
+        client.packet(ld.start_payload(ld.MODE_APPLICATION, app_size=len(fw)), "START", timeout=3)
+        client.packet(ld.init_payload(init), "INIT", timeout=3)
+        for i in range(packets - 2):
+            client.packet(ld.data_payload(fw[i * 512:(i + 1) * 512]), "DATA")
+
+
+@pytest.mark.parametrize("packets", range(3, 11), ids=lambda n: f"waits-for-packet-{(n + 1) % 8}")
+def test_an_update_cut_mid_session_is_finished_by_the_same_command(arduino, tmp_path, packets):
+    """The bootloader keeps an interrupted session: it waits for that session's next packet number
+    and takes no new START (the Adafruit bootloader resets when one comes in mid-session). The
+    re-run failed 'START was not acknowledged after 5 tries' with a hint about cables; it must
+    restart the session and finish, whatever number the bootloader waits for: another than the new
+    START's (it answers so), the START's own (it takes it: a START mid-session resets the chip), or
+    the INIT's (it takes the START for a repeat, then the INIT: that resets the chip too)."""
+    import json
+    from conftest import run_cli
+    dev = arduino()
+    fw = sketch(dev, size=20_000)
+    port = touch_1200(dev)
+    abandon_a_session(port, sketch(dev, "ARDUINO_SKETCH_0.9", 20_000), packets)
+    assert dev.mode.value == "bootloader" and not dev.app_present()       # the sketch is partly erased
+    pkg = tmp_path / "sketch.zip"
+    pkg.write_bytes(dp.legacy_package(fw))
+    proc = run_cli("flash", str(pkg), "--port", port, "--yes", "--json", timeout=90)
+    events = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert (proc.returncode, events[-1]["result"]) == (0, "ok"), events[-1]
+    # The sketch runs (its port may be listed a moment before the simulated MCU says so on a
+    # loaded host: wait for the mode, don't sample it once).
+    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.wait_mode("app", timeout=10), dev.mode
+    notes = " | ".join(e["message"] for e in events if e.get("event") == "note")
+    assert "earlier, interrupted update" in notes and "starts" in notes, notes
+
+
+def test_a_bootloader_that_does_not_come_back_after_the_restart_says_what_to_press(arduino, tmp_path,
+                                                                                    monkeypatch):
+    """The restart that ends an earlier session needs the module to come back on a new port; one
+    that doesn't is dfu-session-in-progress, with the reset press as the next step. (The Adafruit
+    bootloader's error handler halts instead of resetting while a debugger is attached.)"""
+    from rakflash.flows.session import FlashOptions, FlashSession
+    from rakflash.images import load
+    dev = arduino()
+    port = touch_1200(dev)
+    abandon_a_session(port, sketch(dev, "ARDUINO_SKETCH_0.9", 20_000), 5)
+    served = ld.LegacyDfuTarget._process
+
+    def restarts_into_nothing(self, payload):
+        outcome = served(self, payload)
+        while outcome == "reset" and not dev._stop:       # halted: no reset, no new port
+            time.sleep(0.05)
+        return outcome
+    monkeypatch.setattr(ld.LegacyDfuTarget, "_process", restarts_into_nothing)
+    pkg = tmp_path / "sketch.zip"
+    pkg.write_bytes(dp.legacy_package(sketch(dev)))
+    with Link(port) as link, pytest.raises(ld.EarlierSession) as caught:
+        FlashSession(link, load(str(pkg)), FlashOptions()).run()
+    assert "did not come back" in caught.value.message
+    assert "Press the module's reset button once" in caught.value.hint
+    assert caught.value.name == "dfu-session-in-progress" and caught.value.exit_code == 7

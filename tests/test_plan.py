@@ -76,7 +76,7 @@ def test_rak811_rule_needs_bootloader_305(cat, tmp_path):
     with pytest.raises(BootloaderTooOld) as e:
         make_plan(img, dev)
     assert "3.0.5" in e.value.message
-    assert "pyocd flash -t stm32l151cbux FULL.hex" in e.value.hint
+    assert "pyocd flash -t stm32l151cbux -e sector -O keep_unwritten=true FULL.hex" in e.value.hint
     assert "rakflash recover FULL.hex --port /dev/null --module rak811" in e.value.hint   # the port it is on
     dev.bootloader_version = "V3.0.5"
     assert make_plan(img, dev).app_version == "V3.0.0.14.H"
@@ -103,7 +103,7 @@ def test_module_without_a_serial_update_is_refused_before_anything_is_sent(cat, 
     device = DeviceInfo("/dev/ttyACM0", 115200, "app", "rui3", module=m, app_version="RUI_4.0.5_RAK4631")
     with pytest.raises(UnsupportedUpdate) as e:
         make_plan(img, device)
-    assert e.value.exit_code == 6 and "pyocd flash -t nrf52840 FULL.hex" in e.value.hint
+    assert e.value.exit_code == 6 and "pyocd flash -t nrf52840 -e sector -O keep_unwritten=true FULL.hex" in e.value.hint
 
 
 def test_a_plain_image_for_a_secure_dfu_module_is_refused_with_how_to_make_a_package(cat, tmp_path):

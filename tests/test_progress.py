@@ -196,9 +196,12 @@ def test_every_result_line_has_the_same_keys(virtual, tmp_path, cat, new_app, en
         same.write_bytes(firmware.app_image(cat.module("rak3172"), OLD, 8 * 1024))
         args[1] = str(same)
     code, out = cli_json(*args)
-    keys = {"result", "module", "port", "app_version_before", "app_version_after", "bytes", "seconds", "error"}
+    keys = {"result", "module", "port", "app_version_before", "app_version_after", "bytes", "seconds", "error",
+            "written"}
     assert keys <= set(out), keys - set(out)
     assert out["port"] == dev.port and out["module"] == "RAK3172"
+    # one field, three values, as recover and the page say it (issue 17.4)
+    assert out["written"] == ("all" if ending == "ok" else "nothing")
     if ending == "refused":
         assert (code, out["error"]) == (6, "image-too-large")
     else:

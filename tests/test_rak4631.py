@@ -12,6 +12,7 @@ import json
 import pytest
 
 from rakflash import dfu_package as dp, ports
+from rakflash.errors import PortNotBack
 from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
@@ -189,7 +190,7 @@ def test_info_names_the_variant(rak4631, name, state, module, mode, variant):
     dev = rak4631(name, state=state)
     code, out = cli_json("info", "--port", dev.port, timeout=60)
     assert code == 0 and (out["module"], out["mode"], out["variant"]) == (module, mode, variant)
-    assert out["serial_number"] == "SIM0000001"
+    assert out["serial_number"] == dev.opts.serial_number
 
 
 def test_inspect_says_what_a_package_carries_and_requires(rak4631, tmp_path):
@@ -204,6 +205,33 @@ def test_inspect_says_what_a_package_carries_and_requires(rak4631, tmp_path):
     text = run_cli("inspect", arduino_package(tmp_path, dev.module), timeout=60).stdout
     assert "Adafruit legacy DFU" in text and "device type 0x0052" in text and "not signed" in text
     assert "firmware version not set" in text and "4294967295" not in text
+
+    assert out["package"]["application_linked_elsewhere"] is None     # linked where it is written
+
+
+def test_a_package_whose_application_is_linked_for_the_other_bootloader_is_named_and_refused(
+        rak4631, tmp_path, cat):
+    """An Arduino sketch (linked for 0x26000) inside a signed RUI3 package, which RUI3's bootloader
+    writes at 0x27000: the reset vector points below the image. inspect said nothing of it, and
+    flash refused it only as "built for another address … give the right --address" (a package
+    has no --address). inspect names it; the plan refuses it as a package mismatch, with the way
+    to package each build for its own bootloader, before the module is touched."""
+    dev = rak4631()
+    sketch = firmware.app_image(cat.module("rak4631-arduino"), "RUI_4.0.6_RAK4631", 24_000)
+    pkg = tmp_path / "rui3-with-a-sketch.zip"
+    pkg.write_bytes(dp.secure_package(sketch, key_pem=KEY, fw_version=2))
+    code, out = cli_json("inspect", str(pkg), timeout=60)
+    linked = out["package"]["application_linked_elsewhere"]
+    assert code == 0 and (linked["placed_at"], linked["linked_for"]) == (0x27000, 0x26000), out
+    assert linked["linked_for_family"] == "legacy-dfu" and "below the image" in linked["message"]
+    text = run_cli("inspect", str(pkg), timeout=60).stdout
+    assert "linked for 0x26000" in text and "would not start it" in text and "adafruit-nrfutil" in text
+    code, out = cli_json("flash", str(pkg), "--port", dev.port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "linked for 0x26000" in out["message"] and "writes it at 0x27000" in out["message"]
+    assert "nothing was sent" in out["message"] and "--address" not in out["hint"]
+    assert "adafruit-nrfutil dfu genpkg" in out["hint"] and "nrfutil pkg generate" in out["hint"]
+    assert dev.resets == 0 and dev.mode.value == "app" and dev.app_version == "RUI_4.0.5_RAK4631"
 
 
 def test_sim_command_prints_the_new_port_when_the_module_re_enumerates(tmp_path):
@@ -285,16 +313,50 @@ def test_a_port_that_is_gone_names_where_the_module_may_be_now(rak4631, tmp_path
     assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
 
 
-def test_a_failure_in_the_bootloader_names_the_port_the_module_is_on_now(rak4631, tmp_path):
-    """The module re-enumerated as its bootloader before the DFU failed: the port the command
-    was given is gone, so the hint names the bootloader's (found by the soak: the same command
-    again only met port-not-found)."""
+def test_a_package_refused_at_its_init_packet_leaves_the_module_running_its_application(rak4631, tmp_path):
+    """Signed with a key the bootloader does not trust: refused at the init packet, after AT+BOOT,
+    before anything was erased. The module was left in its bootloader without a word; now its
+    application runs again, the result says so, and the hint names the port it is on now (the
+    port the command was given is gone: found by the soak, the same command met port-not-found)."""
     dev = rak4631()
+    given = dev.port
     pkg = rui3_package(tmp_path, dev, key_pem=dp.new_signing_key())     # a key it does not trust
-    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
+    code, out = cli_json("flash", pkg, "--port", given, "--yes", timeout=90)
     assert code != 0 and out["error"] == "dfu-rejected", out
-    boot = ports.wait_for_port("rak4631-r", "bootloader", timeout=5).device
-    assert f"--port {boot}" in out["hint"], out["hint"]
+    assert "nothing was written" in out["message"] and "runs its application again" in out["message"]
+    assert dev.wait_mode("app") and dev.app_version == "RUI_4.0.5_RAK4631" and dev.updates == 0
+    app = ports.wait_for_port("rak4631-r", "app", timeout=5).device
+    assert app in out["message"]
+    assert app == given or f"--port {app}" in out["hint"], out["hint"]    # (a pty path may come back)
+
+
+def test_a_package_like_one_its_bootloader_refused_is_refused_before_at_boot(rak4631, tmp_path):
+    """rakflash remembers what this module's bootloader accepted: the key that signed it, the
+    fw_version it installed. The next package signed with another key, or older, is refused
+    before AT+BOOT (its bootloader would refuse it after), the module never leaving its application."""
+    dev = rak4631()
+    code, out = cli_json("flash", rui3_package(tmp_path, dev, fw_version=3), "--port", dev.port, "--yes",
+                         timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
+    port, resets = dev.port, dev.resets
+    other_key = rui3_package(tmp_path, dev, version="RUI_4.0.7_RAK4631", key_pem=dp.new_signing_key(),
+                             fw_version=4)
+    code, out = cli_json("flash", other_key, "--port", port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "another key" in out["message"] and "nothing was sent" in out["message"]
+    older = rui3_package(tmp_path, dev, version="RUI_4.0.7_RAK4631", fw_version=2)
+    code, out = cli_json("flash", older, "--port", port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "fw_version" in out["message"] and "downgrade" in out["message"] and "--force" in out["hint"]
+    assert (dev.resets, dev.port, dev.mode.value) == (resets, port, "app")      # never left its application
+    # --force sends it: the bootloader refuses it, and the application runs again.
+    code, out = cli_json("flash", older, "--port", port, "--yes", "--force", timeout=90)
+    assert out["error"] == "dfu-rejected" and out["reason"] == "fw-version", out
+    assert dev.wait_mode("app") and dev.app_version == "RUI_4.0.6_RAK4631"
+    # The same key and a newer version go through.
+    newer = rui3_package(tmp_path, dev, version="RUI_4.0.7_RAK4631", fw_version=4)
+    code, out = cli_json("flash", newer, "--port", dev.port, "--yes", timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
 
 
 def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, tmp_path):
@@ -317,3 +379,201 @@ def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, 
     assert f"--port {boot}" in last["hint"], last["hint"]
     code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=90)
     assert code == 0 and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+
+
+def test_convert_refuses_an_application_linked_for_the_arduino_base_before_replacing_the_bootloader(
+        rak4631, tmp_path, cat):
+    """The plan's refusal of an Arduino sketch in a RUI3 package comes only after the conversion
+    has replaced the bootloader: the conversion checks it with its packages, before anything."""
+    dev = rak4631("rak4631-arduino", dfu_key=KEY)
+    sketch = firmware.app_image(cat.module("rak4631-arduino"), "RUI_4.0.6_RAK4631", 24_000)
+    app = tmp_path / "rui3-with-a-sketch.zip"
+    app.write_bytes(dp.secure_package(sketch, key_pem=KEY, fw_version=2))
+    code, out = cli_json("convert-to-rui3", conversion_package(tmp_path, cat), str(app),
+                         "--port", dev.port, "--yes", timeout=60)
+    assert (code, out["error"]) == (6, "package-mismatch"), out
+    assert "linked for 0x26000" in out["message"] and "nothing was sent" in out["message"]
+    assert dev.resets == 0 and dev.module.key == "rak4631-arduino"
+
+
+def start_sim_cli(*args: str):
+    """`rakflash sim …` in a subprocess; (process, its first port)."""
+    import os
+    import subprocess
+    import sys
+    from conftest import SRC
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "sim", *args], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=SRC))
+    first = proc.stdout.readline()
+    assert first.startswith("port: "), proc.stderr.read() if proc.poll() is not None else first
+    return proc, first.split()[1]
+
+
+def test_sim_arduino_with_a_dfu_key_converts_to_rui3_with_packages_signed_by_it(tmp_path, cat):
+    """`rakflash sim rak4631 --arduino --dfu-key key.pem`: the RUI3 bootloader that the conversion
+    installs trusts that key, so the whole conversion of packages signed with it succeeds (the key
+    was dropped when --arduino renamed the module: 'extended error 0x0c' at the RUI3 step)."""
+    key = tmp_path / "key.pem"
+    key.write_bytes(KEY)
+    proc, port = start_sim_cli("rak4631", "--arduino", "--dfu-key", str(key), "--flash-scale", "0")
+    try:
+        app = rui3_package(tmp_path, cat.module("rak4631-r"))
+        conv = run_cli("convert-to-rui3", conversion_package(tmp_path, cat), app, "--port", port, "--yes",
+                       "--json", timeout=120)
+        out = events(conv)[-1]
+        assert conv.returncode == 0, conv.stderr + conv.stdout
+        assert out["result"] == "ok" and out["app_version_after"] == "RUI_4.0.6_RAK4631", out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_sim_arduino_without_a_key_names_the_key_its_rui3_bootloader_will_trust(tmp_path):
+    import os
+    proc, _ = start_sim_cli("rak4631", "--arduino", "--flash-scale", "0")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("dfu key: ") and "convert-to-rui3" in line, line
+        os.unlink(line.split()[2])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_sim_refuses_a_dfu_key_for_a_module_that_checks_none(tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_bytes(KEY)
+    proc = run_cli("sim", "rak3172", "--dfu-key", str(key), timeout=30)
+    assert proc.returncode == 2 and "--dfu-key" in proc.stderr
+
+
+# ------------------------------------------------------------------ following the right module
+
+def test_an_update_follows_its_own_module_not_another_with_the_same_serial_number(rak4631, tmp_path):
+    """Two RAK4631-Rs with one serial number, B already waiting in its bootloader: `flash --port A`
+    must follow A to its bootloader (a port that appeared after AT+BOOT, at A's USB location),
+    not B's port that was there before — which it wrote, saying 'done', leaving A in its bootloader."""
+    a = rak4631(serial_number="SAME-SN")
+    b = rak4631(serial_number="SAME-SN", state="bootloader")
+    assert b.wait_mode("bootloader")
+    b_port = b.port
+    code, out = cli_json("flash", rui3_package(tmp_path, a), "--port", a.port, "--yes", timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert a.updates == 1 and a.app_version == "RUI_4.0.6_RAK4631" and a.mode.value == "app"
+    assert b.updates == 0 and b.mode.value == "bootloader" and b.port == b_port     # left alone
+
+
+def test_an_arduino_touch_follows_its_own_module_not_another_with_the_same_serial_number(rak4631, tmp_path):
+    a = rak4631("rak4631-arduino", serial_number="SAME-SN")
+    b = rak4631("rak4631-arduino", serial_number="SAME-SN", state="bootloader")
+    assert b.wait_mode("bootloader")
+    code, out = cli_json("flash", arduino_package(tmp_path, a.module), "--port", a.port, "--yes", timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert a.updates == 1 and a.app_version == "ARDUINO_SKETCH_1.1" and a.mode.value == "app"
+    assert b.updates == 0 and b.mode.value == "bootloader"
+
+
+def test_a_conversion_follows_its_own_module_not_a_rak4631_r_with_the_same_serial_number(rak4631, tmp_path,
+                                                                                        cat):
+    a = rak4631("rak4631-arduino", serial_number="SAME-SN", dfu_key=KEY)
+    b = rak4631(serial_number="SAME-SN", state="bootloader")
+    assert b.wait_mode("bootloader")
+    app = rui3_package(tmp_path, cat.module("rak4631-r"))
+    code, out = cli_json("convert-to-rui3", conversion_package(tmp_path, cat), app, "--port", a.port, "--yes",
+                         timeout=120)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert a.module.key == "rak4631-r" and a.app_version == "RUI_4.0.6_RAK4631"
+    assert b.updates == 0 and b.mode.value == "bootloader"
+
+
+def test_two_new_ports_that_both_look_like_the_module_are_a_named_error(tmp_path):
+    """No USB location to tell them apart, the same serial number, both new: rakflash can't know
+    which is the module it reset, so it says so instead of picking one."""
+    from rakflash.errors import PortAmbiguous
+    before = ports.snapshot()
+    for name in ("ttyACM5", "ttyACM6"):
+        dev = tmp_path / name
+        dev.touch()
+        ports.register_virtual_port(str(dev), vid=0x1915, pid=0x521F, product="Open DFU Bootloader",
+                                    serial_number="SAME-SN")
+    with pytest.raises(PortAmbiguous) as caught:
+        ports.wait_for_port("rak4631-r", "bootloader", serial_number="SAME-SN", before=before, timeout=1)
+    assert "ttyACM5" in caught.value.message and "ttyACM6" in caught.value.message
+    assert "--port" in caught.value.hint
+    # A port that was already there before the reset is never the one that came back.
+    with pytest.raises(PortNotBack):
+        ports.wait_for_port("rak4631-r", "bootloader", serial_number="SAME-SN", before=ports.snapshot(),
+                            timeout=0.3)
+
+
+def test_an_arduino_update_stopped_mid_transfer_is_finished_by_the_same_command(rak4631, tmp_path):
+    """SIGTERM mid-DATA leaves the Adafruit bootloader in that session; the same command, given the
+    bootloader's port (the result names it), restarts the session and finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from conftest import SRC
+    dev = rak4631("rak4631-arduino")
+    pkg = arduino_package(tmp_path, dev.module, size=400_000)
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", pkg, "--port", dev.port, "--yes",
+                             "--json"], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=SRC))
+    lines = signal_when(proc, lambda e: e.get("event") == "progress" and 0 < e["bytes"] < e["total"] // 2,
+                        signal.SIGTERM)
+    assert proc.wait(30) == 143 and lines[-1]["result"] == "interrupted", lines[-1]
+    boot = ports.wait_for_port("rak4631-arduino", "bootloader", timeout=5).device
+    assert f"--port {boot}" in lines[-1]["hint"], lines[-1]["hint"]
+    code, out = cli_json("flash", pkg, "--port", boot, "--yes", timeout=120)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert dev.app_version == "ARDUINO_SKETCH_1.1" and dev.mode.value == "app"
+
+
+def test_a_conversion_cut_in_its_bootloader_step_is_finished_by_the_same_command(rak4631, tmp_path, cat):
+    from test_legacy_dfu import abandon_a_session, touch_1200
+    dev = rak4631("rak4631-arduino", dfu_key=KEY)
+    boot = touch_1200(dev)
+    abandon_a_session(boot, firmware.app_image(dev.module, "ARDUINO_SKETCH_0.9", 20_000), 5)
+    app = rui3_package(tmp_path, cat.module("rak4631-r"))
+    code, out = cli_json("convert-to-rui3", conversion_package(tmp_path, cat), app, "--port", boot, "--yes",
+                         timeout=120)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert dev.module.key == "rak4631-r" and dev.app_version == "RUI_4.0.6_RAK4631"
+
+
+@pytest.mark.parametrize("content", [b"", b"[]", b"\xff\xfe", b'{"module": "rak4631-r"}',
+                                     b'{"module": "rak4631-r", "serial_number": "SN", "signers": ["zz"]}',
+                                     b'{"module": "rak4631-r", "serial_number": "SN", "signers": 5, '
+                                     b'"fw_version": "9"}', b"fifo"],
+                         ids=["empty", "list", "binary", "no-serial", "bad-hex", "wrong-types", "fifo"])
+def test_a_damaged_memory_of_what_a_bootloader_accepted_never_refuses_a_package(tmp_path, cat, content):
+    """The file is untrusted input: damaged, it is as if nothing were known (the bootloader decides)."""
+    from rakflash.flows.identify import DeviceInfo
+    from rakflash.flows.transfers import nordic_dfu as nd
+    from rakflash.images import load as load_image
+    module = cat.module("rak4631-r")
+    path = nd._seen_file(module, "SN")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if content == b"fifo":
+        import os
+        os.mkfifo(path)                   # never read: it could block
+    else:
+        path.write_bytes(content)
+    image = load_image(rui3_package(tmp_path, module, key_pem=dp.new_signing_key(), fw_version=0))
+    device = DeviceInfo("PORT", 115200, "app", module.dialect.key, module=module, serial_number="SN")
+    nd.check_device(image, module, device)          # no refusal, no exception
+
+
+def test_a_refused_package_for_a_module_with_no_application_says_it_stays_in_its_bootloader(rak4631,
+                                                                                             tmp_path):
+    """An earlier update erased the application; the package now given is refused at its init
+    packet: there is nothing to start again, and the message says so instead of 'press reset'."""
+    dev = rak4631(state="bootloader")
+    dev.app_valid = False                    # what a cut-off update leaves (single bank)
+    pkg = rui3_package(tmp_path, dev, key_pem=dp.new_signing_key())
+    code, out = cli_json("flash", pkg, "--port", dev.port, "--yes", timeout=90)
+    assert out["error"] == "dfu-rejected", out
+    assert "nothing was written" in out["message"] and "no application to start" in out["message"], out
+    assert "press its reset button" not in out["message"]
+    assert dev.mode.value == "bootloader" and dev.updates == 0

@@ -10,7 +10,7 @@ import pytest
 from rakflash import images
 from rakflash.errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable,
                              RomNoHandshake, WrongChip, WrongTarget)
-from rakflash.events import Countdown, Progress, Prompt, Recorder, Warning
+from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Warning
 from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
 from rakflash.flows.recover_stm32 import erase_pages, write_blocks
 from rakflash.link import Link
@@ -167,4 +167,149 @@ def test_the_trace_shows_the_rom_talked_8e1(virtual, cat, tmp_path):
     lines = [json.loads(x) for x in trace_file.read_text().splitlines()[1:]]
     parities = [x["parity"] for x in lines if x["ev"] in ("open", "parity")]
     collapsed = [p for i, p in enumerate(parities) if i == 0 or parities[i - 1] != p]
-    assert collapsed == ["N", "E", "N"]     # identify at 8N1, the ROM at 8E1, identify again
+    # a look for a ROM that answers already (8E1), identify at 8N1, the ROM at 8E1, identify again
+    assert collapsed == ["N", "E", "N", "E", "N"]
+
+
+def in_time(seconds: float, fn):
+    """``fn()``'s result or exception, or a failure when it has not ended within ``seconds`` (a hang)."""
+    import threading
+    out: list = []
+
+    def run_it():
+        try:
+            out.append(fn())
+        except BaseException as exc:          # handed to the test
+            out.append(exc)
+
+    t = threading.Thread(target=run_it, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"still running after {seconds} s"
+    return out[0]
+
+
+class LatePerson(Person):
+    """Holds BOOT0 and presses reset ``delay`` seconds after the prompt, as people do."""
+
+    def __init__(self, dev, delay: float) -> None:
+        super().__init__(dev, act=False)
+        self.delay = delay
+
+    def __call__(self, event) -> None:
+        super().__call__(event)
+        if isinstance(event, Prompt):
+            import threading
+
+            def press():
+                self.dev.set_boot_pin(True)
+                self.dev.press_reset()
+            threading.Timer(self.delay, press).start()
+
+
+def recover_with(dev, path, person, module="rak3172", options=None):
+    options = options or fast()
+    plan = plan_recovery(images.load(path), _mod(module), options=options)
+    with Link(dev.port, FAST_BAUD) as link:
+        return recover(link, plan, options, emit=person)
+
+
+def test_a_flooding_sketch_is_recovered_when_the_reset_comes(virtual, cat, tmp_path):
+    # 'y' in "humidity" is 0x79, the ROM's ACK (issue 17.10): it was taken for the handshake.
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.0)
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
+    person = LatePerson(dev, 1.0)
+    result = in_time(60, lambda: recover_with(dev, path, person))
+    assert not isinstance(result, BaseException), result
+    assert result.app_version_after == "RUI_4.0.6_RAK3172-E" and dev.rom_sessions == 1
+
+
+def test_a_flooding_sketch_without_a_reset_ends_by_the_window(virtual, cat, tmp_path):
+    dev = virtual("rak3172", sketch="flooding", flood_after=0.0)
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
+    outcome = in_time(30, lambda: recover_with(dev, path, Person(dev, act=False),
+                                               options=fast(window=3.0, identify_before=False)))
+    assert isinstance(outcome, RomNoHandshake) and outcome.details["seen"] == "text"
+    assert "firmware runs" in outcome.hint and outcome.details["written"] == "nothing"
+
+
+def test_a_rom_that_already_answers_asks_nothing_of_the_person(virtual, cat, tmp_path):
+    # The re-run after a ROM error (issue 17.9): the ROM waits already; a person told to
+    # "hold BOOT0 and reset" resets the chip mid-session.
+    dev = virtual("rak811", boot_pin=True)
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    person = LatePerson(dev, 0.3)
+    result = in_time(60, lambda: recover_with(dev, path, person, "rak811"))
+    assert not isinstance(result, BaseException), result
+    assert not person.events.of(Prompt) and result.reset_wait is None
+    assert any("already answers" in n.message for n in person.events.of(Note))
+    assert dev.bootloader_version == "V3.0.5"
+
+
+def test_a_reset_mid_session_is_synced_again_and_the_write_finishes(virtual, cat, tmp_path):
+    dev = virtual("rak811")
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    pressed = []
+
+    class PressesTwice(Person):
+        def __call__(self, event) -> None:
+            super().__call__(event)
+            if isinstance(event, Progress) and event.phase == "write" and not pressed:
+                pressed.append(True)
+                self.dev.press_reset()        # BOOT0 still high: the ROM starts afresh
+    person = PressesTwice(dev)
+    result = in_time(90, lambda: recover_with(dev, path, person, "rak811"))
+    assert not isinstance(result, BaseException), result
+    assert [w.code for w in person.events.of(Warning)][:1] == ["chip-restarted"]
+    assert dev.bootloader_version == "V3.0.5" and dev.app_version == "V3.0.0.14.H"
+
+
+def test_one_damaged_byte_does_not_claim_readout_protection(virtual, cat, tmp_path):
+    # Issue 17.11: a single NACK to the protection probe pointed to --remove-readout-protection.
+    from rakflash.sim import Faults, Rewrite
+    dev = virtual("rak3172", faults=Faults(rewrite_to_module=[Rewrite(b"\x11\xee", b"\x11\xef")]))
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
+    result, _ = run(dev, path, "rak3172")
+    assert result.app_version_after == "RUI_4.0.6_RAK3172-E"
+    assert dev.uart.faults.rewrite_to_module[0].times == 0        # the damage did happen
+
+
+def test_a_damaged_answer_mid_session_is_synced_again_not_the_end(virtual, cat, tmp_path):
+    # The end of Get ID's reply damaged on its way to the host: the ROM is still in its session,
+    # so the next 0x7F is NACKed, Get answers, and the identification is asked again (a retry).
+    from rakflash.events import Retry
+    from rakflash.sim import Faults, Rewrite
+    dev = virtual("rak811", faults=Faults(rewrite_to_host=[Rewrite(b"\x79\x01\x04\x29\x79",
+                                                                   b"\x79\x01\x04\x29\x42")]))
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    result, events = run(dev, path)
+    assert dev.uart.faults.rewrite_to_host[0].times == 0          # the damage did happen
+    retries = events.of(Retry)
+    assert len(retries) == 1 and retries[0].phase == "connect" and result.retries == 1
+    assert not [w for w in events.of(Warning) if w.code == "chip-restarted"]
+    assert dev.bootloader_version == "V3.0.5" and result.app_version_after == "V3.0.0.14.H"
+
+
+def test_a_block_damaged_on_its_way_to_the_chip_is_written_again(virtual, cat, tmp_path):
+    # The ROM NACKs a block whose checksum does not match: one damaged byte toward the chip.
+    from rakflash.events import Retry
+    from rakflash.sim import Faults, Rewrite
+    dev = virtual("rak811", faults=Faults(rewrite_to_module=[Rewrite(b"V3.0.0.14.H", b"V3.0.0.14.X")]))
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    result, events = run(dev, path)
+    assert dev.uart.faults.rewrite_to_module[0].times == 0
+    assert [r.phase for r in events.of(Retry)] == ["write"] and result.verify == "read-back"
+    assert dev.app_version == result.app_version_after == "V3.0.0.14.H"
+
+
+def test_a_byte_damaged_on_its_way_back_is_no_verify_failure(virtual, cat, tmp_path):
+    # Read Memory has no checksum: a read-back damaged on the line looked like the flash's fault
+    # ("the chip holds 0xFD at … where the image has 0xF9") though the chip held the image.
+    from rakflash.events import Retry
+    from rakflash.sim import Faults, Rewrite
+    dev = virtual("rak811", faults=Faults(rewrite_to_host=[Rewrite(b"V3.0.0.14.H", b"V3.0.0.14.X")]))
+    path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    result, events = run(dev, path)
+    assert dev.uart.faults.rewrite_to_host[0].times == 0
+    assert [r.phase for r in events.of(Retry)] == ["verify"] and result.verify == "read-back"
+    assert dev.app_version == result.app_version_after == "V3.0.0.14.H"

@@ -139,3 +139,96 @@ def test_modules_lists_recover_and_the_stm32flash_equivalent():
     assert by_key["rak811"]["recover_command"] == "rakflash recover FULL.hex --port PORT --module rak811"
     assert "stm32flash -w FULL.hex -v -g 0x08000000 PORT" in by_key["rak811"]["recovery"]
     assert by_key["rak4270"]["recover_command"] is None and "no BOOT0" in by_key["rak4270"]["recovery"]
+
+
+def test_ctrl_c_while_writing_says_what_the_chip_holds_and_the_rerun_finishes(virtual, cat, tmp_path):
+    # Issue 17.4: Ctrl-C mid-write said "Nothing was written to the module." with "bytes": null,
+    # though the bootloader had been erased and partly rewritten.
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from conftest import SRC
+    dev = virtual("rak3172")
+    full = tmp_path / "RAK3172_FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak3172"), "RUI_BOOT_0.9_STM32WLE5CC",
+                                          "RUI_4.0.6_RAK3172-E", 64 * 1024))
+    args = [str(full), "--port", dev.port, "--baud", str(FAST_BAUD), "--module", "rak3172", "--yes"]
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "rakflash", "recover", *args, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            e = lines[-1]
+            if e.get("event") == "prompt":
+                dev.set_boot_pin(True)
+                dev.press_reset()
+            if e.get("event") == "progress" and e.get("phase") == "write" and e["bytes"] >= 2048:
+                proc.send_signal(signal.SIGINT)
+                break
+        lines += [json.loads(ln) for ln in proc.stdout.read().splitlines()]
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = lines[-1]
+    assert (proc.returncode, last["error"], last["written"]) == (130, "interrupted", "part"), last
+    assert last["bytes"] >= 2048 and "Nothing was written" not in last["hint"]
+    assert last["hint"].startswith("Part of the image was written: RAK3172 holds the new image's "
+                                   "bytes at 0x08000000-")
+    assert "Keep BOOT0 held high and run the same command again" in last["hint"]
+    # …and that is what finishes it: BOOT0 still held, no reset pressed.
+    code, events = run_as_a_person("recover", *args, on_event=lambda e: None)
+    assert code == 0 and events[-1]["written"] == "all", events[-3:]
+    assert events[-1]["bootloader_version_after"] == "RUI_BOOT_0.9_STM32WLE5CC"
+
+
+def test_the_port_is_checked_before_the_plan_is_printed(virtual, cat, tmp_path):
+    # Issue 20.9: 25 lines of plan, then "port does not exist" / "port-busy".
+    from rakflash.link import Link
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 4096))
+    proc = run_cli("recover", str(full), "--port", "/dev/does-not-exist", "--module", "rak811", "--yes")
+    assert proc.returncode != 0 and "does not exist" in proc.stderr
+    assert "plan:" not in proc.stdout and "you:" not in proc.stdout, proc.stdout
+    code, out = cli_json("recover", str(full), "--port", "/dev/does-not-exist", "--module", "rak811", "--yes")
+    assert (out["error"], out["written"]) == ("port-not-found", "nothing"), out
+    dev = virtual("rak811")
+    with Link(dev.port, FAST_BAUD):                     # another program holds the port
+        proc = run_cli("recover", str(full), "--port", dev.port, "--module", "rak811", "--yes")
+    assert "in use by another program" in proc.stderr and "plan:" not in proc.stdout, proc.stdout
+
+
+def test_a_log_names_each_phase_once_in_words(virtual, cat, tmp_path):
+    # Issue 20.9: "connecting…" twice, a raw "identify-after…", and "application ? → …".
+    dev = virtual("rak811", boot_pin=True)            # its ROM answers already: nothing to press
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 4096))
+    proc = run_cli("recover", str(full), "--port", dev.port, "--baud", str(FAST_BAUD), "--module",
+                   "rak811", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines.count("connecting…") == 1 and "identifying again…" in lines, lines
+    assert "identify-after" not in proc.stderr and "?" not in proc.stdout.splitlines()[-1]
+    assert "application unknown → V3.0.0.14.H" in proc.stdout
+
+
+def test_the_rerun_after_a_rom_error_asks_nothing_and_finishes(virtual, cat, tmp_path):
+    # Issue 17.9: after a ROM error the ROM waits already; the re-run prompted "hold BOOT0 and
+    # reset" anyway, and a person pressing reset a moment after the prompt cut the session short.
+    import threading
+    dev = virtual("rak811", boot_pin=True)
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 8192))
+
+    def person(event: dict) -> None:
+        if event.get("event") == "prompt":
+            threading.Timer(0.3, dev.press_reset).start()      # BOOT0 is held already
+    code, events = run_as_a_person("recover", str(full), "--port", dev.port, "--baud", str(FAST_BAUD),
+                                   "--module", "rak811", "--yes", on_event=person)
+    assert code == 0 and events[-1]["written"] == "all", events[-3:]
+    assert "prompt" not in [e.get("event") for e in events]
+    assert any("already answers" in e.get("message", "") for e in events if e.get("event") == "note")

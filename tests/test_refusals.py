@@ -256,14 +256,16 @@ def test_flash_says_why_it_wont_send_a_bootloader_bin(virtual, tmp_path, cat):
 
 # ------------------------------------------------------------------ 5. not a module at all
 
-def test_a_device_answering_ok_to_everything_is_an_unknown_device():
+def test_a_device_answering_ok_to_everything_is_an_unknown_device(tmp_path, cat):
+    app = tmp_path / "RAK3172_app.bin"      # real firmware: a file that is not is refused before the port
+    app.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.6_RAK3172-E", 8192))
     with yes_man() as port:
         code, out = cli_json("info", "--port", port.port, "--baud", "115200")
         assert (code, out["error"]) == (5, "unknown-device"), out
         assert "answers OK to every line" in out["message"]
         proc = run_cli("info", "--port", port.port, "--baud", "115200")
         assert proc.returncode == 5 and "None" not in proc.stdout + proc.stderr
-        code, out = cli_json("flash", __file__, "--port", port.port, "--baud", "115200", "--yes",
+        code, out = cli_json("flash", str(app), "--port", port.port, "--baud", "115200", "--yes",
                              "--module", "rak3172")
         assert (code, out["error"]) == (5, "unknown-device"), out
 

@@ -168,7 +168,8 @@ def test_stray_zero_before_ack_is_skipped():
             self.out = bytearray(b"\x00" + bytes([ACK]))
 
         def write(self, data):
-            pass
+            if data == b"\x00\xff":         # Get: a ROM's reply, a stray 0x00 before its ACK too
+                self.out += b"\x00" + bytes([ACK, len(STD) + 1, 0x20, *STD, EXTENDED_ERASE, ACK])
 
         def read(self, n, timeout):
             got, self.out[:] = bytes(self.out[:n]), self.out[n:]
@@ -258,6 +259,7 @@ need_stm32loader = pytest.mark.skipif(not HAVE_STM32LOADER and not os.environ.ge
 STM32FLASH = ["stm32flash", "-m", "8n1", "-b", "460800"]
 
 
+@pytest.mark.pty_only      # the peer opens a device path
 @need_stm32flash
 @pytest.mark.parametrize("module,pid", [("rak811", "0x0429"), ("rak4270", "0x0447")])
 def test_stm32flash_writes_verifies_reads_and_starts_the_virtual_chip(virtual, cat, tmp_path, module, pid):
@@ -297,6 +299,7 @@ main(*sys.argv[1:])
 """
 
 
+@pytest.mark.pty_only      # the peer opens a device path
 @need_stm32loader
 def test_stm32loader_mass_erases_writes_verifies_and_starts_the_virtual_rak3172(virtual, cat, tmp_path):
     from rakflash.sim import firmware
@@ -316,3 +319,50 @@ def test_stm32loader_mass_erases_writes_verifies_and_starts_the_virtual_rak3172(
     # it mass-erased (the STM32WL's ROM has one) and Go started the application directly
     assert dev.bootloader_version is None
     assert dev.wait_mode(Mode.APP) and dev.app_version == "RUI_4.0.9_RAK3172-E"
+
+
+def test_a_flood_with_ack_bytes_in_it_is_no_handshake():
+    # A sketch printing "humidity" sends 0x79 (ACK) all the time (issue 17.10): taken for the
+    # ROM's answer, rakflash then waited for the line to go quiet, for ever.
+    host, dev = pipe()
+    stop = threading.Event()
+
+    def sketch():
+        n = 0
+        while not stop.is_set():
+            dev.write(f"sensor reading {n}: temperature=21.5 humidity=40\r\n".encode())
+            n += 1
+            stop.wait(0.001)
+
+    threading.Thread(target=sketch, daemon=True).start()
+    outcome = []
+
+    def handshake():
+        try:
+            outcome.append(RomClient(host, FAST).handshake(1.0))
+        except RomNoHandshake as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=handshake, daemon=True)
+    waiting.start()
+    waiting.join(15)
+    stop.set()
+    assert not waiting.is_alive(), "the handshake did not end by its window"
+    assert isinstance(outcome[0], RomNoHandshake) and outcome[0].details["seen"] == "text"
+
+
+def test_protection_is_claimed_only_when_every_probe_is_refused(rom):
+    client, _, _, host = rom()
+    client.handshake(1.0)
+    damaged = []
+
+    def damage_first_read_command(data: bytes) -> bytes:      # one bit flipped on the way to the chip
+        if data == bytes([0x11, 0xEE]) and not damaged:
+            damaged.append(data)
+            return bytes([0x11, 0xEF])
+        return data
+    host.tamper = damage_first_read_command
+    assert client.readout_protected(BASE) is False and damaged
+    protected, _, _, _ = rom(memory=Memory(protected=True))
+    protected.handshake(1.0)
+    assert protected.readout_protected(BASE) is True

@@ -219,3 +219,18 @@ def test_info0_write_refuses_a_partial_file(world, tmp_path):
     result, out = invoke("info0", "write", str(part), "--yes", "--json")
     assert result.exit_code == 3 and "whole INFO0" in out[-1]["message"]
     assert world["world"].opened == []
+
+
+def test_a_write_that_faults_says_what_the_chip_holds(world, tmp_path):
+    # Issue 17.4: one field, three values. A fault once pyOCD erases and programs is "part"
+    # (the sectors may be erased), with the next step; a probe never found is "nothing".
+    from fake_pyocd import Failures, exceptions
+    fault = exceptions.TransferFaultError("Memory transfer fault @ 0x0000c000-0x0000c003")
+    world["world"] = FakeWorld(failures=Failures(commit=fault))
+    path, _ = full_hex(tmp_path)
+    result, out = invoke("recover", str(path), "--module", "rak11720", "--via", "swd", "--yes", "--json")
+    assert result.exit_code == 7 and (out[-1]["error"], out[-1]["written"]) == ("transfer-fault", "part")
+    assert out[-1]["hint"].startswith("Writing had begun: the erase of 0x0000c000-") and "run again" in out[-1]["hint"]
+    world["world"] = FakeWorld(probes=[])
+    result, out = invoke("recover", str(path), "--module", "rak11720", "--via", "swd", "--yes", "--json")
+    assert (out[-1]["error"], out[-1]["written"]) == ("probe-not-found", "nothing")

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
 from web_support import NEW, OLD, firmware_file, need, wait_for, web  # noqa: F401  (web is a fixture)
 
@@ -99,6 +101,73 @@ def test_binds_loopback_only_by_default(web):
     assert "every address" in proc.stderr and "--host" in proc.stderr
 
 
+def test_every_spelling_of_all_interfaces_is_refused():
+    """'0', '0.0', '000.000.000.000' are 0.0.0.0 to the socket layer (inet_aton), and
+    '::ffff:0.0.0.0' is its IPv4-mapped form: each would listen on every interface."""
+    from rakflash.web.guard import AddressRefused, listen_address
+    for host in ("0", "0.0", "000.000.000.000", "0.0.0.0", "::", "::ffff:0.0.0.0", "0:0:0:0:0:0:0:0"):
+        with pytest.raises(AddressRefused):
+            listen_address(host)
+    assert listen_address("127.1")[1] == "127.0.0.1"
+    for host in ("0", "000.000.000.000", "::ffff:0.0.0.0"):
+        proc = run_cli("web", "--host", host, "--no-browser", timeout=30)
+        assert proc.returncode == 2, (host, proc.stdout, proc.stderr)
+        assert "every address" in proc.stderr, host
+
+
+def test_host_must_name_the_address_the_server_really_listens_on(web):
+    """Served on 127.0.0.2 (another address of this computer), a request that says it called
+    127.0.0.1 or localhost — which cannot reach this socket — is refused."""
+    server = web(host="127.0.0.2")
+    assert server.sock.getsockname()[0] == "127.0.0.2"
+    p = server.port
+    with httpx.Client(timeout=30) as c:
+        url = f"http://127.0.0.2:{p}/{server.token}/api/ports"
+        assert c.get(url).status_code == 200
+        for host in (f"127.0.0.1:{p}", f"localhost:{p}", f"[::1]:{p}"):
+            r = c.get(url, headers={"Host": host})
+            assert r.status_code == 403, host
+
+
+def test_a_json_body_is_bounded_and_must_say_it_is_json(web, virtual):
+    server = web()
+    dev = virtual("rak3172")
+    with client(server) as c:
+        huge = b'{"port": "' + b"x" * (8 << 20) + b'"}'
+        r = c.post("api/identify", content=huge, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "KiB" in r.json()["message"]
+
+        def chunks():                      # no Content-Length: refused once it passes the bound
+            for _ in range(1024):
+                yield b" " * 65536
+        r = c.post("api/identify", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        r = c.post("api/identify", content=json.dumps({"port": dev.port, "baud": FAST_BAUD}),
+                   headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415 and "application/json" in r.json()["message"]
+        assert server.seen == {}                                          # nothing was opened
+        assert c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD}).json()["module"] == "RAK3172"
+
+
+def test_the_page_opens_only_what_looks_like_a_serial_port(web, tmp_path):
+    server = web(ports=["socket://192.0.2.1:4000"])      # the person's own command line may
+    with client(server) as c:
+        for port in ("/etc/passwd", "/dev/zero", "/dev/tty", "hwgrep://.*", "loop://", "spy:///dev/pts/1",
+                     "socket://192.0.2.7:4000", "socket://nohost", str(tmp_path)):
+            for path, body in (("api/ports", {"port": port}), ("api/identify", {"port": port}),
+                               ("api/doctor", {"port": port}),
+                               ("api/flash", {"ports": [port, "/dev/ttyUSB9"], "image": "x"})):
+                r = c.post(path, json=body)
+                assert r.status_code == 400, (path, port, r.text)
+                assert "serial" in r.json()["message"] or "computer" in r.json()["message"] \
+                    or "host" in r.json()["message"], r.text
+        listed = [e["port"] for e in c.get("api/ports").json()["ports"]]
+        assert "/etc/passwd" not in listed and "socket://192.0.2.1:4000" in listed
+        # What looks like a port on this computer may still be added (it may be plugged in later).
+        for port in ("/dev/ttyUSB9", "COM7", "socket://127.0.0.1:4000"):
+            assert c.post("api/ports", json={"port": port}).status_code == 200, port
+
+
 def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c():
     need("uvicorn", "the web extra")
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -163,13 +232,13 @@ def test_one_operation_per_port_and_nothing_written_until_confirmed(web, virtual
         assert dev.updates == 0 and dev.app_version == OLD
         busy = c.post("api/identify", json={"port": dev.port, "baud": FAST_BAUD})
         assert busy.status_code == 409
-        assert busy.json()["error"] == "port-busy" and "update with new.bin" in busy.json()["message"]
+        assert busy.json()["error"] == "port-busy" and "a plan for new.bin waits for its confirmation" in busy.json()["message"]
         again = c.post("api/flash", json={"port": dev.port, "image": image, "baud": FAST_BAUD})
         assert again.status_code == 409 and again.json()["error"] == "port-busy"
         assert c.post(f"api/jobs/{job}/answer", json={"write": False}).status_code == 200
         done = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s, what="the job to end")
         result = done["result"]
-        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", False)
+        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", "nothing")
         assert result["app_version_before"] == OLD
         assert c.post(f"api/jobs/{job}/answer", json={"write": True}).status_code == 409
         assert dev.updates == 0 and dev.wait_mode("app")
@@ -212,7 +281,7 @@ def test_an_update_runs_without_any_page_watching_and_replays_its_story(web, vir
     assert progress[-1]["bytes"] == progress[-1]["total"] == 16 * 1024
     result = story[-2]
     assert (result["result"], result["app_version_before"], result["app_version_after"]) == ("ok", OLD, NEW)
-    assert result["settings_kept"] is True and result["written"] is True
+    assert result["settings_kept"] is True and result["written"] == "all"
     assert [d["seq"] for d in story] == sorted(d["seq"] for d in story)
 
 
@@ -228,7 +297,9 @@ def test_requests_the_page_never_sends_get_a_clear_400(web, virtual, tmp_path, c
             assert r.status_code == 400 and r.json()["error"] == "usage", body
         r = c.post("api/flash", json={"port": dev.port, "image": image, "module": "rak9999"})
         assert r.status_code == 400 and r.json()["error"] == "unknown-device" and "rak3172" in r.json()["hint"]
-        assert c.post("api/identify", content=b"not json").status_code == 400
+        assert c.post("api/identify", content=b"not json",
+                      headers={"Content-Type": "application/json"}).status_code == 400
+        assert c.post("api/identify", content=b"not json").status_code == 415     # not said to be JSON
         assert c.post("api/virtual/reset", json={"port": "/dev/ttyS0"}).status_code == 400
         assert server.board.jobs == {}
 
@@ -270,7 +341,7 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
         assert dev.bootloader_version == "V3.0.2" and dev.resets == resets   # untouched so far
         c.post(f"api/jobs/{job}/answer", json={"write": False})
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
-        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", False)
+        assert (result["outcome"], result["error"], result["written"]) == ("aborted", "aborted", "nothing")
         assert result["module"] == "RAK811"
         # A module with no BOOT0 pin on its pads: the ROM way is refused with the way that works
         # (SWD, which is the RAK4270's own way: planned and confirmed like any other).
@@ -281,18 +352,18 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
                                           "method": "stm32-rom"}).json()["job"]
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert (result["outcome"], result["error"]) == ("refused", "recovery-unavailable")
-        assert result["written"] is False and "pyocd flash -t stm32l071kbux" in result["hint"]
+        assert result["written"] == "nothing" and "pyocd flash -t stm32l071kbux" in result["hint"]
         job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
         wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the SWD recovery's confirmation")
         c.post(f"api/jobs/{job}/answer", json={"write": False})
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
-        assert (result["outcome"], result["written"]) == ("aborted", False)
+        assert (result["outcome"], result["written"]) == ("aborted", "nothing")
         # Without the target's pack (or without pyOCD), the page says so before the plan and its
         # confirmation, as `rakflash recover` does — not once the person has confirmed.
         world.installed = set()
         job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
-        assert (result["error"], result["written"]) == ("pack-missing", False), result
+        assert (result["error"], result["written"]) == ("pack-missing", "nothing"), result
         assert "pyocd pack install stm32l071kbux" in result["hint"]
         assert "plan" not in [e["event"] for e in server.board.jobs[job].events]
         def no_pyocd():
@@ -324,7 +395,7 @@ def test_stop_ends_the_update_cleanly_and_the_next_check_finishes_it(web, virtua
                              for e in server.board.jobs[job].events), what="the transfer to be under way")
         assert c.post(f"api/jobs/{job}/stop").status_code == 200
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the stop")
-        assert (result["result"], result["outcome"], result["written"]) == ("interrupted", "stopped", True)
+        assert (result["result"], result["outcome"], result["written"]) == ("interrupted", "stopped", "part")
         assert "waits in its bootloader" in result["hint"] and result["app_version_before"] == OLD
         assert c.post(f"api/jobs/{job}/stop").status_code == 409
         assert dev.wait_mode("bootloader") and dev.updates == 0
@@ -381,7 +452,7 @@ def test_several_modules_at_once_plans_first_then_one_confirmation_and_a_report(
         c.post(f"api/jobs/{job}/answer", json={"write": True})
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"],
                           timeout=60, what="the fleet")
-        assert (result["outcome"], result["written"], result["ok"], result["failed"]) == ("failed", True, 2, 1)
+        assert (result["outcome"], result["written"], result["ok"], result["failed"]) == ("failed", "part", 2, 1)
         by_port = {d["port"]: d for d in result["devices"]}
         assert by_port[a.port]["app_version_after"] == by_port[b.port]["app_version_after"] == NEW
         assert by_port[other.port]["error"] == "wrong-target"
@@ -439,3 +510,22 @@ def _writing(c, url, job) -> bool:
             elif line.startswith(": "):        # a keep-alive: the story so far is told
                 return False
     return False
+
+
+def test_a_recovery_that_never_got_a_handshake_wrote_nothing(web, virtual, tmp_path, cat):
+    # Issue 17.4, the other way round: the page said written: true once the person had confirmed.
+    from rakflash.sim import firmware
+    dev = virtual("rak811")
+    server = web(dev)
+    full = tmp_path / "FULL.hex"
+    full.write_text(firmware.combined_hex(cat.module("rak811"), "V3.0.5", "V3.0.0.14.H", 4096))
+    with client(server) as c:
+        image = upload(c, full)["image"]
+        job = c.post("api/recover", json={"port": dev.port, "image": image, "baud": FAST_BAUD,
+                                          "window": 1}).json()["job"]
+        wait_for(lambda: job_state(c, job)["state"] == "confirm", what="the recovery's confirmation")
+        c.post(f"api/jobs/{job}/answer", json={"write": True})       # …and nobody holds BOOT0
+        result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"],
+                          timeout=60, what="the end")
+    assert (result["outcome"], result["error"], result["written"]) == ("failed", "no-handshake", "nothing")
+    assert dev.updates == 0 and dev.rom_sessions == 0

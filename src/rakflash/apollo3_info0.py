@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ImageError, ImageFormatError
+from .errors import ImageFormatError, ImageNotAFile, ImageNotFound
 
 SIZE = 8 * 1024
 BASE = 0x50020000                 # where INFO0 sits on the Apollo3's bus
@@ -89,6 +89,25 @@ class Finding:
         return {"level": self.level, "message": self.message, "stops": self.stops}
 
 
+def read_dump(path: str) -> bytes:
+    """The bytes of an INFO0 dump file (at most 8 KiB), read as firmware files are read
+    (:func:`rakflash.images.read_file`): a FIFO or a device such as ``/dev/zero`` is refused
+    before it is read (``image-not-a-file``), never waited on or read without end."""
+    from .images import read_file
+    try:
+        return read_file(path, SIZE)
+    except ImageNotFound as exc:
+        exc.hint = "Check the path of the INFO0 dump."
+        raise
+    except ImageNotAFile as exc:
+        exc.hint = ("Give the INFO0 dump file itself: rakflash reads only regular files (not a FIFO, "
+                    "a device such as /dev/zero, or a socket).")
+        raise
+    except ImageFormatError:               # read_file's words are about firmware; these are INFO0's
+        raise ImageFormatError(f"{path} is larger than an Apollo3 INFO0 dump ({SIZE:,} bytes)",
+                               hint="Give the 8 KiB dump of INFO0 itself.") from None
+
+
 @dataclass(frozen=True)
 class Info0:
     """A decoded INFO0 block. ``raw`` is the whole 8 KiB; the properties read its fields."""
@@ -112,14 +131,7 @@ class Info0:
 
     @classmethod
     def load(cls, path: str) -> "Info0":
-        try:
-            with open(path, "rb") as f:
-                data = f.read(SIZE + 1)
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file", hint="Check the path of the INFO0 dump.") from None
-        except OSError as exc:
-            raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        return cls.parse(data, source=path)
+        return cls.parse(read_dump(path), source=path)
 
     @classmethod
     def build(cls, *, valid: bool = True, override_gpio: int = OVERRIDE_DISABLED,
@@ -341,10 +353,17 @@ class Info0:
         if self.wired_interfaces & WIRED_UART and self.wired_timeout_ms < 1000:
             f.append(Finding("warning", f"the wired update waits only {self.wired_timeout_ms} ms "
                              "after reset: hard to catch (SparkFun found 250 ms unreliable at 115200)"))
-        if self.security_policy & 0x3 or self.secure_boot == "on":
-            f.append(Finding("blocks", "the security policy asks for authenticated/encrypted images "
-                             f"(policy {self.security_policy:#x}, secure boot {self.secure_boot}): "
-                             "rakflash's unsigned wired blobs are refused", "wired-update"))
+        if self.security_policy & 0x3:
+            wants = " and ".join(w for bit, w in ((1, "authenticated"), (2, "encrypted"))
+                                 if self.security_policy & bit)
+            f.append(Finding("blocks", f"the security policy asks for {wants} images (policy "
+                             f"{self.security_policy:#x}: {_policy(self.security_policy)}): rakflash's "
+                             "unsigned wired blobs are refused", "wired-update"))
+        elif self.secure_boot == "on":
+            # Said as the field list says it: the policy is none, secure boot is what is on.
+            f.append(Finding("blocks", "secure boot is on (security policy none): the secure bootloader "
+                             "checks images' signatures, so rakflash's unsigned wired blobs are refused",
+                             "wired-update"))
         if self.main_ptr != RUI_BOOTLOADER_START:
             f.append(Finding("blocks", f"the secure bootloader starts the firmware at "
                              f"{self.main_ptr:#x}, not at RUI's bootloader ({RUI_BOOTLOADER_START:#x}): "

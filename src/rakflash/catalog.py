@@ -133,9 +133,12 @@ class Module:
     extra: dict[str, Any] = field(default_factory=dict)   # protocol-specific facts (gpregret, hw_version, …)
 
     def swd_command(self, image: str = "FULL.hex") -> str:
-        """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)."""
+        """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)
+        as ``rakflash recover --via swd`` does (flows/swd.py ``SwdPlan.pyocd_command``): only the
+        sectors the image covers are erased, and what the image leaves out of them is kept
+        (pyOCD's own default, ``keep_unwritten`` false, leaves those bytes erased)."""
         options = "".join(f" -O {k}={v}" for k, v in self.swd_options.items())
-        return f"pyocd flash -t {self.swd_target}{options} {image}"
+        return f"pyocd flash -t {self.swd_target} -e sector -O keep_unwritten=true{options} {image}"
 
     def rom_uart_command(self, image: str = "FULL.hex", port: str = "PORT") -> str | None:
         """The stm32flash command for the STM32 ROM bootloader (AN3155) over the same UART, if the MCU has one."""

@@ -29,6 +29,7 @@ import io
 import json
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,12 @@ from .errors import ImageEmpty, PackageError
 SECURE, LEGACY = "secure-dfu", "legacy-dfu"
 FAMILY_NAMES = {SECURE: "Nordic Secure DFU (RUI3 RAK4631-R, nrfutil)",
                 LEGACY: "Adafruit legacy DFU (Arduino RAK4631, adafruit-nrfutil)"}
+# The module whose bootloader takes each family, and so where a package's application is written:
+# its catalog application region (modules.toml; docs/protocols.md cites RAK-nRF52-RUI's
+# flash_nrf52840.ld, FLASH ORIGIN 0x27000, and the Adafruit nRF52 Arduino core's linker script,
+# 0x26000). images.load places a package's images by the same module.
+FAMILY_MODULES = {SECURE: "rak4631-r", LEGACY: "rak4631-arduino"}
+_SHORT = {SECURE: "RUI3 (Nordic Secure DFU)", LEGACY: "Arduino (Adafruit legacy DFU)"}
 
 # Nordic's dfu-cc.proto (proto2), as data: message → [(name, number, label, type, type name / default)].
 _ENUMS = {
@@ -159,7 +166,6 @@ class PackageImage:
 
     @property
     def crc32(self) -> int:
-        import zlib
         return zlib.crc32(self.firmware) & 0xFFFFFFFF
 
     def to_dict(self) -> dict:
@@ -189,10 +195,83 @@ class DfuPackage:
     def application(self) -> PackageImage | None:
         return self.image("application")
 
+    def linked_elsewhere(self, cat: Any = None) -> "LinkedElsewhere | None":
+        """Whether the application is linked for another base than where its family's bootloader
+        writes it (see :func:`linked_elsewhere`)."""
+        return linked_elsewhere(self, cat)
+
     def to_dict(self) -> dict:
+        problem = self.linked_elsewhere()
         return {"file": self.path, "format": "dfu-package", "family": self.family,
                 "family_name": self.family_name, "sha256": self.sha256, "file_size": self.file_size,
-                "images": [i.to_dict() for i in self.images]}
+                "images": [i.to_dict() for i in self.images],
+                "application_linked_elsewhere": problem.to_dict() if problem else None}
+
+
+@dataclass(frozen=True)
+class LinkedElsewhere:
+    """A package's application whose vector table says it was linked for another address than the
+    one its bootloader writes it at: the reset handler lies outside the image as placed, so the
+    module would not start it (an Arduino sketch, linked for 0x26000, in a RUI3 package that puts
+    it at 0x27000, say)."""
+
+    family: str                  # the package's family
+    placed_at: int               # where that family's bootloader writes the application
+    size: int
+    reset: int                   # the reset handler address the vector table names
+    linked_for: int | None       # the other family's application base the image fits, if one does
+    linked_for_family: str | None
+
+    def describe(self) -> str:
+        where = (f"linked for {self.linked_for:#07x}, where the {_SHORT[self.linked_for_family]} "
+                 f"bootloader puts an application" if self.linked_for is not None
+                 else "linked for another address")
+        side = "below" if self.reset < self.placed_at else "past the end of"
+        return (f"its application is {where}; this package's {_SHORT[self.family]} bootloader "
+                f"writes it at {self.placed_at:#07x}, and there its reset handler "
+                f"({self.reset:#07x}) lies {side} the image: the module would not start it")
+
+    def next_step(self) -> str:
+        if self.linked_for_family == LEGACY:
+            return ("It is an Arduino sketch in a RUI3 package: package it for the Arduino bootloader "
+                    "('adafruit-nrfutil dfu genpkg --dev-type 0x0052 --application FILE.hex PKG.zip') "
+                    "for an Arduino RAK4631, or build the firmware for RUI3 (RAK-nRF52-RUI links it "
+                    "at 0x27000) and package that with 'nrfutil pkg generate'.")
+        if self.linked_for_family == SECURE:
+            return ("It is a RUI3 application in an Arduino package: package it with 'nrfutil pkg "
+                    "generate' for a RAK4631-R, or build the sketch with the Arduino core (it links "
+                    "at 0x26000) and package that with 'adafruit-nrfutil dfu genpkg'.")
+        return (f"Rebuild the application linked for {self.placed_at:#07x} (the {FAMILY_NAMES[self.family]} "
+                f"application base) and package it again.")
+
+    def to_dict(self) -> dict:
+        return {"placed_at": self.placed_at, "reset": self.reset, "linked_for": self.linked_for,
+                "linked_for_family": self.linked_for_family, "message": self.describe()}
+
+
+def application_base(family: str, cat: Any = None) -> int:
+    """Where ``family``'s bootloader writes a package's application (the catalog's region)."""
+    from . import catalog
+    return (cat or catalog.load()).module(FAMILY_MODULES[family]).app.start
+
+
+def linked_elsewhere(pkg: DfuPackage, cat: Any = None) -> LinkedElsewhere | None:
+    """The application's reset handler, from its vector table, must lie inside the image as its
+    family's bootloader places it; None when it does, or when there is no application or no
+    vector table to go on (whether the bytes are firmware at all is the image checks' question)."""
+    from .images import vector_at
+    app = pkg.application
+    if app is None or pkg.family not in FAMILY_MODULES:
+        return None
+    vector = vector_at(app.firmware, 0)
+    if vector is None:
+        return None
+    base, size, reset = application_base(pkg.family, cat), len(app.firmware), vector[1]
+    if base <= reset < base + size:
+        return None
+    other = next(((f, b) for f in FAMILY_MODULES if f != pkg.family
+                  for b in [application_base(f, cat)] if b <= reset < b + size), (None, None))
+    return LinkedElsewhere(pkg.family, base, size, reset, other[1], other[0])
 
 
 # Order in which nrfutil sends a package's images (SoftDevice and bootloader first).
@@ -204,7 +283,7 @@ def is_package(path: str | Path) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
             return "manifest.json" in z.namelist()
-    except (OSError, zipfile.BadZipFile):
+    except _ZIP_FAULTS:              # a damaged zip: load() says what is wrong with it
         return False
 
 
@@ -217,18 +296,16 @@ def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
         raw = read_file(path, limit)     # a regular file of sane size only (no FIFO, no /dev/zero)
     if not raw:
         raise ImageEmpty(f"{path} is empty")
-    try:
-        z = zipfile.ZipFile(io.BytesIO(raw))
-        names = set(z.namelist())
-    except zipfile.BadZipFile:
-        raise PackageError(f"{path} is not a zip file (a DFU package is a .zip with a manifest.json)") from None
+    z = _open_zip(path, raw)
+    names = set(z.namelist())
     with z:
         if "manifest.json" not in names:
             raise PackageError(f"{path} has no manifest.json: it is a zip, but not a DFU package")
         if z.getinfo("manifest.json").file_size > 1 << 20:
             raise PackageError(f"{path}: its manifest.json unpacks to more than 1 MiB: not a DFU manifest")
+        text = _read_member(path, z, "manifest.json")
         try:
-            manifest = json.loads(z.read("manifest.json"))["manifest"]
+            manifest = json.loads(text)["manifest"]
             assert isinstance(manifest, dict)
         except (ValueError, KeyError, TypeError, AssertionError):
             raise PackageError(f"{path}: manifest.json is not a DFU manifest") from None
@@ -249,11 +326,11 @@ def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
                 if z.getinfo(name).file_size > limit:       # a zip bomb, or not a package
                     raise PackageError(f"{path}: {name} unpacks to {z.getinfo(name).file_size:,} "
                                        f"bytes, more than any firmware rakflash knows")
+            firmware, init_bytes = _read_member(path, z, bin_file), _read_member(path, z, dat_file)
             try:
-                firmware, init_bytes = z.read(bin_file), z.read(dat_file)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:   # CRC error in the zip
-                raise PackageError(f"{path}: {exc}", hint="The download is damaged: download it again.") from None
-            init = parse_init(init_bytes, legacy_hint=_legacy_manifest(manifest), kind=kind)
+                init = parse_init(init_bytes, legacy_hint=_legacy_manifest(manifest), kind=kind)
+            except PackageError as exc:
+                raise PackageError(f"{path}: {dat_file}: {exc.message}", hint=exc.hint) from None
             _check_sizes(path, kind, firmware, init, entry)
             images.append(PackageImage(kind, bin_file, dat_file, firmware, init_bytes, init))
     if not images:
@@ -264,6 +341,57 @@ def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
     return DfuPackage(str(path), families.pop(), images, manifest, hashlib.sha256(raw).hexdigest(), len(raw))
 
 
+# What Python's zipfile (and zlib beneath it) raises on a damaged or unusual zip. A package read
+# from disk is outside input: each of these is the package's defect, said in words (a
+# PackageError), never an internal error. Zip layout: PKWARE's APPNOTE.TXT (4.3.7 local header,
+# 4.3.12 central directory, 4.4.4 flag bit 0 "encrypted", bit 6 "strong encryption", 4.4.5
+# compression methods; 99 is WinZip's AES). nrfutil and adafruit-nrfutil write plain deflate
+# (Python's zipfile, ZIP_DEFLATED: pc-nrfutil nordicsemi/dfu/package.py).
+_ZIP_FAULTS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError,
+               ValueError, struct.error, IndexError, UnicodeDecodeError)
+_DAMAGED = "The package is damaged (a cut or corrupted download): download it again."
+
+
+def _open_zip(path: str | Path, raw: bytes) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(raw))
+    except zipfile.BadZipFile:
+        raise PackageError(f"{path} is not a zip file (a DFU package is a .zip with a manifest.json)") from None
+    except NotImplementedError as exc:       # e.g. "zip file version 8.4": a damaged directory entry
+        raise PackageError(f"{path}: its zip directory asks for what no DFU package uses ({exc})",
+                           hint=_DAMAGED) from None
+    except _ZIP_FAULTS as exc:
+        raise PackageError(f"{path}: its zip directory is damaged ({_why(exc)})", hint=_DAMAGED) from None
+
+
+def _read_member(path: str | Path, z: zipfile.ZipFile, name: str) -> bytes:
+    """One member's bytes (its CRC-32 checked by zipfile), or a PackageError saying what is wrong."""
+    info = z.getinfo(name)
+    if info.flag_bits & 0x41:
+        raise PackageError(f"{path}: {name} is encrypted in the zip; a DFU package never is",
+                           hint="Use the package as nrfutil or adafruit-nrfutil made it (not re-zipped "
+                                "with a password), or download it again.")
+    try:
+        return z.read(name)
+    except NotImplementedError as exc:
+        what = (f"compression method {info.compress_type}, which rakflash can't unpack"
+                if "compression method" in str(exc) else f"a zip feature no DFU package uses ({exc})")
+        raise PackageError(f"{path}: {name} is stored with {what} (nrfutil writes deflate, method 8)",
+                           hint="Use the package as nrfutil or adafruit-nrfutil made it, or download it "
+                                "again.") from None
+    except _ZIP_FAULTS as exc:
+        raise PackageError(f"{path}: {name} is damaged in the zip ({_why(exc)})", hint=_DAMAGED) from None
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, zlib.error):
+        return f"its compressed data does not unpack: {text}"
+    if isinstance(exc, EOFError):
+        return "its compressed data ends too early"
+    return text or exc.__class__.__name__
+
+
 def _legacy_manifest(manifest: dict) -> bool:
     return "dfu_version" in manifest or any(
         isinstance(v, dict) and isinstance(v.get("init_packet_data"), dict)
@@ -272,32 +400,42 @@ def _legacy_manifest(manifest: dict) -> bool:
 
 def parse_init(data: bytes, *, legacy_hint: bool = False, kind: str = "application") -> InitPacket:
     """An init packet of either family. A protobuf ``Packet`` is Secure DFU; the fixed record, legacy."""
-    secure = _parse_secure(data)
+    secure, missing = _parse_secure(data)
     if secure is not None and not (legacy_hint and _parse_legacy(data, kind) is not None):
         return secure
     legacy = _parse_legacy(data, kind)
     if legacy is not None:
         return legacy
+    if missing:
+        raise PackageError(f"the init packet is a Secure DFU packet without the fields dfu-cc.proto "
+                           f"requires: {', '.join(missing)}",
+                           hint="The package is damaged or was put together by hand: make it again "
+                                "with 'nrfutil pkg generate'.")
     raise PackageError(f"the init packet ({len(data)} bytes) is neither a Secure DFU protobuf packet nor "
                        f"a legacy DFU record")
 
 
-def _parse_secure(data: bytes) -> InitPacket | None:
+def _parse_secure(data: bytes) -> tuple[InitPacket | None, list[str]]:
+    """The Secure DFU init packet in ``data``, or None and the required fields it lacks (a packet
+    that parses but misses a field proto2 requires, such as the hash's bytes, can't be re-serialized
+    for the signature check: protobuf raises EncodeError)."""
     from google.protobuf.message import DecodeError
     m = messages()
     packet = m["Packet"]()
     try:
         packet.ParseFromString(data)
     except DecodeError:
-        return None
+        return None, []
     if packet.HasField("signed_command"):
         command, signed = packet.signed_command.command, True
     elif packet.HasField("command"):
         command, signed = packet.command, False
     else:
-        return None
+        return None, []
     if not command.HasField("init"):
-        return None
+        return None, []
+    if not packet.IsInitialized():
+        return None, packet.FindInitializationErrors()
     init = command.init
     out = InitPacket(
         SECURE, enum_name("FwType", init.type),
@@ -310,7 +448,7 @@ def _parse_secure(data: bytes) -> InitPacket | None:
     if signed:
         out.signature_type = enum_name("SignatureType", packet.signed_command.signature_type)
         out.signature = bytes(packet.signed_command.signature)
-    return out
+    return out, []
 
 
 # The legacy record (adafruit-nrfutil init_packet.py): device type u16, device revision u16,

@@ -13,7 +13,7 @@ Exit codes (documented in the README):
 2   usage error (bad command-line arguments)
 3   image problem (missing, unreadable, malformed, wrong target)
 4   serial port problem (missing, busy, disconnected)
-5   device problem (silent, flooding, garbage, unknown)
+5   device problem (silent, flooding, garbage, unknown, a chip's ROM bootloader answers)
 6   plan refused before anything was written
 7   transfer failed (timeout, cancelled, too many retries)
 8   verification failed after the transfer
@@ -50,6 +50,15 @@ class UsageError(RakflashError):
     """An option the command can't act on (e.g. a --trace file that can't be written)."""
     name = "usage"
     exit_code = 2
+
+
+class ReportFailed(UsageError):
+    """The --report file stopped taking lines during the run (a full disk, a FIFO whose reader left):
+    the modules' results are in the output, the report misses some of them."""
+    name = "report-failed"
+    hint = ("Free space or give --report a file you can write to. The output above has every "
+            "module's result; add the missing lines to the report from it, or run the same command "
+            "again (modules already done say already-up-to-date and get their line).")
 
 
 class ImageError(RakflashError):
@@ -97,17 +106,31 @@ class PortNotFound(PortError):
 
 class PortBusy(PortError):
     name = "port-busy"
-    hint = ("Close it — the serial monitor, terminal program, IDE or other rakflash that has the port "
-            "open — then run the same command again: two programs reading one port each get part of "
-            "the bytes.")
+    hint = ("Close it — the serial monitor, terminal program, IDE (Arduino IDE, PlatformIO), "
+            "WisToolBox or other rakflash that has the port open — then run the same command again: "
+            "two programs reading one port each get part of the bytes.")
 
 
 class PortPermission(PortError):
     """The OS refuses this user the port (Linux: not in the device's group; no udev rule)."""
     name = "permission-denied"
     hint = ("Linux: add yourself to the group that owns the port (usually 'dialout': "
-            "sudo usermod -aG dialout $USER, then log out and in). 'rakflash doctor --port PORT' "
-            "names the exact group or udev rule for this port.")
+            "sudo usermod -aG dialout $USER, then log out and in), or 'rakflash udev --install'. "
+            "'rakflash doctor --port PORT' names the exact group or udev rule for this port.")
+
+
+class UdevInstallFailed(PortPermission):
+    """``rakflash udev --install`` could not write the rules or reload udev."""
+    name = "udev-install-failed"
+    hint = ("Run 'rakflash udev' to see the rules, write them to /etc/udev/rules.d/70-rakflash.rules "
+            "as root, then: sudo udevadm control --reload-rules && sudo udevadm trigger")
+
+
+class NotASerialPort(PortError):
+    """The path exists but is something else: a file, a folder, a device that is not a terminal."""
+    name = "not-a-serial-port"
+    hint = ("Name the module's serial port: 'rakflash ports' lists them (Linux /dev/ttyUSB0 or "
+            "/dev/ttyACM0, macOS /dev/cu.usbserial-…, Windows COM3).")
 
 
 class PortDisconnected(PortError):
@@ -144,6 +167,23 @@ class GarbageReply(DeviceError):
             "or the wiring is noisy.")
 
 
+class ChipBootloader(DeviceError):
+    """The chip's own bootloader answers where the module's firmware should: a boot pin was held
+    at its last reset. The hint says how to leave it and the recovery command (flows/rom_probe.py)."""
+    name = "chip-bootloader"
+    hint = "Release the boot pin and reset the module: it starts its firmware again."
+
+
+class InRomBootloader(ChipBootloader):
+    """An STM32 ROM bootloader (AN3155) answers: BOOT0 was high at reset."""
+    name = "rom-bootloader"
+
+
+class InSecureBootloader(ChipBootloader):
+    """The Apollo3 secure bootloader answers HELLO: BOOT was held at reset, a wired update waits."""
+    name = "apollo3-sbl"
+
+
 class UnknownDevice(DeviceError):
     name = "unknown-device"
     hint = "Name the module with --module (see 'rakflash modules')."
@@ -168,6 +208,15 @@ class PlanRefused(RakflashError):
 class WrongTarget(PlanRefused):
     name = "wrong-target"
     hint = "Use the firmware built for this module."
+
+
+class NotFirmware(ImageTargetError, PlanRefused):
+    """The file is not firmware for any chip rakflash knows (no Cortex-M vector table at its
+    start): refused by every command that would write it, before the device is touched. An
+    image problem (exit code 3) that is also a refusal before writing (the web page's
+    "refused")."""
+    name = "not-firmware"
+    hint = "Pick the firmware file itself: the .hex, .bin or DFU .zip built for the module."
 
 
 class ModuleUncertain(PlanRefused):
@@ -321,10 +370,22 @@ class ProbeError(PortError):
 
 
 class SwdUnavailable(ProbeError):
-    """pyOCD, the optional extra SWD recovery needs, is not installed."""
+    """pyOCD, the optional extra SWD recovery needs, is not installed.
+
+    One rule for every missing optional part (an extra, ``[swd]`` or ``[web]``): a named
+    ``…-unavailable`` error with exit code 4 — what this installation can't reach the module
+    through, like a missing port or probe; not a usage mistake (2)."""
 
     name = "swd-unavailable"
     hint = "Install it with: pip install 'rakflash[swd]'"
+
+
+class WebUnavailable(PortError):
+    """Starlette or uvicorn, the optional extra 'rakflash web' needs, is not installed (the
+    rule of :class:`SwdUnavailable`)."""
+
+    name = "web-unavailable"
+    hint = "Install it with: pip install 'rakflash[web]'"
 
 
 class ProbeNotFound(ProbeError):
@@ -389,9 +450,71 @@ class PortNotBack(PortError):
             "module (double-press reset on an Arduino RAK4631) and run the same command again.")
 
 
+class PortAmbiguous(PortError):
+    """After a re-enumeration, more than one new port looks like the module that was reset."""
+
+    name = "port-ambiguous"
+    hint = ("Unplug the other modules of that kind (or let them finish what they are doing), run "
+            "'rakflash ports' to see which port is in its bootloader now, and run the same command "
+            "again with --port set to it.")
+
+
 class ImageNotAFile(ImageError):
     """A FIFO, a device, a socket: reading it could block forever or never end."""
 
     name = "image-not-a-file"
     hint = ("Give the firmware file itself: rakflash reads only regular files (not a FIFO, a "
             "device such as /dev/zero, or a socket). Save the firmware to a file first.")
+
+
+# --- production: a batch of LoRaWAN keys and its ledger (issue 21) -----------
+
+class ProvisionError(RakflashError):
+    """A batch file or its ledger that provisioning can't work with."""
+
+    name = "provision-error"
+    exit_code = 12
+
+
+class BatchInvalid(ProvisionError):
+    """The batch CSV has rows that can't be written (each named by its line); nothing was written."""
+
+    name = "batch-invalid"
+    hint = ("Correct the lines named above in the batch file and run the same command again; "
+            "nothing was claimed and nothing was written to any module.")
+
+
+class LedgerError(ProvisionError):
+    """The ledger can't be opened, read or written (a locked or damaged file, a database away)."""
+
+    name = "ledger-error"
+
+
+class BatchUsedUp(ProvisionError):
+    """Every row of the batch is claimed: there are no keys left for this module."""
+
+    name = "batch-used-up"
+    hint = ("Add rows to the batch (or use the next batch file); 'rakflash ledger show BATCH' "
+            "lists which module has which row.")
+
+
+class KeysPresent(PlanRefused):
+    """The module holds LoRaWAN keys of its own (not a row of this batch claimed for it)."""
+
+    name = "keys-present"
+    hint = ("If this module is meant to get a row of this batch anyway, run the same command "
+            "with --force: its keys are then replaced. Nothing was claimed or written.")
+
+
+class NotProvisionable(PlanRefused):
+    """The module can't be given keys over AT by rakflash (no key commands, no serial number, not running its application)."""
+
+    name = "not-provisionable"
+
+
+class KeysNotWritten(VerifyFailed):
+    """The keys were written but did not read back consistently."""
+
+    name = "keys-not-written"
+    hint = ("The row stays claimed for this module (its serial number): check the cable and run the "
+            "same command again, which writes the same row again.")

@@ -28,7 +28,7 @@ import intelhex
 from . import catalog as _catalog
 from .catalog import Catalog, Mcu, Module
 from .errors import (ImageEmpty, ImageError, ImageFormatError, ImageNotAFile, ImageNotFound,
-                     ImageTargetError)
+                     ImageTargetError, NotFirmware)
 
 
 @dataclass(frozen=True)
@@ -335,6 +335,103 @@ def mcus_for_vector(vector: tuple[int, int] | None, cat: Catalog) -> list[Mcu]:
     return sorted(fits, key=lambda m: (m.ram.end != sp, m.ram.size))
 
 
+# Files people pick by mistake, told by their first bytes, so a refusal can say what the file
+# is: JPEG (ITU-T T.81 B.1.1.3: the SOI marker FF D8, then a marker segment FF xx), PNG (its
+# 8-byte signature, RFC 2083 3.1), ELF (e_ident starts 7F 'E' 'L' 'F', System V ABI), PDF
+# ('%PDF-', ISO 32000-1 7.5.2), gzip (1F 8B, RFC 1952 2.3.1), and an Apollo3 INFO0 dump (its
+# valid signature words, apollo3_info0.SIGNATURE_VALID).
+_FILE_TYPES = (
+    (b"\xff\xd8\xff", "a JPEG image", ""),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", ""),
+    (b"\x7fELF", "an ELF file", ": the linker's output, from which the firmware .hex or .bin is made "
+                               "(arm-none-eabi-objcopy -O ihex)"),
+    (b"%PDF-", "a PDF document", ""),
+    (b"\x1f\x8b", "a gzip archive", ""),
+    (struct.pack("<4I", 0x48EAAD88, 0xC9705737, 0x0A6B8458, 0xE41A9D74), "an Apollo3 INFO0 dump",
+     ": INFO0's signature words; it holds the secure bootloader's settings, not flash contents "
+     "('rakflash info0 write FILE' writes it)"),
+)
+
+
+def _what_file(data: bytes) -> str | None:
+    """What a file that is not firmware is, when its first bytes tell."""
+    for magic, what, then in _FILE_TYPES:
+        if data.startswith(magic):
+            return f"{what} (it starts {data[:4].hex(' ').upper()}){then}"
+    head = data[:512]
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        if b"<html" in head.lower() or b"<!doctype html" in head.lower():
+            return "an HTML page (a web page saved instead of the firmware file)"
+        return "text, not a binary image"
+    return None
+
+
+def not_firmware(image: Image, cat: Catalog | None = None) -> str | None:
+    """Why ``image`` is not firmware for any chip in the catalog; None when it looks like firmware.
+
+    Every chip rakflash writes is a Cortex-M, and Cortex-M firmware starts with its vector
+    table (ARMv7-M Architecture Reference Manual B1.5.3 "The vector table", ARMv6-M B1.5.3):
+    word 0 is the initial main stack pointer, word 1 the reset handler's address with bit 0
+    set, as every vector on these Thumb-only cores must have (a clear bit 0 faults at reset).
+    So the image's first bytes must hold a stack pointer inside some catalog MCU's RAM and an
+    odd reset address inside that MCU's flash (:func:`mcus_for_vector`); whether that MCU is
+    the module's, and whether the reset handler lies inside the image, :func:`analyse` says.
+    The start of the image is its first segment; for a DFU package, each image it carries
+    (its own structure — manifest, init packet, CRC — is checked by its reader).
+    """
+    cat = cat or _catalog.load()
+    starts = image.segments if image.format == "dfu-package" else image.segments[:1]
+    for seg in starts:
+        head = seg.data[:8]
+        known = _what_file(seg.data)
+        if known:
+            return f"it is {known}"
+        if len(head) < 8:
+            return (f"it holds {len(head)} byte{'s' if len(head) != 1 else ''} at "
+                    f"{seg.start:#010x}: too few for the vector table firmware starts with")
+        sp, reset = struct.unpack("<II", head)
+        shown = f"its first two words (SP {sp:#010x}, reset {reset:#010x})"
+        if sp in (0, 0xFFFFFFFF) or reset in (0, 0xFFFFFFFF):
+            return (f"{shown} are {'erased flash' if 0xFFFFFFFF in (sp, reset) else 'zero'}, "
+                    f"not the vector table firmware starts with")
+        if not reset & 1:
+            return (f"{shown} are not a Cortex-M vector table: that reset address is even, and "
+                    f"a Cortex-M reset handler's is odd (Thumb code)")
+        if not mcus_for_vector((sp, reset & ~1), cat):
+            return (f"{shown} are not the vector table of any chip rakflash knows: the stack "
+                    f"pointer must lie in the chip's RAM and the reset handler in its flash")
+    return None
+
+
+def check_firmware(image: Image, module: Module | None = None, *, cat: Catalog | None = None,
+                   reason: str | None = None) -> None:
+    """:class:`~rakflash.errors.NotFirmware` when ``image`` is not firmware (:func:`not_firmware`);
+    ``module``, when known, is named in the next step."""
+    reason = reason or not_firmware(image, cat)
+    if reason:
+        raise NotFirmware(f"{short_path(image.path)} does not look like firmware: {reason}",
+                          hint=f"Use the firmware built for {module.name if module else 'the module'} "
+                               f"(its .hex, .bin or DFU .zip); 'rakflash inspect FILE' says what a "
+                               f"file holds.")
+
+
+def application_start_problem(image: Image, module: Module) -> str | None:
+    """Why what ``image`` writes at ``module``'s application base can't be an application: None
+    when it writes nothing there, erased flash (a dump without an application), or a vector
+    table of the module's MCU whose reset handler lies in the application region (the
+    bootloader jumps through it: see :func:`not_firmware`)."""
+    app = module.app
+    if image.covered(app.start, app.start + 8) < 8:
+        return None
+    head = image.read(app.start, 8)
+    vector = vector_at(head, 0)
+    if head == b"\xff" * 8 or (vector is not None and module.mcu.ram.start < vector[0] <= module.mcu.ram.end
+                                and vector[1] in app):
+        return None
+    return (f"what it puts at {module.name}'s application base {app.start:#010x} "
+            f"({head.hex(' ').upper()}) is no {module.name} application's vector table")
+
+
 def _guess_module(vector: tuple[int, int] | None, cat: Catalog) -> Module | None:
     for mcu in mcus_for_vector(vector, cat):
         mods = cat.modules_with_mcu(mcu)
@@ -369,6 +466,7 @@ class ImageInfo:
     bootloader_version: str | None = None
     includes_bootloader: bool = False
     includes_app: bool = False
+    not_firmware: str | None = None      # why the file is not firmware (see not_firmware())
 
     def to_dict(self) -> dict:
         img = self.image
@@ -386,6 +484,7 @@ class ImageInfo:
             "outside_regions": self.outside,
             "app_version": self.app_version, "bootloader_version": self.bootloader_version,
             "includes_bootloader": self.includes_bootloader, "includes_app": self.includes_app,
+            "not_firmware": self.not_firmware,
         }
         if img.ota_header is not None:
             d["ota_header"] = dataclasses.asdict(img.ota_header)
@@ -402,10 +501,17 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     """Tell the MCU, module, regions covered and version strings of ``image``.
 
     With ``module`` given, the image must fit that module's MCU, else
-    :class:`~rakflash.errors.ImageTargetError`.
+    :class:`~rakflash.errors.ImageTargetError` — :class:`~rakflash.errors.NotFirmware` for a
+    file that is not firmware at all. This is the check every command that writes goes
+    through before it touches the device (the plans of ``flash``, ``recover`` and
+    ``convert-to-rui3``, on the command line and the web page). Without ``module``, a file
+    that is not firmware is told in :attr:`ImageInfo.not_firmware`.
     """
     cat = cat or _catalog.load()
     info = ImageInfo(image)
+    info.not_firmware = not_firmware(image, cat)
+    if module is not None:
+        check_firmware(image, module, cat=cat, reason=info.not_firmware)
     # The vector table that decides the target: the first one in the image.
     first = image.segments[0]
     info.vector = vector_at(first.data, 0)
@@ -419,10 +525,6 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
             raise ImageTargetError(
                 f"{image.path} is built for {candidates[0].name}, but {module.name} has "
                 f"{module.mcu.name}", hint=f"Use the firmware built for {module.name}.")
-        if info.vector is not None and not candidates:
-            raise ImageTargetError(
-                f"{image.path} does not look like firmware for {module.name}: its vector table "
-                f"(SP {info.vector[0]:#010x}, reset {info.vector[1]:#010x}) fits no known MCU")
         if info.vector is not None and not image.low <= info.vector[1] < image.high:
             raise ImageTargetError(
                 f"{image.path} placed at {image.low:#010x} has its reset handler at "

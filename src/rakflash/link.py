@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import select
+import stat
 import time
 from typing import Callable, Iterator, Protocol
 
@@ -29,7 +30,7 @@ try:
 except ImportError:        # Windows: pyserial's own timeout handling
     _PosixSerial = None
 
-from .errors import PortBusy, PortDisconnected, PortError, PortNotFound, PortPermission
+from .errors import NotASerialPort, PortBusy, PortDisconnected, PortError, PortNotFound, PortPermission
 from .trace import TraceWriter
 
 
@@ -76,6 +77,9 @@ class Link:
             # simulator — that frames the bytes itself. Open it without parity; the
             # trace's "open" event says so (parity_applied).
             self.parity_applied = "N"
+        wrong = _not_a_serial_port(port)
+        if wrong is not None:
+            raise wrong
         try:
             self._ser = self._open(port, baud, self.parity_applied, exclusive)
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -99,8 +103,12 @@ class Link:
     @staticmethod
     def _open(port: str, baud: int, parity: str, exclusive: bool) -> serial.Serial:
         kwargs = {"exclusive": exclusive} if "://" not in port else {}
-        ser = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0,
-                                    write_timeout=10, do_not_open=True, **kwargs)
+        if port.lower().startswith("rfc2217://"):
+            ser = _Rfc2217Serial(None, baudrate=baud, parity=parity, timeout=0)
+            ser.port = port
+        else:
+            ser = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0,
+                                        write_timeout=10, do_not_open=True, **kwargs)
         # pyserial asserts RTS and DTR on open by default; on an adapter that wires
         # them to RESET/BOOT (esptool-style) that would hold the module in reset.
         # Open with both released; pulse_reset asserts them only when asked.
@@ -326,6 +334,52 @@ class Link:
         self.write((text + ending).encode("ascii"))
 
 
+try:
+    from serial.rfc2217 import Serial as _Rfc2217Base
+except ImportError:          # pragma: no cover - pyserial always ships it
+    _Rfc2217Base = serial.Serial
+
+
+class _Rfc2217Serial(_Rfc2217Base):
+    """pyserial's RFC 2217 client (``rfc2217://host:port``: a serial port over TCP that carries
+    the baud rate, parity and RTS/DTR — the simulator's TCP transport, a networked port server),
+    sending the line settings only when they change.
+
+    pyserial's client sends all four settings and waits for each to be acknowledged (at least
+    50 ms) at every ``_reconfigure_port``, which its ``timeout`` setter calls too; rakflash gives
+    each read its own deadline, so unchanged settings are not sent again. It has no write
+    timeout (pyserial raises NotImplementedError for one): the port is opened without.
+    """
+
+    _sent_settings = None
+
+    def open(self) -> None:
+        import warnings
+        self._sent_settings = None
+        with warnings.catch_warnings():      # pyserial 3.5 names its reader thread the old way
+            warnings.filterwarnings("ignore", r"set(Daemon|Name)\(\) is deprecated", DeprecationWarning)
+            try:
+                super().open()
+            except (serial.SerialException, OSError) as exc:
+                # The server closed the connection before answering (pyserial's reader thread
+                # queued its end-of-stream None, or the next request found the pipe broken): it
+                # serves one program at a time, as a serial port is opened by one (the
+                # simulator's TCP port; ser2net's max-connections).
+                queue = getattr(self._read_buffer, "queue", ())
+                if None in list(queue) or isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                    raise serial.SerialException(f"{self.portstr}: the server closed the connection "
+                                                 f"at once: the port is in use") from exc
+                raise
+
+    def _reconfigure_port(self) -> None:
+        settings = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts,
+                    self._xonxoff)
+        if settings == self._sent_settings:
+            return
+        super()._reconfigure_port()
+        self._sent_settings = settings
+
+
 def _is_pty(port: str) -> bool:
     """Whether ``port`` is a Unix pseudo-terminal (Unix98 pty slaves have majors 136-143)."""
     import os
@@ -346,7 +400,41 @@ def _read_now(fd: int, n: int) -> bytes:
 
 
 def _reason(exc: BaseException) -> str:
+    """The OS's words for why, not a Python tuple: pyserial wraps termios' errors as
+    "Could not configure port: (25, 'Inappropriate ioctl for device')"."""
+    err, words = _os_cause(exc)
+    if words:
+        return f"{words} (errno {err})"
     return str(exc).strip() or exc.__class__.__name__
+
+
+def _os_cause(exc: BaseException) -> tuple[int | None, str | None]:
+    """(errno, the system's words) of ``exc`` or of the error it was raised from."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        if isinstance(getattr(e, "errno", None), int) and getattr(e, "strerror", None):
+            return e.errno, e.strerror
+        args = getattr(e, "args", ())
+        if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+            return args[0], args[1]
+    return None, None
+
+
+def _not_a_serial_port(port: str) -> PortError | None:
+    """A path that exists but can't be a serial port, which is a character device: said before
+    it is opened (a regular file is never opened for writing). Names (COM3, socket://…) and
+    missing paths are left to the open, which says what is wrong with them."""
+    try:
+        mode = os.stat(port).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISCHR(mode):
+        return None
+    what = ("a folder" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "not a device")
+    return NotASerialPort(f"{port} is not a serial port: it is {what}")
 
 
 def port_busy(port: str, others: "list[tuple[int, str]] | tuple" = (), *, windows: bool = False) -> PortBusy:
@@ -367,6 +455,8 @@ def _open_error(port: str, exc: BaseException) -> PortError:
             or "busy" in text.lower():
         from .ports import other_openers
         return port_busy(port, other_openers(port))
+    if "the port is in use" in text:
+        return port_busy(port)            # an RFC 2217 server that serves another program
     if "Access is denied" in text:
         # Windows says this (PermissionError 13) when another program holds the port.
         return port_busy(port, (), windows=True)
@@ -374,4 +464,7 @@ def _open_error(port: str, exc: BaseException) -> PortError:
         return PortPermission(f"no permission to open {port}")
     if "Connection refused" in text:
         return PortNotFound(f"nothing listens at {port}")
+    if _os_cause(exc)[0] == errno.ENOTTY:
+        return NotASerialPort(f"{port} is not a serial port: it is a device that is not a terminal "
+                              f"(the system says '{_os_cause(exc)[1]}')")
     return PortError(f"cannot open {port}: {_reason(exc)}")

@@ -33,16 +33,31 @@ def _printable(data: bytes) -> str:
     return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in data)
 
 
+def open_for_writing(path: str | Path, *, append: bool = False, binary: bool = False) -> IO:
+    """A file (text, or ``binary``) opened for writing, truncated or appended to, that can't hang
+    the caller and is known to take data: O_NONBLOCK for the open only, so a FIFO nobody reads
+    fails (ENXIO) instead of blocking; then a write of zero bytes, which leaves a working file as
+    it was but fails where nothing can be written (``/dev/full``: ENOSPC). Raises OSError.
+    (Used for --trace, --report and ``info0 show --save``.)"""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, b"")
+        mode = ("a" if append else "w") + ("b" if binary else "")
+        return os.fdopen(fd, mode) if binary else os.fdopen(fd, mode, encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class TraceWriter:
     """Appends timestamped, direction-tagged events to a trace file."""
 
     def __init__(self, path: str | Path | IO[str]) -> None:
         self._own = not hasattr(path, "write")
         if self._own:
-            # O_NONBLOCK for the open only: a FIFO nobody reads fails (ENXIO) instead of hanging.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o644)
-            os.set_blocking(fd, True)
-            self._f: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+            self._f: IO[str] = open_for_writing(path)
         else:
             self._f = path  # type: ignore[assignment]
         self._t0 = time.monotonic()

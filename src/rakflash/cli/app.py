@@ -10,7 +10,7 @@ import click
 from .. import __version__
 from ..errors import Aborted
 from .options import verbosity_options
-from .output import emit_json, err, prepare_streams
+from .output import emit_json, err, prepare_streams, read_only_command
 
 
 class _Rakflash(click.Group):
@@ -19,6 +19,9 @@ class _Rakflash(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("standalone_mode", None)
         prepare_streams()
+        argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+        if any(a in ("-h", "--help", "--version") for a in argv):
+            read_only_command()      # help read through '| head' ends quietly too
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as exc:

@@ -15,6 +15,7 @@ from ..flows.update import run_update
 from .app import main
 from .flash import done_line
 from .options import json_option, open_link, verbosity_options
+from . import output
 from .output import TerminalEvents, emit_json, out, print_device, reports_errors, show_plan, show_settings
 
 
@@ -27,7 +28,11 @@ from .output import TerminalEvents, emit_json, out, print_device, reports_errors
 @verbosity_options
 @reports_errors
 def demo(module_name: str, size: int, as_json: bool) -> None:
-    """Update a virtual module end to end over a pseudo-terminal, no hardware needed.
+    """Update a virtual module end to end, no hardware needed.
+
+    The virtual module is served on a pseudo-terminal where the system has them
+    (Linux, macOS) and over TCP on this computer elsewhere (Windows:
+    rfc2217://127.0.0.1:PORT); RAKFLASH_SIM_TRANSPORT=tcp or pty forces one.
 
     The virtual module runs at 115200 baud with a USB-UART's turnaround
     latency and its MCU's datasheet flash timings, so what you see is what
@@ -39,24 +44,32 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
         raise click.BadParameter(f"{size:,} bytes do not fit {module.name}'s application region "
                                  f"({module.app.size:,} bytes)", param_hint="'--size'")
     boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
-    with create(module.key, SimOptions(latency_ms=1.0, app_version=old_v)) as dev, \
+    # -q: the result and any warning only, as for 'flash' (no module table, plan or progress).
+    chatty = not as_json and output.verbosity >= 0
+    from ..sim.uart import default_transport
+    try:
+        transport = default_transport()        # a pty where the system has them, else TCP
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    with create(module.key, SimOptions(latency_ms=1.0, app_version=old_v, transport=transport)) as dev, \
             tempfile.TemporaryDirectory() as tmp:
         new_file = Path(tmp) / f"{module.name}_{new_v}.bin"
         new_file.write_bytes(firmware.app_image(module, new_v, size))
-        if not as_json:
+        if chatty:
             out.print(f"virtual {module.name} serving on {dev.port} (115200 baud, 1 ms latency)")
             out.print(f"new firmware {new_file.name}: {size:,} bytes\n")
         with ExitStack() as stack:
             link = open_link(stack, dev.port, 115200, None)
             device = identify(link)      # the virtual module says what it is, as a real one does
-            if not as_json:
+            if chatty:
                 print_device(device)
                 out.print()
             plan = make_plan(images.load(new_file), device, module=module)
             if as_json:
                 result = run_update(link, plan)
             else:
-                show_plan(plan.to_dict(link.baud))
+                if chatty:
+                    show_plan(plan.to_dict(link.baud))
                 with TerminalEvents() as render:
                     result = run_update(link, plan, emit=render)
         after = dev.app_version

@@ -9,7 +9,7 @@ import click
 from ..flows.doctor import Report, diagnose
 from .app import main
 from .options import BAUD, json_option, lookup_module, module_option, open_trace
-from .output import emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 MARKS = {"ok": "[green]✓[/]", "note": "[cyan]•[/]", "action": "[yellow]![/]", "problem": "[red]✗[/]"}
 
@@ -35,6 +35,7 @@ def doctor(port: str | None, baud: int | None, image_path: str | None, module_na
     Nothing is written to the module. Exit status 0 when nothing stands in the
     way, else the code of the first problem's kind (4 port, 5 device, 6 plan, 3 image).
     """
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     module = lookup_module(module_name)
     with ExitStack() as stack:
         trace, trace_for = None, None

@@ -15,6 +15,7 @@ from .options import (WINDOW, IntParam, json_option, load_image, lookup_module, 
                       pick_port, port_options, verbosity_options)
 from ..flows.fleet import now_iso
 from .fleet import open_report, report_one
+from .provision import ledger_option, prepare, station_option
 from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_result, known,
                      moved_hint, out, reports_errors, show_settings)
 
@@ -42,18 +43,28 @@ FLASH_KEYS = RESULT_KEYS
 @click.option("--keep-settings/--no-keep-settings", default=True, show_default=True,
               help="Read the LoRaWAN keys and settings before the update, check them after it, "
                    "and write back any the new firmware lost.")
+@click.option("--provision", "batch_path", type=click.Path(dir_okay=False, path_type=str), metavar="BATCH",
+              help="After each module's update, give it its own row of LoRaWAN keys from the CSV file BATCH "
+                   "(see 'rakflash provision --help'); --force also replaces keys a module already holds.")
+@ledger_option
+@station_option
 @json_option("Print JSON progress events and a JSON result line.")
 @verbosity_options
 @reports_errors(json_keys=FLASH_KEYS)
 def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | None, baud: int | None,
           trace_path: str | None, module_name: str | None, address: int | None, dry_run: bool, yes: bool,
           force: bool, reset_window: float, reset_with: str | None, keep_settings: bool,
-          as_json: bool) -> None:
+          batch_path: str | None, ledger_spec: str | None, station: str | None, as_json: bool) -> None:
     """Update the application of a module over its serial bootloader.
 
     Several --port options, or --all, update several modules at once: one live
     row per module, then a summary; --report appends one JSON line per module.
     """
+    if all_ports and port:
+        # Which did the person mean: every module port, or these? Writing firmware to modules
+        # they did not name is worse than asking.
+        raise click.UsageError(f"--all takes every port that looks like a module's, and --port names "
+                               f"ports one by one ({', '.join(port)}): give one or the other")
     module = lookup_module(module_name)
     if not port and not all_ports:
         port = (pick_port(None),)            # the only port that looks like a module's, said which
@@ -61,13 +72,24 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
     options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
                            dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
     report = open_report(report_path, file)
+    if batch_path is not None:      # each module's update, then its row: the fleet's runner, also for one
+        if dry_run:
+            raise click.UsageError("--provision writes keys: it has no dry run (leave out one or the other)")
+        from .fleet import flash_many
+        prov = prepare(batch_path, ledger_spec, station, force)
+        try:
+            flash_many(list(port), all_ports, image, options, report=report, trace_path=trace_path,
+                       yes=yes, as_json=as_json, provisioning=prov)
+        finally:
+            prov.ledger.close()
+        return
     if all_ports or len(port) > 1:
         from .fleet import flash_many
         flash_many(list(port), all_ports, image, options, report=report, trace_path=trace_path,
                    yes=yes, as_json=as_json)
         return
     port = port[0]
-    known["port"] = port
+    known.update(port=port, written="nothing")        # until the session says otherwise
     started, t0 = now_iso(), time.monotonic()
     session = outcome = link = None
     try:
@@ -94,19 +116,20 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
                 if link is not None and link.port_name != port:
                     known["moved_to"] = link.port_name
                 if report is not None:       # --report: the same line as for several modules
-                    report_one(report, port, image, session, outcome, sys.exc_info()[1],
+                    once, report = report, None
+                    report_one(once, port, image, session, outcome, sys.exc_info()[1],
                                time.monotonic() - t0, started, link)
-                    report = None
     finally:
         if report is not None:               # the port could not even be opened
-            report_one(report, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
+            once, report = report, None
+            report_one(once, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
-            emit_result(outcome.to_dict(), port)
+            emit_result({**outcome.to_dict(), "written": "nothing"}, port)
         return
     result = outcome
     if as_json:
-        emit_result(result.to_dict(), port)
+        emit_result({**result.to_dict(), "written": "all"}, port)
         return
     out.print(f"[green]done[/]: {done_line(result, session.device)}")
     show_settings(result.settings)     # keys that could not be read: the flow's warning said so

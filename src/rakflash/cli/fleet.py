@@ -21,20 +21,20 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import events as ev
-from ..errors import ConfirmationNeeded, PortNotFound, UsageError
+from ..errors import ConfirmationNeeded, PortNotFound, ReportFailed, UsageError
 from ..flows.discovery import module_ports
 from ..flows.fleet import DeviceDone, DeviceOutcome, Fleet, ReportFile, ask_identifiers, settle
 from ..flows.session import FlashOptions
 from ..images import Image
 from ..trace import TraceWriter
-from .options import _same_file, open_trace
+from .options import _same_file, open_trace, why_unwritable
 from .output import ask_yes_no, emit_json, err, out
 
 EXIT_SOME_FAILED = 11
 LABELS = {"waiting": "waiting", "identify": "identifying", "settings": "reading settings",
           "boot": "entering bootloader", "erase": "erasing", "write": "writing", "verify": "verifying",
           "start": "starting new firmware",
-          "settings-check": "checking settings", "done": "done"}
+          "settings-check": "checking settings", "provision": "keys from the batch", "done": "done"}
 
 
 def open_report(path: str | None, firmware: str | None = None) -> ReportFile | None:
@@ -47,23 +47,45 @@ def open_report(path: str | None, firmware: str | None = None) -> ReportFile | N
     try:
         return ReportFile(path)
     except OSError as exc:
-        raise UsageError(f"cannot append to the report file {path}: {exc.strerror or exc}",
-                         hint="Give --report a path in a folder you can write to.") from None
+        raise UsageError(f"cannot append to the report file {path}: {why_unwritable(exc)}",
+                         hint="Give --report a path in a folder you can write to. Nothing was "
+                              "sent to any module.") from None
+
+
+def report_failed(report: ReportFile, exc: OSError, missing: list[str],
+                  outcomes: list[DeviceOutcome]) -> ReportFailed:
+    """The error a run ends with when its report stopped taking lines: what the file said, whose
+    lines are missing, and how the modules ended (their rows are in the output)."""
+    ended = ", ".join(f"{o.port}: {o.result}" for o in outcomes)
+    lines = "the line of {} is" if len(missing) == 1 else "the lines of {} are"
+    return ReportFailed(f"the report {report.path} stopped taking lines ({why_unwritable(exc)}): "
+                        f"{lines.format(', '.join(missing))} missing from it; "
+                        f"{'the module' if len(outcomes) == 1 else 'the modules'} ended {ended}",
+                        missing=missing)
 
 
 def report_one(report: ReportFile, port: str, image: Image, session: Any, result: Any,
                failure: BaseException | None, seconds: float, started: str, link: Any = None) -> None:
-    """Append the record of a single-port ``flash`` (the same fields as for several ports)."""
+    """Append the record of a single-port ``flash`` (the same fields as for several ports);
+    :class:`ReportFailed` when the report no longer takes it."""
     o = DeviceOutcome(port, started=started)
     settle(o, session, result, failure, seconds)
     if link is not None:
         ask_identifiers(o, link, session)
-    report.append(o.record(image))
+    try:
+        report.append(o.record(image))
+    except OSError as exc:
+        error = report_failed(report, exc, [port], [o])
+        if o.message:
+            error.message += f" ({o.message})"
+        raise error from None
 
 
-def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOptions, *,
-               report: ReportFile | None, trace_path: str | None, yes: bool, as_json: bool) -> None:
-    """Update every port in ``ports`` (and every module port, with ``all_ports``) at once."""
+def flash_many(ports: list[str], all_ports: bool, image: Image | None, options: FlashOptions, *,
+               report: ReportFile | None, trace_path: str | None, yes: bool, as_json: bool,
+               provisioning: Any = None) -> None:
+    """Update every port in ``ports`` (and every module port, with ``all_ports``) at once;
+    with ``provisioning``, each module then gets its row of the batch (``image`` None: only that)."""
     if all_ports:
         found = [e.device for e in module_ports()]
         if not found and not ports:
@@ -71,21 +93,36 @@ def flash_many(ports: list[str], all_ports: bool, image: Image, options: FlashOp
                                hint="Plug the modules in and run 'rakflash ports'; name ports with --port.")
         ports = list(dict.fromkeys([*ports, *found]))
     if not options.dry_run and not yes:
-        _confirm(ports, image)
+        _confirm(ports, image, provisioning)
     with ExitStack() as stack:
-        traces = {p: open_port_trace(stack, trace_path, p, image.path) for p in ports} if trace_path else {}
-        view = JsonFleet() if as_json else FleetView(ports)
-        fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get)
+        keep = image.path if image else ""
+        traces = {p: open_port_trace(stack, trace_path, p, keep) for p in ports} if trace_path else {}
+        view = JsonFleet() if as_json else FleetView(ports, "updating" if image is not None else "provisioning")
+        fleet = Fleet(ports, image, options, emit=view, report=report, trace_for=traces.get,
+                      provisioning=provisioning)
         t0 = time.monotonic()
         with view:
             outcomes = fleet.run()
     seconds = time.monotonic() - t0
     code = 130 if fleet.interrupted else (0 if all(o.ok for o in outcomes) else EXIT_SOME_FAILED)
+    if report is not None and fleet.report_error is not None:
+        # The run ends with the report's error (its last line, with --json, carries the summary).
+        error = report_failed(report, fleet.report_error, fleet.unreported, outcomes)
+        if as_json:
+            error.details.update({k: v for k, v in summary(outcomes, seconds, report).items()
+                                  if k not in ("result", "report")})
+        else:
+            show_summary(outcomes, seconds, None, fleet.interrupted)
+        raise error
     if as_json:
         emit_json(summary(outcomes, seconds, report))
     else:
         show_summary(outcomes, seconds, report, fleet.interrupted)
     raise SystemExit(code)
+
+
+def _modules(n: int) -> str:
+    return f"{n} module" + ("" if n == 1 else "s")
 
 
 def open_port_trace(stack: ExitStack, trace_path: str, port: str, firmware: str) -> TraceWriter:
@@ -95,13 +132,17 @@ def open_port_trace(stack: ExitStack, trace_path: str, port: str, firmware: str)
                       (firmware,) if firmware else ())
 
 
-def _confirm(ports: list[str], image: Image) -> None:
+def _confirm(ports: list[str], image: Image | None, provisioning: Any = None) -> None:
+    what = "firmware" if image is not None else "LoRaWAN keys"
     if not sys.stdin or not sys.stdin.isatty():
-        raise ConfirmationNeeded(f"about to write firmware to {len(ports)} modules, and there is no "
+        raise ConfirmationNeeded(f"about to write {what} to {_modules(len(ports))}, and there is no "
                                  f"terminal to confirm it")
     from ..errors import Aborted
-    if not ask_yes_no(f"Write {Path(image.path).name} to the modules on {', '.join(ports)}?"):
-        raise Aborted("update not confirmed")
+    keys = f" and give each a row of {provisioning.batch.name}" if provisioning is not None and image else ""
+    question = (f"Write {Path(image.path).name} to the modules on {', '.join(ports)}{keys}?" if image is not None
+                else f"Give the modules on {', '.join(ports)} each a row of {provisioning.batch.name}?")
+    if not ask_yes_no(question):
+        raise Aborted("update not confirmed" if image is not None else "provisioning not confirmed")
 
 
 def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | None) -> dict:
@@ -115,6 +156,9 @@ def summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFile | 
             "modules": len(outcomes), "ok": sum(1 for o in outcomes if o.ok), "failed": len(failed),
             "results": counts, "seconds": round(seconds, 3),
             "report": report.path if report else None,
+            **({"provisioned": sum(1 for o in outcomes
+                                   if (o.provision or {}).get("result") in ("written", "already-written"))}
+               if any(o.provision is not None for o in outcomes) else {}),
             "failures": [{"port": o.port, "error": o.result, "message": o.message, "hint": o.hint}
                          for o in failed]}
 
@@ -124,12 +168,20 @@ def show_summary(outcomes: list[DeviceOutcome], seconds: float, report: ReportFi
     s = summary(outcomes, seconds, report)
     words = ", ".join(f"{n} {r}" for r, n in s["results"].items())
     colour = "green" if s["result"] == "ok" else "red"
-    out.print(f"[{colour}]{s['ok']} of {s['modules']} modules done[/] in {seconds:.1f} s ({words})")
+    out.print(f"[{colour}]{s['ok']} of {_modules(s['modules'])} done[/] in {seconds:.1f} s ({words})")
     for o in outcomes:
         if not o.ok:
             err.print(f"[red]{o.port}[/]: {o.result}: {o.message or ''}", markup=True)
             if o.hint:
                 err.print(f"  hint: {o.hint}", markup=False)
+    for o in outcomes:          # with a batch: which row went where
+        p = o.provision or {}
+        if p.get("dev_eui"):
+            how = {"written": "written and read back", "already-written": "already written before",
+                   "claimed": "claimed for it, not written yet: run the same command again to finish it",
+                   "failed": "claimed for it, not written: run the same command again to write it"}
+            out.print(f"{o.port}: {o.serial_number} has line {p['line']} of {p['batch']} (DevEUI {p['dev_eui']}), "
+                      + how.get(p["result"], p["result"]), markup=False)
     if interrupted:
         err.print("interrupted: run the same command again to finish the modules that were cut off "
                   "(those already done say so and are left alone).")
@@ -155,7 +207,8 @@ class FleetView:
 
     COLUMNS = ("port", "module", "serial number", "phase", "progress", "result")
 
-    def __init__(self, ports: list[str]) -> None:
+    def __init__(self, ports: list[str], verb: str = "updating") -> None:
+        self.verb = verb
         self.rows = {p: DeviceOutcome(p) for p in ports}
         self.notes: list[str] = []
         self.live: Live | None = None
@@ -166,7 +219,7 @@ class FleetView:
             self.live = Live(self._render(), console=err, refresh_per_second=4, transient=False)
             self.live.start()
         else:
-            err.print(f"updating {len(self.rows)} modules: {', '.join(self.rows)}")
+            err.print(f"{self.verb} {_modules(len(self.rows))}: {', '.join(self.rows)}")
         return self
 
     def __exit__(self, *exc: object) -> None:

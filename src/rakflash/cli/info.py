@@ -14,7 +14,7 @@ from .app import main
 from .options import (json_option, lookup_module, module_option, open_link, pick_port, port_options,
                       verbosity_options)
 from . import output
-from .output import TerminalEvents, emit_json, print_device, reports_errors
+from .output import TerminalEvents, emit_json, print_device, read_only_command, reports_errors
 
 DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
 
@@ -31,6 +31,7 @@ DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")
 def info(port: str, baud: int | None, trace_path: str | None, module_name: str | None,
          ask_bootloader: bool, as_json: bool) -> None:
     """Say what is on the other end of a serial port."""
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     module = lookup_module(module_name)
     port = pick_port(port)
     with ExitStack() as stack:

@@ -11,8 +11,10 @@ from rich.table import Table
 from .. import apollo3_info0 as info0_mod
 from ..errors import Aborted, ConfirmationNeeded, ImageFormatError, UsageError
 from .app import main
-from .options import json_option, lookup_module
-from .output import JsonEvents, TerminalEvents, emit_json, known, out, reports_errors
+from ..trace import open_for_writing
+from .options import json_option, lookup_module, why_unwritable
+from .output import (JsonEvents, TerminalEvents, emit_json, known, out, read_only_command,
+                     reports_errors)
 
 
 @main.group()
@@ -48,9 +50,16 @@ def show(file: str | None, probe: str | None, module_name: str | None, save: str
     Prints the fields the secure bootloader and RUI's bootloader depend on, and which
     values would stop the wired update, RUI's bootloader or SWD from working.
     """
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     module = _apollo3(module_name)
     if file and probe:
         raise UsageError("give a dump FILE or --probe, not both")
+    if file and save:
+        raise UsageError(f"--save keeps the 8 KiB read from the chip over SWD; {file} is already a file",
+                         hint="Copy the dump file instead, or leave out FILE to read INFO0 over SWD "
+                              "and save it.")
+    if save:
+        _check_writable(save)                # before the probe is asked anything
     if file:
         info, source = info0_mod.Info0.load(file), file
     else:
@@ -58,10 +67,10 @@ def show(file: str | None, probe: str | None, module_name: str | None, save: str
         info = info0_mod.Info0.parse(raw, source=source)
         if save:
             try:
-                with open(save, "wb") as f:
+                with open_for_writing(save, binary=True) as f:
                     f.write(raw)
             except OSError as exc:
-                raise UsageError(f"cannot write {save}: {exc.strerror or exc}") from None
+                raise UsageError(f"cannot write {save}: {why_unwritable(exc)}") from None
     known["source"] = source
     findings = info.findings()
     if as_json:
@@ -78,6 +87,17 @@ def show(file: str | None, probe: str | None, module_name: str | None, save: str
     _print_findings(findings)
     if save and not file:
         out.print(f"saved the 8 KiB read from the chip to {save}")
+
+
+def _check_writable(path: str) -> None:
+    """A --save path that can't take the dump is a usage error now, not after the chip was read
+    (opened as the trace and the report are: a FIFO nobody reads fails instead of hanging)."""
+    try:
+        with open_for_writing(path, append=True, binary=True):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {why_unwritable(exc)}",
+                         hint="Give --save a path in a folder you can write to.") from None
 
 
 def _print_findings(findings) -> None:
@@ -111,12 +131,12 @@ def write(file: str, probe: str | None, module_name: str | None, dry_run: bool, 
     """
     from ..flows import swd
     module = _apollo3(module_name)
-    new = info0_mod.Info0.load(file)
-    with open(file, "rb") as f:
-        if len(f.read()) != info0_mod.SIZE:
-            raise ImageFormatError(f"{file} is not a whole INFO0 image ({info0_mod.SIZE:,} bytes)",
-                                   hint="Write only a complete 8 KiB INFO0 file, e.g. one saved with "
-                                        "'rakflash info0 show --save FILE' and edited.")
+    data = info0_mod.read_dump(file)         # a regular file only: a FIFO or /dev/zero is refused
+    new = info0_mod.Info0.parse(data, source=file)
+    if len(data) != info0_mod.SIZE:
+        raise ImageFormatError(f"{file} is not a whole INFO0 image ({info0_mod.SIZE:,} bytes)",
+                               hint="Write only a complete 8 KiB INFO0 file, e.g. one saved with "
+                                    "'rakflash info0 show --save FILE' and edited.")
     api = swd.pyocd_api()
     chosen = swd.choose_probe(api, probe)
     old = info0_mod.Info0.parse(swd.read_info0(api, chosen, module))

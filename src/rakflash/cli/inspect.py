@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .. import images
 from .app import main
 from .options import IntParam, load_image, lookup_module, module_option
-from .output import emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 
 @main.command()
@@ -19,6 +20,7 @@ from .output import emit_json, out, reports_errors
 @reports_errors
 def inspect(file: str, address: int | None, module_name: str | None, as_json: bool) -> None:
     """Say what a firmware file is: format, segments, target, regions, versions."""
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     module = lookup_module(module_name)
     img = load_image(file, address, module)
     info = images.analyse(img, module=module)
@@ -52,6 +54,10 @@ def _print_package(pkg) -> None:
             needs.append(f"CRC-16 {init.crc16:#06x}")
         needs.append(f"signed ({init.signature_type})" if init.signed else "not signed")
         out.print(f"  {'':<12}requires: {', '.join(needs)}")
+    linked = pkg.linked_elsewhere()
+    if linked is not None:
+        out.print(f"[bold red]wrong base:[/] {escape(linked.describe())}; 'rakflash flash' refuses it")
+        out.print(f"  hint: {escape(linked.next_step())}")
 
 
 def _print_inspect(info: images.ImageInfo) -> None:
@@ -68,11 +74,17 @@ def _print_inspect(info: images.ImageInfo) -> None:
                "bootloader": _bootloader_base(info),
                "blob header": "the blob header's load address",
                "package": "where the package's bootloader family puts it",
-               "default": "unknown target: assumed 0; give --address"}[img.base_source]
+               "default": "not firmware: nothing to place" if info.not_firmware else
+                          "unknown target: assumed 0; give --address"}[img.base_source]
         out.print(f"base      {img.low:#010x} ({how})")
     if img.start_address is not None:
         out.print(f"start     {img.start_address:#010x} (start address record)")
-    if info.module:
+    if info.not_firmware:
+        out.print(f"[red]target    none: this does not look like firmware: {info.not_firmware}[/]",
+                  highlight=False)
+        out.print("          rakflash won't write it to any module; pick the firmware file itself "
+                  "(the .hex, .bin or DFU .zip built for the module)")
+    elif info.module:
         vec = f"SP {info.vector[0]:#010x}, reset {info.vector[1]:#010x}" if info.vector else "no vector table"
         out.print(f"target    {info.module.name} ({info.mcu.name}) — from the vector table: {vec}")
     elif info.mcu:

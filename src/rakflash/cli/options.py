@@ -52,6 +52,24 @@ WINDOW = Real(0, 3600, what="a number of seconds")
 PROBABILITY = Real(0, 1, what="a probability (0 to 1)")
 
 
+class CmsisPack(click.ParamType):
+    """A CMSIS device pack file (``--pack``): a zip archive with a ``.pdsc`` description."""
+
+    name = "pack"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from ..flows.swd import pack_devices
+        path = click.Path(dir_okay=False, exists=True).convert(value, param, ctx)
+        try:
+            devices = pack_devices(path)
+        except ValueError as exc:
+            self.fail(f"{value} is not a CMSIS device pack ({exc}): a .pack is a zip archive with a "
+                      f".pdsc description, as 'pyocd pack install' downloads it", param, ctx)
+        if not devices:
+            self.fail(f"{value} describes no device (its .pdsc has no <device Dname=…>)", param, ctx)
+        return path
+
+
 class ModuleName(click.ParamType):
     """A module of the catalog, by key, name or alias; gives its key. Completes in the shell."""
 
@@ -168,12 +186,16 @@ def open_trace(stack: ExitStack, trace_path: str, keep: tuple[str, ...] = ()) ->
     try:
         trace = TraceWriter(trace_path)
     except OSError as exc:
-        why = ("it is a FIFO and nothing reads it" if exc.errno == errno.ENXIO
-               else exc.strerror or str(exc))
-        raise UsageError(f"cannot write the trace file {trace_path}: {why}",
+        raise UsageError(f"cannot write the trace file {trace_path}: {why_unwritable(exc)}",
                          hint="Give --trace a path in a folder you can write to.") from None
     stack.callback(trace.close)
     return trace
+
+
+def why_unwritable(exc: OSError) -> str:
+    """Why a file named by an option (--trace, --report) can't be written, in words: the OS's,
+    except for a FIFO nothing reads (opened without blocking, it fails with ENXIO)."""
+    return "it is a FIFO and nothing reads it" if exc.errno == errno.ENXIO else exc.strerror or str(exc)
 
 
 def _moved_hint(port: str) -> str | None:

@@ -42,9 +42,14 @@ class _GuardedStdout:
     it ended. Everything else is the wrapped stream's.
     """
 
+    # The exit status of a command that only reads, when its reader goes away: that of a
+    # program ended by SIGPIPE (128 + 13), as 'yes | head -1' leaves it.
+    CLOSED_PIPE_EXIT = 141
+
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self.closed_early = False
+        self.read_only = False      # set by read_only_command(): then a closed pipe ends it quietly
 
     def write(self, text: str) -> int:
         if not self.closed_early:
@@ -74,6 +79,9 @@ class _GuardedStdout:
             os.close(devnull)
         except (OSError, ValueError, AttributeError):
             pass
+        if self.read_only:
+            # Nothing is left undone: the reader has what it wanted ('rakflash modules | head -2').
+            raise SystemExit(self.CLOSED_PIPE_EXIT)
         sys.stderr.write("warning: standard output was closed early; rakflash goes on and reports "
                          "on standard error\n")
         sys.stderr.flush()
@@ -95,6 +103,16 @@ def prepare_streams() -> None:
         sys.stdout = _GuardedStdout(sys.stdout)
 
 
+def read_only_command() -> None:
+    """Called by a command that changes nothing (``modules``, ``inspect``, ``info`` …): when its
+    standard output is closed early (``| head -2``) it ends at once, quietly, with the exit status
+    of a closed pipe — there is nothing to finish, unlike an update, which goes on and reports on
+    standard error (:class:`_GuardedStdout`)."""
+    prepare_streams()
+    if isinstance(sys.stdout, _GuardedStdout):
+        sys.stdout.read_only = True
+
+
 def stdout_closed_early() -> bool:
     return isinstance(sys.stdout, _GuardedStdout) and sys.stdout.closed_early
 
@@ -106,9 +124,10 @@ def emit_json(obj: dict) -> None:
 
 
 # The keys every result line of a command that writes firmware (flash, recover) has, however it
-# ends — success, refusal, failure, --dry-run, Ctrl-C — null when unknown.
+# ends — success, refusal, failure, --dry-run, Ctrl-C — null when unknown. ``written``: nothing,
+# part or all (see rakflash.written), from what went out and was acknowledged.
 RESULT_KEYS = ("result", "module", "port", "app_version_before", "app_version_after", "bytes", "seconds",
-               "error")
+               "error", "written")
 
 
 def emit_result(result: dict, port: str | None) -> None:
@@ -217,14 +236,18 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
                 err.print(f"hint: {hint}", markup=False)
             sys.exit(1)
         except KeyboardInterrupt as exc:
-            if known.get("sent"):
+            if known.get("written_hint"):       # a write path that knows what the device holds now
+                hint = known["written_hint"]
+            elif known.get("sent"):
                 hint = ("The new firmware was sent and was starting: run the same command again — it "
                         "confirms which firmware runs and checks the LoRaWAN keys.")
             elif known.get("writing"):
                 hint = ("The update was cut off: the module waits in its bootloader; run the same "
                         "command again to finish it.")
-            else:
+            elif known.get("written", "nothing") == "nothing":
                 hint = "Nothing was written to the module."
+            else:
+                hint = "Part of the firmware was written: run the same command again to finish it."
             if known.get("writing"):
                 hint += moved_hint(known.get("port"), known.get("moved_to"))
             how = f"stopped by {exc.name}" if isinstance(exc, Terminated) else "Ctrl-C"
@@ -242,7 +265,8 @@ def moved_hint(given: str | None, now: str | None) -> str:
     """A sentence for a hint when the module's port is no longer the one the command was given:
     a native USB port is renamed when the module restarts into its bootloader or application,
     so "the same command again" needs the new one (empty when the port did not move or is gone)."""
-    if not now or now == given or not os.path.exists(now):
+    from ..ports import port_exists
+    if not now or now == given or not port_exists(now):
         return ""
     return (f" The module's port is now {now} (a native USB port is renamed when the module "
             f"restarts): give --port {now}.")
@@ -318,7 +342,8 @@ class TerminalEvents:
 
     LABELS = {"identify": "identifying", "settings": "reading settings", "boot": "entering bootloader",
               "connect": "connecting", "erase": "erasing", "write": "writing", "verify": "verifying",
-              "start": "starting new firmware", "settings-check": "checking settings"}
+              "start": "starting new firmware", "settings-check": "checking settings",
+              "identify-after": "identifying again"}
 
     # What a countdown waits for, by the prompt's action (default: a reset).
     WAITING = {"release-boot": "restarting the module", "release-boot-and-reset": "waiting for BOOT "
@@ -384,14 +409,14 @@ class TerminalEvents:
         elif isinstance(event, ev.Phase):
             label = self.LABELS.get(event.phase, event.phase)
             if verbose:
-                self._line(f"{label}: {event.message}" if event.message else label)
+                self._line(_phase_text(label, event.message))
             if event.phase == "identify":
                 return                       # quick, and says nothing a person needs
             total = event.info.get("bytes")
             if total:
                 self._total = total
-            if not self._live and not quiet and not verbose:
-                self._line(f"{label}…")      # a log gets one whole line per phase
+            if not self._live and not quiet and not verbose and label != self._label:
+                self._line(f"{label}…")      # a log gets one whole line per phase (said once)
             self._ensure_bar()
             if total and self._bar is not None:
                 self._bar.update(self._task, total=total)
@@ -441,6 +466,18 @@ class TerminalEvents:
                           "in a burst and catches the module as it starts.")
         else:
             err.print(f"[bold]{event.message}[/]")
+
+
+def _phase_text(label: str, message: str | None) -> str:
+    """A phase's line under -v: its message when that says the same thing in more words
+    ('erasing: the bootloader erases …', not 'erasing: erasing: …'), else 'label: message'."""
+    if not message:
+        return label
+    if message.split()[0].lower() == label.split()[0].lower():
+        return message
+    if message.lower().startswith(label.lower() + ":"):
+        return message
+    return f"{label}: {message}"
 
 
 class _KibPerSecond(ProgressColumn):
@@ -504,13 +541,18 @@ def show_settings(check: Any, *, unchecked_reason: str | None = None) -> None:
     if not check.names:
         return
     earlier = " (the values read by the earlier, interrupted run)" if check.from_earlier_run else ""
-    troubled = set(check.lost) | set(check.unchecked)
-    fine = [n for n in check.names if n not in troubled and n not in check.restored]
+    unknown = check.may_have_changed
+    fine = [n for n in check.names if n not in unknown and n not in check.lost and n not in check.restored]
     if check.restored:
         out.print(f"settings: the new firmware had reset {', '.join(check.restored)}; rakflash wrote "
                   f"back the values from before the update{earlier}.")
     elif fine:
         out.print(f"settings: {', '.join(fine)} kept{earlier}.")
-    if troubled:
-        out.print(f"settings: [yellow]{', '.join(n for n in check.names if n in troubled)} "
-                  f"not confirmed[/] (see the warning).")
+    if check.lost:
+        out.print(f"settings: [red]{', '.join(check.lost)} lost[/]: the new firmware changed "
+                  f"{'it' if len(check.lost) == 1 else 'them'} and rakflash could not write "
+                  f"{'it' if len(check.lost) == 1 else 'them'} back (see the warning).")
+    if unknown:
+        out.print(f"settings: [yellow]{', '.join(unknown)} may have changed[/]: rakflash could not "
+                  f"confirm {'its value' if len(unknown) == 1 else 'their values'} after the update "
+                  f"(see the warning).")

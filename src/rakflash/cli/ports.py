@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from .app import main
-from .output import emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 
 @main.command()
@@ -14,6 +14,7 @@ from .output import emit_json, out, reports_errors
 @reports_errors
 def ports(as_json: bool) -> None:
     """List serial ports, with the module each probably is."""
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     from ..ports import list_serial_ports
     entries = list_serial_ports()
     if as_json:

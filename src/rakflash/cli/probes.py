@@ -6,7 +6,7 @@ from rich.table import Table
 
 from .app import main
 from .options import json_option
-from .output import emit_json, out, reports_errors
+from .output import emit_json, out, read_only_command, reports_errors
 
 
 @main.command()
@@ -17,6 +17,7 @@ def probes(as_json: bool) -> None:
 
     Needs pyOCD (pip install 'rakflash[swd]'); J-Link needs SEGGER's J-Link software too.
     """
+    read_only_command()        # '| head' ends it quietly: it changes nothing
     from ..flows.swd import list_probes
     found = list_probes()
     if as_json:

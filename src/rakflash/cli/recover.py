@@ -18,9 +18,11 @@ from .. import images
 from ..errors import Aborted, ConfirmationNeeded, RakflashError, UsageError
 from ..events import PlanReady, Warning
 from ..flows.lines import check_line
-from ..flows.recover import METHODS, RecoveryOptions, method_for, plan_recovery, recover
+from ..flows.recover import METHODS, RecoveryOptions, interrupted_hint, method_for, plan_recovery, recover
+from ..flows.recover_stm32 import port_commands
+from ..written import NOTHING, Written
 from .app import main
-from .options import WINDOW, json_option, lookup_module, module_option, open_link, port_options
+from .options import WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, port_options
 from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, err, known, out,
                      reports_errors)
 
@@ -38,7 +40,7 @@ RECOVER_KEYS = RESULT_KEYS + ("bootloader_version_before", "bootloader_version_a
               help="How to reach the chip (default: the module's first, see 'rakflash modules'); "
                    "'--via swd' writes through a debug probe and pyOCD.")
 @click.option("--probe", metavar="ID", help="SWD: the probe's unique id, or part of it (see 'rakflash probes').")
-@click.option("--pack", metavar="FILE", type=click.Path(dir_okay=False, exists=True),
+@click.option("--pack", metavar="FILE", type=CmsisPack(),
               help="SWD: a CMSIS device pack (.pack) for a target pyOCD does not know yet (offline machines).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the time it takes, touch nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Confirm writing without a prompt.")
@@ -76,7 +78,8 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
         reset_with=check_line(reset_with, "--reset-with"), boot0_with=check_line(boot0_with, "--boot0-with"),
         remove_protection=remove_protection, confirm=_second_confirmation(yes), probe=probe, pack=pack)
     plan = plan_recovery(image, module, method=method, app=app, options=options)
-    known["module"] = plan.module.name
+    port_commands(plan, options, port)
+    known.update(module=plan.module.name, written=NOTHING)      # until recover() says otherwise
     if port is None and method_for(plan.method).needs_port:
         raise UsageError(f"recovering {plan.module.name} with {plan.method} needs its serial port",
                          hint="Give it with --port (or recover with --via swd and a probe).")
@@ -89,43 +92,52 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
             raise
         # a dry run still shows the plan, and what would stop it
         warnings.append({"code": exc.name, "message": f"{exc.message}. {exc.hint}"})
-    if as_json:
-        emit_json(PlanReady(plan.to_dict()).to_dict())
-        for w in warnings:
-            emit_json(Warning(w["code"], w["message"]).to_dict())
-    else:
-        show_recovery_plan(plan, port)
-        for w in warnings:
-            err.print(f"[yellow]warning:[/] {escape(w['message'])}")
-    if dry_run:
-        if as_json:
-            emit_result({"result": "ok", "dry_run": True, "module": plan.module.name, "method": plan.method,
-                         "bytes": plan.bytes, "seconds": 0.0,
-                         "estimated_seconds": round(plan.estimate_seconds, 2),
-                         "app_version_new": plan.app_version,
-                         "bootloader_version_new": plan.bootloader_version,
-                         "bootloader_version_before": None, "bootloader_version_after": None,
-                         "warnings": warnings}, port)
-        return
-    if not yes:
-        if not sys.stdin or not sys.stdin.isatty():
-            raise ConfirmationNeeded("about to rewrite the module's flash (bootloader included), and "
-                                     "there is no terminal to confirm it")
-        if not click.confirm(f"Rewrite {plan.module.name}'s flash ({plan.bytes:,} bytes, bootloader "
-                             f"included) {('over ' + port) if port else 'through the probe'}?"):
-            raise Aborted("recovery not confirmed")
     with ExitStack() as stack:
+        # The port is opened before the plan is shown: one that does not exist or that another
+        # program holds is said at once, not after the plan and the question (a dry run
+        # touches no port).
         link = open_link(stack, port, baud, trace_path,
-                         keep=(file,) + ((app_file,) if app_file else ())) if port else None
+                         keep=(file,) + ((app_file,) if app_file else ())) if port and not dry_run else None
+        if as_json:
+            emit_json(PlanReady(plan.to_dict()).to_dict())
+            for w in warnings:
+                emit_json(Warning(w["code"], w["message"]).to_dict())
+        else:
+            show_recovery_plan(plan, port)
+            for w in warnings:
+                err.print(f"[yellow]warning:[/] {escape(w['message'])}")
+        if dry_run:
+            if as_json:
+                emit_result({"result": "ok", "dry_run": True, "module": plan.module.name,
+                             "method": plan.method, "bytes": plan.bytes, "seconds": 0.0,
+                             "estimated_seconds": round(plan.estimate_seconds, 2),
+                             "app_version_new": plan.app_version,
+                             "bootloader_version_new": plan.bootloader_version,
+                             "bootloader_version_before": None, "bootloader_version_after": None,
+                             "warnings": warnings, "written": NOTHING}, port)
+            return
+        if not yes:
+            if not sys.stdin or not sys.stdin.isatty():
+                raise ConfirmationNeeded("about to rewrite the module's flash (bootloader included), and "
+                                         "there is no terminal to confirm it")
+            if not click.confirm(f"Rewrite {plan.module.name}'s flash ({plan.bytes:,} bytes, bootloader "
+                                 f"included) {('over ' + port) if port else 'through the probe'}?"):
+                raise Aborted("recovery not confirmed")
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
-        result = recover(link, plan, options, emit=render)
+        written = Written()
+        try:
+            result = recover(link, plan, options, emit=render, written=written)
+        finally:
+            # What the chip holds now, for the line a failure or Ctrl-C ends with.
+            known.update(written=written.state, bytes=written.bytes,
+                         written_hint=interrupted_hint(written, plan.module.name, plan.method))
     if as_json:
         emit_result(result.to_dict(), port)
         return
-    out.print(f"[green]done[/]: {result.module} bootloader {result.bootloader_version_before or '?'} → "
-              f"{result.bootloader_version_after or '?'}, application {result.app_version_before or '?'} → "
-              f"{result.app_version_after or '-'}; {result.bytes:,} bytes written and verified "
-              f"({result.verify}) in {result.seconds:.1f} s")
+    out.print(f"[green]done[/]: {result.module} bootloader {result.bootloader_version_before or 'unknown'} → "
+              f"{result.bootloader_version_after or 'unknown'}, application "
+              f"{result.app_version_before or 'unknown'} → {result.app_version_after or 'unknown'}; "
+              f"{result.bytes:,} bytes written and verified ({result.verify}) in {result.seconds:.1f} s")
 
 
 def show_recovery_plan(plan, port: str) -> None:
@@ -145,7 +157,8 @@ def show_recovery_plan(plan, port: str) -> None:
         out.print(f"  - {step}")
     out.print(f"estimate  {plan.estimate_seconds:.1f} s at {plan.details.get('rate') or f'{plan.baud} baud'}")
     if plan.details.get("stm32flash"):
-        out.print(f"same with stm32flash: {plan.details['stm32flash'].replace('PORT', port or 'PORT')}")
+        note = plan.details.get("stm32flash_note")
+        out.print(f"same with stm32flash{f' ({note})' if note else ''}: {plan.details['stm32flash']}")
     if plan.details.get("pyocd_command"):
         out.print(f"same with pyOCD: {plan.details['pyocd_command']}")
 

@@ -1,8 +1,9 @@
-"""``rakflash sim MODULE``: a virtual module on a pseudo-terminal."""
+"""``rakflash sim MODULE``: a virtual module on a pseudo-terminal or a TCP port (RFC 2217)."""
 
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import sys
 import threading
@@ -53,29 +54,62 @@ from .options import BAUD, PROBABILITY, Real
               help="RAK11720: start with this INFO0 dump (8 KiB) instead of the simulator's (BOOT on "
                    "GPIO41 active high, wired update at 115200 baud).")
 @click.option("--any-baud", is_flag=True, help="Accept any host baud rate (by default a mismatch gives garbage, like a real line).")
-@click.option("--serial-number", default="SIM0000001", show_default=True,
-              help="What AT+SN=? answers (give each of several virtual modules its own, as real ones have).")
+@click.option("--serial-number",
+              help="What AT+SN=? answers (and the USB serial number). Default: one of its own, as "
+                   "real modules have ('rakflash info' shows it).")
+@click.option("--dev-eui", type=click.STRING, metavar="HEX16",
+              help="Its factory DevEUI (16 hex digits; what a settings reset restores). Default: one of its own.")
 @click.option("--arduino", is_flag=True,
               help="RAK4631 only: the Arduino variant (Adafruit bootloader, legacy DFU) instead of RUI3.")
 @click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
-              help="RAK4631-R only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
-                   "Secure DFU bootloader accepts. Default: a new key, saved beside and named in the output.")
+              help="RAK4631 only: the ECDSA P-256 key (private or public, PEM) whose signatures its "
+                   "Secure DFU bootloader accepts (with --arduino: the RUI3 bootloader that "
+                   "convert-to-rui3 installs). Default: a new key, saved beside and named in the output.")
+@click.option("--transport", type=click.Choice(["pty", "tcp"]), default=None,
+              help="Serve the port on a pseudo-terminal (/dev/pts/N; Linux, macOS) or over TCP on this "
+                   "computer (rfc2217://127.0.0.1:PORT, which rakflash and pyserial open; carries the "
+                   "baud rate and RTS/DTR). Default: $RAKFLASH_SIM_TRANSPORT, else pty where the "
+                   "system has them, else tcp (Windows).")
+@click.option("--reset-with", "reset_with", metavar="LINE",
+              help="With --transport tcp: the adapter's line wired to RESET (rts, dtr, or -rts/-dtr when "
+                   "active low), so 'rakflash flash/recover --reset-with LINE' resets the module.")
+@click.option("--boot0-with", "boot0_with", metavar="LINE",
+              help="With --transport tcp: the adapter's line wired to BOOT0 (STM32) / BOOT (Apollo3), "
+                   "for 'rakflash recover --boot0-with LINE'.")
+@click.option("--link", "link_path", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
+              help="Also reach the port as PATH: a symbolic link that follows the port when it changes "
+                   "(a native-USB module's reset, a cable plugged in again), removed at exit — so other "
+                   "commands can name the port before it exists, as socat's link= does.")
 def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale: float,
         app_version: str | None, bootloader_version: str | None, app_size: int, sketch: str,
         bit_error_rate: float, drop_rate: float, garbage_rate: float, bit_error_rate_to_host: float,
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
-        any_baud: bool, serial_number: str, arduino: bool, dfu_key: str | None) -> None:
-    """Serve a virtual module on a pseudo-terminal until interrupted.
+        any_baud: bool, serial_number: str | None, dev_eui: str | None, arduino: bool,
+        dfu_key: str | None, transport: str | None, reset_with: str | None, boot0_with: str | None,
+        link_path: str | None) -> None:
+    """Serve a virtual module on a pseudo-terminal or TCP port until interrupted.
 
-    The first line printed is 'port: /dev/pts/N'. Press the module's reset
+    The first line printed is 'port: /dev/pts/N' (or 'port: rfc2217://127.0.0.1:PORT'
+    with --transport tcp), what to give other commands as --port. Press the module's reset
     button with 'r' + Enter on standard input or with SIGUSR1; 'b' + Enter
     toggles the boot pin (takes effect at the next reset); after
     --pull-cable-after, 'p' + Enter plugs the cable back in (a new port).
     """
     from .. import catalog as _catalog
     from ..sim import Faults, SimOptions, create
+    try:
+        family = _catalog.load().module(module_name).key
+    except KeyError:
+        family = None            # named below, with the virtual modules there are
+    # The key belongs to RUI3's Secure DFU bootloader: the RAK4631-R has it, and an Arduino
+    # RAK4631 gets it once convert-to-rui3 installs that bootloader. Decided before --arduino
+    # renames the module, or the key would be dropped without a word.
+    takes_dfu_key = family in ("rak4631-r", "rak4631-arduino")
+    if dfu_key and not takes_dfu_key:
+        raise click.BadParameter("only the RAK4631 (its RUI3 Secure DFU bootloader) checks a DFU key",
+                                 param_hint="'--dfu-key'")
     if arduino:
         try:
             if _catalog.load().module(module_name).key != "rak4631-r":
@@ -90,6 +124,29 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if app_region is not None and app_size > app_region.size:
         raise click.BadParameter(f"{app_size:,} bytes do not fit the module's application region "
                                  f"({app_region.size:,} bytes)", param_hint="'--app-size'")
+    from ..sim.uart import default_transport, has_ptys
+    try:
+        transport = transport or default_transport()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if transport == "pty" and not has_ptys():
+        raise click.BadParameter("this system has no pseudo-terminals: use --transport tcp",
+                                 param_hint="'--transport'")
+    from ..flows.lines import check_line
+    from ..errors import UsageError as _UsageError
+    for value, option in ((reset_with, "--reset-with"), (boot0_with, "--boot0-with")):
+        if value is None:
+            continue
+        try:
+            check_line(value, option)
+        except _UsageError as exc:
+            raise click.BadParameter(exc.message, param_hint=f"'{option}'") from None
+        if transport != "tcp":
+            raise click.BadParameter("a pseudo-terminal has no RTS/DTR lines to wire: add "
+                                     "--transport tcp", param_hint=f"'{option}'")
+    if link_path and transport == "tcp":
+        raise click.BadParameter("a TCP port is a URL, not a file a link can point at: give other "
+                                 "commands the URL printed as 'port:'", param_hint="'--link'")
     info0 = None
     if info0_file:
         from ..apollo3_info0 import Info0
@@ -104,10 +161,17 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
             info0 = Info0.load(info0_file).raw
         except RakflashError as exc:
             raise click.BadParameter(exc.message, param_hint="'--info0'") from None
+    if dev_eui is not None and not re.fullmatch(r"[0-9A-Fa-f]{16}", dev_eui):
+        raise click.BadParameter(f"{dev_eui!r} is not 16 hex digits", param_hint="'--dev-eui'")
+    if serial_number is not None and not re.fullmatch(r"[!-~]{1,17}", serial_number):
+        raise click.BadParameter(f"{serial_number!r}: 1 to 17 printable characters, no spaces",
+                                 param_hint="'--serial-number'")
     opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
-                      board_status=board_status, serial_number=serial_number,
+                      board_status=board_status, serial_number=serial_number, dev_eui=dev_eui,
+                      transport=transport, reset_with=reset_with and reset_with.strip().lower(),
+                      boot0_with=boot0_with and boot0_with.strip().lower(),
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
                                     bit_error_rate_to_host=bit_error_rate_to_host,
@@ -115,7 +179,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                                     garbage_rate_to_host=garbage_rate_to_host, seed=fault_seed,
                                     power_cut_after=power_cut_after, pull_cable_after=pull_cable_after))
     key_note = None
-    if module_name.lower() in ("rak4631", "rak4631-r", "rak4631-rui3", "rak4630"):
+    if takes_dfu_key:
         from .. import dfu_package
         if dfu_key:
             opts.dfu_key = open(dfu_key, "rb").read()
@@ -145,9 +209,16 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     started: queue.SimpleQueue = queue.SimpleQueue()
     dev.mode_listeners.append(lambda mode: started.put(_running_line(dev, mode)))
     dev.start()
-    click.echo(f"port: {dev.port}")
+    try:
+        link = _PortLink(link_path, dev.port) if link_path else None
+    except click.BadParameter:
+        dev.stop()
+        raise
+    click.echo(f"port: {dev.port}" + (f" (also {link_path})" if link else ""))
     if key_note:
-        click.echo(f"dfu key: {key_note} (its Secure DFU bootloader accepts packages signed with it: "
+        whose = ("the RUI3 bootloader convert-to-rui3 installs" if module_name == "rak4631-arduino"
+                 else "its Secure DFU bootloader")
+        click.echo(f"dfu key: {key_note} ({whose} accepts packages signed with it: "
                    f"nrfutil pkg generate … --key-file {key_note})")
     sys.stdout.flush()
     last_port = dev.port
@@ -166,7 +237,10 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                 dev.set_boot_pin(not dev.boot_pin)
                 click.echo(f"boot pin {'high' if dev.boot_pin else 'low'} (press reset to take effect)")
             elif key == "p" and dev.uart.closed:
-                click.echo(f"cable plugged in again; port: {dev.plug_in()}")
+                new_port = dev.plug_in()
+                if link:
+                    link.point_at(new_port)
+                click.echo(f"cable plugged in again; port: {new_port}")
             sys.stdout.flush()
 
     if sys.stdin is not None and not sys.stdin.closed:
@@ -189,6 +263,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                            + ")")
                 sys.stdout.flush()
                 last_port = dev.port
+                if link:
+                    link.point_at(dev.port)
             while not started.empty():
                 click.echo(started.get())
                 sys.stdout.flush()
@@ -196,6 +272,39 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         pass
     finally:
         dev.stop()
+        if link:
+            link.remove()
+
+
+class _PortLink:
+    """A symbolic link at a path the person chose, pointing at the simulator's current port."""
+
+    def __init__(self, path: str, port: str) -> None:
+        import os
+        self.path = path
+        if os.path.lexists(path) and not os.path.islink(path):
+            raise click.BadParameter(f"{path} exists and is not a symbolic link: name another path",
+                                     param_hint="'--link'")
+        self.point_at(port)
+
+    def point_at(self, port: str) -> None:
+        """Re-point the link in one step (a new link renamed over the old), so a command that
+        opens the path never finds it missing."""
+        import os
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.symlink(port, tmp)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise click.BadParameter(f"can't make the link {self.path}: {exc.strerror or exc}",
+                                     param_hint="'--link'") from None
+
+    def remove(self) -> None:
+        import os
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def _running_line(dev, mode) -> str:

@@ -16,20 +16,8 @@ from .app import main
 from .output import err, out, reports_errors
 
 
-def _needs_name(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
 
 
 def _can_open_browser() -> bool:
@@ -65,12 +53,14 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
     try:
         from ..web.server import WebServer
     except ImportError as exc:
-        raise UsageError(f"'rakflash web' needs the web extra ({exc.name} is not installed)",
-                         hint="pip install 'rakflash[web]'") from None
-    if _needs_name(host):
-        raise UsageError(f"--host {host} would answer on every address, and the page checks which "
-                         f"address it is called by",
-                         hint="Name the one address to serve on (e.g. --host 192.168.1.20), or keep 127.0.0.1.")
+        from ..errors import WebUnavailable
+        raise WebUnavailable(f"'rakflash web' needs the web extra ({exc.name} is not installed)") from None
+    from ..web.guard import AddressRefused, listen_address
+    try:
+        address = listen_address(host)[1]
+    except AddressRefused as exc:
+        raise UsageError(str(exc), hint="Name the one address to serve on (e.g. --host 192.168.1.20), "
+                                        "or keep 127.0.0.1.") from None
     with ExitStack() as stack:
         virtual = []
         if sims:
@@ -84,7 +74,7 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
                 stack.callback(dev.stop)
                 virtual.append(dev)
         try:
-            server = WebServer(host, http_port, ports=ports, virtual=virtual)
+            server = WebServer(host, http_port, ports=ports, virtual=virtual, say=err.print)
         except OSError as exc:
             raise UsageError(f"cannot serve on {host}:{http_port}: {exc.strerror or exc}",
                              hint="Pick another --http-port, or leave it at 0 for any free one.") from None
@@ -92,7 +82,7 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
         for dev in virtual:
             out.print(f"virtual {dev.module.name} on {dev.port}")
         out.print(f"rakflash web: {server.url}")
-        if not _is_loopback(host):
+        if not _is_loopback(address):
             err.print(f"[yellow]warning:[/] serving on {host}: anyone on that network who learns the address "
                       f"can use the page.")
         if not no_browser and _can_open_browser():
@@ -102,20 +92,24 @@ def web(host: str, http_port: int, ports: tuple[str, ...], sims: tuple[str, ...]
             out.print("Open that address in your browser. Ctrl-C stops the server.")
         sys.stdout.flush()
         try:
-            server.run()
+            server.run()              # a Ctrl-C lets running updates finish while it serves on
         except KeyboardInterrupt:
             pass
-        _wait_for_jobs(server)
+        waited = _wait_for_jobs(server)       # still running after a third Ctrl-C, or a forced stop
+        _say(list(dict.fromkeys([*server.draining, *waited])))
+        if server.interrupts >= 2 and server.draining:
+            sys.exit(130)             # the running updates were stopped, as a second Ctrl-C does to flash
 
 
-def _wait_for_jobs(server) -> None:
-    """An update still running when the server stops is let finish (a second Ctrl-C leaves it)."""
+def _wait_for_jobs(server) -> list:
+    """Jobs still running once the server has stopped are let finish (Ctrl-C again stops them);
+    returns them."""
     for job in server.board.running():
         if job.state == "confirm":
             job.answer(False)          # nothing written yet: drop it, the module goes back to its app
     running = [j for j in server.board.running() if j.thread is not None and not j.ended.is_set()]
     if not running:
-        return
+        return []
     try:
         # The notice is printed inside the try: a second Ctrl-C right after it is read must
         # still be this one's, not escape as a bare interrupt of the command.
@@ -130,9 +124,9 @@ def _wait_for_jobs(server) -> None:
             _join(running, 15.0)
         except KeyboardInterrupt:
             pass
-        _say(running)
+        _say(list(dict.fromkeys([*server.draining, *running])))
         sys.exit(130)
-    _say(running)
+    return running
 
 
 def _join(jobs, timeout: float | None = None) -> None:

@@ -53,6 +53,7 @@ def request_boot(link: Link, module: Module, *, timeout: float = 3.0, tries: int
     for command in module.dialect["boot"]:
         for _ in range(tries):
             link.discard_input()
+            t0 = time.monotonic()
             link.write_line(command)
             deadline = Deadline(timeout)
             refused = False
@@ -61,10 +62,14 @@ def request_boot(link: Link, module: Module, *, timeout: float = 3.0, tries: int
                 if line is None:
                     break
                 if banner in line:
+                    link.step(f"{command} → {module.boot_dialect['banner']} ({time.monotonic() - t0:.2f} s)")
                     return confirm_boot_mode(link, module)
                 if line.startswith(b"ERROR") or line == b"AT_COMMAND_NOT_FOUND":
                     refused = True     # unknown here, or damaged on the way
+                    link.step(f"{command} → {line.decode('latin-1')!r} ({time.monotonic() - t0:.2f} s)")
                     break
+            if not refused:
+                link.step(f"{command} → no banner ({time.monotonic() - t0:.2f} s)")
             if confirm_boot_mode(link, module, 1.0):
                 return True   # the banner was missed, but the bootloader answers
             if not refused:
@@ -159,21 +164,28 @@ def catch_start_up_window(link: Link, module: Module, *, window: float = 30.0,
     deadline = Deadline(window)
     next_tick = 0.0
     seen = bytearray()
-    banners = 0
+    banners = sent = 0
+    t0 = time.monotonic()
     gap = max(0.01, 40 * 10 / link.baud)   # a few dozen byte times between bursts
     while not deadline.expired:
         if tick and time.monotonic() >= next_tick:
             tick(deadline.remaining())
             next_tick = time.monotonic() + 1.0
         link.write(command)
+        sent += 1
         seen += link.read(65536, gap)
         if banner in seen or status in seen:
+            # -v: the burst as one line, not one per copy sent
+            link.step(f"{module.dialect['boot'][0]} × {sent} (a burst) → "
+                      f"{module.boot_dialect['banner']} after {time.monotonic() - t0:.2f} s")
             if _settle_into_bootloader(link, module):
                 return "caught"
             banners += 1
             seen.clear()     # that banner is spent: wait for the next start
             continue
         del seen[:-64]     # keep a tail so a banner split across reads is still found
+    link.step(f"{module.dialect['boot'][0]} × {sent} (a burst) → no bootloader that answered "
+              f"within {window:.0f} s")
     return "no-answer" if banners else "no-reset"
 
 
@@ -244,5 +256,5 @@ def catch_after_reset(link: Link, module: Module, why: str, *, window: float = 3
                   f"module listens after a reset, or press reset during the next try "
                   f"(--reset-window to wait longer); or, bypassing the serial bootloader, "
                   f"write a fixed firmware .hex {module.recovery_advice('FIRMWARE.hex', link.port_name)}."),
-            cause="flooding")
+            cause="flooding", module=module.name)       # what the message calls it, for a report too
     emit(Caught(round(time.monotonic() - t0, 3)))

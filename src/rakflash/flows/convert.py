@@ -20,20 +20,25 @@ from typing import Callable
 
 from .. import catalog as _catalog
 from ..dfu_package import LEGACY, SECURE
-from ..errors import Aborted, PackageMismatch, WrongTarget
+from ..errors import Aborted, ImageTargetError, NotFirmware, PackageMismatch, WrongTarget
 from ..events import Note, Phase, Sink, nowhere
-from ..images import Image
+from ..images import Image, analyse, check_firmware
 from ..link import Link
 from ..protocols import legacy_dfu
 from .identify import DeviceInfo, identify
 from .session import FlashOptions, FlashSession
 from .transfers.base import progress_to
-from .transfers.native_usb import follow, usb_serial
+from .transfers.legacy_dfu import send_clean
+from .transfers.native_usb import before_reset, follow
 from .update import UpdateResult
 
 
 def check_packages(bootloader: Image, app: Image) -> None:
-    """Refuse, before anything is sent, packages that are not the two this conversion needs."""
+    """Refuse, before anything is sent, packages that are not the two this conversion needs
+    (and, as every write path does, files that are not firmware: :func:`images.analyse`)."""
+    cat = _catalog.load()
+    for image in (bootloader, app):
+        check_firmware(image)
     bl = bootloader.package
     if bl is None or bl.family != LEGACY or not (bl.image("bootloader") or bl.image("softdevice_bootloader")):
         raise PackageMismatch(f"{bootloader.path} is not a bootloader package for the Adafruit bootloader "
@@ -43,6 +48,19 @@ def check_packages(bootloader: Image, app: Image) -> None:
     if pkg is None or pkg.family != SECURE or pkg.application is None:
         raise PackageMismatch(f"{app.path} is not a RUI3 application package (Nordic Secure DFU): nothing "
                               f"was sent", hint="Give the RUI3 package for RAK4631-R second.")
+    linked = pkg.linked_elsewhere()     # the plan refuses it too, but only after the bootloader changed
+    if linked is not None:
+        raise PackageMismatch(f"{app.path}: {linked.describe()}; nothing was sent", hint=linked.next_step(),
+                              linked_for=linked.linked_for)
+    # Each package's firmware against the module that takes it: the Adafruit bootloader
+    # takes the bootloader package, RUI3's bootloader the application package.
+    for image, key in ((bootloader, "rak4631-arduino"), (app, "rak4631-r")):
+        try:
+            analyse(image, module=cat.module(key))
+        except NotFirmware:
+            raise
+        except ImageTargetError as exc:
+            raise WrongTarget(f"{exc.message}: nothing was sent", hint=exc.hint) from None
 
 
 def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = nowhere,
@@ -62,12 +80,12 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
     else:
         if confirm is not None and not confirm(dev):
             raise Aborted("conversion not confirmed")
-        serial = usb_serial(link) or dev.serial_number
         if dev.mode == "app":
             emit(Phase("boot", "entering the Adafruit bootloader (1200-baud touch)"))
+            since = before_reset(link, dev.serial_number)
             baud = link.baud
             link.baud = arduino.dialect.get("touch_baud", 1200)
-            follow(link, arduino, "bootloader", serial=serial, emit=emit, baud=baud)
+            follow(link, arduino, "bootloader", since=since, emit=emit, baud=baud)
         pkg = bootloader.package
         image = pkg.image("softdevice_bootloader") or pkg.image("bootloader")
         meta = (pkg.manifest.get(image.kind) or {}).get("info_read_only_metadata") or {}
@@ -79,9 +97,11 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
             mode, sd_size, bl_size = legacy_dfu.MODE_BOOTLOADER, 0, len(image.firmware)
         emit(Phase("write", f"writing RUI3's bootloader ({len(image.firmware):,} bytes) over the Adafruit "
                             f"bootloader's legacy DFU", {"bytes": len(image.firmware)}))
-        legacy_dfu.LegacyDfuClient(link, progress=progress_to(emit)).send(
-            image.init_bytes, image.firmware, mode=mode, sd_size=sd_size, bl_size=bl_size)
-        follow(link, rui3, "bootloader", serial=serial, emit=emit, timeout=20.0)
+        since = send_clean(   # then it restarts as a RAK4631-R
+            link, arduino, lambda: legacy_dfu.LegacyDfuClient(link, progress=progress_to(emit)),
+            lambda client: client.send(image.init_bytes, image.firmware, mode=mode, sd_size=sd_size,
+                                       bl_size=bl_size), serial=dev.serial_number, emit=emit)
+        follow(link, rui3, "bootloader", since=since, emit=emit, timeout=20.0)
         emit(Note("the module is now a RAK4631-R waiting in its Secure DFU bootloader; if anything stops "
                   "here, 'rakflash flash' of the RUI3 package finishes the job"))
     result = FlashSession(link, app, FlashOptions(module=rui3, keep_settings=False), emit=emit).run()

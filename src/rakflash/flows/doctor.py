@@ -38,13 +38,14 @@ from .. import catalog as _catalog, images
 from ..at import looks_like_text
 from ..catalog import Module, version_tuple
 from ..errors import (AlreadyUpToDate, BootloaderTooOld, EchoingPort, Flooding, GarbageReply,
-                      NoResponse, UnknownDevice,
+                      InSecureBootloader, NoResponse, UnknownDevice,
                       PortBusy, PortDisconnected, PortError, PortNotFound,
                       PortPermission, RakflashError)
 from ..ports import PortEntry, list_serial_ports, other_openers
 from ..stoppable import OutOfTime, StoppableLink
 from ..trace import TraceWriter
 from . import boot
+from . import rom_probe
 from .discovery import module_ports
 from .identify import DeviceInfo, identify
 from .plan import Plan, check_compatibility, make_plan
@@ -53,7 +54,6 @@ from .transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)
 EXTRA_BAUDS = (230400, 460800, 921600, 74880, 2400, 1200)   # tried only when every catalog rate gave garbage
 FIRMWARE = "FIRMWARE.bin"   # stands for the person's file in a suggested command when --for wasn't given
-FULL = "FULL.hex"           # a combined bootloader + application image, as the recovery commands say
 PACKAGE = "PACKAGE.zip"     # a RAK4631's DFU package
 DFU_PROTOCOLS = ("nordic-dfu", "legacy-dfu")
 
@@ -135,6 +135,7 @@ class Observation:
     peeked: str | None = None             # bootloader version read by starting the bootloader briefly
     peek_left_app: bool | None = None     # whether the application runs again after that peek
     system: str = field(default_factory=platform.system)
+    usb_present: list[tuple[int, int]] | None = None   # USB ids on the bus (no --port), where known
 
     @property
     def entry(self) -> PortEntry | None:
@@ -218,19 +219,18 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
     try:
         if _may_have_stm32_rom(o):
             step = "asking for an STM32 ROM bootloader"
-            o.rom = _stm32_rom(link)
+            o.rom = rom_probe.stm32_rom(link)
         step = "identifying the module"
         try:
             if o.rom is None:      # a ROM bootloader answers no AT command: nothing more to learn
-                o.device = identify(link, module=module, baud=baud)
+                # The STM32 ROM was asked above, before any AT command; identification asks
+                # the Apollo3 secure bootloader itself once nothing answered AT readably.
+                o.device = identify(link, module=module, baud=baud, chip_bootloaders=("apollo3-sbl",))
+        except InSecureBootloader as exc:
+            o.sbl = exc.details["sbl"]        # what answered is known
         except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
             o.identify_error = exc
             o.bauds_tried = list(exc.details.get("bauds") or [])
-        if isinstance(o.identify_error, (NoResponse, GarbageReply)) and _may_have_apollo3_sbl(o):
-            step = "asking for an Apollo3 secure bootloader"
-            o.sbl = _apollo3_sbl(link, baud or 115200)
-            if o.sbl is not None:
-                o.identify_error = None       # what answered is known now
         if isinstance(o.identify_error, GarbageReply):
             step = "trying baud rates outside the catalog's"
             o.device = _other_bauds(link, module, o)
@@ -253,84 +253,7 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
 
 def _may_have_stm32_rom(o: Observation) -> bool:
     """Whether an STM32 ROM bootloader can be on this port (not for a native-USB or an Apollo3 module)."""
-    if o.module is not None:
-        return o.module.mcu.rom is not None
-    entry = o.entry
-    if entry is not None and entry.vid is not None:
-        usb = _catalog.load().usb(entry.vid, entry.pid)
-        if usb is not None and usb.kind == "module":
-            return False
-    return True
-
-
-def _stm32_rom(link: StoppableLink, window: float = 0.8) -> dict[str, Any] | None:
-    """0x7F at 8E1 (AN3155): an STM32 ROM bootloader answers ACK — or, already in sync from an
-    earlier session, takes it as the first byte of a command: a second 0x7F makes that a bad
-    command, which it answers NACK (as stm32flash relies on). So two, ``window`` / 2 apart.
-
-    A lone 0x79 could be a 'y' in some firmware's text, so the ROM must also
-    answer Get and Get ID in their exact shape before doctor believes it. Sent
-    before any AT command: a ROM that hears other bytes first may measure its
-    baud rate from them. An application takes the single byte as noise.
-    """
-    from ..errors import RomGarbled, RomNack, RomNoHandshake, RomSilent
-    from ..protocols.stm32_rom import RomClient
-    if link.read(64, 0.05):
-        return None           # a ROM bootloader never talks unasked; this port does (a sketch's output)
-    overall = link.deadline
-    link.deadline = min(overall or float("inf"), time.monotonic() + 4 * window)
-    link.set_parity("E")
-    try:
-        client = RomClient(link)
-        client.handshake(window, interval=window / 2)
-        info = client.get()
-        pid = client.get_id()
-    except (RomNoHandshake, RomNack, RomSilent, RomGarbled):
-        return None
-    except OutOfTime:
-        if overall is not None and time.monotonic() >= overall:
-            raise
-        return None           # whatever answers keeps talking: not a ROM bootloader
-    finally:
-        link.deadline = overall
-        link.discard_input()
-        link.set_parity("N")
-    cat = _catalog.load()
-    modules = [m for m in cat.modules.values() if m.mcu.rom is not None and m.mcu.rom.pid == pid]
-    return {"pid": pid, "chip": cat.chip_name(pid), "commands": len(info.commands),
-            "modules": [m.key for m in modules]}
-
-
-def _may_have_apollo3_sbl(o: Observation) -> bool:
-    """Whether an Apollo3 secure bootloader can be on this port (a RAK11720's, or unknown)."""
-    if o.module is not None:
-        return o.module.mcu.key == "apollo3"
-    entry = o.entry
-    if entry is not None and entry.vid is not None:
-        usb = _catalog.load().usb(entry.vid, entry.pid)
-        if usb is not None and usb.kind == "module":
-            return False
-    return any(m.mcu.key == "apollo3" for m in _catalog.load().modules.values())
-
-
-def _apollo3_sbl(link: StoppableLink, baud: int, wait: float = 1.0) -> dict[str, Any] | None:
-    """HELLO to the Apollo3 secure bootloader's wired update: its STATUS, found by shape and CRC.
-
-    Asked only once nothing answered AT readably: the SBL answers AT's bytes with
-    binary CRC-error ACKs (garbage to identification) and keeps listening while
-    spoken to. Sent twice: the first HELLO may land behind a half message the
-    earlier probes left in its buffer.
-    """
-    from ..protocols import apollo3_sbl as sbl
-    if link.baud != baud:
-        link.baud = baud
-    link.discard_input()
-    for _ in range(2):
-        got = sbl.say_hello(link, wait)
-        if isinstance(got, sbl.Status):
-            link.discard_input()
-            return got.to_dict()
-    return None
+    return rom_probe.may_have_stm32_rom(o.module, o.entry)
 
 
 def _other_bauds(link: StoppableLink, module: Module | None, o: Observation) -> DeviceInfo | None:
@@ -414,7 +337,7 @@ def _flash_command(o: Observation, *extra: str, module: Module | None = None) ->
 def _recovery_command(module: Module, port: str | None) -> str:
     """The command that writes a full image (bootloader included) without the serial bootloader:
     the catalog's ``rakflash recover`` command where rakflash has a way, else pyOCD over SWD."""
-    return module.recover_command(FULL, _q(port or "PORT")) or module.swd_command(FULL)
+    return rom_probe.recovery_command(module, port or "PORT")
 
 
 def _modules_with(text: str) -> str:
@@ -423,6 +346,59 @@ def _modules_with(text: str) -> str:
 
 
 # --- the ports as a whole (no --port given) ---------------------------------------
+
+# Where each adapter's driver comes from (the vendors' download pages) and its Linux kernel module
+# (mainline usb-serial drivers). Keyed by the catalog's USB-UART bridge ids.
+DRIVERS: dict[tuple[int, int], dict[str, str]] = {
+    (0x1A86, 0x7523): {"name": "CH340", "vendor": "WCH",
+                       "Windows": "https://www.wch-ic.com/downloads/CH341SER_EXE.html",
+                       "Darwin": "https://www.wch-ic.com/downloads/CH34XSER_MAC_ZIP.html",
+                       "Linux": "ch341"},
+    (0x10C4, 0xEA60): {"name": "CP210x", "vendor": "Silicon Labs",
+                       "Windows": "https://www.silabs.com/developers/usb-to-uart-bridge-vcp-drivers",
+                       "Darwin": "https://www.silabs.com/developers/usb-to-uart-bridge-vcp-drivers",
+                       "Linux": "cp210x"},
+    (0x0403, 0x6001): {"name": "FT232", "vendor": "FTDI",
+                       "Windows": "https://ftdichip.com/drivers/vcp-drivers/",
+                       "Darwin": "https://ftdichip.com/drivers/vcp-drivers/",
+                       "Linux": "ftdi_sio"},
+}
+
+
+@rule
+def driver_missing(o: Observation) -> Finding | None:
+    """A USB-UART adapter (or a module's own USB) is on the bus, but no serial port came of it."""
+    if o.port is not None or not o.usb_present or module_ports(o.listing):
+        return None
+    cat = _catalog.load()
+    listed = {(e.vid, e.pid) for e in o.listing}
+    missing = [(v, p) for v, p in o.usb_present if (v, p) not in listed
+               and (u := cat.usb(v, p)) is not None and u.kind in ("module", "bridge")]
+    if not missing:
+        return None
+    vid, pid = missing[0]
+    usb = cat.usb(vid, pid)
+    drv = DRIVERS.get((vid, pid))
+    what = f"{drv['name'] if drv else usb.name} ({vid:04X}:{pid:04X})"
+    if o.system == "Windows":
+        text = (f"Install {drv['vendor']}'s {drv['name']} driver from {drv['Windows']}, then unplug the "
+                f"adapter and plug it in again (Device Manager lists it under 'Other devices' until then):"
+                if drv else "Install the device's driver (Device Manager lists it under 'Other devices'), "
+                            "then unplug and plug it in again:")
+    elif o.system == "Darwin":
+        text = (f"Recent macOS has a driver for the {drv['name']}; older macOS needs {drv['vendor']}'s, "
+                f"from {drv['Darwin']}. Then unplug the adapter and plug it in again:" if drv else
+                "Unplug it and plug it in again; if no /dev/cu.* port appears, its driver is missing:")
+    else:
+        text = (f"Linux's {drv['Linux']} driver should take it: if 'dmesg' shows the adapter attached and "
+                f"then 'disconnected' a second later, brltty (a braille display driver) took it — "
+                f"'sudo apt remove brltty' — else load the driver ('sudo modprobe {drv['Linux']}'). Then "
+                f"replug it and list the ports:" if drv else
+                "Check 'dmesg' for what happened when it was plugged in, then list the ports:")
+    return Finding("driver-missing", "problem", f"{what} is plugged in, but no serial port came of it",
+                   "its driver is missing, or another driver took the device", text, "rakflash ports",
+                   exit_code=4, details={"usb": [f"{v:04X}:{p:04X}" for v, p in missing]})
+
 
 @rule
 def no_serial_ports(o: Observation) -> Finding | None:
@@ -543,14 +519,13 @@ def permission_advice(path: str, entry: PortEntry | None, system: str) -> tuple[
         text = (f"{path} belongs to the group '{group}': add yourself to it, then log out and in "
                 f"again (or start a shell with 'newgrp {group}')")
         if rule_text:
-            text += (f"; or give the logged-in user access with a udev rule in "
-                     f"/etc/udev/rules.d/70-rakflash.rules: {rule_text}")
+            text += ("; or give the logged-in user access with udev rules for every RAK module and "
+                     "adapter ('rakflash udev --install' writes them; 'rakflash udev' shows them)")
         return text + ":", f"sudo usermod -aG {group} $USER", details
     if rule_text:
-        return ("Only root may open it: give the logged-in user access with a udev rule, then replug "
-                "the adapter:",
-                f"echo '{rule_text}' | sudo tee /etc/udev/rules.d/70-rakflash.rules && "
-                f"sudo udevadm control --reload-rules", details)
+        return ("Only root may open it: give the logged-in user access with udev rules for every RAK "
+                "module and adapter (this one's among them: " + rule_text + "), then replug the "
+                "adapter:", "rakflash udev --install", details)
     return (f"Only root may open it: run rakflash with sudo, or change who may ({path} is owned "
             f"by group '{group}'):", f"ls -l {_q(path)}", details)
 
@@ -603,48 +578,18 @@ def out_of_time(o: Observation) -> Finding | None:
 def stm32_rom_bootloader(o: Observation) -> Finding | None:
     if o.rom is None:
         return None
-    cat = _catalog.load()
-    mods = [cat.modules[k] for k in o.rom["modules"]]
-    if o.module is not None and o.module in mods:
-        mods = [o.module]
-    names = " or ".join(m.name for m in mods)
-    finding = (f"the STM32 ROM bootloader answers on {o.port}: {o.rom['chip']} (product ID "
-               f"0x{o.rom['pid']:03X})" + (f", the chip of a {names}" if names else ""))
-    reachable = [m for m in mods if m.rom_access.get("boot0")]
-    pins = "; ".join(f"{m.name}: BOOT0 is {m.rom_access['boot0']}, reset is {m.rom_access['reset']}"
-                     for m in reachable)
-    command = _recovery_command(reachable[0], o.port) if len(reachable) == 1 else None
-    return Finding("rom-bootloader", "problem", finding,
-                   "BOOT0 was high when the chip last started, so it runs its ROM bootloader instead of "
-                   "the RAK bootloader and firmware: AT commands go unanswered, and other tools call "
-                   "the module dead",
-                   ("If you meant to bring the module back, write the full image (bootloader and "
-                    "firmware) now, as below. Otherwise take BOOT0 low (to GND) and reset the module: it "
-                    "starts its firmware again." + (f" ({pins})" if pins else "")),
-                   command, port=o.port, exit_code=5,
-                   details={"pid": o.rom["pid"], "chip": o.rom["chip"],
-                            "modules": [m.name for m in mods]})
+    said = rom_probe.stm32_rom_waiting(o.rom, o.port or "PORT", o.module)
+    return Finding(said.code, "problem", said.finding, said.why, said.next(), said.command,
+                   port=o.port, exit_code=5, details=said.details)
 
 
 @rule
 def apollo3_secure_bootloader(o: Observation) -> Finding | None:
     if o.sbl is None:
         return None
-    mods = [m for m in _catalog.load().modules.values() if m.mcu.key == "apollo3"]
-    m = o.module if o.module is not None and o.module.mcu.key == "apollo3" else (mods[0] if mods else None)
-    a = m.rom_access if m is not None else {}
-    pins = (f" ({m.name}: {a['boot0']}; reset: {a['reset']})" if a.get("boot0") else "")
-    return Finding("apollo3-sbl", "problem",
-                   f"the Apollo3 secure bootloader answers on {o.port}: it waits for a wired update "
-                   f"(secure bootloader version {o.sbl['version']})"
-                   + (f"; the chip of a {m.name}" if m else ""),
-                   "BOOT was held at the chip's last reset, so its secure bootloader waits for a wired "
-                   "update instead of starting RUI's bootloader and the firmware: AT commands go "
-                   "unanswered until the wired timeout INFO0 sets (or a reset with BOOT released)",
-                   "If you meant to bring the module back, write the full image now, as below. "
-                   f"Otherwise release BOOT and reset the module: it starts its firmware again.{pins}",
-                   _recovery_command(m, o.port) if m else None, port=o.port, exit_code=5,
-                   details={"sbl": o.sbl})
+    said = rom_probe.apollo3_sbl_waiting(o.sbl, o.port or "PORT", o.module)
+    return Finding(said.code, "problem", said.finding, said.why, said.next(), said.command,
+                   port=o.port, exit_code=5, details={"sbl": o.sbl})
 
 
 @rule
@@ -877,9 +822,14 @@ def image_fits(o: Observation) -> Finding | None:
     app = p.module.app
     peek = (f"; doctor read bootloader {o.peeked} from the bootloader itself and started the "
             f"application again" if o.peeked else "")
-    return Finding("image-fits", "ok",
+    # What flash's plan notes (a downgrade, only the application part of a full .hex …), doctor
+    # says too: "fits" alone hid a downgrade that flash then pointed out.
+    noted = "".join(f"; note: {n}" for n in p.notes)
+    downgrade = any(n.startswith("this is a downgrade") for n in p.notes)
+    return Finding("image-fits", "note" if downgrade else "ok",
                    f"{o.image_path} fits: {p.app_version or 'an application'} ({len(p.payload):,} bytes) into "
-                   f"{p.module.name}'s application region ({app.size:,} bytes at {app.start:#010x}){peek}",
+                   f"{p.module.name}'s application region ({app.size:,} bytes at {app.start:#010x}){peek}"
+                   f"{noted}",
                    f"nothing stands in the way: the bootloader takes it over {p.protocol.upper()}, about "
                    f"{p.estimate_seconds(p.device.baud):.0f} s "
                    + ("over its USB port" if p.device.usb else f"at {p.device.baud} baud"),
@@ -942,8 +892,40 @@ def findings_for(o: Observation) -> list[Finding]:
         if f is not None:
             f.port = f.port or o.port
             found.append(f)
+    e = o.plan_error
+    if e is not None and not isinstance(e, AlreadyUpToDate) and o.image_path:
+        _refusal_outranks(found, o.image_path, e.name,
+                          (o.device.module if o.device is not None else None) or o.module)
     order = {"problem": 0, "action": 1, "ok": 2, "note": 3}
     return sorted(found, key=lambda f: order[f.level])
+
+
+def _refusal_outranks(found: list[Finding], image_path: str, refusal: str,
+                      module: Module | None = None) -> None:
+    """Findings must not contradict each other: when ``flash`` would refuse the ``--for`` file
+    (``refusal``: the refusing finding's code — a plan refusal, or the image's own error), no
+    other finding may advise flashing it. Such a finding keeps what it found, points at the
+    refusal (whose next step is the way on), and its command takes any other firmware."""
+    if module is not None:
+        other = _placeholder(module)
+    else:
+        other = PACKAGE if image_path.lower().endswith(".zip") else FIRMWARE
+    for f in found:
+        if f.code == refusal or not _flashes(f.command, image_path):
+            continue
+        f.command = " ".join(_q(other if w == image_path else w) for w in shlex.split(f.command or ""))
+        f.next = (f"{f.next.rstrip(' :')}, but not with {os.path.basename(image_path)}: flash refuses it "
+                  f"(the '{refusal}' finding says why, and its next step is the way on). With a "
+                  f"firmware this module takes:")
+
+
+def _flashes(command: str | None, image_path: str) -> bool:
+    """Whether ``command`` is ``rakflash flash`` of ``image_path``."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return False
+    return words[:2] == ["rakflash", "flash"] and image_path in words[2:]
 
 
 def diagnose(port: str | None = None, *, image_path: str | None = None, module: Module | None = None,
@@ -965,11 +947,16 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
             image_error = exc
     findings: list[Finding] = []
     if image_error is not None:
-        findings += findings_for(Observation(None, listing=listing, image_path=image_path,
-                                             image_error=image_error))
+        # The image's own finding only: the port rules have their observations below.
+        findings += [f for f in findings_for(Observation(None, listing=listing, image_path=image_path,
+                                                         image_error=image_error))
+                     if f.code == image_error.name]
     ports = [port] if port is not None else [e.device for e in module_ports(listing)]
     if not ports:
-        findings += findings_for(Observation(None, listing=listing, image_path=image_path))
+        from ..usb_devices import present
+        system = platform.system()
+        findings += findings_for(Observation(None, listing=listing, image_path=image_path, system=system,
+                                             usb_present=present(system)))
         return Report(findings, [], time.monotonic() - t0, budget)
     seen: dict[str, Observation] = {}
     traces = {p: trace_for(p) for p in ports} if trace_for is not None else {}   # opened here, not in a thread
@@ -986,5 +973,7 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
     for p in ports:
         if p in seen:
             findings += findings_for(seen[p])
+    if image_error is not None and image_path:
+        _refusal_outranks(findings, image_path, image_error.name)
     devices = [seen[p].device for p in ports if p in seen and seen[p].device is not None]
     return Report(findings, devices, time.monotonic() - t0, budget)

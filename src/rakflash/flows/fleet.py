@@ -17,6 +17,11 @@ ones that were cut off.
 
 Every module's outcome is a :class:`DeviceOutcome`; its :meth:`~DeviceOutcome.record`
 is the JSON Lines record ``--report`` appends (documented in the README).
+
+With ``provisioning`` (a batch of keys and its ledger, :mod:`rakflash.provision`), each
+module also gets its own row: claimed before its update when its application answers
+(or refused then, before anything is written), written and read back after it; with no
+image, only that (``rakflash provision``). Without it, nothing here changes.
 """
 
 from __future__ import annotations
@@ -25,22 +30,28 @@ import datetime as _dt
 import json
 import os
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .. import __version__
 from ..at import AtConsole
 from ..catalog import Dialect
-from ..errors import AlreadyUpToDate, PlanRefused, RakflashError
+from ..errors import (AlreadyUpToDate, DeviceError, KeysPresent, NotProvisionable, PlanRefused, ProvisionError,
+                      RakflashError)
 from ..events import DeviceFound, Event, Phase, Progress
 from ..images import Image
 from ..stoppable import StoppableLink
-from ..trace import TraceWriter
+from ..trace import TraceWriter, open_for_writing
+from .identify import DeviceInfo
 from .session import DryRun, FlashOptions, FlashSession
 from .settings import read_value, setting_name
 from .update import UpdateResult
+
+if TYPE_CHECKING:
+    from ..provision.keys import Provisioning
 
 OK_RESULTS = ("ok", "already-up-to-date")
 
@@ -66,6 +77,7 @@ class DeviceOutcome:
     phase: str = "waiting"            # the step it is at, for a live row
     total: int | None = None          # bytes to write, once planned
     reported: bool = False            # its record went to the report and the event stream
+    provision: dict[str, Any] | None = None   # with a batch (--provision): which row went where
 
     @property
     def done(self) -> bool:
@@ -79,15 +91,18 @@ class DeviceOutcome:
     def error(self) -> str | None:
         return None if self.ok or not self.done else self.result
 
-    def record(self, image: Image) -> dict[str, Any]:
-        """The ``--report`` line for this module."""
-        return {"time": self.started, "host": socket.gethostname(), "port": self.port,
+    def record(self, image: Image | None) -> dict[str, Any]:
+        """The ``--report`` line for this module (with ``provision`` when a batch was given)."""
+        record = {"time": self.started, "host": socket.gethostname(), "port": self.port,
                 "module": self.module, "serial_number": self.serial_number, "dev_eui": self.dev_eui,
                 "app_version_before": self.app_version_before, "app_version_after": self.app_version_after,
                 "bootloader_version": self.bootloader_version, "bytes": self.bytes,
                 "seconds": round(self.seconds, 3), "result": self.result, "error": self.error,
-                "message": None if self.ok else self.message, "image": image.path,
-                "image_sha256": image.sha256, "rakflash": __version__}
+                "message": None if self.ok else self.message, "image": image.path if image else None,
+                "image_sha256": image.sha256 if image else None, "rakflash": __version__}
+        if self.provision is not None:
+            record["provision"] = self.provision
+        return record
 
 
 @dataclass(frozen=True)
@@ -99,20 +114,27 @@ class DeviceDone(Event):
 
 
 class ReportFile:
-    """JSON Lines appended one record per module, each line written whole and flushed."""
+    """JSON Lines appended one record per module, each line written whole and flushed.
+
+    Tried here (opened and closed), so a path that can't take lines fails before any module is
+    touched: a folder that isn't there, a FIFO nothing reads (it would block the open), a device
+    such as ``/dev/full`` (see :func:`~rakflash.trace.open_for_writing`); each line opens it again
+    the same way. Raises OSError."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        with open(path, "a", encoding="utf-8"):
-            pass                    # fails now (a usage error), not after the first module
+        with open_for_writing(path, append=True):
+            pass
 
     def append(self, record: dict[str, Any]) -> None:
+        """Append one line; OSError when the file no longer takes it (a full disk, a FIFO's reader gone)."""
         line = json.dumps(record) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+        with self._lock, open_for_writing(self.path, append=True) as f:
             f.write(line)
             f.flush()
-            os.fsync(f.fileno())
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):     # a FIFO or a device has nothing to sync
+                os.fsync(f.fileno())
 
 
 FleetSink = Callable[[str, Event], None]      # (port, event)
@@ -130,10 +152,10 @@ class Fleet:
     an optional trace writer per port. Events arrive from the modules' threads.
     """
 
-    def __init__(self, ports: list[str], image: Image, options: FlashOptions | None = None, *,
+    def __init__(self, ports: list[str], image: Image | None, options: FlashOptions | None = None, *,
                  emit: FleetSink = _nowhere, report: ReportFile | None = None,
                  trace_for: Callable[[str], TraceWriter | None] | None = None,
-                 grace: float = 15.0) -> None:
+                 grace: float = 15.0, provisioning: "Provisioning | None" = None) -> None:
         self.ports = list(dict.fromkeys(ports))
         self.image = image
         self.options = options or FlashOptions()
@@ -141,8 +163,12 @@ class Fleet:
         self.report = report
         self.trace_for = trace_for
         self.grace = grace                     # how long a stopped module may take to end cleanly
+        # With a batch: each module gets its row after its update (or, without an image, as it is).
+        self.provisioning = provisioning
         self.outcomes = {p: DeviceOutcome(p) for p in self.ports}
         self.interrupted = False
+        self.report_error: OSError | None = None   # the first append to the report that failed
+        self.unreported: list[str] = []            # ports whose line is missing from the report
         self._links: dict[str, StoppableLink] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -195,7 +221,7 @@ class Fleet:
         o = self.outcomes[port]
         o.started = now_iso()
         t0 = time.monotonic()
-        session = link = result = failure = None
+        session = link = result = failure = provision_failure = None
         try:
             trace = self.trace_for(port) if self.trace_for else None
             link = StoppableLink(port, self.options.baud or 115200, trace=trace)
@@ -203,19 +229,68 @@ class Fleet:
                 self._links[port] = link
                 if self._stopping:
                     link.stop()
-            session = FlashSession(link, self.image, self.options, emit=lambda e: self._event(o, e))
-            result = session.run()
+            emit = lambda e: self._event(o, e)      # noqa: E731
+            refused = None
+            if self.provisioning is not None and self.image is not None and not self.options.dry_run:
+                try:
+                    o.provision = self._claim_early(o, link, emit)
+                except (ProvisionError, KeysPresent, NotProvisionable) as exc:
+                    refused = provision_failure = exc      # nothing written, not even the firmware
+            if refused is not None:
+                pass
+            elif self.image is None:           # provisioning only: the module as it is
+                session = IdentifyOnly(link, self.options, emit)
+                session.run()
+            else:
+                session = FlashSession(link, self.image, self.options, emit=emit)
+                try:
+                    result = session.run()
+                except AlreadyUpToDate as exc:
+                    if self.provisioning is None:
+                        raise
+                    failure = exc            # current already: it still gets its row
+            if self.provisioning is not None and refused is None and not isinstance(result, DryRun):
+                try:
+                    firmware = result.app_version_after if isinstance(result, UpdateResult) else (
+                        session.device.app_version if session.device else None)
+                    module = session.plan.module if getattr(session, "plan", None) else session.device.module
+                    o.provision = self.provisioning.run(link, module, firmware=firmware, emit=emit,
+                                                        slot=o.port).record()
+                except (RakflashError, KeyboardInterrupt) as exc:
+                    provision_failure = exc
         except BaseException as exc:       # noqa: BLE001 - every way out is this module's outcome
             failure = exc
         finally:
             try:
                 settle(o, session, result, failure, time.monotonic() - t0)
+                if self.provisioning is not None:
+                    settle_provisioning(o, self.image is None, failure, provision_failure)
                 if link is not None:
                     ask_identifiers(o, link, session)
                     link.close()
                 self._publish(o)
             finally:
                 self._ended[port].set()
+
+    def _claim_early(self, o: DeviceOutcome, link: StoppableLink, emit: Callable[[Event], None]) -> dict | None:
+        """Before an update with a batch: a module whose application answers is refused here (keys
+        of its own, no key commands, no row left) before anything is written, or its row is claimed,
+        so an update that is cut off leaves the row claimed for it and the re-run finishes it with
+        that row. A module that doesn't answer as an application (in its bootloader, flooding) is
+        identified by its session as usual and claims its row after its update."""
+        from ..provision.keys import claim_row, claimed_record
+        from .identify import identify
+        emit(Phase("identify", f"identifying the module on {link.port_name}"))
+        try:
+            dev = identify(link, module=self.options.module, baud=self.options.baud)
+        except DeviceError:
+            return None
+        if dev.mode != "app" or dev.module is None or not dev.module_certain:
+            return None
+        o.module, o.serial_number, o.app_version_before = dev.module.name, dev.serial_number, dev.app_version
+        emit(DeviceFound({k: v for k, v in dev.to_dict().items() if k != "error"}))
+        return claimed_record(claim_row(link, dev.module, self.provisioning, firmware=dev.app_version,
+                                        emit=emit, slot=o.port))
 
     def _event(self, o: DeviceOutcome, event: Event) -> None:
         if isinstance(event, Phase):
@@ -243,7 +318,12 @@ class Fleet:
             o.reported = True
         record = o.record(self.image)
         if self.report is not None:
-            self.report.append(record)
+            try:
+                self.report.append(record)
+            except OSError as exc:       # the modules go on; the run ends with it (cli: report-failed)
+                with self._lock:
+                    self.report_error = self.report_error or exc
+                    self.unreported.append(o.port)
         self.emit(o.port, DeviceDone(record))
 
 
@@ -269,6 +349,7 @@ def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult 
         o.result, o.app_version_after, o.bytes = "ok", result.app_version_after, result.bytes
     elif isinstance(failure, RakflashError):
         o.result, o.message, o.exit_code = failure.name, failure.message, failure.exit_code
+        o.module = o.module or failure.details.get("module")     # a flood never identified says which
         o.hint = (failure.hint or "").replace("--port PORT", f"--port {o.port}")   # this very port
         if isinstance(failure, AlreadyUpToDate):
             o.app_version_after = failure.details.get("app_version_after") or o.app_version_before
@@ -279,6 +360,48 @@ def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult 
         o.result, o.exit_code = "internal-error", 1
         o.message = f"{failure.__class__.__name__}: {failure}"
     o.phase = "done"
+
+
+def settle_provisioning(o: DeviceOutcome, only: bool, failure: BaseException | None,
+                        provision_failure: BaseException | None) -> None:
+    """Fill ``o`` from how a module's provisioning ended. The update's result stays in its
+    fields (versions, bytes); a provisioning that failed makes the module's result its error."""
+    if provision_failure is not None:
+        settle(o, None, None, provision_failure, o.seconds)
+        o.provision = {**(o.provision or {}), "result": "failed", "error": o.result}
+    elif o.provision is None:
+        o.provision = {"result": "not-attempted"}    # its update (or identification) failed first
+    # (a row claimed before an update that failed stays "claimed": the re-run writes that row)
+    elif only and failure is None:
+        o.result = "ok"
+
+
+class IdentifyOnly:
+    """For provisioning without an update: who is on the port (a module running its
+    application, or :class:`~rakflash.errors.NotProvisionable`); the same fields a
+    :class:`FlashSession` offers a report."""
+
+    def __init__(self, link: StoppableLink, options: FlashOptions, emit: Callable[[Event], None]) -> None:
+        self.link, self.options, self.emit = link, options, emit
+        self.device: DeviceInfo | None = None
+        self.plan = None
+
+    @property
+    def known(self) -> dict[str, Any]:
+        d = self.device
+        return {} if d is None else {"module": d.module.name if d.module else None,
+                                     "serial_number": d.serial_number, "app_version_before": d.app_version}
+
+    def run(self) -> None:
+        from .identify import identify
+        self.emit(Phase("identify", f"identifying the module on {self.link.port_name}"))
+        self.device = d = identify(self.link, module=self.options.module, baud=self.options.baud)
+        self.emit(DeviceFound({k: v for k, v in d.to_dict().items() if k != "error"}))
+        if d.mode != "app":
+            raise NotProvisionable(f"the module on {self.link.port_name} is in its bootloader: its keys can "
+                                   f"only be written once its application runs",
+                                   hint="Finish its update first (rakflash flash FILE --port "
+                                        f"{self.link.port_name} --provision BATCH does both).")
 
 
 def ask_identifiers(o: DeviceOutcome, link: StoppableLink, session: FlashSession | None) -> None:

@@ -14,8 +14,15 @@ catalog's):
    the board, which only firmware that answers ``at+get_config=device:status``
    tells).
 
-Nothing readable at any baud ends in :class:`~rakflash.errors.NoResponse`,
-only unreadable bytes in :class:`~rakflash.errors.GarbageReply`. A port that
+When nothing answered AT readably at any baud, the chip's own bootloader
+may be what is there (a boot pin held at reset): an STM32 ROM bootloader's
+handshake and the Apollo3 secure bootloader's HELLO are tried
+(:mod:`~rakflash.flows.rom_probe`), and one that answers ends in
+:class:`~rakflash.errors.InRomBootloader` or
+:class:`~rakflash.errors.InSecureBootloader`, with how to leave it. Only then,
+so a module that answers is identified no slower. Otherwise nothing readable at
+any baud ends in :class:`~rakflash.errors.NoResponse`, only unreadable bytes in
+:class:`~rakflash.errors.GarbageReply`. A port that
 only echoes what it is sent is :class:`~rakflash.errors.EchoingPort`; a
 device that answers ``OK`` to every line but none of the questions is
 :class:`~rakflash.errors.UnknownDevice`.
@@ -35,8 +42,10 @@ from dataclasses import dataclass, field
 from .. import catalog as _catalog
 from ..at import AtConsole, AtReply, looks_like_text
 from ..catalog import Catalog, Module
-from ..errors import EchoingPort, Flooding, GarbageReply, NoResponse, UnknownDevice
+from ..errors import (EchoingPort, Flooding, GarbageReply, InRomBootloader, InSecureBootloader,
+                      NoResponse, UnknownDevice)
 from ..link import Link
+from . import rom_probe
 
 
 @dataclass
@@ -90,6 +99,11 @@ class Timing:
     flood_confirm: float = 0.25   # more listening once data streams in
     probe: float = 0.35           # reply to a probe command
     query: float = 1.0            # reply to an information query
+    rom_window: float = 0.8       # an STM32 ROM bootloader's answer to 0x7F (two sent, half apart)
+    sbl_hello: float = 1.0        # the Apollo3 secure bootloader's STATUS to HELLO (asked twice)
+
+
+CHIP_BOOTLOADERS = ("stm32-rom", "apollo3-sbl")
 
 
 def candidate_bauds(link: Link, module: Module | None, cat: Catalog, baud: int | None) -> list[int]:
@@ -102,11 +116,18 @@ def candidate_bauds(link: Link, module: Module | None, cat: Catalog, baud: int |
 
 
 def identify(link: Link, *, module: Module | None = None, baud: int | None = None,
-             scan: bool = True, timing: Timing | None = None, cat: Catalog | None = None) -> DeviceInfo:
-    """Find out what answers on ``link``; leaves the link at the baud that worked."""
+             scan: bool = True, timing: Timing | None = None, cat: Catalog | None = None,
+             chip_bootloaders: tuple[str, ...] = CHIP_BOOTLOADERS) -> DeviceInfo:
+    """Find out what answers on ``link``; leaves the link at the baud that worked.
+
+    ``chip_bootloaders``: which chip bootloaders to ask for when nothing answered AT readably
+    (with ``scan`` only: a single-rate identification is a flow's follow-up, whose module
+    and state it already knows).
+    """
     cat = cat or _catalog.load()
     timing = timing or Timing()
-    usb = _native_usb(link, cat)
+    entry = _port_entry(link)
+    usb = _native_usb(entry, cat)
     if usb is not None and not usb[0].dialect.get("probe"):
         return _by_usb_id(link, *usb)          # no console to ask (an Arduino sketch, its bootloader)
     bauds = candidate_bauds(link, module, cat, baud) if scan else [baud or link.baud]
@@ -153,6 +174,8 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
             f"{link.port_name} streams data without pause and does not answer AT"
             + (f" (it prints lines like {quote[:60]!r})" if quote else ""),
             baud=b if readable else None)
+    if scan:
+        _name_a_chip_bootloader(link, module, entry, baud or bauds[0], chip_bootloaders, timing)
     if garbage_at:
         raise GarbageReply(f"{link.port_name} answers with unreadable bytes at "
                            f"{', '.join(map(str, garbage_at))} baud", bauds=garbage_at)
@@ -164,16 +187,48 @@ VARIANTS = {"nordic-dfu": "RUI3 (Nordic Secure DFU bootloader)",
             "legacy-dfu": "Arduino (Adafruit nRF52 bootloader)"}
 
 
-def _native_usb(link: Link, cat: Catalog):
-    """(module, port entry) when the port is a module's own native USB (RAK4631), else None."""
+def _port_entry(link: Link):
+    """The port as the OS lists it (its USB ids), or None."""
     from ..ports import port_entry
     try:
-        entry = port_entry(link.port_name)
+        return port_entry(link.port_name)
     except Exception:        # listing ports must never stop identification
         return None
+
+
+def _native_usb(entry, cat: Catalog):
+    """(module, port entry) when the port is a module's own native USB (RAK4631), else None."""
     if entry is None or entry.module is None or entry.module not in cat.modules:
         return None
     return cat.modules[entry.module], entry
+
+
+def _name_a_chip_bootloader(link: Link, module: Module | None, entry, baud: int,
+                            which: tuple[str, ...], timing: Timing) -> None:
+    """Nothing answered AT readably: raise the named error if the chip's own bootloader answers.
+
+    At ``baud`` (the asked rate, else the first tried): an STM32 ROM already in sync
+    from an earlier session (a recovery) talks at the rate it measured then; one not
+    yet in sync measures it from the 0x7F. Asked after the AT probes, a ROM not yet
+    in sync may have measured its rate from their bytes and stay silent: identification
+    then ends as before (``doctor`` asks it first, and names it).
+    """
+    if "stm32-rom" in which and rom_probe.may_have_stm32_rom(module, entry):
+        link.note("asking for an STM32 ROM bootloader (nothing answered AT readably)")
+        if link.baud != baud:
+            link.baud = baud
+        rom = rom_probe.stm32_rom(link, timing.rom_window)
+        if rom is not None:
+            said = rom_probe.stm32_rom_waiting(rom, link.port_name, module)
+            raise InRomBootloader(f"{said.finding}: {said.why}", hint=said.hint(),
+                                  command=said.command, **said.details)
+    if "apollo3-sbl" in which and rom_probe.may_have_apollo3_sbl(module, entry):
+        link.note("asking for the Apollo3 secure bootloader (nothing answered AT readably)")
+        status = rom_probe.apollo3_sbl(link, baud, timing.sbl_hello)
+        if status is not None:
+            said = rom_probe.apollo3_sbl_waiting(status, link.port_name, module)
+            raise InSecureBootloader(f"{said.finding}: {said.why}", hint=said.hint(),
+                                     command=said.command, **said.details)
 
 
 def _note_variant(info: DeviceInfo, module: Module, entry) -> None:

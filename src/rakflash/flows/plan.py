@@ -27,8 +27,9 @@ from ..catalog import Module, version_tuple
 import re
 
 from ..errors import (AlreadyUpToDate, BaudTooLow, BootloaderTooOld, ImageTargetError, ImageTooLarge,
-                      ModuleUncertain, TouchesBootloader, UnsupportedUpdate, WrongTarget)
-from ..images import Image, ImageInfo, analyse, target_module, vector_at
+                      ModuleUncertain, NotFirmware, PackageMismatch, TouchesBootloader, UnsupportedUpdate,
+                      WrongTarget)
+from ..images import Image, ImageInfo, analyse, check_firmware, target_module, vector_at
 from .identify import DeviceInfo
 from .transfers import for_protocol
 
@@ -269,8 +270,23 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
             guessed.append(f"the device did not say which module it is; the image is built for "
                            f"{module.name}, so rakflash takes it as one")
     if module is None:
+        check_firmware(image)
         raise WrongTarget("rakflash could not tell which module this is",
                           hint="Name it with --module (see 'rakflash modules').")
+    # A package's application linked for the other bootloader family's base: named as that, which
+    # says more than the vector table's "built for another address" below.
+    linked = image.package.linked_elsewhere() if image.package is not None else None
+    if linked is not None:              # its application, linked for the other family's base
+        raise PackageMismatch(f"{_file(image)}: {linked.describe()}; nothing was sent",
+                              hint=linked.next_step(), linked_for=linked.linked_for)
+    # The image checks every write path shares (images.analyse): a file that is not firmware,
+    # or firmware for another chip, is refused before anything else is said about it.
+    try:
+        info = analyse(image, module=module)
+    except NotFirmware:
+        raise
+    except ImageTargetError as exc:
+        raise WrongTarget(exc.message, hint=exc.hint) from None
     if for_protocol(module.protocol) is None:
         raise UnsupportedUpdate(
             f"rakflash can't yet update a {module.name} over its serial port ({module.protocol})",
@@ -278,13 +294,12 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     check_image = getattr(for_protocol(module.protocol), "check_image", None)
     if check_image is not None:
         check_image(image, module)      # e.g. a DFU package for the other nRF52 bootloader family
+    check_device = getattr(for_protocol(module.protocol), "check_device", None)
+    if check_device is not None and not force:
+        check_device(image, module, device)   # e.g. signed with another key than it accepted before
     too_slow = getattr(for_protocol(module.protocol), "refusal", None)
     if too_slow is not None and too_slow(module, device.baud):
         raise BaudTooLow(too_slow(module, device.baud), baud=device.baud)
-    try:
-        info = analyse(image, module=module)
-    except ImageTargetError as exc:
-        raise WrongTarget(exc.message, hint=exc.hint) from None
     if info.image.format != "apollo3-ota" and info.module is not None and info.vector is None \
             and not info.includes_app:
         raise WrongTarget(f"{image.path} holds no {module.name} application",
@@ -335,11 +350,15 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
         what = ("no vector table there" if vector is None else
                 f"what is there (SP {vector[0]:#010x}, reset {vector[1]:#010x}) is no "
                 f"{module.name} application's vector table")
+        # Only an address the person gave can be the mistake to point at (a .hex carries its
+        # own addresses, and the web page has no --address).
+        check = (f"Check --address (a {module.name} application .bin goes to {app.start:#010x})"
+                 if image.base_source == "--address" else
+                 f"Use the application firmware built for {module.name}")
         raise TouchesBootloader(
             f"{image.path} does not start an application at {app.start:#010x} ({what}): it "
             f"would not boot after a serial update",
-            hint=(f"Check --address (a {module.name} application .bin goes to {app.start:#010x}); "
-                  f"a full image (FULL.hex) is written {module.recovery_advice()}."))
+            hint=f"{check}; a full image (FULL.hex) is written {module.recovery_advice()}.")
     if outside_app:
         dropped = ", ".join(r.name for r in info.regions if r.name != "application")
         notes.append(f"combined image: only its application part ({app_part.size:,} bytes) is "

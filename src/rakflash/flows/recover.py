@@ -37,11 +37,13 @@ from typing import Any, Callable
 
 from .. import catalog as _catalog
 from ..catalog import Module
-from ..errors import (Flooding, ImageTargetError, RakflashError, RecoveryUnavailable, UsageError,
-                      VerifyFailed, WrongTarget)
+from ..errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
+                      UsageError, VerifyFailed, WrongTarget)
 from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ..images import Image, ImageInfo, Segment, analyse, target_module
+from ..images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
+                      target_module)
 from ..link import Deadline, Link
+from ..written import NOTHING, Written
 
 # Method name → "module:Class" (imported when used, so a method's optional
 # dependency, e.g. pyOCD for "swd", is needed only by people who use it).
@@ -165,6 +167,7 @@ class RecoveryResult:
     reset_wait: float | None = None
     retries: int = 0
     version_confirmed: bool = False
+    written: str = "all"       # see rakflash.written: a result is only made once every block was acknowledged
 
     @property
     def rate(self) -> float:
@@ -185,7 +188,7 @@ class RecoveryResult:
                 "retries": self.retries,
                 "reset_wait_seconds": None if self.reset_wait is None else round(self.reset_wait, 3),
                 "settings_kept": None, "settings": None,
-                "mode_after": self.mode_after, "warnings": self.warnings}
+                "mode_after": self.mode_after, "warnings": self.warnings, "written": self.written}
 
 
 @dataclass
@@ -202,6 +205,7 @@ class Session:
     verify_seconds: float = 0.0
     verify: str = ""
     state: dict[str, Any] = field(default_factory=dict)    # the method's own
+    written: Written = field(default_factory=Written)      # what went out and was acknowledged
 
     def warn(self, code: str, message: str, **info: Any) -> None:
         self.emit(Warning(code, message, info))
@@ -216,6 +220,8 @@ class RecoveryMethod:
 
     name = ""
     needs_port = True        # talks over the serial port (SWD talks to a probe instead)
+    # The next step once part of the image was written (said with what the chip holds then).
+    again = "Run the same command again: it erases and writes the whole image anew."
 
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
         raise NotImplementedError
@@ -223,6 +229,13 @@ class RecoveryMethod:
     def precheck(self, plan: RecoveryPlan) -> None:
         """What can stop the recovery and be checked on this computer alone, before the plan
         is shown and confirmed (a missing tool, say): a named error. Touches no device."""
+
+    def answers_now(self, session: Session) -> bool:
+        """Whether the chip's recovery interface answers already (an earlier run left it
+        there): a quick look, before anything else is asked of the module. When it does,
+        the framework does not ask over the AT port what runs (nothing does) and ``guide``
+        asks nothing of the person."""
+        return False
 
     def guide(self, session: Session) -> None:
         """Tell the person what to do (a ``Prompt`` event), drive wired lines, and get the
@@ -234,7 +247,9 @@ class RecoveryMethod:
         raise NotImplementedError
 
     def write(self, session: Session) -> None:
-        """Erase what the plan erases and write the plan's segments (``Progress`` events)."""
+        """Erase what the plan erases and write the plan's segments (``Progress`` events),
+        marking in ``session.written`` each erase or write before it goes out and each
+        block once acknowledged."""
         raise NotImplementedError
 
     def verify(self, session: Session) -> None:
@@ -255,16 +270,26 @@ def check_image(image: Image, module: Module | None, *, app: Image | None = None
     another MCU, a segment outside the chip's flash, overlapping images, and
     an image that holds neither bootloader nor application.
     """
+    parts = [image] if app is None else [image, app]     # each file must be firmware on its own
     if app is not None:
         image = combine(image, app)
     module = module or target_module(image)
     if module is None:
+        for part in parts:
+            check_firmware(part)
         raise WrongTarget(f"{image.path}: rakflash can't tell which module this image is for",
                           hint="Name the module with --module (see 'rakflash modules').")
-    try:
-        info = analyse(image, module=module)
-    except ImageTargetError as exc:
-        raise WrongTarget(exc.message, hint=exc.hint) from None
+    for part in [*parts, image] if app is not None else [image]:
+        try:
+            info = analyse(part, module=module)    # the image checks every write path shares
+        except NotFirmware:
+            raise
+        except ImageTargetError as exc:
+            raise WrongTarget(exc.message, hint=exc.hint) from None
+    problem = application_start_problem(image, module)
+    if problem:                 # the bootloader would be left with an application that never starts
+        raise WrongTarget(f"{image.path}: {problem}: {module.name} would not start it",
+                          hint=f"Use the full image (FULL.hex) built for {module.name}.")
     flash = module.mcu.flash
     for seg in image.segments:
         if seg.start < flash.start or seg.end > flash.end:
@@ -305,9 +330,14 @@ def plan_recovery(image: Image, module: Module | None, *, method: str | None = N
 
 
 def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | None = None, *,
-            emit: Sink = nowhere) -> RecoveryResult:
+            emit: Sink = nowhere, written: Written | None = None) -> RecoveryResult:
     """Carry out ``plan`` over ``link`` (opened at the module's AT settings). A method
-    that needs no port (``swd``) may run without one: then nothing is identified."""
+    that needs no port (``swd``) may run without one: then nothing is identified.
+
+    ``written`` (optional) is kept up to date with what went out and was acknowledged,
+    so a caller stopped by Ctrl-C can say what the chip holds. Once part of the image
+    was written, an error's ``details["written"]`` and hint say what the chip holds
+    and the next step (:func:`say_what_it_holds`)."""
     options = options or RecoveryOptions()
     t0 = time.monotonic()
     method = method_for(plan.method)
@@ -328,30 +358,38 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         outer(event)
 
     before = None
-    if options.identify_before and method.needs_port:
-        emit(Phase("identify", "asking the module what runs now (it may not answer)"))
-        failed: list[RakflashError] = []
-        before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)
-        if before is None:
-            emit(Note(_unanswered(failed)))
-    session = Session(link, plan, options, emit)
+    session = Session(link, plan, options, emit, written=written if written is not None else Written())
     t_guide = time.monotonic()
-    method.guide(session)
-    boot_seconds = time.monotonic() - t_guide
-    emit(Phase("connect", f"asking the chip what it is ({plan.method})"))
-    method.connect(session)
-    method.write(session)
-    emit(Phase("verify", "checking what the chip holds"))
-    method.verify(session)
-    emit(Phase("start", "starting the written firmware"))
-    method.start(session)
+    try:
+        if options.identify_before and method.needs_port and not method.answers_now(session):
+            emit(Phase("identify", "asking the module what runs now (it may not answer)"))
+            failed: list[RakflashError] = []
+            before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)
+            if before is None:
+                emit(Note(_unanswered(failed)))
+            t_guide = time.monotonic()
+        method.guide(session)
+        boot_seconds = time.monotonic() - t_guide
+        asked = seen["prompted"]        # the person was asked to reach the chip (not, later, to release a pin)
+        emit(Phase("connect", f"asking the chip what it is ({plan.method})"))
+        method.connect(session)
+        method.write(session)
+        session.written.all_written()
+        emit(Phase("verify", "checking what the chip holds"))
+        method.verify(session)
+        session.written.verified = True
+        emit(Phase("start", "starting the written firmware"))
+        method.start(session)
+    except RakflashError as exc:
+        say_what_it_holds(exc, session, method)
+        raise
 
     def result(**what: Any) -> RecoveryResult:
         return RecoveryResult(
             "ok", plan.module.name, plan.method, bytes=plan.bytes, seconds=time.monotonic() - t0,
             transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
             verify=session.verify, warnings=seen["warnings"], boot_seconds=boot_seconds,
-            reset_wait=boot_seconds if seen["prompted"] else None, retries=seen["retries"], **what)
+            reset_wait=boot_seconds if asked else None, retries=seen["retries"], **what)
 
     if link is None:
         session.warn("not-identified", "no serial port was given: the module was not asked what "
@@ -360,17 +398,18 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
                       bootloader_version_before=session.bootloader_version_before,
                       bootloader_version_after=session.bootloader_version_after, mode_after=None)
     emit(Phase("identify-after", "asking the module what runs now"))
-    after = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout)
+    after = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout, quick=True)
     if after is None:
         raise VerifyFailed(
             f"the image was written and verified, but {plan.module.name} does not answer over its "
             f"AT port within {options.after_timeout:.0f} s",
-            hint=_release_hint(plan.module) + " Then run 'rakflash info --port PORT'.")
+            hint=_release_hint(plan.module) + " Then run 'rakflash info --port PORT'.",
+            written=session.written.state)
     app_after = after.app_version if after.mode == "app" else None
     boot_after = after.bootloader_version or session.bootloader_version_after
     if plan.app_version and app_after and app_after != plan.app_version:
         raise VerifyFailed(f"after the recovery {plan.module.name} reports {app_after!r}, but the "
-                           f"image carries {plan.app_version!r}")
+                           f"image carries {plan.app_version!r}", written=session.written.state)
     if plan.app_version and after.mode != "app":
         session.warn("bootloader-waits", f"{plan.module.name} waits in its bootloader after the "
                      f"recovery: 'rakflash flash' with an application finishes the job")
@@ -386,22 +425,44 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         bootloader_version_after=boot_after, mode_after=after.mode, version_confirmed=confirmed)
 
 
+def say_what_it_holds(exc: RakflashError, session: Session, method: RecoveryMethod) -> None:
+    """Put what the chip holds now into a recovery's error: ``details["written"]`` (nothing,
+    part, all) and, once anything was written, a hint that says what and the next step."""
+    w = session.written
+    exc.details.setdefault("written", w.state)
+    if w.state == NOTHING:
+        return
+    exc.details.setdefault("bytes", w.bytes)
+    holds = w.holds(session.plan.module.name)
+    exc.hint = f"{holds} {exc.hint or method.again}".strip()
+
+
+def interrupted_hint(written: Written, module: str, method: str) -> str:
+    """What the chip holds after Ctrl-C (or a stop from the page) in a recovery, and the next step."""
+    if written.state == NOTHING:
+        return written.holds()
+    return f"{written.holds(module)} {method_for(method).again}"
+
+
 def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float | None,
-                      failed: list[RakflashError] | None = None):
+                      failed: list[RakflashError] | None = None, quick: bool = False):
     """Identify over the AT port at ``baud``; None when nothing answers (the last
     error appended to ``failed``, if given).
 
     With ``timeout``, keep asking until it passes (a freshly started firmware
-    takes a moment); without, ask once.
+    takes a moment); without, ask once. ``quick``: shorter waits for the first
+    listen and the probe's answer — the module was just started at a rate rakflash
+    knows, and a wait cut short is simply asked again until ``timeout``.
     """
-    from .identify import identify
+    from .identify import Timing, identify
     link.set_parity("N")
     if link.baud != baud:
         link.baud = baud
     deadline = Deadline(timeout or 0.0)
     while True:
         try:
-            return identify(link, module=module, baud=baud, scan=False)
+            return identify(link, module=module, baud=baud, scan=False,
+                            timing=Timing(listen=0.05, probe=0.15) if quick else None)
         except RakflashError as exc:
             if deadline.expired:
                 if failed is not None:

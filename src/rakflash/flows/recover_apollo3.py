@@ -47,12 +47,15 @@ from ..protocols import apollo3_sbl as sbl
 from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 HELLO_EVERY = 0.25        # seconds between HELLOs while waiting for the person's reset
+ALREADY = 1.0             # seconds a secure bootloader that already listens gets to answer one HELLO
 OTA_DESCRIPTOR = 0xF8000  # where RAK's Burn Bootloader puts it (platform.txt: -o 0xF8000)
 LATENCY = 0.002           # a USB-UART bridge's turnaround, each way, for estimates
 
 
 class Apollo3SblMethod(RecoveryMethod):
     name = "apollo3-sbl"
+    again = ("Keep BOOT held and run the same command again: the chip's secure bootloader, which "
+             "nothing here can harm, takes the whole image anew.")
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -111,9 +114,29 @@ class Apollo3SblMethod(RecoveryMethod):
                      "boot_pin": dict(a), "bytes_said": sent_said})
 
     # -- guide: hold BOOT, reset, HELLO until STATUS --------------------------------
+    def answers_now(self, session: Session) -> bool:
+        """The secure bootloader already listening (BOOT held since an earlier run): one HELLO
+        tells. Then nothing is asked of the person — a reset they were told to press would
+        land mid-update (as issue 17.9 found on the STM32 ROM)."""
+        if "status" not in session.state:
+            link, opts = session.link, session.options
+            session.state.setdefault("at_baud", link.baud)
+            link.set_parity("N")
+            if link.baud != opts.baud:
+                link.baud = opts.baud
+            link.discard_input()
+            got = sbl.say_hello(link, min(ALREADY, opts.window))
+            session.state["status"] = got if isinstance(got, sbl.Status) else None
+            if session.state["status"] is None:
+                link.baud = session.state["at_baud"]
+        return session.state["status"] is not None
+
     def guide(self, session: Session) -> None:
         link, opts, module = session.link, session.options, session.plan.module
-        session.state["at_baud"] = link.baud
+        if self.answers_now(session):
+            session.emit(Note(f"{module.name}'s secure bootloader already answers (BOOT is held): "
+                              "nothing to do on the module"))
+            return
         link.set_parity("N")
         if link.baud != opts.baud:
             link.baud = opts.baud
@@ -159,13 +182,32 @@ class Apollo3SblMethod(RecoveryMethod):
         blocks = self._blocks(session)
         session.emit(Phase("write", f"sending {plan.bytes:,} bytes in {len(blocks)} block(s)",
                            info={"bytes": plan.bytes}))
-        client.progress = lambda done, total: session.emit(Progress(done, total, "write"))
+        written = session.written
         t0 = time.monotonic()
         done = 0
+        erase = iter(plan.erase)         # one range per block, in the blocks' order
         try:
             for block in blocks:
+                # The SBL erases and writes a block's flash once its last DATA message has come
+                # (until then an ABORT drops it untouched): that message is the first that writes,
+                # and its ACK says the block is written.
+                pages = next(erase)
+                size = len(block.raw)
+                last = (size - 1) // client.chunk * client.chunk
+                start = done
+
+                def progress(d: int, total: int, start=start, last=last, size=size, pages=pages,
+                             header=block.header) -> None:
+                    if d - start == size:
+                        written.acknowledged(header.load_address, header.load_address + header.size)
+                    session.emit(Progress(d, total, "write"))
+                    if d - start == last:            # the block's last DATA goes out next
+                        written.erase_sent([pages])
+                client.progress = progress
+                if last == 0:
+                    written.erase_sent([pages])
                 client.send_block(block, done=done, total=plan.bytes)
-                done += len(block.raw)
+                done += size
         except BaseException:            # a failure or Ctrl-C: the SBL drops the half block
             client.abort()
             raise

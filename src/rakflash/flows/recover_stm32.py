@@ -32,9 +32,9 @@ import math
 import time
 
 from ..catalog import Module
-from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomNack,
-                      RomNoHandshake, VerifyFailed, WrongChip)
-from ..events import Countdown, Phase, Progress, Prompt
+from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
+                      RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
+from ..events import Countdown, Note, Phase, Progress, Prompt, Retry
 from ..images import ImageInfo
 from ..link import Link
 from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
@@ -43,8 +43,15 @@ from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 
 
+ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
+RESYNC = 2.0       # seconds to sync again after the chip restarted mid-session
+RESTARTS = 3       # restarts or lost answers mid-session survived in one step
+
+
 class Stm32RomMethod(RecoveryMethod):
     name = "stm32-rom"
+    again = ("Keep BOOT0 held high and run the same command again: the chip's ROM bootloader, "
+             "which nothing here can harm, takes the whole image anew.")
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -79,7 +86,7 @@ class Stm32RomMethod(RecoveryMethod):
             f"{img.size:,} bytes{how}",
             f"verify all {img.size:,} bytes of the image on the chip, the unsent 0xFF too "
             f"(Get Checksum where the ROM offers it, else read-back)",
-            f"Go {module.mcu.flash.start:#010x}: the chip starts the written bootloader and application",
+            f"Go {module.mcu.flash.start:#010x}: {_starts(image)}",
             "identify the module again over its AT port (8N1) and report the versions",
         ]
         guide = rom_guide(module, options)
@@ -93,14 +100,42 @@ class Stm32RomMethod(RecoveryMethod):
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
                                      "rom_pins": dict(access),
-                                     "stm32flash": stm32flash_command(module, img.path, options)})
+                                     "stm32flash": stm32flash_command(module, image, options),
+                                     "stm32flash_note": stm32flash_note(module)})
 
     # -- guide + handshake ---------------------------------------------------------
-    def guide(self, session: Session) -> None:
+    def answers_now(self, session: Session) -> bool:
+        """A chip whose ROM already answers (BOOT0 held since an earlier run) needs nothing from
+        the person — asked to reset anyway, they would cut the session short (issue 17.9) — and
+        has no firmware running to ask over the AT port. A few 0x7F and a Get: milliseconds when it
+        answers, a second when it does not."""
+        if "handshake" not in session.state:
+            client = self._client(session)
+            try:
+                session.state["handshake"] = client.handshake(min(ALREADY, session.options.window))
+            except RomNoHandshake:
+                session.state["handshake"] = None
+                session.link.set_parity("N")          # the AT port's settings, to ask the firmware
+                session.link.baud = session.state["at_baud"]
+        return session.state["handshake"] is not None
+
+    def _client(self, session: Session) -> RomClient:
         link, opts, module = session.link, session.options, session.plan.module
+        session.state.setdefault("at_baud", link.baud)
         link.set_parity("E")
         if link.baud != opts.baud:
             link.baud = opts.baud
+        if "client" not in session.state:
+            session.state["client"] = RomClient(link, timeouts_for(module.mcu, link.baud))
+        return session.state["client"]
+
+    def guide(self, session: Session) -> None:
+        link, opts, module = session.link, session.options, session.plan.module
+        if self.answers_now(session):
+            session.emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high): "
+                              "nothing to do on the module"))
+            return
+        client = self._client(session)
         wired = bool(opts.reset_with)
         message = " ".join(session.plan.guide)
         session.emit(Prompt("hold-boot0-and-reset", message, window=opts.window,
@@ -109,8 +144,6 @@ class Stm32RomMethod(RecoveryMethod):
         if opts.reset_with or opts.boot0_with:
             from .lines import enter_rom
             enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
-        client = RomClient(link, timeouts_for(module.mcu, link.baud))
-        session.state["client"] = client
         try:
             how = client.handshake(opts.window, tick=lambda left: session.emit(
                 Countdown(round(left), action="hold-boot0-and-reset")))
@@ -119,8 +152,50 @@ class Stm32RomMethod(RecoveryMethod):
             raise
         session.state["handshake"] = how
 
+    def _again_after_restart(self, session: Session, phase: str, what: str, step) -> None:
+        """Run ``step``; when an answer does not come, comes damaged, or is a NACK (what the ROM
+        says to a block damaged on its way), sync again and run the step anew — the end of the
+        run only when the ROM no longer answers, or after ``RESTARTS`` tries.
+
+        A fresh ROM ACKs the new handshake: the chip restarted (a reset press with BOOT0 still
+        high starts its ROM afresh, which then ignores everything until a new 0x7F), the named
+        warning ``chip-restarted``. A ROM still in its session NACKs it (AN3155: 0x7F is then a
+        command byte; a byte lost on the line is made up by it): the answer was lost or damaged
+        on the line, a ``retry``. Either way Get is asked again before the step, and a step
+        redone is whole (an erase and write start over: a page half written can't be written
+        again unerased)."""
+        client: RomClient = session.state["client"]
+        for again in range(RESTARTS + 1):
+            try:
+                return step()
+            except (RomSilent, RomGarbled, RomNack) as exc:     # a NACK: a block damaged on its way
+                how = None if again == RESTARTS else self._sync_again(client)
+                if how is None:
+                    raise
+                reason = exc.message
+            if how == "ack":
+                session.warn("chip-restarted",
+                             f"the chip restarted during {what} (a reset with BOOT0 still high): "
+                             f"rakflash synced with its ROM bootloader again and does {what} again")
+            else:
+                session.state["resent"] = session.state.get("resent", 0) + 1
+                session.emit(Retry(session.state["resent"], f"{reason}; synced with the ROM "
+                                   f"bootloader again, {what} again", phase=phase))
+
+    @staticmethod
+    def _sync_again(client: RomClient) -> str | None:
+        """After silence or a damaged answer: ``"ack"`` (the ROM started afresh), ``"nack"``
+        (it is still in its session, in step again), or None (it does not answer)."""
+        try:
+            return client.handshake(RESYNC)
+        except RomNoHandshake:
+            return None
+
     # -- connect -------------------------------------------------------------------
     def connect(self, session: Session) -> None:
+        self._again_after_restart(session, "connect", "the identification", lambda: self._connect(session))
+
+    def _connect(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         module = session.plan.module
         info = client.get()
@@ -143,8 +218,8 @@ class Stm32RomMethod(RecoveryMethod):
         module, opts = session.plan.module, session.options
         if not opts.remove_protection:
             raise ReadoutProtected(
-                f"{module.name}'s chip has read-out protection on: its ROM bootloader refuses to "
-                f"read or write the flash. Nothing was changed.",
+                f"{module.name}'s chip has read-out protection on: its ROM bootloader refused to "
+                f"read the flash each of 3 times it was asked. Nothing was changed.",
                 hint="Removing it erases the whole chip, the owner's keys and settings included: "
                      "run again with --remove-readout-protection if that is what you want "
                      "(rakflash asks once more).")
@@ -154,7 +229,10 @@ class Stm32RomMethod(RecoveryMethod):
                                      hint="Run in a terminal and answer the question, or pass --yes "
                                           "together with --remove-readout-protection.")
         session.emit(Phase("erase", "removing read-out protection: the chip erases itself"))
+        f = module.mcu.flash
+        session.written.erase_sent([(f.start, f.end)])
         client.readout_unprotect()
+        session.written.erase_acknowledged()
         # The chip resets; BOOT0 is still high, so its ROM starts again and waits for 0x7F.
         client.handshake(max(5.0, session.options.window))
         client.get()
@@ -163,6 +241,11 @@ class Stm32RomMethod(RecoveryMethod):
 
     # -- write ---------------------------------------------------------------------
     def write(self, session: Session) -> None:
+        # A restart mid-write leaves pages written that can't be written again unerased:
+        # the erase and the whole write start over.
+        self._again_after_restart(session, "write", "the erase and write", lambda: self._write(session))
+
+    def _write(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         plan = session.plan
         module = plan.module
@@ -170,18 +253,25 @@ class Stm32RomMethod(RecoveryMethod):
         session.emit(Phase("erase", f"erasing {len(pages)} page(s)",
                            info={"ranges": [{"start": a, "end": b} for a, b in plan.erase]}))
         t0 = time.monotonic()
+        written = session.written
+        written.erase_sent(plan.erase)
         client.erase_pages(pages)
+        written.erase_acknowledged()
         blocks = write_blocks(plan.image, module)
         session.emit(Phase("write", f"writing {plan.bytes:,} bytes", info={"bytes": plan.bytes}))
         done = 0
         for address, data in blocks:
             client.write_memory(address, data)
+            written.acknowledged(address, address + len(data))
             done += len(data)
             session.emit(Progress(done, plan.bytes, "write"))
         session.transfer_seconds = time.monotonic() - t0
 
     # -- verify --------------------------------------------------------------------
     def verify(self, session: Session) -> None:
+        self._again_after_restart(session, "verify", "the verification", lambda: self._verify(session))
+
+    def _verify(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         plan = session.plan
         t0 = time.monotonic()
@@ -207,8 +297,8 @@ class Stm32RomMethod(RecoveryMethod):
             for seg in plan.segments:
                 for addr in range(seg.start, seg.end, MAX_BLOCK):
                     n = min(MAX_BLOCK, seg.end - addr)
-                    got = client.read_memory(addr, n)
                     want = seg.data[addr - seg.start:addr - seg.start + n]
+                    got = self._read_back(session, client, addr, n, want)
                     if got != want:
                         bad = next(i for i in range(n) if got[i] != want[i])
                         raise VerifyFailed(
@@ -219,7 +309,25 @@ class Stm32RomMethod(RecoveryMethod):
                     done += n
                     session.emit(Progress(done, total, "verify"))
         session.verify_seconds = time.monotonic() - t0
-        session.bootloader_version_after = read_bootloader_version(client, plan.module)
+        session.bootloader_version_after = version_after(client, plan)
+
+    @staticmethod
+    def _read_back(session: Session, client: RomClient, address: int, n: int, want: bytes) -> bytes:
+        """Read Memory carries no checksum: a byte damaged on its way to the host reads as a
+        difference the flash does not have. A difference is claimed only when it survives two
+        more reads; a read that then matches was the line's (a ``retry``)."""
+        got = client.read_memory(address, n)
+        for _ in range(2):
+            if got == want:
+                break
+            again = client.read_memory(address, n)
+            if again == want:
+                session.state["resent"] = session.state.get("resent", 0) + 1
+                session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
+                                   "differed once and matched when read again (the line, not the "
+                                   "flash)", phase="verify"))
+            got = again
+        return got
 
     # -- start ---------------------------------------------------------------------
     def start(self, session: Session) -> None:
@@ -280,6 +388,19 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
 def _version_address(module: Module) -> int:
     name = "bootloader-version" if module.has_region("bootloader-version") else "bootloader"
     return module.region(name).start
+
+
+def version_after(client: RomClient, plan: RecoveryPlan) -> str | None:
+    """The bootloader's version on the chip after the verify: where the image covers its version
+    region, the image's — the verify just compared every byte of it with the chip's — else read."""
+    module = plan.module
+    if not module.has_region("bootloader-version"):
+        return None
+    r = module.region("bootloader-version")
+    n = min(MAX_BLOCK, r.size)
+    if any(s.start <= r.start and r.start + n <= s.end for s in plan.segments):
+        return module.find_bootloader_version(plan.image.image.read(r.start, n))
+    return read_bootloader_version(client, module)
 
 
 def read_bootloader_version(client: RomClient, module: Module) -> str | None:
@@ -353,6 +474,17 @@ def rom_guide(module: Module, options: RecoveryOptions) -> list[str]:
     return steps
 
 
+def _starts(image: ImageInfo) -> str:
+    """What Go at the flash base starts, by what the image rewrites (step 7 of the plan)."""
+    if image.includes_bootloader and image.includes_app:
+        return "the chip starts the written bootloader, which starts the written application"
+    if image.includes_bootloader:
+        return ("the chip starts the written bootloader, which starts the application already on "
+                "the chip if it finds a valid one, else waits in boot mode")
+    return ("the chip starts the RUI bootloader already on it (this image has none, and it is not "
+            "touched), which starts the written application")
+
+
 def _n(count: int) -> str:
     return f"{count:,} byte" + ("" if count == 1 else "s")
 
@@ -381,13 +513,75 @@ def handshake_hint(module: Module, seen: str, wired: bool) -> str:
             f"again within the countdown.")
 
 
-def stm32flash_command(module: Module, image: str, options: RecoveryOptions) -> str:
-    """The same recovery with stm32flash, for people who have it (read-back verify, Go)."""
+# stm32flash 0.7 (the Debian/Ubuntu package) answers "Unknown/unsupported device (Device ID:
+# 0x497)" to the STM32WL: its dev_table.c lists the chip only after 0.7. Seen against the
+# virtual RAK3172 (tests/test_printed_commands.py).
+STM32FLASH_NEEDS = {0x497: "stm32flash newer than 0.7: 0.7 does not know the STM32WL (product ID 0x497)"}
+
+
+def stm32flash_command(module: Module, image: ImageInfo, options: RecoveryOptions,
+                       port: str = "PORT") -> str:
+    """The same recovery with stm32flash, for people who have it (read-back verify, Go).
+
+    It writes what rakflash writes, where rakflash writes it: a .hex at its own
+    addresses (stm32flash reads them from the file), a .bin at the address rakflash
+    places it with ``-S`` (without it stm32flash writes at the flash base — an
+    application there would overwrite the RUI bootloader), a bootloader file and an
+    ``--app`` file as two runs (stm32flash takes one file; the second run syncs again,
+    which the ROM answers NACK and stm32flash takes as "already synced"), Go at the
+    flash base only after the last. stm32flash erases only the pages it writes, as
+    rakflash does; between a .hex's segments it writes 0xFF (rakflash leaves those
+    bytes alone).
+
+    ``port``: the port, when rakflash knows it. A pseudo-terminal (a virtual module)
+    carries no parity, so rakflash talks 8N1 to it (:class:`rakflash.link.Link`), and
+    so does the command: ``-m 8n1`` (stm32flash's default 8E1 fails on a pty,
+    "Failed to set terminal flags"); a real adapter gets stm32flash's 8E1.
+    """
+    import shlex
+
+    from ..link import _is_pty
+    mode = " -m 8n1" if port != "PORT" and _is_pty(port) else ""
     seq = ""
     if options.reset_with or options.boot0_with:
         from .lines import stm32flash_sequence
-        seq = f" -i '{stm32flash_sequence(options.reset_with, options.boot0_with)}'"
-    return (f"stm32flash -b {options.baud}{seq} -w {image} -v -g {module.mcu.flash.start:#010x} PORT")
+        seq = f" -i {shlex.quote(stm32flash_sequence(options.reset_with, options.boot0_with))}"
+    where = port if port == "PORT" else shlex.quote(port)
+    runs = []
+    files = _files(image, module)
+    for i, (path, fmt, start) in enumerate(files):
+        at = f" -S {start:#010x}" if fmt == "bin" else ""
+        go = f" -g {module.mcu.flash.start:#010x}" if i == len(files) - 1 else ""
+        runs.append(f"stm32flash{mode} -b {options.baud}{seq} -w {shlex.quote(path)} -v{at}{go} {where}")
+    return " && ".join(runs)
+
+
+def stm32flash_note(module: Module) -> str | None:
+    """What a person must know before running :func:`stm32flash_command` on this chip, if anything."""
+    need = STM32FLASH_NEEDS.get(module.mcu.rom.pid) if module.mcu.rom else None
+    return f"needs {need}" if need else None
+
+
+def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
+    """(path, format, first address) of each file the image came from: one, or a bootloader
+    file and its ``--app`` (flows.recover.combine names the pair 'BOOT+APP')."""
+    import os
+
+    from .. import images
+    img = image.image
+    path = img.path
+    if not os.path.isfile(path):
+        for i, ch in enumerate(path):
+            if ch == "+" and os.path.isfile(path[:i]) and os.path.isfile(path[i + 1:]):
+                parts = [images.load(p, module=module) for p in (path[:i], path[i + 1:])]
+                return [(p.path, p.format, p.low) for p in parts]
+    return [(path, img.format, img.low)]
+
+
+def port_commands(plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+    """Put the port in the plan's equivalent command, once the caller knows it."""
+    if plan.details.get("stm32flash") and port:
+        plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
 
 
 def link_for(port: str, baud: int, trace=None) -> Link:

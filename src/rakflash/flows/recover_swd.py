@@ -72,8 +72,12 @@ class SwdMethod(RecoveryMethod):
 
     def write(self, session: Session) -> None:
         t0 = time.monotonic()
+        written = session.written
+        written.erase_sent(session.plan.erase)      # pyOCD erases each sector before it programs it
         self._step(session, "writing", lambda api, s: swd.write_image(
             api, s, session.plan.image.image, session.emit))
+        for seg in session.plan.segments:
+            written.acknowledged(seg.start, seg.end)
         session.transfer_seconds = time.monotonic() - t0
 
     def verify(self, session: Session) -> None:

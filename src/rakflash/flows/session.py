@@ -1,6 +1,7 @@
 """A whole ``flash`` of one module over one port, as the CLI, the fleet runner and the web page run it.
 
-The steps, each reported through the event sink:
+The steps, each reported through the event sink (before them, a file that is not firmware is
+refused without touching the port: :func:`images.check_firmware`):
 
 1. identify what answers on the link — catching a module whose firmware
    floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`);
@@ -27,7 +28,7 @@ from ..catalog import Module
 from ..errors import AlreadyUpToDate, Aborted, ModuleUncertain, RakflashError
 from ..events import (Caught, DeviceFound, Event, Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere,
                       tee)
-from ..images import Image, target_module
+from ..images import Image, check_firmware, target_module
 from ..link import Link
 from . import boot
 from .identify import DeviceInfo
@@ -85,6 +86,8 @@ class FlashSession:
                 self.reset_wait = (self.reset_wait or 0.0) + event.waited
             if isinstance(event, Phase) and event.phase == "start" and self._writing:
                 self._sent = True        # the bootloader took it all and hands over to it
+            if isinstance(event, Phase) and event.phase in ("erase", "write") and self._writing:
+                self._data_sent = True   # the transfer begins: its first packet makes the bootloader erase
             emit(event)
         self.emit = emit_and_note
         self.confirm = confirm
@@ -94,6 +97,7 @@ class FlashSession:
         self.learnt: dict[str, Any] = {}     # serial number, DevEUI, as the update learns them
         self._writing = False
         self._sent = False
+        self._data_sent = False
 
     @property
     def known(self) -> dict[str, Any]:
@@ -111,11 +115,16 @@ class FlashSession:
         d.update({k: v for k, v in self.learnt.items() if v})
         d["writing"] = self._writing     # an interruption from here on leaves the module in its bootloader
         d["sent"] = self._sent           # … until the transfer ended: then the new firmware starts
+        # rakflash.written's one field: nothing until the transfer began, all once it ended
+        d["written"] = "all" if self._sent else ("part" if self._data_sent else "nothing")
         return d
 
     def run(self) -> UpdateResult | DryRun:
         """Identify, plan, confirm and update; raises the named error of whatever stops it."""
         o, link = self.options, self.link
+        # A file that is not firmware is refused before the port is touched (no reset press asked
+        # for a flooding module, no bootloader entered); the plan checks it again with the rest.
+        check_firmware(self.image, o.module)
         self.emit(Phase("identify", f"identifying the module on {link.port_name}"))
         self.device = dev = boot.identify_or_catch(
             link, module=o.module, baud=o.baud, fallback=target_module(self.image),

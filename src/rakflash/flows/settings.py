@@ -17,12 +17,16 @@ and is never written.
 An update can be cut off between the two reads (power, cable, Ctrl-C), and
 the re-run then finds the module in its bootloader with nothing to ask. So
 the values read are also kept in a file readable only by the user (under
-``$XDG_CACHE_HOME/rakflash``, keyed by module and serial number) until a run
-has checked them; the re-run takes them from there once the new application
-tells its serial number. A check that can't write a setting back leaves the
-file, and says where it is, so the owner still has the values. The file is
-untrusted input: a damaged one is set aside (renamed, never deleted) with a
-warning, and the run goes on without it.
+``$XDG_CACHE_HOME/rakflash``, keyed by module, serial number and DevEUI) until a
+run has checked them; the re-run takes them from there once the new application
+tells its serial number and DevEUI. Two modules may share a serial number (a
+batch with blank or copied ones, virtual modules): the DevEUI keeps one's values
+from ever being offered to the other. A file kept for the same module and serial
+number but another DevEUI is named in a warning, never used: it may be another
+module's, or this one's if its new firmware reset the DevEUI too. A check that
+can't write a setting back leaves the file, and says where it is, so the owner
+still has the values. The file is untrusted input: a damaged one is set aside
+(renamed, never deleted) with a warning, and the run goes on without it.
 
 A module caught in its bootloader after a reset (its firmware floods the port)
 had no application to ask before the update: :func:`read_in_start_up_window`
@@ -67,26 +71,45 @@ class Reading:
 
 @dataclass
 class SettingsCheck:
-    """What happened to the settings across an update."""
+    """What happened to the settings across an update.
 
-    names: list[str] = field(default_factory=list)      # settings compared
+    A setting is *checked* only when its value after the update is known: read back
+    consistently (kept, or written back and confirmed), or read consistently as another
+    value that could not be written back (lost). One whose value after the update
+    rakflash can't tell may have changed, and is never counted as checked.
+    """
+
+    names: list[str] = field(default_factory=list)      # every setting this run was to check
     restored: list[str] = field(default_factory=list)   # lost by the new firmware, written back
     lost: list[str] = field(default_factory=list)       # lost and could not be written back
     unchecked: list[str] = field(default_factory=list)  # not read consistently before: left alone
+    unconfirmed: list[str] = field(default_factory=list)  # read before; after the update never read
+    #                                                       back consistently: written back, unconfirmed
     from_earlier_run: bool = False    # the values came from a run that was cut off
     kept_in: str | None = None        # where the values are, when some could not be written back
 
     @property
+    def may_have_changed(self) -> list[str]:
+        """The settings whose value after the update can't be confirmed."""
+        return [n for n in self.names if n in self.unchecked or n in self.unconfirmed]
+
+    @property
+    def checked(self) -> list[str]:
+        """The settings whose value after the update is known (kept, restored or lost)."""
+        unknown = self.may_have_changed
+        return [n for n in self.names if n not in unknown]
+
+    @property
     def kept(self) -> bool | None:
         """True when every setting was checked and is there; False when one was lost;
-        None when some could not be checked (and none was lost)."""
+        None when some could not be confirmed (and none was lost)."""
         if self.lost:
             return False
-        return None if self.unchecked else True
+        return None if self.may_have_changed else True
 
     def to_dict(self) -> dict:
-        return {"checked": self.names, "restored": self.restored, "lost": self.lost,
-                "unchecked": self.unchecked, "from_earlier_run": self.from_earlier_run,
+        return {"checked": self.checked, "restored": self.restored, "lost": self.lost,
+                "unchecked": self.may_have_changed, "from_earlier_run": self.from_earlier_run,
                 "kept_in": self.kept_in}
 
 
@@ -126,16 +149,32 @@ class KeptFileDamaged(Exception):
     """The kept-settings file is not what rakflash writes (see :func:`kept_from_earlier`)."""
 
 
-def _pending_file(module: Module, serial: str) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rakflash"
-    return base / f"settings-{module.key}-{re.sub(r'[^A-Za-z0-9_.-]', '_', serial)[:64]}.json"
+def _kept_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rakflash"
+
+
+def _file_part(text: str) -> str:
+    return re.sub(r'[^A-Za-z0-9_.-]', '_', text)[:64]
+
+
+def _pending_file(module: Module, serial: str, dev_eui: str | None = None) -> Path:
+    """``settings-MODULE-SERIAL-DEVEUI.json`` (without ``-DEVEUI`` when it is not known)."""
+    tail = f"-{_file_part(dev_eui.upper())}" if dev_eui else ""
+    return _kept_dir() / f"settings-{module.key}-{_file_part(serial)}{tail}.json"
+
+
+def dev_eui_query(module: Module) -> str | None:
+    """The query of the module's DevEUI among the settings it keeps, if it has one."""
+    return next((q for q in module.dialect.get("settings", []) if setting_name(q).upper() == "DEVEUI"), None)
 
 
 def keep_until_checked(module: Module, serial: str | None, values: dict[str, str]) -> None:
-    """Keep ``values`` on disk (mode 0600) until a run has checked them on this module."""
+    """Keep ``values`` on disk (mode 0600) until a run has checked them on this module
+    (keyed by module, serial number and the DevEUI among ``values``)."""
     if not serial or not values:
         return
-    path = _pending_file(module, serial)
+    dev_eui = dev_eui_of(values)
+    path = _pending_file(module, serial, dev_eui)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK,
@@ -143,22 +182,25 @@ def keep_until_checked(module: Module, serial: str | None, values: dict[str, str
         with os.fdopen(fd, "w") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 return      # not a file we can keep values in; this run still checks them
-            json.dump({"module": module.key, "serial_number": serial, "settings": values}, f)
+            json.dump({"module": module.key, "serial_number": serial, "dev_eui": dev_eui,
+                       "settings": values}, f)
     except OSError:
         pass      # no cache dir: this run still checks them; only a re-run can't
 
 
-def kept_from_earlier(module: Module, serial: str | None) -> dict[str, str] | None:
-    """Values an earlier, cut-off run kept for this module, if any.
+def kept_from_earlier(module: Module, serial: str | None,
+                      dev_eui: str | None = None) -> dict[str, str] | None:
+    """Values an earlier, cut-off run kept for this module (module, serial number and
+    DevEUI ``dev_eui``: None when it could not be read), if any.
 
     The file is read as untrusted input: anything but an object of this module
     and serial number holding well-formed values of the catalog's settings
     raises :class:`KeptFileDamaged` (see :func:`set_aside`). A file of another
-    module or serial number (a renamed copy) is not this module's: None.
+    module, serial number or DevEUI (a renamed copy) is not this module's: None.
     """
     if not serial:
         return None
-    path = _pending_file(module, serial)
+    path = _pending_file(module, serial, dev_eui)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -187,13 +229,64 @@ def kept_from_earlier(module: Module, serial: str | None) -> dict[str, str] | No
             raise KeptFileDamaged(f"it names a setting {query[:40]!r} that {module.name} does not have")
         if not well_formed(module, query, value):
             raise KeptFileDamaged(f"its value for {setting_name(query)} is not a well-formed one")
+    # Kept before files named the DevEUI: the DevEUI among its values says whose they are.
+    kept_for = data.get("dev_eui") if "dev_eui" in data else dev_eui_of(values)
+    if not _same_eui(kept_for, dev_eui):
+        return None
     return dict(values)
 
 
-def set_aside(module: Module, serial: str, why: str, emit: Sink) -> None:
+def _same_eui(a: object, b: str | None) -> bool:
+    return (a.upper() if isinstance(a, str) else a) == (b.upper() if b else None)
+
+
+def kept_for_others(module: Module, serial: str | None, dev_eui: str | None) -> list[tuple[Path, str | None]]:
+    """Files an earlier run kept for ``module`` and ``serial`` under another DevEUI than
+    ``dev_eui``: (path, the DevEUI they were kept for). Named, never used."""
+    if not serial:
+        return []
+    found = []
+    try:
+        paths = sorted(_kept_dir().glob(f"settings-{module.key}-{_file_part(serial)}*.json"))
+    except OSError:
+        return []
+    for path in paths:
+        if path == _pending_file(module, serial, dev_eui):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)   # a FIFO must not block
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    continue
+                data = json.loads(f.read(KEPT_FILE_MAX).decode("utf-8"))
+            values = data.get("settings")
+            kept_for = data.get("dev_eui") if "dev_eui" in data else dev_eui_of(values)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError, TypeError):
+            continue
+        if data.get("module") == module.key and data.get("serial_number") == serial \
+                and not _same_eui(kept_for, dev_eui):
+            found.append((path, kept_for if isinstance(kept_for, str) else None))
+    return found
+
+
+def warn_kept_for_others(module: Module, serial: str | None, dev_eui: str | None, emit: Sink) -> None:
+    """A ``settings-kept-for-another`` warning for each file :func:`kept_for_others` finds."""
+    for path, kept_for in kept_for_others(module, serial, dev_eui):
+        emit(Warning("settings-kept-for-another",
+                     f"an earlier, interrupted run kept the keys and settings of a {module.name} with "
+                     f"serial number {serial} and DevEUI {kept_for or 'unknown'} in {path}; "
+                     + (f"this module answers DevEUI {dev_eui}" if dev_eui else
+                        "this module's DevEUI could not be read")
+                     + f", so rakflash does not use them. If this is "
+                     f"that module and its new firmware reset its DevEUI, set its settings again from "
+                     f"that file ({_setters(module, [setting_name(q) for q in module.dialect.get('settings', [])])})",
+                     {"path": str(path), "dev_eui": kept_for}))
+
+
+def set_aside(module: Module, serial: str, why: str, emit: Sink, dev_eui: str | None = None) -> None:
     """Rename a damaged kept-settings file (never delete it: it may still hold the owner's
     keys) and say so with a ``settings-file-damaged`` warning."""
-    path = _pending_file(module, serial)
+    path = _pending_file(module, serial, dev_eui)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     aside = path.with_name(f"{path.name}.damaged-{stamp}")
     n = 1
@@ -211,18 +304,22 @@ def set_aside(module: Module, serial: str, why: str, emit: Sink) -> None:
                  {"path": str(path), "set_aside_as": str(aside)}))
 
 
-def _earlier_or_warn(module: Module, serial: str | None, emit: Sink) -> dict[str, str] | None:
+def _earlier_or_warn(module: Module, serial: str | None, emit: Sink,
+                     dev_eui: str | None = None) -> dict[str, str] | None:
     try:
-        return kept_from_earlier(module, serial)
+        values = kept_from_earlier(module, serial, dev_eui)
     except KeptFileDamaged as exc:
-        set_aside(module, serial or "", str(exc), emit)
+        set_aside(module, serial or "", str(exc), emit, dev_eui)
         return None
+    if values is None:
+        warn_kept_for_others(module, serial, dev_eui, emit)
+    return values
 
 
-def forget_kept(module: Module, serial: str | None) -> None:
+def forget_kept(module: Module, serial: str | None, dev_eui: str | None = None) -> None:
     if serial:
         try:
-            _pending_file(module, serial).unlink()
+            _pending_file(module, serial, dev_eui).unlink()
         except OSError:
             pass
 
@@ -285,6 +382,9 @@ def check_and_restore(link: Link, module: Module, before: dict[str, str], *,
 
     Only values read consistently belong in ``before``; a value the new
     application does not give consistently is written back too (it is known).
+    Whether a write-back took is known only from a consistent read: a setting
+    that never reads back so is *unconfirmed* — lost only when it was read
+    consistently as another value.
     """
     check = SettingsCheck(names=[setting_name(q) for q in before])
     console = AtConsole(link, module.dialect)
@@ -298,8 +398,10 @@ def check_and_restore(link: Link, module: Module, before: dict[str, str], *,
                 check.restored.append(name)   # it had changed; now it is back
             # (else the new value could not be read consistently: it is written and
             # confirmed now, but whether the firmware had changed it is unknown)
+        elif after is not None:
+            check.lost.append(name)           # it had changed, and no write-back read back
         else:
-            check.lost.append(name)
+            check.unconfirmed.append(name)    # never read consistently after: written, unconfirmed
     return check
 
 
@@ -314,18 +416,23 @@ def settle(link: Link, module: Module, serial: str | None, before: Reading | Non
     """
     earlier = before is None
     if earlier:
-        values = _earlier_or_warn(module, serial, emit)
+        # Whose values were kept is told by the DevEUI as well as the serial number.
+        query = dev_eui_query(module)
+        dev_eui = (read_value(AtConsole(link, module.dialect), module, query, timeout)
+                   if query and serial else None)
+        values = _earlier_or_warn(module, serial, emit, dev_eui)
         if values is None:
             return None
         before = Reading(values, from_earlier_run=True)
+    dev_eui = dev_eui_of(before.values)
     check = check_and_restore(link, module, before.values, timeout=timeout)
     check.unchecked = [n for n in before.unreadable if n not in check.names]
     check.names += check.unchecked
     check.from_earlier_run = earlier or before.from_earlier_run
-    if not check.lost:
-        forget_kept(module, serial)
-    elif serial and _pending_file(module, serial).exists():
-        check.kept_in = str(_pending_file(module, serial))
+    if not check.lost and not check.unconfirmed:
+        forget_kept(module, serial, dev_eui)
+    elif serial and _pending_file(module, serial, dev_eui).exists():
+        check.kept_in = str(_pending_file(module, serial, dev_eui))
     warn_about(check, module, emit)
     return check
 
@@ -355,7 +462,7 @@ def before_update(link: Link, module: Module, serial: str | None, queries: list[
         if query:
             reading.serial_number = read_value(AtConsole(link, module.dialect), module, query, timeout)
     serial = reading.serial_number or serial
-    earlier = _earlier_or_warn(module, serial, emit)
+    earlier = _earlier_or_warn(module, serial, emit, dev_eui_of(reading.values))
     if earlier:
         names = [setting_name(q) for q in earlier]
         emit(Note(f"using the values of {', '.join(names)} that an earlier, interrupted run kept "
@@ -382,9 +489,24 @@ def warn_about(check: SettingsCheck, module: Module, emit: Sink) -> None:
                      f"the new firmware lost {', '.join(check.lost)} and rakflash could not write them "
                      f"back: set them again with {_setters(module, check.lost)}.{where}",
                      {"settings": check.lost, "kept_in": check.kept_in}))
+    if check.unconfirmed:
+        where = (f" The values from before the update are in {check.kept_in} (readable only by you)."
+                 if check.kept_in else "")
+        one = len(check.unconfirmed) == 1
+        it, they, s_ = ("it", "it", "s") if one else ("them", "they", "")
+        emit(Warning("settings-unconfirmed",
+                     f"{', '.join(check.unconfirmed)} may have changed: after the update {module.name} "
+                     f"never gave the same well-formed answer twice, so rakflash wrote back the "
+                     f"value{'' if one else 's'} from before but could not confirm {it}. Check {it} now "
+                     f"({', '.join(f'AT+{n}=?' for n in check.unconfirmed)}) and, if {they} "
+                     f"differ{s_}, set {it} again with {_setters(module, check.unconfirmed)}"
+                     + (f"; running the same command again checks {it} again" if check.kept_in else "")
+                     + f".{where}",
+                     {"settings": check.unconfirmed, "kept_in": check.kept_in}))
     if check.unchecked:
         emit(Warning("settings-unchecked",
-                     f"{', '.join(check.unchecked)} could not be checked: {module.name} never gave the "
+                     f"{', '.join(check.unchecked)} could not be checked and may have changed: "
+                     f"{module.name} never gave the "
                      f"same well-formed answer twice before the update, so rakflash left "
                      f"{'it' if len(check.unchecked) == 1 else 'them'} alone. Check "
                      f"{'it' if len(check.unchecked) == 1 else 'them'} now ("

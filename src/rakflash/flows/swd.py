@@ -432,6 +432,26 @@ def _rom_call(target: Any, entry: int, params: list[int], *, result_at: int, tim
 
 # ------------------------------------------------------------------ pyOCD's failures, named
 
+def pack_devices(path: str) -> list[str]:
+    """The device names a CMSIS pack describes (its ``.pdsc``'s ``<device Dname="…">``; pyOCD's
+    target names are these, lowercased). A CMSIS pack is a zip archive with one ``.pdsc``
+    description at its top (CMSIS-Pack specification, "Pack Description (*.pdsc) Format").
+    Raises ``ValueError`` saying why a file is not one."""
+    import re
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            pdsc = [n for n in z.namelist() if n.lower().endswith(".pdsc")]
+            if not pdsc:
+                raise ValueError("a zip archive without a .pdsc description")
+            text = z.read(pdsc[0]).decode("utf-8", "replace")
+    except zipfile.BadZipFile:
+        raise ValueError("not a zip archive") from None
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    return re.findall(r'<device\b[^>]*\bDname="([^"]+)"', text)
+
+
 def _pack_missing(target: str) -> PackMissing:
     return PackMissing(
         f"pyOCD does not know the target {target}: its CMSIS device pack is not installed",

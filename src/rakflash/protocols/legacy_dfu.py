@@ -20,6 +20,17 @@ adafruit/Adafruit_nRF52_nrfutil ``nordicsemi/dfu/dfu_transport_serial.py``,
 * After START's acknowledgement the bootloader erases what the image needs (up to
   ~90 ms a 4 KiB page on nRF52840); after STOP it checks the image CRC, activates
   it and resets into it.
+* A session outlives its host (adafruit/Adafruit_nRF52_Bootloader
+  ``lib/sdk/components/libraries/hci/hci_transport.c``, ``lib/sdk11/…/dfu_single_bank.c``,
+  ``dfu_transport_serial.c``, ``src/main.c``): the transport expects sequence
+  number 1 when the bootloader starts and then the next one of its session, and
+  answers a packet with any other number by an acknowledgement naming the one it
+  expects, without processing it; and a START while a session is under way is an
+  error (``dfu_start_pkt_handle``: ``NRF_ERROR_INVALID_STATE``) whose handler
+  (``app_error_fault_handler``) resets the chip. So a re-run after an interrupted
+  session sees its START answered with another number (:class:`EarlierSession`),
+  and a START with that number restarts the bootloader: with its sketch partly
+  erased it comes back in its bootloader, session-free, on a new USB port.
 
 Hand-written: adafruit-nrfutil is a command, not a library (it opens its own
 port, sleeps fixed times, and its send never retries — the "No data received on
@@ -33,7 +44,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..dfu_package import crc16_ccitt
-from ..errors import TooManyRetries, TransferTimeout
+from ..errors import TooManyRetries, TransferError, TransferTimeout
 from ..link import ByteChannel, Deadline
 from . import slip
 from .slip import read_some
@@ -115,6 +126,25 @@ def erase_seconds(size: int, page: int = 4096, page_erase: float = 0.0897) -> fl
 
 # ------------------------------------------------------------------ host side
 
+class EarlierSession(TransferError):
+    """The bootloader still holds an earlier, interrupted session: it answered this session's
+    first packet by naming packet ``expected`` of that one."""
+
+    name = "dfu-session-in-progress"
+    hint = ("Press the module's reset button once: it restarts in its bootloader (its sketch was "
+            "partly erased) on a new port — or runs its sketch, if that was left whole; run "
+            "'rakflash ports' to see which port it is on now, and run the same command again with "
+            "--port set to it.")
+
+    def __init__(self, expected: int, *, restarted: bool = False) -> None:
+        super().__init__(f"the bootloader still held an earlier, interrupted update (it waited for "
+                         f"packet {expected} of that session and took no new one), and it did not come "
+                         f"back after rakflash restarted it" if restarted else
+                         f"the bootloader still holds an earlier, interrupted update: it waits for "
+                         f"packet {expected} of that session and takes no new one", expected=expected)
+        self.expected = expected
+
+
 class LegacyDfuClient:
     """rakflash's legacy DFU client: START, INIT, DATA…, STOP, each acknowledged.
 
@@ -138,6 +168,7 @@ class LegacyDfuClient:
         self.on_retry = on_retry
         self.seq = 0
         self.retried = 0
+        self.acknowledged: list[str] = []     # what the bootloader acknowledged, in order
         self._frames: list[bytes] = []
 
     def send(self, init_packet: bytes, firmware: bytes, *, mode: int = MODE_APPLICATION,
@@ -165,11 +196,17 @@ class LegacyDfuClient:
 
     def packet(self, payload: bytes, what: str, *, timeout: float | None = None,
                offset: int | None = None) -> None:
-        """Send one packet until the bootloader acknowledges it."""
+        """Send one packet until the bootloader acknowledges it.
+
+        The session's first packet answered every time by one other number (never a
+        damaged one) is :class:`EarlierSession`: the bootloader waits for that packet
+        of an interrupted session.
+        """
+        first = self.seq == 0
         self.seq = (self.seq + 1) % 8
         want = (self.seq + 1) % 8
         frame = encode_packet(self.seq, payload)
-        answered = False
+        acks: list[int | None] = []
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
@@ -178,8 +215,13 @@ class LegacyDfuClient:
             self.ch.write(frame)
             ack = self._await_ack(self.ack_timeout if timeout is None else timeout, want)
             if ack == want:
+                self.acknowledged.append(what)
                 return
-            answered = answered or ack is not None
+            acks.append(ack)
+            # (the number of this packet itself is a fresh bootloader's answer to a damaged one)
+            if first and len(acks) >= 2 and acks[-1] not in (None, self.seq) and acks[-1] == acks[-2]:
+                raise EarlierSession(acks[-1])
+        answered = any(a is not None for a in acks)
         if not answered:
             raise TransferTimeout(
                 f"the bootloader did not acknowledge {what}",
@@ -189,6 +231,19 @@ class LegacyDfuClient:
         raise TooManyRetries(f"{what} was not acknowledged after {self.retries + 1} tries",
                              hint="Use a shorter cable or another USB port, then run the same command again.",
                              offset=offset)
+
+    def restart_bootloader(self, expected: int, *, timeout: float = 1.0) -> None:
+        """End an earlier session the only way the bootloader offers: a START numbered as it
+        expects, which it acknowledges and then takes as an error that resets the chip (see the
+        module's notes). The acknowledgement may be lost in the reset, and the port goes away:
+        the caller follows the module to its new port."""
+        from ..errors import RakflashError
+        self.seq = expected % 8
+        try:
+            self.ch.write(encode_packet(self.seq, start_payload(MODE_APPLICATION, app_size=4)))
+            self._await_ack(timeout, (self.seq + 1) % 8)
+        except RakflashError:
+            pass              # the port went away under the read: the reset it was meant to cause
 
     def _await_ack(self, timeout: float, want: int) -> int | None:
         """The ack number of the next acknowledgement frame; the wanted one ends the wait early."""
@@ -230,7 +285,9 @@ class LegacyDfuTarget:
     """The bootloader's side: acknowledges every good packet, drives the backend.
 
     ``serve()`` returns ``"activated"`` after a STOP whose image was accepted,
-    ``"refused"`` after a STOP for an update the backend refused, or ``"idle"``.
+    ``"refused"`` after a STOP for an update the backend refused, ``"reset"`` after a
+    START while a session was under way (the bootloader's error handler resets the
+    chip), or ``"idle"``.
     """
 
     def __init__(self, channel: ByteChannel, backend: LegacyBackend, *, idle_timeout: float = 3600.0,
@@ -239,10 +296,11 @@ class LegacyDfuTarget:
         self.backend = backend
         self.idle_timeout = idle_timeout
         self.decoder = slip.Decoder(max_frame=4 + 4095 + 2)
-        self.expected: int | None = None     # the next sequence number; None until the first packet
+        self.expected: int = 1               # the next sequence number (the transport starts at 1)
         self.accepted = True
         self.received = 0
         self.started = False
+        self.init_done = False
 
     def serve(self) -> str:
         idle = Deadline(self.idle_timeout)
@@ -276,10 +334,17 @@ class LegacyDfuTarget:
         kind = struct.unpack_from("<I", payload)[0]
         body = payload[4:]
         if kind == START and len(body) >= 16:
+            if self.started:
+                return "reset"          # NRF_ERROR_INVALID_STATE → app_error_fault_handler → reset
             mode, sd, bl, app = struct.unpack_from("<IIII", body)
-            self.received, self.started = 0, True
+            self.received, self.started, self.init_done = 0, True, False
             self.accepted = self.backend.start(mode, sd, bl, app)
-        elif kind == INIT and self.started:
+        elif kind == INIT:
+            # dfu_init_pkt_complete() outside the state after START (no session, or one already
+            # past its init packet) is NRF_ERROR_INVALID_STATE: the error handler resets the chip.
+            if not self.started or self.init_done:
+                return "reset"
+            self.init_done = True
             init = body[:-2] if body.endswith(b"\0\0") else body
             self.accepted = self.accepted and self.backend.init(init)
         elif kind == DATA and self.started:
@@ -287,7 +352,7 @@ class LegacyDfuTarget:
                 self.backend.data(self.received, body)
             self.received += len(body)
         elif kind == STOP and self.started:
-            self.started = False
+            self.started = self.init_done = False
             if self.accepted and self.backend.stop(self.received):
                 return "activated"
             return "refused"

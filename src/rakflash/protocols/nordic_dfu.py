@@ -154,11 +154,11 @@ def rejection(op: int, result: int, ext: int | None = None, *, offset: int | Non
         slug, text, hint = EXT_ERRORS.get(ext if ext is not None else -1,
                                           (f"extended-{ext}", f"extended error {ext}", "Report it with a --trace file."))
         return DfuRejected(f"the bootloader refused {what}: {text} (extended error {ext:#04x})",
-                           hint=hint, result="extended-error", reason=slug, code=ext, offset=offset)
+                           hint=hint, dfu_result="extended-error", reason=slug, code=ext, offset=offset)
     slug, text, hint = RESULTS.get(result, (f"result-{result}", f"result code {result}",
                                             "Report it with a --trace file."))
     return DfuRejected(f"the bootloader refused {what}: {text} (result {result:#04x})",
-                       hint=hint, result=slug, reason=slug, code=result, offset=offset)
+                       hint=hint, dfu_result=slug, reason=slug, code=result, offset=offset)
 
 
 # ------------------------------------------------------------------ frames

@@ -103,6 +103,15 @@ def xor(data: Iterable[int], start: int = 0) -> int:
     return start
 
 
+def plausible_get(info: "RomInfo") -> bool:
+    """Whether a Get reply is one a ROM bootloader gives: every command code known (AN3155),
+    Get, Get ID and Read Memory among them, none twice. Text from a firmware that floods
+    the line does not pass (its 0x79 'y' is no ACK)."""
+    cmds = info.commands
+    return (len(set(cmds)) == len(cmds) and all(c in COMMAND_NAMES for c in cmds)
+            and {GET, GET_ID, READ_MEMORY} <= set(cmds))
+
+
 def address_frame(address: int) -> bytes:
     """A 4-byte address, MSB first, and its XOR."""
     raw = struct.pack(">I", address)
@@ -229,6 +238,11 @@ class RomClient:
         """Send 0x7F until the ROM answers; returns ``"ack"`` (a fresh handshake)
         or ``"nack"`` (the ROM was already in sync: an earlier session).
 
+        A sync is a 0x7F answered by ACK or NACK *and then* a well-formed Get
+        reply (:meth:`get`, checked by :func:`plausible_get`): a firmware that
+        prints without pause sends 0x79 ('y') and 0x1F among its text, and
+        those bytes alone prove nothing. Every wait here ends by ``window``.
+
         ``tick(seconds_left)`` is called about once a second. At the end of
         ``window`` raises :class:`~rakflash.errors.RomNoHandshake` saying what
         the line did meanwhile (``seen``: ``silent``, ``text`` or ``garbage``).
@@ -236,24 +250,28 @@ class RomClient:
         deadline = Deadline(window)
         heard = bytearray()
         next_tick = 0.0
+        sent = 0
         while True:
             if tick and time.monotonic() >= next_tick:
                 tick(deadline.remaining())
                 next_tick = time.monotonic() + 1.0
             self.ch.write(bytes([SYNC]))
+            sent += 1
             wait = Deadline(min(interval, max(deadline.remaining(), 0.01)))
+            answer = None
             while not wait.expired:
                 got = self.ch.read(1, wait.remaining())
                 if not got:
                     break
-                if got[0] == ACK:
-                    self._settle()
-                    return "ack"
-                if got[0] == NACK:
-                    self._settle()
-                    return "nack"
+                if got[0] in (ACK, NACK):
+                    answer = "ack" if got[0] == ACK else "nack"
+                    break
                 if got[0] != 0x00:
                     heard += got
+            if answer is not None:
+                # Answers to earlier 0x7Fs may still be on their way: only the first has none.
+                if self._confirm_sync(deadline, settle=sent > 1 or bool(heard)):
+                    return answer
             if deadline.expired:
                 break
         from ..at import looks_like_text
@@ -261,9 +279,32 @@ class RomClient:
         raise RomNoHandshake(f"no answer to the ROM bootloader's handshake (0x7F) within {window:.0f} s",
                              seen=seen, heard=bytes(heard[-64:]).decode("latin-1"))
 
-    def _settle(self) -> None:
-        """Drop answers to 0x7Fs still on their way (each gets a NACK or nothing)."""
-        while self.ch.read(64, 2 * self.t.answer / 10 + 0.02):
+    def _confirm_sync(self, deadline: Deadline, *, settle: bool = True) -> bool:
+        """After an ACK or NACK to 0x7F: is a ROM bootloader really there? It is when Get gets a
+        well-formed reply."""
+        if settle:
+            self._settle(deadline)
+        if deadline.expired:
+            return False
+        saved, self.info = self.info, None
+        try:
+            # A ROM answers Get in milliseconds; a flood cut short by a reset falls silent here.
+            info = self.get(timeout=min(0.5, self.t.answer, max(deadline.remaining(), 0.05)))
+        except (RomNack, RomSilent, RomGarbled):
+            self.info = saved
+            return False
+        if plausible_get(info):
+            return True
+        self.info = saved
+        return False
+
+    def _settle(self, deadline: Deadline | None = None) -> None:
+        """Drop answers to 0x7Fs still on their way (each gets a NACK or nothing): read until
+        the line is quiet for a moment, and never past ``deadline`` nor half a second (a
+        firmware that floods the line is never quiet)."""
+        quiet = 0.05          # a late answer follows its 0x7F within a turnaround or two
+        limit = Deadline(min(0.5, deadline.remaining()) if deadline else 0.5)
+        while not limit.expired and self.ch.read(64, min(quiet, max(limit.remaining(), 0.001))):
             pass
 
     # -- low-level steps -------------------------------------------------------
@@ -300,13 +341,16 @@ class RomClient:
         self._ack(f"the {COMMAND_NAMES.get(code, f'0x{code:02X}')} command")
 
     # -- information -----------------------------------------------------------
-    def get(self) -> RomInfo:
+    def get(self, timeout: float | None = None) -> RomInfo:
         """Get: the protocol version and the commands this ROM offers."""
         self.ch.write(bytes([GET, GET ^ 0xFF]))
-        self._ack("the Get command")
-        n = self._read(1, "Get's length")[0]
-        body = self._read(n + 1, "Get's reply")
-        self._ack("the end of Get's reply")
+        self._ack("the Get command", timeout)
+        n = self._read(1, "Get's length", timeout)[0]
+        if not 1 <= n <= len(COMMAND_NAMES):
+            raise RomGarbled(f"Get's reply says {n + 1} bytes follow: no ROM bootloader offers that many "
+                             "commands", hint=_GARBLED_HINT, step="Get", byte=n)
+        body = self._read(n + 1, "Get's reply", timeout)
+        self._ack("the end of Get's reply", timeout)
         self.info = RomInfo(version=body[0], commands=tuple(body[1:]))
         return self.info
 
@@ -425,24 +469,40 @@ class RomClient:
                   self.t.mass_erase if timeout is None else timeout)
         self.info = None
 
-    def readout_protected(self, address: int) -> bool:
+    def readout_protected(self, address: int, *, tries: int = 3) -> bool:
         """Whether read-out protection is active: a Read Memory command is then NACKed.
 
         Read-out protection leaves only Get, Get Version, Get ID and the
         unprotect command allowed (AN3155). The probe reads one byte at
-        ``address`` and changes nothing.
+        ``address`` and changes nothing. One NACK proves nothing — the ROM
+        NACKs a command whose complement was damaged on the line just the same
+        — and the claim leads toward removing the protection, which erases the
+        whole chip: so the command is asked ``tries`` times, and protection is
+        claimed only when every one is refused; one byte read says there is none.
         """
-        self.ch.write(bytes([READ_MEMORY, READ_MEMORY ^ 0xFF]))
-        try:
-            self._ack("the Read Memory command")
-        except RomNack:
+        refused = 0
+        last: RomNack | None = None
+        for _ in range(tries):
+            self.ch.write(bytes([READ_MEMORY, READ_MEMORY ^ 0xFF]))
+            try:
+                self._ack("the Read Memory command")
+            except RomNack:
+                refused += 1
+                continue
+            try:
+                self.ch.write(address_frame(address))
+                self._ack(f"the read address 0x{address:08X}")
+                self.ch.write(bytes([0, 0xFF]))
+                self._ack("the read length")
+            except RomNack as exc:      # a damaged address or length: the ROM waits for a command again
+                last = exc
+                continue
+            self._read(1, "the probe byte")
+            return False
+        if refused == tries:
             return True
-        self.ch.write(address_frame(address))
-        self._ack(f"the read address 0x{address:08X}")
-        self.ch.write(bytes([0, 0xFF]))
-        self._ack("the read length")
-        self._read(1, "the probe byte")
-        return False
+        raise last or RomNack("the ROM bootloader refused the read-out protection probe",
+                              hint=_NACK_HINT, step="probe")
 
 
 # ------------------------------------------------------------------ device (for the simulator)

@@ -1,4 +1,4 @@
-"""Virtual RAK modules on pseudo-terminals: ``rakflash sim`` and the test suite's devices."""
+"""Virtual RAK modules on pseudo-terminals or TCP ports: ``rakflash sim`` and the test suite's devices."""
 
 from .device import Mode, SimOptions, VirtualModule
 from .modules import create

@@ -1,4 +1,4 @@
-"""A virtual module: flash, a UART on a pty, an application and a bootloader.
+"""A virtual module: flash, a UART (on a pty or over TCP), an application and a bootloader.
 
 The module runs in its own thread like an MCU: at reset its bootloader decides
 (boot request flag, application valid?) whether to stay or to jump to the
@@ -26,13 +26,30 @@ from dataclasses import dataclass, field
 from ..catalog import Module
 from . import firmware
 from .flash import Flash
-from .uart import Faults, PowerCut, PtyUart
+from .uart import Faults, PowerCut, SimUart
 
 
 DEFAULT_SETTINGS = {
     "DEVEUI": "AC1F09FFFE000001", "APPEUI": "0000000000000000",
     "APPKEY": "00000000000000000000000000000000", "BAND": "4",
-}
+}   # the factory values; each virtual module has its own DEVEUI (see new_identity)
+
+_identities: set[int] = set()
+_identities_lock = threading.Lock()
+
+
+def new_identity() -> tuple[str, str]:
+    """A serial number and a DevEUI no other virtual module made in this process has, and
+    (drawn at random) very unlikely any in another: real modules each have their own, and
+    a fleet report or the kept-settings store of several virtual modules must tell them apart.
+    The DevEUI is under RAK's OUI (AC1F09), as on the modules' labels."""
+    import secrets
+    with _identities_lock:
+        while True:
+            n = secrets.randbelow(1 << 24)
+            if n not in _identities:
+                _identities.add(n)
+                return f"SIM{n:08d}", f"AC1F09FFFE{n:06X}"
 
 
 class Mode(str, enum.Enum):
@@ -56,12 +73,16 @@ class SimOptions:
     sketch: str = "quiet"                 # the starting application's sketch: "quiet" or "flooding"
     flood_after: float = 0.8              # seconds a flooding sketch stays quiet after reset
     faults: Faults = field(default_factory=Faults)
-    serial_number: str = "SIM0000001"
+    serial_number: str | None = None      # what AT+SN=? answers (and the USB serial); None: a new one
+    dev_eui: str | None = None            # the factory DevEUI (AT+DEVEUI=?); None: a new one
     boot_pin: bool = False                # BOOT0 (STM32) / BOOT override pin (Apollo3) held high
     readout_protected: bool = False       # the chip's read-out protection is active (STM32 RDP level 1)
     info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
     dfu_key: bytes | None = None          # nRF52 Secure DFU: PEM key whose signatures the bootloader accepts
     board_status: bool = True             # RUI v3: the firmware names its board (at+get_config=device:status)
+    transport: str | None = None          # "pty" or "tcp" (RFC 2217); None: sim.uart.default_transport()
+    reset_with: str | None = None         # the adapter's line wired to RESET: "rts", "dtr", "-rts", "-dtr"
+    boot0_with: str | None = None         # … and to BOOT0 (STM32) / BOOT (Apollo3); over TCP only
 
 
 class VirtualModule:
@@ -74,6 +95,11 @@ class VirtualModule:
         self.module = module
         self.opts = options or SimOptions()
         o = self.opts
+        if o.serial_number is None or o.dev_eui is None:
+            serial, dev_eui = new_identity()
+            o.serial_number = o.serial_number or serial
+            o.dev_eui = o.dev_eui or dev_eui
+        self.default_settings = {**DEFAULT_SETTINGS, "DEVEUI": o.dev_eui.upper()}
         self.flash = Flash(module.mcu, time_scale=o.flash_scale)
         boot_v, app_v, _ = firmware.DEFAULT_VERSIONS[module.key]
         self._boot_version_default = _as_version(module.find_bootloader_version, o.bootloader_version) or boot_v
@@ -105,8 +131,9 @@ class VirtualModule:
     def _connect(self) -> None:
         """A cable (a new pty at the module's line settings) and the MCU thread that will use it."""
         o = self.opts
-        self.uart = PtyUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
-                            strict_baud=o.strict_baud)
+        self.uart = SimUart(o.baud, latency=o.latency_ms / 1000, faults=o.faults,
+                            strict_baud=o.strict_baud, transport=o.transport)
+        self.uart.on_host_lines(self._host_lines)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
 
     # ------------------------------------------------------------ control
@@ -147,6 +174,23 @@ class VirtualModule:
         self._stop = False
         self._thread.start()
         return self.port
+
+    _held_in_reset = False
+
+    def _host_lines(self, lines: dict[str, bool]) -> None:
+        """The USB-UART adapter's RTS/DTR as wired to the module (``SimOptions.reset_with``,
+        ``boot0_with``, in rakflash's --reset-with notation: ``rts`` means the pin is active while
+        RTS is set, ``-rts`` while it is reset). RESET held stops the MCU; its release starts it."""
+        o = self.opts
+        if o.boot0_with:
+            self.boot_pin = _line_active(o.boot0_with, lines)
+        if o.reset_with:
+            held = _line_active(o.reset_with, lines)
+            if held and not self._held_in_reset:
+                self._held_in_reset = True
+                self.uart.cut_power()
+            elif not held:
+                self._held_in_reset = False
 
     def press_reset(self) -> None:
         """The reset button: the MCU restarts wherever it is."""
@@ -264,7 +308,7 @@ class VirtualModule:
     def load_settings(self) -> dict[str, str]:
         """The keys and settings as the firmware finds them at start-up: ``KEY=value;…`` records."""
         stored = self._stored_record()
-        return {**DEFAULT_SETTINGS, **{k: v for k, v in stored.items() if k in DEFAULT_SETTINGS}}
+        return {**self.default_settings, **{k: v for k, v in stored.items() if k in DEFAULT_SETTINGS}}
 
     def save_settings(self, layout: str | None = None) -> None:
         """Write the settings back (erase the page, program the record), as AT+KEY=… does."""
@@ -282,6 +326,8 @@ class VirtualModule:
     def _run(self) -> None:
         uart = self.uart      # this power-up's UART: a pulled cable ends the thread
         while not self._stop:
+            while self._held_in_reset and not (self._stop or uart.closed):
+                time.sleep(0.002)          # RESET held low through the adapter's line
             self._booted_at = time.monotonic()
             self.uart.flush_input()
             mode = self.next_mode()
@@ -320,7 +366,7 @@ class VirtualModule:
         code = self.flash.read(app.start, app.size)
         if firmware.carries(code, version, firmware.SETTINGS_LAYOUT_MARK) \
                 and self._stored_record().get("LAYOUT") != "2":
-            self.settings = dict(DEFAULT_SETTINGS)     # first start of a firmware with a new layout
+            self.settings = dict(self.default_settings)   # first start of a firmware with a new layout
             self.save_settings(layout="2")
         self.settings = self.load_settings()
         flooding = firmware.sketch_floods(code, version)
@@ -387,6 +433,11 @@ class VirtualModule:
         """The update protocol after ``at+update``; True when the module leaves the bootloader."""
         self.app_reply(self.module.boot_dialect["unsupported"])
         return False
+
+
+def _line_active(spec: str, lines: dict[str, bool]) -> bool:
+    """Whether a pin wired as ``spec`` (``rts``, ``-dtr`` …) is active with the host's ``lines``."""
+    return lines[spec.lstrip("-")] != spec.startswith("-")
 
 
 def _as_version(find, text: str | None) -> str | None:

@@ -23,6 +23,10 @@ class Flash:
         self.mem = bytearray(b"\xff") * mcu.flash.size
         self.time_scale = time_scale
         self.busy_seconds = 0.0   # modelled time spent erasing/programming
+        # What anything running on the module (bootloader, ROM, firmware) did to the flash:
+        # erase() and program() calls; load() (the factory's programmer) counts as neither.
+        self.erases = 0
+        self.programs = 0
 
     def _spend(self, seconds: float) -> None:
         seconds *= self.time_scale
@@ -46,6 +50,7 @@ class Flash:
         first = (start - self.base) // page
         last = (end - 1 - self.base) // page
         self._offset(start, end - start)
+        self.erases += 1
         self.mem[first * page:(last + 1) * page] = b"\xff" * ((last - first + 1) * page)
         self._spend((last - first + 1) * self.mcu.page_erase_ms / 1000)
 
@@ -55,6 +60,7 @@ class Flash:
         current = self.mem[off:off + len(data)]
         if any(c != 0xFF for c, d in zip(current, data) if d != 0xFF):
             raise FlashError(f"program at {addr:#x}: location not erased")
+        self.programs += 1
         self.mem[off:off + len(data)] = data
         units = -(-len(data) // self.mcu.program_unit)
         self._spend(units * self.mcu.program_unit_us / 1e6)

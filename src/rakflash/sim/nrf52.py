@@ -30,6 +30,8 @@ What makes them different from the UART modules:
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import threading
 import time
 
@@ -37,7 +39,7 @@ from .. import dfu_package
 from ..ports import register_virtual_port, unregister_virtual_port
 from ..protocols import legacy_dfu, nordic_dfu
 from .device import Mode, Rui3Module, VirtualModule
-from .uart import PowerCut, PtyUart
+from .uart import PowerCut, SimUart
 
 # USB full speed moves at most 19 bulk packets of 64 bytes per 1 ms frame: 1,216,000
 # bytes/s of payload. The pty line counts 10 bits a byte, so this "baud" is that rate.
@@ -48,8 +50,8 @@ SD_S140_7 = 0x0100            # FWID of SoftDevice S140 7.x (RUI3 packages: --sd
 SD_S140_6_1_1 = 0x00B6        # FWID of S140 6.1.1 (Adafruit's RAK4631 bootloader)
 
 
-class UsbCdcUart(PtyUart):
-    """A pty that is registered as a USB CDC port for as long as it is open."""
+class UsbCdcUart(SimUart):
+    """A port (pty or TCP) that is registered as a USB CDC port for as long as it is open."""
 
     def __init__(self, identity: dict, **kw) -> None:
         super().__init__(**kw)
@@ -62,22 +64,38 @@ class UsbCdcUart(PtyUart):
         super().close()
 
 
+_locations = itertools.count(1)
+
+
 class NativeUsbModule(VirtualModule):
-    """A module whose USB port re-enumerates (on a new path) at every reset."""
+    """A module whose USB port re-enumerates (on a new path) at every reset.
+
+    It keeps its USB location (the hub port it is plugged into, as pyserial's
+    ``location`` says ``1-1.2:1.0``) through every re-enumeration: a virtual one per
+    module, ``sim-PID.N``, so a host can tell two modules with the same ids apart.
+    """
 
     gpregret = 0
+    usb_location: str | None = None
 
     def usb_identity(self, mode: Mode) -> dict:
         raise NotImplementedError
+
+    def identity(self, mode: Mode) -> dict:
+        """What the port registers: the USB identity of what runs, and where it is plugged in."""
+        return {**self.usb_identity(mode), "location": self.usb_location}
 
     def boot_mode(self) -> Mode:
         return Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
 
     def _connect(self) -> None:
         o = self.opts
+        if self.usb_location is None:
+            self.usb_location = f"sim-{os.getpid()}.{next(_locations)}"
         self._usb_mode = self.boot_mode()
-        self.uart = UsbCdcUart(self.usb_identity(self._usb_mode), baud=o.baud,
-                               latency=o.latency_ms / 1000, faults=o.faults, strict_baud=False)
+        self.uart = UsbCdcUart(self.identity(self._usb_mode), baud=o.baud,
+                               latency=o.latency_ms / 1000, faults=o.faults, strict_baud=False,
+                               transport=o.transport)
         self._fresh = True
         self.port_changed = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
@@ -87,8 +105,8 @@ class NativeUsbModule(VirtualModule):
         old = self.uart
         o = self.opts
         self._usb_mode = mode
-        self.uart = UsbCdcUart(self.usb_identity(mode), baud=o.baud, latency=o.latency_ms / 1000,
-                               faults=o.faults, strict_baud=False)
+        self.uart = UsbCdcUart(self.identity(mode), baud=o.baud, latency=o.latency_ms / 1000,
+                               faults=o.faults, strict_baud=False, transport=o.transport)
         old.close()
         self.port_changed.set()
 
@@ -268,8 +286,14 @@ class Rak4631Arduino(NativeUsbModule):
 
     def run_bootloader(self) -> None:
         self.boot_request = False
+        # The bootloader clears GPREGRET once it has read it (Adafruit_nRF52_Bootloader src/main.c):
+        # a reset from here on comes back as 239A:0029 (its sketch erased) or as the sketch.
+        self.gpregret = 0
         while not self._stop:
             outcome = legacy_dfu.LegacyDfuTarget(self.uart, _AdafruitBackend(self)).serve()
+            if outcome == "reset":
+                self.uart.drain()
+                return                  # a START mid-session: its error handler resets the chip
             if outcome == "activated":
                 self.gpregret = 0
                 self.updates += 1

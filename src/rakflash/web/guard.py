@@ -3,8 +3,9 @@
 A page that can rewrite firmware must not be drivable by other web sites the
 person has open. Every request must pass three checks, in this order:
 
-1. **Host** is one of the server's own names (``127.0.0.1:PORT``,
-   ``localhost:PORT``, ``[::1]:PORT``, or the address given with ``--host``).
+1. **Host** is one of the server's own names: the address it really listens on
+   (``127.0.0.1:PORT`` by default, or the address ``--host`` resolves to), and
+   ``localhost:PORT`` when that is 127.0.0.1 or ::1.
    Another name means DNS rebinding: a web site that pointed its own name at
    127.0.0.1 to get past the browser's same-origin rule.
 2. **Origin**, when the browser sends one, is this server itself; and
@@ -23,6 +24,8 @@ headers that keep the page out of frames and caches and the secret out of
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import socket
 from typing import Any, Awaitable, Callable
 
 Scope = dict[str, Any]
@@ -40,11 +43,47 @@ SECURITY_HEADERS = [
 ]
 
 
-def loopback_hosts(port: int, also: str | None = None) -> set[str]:
-    """The Host header values a browser sends for this server (lower case)."""
-    names = ["127.0.0.1", "localhost", "[::1]"]
-    if also and also not in names:
-        names.append(f"[{also}]" if ":" in also and not also.startswith("[") else also)
+class AddressRefused(ValueError):
+    """``--host`` names no single address this server can honestly check requests against."""
+
+
+def listen_address(host: str) -> tuple[int, str]:
+    """The address family and numeric address that ``host`` binds to.
+
+    Resolved the way the socket layer will resolve it (``getaddrinfo``), so every
+    spelling of "all interfaces" is seen for what it is: ``0``, ``0.0``,
+    ``000.000.000.000`` (inet_aton's forms of 0.0.0.0), ``::``, ``::ffff:0.0.0.0``.
+    A host that means every address is refused: the Host check below must know
+    which address the browser called.
+    """
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise AddressRefused(f"--host {host} is not an address of this computer ({exc})") from None
+    for family, _, _, _, sockaddr in found:
+        ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if ip.is_unspecified or (mapped is not None and mapped.is_unspecified):
+            raise AddressRefused(f"--host {host} would answer on every address, and the page checks "
+                                 f"which address it is called by")
+    family, _, _, _, sockaddr = found[0]
+    return family, sockaddr[0]
+
+
+def own_hosts(address: str, port: int, name: str | None = None) -> set[str]:
+    """The Host header values a browser sends to a server listening on ``address``:``port``
+    (lower case): the address itself, ``localhost`` for the loopback address it names, and
+    the name ``--host`` gave, if it gave one. Never another address: a server on
+    192.168.1.20 is not called as ``127.0.0.1``, so a request saying so is refused."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    names = [f"[{ip}]" if ip.version == 6 else str(ip)]
+    if ip in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")):
+        names.append("localhost")
+    if name and name.lower() != "localhost":
+        try:
+            ipaddress.ip_address(name.strip("[]"))      # another spelling of the address: not a name
+        except ValueError:
+            names.append(name)
     hosts = {f"{n}:{port}" for n in names}
     if port == 80:
         hosts |= set(names)

@@ -24,11 +24,18 @@ from typing import Any, Callable, Iterator
 
 from .. import events as ev
 from ..errors import Aborted, PortBusy, RakflashError
+from .wording import for_page
 
 # How long a plan waits for the person's "write it" before it is dropped (the
 # module, if it was caught in its bootloader for it, is sent back to its application).
 CONFIRM_WINDOW = 15 * 60.0
 KEEP_FINISHED = 30          # finished jobs kept for the page to show
+
+
+class ServerStopping(RakflashError):
+    """``rakflash web`` was asked to stop (Ctrl-C) and lets only what already runs finish."""
+    name = "server-stopping"
+    hint = "Start 'rakflash web' again once it has stopped, then reload this page."
 
 
 def port_key(port: str) -> str:
@@ -64,6 +71,7 @@ class Job:
         self.stopper: Callable[[], None] | None = None   # stops the job's link (set by the work)
         self.stop_requested = False
         self.stop_reason = "stopped from the page"
+        self.answered_in: str | None = None   # which tab answered (a plan cancelled elsewhere says so)
 
     # -- the event sink the flows report to -----------------------------------
     def emit(self, event: ev.Event, port: str | None = None) -> None:
@@ -98,6 +106,8 @@ class Job:
         :attr:`confirmed` becomes); ``choose-module`` with one of ``choices`` (returned) or no
         (False). Nobody answering within ``window`` seconds is :class:`~rakflash.errors.Aborted`.
         """
+        if self.board.stopping:            # a check that ends after Ctrl-C on the server asks nobody
+            raise Aborted(self.board.stopping, hint="Nothing was written. Start 'rakflash web' again to update.")
         self._answer.clear()
         self._question = (action, choices)
         self._set_state("confirm")
@@ -153,6 +163,8 @@ class Job:
                 "result": self.result}
 
     def finish(self, result: dict[str, Any]) -> None:
+        if self.answered_in is not None:
+            result = {**result, "answered_in": self.answered_in}
         self.result = result
         self.board.publish(self, {"event": "result", **result})
         self._set_state("done")
@@ -172,19 +184,28 @@ class Board:
         self._holders: dict[str, str] = {}          # port key -> what holds it (for the busy message)
         self._holder_jobs: dict[str, Job] = {}
         self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self.closing = False
+        self._notices: list[dict[str, Any]] = []     # board-wide messages ("dismissed", "server")
+        self.closing = False      # the event streams end
+        self.stopping: str | None = None     # why no new operation may start (the server is stopping)
 
     # -- one operation per port -----------------------------------------------
     def _take(self, ports: list[str], what: str, job: Job | None = None) -> None:
         """Hold every port of ``ports``, or none of them (PortBusy naming the first taken one)."""
         keys = [port_key(p) for p in ports]
         with self._lock:
+            if self.stopping:
+                raise ServerStopping(self.stopping)
             for port, key in zip(ports, keys):
                 if key in self._holders:
-                    raise PortBusy(f"{port} is busy: {self._holders[key]}",
-                                   hint="One operation per port at a time: wait until it ends (it "
-                                        "shows on this page), then try again.",
-                                   job=self._holder_jobs[key].id if key in self._holder_jobs else None)
+                    holder = self._holder_jobs.get(key)
+                    waiting = holder is not None and holder.state == "confirm"
+                    raise PortBusy(f"{port} is busy: {self.holder(port)}",
+                                   hint=("That plan waits for someone's yes, perhaps in another tab or "
+                                         "window: confirm or cancel it on its card, or with 'Cancel "
+                                         "plan' in the port's row, then check again." if waiting else
+                                         "One operation per port at a time: wait until it ends (it "
+                                         "shows on this page), then try again."),
+                                   job=holder.id if holder is not None else None)
             for key in keys:
                 self._holders[key] = what
                 if job is not None:
@@ -208,9 +229,18 @@ class Board:
             self._give_back([port])
 
     def holder(self, port: str) -> str | None:
-        """What holds ``port`` now (None: free)."""
+        """What holds ``port`` now (None: free); a plan waiting for its confirmation says so."""
         with self._lock:
-            return self._holders.get(port_key(port))
+            key = port_key(port)
+            job = self._holder_jobs.get(key)
+            if job is not None and job.state == "confirm":
+                return f"a plan for {job.title} waits for its confirmation"
+            return self._holders.get(key)
+
+    def holding_job(self, port: str) -> "Job | None":
+        """The job that holds ``port``, if a job does (identify holds it without one)."""
+        with self._lock:
+            return self._holder_jobs.get(port_key(port))
 
     def start(self, kind: str, port: str | list[str], title: str, work: Callable[[Job], dict[str, Any]],
               *, what: str) -> Job:
@@ -241,7 +271,7 @@ class Board:
             finally:
                 self._give_back(ports)
             try:
-                job.finish(result)
+                job.finish(for_page(result, kind))
             finally:
                 job.ended.set()
 
@@ -253,6 +283,23 @@ class Board:
         done = sorted((j for j in self.jobs.values() if j.state == "done"), key=lambda j: j.started)
         for j in done[:max(0, len(done) - KEEP_FINISHED)]:
             del self.jobs[j.id]
+
+    def dismiss(self, job_id: str) -> bool:
+        """Take a finished job off every page (False: no such job, or it has not ended)."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.state != "done":
+                return False
+            del self.jobs[job_id]
+        self.announce({"event": "dismissed", "job": job_id})
+        return True
+
+    def announce(self, data: dict[str, Any]) -> None:
+        """A message for every page that belongs to no job (a job dismissed, the server stopping)."""
+        with self._lock:
+            self._notices.append({**data, "seq": next(self._seq)})
+            del self._notices[:-200]
+        self.notify()
 
     def running(self) -> list[Job]:
         with self._lock:
@@ -278,6 +325,7 @@ class Board:
         with self._lock:
             found = [e for j in self.jobs.values() for e in j.events if e["seq"] > seq]   # progress
             # entries are replaced in place with a newer seq, so order by seq, not by position
+            found += [e for e in self._notices if e["seq"] > seq]
         return sorted(found, key=lambda e: e["seq"])
 
     def listen(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:

@@ -30,6 +30,7 @@ from ..flows.identify import identify
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from ..link import Link
 from ..stoppable import StoppableLink
+from ..written import ALL, NOTHING, PART, SAID, Written
 from .jobs import Job
 
 # The keys every flash result has (null when unknown), as in `rakflash flash --json`.
@@ -55,8 +56,16 @@ def identify_port(port: str, baud: int | None, module: Module | None) -> dict[st
 
 
 def inspect_file(path: str, name: str, module: Module | None = None) -> dict[str, Any]:
-    """What ``rakflash inspect FILE --json`` prints; ``name`` is shown instead of the stored path."""
-    image = images.load(path, module=module)
+    """What ``rakflash inspect FILE --json`` prints; ``name`` is shown instead of the stored path
+    (also in an error: the server's temporary folder means nothing to the person)."""
+    try:
+        image = images.load(path, module=module)
+    except RakflashError as exc:
+        exc.message = exc.message.replace(path, name)
+        exc.args = (exc.message,)
+        if exc.hint:
+            exc.hint = exc.hint.replace(path, name)
+        raise
     image.path = name
     return images.analyse(image, module=module).to_dict()
 
@@ -89,28 +98,31 @@ def outcome_of(exc: RakflashError) -> str:
     return "failed"
 
 
-def failure(exc: RakflashError, known: dict[str, Any], *, written: bool,
+def failure(exc: RakflashError, known: dict[str, Any], *, written: str,
             device: dict[str, Any] | None = None) -> dict[str, Any]:
     """A flash that stopped with ``exc``: the CLI's JSON error line, plus ``outcome``,
-    ``written`` (whether writing had begun: never for a refusal, which comes before it)
-    and the ``device`` as identified (when it was)."""
+    ``written`` (nothing, part or all: :mod:`rakflash.written`, from what went out and was
+    acknowledged) and the ``device`` as identified (when it was)."""
     d: dict[str, Any] = {k: None for k in FLASH_KEYS}
     d.update(known)
     d["device"] = device
     outcome = outcome_of(exc)
-    d.update({"result": exc.name, "outcome": outcome, "written": written and outcome == "failed",
+    d.update({"result": exc.name, "outcome": outcome, "written": written,
               "error": exc.name if exc.exit_code else None, "message": exc.message, "hint": exc.hint})
     d.update({k: v for k, v in exc.details.items() if k not in ("error", "message", "hint")})
     return d
 
 
-def stopped(known: dict[str, Any], *, written: bool, device: dict[str, Any] | None = None,
-            keys: tuple[str, ...] = FLASH_KEYS, why: str = "stopped from the page") -> dict[str, Any]:
-    """A job stopped with the page's Stop button, as ``flash --json`` reports a Ctrl-C."""
+def stopped(known: dict[str, Any], *, written: str, hint: str | None = None,
+            device: dict[str, Any] | None = None, keys: tuple[str, ...] = FLASH_KEYS,
+            why: str = "stopped from the page") -> dict[str, Any]:
+    """A job stopped with the page's Stop button, as ``flash --json`` reports a Ctrl-C; ``hint``
+    (default: from what was written) says what the module holds and the next step."""
     d: dict[str, Any] = {k: None for k in keys}
     d.update(known)
-    hint = ("The module waits in its bootloader: check the plan again and flash to finish the update."
-            if written else "Nothing was written.")
+    if hint is None:
+        hint = ("The module waits in its bootloader: check the plan again and flash to finish the update."
+                if known.get("writing") else SAID[written])
     d.update(result="interrupted", outcome="stopped", written=written, error="interrupted",
              message=why, hint=hint, device=device)
     return d
@@ -155,13 +167,15 @@ def flash_work(image_path: str, name: str, options: FlashOptions) -> Callable[[J
                                        choose_module=lambda uncertain: choose_module(job, uncertain))
                 outcome = session.run()
         except RakflashError as exc:
-            return failure(exc, session.known if session else {}, written=job.confirmed,
+            known = session.known if session else {}
+            return failure(exc, known, written=known.get("written", NOTHING),
                            device=session.device.to_dict() if session and session.device else None)
         except KeyboardInterrupt:
-            return stopped(session.known if session else {}, written=job.confirmed, why=job.stop_reason,
+            known = session.known if session else {}
+            return stopped(known, written=known.get("written", NOTHING), why=job.stop_reason,
                            device=session.device.to_dict() if session and session.device else None)
         d = outcome.to_dict()
-        d.update(outcome="ok", written=not isinstance(outcome, DryRun), error=None,
+        d.update(outcome="ok", written=NOTHING if isinstance(outcome, DryRun) else ALL, error=None,
                  device=session.device.to_dict() if session.device else None)
         return d
 
@@ -174,15 +188,18 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
     image), shows the plan and the person's steps, and once confirmed runs it
     (``rakflash recover FILE --port PORT``)."""
     from ..events import PlanReady
-    from ..flows.recover import method_for, plan_recovery, recover
+    from ..flows.recover import interrupted_hint, method_for, plan_recovery, recover
+    from ..flows.recover_stm32 import port_commands
 
     def work(job: Job) -> dict[str, Any]:
         known: dict[str, Any] = {}
+        written = Written()     # what went out and was acknowledged: what the chip holds
         try:
             image = images.load(image_path, module=module)
             image.path = name
             options.confirm = lambda question: job.ask(question, {"action": "remove-protection"})
             plan = plan_recovery(image, module, method=method, options=options)
+            port_commands(plan, options, job.port)
             known["module"] = plan.module.name
             method_for(plan.method).precheck(plan)   # a missing tool is said first, as `recover` does
             job.emit(PlanReady(plan.to_dict()))
@@ -192,35 +209,45 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
                             "method": plan.method}):
                 raise Aborted("recovery not confirmed")
             with _link(job, baud) as link:
-                result = recover(link, plan, options, emit=job.emit)
+                result = recover(link, plan, options, emit=job.emit, written=written)
         except RakflashError as exc:
-            d = failure(exc, known, written=job.confirmed)
+            d = failure(exc, {**known, "bytes": written.bytes if written.state != NOTHING else None},
+                        written=written.state)
             d.update({k: d.get(k) for k in ("bootloader_version_before", "bootloader_version_after")})
             return d
         except KeyboardInterrupt:
-            d = stopped(known, written=job.confirmed, why=job.stop_reason)
-            if job.confirmed:
-                d["hint"] = ("The chip may hold part of the image: run the recovery again (the ROM "
-                             "bootloader is always there to take it).")
-            return d
-        return {**result.to_dict(), "outcome": "ok", "written": True, "error": None}
+            hint = interrupted_hint(written, known["module"], plan.method) if "module" in known else None
+            return stopped({**known, "bytes": written.bytes if written.state != NOTHING else None},
+                           written=written.state, hint=hint, why=job.stop_reason)
+        return {**result.to_dict(), "outcome": "ok", "error": None}
 
     return work
 
 
 def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptions,
-               report_path: str) -> Callable[[Job], dict[str, Any]]:
+               report_path: str, batch: dict[str, Any] | None = None) -> Callable[[Job], dict[str, Any]]:
     """The job that updates several modules at once: every module's plan (a dry run of the
     fleet, nothing written), the person's one confirmation for the modules whose plans stood,
-    then the fleet itself, one report record per module appended to ``report_path``."""
+    then the fleet itself, one report record per module appended to ``report_path``.
+
+    ``batch`` (``{"path", "ledger"?, "station"?}``): after its update each module gets its row of
+    keys, as ``flash … --provision`` gives it; the batch is checked against its ledger first."""
     import dataclasses
     from ..flows.fleet import Fleet, ReportFile
 
     def work(job: Job) -> dict[str, Any]:
         try:
             image = images.load(image_path, module=options.module)
+            provisioning = provisioning_for(batch) if batch else None
         except RakflashError as exc:
-            return failure(exc, {}, written=False)
+            return failure(exc, {}, written=NOTHING)
+        try:
+            return run(job, image, provisioning)
+        finally:
+            if provisioning is not None:
+                provisioning.ledger.close()
+
+    def run(job: Job, image, provisioning) -> dict[str, Any]:
         image.path = name
         check = Fleet(ports, image, dataclasses.replace(options, dry_run=True), emit=job.emit_port)
         job.stopper = check.stop
@@ -231,35 +258,76 @@ def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptio
         results = {o.port: o.record(image) for o in planned}
         if ready and not job.stop_requested:
             try:
-                yes = job.ask(f"Write {name} to the modules on {', '.join(ready)}?",
+                keys = f" and give each a row of {provisioning.batch.name}" if provisioning is not None else ""
+                yes = job.ask(f"Write {name} to the modules on {', '.join(ready)}{keys}?",
                               {"ports": ready, "modules": len(ready)})
             except Aborted:
                 yes = False
             if yes:
-                fleet = Fleet(ready, image, options, emit=job.emit_port, report=ReportFile(report_path))
+                fleet = Fleet(ready, image, options, emit=job.emit_port, report=ReportFile(report_path),
+                              provisioning=provisioning)
                 job.stopper = fleet.stop
                 if job.stop_requested:
                     fleet.stop()
                 for o in fleet.run():
                     results[o.port] = o.record(image)
-        return fleet_summary([results[p] for p in ports], written=job.confirmed, report=report_path)
+        return fleet_summary([results[p] for p in ports], confirmed=job.confirmed, report=report_path)
 
     return work
 
 
-def fleet_summary(records: list[dict[str, Any]], *, written: bool, report: str) -> dict[str, Any]:
+def provisioning_for(batch: dict[str, Any]):
+    """The batch of keys a fleet job gives its modules (checked against its ledger: every
+    refusal comes before any module is touched)."""
+    from ..provision.batch import read_batch
+    from ..provision.keys import Provisioning
+    from ..provision.ledger import check_against, open_ledger, station_name
+    rows = read_batch(batch["path"])
+    ledger = open_ledger(batch.get("ledger"), batch["path"])
+    try:
+        check_against(rows, ledger)
+    except BaseException:
+        ledger.close()
+        raise
+    return Provisioning(rows, ledger, batch.get("station") or station_name(), bool(batch.get("force")))
+
+
+def batch_status(path: str, ledger_spec: str | None) -> dict[str, Any]:
+    """What ``rakflash ledger show BATCH --json`` says, for the page (no ledger yet: every row left)."""
+    from ..errors import LedgerError
+    from ..provision.batch import read_batch
+    from ..provision.ledger import default_path, describe, open_ledger, status
+    rows = read_batch(path)
+    try:
+        ledger = open_ledger(ledger_spec, path, create=False)
+    except LedgerError:
+        if ledger_spec and ledger_spec.startswith("postgres"):
+            raise
+        ledger = None
+    try:
+        return {"result": "ok", "path": path, "ledger": describe(ledger_spec) if ledger_spec else default_path(path),
+                "ledger_exists": ledger is not None, **status(rows, ledger)}
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def fleet_summary(records: list[dict[str, Any]], *, confirmed: bool, report: str) -> dict[str, Any]:
     """A fleet job's result: each module's report record (``devices``), counted by result, and
     the outcome — ``ok`` (every module), ``failed`` (one or more did not make it), or ``aborted``
-    (plans stood but the person did not confirm; nothing written)."""
+    (plans stood but the person did not confirm; nothing written). ``written``: nothing (not
+    confirmed), all (every module updated or up to date), or part (a module did not make it,
+    and may hold part of the image)."""
     counts: dict[str, int] = {}
     for r in records:
         counts[r["result"]] = counts.get(r["result"], 0) + 1
     failed = [r for r in records if r["error"]]
-    if written:
+    written = NOTHING if not confirmed else (PART if failed else ALL)
+    if confirmed:
         outcome = "failed" if failed else "ok"
     else:
         outcome = "aborted" if any(r["result"] == "dry-run" for r in records) else "failed"
     result = "interrupted" if counts.get("interrupted") else outcome
     return {"result": result, "outcome": outcome, "written": written, "modules": len(records),
             "ok": len(records) - len(failed), "failed": len(failed), "results": counts,
-            "devices": records, "report": report if written else None, "error": None}
+            "devices": records, "report": report if confirmed else None, "error": None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 from ...errors import BootEntryFailed, DeviceRejected
@@ -64,6 +65,7 @@ class AmotaTransfer:
 def start(link: Link, plan: "Plan") -> None:
     """``at+update``, confirmed by the bootloader's own answer before the first packet."""
     d = plan.module.boot_dialect
+    t0 = time.monotonic()
     link.write_line(d["update"])
     started = plan.module.update_reply.encode()
     refused = d["unsupported"].encode()
@@ -73,13 +75,13 @@ def start(link: Link, plan: "Plan") -> None:
         if line is None:
             break
         line = line.strip()
-        if line == started:
+        if line == started or (line != refused and _damaged_copy(line, started)):
+            # (A damaged copy: the answer, damaged on its way back: the bootloader runs its
+            # packet loop now — a console that didn't would say 'AT not support.' — and the
+            # HEADER exchange shows it either way.)
+            link.step(f"{d['update']} → {line.decode('latin-1')!r} ({time.monotonic() - t0:.2f} s)")
             return
-        if line != refused and _damaged_copy(line, started):
-            # The answer, damaged on its way back: the bootloader runs its packet
-            # loop now (a console that didn't would say 'AT not support.'), and
-            # the HEADER exchange shows it either way.
-            return
+    link.step(f"{d['update']} → no {plan.module.update_reply!r} ({time.monotonic() - t0:.2f} s)")
     raise BootEntryFailed(f"the bootloader did not start the upgrade (no {plan.module.update_reply!r} "
                           f"after {d['update']})",
                           hint="Run the same command again; the module stays in its bootloader.")

@@ -12,15 +12,16 @@ make for it (device type 0x0052, the image's CRC-16).
 from __future__ import annotations
 
 import math
+import os
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from ...errors import PackageMismatch
+from ...errors import PackageMismatch, PortNotBack, RakflashError
 from ...events import Note, Retry, Sink
 from ...link import Link
 from ...protocols import legacy_dfu
 from .base import progress_to
-from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, follow, usb_serial
+from .native_usb import USB_FRAME_S, USB_FULL_SPEED_BYTES_PER_S, BeforeReset, before_reset, follow
 
 if TYPE_CHECKING:
     from ...catalog import Module
@@ -64,7 +65,48 @@ def check_package(image: "Image", module: "Module") -> None:
     if want is not None and init.device_type not in (want, 0xFFFF):
         raise PackageMismatch(f"{image.path} is made for device type {init.device_type:#06x}, and "
                               f"{module.name} is {want:#06x}: nothing was sent",
-                              hint=f"Make the package with 'adafruit-nrfutil dfu genpkg --dev-type {want:#06x}'.")
+                              hint=f"Make the package again from your sketch with 'adafruit-nrfutil dfu "
+                                   f"genpkg --dev-type {want:#06x} --application SKETCH.hex SKETCH.zip' "
+                                   f"(or give rakflash the sketch's .hex: it makes the package itself).")
+
+
+def send_clean(link: Link, module: "Module", make_client: Callable[[], legacy_dfu.LegacyDfuClient],
+               send: Callable[[legacy_dfu.LegacyDfuClient], None], *, serial: str | None,
+               emit: Sink) -> BeforeReset:
+    """``send(make_client())``; when the bootloader still holds an earlier, interrupted session,
+    restart it, follow it to its new port and send again. Returns what was noted before the last
+    try (the port the module leaves when it starts what was sent)."""
+    for attempt in range(2):
+        since = before_reset(link, serial)
+        client = make_client()
+        try:
+            send(client)
+            return since
+        except legacy_dfu.EarlierSession as exc:
+            # An interrupted run left its session open; only a restart ends it (see the protocol).
+            if attempt:
+                raise
+            held = exc.expected
+            client.restart_bootloader(held)
+            done = (f"the bootloader still held an earlier, interrupted update (it waited for packet "
+                    f"{held} of it): rakflash restarted it, and this update starts clean")
+        except RakflashError as exc:
+            # This update's START or INIT restarted the bootloader: an earlier session whose
+            # numbering made it take one of them (a START mid-session, or an INIT after its
+            # own: both reset the chip). Its port went away before any DATA was acknowledged.
+            if attempt or not set(client.acknowledged) <= {"START", "INIT"} or os.path.exists(link.port_name):
+                raise
+            held, lost = None, exc
+            done = ("the bootloader restarted at this update's first packets (it still held an earlier, "
+                    "interrupted update), and this update starts again, clean")
+        try:
+            follow(link, module, "bootloader", since=since, emit=emit)
+        except PortNotBack as exc:
+            if held is None:
+                raise lost from exc      # not a restart after all (a cable pulled, say): the error it was
+            raise legacy_dfu.EarlierSession(held, restarted=True) from exc
+        emit(Note(done))
+    raise AssertionError("unreachable")
 
 
 class LegacyDfuTransfer:
@@ -110,10 +152,10 @@ class LegacyDfuTransfer:
         module = plan.module
         if plan.device.mode == "bootloader":
             return 0.0, None
-        serial = usb_serial(link)
+        since = before_reset(link, plan.device.serial_number)
         baud = link.baud
         link.baud = module.dialect.get("touch_baud", 1200)
-        seconds = follow(link, module, "bootloader", serial=serial, emit=emit, baud=baud)
+        seconds = follow(link, module, "bootloader", since=since, emit=emit, baud=baud)
         return seconds, None
 
     def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
@@ -125,7 +167,6 @@ class LegacyDfuTransfer:
             firmware = plan.payload
             init = dfu_package.legacy_init_packet(
                 firmware, device_type=plan.module.extra.get("device_type", 0x0052))
-        serial = usb_serial(link)
         retries = [0]
 
         def retried(why: str) -> None:
@@ -133,11 +174,11 @@ class LegacyDfuTransfer:
             emit(Retry(retries[0], why))
 
         mcu = plan.module.mcu
-        client = legacy_dfu.LegacyDfuClient(
+        since = send_clean(link, plan.module, lambda: legacy_dfu.LegacyDfuClient(
             link, page_erase=mcu.page_erase_ms / 1000, page_write=1.0 + 3 * mcu.program_seconds(4096),
-            progress=progress_to(emit), on_retry=retried)
-        client.send(init, firmware)
-        follow(link, plan.module, "app", serial=serial, emit=emit, timeout=self.app_timeout)
+            progress=progress_to(emit), on_retry=retried), lambda client: client.send(init, firmware),
+            serial=plan.device.serial_number, emit=emit)
+        follow(link, plan.module, "app", since=since, emit=emit, timeout=self.app_timeout)
 
     def confirm_version(self, link: Link, plan: "Plan", timeout: float, emit: Sink) -> str | None:
         """An Arduino sketch has no console to ask: the module coming back as the sketch is the confirmation."""

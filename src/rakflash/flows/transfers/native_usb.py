@@ -3,18 +3,24 @@
 Entering the bootloader (``AT+BOOT``, the 1200-baud touch) and starting the
 new firmware both make the port vanish and a new one appear, with the same USB
 vendor id, a product id or product string that says bootloader or application,
-and the same serial number. :func:`follow` waits for that port (with a
-deadline) and moves the link over; a module already in the wanted mode is used
-as it is.
+the same serial number and the same USB location. :func:`before_reset` notes
+the port's identity and every port listed before the module is reset;
+:func:`follow` then waits (with a deadline) for a port that appeared after that
+and whose identity matches, and moves the link over. A port that was already
+there is never followed: another module with the same ids, waiting in its
+bootloader, is not the one that was reset (pc-nrfutil finds the device again by
+its USB serial number alone, and would take it). When more than one new port
+matches, rakflash stops and says so.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from ... import ports
 from ...catalog import Module
-from ...errors import PortNotBack
+from ...errors import PortAmbiguous, PortNotBack
 from ...events import Note, Sink, nowhere
 from ...link import Link
 
@@ -33,23 +39,48 @@ def usb_serial(link: Link) -> str | None:
     return entry.serial_number if entry is not None else None
 
 
+@dataclass
+class BeforeReset:
+    """The module's port as it was before a reset, and every port listed then."""
+
+    port: str
+    serial: str | None
+    location: str | None
+    present: dict[str, tuple] = field(default_factory=dict)
+
+
+def before_reset(link: Link, serial: str | None = None) -> BeforeReset:
+    """Note what :func:`follow` needs, just before the module is made to reset
+    (``serial``: the serial number the module told, where the OS did not)."""
+    entry = ports.port_entry(link.port_name)
+    return BeforeReset(link.port_name, (entry.serial_number if entry else None) or serial,
+                       entry.location if entry else None, ports.snapshot())
+
+
 def current_mode(link: Link, module: Module) -> str | None:
     """``"app"`` or ``"bootloader"`` by the port's USB id, when it is one of ``module``'s."""
     entry = ports.port_entry(link.port_name)
     return entry.mode if entry is not None and entry.module == module.key else None
 
 
-def follow(link: Link, module: Module, mode: str, *, serial: str | None, emit: Sink = nowhere,
+def follow(link: Link, module: Module, mode: str, *, since: BeforeReset, emit: Sink = nowhere,
            timeout: float = REAPPEAR_TIMEOUT, baud: int | None = None) -> float:
-    """Wait for ``module``'s port in ``mode`` and move ``link`` to it; returns the seconds it took."""
+    """Wait for ``module``'s port in ``mode`` — one that appeared after ``since`` was noted,
+    with its serial number and USB location — and move ``link`` to it; returns the seconds it took."""
     t0 = time.monotonic()
     gone = link.port_name
     link.close()
     try:
-        entry = ports.wait_for_port(module.key, mode, serial_number=serial, timeout=timeout, gone=gone)
+        entry = ports.wait_for_port(module.key, mode, serial_number=since.serial, timeout=timeout,
+                                    gone=gone, before=since.present, location=since.location)
     except PortNotBack as exc:
         if mode == "bootloader":
             exc.hint = (f"{module.name} did not come back in its bootloader. " + exc.hint)
+        raise
+    except PortAmbiguous as exc:
+        exc.message += (f"; the module that was on {gone} now waits in its bootloader on one of them"
+                        if mode == "bootloader" else
+                        f"; the module that was on {gone} now runs its new firmware on one of them")
         raise
     link.reopen(entry.device, baud=baud)
     if entry.device != gone:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 from ...events import Sink
@@ -93,16 +94,20 @@ def start(link: Link, plan: "Plan", *, tries: int = 3, timeout: float = 3.0) -> 
     d = plan.module.boot_dialect
     refused = d["unsupported"].encode()
     for _ in range(tries):
+        t0 = time.monotonic()
         link.write_line(d["update"])
         deadline = Deadline(timeout)
         seen = bytearray()
         while not deadline.expired:
             seen += link.read(64, min(0.05, deadline.remaining()))
             if bytes([ymodem.CRC_REQUEST]) in seen:
+                link.step(f"{d['update']} → 'C', the receiver asks for the file ({time.monotonic() - t0:.2f} s)")
                 return
             if refused in seen:
+                link.step(f"{d['update']} → {d['unsupported']!r} ({time.monotonic() - t0:.2f} s)")
                 break
         else:
+            link.step(f"{d['update']} → no answer ({time.monotonic() - t0:.2f} s)")
             break               # silence: no use repeating a command that went unanswered
     raise TransferTimeout("the bootloader never asked for the file (no 'C' after "
                           f"{d['update']})",

@@ -33,20 +33,79 @@ function secs(s) {
   return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
+// Every request has a deadline (identify and doctor take up to about 20 s on a silent port; an
+// upload as long as the file needs), and never throws: a server that is gone or silent comes
+// back as an error the caller shows like any other, with what to do.
+const DEADLINES = { "api/identify": 60000, "api/doctor": 60000, "api/images": 180000 };
+
 async function api(path, body, opts = {}) {
-  const init = body === undefined ? {} : {
+  const ms = opts.timeout || DEADLINES[path] || 30000;
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), ms);
+  const init = body === undefined ? { signal: ctrl.signal } : {
     method: "POST",
     headers: opts.headers || { "Content-Type": "application/json" },
     body: opts.raw ? body : JSON.stringify(body),
+    signal: ctrl.signal,
   };
-  const r = await fetch(path, init);
-  let data;
-  try { data = await r.json(); } catch { data = { error: "http-" + r.status, message: await r.text() }; }
-  return { status: r.status, data };
+  try {
+    const r = await fetch(path, init);
+    const text = await r.text();
+    let data;
+    try { data = JSON.parse(text); } catch { data = { error: "http-" + r.status, message: text.trim() || `HTTP ${r.status}` }; }
+    return { status: r.status, data };
+  } catch {
+    return { status: 0, data: {
+      error: "no-answer",
+      message: ctrl.signal.aborted
+        ? `rakflash web did not answer within ${Math.round(ms / 1000)} s`
+        : "rakflash web can't be reached: it has stopped, or the connection to it is down",
+      hint: "Look at the terminal where 'rakflash web' runs. If it has stopped, start it again and reload this page." } };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// What to do next, in the page's words (web/wording.py), with its button where one does it;
+// the command line's words follow, folded, for those who want them.
+function nextStep(data, job = null) {
+  const words = data.page_hint || data.page_next || data.hint || data.next || "";
+  const cli = data.page_hint || data.page_next ? (data.hint || data.next) : null;
+  const button = {
+    "check-again": job ? h("button", { class: "next-check", onclick: () => checkAgain(job) }, "Check the plan again") : null,
+    recover: state.image && !state.image.error && state.picked.length === 1
+      ? h("button", { class: "next-recover", onclick: () => recoverPort(state.picked[0]) }, "Recover instead…") : null,
+  }[data.page_action] || null;
+  const parts = [h("p", { class: "hint" }, h("strong", {}, "next: "), words, button ? " " : "", button)];
+  const command = data.command && !(data.page_next || data.page_hint || "").includes(data.command) ? data.command : null;
+  if (cli || command) {
+    parts.push(h("details", { class: "cli" }, h("summary", {}, "on the command line"),
+      cli ? h("p", {}, cli) : null, command ? h("code", { class: "command" }, command) : null));
+  }
+  return parts;
+}
+
+// A button's request (stop, cancel, an answer, a virtual module's button): its error, if any,
+// is said on the page instead of being lost.
+async function act(path, body) {
+  const { status, data } = await api(path, body);
+  if (status < 200 || status >= 300) notice(data);
+  return { status, data };
+}
+
+function notice(data) {
+  const box = $("#notice");
+  box.hidden = false;
+  fill(box, h("p", {}, h("strong", {}, "error: "), data.message || "the request failed"),
+    data.hint ? h("p", {}, h("strong", {}, "next: "), data.hint) : null,
+    h("button", { class: "dismiss-notice", onclick: () => { box.hidden = true; } }, "OK"));
 }
 
 // ------------------------------------------------------------------ state
+// This tab's name, sent with its answers: a plan cancelled from another tab says so in this one.
+const TAB = Math.random().toString(36).slice(2, 10);
 const state = {
+  mine: new Set(),     // the jobs this tab started (only those does it drop to check again)
   ports: [],
   picked: [],          // the picked ports, in the order picked
   image: null,         // {image, name, inspect, error}
@@ -64,37 +123,123 @@ function options() {
     keep_settings: $("#opt-keep").checked,
     reset_window: Number.isFinite(window_) ? window_ : 30,
     reset_line: $("#opt-line").value || null,
+    ...batchOptions(),
   };
+}
+
+// ------------------------------------------------------------------ a production batch (issue 21)
+function batchOptions() {
+  const batch = $("#opt-batch").value.trim();
+  if (!batch) return {};
+  return { batch, ledger: $("#opt-ledger").value.trim() || null, station: $("#opt-station").value.trim() || null };
+}
+
+async function showBatch() {
+  const box = $("#batch");
+  const { batch, ledger } = batchOptions();
+  if (!batch) { box.hidden = true; return; }
+  const { data } = await api("api/batch", { path: batch, ledger });
+  box.hidden = false;
+  if (data.error) {
+    box.className = "panel error";
+    box.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
+      data.problems && data.problems.length ? h("ul", { class: "problems" }, data.problems.map((p) => h("li", {}, p))) : null,
+      ...nextStep(data));
+    return;
+  }
+  box.className = "panel batch";
+  const body = h("tbody", {}, data.rows.map((r) => h("tr", { "data-line": r.line, "data-state": r.state },
+    h("td", {}, String(r.line)), h("td", { class: "mono" }, r.dev_eui), h("td", { class: "b-state" }, r.state),
+    h("td", {}, r.serial_number || "-"), h("td", {}, r.station || "-"))));
+  box.replaceChildren(
+    h("p", { class: "batch-counts" }, h("strong", {}, `${data.batch}: `),
+      `${data.total} rows, ${data.written} written, ${data.not_written} claimed and not written, ${data.left} left`),
+    h("p", { class: "muted" }, `ledger: ${data.ledger}` + (data.ledger_exists ? "" : " (not made yet: nothing claimed)")),
+    h("table", { class: "batch-rows", "aria-label": "the batch's rows" },
+      h("thead", {}, h("tr", {}, ["line", "DevEUI", "state", "serial number", "station"].map((t) => h("th", {}, t)))),
+      body));
 }
 
 // ------------------------------------------------------------------ ports
 function renderPorts(ports) {
   state.ports = ports;
   const body = $("#ports tbody");
+  // The rows are drawn anew: the element that had the keyboard's focus gets it back.
+  const had = document.activeElement && body.contains(document.activeElement)
+    ? { port: document.activeElement.closest("tr")?.dataset.port, cls: document.activeElement.className,
+        type: document.activeElement.type }
+    : null;
   body.replaceChildren();
   $("#no-ports").hidden = ports.length > 0;
   state.picked = state.picked.filter((port) => ports.some((p) => p.port === port));
   for (const p of ports) {
     const seen = p.seen && !p.seen.error
-      ? `${p.seen.module || "unknown"} · ${p.seen.mode === "app" ? (p.seen.app_version || "app") : "in its bootloader"}`
+      ? `${p.seen.module || "unknown"} · ${p.seen.mode === "app" ? (p.seen.app_version || "app")
+        : p.seen.mode === "bootloader" ? "in its bootloader" : (p.seen.note || "unknown")}`
       : "";
     const picked = state.picked.includes(p.port);
+    let status = seen;
+    if (p.waiting) {
+      status = h("span", { class: "waiting" }, p.busy + " ",
+        h("button", { class: "cancel-plan", onclick: () => act(`api/jobs/${p.busy_job}/answer`, { write: false, tab: TAB }) },
+          "Cancel plan"));
+    } else if (p.busy) {
+      status = h("span", { class: "busy" }, "busy: " + p.busy);
+    }
+    const why = p.busy ? `${p.port} is busy: ${p.busy}` : "";
     const row = h("tr", { "data-port": p.port, class: picked ? "picked" : "" },
-      h("td", {}, h("input", {
+      h("td", { class: "pick" }, h("input", {
         type: "checkbox", name: "port", value: p.port, "aria-label": `pick ${p.port}`,
         checked: picked, onchange: (ev) => pickPort(p.port, ev.target.checked),
       })),
-      h("td", { class: "mono" }, p.port),
-      h("td", {}, p.vid_pid || "-"),
-      h("td", {}, p.description || "-"),
-      h("td", {}, p.probably || "-"),
-      h("td", { class: "seen" }, p.busy ? h("span", { class: "busy" }, "busy: " + p.busy) : seen),
+      h("td", { class: "mono port-name", "data-label": "port" }, p.port),
+      h("td", { class: "vid", "data-label": "VID:PID" }, p.vid_pid || "-"),
+      h("td", { class: "desc", "data-label": "description" }, p.description || "-"),
+      h("td", { class: "probably", "data-label": "probably" }, p.probably || "-"),
+      h("td", { class: "seen", "data-label": "last seen" }, status),
       h("td", { class: "row-actions" },
-        h("button", { class: "identify", disabled: !!p.busy, onclick: () => identify(p.port) }, "Identify"),
-        h("button", { class: "doctor", disabled: !!p.busy, onclick: () => doctor(p.port) }, "Doctor")),
+        h("button", { class: "identify", disabled: !!p.busy, title: why, onclick: () => identify(p.port) }, "Identify"),
+        h("button", { class: "doctor", disabled: !!p.busy, title: why, onclick: () => doctor(p.port) }, "Doctor"),
+        p.removable ? h("button", { class: "remove-port", "aria-label": `remove ${p.port} from the list`,
+          onclick: () => removePort(p.port) }, "Remove") : null,
+        p.controls ? virtualButtons(p) : null),
     );
     body.append(row);
   }
+  for (const job of state.jobs.values()) if (!$(".prompt", job.el).hidden) showHands(job);
+  if (had && had.port) {
+    const again = [...body.querySelectorAll("tr")].find((tr) => tr.dataset.port === had.port);
+    const el = again && (had.type === "checkbox" ? again.querySelector("input[type=checkbox]")
+      : had.cls && again.querySelector("." + had.cls.split(" ")[0]));
+    if (el) el.focus();
+  }
+}
+
+// A virtual module's board, on the page: what a person does with their hands on a real one
+// (press reset, hold the boot pin, plug the cable back in), so every flow can be played here.
+function virtualButtons(p) {
+  const c = p.controls;
+  const pin = c.boot_pin;
+  return h("span", { class: "virtual-buttons", role: "group", "aria-label": `buttons of the virtual module on ${p.port}` },
+    c.plugged
+      ? h("button", { class: "v-reset", onclick: () => act("api/virtual/reset", { port: p.port }) }, "Press reset")
+      : h("button", { class: "v-plug", onclick: () => act("api/virtual/plug", { port: p.port }) }, "Plug the cable back in"),
+    pin ? h("button", { class: "v-boot", "aria-pressed": String(c.boot_high),
+      onclick: () => act("api/virtual/boot", { port: p.port, high: !c.boot_high }) },
+      c.boot_high ? `Release ${pin}` : `Hold ${pin} high`) : null);
+}
+
+// Beside a prompt, the buttons of a virtual module's board, drawn again whenever the ports change.
+function showHands(job) {
+  const hands = $(".prompt .virtual-controls", job.el);
+  const virtual = state.ports.find((p) => p.port === job.port && p.controls);
+  hands.hidden = !virtual;
+  if (virtual) fill(hands, h("span", { class: "muted" }, "A virtual module: its buttons are here. "), virtualButtons(virtual));
+}
+
+async function removePort(port) {
+  const { status, data } = await act("api/ports/remove", { port });
+  if (status === 200) renderPorts(data.ports);
 }
 
 function pickPort(port, on = true) {
@@ -114,8 +259,7 @@ async function identify(port) {
   panel.replaceChildren();
   if (data.error) {
     panel.className = "panel error";
-    panel.append(h("p", {}, h("strong", {}, "error: "), data.message),
-                 h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
     return;
   }
   const rows = [
@@ -149,7 +293,7 @@ async function doctor(port) {
   panel.replaceChildren();
   if (!data.findings) {
     panel.className = "panel error";
-    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
     return;
   }
   panel.append(h("p", { class: "muted" }, `Doctor on ${port}${img ? " for " + img.name : ""}:`));
@@ -158,8 +302,11 @@ async function doctor(port) {
     list.append(h("li", { class: "finding " + f.level, "data-code": f.code },
       h("span", { class: "mark" }, MARKS[f.level] || "•"), " ", h("strong", {}, f.finding),
       h("div", { class: "why" }, h("span", { class: "label" }, "why "), f.why),
-      h("div", { class: "next" }, h("span", { class: "label" }, "next "), f.next),
-      f.command ? h("code", { class: "command" }, f.command) : null));
+      h("div", { class: "next" }, h("span", { class: "label" }, "next "), f.page_next || f.next,
+        f.page_action === "recover" && state.image && !state.image.error
+          ? h("button", { class: "next-recover", onclick: () => { pickPort(port); recoverPort(port); } }, "Recover instead…") : null),
+      f.page_next || f.command ? h("details", { class: "cli" }, h("summary", {}, "on the command line"),
+        f.page_next ? h("p", {}, f.next) : null, f.command ? h("code", { class: "command" }, f.command) : null) : null));
   }
   panel.append(list);
   const n = data.findings.filter((f) => f.level === "problem").length;
@@ -168,10 +315,20 @@ async function doctor(port) {
 }
 
 // ------------------------------------------------------------------ firmware
+const MAX_UPLOAD = 32 * 1024 * 1024;     // the server's bound: no firmware for these modules is near it
+
 async function upload(file) {
   const panel = $("#inspect");
   panel.hidden = false;
   panel.className = "panel";
+  if (file.size > MAX_UPLOAD) {            // said here, by name, before megabytes go up the wire
+    state.image = { error: "image-too-large-to-upload" };
+    renderInspect({ error: "image-too-large-to-upload",
+      message: `${file.name} is ${(file.size / 1048576).toFixed(1)} MiB: over 32 MiB, so not firmware for these modules`,
+      page_hint: "Drop the firmware file itself (.bin, .hex, or the DFU .zip): a few hundred KiB at most." });
+    maybeCheck();
+    return;
+  }
   panel.replaceChildren(h("p", { class: "muted" }, `Reading ${file.name}…`));
   const { data } = await api("api/images", file, {
     raw: true, headers: { "Content-Type": "application/octet-stream", "X-File-Name": encodeURIComponent(file.name) },
@@ -186,11 +343,18 @@ function renderInspect(d) {
   panel.replaceChildren();
   if (d.error) {
     panel.className = "panel error";
-    panel.append(h("p", {}, h("strong", {}, "error: "), d.message), h("p", {}, h("strong", {}, "next: "), d.hint || ""));
+    panel.append(h("p", {}, h("strong", {}, "error: "), d.message), ...nextStep(d));
     return;
   }
-  panel.className = "panel";
   const i = d.inspect;
+  // A file that is not firmware (a JPEG, an INFO0 dump…): refused here as every write path
+  // refuses it, so the page offers neither a plan nor a recovery for it.
+  panel.className = i.not_firmware ? "panel error not-firmware" : "panel";
+  if (i.not_firmware) {
+    panel.append(h("p", {}, h("strong", {}, "not firmware: "), `${i.path} does not look like firmware: ${i.not_firmware}`),
+      h("p", {}, h("strong", {}, "next: "), "Pick the firmware file itself: the .hex, .bin or DFU .zip built "
+        + "for the module. rakflash won't write this file to any module."));
+  }
   const formats = {
     bin: "raw binary", hex: "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)",
     "dfu-package": "nRF52 DFU package (.zip)",
@@ -235,8 +399,12 @@ function packageNeeds(init) {
 // Checks start shortly after the last change, so picking several ports starts one fleet check.
 let checkTimer = null;
 function maybeCheck() {
-  $("#recover-bar").hidden = !(state.image && !state.image.error && state.picked.length === 1);
-  if (!state.image || state.image.error) return;
+  const usable = state.image && !state.image.error && !state.image.inspect.not_firmware;
+  $("#recover-bar").hidden = !(usable && state.picked.length === 1);
+  if (!usable) {
+    if (state.image && !state.image.error) $("#jobs-empty").textContent = "That file is not firmware: drop the firmware file itself.";
+    return;
+  }
   if (!state.picked.length) {
     $("#jobs-empty").textContent = "Now pick the module's port above (or several): rakflash then checks the plan.";
     return;
@@ -251,11 +419,12 @@ const until = (cond, ms) => new Promise((resolve) => {
   tick();
 });
 
-// A plan still waiting for "write" on one of these ports is dropped first (one operation per port).
+// A plan this tab made that still waits for "write" on one of these ports is dropped first (one
+// operation per port). Another tab's plan is left alone: the check then says the port is taken.
 async function dropPending(ports) {
   for (const job of state.jobs.values()) {
-    if (job.state === "confirm" && job.ports.some((p) => ports.includes(p))) {
-      await api(`api/jobs/${job.id}/answer`, { write: false });
+    if (state.mine.has(job.id) && job.state === "confirm" && job.ports.some((p) => ports.includes(p))) {
+      await api(`api/jobs/${job.id}/answer`, { write: false, tab: TAB });
       await until(() => job.state === "done", 20000);
     }
   }
@@ -265,12 +434,12 @@ async function check(ports) {
   const panel = $("#check-error");
   panel.hidden = true;
   await dropPending(ports);
-  const which = ports.length === 1 ? { port: ports[0] } : { ports };
+  const which = ports.length === 1 && !batchOptions().batch ? { port: ports[0] } : { ports };
   const { status, data } = await api("api/flash", { ...which, image: state.image.image, ...options() });
-  if (status !== 202) {
+  if (status === 202) state.mine.add(data.job);
+  else {
     panel.hidden = false;
-    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
-                          h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
   }
 }
 
@@ -284,11 +453,22 @@ async function recoverPort(port) {
     reset_with: $("#opt-rec-reset").value || null, boot0_with: $("#opt-rec-boot0").value || null,
     remove_protection: $("#opt-rec-unprotect").checked,
   });
-  if (status !== 202) {
+  if (status === 202) state.mine.add(data.job);
+  else {
     panel.hidden = false;
-    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message),
-                          h("p", {}, h("strong", {}, "next: "), data.hint || ""));
+    panel.replaceChildren(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
   }
+}
+
+// The same check once more, on the same ports with the file on the page: what "check the plan
+// again" in a hint means here.
+function checkAgain(job) {
+  if (!state.image || state.image.error) {
+    notice({ message: "there is no firmware file on the page to check", hint: "Drop the firmware file again (step 2): the plan is then checked." });
+    return;
+  }
+  if (job.kind === "recover") recoverPort(job.ports[0]);
+  else check(job.ports);
 }
 
 // ------------------------------------------------------------------ jobs
@@ -297,7 +477,8 @@ function card(id, header) {
   if (job) return job;
   const el = $("#job-template").content.firstElementChild.cloneNode(true);
   el.dataset.job = id;
-  job = { id, el, port: header.port, ports: header.ports || [header.port], state: header.state,
+  el.dataset.kind = header.kind;
+  job = { id, el, port: header.port, ports: header.ports || [header.port], state: header.state, title: header.title,
     kind: header.kind, phases: new Map(), retries: 0, rows: new Map() };
   if (header.kind === "fleet") fleetTable(job);
   $(".job-title", el).textContent = header.title;
@@ -305,15 +486,16 @@ function card(id, header) {
   el.dataset.port = header.port;
   if (header.kind === "recover") $(".flash", el).textContent = "Recover";
   $(".flash", el).addEventListener("click", () => openConfirm(job));
-  $(".cancel", el).addEventListener("click", () => api(`api/jobs/${id}/answer`, { write: false }));
+  $(".cancel", el).addEventListener("click", () => act(`api/jobs/${id}/answer`, { write: false, tab: TAB }));
   $(".stop", el).addEventListener("click", () => {
     const what = job.kind === "recover" ? "recovery" : "update";
     if (window.confirm(`Stop the ${what} on ${job.port}? A module stopped while it is being written `
         + "waits in its bootloader: checking the plan again and flashing finishes the job.")) {
-      api(`api/jobs/${id}/stop`, {});
+      act(`api/jobs/${id}/stop`, {});
     }
   });
-  $(".press-virtual", el).addEventListener("click", () => api("api/virtual/reset", { port: job.port }));
+  $(".press-virtual", el).addEventListener("click", () => act("api/virtual/reset", { port: job.port }));
+  $(".dismiss", el).addEventListener("click", () => act(`api/jobs/${id}/dismiss`, {}));
   state.jobs.set(id, job);
   $("#jobs").prepend(el);
   $("#jobs-empty").hidden = true;
@@ -323,11 +505,26 @@ function card(id, header) {
 const PHASES = {
   identify: "identify", settings: "read settings", boot: "enter bootloader", connect: "connect",
   erase: "erase", write: "write", verify: "verify", start: "start new firmware", "settings-check": "check settings",
-  "identify-after": "identify again",
+  "identify-after": "identify again", provision: "keys from the batch",
 };
 const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
 
 function onJobEvent(e) {
+  if (e.event === "server") {             // Ctrl-C in the server's terminal: it says what happens now
+    state.server = e.state;
+    const box = $("#server-state");
+    box.hidden = false;
+    box.textContent = e.message;
+    announce(e.message);
+    if (e.state === "stopped") linkState("stopped", "rakflash web has stopped");
+    return;
+  }
+  if (e.event === "dismissed") {
+    const job = state.jobs.get(e.job);
+    if (job) { job.el.remove(); state.jobs.delete(e.job); }
+    $("#jobs-empty").hidden = state.jobs.size > 0;
+    return;
+  }
   if (e.event === "job") {
     const job = card(e.job, e);
     job.state = e.state;
@@ -340,6 +537,7 @@ function onJobEvent(e) {
       $(".choose", el).hidden = true;
     }
     $(".running-actions", el).hidden = e.state !== "running";
+    $(".done-actions", el).hidden = e.state !== "done";
     if (e.state !== "confirm" && state.confirming === job) closeConfirm();
     return;
   }
@@ -353,6 +551,7 @@ function onJobEvent(e) {
       const li = h("li", { class: "now", "data-phase": e.phase }, PHASES[e.phase] || e.phase);
       li.title = e.message || "";
       $(".phases", el).append(li);
+      announce(`${job.title} on ${job.port}: ${PHASES[e.phase] || e.phase}`);
       if (e.phase !== "boot" && e.phase !== "identify") $(".prompt", el).hidden = true;
       if (e.bytes) showProgress(job, 0, e.bytes, e.phase);
       break;
@@ -398,6 +597,8 @@ function addNote(job, kind, text) {
 function showPrompt(job, e) {
   const box = $(".prompt", job.el);
   box.hidden = false;
+  announce(`${job.port}: ${e.message}`);
+  showHands(job);
   if (e.action !== "press-reset") {        // a recovery's steps for the person: the flow words them
     const lead = { "hold-boot0-and-reset": "Start the chip's ROM bootloader now:",
       "hold-boot-and-reset": "Start the chip's secure bootloader now:" };
@@ -405,6 +606,9 @@ function showPrompt(job, e) {
     $(".prompt-do", box).textContent = e.message;
     $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
     $(".press-virtual", box).hidden = true;
+    const now = $(".phases li.now", job.el);   // the step is the person's now, not identification's
+    if (now) now.classList.replace("now", "past");
+    $(".phases", job.el).append(h("li", { class: "now", "data-phase": "you" }, "waiting for you"));
     return;
   }
   const why = e.cause === "flooding" || e.action === "press-reset"
@@ -417,8 +621,7 @@ function showPrompt(job, e) {
       ? "Press the module's reset button now. rakflash sends the boot command in a burst and catches the module as it starts."
       : e.message;
   $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
-  const port = state.ports.find((p) => p.port === job.port);
-  $(".press-virtual", box).hidden = !(port && port.resettable && e.action === "press-reset");
+  $(".press-virtual", box).hidden = true;      // the virtual module's own buttons are shown instead
 }
 
 function showChoice(job, e) {
@@ -430,8 +633,13 @@ function showChoice(job, e) {
     h("p", { class: "muted" }, `${fits.trim()} Pick the module named on its label, or Cancel.`.trim()),
     h("p", {}, e.candidates.map((m) => [h("button", {
       class: "module-choice", "data-module": m.key,
-      onclick: () => api(`api/jobs/${job.id}/answer`, { module: m.key }),
+      onclick: () => act(`api/jobs/${job.id}/answer`, { module: m.key, tab: TAB }),
     }, `It is a ${m.name}`), " "])));
+}
+
+// Said to screen readers (a polite live region): phases, each quarter of a transfer, prompts, results.
+function announce(text) {
+  $("#announce").textContent = text;
 }
 
 function showProgress(job, bytes, total, phase, rate, eta) {
@@ -440,7 +648,16 @@ function showProgress(job, bytes, total, phase, rate, eta) {
   const bar = $("progress", box);
   bar.max = total || 1;
   bar.value = bytes;
-  let text = `${PHASES[phase] || phase}: ${num(bytes)} of ${num(total)} bytes`;
+  const pct = total ? Math.floor((100 * bytes) / total) : 0;
+  const what = PHASES[phase] || phase;
+  bar.setAttribute("aria-label", `${what} progress`);
+  bar.setAttribute("aria-valuetext", `${pct} %`);
+  const quarter = Math.floor(pct / 25);
+  if (job.quarter !== `${phase}${quarter}` && quarter > 0) {
+    job.quarter = `${phase}${quarter}`;
+    announce(`${job.title}: ${what} ${pct} %`);
+  }
+  let text = `${what}: ${pct} % · ${num(bytes)} of ${num(total)} bytes`;
   if (rate) text += ` · ${kib(rate)}`;
   if (eta !== undefined && eta !== null && bytes < total) text += ` · ${secs(eta)} left`;
   $(".progress-text", box).textContent = text;
@@ -459,7 +676,7 @@ function renderRecoveryPlan(job, p) {
     h("ol", { class: "steps" }, p.steps.map((s) => h("li", {}, s))),
     h("p", {}, h("strong", {}, "you:")),
     h("ul", { class: "guide" }, p.guide.map((s) => h("li", {}, s))),
-    p.stm32flash ? h("p", { class: "muted" }, "same with stm32flash: ", h("code", {}, p.stm32flash.replace("PORT", job.port))) : null,
+    p.stm32flash ? h("p", { class: "muted" }, `same with stm32flash${p.stm32flash_note ? ` (${p.stm32flash_note})` : ""}: `, h("code", {}, p.stm32flash)) : null,
   );
   job.plan = p;
 }
@@ -524,7 +741,7 @@ function fleetEvent(job, e) {
       r.step.replaceChildren(h("strong", { class: "f-prompt" }, "press this module's reset button now"),
         " ", h("span", { class: "countdown" }, e.window ? `${Math.round(e.window)} s left` : ""));
       if (state.ports.some((p) => p.port === e.port && p.resettable)) {
-        r.step.append(" ", h("button", { class: "press-virtual", onclick: () => api("api/virtual/reset", { port: e.port }) },
+        r.step.append(" ", h("button", { class: "press-virtual", onclick: () => act("api/virtual/reset", { port: e.port }) },
           "press the virtual module's reset"));
       }
       break;
@@ -547,6 +764,13 @@ function fleetEvent(job, e) {
       }
       if (e.module) r.module.textContent = e.module;
       if (e.serial_number) r.serial.textContent = e.serial_number;
+      if (e.provision && e.provision.dev_eui) {
+        const p = e.provision;
+        r.result.append(h("span", { class: "f-keys" }, ` · keys: line ${p.line}, DevEUI ${p.dev_eui} ` +
+          (p.result === "written" ? "(written and read back)" : p.result === "already-written" ? "(already written)"
+            : `(${p.result})`)));
+      }
+      if (e.provision && !$("#batch").hidden) showBatch();     // the batch's rows, live
       break;
     }
   }
@@ -556,7 +780,7 @@ function renderFleetResult(job, r) {
   const box = $(".result", job.el);
   box.className = "result " + r.outcome;
   const counts = Object.entries(r.results).map(([k, n]) => `${n} ${k}`).join(", ");
-  const head = r.written
+  const head = r.written !== "nothing"
     ? `${r.ok} of ${r.modules} modules updated or up to date` + (r.failed ? `; ${r.failed} not (see ${r.failed === 1 ? "its row" : "their rows"})` : "")
     : (r.outcome === "aborted" ? "Not written: the update was not confirmed" : "Nothing written: no module's plan stood");
   box.append(h("p", { class: "headline" }, h("strong", {}, head + ".")),
@@ -575,17 +799,18 @@ function renderResult(job, r) {
   for (const li of el.querySelectorAll(".phases li")) li.classList.replace("now", "past");
   const box = $(".result", el);
   box.hidden = false;
+  setTimeout(() => announce(`${job.title} on ${job.port}: ${box.querySelector(".headline")?.textContent || r.result}`), 0);
   box.dataset.outcome = r.outcome;
   box.dataset.result = r.result;
   box.replaceChildren();
-  if (job.kind === "fleet") return renderFleetResult(job, r);
+  if (job.kind === "fleet" && r.results) return renderFleetResult(job, r);   // (else an error before any module)
   if (r.outcome === "ok" && r.result === "ok" && r.method) {
     box.className = "result ok";
     box.append(h("p", { class: "headline" }, h("strong", {}, "Done: "), `${r.module} bootloader `,
-      h("span", { class: "boot-before" }, r.bootloader_version_before || "?"), " → ",
-      h("span", { class: "boot-after" }, r.bootloader_version_after || "?"), ", application ",
-      h("span", { class: "before" }, r.app_version_before || "?"), " → ",
-      h("span", { class: "after" }, r.app_version_after || "-")));
+      h("span", { class: "boot-before" }, r.bootloader_version_before || "unknown"), " → ",
+      h("span", { class: "boot-after" }, r.bootloader_version_after || "unknown"), ", application ",
+      h("span", { class: "before" }, r.app_version_before || "unknown"), " → ",
+      h("span", { class: "after" }, r.app_version_after || "unknown")));
     box.append(h("p", {}, `${num(r.bytes)} bytes written and verified (${r.verify}) in ${r.seconds.toFixed(1)} s`));
     for (const w of r.warnings || []) box.append(h("p", { class: "note" }, "warning: " + (w.message || w)));
   } else if (r.outcome === "ok" && r.result === "ok") {
@@ -602,15 +827,21 @@ function renderResult(job, r) {
     showProgress(job, r.bytes, r.bytes, "write");
   } else if (r.outcome === "ok") {
     box.className = "result ok";
-    box.append(h("p", { class: "headline" }, h("strong", {}, "Nothing to do: "), r.message + "."),
-      h("p", {}, r.hint));
+    box.append(h("p", { class: "headline" }, h("strong", {}, "Nothing to do: "), r.message + "."), ...nextStep(r, job));
     if (r.settings) box.append(h("p", { class: "settings" }, settingsText(r)));
   } else {
     const what = { refused: "Refused before writing", aborted: "Not written", failed: "Failed", stopped: "Stopped" }[r.outcome] || "Failed";
     box.className = "result " + r.outcome;
-    box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message),
-      h("p", { class: "hint" }, h("strong", {}, "next: "), r.hint || ""));
-    if (!r.written) box.append(h("p", { class: "muted" }, "Nothing was written to the module."));
+    box.append(h("p", { class: "headline" }, h("strong", {}, what + ": "), r.message), ...nextStep(r, job));
+    if (r.problems && r.problems.length) box.append(h("ul", { class: "problems" }, r.problems.map((p) => h("li", {}, p))));
+    if (r.outcome === "aborted" && r.answered_in && r.answered_in !== TAB) {
+      box.append(h("p", { class: "elsewhere" }, "This plan was cancelled in another tab or window of this page."));
+    }
+    // One field, three values (rakflash.written): what went out and was acknowledged.
+    const written = { nothing: "Nothing was written to the module.",
+      part: "Part of the image was written: the module holds part of the new image or erased flash (the hint says which).",
+      all: "The whole image was written." }[r.written];
+    if (written) box.append(h("p", { class: "muted written" }, written));
   }
   box.append(h("p", { class: "muted code" }, `result: ${r.result}` + (r.error ? `, error: ${r.error}` : "")));
 }
@@ -619,17 +850,19 @@ function renderResult(job, r) {
 // said by the flow's warnings, shown with the job's notes as they come.
 function settingsText(r) {
   const s = r.settings;
-  if (!s || !s.checked || !s.checked.length) return "";
+  // `checked`: the keys whose value after the update is known; `unchecked`: the ones that may have changed.
+  const checked = (s && s.checked) || [], unknown = (s && s.unchecked) || [], lost = (s && s.lost) || [];
+  if (!checked.length && !unknown.length) return "";
   const earlier = s.from_earlier_run ? " (the values read by the earlier, interrupted run)" : "";
-  const troubled = new Set([...(s.lost || []), ...(s.unchecked || [])]);
-  const fine = s.checked.filter((n) => !troubled.has(n) && !(s.restored || []).includes(n));
+  const fine = checked.filter((n) => !lost.includes(n) && !(s.restored || []).includes(n));
   const lines = [];
   if (s.restored && s.restored.length) {
     lines.push(`settings: the new firmware had reset ${s.restored.join(", ")}; rakflash wrote back the values from before the update${earlier}.`);
   } else if (fine.length) {
     lines.push(`settings: ${fine.join(", ")} kept${earlier}.`);
   }
-  if (troubled.size) lines.push(`settings: ${s.checked.filter((n) => troubled.has(n)).join(", ")} not confirmed (see the warning).`);
+  if (lost.length) lines.push(`settings: ${lost.join(", ")} lost: the new firmware changed ${lost.length === 1 ? "it" : "them"} and rakflash could not write ${lost.length === 1 ? "it" : "them"} back (see the warning).`);
+  if (unknown.length) lines.push(`settings: ${unknown.join(", ")} may have changed: rakflash could not confirm ${unknown.length === 1 ? "its value" : "their values"} after the update (see the warning).`);
   return lines.join(" ");
 }
 
@@ -653,7 +886,7 @@ function closeConfirm() {
 $("#confirm-write").addEventListener("click", () => {
   const job = state.confirming;
   closeConfirm();
-  if (job) api(`api/jobs/${job.id}/answer`, { write: true });
+  if (job) act(`api/jobs/${job.id}/answer`, { write: true, tab: TAB });
 });
 $("#confirm-cancel").addEventListener("click", closeConfirm);
 
@@ -670,22 +903,32 @@ drop.addEventListener("drop", (ev) => {
 $("#recover").addEventListener("click", () => {
   if (state.picked.length === 1 && state.image) recoverPort(state.picked[0]);
 });
+$("#batch-form").addEventListener("submit", (ev) => { ev.preventDefault(); showBatch(); maybeCheck(); });
+
 $("#add-port").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const port = $("#other-port").value.trim();
   if (!port) return;
-  const { data } = await api("api/ports", { port });
+  const { status, data } = await act("api/ports", { port });
+  if (status !== 200) return;
   $("#other-port").value = "";
   renderPorts(data.ports);
   pickPort(port);
 });
 
+function linkState(kind, text) {
+  $("#link-state").textContent = text;
+  $("#link-state").className = "link-state " + (kind === "up" ? "up" : "down");
+}
+
 (async function start() {
   const { data } = await api("api/modules");
   for (const m of data.modules || []) $("#opt-module").append(h("option", { value: m.key }, m.name));
   const events = new EventSource("api/events");
-  events.onopen = () => { $("#link-state").textContent = "connected"; $("#link-state").className = "link-state up"; };
-  events.onerror = () => { $("#link-state").textContent = "connection lost: retrying…"; $("#link-state").className = "link-state down"; };
+  events.onopen = () => linkState("up", "connected");
+  events.onerror = () => (state.server === "stopped"
+    ? linkState("down", "rakflash web has stopped")
+    : linkState("down", "connection lost: retrying…"));
   events.addEventListener("ports", (ev) => renderPorts(JSON.parse(ev.data)));
   events.onmessage = (ev) => onJobEvent(JSON.parse(ev.data));
 })();
