@@ -46,6 +46,7 @@ LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
 RESYNC = 2.0       # seconds to sync again after the chip restarted mid-session
 RESTARTS = 3       # restarts or lost answers mid-session survived in one step
+READ_BACK_TRIES = 3  # reads of a block that differs from the image, before it is the line's
 
 
 class Stm32RomMethod(RecoveryMethod):
@@ -298,11 +299,11 @@ class Stm32RomMethod(RecoveryMethod):
                 for addr in range(seg.start, seg.end, MAX_BLOCK):
                     n = min(MAX_BLOCK, seg.end - addr)
                     want = seg.data[addr - seg.start:addr - seg.start + n]
-                    got = self._read_back(session, client, addr, n, want)
-                    if got != want:
-                        bad = next(i for i in range(n) if got[i] != want[i])
+                    differs = self._read_back(session, client, addr, n, want)
+                    if differs is not None:
+                        bad, held = differs
                         raise VerifyFailed(
-                            f"the chip holds 0x{got[bad]:02X} at {addr + bad:#010x} where the image "
+                            f"the chip holds 0x{held:02X} at {addr + bad:#010x} where the image "
                             f"has 0x{want[bad]:02X}", address=addr + bad,
                             hint="Run the same command again (it erases and writes anew); if it "
                                  "fails at the same address twice, that flash page may be worn.")
@@ -312,22 +313,33 @@ class Stm32RomMethod(RecoveryMethod):
         session.bootloader_version_after = version_after(client, plan)
 
     @staticmethod
-    def _read_back(session: Session, client: RomClient, address: int, n: int, want: bytes) -> bytes:
+    def _read_back(session: Session, client: RomClient, address: int, n: int,
+                   want: bytes) -> tuple[int, int] | None:
         """Read Memory carries no checksum: a byte damaged on its way to the host reads as a
-        difference the flash does not have. A difference is claimed only when it survives two
-        more reads; a read that then matches was the line's (a ``retry``)."""
-        got = client.read_memory(address, n)
-        for _ in range(2):
+        difference the flash does not have. A read that matches the image ends it (after a
+        differing one: a ``retry``); a difference is the flash's — returned as (offset, byte) —
+        only where two reads agree on the same other byte. Reads that differ from the image and
+        from each other are the line's: ``RomGarbled`` (the step is then synced and read anew)."""
+        reads: list[bytes] = []
+        for _ in range(READ_BACK_TRIES):
+            got = client.read_memory(address, n)
             if got == want:
-                break
-            again = client.read_memory(address, n)
-            if again == want:
-                session.state["resent"] = session.state.get("resent", 0) + 1
-                session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
-                                   "differed once and matched when read again (the line, not the "
-                                   "flash)", phase="verify"))
-            got = again
-        return got
+                if reads:
+                    session.state["resent"] = session.state.get("resent", 0) + 1
+                    session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
+                                       "differed and matched when read again (the line, not the "
+                                       "flash)", phase="verify"))
+                return None
+            for earlier in reads:
+                same = next((i for i in range(n) if got[i] != want[i] and got[i] == earlier[i]), None)
+                if same is not None:
+                    return same, got[same]
+            reads.append(got)
+        raise RomGarbled(f"the bytes read back at {address:#010x} differed from the image on each of "
+                         f"{READ_BACK_TRIES} reads, and never twice alike: the line damages them "
+                         f"(Read Memory carries no checksum), so the flash could not be checked",
+                         hint="The image was written. Use a shorter cable or a lower --baud and run "
+                              "the same command again (it erases and writes anew).")
 
     # -- start ---------------------------------------------------------------------
     def start(self, session: Session) -> None:
