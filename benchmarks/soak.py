@@ -32,10 +32,22 @@ byte for byte, against the image — the package's firmware for the RAK4631-R),
 the bootloader region touched (and the RAK4631-R's MBR and SoftDevice), a key lost or changed without a loud warning (a
 `warning` event that names it), and an old bootloader not refused.
 
+`--kind` adds the other write paths (see "the other write paths" below): `rom` and `sbl`
+(`rakflash recover FULL.hex`, the person holding the boot pin and pressing reset as the prompts
+say — at once, late, or to a module that starts flooding its port), `legacy-dfu` (an Arduino
+RAK4631's sketch package) and `fleet` (three modules at once, one losing its power or its
+cable). Those runs FAIL also on: a result line that says something false (ok, or all written,
+while the chip's flash does not hold the image; "nothing was written" while the chip's write
+counters moved; read-out protection claimed on a chip without it; a fleet row or report line that
+does not match its module, a summary that does not add up), and a byte changed outside what the
+plan said it erases.
+
 Usage::
 
     nice python benchmarks/soak.py --runs 520 --seed 12 --markdown soak.md --log soak.jsonl
     python benchmarks/soak.py --runs 12 --seed 3           # a quick look (CI runs a subset too)
+    nice python benchmarks/soak.py --kind rom --kind sbl --kind legacy-dfu --kind fleet --runs 200 \
+        --seed 17 --markdown soak-paths.md --log soak-paths.jsonl
 
 The table (module × fault: runs, first-try ok, named error then re-run ok,
 failures) goes to standard output, and with --markdown to a file; --log keeps
@@ -138,9 +150,11 @@ class Run:
     outcome: str = ""               # "first-try", "re-run", "failed"
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    kind: str = "update"
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "seed": self.seed, "module": self.module, "fault": self.fault,
+        return {"index": self.index, "kind": self.kind, "seed": self.seed, "module": self.module,
+                "fault": self.fault,
                 "outcome": self.outcome, "problems": self.problems, "seconds": round(self.seconds, 2),
                 "commands": self.commands}
 
@@ -150,6 +164,49 @@ class Cli:
 
     def __init__(self, env: dict) -> None:
         self.env = env
+
+    def run(self, argv: list[str], on_event=None, deadline: float = DEADLINE) -> dict:
+        """`rakflash ARGV… --json` with a deadline; ``on_event(event, proc)`` sees each event as it
+        comes (the person at the module: a press, a pin held, a signal). Returns what the command
+        said, as :meth:`flash` does."""
+        cmd = [sys.executable, "-m", "rakflash", *argv, "--json"]
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env)
+        killed = threading.Event()
+
+        def watchdog() -> None:
+            if proc.poll() is None:
+                killed.set()
+                proc.kill()
+        timer = threading.Timer(deadline, watchdog)
+        timer.start()
+        events: list[dict] = []
+        stderr = ""
+        try:
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    events.append({"unparsed": line[:200]})
+                    continue
+                events.append(event)
+                if on_event:
+                    on_event(event, proc)
+            stderr = proc.stderr.read()
+            proc.wait(10)
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        result = next((e for e in reversed(events) if "result" in e and "event" not in e), None)
+        return {"args": argv, "exit": proc.returncode, "seconds": round(time.monotonic() - t0, 2),
+                "hung": killed.is_set(), "result": result, "stderr": stderr[-2000:],
+                "warnings": [e for e in events if e.get("event") == "warning"],
+                "prompts": sum(1 for e in events if e.get("event") == "prompt"),
+                "events": [e for e in events if e.get("event") in ("plan", "device-result", "prompt")
+                           or "result" in e and "event" not in e]}
 
     def flash(self, dev, port: str, image: Path, args: list[str], *, press_reset: bool = False,
               sigterm_at: int | None = None) -> dict:
@@ -340,6 +397,8 @@ def _clear_the_cause(dev, fault: str) -> str:
                  "drop_rate_to_host", "garbage_rate_to_host"):
         setattr(f, name, 0.0)
     f.power_cut_after = None
+    if not dev.uart.closed:
+        f.pull_cable_after = None             # armed, but the first command ended before it
     if dev.uart.closed:                       # the cable was pulled: plug it back in
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -426,20 +485,547 @@ def _check_keys(run: Run, dev, keys: dict, commands: list[dict]) -> None:
             run.problems.append(f"{name} was lost or changed without a warning")
 
 
-def plan_runs(n: int, seed: int, modules=MODULES, faults: list[str] | None = None) -> list[tuple]:
-    """(index, run seed, module, fault) for ``n`` runs: modules in turn, faults drawn from each
-    module's set so that every fault comes up about equally often."""
+# ====================================================================== the other write paths
+# Four more kinds of run, each through the real command line too, each checked against the
+# virtual chip's flash and its write counters afterwards:
+#
+# - rom: `rakflash recover FULL.hex` of a RAK811 / RAK3172 over the STM32 ROM bootloader;
+# - sbl: the same of a RAK11720 over the Apollo3 secure bootloader;
+#   in both, the person is played from the prompt events: holds the boot pin and presses reset
+#   at once, or late (a random moment inside the window), and the module may start with a
+#   sketch that floods its port;
+# - legacy-dfu: `rakflash flash SKETCH.zip` of an Arduino RAK4631 (Adafruit legacy DFU);
+# - fleet: `rakflash flash FILE --port A --port B --port C --report F`, one of the three losing
+#   its power or its cable, and every row of the report and of the JSON checked against the
+#   module it names.
+
+KINDS = ("update", "rom", "sbl", "legacy-dfu", "fleet")
+KIND_MODULES = {"update": MODULES, "rom": ("rak811", "rak3172"), "sbl": ("rak11720",),
+                "legacy-dfu": ("rak4631-arduino",), "fleet": ("rak3172", "rak811", "rak11720")}
+# The person at the module, for the recoveries: "prompt" holds the boot pin and presses reset as
+# soon as asked; "late" does it at a random moment inside the window; "flood-…" the same with a
+# module whose application floods its port from the start (the seed case of the recovery).
+PERSONS = ("prompt", "late", "flood-prompt", "flood-late")
+LINE_NOISE = ("bit-errors-1e-4", "bit-errors-1e-3", "drops-1e-4", "garbage-1e-4")
+LINE_EVENTS = ("power-cut", "pull-cable", "sigterm", "none")
+WINDOW = 3.0             # --window of the recoveries: the person's delays are drawn inside it
+RECOVER_DEADLINE = 60.0  # the bound on one recovery command (a window, a small image, a fast line)
+FLEET_NOISE = ("none", "bit-errors-1e-4 to-module", "bit-errors-1e-4 to-host", "bit-errors-1e-4 both-ways")
+
+
+def kind_faults(kind: str, module: str) -> list[str]:
+    """The faults a run of ``kind`` can meet (for ``update``: :func:`fault_names`)."""
+    if kind == "update":
+        return fault_names(module)
+    line = [f"{n} {d}" for n in LINE_NOISE for d in DIRECTIONS] + list(LINE_EVENTS)
+    if kind in ("rom", "sbl"):
+        return [f"{p} / {f}" for p in PERSONS for f in line]
+    if kind == "legacy-dfu":
+        return line
+    if kind == "fleet":
+        return [f"{cut} / {noise}" for cut in ("power-cut", "pull-cable") for noise in FLEET_NOISE]
+    raise ValueError(kind)
+
+
+class Writes:
+    """The virtual chip's write counters: every erase and program its firmware (ROM, bootloader)
+    does, outside the boot-request flag page (the application's own ``AT+BOOT``)."""
+
+    def __init__(self, dev) -> None:
+        self.count = 0
+        self.ranges: list[tuple[int, int]] = []
+        m = dev.module
+        self._skip = [(r.start, r.end) for r in m.regions if r.name in ("flag",)]
+        flash = dev.flash
+        erase, program = flash.erase, flash.program
+
+        def counted_erase(start: int, end: int) -> None:
+            self._note(start, end)
+            erase(start, end)
+
+        def counted_program(addr: int, data: bytes) -> None:
+            self._note(addr, addr + len(data))
+            program(addr, data)
+        flash.erase, flash.program = counted_erase, counted_program
+
+    def _note(self, start: int, end: int) -> None:
+        if any(a <= start and end <= b for a, b in self._skip):
+            return
+        self.count += 1
+        self.ranges.append((start, end))
+
+
+def _said_nothing_written(result: dict) -> bool:
+    """Whether a result line claims that nothing was written (in words or in a field)."""
+    text = " ".join(str(result.get(k) or "") for k in ("message", "hint")).lower()
+    return ("nothing was written" in text or "nothing was changed" in text
+            or result.get("written") in ("nothing", False, "none"))
+
+
+def _said_all_written(result: dict) -> bool:
+    return result.get("written") in ("all", True)
+
+
+def _check_claims(run: Run, c: dict, writes_during: int, holds_image: bool, label: str,
+                  read=None) -> None:
+    """What one command's result line said about the chip, against what the chip saw
+    (``read(address, n)``: the chip's flash now, for a claim about one byte of it)."""
+    r = c["result"] or {}
+    said = re.search(r"the chip holds 0x([0-9A-Fa-f]{2}) at (0x[0-9A-Fa-f]+)", r.get("message") or "")
+    if said and read is not None:
+        claimed, address = int(said.group(1), 16), int(said.group(2), 16)
+        actual = read(address, 1)[0]
+        if actual != claimed:
+            run.problems.append(f"{label} said the chip holds 0x{claimed:02X} at {address:#x}; "
+                                f"it holds 0x{actual:02X}: {_said(c)}")
+    if _said_nothing_written(r) and writes_during:
+        run.problems.append(f"{label} said nothing was written, but the chip saw {writes_during} "
+                            f"erase/program steps: {_said(c)}")
+    if _said_all_written(r) and not holds_image:
+        run.problems.append(f"{label} said all was written, but the flash does not hold the image")
+    if r.get("result") == "ok" and not holds_image:
+        run.problems.append(f"{label} said ok, but the flash does not hold the image")
+
+
+def _outside(snapshot: bytes, now: bytes, base: int, allowed: list[tuple[int, int]]) -> list[int]:
+    """Addresses (first few) where ``now`` differs from ``snapshot`` outside ``allowed`` ranges."""
+    bad = []
+    a = memoryview(snapshot)
+    b = memoryview(now)
+    step = 4096
+    for off in range(0, len(snapshot), step):
+        if a[off:off + step] == b[off:off + step]:
+            continue
+        for i in range(off, min(off + step, len(snapshot))):
+            if a[i] != b[i]:
+                addr = base + i
+                if not any(s <= addr < e for s, e in allowed):
+                    bad.append(addr)
+                    if len(bad) >= 4:
+                        return bad
+    return bad
+
+
+class Person:
+    """The person at a module during `rakflash recover`, played from the command's events.
+
+    At the prompt to hold the boot pin and reset: holds it and presses reset, at once or after
+    ``delay`` seconds (a timer: a person does not wait for the next countdown line) — unless
+    told to release the pin first. Releases the pin when told; presses reset too when told to
+    (the Apollo3's "release and reset").
+    ``sigterm_at``: SIGTERM once the write's progress reaches that many bytes."""
+
+    def __init__(self, dev_ref, delay: float = 0.0, sigterm_at: int | None = None) -> None:
+        self.dev_ref = dev_ref            # a callable: the module now (it changes with a re-plug)
+        self.delay = delay
+        self.sigterm_at = sigterm_at
+        self.presses = 0
+        self.timers: list[threading.Timer] = []
+
+    def _hold_and_reset(self) -> None:
+        dev = self.dev_ref()
+        dev.set_boot_pin(True)
+        dev.press_reset()
+        self.presses += 1
+
+    def __call__(self, e: dict, proc) -> None:
+        kind, action = e.get("event"), e.get("action", "")
+        if kind == "prompt" and action.startswith("hold-boot"):
+            if self.delay > 0:
+                t = threading.Timer(self.delay, self._hold_and_reset)
+                t.daemon = True
+                self.timers.append(t)
+                t.start()
+            else:
+                self._hold_and_reset()
+        elif kind == "prompt" and action.startswith("release-boot"):
+            self.done()                   # told to release: a press still pending is not made
+            self.dev_ref().set_boot_pin(False)
+            if action == "release-boot-and-reset":
+                self.dev_ref().press_reset()
+        elif kind == "warning" and e.get("code") == "release-boot0":
+            self.done()
+            self.dev_ref().set_boot_pin(False)
+        elif kind == "progress" and self.sigterm_at is not None and e.get("phase") == "write" \
+                and e.get("bytes", 0) >= self.sigterm_at:
+            proc.send_signal(signal.SIGTERM)
+            self.sigterm_at = None
+
+    def done(self) -> None:
+        for t in self.timers:
+            t.cancel()
+        self.timers.clear()
+
+
+def _arm(dev, fault: str, rng: random.Random, size: int) -> None:
+    """The fault of the first command: noise on the line (seeded), or a power cut / a pulled
+    cable at a random byte of the transfer (the module started; counted from now)."""
+    if fault.split()[0] in LINE_NOISE:
+        f = dev.uart.faults
+        f._rng.seed(rng.randrange(1 << 30))
+        f._rng_to_host.seed(rng.randrange(1 << 30))
+        for k, v in noise_faults_line(fault).items():
+            setattr(f, k, v)
+    if fault == "power-cut":
+        dev.uart.faults.power_cut_after = dev.uart.faults.received + rng.randrange(300, size)
+    if fault == "pull-cable":
+        dev.uart.faults.pull_cable_after = dev.uart.faults.received + rng.randrange(300, size)
+
+
+def noise_faults_line(fault: str) -> dict:
+    """The Faults fields of a noise fault of the other kinds (bit errors up to 1e-3)."""
+    name, direction = fault.split()
+    rate_name, rate = re.fullmatch(r"(.+)-(\d+e-\d+)", name).groups()
+    rate = float(rate)
+    field_name = {"bit-errors": "bit_error_rate", "drops": "drop_rate", "garbage": "garbage_rate"}[rate_name]
+    kw: dict = {}
+    if direction in ("to-module", "both-ways"):
+        kw[field_name] = rate
+    if direction in ("to-host", "both-ways"):
+        kw[field_name + "_to_host"] = min(0.05, rate * 10)
+    return kw
+
+
+def _clear(dev) -> str:
+    """The cause goes away: a clean line, the power back, the cable in. Returns the port."""
+    return _clear_the_cause(dev, "")
+
+
+def _common_checks(run: Run, commands: list[dict], deadline: float) -> None:
+    for c in commands:
+        if c["hung"]:
+            run.problems.append(f"hung past {deadline:.0f} s: {' '.join(c['args'][:1])}")
+        if "Traceback" in c["stderr"] or (c["result"] or {}).get("result") == "internal-error":
+            run.problems.append(f"internal error: {_said(c)}")
+        if c["result"] is None and not c["hung"]:
+            run.problems.append(f"no result line (exit {c['exit']}): {c['stderr'][-300:]}")
+
+
+def _holds(dev, segments) -> bool:
+    return all(dev.flash.read(s.start, len(s.data)) == bytes(s.data) for s in segments)
+
+
+def recovery_run(index: int, seed: int, kind: str, module_key: str, fault: str, tmp: Path, cli: Cli) -> Run:
+    """One recovery (``rom`` or ``sbl``) with one person and one line fault, the re-run after a
+    named error, and every check."""
+    from rakflash import images
+    run = Run(index, seed, module_key, fault, kind=kind)
+    rng = random.Random(seed)
+    module = catalog.load().module(module_key)
+    boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
+    person, line = fault.split(" / ")
+    flooding = person.startswith("flood")
+    opts = dict(baud=FAST, latency_ms=0.2, flash_scale=0.0, serial_number=f"SOAK{seed:08d}")
+    if flooding:
+        opts.update(sketch="flooding", flood_after=0.3)
+    if kind == "sbl":
+        from rakflash.apollo3_info0 import rak11720_default
+        opts["info0"] = rak11720_default().replace(uart_baud=FAST).raw
+    dev = create(module_key, SimOptions(**opts))
+    writes = Writes(dev)
+    dev.start()
+    try:
+        size = rng.randrange(4, 16) * 1024
+        path = tmp / f"run{index}_FULL.hex"
+        path.write_text(firmware.combined_hex(module, boot_v, new_v, size))
+        segments = images.load(path).segments
+        before = dev.flash.read(dev.flash.base, len(dev.flash.mem))
+        if flooding:
+            time.sleep(0.5)                       # the sketch floods 0.3 s after the start
+        argv = ["recover", str(path), "--port", dev.port, "--module", module_key, "--baud", str(FAST),
+                "--yes", "--window", str(WINDOW)]
+        if kind == "sbl":
+            argv += ["--release-wait", "0.5"]
+        late = person.endswith("late")
+
+        def a_person(sigterm_at=None) -> Person:
+            # late: a random moment inside the window, leaving the chip time to answer in it
+            delay = rng.uniform(0.3, 0.7) * WINDOW if late else 0.0
+            return Person(lambda: dev, delay, sigterm_at)
+        plan_bytes = size + 8192
+        _arm(dev, line, rng, plan_bytes)
+        p = a_person(rng.randrange(512, size) if line == "sigterm" else None)
+        w0 = writes.count
+        first = cli.run(argv, p, RECOVER_DEADLINE)
+        p.done()
+        first["person_presses"] = p.presses
+        run.commands.append(first)
+        _check_claims(run, first, writes.count - w0, _holds(dev, segments), "the first command",
+                      dev.flash.read)
+        ended = (first["result"] or {}).get("result")
+        if (first["result"] or {}).get("error") == "readout-protected" and not dev.readout_protected:
+            run.problems.append("claimed read-out protection on a chip that has none")
+        if ended != "ok" and not first["hung"] and _named(first):
+            port = _clear(dev)
+            argv[argv.index("--port") + 1] = port
+            p = a_person()
+            w0 = writes.count
+            again = cli.run(argv, p, RECOVER_DEADLINE)
+            p.done()
+            again["person_presses"] = p.presses
+            run.commands.append(again)
+            _check_claims(run, again, writes.count - w0, _holds(dev, segments), "the re-run",
+                          dev.flash.read)
+            if (again["result"] or {}).get("result") != "ok":
+                run.problems.append(f"the re-run did not finish: {_said(again)}")
+        _common_checks(run, run.commands, RECOVER_DEADLINE)
+        final = run.commands[-1]
+        if not run.problems and (final["result"] or {}).get("result") == "ok":
+            r = final["result"]
+            if not _holds(dev, segments):
+                run.problems.append("the flash does not hold the image byte for byte")
+            dev.set_boot_pin(False)
+            if not dev.wait_mode(Mode.APP, 5):
+                run.problems.append(f"the module runs its {dev.mode} after the recovery")
+            if dev.app_version != new_v:
+                run.problems.append(f"the module runs {dev.app_version!r}, not {new_v!r}")
+            if r.get("version_confirmed") and r.get("app_version_after") != new_v:
+                run.problems.append(f"reported version {r.get('app_version_after')!r}, not {new_v!r}")
+        # No byte changed outside what the plan said it erases (the first plan event says it).
+        plan = next((e for c in run.commands for e in c.get("events", []) if e.get("event") == "plan"), None)
+        if plan:
+            allowed = [(e["start"], e["end"]) for e in plan.get("erase", [])]
+            allowed += [(r.start, r.end) for r in module.regions if r.name == "flag"]
+            bad = _outside(before, dev.flash.read(dev.flash.base, len(dev.flash.mem)), dev.flash.base, allowed)
+            if bad:
+                run.problems.append("bytes changed outside what the plan erases: "
+                                    + ", ".join(f"{a:#x}" for a in bad))
+        run.outcome = "failed" if run.problems else ("first-try" if ended == "ok" else "re-run")
+    finally:
+        dev.stop()
+    return run
+
+
+def legacy_dfu_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli: Cli) -> Run:
+    """`rakflash flash SKETCH.zip` of an Arduino RAK4631 over the Adafruit legacy DFU with one
+    line fault; the re-run (on the port the module has now) after a named error; every check."""
+    run = Run(index, seed, module_key, fault, kind="legacy-dfu")
+    rng = random.Random(seed)
+    module = catalog.load().module(module_key)
+    boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
+    dev = create(module_key, SimOptions(baud=USB_FULL_SPEED_BAUD, latency_ms=0.2, flash_scale=0.0,
+                                        serial_number=f"SOAK{seed:08d}"))
+    writes = Writes(dev)
+    dev.start()
+    try:
+        size = rng.randrange(8, 32) * 1024 + rng.randrange(1024)
+        data = firmware.app_image(module, new_v, size, seed=seed)
+        pkg = tmp / f"run{index}_sketch.zip"
+        pkg.write_bytes(dfu_package.legacy_package(data))
+        boot_regions = [r for r in module.regions if r.name in ("bootloader", "bootloader-version",
+                                                                 "softdevice", "mbr")]
+        boot_before = [dev.flash.read(r.start, r.size) for r in boot_regions]
+        _arm(dev, fault, rng, size)
+        sig = {"at": rng.randrange(1024, size) if fault == "sigterm" else None}
+
+        def on_event(e: dict, proc) -> None:
+            if e.get("event") == "progress" and sig["at"] is not None and e.get("bytes", 0) >= sig["at"]:
+                proc.send_signal(signal.SIGTERM)
+                sig["at"] = None
+        first_port = dev.port
+        w0 = writes.count
+        first = cli.run(["flash", str(pkg), "--port", first_port, "--yes"], on_event, DEADLINE)
+        run.commands.append(first)
+        _check_claims(run, first, writes.count - w0, dev.flash.read(module.app.start, size) == data,
+                      "the first command")
+        ended = (first["result"] or {}).get("result")
+        if ended != "ok" and not first["hung"] and _named(first):
+            _clear_the_cause(dev, fault)
+            port = _port_of(dev)
+            w0 = writes.count
+            again = cli.run(["flash", str(pkg), "--port", port, "--yes"], None, DEADLINE)
+            run.commands.append(again)
+            _check_claims(run, again, writes.count - w0, dev.flash.read(module.app.start, size) == data,
+                          "the re-run")
+            if (again["result"] or {}).get("result") not in ("ok", "already-up-to-date"):
+                run.problems.append(f"the re-run did not finish: {_said(again)}")
+        _common_checks(run, run.commands, DEADLINE)
+        if not run.problems:
+            if not dev.wait_mode(Mode.APP, 5):
+                run.problems.append(f"the module runs its {dev.mode} after the update")
+            if dev.app_version != new_v:
+                run.problems.append(f"the module runs {dev.app_version!r}, not {new_v!r}")
+            if dev.flash.read(module.app.start, size) != data:
+                run.problems.append("the sketch region does not hold the image byte for byte")
+        if [dev.flash.read(r.start, r.size) for r in boot_regions] != boot_before:
+            run.problems.append("the bootloader region (or MBR/SoftDevice) was touched")
+        run.outcome = "failed" if run.problems else ("first-try" if ended == "ok" else "re-run")
+    finally:
+        dev.stop()
+    return run
+
+
+FLEET_SIZE = 3
+
+
+def fleet_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli: Cli) -> Run:
+    """Three modules at once (`flash FILE --port A --port B --port C --report F`), one of them
+    losing its power or its cable at a random byte, maybe noise on every line; every row of the
+    JSON and of the report checked against its module; the re-run with the pulled one plugged in
+    again must finish all three."""
+    run = Run(index, seed, module_key, fault, kind="fleet")
+    rng = random.Random(seed)
+    module = catalog.load().module(module_key)
+    boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
+    cut, noise = fault.split(" / ")
+    devs = []
+    for i in range(FLEET_SIZE):
+        dev = create(module_key, SimOptions(baud=FAST, latency_ms=0.2, flash_scale=0.0,
+                                            serial_number=f"SOAK{seed % 10**6:06d}-{i}"))
+        dev.settings["DEVEUI"] = f"AC1F09FFFE{seed % 10**5:05d}{i}"
+        dev.save_settings()
+        devs.append(dev)
+    writes = [Writes(d) for d in devs]
+    for d in devs:
+        d.start()
+    try:
+        size = rng.randrange(8, 24) * 1024 + rng.randrange(1024)
+        data = firmware.app_image(module, new_v, size, seed=seed)
+        image = tmp / f"run{index}.bin"
+        image.write_bytes(data)
+        report = tmp / f"run{index}.jsonl"
+        boot_regions = [r for r in module.regions if r.name in ("bootloader", "bootloader-version")]
+        boot_before = [[d.flash.read(r.start, r.size) for r in boot_regions] for d in devs]
+        eui = [d.settings["DEVEUI"] for d in devs]
+        failing = rng.randrange(FLEET_SIZE)
+        if noise != "none":
+            for d in devs:
+                _arm(d, noise, rng, size)
+        _arm(devs[failing], cut, rng, size)
+        ports_now = [d.port for d in devs]
+
+        def command(ports: list[str]) -> list[str]:
+            argv = ["flash", str(image), "--baud", str(FAST), "--module", module_key, "--yes",
+                    "--report", str(report)]
+            for p in ports:
+                argv += ["--port", p]
+            return argv
+        w0 = [w.count for w in writes]
+        first = cli.run(command(ports_now), None, DEADLINE)
+        run.commands.append(first)
+        _check_fleet_claims(run, first, devs, ports_now, [w.count - c for w, c in zip(writes, w0)],
+                            data, new_v, eui, report, 0, "the first command")
+        ended = (first["result"] or {}).get("result")
+        if ended != "ok" and not first["hung"] and (first["result"] or {}).get("failed"):
+            for d in devs:
+                _clear_the_cause(d, "")
+            ports_now = [d.port for d in devs]
+            rows_before = len(_report_rows(report))
+            w0 = [w.count for w in writes]
+            again = cli.run(command(ports_now), None, DEADLINE)
+            run.commands.append(again)
+            _check_fleet_claims(run, again, devs, ports_now, [w.count - c for w, c in zip(writes, w0)],
+                                data, new_v, eui, report, rows_before, "the re-run")
+            if (again["result"] or {}).get("result") != "ok":
+                run.problems.append(f"the re-run did not finish: {_said(again)}")
+        _common_checks(run, run.commands, DEADLINE)
+        if not run.problems:
+            for i, d in enumerate(devs):
+                if not d.wait_mode(Mode.APP, 5) or d.app_version != new_v:
+                    run.problems.append(f"module {i} runs {d.mode} {d.app_version!r}, not {new_v!r}")
+                if d.flash.read(module.app.start, size) != data:
+                    run.problems.append(f"module {i}'s application region does not hold the image")
+        for i, d in enumerate(devs):
+            if [d.flash.read(r.start, r.size) for r in boot_regions] != boot_before[i]:
+                run.problems.append(f"module {i}'s bootloader region was touched")
+            if d.load_settings().get("DEVEUI") != eui[i]:
+                run.problems.append(f"module {i}'s DevEUI changed")
+        run.outcome = "failed" if run.problems else ("first-try" if ended == "ok" else "re-run")
+    finally:
+        for d in devs:
+            d.stop()
+    return run
+
+
+def _report_rows(path: Path) -> list[dict]:
+    try:
+        return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _check_fleet_claims(run: Run, c: dict, devs, ports: list[str], writes: list[int], data: bytes,
+                        new_v: str, eui: list[str], report: Path, skip_rows: int, label: str) -> None:
+    """Each module's device-result and report row against the module; the summary against the rows."""
+    if c["hung"] or c["result"] is None:
+        return
+    rows = {e["port"]: e for e in c["events"] if e.get("event") == "device-result"}
+    records = {r.get("port"): r for r in _report_rows(report)[skip_rows:]}
+    summary = c["result"]
+    oks = 0
+    for i, (d, port) in enumerate(zip(devs, ports)):
+        row, rec = rows.get(port), records.get(port)
+        if row is None or rec is None:
+            run.problems.append(f"{label}: module {i} ({port}) has no "
+                                f"{'device-result' if row is None else 'report row'}")
+            continue
+        holds = d.flash.read(d.module.app.start, len(data)) == data
+        result = row.get("result")
+        if result in ("ok", "already-up-to-date"):
+            oks += 1
+            if not holds:
+                run.problems.append(f"{label}: module {i} reported {result}, but its flash does not "
+                                    f"hold the image")
+            if rec.get("app_version_after") != new_v:
+                run.problems.append(f"{label}: module {i}'s report row says "
+                                    f"{rec.get('app_version_after')!r}, not {new_v!r}")
+        elif not row.get("error") and result != "failed":
+            run.problems.append(f"{label}: module {i}'s row has no named error: {row}")
+        if result != rec.get("result"):
+            run.problems.append(f"{label}: module {i}: the JSON says {result}, the report {rec.get('result')}")
+        if rec.get("serial_number") not in (None, d.opts.serial_number):
+            run.problems.append(f"{label}: module {i}'s report names serial {rec.get('serial_number')!r}")
+        if rec.get("dev_eui") not in (None, eui[i]):
+            run.problems.append(f"{label}: module {i}'s report names DevEUI {rec.get('dev_eui')!r}")
+        # A RUI3 module tells both (RUI v3 firmware is not asked: its rows say null, not a guess).
+        if result == "ok" and d.module.key not in RUI_V3 and \
+                (rec.get("serial_number"), rec.get("dev_eui")) != (d.opts.serial_number, eui[i]):
+            run.problems.append(f"{label}: module {i} done, but its row lacks its serial or DevEUI")
+        if _said_nothing_written(row) and writes[i]:
+            run.problems.append(f"{label}: module {i} said nothing was written, but it saw {writes[i]} "
+                                f"erase/program steps")
+    if summary.get("ok") != oks or summary.get("modules") != len(devs):
+        run.problems.append(f"{label}: the summary says {summary.get('ok')} of {summary.get('modules')} "
+                            f"ok, the rows {oks} of {len(devs)}")
+    if (summary.get("result") == "ok") != (oks == len(devs)):
+        run.problems.append(f"{label}: the summary says {summary.get('result')} with {oks} of "
+                            f"{len(devs)} ok")
+
+
+def plan_runs(n: int, seed: int, modules=None, faults: list[str] | None = None,
+              kind: str = "update") -> list[tuple]:
+    """(index, run seed, module, fault) for ``n`` runs of ``kind``: modules in turn, faults drawn
+    from each module's set so that every fault comes up about equally often. ``faults`` narrows
+    the set: a fault's name, or any of its words (a noise kind, a person, ``power-cut``)."""
+    modules = modules or KIND_MODULES[kind]
     rng = random.Random(seed)
     decks: dict[str, list[str]] = {}
     out = []
     for i in range(n):
         m = modules[i % len(modules)]
         if not decks.get(m):
-            deck = [f for f in fault_names(m) if faults is None or f in faults or f.split()[0] in faults]
+            deck = [f for f in kind_faults(kind, m)
+                    if faults is None or f in faults or set(f.replace(" / ", " ").split()) & set(faults)]
             rng.shuffle(deck)
             decks[m] = deck
         out.append((i, rng.randrange(1 << 30), m, decks[m].pop()))
     return out
+
+
+def one_of_kind(kind: str, index: int, seed: int, module: str, fault: str, tmp: Path, cli: Cli) -> Run:
+    """One run of ``kind``, with its fault, its re-run and its checks."""
+    if kind == "update":
+        run = one_run(index, seed, module, fault, tmp, cli)
+    elif kind in ("rom", "sbl"):
+        run = recovery_run(index, seed, kind, module, fault, tmp, cli)
+    elif kind == "legacy-dfu":
+        run = legacy_dfu_run(index, seed, module, fault, tmp, cli)
+    elif kind == "fleet":
+        run = fleet_run(index, seed, module, fault, tmp, cli)
+    else:
+        raise ValueError(kind)
+    run.kind = kind
+    return run
 
 
 def cli_env(tmp: Path) -> dict:
@@ -448,7 +1034,7 @@ def cli_env(tmp: Path) -> dict:
                 XDG_CACHE_HOME=str(Path(tmp) / "cache"))
 
 
-def soak(n: int, seed: int, *, modules=MODULES, faults: list[str] | None = None,
+def soak(n: int, seed: int, *, kind: str = "update", modules=None, faults: list[str] | None = None,
          log: Path | None = None, progress=print) -> list[Run]:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -456,18 +1042,18 @@ def soak(n: int, seed: int, *, modules=MODULES, faults: list[str] | None = None,
         # neither side sees another simulator's ports (the simulators here, the CLI there).
         os.environ["RAKFLASH_VIRTUAL_PORTS"] = str(Path(tmp) / "virtual-ports")
         cli = Cli(cli_env(Path(tmp)))
-        logf = open(log, "w") if log else None
+        logf = open(log, "a") if log else None
         try:
-            for index, run_seed, module, fault in plan_runs(n, seed, modules, faults):
+            for index, run_seed, module, fault in plan_runs(n, seed, modules, faults, kind):
                 t0 = time.monotonic()
-                run = one_run(index, run_seed, module, fault, Path(tmp), cli)
+                run = one_of_kind(kind, index, run_seed, module, fault, Path(tmp), cli)
                 run.seconds = time.monotonic() - t0
                 runs.append(run)
                 if logf:
                     logf.write(json.dumps(run.to_dict()) + "\n")
                     logf.flush()
                 if progress:
-                    progress(f"{index + 1:4d}/{n} {module:9s} {fault:26s} {run.outcome:9s} "
+                    progress(f"{kind:10s} {index + 1:4d}/{n} {module:15s} {fault:34s} {run.outcome:9s} "
                              f"{run.seconds:6.1f} s {'; '.join(run.problems)}")
         finally:
             if logf:
@@ -475,15 +1061,26 @@ def soak(n: int, seed: int, *, modules=MODULES, faults: list[str] | None = None,
     return runs
 
 
-def table(runs: list[Run]) -> str:
-    """module × fault: runs, first-try ok, named error then re-run ok, failures."""
+ORDER = ("rak3172", "rak811", "rak4270", "rak11720", "rak4631", "rak4631-arduino")
+
+
+def table(runs: list[Run], by: str = "fault") -> str:
+    """module × fault (``by="fault"``), or module × the person / the line fault of a recovery
+    (``by="person"`` / ``"line"``): runs, first-try ok, named error then re-run ok, failures."""
+    def key(r: Run) -> str:
+        if by == "person":
+            return r.fault.split(" / ")[0]
+        if by == "line":
+            return r.fault.split(" / ")[-1]
+        return r.fault
     rows: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for r in runs:
-        rows[(r.module, r.fault)][r.outcome] += 1
-    lines = ["| module | fault | runs | first-try ok | named error, then re-run ok | failures |",
+        rows[(r.module, key(r))][r.outcome] += 1
+    name = {"fault": "fault", "person": "person", "line": "line fault"}[by]
+    lines = [f"| module | {name} | runs | first-try ok | named error, then re-run ok | failures |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     total = Counter()
-    for (m, f), c in sorted(rows.items(), key=lambda kv: (MODULES.index(kv[0][0]), kv[0][1])):
+    for (m, f), c in sorted(rows.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
         n = sum(c.values())
         total.update(c)
         lines.append(f"| {m} | {f} | {n} | {c['first-try']} | {c['re-run']} | {c['failed']} |")
@@ -492,28 +1089,42 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def failures_list(runs: list[Run]) -> str:
+    """One line per failed run: kind, index, seed, module, fault, what went wrong."""
+    return "\n".join(f"- {r.kind} run {r.index} (seed {r.seed}) {r.module}, {r.fault}: "
+                     + "; ".join(r.problems) for r in runs if r.outcome == "failed")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=520)
+    ap.add_argument("--runs", type=int, default=520, help="runs of each kind")
     ap.add_argument("--seed", type=int, default=12)
-    ap.add_argument("--module", action="append", choices=MODULES, help="only these modules")
-    ap.add_argument("--fault", action="append", help="only these faults (a name, or a noise kind)")
-    ap.add_argument("--markdown", type=Path, help="write the table here too")
-    ap.add_argument("--log", type=Path, help="one JSON line per run")
+    ap.add_argument("--kind", action="append", choices=KINDS,
+                    help="which write path: update (the default), rom, sbl, legacy-dfu, fleet")
+    ap.add_argument("--module", action="append", choices=ORDER, help="only these modules")
+    ap.add_argument("--fault", action="append", help="only these faults (a name, or any word of one)")
+    ap.add_argument("--markdown", type=Path, help="write the tables here too")
+    ap.add_argument("--log", type=Path, help="one JSON line per run (appended)")
     a = ap.parse_args()
-    t0 = time.monotonic()
-    runs = soak(a.runs, a.seed, modules=tuple(a.module or MODULES), faults=a.fault, log=a.log)
-    text = table(runs)
-    fails = [r for r in runs if r.outcome == "failed"]
-    summary = (f"{len(runs)} updates, seed {a.seed}: {sum(r.outcome == 'first-try' for r in runs)} "
-               f"first-try ok, {sum(r.outcome == 're-run' for r in runs)} named error then re-run ok, "
-               f"{len(fails)} failures; {time.monotonic() - t0:.0f} s")
-    print()
-    print(text)
-    print()
-    print(summary)
+    texts, fails = [], []
+    for kind in a.kind or ["update"]:
+        t0 = time.monotonic()
+        modules = tuple(m for m in KIND_MODULES[kind] if not a.module or m in a.module)
+        runs = soak(a.runs, a.seed, kind=kind, modules=modules or None, faults=a.fault, log=a.log)
+        parts = [table(runs)] if kind in ("update", "legacy-dfu", "fleet") else \
+            [table(runs, "person"), table(runs, "line")]
+        failed = [r for r in runs if r.outcome == "failed"]
+        fails += failed
+        summary = (f"{kind}: {len(runs)} runs, seed {a.seed}: "
+                   f"{sum(r.outcome == 'first-try' for r in runs)} first-try ok, "
+                   f"{sum(r.outcome == 're-run' for r in runs)} named error then re-run ok, "
+                   f"{len(failed)} failures; {time.monotonic() - t0:.0f} s")
+        text = "\n\n".join(parts + [summary] + ([failures_list(runs)] if failed else []))
+        print()
+        print(text)
+        texts.append(f"### {kind}\n\n{text}")
     if a.markdown:
-        a.markdown.write_text(text + "\n\n" + summary + "\n")
+        a.markdown.write_text("\n\n".join(texts) + "\n")
     return 1 if fails else 0
 
 
