@@ -53,12 +53,18 @@ def sim_process():
         p.stop()
 
 
-def test_sim_prints_port_first_and_info_identifies_it(sim_process):
-    sim = sim_process("rak3172", "--baud", "921600", "--latency-ms", "0.2")
+@pytest.mark.parametrize("key, module, app", [("rak3172", "RAK3172", "RUI_4.0.5_RAK3172-E"),
+                                              ("rak3172-sip", "RAK3172-SiP", "RUI_4.0.5_RAK3272-SiP"),
+                                              ("rak3172lp-sip", "RAK3172LP-SiP", "RUI_4.0.5_RAK3272LP-SiP"),
+                                              ("rak3172-t", "RAK3172-T", "RUI_4.0.5_RAK3172-T"),
+                                              ("rak3172-f", "RAK3172-F", "RUI_4.2.4_RAK3172-F"),
+                                              ("rak11160", "RAK11160", "RUI_4.2.3_RAK11160")])
+def test_sim_prints_port_first_and_info_identifies_it(sim_process, key, module, app):
+    sim = sim_process(key, "--baud", "921600", "--latency-ms", "0.2")
     assert sim.port.startswith("/dev/pts/")
     code, out = cli_json("info", "--port", sim.port, "--baud", "921600")
     assert code == 0
-    assert (out["module"], out["mode"], out["app_version"]) == ("RAK3172", "app", "RUI_4.0.5_RAK3172-E")
+    assert (out["module"], out["mode"], out["app_version"]) == (module, "app", app)
     assert out["bootloader_version"] == "RUI_BOOT_0.8_STM32WLE5CC" and out["error"] is None
 
 
@@ -185,4 +191,5 @@ def test_usage_errors_under_json_are_json(args):
 
 def test_unknown_virtual_module_lists_the_ones_there_are():
     proc = run_cli("sim", "rak9")
-    assert proc.returncode == 2 and "virtual modules: rak11720, rak3172, rak4270, rak4631-arduino, rak4631-r, rak811" in proc.stderr
+    assert proc.returncode == 2 and ("virtual modules: rak11160, rak11720, rak3172, rak3172-f, rak3172-sip, rak3172-t, rak3172lp-sip, "
+                                    "rak3401, rak4270, rak4631-arduino, rak4631-r, rak811") in proc.stderr

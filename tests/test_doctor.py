@@ -479,16 +479,23 @@ def test_flooding_sketch_names_the_reset_window_and_the_setup_pause(virtual, new
     assert "rakflash modules" not in f["next"]
 
 
-@pytest.mark.parametrize("name, pid, boot0", [("rak3172", 0x497, "pin 21"), ("rak811", 0x429, "pin 17")])
-def test_boot0_left_high_the_rom_bootloader_is_named_with_the_way_out(virtual, name, pid, boot0):
+@pytest.mark.parametrize("name, pid, boot0, command_for", [
+    ("rak3172", 0x497, "pin 21", "rak3172"), ("rak811", 0x429, "pin 17", "rak811"),
+    # The RUI3 variants share the chip: the ROM names every board it could be, each with its pins,
+    # and one command (the flash map is the same) restores any of them.
+    ("rak3172-sip", 0x497, "the BOOT0 pad", "rak3172"), ("rak3172-t", 0x497, "pin 21", "rak3172"),
+    ("rak11160", 0x497, "the BOOT pin", "rak3172")])
+def test_boot0_left_high_the_rom_bootloader_is_named_with_the_way_out(virtual, cat, name, pid, boot0,
+                                                                       command_for):
     dev = virtual(name, boot_pin=True)
     assert dev.wait_mode(Mode.ROM)
+    same_chip = [m.name for m in cat.modules_with_mcu(dev.module.mcu)]
     for _ in range(2):            # a second run finds the ROM already in sync, and still knows it
         report = diagnose(dev.port, baud=FAST_BAUD)
         f = by_code(report)["rom-bootloader"]
-        assert f.details["pid"] == pid and f.details["modules"] == [dev.module.name]
+        assert f.details["pid"] == pid and f.details["modules"] == same_chip and dev.module.name in same_chip
         assert f"BOOT0 is {boot0}" in f.next and "BOOT0 low" in f.next and report.exit_code == 5
-    assert f.command == f"rakflash recover FULL.hex --port {dev.port} --module {name}"
+    assert f.command == f"rakflash recover FULL.hex --port {dev.port} --module {command_for}"
     dev.set_boot_pin(False)       # what the finding says: BOOT0 low, reset
     dev.press_reset()
     assert dev.wait_mode(Mode.APP)
@@ -579,6 +586,6 @@ def test_human_output(virtual):
     dev = virtual("rak3172", state="bootloader")
     proc = run_cli("doctor", "--port", dev.port, "--baud", str(FAST_BAUD))
     assert proc.returncode == 0, proc.stderr
-    assert "! RAK3172 waits in its bootloader" in proc.stdout
+    assert "! RAK3172 (or one of its RUI3 variants) waits in its bootloader" in proc.stdout
     assert "why" in proc.stdout and f"rakflash flash FIRMWARE.bin --port {dev.port}" in proc.stdout
     assert "at most 20 s per port" in proc.stdout

@@ -28,18 +28,32 @@ def flash(path, dev, *extra, baud=FAST_BAUD, **kw):
     return cli_json("flash", str(path), "--port", dev.port, "--baud", str(baud), "--yes", *extra, **kw)
 
 
-def test_update_rak3172_end_to_end(virtual, new_app):
-    dev = virtual("rak3172")
+# The RAK3172 and its RUI3 variants: the same chip, bootloader and update; each its own image.
+RAK3172_VARIANTS = ["rak3172", "rak3172-sip", "rak3172lp-sip", "rak3172-t", "rak3172-f", "rak11160"]
+
+
+def variant_app(tmp_path, cat, name):
+    """(old, new, image path): the variant's running version, and a newer image built for it."""
+    _, old, new = firmware.DEFAULT_VERSIONS[name]
+    p = tmp_path / f"{name}_new.bin"
+    p.write_bytes(firmware.app_image(cat.module(name), new, 40 * 1024 + 100))
+    return old, new, p
+
+
+@pytest.mark.parametrize("name", RAK3172_VARIANTS)
+def test_update_rak3172_end_to_end(virtual, tmp_path, cat, name):
+    dev = virtual(name)
+    old, new, new_app = variant_app(tmp_path, cat, name)
     code, out = flash(new_app, dev)
     assert code == 0, out
     assert out["result"] == "ok"
-    assert (out["app_version_before"], out["app_version_after"]) == (OLD, NEW)
+    assert (out["app_version_before"], out["app_version_after"]) == (old, new)
     assert out["bytes"] == 40 * 1024 + 100 and out["seconds"] > 0
-    assert dev.app_version == NEW and dev.updates == 1
+    assert dev.app_version == new and dev.updates == 1
     # What is in the module's flash is byte for byte the image.
     assert dev.flash.read(0x08006000, out["bytes"]) == new_app.read_bytes()
     code, info = cli_json("info", "--port", dev.port, "--baud", str(FAST_BAUD))
-    assert info["app_version"] == NEW and info["mode"] == "app"
+    assert info["app_version"] == new and info["mode"] == "app" and info["module_key"] == name
 
 
 def test_progress_events_in_json(virtual, new_app):
@@ -129,11 +143,13 @@ def test_same_version_skipped_then_forced(virtual, tmp_path, cat):
     assert (code, out["result"]) == (0, "ok") and dev.updates == 1
 
 
-def test_interrupted_update_is_finished(virtual, new_app):
-    dev = virtual("rak3172", state="bootloader")
+@pytest.mark.parametrize("name", RAK3172_VARIANTS)
+def test_interrupted_update_is_finished(virtual, tmp_path, cat, name):
+    dev = virtual(name, state="bootloader")
+    _, new, new_app = variant_app(tmp_path, cat, name)
     code, out = flash(new_app, dev)
     assert code == 0, out
-    assert out["app_version_before"] is None and out["app_version_after"] == NEW
+    assert out["app_version_before"] is None and out["app_version_after"] == new
 
 
 def test_rak811_old_bootloader_refused_with_recovery_advice(virtual, tmp_path, cat):
@@ -184,15 +200,17 @@ def test_bit_errors_and_drops_are_retried(virtual, new_app):
     assert dev.flash.read(0x08006000, out["bytes"]) == new_app.read_bytes()
 
 
-def test_power_cut_mid_transfer_then_rerun_finishes(virtual, new_app):
-    dev = virtual("rak3172")
+@pytest.mark.parametrize("name", ["rak3172", "rak3172-sip", "rak11160"])
+def test_power_cut_mid_transfer_then_rerun_finishes(virtual, tmp_path, cat, name):
+    dev = virtual(name)
+    _, new, new_app = variant_app(tmp_path, cat, name)
     dev.uart.faults.power_cut_after = dev.uart.faults.received + 20000
     code, out = flash(new_app, dev, timeout=120)
     assert (code, out["error"]) == (7, "device-restarted")
     assert dev.wait_mode(Mode.BOOTLOADER)       # the bootloader is in charge, not a brick
     code, out = flash(new_app, dev)
     assert code == 0, out
-    assert out["app_version_after"] == NEW
+    assert out["app_version_after"] == new
 
 
 def test_device_cancel_is_named_and_rerun_works(virtual, new_app):

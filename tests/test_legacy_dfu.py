@@ -37,7 +37,7 @@ def sketch(dev, version="ARDUINO_SKETCH_1.1", size=20_000):
 def touch_1200(dev) -> str:
     """The 1200-baud touch on the sketch's port; the bootloader's port, found by its USB id."""
     with Link(dev.port) as link:
-        link.baud = 1200
+        link.touch(1200)
         entry = ports.wait_for_port("rak4631-arduino", "bootloader", serial_number=dev.opts.serial_number,
                                     timeout=5)
     return entry.device

@@ -47,7 +47,8 @@ def test_a_size_too_large_says_what_fits():
 def test_an_unknown_module_is_a_usage_error_listing_the_known_ones(command):
     line = one_line_usage_error(run_cli(*command, "--module", "rak9999"))
     assert "no module called 'rak9999'" in line
-    assert "rak3172, rak811, rak4270, rak11720, rak4631-r" in line
+    assert ("rak3172, rak3172-sip, rak3172lp-sip, rak3172-t, rak3172-f, rak11160, rak811, rak4270, rak11720, "
+            "rak4631-r, rak3401") in line
     code, out = cli_json(*command, "--module", "rak9999")
     assert (code, out["error"]) == (2, "usage") and "rak4270" in out["message"]
 

@@ -582,3 +582,28 @@ def test_a_request_the_server_cant_answer_drops_that_client_not_the_port(tcp_mod
             pass
     with Link(dev.port, FAST_BAUD) as link:
         assert ask(link, "AT") == [b"OK"]
+
+
+def test_a_1200_baud_touch_whose_port_goes_before_the_setting_is_confirmed_is_no_error(tcp_module,
+                                                                                   monkeypatch):
+    """Over RFC 2217 the Arduino core can drop the port before the server confirms the new
+    settings; pyserial then times out waiting for that confirmation. The touch did its job."""
+    import serial
+    dev = tcp_module("rak3172")
+    with Link(dev.port, FAST_BAUD) as link:
+        def never_confirmed(value):
+            raise serial.SerialException("timeout while waiting for option 'control'")
+        monkeypatch.setattr(link._ser, "rfc2217_set_control", never_confirmed)
+        steps = []
+        link.on_step = steps.append
+        link.touch(1200)
+        assert steps == [f"{dev.port} went away at the 1200-baud touch"]
+
+
+def test_an_unknown_transport_in_the_variable_is_a_usage_error(monkeypatch):
+    from conftest import run_cli
+    monkeypatch.setenv("RAKFLASH_SIM_TRANSPORT", "serial")
+    for args in (["demo"], ["sim", "rak3172"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert "RAKFLASH_SIM_TRANSPORT='serial': the transports are pty, tcp" in proc.stderr

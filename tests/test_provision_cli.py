@@ -324,3 +324,15 @@ def test_flash_provision_refuses_a_module_with_keys_of_its_own_before_writing_an
     assert keep.app_version == OLD and keep.settings["APPKEY"] == "22" * 16      # no firmware, no keys
     assert done[fresh.port]["result"] == "ok" and fresh.app_version == NEW
     assert done[fresh.port]["provision"]["result"] == "written"
+
+
+def test_a_row_claimed_before_an_update_its_plan_refuses_goes_back_to_the_batch(virtual, new_app, tmp_path):
+    other = virtual("rak11720", serial_number="APOLLO-1")     # RUI3 with key commands; RAK3172 firmware won't do
+    batch = write_batch(tmp_path / "batch.csv", rows(2))
+    proc, lines = cli("flash", str(new_app), "--port", other.port, "--baud", str(FAST_BAUD), "--yes",
+                      "--provision", str(batch))
+    assert proc.returncode == 11
+    done = results(lines)[other.port]
+    assert done["result"] == "wrong-target" and done["provision"]["result"] == "released"
+    assert any(e.get("claimed") for e in lines if e.get("event") == "phase")      # it had been claimed
+    assert show(batch)["claimed"] == 0 and other.settings["APPKEY"] == BLANK and other.updates == 0

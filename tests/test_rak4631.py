@@ -26,7 +26,7 @@ def rak4631(virtual):
     """conftest's ``virtual`` with a native USB port's line, and the key its bootloader trusts."""
     def make(name="rak4631", **kw):
         kw.setdefault("baud", USB_FULL_SPEED_BAUD)
-        if name == "rak4631":
+        if name in ("rak4631", "rak3401"):
             kw.setdefault("dfu_key", KEY)
         return virtual(name, **kw)
 
@@ -53,22 +53,24 @@ def events(proc):
     return [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
 
 
-def test_flash_a_rui3_package_end_to_end(rak4631, tmp_path):
-    dev = rak4631()
-    pkg = rui3_package(tmp_path, dev)
+@pytest.mark.parametrize("name, board", [("rak4631", "RAK4631"), ("rak3401", "RAK3401")])
+def test_flash_a_rui3_package_end_to_end(rak4631, tmp_path, name, board):
+    """The RAK4631-R, and the RAK3401 (RUI3 on the same chip, bootloader and DFU; its own image)."""
+    dev = rak4631(name)
+    pkg = rui3_package(tmp_path, dev, version=f"RUI_4.0.6_{board}")
     proc = run_cli("flash", pkg, "--port", dev.port, "--yes", "--json", timeout=90)
     evs = events(proc)
     result = evs[-1]
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert (result["result"], result["app_version_before"], result["app_version_after"]) == \
-        ("ok", "RUI_4.0.5_RAK4631", "RUI_4.0.6_RAK4631")
+        ("ok", f"RUI_4.0.5_{board}", f"RUI_4.0.6_{board}")
     assert result["settings_kept"] is True
     notes = [e["message"] for e in evs if e.get("event") == "note"]
     assert any("re-enumerated as its bootloader" in n for n in notes)
     assert any("re-enumerated as its application" in n for n in notes)
     progress = [e for e in evs if e.get("event") == "progress"]
     assert progress[-1]["bytes"] == progress[-1]["total"] == 24_000
-    assert dev.updates == 1 and dev.app_version == "RUI_4.0.6_RAK4631"
+    assert dev.updates == 1 and dev.app_version == f"RUI_4.0.6_{board}"
 
 
 def test_an_update_cut_mid_object_is_finished_by_running_it_again(rak4631, tmp_path):

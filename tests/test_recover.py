@@ -78,16 +78,31 @@ def test_rak811_seed_recovery_replaces_bootloader_and_application(virtual, cat, 
     assert any(isinstance(e, Countdown) for e in events.events)
 
 
-def test_rak3172_recovery_keeps_the_owners_keys(virtual, cat, tmp_path):
-    dev = virtual("rak3172")
+@pytest.mark.parametrize("name", ["rak3172", "rak3172-sip", "rak3172lp-sip", "rak3172-t", "rak3172-f",
+                                  "rak11160"])
+def test_rak3172_recovery_keeps_the_owners_keys(virtual, cat, tmp_path, name):
+    """The RAK3172 and its RUI3 variants: the same chip, ROM and flash map, each its own FULL.hex."""
+    _, old, new = firmware.DEFAULT_VERSIONS[name]
+    dev = virtual(name)
     dev.settings["APPKEY"] = "0123456789ABCDEF0123456789ABCDEF"
     dev.save_settings()
-    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
-    result, _ = run(dev, path, "rak3172")
+    path = full_hex(tmp_path, cat, name, "RUI_BOOT_0.9_STM32WLE5CC", new)
+    result, _ = run(dev, path, name)
     assert result.bootloader_version_after == "RUI_BOOT_0.9_STM32WLE5CC"
-    assert result.app_version_after == "RUI_4.0.6_RAK3172-E"
-    assert result.app_version_before == "RUI_4.0.5_RAK3172-E"
+    assert result.app_version_after == new
+    assert result.app_version_before == old
     assert dev.load_settings()["APPKEY"] == "0123456789ABCDEF0123456789ABCDEF"
+
+
+def test_another_boards_full_image_is_refused_before_anything(virtual, cat, tmp_path):
+    """A RAK3172's FULL.hex on a RAK3172-T: refused as flash refuses it; naming the board the image is
+    for is the way to write it anyway (the chip and flash map are the same)."""
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
+    with pytest.raises(WrongTarget) as refused:
+        plan_recovery(images.load(path), _mod("rak3172-t"), options=fast())
+    assert "built for the RAK3172 " in refused.value.message and "is a RAK3172-T" in refused.value.message
+    assert "--module rak3172" in refused.value.hint and "Nothing was written" in refused.value.hint
+    assert plan_recovery(images.load(path), _mod("rak3172"), options=fast()).module.key == "rak3172"
 
 
 def test_plan_erases_only_the_pages_the_image_covers(cat, tmp_path):

@@ -188,10 +188,12 @@ def test_a_version_string_naming_another_module_is_refused_unless_forced(virtual
     assert dev.app_version == "RUI_4.0.12_RAK11720"
 
 
-def test_aliases_and_variants_of_the_module_are_its_own(virtual, tmp_path, cat):
+def test_aliases_of_the_module_are_its_own(virtual, tmp_path, cat):
+    """RUI3 names the RAK3172's image after its evaluation board (RAK3172-E): the module's own.
+    (A RAK3272-SiP image is another board's: tests/test_variants.py.)"""
     dev = virtual("rak3172")
-    img = write(tmp_path, "app.bin", firmware.app_image(cat.module("rak3172"), "RUI_4.0.7_RAK3272-SiP", 8 * 1024))
-    code, out = flash(img, dev)
+    img = write(tmp_path, "app.bin", firmware.app_image(cat.module("rak3172-e"), "RUI_4.0.7_RAK3172-E", 8 * 1024))
+    code, out = flash(img, dev, "--module", "rak3272")
     assert code == 0, out
 
 

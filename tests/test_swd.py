@@ -21,9 +21,11 @@ from rakflash.sim import firmware
 
 from fake_pyocd import CMSISDAPProbe, FakePyOCD, FakeWorld, Failures, JLinkProbe
 
-MODULES = ["rak3172", "rak811", "rak4270", "rak11720", "rak4631-r"]
+# With two RUI3 variants, which take their base's SWD target (the same chip).
+MODULES = ["rak3172", "rak811", "rak4270", "rak11720", "rak4631-r", "rak3172-sip", "rak3401"]
 TARGETS = {"rak3172": "stm32wle5ccux", "rak811": "stm32l151cbux", "rak4270": "stm32l071kbux",
-           "rak11720": "ama3b1kk_kbr", "rak4631-r": "nrf52840"}
+           "rak11720": "ama3b1kk_kbr", "rak4631-r": "nrf52840", "rak3172-sip": "stm32wle5ccux",
+           "rak3401": "nrf52840"}
 
 
 def full_hex(tmp_path, cat, key):

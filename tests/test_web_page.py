@@ -311,9 +311,9 @@ def test_a_pulled_cable_is_plugged_back_in_from_the_page(page, web, virtual):
     dev.uart.close()                                       # the cable is pulled
     row = page.locator(f'tr[data-port="{old}"]')
     row.get_by_role("button", name="Plug the cable back in").click()
+    wait_for(lambda: not dev.uart.closed, what="the cable to be plugged back in")   # the click's request
     new = page.locator(f'tr[data-port="{dev.port}"]')       # a new pty (its number may be the old one's)
     expect(new.get_by_role("button", name="Press reset")).to_be_visible()
-    assert not dev.uart.closed
     new.get_by_role("button", name="Identify").click()
     expect(page.locator("#device")).to_contain_text("RAK3172")
 

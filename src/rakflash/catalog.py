@@ -7,6 +7,7 @@ turns the file into typed, read-only objects and answers look-ups.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, field
@@ -131,6 +132,12 @@ class Module:
     recovery: tuple[str, ...] = ()   # recovery methods (flows/recover.py) in order of preference
     rom_access: dict[str, Any] = field(default_factory=dict)  # pins reaching the ROM bootloader
     extra: dict[str, Any] = field(default_factory=dict)   # protocol-specific facts (gpregret, hw_version, …)
+    variant_of: str | None = None    # the module whose facts this variant shares (modules.toml)
+    hardware_models: tuple[str, ...] = ()   # what AT+HWMODEL=? answers on it
+    image_names: tuple[str, ...] = ()       # the <name> its own images' "RUI_<version>_<name>" carries
+    takes_images_of: tuple[str, ...] = ()   # other modules whose images RUI3 itself builds for it
+    sources: tuple[str, ...] = ()
+    companion: dict[str, Any] = field(default_factory=dict)   # a second chip beside the MCU (RAK11160)
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)
@@ -165,6 +172,23 @@ class Module:
                else f"'{self.swd_command(image)}'")
         advice.append(f"with an SWD probe: {swd}")
         return ", or ".join(advice)
+
+    @property
+    def unconfirmed_note(self) -> str | None:
+        """What a plan says of a RUI3 variant's facts not confirmed from public sources (None: none)."""
+        if self.variant_of is None or not self.inferred:
+            return None
+        return (f"not confirmed from public sources for the {self.name} ('rakflash modules' lists "
+                f"them): {'; '.join(self.inferred)}")
+
+    def image_name(self, version: str | None) -> str | None:
+        """The board a RUI3 version string names: ``RUI_4.2.4_RAK3172-F`` → ``RAK3172-F``."""
+        m = re.fullmatch(r"RUI_\d+(?:\.\d+)*_([A-Za-z0-9-]+)", (version or "").strip())
+        return m.group(1) if m else None
+
+    def same_flash_as(self, other: "Module") -> bool:
+        """The same chip and the same flash map: an image placed for one lands the same on the other."""
+        return self.mcu.key == other.mcu.key and self.regions == other.regions
 
     def region(self, name: str) -> Region:
         for r in self.regions:
@@ -204,6 +228,7 @@ class Catalog:
         self.modules: dict[str, Module] = {}
         self.usb_ids: list[UsbId] = []
         for key, m in raw["module"].items():
+            m = _with_base(raw["module"], m)
             module = Module(
                 key=key, name=m["name"], family=m["family"], mcu=self.mcus[m["mcu"]],
                 dialect=self.dialects[m["dialect"]], boot_dialect=self.dialects[m["boot_dialect"]],
@@ -220,6 +245,10 @@ class Catalog:
                 update_reply=m.get("update_reply"),
                 recovery=tuple(m.get("recovery", [])), rom_access=dict(m.get("rom_access", {})),
                 extra={k: m[k] for k in ("gpregret", "hw_version", "sd_req", "device_type") if k in m},
+                variant_of=m.get("variant_of"), hardware_models=tuple(m.get("hardware_models", [])),
+                image_names=tuple(m.get("image_names", [])),
+                takes_images_of=tuple(m.get("takes_images_of", [])),
+                sources=tuple(m.get("sources", [])), companion=dict(m.get("companion", {})),
             )
             self.modules[key] = module
             for u in m.get("usb_id", []):
@@ -247,14 +276,57 @@ class Catalog:
         """What a USB id is; where one VID:PID serves two modes, the product string decides."""
         found = [u for u in self.usb_ids if u.vid == vid and u.pid == pid]
         if product is not None:
-            for u in found:
-                if u.product and u.product.lower() == product.strip().lower():
-                    return u
+            same = [u for u in found if u.product and u.product.lower() == product.strip().lower()]
+            if len({u.module for u in same}) > 1:
+                # One id and product string for several boards (the RAK4631-R's and the RAK3401's
+                # bootloaders): the first stands for them, and what it probably is names them all.
+                names = " or ".join(self.modules[u.module].name for u in same if u.module in self.modules)
+                return dataclasses.replace(same[0], probably=f"{names}, {same[0].mode} mode")
+            if same:
+                return same[0]
         generic = [u for u in found if u.product is None]
         return (generic or found or [None])[0]
 
+    def by_hardware_model(self, model: str | None) -> Module | None:
+        """The module whose RUI3 firmware answers AT+HWMODEL=? with ``model`` (exactly, any case)."""
+        want = (model or "").strip().lower()
+        return next((m for m in self.modules.values()
+                     if want and want in (h.lower() for h in m.hardware_models)), None)
+
+    def by_image_name(self, version: str | None) -> Module | None:
+        """The module whose own RUI3 images carry ``version``'s board name (``RUI_x.y.z_<name>``)."""
+        for m in self.modules.values():
+            name = m.image_name(version)
+            if name is not None:
+                return next((n for n in self.modules.values()
+                             if name.lower() in (i.lower() for i in n.image_names)), None)
+        return None
+
+    def variants(self, module: Module) -> list[Module]:
+        """``module`` and every module that shares its base's facts (the RAK3172 and its variants)."""
+        base = module.variant_of or module.key
+        return [m for m in self.modules.values() if (m.variant_of or m.key) == base]
+
     def modules_with_mcu(self, mcu: Mcu) -> list[Module]:
         return [m for m in self.modules.values() if m.mcu.key == mcu.key]
+
+
+# What a variant never takes from its base: its own names, identity, USB ids and sources.
+_OWN = {"variant_of", "name", "aliases", "usb_id", "hardware_models", "image_names",
+        "takes_images_of", "sources", "companion", "inferred"}
+
+
+def _with_base(modules: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+    """A module's raw facts, with those it does not give taken from the module it is a variant of;
+    what is not confirmed of the base is not confirmed of the variant either."""
+    base_key = m.get("variant_of")
+    if base_key is None:
+        return m
+    base = modules[base_key]
+    merged = {k: v for k, v in base.items() if k not in _OWN}
+    merged.update(m)
+    merged["inferred"] = [*m.get("inferred", []), *base.get("inferred", [])]
+    return merged
 
 
 def _mcu(key: str, v: dict[str, Any]) -> Mcu:

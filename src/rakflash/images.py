@@ -564,6 +564,12 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     if info.includes_app:
         app = mod.app
         info.app_version = mod.find_app_version(image.read(app.start, app.size, 0))
+    if module is None:
+        # The chip's first module stands for every board with that chip and flash map; the
+        # version string says which board RUI3 built the image for (RAK3172-SiP, RAK3401, …).
+        named = cat.by_image_name(info.app_version)
+        if named is not None and named.same_flash_as(mod):
+            info.module = named
     return info
 
 

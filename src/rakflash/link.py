@@ -24,6 +24,7 @@ import time
 from typing import Callable, Iterator, Protocol
 
 import serial
+import serial.rfc2217
 
 try:
     from serial.serialposix import Serial as _PosixSerial
@@ -156,6 +157,18 @@ class Link:
             self._ser.baudrate = value
         if self.trace:
             self.trace.event("baud", baud=value)
+
+    def touch(self, baud: int) -> None:
+        """Set ``baud`` as a signal, not to talk at it (the Arduino core's 1200-baud touch): the
+        device may drop the port at once — which is what it was asked to do — before the setting
+        is even confirmed (an RFC 2217 server's acknowledgement never comes), so a port gone here
+        is not an error. Whoever touches follows the device to its new port next."""
+        try:
+            self.baud = baud
+        except PortDisconnected:
+            if self.trace:
+                self.trace.event("baud", baud=baud)
+            self.note(f"{self.port_name} went away at the {baud}-baud touch")
 
     def set_parity(self, parity: str) -> None:
         """Switch the framing: ``"E"`` for an STM32 ROM bootloader (8E1), ``"N"`` for AT consoles."""
@@ -334,13 +347,7 @@ class Link:
         self.write((text + ending).encode("ascii"))
 
 
-try:
-    from serial.rfc2217 import Serial as _Rfc2217Base
-except ImportError:          # pragma: no cover - pyserial always ships it
-    _Rfc2217Base = serial.Serial
-
-
-class _Rfc2217Serial(_Rfc2217Base):
+class _Rfc2217Serial(serial.rfc2217.Serial):
     """pyserial's RFC 2217 client (``rfc2217://host:port``: a serial port over TCP that carries
     the baud rate, parity and RTS/DTR — the simulator's TCP transport, a networked port server),
     sending the line settings only when they change.

@@ -372,6 +372,10 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
     seen: list[PortEntry] = []
     went_away: set[str] = set()
     path = usb_path(location)
+    # A variant's bootloader may enumerate as its base's (the RAK3401's as the RAK4631-R's: one
+    # USB id and product string for both), so any of the family's ids will do.
+    cat = _catalog.load()
+    family = {m.key for m in cat.variants(cat.modules[module])} if module in cat.modules else {module}
     while True:
         entries = list_serial_ports()
         listed = {e.device for e in entries}
@@ -382,7 +386,7 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
             return (before is None or e.device not in before or e.device in went_away
                     or before[e.device] != e.identity())
 
-        candidates = [e for e in entries if e.module == module and e.mode == mode and new(e)
+        candidates = [e for e in entries if e.module in family and e.mode == mode and new(e)
                       and (serial_number is None or e.serial_number in (None, serial_number))
                       and (path is None or usb_path(e.location) in (None, path))]
         if len(candidates) == 1:
@@ -394,7 +398,7 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
             raise PortAmbiguous(f"{len(candidates)} {which}, in its {mode}{same} "
                                 f"({', '.join(e.device for e in candidates)}), and rakflash can't tell "
                                 f"which one is yours")
-        seen = [e for e in entries if e.module == module]
+        seen = [e for e in entries if e.module in family]
         if time.monotonic() >= end:
             break
         time.sleep(poll)

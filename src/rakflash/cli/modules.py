@@ -24,7 +24,10 @@ def modules(as_json: bool) -> None:
              "stm32flash_command": m.rom_uart_command() if m.recover_command() else None,
              "stm32flash_note": stm32flash_note(m) if m.recover_command() and m.rom_uart_command() else None,
              "rom_pins": dict(m.rom_access) or None,
-             "inferred": list(m.inferred)} for m in cat.modules.values()]
+             "inferred": list(m.inferred), "aliases": list(m.aliases), "variant_of": m.variant_of,
+             "hardware_models": list(m.hardware_models), "image_names": list(m.image_names),
+             "takes_images_of": list(m.takes_images_of), "sources": list(m.sources),
+             "companion": dict(m.companion) or None} for m in cat.modules.values()]
     if as_json:
         emit_json({"modules": rows})
         return
@@ -62,6 +65,25 @@ def modules(as_json: bool) -> None:
     out.print("\nrecovery of a full image (FULL.hex), when the serial bootloader can't:")
     for r in rows:
         out.print(f"  {r['key']}: {r['recovery']}")
+    told = [r for r in rows if r["hardware_models"] or r["aliases"]]
+    if told:
+        out.print("\nhow a module tells which it is (AT+HWMODEL=? · its images' version strings end in) "
+                  "and other names it goes by:")
+        for r in told:
+            said = " · ".join(filter(None, [", ".join(r["hardware_models"]),
+                                            ", ".join(f"_{n}" for n in r["image_names"])]))
+            also = [f"also takes {', '.join(r['takes_images_of'])} images"] if r["takes_images_of"] else []
+            if r["aliases"]:
+                also.append(f"also called {', '.join(r['aliases'])}")
+            if r["companion"]:
+                also.append(f"with an {r['companion']['chip']} ({r['companion']['firmware']}) rakflash "
+                            f"does not update")
+            out.print(f"  {r['key']}: {said or '-'}" + "".join(f"; {a}" for a in also))
+    sourced = [r for r in rows if r["sources"]]
+    if sourced:
+        out.print("\nsources (docs/protocols.md has them all):")
+        for r in sourced:
+            out.print(f"  {r['key']}: {'; '.join(r['sources'])}")
     unsure = [r for r in rows if r["inferred"]]
     if unsure:
         out.print("\nnot yet confirmed on real hardware (corrections from a --trace welcome):")

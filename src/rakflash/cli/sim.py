@@ -100,13 +100,14 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     from .. import catalog as _catalog
     from ..sim import Faults, SimOptions, create
     try:
-        family = _catalog.load().module(module_name).key
+        chosen = _catalog.load().module(module_name)
+        family, secure_dfu = chosen.key, chosen.protocol == "nordic-dfu"    # RAK4631-R, RAK3401
     except KeyError:
-        family = None            # named below, with the virtual modules there are
+        family, secure_dfu = None, False   # named below, with the virtual modules there are
     # The key belongs to RUI3's Secure DFU bootloader: the RAK4631-R has it, and an Arduino
     # RAK4631 gets it once convert-to-rui3 installs that bootloader. Decided before --arduino
     # renames the module, or the key would be dropped without a word.
-    takes_dfu_key = family in ("rak4631-r", "rak4631-arduino")
+    takes_dfu_key = secure_dfu or family == "rak4631-arduino"
     if dfu_key and not takes_dfu_key:
         raise click.BadParameter("only the RAK4631 (its RUI3 Secure DFU bootloader) checks a DFU key",
                                  param_hint="'--dfu-key'")

@@ -84,7 +84,7 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
             emit(Phase("boot", "entering the Adafruit bootloader (1200-baud touch)"))
             since = before_reset(link, dev.serial_number)
             baud = link.baud
-            link.baud = arduino.dialect.get("touch_baud", 1200)
+            link.touch(arduino.dialect.get("touch_baud", 1200))
             follow(link, arduino, "bootloader", since=since, emit=emit, baud=baud)
         pkg = bootloader.package
         image = pkg.image("softdevice_bootloader") or pkg.image("bootloader")

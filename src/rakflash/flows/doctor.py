@@ -386,9 +386,14 @@ def driver_missing(o: Observation) -> Finding | None:
                 if drv else "Install the device's driver (Device Manager lists it under 'Other devices'), "
                             "then unplug and plug it in again:")
     elif o.system == "Darwin":
-        text = (f"Recent macOS has a driver for the {drv['name']}; older macOS needs {drv['vendor']}'s, "
-                f"from {drv['Darwin']}. Then unplug the adapter and plug it in again:" if drv else
-                "Unplug it and plug it in again; if no /dev/cu.* port appears, its driver is missing:")
+        if drv and drv["name"] == "CH340":       # (DESIGN.md §2: the CH340 note on older macOS)
+            text = (f"Recent macOS has a driver for the CH340; older macOS needs {drv['vendor']}'s, from "
+                    f"{drv['Darwin']}. Then unplug the adapter and plug it in again:")
+        elif drv:
+            text = (f"Install {drv['vendor']}'s {drv['name']} driver from {drv['Darwin']}, then unplug the "
+                    f"adapter and plug it in again:")
+        else:
+            text = "Unplug it and plug it in again; if no /dev/cu.* port appears, its driver is missing:"
     else:
         text = (f"Linux's {drv['Linux']} driver should take it: if 'dmesg' shows the adapter attached and "
                 f"then 'disconnected' a second later, brltty (a braille display driver) took it — "
@@ -778,6 +783,18 @@ def module_uncertain(o: Observation) -> Finding | None:
     dev = o.device
     if dev is None or dev.module is None or dev.module_certain or o.module is not None:
         return None
+    could_be = dev.could_be
+    if len(could_be) > 1 and all(m.same_flash_as(could_be[0]) for m in could_be):
+        # The RAK3172's RUI3 variants in the one bootloader they share.
+        return Finding("module-uncertain", "note",
+                       f"in its bootloader the module can't say which of "
+                       f"{', '.join(m.name for m in could_be)} it is (one RUI3 bootloader serves them all)",
+                       "they share the chip, flash map and bootloader, so the update finishes the same on "
+                       "each; the firmware is what differs (each board's is built for its own radio and "
+                       "pins), and its version string names the board it is for",
+                       "Finish the update with the firmware for the board on the label; to name the board "
+                       "to doctor:", f"rakflash doctor --port {_q(o.port or 'PORT')} --module "
+                       f"{dev.module.key}", port=o.port, details={"candidates": [m.name for m in could_be]})
     alike = _modules_with(dev.module.family.split(" / ")[0])
     return Finding("module-uncertain", "note",
                    f"the firmware doesn't say which module it runs on ({alike}); doctor assumed "
@@ -788,11 +805,47 @@ def module_uncertain(o: Observation) -> Finding | None:
 
 
 @rule
+def second_chip(o: Observation) -> Finding | None:
+    """A module with a second chip (RAK11160's ESP8684): what rakflash does and can't do for it."""
+    dev = o.device
+    c = dev.module.companion if dev is not None and dev.module is not None else {}
+    if not c:
+        return None
+    return Finding("second-chip", "note",
+                   f"the {dev.module.name} also carries an {c['chip']} ({c['does']}) running {c['firmware']}",
+                   f"{c['leaves'][0].upper()}{c['leaves'][1:]}; {c['cannot']}",
+                   f"Nothing to do for an update. To talk to the {c['chip']}: {c['reach']} (rakflash "
+                   f"never switches the port over).", None, port=o.port,
+                   details={"chip": c["chip"], "firmware": c["firmware"]})
+
+
+@rule
+def another_boards_image(o: Observation) -> Finding | None:
+    """The board (AT+HWMODEL=?) runs an image RUI3 builds for another board (AT+VER=?)."""
+    dev = o.device
+    if dev is None or dev.module is None or dev.mode != "app":
+        return None
+    built_for = _catalog.load().by_image_name(dev.app_version)
+    if built_for is None or built_for.key == dev.module.key or built_for.key in dev.module.takes_images_of:
+        return None
+    return Finding("another-boards-image", "note",
+                   f"the {dev.module.name} (AT+HWMODEL={dev.hardware_model}) runs {dev.app_version}, an "
+                   f"image built for the {built_for.name}",
+                   "RUI3 builds each board's image for its own radio and pins; rakflash refuses "
+                   f"another board's image, so the next update wants {dev.module.name} firmware",
+                   f"Update it with the {dev.module.name} firmware:", _flash_command(o), port=o.port,
+                   details={"hardware_model": dev.hardware_model, "image_for": built_for.name})
+
+
+@rule
 def waits_in_bootloader(o: Observation) -> Finding | None:
     dev = o.device
     if dev is None or dev.mode != "bootloader":
         return None
     name = dev.module.name if dev.module else "the module"
+    if dev.module is not None and not dev.module_certain and \
+            all(m.same_flash_as(dev.module) for m in dev.could_be):
+        name += " (or one of its RUI3 variants)"        # their one bootloader doesn't say which
     return Finding("in-bootloader", "action",
                    f"{name} waits in its bootloader {dev.bootloader_version or ''}".rstrip()
                    + ": its application does not run",

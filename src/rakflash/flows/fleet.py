@@ -264,6 +264,7 @@ class Fleet:
             try:
                 settle(o, session, result, failure, time.monotonic() - t0)
                 if self.provisioning is not None:
+                    self._release_if_refused(o, failure)
                     settle_provisioning(o, self.image is None, failure, provision_failure)
                 if link is not None:
                     ask_identifiers(o, link, session)
@@ -271,6 +272,19 @@ class Fleet:
                 self._publish(o)
             finally:
                 self._ended[port].set()
+
+    def _release_if_refused(self, o: DeviceOutcome, failure: BaseException | None) -> None:
+        """A row this run claimed before an update that its plan then refused (nothing written to
+        the module, keys included) goes back to the batch: the module holds no row it won't get."""
+        p = o.provision or {}
+        if not (isinstance(failure, PlanRefused) and not isinstance(failure, AlreadyUpToDate)
+                and p.get("result") == "claimed" and p.get("claimed_now")):
+            return
+        try:
+            if self.provisioning.ledger.release(p["dev_eui"], p["serial_number"]):
+                o.provision = {**p, "result": "released"}
+        except RakflashError:
+            pass      # it stays claimed for this module, as ledger show says
 
     def _claim_early(self, o: DeviceOutcome, link: StoppableLink, emit: Callable[[Event], None]) -> dict | None:
         """Before an update with a batch: a module whose application answers is refused here (keys

@@ -88,6 +88,7 @@ class DeviceInfo:
             "hardware_model": self.hardware_model, "hardware_id": self.hardware_id,
             "serial_number": self.serial_number, "variant": self.variant, "usb": self.usb,
             "notes": self.notes, "error": None,
+            "companion": dict(self.module.companion) if self.module and self.module.companion else None,
         }
 
 
@@ -388,10 +389,39 @@ def _rui3_app(link: Link, baud: int, module: Module | None, cat: Catalog, timing
                  "answers AT+VER=? (RUI3) or at+version (RUI v3) with its firmware version.")
     detected = _module_by_name(cat, "rui3", info.hardware_model, app_version)
     info.module = _reconcile(info, module, detected, "rui3")
+    _note_another_variants_image(info, cat)
+    _note_companion(info)
     if info.module is None:
         info.notes.append(f"unknown RUI3 hardware model {info.hardware_model!r}" if info.hardware_model
                           else f"the device does not tell its hardware model ({d['hardware_model']})")
     return info
+
+
+def _note_another_variants_image(info: DeviceInfo, cat: Catalog) -> None:
+    """The board (AT+HWMODEL=?, stored once and kept across updates) runs an image RUI3 builds for
+    another board (AT+VER=?): say so, and which one, since its next update should be its own."""
+    built_for = cat.by_image_name(info.app_version)
+    if info.module is None or built_for is None or built_for.key == info.module.key:
+        return
+    how = ("RUI3 itself builds that image for this board too"
+           if built_for.key in info.module.takes_images_of else
+           f"its next update should be {info.module.name} firmware")
+    info.notes.append(f"it runs {info.app_version}, an image built for the {built_for.name}, on a "
+                      f"{info.module.name} (AT+HWMODEL={info.hardware_model}): {how}")
+
+
+def _note_companion(info: DeviceInfo) -> None:
+    """A second chip on the module (RAK11160's ESP8684): what it is, and what rakflash does with it."""
+    c = info.module.companion if info.module is not None else {}
+    if c:
+        info.notes.append(companion_words(info.module))
+
+
+def companion_words(module: Module) -> str:
+    """One sentence on a module's second chip: what it runs, how it is reached, what rakflash does."""
+    c = module.companion
+    return (f"the {module.name} also carries an {c['chip']} ({c['does']}) running {c['firmware']} "
+            f"({c['reach']}); {c['leaves']}; {c['cannot']}")
 
 
 # A command no module knows: a RUI3 application answers it with AT_COMMAND_NOT_FOUND.
@@ -508,6 +538,11 @@ def _bootloader_candidates(version: str, cat: Catalog) -> list[Module]:
 
 
 def _module_by_name(cat: Catalog, dialect: str, model: str | None, version: str | None) -> Module | None:
+    # RUI3 names its board exactly (AT+HWMODEL=?, and the image's "RUI_<version>_<name>"): those
+    # tell a RAK3172-SiP from a RAK3172, which a name found inside another can't.
+    for exact in (cat.by_hardware_model(model), cat.by_image_name(version)):
+        if exact is not None and exact.dialect.key == dialect:
+            return exact
     for text in (model, version):
         if not text:
             continue

@@ -161,6 +161,20 @@ def _modules_it_could_be(device: DeviceInfo, named: Module | None) -> list[Modul
             if device.dialect in (m.dialect.key, m.boot_dialect.key)]
 
 
+def _one_bootloader_for_all(image: Image, could_be: list[Module]) -> Module | None:
+    """Among modules a bootloader can't tell apart, the one ``image`` is built for, where it makes no
+    difference to the bootloader which it is: all share its flash map and update protocol (the RUI3
+    STM32WLE5 variants: one bootloader for every board). None where that does not hold."""
+    if len(could_be) < 2:
+        return None
+    built_for = _catalog.load().by_image_name(_version_in(image, could_be[0]))
+    if built_for is None or built_for not in could_be:
+        return None
+    if all(m.same_flash_as(built_for) and m.protocol == built_for.protocol for m in could_be):
+        return built_for
+    return None
+
+
 def _built_for_the_bootloader(image: Image, info: ImageInfo, module: Module) -> str | None:
     """Why a .bin placed at the bootloader's address (its reset vector points there) can't be sent."""
     if image.base_source != "bootloader" or info.vector is None or not module.has_region("bootloader"):
@@ -242,6 +256,9 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                               f"{' or a '.join(m.name for m in alike)}",
                               hint="Check --module and the port (see 'rakflash info --port PORT').")
     could_be = _modules_it_could_be(device, module)
+    one_bootloader = _one_bootloader_for_all(image, could_be)
+    if one_bootloader is not None:
+        could_be = [one_bootloader]
     if not force and len(could_be) > 1 and device.bootloader_version:
         # An uncertain identity never weakens a refusal: the rules of every module it
         # could be apply, each with the image's version as that module reads it.
@@ -306,9 +323,33 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
                           hint=f"Use the application firmware built for {module.name}.")
     app = module.app
     notes: list[str] = list(guessed)
+    if one_bootloader is not None:
+        alike = [m.name for m in _catalog.load().variants(module)]
+        notes.append(f"in its bootloader the module can't say which of {', '.join(alike)} it is (one "
+                     f"RUI3 bootloader serves them all, with the same flash map); {_file(image)} is "
+                     f"built for the {module.name}, so rakflash takes it as one ('rakflash info' "
+                     f"afterwards reads AT+HWMODEL=?, which names the board)")
+    if module.unconfirmed_note:
+        notes.append(module.unconfirmed_note)
     warnings: list[str] = []
+    built_for = _catalog.load().by_image_name(info.app_version)
     named = version_names(info.app_version)
-    if named and not _is_named(module, named):
+    if built_for is not None and built_for.key != module.key \
+            and built_for.key not in module.takes_images_of:
+        # (An image for another chip or flash map was refused above, by its vector table.)
+        said = (f"{_file(image)} is built for the {built_for.name} (its version string "
+                f"{info.app_version}), but the module is a {module.name}")
+        if not force:
+            raise WrongTarget(
+                f"{said}: RUI3 builds each board's image for its own radio and pins",
+                hint=f"Use the firmware built for {module.name} (its version string ends in "
+                     f"_{module.image_names[0] if module.image_names else module.name}). If you are "
+                     f"sure this one is right for it, --force writes it anyway"
+                     + (" (the flash maps are the same)" if module.same_flash_as(built_for) else "")
+                     + ". Nothing was written.",
+                version_names=built_for.name)
+        warnings.append(f"{said}: written anyway (--force)")
+    elif built_for is None and named and not _is_named(module, named):
         if not force:
             raise WrongTarget(
                 f"{_file(image)} carries the version string {info.app_version}, which names "

@@ -300,6 +300,19 @@ def check_image(image: Image, module: Module | None, *, app: Image | None = None
     if not (info.includes_bootloader or info.includes_app):
         raise WrongTarget(f"{image.path} holds neither a bootloader nor an application for {module.name}",
                           hint=f"Use the full image (FULL.hex) built for {module.name}.")
+    built_for = _catalog.load().by_image_name(info.app_version)
+    if built_for is not None and built_for.key != module.key and built_for.key not in module.takes_images_of:
+        # Another board's image (a RAK3172's on a RAK3172-T): the same refusal as flash's.
+        same = module.same_flash_as(built_for)
+        raise WrongTarget(
+            f"{image.path} is built for the {built_for.name} (its version string {info.app_version}), "
+            f"but the module is a {module.name}"
+            + (": RUI3 builds each board's image for its own radio and pins" if same
+               else ", whose flash map differs"),
+            hint=f"Use the full image (FULL.hex) built for {module.name}. Nothing was written."
+                 + (f" If you mean to write it anyway, name the board it is for: --module {built_for.key} "
+                    f"(the chip and flash map are the same)." if same else ""),
+            version_names=built_for.name)
     return info, module
 
 

@@ -46,7 +46,9 @@ LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
 RESYNC = 2.0       # seconds to sync again after the chip restarted mid-session
 RESTARTS = 3       # restarts or lost answers mid-session survived in one step
-READ_BACK_TRIES = 3  # reads of a block that differs from the image, before it is the line's
+READS = 5          # reads of one block at most, until two agree or one matches the image
+BLOCK_TRIES = 3    # one block written at most this often before the whole write starts over
+_LINE_HINT = ("Use a shorter cable or a lower --baud and run the same command again.")
 
 
 class Stm32RomMethod(RecoveryMethod):
@@ -97,6 +99,8 @@ class Stm32RomMethod(RecoveryMethod):
         if image.includes_bootloader:
             notes.append("this rewrites the RUI bootloader: an interrupted run leaves the module "
                          "needing this recovery again (the ROM bootloader itself can't be harmed)")
+        if module.unconfirmed_note:
+            notes.append(module.unconfirmed_note)
         return RecoveryPlan("stm32-rom", module, image, list(img.segments), erase, sent, steps,
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
@@ -169,6 +173,10 @@ class Stm32RomMethod(RecoveryMethod):
         for again in range(RESTARTS + 1):
             try:
                 return step()
+            except _Restarted as restart:           # found by the step itself (a block's retry)
+                if again == RESTARTS:
+                    raise restart.error from None
+                how, reason = "ack", restart.error.message
             except (RomSilent, RomGarbled, RomNack) as exc:     # a NACK: a block damaged on its way
                 how = None if again == RESTARTS else self._sync_again(client)
                 if how is None:
@@ -262,11 +270,35 @@ class Stm32RomMethod(RecoveryMethod):
         session.emit(Phase("write", f"writing {plan.bytes:,} bytes", info={"bytes": plan.bytes}))
         done = 0
         for address, data in blocks:
-            client.write_memory(address, data)
+            self._write_block(session, client, address, data)
             written.acknowledged(address, address + len(data))
             done += len(data)
             session.emit(Progress(done, plan.bytes, "write"))
         session.transfer_seconds = time.monotonic() - t0
+
+    def _write_block(self, session: Session, client: RomClient, address: int, data: bytes) -> None:
+        """Write Memory of one block; when its answer is lost, damaged, or a NACK (the block
+        damaged on its way: the ROM writes nothing then), sync again and look at the block: it
+        holds the data (the ACK was lost), it is still erased (written again, a ``retry``), or
+        anything else — then the erase and the whole write start over (the caller's step)."""
+        for tries in range(BLOCK_TRIES):
+            try:
+                client.write_memory(address, data)
+                return
+            except (RomSilent, RomGarbled, RomNack) as exc:
+                how = self._sync_again(client)
+                if how is None or tries == BLOCK_TRIES - 1:
+                    raise
+                if how == "ack":
+                    raise _Restarted(exc) from None
+                held = _agreed_read(client, address, len(data), data)
+                if held == data:
+                    return
+                if held != b"\xff" * len(data):
+                    raise
+                session.state["resent"] = session.state.get("resent", 0) + 1
+                session.emit(Retry(session.state["resent"], f"{exc.message}; the block is still "
+                                   "erased: written again", phase="write"))
 
     # -- verify --------------------------------------------------------------------
     def verify(self, session: Session) -> None:
@@ -299,11 +331,11 @@ class Stm32RomMethod(RecoveryMethod):
                 for addr in range(seg.start, seg.end, MAX_BLOCK):
                     n = min(MAX_BLOCK, seg.end - addr)
                     want = seg.data[addr - seg.start:addr - seg.start + n]
-                    differs = self._read_back(session, client, addr, n, want)
-                    if differs is not None:
-                        bad, held = differs
+                    got = self._read_back(session, client, addr, n, want)
+                    if got != want:
+                        bad = next(i for i in range(n) if got[i] != want[i])
                         raise VerifyFailed(
-                            f"the chip holds 0x{held:02X} at {addr + bad:#010x} where the image "
+                            f"the chip holds 0x{got[bad]:02X} at {addr + bad:#010x} where the image "
                             f"has 0x{want[bad]:02X}", address=addr + bad,
                             hint="Run the same command again (it erases and writes anew); if it "
                                  "fails at the same address twice, that flash page may be worn.")
@@ -313,33 +345,20 @@ class Stm32RomMethod(RecoveryMethod):
         session.bootloader_version_after = version_after(client, plan)
 
     @staticmethod
-    def _read_back(session: Session, client: RomClient, address: int, n: int,
-                   want: bytes) -> tuple[int, int] | None:
-        """Read Memory carries no checksum: a byte damaged on its way to the host reads as a
-        difference the flash does not have. A read that matches the image ends it (after a
-        differing one: a ``retry``); a difference is the flash's — returned as (offset, byte) —
-        only where two reads agree on the same other byte. Reads that differ from the image and
-        from each other are the line's: ``RomGarbled`` (the step is then synced and read anew)."""
+    def _read_back(session: Session, client: RomClient, address: int, n: int, want: bytes) -> bytes:
+        """The block at ``address`` as the chip holds it (see :func:`_agreed_read`); a read that
+        matched only when read again is a ``retry`` (the line damaged the first)."""
         reads: list[bytes] = []
-        for _ in range(READ_BACK_TRIES):
-            got = client.read_memory(address, n)
-            if got == want:
-                if reads:
-                    session.state["resent"] = session.state.get("resent", 0) + 1
-                    session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
-                                       "differed and matched when read again (the line, not the "
-                                       "flash)", phase="verify"))
-                return None
-            for earlier in reads:
-                same = next((i for i in range(n) if got[i] != want[i] and got[i] == earlier[i]), None)
-                if same is not None:
-                    return same, got[same]
-            reads.append(got)
-        raise RomGarbled(f"the bytes read back at {address:#010x} differed from the image on each of "
-                         f"{READ_BACK_TRIES} reads, and never twice alike: the line damages them "
-                         f"(Read Memory carries no checksum), so the flash could not be checked",
-                         hint="The image was written. Use a shorter cable or a lower --baud and run "
-                              "the same command again (it erases and writes anew).")
+        got = _agreed_read(client, address, n, want, reads)
+        if got is None:
+            raise RomGarbled(f"{READS} reads of {address:#010x} all came back different: the line "
+                             "damages what the chip sends", hint=_LINE_HINT, step="read-back")
+        if got == want and len(reads) > 1:
+            session.state["resent"] = session.state.get("resent", 0) + 1
+            session.emit(Retry(session.state["resent"], f"the bytes read back at {address:#010x} "
+                               "differed and then matched when read again (the line, not the "
+                               "flash)", phase="verify"))
+        return got
 
     # -- start ---------------------------------------------------------------------
     def start(self, session: Session) -> None:
@@ -413,6 +432,30 @@ def version_after(client: RomClient, plan: RecoveryPlan) -> str | None:
     if any(s.start <= r.start and r.start + n <= s.end for s in plan.segments):
         return module.find_bootloader_version(plan.image.image.read(r.start, n))
     return read_bootloader_version(client, module)
+
+
+class _Restarted(Exception):
+    """A step found the chip restarted (its ROM ACKed a new handshake): the step starts over."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _agreed_read(client: RomClient, address: int, n: int, want: bytes,
+                 reads: list[bytes] | None = None) -> bytes | None:
+    """What the chip holds at ``address``: Read Memory carries no checksum, and a byte damaged
+    on its way to the host reads as a difference the flash does not have — so a read counts
+    when it matches ``want`` or when two reads agree (damage on the line is never the same
+    twice). None after ``READS`` reads that all differ."""
+    reads = [] if reads is None else reads
+    for _ in range(READS):
+        got = client.read_memory(address, n)
+        agreed = got == want or got in reads
+        reads.append(got)
+        if agreed:
+            return got
+    return None
 
 
 def read_bootloader_version(client: RomClient, module: Module) -> str | None:

@@ -172,8 +172,14 @@ def stm32_rom_waiting(rom: dict[str, Any], port: str, module: Module | None = No
         mods = [module]
     names = " or ".join(m.name for m in mods)
     reachable = [m for m in mods if m.rom_access.get("boot0")]
-    pins = "; ".join(f"{m.name}: BOOT0 is {m.rom_access['boot0']}, reset is {m.rom_access['reset']}"
-                     for m in reachable)
+    by_pins: dict[str, list[str]] = {}      # variants with the same pads said once
+    for m in reachable:
+        by_pins.setdefault(f"BOOT0 is {m.rom_access['boot0']}, reset is {m.rom_access['reset']}", []).append(m.name)
+    pins = "; ".join(f"{', '.join(names)}: {where}" for where, names in by_pins.items())
+    if len(reachable) > 1 and all(m.same_flash_as(reachable[0]) for m in reachable):
+        # Variants of one chip and flash map (the RAK3172's): a full image is restored the same
+        # way on each, so the base module's command serves them all.
+        reachable = [next((m for m in reachable if m.variant_of is None), reachable[0])]
     return Waiting(
         "rom-bootloader",
         f"the STM32 ROM bootloader answers on {port}: {rom['chip']} (product ID 0x{rom['pid']:03X})"

@@ -75,7 +75,7 @@ class Provisioned:
     def record(self) -> dict[str, Any]:
         """The report's ``provision`` field: which row went where (never the AppKey)."""
         c = self.claim
-        return {"result": self.result, "line": c.line, "dev_eui": c.dev_eui, "app_eui": c.app_eui,
+        return {"result": self.result, "serial_number": self.serial_number, "line": c.line, "dev_eui": c.dev_eui, "app_eui": c.app_eui,
                 "app_key_sha256": c.app_key_sha256, "batch": c.batch, "station": c.station,
                 "claimed_at": c.claimed_at, "claimed_now": c.new, "replaced": self.replaced or None,
                 "seconds": round(self.seconds, 3)}

@@ -217,6 +217,13 @@ class Ledger:
         claim.port, claim.station = port or claim.port, station or claim.station
         return claim
 
+    def release(self, dev_eui: str, serial: str) -> bool:
+        """Take back a claim whose keys were never written (its module was refused before anything
+        was written to it): only while it is ``claimed`` and still this serial number's."""
+        with self._transaction():
+            return bool(self._execute(f"DELETE FROM {TABLE} WHERE dev_eui = ? AND serial_number = ? "
+                                      f"AND result = 'claimed' RETURNING dev_eui", (dev_eui, serial)))
+
 
 class SqliteLedger(Ledger):
     """The ledger in an SQLite file (standard library). Safe for several processes on one

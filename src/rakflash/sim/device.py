@@ -464,7 +464,7 @@ class Rui3Module(VirtualModule):
         queries = {
             "AT+VER=?": version or "",
             "AT+BOOTVER=?": self.bootloader_version or "",
-            "AT+HWMODEL=?": self.module.key.split("-")[0],
+            "AT+HWMODEL=?": (self.module.hardware_models or (self.module.key.split("-")[0],))[0],
             "AT+HWID=?": self.HWID.get(self.module.mcu.key, self.module.mcu.key),
             "AT+SN=?": self.opts.serial_number,
             "AT+BAUD=?": str(self.opts.baud),

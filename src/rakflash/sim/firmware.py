@@ -27,6 +27,14 @@ DEFAULT_VERSIONS = {
     "rak4631-arduino": ("ADAFRUIT_BOOT_0.6.1_RAK4631", "ARDUINO_SKETCH_1.0", "ARDUINO_SKETCH_1.1"),
     "rak811": ("V3.0.5", "V3.0.0.13.H", "V3.0.0.14.H"),
     "rak4270": ("V3.0.5", "V3.0.0.13.H", "V3.0.0.14.H"),
+    # The RUI3 variants (image names from RAK-STM32-RUI / RAK-nRF52-RUI variants/*/version.c;
+    # one STM32WLE5 bootloader for all; the RAK3172-F from RUI3 4.2.4, the RAK11160 from 4.2.1).
+    "rak3172-sip": ("RUI_BOOT_0.8_STM32WLE5CC", "RUI_4.0.5_RAK3272-SiP", "RUI_4.0.6_RAK3272-SiP"),
+    "rak3172lp-sip": ("RUI_BOOT_0.8_STM32WLE5CC", "RUI_4.0.5_RAK3272LP-SiP", "RUI_4.0.6_RAK3272LP-SiP"),
+    "rak3172-t": ("RUI_BOOT_0.8_STM32WLE5CC", "RUI_4.0.5_RAK3172-T", "RUI_4.0.6_RAK3172-T"),
+    "rak3172-f": ("RUI_BOOT_0.8_STM32WLE5CC", "RUI_4.2.4_RAK3172-F", "RUI_4.2.5_RAK3172-F"),
+    "rak11160": ("RUI_BOOT_0.8_STM32WLE5CC", "RUI_4.2.3_RAK11160", "RUI_4.2.4_RAK11160"),
+    "rak3401": ("RUI_BOOT_0.6_RAK3401", "RUI_4.0.5_RAK3401", "RUI_4.0.6_RAK3401"),
 }
 
 

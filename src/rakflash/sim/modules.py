@@ -119,11 +119,26 @@ MODULES: dict[str, type[VirtualModule]] = {
     "rak811": Rak811,
     "rak4270": Rak811,
 }
+# The RAK3172's RUI3 variants: the same chip, bootloader and flows; their own model and image names.
+MODULES.update({key: Rak3172 for key in ("rak3172-sip", "rak3172lp-sip", "rak3172-t", "rak3172-f",
+                                         "rak11160")})
 
 
 def _nrf52_modules() -> dict[str, type[VirtualModule]]:
+    from .device import Mode
     from .nrf52 import Rak4631, Rak4631Arduino
-    return {"rak4631-r": Rak4631, "rak4631-arduino": Rak4631Arduino}
+
+    class Rak3401(Rak4631):
+        """RAK3401: the RAK4631-R's chip, RUI3 bootloader and Secure DFU; its application's own USB
+        product string (RAK-nRF52-RUI variants/WisCore_RAK3401_Board/sdk_config.h)."""
+
+        def usb_identity(self, mode: Mode) -> dict:
+            identity = super().usb_identity(mode)
+            if mode is not Mode.BOOTLOADER:
+                identity["product"] = "Rak3401 Serial COM"
+            return identity
+
+    return {"rak4631-r": Rak4631, "rak4631-arduino": Rak4631Arduino, "rak3401": Rak3401}
 
 
 MODULES.update(_nrf52_modules())
@@ -135,7 +150,7 @@ def create(name: str, options: SimOptions | None = None) -> VirtualModule:
     if module.key not in MODULES:
         raise KeyError(f"no virtual {module.name} yet (have: {', '.join(sorted(MODULES))})")
     options = options or SimOptions()
-    if module.key in ("rak4631-r", "rak4631-arduino") and options.baud == 115200:
+    if module.key in ("rak4631-r", "rak4631-arduino", "rak3401") and options.baud == 115200:
         # A native USB port has no baud rate: the line runs at USB full speed's bulk rate.
         from .nrf52 import USB_FULL_SPEED_BAUD
         options.baud = USB_FULL_SPEED_BAUD

@@ -154,7 +154,7 @@ class LegacyDfuTransfer:
             return 0.0, None
         since = before_reset(link, plan.device.serial_number)
         baud = link.baud
-        link.baud = module.dialect.get("touch_baud", 1200)
+        link.touch(module.dialect.get("touch_baud", 1200))
         seconds = follow(link, module, "bootloader", since=since, emit=emit, baud=baud)
         return seconds, None
 
