@@ -210,50 +210,24 @@ class Cli:
 
     def flash(self, dev, port: str, image: Path, args: list[str], *, press_reset: bool = False,
               sigterm_at: int | None = None) -> dict:
-        cmd = [sys.executable, "-m", "rakflash", "flash", str(image), "--port", port, "--yes", "--json",
-               *args]
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=self.env)
-        killed = threading.Event()
+        """`rakflash flash IMAGE --port PORT --yes ARGS… --json` (:meth:`run`), the person pressing
+        reset at the first countdown after each prompt, and SIGTERM once ``sigterm_at`` bytes are
+        acknowledged."""
+        state = {"armed": False, "sigterm_at": sigterm_at}
 
-        def watchdog() -> None:
-            if proc.poll() is None:
-                killed.set()
-                proc.kill()
-        timer = threading.Timer(DEADLINE, watchdog)
-        timer.start()
-        events: list[dict] = []
-        armed = False
-        try:
-            for line in proc.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    events.append({"unparsed": line[:200]})
-                    continue
-                events.append(event)
-                kind = event.get("event")
-                if kind == "prompt":
-                    armed = True
-                elif kind == "countdown" and armed and press_reset:
-                    dev.press_reset()           # the person presses reset when asked
-                    armed = False
-                elif kind == "progress" and sigterm_at is not None and event["bytes"] >= sigterm_at:
-                    proc.send_signal(signal.SIGTERM)
-                    sigterm_at = None
-            stderr = proc.stderr.read()
-            proc.wait(10)
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        result = next((e for e in reversed(events) if "result" in e), None)
-        return {"args": args, "exit": proc.returncode, "seconds": round(time.monotonic() - t0, 2),
-                "hung": killed.is_set(), "result": result, "stderr": stderr[-2000:],
-                "warnings": [e for e in events if e.get("event") == "warning"],
-                "prompts": sum(1 for e in events if e.get("event") == "prompt")}
+        def person(event: dict, proc: subprocess.Popen) -> None:
+            kind = event.get("event")
+            if kind == "prompt":
+                state["armed"] = True
+            elif kind == "countdown" and state["armed"] and press_reset:
+                dev.press_reset()           # the person presses reset when asked
+                state["armed"] = False
+            elif kind == "progress" and state["sigterm_at"] is not None and event["bytes"] >= state["sigterm_at"]:
+                proc.send_signal(signal.SIGTERM)
+                state["sigterm_at"] = None
+        said = self.run(["flash", str(image), "--port", port, "--yes", *args], person)
+        del said["events"]
+        return {**said, "args": args}
 
 
 _DFU_KEY: list[bytes] = []
