@@ -30,13 +30,14 @@ file whose key changed after its row was claimed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import re
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ContextManager, Iterable, Iterator
 
 from ..errors import BatchUsedUp, LedgerError
 from .batch import Batch
@@ -127,11 +128,18 @@ class Ledger:
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         raise NotImplementedError
 
-    def _transaction(self):
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction at a time on the connection (a fleet's threads share it), committed
+        whole or rolled back whole."""
+        with self._lock, self._database_transaction():
+            yield
+
+    def _database_transaction(self) -> ContextManager[Any]:
         raise NotImplementedError
 
     def close(self) -> None:
-        raise NotImplementedError
+        self._db.close()
 
     def __enter__(self) -> "Ledger":
         return self
@@ -250,27 +258,16 @@ class SqliteLedger(Ledger):
             raise LedgerError(f"the ledger {self.where} failed: {exc}", hint="Run the same command again; "
                               "if it fails again, check the file (disk full, another program locking it).") from None
 
-    def _transaction(self):
-        ledger = self
-
-        class _Tx:
-            def __enter__(self):
-                ledger._lock.acquire()
-                try:
-                    ledger._execute("BEGIN IMMEDIATE")
-                except BaseException:
-                    ledger._lock.release()
-                    raise
-
-            def __exit__(self, kind, exc, tb):
-                try:
-                    ledger._execute("COMMIT" if kind is None else "ROLLBACK")
-                finally:
-                    ledger._lock.release()
-        return _Tx()
-
-    def close(self) -> None:
-        self._db.close()
+    @contextlib.contextmanager
+    def _database_transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes SQLite's write lock at once: a second station's claim waits, never both win.
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._execute("ROLLBACK")
+            raise
+        self._execute("COMMIT")
 
 
 class PostgresLedger(Ledger):
@@ -307,28 +304,8 @@ class PostgresLedger(Ledger):
             raise LedgerError(f"the ledger {self.where} failed: {str(exc).strip().splitlines()[0]}",
                               hint="Run the same command again once the database answers.") from None
 
-    def _transaction(self):
-        ledger = self
-
-        class _Tx:
-            def __enter__(self):
-                ledger._lock.acquire()
-                try:
-                    self._tx = ledger._db.transaction()
-                    self._tx.__enter__()
-                except BaseException:
-                    ledger._lock.release()
-                    raise
-
-            def __exit__(self, kind, exc, tb):
-                try:
-                    return self._tx.__exit__(kind, exc, tb)
-                finally:
-                    ledger._lock.release()
-        return _Tx()
-
-    def close(self) -> None:
-        self._db.close()
+    def _database_transaction(self) -> ContextManager[Any]:
+        return self._db.transaction()          # psycopg's: commits on success, rolls back on error
 
 
 def station_name() -> str:
