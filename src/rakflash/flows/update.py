@@ -242,8 +242,12 @@ def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
     deadline = Deadline(timeout)
     chatter: list[str] = []
     others: list[str] = []
+    # Asked again soon: a query sent while the new application still starts is lost, and waiting
+    # half a second for its answer was most of what confirming the version cost. A running module
+    # answers within a reply's time on the line (80 characters) and a turnaround.
+    per_try = min(0.5, max(0.1, 80 * 10 / link.baud + 0.03))
     while not deadline.expired:
-        reply = console.command(dialect["app_version"], min(0.5, deadline.remaining()))
+        reply = console.command(dialect["app_version"], min(per_try, deadline.remaining()))
         if reply.ok:
             value = reply.value.split()[0] if reply.value else None
             version = (plan.module.find_app_version(value.encode()) or value) if value else None
