@@ -333,13 +333,7 @@ def one_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli: 
             # as the new firmware started — the module found up to date (its version is checked).
             if (again["result"] or {}).get("result") not in ("ok", "already-up-to-date"):
                 run.problems.append(f"the re-run did not finish: {_said(again)}")
-        for c in commands:
-            if c["hung"]:
-                run.problems.append(f"hung past {DEADLINE:.0f} s")
-            if "Traceback" in c["stderr"] or (c["result"] or {}).get("result") == "internal-error":
-                run.problems.append(f"internal error: {_said(c)}")
-            if c["result"] is None and not c["hung"]:
-                run.problems.append(f"no result line (exit {c['exit']}): {c['stderr'][-300:]}")
+        _common_checks(run, commands, DEADLINE)
         if not old_boot and not run.problems:
             _check_updated(run, dev, module, data, new_v)
         if [dev.flash.read(r.start, r.size) for r in boot_regions] != boot_before:

@@ -193,17 +193,8 @@ def test_the_values_an_earlier_run_kept_win_over_what_a_reset_firmware_reports(v
     """Cut off after the new firmware started (it reset the keys) and before the check; the
     next run brings another image: it must not take the reset values for the owner's. (The owner
     kept the module's factory DevEUI, which a settings reset restores: it says whose values they are.)"""
-    from rakflash.flows import settings as flows_settings
     dev = virtual("rak3172", dev_eui=KEYS["DEVEUI"])
-    set_keys(dev)
-    module = cat.module("rak3172")
-    flows_settings.keep_until_checked(module, dev.opts.serial_number,
-                                      {f"AT+{k}=?": v for k, v in KEYS.items()})
-    image = resetting_app.read_bytes()
-    dev.flash.erase(module.app.start, module.app.start + len(image))
-    dev.flash.program(module.app.start, image)
-    dev.press_reset()
-    assert dev.wait_mode(Mode.APP)
+    module = _kept_then_reset(dev, cat, resetting_app)
     time.sleep(0.1)
     assert keys_on(dev)["APPKEY"] == "0" * 32
     newer = tmp_path / "newer.bin"
@@ -365,17 +356,8 @@ def test_kept_keys_of_a_devEUI_the_new_firmware_reset_are_named_not_used(virtual
     """The owner had set their own DevEUI; the update was cut off after the new firmware reset
     it to the factory one. Whose kept values those are can't be told now: the warning names
     the file and how to set them again, and nothing is written from it."""
-    from rakflash.flows import settings as flows_settings
     dev = virtual("rak3172")
-    set_keys(dev)
-    module = cat.module("rak3172")
-    flows_settings.keep_until_checked(module, dev.opts.serial_number,
-                                      {f"AT+{k}=?": v for k, v in KEYS.items()})
-    image = resetting_app.read_bytes()
-    dev.flash.erase(module.app.start, module.app.start + len(image))
-    dev.flash.program(module.app.start, image)
-    dev.press_reset()
-    assert dev.wait_mode(Mode.APP)
+    module = _kept_then_reset(dev, cat, resetting_app)
     newer = tmp_path / "newer.bin"
     newer.write_bytes(firmware.app_image(module, "RUI_4.0.7_RAK3172-E", 4 * 1024))
     code, lines = flash_json(newer, dev)
@@ -398,3 +380,19 @@ def test_a_fifo_beside_the_kept_files_does_not_hang_the_run(virtual, tmp_path, c
     p.write_bytes(firmware.app_image(cat.module("rak3172"), NEW, 4 * 1024))
     code, lines = flash_json(p, dev)
     assert (code, lines[-1]["result"]) == (0, "ok"), lines[-1]
+
+
+def _kept_then_reset(dev, cat, resetting_app):
+    """The owner's keys set and kept by an earlier, cut-off run; then a firmware that resets them
+    at its first start is written and started (as that run's update would have left it)."""
+    from rakflash.flows import settings as flows_settings
+    set_keys(dev)
+    module = cat.module("rak3172")
+    flows_settings.keep_until_checked(module, dev.opts.serial_number,
+                                      {f"AT+{k}=?": v for k, v in KEYS.items()})
+    image = resetting_app.read_bytes()
+    dev.flash.erase(module.app.start, module.app.start + len(image))
+    dev.flash.program(module.app.start, image)
+    dev.press_reset()
+    assert dev.wait_mode(Mode.APP)
+    return module
