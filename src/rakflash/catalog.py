@@ -160,8 +160,27 @@ class Module:
             return None
         return f"rakflash recover {image} --port {port} --module {self.key}"
 
+    @property
+    def esp(self) -> dict[str, Any] | None:
+        """An ESP32 module's facts for esptool (``[module.X.esp]``: chip, image chip id, offsets,
+        how it enters download mode); None for the others."""
+        return self.extra.get("esp")
+
+    def esptool_command(self, image: str = "FULL.bin", port: str = "PORT", address: int = 0) -> str | None:
+        """The esptool command that writes an image through the chip's ROM download mode."""
+        if self.esp is None:
+            return None
+        return f"esptool --chip {self.esp['chip']} --port {port} write-flash {address:#x} {image}"
+
     def recovery_advice(self, image: str = "FULL.hex", port: str = "PORT") -> str:
         """One sentence naming the exact commands that restore a full image (bootloader included)."""
+        if self.esp is not None:
+            image = "FULL.bin" if image == "FULL.hex" else image
+            pin = self.rom_access.get("boot0", "GPIO0")
+            return (f"through the chip's ROM download mode, which no firmware can break: 'rakflash "
+                    f"flash {image} --port {port} --module {self.key}' (esptool: "
+                    f"'{self.esptool_command(image, port)}'); where the USB lines can't reset it into "
+                    f"that mode, hold {pin} low while you reset it")
         advice = []
         rec = self.recover_command(image, port)
         if rec:
@@ -244,7 +263,7 @@ class Catalog:
                 receiver=m.get("receiver"), receiver_timeout=m.get("receiver_timeout"),
                 update_reply=m.get("update_reply"),
                 recovery=tuple(m.get("recovery", [])), rom_access=dict(m.get("rom_access", {})),
-                extra={k: m[k] for k in ("gpregret", "hw_version", "sd_req", "device_type") if k in m},
+                extra={k: m[k] for k in ("gpregret", "hw_version", "sd_req", "device_type", "esp") if k in m},
                 variant_of=m.get("variant_of"), hardware_models=tuple(m.get("hardware_models", [])),
                 image_names=tuple(m.get("image_names", [])),
                 takes_images_of=tuple(m.get("takes_images_of", [])),
