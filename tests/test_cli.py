@@ -191,5 +191,6 @@ def test_usage_errors_under_json_are_json(args):
 
 def test_unknown_virtual_module_lists_the_ones_there_are():
     proc = run_cli("sim", "rak9")
-    assert proc.returncode == 2 and ("virtual modules: rak11160, rak11720, rak3172, rak3172-f, rak3172-sip, rak3172-t, rak3172lp-sip, "
-                                    "rak3401, rak4270, rak4631-arduino, rak4631-r, rak811") in proc.stderr
+    assert proc.returncode == 2 and ("virtual modules: rak11160, rak11200, rak11720, rak3112, rak3172, rak3172-f, rak3172-sip, "
+                                    "rak3172-t, rak3172lp-sip, rak3212, rak3312, rak3401, rak4270, rak4631-arduino, "
+                                    "rak4631-r, rak811") in proc.stderr

@@ -16,8 +16,10 @@ from .options import BAUD, PROBABILITY, Real
 
 @main.command()
 @click.argument("module_name", metavar="MODULE")
-@click.option("--state", type=click.Choice(["app", "bootloader"]), default="app", show_default=True,
-              help="Start in the application or in the bootloader (as after an interrupted update).")
+@click.option("--state", type=click.Choice(["app", "bootloader", "erased"]), default="app", show_default=True,
+              help="Start in the application or in the bootloader (as after an interrupted update; an "
+                   "ESP32 module: in its ROM download mode, GPIO0 held low); 'erased': an ESP32 "
+                   "module with empty flash, as a RAK3112 leaves the factory.")
 @click.option("--baud", type=BAUD, default=115200, show_default=True, help="The module's UART baud rate.")
 @click.option("--latency-ms", type=Real(0, 1000, what="a number of milliseconds"), default=1.0, show_default=True,
               help="USB-UART turnaround latency.")
@@ -76,6 +78,11 @@ from .options import BAUD, PROBABILITY, Real
 @click.option("--boot0-with", "boot0_with", metavar="LINE",
               help="With --transport tcp: the adapter's line wired to BOOT0 (STM32) / BOOT (Apollo3), "
                    "for 'rakflash recover --boot0-with LINE'.")
+@click.option("--auto-reset", is_flag=True,
+              help="RAK11200 (ESP32 behind a USB-UART): the adapter's RTS/DTR reach EN and GPIO0 through "
+                   "the two-transistor circuit of Espressif's boards, so esptool's reset enters the ROM's "
+                   "download mode (with --transport tcp; without it, as RAK documents the RAK11200, a "
+                   "person holds BOOT0 to GND and resets: 'b' + Enter, 'r' + Enter).")
 @click.option("--link", "link_path", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also reach the port as PATH: a symbolic link that follows the port when it changes "
                    "(a native-USB module's reset, a cable plugged in again), removed at exit — so other "
@@ -88,7 +95,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
         any_baud: bool, serial_number: str | None, dev_eui: str | None, arduino: bool,
         dfu_key: str | None, transport: str | None, reset_with: str | None, boot0_with: str | None,
-        link_path: str | None) -> None:
+        auto_reset: bool, link_path: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal or TCP port until interrupted.
 
     The first line printed is 'port: /dev/pts/N' (or 'port: rfc2217://127.0.0.1:PORT'
@@ -145,6 +152,15 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         if transport != "tcp":
             raise click.BadParameter("a pseudo-terminal has no RTS/DTR lines to wire: add "
                                      "--transport tcp", param_hint=f"'{option}'")
+    esp = chosen.esp if family is not None else None
+    if auto_reset and (esp is None or esp["reset"] != "hold-boot"):
+        raise click.BadParameter("only an ESP32 module behind a USB-UART (rak11200) has a reset circuit "
+                                 "to wire", param_hint="'--auto-reset'")
+    if auto_reset and transport != "tcp":
+        raise click.BadParameter("a pseudo-terminal has no RTS/DTR lines to wire: add --transport tcp",
+                                 param_hint="'--auto-reset'")
+    if state == "erased" and esp is None:
+        raise click.BadParameter("only an ESP32 module starts with erased flash", param_hint="'--state'")
     if link_path and transport == "tcp":
         raise click.BadParameter("a TCP port is a URL, not a file a link can point at: give other "
                                  "commands the URL printed as 'port:'", param_hint="'--link'")
@@ -171,7 +187,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
                       board_status=board_status, serial_number=serial_number, dev_eui=dev_eui,
-                      transport=transport, reset_with=reset_with and reset_with.strip().lower(),
+                      transport=transport, auto_reset=auto_reset,
+                      reset_with=reset_with and reset_with.strip().lower(),
                       boot0_with=boot0_with and boot0_with.strip().lower(),
                       faults=Faults(bit_error_rate=bit_error_rate, drop_rate=drop_rate,
                                     garbage_rate=garbage_rate,
@@ -311,6 +328,7 @@ class _PortLink:
 def _running_line(dev, mode) -> str:
     """What a person watching the module would want to know: what runs now."""
     running = {"app": dev.app_version, "bootloader": dev.bootloader_version,
-               "rom": "(the chip's ROM bootloader)"}.get(mode.value)
+               "rom": "(the chip's ROM download mode)" if getattr(dev.module, "esp", None)
+               else "(the chip's ROM bootloader)"}.get(mode.value)
     return (f"running: {mode.value} {running or '-'}"
             + (f" (updates so far: {dev.updates})" if dev.updates else ""))

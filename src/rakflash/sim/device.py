@@ -83,6 +83,8 @@ class SimOptions:
     transport: str | None = None          # "pty" or "tcp" (RFC 2217); None: sim.uart.default_transport()
     reset_with: str | None = None         # the adapter's line wired to RESET: "rts", "dtr", "-rts", "-dtr"
     boot0_with: str | None = None         # … and to BOOT0 (STM32) / BOOT (Apollo3); over TCP only
+    auto_reset: bool = False              # ESP32 behind a USB-UART: RTS/DTR reach EN/GPIO0 through
+                                          # the two-transistor circuit of Espressif's boards (sim/esp32.py)
 
 
 class VirtualModule:

@@ -144,6 +144,14 @@ def _nrf52_modules() -> dict[str, type[VirtualModule]]:
 MODULES.update(_nrf52_modules())
 
 
+def _esp_modules() -> dict[str, type[VirtualModule]]:
+    from .esp32 import EspModule
+    return {key: EspModule for key in ("rak3112", "rak3212", "rak3312", "rak11200")}
+
+
+MODULES.update(_esp_modules())
+
+
 def create(name: str, options: SimOptions | None = None) -> VirtualModule:
     """A virtual module by catalog name (not started yet)."""
     module = catalog.load().module(name)

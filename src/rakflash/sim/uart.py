@@ -658,7 +658,12 @@ class TcpEnd:
             with self._send_lock:
                 self._conn = None
             conn.close()
-            self._settings.rts = self._settings.dtr = False
+            # Both at once, as a USB-UART driver drops them in one control request at close: one
+            # after the other would pass through a state (DTR set, RTS clear) that a reset circuit
+            # reads as "GPIO0 low" (sim/esp32.py).
+            settings, settings.on_lines = self._settings, None
+            settings.rts = settings.dtr = False
+            self._lines_changed({"rts": False, "dtr": False})
             return b""
         try:
             return b"".join(self._manager.filter(data))

@@ -1,0 +1,998 @@
+"""Virtual ESP32 and ESP32-S3 modules (RAK11200; RAK3112, RAK3212, RAK3312): the chip's ROM
+serial download mode, esptool's flasher stub, and an application in flash.
+
+Faithful enough that esptool's own command line, unchanged, works against it (``esptool --port P
+chip-id``, ``write-flash``, ``verify-flash``, ``read-flash``, with its flasher stub or
+``--no-stub``). The facts it follows are Espressif's (docs/protocols.md "ESP32 ROM download mode"
+names each source: esptool's serial-protocol documentation, its targets' register facts, the
+esp-flasher-stub's command handling, RAK's and Espressif's boot logs); none of their code is here.
+
+**Reset and straps.** At every start the chip samples GPIO0: low — held by a person (the sim's
+boot pin, ``b`` + Enter), or pulled by a reset circuit — starts the ROM's download mode (it prints
+``waiting for download``); high starts the flash: the ROM loads the second-stage bootloader, which
+starts the app its partition table names. How the host's RTS/DTR reach EN and GPIO0 (over TCP:
+RFC 2217 carries them; a pty has no modem lines, so there only a person can):
+
+* ``usb-serial-jtag`` (ESP32-S3): the chip's own USB peripheral. DTR set with RTS clear latches a
+  download-boot request (RTC_CNTL_OPTION1 bit 0, which esptool clears before its hard reset); RTS
+  set with DTR clear holds the chip in reset; the chip starts when RTS is released — esptool's
+  ``usb-reset`` sequence.
+* ``classic`` (an ESP32 behind a USB-UART with the two-transistor circuit of Espressif's boards,
+  ``SimOptions.auto_reset``): EN is low while RTS is set and DTR clear, GPIO0 low while DTR is
+  set and RTS clear. EN's RC delay (10 kΩ, 1 µF: the chip leaves reset ~14 ms after EN rises)
+  is when GPIO0 is sampled — esptool's classic reset drops GPIO0 within that delay.
+* none (the RAK11200 as RAK documents it): only a person, with BOOT0 to GND and the reset button.
+
+**The ROM loader** answers SLIP-framed commands with its 4 status bytes (SYNC eight times, value
+0x20120707; the ESP32 answers READ_REG of 0x40001000 with its magic 0x00F01D83 and has no
+GET_SECURITY_INFO; the ESP32-S3 reports chip id 9 in it), erases a whole region at FLASH_BEGIN,
+computes MD5 as 32 hex characters, reads flash 64 bytes at a time; its UART measures the host's
+baud rate from SYNC, and CHANGE_BAUDRATE sets another. **The stub** starts when MEM_END jumps to
+an entry point inside what MEM_DATA loaded: it says ``OHAI`` and then answers as esptool's
+flasher stub does (2 status bytes, SYNC value 0, compressed writes with erasing just in time —
+sectors already blank are not erased until the first one that is not —, the write of a block
+after its acknowledgement, READ_FLASH one packet per acknowledgement and an MD5 at the end,
+errors of a block's write said at the next command).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import time
+import zlib
+
+from .. import esp_image
+from ..catalog import Module
+from . import esp_firmware
+from .device import Mode, SimOptions, VirtualModule, new_identity
+from .uart import PowerCut, SimUart
+
+SYNC_VALUE = 0x20120707            # the ROM's value in its SYNC answers (esptool docs' trace)
+EN_RC_DELAY = 0.014                # EN's RC (10 kΩ, 1 µF) reaches the chip's threshold after ~1.4 τ
+USB_FULL_SPEED_BAUD = 12_160_000   # the USB Serial/JTAG's bulk rate, as the virtual RAK4631's
+STUB_INFLIGHT = 1                  # esp-flasher-stub sends one READ_FLASH packet per acknowledgement
+
+# SPI NOR timing (typical values of GigaDevice GD25Q32C/GD25Q128C datasheets; approximate).
+SECTOR, BLOCK, PAGE = 0x1000, 0x10000, 0x100
+SECTOR_ERASE_S, BLOCK_ERASE_S, PAGE_PROGRAM_S = 0.045, 0.15, 0.0006
+FLASH_READ_BPS = 10e6              # DIO at 40 MHz
+ROM_MD5_BPS, STUB_MD5_BPS = 2e6, 5e6
+
+# ROM loader errors (esptool docs, "ROM Loader Errors") and stub response codes (esp-flasher-stub).
+ROM_BAD_MESSAGE, ROM_FAILED, ROM_CHECKSUM, ROM_FLASH_WRITE, ROM_DEFLATE = 0x05, 0x06, 0x07, 0x08, 0x0B
+ROM_BAD_RAM_SIZE, ROM_BAD_RAM_ADDRESS = 0x0E, 0x0F
+STUB_BAD_LEN, STUB_BAD_CHECKSUM, STUB_INVALID, STUB_SPI_FAILED = 0xC000, 0xC100, 0xC300, 0xC400
+STUB_NOT_IN_FLASH_MODE, STUB_INFLATE, STUB_TOO_MUCH, STUB_NOT_IMPLEMENTED = 0xC600, 0xC700, 0xC900, 0xFF00
+
+SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
+
+
+class Chip:
+    """One chip's facts as its ROM and registers show them (esptool targets/esp32*.py)."""
+
+    name = ""
+    chip_id = 0
+    magic = 0
+    rom_flash_begin_words = 4       # the ESP32 ROM takes 4 words at FLASH_BEGIN, later ROMs 5
+    has_security_info = False
+    spi_base = 0
+    spi = {}                        # register offsets: cmd, addr, usr, usr1, usr2, mosi, miso, w0
+    spi_addr_msb = True
+    ram = ()                        # (start, end) ranges MEM_BEGIN may load into
+    jedec = (0xC8, 0x40, 0x16)
+
+    def __init__(self, mac: bytes) -> None:
+        self.mac = mac
+        self.regs: dict[int, int] = {}
+
+    def boot_log(self, download: bool, reset_cause: str) -> bytes:
+        raise NotImplementedError
+
+    def strap(self, download: bool) -> int:
+        raise NotImplementedError
+
+
+class Esp32(Chip):
+    name, chip_id, magic = "ESP32", 0, 0x00F01D83
+    spi_base = 0x3FF42000
+    spi = {"cmd": 0x00, "addr": 0x04, "usr": 0x1C, "usr1": 0x20, "usr2": 0x24, "mosi": 0x28,
+           "miso": 0x2C, "w0": 0x80}
+    spi_addr_msb = True
+    ram = ((0x3FFAE000, 0x40000000), (0x40070000, 0x400C0000), (0x3FF80000, 0x3FF82000))
+    jedec = (0xC8, 0x40, 0x16)        # GD25Q32: 4 MB
+
+    def __init__(self, mac: bytes) -> None:
+        super().__init__(mac)
+        efuse = 0x3FF5A000
+        crc = 0x5A                        # (the MAC's CRC byte is not checked by esptool)
+        r = self.regs
+        r[0x40001000] = self.magic
+        r[efuse + 4] = int.from_bytes(mac[2:6], "big")                   # BLK0 word 1
+        r[efuse + 8] = (crc << 16) | int.from_bytes(mac[0:2], "big")     # word 2
+        # word 3: package 1 (D0WD), revision bit 0, rated 240 MHz; word 5: revision bit 1; the
+        # APB_CTL_DATE bit 31: revision bit 2 — an ESP32-D0WD-V3 revision v3.0 (as on a WROVER-E/B).
+        r[efuse + 12] = (1 << 9) | (1 << 13) | (1 << 15)
+        r[efuse + 16] = 80                # CK8M frequency calibration (word 4, low byte)
+        r[efuse + 20] = 1 << 20
+        r[0x3FF6607C] = 0x80000000 | 0x16042000
+        r[0x3FF5F06C] = 1280 << 7         # RTC calibration: the ROM's crystal estimate is 40 MHz
+        r[0x3FF40014] = 40_000_000 // 115200
+
+    def boot_log(self, download: bool, reset_cause: str) -> bytes:
+        rst = {"poweron": "rst:0x1 (POWERON_RESET)", "sw": "rst:0xc (SW_CPU_RESET)"}[reset_cause]
+        if download:
+            return (f"ets Jun  8 2016 00:22:57\r\n\r\n{rst},boot:0x3 "
+                    f"(DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n").encode()
+        return (f"ets Jun  8 2016 00:22:57\r\n\r\n{rst},boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
+                "configsip: 0, SPIWP:0xee\r\n"
+                "clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n"
+                "mode:DIO, clock div:2\r\n").encode()
+
+    def strap(self, download: bool) -> int:
+        return 0x03 if download else 0x13
+
+
+class Esp32S3(Chip):
+    name, chip_id, magic = "ESP32-S3", 9, 0x00000009
+    rom_flash_begin_words = 5
+    has_security_info = True
+    spi_base = 0x60002000
+    spi = {"cmd": 0x00, "addr": 0x04, "usr": 0x18, "usr1": 0x1C, "usr2": 0x20, "mosi": 0x24,
+           "miso": 0x28, "w0": 0x58}
+    spi_addr_msb = False
+    ram = ((0x3FC88000, 0x3FD00000), (0x40370000, 0x403E0000), (0x600FE000, 0x60100000))
+    jedec = (0xC8, 0x40, 0x18)        # GD25Q128: 16 MB
+    OPTION1 = 0x6000812C              # RTC_CNTL_OPTION1_REG: bit 0 forces download boot
+
+    def __init__(self, mac: bytes) -> None:
+        super().__init__(mac)
+        base = 0x60007000
+        r = self.regs
+        r[0x40001000] = self.magic
+        r[base + 0x44] = int.from_bytes(mac[2:6], "big")                 # MAC, low 32 bits
+        r[base + 0x48] = int.from_bytes(mac[0:2], "big")                 # MAC, high 16 bits
+        # BLOCK1 word 3: package 0 (QFN56), minor revision 2, block version minor 1; word 4:
+        # embedded PSRAM 8 MB (AP_3v3); BLOCK2 word 4: block version major 1 — "ESP32-S3 (QFN56)
+        # (revision v0.2)" with 8 MB PSRAM, as an ESP32-S3R8.
+        r[base + 0x50] = (2 << 18) | (1 << 24)
+        r[base + 0x54] = (1 << 3) | (1 << 7)
+        r[base + 0x6C] = 1
+        r[0x60000014] = 80_000_000 // 115200
+        r[self.OPTION1] = 0
+
+    def boot_log(self, download: bool, reset_cause: str) -> bytes:
+        rst = {"poweron": "rst:0x1 (POWERON)", "sw": "rst:0x15 (USB_UART_CHIP_RESET)"}[reset_cause]
+        head = f"ESP-ROM:esp32s3-20210327\r\nBuild:Mar 27 2021\r\n{rst},"
+        if download:
+            return (head + "boot:0x0 (DOWNLOAD(USB/UART0))\r\nwaiting for download\r\n").encode()
+        return (head + "boot:0x8 (SPI_FAST_FLASH_BOOT)\r\nSPIWP:0xee\r\nmode:DIO, clock div:1\r\n").encode()
+
+    def strap(self, download: bool) -> int:
+        return 0x00 if download else 0x08
+
+
+CHIPS = {"esp32": Esp32, "esp32s3": Esp32S3}
+
+
+class SpiNor:
+    """The module's SPI NOR flash: bytes erased to 0xFF, programming clears bits only, typical
+    datasheet times (scaled by ``time_scale``; 0 makes it instant)."""
+
+    def __init__(self, size: int, jedec: tuple[int, int, int], time_scale: float) -> None:
+        self.mem = bytearray(b"\xff") * size
+        self.size = size
+        self.jedec = jedec
+        self.time_scale = time_scale
+        self.busy_seconds = 0.0
+        self.erases = self.programs = 0
+
+    def spend(self, seconds: float) -> None:
+        seconds *= self.time_scale
+        self.busy_seconds += seconds
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def check(self, addr: int, size: int) -> bool:
+        return 0 <= addr and addr + size <= self.size
+
+    def read(self, addr: int, size: int) -> bytes:
+        return bytes(self.mem[addr:addr + size])
+
+    def erase_range(self, start: int, end: int) -> None:
+        """Erase the sectors [start, end) touches, 64 KiB blocks where whole ones fit."""
+        addr = start - start % SECTOR
+        while addr < end:
+            if addr % BLOCK == 0 and addr + BLOCK <= end:
+                self.erase(addr, BLOCK)
+                addr += BLOCK
+            else:
+                self.erase(addr, SECTOR)
+                addr += SECTOR
+
+    def erase(self, addr: int, size: int) -> None:
+        self.mem[addr:addr + size] = b"\xff" * size
+        self.erases += 1
+        self.spend(BLOCK_ERASE_S if size == BLOCK else SECTOR_ERASE_S)
+
+    def program(self, addr: int, data: bytes) -> bool:
+        """Program (AND into what is there, as NOR flash does); True when it reads back as ``data``."""
+        end = addr + len(data)
+        self.mem[addr:end] = bytes(a & b for a, b in zip(self.mem[addr:end], data))
+        self.programs += 1
+        self.spend(-(-len(data) // PAGE) * PAGE_PROGRAM_S)
+        return self.mem[addr:end] == data
+
+    def blank(self, addr: int, size: int) -> bool:
+        return self.mem[addr:addr + size].count(0xFF) == size
+
+
+class Restart(Exception):
+    """The loader hands the chip over: ``how`` is "app" (run the flash without a reset) or "reset"."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(how)
+        self.how = how
+
+
+class EspModule(VirtualModule):
+    """A module with an ESP32 or ESP32-S3: ROM download mode, flasher stub, app in flash."""
+
+    def __init__(self, module: Module, options: SimOptions | None = None) -> None:
+        self.module = module
+        self.opts = o = options or SimOptions()
+        if o.serial_number is None or o.dev_eui is None:
+            serial, eui = new_identity()
+            o.serial_number = o.serial_number or serial
+            o.dev_eui = o.dev_eui or eui
+        esp = module.esp
+        n = int(o.serial_number[-6:]) if o.serial_number[-6:].isdigit() else 1
+        mac = bytes([0x24, 0x6F, 0x28, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF])
+        self.chip = CHIPS[esp["chip"]](mac)
+        self.reset_circuit = ("usb-serial-jtag" if esp["reset"] == "usb-serial-jtag"
+                              else "classic" if o.auto_reset else None)
+        self.native_usb = esp["reset"] == "usb-serial-jtag"
+        self.flash = SpiNor(module.mcu.flash.size, self.chip.jedec, o.flash_scale)
+        project, version, _ = esp_firmware.DEFAULT_VERSIONS.get(module.key, ("esp32-sample", "1.0.0", "1.1.0"))
+        version = o.app_version or version
+        if o.state != "erased":
+            for addr, data in esp_firmware.factory_flash(self.chip.chip_id, version, project,
+                                                         app_size=o.app_size,
+                                                         flash_mb=module.mcu.flash.size >> 20):
+                self.flash.mem[addr:addr + len(data)] = data
+        self.boot_pin = o.boot_pin or o.state == "bootloader"    # GPIO0 held low by a person
+        self.readout_protected = False
+        self.app_valid = True
+        self._boot_request = False
+        self.settings = {}
+        self.mode: Mode | None = None
+        self.resets = 0
+        self.updates = 0
+        self.stub_runs = 0
+        self._stop = False
+        self._booted_at = time.monotonic()
+        self._mode_changed = threading.Condition()
+        self.mode_listeners: list = []
+        self._en_low = False              # EN held low by the reset circuit
+        self._released_at = 0.0
+        self._io0: list[tuple[float, bool]] = [(0.0, False)]    # (time, GPIO0 pulled low by the circuit)
+        self._reset_cause = "poweron"
+        self._lines_lock = threading.Lock()
+        self._connect()
+
+    # ------------------------------------------------------------ the port
+    def _connect(self) -> None:
+        o = self.opts
+        if self.native_usb:
+            from .nrf52 import UsbCdcUart
+            if not hasattr(self, "usb_location") or self.usb_location is None:
+                self.usb_location = f"sim-{os.getpid()}.esp{id(self) & 0xFFFF}"
+            baud = USB_FULL_SPEED_BAUD          # USB: no baud rate of its own
+            self.uart = UsbCdcUart({"vid": 0x303A, "pid": 0x1001, "product": "USB JTAG/serial debug unit",
+                                    "serial_number": self.chip.mac.hex(":").upper(),
+                                    "location": self.usb_location},
+                                   baud=baud, latency=max(o.latency_ms, 1.0) / 1000, faults=o.faults,
+                                   strict_baud=False, transport=o.transport)
+        else:
+            self.uart = SimUart(115200, latency=o.latency_ms / 1000, faults=o.faults,
+                                strict_baud=o.strict_baud, transport=o.transport)
+        self.uart.on_host_lines(self._host_lines)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sim-{self.module.key}")
+
+    usb_location: str | None = None
+
+    # ------------------------------------------------------------ what runs
+    @property
+    def app_version(self) -> str | None:
+        app = self.app_in_flash()
+        return app.version if app is not None else None
+
+    @property
+    def bootloader_version(self) -> str | None:
+        offset = self.module.esp["bootloader_offset"]
+        try:
+            return esp_image.parse_image(self.flash.read(offset, 0x8000 - offset)).version
+        except esp_image.EspImageError:
+            return None
+
+    def partition_table(self) -> esp_image.PartitionTable | None:
+        try:
+            return esp_image.parse_partition_table(self.flash.read(esp_image.PARTITION_TABLE_OFFSET, 0xC00))
+        except esp_image.EspImageError:
+            return None
+
+    def app_in_flash(self) -> esp_image.EspAppImage | None:
+        """The app the bootloader would start (the factory partition, else the first OTA slot),
+        if it is a valid image for this chip."""
+        table = self.partition_table()
+        slot = table.first_app() if table else None
+        if slot is None or not self.flash.check(slot.offset, slot.size):
+            return None
+        try:
+            img = esp_image.parse_image(self.flash.read(slot.offset, min(slot.size, 0x800000)))
+        except esp_image.EspImageError:
+            return None
+        if img.chip_id != self.chip.chip_id or img.problems():
+            return None
+        return img
+
+    def app_present(self) -> bool:
+        return self.app_in_flash() is not None
+
+    # ------------------------------------------------------------ reset circuits
+    def _host_lines(self, lines: dict[str, bool]) -> None:
+        rts, dtr = lines["rts"], lines["dtr"]
+        prev_rts, prev_dtr = self._lines_prev
+        self._lines_prev = (rts, dtr)
+        now = time.monotonic()
+        if self.reset_circuit == "classic" and self.uart.transport == "tcp":
+            # RFC 2217 can't carry the lines' timing: pyserial's client waits for each change to
+            # be acknowledged (~50 ms apart), longer than EN's RC. As Espressif's esp_rfc2217_server
+            # does for that reason, the start of esptool's sequences is played here with the
+            # adapter's timing: DTR set starts a reset into download mode (the rest of that
+            # sequence is taken as said), DTR cleared ends it, RTS cleared outside it is a hard reset.
+            if dtr and not prev_dtr and not self._download_sequence:
+                self._download_sequence = True
+                threading.Thread(target=self._local_reset, args=(True,), daemon=True).start()
+            elif not dtr and prev_dtr:
+                self._download_sequence = False
+            elif not rts and prev_rts and not self._download_sequence:
+                threading.Thread(target=self._local_reset, args=(False,), daemon=True).start()
+            return
+        with self._lines_lock:
+            if self.reset_circuit == "usb-serial-jtag":
+                if dtr and not rts:
+                    self.chip.regs[Esp32S3.OPTION1] = self.chip.regs.get(Esp32S3.OPTION1, 0) | 1
+                held = rts and not dtr
+                io0_low = False
+            elif self.reset_circuit == "classic":
+                held = rts and not dtr
+                io0_low = dtr and not rts
+            else:
+                return
+            if io0_low != self._io0[-1][1]:
+                self._io0.append((now, io0_low))
+                del self._io0[:-16]
+            if held and not self._en_low:
+                self._en_low = True
+                self._reset_cause = "sw" if self.native_usb else "poweron"
+                self.uart.cut_power()
+            elif not held and self._en_low:
+                self._en_low = False
+                self._released_at = now
+
+    _lines_prev = (False, False)
+    _download_sequence = False
+
+    def _local_reset(self, download: bool, hold: float = 0.1, after: float = 0.05) -> None:
+        """EN low for ``hold``, released with GPIO0 low (``download``) for ``after`` more:
+        esptool's classic reset (or its hard reset) with an adapter's timing."""
+        with self._lines_lock:
+            self._en_low = True
+            self._reset_cause = "poweron"
+        self.uart.cut_power()
+        time.sleep(hold)
+        with self._lines_lock:
+            now = time.monotonic()
+            self._io0.append((now, download))
+            self._en_low = False
+            self._released_at = now
+        time.sleep(after)
+        with self._lines_lock:
+            self._io0.append((time.monotonic(), False))
+            del self._io0[:-16]
+
+    def _io0_low_at(self, t: float) -> bool:
+        with self._lines_lock:
+            low = False
+            for when, level in self._io0:
+                if when <= t:
+                    low = level
+            return low
+
+    def press_reset(self) -> None:
+        self._reset_cause = "poweron"
+        self._released_at = time.monotonic() - EN_RC_DELAY
+        self.uart.cut_power()
+
+    def has_rom_bootloader(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------ the MCU
+    def _run(self) -> None:
+        uart = self.uart
+        while not self._stop:
+            while self._en_low and not (self._stop or uart.closed):
+                time.sleep(0.002)                   # EN held low through the adapter's lines
+            if self._stop or uart.closed:
+                return
+            start = self._released_at + EN_RC_DELAY
+            if start > time.monotonic():
+                time.sleep(start - time.monotonic())
+            download = self._download_strap(start)
+            self._booted_at = time.monotonic()
+            self.uart.flush_input()
+            try:
+                if download:
+                    self._set_mode(Mode.ROM)
+                    self.run_rom()
+                else:
+                    self._set_mode(Mode.APP)
+                    self.run_app()
+            except PowerCut:
+                pass
+            except Restart as r:
+                if r.how == "app":
+                    self._reset_cause = "sw"
+                    try:
+                        self._set_mode(Mode.APP)
+                        self.run_app(from_rom=True)
+                    except (PowerCut, Restart):
+                        pass
+                else:
+                    self._reset_cause = "sw"
+            except OSError:
+                if uart.closed:
+                    return
+                raise
+            if uart.closed:
+                return
+            self.resets += 1
+
+    def _download_strap(self, start: float) -> bool:
+        forced = bool(self.chip.regs.get(Esp32S3.OPTION1, 0) & 1) if self.native_usb else False
+        low = self.boot_pin or self._io0_low_at(start) or forced
+        if forced:
+            # (the latch stays set until software clears it, as esptool does before a hard reset)
+            pass
+        self.chip.regs[0x3FF44038 if self.chip.chip_id == 0 else 0x60004038] = self.chip.strap(low)
+        return low
+
+    # ------------------------------------------------------------ the application
+    def run_app(self, from_rom: bool = False) -> None:
+        """The ROM starts the flash: the bootloader, then the app its partition table names."""
+        uart = self.uart
+        self._line_rate(115200)
+        if not from_rom:
+            uart.write(self.chip.boot_log(False, self._reset_cause))
+        self._reset_cause = "poweron"
+        boot_at = self.module.esp["bootloader_offset"]
+        head = self.flash.read(boot_at, 4)
+        try:
+            boot = esp_image.parse_image(self.flash.read(boot_at, 0x8000 - boot_at))
+        except esp_image.EspImageError:
+            boot = None
+        if boot is None or boot.chip_id != self.chip.chip_id or boot.problems():
+            # The ROM finds no bootloader it can start and tries again (a watchdog reset each time).
+            while not self._stop:
+                uart.write(f"invalid header: 0x{int.from_bytes(head, 'little'):08x}\r\n".encode())
+                uart.read(4096, 0.2)
+            return
+        uart.write(f"load:{boot.segments[0].load_address:#010x},len:{len(boot.segments[0].data)}\r\n"
+                   f"entry {boot.entry:#010x}\r\n".encode())
+        ms = 27
+        log = [f"I ({ms}) boot: ESP-IDF {boot.bootloader_desc['idf_ver'] if boot.bootloader_desc else '?'} "
+               f"2nd stage bootloader"]
+        app = self.app_in_flash()
+        table = self.partition_table()
+        if app is None:
+            what = ("no valid partition table" if table is None else
+                    "no app partition" if table.first_app() is None else
+                    f"no valid app image at {table.first_app().offset:#x}")
+            log.append(f"E ({ms + 40}) boot: {what}; nothing to boot")
+            uart.write(("\r\n".join(log) + "\r\n").encode())
+            while not self._stop:
+                uart.read(4096, 0.5)
+            return
+        slot = table.first_app()
+        d = app.app_desc or {}
+        log += [f"I ({ms + 41}) boot: Loaded app from partition at offset {slot.offset:#x}",
+                f"I ({ms + 210}) app_init: Application information:",
+                f"I ({ms + 212}) app_init: Project name:     {d.get('project_name', '?')}",
+                f"I ({ms + 213}) app_init: App version:      {d.get('version', '?')}",
+                f"I ({ms + 214}) app_init: ESP-IDF:          {d.get('idf_ver', '?')}",
+                f"I ({ms + 400}) main_task: Calling app_main()"]
+        uart.write(("\r\n".join(log) + "\r\n").encode())
+        while not self._stop:
+            uart.read(4096, 0.5)          # a quiet app: what the host sends goes unanswered
+
+    def _line_rate(self, baud: int) -> None:
+        if not self.native_usb:
+            self.uart.baud = baud
+            self.uart.autobaud = False
+
+    # ------------------------------------------------------------ the ROM's download mode
+    def run_rom(self) -> None:
+        uart = self.uart
+        self._line_rate(115200)
+        uart.write(self.chip.boot_log(True, self._reset_cause))
+        uart.drain()
+        self._reset_cause = "poweron"
+        if not self.native_usb:
+            self.uart.autobaud = True          # the ROM measures the host's rate from SYNC
+        Loader(self).serve()
+
+
+class Loader:
+    """The ROM loader's command loop, and the flasher stub's once MEM_END starts it."""
+
+    def __init__(self, dev: EspModule) -> None:
+        self.dev = dev
+        self.chip = dev.chip
+        self.uart = dev.uart
+        self.flash = dev.flash
+        self.stub = False
+        self.attached = False
+        self.ram: list[tuple[int, int]] = []        # loaded (start, end) ranges
+        self.mem: dict | None = None                # MEM_BEGIN state
+        self.write: dict | None = None              # FLASH_BEGIN / FLASH_DEFL_BEGIN state
+        self.carried = 0                            # stub: an error of the last post-processing
+        self._frame = bytearray()
+        self._in_frame = False
+        self._escape = False
+        self._pending: list[bytes] = []
+
+    # -- SLIP ---------------------------------------------------------------------
+    def frame(self, timeout: float) -> bytes | None:
+        """The next SLIP frame's payload (bytes outside frames are dropped), or None."""
+        end = time.monotonic() + timeout
+        while not self._pending:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            chunk = self.uart.read(1, min(left, 0.5))       # the first byte, then what has come
+            if chunk:
+                chunk += self.uart.read(65536, 0)
+            for b in chunk:
+                if b == 0xC0:
+                    if self._in_frame and self._frame:
+                        self._pending.append(bytes(self._frame))
+                    self._frame.clear()
+                    self._in_frame = True
+                    self._escape = False
+                elif not self._in_frame:
+                    continue
+                elif self._escape:
+                    self._escape = False
+                    if b == 0xDC:
+                        self._frame.append(0xC0)
+                    elif b == 0xDD:
+                        self._frame.append(0xDB)
+                    else:
+                        self._in_frame = False         # a broken escape: the frame is dropped
+                        self._frame.clear()
+                elif b == 0xDB:
+                    self._escape = True
+                else:
+                    self._frame.append(b)
+        return self._pending.pop(0)
+
+    def send(self, payload: bytes) -> None:
+        self.uart.write(b"\xc0" + payload.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc")
+                        + b"\xc0")
+
+    def respond(self, op: int, *, value: int = 0, data: bytes = b"", error: int = 0) -> None:
+        if self.stub:
+            status = struct.pack(">H", error)
+        else:
+            status = bytes([1 if error else 0, error, 0, 0])
+        body = data + status
+        self.send(struct.pack("<BBHI", 1, op, len(body), value) + body)
+
+    # -- the loop -------------------------------------------------------------------
+    def serve(self) -> None:
+        while not self.dev._stop:
+            packet = self.frame(0.5)
+            if packet is None:
+                continue
+            if len(packet) < 8:
+                continue
+            direction, op, size, checksum = struct.unpack_from("<BBHI", packet)
+            data = packet[8:]
+            if direction != 0 or size != len(data):
+                if self.stub:
+                    self.respond(op, error=STUB_BAD_LEN if direction == 0 else STUB_INVALID)
+                else:
+                    self.invalid()
+                continue
+            if self.stub:
+                self.stub_command(op, data, checksum)
+            else:
+                self.rom_command(op, data, checksum)
+
+    def invalid(self) -> None:
+        """The ROM's answer to a message it can't take (error 0x05): eight copies, whose command
+        field is not the request's (esptool tells an unsupported command by that: its
+        UnsupportedCommandError, and its drain of 8 × 14 bytes)."""
+        for _ in range(8):
+            self.send(struct.pack("<BBHI", 1, 0, 4, 0) + bytes([1, ROM_BAD_MESSAGE, 0, 0]))
+
+    # -- commands both speak ------------------------------------------------------------
+    def read_reg(self, addr: int) -> int:
+        return self.chip.regs.get(addr, 0)
+
+    def write_regs(self, data: bytes) -> None:
+        for i in range(0, len(data) - 15, 16):
+            addr, value, mask, delay = struct.unpack_from("<IIII", data, i)
+            if delay:
+                time.sleep(min(delay, 100_000) / 1e6)
+            old = self.chip.regs.get(addr, 0)
+            self.chip.regs[addr] = (old & ~mask) | (value & mask)
+            self._spi_side_effect(addr)
+
+    def _spi_side_effect(self, addr: int) -> None:
+        """A write of the USR bit to SPI_CMD runs the user command the SPI registers describe
+        (esptool's run_spiflash_command: RDID, RDSR, RDSFDP, reset …); the bit clears when done."""
+        base, spi = self.chip.spi_base, self.chip.spi
+        if addr != base + spi["cmd"] or not self.chip.regs[addr] & (1 << 18):
+            return
+        regs = self.chip.regs
+        regs[addr] &= ~(1 << 18)
+        command = regs.get(base + spi["usr2"], 0) & 0xFF
+        usr = regs.get(base + spi["usr"], 0)
+        read_bits = (regs.get(base + spi["miso"], 0) + 1) if usr & (1 << 28) else 0
+        answer = b""
+        if command == 0x9F:                                      # RDID
+            answer = bytes(self.flash.jedec)
+        elif command == 0x5A:                                    # RDSFDP (24-bit address)
+            raw = regs.get(base + spi["addr"], 0)
+            where = (raw >> 8) if self.chip.spi_addr_msb else raw
+            answer = _sfdp(self.flash.size)[where:where + 4]
+        elif command in (0x05, 0x35, 0x15):                      # status registers
+            answer = b"\0\0\0\0"
+        n = (read_bits + 7) // 8
+        regs[base + spi["w0"]] = int.from_bytes(answer[:n].ljust(4, b"\0")[:4], "little") if n else \
+            regs.get(base + spi["w0"], 0)
+
+    def sync(self, data: bytes, op: int) -> None:
+        if data != SYNC_PAYLOAD:
+            if self.stub:
+                self.respond(op, error=STUB_BAD_LEN)
+            else:
+                self.invalid()
+            return
+        if not self.dev.native_usb and self.uart.autobaud:
+            rate = self.uart.host_baud()
+            if rate:
+                self.uart.baud = rate             # measured from the 0x55s
+            self.uart.autobaud = False
+            self._set_clkdiv()
+        for _ in range(8):
+            self.respond(op, value=0 if self.stub else SYNC_VALUE)
+
+    def _set_clkdiv(self) -> None:
+        reg = 0x3FF40014 if self.chip.chip_id == 0 else 0x60000014
+        apb = 40_000_000 if self.chip.chip_id == 0 else 80_000_000
+        self.chip.regs[reg] = apb // max(1, self.uart.baud)
+
+    def change_baud(self, new: int) -> None:
+        self.uart.drain()
+        if not self.dev.native_usb:
+            self.uart.baud = new
+            self._set_clkdiv()
+
+    def md5(self, addr: int, size: int) -> bytes | None:
+        if not self.flash.check(addr, size):
+            return None
+        self.flash.spend(size / (STUB_MD5_BPS if self.stub else ROM_MD5_BPS))
+        return hashlib.md5(self.flash.read(addr, size)).digest()
+
+    def mem_begin(self, data: bytes) -> int:
+        size, blocks, block_size, offset = struct.unpack_from("<IIII", data)
+        if not any(lo <= offset and offset + size <= hi for lo, hi in self.chip.ram):
+            return ROM_BAD_RAM_ADDRESS if not self.stub else STUB_TOO_MUCH
+        self.mem = {"offset": offset, "size": size, "block": block_size, "left": size}
+        return 0
+
+    def mem_data(self, data: bytes, checksum: int) -> int:
+        if self.mem is None:
+            return ROM_FAILED if not self.stub else STUB_NOT_IN_FLASH_MODE
+        length, seq = struct.unpack_from("<II", data)
+        body = data[16:16 + length]
+        if len(body) != length or length > self.mem["left"]:
+            return ROM_BAD_RAM_SIZE if not self.stub else STUB_TOO_MUCH
+        if _checksum(body) != checksum & 0xFF:
+            return ROM_CHECKSUM if not self.stub else STUB_BAD_CHECKSUM
+        start = self.mem["offset"] + seq * self.mem["block"]
+        self.ram.append((start, start + length))
+        self.mem["left"] -= length
+        return 0
+
+    # -- the ROM ----------------------------------------------------------------------
+    def rom_command(self, op: int, data: bytes, checksum: int) -> None:
+        c = self.chip
+        if op == 0x08:
+            self.sync(data, op)
+        elif op == 0x0A and len(data) == 4:
+            self.respond(op, value=self.read_reg(struct.unpack("<I", data)[0]))
+        elif op == 0x09 and len(data) >= 16 and len(data) % 16 == 0:
+            self.write_regs(data)
+            self.respond(op)
+        elif op == 0x05 and len(data) == 16:
+            self.respond(op, error=self.mem_begin(data))
+        elif op == 0x07 and len(data) >= 16:
+            self.respond(op, error=self.mem_data(data, checksum))
+        elif op == 0x06 and len(data) == 8:
+            flag, entry = struct.unpack("<II", data)
+            self.respond(op)
+            if flag == 0:
+                self.uart.drain()
+                if any(lo <= entry < hi for lo, hi in self.ram):
+                    self.start_stub()
+                else:
+                    raise Restart("reset")        # a jump to nothing loaded: the chip crashes
+        elif op == 0x0D and len(data) == 8:
+            self.attached = True
+            self.respond(op)
+        elif op == 0x0B and len(data) == 24:
+            self.respond(op)
+        elif op == 0x0F and len(data) == 8:
+            new, _ = struct.unpack("<II", data)
+            self.respond(op)
+            self.change_baud(new)             # (the ROM's crystal estimate is 40 MHz: no skew)
+        elif op in (0x02, 0x10) and len(data) == 4 * c.rom_flash_begin_words:
+            self.respond(op, error=self.rom_flash_begin(op, data))
+        elif op in (0x03, 0x11) and len(data) >= 16:
+            self.respond(op, error=self.rom_flash_data(op, data, checksum))
+        elif op in (0x04, 0x12) and len(data) == 4:
+            run_user_code, = struct.unpack("<I", data)
+            self.respond(op)
+            self.uart.drain()
+            raise Restart("app" if run_user_code else "reset")
+        elif op == 0x13 and len(data) == 16:
+            addr, size, _, _ = struct.unpack("<IIII", data)
+            digest = self.md5(addr, size) if self.attached else None
+            if digest is None:
+                self.respond(op, error=ROM_FAILED)
+            else:
+                self.respond(op, data=digest.hex().encode())
+        elif op == 0x0E and len(data) == 8:
+            addr, size = struct.unpack("<II", data)
+            if not self.attached or size > 64 or not self.flash.check(addr, size):
+                self.respond(op, error=0x0A)
+            else:
+                self.flash.spend(64 / FLASH_READ_BPS)
+                self.respond(op, data=self.flash.read(addr, size).ljust(64, b"\xff"))
+        elif op == 0x14 and c.has_security_info and not data:
+            self.respond(op, data=_security_info(c))
+        else:
+            self.invalid()
+
+    def rom_flash_begin(self, op: int, data: bytes) -> int:
+        size, blocks, block_size, offset = struct.unpack_from("<IIII", data)
+        if size and not self.flash.check(offset, size):
+            return ROM_FAILED
+        if size:
+            self.flash.erase_range(offset, offset + size)    # the ROM erases it all up front
+        self.write = {"offset": offset, "block": block_size, "defl": op == 0x10,
+                      "inflate": zlib.decompressobj() if op == 0x10 else None, "at": offset}
+        return 0
+
+    def rom_flash_data(self, op: int, data: bytes, checksum: int) -> int:
+        w = self.write
+        if w is None or w["defl"] != (op == 0x11):
+            return ROM_FAILED
+        length, seq = struct.unpack_from("<II", data)
+        body = data[16:16 + length]
+        if len(body) != length:
+            return ROM_BAD_MESSAGE
+        if _checksum(body) != checksum & 0xFF:
+            return ROM_CHECKSUM
+        if w["defl"]:
+            try:
+                out = w["inflate"].decompress(body)
+            except zlib.error:
+                return ROM_DEFLATE
+            addr = w["at"]
+            w["at"] += len(out)
+        else:
+            out, addr = body, w["offset"] + seq * w["block"]
+        if out and (not self.flash.check(addr, len(out)) or not self.flash.program(addr, out)):
+            return ROM_FLASH_WRITE
+        return 0
+
+    # -- the stub ---------------------------------------------------------------------
+    def start_stub(self) -> None:
+        self.stub = True
+        self.dev.stub_runs += 1
+        self.attached = True
+        self.mem = None
+        self.send(b"OHAI")
+
+    def stub_command(self, op: int, data: bytes, checksum: int) -> None:
+        if self.carried:                     # the last block's write failed: said now
+            error, self.carried = self.carried, 0
+            self.respond(op, error=error)
+            return
+        post = None
+        value, out, error = 0, b"", 0
+        if op == 0x08:
+            self.sync(data, op)
+            return
+        elif op == 0x0A and len(data) == 4:
+            value = self.read_reg(struct.unpack("<I", data)[0])
+        elif op == 0x09 and data and len(data) % 16 == 0:
+            self.write_regs(data)
+        elif op == 0x0D and len(data) == 4:
+            pass
+        elif op == 0x0B and len(data) == 24:
+            pass
+        elif op == 0x0F and len(data) == 8:
+            new, _ = struct.unpack("<II", data)
+            post = lambda: self.change_baud(new)            # noqa: E731 - after the answer
+        elif op in (0x02, 0x10) and len(data) in (16, 20):
+            error = self.stub_flash_begin(op, data)
+        elif op in (0x03, 0x11) and len(data) >= 16:
+            error, post = self.stub_flash_data(op, data, checksum)
+        elif op in (0x04, 0x12) and len(data) == 4:
+            if self.write is None:
+                error = STUB_NOT_IN_FLASH_MODE
+            elif self.write["left"]:
+                error = STUB_BAD_LEN
+            else:
+                self.write = None
+        elif op == 0x05 and len(data) == 16:
+            error = self.mem_begin(data)
+        elif op == 0x07 and len(data) >= 16:
+            error = self.mem_data(data, checksum)
+        elif op == 0x06 and len(data) == 8:
+            error = 0 if self.mem is not None else STUB_NOT_IN_FLASH_MODE
+            self.mem = None
+        elif op == 0x13 and len(data) == 16:
+            addr, size, _, _ = struct.unpack("<IIII", data)
+            digest = self.md5(addr, size)
+            if digest is None:
+                error = STUB_SPI_FAILED
+            else:
+                out = digest
+        elif op == 0x14 and not data:
+            if self.chip.has_security_info:
+                out = _security_info(self.chip)
+            else:
+                error = STUB_NOT_IMPLEMENTED
+        elif op == 0xD2 and len(data) == 16:
+            offset, length, packet, _inflight = struct.unpack("<IIII", data)
+            if packet > 4096 or not self.flash.check(offset, length):
+                error = STUB_BAD_LEN if packet > 4096 else STUB_SPI_FAILED
+            else:
+                post = lambda: self.stub_read_flash(offset, length, packet)   # noqa: E731
+        elif op == 0xD0 and not data:
+            self.flash.erase_range(0, self.flash.size)
+        elif op == 0xD1 and len(data) == 8:
+            addr, size = struct.unpack("<II", data)
+            if addr % SECTOR or size % SECTOR or not self.flash.check(addr, size):
+                error = STUB_BAD_LEN
+            else:
+                self.flash.erase_range(addr, addr + size)
+        elif op == 0xD3:
+            return                                           # RUN_USER_CODE: no answer
+        else:
+            error = STUB_INVALID
+        self.respond(op, value=value, data=out if not error else b"", error=error)
+        if post is not None and not error:
+            result = post()
+            if result:
+                self.carried = result
+
+    def stub_flash_begin(self, op: int, data: bytes) -> int:
+        total, blocks, block_size, offset = struct.unpack_from("<IIII", data)
+        if not self.flash.check(offset, total):
+            return STUB_SPI_FAILED
+        erase_from = offset - offset % SECTOR
+        erase_to = -(-(offset + total) // SECTOR) * SECTOR
+        self.write = {"offset": offset, "left": total, "defl": op == 0x10, "block": block_size,
+                      "inflate": zlib.decompressobj() if op == 0x10 else None,
+                      "erase_at": erase_from, "erase_to": erase_to, "dirty": False}
+        self._erase_next()
+        return 0
+
+    def _erase_next(self) -> None:
+        """One erase step ahead of the writing: a sector read blank is skipped while no dirty
+        one was seen; after that, sectors or 64 KiB blocks are erased without reading."""
+        w = self.write
+        at, end = w["erase_at"], w["erase_to"]
+        if at >= end:
+            return
+        if not w["dirty"]:
+            self.flash.spend(SECTOR / FLASH_READ_BPS)
+            if self.flash.blank(at, SECTOR):
+                w["erase_at"] = at + SECTOR
+                return
+            w["dirty"] = True
+        size = BLOCK if at % BLOCK == 0 and at + BLOCK <= end else SECTOR
+        self.flash.erase(at, size)
+        w["erase_at"] = at + size
+
+    def _write(self, data: bytes) -> int:
+        w = self.write
+        data = data[:w["left"]]
+        while w["erase_at"] < w["offset"] + len(data):
+            self._erase_next()
+        if not self.flash.program(w["offset"], data):
+            return STUB_SPI_FAILED
+        w["offset"] += len(data)
+        w["left"] -= len(data)
+        return 0
+
+    def stub_flash_data(self, op: int, data: bytes, checksum: int):
+        w = self.write
+        if w is None or w["defl"] != (op == 0x11):
+            return STUB_NOT_IN_FLASH_MODE, None
+        length, _seq = struct.unpack_from("<II", data)
+        body = data[16:]
+        if op == 0x03 and length != len(body):
+            return STUB_TOO_MUCH, None
+        body = body[:length]
+        if _checksum(body) != checksum & 0xFF:
+            return STUB_BAD_CHECKSUM, None
+
+        def post() -> int:              # after the acknowledgement, while the next block arrives
+            if not w["defl"]:
+                return self._write(body)
+            self._erase_next()
+            try:
+                out = w["inflate"].decompress(body)
+            except zlib.error:
+                return STUB_INFLATE
+            return self._write(out) if out else 0
+        return 0, post
+
+    def stub_read_flash(self, offset: int, length: int, packet: int) -> int:
+        md5 = hashlib.md5()
+        sent = 0
+        while sent < length:
+            n = min(packet, length - sent)
+            self.flash.spend(n / FLASH_READ_BPS)
+            chunk = self.flash.read(offset + sent, n)
+            md5.update(chunk)
+            self.send(chunk)
+            sent += n
+            ack = self.frame(5.0)          # one packet in flight: wait for the host's count
+            if ack is None or len(ack) != 4:
+                return STUB_BAD_LEN
+        self.send(md5.digest())
+        return 0
+
+
+def _checksum(data: bytes) -> int:
+    c = 0xEF
+    for b in data:
+        c ^= b
+    return c
+
+
+def _security_info(chip: Chip) -> bytes:
+    """GET_SECURITY_INFO: flags, flash_crypt_cnt, 7 key purposes, chip id, eco version (20 bytes)."""
+    return struct.pack("<IB7BII", 0, 0, *([0] * 7), chip.chip_id, 0)
+
+
+def _sfdp(size: int) -> bytes:
+    """A JEDEC SFDP header and basic parameter table (JESD216): signature "SFDP", one parameter
+    header, density in the table's second word."""
+    header = b"SFDP" + bytes([0x00, 0x01, 0x00, 0xFF])
+    param = bytes([0x00, 0x00, 0x01, 0x09, 0x30, 0x00, 0x00, 0xFF])        # JEDEC basic, 9 dwords at 0x30
+    table = bytearray(0x30 - len(header) - len(param))
+    body = struct.pack("<II", 0xFFF920E5, size * 8 - 1) + b"\xff" * 28
+    return header + param + bytes(table) + body
