@@ -182,7 +182,9 @@ def test_nothing_is_written_from_a_file_that_is_not_firmware(virtual, tmp_path, 
     else:
         assert isinstance(exc, NotFirmware), exc
         assert "does not look like firmware" in exc.message and exc.exit_code == 3
-        assert {"jpeg": "JPEG image", "info0": "INFO0 dump"}.get(kind, "vector table") in exc.message
+        # (an ESP chip's firmware starts with an ESP image header, the others' with a vector table)
+        assert {"jpeg": "JPEG image", "info0": "INFO0 dump"}.get(
+            kind, "ESP image" if module.esp else "vector table") in exc.message
     if path == "recover-swd":
         assert dev.written == [] and dev.opened == []       # the probe was never even opened
     else:
@@ -196,6 +198,16 @@ def test_genuine_images_are_still_taken(tmp_path, key):
     full and bootloader-only images are planned by each recovery method the module has."""
     from rakflash.flows.recover import METHODS
     module = CAT.module(key)
+    if module.esp is not None:           # an ESP chip: its app, merged and bootloader images
+        from rakflash.sim import esp_firmware
+        chip = module.esp["image_chip_id"]
+        app_bytes = esp_firmware.app_image(chip, "1.1.0", 16 * 1024)
+        for name, data in (("app.bin", app_bytes), ("merged.bin", esp_firmware.merged(chip, app_bytes)),
+                           ("boot.bin", esp_firmware.bootloader_image(chip))):
+            (tmp_path / name).write_bytes(data)
+            assert images.analyse(images.load(tmp_path / name)).not_firmware is None
+            assert images.analyse(images.load(tmp_path / name, module=module), module=module).module is module
+        return
     boot_v, _, app_v = firmware.DEFAULT_VERSIONS[key]
     app = tmp_path / "app.bin"
     app.write_bytes(firmware.app_image(module, app_v, 16 * 1024))
@@ -255,7 +267,7 @@ def test_a_hex_without_an_application_start_is_not_told_to_check_address(tmp_pat
     assert "Check --address (a RAK3172 application .bin goes to 0x08006000)" in refused.value.hint
 
 
-@pytest.mark.parametrize("key", [m.key for m in CAT.modules.values() if m.recovery])
+@pytest.mark.parametrize("key", [m.key for m in CAT.modules.values() if m.recovery and m.esp is None])
 def test_a_full_image_whose_application_part_is_not_firmware_is_not_recovered_with(tmp_path, key):
     """A genuine bootloader, and random bytes where the application starts: the check of the
     image's first bytes alone passed it. Erased flash there (a dump without an application) is

@@ -518,3 +518,27 @@ class KeysNotWritten(VerifyFailed):
     name = "keys-not-written"
     hint = ("The row stays claimed for this module (its serial number): check the cable and run the "
             "same command again, which writes the same row again.")
+
+
+# --- ESP32 modules through esptool (flows/transfers/esp_rom.py) ---------------
+
+class DownloadModeFailed(BootEntryFailed):
+    """The ESP chip's ROM download mode did not answer: no reset reached it, and GPIO0 was not held."""
+    name = "download-mode-failed"
+    hint = ("Hold GPIO0 low (BOOT0 / BOOT to GND), press the module's reset button, and run the same "
+            "command again; check that the port is the module's ('rakflash ports').")
+
+
+class PartitionTableInvalid(PlanRefused):
+    """The partition table that would be on the chip after the write can't work there."""
+    name = "partition-table"
+    hint = ("Build the firmware with a partition table for this module's flash (ESP-IDF: 'idf.py "
+            "menuconfig' → Partition Table; Arduino: Tools → Partition Scheme), or write the merged "
+            "binary that carries a fitting one. Nothing was written.")
+
+
+class EspToolFailed(TransferError):
+    """esptool stopped with an error while talking to the chip (its words are in the message)."""
+    name = "esptool-failed"
+    hint = ("The chip's ROM can't be harmed: run the same command again. If it keeps failing, lower "
+            "--baud (a long cable or a slow adapter) and check the cable.")

@@ -341,6 +341,22 @@ def parse_image(data: bytes, offset: int = 0) -> EspAppImage:
     return img
 
 
+def peek(head: bytes) -> dict[str, Any] | None:
+    """What the first bytes of an image say (its chip, and the app or bootloader descriptor at
+    the start of its first segment) when only they were read; None when they start no image."""
+    if len(head) < 32 or head[0] != IMAGE_MAGIC:
+        return None
+    chip_id, = struct.unpack_from("<H", head, 12)
+    if chip_id not in CHIPS:
+        return None
+    addr, length = struct.unpack_from("<II", head, 24)
+    first = head[32:32 + length]
+    memory = _memory(chip_id, addr)
+    return {"chip_id": chip_id, "chip": CHIPS[chip_id],
+            "app": parse_app_desc(first) if memory == "DROM" else None,
+            "bootloader": parse_bootloader_desc(first) if memory == "RAM" else None}
+
+
 def parse_app_desc(data: bytes) -> dict[str, Any] | None:
     """``esp_app_desc_t`` at the start of an app's first DROM segment (ESP-IDF "App Image Format")."""
     if len(data) < 256 or struct.unpack_from("<I", data, 0)[0] != APP_DESC_MAGIC:
@@ -471,11 +487,14 @@ def modules_for_chip(chip_id: int | None, cat: Catalog | None = None) -> list[Mo
 
 
 def not_esp_firmware(image, module: Module) -> NotFirmware:
-    from .images import short_path
-    head = image.segments[0].data[:4].hex(" ").upper() if image.segments else ""
-    return NotFirmware(f"{short_path(image.path)} does not look like {module.name} firmware: it holds "
-                       f"no ESP image (an ESP-IDF app or bootloader starts with the byte E9, a partition "
-                       f"table with AA 50, a merged binary has both at their offsets; it starts {head})",
+    from .images import _what_file, short_path
+    data = image.segments[0].data if image.segments else b""
+    known = _what_file(data)
+    why = (f"it is {known}" if known else
+           f"it holds no ESP image (an ESP-IDF app or bootloader starts with the byte E9, a partition "
+           f"table with AA 50, a merged binary has both at their offsets; it starts "
+           f"{data[:4].hex(' ').upper()})")
+    return NotFirmware(f"{short_path(image.path)} does not look like firmware for the {module.name}: {why}",
                        hint=f"Use the .bin built for the {module.name} ({module.mcu.name.split(' (')[0]}): "
                             f"the app .bin, or the merged binary of bootloader, partition table and app; "
                             f"'rakflash inspect FILE' says what a file holds.")

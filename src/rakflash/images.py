@@ -117,14 +117,20 @@ def load(path: str | Path, *, address: int | None = None,
         return _load_package(str(path), raw, module, cat)
     if _looks_like_hex(Path(path), raw):
         return _load_hex(str(path), raw, digest)
+    from . import esp_image           # ESP32 app/bootloader images, partition tables, merged binaries
+    esp = esp_image.load(str(path), raw, digest, address)
+    if esp is not None:
+        return esp
     return _load_bin(str(path), raw, digest, address, module, cat)
 
 
 def max_file_size(cat: Catalog | None = None) -> int:
     """The most a firmware file can hold: the largest flash in the catalog, four times over
-    (Intel HEX text takes up to ~3.5 bytes per byte of data, with short records)."""
+    (Intel HEX text takes up to ~3.5 bytes per byte of data, with short records) — of the
+    chips whose firmware comes as HEX; an ESP32's comes as binary, at most its whole flash."""
     cat = cat or _catalog.load()
-    return 4 * max(m.flash.size for m in cat.mcus.values())
+    return max(max(4 * m.flash.size for m in cat.mcus.values() if not m.core.startswith("xtensa")),
+               max(m.flash.size for m in cat.mcus.values()))
 
 
 def short_path(path: str | Path, limit: int = 120) -> str:
@@ -380,6 +386,8 @@ def not_firmware(image: Image, cat: Catalog | None = None) -> str | None:
     (its own structure — manifest, init packet, CRC — is checked by its reader).
     """
     cat = cat or _catalog.load()
+    if getattr(image, "esp", None) is not None:
+        return None                   # an ESP image (esp_image.py): firmware, but no Cortex-M's
     starts = image.segments if image.format == "dfu-package" else image.segments[:1]
     for seg in starts:
         head = seg.data[:8]
@@ -508,6 +516,9 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     that is not firmware is told in :attr:`ImageInfo.not_firmware`.
     """
     cat = cat or _catalog.load()
+    if getattr(image, "esp", None) is not None or (module is not None and module.esp is not None):
+        from . import esp_image       # ESP32 images are told by their own headers
+        return esp_image.analyse(image, module=module, cat=cat)
     info = ImageInfo(image)
     info.not_firmware = not_firmware(image, cat)
     if module is not None:

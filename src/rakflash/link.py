@@ -194,6 +194,11 @@ class Link:
         if self.trace:
             self.trace.event("lines", rts=rts, dtr=dtr)
 
+    def raw_serial(self):
+        """The open pyserial port, for a library that speaks its own protocol on it (esptool,
+        flows/transfers/esp_rom.py, which records its bytes in the trace itself)."""
+        return self._ser
+
     def note(self, text: str) -> None:
         """Mark a step in the trace (if one is recorded), so a bug report reads in steps; and
         tell :attr:`on_step`, if set."""
@@ -379,6 +384,8 @@ class _Rfc2217Serial(serial.rfc2217.Serial):
                 raise
 
     def _reconfigure_port(self) -> None:
+        if self._write_timeout is not None:        # as pyserial's client says it (esptool sets one,
+            raise NotImplementedError("write_timeout is currently not supported")   # then None)
         settings = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts,
                     self._xonxoff)
         if settings == self._sent_settings:

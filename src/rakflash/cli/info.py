@@ -40,7 +40,7 @@ def info(port: str, baud: int | None, trace_path: str | None, module_name: str |
             render = stack.enter_context(TerminalEvents())
             render(Phase("identify", f"identifying the module on {port}"))
             link.on_step = render.step
-        dev = identify(link, module=module, baud=baud)
+        dev = identify(link, module=module, baud=baud, emit=_PersonsPart(stack, as_json))
         if ask_bootloader:
             link.step("asking the bootloader its version (--ask-bootloader)")
             _ask_bootloader(link, dev)
@@ -65,3 +65,17 @@ def _ask_bootloader(link: Link, dev: DeviceInfo) -> None:
         dev.notes.append("bootloader version read in the bootloader itself, but the application did not "
                          "start again: the module waits in its bootloader ('rakflash flash' goes on from "
                          "there, or power it off and on)")
+
+
+class _PersonsPart:
+    """What identification asks of the person (an ESP chip with no reset line: hold GPIO0 and
+    press reset), shown as flash shows it; nothing is shown when nothing is asked."""
+
+    def __init__(self, stack: ExitStack, as_json: bool) -> None:
+        self.stack, self.as_json, self.render = stack, as_json, None
+
+    def __call__(self, event) -> None:
+        if self.render is None:
+            from .output import JsonEvents
+            self.render = self.stack.enter_context(JsonEvents() if self.as_json else TerminalEvents())
+        self.render(event)

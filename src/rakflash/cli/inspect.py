@@ -27,10 +27,63 @@ def inspect(file: str, address: int | None, module_name: str | None, as_json: bo
     if as_json:
         emit_json(info.to_dict())
         return
+    if getattr(info, "esp", None) is not None:
+        _print_esp(info)
+        return
     if img.package is not None:
         _print_package(img.package)
         out.print()
     _print_inspect(info)
+
+
+def _print_esp(info) -> None:
+    """An ESP file (esp_image.py): what it is, where each part goes, what each part says."""
+    img, esp = info.image, info.esp
+    kinds = {"app": "ESP-IDF app image", "bootloader": "ESP-IDF second-stage bootloader image",
+             "partition-table": "ESP-IDF partition table", "merged": "merged binary (esptool merge-bin)"}
+    out.print(f"file      {img.path}")
+    out.print(f"format    {kinds[esp.kind]}, {img.file_size:,} bytes")
+    out.print(f"sha256    {img.sha256}")
+    how = "given with --address" if esp.base_source == "--address" else esp.base_source
+    out.print(f"base      {esp.base:#010x} ({how})")
+    if info.module:
+        out.print(f"target    {info.module.name} ({esp.chip}, from the image header's chip id)")
+    elif esp.chip:
+        out.print(f"target    {esp.chip}, which no RAK module in the catalog has")
+    else:
+        out.print("target    any ESP chip (a partition table says no chip)")
+    for offset, part in esp.images:
+        size = esp_image_flash_size(part)
+        out.print(f"{part.kind:<11}{offset:#010x}: {part.length:,} bytes for the {part.chip}, "
+                  f"{len(part.segments)} segments, entry {part.entry:#010x}, flash "
+                  f"{esp_image_mode(part)} {size}, checksum {'ok' if part.checksum_ok else 'WRONG'}"
+                  + ("" if part.sha256_ok is None else f", SHA-256 {'ok' if part.sha256_ok else 'WRONG'}"))
+        if part.app_desc:
+            d = part.app_desc
+            out.print(f"           app {d['project_name']!r} version {d['version']}, ESP-IDF {d['idf_ver']}, "
+                      f"built {d['date']} {d['time']}")
+        if part.bootloader_desc:
+            out.print(f"           bootloader of ESP-IDF {part.bootloader_desc['idf_ver']}")
+    if esp.table is not None:
+        offset, table = esp.table
+        out.print(f"partitions at {offset:#010x}" + ("" if table.md5_ok is None else
+                                                   f" (MD5 {'ok' if table.md5_ok else 'WRONG'})") + ":")
+        for p in table.partitions:
+            out.print(f"  {p.label:<16}{p.type_name}/{p.subtype_name:<10}{p.offset:#010x}  "
+                      f"{p.size:>10,} bytes")
+    problems = esp.problems(info.mcu.flash.size if info.mcu else None)
+    for problem in problems:
+        out.print(f"[red]problem[/]   {escape(problem)}")
+    out.print(f"versions  application: {info.app_version or '-'}; bootloader: {info.bootloader_version or '-'}")
+
+
+def esp_image_flash_size(part) -> str:
+    return part.flash_size or "?"
+
+
+def esp_image_mode(part) -> str:
+    from ..esp_image import FLASH_MODES
+    return FLASH_MODES.get(part.flash_mode, str(part.flash_mode))
 
 
 def _print_package(pkg) -> None:

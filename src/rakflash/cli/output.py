@@ -506,6 +506,20 @@ def print_device(dev: Any) -> None:
             ("serial number", dev.serial_number or "-"), ("AT dialect", dev.dialect)]
     if getattr(dev, "variant", None):
         rows.insert(2, ("variant", f"{dev.variant}, USB {dev.usb}"))
+    chip = getattr(dev, "chip", None)
+    if chip:                        # an ESP chip, asked in its ROM download mode
+        rows = rows[:2] + [
+            ("mode", "application running" if dev.mode == "app" else "in its ROM download mode"),
+            ("chip", chip["description"]), ("features", ", ".join(chip["features"])),
+            ("MAC", chip["mac"]),
+            ("flash", f"{chip['flash_size'] >> 20} MB (JEDEC id {chip['flash_id']:06X})"
+             if chip["flash_size"] else "size unknown"),
+            ("application", dev.app_version or "-"), ("bootloader", dev.bootloader_version or "-")]
+        table = chip.get("partition_table")
+        if table:
+            rows.append(("partitions", ", ".join(f"{p['label']} ({p['type']}/{p['subtype']}) "
+                                                 f"{p['offset']:#x}+{p['size'] // 1024} KiB"
+                                                 for p in table["partitions"])))
     for k, v in rows:
         out.print(f"{k:<14}{v}")
     for n in dev.notes if verbosity >= 0 else []:

@@ -44,6 +44,7 @@ from ..at import AtConsole, AtReply, looks_like_text
 from ..catalog import Catalog, Module
 from ..errors import (EchoingPort, Flooding, GarbageReply, InRomBootloader, InSecureBootloader,
                       NoResponse, UnknownDevice)
+from ..events import nowhere
 from ..link import Link
 from . import rom_probe
 
@@ -68,6 +69,7 @@ class DeviceInfo:
     variant: str | None = None             # which bootloader family, where a module has two (RAK4631)
     usb: str | None = None                 # the port's USB id, when the port is a module's own USB
     candidates: list[Module] = field(default_factory=list)   # what it could be, when not certain
+    chip: dict | None = None               # an ESP chip's own answers (flows/transfers/esp_rom.py)
 
     @property
     def could_be(self) -> list[Module]:
@@ -89,6 +91,7 @@ class DeviceInfo:
             "serial_number": self.serial_number, "variant": self.variant, "usb": self.usb,
             "notes": self.notes, "error": None,
             "companion": dict(self.module.companion) if self.module and self.module.companion else None,
+            "chip": self.chip,
         }
 
 
@@ -104,7 +107,7 @@ class Timing:
     sbl_hello: float = 1.0        # the Apollo3 secure bootloader's STATUS to HELLO (asked twice)
 
 
-CHIP_BOOTLOADERS = ("stm32-rom", "apollo3-sbl")
+CHIP_BOOTLOADERS = ("stm32-rom", "apollo3-sbl", "esp-rom")
 
 
 def candidate_bauds(link: Link, module: Module | None, cat: Catalog, baud: int | None) -> list[int]:
@@ -118,15 +121,19 @@ def candidate_bauds(link: Link, module: Module | None, cat: Catalog, baud: int |
 
 def identify(link: Link, *, module: Module | None = None, baud: int | None = None,
              scan: bool = True, timing: Timing | None = None, cat: Catalog | None = None,
-             chip_bootloaders: tuple[str, ...] = CHIP_BOOTLOADERS) -> DeviceInfo:
+             chip_bootloaders: tuple[str, ...] = CHIP_BOOTLOADERS, emit=None) -> DeviceInfo:
     """Find out what answers on ``link``; leaves the link at the baud that worked.
 
     ``chip_bootloaders``: which chip bootloaders to ask for when nothing answered AT readably
     (with ``scan`` only: a single-rate identification is a flow's follow-up, whose module
-    and state it already knows).
+    and state it already knows). ``emit``: where an ESP chip's identification says what the
+    person must do (hold GPIO0 and reset, where no line resets it).
     """
     cat = cat or _catalog.load()
     timing = timing or Timing()
+    from .transfers import esp_rom
+    if (module is not None and module.esp is not None) or (module is None and esp_rom.port_module(link)):
+        return esp_rom.identify(link, module, emit=emit or nowhere)   # asked in its ROM download mode
     entry = _port_entry(link)
     usb = _native_usb(entry, cat)
     if usb is not None and not usb[0].dialect.get("probe"):
@@ -177,6 +184,13 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
             baud=b if readable else None)
     if scan:
         _name_a_chip_bootloader(link, module, entry, baud or bauds[0], chip_bootloaders, timing)
+        if "esp-rom" in chip_bootloaders and module is None and not garbage_at:
+            # An ESP chip waiting in its ROM download mode (GPIO0 held at reset) answers no AT
+            # but a SYNC: then it is asked there.
+            if link.baud != esp_rom.ROM_BAUD:
+                link.baud = esp_rom.ROM_BAUD
+            if esp_rom.answers_sync(link):
+                return esp_rom.identify(link, None, emit=emit or nowhere)
     if garbage_at:
         raise GarbageReply(f"{link.port_name} answers with unreadable bytes at "
                            f"{', '.join(map(str, garbage_at))} baud", bauds=garbage_at)

@@ -122,6 +122,12 @@ class FlashSession:
     def run(self) -> UpdateResult | DryRun:
         """Identify, plan, confirm and update; raises the named error of whatever stops it."""
         o, link = self.options, self.link
+        # An ESP chip is identified, planned and written through its ROM download mode as one
+        # session of its own (flows/transfers/esp_rom.py), with the same events and result.
+        from .transfers import running_whole_session
+        whole = running_whole_session(o.module, self.image, link)
+        if whole is not None:
+            return whole.run_session(self)
         # A file that is not firmware is refused before the port is touched (no reset press asked
         # for a flooding module, no bootloader entered); the plan checks it again with the rest.
         check_firmware(self.image, o.module)

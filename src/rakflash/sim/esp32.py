@@ -83,6 +83,7 @@ class Chip:
     spi_addr_msb = True
     ram = ()                        # (start, end) ranges MEM_BEGIN may load into
     jedec = (0xC8, 0x40, 0x16)
+    gpio_in = 0                     # GPIO_IN_REG: bit 0 is GPIO0's level now
 
     def __init__(self, mac: bytes) -> None:
         self.mac = mac
@@ -103,6 +104,7 @@ class Esp32(Chip):
     spi_addr_msb = True
     ram = ((0x3FFAE000, 0x40000000), (0x40070000, 0x400C0000), (0x3FF80000, 0x3FF82000))
     jedec = (0xC8, 0x40, 0x16)        # GD25Q32: 4 MB
+    gpio_in = 0x3FF4403C
 
     def __init__(self, mac: bytes) -> None:
         super().__init__(mac)
@@ -145,6 +147,7 @@ class Esp32S3(Chip):
     spi_addr_msb = False
     ram = ((0x3FC88000, 0x3FD00000), (0x40370000, 0x403E0000), (0x600FE000, 0x60100000))
     jedec = (0xC8, 0x40, 0x18)        # GD25Q128: 16 MB
+    gpio_in = 0x6000403C
     OPTION1 = 0x6000812C              # RTC_CNTL_OPTION1_REG: bit 0 forces download boot
 
     def __init__(self, mac: bytes) -> None:
@@ -404,6 +407,9 @@ class EspModule(VirtualModule):
             self._io0.append((time.monotonic(), False))
             del self._io0[:-16]
 
+    def gpio0_low_now(self) -> bool:
+        return self.boot_pin or self._io0_low_at(time.monotonic())
+
     def _io0_low_at(self, t: float) -> bool:
         with self._lines_lock:
             low = False
@@ -631,6 +637,8 @@ class Loader:
 
     # -- commands both speak ------------------------------------------------------------
     def read_reg(self, addr: int) -> int:
+        if addr == self.chip.gpio_in:        # the pins' levels now: GPIO0 low while held
+            return 0xFFFFFFFE | (0 if self.dev.gpio0_low_now() else 1)
         return self.chip.regs.get(addr, 0)
 
     def write_regs(self, data: bytes) -> None:

@@ -13,7 +13,7 @@ Adding a protocol is one new module in this package and one entry in
 
 from __future__ import annotations
 
-from . import amota, legacy_dfu, nordic_dfu, ymodem
+from . import amota, esp_rom, legacy_dfu, nordic_dfu, ymodem
 from .base import Transfer
 
 TRANSFERS: dict[str, Transfer] = {
@@ -21,6 +21,7 @@ TRANSFERS: dict[str, Transfer] = {
     "amota": amota.TRANSFER,
     "nordic-dfu": nordic_dfu.TRANSFER,
     "legacy-dfu": legacy_dfu.TRANSFER,
+    "esptool": esp_rom.TRANSFER,        # ESP32 modules: the whole session (run_session), through esptool
 }
 
 
@@ -29,4 +30,14 @@ def for_protocol(name: str) -> Transfer | None:
     return TRANSFERS.get(name)
 
 
-__all__ = ["TRANSFERS", "Transfer", "for_protocol"]
+def running_whole_session(module, image, link) -> Transfer | None:
+    """The transfer that runs a whole flash session itself (its ``claims`` says so for this module,
+    image or port: an ESP chip, identified through its ROM), or None for the AT-identified modules."""
+    for transfer in TRANSFERS.values():
+        claims = getattr(transfer, "claims", None)
+        if claims is not None and claims(module, image, link):
+            return transfer
+    return None
+
+
+__all__ = ["TRANSFERS", "Transfer", "for_protocol", "running_whole_session"]
