@@ -109,7 +109,7 @@ def rakflash_run(sim: Sim, app: Path, baud: int, env: dict) -> dict:
     result = None
     for line in proc.stdout:
         event = json.loads(line)
-        if event.get("action") == "release-boot-and-reset":      # the person: let go, reset
+        if event.get("action") == "release-gpio0-and-reset":      # the person: let go, reset
             sim.hold(False)
             sim.key("r")
         result = event

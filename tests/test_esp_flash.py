@@ -85,7 +85,7 @@ def test_flash_with_gpio0_held_verifies_by_the_chips_md5(virtual, name, tmp_path
     (tmp_path / "app.bin").write_bytes(image)
 
     def person(event: dict) -> None:
-        if event.get("event") == "prompt" and event["action"] == "release-boot-and-reset":
+        if event.get("event") == "prompt" and event["action"] == "release-gpio0-and-reset":
             dev.set_boot_pin(False)
             dev.press_reset()
     code, evs = run_as_a_person("flash", str(tmp_path / "app.bin"), "--port", dev.port, "--yes",
@@ -116,13 +116,13 @@ def test_a_person_holds_gpio0_when_no_line_resets_the_chip(virtual, name, tmp_pa
     def person(event: dict) -> None:
         if event.get("event") == "prompt":
             asked.append(event)
-            held = event["action"] == "hold-boot-and-reset"
+            held = event["action"] == "hold-gpio0-and-reset"
             dev.set_boot_pin(held)
             dev.press_reset()
     code, evs = run_as_a_person("flash", str(tmp_path / "app.bin"), "--port", dev.port, "--yes",
                                 on_event=person)
     assert code == 0, evs[-1]
-    assert [a["action"] for a in asked] == ["hold-boot-and-reset", "release-boot-and-reset"]
+    assert [a["action"] for a in asked] == ["hold-gpio0-and-reset", "release-gpio0-and-reset"]
     assert PINS[name] in asked[0]["message"] and asked[0]["pin"].startswith(PINS[name])
     assert evs[-1]["version_confirmed"] and dev.mode == Mode.APP and dev.app_version == "1.1.0"
 

@@ -20,7 +20,10 @@ def modules(as_json: bool) -> None:
     rows = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
              "protocol": m.protocol, "app_base": m.app.start, "app_size": m.app.size,
              "swd_target": m.swd_target, "recovery": _recovery(m),
-             "recover_command": m.recover_command(), "swd_command": m.swd_command(),
+             "recover_command": m.recover_command(),
+             "swd_command": m.swd_command() if m.swd_target else None,
+             "esptool_command": m.esptool_command(),        # an ESP32 module's, through its ROM
+             "esp": dict(m.esp) if m.esp else None,
              "stm32flash_command": m.rom_uart_command() if m.recover_command() else None,
              "stm32flash_note": stm32flash_note(m) if m.recover_command() and m.rom_uart_command() else None,
              "rom_pins": dict(m.rom_access) or None,

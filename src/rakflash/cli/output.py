@@ -347,7 +347,8 @@ class TerminalEvents:
 
     # What a countdown waits for, by the prompt's action (default: a reset).
     WAITING = {"release-boot": "restarting the module", "release-boot-and-reset": "waiting for BOOT "
-               "to be released and a reset"}
+               "to be released and a reset", "hold-gpio0-and-reset": "waiting for GPIO0 held low and a "
+               "reset", "release-gpio0-and-reset": "waiting for GPIO0 to be released and a reset"}
 
     def __init__(self, level: int | None = None) -> None:
         self.verbosity = verbosity if level is None else level

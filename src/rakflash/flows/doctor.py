@@ -217,6 +217,11 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
                 or other_openers(port)
         return o
     try:
+        from . import doctor_esp                   # an ESP chip is asked in its ROM download mode
+        if doctor_esp.claims(o):
+            step = "asking the ESP chip in its ROM download mode"
+            doctor_esp.examine(link, o)
+            return o
         if _may_have_stm32_rom(o):
             step = "asking for an STM32 ROM bootloader"
             o.rom = rom_probe.stm32_rom(link)
@@ -225,7 +230,8 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
             if o.rom is None:      # a ROM bootloader answers no AT command: nothing more to learn
                 # The STM32 ROM was asked above, before any AT command; identification asks
                 # the Apollo3 secure bootloader itself once nothing answered AT readably.
-                o.device = identify(link, module=module, baud=baud, chip_bootloaders=("apollo3-sbl",))
+                o.device = identify(link, module=module, baud=baud,
+                                    chip_bootloaders=("apollo3-sbl", "esp-rom"))
         except InSecureBootloader as exc:
             o.sbl = exc.details["sbl"]        # what answered is known
         except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
@@ -939,8 +945,9 @@ def image_refused(o: Observation) -> Finding | None:
 
 def findings_for(o: Observation) -> list[Finding]:
     """Every rule's finding for ``o``, problems first (each tagged with its port)."""
+    from .doctor_esp import rules_for
     found = []
-    for r in RULES:
+    for r in rules_for(o, RULES):      # an ESP chip's findings replace the AT modules' (doctor_esp.py)
         f = r(o)
         if f is not None:
             f.port = f.port or o.port

@@ -133,7 +133,10 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
     timing = timing or Timing()
     from .transfers import esp_rom
     if (module is not None and module.esp is not None) or (module is None and esp_rom.port_module(link)):
-        return esp_rom.identify(link, module, emit=emit or nowhere)   # asked in its ROM download mode
+        # Asked in its ROM download mode; a person is asked to hold GPIO0 only where someone can
+        # be told (emit), else the named error says so at once.
+        return esp_rom.identify(link, module, emit=emit or nowhere,
+                                window=esp_rom.PERSON_WINDOW if emit is not None else 0.0)
     entry = _port_entry(link)
     usb = _native_usb(entry, cat)
     if usb is not None and not usb[0].dialect.get("probe"):
@@ -190,7 +193,7 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
             if link.baud != esp_rom.ROM_BAUD:
                 link.baud = esp_rom.ROM_BAUD
             if esp_rom.answers_sync(link):
-                return esp_rom.identify(link, None, emit=emit or nowhere)
+                return esp_rom.identify(link, None, emit=emit or nowhere, window=0.0)
     if garbage_at:
         raise GarbageReply(f"{link.port_name} answers with unreadable bytes at "
                            f"{', '.join(map(str, garbage_at))} baud", bauds=garbage_at)

@@ -269,10 +269,12 @@ class WebServer:
         """A virtual module as the port list shows it, with the buttons its board has: reset, the
         boot pin (BOOT0 on the STM32s, BOOT on the RAK11720), and its cable."""
         pin = ("BOOT" if "apollo" in v.module.mcu.name.lower() else "BOOT0") if v.has_rom_bootloader() else None
+        esp = getattr(v.module, "esp", None) is not None        # an ESP chip's GPIO0 is held low
         return {"port": v.port, "vid_pid": None, "serial_number": None,
                 "description": f"virtual {v.module.name} (rakflash web --sim)",
                 "probably": v.module.name, "module": v.module.key, "mode": None, "virtual": True,
-                "controls": {"boot_pin": pin, "boot_high": bool(v.boot_pin), "plugged": not v.uart.closed}}
+                "controls": {"boot_pin": "GPIO0" if esp else pin, "boot_level": "low" if esp else "high",
+                             "boot_high": bool(v.boot_pin), "plugged": not v.uart.closed}}
 
     def ports(self) -> list[dict[str, Any]]:
         """Every port to show: discovered and added, with what holds it and what was last seen on it."""

@@ -77,13 +77,21 @@ class _Port:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._serial, name, value)
 
+    def _check(self) -> None:
+        """A link that can be stopped (the page's Stop button, doctor's deadline) stops esptool too."""
+        check = getattr(self._link, "_check", None)
+        if check is not None:
+            check()
+
     def read(self, size: int = 1) -> bytes:
+        self._check()
         data = self._serial.read(size)
         if data and self._link.trace:
             self._link.trace.data("rx", data)
         return data
 
     def write(self, data: bytes) -> int | None:
+        self._check()
         if self._link.trace:
             self._link.trace.data("tx", bytes(data))
         return self._serial.write(data)
@@ -368,13 +376,13 @@ def connect(link: Link, port: _Port, listener: _Listener, module: Module | None,
            f"bring it there ({str(first).splitlines()[0]})")
     message = (f"Hold {pin} low (to GND) and press {reset}: the {chip} then starts its ROM download "
                f"mode. ({who}: {why}.) Keep holding it until rakflash says to let go.")
-    emit(Prompt("hold-boot-and-reset", message, window,
+    emit(Prompt("hold-gpio0-and-reset", message, window,
                 {"pin": pin, "reset": reset, "cause": "download-mode"}))
     deadline = time.monotonic() + window
     next_tick = 0.0
     while time.monotonic() < deadline:
         if time.monotonic() >= next_tick:
-            emit(Countdown(round(deadline - time.monotonic()), "hold-boot-and-reset"))
+            emit(Countdown(round(deadline - time.monotonic()), "hold-gpio0-and-reset"))
             next_tick = time.monotonic() + 1.0
         try:
             esp = _detect(port, "no-reset", 1)
@@ -511,7 +519,7 @@ def _leave(conn: Connection, link: Link, module: Module | None, emit: Sink,
         reset_chip(conn.esp, "hard-reset")
         return "reset"
     pin, reset, _ = _person_words(module)
-    emit(Prompt("release-boot-and-reset", f"Let go of {pin} and press {reset}: the new firmware "
+    emit(Prompt("release-gpio0-and-reset", f"Let go of {pin} and press {reset}: the new firmware "
                 f"starts.", window, {"pin": pin, "reset": reset}))
     return "person"
 
@@ -522,6 +530,13 @@ def identify(link: Link, module: Module | None = None, *, emit: Sink = nowhere,
              window: float = PERSON_WINDOW) -> "DeviceInfo":
     """What ESP chip answers on ``link`` (and what its flash holds), then its app runs again
     where a reset can start it."""
+    return examine(link, module, emit=emit, window=window)[0]
+
+
+def examine(link: Link, module: Module | None = None, *, image=None, emit: Sink = nowhere,
+            window: float = PERSON_WINDOW) -> "tuple[DeviceInfo, EspPlan | None, RakflashError | None]":
+    """:func:`identify`, and — given ``image`` — the plan ``flash`` would make for it, or its
+    refusal (doctor's ``--for``). Nothing is written."""
     from esptool.util import FatalError
     with _esptool_on(link, emit) as (port, listener):
         conn = connect(link, port, listener, module, emit=emit, window=window)
@@ -535,7 +550,22 @@ def identify(link: Link, module: Module | None = None, *, emit: Sink = nowhere,
         notes = []
         if module is not None and named is not module:
             notes.append(f"--module says {module.name}, but the chip is an {chip.name}")
-        mode = "app"
+        info = device_info(link, chip, named, could_be, mode="rom", notes=[])
+        plan = refusal = None
+        if image is not None and named is not None:
+            try:
+                plan = make_plan(image, chip, info, named, baud=link.baud)
+                if _same_bytes(conn.esp, plan):
+                    refusal = AlreadyUpToDate(f"{named.name} already holds exactly these bytes (the "
+                                              f"chip's MD5 of each region matches {plan.name})",
+                                              module=named.name, app_version_after=plan.app_version,
+                                              bytes=0, seconds=0.0)
+                    plan = None
+            except RakflashError as exc:
+                refusal = exc
+            except (FatalError, OSError) as exc:
+                refusal = _fatal(exc, "checking the image against the chip")
+        info.mode = "app"
         if conn.how == "reset" or (conn.how == "running" and conn.lines):
             try:
                 from esptool.cmds import reset_chip
@@ -543,16 +573,18 @@ def identify(link: Link, module: Module | None = None, *, emit: Sink = nowhere,
                 notes.append("rakflash reset it into its ROM download mode to ask, and reset it "
                              "back into its firmware")
             except (FatalError, OSError):
-                mode = "rom"
+                info.mode = "rom"
         else:
-            mode = "rom"
+            info.mode = "rom"
             pin, reset, _ = _person_words(named)
             notes.append(f"it waits in its ROM download mode ({'GPIO0 held low' if conn.how == 'held' else 'a stub left running'}): "
                          f"let go of {pin} and press {reset} to start its firmware")
-        if conn.how != "reset" or not conn.lines:
-            if link.baud != ROM_BAUD:
-                link.baud = ROM_BAUD
-        return device_info(link, chip, named, could_be, mode=mode, notes=notes)
+        info.dialect = "esp-rom" if info.mode == "rom" else "esp-app"
+        info.notes = ([n for n in notes if n.startswith("--module")] + info.notes
+                      + [n for n in notes if not n.startswith("--module")])
+        if link.baud != ROM_BAUD:
+            link.baud = ROM_BAUD
+        return info, plan, refusal
 
 
 def answers_sync(link: Link, tries: int = 2) -> bool:
@@ -951,7 +983,7 @@ def _hear_the_app(link: Link, conn: Connection, how: str, emit: Sink,
         if m:
             return m.group(1).decode("ascii", "replace"), True
         if how == "person" and time.monotonic() >= next_tick:
-            emit(Countdown(round(end - time.monotonic()), "release-boot-and-reset"))
+            emit(Countdown(round(end - time.monotonic()), "release-gpio0-and-reset"))
             next_tick = time.monotonic() + 1.0
         seen = seen[-4096:]
     return None, False

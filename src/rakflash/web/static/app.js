@@ -226,7 +226,7 @@ function virtualButtons(p) {
       : h("button", { class: "v-plug", onclick: () => act("api/virtual/plug", { port: p.port }) }, "Plug the cable back in"),
     pin ? h("button", { class: "v-boot", "aria-pressed": String(c.boot_high),
       onclick: () => act("api/virtual/boot", { port: p.port, high: !c.boot_high }) },
-      c.boot_high ? `Release ${pin}` : `Hold ${pin} high`) : null);
+      c.boot_high ? `Release ${pin}` : `Hold ${pin} ${c.boot_level || "high"}`) : null);
 }
 
 // Beside a prompt, the buttons of a virtual module's board, drawn again whenever the ports change.
@@ -358,6 +358,8 @@ function renderInspect(d) {
   const formats = {
     bin: "raw binary", hex: "Intel HEX", "apollo3-ota": "Apollo3 OTA blob (48-byte header + application)",
     "dfu-package": "nRF52 DFU package (.zip)",
+    "esp-app": "ESP-IDF app image", "esp-bootloader": "ESP-IDF bootloader image",
+    "esp-partition-table": "ESP-IDF partition table", "esp-merged": "ESP32 merged binary",
   };
   const target = i.module ? `${i.module} (${i.mcu})` + (i.vector ? ` — from the vector table: SP ${hex(i.vector.sp)}, reset ${hex(i.vector.reset)}` : "")
     : i.mcu ? `${i.mcu}, no module in the catalog` : "unknown: no vector table of a known MCU";
@@ -601,7 +603,9 @@ function showPrompt(job, e) {
   showHands(job);
   if (e.action !== "press-reset") {        // a recovery's steps for the person: the flow words them
     const lead = { "hold-boot0-and-reset": "Start the chip's ROM bootloader now:",
-      "hold-boot-and-reset": "Start the chip's secure bootloader now:" };
+      "hold-boot-and-reset": "Start the chip's secure bootloader now:",
+      "hold-gpio0-and-reset": "Start the chip's ROM download mode now:",
+      "release-gpio0-and-reset": "Start the new firmware now:" };
     $(".prompt-why", box).textContent = lead[e.action] || "Do this now:";
     $(".prompt-do", box).textContent = e.message;
     $(".countdown", box).textContent = e.window ? `${Math.round(e.window)} s left` : "";
