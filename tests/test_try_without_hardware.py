@@ -75,13 +75,16 @@ EXPECTED: dict[str, tuple[int, list[str]]] = {
         (0, ["pyocd flash -t ama3b1kk_kbr", "reset_type=emulated"]),
     "rakflash flash try/rak3172-app.bin --port try/line-1 --port try/line-2 --yes --report try/report.jsonl":
         (0, ["2 modules"]),
+    "rakflash info --port try/rak11200 --module rak11200": (0, ["RAK11200", "ESP32-D0WD-V3", "ROM download mode"]),
+    "rakflash flash try/rak11200-app.bin --port try/rak11200 --yes": (0, ["RAK11200 1.0.0 → 1.1.0"]),
 }
 
 # What the section tells the person to type into the simulator's terminal, by what rakflash says
 # when it waits for them (a line of its own: the plan's indented steps only describe it).
 KEYS = [(re.compile(r"press the module's reset button now", re.I), "r\n"),
         (re.compile(r"\bhold\b[^.]*\bBOOT0?\b", re.I), "b\nr\n"),
-        (re.compile(r"\brelease BOOT0?\b", re.I), "b\n")]
+        (re.compile(r"\brelease BOOT0?\b", re.I), "b\n"),
+        (re.compile(r"^Let go of BOOT0\b.*\bpress\b"), "b\nr\n")]      # an ESP32: GPIO0 released, reset
 
 
 def argv(command: str) -> list[str]:

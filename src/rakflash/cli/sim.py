@@ -253,7 +253,10 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
                 click.echo("reset pressed")
             elif key == "b":
                 dev.set_boot_pin(not dev.boot_pin)
-                click.echo(f"boot pin {'high' if dev.boot_pin else 'low'} (press reset to take effect)")
+                if getattr(dev.module, "esp", None):      # an ESP chip's strap: GPIO0 held low
+                    click.echo(f"GPIO0 {'held low' if dev.boot_pin else 'released'} (press reset to take effect)")
+                else:
+                    click.echo(f"boot pin {'high' if dev.boot_pin else 'low'} (press reset to take effect)")
             elif key == "p" and dev.uart.closed:
                 new_port = dev.plug_in()
                 if link:

@@ -101,6 +101,20 @@ def write_samples(folder: str | Path) -> list[Sample]:
         f"{ard.name} sketch {new_v} as the Arduino IDE's .hex", "rakflash flash DIR/rak4631-arduino-sketch.hex --port PORT")
     written.append(Sample(KEY_FILE, rui3.key, "the ECDSA P-256 key the RAK4631-R package is signed with",
                           f"rakflash sim rak4631 --dfu-key DIR/{KEY_FILE}"))
+
+    # The ESP32 modules: an ESP-IDF app .bin, and a merged binary (bootloader, partition table,
+    # app) for a chip whose flash holds nothing yet (a new RAK3112).
+    from . import esp_firmware
+    for key_name in ("rak11200", "rak3112"):
+        m = cat.module(key_name)
+        project, _, new_v = esp_firmware.DEFAULT_VERSIONS[m.key]
+        chip, mb = m.esp["image_chip_id"], m.mcu.flash.size >> 20
+        app = esp_firmware.app_image(chip, new_v, 4 * APP_SIZE, project=project, flash_mb=mb)
+        put(f"{m.key}-app.bin", app, m.key, f"{m.name} ESP-IDF app {new_v} ({m.mcu.name.split(' (')[0]})",
+            f"rakflash flash DIR/{m.key}-app.bin --port PORT")
+        put(f"{m.key}-merged.bin", esp_firmware.merged(chip, app), m.key,
+            f"{m.name} bootloader, partition table and app {new_v}, merged (esptool merge-bin)",
+            f"rakflash flash DIR/{m.key}-merged.bin --port PORT")
     return written
 
 
