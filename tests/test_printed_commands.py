@@ -252,6 +252,9 @@ def test_every_printed_pyocd_command_parses_and_matches_rakflash_swd(cat, tmp_pa
     code, out = cli_json("modules")
     commands = []
     for row in out["modules"]:
+        if row["swd_command"] is None:      # an ESP32 module: its ROM, not SWD (the esptool test below)
+            assert row["esptool_command"] and not row["swd_target"], row["key"]
+            continue
         commands.append(row["swd_command"])
         commands += quoted_pyocd(row["recovery"])
         key = row["key"]
@@ -268,6 +271,62 @@ def test_every_printed_pyocd_command_parses_and_matches_rakflash_swd(cat, tmp_pa
     assert len(commands) > 12
     for command in sorted(set(commands)):
         pyocd_accepts(command)
+
+
+# ------------------------------------------------------------------ esptool: the ESP32 modules' commands
+
+def esptool_accepts(command: str) -> dict:
+    """esptool's own command-line parser (click) takes ``command``: its global options, a command
+    it has and that command's arguments (files named must exist). Nothing is run. Returns the
+    parsed global options."""
+    import click
+    from esptool import cli
+
+    words = shlex.split(command)
+    assert words[0] == "esptool", command
+    cli._esp = None                         # what esptool's own __call__ sets before parsing
+    try:
+        ctx = cli.make_context("esptool", words[1:])
+        name, cmd, rest = cli.resolve_command(ctx, list(getattr(ctx, "_protected_args", [])) + ctx.args)
+        cmd.make_context(name, rest, parent=ctx)
+    except click.exceptions.ClickException as e:
+        pytest.fail(f"esptool refuses {command!r}: {e.format_message()}")
+    return ctx.params
+
+
+def test_esptool_rejects_a_wrong_option_so_the_check_can_fail(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FULL.bin").write_bytes(bytes(4096))
+    assert esptool_accepts("esptool --chip esp32 --port PORT write-flash 0x0 FULL.bin")["chip"] == "esp32"
+    for wrong in ("esptool --chip esp32s9 --port PORT write-flash 0x0 FULL.bin",
+                  "esptool --port PORT write-flash --erase-everything 0x0 FULL.bin",
+                  "esptool --port PORT write_flsh 0x0 FULL.bin",
+                  "esptool --port PORT write-flash 0x0 MISSING.bin"):
+        with pytest.raises(pytest.fail.Exception):
+            esptool_accepts(wrong)
+
+
+def test_every_printed_esptool_command_parses_and_names_the_modules_chip(cat, tmp_path, monkeypatch):
+    """`modules`' esptool command, the one in each ESP module's recovery advice and the README's
+    parse with esptool's own parser; `modules`' names the chip the catalog gives the module."""
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)
+    for name in ("FULL.bin", "firmware.bin"):
+        (tmp_path / name).write_bytes(bytes(4096))
+    code, out = cli_json("modules")
+    commands = []
+    esp_rows = [row for row in out["modules"] if row["esptool_command"]]
+    assert {row["key"] for row in esp_rows} >= {"rak3112", "rak3212", "rak3312", "rak11200"}
+    for row in esp_rows:
+        assert esptool_accepts(row["esptool_command"])["chip"] == cat.module(row["key"]).esp["chip"]
+        quoted_here = re.findall(r"'(esptool [^']+)'", row["recovery"])
+        assert row["esptool_command"] in quoted_here, row["recovery"]
+        commands += quoted_here
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    in_readme = [ln.strip() for ln in readme.splitlines() if ln.startswith("esptool ")]
+    assert len(in_readme) >= 4
+    for command in sorted(set(commands + in_readme)):
+        esptool_accepts(command)
 
 
 # ------------------------------------------------------------------ nRF52: nrfutil and adafruit-nrfutil
