@@ -172,3 +172,22 @@ def test_a_rak11200_without_a_reset_circuit_needs_boot0(virtual):
     assert dev.wait_mode("rom")
     proc = esptool(dev.port, "--before", "no-reset", "chip-id", timeout=120)
     assert proc.returncode == 0 and ESP32_CHIP in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_reset_button_clears_the_s3s_usb_download_latch(virtual):
+    """esptool's usb-reset leaves the S3 in download mode with its latch set (RTC_CNTL_OPTION1);
+    a core reset keeps it (the ROM again), the reset button's chip reset clears it (the app)."""
+    dev = virtual("rak3112", transport="tcp")
+    assert dev.wait_mode("app")
+    proc = esptool(dev.port, "--before", "usb-reset", "--after", "no-reset", "chip-id", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dev.mode == Mode.ROM and dev.chip.regs[dev.chip.OPTION1] & 1
+    with serial.serial_for_url(dev.port, 115200, timeout=0.5) as port:   # RTS pulse: the peripheral's reset
+        port.dtr = False
+        port.rts = True
+        time.sleep(0.1)
+        port.rts = False
+        time.sleep(0.5)
+        assert dev.mode == Mode.ROM
+    dev.press_reset()
+    assert dev.wait_mode("app") and not dev.chip.regs[dev.chip.OPTION1] & 1

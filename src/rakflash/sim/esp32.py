@@ -14,9 +14,9 @@ starts the app its partition table names. How the host's RTS/DTR reach EN and GP
 RFC 2217 carries them; a pty has no modem lines, so there only a person can):
 
 * ``usb-serial-jtag`` (ESP32-S3): the chip's own USB peripheral. DTR set with RTS clear latches a
-  download-boot request (RTC_CNTL_OPTION1 bit 0, which esptool clears before its hard reset); RTS
-  set with DTR clear holds the chip in reset; the chip starts when RTS is released — esptool's
-  ``usb-reset`` sequence.
+  download-boot request (RTC_CNTL_OPTION1 bit 0, which esptool clears before its hard reset, and
+  the reset button's chip reset clears with the rest of the RTC domain); RTS set with DTR clear
+  holds the chip in reset; the chip starts when RTS is released — esptool's ``usb-reset`` sequence.
 * ``classic`` (an ESP32 behind a USB-UART with the two-transistor circuit of Espressif's boards,
   ``SimOptions.auto_reset``): EN is low while RTS is set and DTR clear, GPIO0 low while DTR is
   set and RTS clear. EN's RC delay (10 kΩ, 1 µF: the chip leaves reset ~14 ms after EN rises)
@@ -419,6 +419,11 @@ class EspModule(VirtualModule):
             return low
 
     def press_reset(self) -> None:
+        # The reset button pulls CHIP_PU (EN) low: a chip reset, which resets the RTC domain too —
+        # the USB Serial/JTAG's download-boot latch (RTC_CNTL_OPTION1) with it. (esptool's usb-reset
+        # is a core reset from the USB peripheral, which leaves that register as it is.)
+        if self.native_usb:
+            self.chip.regs[Esp32S3.OPTION1] = 0
         self._reset_cause = "poweron"
         self._released_at = time.monotonic() - EN_RC_DELAY
         self.uart.cut_power()
