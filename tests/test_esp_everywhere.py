@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
-import pytest
 
 from rakflash.sim import Mode, esp_firmware
 
-from conftest import SRC, cli_json, run_cli
+from conftest import cli_json, run_cli
 from web_support import need, wait_for, web  # noqa: F401  (web is a fixture)
 
 ESP = ("rak3112", "rak3212", "rak3312", "rak11200")
@@ -24,6 +20,7 @@ def app(chip: int = 9, version: str = "1.1.0", size: int = 48 * 1024) -> bytes:
 
 def test_modules_lists_them_with_their_sources_and_way_in():
     code, out = cli_json("modules")
+    assert code == 0, out
     rows = {r["key"]: r for r in out["modules"]}
     for key in ESP:
         r = rows[key]
@@ -76,6 +73,7 @@ def test_doctor_on_a_chip_with_no_firmware_says_to_write_a_merged_binary(virtual
     dev = virtual("rak3112", state="erased", boot_pin=True)
     code, out = cli_json("doctor", "--port", dev.port, "--module", "rak3112")
     f = findings(out)["esp-no-firmware"]
+    assert code == 0 and f["level"] == "action"          # something for the person to do, not a fault
     assert "MERGED.bin" in f["command"] and "no partition table" in f["finding"]
 
 

@@ -93,7 +93,7 @@ def test_esptool_through_the_rom_alone(held, name, tmp_path):
 @pytest.mark.parametrize("name", ["rak11200", "rak3112"])
 def test_a_merged_binary_written_by_esptool_boots(held, name, tmp_path):
     dev = held(name)
-    chip, _, mb = CHIPS[name]
+    chip = CHIPS[name][0]
     merged = esp_firmware.merged(chip, new_app(name, "2.0.0"))
     (tmp_path / "merged.bin").write_bytes(merged)
     proc = esptool(dev.port, "-b", "921600", "write-flash", "0x0", str(tmp_path / "merged.bin"))

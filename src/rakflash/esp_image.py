@@ -294,7 +294,7 @@ def parse_image(data: bytes, offset: int = 0) -> EspAppImage:
     magic, count, mode, size_freq, entry = struct.unpack_from("<BBBBI", data, offset)
     if magic != IMAGE_MAGIC:
         raise EspImageError(f"no ESP image magic (0xE9) at {offset:#x}")
-    (_wp, _d1, _d2, _d3, chip_id, min_rev, min_full, max_full, _res,
+    (_wp, _d1, _d2, _d3, chip_id, _min_rev, min_full, max_full, _res,
      hash_appended) = struct.unpack_from("<BBBBHBHH4sB", data, offset + 8)
     if not 1 <= count <= 16:
         raise EspImageError(f"an ESP image header at {offset:#x} with {count} segments")
@@ -504,7 +504,7 @@ def analyse(image, *, module: Module | None = None, cat: Catalog | None = None):
     """What an ESP file is, as :class:`~rakflash.images.ImageInfo` (the ``esp`` part has the
     details). With ``module``: refused (:class:`ImageTargetError`) when built for another chip;
     a file that is no ESP file at all is :class:`NotFirmware` for an ESP module."""
-    from .images import ImageInfo, RegionCover
+    from .images import RegionCover
     cat = cat or _catalog.load()
     esp: EspFile | None = getattr(image, "esp", None)
     if esp is None:

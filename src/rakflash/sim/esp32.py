@@ -713,7 +713,7 @@ class Loader:
         return hashlib.md5(self.flash.read(addr, size)).digest()
 
     def mem_begin(self, data: bytes) -> int:
-        size, blocks, block_size, offset = struct.unpack_from("<IIII", data)
+        size, _blocks, block_size, offset = struct.unpack_from("<IIII", data)
         if not any(lo <= offset and offset + size <= hi for lo, hi in self.chip.ram):
             return ROM_BAD_RAM_ADDRESS if not self.stub else STUB_TOO_MUCH
         self.mem = {"offset": offset, "size": size, "block": block_size, "left": size}
@@ -794,7 +794,7 @@ class Loader:
             self.invalid()
 
     def rom_flash_begin(self, op: int, data: bytes) -> int:
-        size, blocks, block_size, offset = struct.unpack_from("<IIII", data)
+        size, _blocks, block_size, offset = struct.unpack_from("<IIII", data)
         if size and not self.flash.check(offset, size):
             return ROM_FAILED
         if size:
@@ -910,7 +910,7 @@ class Loader:
                 self.carried = result
 
     def stub_flash_begin(self, op: int, data: bytes) -> int:
-        total, blocks, block_size, offset = struct.unpack_from("<IIII", data)
+        total, _blocks, block_size, offset = struct.unpack_from("<IIII", data)
         if not self.flash.check(offset, total):
             return STUB_SPI_FAILED
         erase_from = offset - offset % SECTOR

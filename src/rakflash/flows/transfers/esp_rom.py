@@ -43,7 +43,7 @@ from ...catalog import Module
 from ...errors import (AlreadyUpToDate, Aborted, DownloadModeFailed, EspToolFailed, ImageFormatError,
                        ImageTooLarge, PartitionTableInvalid, PortDisconnected, RakflashError,
                        VerifyFailed, WrongTarget)
-from ...events import (Countdown, DeviceFound, Event, Note, Phase, PlanReady, Progress, Prompt, Sink,
+from ...events import (Countdown, DeviceFound, Note, Phase, PlanReady, Progress, Prompt, Sink,
                        Warning, nowhere)
 from ...link import Link
 
@@ -229,7 +229,7 @@ class _Listener:
 def _has_lines(serial) -> bool:
     """Whether the port carries modem lines (a pty has none: reading them fails with ENOTTY)."""
     try:
-        serial.cts
+        _ = serial.cts
         return True
     except (OSError, ValueError) as exc:
         import errno
@@ -916,7 +916,7 @@ def _run_flash(session: "FlashSession"):
         except (FatalError, OSError) as exc:
             raise _fatal(exc, "resetting the chip") from None
     wait = o.reset_window if how == "person" else BOOT_LOG_WAIT
-    after, heard = _hear_the_app(link, conn, how, emit, wait)
+    after, _heard = _hear_the_app(link, conn, how, emit, wait)
     warnings = []
     if plan.app_version and after is None:
         warnings.append({"code": "version-unconfirmed",
