@@ -478,3 +478,41 @@ def test_several_modules_at_once_with_one_confirmation_and_a_report(page, web, v
     assert sorted((r["serial_number"], r["result"], r["app_version_after"]) for r in lines) == \
         [("SIMA", "ok", NEW), ("SIMB", "ok", NEW)]
     assert a.app_version == b.app_version == NEW and other.updates == 0
+
+
+def test_an_esp32_without_a_reset_circuit_guided_through_gpio0_on_the_page(page, web, virtual, tmp_path):
+    """A RAK11200 (nothing on RTS/DTR reaches it, as RAK documents it): the page asks to hold GPIO0
+    low and reset, the virtual board's buttons do it, esptool writes, the chip's MD5 is shown, and
+    the page asks to let go and reset; the new app's boot log says its version."""
+    from rakflash.sim import Mode, esp_firmware
+    dev = virtual("rak11200", baud=115200)
+    app = tmp_path / "rak11200-app.bin"
+    app.write_bytes(esp_firmware.app_image(0, "1.1.0", 48 * 1024, project="sample", flash_mb=4))
+    server = web(dev)
+    page.goto(server.url)
+    pick(page, dev.port)
+    drop(page, app)
+    expect(page.locator("#inspect")).to_contain_text("ESP-IDF app image")
+    card = page.locator(".job")
+    prompt = card.locator(".prompt")
+    expect(prompt).to_contain_text("Start the chip's ROM download mode now:", timeout=60_000)
+    expect(prompt).to_contain_text("Hold BOOT0 (ESP32 GPIO0")
+    hands = prompt.locator(".virtual-controls")
+    hands.get_by_role("button", name="Hold GPIO0 low").click()
+    hands.get_by_role("button", name="Press reset").click()
+    expect(card.locator(".plan")).to_contain_text("1.1.0", timeout=60_000)
+    assert dev.mode == Mode.ROM and dev.flash.programs == 0             # nothing before the confirmation
+    card.locator("button.flash").click()
+    page.locator("#confirm-write").click()
+    expect(prompt).to_contain_text("Start the new firmware now:", timeout=60_000)
+    expect(prompt).to_contain_text("Let go of BOOT0")
+    hands.get_by_role("button", name="Release GPIO0").click()
+    hands.get_by_role("button", name="Press reset").click()
+    result = card.locator(".result")
+    assert finished(card).startswith("Done: RAK11200"), result.inner_text()
+    expect(result.locator(".before")).to_have_text("1.0.0")
+    expect(result.locator(".after")).to_have_text("1.1.0")
+    expect(result.locator(".verified")).to_have_text(re.compile(
+        r"^verified: the chip's MD5 of 0x00010000\+[\d,]+ is the image's$"))
+    assert not [w for w in result.locator(".note").all_inner_texts() if "version" in w]
+    assert dev.mode == Mode.APP and dev.app_version == "1.1.0"

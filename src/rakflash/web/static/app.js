@@ -828,6 +828,10 @@ function renderResult(job, r) {
     box.append(h("p", {}, `${sent} in ${r.seconds.toFixed(1)} s (transfer ${r.transfer_seconds.toFixed(1)} s, `
       + `${kib(r.bytes_per_second)}; bootloader entered in ${r.boot_seconds.toFixed(2)} s)`));
     box.append(h("p", { class: "settings" }, settingsText(r)));
+    if (r.verified && r.verified.length) {     // an ESP chip: the MD5 it computed of what it holds
+      box.append(h("p", { class: "verified" }, "verified: the chip's MD5 of "
+        + r.verified.map((v) => `${hex(v.address)}+${num(v.bytes)}`).join(", ") + " is the image's"));
+    }
     showProgress(job, r.bytes, r.bytes, "write");
   } else if (r.outcome === "ok") {
     box.className = "result ok";
