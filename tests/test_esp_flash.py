@@ -305,3 +305,18 @@ def test_inspect_says_what_is_damaged(tmp_path):
     (tmp_path / "x.bin").write_bytes(image)
     code, out = cli_json("inspect", str(tmp_path / "x.bin"))
     assert code == 0 and any("SHA-256" in p for p in out["esp_problems"])
+
+
+def test_the_terminal_says_what_the_chip_verified(virtual, tmp_path):
+    """Without --json: the done line, then the chip's MD5 of what was written (no one lets go of
+    GPIO0 here, so the new version is said as not confirmed, and why)."""
+    dev = virtual("rak11200", boot_pin=True)
+    image = app("rak11200")
+    (tmp_path / "app.bin").write_bytes(image)
+    proc = run_cli("flash", str(tmp_path / "app.bin"), "--port", dev.port, "--yes", "--reset-window", "1",
+                   timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "done: RAK11200 1.0.0 → 1.1.0 (not confirmed, see the warning)" in proc.stdout
+    assert (f"verified: the chip's MD5 of 0x10000+{len(image):,} is the image's "
+            f"({hashlib.md5(image).hexdigest()})") in proc.stdout
+    assert "let go of GPIO0 and press reset to start it" in proc.stderr and written(dev, image)

@@ -132,6 +132,8 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
         emit_result({**result.to_dict(), "written": "all"}, port)
         return
     out.print(f"[green]done[/]: {done_line(result, session.device)}")
+    for v in getattr(result, "verified", None) or []:       # an ESP chip's own MD5 of each part
+        out.print(f"verified: the chip's MD5 of {v['address']:#x}+{v['bytes']:,} is the image's ({v['md5']})")
     show_settings(result.settings)     # keys that could not be read: the flow's warning said so
 
 
