@@ -91,9 +91,9 @@ class Finding:
 
 def read_dump(path: str) -> bytes:
     """The bytes of an INFO0 dump file (at most 8 KiB), read as firmware files are read
-    (:func:`rakflash.images.read_file`): a FIFO or a device such as ``/dev/zero`` is refused
+    (:func:`rakflash.firmware_file.read_file`): a FIFO or a device such as ``/dev/zero`` is refused
     before it is read (``image-not-a-file``), never waited on or read without end."""
-    from .images import read_file
+    from .firmware_file import read_file
     try:
         return read_file(path, SIZE)
     except ImageNotFound as exc:

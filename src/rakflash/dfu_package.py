@@ -290,7 +290,7 @@ def is_package(path: str | Path) -> bool:
 def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
     """Read a package and parse every init packet; any defect is a :class:`PackageError`.
     ``raw``: the file's bytes, when the caller has read them already."""
-    from .images import max_file_size, read_file
+    from .firmware_file import max_file_size, read_file
     limit = max_file_size()
     if raw is None:
         raw = read_file(path, limit)     # a regular file of sane size only (no FIFO, no /dev/zero)
