@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ImageEmpty, PackageError
+from .vector_table import vector_at
 
 SECURE, LEGACY = "secure-dfu", "legacy-dfu"
 FAMILY_NAMES = {SECURE: "Nordic Secure DFU (RUI3 RAK4631-R, nrfutil)",
@@ -259,7 +260,6 @@ def linked_elsewhere(pkg: DfuPackage, cat: Any = None) -> LinkedElsewhere | None
     """The application's reset handler, from its vector table, must lie inside the image as its
     family's bootloader places it; None when it does, or when there is no application or no
     vector table to go on (whether the bytes are firmware at all is the image checks' question)."""
-    from .images import vector_at
     app = pkg.application
     if app is None or pkg.family not in FAMILY_MODULES:
         return None

@@ -26,6 +26,7 @@ from . import catalog as _catalog
 from .catalog import Catalog, Mcu, Module
 from .errors import ImageEmpty, ImageFormatError, ImageTargetError, NotFirmware
 from .firmware_file import max_file_size, read_file, short_path
+from .vector_table import vector_at
 
 
 @dataclass(frozen=True)
@@ -236,16 +237,6 @@ def _bin_base(module: Module, vector: tuple[int, int] | None) -> int:
 
 
 # ------------------------------------------------------------------ analysis
-
-def vector_at(data: bytes, offset: int) -> tuple[int, int] | None:
-    """(initial SP, reset handler address) from a Cortex-M vector table at ``offset``."""
-    if len(data) < offset + 8:
-        return None
-    sp, reset = struct.unpack_from("<II", data, offset)
-    if sp in (0, 0xFFFFFFFF) or reset in (0, 0xFFFFFFFF) or not reset & 1:
-        return None  # erased flash, or not a Thumb reset vector
-    return sp, reset & ~1
-
 
 def mcus_for_vector(vector: tuple[int, int] | None, cat: Catalog) -> list[Mcu]:
     """MCUs whose RAM holds the initial SP and whose flash holds the reset vector,

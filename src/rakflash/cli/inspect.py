@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import images
+from ..vector_table import vector_at
 from .app import main
 from .options import IntParam, load_image, lookup_module, module_option
 from .output import emit_json, out, read_only_command, reports_errors
@@ -124,7 +125,7 @@ def _bootloader_base(info: images.ImageInfo) -> str:
     if module is None or vector is None or not module.has_region("bootloader"):
         return "built for the bootloader's address"
     boot, app = module.region("bootloader"), module.app
-    app_vector = images.vector_at(info.image.read(app.start, 8), 0)
+    app_vector = vector_at(info.image.read(app.start, 8), 0)
     then = ("a full image: 'rakflash flash' sends only its application part"
             if app_vector is not None and app_vector[1] in app else
             "a bootloader: 'rakflash flash' won't send it, the serial bootloader writes applications only")

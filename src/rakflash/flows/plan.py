@@ -29,7 +29,8 @@ import re
 from ..errors import (AlreadyUpToDate, BaudTooLow, BootloaderTooOld, ImageTargetError, ImageTooLarge,
                       ModuleUncertain, NotFirmware, PackageMismatch, TouchesBootloader, UnsupportedUpdate,
                       WrongTarget)
-from ..images import Image, ImageInfo, analyse, check_firmware, target_module, vector_at
+from ..images import Image, ImageInfo, analyse, check_firmware, target_module
+from ..vector_table import vector_at
 from .identify import DeviceInfo
 from .transfers import for_protocol
 

@@ -27,7 +27,7 @@ import struct
 
 from .. import apollo3_info0 as info0_mod
 from ..apollo3_info0 import Info0
-from ..images import vector_at
+from ..vector_table import vector_at
 from ..protocols import apollo3_sbl as sbl
 from .flash import FlashError
 
