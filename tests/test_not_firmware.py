@@ -236,7 +236,7 @@ def test_a_hex_without_an_application_start_is_not_told_to_check_address(tmp_pat
     region holds no vector table, the next step is the right image, not '--address'."""
     from rakflash.errors import TouchesBootloader
     from rakflash.flows.identify import DeviceInfo
-    from rakflash.flows.plan import make_plan
+    from rakflash.flows.planning import make_plan
     module = CAT.module("rak3172")
     segs = firmware.bootloader_image(module, "RUI_BOOT_0.8_STM32WLE5CC")
     segs[module.app.start] = random.Random("app").randbytes(4096)          # no vector table there

@@ -10,7 +10,7 @@ import click
 
 from .. import catalog as _catalog, images
 from ..flows.identify import identify
-from ..flows.plan import make_plan
+from ..flows.planning import make_plan
 from ..flows.update import run_update
 from .app import main
 from .flash import done_line

@@ -48,7 +48,8 @@ from . import boot
 from . import rom_probe
 from .discovery import module_ports
 from .identify import DeviceInfo, identify
-from .plan import Plan, check_compatibility, make_plan
+from .plan import Plan, check_compatibility
+from .planning import make_plan
 from .transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 
 BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)

@@ -5,7 +5,7 @@ refused without touching the port: :func:`images.check_firmware`):
 
 1. identify what answers on the link — catching a module whose firmware
    floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`);
-2. plan, refusing before anything is written (:func:`plan.make_plan`); a
+2. plan, refusing before anything is written (:func:`planning.make_plan`); a
    module found already running the image's version still gets the settings
    check an earlier, cut-off run could not finish; a device that can't say
    which of several modules it is, given firmware for one of them, is asked
@@ -32,7 +32,8 @@ from ..images import Image, check_firmware, target_module
 from ..link import Link
 from . import boot
 from .identify import DeviceInfo
-from .plan import Plan, make_plan
+from .plan import Plan
+from .planning import make_plan
 from .settings import SettingsCheck, settle_earlier
 from .update import UpdateResult, run_update
 
