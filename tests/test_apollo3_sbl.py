@@ -16,6 +16,7 @@ from rakflash.apollo3_info0 import rak11720_default
 from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout
 from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import Mode, firmware
+from rakflash.sim.apollo3_sbl import SblReceiver
 
 from pipes import pipe
 
@@ -113,7 +114,7 @@ def receiver_in_thread(dev, **kw):
     state = {}
 
     def run():
-        state["result"] = sbl.SblReceiver(
+        state["result"] = SblReceiver(
             dev, status=lambda: sbl.Status(3, 0xF4000, 0, 0), on_block=on_block,
             on_otadesc=lambda a: sbl.SUCCESS, max_storage=0xF4000, first_timeout=2.0).serve()
     t = threading.Thread(target=run, daemon=True)

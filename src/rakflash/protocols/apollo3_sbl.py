@@ -1,4 +1,4 @@
-"""The Apollo3 secure bootloader's (SBL) wired update over UART: framing, blobs, host and device.
+"""The Apollo3 secure bootloader's (SBL) wired update over UART: framing, blobs, and rakflash's client.
 
 The SBL is Ambiq's ROM-level bootloader. When INFO0's override pin is held at
 its active level at reset, it listens on the UART (INFO0's baud rate, for
@@ -36,7 +36,8 @@ Facts (RAKWireless/RAK-APOLLO3-RUI ``security/apollo3_scripts/uart_wired_update.
   it, word 28 the install address), then the code; 0xCB marks a non-secure image.
 
 CRC-32 here is zlib's: ``binascii.crc32`` in the vendor's ``am_defines.py``.
-The framing is written by hand: no library speaks it.
+The framing is written by hand: no library speaks it. The SBL's side, which the
+virtual RAK11720 serves, is :mod:`rakflash.sim.apollo3_sbl`.
 """
 
 from __future__ import annotations
@@ -512,145 +513,3 @@ def say_hello(channel: ByteChannel, timeout: float) -> Status | bytes:
     channel.write(hello())
     reply = read_reply(channel, timeout, (STATUS,))
     return Status.decode(reply.payload) if isinstance(reply, Message) else reply
-
-
-# ------------------------------------------------------------------ device side (simulator)
-
-@dataclass
-class ServeResult:
-    """How a wired-update session ended: ``reset`` (RESET received, with ``option``),
-    ``quit`` (ABORT and quit), ``timeout`` (no message within the wired timeout)."""
-
-    status: str
-    option: int = 0
-    blocks: int = 0
-
-
-class SblReceiver:
-    """The SBL's message loop (the simulator's side).
-
-    ``status()`` answers HELLO; ``on_block(raw) -> ack status`` installs one
-    received block (its CRC already checked); ``on_otadesc(address) -> status``;
-    ``first_timeout`` is INFO0's wired timeout (no message at all by then: the
-    SBL gives up and boots the main firmware). Damaged or truncated messages are
-    answered with a CRC status after the line went quiet, so the host can resend.
-    """
-
-    def __init__(self, channel: ByteChannel, *, status: Callable[[], Status],
-                 on_block: Callable[[bytes], int], on_otadesc: Callable[[int], int],
-                 max_storage: int, first_timeout: float, byte_time: float = 0.0) -> None:
-        self.ch = channel
-        self.status = status
-        self.on_block = on_block
-        self.on_otadesc = on_otadesc
-        self.max_storage = max_storage
-        self.first_timeout = first_timeout
-        self.byte_time = byte_time
-        self._block: bytearray | None = None
-        self._want = (0, 0)          # (size, crc) of the block under way
-
-    def _resync(self) -> None:
-        """Drop bytes until the line is quiet (bounded), after a message that didn't parse."""
-        quiet = Deadline(2.0)
-        while self.ch.read(4096, 0.02) and not quiet.expired:
-            pass
-
-    def _message(self, timeout: float) -> tuple[int, int, bytes] | None:
-        """(status, type, payload) of the next message; None when nothing came by ``timeout``."""
-        head = self.ch.read(8, timeout)
-        if not head:
-            return None
-        if len(head) < 8:
-            head += self.ch.read(8 - len(head), 0.5)
-            if len(head) < 8:
-                self._resync()
-                return CRC_ERROR, 0, b""
-        crc, word = struct.unpack("<II", head)
-        length, msg_type = word >> 16, word & 0xFFFF
-        if length > MAX_MESSAGE:
-            self._resync()
-            return TOO_BIG, msg_type, b""
-        if length < 8:
-            self._resync()
-            return CRC_ERROR, msg_type, b""
-        rest = self.ch.read(length - 8, 0.5 + length * self.byte_time)
-        if len(rest) < length - 8 or crc32(head[4:] + rest) != crc:
-            self._resync()
-            return CRC_ERROR, msg_type, b""
-        return SUCCESS, msg_type, rest
-
-    def serve(self, idle: Callable[[], bool] = lambda: False) -> ServeResult:
-        """Answer messages until RESET, ABORT-and-quit, or no first message in time.
-        ``idle()`` is asked every half second without traffic; True stops serving."""
-        blocks = 0
-        first = Deadline(self.first_timeout)
-        talked = False
-        while True:
-            got = self._message(0.5 if talked else min(0.5, first.remaining()))
-            if got is None:
-                if not talked and first.expired:
-                    return ServeResult("timeout")
-                if idle():
-                    return ServeResult("stopped", blocks=blocks)
-                continue
-            talked = True
-            status, msg_type, payload = got
-            if status != SUCCESS:
-                self.ch.write(Ack(msg_type, status).encode())
-                continue
-            if msg_type == HELLO:
-                self.ch.write(self.status().encode())
-            elif msg_type == UPDATE:
-                self.ch.write(Ack(UPDATE, self._update(payload)).encode())
-            elif msg_type == DATA:
-                ack = self._data(payload)
-                if ack.status == SUCCESS and self._block is not None \
-                        and len(self._block) == self._want[0]:
-                    ack.status = self._finish()
-                    blocks += ack.status == SUCCESS
-                self.ch.write(ack.encode())
-            elif msg_type == OTADESC and len(payload) >= 4:
-                self.ch.write(Ack(OTADESC, self.on_otadesc(struct.unpack_from("<I", payload)[0])).encode())
-            elif msg_type == ABORT and len(payload) >= 4:
-                value = struct.unpack_from("<I", payload)[0]
-                self._block = None
-                self.ch.write(Ack(ABORT, SUCCESS).encode())
-                if value == ABORT_AND_QUIT:
-                    return ServeResult("quit", blocks=blocks)
-            elif msg_type == RESET and len(payload) >= 4:
-                self.ch.write(Ack(RESET, SUCCESS).encode())
-                return ServeResult("reset", struct.unpack_from("<I", payload)[0], blocks)
-            elif msg_type in (OTADESC, ABORT, RESET):
-                self.ch.write(Ack(msg_type, INVALID_PARAMETER).encode())
-            else:
-                self.ch.write(Ack(msg_type, UNKNOWN_TYPE).encode())
-
-    def _update(self, payload: bytes) -> int:
-        if len(payload) < 12:
-            return INVALID_PARAMETER
-        size, crc, piggy = struct.unpack_from("<III", payload)
-        if size == 0 or size > self.max_storage or piggy != len(payload) - 12:
-            return INVALID_PARAMETER
-        self._block = bytearray(payload[12:])
-        self._want = (size, crc)
-        return SUCCESS
-
-    def _data(self, payload: bytes) -> Ack:
-        if len(payload) < 4:
-            return Ack(DATA, INVALID_PARAMETER)
-        seq = struct.unpack_from("<I", payload)[0]
-        if self._block is None:
-            return Ack(DATA, INVALID_OPERATION, seq)
-        if seq != len(self._block):
-            return Ack(DATA, SEQUENCE, seq)
-        if len(self._block) + len(payload) - 4 > self._want[0]:
-            return Ack(DATA, TOO_MUCH_DATA, seq)
-        self._block += payload[4:]
-        return Ack(DATA, SUCCESS, seq)
-
-    def _finish(self) -> int:
-        block, (_, crc) = bytes(self._block or b""), self._want
-        self._block = None
-        if crc32(block) != crc:
-            return CRC_ERROR
-        return self.on_block(block)

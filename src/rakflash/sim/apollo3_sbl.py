@@ -14,6 +14,9 @@ docs/protocols.md):
 3. otherwise the main firmware starts at INFO0's main pointer: RUI's bootloader
    at 0xC000, which runs the application or stays (see :mod:`rakflash.sim.device`).
 
+The wired session is :class:`SblReceiver`, the SBL's message loop: the device's side
+of :mod:`rakflash.protocols.apollo3_sbl`.
+
 An INFO0 whose override pin is another GPIO, disabled, or of the other polarity
 makes BOOT do nothing: the SBL never answers, as in the RAK forum thread behind
 issue 8. What the SBL does that no public source states (status and state values,
@@ -24,17 +27,167 @@ docs/protocols.md lists those choices.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
+from typing import Callable
 
 from .. import apollo3_info0 as info0_mod
 from ..apollo3_info0 import Info0
+from ..link import ByteChannel, Deadline
 from ..vector_table import vector_at
 from ..protocols import apollo3_sbl as sbl
+from ..protocols.apollo3_sbl import (ABORT, ABORT_AND_QUIT, CRC_ERROR, DATA, HELLO, INVALID_OPERATION,
+                                     INVALID_PARAMETER, MAX_MESSAGE, OTADESC, RESET, SEQUENCE, SUCCESS,
+                                     TOO_BIG, TOO_MUCH_DATA, UNKNOWN_TYPE, UPDATE, Ack, Status, crc32)
 from .flash import FlashError
 
 SBL_REGION_END = 0xC000      # the SBL's own flash: never written by a wired update
 SBL_VERSION = 3              # what STATUS reports (the simulator's value; RAK's SBL version is not public)
 MAX_OTAS = 8                 # am_hal_secure_ota.h AM_HAL_SECURE_OTA_MAX_OTA
 
+
+# ------------------------------------------------------------------ the SBL's message loop
+
+@dataclass
+class ServeResult:
+    """How a wired-update session ended: ``reset`` (RESET received, with ``option``),
+    ``quit`` (ABORT and quit), ``timeout`` (no message within the wired timeout)."""
+
+    status: str
+    option: int = 0
+    blocks: int = 0
+
+
+class SblReceiver:
+    """The SBL's message loop (the simulator's side).
+
+    ``status()`` answers HELLO; ``on_block(raw) -> ack status`` installs one
+    received block (its CRC already checked); ``on_otadesc(address) -> status``;
+    ``first_timeout`` is INFO0's wired timeout (no message at all by then: the
+    SBL gives up and boots the main firmware). Damaged or truncated messages are
+    answered with a CRC status after the line went quiet, so the host can resend.
+    """
+
+    def __init__(self, channel: ByteChannel, *, status: Callable[[], Status],
+                 on_block: Callable[[bytes], int], on_otadesc: Callable[[int], int],
+                 max_storage: int, first_timeout: float, byte_time: float = 0.0) -> None:
+        self.ch = channel
+        self.status = status
+        self.on_block = on_block
+        self.on_otadesc = on_otadesc
+        self.max_storage = max_storage
+        self.first_timeout = first_timeout
+        self.byte_time = byte_time
+        self._block: bytearray | None = None
+        self._want = (0, 0)          # (size, crc) of the block under way
+
+    def _resync(self) -> None:
+        """Drop bytes until the line is quiet (bounded), after a message that didn't parse."""
+        quiet = Deadline(2.0)
+        while self.ch.read(4096, 0.02) and not quiet.expired:
+            pass
+
+    def _message(self, timeout: float) -> tuple[int, int, bytes] | None:
+        """(status, type, payload) of the next message; None when nothing came by ``timeout``."""
+        head = self.ch.read(8, timeout)
+        if not head:
+            return None
+        if len(head) < 8:
+            head += self.ch.read(8 - len(head), 0.5)
+            if len(head) < 8:
+                self._resync()
+                return CRC_ERROR, 0, b""
+        crc, word = struct.unpack("<II", head)
+        length, msg_type = word >> 16, word & 0xFFFF
+        if length > MAX_MESSAGE:
+            self._resync()
+            return TOO_BIG, msg_type, b""
+        if length < 8:
+            self._resync()
+            return CRC_ERROR, msg_type, b""
+        rest = self.ch.read(length - 8, 0.5 + length * self.byte_time)
+        if len(rest) < length - 8 or crc32(head[4:] + rest) != crc:
+            self._resync()
+            return CRC_ERROR, msg_type, b""
+        return SUCCESS, msg_type, rest
+
+    def serve(self, idle: Callable[[], bool] = lambda: False) -> ServeResult:
+        """Answer messages until RESET, ABORT-and-quit, or no first message in time.
+        ``idle()`` is asked every half second without traffic; True stops serving."""
+        blocks = 0
+        first = Deadline(self.first_timeout)
+        talked = False
+        while True:
+            got = self._message(0.5 if talked else min(0.5, first.remaining()))
+            if got is None:
+                if not talked and first.expired:
+                    return ServeResult("timeout")
+                if idle():
+                    return ServeResult("stopped", blocks=blocks)
+                continue
+            talked = True
+            status, msg_type, payload = got
+            if status != SUCCESS:
+                self.ch.write(Ack(msg_type, status).encode())
+                continue
+            if msg_type == HELLO:
+                self.ch.write(self.status().encode())
+            elif msg_type == UPDATE:
+                self.ch.write(Ack(UPDATE, self._update(payload)).encode())
+            elif msg_type == DATA:
+                ack = self._data(payload)
+                if ack.status == SUCCESS and self._block is not None \
+                        and len(self._block) == self._want[0]:
+                    ack.status = self._finish()
+                    blocks += ack.status == SUCCESS
+                self.ch.write(ack.encode())
+            elif msg_type == OTADESC and len(payload) >= 4:
+                self.ch.write(Ack(OTADESC, self.on_otadesc(struct.unpack_from("<I", payload)[0])).encode())
+            elif msg_type == ABORT and len(payload) >= 4:
+                value = struct.unpack_from("<I", payload)[0]
+                self._block = None
+                self.ch.write(Ack(ABORT, SUCCESS).encode())
+                if value == ABORT_AND_QUIT:
+                    return ServeResult("quit", blocks=blocks)
+            elif msg_type == RESET and len(payload) >= 4:
+                self.ch.write(Ack(RESET, SUCCESS).encode())
+                return ServeResult("reset", struct.unpack_from("<I", payload)[0], blocks)
+            elif msg_type in (OTADESC, ABORT, RESET):
+                self.ch.write(Ack(msg_type, INVALID_PARAMETER).encode())
+            else:
+                self.ch.write(Ack(msg_type, UNKNOWN_TYPE).encode())
+
+    def _update(self, payload: bytes) -> int:
+        if len(payload) < 12:
+            return INVALID_PARAMETER
+        size, crc, piggy = struct.unpack_from("<III", payload)
+        if size == 0 or size > self.max_storage or piggy != len(payload) - 12:
+            return INVALID_PARAMETER
+        self._block = bytearray(payload[12:])
+        self._want = (size, crc)
+        return SUCCESS
+
+    def _data(self, payload: bytes) -> Ack:
+        if len(payload) < 4:
+            return Ack(DATA, INVALID_PARAMETER)
+        seq = struct.unpack_from("<I", payload)[0]
+        if self._block is None:
+            return Ack(DATA, INVALID_OPERATION, seq)
+        if seq != len(self._block):
+            return Ack(DATA, SEQUENCE, seq)
+        if len(self._block) + len(payload) - 4 > self._want[0]:
+            return Ack(DATA, TOO_MUCH_DATA, seq)
+        self._block += payload[4:]
+        return Ack(DATA, SUCCESS, seq)
+
+    def _finish(self) -> int:
+        block, (_, crc) = bytes(self._block or b""), self._want
+        self._block = None
+        if crc32(block) != crc:
+            return CRC_ERROR
+        return self.on_block(block)
+
+
+# ------------------------------------------------------------------ the chip it runs on
 
 class Apollo3SecureBootloader:
     """Mixin for :class:`~rakflash.sim.device.VirtualModule`: INFO0, the SBL, OTA."""
@@ -82,7 +235,7 @@ class Apollo3SecureBootloader:
         self.uart.baud = i.uart_baud
         try:
             self._ota_desc, self._desc_ready = None, False
-            result = sbl.SblReceiver(
+            result = SblReceiver(
                 self.uart, status=self._status, on_block=self._install_block,
                 on_otadesc=self._otadesc, max_storage=self.module.mcu.flash.end - SBL_REGION_END,
                 first_timeout=timeout, byte_time=self.uart.byte_time,
