@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rakflash import catalog, images
+from rakflash import apollo3_wired as wired, catalog, images
 from rakflash.apollo3_info0 import rak11720_default
 from rakflash.errors import BootEntryFailed, DeviceRejected, TouchesBootloader
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Retry, Warning
@@ -177,7 +177,7 @@ def test_rak_style_prepared_blob_installs_the_bootloader_by_ota(virtual, tmp_pat
     segs = firmware.bootloader_image(rak11720(), NEW_BOOT)
     code = segs[0xC000]
     blob = tmp_path / "bootloader_apollo3_ota.bin"
-    blob.write_bytes(b"".join(b.raw for b in sbl.build_blocks(sbl.build_image(code, 0xC000), 0x14000, ota=True)))
+    blob.write_bytes(b"".join(b.raw for b in wired.build_blocks(wired.build_image(code, 0xC000), 0x14000, ota=True)))
     result, _ = run(dev, blob)
     assert dev.flash.read(0xC000, len(code)) == code
     assert result.mode_after == "bootloader"           # the application page held the staging copy

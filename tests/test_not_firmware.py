@@ -15,7 +15,7 @@ import struct
 
 import pytest
 
-from rakflash import apollo3_info0, apollo3_ota, catalog, images
+from rakflash import apollo3_info0, apollo3_ota, apollo3_wired as wired, catalog, images
 from rakflash import dfu_package as dp
 from rakflash.errors import NotFirmware, PlanRefused, RakflashError
 from rakflash.events import Prompt
@@ -23,7 +23,6 @@ from rakflash.flows.convert import convert_to_rui3
 from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
 from rakflash.flows.session import FlashOptions, FlashSession
 from rakflash.link import Link
-from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
@@ -72,7 +71,7 @@ WRAPPERS = {
     ("convert-bootloader", "rak4631-arduino"): lambda data: dp.make_package(
         data, dp.legacy_init_packet(data), legacy=True, kind="bootloader", name="bootloader"),
     ("flash", "rak11720"): apollo3_ota.build_blob,
-    ("recover-apollo3-sbl", "rak11720"): lambda data: b"".join(b.raw for b in sbl.build_blocks(data, 0xC000)),
+    ("recover-apollo3-sbl", "rak11720"): lambda data: b"".join(b.raw for b in wired.build_blocks(data, 0xC000)),
 }
 
 

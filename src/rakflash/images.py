@@ -57,7 +57,7 @@ class Image:
                                       # "bootloader" (its reset vector points there), or "default"
     ota_header: object | None = None  # apollo3_ota.OtaHeader for an OTA blob
     package: object | None = None     # dfu_package.DfuPackage for an nRF52 DFU package (.zip)
-    wired_blocks: list | None = None  # protocols.apollo3_sbl.Block list for an Apollo3 wired-update blob
+    wired_blocks: list | None = None  # apollo3_wired.Block list for an Apollo3 wired-update blob
 
     @property
     def size(self) -> int:
@@ -172,9 +172,8 @@ def _load_hex(path: str, raw: bytes, digest: str) -> Image:
 
 def _load_bin(path: str, raw: bytes, digest: str, address: int | None,
               module: Module | None, cat: Catalog) -> Image:
-    from . import apollo3_ota
-    from .protocols import apollo3_sbl
-    if address is None and apollo3_sbl.looks_like_blob(raw):
+    from . import apollo3_ota, apollo3_wired
+    if address is None and apollo3_wired.looks_like_blob(raw):
         return _load_wired_blob(path, raw, digest)
     header, payload, fmt = None, raw, "bin"
     if apollo3_ota.looks_like_blob(raw):
@@ -200,15 +199,15 @@ def _load_wired_blob(path: str, raw: bytes, digest: str) -> Image:
     """An Apollo3 secure-bootloader wired-update blob (``create_cust_wireupdate_blob.py``):
     its segments are where its bytes end up — a block written in place at its load
     address, a block installed by OTA at its Ambiq image's install address."""
-    from .protocols import apollo3_sbl
-    blocks = apollo3_sbl.parse_blocks(raw, source=path)
+    from . import apollo3_wired
+    blocks = apollo3_wired.parse_blocks(raw, source=path)
     segs = []
     for n, block in enumerate(blocks, 1):
         h = block.header
-        if h.image_type == apollo3_sbl.IMAGETYPE_INFO0_NOOTA:
+        if h.image_type == apollo3_wired.IMAGETYPE_INFO0_NOOTA:
             continue                     # INFO0, not flash
         if h.ota:
-            img = apollo3_sbl.parse_image(block.data)
+            img = apollo3_wired.parse_image(block.data)
             if img is None:
                 raise ImageFormatError(f"{path}: block {n} asks for an OTA install but holds no "
                                        "Ambiq image")

@@ -1,8 +1,8 @@
 """The Apollo3's secure bootloader (SBL) and INFO0, as part of the virtual RAK11720.
 
 At every reset the simulated chip does what the SBL does (facts in
-:mod:`rakflash.protocols.apollo3_sbl`, :mod:`rakflash.apollo3_info0` and
-docs/protocols.md):
+:mod:`rakflash.protocols.apollo3_sbl`, :mod:`rakflash.apollo3_wired`,
+:mod:`rakflash.apollo3_info0` and docs/protocols.md):
 
 1. an OTA registered by an earlier wired update is installed first: the Ambiq
    image at each pending descriptor entry is checked (magic, CRC) and copied to
@@ -30,7 +30,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import apollo3_info0 as info0_mod
+from .. import apollo3_info0 as info0_mod, apollo3_wired as wired
 from ..apollo3_info0 import Info0
 from ..link import ByteChannel, Deadline
 from ..vector_table import vector_at
@@ -280,28 +280,28 @@ class Apollo3SecureBootloader:
 
     def _otadesc(self, address: int) -> int:
         flash = self.module.mcu.flash
-        if address % sbl.FLASH_PAGE or address < SBL_REGION_END or address >= flash.end:
+        if address % wired.FLASH_PAGE or address < SBL_REGION_END or address >= flash.end:
             return sbl.INVALID_ADDRESS
         self._ota_desc, self._desc_ready = address, False
         return sbl.SUCCESS
 
     def _install_block(self, raw: bytes) -> int:
         """One received block: check it as the SBL would, then write it (and register its OTA)."""
-        if len(raw) < sbl.WU_HEADER_SIZE:
+        if len(raw) < wired.WU_HEADER_SIZE:
             return sbl.INVALID_PARAMETER
-        h = sbl.WiredHeader.unpack(raw[:sbl.WU_HEADER_SIZE])
-        data = raw[sbl.WU_HEADER_SIZE:]
+        h = wired.WiredHeader.unpack(raw[:wired.WU_HEADER_SIZE])
+        data = raw[wired.WU_HEADER_SIZE:]
         if not h.size <= len(data) < h.size + 4:
             return sbl.INVALID_PARAMETER
         if h.auth_algo or h.enc_algo or self.info0.security_policy & 0x3 \
                 or self.info0.secure_boot == "on":
             return sbl.SECURITY             # the simulator checks no signatures: it refuses them
-        if h.image_type == sbl.IMAGETYPE_INFO0_NOOTA:
+        if h.image_type == wired.IMAGETYPE_INFO0_NOOTA:
             return self._write_info0(h, data)
-        if h.key != sbl.FLASH_KEY:
+        if h.key != wired.FLASH_KEY:
             return sbl.SECURITY
         start, end = h.load_address, h.load_address + len(data)
-        if start % sbl.FLASH_PAGE or start < SBL_REGION_END or end > self.module.mcu.flash.end \
+        if start % wired.FLASH_PAGE or start < SBL_REGION_END or end > self.module.mcu.flash.end \
                 or any(lo < end and start < hi for lo, hi in self.info0.protected_ranges()):
             return sbl.INVALID_ADDRESS
         if h.ota and self._ota_desc is None:
@@ -318,8 +318,8 @@ class Apollo3SecureBootloader:
             self._register_ota(start)
         return sbl.SUCCESS
 
-    def _write_info0(self, h: sbl.WiredHeader, data: bytes) -> int:
-        if h.key != sbl.INFO0_KEY:
+    def _write_info0(self, h: wired.WiredHeader, data: bytes) -> int:
+        if h.key != wired.INFO0_KEY:
             return sbl.SECURITY
         offset = h.load_address << 2        # INFO0 blocks carry a word offset
         if offset + h.size > info0_mod.SIZE:
@@ -360,14 +360,14 @@ class Apollo3SecureBootloader:
             self.flash.load(slot, struct.pack("<I", entry & ~(0x3 if ok else 0x1)))
 
     def _install_image(self, at: int, flash_end: int) -> bool:
-        head = self.flash.read(at, sbl.AMBIQ_HEADER_SIZE)
+        head = self.flash.read(at, wired.AMBIQ_HEADER_SIZE)
         length = struct.unpack_from("<I", head)[0] & 0xFFFFF
-        img = sbl.parse_image(self.flash.read(at, min(max(length, sbl.AMBIQ_HEADER_SIZE),
+        img = wired.parse_image(self.flash.read(at, min(max(length, wired.AMBIQ_HEADER_SIZE),
                                                       flash_end - at)))
-        if img is None or img.magic != sbl.MAGIC_NONSECURE or not img.crc_ok:
+        if img is None or img.magic != wired.MAGIC_NONSECURE or not img.crc_ok:
             return False
         start, end = img.install_address, img.install_address + len(img.code)
-        if start % sbl.FLASH_PAGE or start < SBL_REGION_END or end > flash_end \
+        if start % wired.FLASH_PAGE or start < SBL_REGION_END or end > flash_end \
                 or (start < at + img.length and at < end):
             return False
         try:
