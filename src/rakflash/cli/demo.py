@@ -46,7 +46,7 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
     boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
     # -q: the result and any warning only, as for 'flash' (no module table, plan or progress).
     chatty = not as_json and output.verbosity >= 0
-    from ..sim.uart import default_transport
+    from ..sim.transport import default_transport
     try:
         transport = default_transport()        # a pty where the system has them, else TCP
     except ValueError as exc:

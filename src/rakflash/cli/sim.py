@@ -125,7 +125,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if app_region is not None and app_size > app_region.size:
         raise click.BadParameter(f"{app_size:,} bytes do not fit the module's application region "
                                  f"({app_region.size:,} bytes)", param_hint="'--app-size'")
-    from ..sim.uart import default_transport, has_ptys
+    from ..sim.transport import default_transport, has_ptys
     try:
         transport = transport or default_transport()
     except ValueError as exc:

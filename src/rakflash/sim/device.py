@@ -80,7 +80,7 @@ class SimOptions:
     info0: bytes | None = None            # Apollo3 INFO0 the chip starts with (None: the module's default)
     dfu_key: bytes | None = None          # nRF52 Secure DFU: PEM key whose signatures the bootloader accepts
     board_status: bool = True             # RUI v3: the firmware names its board (at+get_config=device:status)
-    transport: str | None = None          # "pty" or "tcp" (RFC 2217); None: sim.uart.default_transport()
+    transport: str | None = None          # "pty" or "tcp" (RFC 2217); None: sim.transport.default_transport()
     reset_with: str | None = None         # the adapter's line wired to RESET: "rts", "dtr", "-rts", "-dtr"
     boot0_with: str | None = None         # … and to BOOT0 (STM32) / BOOT (Apollo3); over TCP only
 
