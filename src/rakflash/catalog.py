@@ -141,7 +141,7 @@ class Module:
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)
-        as ``rakflash recover --via swd`` does (flows/swd.py ``SwdPlan.pyocd_command``): only the
+        as ``rakflash recover --via swd`` does (swd_link.py ``SwdPlan.pyocd_command``): only the
         sectors the image covers are erased, and what the image leaves out of them is kept
         (pyOCD's own default, ``keep_unwritten`` false, leaves those bytes erased)."""
         options = "".join(f" -O {k}={v}" for k, v in self.swd_options.items())
