@@ -129,7 +129,7 @@ class Module:
     receiver: str | None = None      # the bootloader's kind of receiver, e.g. "st-iap" for YMODEM
     receiver_timeout: float | None = None   # s the receiver waits for each read (a whole packet's rest)
     update_reply: str | None = None  # what the bootloader answers to its update command, if anything
-    recovery: tuple[str, ...] = ()   # recovery methods (flows/recover.py) in order of preference
+    recovery: tuple[str, ...] = ()   # recovery methods (flows/recover/: METHODS) in order of preference
     rom_access: dict[str, Any] = field(default_factory=dict)  # pins reaching the ROM bootloader
     extra: dict[str, Any] = field(default_factory=dict)   # protocol-specific facts (gpregret, hw_version, …)
     variant_of: str | None = None    # the module whose facts this variant shares (modules.toml)

@@ -35,15 +35,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import catalog as _catalog
-from ..catalog import Module
-from ..errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
+from ... import catalog as _catalog
+from ...catalog import Module
+from ...errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
                       UsageError, VerifyFailed, WrongTarget)
-from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ..images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
+from ...events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
+from ...images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
                       target_module)
-from ..link import Deadline, Link
-from ..written import NOTHING, Written
+from ...link import Deadline, Link
+from ...written import NOTHING, Written
 
 # Method name → "module:Class" (imported when used, so a method's optional
 # dependency, e.g. pyOCD for "swd", is needed only by people who use it).
@@ -467,7 +467,7 @@ def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float |
     listen and the probe's answer — the module was just started at a rate rakflash
     knows, and a wait cut short is simply asked again until ``timeout``.
     """
-    from .identify import Timing, identify
+    from ..identify import Timing, identify
     link.set_parity("N")
     if link.baud != baud:
         link.baud = baud
