@@ -14,7 +14,7 @@ from rakflash.errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnava
                              RomNoHandshake, WrongChip, WrongTarget)
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Warning
 from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
-from rakflash.flows.recover_stm32 import erase_pages, write_blocks
+from rakflash.flows.recover.stm32_rom import erase_pages, write_blocks
 from rakflash.link import Link
 from rakflash.sim import Mode, firmware
 from rakflash.trace import TraceWriter

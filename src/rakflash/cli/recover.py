@@ -19,7 +19,7 @@ from ..errors import Aborted, ConfirmationNeeded, RakflashError, UsageError
 from ..events import PlanReady, Warning
 from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, interrupted_hint, method_for, plan_recovery, recover
-from ..flows.recover_stm32 import port_commands
+from ..flows.recover.stm32_rom import port_commands
 from ..written import NOTHING, Written
 from .app import main
 from .options import WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, port_options

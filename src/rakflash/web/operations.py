@@ -189,7 +189,7 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
     (``rakflash recover FILE --port PORT``)."""
     from ..events import PlanReady
     from ..flows.recover import interrupted_hint, method_for, plan_recovery, recover
-    from ..flows.recover_stm32 import port_commands
+    from ..flows.recover.stm32_rom import port_commands
 
     def work(job: Job) -> dict[str, Any]:
         known: dict[str, Any] = {}

@@ -48,7 +48,7 @@ from ...written import NOTHING, Written
 # Method name → "module:Class" (imported when used, so a method's optional
 # dependency, e.g. pyOCD for "swd", is needed only by people who use it).
 METHODS: dict[str, str] = {
-    "stm32-rom": "rakflash.flows.recover_stm32:Stm32RomMethod",
+    "stm32-rom": "rakflash.flows.recover.stm32_rom:Stm32RomMethod",
     "apollo3-sbl": "rakflash.flows.recover_apollo3:Apollo3SblMethod",
     "swd": "rakflash.flows.recover_swd:SwdMethod",
 }

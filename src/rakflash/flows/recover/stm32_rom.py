@@ -31,14 +31,14 @@ from __future__ import annotations
 import math
 import time
 
-from ..catalog import Module
-from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
-                      RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
-from ..events import Countdown, Note, Phase, Progress, Prompt, Retry
-from ..images import ImageInfo
-from ..link import Link
-from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
-from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from ...catalog import Module
+from ...errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
+                       RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
+from ...events import Countdown, Note, Phase, Progress, Prompt, Retry
+from ...images import ImageInfo
+from ...link import Link
+from ...protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
+from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 
@@ -147,7 +147,7 @@ class Stm32RomMethod(RecoveryMethod):
                             info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
                                   "boot0_with": opts.boot0_with}))
         if opts.reset_with or opts.boot0_with:
-            from .lines import enter_rom
+            from ..lines import enter_rom
             enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
         try:
             how = client.handshake(opts.window, tick=lambda left: session.emit(
@@ -211,7 +211,7 @@ class Stm32RomMethod(RecoveryMethod):
         pid = client.get_id()
         want = module.mcu.rom.pid
         if pid != want:
-            from .. import catalog
+            from ... import catalog
             found = catalog.load().chip_name(pid)
             raise WrongChip(f"the ROM bootloader says this chip is {found} (product ID 0x{pid:03X}), "
                             f"not {module.mcu.name} (0x{want:03X}) as a {module.name} has",
@@ -367,7 +367,7 @@ class Stm32RomMethod(RecoveryMethod):
         link = session.link
         client.go(module.mcu.flash.start)
         if session.options.boot0_with:
-            from .lines import leave_rom
+            from ..lines import leave_rom
             leave_rom(link, boot0=session.options.boot0_with)
         else:
             session.warn("release-boot0",
@@ -595,11 +595,11 @@ def stm32flash_command(module: Module, image: ImageInfo, options: RecoveryOption
     """
     import shlex
 
-    from ..link import _is_pty
+    from ...link import _is_pty
     mode = " -m 8n1" if port != "PORT" and _is_pty(port) else ""
     seq = ""
     if options.reset_with or options.boot0_with:
-        from .lines import stm32flash_sequence
+        from ..lines import stm32flash_sequence
         seq = f" -i {shlex.quote(stm32flash_sequence(options.reset_with, options.boot0_with))}"
     where = port if port == "PORT" else shlex.quote(port)
     runs = []
@@ -622,7 +622,7 @@ def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
     file and its ``--app`` (flows.recover.combine names the pair 'BOOT+APP')."""
     import os
 
-    from .. import images
+    from ... import images
     img = image.image
     path = img.path
     if not os.path.isfile(path):
