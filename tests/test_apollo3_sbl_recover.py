@@ -17,7 +17,7 @@ from rakflash.errors import BootEntryFailed, DeviceRejected, TouchesBootloader
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Retry, Warning
 from rakflash.flows.recover import RecoveryOptions, interrupted_hint, plan_recovery, recover
 from rakflash.written import Written
-from rakflash.flows.recover_apollo3 import build_blocks
+from rakflash.flows.recover.apollo3_sbl import build_blocks
 from rakflash.link import Link
 from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import Mode, firmware

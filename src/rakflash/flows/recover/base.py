@@ -49,7 +49,7 @@ from ...written import NOTHING, Written
 # dependency, e.g. pyOCD for "swd", is needed only by people who use it).
 METHODS: dict[str, str] = {
     "stm32-rom": "rakflash.flows.recover.stm32_rom:Stm32RomMethod",
-    "apollo3-sbl": "rakflash.flows.recover_apollo3:Apollo3SblMethod",
+    "apollo3-sbl": "rakflash.flows.recover.apollo3_sbl:Apollo3SblMethod",
     "swd": "rakflash.flows.recover_swd:SwdMethod",
 }
 
