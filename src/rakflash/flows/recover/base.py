@@ -50,7 +50,7 @@ from ...written import NOTHING, Written
 METHODS: dict[str, str] = {
     "stm32-rom": "rakflash.flows.recover.stm32_rom:Stm32RomMethod",
     "apollo3-sbl": "rakflash.flows.recover.apollo3_sbl:Apollo3SblMethod",
-    "swd": "rakflash.flows.recover_swd:SwdMethod",
+    "swd": "rakflash.flows.recover.swd:SwdMethod",
 }
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..catalog import Module
-from ..errors import RakflashError
-from ..events import Note, Phase
-from ..images import ImageInfo
-from .. import swd_link
-from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from ... import swd_link
+from ...catalog import Module
+from ...errors import RakflashError
+from ...events import Note, Phase
+from ...images import ImageInfo
+from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 SWD_HZ = 1_000_000        # pyOCD's default SWD clock (its 'frequency' option)
 
