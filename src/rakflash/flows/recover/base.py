@@ -45,12 +45,15 @@ from ...images import (Image, ImageInfo, Segment, analyse, application_start_pro
 from ...link import Deadline, Link
 from ...written import NOTHING, Written
 
-# Method name → "module:Class" (imported when used, so a method's optional
-# dependency, e.g. pyOCD for "swd", is needed only by people who use it).
+# The one table of recovery methods: name (the catalog's ``recovery``, ``--via``) →
+# "module:Class", the module in this package (imported when used, so a method's optional
+# dependency, e.g. pyOCD for "swd", is needed only by people who use it). Every lookup of a
+# method by name goes through it (:func:`method_for`); adding a method is one module here
+# and one entry.
 METHODS: dict[str, str] = {
-    "stm32-rom": "rakflash.flows.recover.stm32_rom:Stm32RomMethod",
-    "apollo3-sbl": "rakflash.flows.recover.apollo3_sbl:Apollo3SblMethod",
-    "swd": "rakflash.flows.recover.swd:SwdMethod",
+    "stm32-rom": "stm32_rom:Stm32RomMethod",
+    "apollo3-sbl": "apollo3_sbl:Apollo3SblMethod",
+    "swd": "swd:SwdMethod",
 }
 
 
@@ -60,7 +63,7 @@ def method_for(name: str) -> "RecoveryMethod":
         raise UsageError(f"no recovery method {name!r} (have: {', '.join(sorted(METHODS))})",
                          hint="See 'rakflash modules' for each module's recovery methods.")
     module_name, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module_name), cls)()
+    return getattr(importlib.import_module(f".{module_name}", __package__), cls)()
 
 
 def default_method(module: Module) -> str:
@@ -229,6 +232,10 @@ class RecoveryMethod:
     def precheck(self, plan: RecoveryPlan) -> None:
         """What can stop the recovery and be checked on this computer alone, before the plan
         is shown and confirmed (a missing tool, say): a named error. Touches no device."""
+
+    def port_commands(self, plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+        """Put the port, once the caller knows it, in the plan's equivalent commands of other
+        tools (``plan.details``); a method whose commands name no port has nothing to do."""
 
     def answers_now(self, session: Session) -> bool:
         """Whether the chip's recovery interface answers already (an earlier run left it

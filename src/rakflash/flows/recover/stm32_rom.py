@@ -108,6 +108,11 @@ class Stm32RomMethod(RecoveryMethod):
                                      "stm32flash": stm32flash_command(module, image, options),
                                      "stm32flash_note": stm32flash_note(module)})
 
+    def port_commands(self, plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+        """The port in the plan's stm32flash command, once the caller knows it."""
+        if plan.details.get("stm32flash") and port:
+            plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
+
     # -- guide + handshake ---------------------------------------------------------
     def answers_now(self, session: Session) -> bool:
         """A chip whose ROM already answers (BOOT0 held since an earlier run) needs nothing from
@@ -631,12 +636,6 @@ def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
                 parts = [images.load(p, module=module) for p in (path[:i], path[i + 1:])]
                 return [(p.path, p.format, p.low) for p in parts]
     return [(path, img.format, img.low)]
-
-
-def port_commands(plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
-    """Put the port in the plan's equivalent command, once the caller knows it."""
-    if plan.details.get("stm32flash") and port:
-        plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
 
 
 def link_for(port: str, baud: int, trace=None) -> Link:
