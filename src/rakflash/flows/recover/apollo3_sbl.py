@@ -56,6 +56,7 @@ class Apollo3SblMethod(RecoveryMethod):
     name = "apollo3-sbl"
     again = ("Keep BOOT held and run the same command again: the chip's secure bootloader, which "
              "nothing here can harm, takes the whole image anew.")
+    already = "secure bootloader already answers (BOOT is held)"
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -131,12 +132,8 @@ class Apollo3SblMethod(RecoveryMethod):
                 link.baud = session.state["at_baud"]
         return session.state["status"] is not None
 
-    def guide(self, session: Session) -> None:
+    def reach(self, session: Session) -> None:
         link, opts, module = session.link, session.options, session.plan.module
-        if self.answers_now(session):
-            session.emit(Note(f"{module.name}'s secure bootloader already answers (BOOT is held): "
-                              "nothing to do on the module"))
-            return
         link.set_parity("N")
         if link.baud != opts.baud:
             link.baud = opts.baud

@@ -225,6 +225,9 @@ class RecoveryMethod:
     needs_port = True        # talks over the serial port (SWD talks to a probe instead)
     # The next step once part of the image was written (said with what the chip holds then).
     again = "Run the same command again: it erases and writes the whole image anew."
+    # What the note says when the chip's recovery interface answers already (after the
+    # module's name): "ROM bootloader already answers (BOOT0 is held high)".
+    already = "recovery interface already answers"
 
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
         raise NotImplementedError
@@ -245,6 +248,15 @@ class RecoveryMethod:
         return False
 
     def guide(self, session: Session) -> None:
+        """Get the chip's recovery interface to answer: when it answers already
+        (:meth:`answers_now`), a note says so and nothing is asked of the person (asked to
+        reset anyway, they would cut the session short — issue 17.9); else :meth:`reach`."""
+        if self.answers_now(session):
+            session.emit(Note(f"{session.plan.module.name}'s {self.already}: nothing to do on the module"))
+            return
+        self.reach(session)
+
+    def reach(self, session: Session) -> None:
         """Tell the person what to do (a ``Prompt`` event), drive wired lines, and get the
         chip's recovery interface to answer (``Countdown`` events while waiting)."""
         raise NotImplementedError

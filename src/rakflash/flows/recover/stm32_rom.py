@@ -34,7 +34,7 @@ import time
 from ...catalog import Module
 from ...errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
                        RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
-from ...events import Countdown, Note, Phase, Progress, Prompt, Retry
+from ...events import Countdown, Phase, Progress, Prompt, Retry
 from ...images import ImageInfo
 from ...link import Link
 from ...protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
@@ -55,6 +55,7 @@ class Stm32RomMethod(RecoveryMethod):
     name = "stm32-rom"
     again = ("Keep BOOT0 held high and run the same command again: the chip's ROM bootloader, "
              "which nothing here can harm, takes the whole image anew.")
+    already = "ROM bootloader already answers (BOOT0 is held high)"
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -139,12 +140,8 @@ class Stm32RomMethod(RecoveryMethod):
             session.state["client"] = RomClient(link, timeouts_for(module.mcu, link.baud))
         return session.state["client"]
 
-    def guide(self, session: Session) -> None:
+    def reach(self, session: Session) -> None:
         link, opts, module = session.link, session.options, session.plan.module
-        if self.answers_now(session):
-            session.emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high): "
-                              "nothing to do on the module"))
-            return
         client = self._client(session)
         wired = bool(opts.reset_with)
         message = " ".join(session.plan.guide)

@@ -1,7 +1,7 @@
 """Recovery method ``swd``: a full image through a debug probe and pyOCD, for every module.
 
 The steps are :mod:`rakflash.swd_link`'s, in the recovery framework's shape:
-the probe is picked in ``guide`` (nothing for the person to time: the probe is
+the probe is picked in ``reach`` (nothing for the person to time: the probe is
 wired, the module powered), the pyOCD session opened in ``connect`` with the
 catalog's target and reset type, the image written with sector erase in
 ``write``, read back in full in ``verify``, the chip reset in ``start``. With a
@@ -53,7 +53,7 @@ class SwdMethod(RecoveryMethod):
         swd_link.check_target(swd_link.pyocd_api(), plan.details["target"], plan.details["pack"])
 
     # -- the steps ---------------------------------------------------------------------
-    def guide(self, session: Session) -> None:
+    def reach(self, session: Session) -> None:
         api = swd_link.pyocd_api()
         d = session.plan.details
         swd_link.check_target(api, d["target"], d["pack"])     # a missing pack, before any probe is looked for
