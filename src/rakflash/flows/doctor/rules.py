@@ -34,22 +34,22 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import catalog as _catalog, images
-from ..at import looks_like_text
-from ..catalog import Module, version_tuple
-from ..errors import (AlreadyUpToDate, BootloaderTooOld, EchoingPort, Flooding, GarbageReply,
+from ... import catalog as _catalog, images
+from ...at import looks_like_text
+from ...catalog import Module, version_tuple
+from ...errors import (AlreadyUpToDate, BootloaderTooOld, EchoingPort, Flooding, GarbageReply,
                       InSecureBootloader, NoResponse, UnknownDevice,
                       PortBusy, PortDisconnected, PortError, PortNotFound,
                       PortPermission, RakflashError)
-from ..ports import PortEntry, list_serial_ports, other_openers
-from ..stoppable import OutOfTime, StoppableLink
-from ..trace import TraceWriter
-from . import boot
-from . import rom_probe
-from .discovery import module_ports
-from .identify import DeviceInfo, identify
-from .plan import Plan, check_compatibility, make_plan
-from .transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
+from ...ports import PortEntry, list_serial_ports, other_openers
+from ...stoppable import OutOfTime, StoppableLink
+from ...trace import TraceWriter
+from .. import boot
+from .. import rom_probe
+from ..discovery import module_ports
+from ..identify import DeviceInfo, identify
+from ..plan import Plan, check_compatibility, make_plan
+from ..transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 
 BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)
 EXTRA_BAUDS = (230400, 460800, 921600, 74880, 2400, 1200)   # tried only when every catalog rate gave garbage
@@ -1006,7 +1006,7 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
                      if f.code == image_error.name]
     ports = [port] if port is not None else [e.device for e in module_ports(listing)]
     if not ports:
-        from ..usb_devices import present
+        from ...usb_devices import present
         system = platform.system()
         findings += findings_for(Observation(None, listing=listing, image_path=image_path, system=system,
                                              usb_present=present(system)))
