@@ -30,29 +30,21 @@ import platform
 import shlex
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ... import catalog as _catalog, images
-from ...at import looks_like_text
-from ...catalog import Module, version_tuple
-from ...errors import (AlreadyUpToDate, BootloaderTooOld, EchoingPort, Flooding, GarbageReply,
-                      InSecureBootloader, NoResponse, UnknownDevice,
-                      PortBusy, PortDisconnected, PortError, PortNotFound,
-                      PortPermission, RakflashError)
-from ...ports import PortEntry, list_serial_ports, other_openers
-from ...stoppable import OutOfTime, StoppableLink
+from ...catalog import Module
+from ...errors import (AlreadyUpToDate, EchoingPort, Flooding, GarbageReply, NoResponse, PortBusy,
+                       PortNotFound, PortPermission, RakflashError, UnknownDevice)
+from ...ports import PortEntry, list_serial_ports
 from ...trace import TraceWriter
-from .. import boot
 from .. import rom_probe
 from ..discovery import module_ports
-from ..identify import DeviceInfo, identify
-from ..plan import Plan, check_compatibility, make_plan
+from ..identify import DeviceInfo
 from ..transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
+from .observe import BUDGET, EXTRA_BAUDS, Observation, examine
 
-BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)
-EXTRA_BAUDS = (230400, 460800, 921600, 74880, 2400, 1200)   # tried only when every catalog rate gave garbage
 FIRMWARE = "FIRMWARE.bin"   # stands for the person's file in a suggested command when --for wasn't given
 PACKAGE = "PACKAGE.zip"     # a RAK4631's DFU package
 DFU_PROTOCOLS = ("nordic-dfu", "legacy-dfu")
@@ -104,198 +96,6 @@ class Report:
                 "seconds": round(self.seconds, 2), "bound_seconds": self.budget,
                 "findings": [f.to_dict() for f in self.findings],
                 "devices": [d.to_dict() for d in self.devices]}
-
-
-# ------------------------------------------------------------------ what doctor saw
-
-@dataclass
-class Observation:
-    """What :func:`examine` saw on one port (or, with ``port`` None, of the ports as a whole)."""
-
-    port: str | None
-    listing: list[PortEntry] = field(default_factory=list)   # every port the OS lists
-    module: Module | None = None          # --module
-    baud: int | None = None               # --baud
-    image_path: str | None = None         # --for
-    image: images.Image | None = None
-    image_error: RakflashError | None = None
-    open_error: RakflashError | None = None
-    holders: list[tuple[int, str]] = field(default_factory=list)   # programs holding the port
-    device: DeviceInfo | None = None
-    identify_error: RakflashError | None = None
-    bauds_tried: list[int] = field(default_factory=list)
-    heard: dict[int, bytes] = field(default_factory=dict)    # raw bytes received, per baud rate
-    sent: dict[int, bytes] = field(default_factory=dict)
-    rom: dict[str, Any] | None = None     # an STM32 ROM bootloader answered: pid, chip, modules
-    sbl: dict[str, Any] | None = None     # the Apollo3 secure bootloader answered HELLO: its STATUS
-    vanished: bool = False
-    out_of_time: str | None = None        # the step doctor was at when its time ran out
-    plan: Plan | None = None
-    plan_error: RakflashError | None = None
-    peeked: str | None = None             # bootloader version read by starting the bootloader briefly
-    peek_left_app: bool | None = None     # whether the application runs again after that peek
-    system: str = field(default_factory=platform.system)
-    usb_present: list[tuple[int, int]] | None = None   # USB ids on the bus (no --port), where known
-
-    @property
-    def entry(self) -> PortEntry | None:
-        return next((e for e in self.listing if e.device == self.port), None)
-
-    @property
-    def candidates(self) -> list[PortEntry]:
-        """Ports that may have a module behind them (discovery), other than this one."""
-        return [e for e in module_ports(self.listing) if e.device != self.port]
-
-    def readable_text(self) -> tuple[int, str] | None:
-        """A readable line heard that is not an echo of what doctor sent: (baud, line)."""
-        for baud, data in self.heard.items():
-            sent = self.sent.get(baud, b"")
-            for raw in data.replace(b"\r", b"\n").split(b"\n"):
-                line = raw.strip()
-                if len(line) >= 2 and looks_like_text(line) and line not in sent:
-                    return baud, line.decode("ascii", "replace")
-        return None
-
-    @property
-    def loopback(self) -> bool:
-        """Everything heard is what was sent, byte for byte: TX is wired to RX."""
-        for baud, data in self.heard.items():
-            sent = self.sent.get(baud, b"")
-            if len(data) >= 4 and sent.startswith(data) and len(data) * 2 >= len(sent):
-                return True
-        return False
-
-
-class _Ear:
-    """Stands in for a trace writer on doctor's link: keeps what was sent and heard at each
-    baud rate (bounded), and passes everything on to a real trace if one is recorded."""
-
-    KEEP = 16384
-
-    def __init__(self, trace: TraceWriter | None = None) -> None:
-        self.trace = trace
-        self.baud: int | None = None
-        self.heard: dict[int, bytearray] = defaultdict(bytearray)
-        self.sent: dict[int, bytearray] = defaultdict(bytearray)
-
-    def event(self, ev: str, **fields: object) -> None:
-        if ev in ("open", "baud"):
-            self.baud = fields.get("baud")  # type: ignore[assignment]
-        if self.trace:
-            self.trace.event(ev, **fields)
-
-    def data(self, direction: str, data: bytes) -> None:
-        keep = self.heard if direction == "rx" else self.sent
-        buf = keep[self.baud or 0]
-        if len(buf) < self.KEEP:
-            buf += data[:self.KEEP - len(buf)]
-        if self.trace:
-            self.trace.data(direction, data)
-
-    def note(self, text: str) -> None:
-        if self.trace:
-            self.trace.note(text)
-
-    def close(self) -> None:
-        pass
-
-
-def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module | None = None,
-            baud: int | None = None, image: images.Image | None = None, image_path: str | None = None,
-            budget: float = BUDGET, trace: TraceWriter | None = None) -> Observation:
-    """Look at ``port`` for at most ``budget`` seconds; write down what was seen."""
-    o = Observation(port, listing=list_serial_ports() if listing is None else listing,
-                    module=module, baud=baud, image=image, image_path=image_path)
-    ear = _Ear(trace)
-    step = "opening the port"
-    try:
-        link = StoppableLink(port, baud or 115200, trace=ear, deadline=time.monotonic() + budget)
-    except PortError as exc:
-        o.open_error = exc
-        if isinstance(exc, PortBusy):
-            o.holders = [(p["pid"], p["name"]) for p in exc.details.get("programs", [])] \
-                or other_openers(port)
-        return o
-    try:
-        if _may_have_stm32_rom(o):
-            step = "asking for an STM32 ROM bootloader"
-            o.rom = rom_probe.stm32_rom(link)
-        step = "identifying the module"
-        try:
-            if o.rom is None:      # a ROM bootloader answers no AT command: nothing more to learn
-                # The STM32 ROM was asked above, before any AT command; identification asks
-                # the Apollo3 secure bootloader itself once nothing answered AT readably.
-                o.device = identify(link, module=module, baud=baud, chip_bootloaders=("apollo3-sbl",))
-        except InSecureBootloader as exc:
-            o.sbl = exc.details["sbl"]        # what answered is known
-        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
-            o.identify_error = exc
-            o.bauds_tried = list(exc.details.get("bauds") or [])
-        if isinstance(o.identify_error, GarbageReply):
-            step = "trying baud rates outside the catalog's"
-            o.device = _other_bauds(link, module, o)
-        if o.device is not None and image is not None:
-            step = "checking the image against the module"
-            _check_image(link, o)
-    except PortDisconnected as exc:
-        o.vanished = True
-        o.identify_error = exc
-    except OutOfTime:
-        o.out_of_time = step
-    finally:
-        o.heard = {b: bytes(v) for b, v in ear.heard.items()}
-        o.sent = {b: bytes(v) for b, v in ear.sent.items()}
-        link.close()
-    if not o.vanished and not os.path.exists(port) and "://" not in port:
-        o.vanished = True
-    return o
-
-
-def _may_have_stm32_rom(o: Observation) -> bool:
-    """Whether an STM32 ROM bootloader can be on this port (not for a native-USB or an Apollo3 module)."""
-    return rom_probe.may_have_stm32_rom(o.module, o.entry)
-
-
-def _other_bauds(link: StoppableLink, module: Module | None, o: Observation) -> DeviceInfo | None:
-    """Every catalog rate gave garbage: try the rates RAK firmware doesn't use (someone set one)."""
-    for b in EXTRA_BAUDS:
-        if b in o.bauds_tried:
-            continue
-        try:
-            info = identify(link, module=module, baud=b, scan=False)
-        except (NoResponse, GarbageReply):
-            continue
-        except Flooding as exc:
-            o.identify_error = exc
-            return None
-        o.identify_error = None
-        return info
-    return None
-
-
-def _check_image(link: StoppableLink, o: Observation) -> None:
-    """The plan ``flash`` would make, or its refusal; reads a bootloader version the app can't tell."""
-    dev = o.device
-    try:
-        o.plan = make_plan(o.image, dev, module=o.module)
-    except RakflashError as exc:      # a refusal (PlanRefused), or an image that doesn't fit the module
-        o.plan_error = exc
-        return
-    plan = o.plan
-    rule_applies = [r for r in plan.module.rules if plan.app_version
-                    and version_tuple(plan.app_version) >= version_tuple(r.firmware_min)]
-    if not rule_applies or dev.bootloader_version or dev.mode != "app":
-        return
-    # RUI v3 applications don't tell their bootloader's version, and this firmware
-    # needs a recent one: ask the bootloader itself, then start the application again.
-    if not boot.request_boot(link, plan.module):
-        return
-    o.peeked = boot.bootloader_version(link, plan.module)
-    o.peek_left_app = boot.leave_bootloader(link, plan.module)
-    try:
-        check_compatibility(plan.module, plan.app_version, o.peeked)
-    except BootloaderTooOld as exc:
-        o.plan, o.plan_error = None, exc
 
 
 # ------------------------------------------------------------------ the rules
@@ -629,7 +429,7 @@ def silent(o: Observation) -> Finding | None:
     others = o.candidates
     where = (f" Other ports that may be the module: {', '.join(e.device for e in others)}."
              if others else "")
-    rom = " (nor did an STM32 ROM bootloader answer its 0x7F)" if _may_have_stm32_rom(o) else ""
+    rom = " (nor did an STM32 ROM bootloader answer its 0x7F)" if o.may_have_stm32_rom else ""
     return Finding("silent", "problem", f"nothing answers on {o.port} at {bauds} baud{rom}",
                    "no tool can update or even recognise a module it can't hear: it is not powered, not "
                    "wired to this port's TX/RX, or this is not its port (a wrong baud rate would give "
