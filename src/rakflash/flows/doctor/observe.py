@@ -28,17 +28,17 @@ from typing import Any
 
 from ... import images
 from ...at import looks_like_text
-from ...catalog import Module, version_tuple
-from ...errors import (BootloaderTooOld, EchoingPort, Flooding, GarbageReply, InSecureBootloader,
+from ...catalog import Module
+from ...errors import (EchoingPort, Flooding, GarbageReply, InSecureBootloader,
                        NoResponse, PortBusy, PortDisconnected, PortError, RakflashError, UnknownDevice)
 from ...ports import PortEntry, list_serial_ports, other_openers
 from ...stoppable import OutOfTime, StoppableLink
 from ...trace import TraceWriter
-from .. import boot
 from .. import rom_probe
 from ..discovery import module_ports
 from ..identify import DeviceInfo, identify
-from ..plan import Plan, check_compatibility, make_plan
+from ..plan import Plan
+from .image_check import check_image
 
 BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)
 EXTRA_BAUDS = (230400, 460800, 921600, 74880, 2400, 1200)   # tried only when every catalog rate gave garbage
@@ -176,7 +176,7 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
             o.device = _other_bauds(link, module, o)
         if o.device is not None and image is not None:
             step = "checking the image against the module"
-            _check_image(link, o)
+            check_image(link, o)
     except PortDisconnected as exc:
         o.vanished = True
         o.identify_error = exc
@@ -206,28 +206,3 @@ def _other_bauds(link: StoppableLink, module: Module | None, o: Observation) -> 
         o.identify_error = None
         return info
     return None
-
-
-def _check_image(link: StoppableLink, o: Observation) -> None:
-    """The plan ``flash`` would make, or its refusal; reads a bootloader version the app can't tell."""
-    dev = o.device
-    try:
-        o.plan = make_plan(o.image, dev, module=o.module)
-    except RakflashError as exc:      # a refusal (PlanRefused), or an image that doesn't fit the module
-        o.plan_error = exc
-        return
-    plan = o.plan
-    rule_applies = [r for r in plan.module.rules if plan.app_version
-                    and version_tuple(plan.app_version) >= version_tuple(r.firmware_min)]
-    if not rule_applies or dev.bootloader_version or dev.mode != "app":
-        return
-    # RUI v3 applications don't tell their bootloader's version, and this firmware
-    # needs a recent one: ask the bootloader itself, then start the application again.
-    if not boot.request_boot(link, plan.module):
-        return
-    o.peeked = boot.bootloader_version(link, plan.module)
-    o.peek_left_app = boot.leave_bootloader(link, plan.module)
-    try:
-        check_compatibility(plan.module, plan.app_version, o.peeked)
-    except BootloaderTooOld as exc:
-        o.plan, o.plan_error = None, exc
