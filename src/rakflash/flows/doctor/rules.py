@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+from shlex import quote
 import threading
 import time
 from typing import Any, Callable
@@ -41,12 +42,10 @@ from ...trace import TraceWriter
 from .. import rom_probe
 from ..discovery import module_ports
 from ..transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
+from .commands import (DFU_PROTOCOLS, FIRMWARE, PACKAGE, doctor_again, flash_command, placeholder,
+                       recovery_command)
 from .observe import BUDGET, EXTRA_BAUDS, Observation, examine
 from .report import Finding, Report
-
-FIRMWARE = "FIRMWARE.bin"   # stands for the person's file in a suggested command when --for wasn't given
-PACKAGE = "PACKAGE.zip"     # a RAK4631's DFU package
-DFU_PROTOCOLS = ("nordic-dfu", "legacy-dfu")
 
 
 # ------------------------------------------------------------------ the rules
@@ -59,36 +58,6 @@ def rule(fn: Rule) -> Rule:
     """Register ``fn`` as a doctor rule (rules run in the order they are written)."""
     RULES.append(fn)
     return fn
-
-
-def _q(text: str) -> str:
-    return shlex.quote(text)
-
-
-def _doctor_again(o: Observation) -> str:
-    return f"rakflash doctor --port {_q(o.port or 'PORT')}"
-
-
-def _placeholder(module: Module | None) -> str:
-    """What stands for the person's file in a suggested command: a DFU package for a RAK4631."""
-    return PACKAGE if module is not None and module.protocol in DFU_PROTOCOLS else FIRMWARE
-
-
-def _flash_command(o: Observation, *extra: str, module: Module | None = None) -> str:
-    dev = o.device
-    file = _q(o.image_path) if o.image_path else _placeholder(dev.module if dev else module)
-    parts = ["rakflash flash", file, "--port", _q(o.port or "PORT")]
-    if dev is not None and dev.baud != 115200 and not dev.usb:      # a native USB port has no baud rate
-        parts += ["--baud", str(dev.baud)]
-    if module is not None:
-        parts += ["--module", module.key]
-    return " ".join([*parts, *extra])
-
-
-def _recovery_command(module: Module, port: str | None) -> str:
-    """The command that writes a full image (bootloader included) without the serial bootloader:
-    the catalog's ``rakflash recover`` command where rakflash has a way, else pyOCD over SWD."""
-    return rom_probe.recovery_command(module, port or "PORT")
 
 
 def _modules_with(text: str) -> str:
@@ -185,7 +154,7 @@ def no_module_port(o: Observation) -> Finding | None:
                    f"adapter: {names}",
                    "doctor sends AT commands only to ports that can be a module, not to other devices",
                    "If one of them is your module (a pseudo-terminal, an adapter rakflash doesn't know), "
-                   "name it:", f"rakflash doctor --port {_q(o.listing[0].device)}", exit_code=4)
+                   "name it:", f"rakflash doctor --port {quote(o.listing[0].device)}", exit_code=4)
 
 
 # --- opening the port ------------------------------------------------------------------
@@ -201,7 +170,7 @@ def port_not_found(o: Observation) -> Finding | None:
                        f"{o.port} isn't there, but {alt.device} ({alt.probably or alt.description}) is",
                        "a USB port gets a new name when it is plugged in again or when a module with "
                        "native USB restarts into its bootloader (ttyACM0 becomes ttyACM1)",
-                       f"Look at {alt.device} instead:", f"rakflash doctor --port {_q(alt.device)}",
+                       f"Look at {alt.device} instead:", f"rakflash doctor --port {quote(alt.device)}",
                        port=o.port, exit_code=4)
     return Finding("port-not-found", "problem", f"{o.port} does not exist",
                    "nothing is plugged in under that name: a typo, or the cable is out",
@@ -231,7 +200,7 @@ def port_busy(o: Observation) -> Finding | None:
                        "get garbage or nothing",
                        "Close the serial monitor, IDE or other rakflash using it (on Windows, the "
                        "program is not named: look for an open terminal program), then:",
-                       _doctor_again(o), port=o.port, exit_code=4)
+                       doctor_again(o), port=o.port, exit_code=4)
     names = ", ".join(f"{name} (pid {pid})" for pid, name in o.holders)
     pid, name = o.holders[0]
     entry = o.entry
@@ -241,7 +210,7 @@ def port_busy(o: Observation) -> Finding | None:
                                  pid=f"{entry.pid:04x}" if entry and entry.pid is not None else "PID")
     else:
         text = f"Close {name} (pid {pid}) — a serial monitor, IDE or another rakflash — then check again:"
-        command = _doctor_again(o)
+        command = doctor_again(o)
     return Finding("port-busy", "problem", f"{o.port} is open in {names}",
                    "two programs on one port each get part of the bytes, so every tool seems to get "
                    "garbage or nothing", text, command, port=o.port, exit_code=4,
@@ -253,10 +222,10 @@ def permission_advice(path: str, entry: PortEntry | None, system: str) -> tuple[
     if system == "Darwin":
         return ("macOS normally lets you open USB serial ports; use the /dev/cu.* name (a /dev/tty.* "
                 "one waits for a carrier signal) and check the device's permissions:",
-                f"ls -l {_q(path)}", {})
+                f"ls -l {quote(path)}", {})
     if system == "Windows":
         return ("Windows refuses a port another program holds: close it (serial monitor, IDE).",
-                f"rakflash doctor --port {_q(path)}", {})
+                f"rakflash doctor --port {quote(path)}", {})
     details: dict[str, Any] = {}
     try:
         import grp
@@ -283,7 +252,7 @@ def permission_advice(path: str, entry: PortEntry | None, system: str) -> tuple[
                 "module and adapter (this one's among them: " + rule_text + "), then replug the "
                 "adapter:", "rakflash udev --install", details)
     return (f"Only root may open it: run rakflash with sudo, or change who may ({path} is owned "
-            f"by group '{group}'):", f"ls -l {_q(path)}", details)
+            f"by group '{group}'):", f"ls -l {quote(path)}", details)
 
 
 @rule
@@ -325,7 +294,7 @@ def out_of_time(o: Observation) -> Finding | None:
                    f"doctor stopped while {o.out_of_time}: its time for one port is up",
                    "something on the port answers so slowly or so much that doctor could not finish "
                    "within its bound", "Run 'info' to see how far identification gets on its own:",
-                   f"rakflash info --port {_q(o.port or 'PORT')}", port=o.port, exit_code=5)
+                   f"rakflash info --port {quote(o.port or 'PORT')}", port=o.port, exit_code=5)
 
 
 # --- what answers ----------------------------------------------------------------------
@@ -357,7 +326,7 @@ def loopback(o: Observation) -> Finding | None:
                    "the adapter's TX is connected to its own RX — a loopback jumper left on its pins, or "
                    "both adapter wires on the same module pin — so the module hears nothing",
                    "Take the jumper off; wire adapter TX → module RX, adapter RX → module TX and GND to "
-                   "GND, then check again:", _doctor_again(o), port=o.port, exit_code=5)
+                   "GND, then check again:", doctor_again(o), port=o.port, exit_code=5)
 
 
 def _pin_advice() -> str:
@@ -388,7 +357,7 @@ def silent(o: Observation) -> Finding | None:
                    "Check, in this order: the module is powered (3.3 V, its LED); adapter TX → module RX "
                    "and adapter RX → module TX (swapped wires are the commonest mistake), GND to GND"
                    f"{_pin_advice()}; BOOT0 is not held high; press the module's reset button.{where} "
-                   "Then check again:", _doctor_again(o), port=o.port, exit_code=5,
+                   "Then check again:", doctor_again(o), port=o.port, exit_code=5,
                    details={"bauds": o.bauds_tried})
 
 
@@ -404,7 +373,7 @@ def garbage(o: Observation) -> Finding | None:
                    "an STM32 ROM bootloader 8E1 after a 0x7F), the line is noisy (no common GND, long "
                    "wires), or it is not a RAK module (an ESP8266 boot ROM talks at 74880)",
                    "Check the GND wire; if you set the module to another baud rate, give it:",
-                   f"rakflash doctor --port {_q(o.port or 'PORT')} --baud RATE", port=o.port,
+                   f"rakflash doctor --port {quote(o.port or 'PORT')} --baud RATE", port=o.port,
                    exit_code=5, details={"bauds": o.bauds_tried})
 
 
@@ -453,7 +422,7 @@ def flooding(o: Observation) -> Finding | None:
                    "Update it anyway: rakflash asks you to press the module's reset button and catches "
                    "that moment (add --reset-with rts or dtr if the adapter's RTS/DTR is wired to RESET)."
                    + name_it + " For good, add a pause at the start of setup(), e.g. delay(5000);",
-                   _flash_command(o, module=module), port=o.port, exit_code=5,
+                   flash_command(o, module=module), port=o.port, exit_code=5,
                    details={"baud": o.identify_error.details.get("baud")})
 
 
@@ -470,7 +439,7 @@ def application_answers(o: Observation) -> Finding | None:
                        "a sketch has no console, so its version can't be read; its bootloader is "
                        "entered with a 1200-baud touch, which 'rakflash flash' makes",
                        "To update it:" if o.image is None else "The package check is the other "
-                       "finding for this port.", None if o.image is not None else _flash_command(o),
+                       "finding for this port.", None if o.image is not None else flash_command(o),
                        port=o.port)
     boot_cmd = dev.module.dialect["boot"][0]
     what = (f"{dev.module.name}{'' if dev.module_certain else ' (probably)'} runs {dev.app_version or 'an unknown version'}"
@@ -483,7 +452,7 @@ def application_answers(o: Observation) -> Finding | None:
                        None, port=o.port)
     return Finding("application", "ok", what,
                    f"its application answers, so an update starts with {boot_cmd}, no buttons needed",
-                   "To update it (doctor --for FILE checks a firmware first):", _flash_command(o),
+                   "To update it (doctor --for FILE checks a firmware first):", flash_command(o),
                    port=o.port)
 
 
@@ -493,7 +462,7 @@ def rak4631_variant(o: Observation) -> Finding | None:
     if dev is None or not dev.variant or dev.module is None:
         return None
     arduino = dev.module.protocol == "legacy-dfu"
-    port = _q(o.port or "PORT")
+    port = quote(o.port or "PORT")
     if arduino:
         nxt = ("Update it with an Arduino package (adafruit-nrfutil dfu genpkg); or move it to RUI3 — "
                "RAK's two documented steps, RUI3's bootloader then a RUI3 application, in one "
@@ -502,7 +471,7 @@ def rak4631_variant(o: Observation) -> Finding | None:
     else:
         nxt = ("Update it with a RUI3 package (nrfutil pkg generate, signed with RAK's key), not an "
                "Arduino one:")
-        command = _flash_command(o) if o.image is None else None
+        command = flash_command(o) if o.image is None else None
     return Finding("rak4631-variant", "note",
                    f"{dev.module.name}: {dev.variant}" + (f", USB id {dev.usb}" if dev.usb else ""),
                    "the two RAK4631 bootloaders take different packages: RUI3's Nordic Secure DFU "
@@ -544,14 +513,14 @@ def module_uncertain(o: Observation) -> Finding | None:
                        "each; the firmware is what differs (each board's is built for its own radio and "
                        "pins), and its version string names the board it is for",
                        "Finish the update with the firmware for the board on the label; to name the board "
-                       "to doctor:", f"rakflash doctor --port {_q(o.port or 'PORT')} --module "
+                       "to doctor:", f"rakflash doctor --port {quote(o.port or 'PORT')} --module "
                        f"{dev.module.key}", port=o.port, details={"candidates": [m.name for m in could_be]})
     alike = _modules_with(dev.module.family.split(" / ")[0])
     return Finding("module-uncertain", "note",
                    f"the firmware doesn't say which module it runs on ({alike}); doctor assumed "
                    f"{dev.module.name}",
                    "the modules differ in flash size and chip, and firmware for one does not run on the other",
-                   "Name it to be sure:", f"rakflash doctor --port {_q(o.port or 'PORT')} --module "
+                   "Name it to be sure:", f"rakflash doctor --port {quote(o.port or 'PORT')} --module "
                    f"{dev.module.key}", port=o.port)
 
 
@@ -584,7 +553,7 @@ def another_boards_image(o: Observation) -> Finding | None:
                    f"image built for the {built_for.name}",
                    "RUI3 builds each board's image for its own radio and pins; rakflash refuses "
                    f"another board's image, so the next update wants {dev.module.name} firmware",
-                   f"Update it with the {dev.module.name} firmware:", _flash_command(o), port=o.port,
+                   f"Update it with the {dev.module.name} firmware:", flash_command(o), port=o.port,
                    details={"hardware_model": dev.hardware_model, "image_for": built_for.name})
 
 
@@ -603,7 +572,7 @@ def waits_in_bootloader(o: Observation) -> Finding | None:
                    "an update was cut off (power, cable, Ctrl-C) or the bootloader was asked to stay "
                    "(AT+BOOT); the module is not dead, and the next serial update goes on from here",
                    "Finish the update (the same firmware as before, or any for this module):",
-                   _flash_command(o), port=o.port)
+                   flash_command(o), port=o.port)
 
 
 # --- the image (--for FILE) --------------------------------------------------------------
@@ -615,7 +584,7 @@ def image_unusable(o: Observation) -> Finding | None:
     e = o.image_error
     return Finding(e.name, "problem", f"{o.image_path}: {e.message}",
                    "rakflash checks a firmware file before it writes anything, and this one fails",
-                   e.hint, f"rakflash inspect {_q(o.image_path or FIRMWARE)}", exit_code=e.exit_code)
+                   e.hint, f"rakflash inspect {quote(o.image_path or FIRMWARE)}", exit_code=e.exit_code)
 
 
 @rule
@@ -637,7 +606,7 @@ def image_fits(o: Observation) -> Finding | None:
                    f"nothing stands in the way: the bootloader takes it over {p.protocol.upper()}, about "
                    f"{p.estimate_seconds(p.device.baud):.0f} s "
                    + ("over its USB port" if p.device.usb else f"at {p.device.baud} baud"),
-                   "Write it:", _flash_command(o), port=o.port, details={"notes": p.notes})
+                   "Write it:", flash_command(o), port=o.port, details={"notes": p.notes})
 
 
 @rule
@@ -646,7 +615,7 @@ def image_already_there(o: Observation) -> Finding | None:
         return None
     return Finding("already-up-to-date", "ok", o.plan_error.message,
                    "writing the same version again changes nothing",
-                   "Nothing to do; to write it anyway:", _flash_command(o, "--force"), port=o.port)
+                   "Nothing to do; to write it anyway:", flash_command(o, "--force"), port=o.port)
 
 
 # Why each refusal matters, by the error's name.
@@ -671,17 +640,17 @@ def image_refused(o: Observation) -> Finding | None:
     module = (o.device.module if o.device else None) or o.module
     command = None
     if e.name in ("bootloader-too-old", "touches-bootloader", "not-supported") and module is not None:
-        command = _recovery_command(module, o.port)
+        command = recovery_command(module, o.port)
     package = getattr(o.image, "package", None) if o.image is not None else None
     if e.name == "package-mismatch" and module is not None and module.protocol == "legacy-dfu" \
             and package is not None and package.family == "secure-dfu":
         # A RUI3 package for an Arduino RAK4631: RAK's conversion takes it as its second step.
-        command = (f"rakflash convert-to-rui3 {RUI3_BOOTLOADER_PACKAGE} {_q(o.image_path or PACKAGE)} "
-                   f"--port {_q(o.port or 'PORT')}")
+        command = (f"rakflash convert-to-rui3 {RUI3_BOOTLOADER_PACKAGE} {quote(o.image_path or PACKAGE)} "
+                   f"--port {quote(o.port or 'PORT')}")
     peek = (f" (doctor read bootloader {o.peeked} from the bootloader itself; the module "
             f"{'runs its application again' if o.peek_left_app else 'stays in its bootloader: press reset'})"
             if o.peeked else "")
-    hint = (e.hint or "").replace("--port PORT", f"--port {_q(o.port or 'PORT')}")
+    hint = (e.hint or "").replace("--port PORT", f"--port {quote(o.port or 'PORT')}")
     return Finding(e.name, "problem", e.message + peek, REFUSAL_WHY.get(e.name, "flash would refuse it"),
                    hint, command, port=o.port, exit_code=e.exit_code)
 
@@ -711,13 +680,13 @@ def _refusal_outranks(found: list[Finding], image_path: str, refusal: str,
     other finding may advise flashing it. Such a finding keeps what it found, points at the
     refusal (whose next step is the way on), and its command takes any other firmware."""
     if module is not None:
-        other = _placeholder(module)
+        other = placeholder(module)
     else:
         other = PACKAGE if image_path.lower().endswith(".zip") else FIRMWARE
     for f in found:
         if f.code == refusal or not _flashes(f.command, image_path):
             continue
-        f.command = " ".join(_q(other if w == image_path else w) for w in shlex.split(f.command or ""))
+        f.command = " ".join(quote(other if w == image_path else w) for w in shlex.split(f.command or ""))
         f.next = (f"{f.next.rstrip(' :')}, but not with {os.path.basename(image_path)}: flash refuses it "
                   f"(the '{refusal}' finding says why, and its next step is the way on). With a "
                   f"firmware this module takes:")
