@@ -4,25 +4,24 @@ Each finding is one function here, taking an :class:`~.observe.Observation` and 
 :class:`~.report.Finding` when it applies (else None), registered in :data:`RULES` by
 ``@rule``. Rules run in the order they are written, and findings of one level are reported
 in that order (problems first, then actions, ok, notes: :func:`~.run.findings_for`), so a
-new rule goes where its finding should read. What is data stays data: the drivers of the
-USB-UART adapters, the programs known to hold a port, and why each of ``flash``'s refusals
-matters are tables beside the rules that read them.
+new rule goes where its finding should read. What is data stays data: why each of ``flash``'s
+refusals matters is a table here, and what to do about the computer itself (an adapter's
+driver, a program holding the port, permission to open it) is in ``host_advice.py``.
 """
 
 from __future__ import annotations
 
-import os
 from shlex import quote
-from typing import Any, Callable
+from typing import Callable
 
 from ... import catalog as _catalog
 from ...errors import (AlreadyUpToDate, EchoingPort, Flooding, GarbageReply, NoResponse, PortBusy,
                        PortNotFound, PortPermission, UnknownDevice)
-from ...ports import PortEntry
 from .. import rom_probe
 from ..discovery import module_ports
 from ..transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 from .commands import DFU_PROTOCOLS, FIRMWARE, PACKAGE, doctor_again, flash_command, recovery_command
+from .host_advice import DRIVERS, KNOWN_HOLDERS, driver_advice, permission_advice
 from .observe import EXTRA_BAUDS, Observation
 from .report import Finding
 
@@ -43,24 +42,6 @@ def _modules_with(text: str) -> str:
 
 # --- the ports as a whole (no --port given) ---------------------------------------
 
-# Where each adapter's driver comes from (the vendors' download pages) and its Linux kernel module
-# (mainline usb-serial drivers). Keyed by the catalog's USB-UART bridge ids.
-DRIVERS: dict[tuple[int, int], dict[str, str]] = {
-    (0x1A86, 0x7523): {"name": "CH340", "vendor": "WCH",
-                       "Windows": "https://www.wch-ic.com/downloads/CH341SER_EXE.html",
-                       "Darwin": "https://www.wch-ic.com/downloads/CH34XSER_MAC_ZIP.html",
-                       "Linux": "ch341"},
-    (0x10C4, 0xEA60): {"name": "CP210x", "vendor": "Silicon Labs",
-                       "Windows": "https://www.silabs.com/developers/usb-to-uart-bridge-vcp-drivers",
-                       "Darwin": "https://www.silabs.com/developers/usb-to-uart-bridge-vcp-drivers",
-                       "Linux": "cp210x"},
-    (0x0403, 0x6001): {"name": "FT232", "vendor": "FTDI",
-                       "Windows": "https://ftdichip.com/drivers/vcp-drivers/",
-                       "Darwin": "https://ftdichip.com/drivers/vcp-drivers/",
-                       "Linux": "ftdi_sio"},
-}
-
-
 @rule
 def driver_missing(o: Observation) -> Finding | None:
     """A USB-UART adapter (or a module's own USB) is on the bus, but no serial port came of it."""
@@ -76,26 +57,7 @@ def driver_missing(o: Observation) -> Finding | None:
     usb = cat.usb(vid, pid)
     drv = DRIVERS.get((vid, pid))
     what = f"{drv['name'] if drv else usb.name} ({vid:04X}:{pid:04X})"
-    if o.system == "Windows":
-        text = (f"Install {drv['vendor']}'s {drv['name']} driver from {drv['Windows']}, then unplug the "
-                f"adapter and plug it in again (Device Manager lists it under 'Other devices' until then):"
-                if drv else "Install the device's driver (Device Manager lists it under 'Other devices'), "
-                            "then unplug and plug it in again:")
-    elif o.system == "Darwin":
-        if drv and drv["name"] == "CH340":       # (DESIGN.md §2: the CH340 note on older macOS)
-            text = (f"Recent macOS has a driver for the CH340; older macOS needs {drv['vendor']}'s, from "
-                    f"{drv['Darwin']}. Then unplug the adapter and plug it in again:")
-        elif drv:
-            text = (f"Install {drv['vendor']}'s {drv['name']} driver from {drv['Darwin']}, then unplug the "
-                    f"adapter and plug it in again:")
-        else:
-            text = "Unplug it and plug it in again; if no /dev/cu.* port appears, its driver is missing:"
-    else:
-        text = (f"Linux's {drv['Linux']} driver should take it: if 'dmesg' shows the adapter attached and "
-                f"then 'disconnected' a second later, brltty (a braille display driver) took it — "
-                f"'sudo apt remove brltty' — else load the driver ('sudo modprobe {drv['Linux']}'). Then "
-                f"replug it and list the ports:" if drv else
-                "Check 'dmesg' for what happened when it was plugged in, then list the ports:")
+    text = driver_advice(drv, o.system)
     return Finding("driver-missing", "problem", f"{what} is plugged in, but no serial port came of it",
                    "its driver is missing, or another driver took the device", text, "rakflash ports",
                    exit_code=4, details={"usb": [f"{v:04X}:{p:04X}" for v, p in missing]})
@@ -154,18 +116,6 @@ def port_not_found(o: Observation) -> Finding | None:
                    port=o.port, exit_code=4)
 
 
-# Programs known to grab serial ports, and how to keep them off for good.
-KNOWN_HOLDERS: dict[str, tuple[str, str]] = {
-    "ModemManager": ("ModemManager probes every new serial port for a modem and garbles the first "
-                     "bytes; tell it to leave this adapter alone with a udev rule, then replug it:",
-                     "echo 'ATTRS{{idVendor}}==\"{vid}\", ATTRS{{idProduct}}==\"{pid}\", "
-                     "ENV{{ID_MM_DEVICE_IGNORE}}=\"1\"' | sudo tee /etc/udev/rules.d/99-rakflash-mm.rules"
-                     " && sudo udevadm control --reload-rules"),
-    "brltty": ("brltty (a braille display driver) claims USB-UART adapters such as the CH340; "
-               "unless you use a braille display, remove it:", "sudo apt remove brltty"),
-}
-
-
 @rule
 def port_busy(o: Observation) -> Finding | None:
     if not isinstance(o.open_error, PortBusy):
@@ -191,44 +141,6 @@ def port_busy(o: Observation) -> Finding | None:
                    "two programs on one port each get part of the bytes, so every tool seems to get "
                    "garbage or nothing", text, command, port=o.port, exit_code=4,
                    details={"programs": [{"pid": p, "name": n} for p, n in o.holders]})
-
-
-def permission_advice(path: str, entry: PortEntry | None, system: str) -> tuple[str, str, dict]:
-    """How this user gets access to ``path`` on ``system``: (what to do, the command, details)."""
-    if system == "Darwin":
-        return ("macOS normally lets you open USB serial ports; use the /dev/cu.* name (a /dev/tty.* "
-                "one waits for a carrier signal) and check the device's permissions:",
-                f"ls -l {quote(path)}", {})
-    if system == "Windows":
-        return ("Windows refuses a port another program holds: close it (serial monitor, IDE).",
-                f"rakflash doctor --port {quote(path)}", {})
-    details: dict[str, Any] = {}
-    try:
-        import grp
-        st = os.stat(path)
-        group = grp.getgrgid(st.st_gid).gr_name
-        group_may = bool(st.st_mode & 0o060)
-    except (OSError, KeyError, ImportError):
-        group, group_may = "dialout", True
-    rule_text = None
-    if entry is not None and entry.vid is not None:
-        rule_text = (f'SUBSYSTEM=="tty", ATTRS{{idVendor}}=="{entry.vid:04x}", '
-                     f'ATTRS{{idProduct}}=="{entry.pid:04x}", MODE="0660", TAG+="uaccess"')
-        details["udev_rule"] = rule_text
-    details["group"] = group
-    if group != "root" and group_may:
-        text = (f"{path} belongs to the group '{group}': add yourself to it, then log out and in "
-                f"again (or start a shell with 'newgrp {group}')")
-        if rule_text:
-            text += ("; or give the logged-in user access with udev rules for every RAK module and "
-                     "adapter ('rakflash udev --install' writes them; 'rakflash udev' shows them)")
-        return text + ":", f"sudo usermod -aG {group} $USER", details
-    if rule_text:
-        return ("Only root may open it: give the logged-in user access with udev rules for every RAK "
-                "module and adapter (this one's among them: " + rule_text + "), then replug the "
-                "adapter:", "rakflash udev --install", details)
-    return (f"Only root may open it: run rakflash with sudo, or change who may ({path} is owned "
-            f"by group '{group}'):", f"ls -l {quote(path)}", details)
 
 
 @rule
