@@ -4,17 +4,20 @@ Each finding is one function here, taking an :class:`~.observe.Observation` and 
 :class:`~.report.Finding` when it applies (else None), registered in :data:`RULES` by
 ``@rule``. Rules run in the order they are written, and findings of one level are reported
 in that order (problems first, then actions, ok, notes: :func:`~.run.findings_for`), so a
-new rule goes where its finding should read. What is data stays data: why each of ``flash``'s
-refusals matters is a table here, and what to do about the computer itself (an adapter's
-driver, a program holding the port, permission to open it) is in ``host_advice.py``.
+new rule goes where its finding should read. What is data stays data: each of ``flash``'s
+refusals of a ``--for`` file — why it matters, the command past it — is a row of
+:data:`REFUSALS`, and what to do about the computer itself (an adapter's driver, a program
+holding the port, permission to open it) is in ``host_advice.py``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from shlex import quote
 from typing import Callable
 
 from ... import catalog as _catalog
+from ...catalog import Module
 from ...errors import (AlreadyUpToDate, EchoingPort, Flooding, GarbageReply, NoResponse, PortBusy,
                        PortNotFound, PortPermission, UnknownDevice)
 from .. import rom_probe
@@ -506,18 +509,41 @@ def image_already_there(o: Observation) -> Finding | None:
                    "Nothing to do; to write it anyway:", flash_command(o, "--force"), port=o.port)
 
 
-# Why each refusal matters, by the error's name.
-REFUSAL_WHY = {
-    "bootloader-too-old": "the bootloader would stall part-way ('Start sending…' that never moves) and "
-                          "leave the module without an application",
-    "wrong-target": "firmware built for another chip or module does not run on this one",
-    "image-too-large": "the bootloader can't place it: the application region is smaller",
-    "touches-bootloader": "the serial bootloader writes only the application region; the rest of "
-                          "this image would not be written",
-    "not-supported": "rakflash has no serial update for this module yet",
-    "package-mismatch": "a package for the other RAK4631 bootloader is refused by it ('Extended Error "
-                        "0x07' from nrfutil) or, on the Adafruit bootloader, erases the sketch first",
+def _recover(o: Observation, module: Module) -> str | None:
+    return recovery_command(module, o.port)
+
+
+def _convert_to_rui3(o: Observation, module: Module) -> str | None:
+    """A RUI3 package for an Arduino RAK4631: RAK's conversion takes it as its second step."""
+    package = getattr(o.image, "package", None) if o.image is not None else None
+    if module.protocol == "legacy-dfu" and package is not None and package.family == "secure-dfu":
+        return (f"rakflash convert-to-rui3 {RUI3_BOOTLOADER_PACKAGE} {quote(o.image_path or PACKAGE)} "
+                f"--port {quote(o.port or 'PORT')}")
+    return None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What doctor says about one of ``flash``'s refusals of the ``--for`` file."""
+
+    why: str                 # why the refusal matters
+    way_on: Callable[[Observation, Module], str | None] | None = None   # the command past it, if any
+
+
+# Each refusal, by the error's name: adding one is a row here.
+REFUSALS: dict[str, Refusal] = {
+    "bootloader-too-old": Refusal("the bootloader would stall part-way ('Start sending…' that never moves) "
+                                  "and leave the module without an application", _recover),
+    "wrong-target": Refusal("firmware built for another chip or module does not run on this one"),
+    "image-too-large": Refusal("the bootloader can't place it: the application region is smaller"),
+    "touches-bootloader": Refusal("the serial bootloader writes only the application region; the rest of "
+                                  "this image would not be written", _recover),
+    "not-supported": Refusal("rakflash has no serial update for this module yet", _recover),
+    "package-mismatch": Refusal("a package for the other RAK4631 bootloader is refused by it ('Extended "
+                                "Error 0x07' from nrfutil) or, on the Adafruit bootloader, erases the "
+                                "sketch first", _convert_to_rui3),
 }
+OTHER_REFUSAL = Refusal("flash would refuse it")
 
 
 @rule
@@ -525,19 +551,12 @@ def image_refused(o: Observation) -> Finding | None:
     e = o.plan_error
     if e is None or isinstance(e, AlreadyUpToDate):
         return None
+    refusal = REFUSALS.get(e.name, OTHER_REFUSAL)
     module = (o.device.module if o.device else None) or o.module
-    command = None
-    if e.name in ("bootloader-too-old", "touches-bootloader", "not-supported") and module is not None:
-        command = recovery_command(module, o.port)
-    package = getattr(o.image, "package", None) if o.image is not None else None
-    if e.name == "package-mismatch" and module is not None and module.protocol == "legacy-dfu" \
-            and package is not None and package.family == "secure-dfu":
-        # A RUI3 package for an Arduino RAK4631: RAK's conversion takes it as its second step.
-        command = (f"rakflash convert-to-rui3 {RUI3_BOOTLOADER_PACKAGE} {quote(o.image_path or PACKAGE)} "
-                   f"--port {quote(o.port or 'PORT')}")
+    command = refusal.way_on(o, module) if refusal.way_on is not None and module is not None else None
     peek = (f" (doctor read bootloader {o.peeked} from the bootloader itself; the module "
             f"{'runs its application again' if o.peek_left_app else 'stays in its bootloader: press reset'})"
             if o.peeked else "")
     hint = (e.hint or "").replace("--port PORT", f"--port {quote(o.port or 'PORT')}")
-    return Finding(e.name, "problem", e.message + peek, REFUSAL_WHY.get(e.name, "flash would refuse it"),
-                   hint, command, port=o.port, exit_code=e.exit_code)
+    return Finding(e.name, "problem", e.message + peek, refusal.why, hint, command, port=o.port,
+                   exit_code=e.exit_code)
