@@ -43,6 +43,7 @@ from .image_check import check_image
 BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)
 EXTRA_BAUDS = (230400, 460800, 921600, 74880, 2400, 1200)   # tried only when every catalog rate gave garbage
 
+
 @dataclass
 class Observation:
     """What :func:`examine` saw on one port (or, with ``port`` None, of the ports as a whole)."""

@@ -8,7 +8,6 @@ import platform
 import shlex
 import threading
 import time
-from shlex import quote
 from typing import Callable
 
 from ... import images
@@ -21,6 +20,7 @@ from .commands import FIRMWARE, PACKAGE, placeholder
 from .observe import BUDGET, Observation, examine
 from .report import Finding, Report
 from .rules import RULES
+
 
 def findings_for(o: Observation) -> list[Finding]:
     """Every rule's finding for ``o``, problems first (each tagged with its port)."""
@@ -51,7 +51,8 @@ def _refusal_outranks(found: list[Finding], image_path: str, refusal: str,
     for f in found:
         if f.code == refusal or not _flashes(f.command, image_path):
             continue
-        f.command = " ".join(quote(other if w == image_path else w) for w in shlex.split(f.command or ""))
+        f.command = " ".join(shlex.quote(other if w == image_path else w)
+                             for w in shlex.split(f.command or ""))
         f.next = (f"{f.next.rstrip(' :')}, but not with {os.path.basename(image_path)}: flash refuses it "
                   f"(the '{refusal}' finding says why, and its next step is the way on). With a "
                   f"firmware this module takes:")
