@@ -128,6 +128,20 @@ def test_no_valid_application_brought_back(virtual, tmp_path):
     assert any(isinstance(e, Countdown) for e in events.events)
 
 
+def test_one_damaged_version_answer_after_the_recovery_is_no_verify_failure(virtual, tmp_path):
+    """The new application's version damaged once on its way back ('4.0.6' read as '4.0.7'):
+    asked again, the two answers disagree with each other, not with the image — the recovery
+    stands, confirmed by the answer that repeats."""
+    from rakflash.sim import Faults, Rewrite
+    damage = Rewrite(NEW_APP.encode(), b"RUI_4.0.7_RAK11720")
+    dev = virtual("rak11720", info0=info0_at(), faults=Faults(rewrite_to_host=[damage]))
+    brick(dev)
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    result, _ = run(dev, full_hex(tmp_path))
+    assert damage.times == 0                                    # the damage did happen
+    assert result.result == "ok" and result.app_version_after == NEW_APP and result.version_confirmed
+
+
 def test_flooding_application_replaced(virtual, tmp_path):
     dev = virtual("rak11720", info0=info0_at(), sketch="flooding", flood_after=0.2)
     time.sleep(0.5)                                                 # the sketch floods by now

@@ -438,6 +438,26 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
             hint=_release_hint(plan.module) + " Then run 'rakflash info --port PORT'.",
             written=session.written.state)
     app_after = after.app_version if after.mode == "app" else None
+    if plan.app_version and app_after and app_after != plan.app_version:
+        # One answer damaged on its way back must not fail a recovery that worked: a version
+        # other than the image's stands only when the module says it twice.
+        answers = [after]
+        for _ in range(2):
+            again = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout, quick=True)
+            if again is None:
+                break
+            if any(a.app_version == again.app_version and a.mode == again.mode for a in answers):
+                after = again
+                break
+            answers.append(again)
+        else:
+            raise VerifyFailed(
+                f"{plan.module.name}'s answers after the recovery disagree with each other ("
+                + ", ".join(repr(a.app_version) for a in answers) + "): the line damages what it "
+                f"sends, and rakflash can't confirm which firmware runs",
+                hint="Run 'rakflash info --port PORT' to ask it again; check the cable and ground.",
+                written=session.written.state)
+        app_after = after.app_version if after.mode == "app" else None
     boot_after = after.bootloader_version or session.bootloader_version_after
     if plan.app_version and app_after and app_after != plan.app_version:
         raise VerifyFailed(f"after the recovery {plan.module.name} reports {app_after!r}, but the "

@@ -213,6 +213,17 @@ class Stm32RomMethod(RecoveryMethod):
         pid = client.get_id()
         want = module.mcu.rom.pid
         if pid != want:
+            # One reply damaged on its way back must not name another chip: ask again, and believe
+            # a product ID that differs only when two answers agree.
+            again = client.get_id()
+            if again == want:
+                pid = want
+            elif again != pid:
+                raise RomGarbled(f"two Get ID answers disagree (0x{pid:03X}, then 0x{again:03X}): "
+                                 f"the line damages what the chip sends",
+                                 hint="Use a shorter cable or another USB-UART adapter, check the "
+                                      "ground wire, and run the same command again. Nothing was written.")
+        if pid != want:
             from ... import catalog
             found = catalog.load().chip_name(pid)
             raise WrongChip(f"the ROM bootloader says this chip is {found} (product ID 0x{pid:03X}), "
