@@ -1,6 +1,6 @@
 """A stand-in for pyOCD below rakflash's boundary: probes, sessions, a target with memory, a flash loader.
 
-rakflash's :class:`~rakflash.flows.swd.PyOCD` adapter runs unchanged on top of it:
+rakflash's :class:`~rakflash.swd_link.PyOCD` adapter runs unchanged on top of it:
 the fake replaces only pyOCD's ``ConnectHelper`` and ``FlashLoader`` (same call
 signatures) and raises pyOCD's own exception classes, so the mapping from pyOCD's
 failures to rakflash's named errors is what is tested. It records what a person
@@ -21,7 +21,7 @@ from typing import Any
 from pyocd.core import exceptions
 
 from rakflash import apollo3_info0
-from rakflash.flows.swd import PyOCD
+from rakflash.swd_link import PyOCD
 
 
 INFO0_KEY = 0xD894E09E          # jlink-prog-info0.txt

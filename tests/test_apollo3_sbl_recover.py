@@ -17,7 +17,7 @@ from rakflash.errors import BootEntryFailed, DeviceRejected, TouchesBootloader
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Retry, Warning
 from rakflash.flows.recover import RecoveryOptions, interrupted_hint, plan_recovery, recover
 from rakflash.written import Written
-from rakflash.flows.recover_apollo3 import build_blocks
+from rakflash.flows.recover.apollo3_sbl import build_blocks
 from rakflash.link import Link
 from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import Mode, firmware
@@ -126,6 +126,20 @@ def test_no_valid_application_brought_back(virtual, tmp_path):
     writes = [e for e in events.of(Progress) if e.phase == "write"]
     assert writes[-1].bytes == writes[-1].total == result.bytes
     assert any(isinstance(e, Countdown) for e in events.events)
+
+
+def test_one_damaged_version_answer_after_the_recovery_is_no_verify_failure(virtual, tmp_path):
+    """The new application's version damaged once on its way back ('4.0.6' read as '4.0.7'):
+    asked again, the two answers disagree with each other, not with the image — the recovery
+    stands, confirmed by the answer that repeats."""
+    from rakflash.sim import Faults, Rewrite
+    damage = Rewrite(NEW_APP.encode(), b"RUI_4.0.7_RAK11720")
+    dev = virtual("rak11720", info0=info0_at(), faults=Faults(rewrite_to_host=[damage]))
+    brick(dev)
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    result, _ = run(dev, full_hex(tmp_path))
+    assert damage.times == 0                                    # the damage did happen
+    assert result.result == "ok" and result.app_version_after == NEW_APP and result.version_confirmed
 
 
 def test_flooding_application_replaced(virtual, tmp_path):

@@ -137,8 +137,8 @@ def write_through(path: str, module, dev, file: str, tmp_path, monkeypatch) -> N
         plan = plan_recovery(image, module, method=method, app=app, options=options)
         if method == "swd":
             from fake_pyocd import FakePyOCD
-            from rakflash.flows import swd
-            monkeypatch.setattr(swd, "pyocd_api", lambda: FakePyOCD(dev))
+            from rakflash import swd_link
+            monkeypatch.setattr(swd_link, "pyocd_api", lambda: FakePyOCD(dev))
             recover(None, plan, options)
         else:
             with Link(dev.port, baud) as link:

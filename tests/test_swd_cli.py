@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from rakflash import apollo3_info0, catalog
 from rakflash.cli import main
-from rakflash.flows import swd
+from rakflash import swd_link
 from rakflash.sim import Mode, firmware
 
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
@@ -27,7 +27,7 @@ NEW_APP, NEW_BOOT = "RUI_4.0.6_RAK11720", "RUI_BOOT_0.4_RAK11720"
 def world(monkeypatch):
     """The probe on the desk; rakflash's pyOCD boundary talks to it."""
     holder = {"world": FakeWorld()}
-    monkeypatch.setattr(swd, "pyocd_api", lambda: FakePyOCD(holder["world"]))
+    monkeypatch.setattr(swd_link, "pyocd_api", lambda: FakePyOCD(holder["world"]))
     return holder
 
 

@@ -15,7 +15,7 @@ RAKWireless/RAK-APOLLO3-RUI ``security/apollo3_scripts/create_info0.py``,
 in the bundled SDK; see docs/protocols.md for the details and the open questions.
 
 This module is pure data: decode a dump into fields, build one, compare two.
-Reading and writing INFO0 on a chip is the SWD flow's job (:mod:`rakflash.flows.swd`).
+Reading and writing INFO0 on a chip is the SWD link's job (:mod:`rakflash.swd_link`).
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class Module:
     receiver: str | None = None      # the bootloader's kind of receiver, e.g. "st-iap" for YMODEM
     receiver_timeout: float | None = None   # s the receiver waits for each read (a whole packet's rest)
     update_reply: str | None = None  # what the bootloader answers to its update command, if anything
-    recovery: tuple[str, ...] = ()   # recovery methods (flows/recover.py) in order of preference
+    recovery: tuple[str, ...] = ()   # recovery methods (flows/recover/: METHODS) in order of preference
     rom_access: dict[str, Any] = field(default_factory=dict)  # pins reaching the ROM bootloader
     extra: dict[str, Any] = field(default_factory=dict)   # protocol-specific facts (gpregret, hw_version, …)
     variant_of: str | None = None    # the module whose facts this variant shares (modules.toml)
@@ -141,7 +141,7 @@ class Module:
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)
-        as ``rakflash recover --via swd`` does (flows/swd.py ``SwdPlan.pyocd_command``): only the
+        as ``rakflash recover --via swd`` does (swd_link.py ``SwdPlan.pyocd_command``): only the
         sectors the image covers are erased, and what the image leaves out of them is kept
         (pyOCD's own default, ``keep_unwritten`` false, leaves those bytes erased)."""
         options = "".join(f" -O {k}={v}" for k, v in self.swd_options.items())

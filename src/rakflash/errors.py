@@ -321,7 +321,7 @@ class Aborted(RakflashError):
     hint = "Nothing was written."
 
 
-# --- recovery over a ROM bootloader (STM32 AN3155; see flows/recover.py) ---------
+# --- recovery over a ROM bootloader (STM32 AN3155; see flows/recover/stm32_rom.py)
 
 class RomNoHandshake(BootEntryFailed):
     """The chip's ROM bootloader never answered the handshake (BOOT0 not high at reset, wiring)."""

@@ -58,7 +58,7 @@ class CmsisPack(click.ParamType):
     name = "pack"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        from ..flows.swd import pack_devices
+        from ..swd_link import pack_devices
         path = click.Path(dir_okay=False, exists=True).convert(value, param, ctx)
         try:
             devices = pack_devices(path)

@@ -19,7 +19,6 @@ from ..errors import Aborted, ConfirmationNeeded, RakflashError, UsageError
 from ..events import PlanReady, Warning
 from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, interrupted_hint, method_for, plan_recovery, recover
-from ..flows.recover_stm32 import port_commands
 from ..written import NOTHING, Written
 from .app import main
 from .options import WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, port_options
@@ -78,12 +77,12 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
         reset_with=check_line(reset_with, "--reset-with"), boot0_with=check_line(boot0_with, "--boot0-with"),
         remove_protection=remove_protection, confirm=_second_confirmation(yes), probe=probe, pack=pack)
     plan = plan_recovery(image, module, method=method, app=app, options=options)
-    port_commands(plan, options, port)
+    method_impl = method_for(plan.method)
+    method_impl.port_commands(plan, options, port)
     known.update(module=plan.module.name, written=NOTHING)      # until recover() says otherwise
-    if port is None and method_for(plan.method).needs_port:
+    if port is None and method_impl.needs_port:
         raise UsageError(f"recovering {plan.module.name} with {plan.method} needs its serial port",
                          hint="Give it with --port (or recover with --via swd and a probe).")
-    method_impl = method_for(plan.method)
     warnings: list[dict] = []
     try:
         method_impl.precheck(plan)        # a missing tool is said first, not after the whole plan

@@ -83,6 +83,8 @@ class SimOptions:
     transport: str | None = None          # "pty" or "tcp" (RFC 2217); None: sim.transport.default_transport()
     reset_with: str | None = None         # the adapter's line wired to RESET: "rts", "dtr", "-rts", "-dtr"
     boot0_with: str | None = None         # … and to BOOT0 (STM32) / BOOT (Apollo3); over TCP only
+    usb_product: bool = True              # a native-USB port lists its product string (pyserial on
+                                          # Windows does not: False lists it as Windows does)
 
 
 class VirtualModule:

@@ -83,8 +83,12 @@ class NativeUsbModule(VirtualModule):
         raise NotImplementedError
 
     def identity(self, mode: Mode) -> dict:
-        """What the port registers: the USB identity of what runs, and where it is plugged in."""
-        return {**self.usb_identity(mode), "location": self.usb_location}
+        """What the port registers: the USB identity of what runs, and where it is plugged in
+        (without the product string where the host lists none, as pyserial on Windows)."""
+        usb = self.usb_identity(mode)
+        if not self.opts.usb_product:
+            usb["product"] = None
+        return {**usb, "location": self.usb_location}
 
     def boot_mode(self) -> Mode:
         return Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP

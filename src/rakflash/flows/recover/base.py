@@ -35,22 +35,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import catalog as _catalog
-from ..catalog import Module
-from ..errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
+from ... import catalog as _catalog
+from ...catalog import Module
+from ...errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
                       UsageError, VerifyFailed, WrongTarget)
-from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ..images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
+from ...events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
+from ...images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
                       target_module)
-from ..link import Deadline, Link
-from ..written import NOTHING, Written
+from ...link import Deadline, Link
+from ...written import NOTHING, Written
 
-# Method name → "module:Class" (imported when used, so a method's optional
-# dependency, e.g. pyOCD for "swd", is needed only by people who use it).
+# The one table of recovery methods: name (the catalog's ``recovery``, ``--via``) →
+# "module:Class", the module in this package (imported when used, so a method's optional
+# dependency, e.g. pyOCD for "swd", is needed only by people who use it). Every lookup of a
+# method by name goes through it (:func:`method_for`); adding a method is one module here
+# and one entry.
 METHODS: dict[str, str] = {
-    "stm32-rom": "rakflash.flows.recover_stm32:Stm32RomMethod",
-    "apollo3-sbl": "rakflash.flows.recover_apollo3:Apollo3SblMethod",
-    "swd": "rakflash.flows.recover_swd:SwdMethod",
+    "stm32-rom": "stm32_rom:Stm32RomMethod",
+    "apollo3-sbl": "apollo3_sbl:Apollo3SblMethod",
+    "swd": "swd:SwdMethod",
 }
 
 
@@ -60,7 +63,7 @@ def method_for(name: str) -> "RecoveryMethod":
         raise UsageError(f"no recovery method {name!r} (have: {', '.join(sorted(METHODS))})",
                          hint="See 'rakflash modules' for each module's recovery methods.")
     module_name, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module_name), cls)()
+    return getattr(importlib.import_module(f".{module_name}", __package__), cls)()
 
 
 def default_method(module: Module) -> str:
@@ -222,6 +225,9 @@ class RecoveryMethod:
     needs_port = True        # talks over the serial port (SWD talks to a probe instead)
     # The next step once part of the image was written (said with what the chip holds then).
     again = "Run the same command again: it erases and writes the whole image anew."
+    # What the note says when the chip's recovery interface answers already (after the
+    # module's name): "ROM bootloader already answers (BOOT0 is held high)".
+    already = "recovery interface already answers"
 
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
         raise NotImplementedError
@@ -229,6 +235,10 @@ class RecoveryMethod:
     def precheck(self, plan: RecoveryPlan) -> None:
         """What can stop the recovery and be checked on this computer alone, before the plan
         is shown and confirmed (a missing tool, say): a named error. Touches no device."""
+
+    def port_commands(self, plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+        """Put the port, once the caller knows it, in the plan's equivalent commands of other
+        tools (``plan.details``); a method whose commands name no port has nothing to do."""
 
     def answers_now(self, session: Session) -> bool:
         """Whether the chip's recovery interface answers already (an earlier run left it
@@ -238,6 +248,15 @@ class RecoveryMethod:
         return False
 
     def guide(self, session: Session) -> None:
+        """Get the chip's recovery interface to answer: when it answers already
+        (:meth:`answers_now`), a note says so and nothing is asked of the person (asked to
+        reset anyway, they would cut the session short — issue 17.9); else :meth:`reach`."""
+        if self.answers_now(session):
+            session.emit(Note(f"{session.plan.module.name}'s {self.already}: nothing to do on the module"))
+            return
+        self.reach(session)
+
+    def reach(self, session: Session) -> None:
         """Tell the person what to do (a ``Prompt`` event), drive wired lines, and get the
         chip's recovery interface to answer (``Countdown`` events while waiting)."""
         raise NotImplementedError
@@ -419,6 +438,26 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
             hint=_release_hint(plan.module) + " Then run 'rakflash info --port PORT'.",
             written=session.written.state)
     app_after = after.app_version if after.mode == "app" else None
+    if plan.app_version and app_after and app_after != plan.app_version:
+        # One answer damaged on its way back must not fail a recovery that worked: a version
+        # other than the image's stands only when the module says it twice.
+        answers = [after]
+        for _ in range(2):
+            again = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout, quick=True)
+            if again is None:
+                break
+            if any(a.app_version == again.app_version and a.mode == again.mode for a in answers):
+                after = again
+                break
+            answers.append(again)
+        else:
+            raise VerifyFailed(
+                f"{plan.module.name}'s answers after the recovery disagree with each other ("
+                + ", ".join(repr(a.app_version) for a in answers) + "): the line damages what it "
+                f"sends, and rakflash can't confirm which firmware runs",
+                hint="Run 'rakflash info --port PORT' to ask it again; check the cable and ground.",
+                written=session.written.state)
+        app_after = after.app_version if after.mode == "app" else None
     boot_after = after.bootloader_version or session.bootloader_version_after
     if plan.app_version and app_after and app_after != plan.app_version:
         raise VerifyFailed(f"after the recovery {plan.module.name} reports {app_after!r}, but the "
@@ -467,7 +506,7 @@ def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float |
     listen and the probe's answer — the module was just started at a rate rakflash
     knows, and a wait cut short is simply asked again until ``timeout``.
     """
-    from .identify import Timing, identify
+    from ..identify import Timing, identify
     link.set_parity("N")
     if link.baud != baud:
         link.baud = baud

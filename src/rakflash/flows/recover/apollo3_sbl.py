@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import time
 
-from ..at import looks_like_text
-from ..catalog import Module
-from ..errors import BootEntryFailed, DeviceRejected, RakflashError, TouchesBootloader
-from ..events import Countdown, Note, Phase, Progress, Prompt, Retry
-from ..images import ImageInfo, Segment
-from ..link import Deadline, Link
-from ..protocols import apollo3_sbl as sbl
-from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from ...at import looks_like_text
+from ...catalog import Module
+from ...errors import BootEntryFailed, DeviceRejected, RakflashError, TouchesBootloader
+from ...events import Countdown, Note, Phase, Progress, Prompt, Retry
+from ...images import ImageInfo, Segment
+from ...link import Deadline, Link
+from ...protocols import apollo3_sbl as sbl
+from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 HELLO_EVERY = 0.25        # seconds between HELLOs while waiting for the person's reset
 ALREADY = 1.0             # seconds a secure bootloader that already listens gets to answer one HELLO
@@ -56,6 +56,7 @@ class Apollo3SblMethod(RecoveryMethod):
     name = "apollo3-sbl"
     again = ("Keep BOOT held and run the same command again: the chip's secure bootloader, which "
              "nothing here can harm, takes the whole image anew.")
+    already = "secure bootloader already answers (BOOT is held)"
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -131,12 +132,8 @@ class Apollo3SblMethod(RecoveryMethod):
                 link.baud = session.state["at_baud"]
         return session.state["status"] is not None
 
-    def guide(self, session: Session) -> None:
+    def reach(self, session: Session) -> None:
         link, opts, module = session.link, session.options, session.plan.module
-        if self.answers_now(session):
-            session.emit(Note(f"{module.name}'s secure bootloader already answers (BOOT is held): "
-                              "nothing to do on the module"))
-            return
         link.set_parity("N")
         if link.baud != opts.baud:
             link.baud = opts.baud
@@ -144,7 +141,7 @@ class Apollo3SblMethod(RecoveryMethod):
                             info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
                                   "boot0_with": opts.boot0_with}))
         if opts.reset_with or opts.boot0_with:
-            from .lines import enter_rom
+            from ..lines import enter_rom
             enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
         watch = Watcher(module)
         status = wait_for_sbl(link, opts.window, watch,
@@ -226,7 +223,7 @@ class Apollo3SblMethod(RecoveryMethod):
         link, opts, module = session.link, session.options, session.plan.module
         boot = module.rom_access.get("boot0", "BOOT")
         if opts.boot0_with:
-            from .lines import leave_rom
+            from ..lines import leave_rom
             leave_rom(link, boot0=opts.boot0_with)
         else:
             wait = max(0.0, opts.release_wait)
@@ -261,7 +258,7 @@ class Apollo3SblMethod(RecoveryMethod):
     def _leave_rui_bootloader(self, session: Session) -> None:
         """RUI's bootloader keeps the module when its boot-request flag is set (an earlier
         AT+BOOT): the application was written, so start it (``at+run``)."""
-        from .boot import confirm_boot_mode, leave_bootloader
+        from ..boot import confirm_boot_mode, leave_bootloader
         link, module = session.link, session.plan.module
         for _ in range(3):
             # End whatever partial line the HELLOs left in the console, then ask.
@@ -395,8 +392,8 @@ def entry_failure(link: Link, module: Module, watch: Watcher, options: RecoveryO
 
 def _probe_at(link: Link, module: Module, at_baud: int) -> str | None:
     """After a silent window: does the firmware answer AT at least? (names the failure)."""
-    from ..errors import Flooding
-    from .identify import identify
+    from ...errors import Flooding
+    from ..identify import identify
     if link.baud != at_baud:
         link.baud = at_baud
     try:

@@ -1,4 +1,10 @@
-"""Write a full image over SWD through pyOCD's Python API; read and write Apollo3 INFO0.
+"""The SWD link: a debug probe and pyOCD's Python API — write a full image, read and write Apollo3 INFO0.
+
+What :mod:`rakflash.link` is for the serial port, this module is for a debug probe: the
+transport below the flows, with no decisions about the module's state in it. It sits
+here, beside ``link.py``, and imports nothing from ``rakflash.flows``, ``rakflash.cli`` or
+``rakflash.web``: the recovery method ``swd``, ``rakflash info0``,
+``rakflash probes`` and ``--pack`` all use it, none owns it.
 
 The recovery of last resort for every module: a debug probe (RAKDAP1 or another
 CMSIS-DAP probe, or a SEGGER J-Link through pyOCD's J-Link support) writes the
@@ -33,14 +39,14 @@ from typing import Any, Callable, Iterator
 
 from contextlib import contextmanager
 
-from .. import apollo3_info0
-from ..catalog import Module
-from ..errors import (ImageTargetError, PackMissing, ProbeBusy, ProbeError, ProbeNotFound,
+from . import apollo3_info0
+from .catalog import Module
+from .errors import (ImageTargetError, PackMissing, ProbeBusy, ProbeError, ProbeNotFound,
                       RakflashError, SwdUnavailable, TargetNotResponding, TouchesBootloader,
                       TransferFault, VerifyFailed)
-from ..events import Phase, Progress, Sink, nowhere
-from ..images import Image
-from ..link import Deadline
+from .events import Phase, Progress, Sink, nowhere
+from .images import Image
+from .link import Deadline
 
 INSTALL = "pip install 'rakflash[swd]'"
 VERIFY_CHUNK = 4096

@@ -31,14 +31,14 @@ from __future__ import annotations
 import math
 import time
 
-from ..catalog import Module
-from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
-                      RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
-from ..events import Countdown, Note, Phase, Progress, Prompt, Retry
-from ..images import ImageInfo
-from ..link import Link
-from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
-from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from ...catalog import Module
+from ...errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
+                       RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
+from ...events import Countdown, Phase, Progress, Prompt, Retry
+from ...images import ImageInfo
+from ...link import Link
+from ...protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
+from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 
@@ -55,6 +55,7 @@ class Stm32RomMethod(RecoveryMethod):
     name = "stm32-rom"
     again = ("Keep BOOT0 held high and run the same command again: the chip's ROM bootloader, "
              "which nothing here can harm, takes the whole image anew.")
+    already = "ROM bootloader already answers (BOOT0 is held high)"
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -108,6 +109,11 @@ class Stm32RomMethod(RecoveryMethod):
                                      "stm32flash": stm32flash_command(module, image, options),
                                      "stm32flash_note": stm32flash_note(module)})
 
+    def port_commands(self, plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+        """The port in the plan's stm32flash command, once the caller knows it."""
+        if plan.details.get("stm32flash") and port:
+            plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
+
     # -- guide + handshake ---------------------------------------------------------
     def answers_now(self, session: Session) -> bool:
         """A chip whose ROM already answers (BOOT0 held since an earlier run) needs nothing from
@@ -134,12 +140,8 @@ class Stm32RomMethod(RecoveryMethod):
             session.state["client"] = RomClient(link, timeouts_for(module.mcu, link.baud))
         return session.state["client"]
 
-    def guide(self, session: Session) -> None:
+    def reach(self, session: Session) -> None:
         link, opts, module = session.link, session.options, session.plan.module
-        if self.answers_now(session):
-            session.emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high): "
-                              "nothing to do on the module"))
-            return
         client = self._client(session)
         wired = bool(opts.reset_with)
         message = " ".join(session.plan.guide)
@@ -147,7 +149,7 @@ class Stm32RomMethod(RecoveryMethod):
                             info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
                                   "boot0_with": opts.boot0_with}))
         if opts.reset_with or opts.boot0_with:
-            from .lines import enter_rom
+            from ..lines import enter_rom
             enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
         try:
             how = client.handshake(opts.window, tick=lambda left: session.emit(
@@ -211,7 +213,18 @@ class Stm32RomMethod(RecoveryMethod):
         pid = client.get_id()
         want = module.mcu.rom.pid
         if pid != want:
-            from .. import catalog
+            # One reply damaged on its way back must not name another chip: ask again, and believe
+            # a product ID that differs only when two answers agree.
+            again = client.get_id()
+            if again == want:
+                pid = want
+            elif again != pid:
+                raise RomGarbled(f"two Get ID answers disagree (0x{pid:03X}, then 0x{again:03X}): "
+                                 f"the line damages what the chip sends",
+                                 hint="Use a shorter cable or another USB-UART adapter, check the "
+                                      "ground wire, and run the same command again. Nothing was written.")
+        if pid != want:
+            from ... import catalog
             found = catalog.load().chip_name(pid)
             raise WrongChip(f"the ROM bootloader says this chip is {found} (product ID 0x{pid:03X}), "
                             f"not {module.mcu.name} (0x{want:03X}) as a {module.name} has",
@@ -367,7 +380,7 @@ class Stm32RomMethod(RecoveryMethod):
         link = session.link
         client.go(module.mcu.flash.start)
         if session.options.boot0_with:
-            from .lines import leave_rom
+            from ..lines import leave_rom
             leave_rom(link, boot0=session.options.boot0_with)
         else:
             session.warn("release-boot0",
@@ -595,11 +608,11 @@ def stm32flash_command(module: Module, image: ImageInfo, options: RecoveryOption
     """
     import shlex
 
-    from ..link import _is_pty
+    from ...link import _is_pty
     mode = " -m 8n1" if port != "PORT" and _is_pty(port) else ""
     seq = ""
     if options.reset_with or options.boot0_with:
-        from .lines import stm32flash_sequence
+        from ..lines import stm32flash_sequence
         seq = f" -i {shlex.quote(stm32flash_sequence(options.reset_with, options.boot0_with))}"
     where = port if port == "PORT" else shlex.quote(port)
     runs = []
@@ -622,7 +635,7 @@ def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
     file and its ``--app`` (flows.recover.combine names the pair 'BOOT+APP')."""
     import os
 
-    from .. import images
+    from ... import images
     img = image.image
     path = img.path
     if not os.path.isfile(path):
@@ -631,12 +644,6 @@ def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
                 parts = [images.load(p, module=module) for p in (path[:i], path[i + 1:])]
                 return [(p.path, p.format, p.low) for p in parts]
     return [(path, img.format, img.low)]
-
-
-def port_commands(plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
-    """Put the port in the plan's equivalent command, once the caller knows it."""
-    if plan.details.get("stm32flash") and port:
-        plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
 
 
 def link_for(port: str, baud: int, trace=None) -> Link:
