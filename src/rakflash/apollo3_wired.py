@@ -3,7 +3,7 @@
 RAK's "Burn Bootloader" and Ambiq's tools prepare a firmware for the SBL's wired
 update as a *blob* (``create_cust_wireupdate_blob.py``); rakflash loads one as an
 image (:mod:`rakflash.images`), builds one from an image to recover a RAK11720
-(:mod:`rakflash.flows.recover_apollo3`), sends its blocks
+(:mod:`rakflash.flows.recover.apollo3_sbl`), sends its blocks
 (:mod:`rakflash.protocols.apollo3_sbl`), and the virtual RAK11720 installs them
 (:mod:`rakflash.sim.apollo3_sbl`).
 

@@ -44,8 +44,8 @@ from ..apollo3_wired import FLASH_PAGE, Block
 from ..errors import DeviceRejected, RakflashError, TooManyRetries, TransferTimeout
 from ..link import ByteChannel, Deadline
 
-# The wired blob's format, which the recovery (flows/recover_apollo3.py, being moved into
-# flows/recover/ as this is written) reads as sbl.*: import these from rakflash.apollo3_wired.
+# The wired blob's format, which the recovery (flows/recover/apollo3_sbl.py) still reads as
+# sbl.*; new code imports these from rakflash.apollo3_wired.
 from ..apollo3_wired import MAX_SPLIT, WU_HEADER_SIZE, build_blocks  # noqa: F401
 
 HELLO, STATUS, OTADESC, UPDATE, ABORT, RECOVER, RESET, ACK, DATA = range(9)
