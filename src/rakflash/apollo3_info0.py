@@ -468,7 +468,7 @@ def diff(old: Info0, new: Info0) -> list[FieldChange]:
     for key in list(dict.fromkeys([*before, *after])):
         b, a = before.get(key, (None, None)), after.get(key, (None, None))
         if b[1] != a[1]:
-            changes.append(FieldChange(key, a[0] or b[0], b[1], a[1]))
+            changes.append(FieldChange(key, a[0] or b[0] or key, b[1], a[1]))   # (one has the key)
     decoded = {0, 4, 8, 12, SECURITY, OVERRIDE, WIRED_CFG, UART_CFG0, UART_CFG1, MAIN_PTR,
                OTA_DESCRIPTOR, WRITE_PROTECT, WRITE_PROTECT + 4, VERSION}
     other = [off for off in range(0, SIZE, 4)

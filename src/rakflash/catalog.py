@@ -285,7 +285,7 @@ class Catalog:
             if same:
                 return same[0]
         generic = [u for u in found if u.product is None]
-        return (generic or found or [None])[0]
+        return next(iter(generic or found), None)
 
     def by_hardware_model(self, model: str | None) -> Module | None:
         """The module whose RUI3 firmware answers AT+HWMODEL=? with ``model`` (exactly, any case)."""

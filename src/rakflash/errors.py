@@ -25,6 +25,11 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .catalog import Module
+
 
 class RakflashError(Exception):
     """Base of all errors rakflash reports to a person."""
@@ -223,6 +228,8 @@ class ModuleUncertain(PlanRefused):
     """The device can't say which of several modules it is, and the image is built for one of them."""
     name = "module-uncertain"
     hint = "Name the module with --module (the label on the module says which). Nothing was written."
+    modules: list[Module]       # the modules it could be (set by the plan that raises it)
+    fits: list[Module]          # those the image is built for
 
 
 class ImageTooLarge(PlanRefused):

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -215,7 +216,7 @@ def virtual_ports() -> list[dict]:
 def _check_alive(pid: int) -> None:
     """ProcessLookupError unless process ``pid`` runs. Not os.kill(pid, 0) on Windows: there
     any signal but Ctrl-C/Ctrl-Break terminates the process."""
-    if os.name != "nt":
+    if sys.platform != "win32":    # (not os.name: mypy knows ctypes.windll is Windows-only by this test)
         os.kill(pid, 0)
         return
     import ctypes

@@ -55,11 +55,11 @@ class TraceWriter:
     """Appends timestamped, direction-tagged events to a trace file."""
 
     def __init__(self, path: str | Path | IO[str]) -> None:
-        self._own = not hasattr(path, "write")
-        if self._own:
+        self._own = isinstance(path, (str, Path))     # else an open file, the caller's
+        if isinstance(path, (str, Path)):
             self._f: IO[str] = open_for_writing(path)
         else:
-            self._f = path  # type: ignore[assignment]
+            self._f = path
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self._write({"trace": "rakflash", "version": 1,

@@ -88,48 +88,48 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
         flash_many(list(port), all_ports, image, options, report=report, trace_path=trace_path,
                    yes=yes, as_json=as_json)
         return
-    port = port[0]
-    known.update(port=port, written="nothing")        # until the session says otherwise
+    one_port = port[0]
+    known.update(port=one_port, written="nothing")        # until the session says otherwise
     started, t0 = now_iso(), time.monotonic()
     session = outcome = link = None
     try:
         with ExitStack() as stack:
-            link = open_link(stack, port, baud, trace_path, keep=(file,))
+            link = open_link(stack, one_port, baud, trace_path, keep=(file,))
             render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
             if isinstance(render, TerminalEvents):
                 link.on_step = render.step          # -v: every AT exchange, timed
             interactive = not yes and sys.stdin is not None and sys.stdin.isatty()
             session = FlashSession(link, image, options, emit=render,
-                                   confirm=None if yes else _ask(port),
+                                   confirm=None if yes else _ask(one_port),
                                    choose_module=ask_module if interactive else None)
             try:
                 outcome = session.run()
             except RakflashError as exc:
                 # Recovery commands in hints name this very port — or the one the module moved to.
-                exc.hint = (exc.hint or "").replace("--port PORT", f"--port {port}")
-                exc.hint = (exc.hint + moved_hint(port, link.port_name)).strip()
+                exc.hint = (exc.hint or "").replace("--port PORT", f"--port {one_port}")
+                exc.hint = (exc.hint + moved_hint(one_port, link.port_name)).strip()
                 if isinstance(exc, AlreadyUpToDate) and not as_json:
                     show_settings(session.settings_check)
                 raise
             finally:
                 known.update(session.known)
-                if link is not None and link.port_name != port:
+                if link is not None and link.port_name != one_port:
                     known["moved_to"] = link.port_name
                 if report is not None:       # --report: the same line as for several modules
                     once, report = report, None
-                    report_one(once, port, image, session, outcome, sys.exc_info()[1],
+                    report_one(once, one_port, image, session, outcome, sys.exc_info()[1],
                                time.monotonic() - t0, started, link)
     finally:
         if report is not None:               # the port could not even be opened
             once, report = report, None
-            report_one(once, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
+            report_one(once, one_port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
-            emit_result({**outcome.to_dict(), "written": "nothing"}, port)
+            emit_result({**outcome.to_dict(), "written": "nothing"}, one_port)
         return
     result = outcome
     if as_json:
-        emit_result({**result.to_dict(), "written": "all"}, port)
+        emit_result({**result.to_dict(), "written": "all"}, one_port)
         return
     out.print(f"[green]done[/]: {done_line(result, session.device)}")
     show_settings(result.settings)     # keys that could not be read: the flow's warning said so

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -17,7 +19,7 @@ def modules(as_json: bool) -> None:
     """List the modules rakflash knows (the catalog)."""
     read_only_command()        # '| head' ends it quietly: it changes nothing
     cat = _catalog.load()
-    rows = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
+    rows: list[dict[str, Any]] = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
              "protocol": m.protocol, "app_base": m.app.start, "app_size": m.app.size,
              "swd_target": m.swd_target, "recovery": _recovery(m),
              "recover_command": m.recover_command(), "swd_command": m.swd_command(),

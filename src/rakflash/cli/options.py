@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import ExitStack
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 import click
 
@@ -59,7 +59,7 @@ class CmsisPack(click.ParamType):
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         from ..swd_link import pack_devices
-        path = click.Path(dir_okay=False, exists=True).convert(value, param, ctx)
+        path = click.Path(dir_okay=False, exists=True, path_type=str).convert(value, param, ctx)
         try:
             devices = pack_devices(path)
         except ValueError as exc:
@@ -118,6 +118,10 @@ def module_option(required: bool = False) -> Callable:
                         help="Module name (rak3172, rak811, …); see 'rakflash modules'.")
 
 
+@overload
+def lookup_module(name: str) -> _catalog.Module: ...
+@overload
+def lookup_module(name: str | None) -> _catalog.Module | None: ...
 def lookup_module(name: str | None) -> _catalog.Module | None:
     """The catalog module called ``name`` (None for None); an unknown name is a usage error."""
     if name is None:

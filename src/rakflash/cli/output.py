@@ -20,7 +20,7 @@ from typing import Any, Callable
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import ProgressColumn
+from rich.progress import Progress, ProgressColumn, TaskID
 from rich.text import Text
 
 from .. import events as ev
@@ -96,7 +96,7 @@ def prepare_streams() -> None:
     standard output closed early is survived (:class:`_GuardedStdout`)."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="backslashreplace")
+            getattr(stream, "reconfigure")(errors="backslashreplace")   # (TextIO has none: a TextIOWrapper's)
         except (AttributeError, ValueError, OSError):
             pass
     if sys.stdout is not None and not isinstance(sys.stdout, _GuardedStdout):
@@ -192,7 +192,7 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
         as_json = kwargs.get("as_json", False)
 
         def base(result: str) -> dict:
-            b = {k: None for k in json_keys}
+            b: dict[str, Any] = {k: None for k in json_keys}
             if "port" in kwargs:
                 b["port"] = kwargs["port"]
             b.update({k: v for k, v in known.items() if k in b or k == "module"})
@@ -309,14 +309,28 @@ def ask_module(uncertain: Any) -> Any:
 
 
 def _error_json(exc: RakflashError) -> dict:
-    d = {"error": exc.name, "message": exc.message, "hint": exc.hint}
+    d: dict[str, object] = {"error": exc.name, "message": exc.message, "hint": exc.hint}
     d.update({k: v for k, v in exc.details.items() if k not in d})
     return d
 
 
 # ------------------------------------------------------------------ renderers of the event stream
 
-class JsonEvents:
+class Renderer:
+    """What a command passes as a flow's ``emit``, in a ``with``: one of the two below (so a
+    command choosing between them has one type of renderer, a callable)."""
+
+    def __call__(self, event: ev.Event) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "Renderer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class JsonEvents(Renderer):
     """Every event as one JSON line on standard output."""
 
     def __call__(self, event: ev.Event) -> None:
@@ -330,7 +344,7 @@ class JsonEvents:
         pass
 
 
-class TerminalEvents:
+class TerminalEvents(Renderer):
     """Events for people: plan and notes as lines, a live progress bar once writing starts that
     names its phase (erasing, writing, verifying, starting) and counts what was sent again,
     the reset prompt and its countdown (whole lines when standard error is a log file).
@@ -351,8 +365,8 @@ class TerminalEvents:
 
     def __init__(self, level: int | None = None) -> None:
         self.verbosity = verbosity if level is None else level
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task = TaskID(0)       # the bar's one task, once there is a bar
         self._label = ""
         self._retries = 0
         self._total: int | None = None

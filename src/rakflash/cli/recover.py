@@ -139,7 +139,7 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
               f"{result.bytes:,} bytes written and verified ({result.verify}) in {result.seconds:.1f} s")
 
 
-def show_recovery_plan(plan, port: str) -> None:
+def show_recovery_plan(plan, port: str | None) -> None:
     """The plan for people: what is written, the steps, what you do, the estimate."""
     img = plan.image
     where = f"on {port}" if port else "(no serial port)"

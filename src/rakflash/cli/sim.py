@@ -226,7 +226,10 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     if hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGUSR1, lambda *a: (dev.press_reset(), click.echo("reset pressed")))
+        def reset_pressed(*_: object) -> None:
+            dev.press_reset()
+            click.echo("reset pressed")
+        signal.signal(signal.SIGUSR1, reset_pressed)
 
     def stdin_buttons() -> None:
         for line in sys.stdin:

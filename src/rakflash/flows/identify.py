@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .. import catalog as _catalog
 from ..at import AtConsole, AtReply, looks_like_text
@@ -161,8 +162,9 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
             if len(unasked) >= 32 and looks_like_text(unasked):
                 readable = (b, unasked)
                 break
-    if readable is not None or unreadable is not None:
-        b, sample = readable or unreadable
+    heard = readable or unreadable
+    if heard is not None:
+        b, sample = heard
         lines = sample.decode("latin-1", "replace").splitlines()
         whole = lines[1:-1] if len(lines) > 2 else lines   # the first and last are likely cut
         # The latest clean line to quote: bytes framed at the rate before can start the sample,
@@ -284,7 +286,7 @@ def _listen(link: Link, timing: Timing) -> bytes:
 
 
 def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
-           timing: Timing) -> DeviceInfo | str | None:
+           timing: Timing) -> DeviceInfo | Literal["garbage"] | None:
     """Identify at one baud: a DeviceInfo, "garbage", or None for silence."""
     rui3 = cat.dialects["rui3"]
     boot = cat.dialects["rui-boot"]
@@ -413,7 +415,7 @@ def _note_another_variants_image(info: DeviceInfo, cat: Catalog) -> None:
 def _note_companion(info: DeviceInfo) -> None:
     """A second chip on the module (RAK11160's ESP8684): what it is, and what rakflash does with it."""
     c = info.module.companion if info.module is not None else {}
-    if c:
+    if c and info.module is not None:
         info.notes.append(companion_words(info.module))
 
 

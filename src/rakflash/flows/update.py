@@ -95,12 +95,14 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
 
     retries = [0]
 
-    def emit(event: Event) -> None:        # the result line lists the run's warnings and retries too
+    def noting(event: Event) -> None:      # the result line lists the run's warnings and retries too
         if isinstance(event, Warning):
             warnings.append({"code": event.code, "message": event.message})
         elif isinstance(event, Retry):
             retries[0] += 1
         outer(event)
+
+    emit = noting
 
     def phase(name: str, message: str, **info: object) -> None:
         link.note(f"update step: {name}")
@@ -241,7 +243,7 @@ def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
     console = AtConsole(link, dialect)
     deadline = Deadline(timeout)
     chatter: list[str] = []
-    others: list[str] = []
+    others: list[str | None] = []
     # Asked again soon: a query sent while the new application still starts is lost, and waiting
     # half a second for its answer was most of what confirming the version cost. A running module
     # answers within a reply's time on the line (80 characters) and a turnaround.

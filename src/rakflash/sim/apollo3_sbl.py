@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import apollo3_info0 as info0_mod, apollo3_wired as wired
 from ..apollo3_info0 import Info0
@@ -39,6 +39,11 @@ from ..protocols.apollo3_sbl import (ABORT, ABORT_AND_QUIT, CRC_ERROR, DATA, HEL
                                      INVALID_PARAMETER, MAX_MESSAGE, OTADESC, RESET, SEQUENCE, SUCCESS,
                                      TOO_BIG, TOO_MUCH_DATA, UNKNOWN_TYPE, UPDATE, Ack, Status, crc32)
 from .flash import FlashError
+
+if TYPE_CHECKING:          # what the mixin is mixed into: its attributes are the module's
+    from .device import VirtualModule as _Mixed
+else:
+    _Mixed = object
 
 SBL_REGION_END = 0xC000      # the SBL's own flash: never written by a wired update
 SBL_VERSION = 3              # what STATUS reports (the simulator's value; RAK's SBL version is not public)
@@ -189,11 +194,11 @@ class SblReceiver:
 
 # ------------------------------------------------------------------ the chip it runs on
 
-class Apollo3SecureBootloader:
+class Apollo3SecureBootloader(_Mixed):
     """Mixin for :class:`~rakflash.sim.device.VirtualModule`: INFO0, the SBL, OTA."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)          # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         raw = self.opts.info0
         self.info0 = Info0.parse(raw) if raw is not None else info0_mod.rak11720_default()
         self.ota_pointer: int | None = None        # the chip's OTA pointer register
@@ -222,11 +227,11 @@ class Apollo3SecureBootloader:
             self.run_main()
             return
         i = self.info0
-        listens_here = (i.wired_interfaces & info0_mod.WIRED_UART and i.uart_baud is not None
+        listens_here = (i.wired_interfaces & info0_mod.WIRED_UART
                         and i.uart_instance == 0
                         and i.uart_pads[:2] == info0_mod.RAK11720_UART_PADS)
         timeout = i.wired_timeout_ms / 1000
-        if not listens_here:
+        if not listens_here or i.uart_baud is None:
             # The SBL waits on another interface or pins: nothing on the AT port answers.
             self.uart.read(1 << 20, timeout)
             self.run_main()
@@ -260,12 +265,12 @@ class Apollo3SecureBootloader:
             while not self._stop:
                 self.uart.read(4096, 0.5)
             return
-        super().run_main(mode)           # type: ignore[misc]
+        super().run_main(mode)
 
     def app_present(self) -> bool:
         """RUI's bootloader jumps only to a vector table that fits the chip: an SBL
         staging copy left at 0x14000 (an Ambiq image header) is no application."""
-        if not super().app_present():            # type: ignore[misc]
+        if not super().app_present():
             return False
         vector = vector_at(self.flash.read(self.module.app.start, 8), 0)
         mcu = self.module.mcu
@@ -348,6 +353,7 @@ class Apollo3SecureBootloader:
         """Install every pending OTA of the descriptor, clearing its status bits
         (both for success, bit 0 only for failure: am_hal_secure_ota.h)."""
         desc, self.ota_pointer = self.ota_pointer, None
+        assert desc is not None          # (run_rom installs only with a pointer)
         flash = self.module.mcu.flash
         for i in range(MAX_OTAS):
             slot = desc + 4 * i

@@ -176,7 +176,8 @@ class Rak4631(NativeUsbModule, Rui3Module):
     @property
     def signing_key(self) -> bytes | None:
         """The private key the bootloader trusts, if it was given one (tests sign with it)."""
-        return self.opts.dfu_key if b"PRIVATE" in self.opts.dfu_key else None
+        key = self.opts.dfu_key
+        return key if key is not None and b"PRIVATE" in key else None
 
     def usb_identity(self, mode: Mode) -> dict:
         product = "Open DFU Bootloader" if mode is Mode.BOOTLOADER else "Rak4631 Serial COM"
@@ -326,7 +327,7 @@ class Rak4631Arduino(NativeUsbModule):
         self.new_bootloader = None
         if self.opts.dfu_key is None:
             self.opts.dfu_key = dfu_package.new_signing_key()
-        self.__class__ = Rak4631
+        self.__class__ = Rak4631   # type: ignore[assignment]  # it becomes a RAK4631-R: a class of its own
         self.module = rui3
         self.dfu_public_key = dfu_package.public_key_bytes(self.opts.dfu_key)
         self.dfu_state = DfuState()
@@ -349,7 +350,7 @@ class _AdafruitBackend:
         self._init: dfu_package.InitPacket | None = None
 
     def start(self, mode: int, sd_size: int, bl_size: int, app_size: int) -> bool:
-        self._init: dfu_package.InitPacket | None = None
+        self._init = None
         self._mode, self._sd_size, self._bl_size = mode, sd_size, bl_size
         self._bootloader_update = False
         app = self.module.app

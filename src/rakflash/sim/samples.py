@@ -113,6 +113,6 @@ def rui3_bootloader_package(cat: _catalog.Catalog, version: str) -> bytes:
     image = bytearray(b"\xff" * (max(a + len(d) for a, d in segs.items()) - start))
     for a, d in segs.items():
         image[a - start:a - start + len(d)] = d
-    image = bytes(image)
-    return dp.make_package(image, dp.legacy_init_packet(image), legacy=True, kind="bootloader",
+    data = bytes(image)
+    return dp.make_package(data, dp.legacy_init_packet(data), legacy=True, kind="bootloader",
                            name="bootloader")

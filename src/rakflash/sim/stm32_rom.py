@@ -292,6 +292,10 @@ class ChipMemory:
     def readout_protected(self) -> bool:
         return self.dev.readout_protected
 
+    @readout_protected.setter               # (RomMemory's is a plain attribute)
+    def readout_protected(self, active: bool) -> None:
+        self.dev.readout_protected = active
+
     def set_readout_protection(self, active: bool) -> None:
         self.dev.readout_protected = active
 

@@ -28,13 +28,17 @@ import os
 import select
 import socket
 import threading
+from typing import TYPE_CHECKING
 
 try:                          # POSIX only: the pty transport
     import fcntl
     import termios
     import tty
 except ImportError:           # Windows: only the TCP transport
-    fcntl = termios = tty = None
+    fcntl = termios = tty = None     # type: ignore[assignment]  # mypy checks the POSIX branch
+
+if TYPE_CHECKING:
+    from serial.rfc2217 import PortManager
 
 TRANSPORTS = ("pty", "tcp")
 TRANSPORT_ENV = "RAKFLASH_SIM_TRANSPORT"
@@ -184,7 +188,7 @@ class TcpEnd:
         self.port = self._listener.getsockname()[1]
         self.path = f"rfc2217://{host}:{self.port}"
         self._conn: socket.socket | None = None
-        self._manager = None
+        self._manager: PortManager | None = None
         self._settings = _HostSettings()
         self._send_lock = threading.Lock()
         self.on_lines = None          # callback({"rts": …, "dtr": …}) at every change of the host's lines
@@ -226,7 +230,7 @@ class TcpEnd:
                 new.settimeout(2.0)       # a host that stops reading can't hold the line forever
                 self._settings = _HostSettings(self._lines_changed)
                 self._conn = new
-                self._manager = self._PortManager(self._settings, self)
+                self._manager = self._PortManager(self._settings, self)  # type: ignore[arg-type]  # duck-typed Serials
             else:
                 new.close()               # the port is open already (one program at a time)
         if conn is None or conn not in ready:
@@ -242,6 +246,7 @@ class TcpEnd:
             self._settings.rts = self._settings.dtr = False
             return b""
         try:
+            assert self._manager is not None      # (made with the connection)
             return b"".join(self._manager.filter(data))
         except Exception:                 # a request PortManager can't answer (struct.error …):
             with self._send_lock:         # the host's program is broken; drop it, keep serving
