@@ -40,13 +40,13 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from ..apollo3_wired import FLASH_PAGE, Block
+# The wired blob's format is rakflash.apollo3_wired's. Block (what send_block takes) and the
+# three after it are named here too because the recovery (flows/recover/apollo3_sbl.py) still
+# reads them as sbl.*; new code imports them from rakflash.apollo3_wired.
+from ..apollo3_wired import FLASH_PAGE, Block as Block, MAX_SPLIT as MAX_SPLIT
+from ..apollo3_wired import WU_HEADER_SIZE as WU_HEADER_SIZE, build_blocks as build_blocks
 from ..errors import DeviceRejected, RakflashError, TooManyRetries, TransferTimeout
 from ..link import ByteChannel, Deadline
-
-# The wired blob's format, which the recovery (flows/recover/apollo3_sbl.py) still reads as
-# sbl.*; new code imports these from rakflash.apollo3_wired.
-from ..apollo3_wired import MAX_SPLIT, WU_HEADER_SIZE, build_blocks  # noqa: F401
 
 HELLO, STATUS, OTADESC, UPDATE, ABORT, RECOVER, RESET, ACK, DATA = range(9)
 MESSAGE_NAMES = {HELLO: "HELLO", STATUS: "STATUS", OTADESC: "OTADESC", UPDATE: "UPDATE",
