@@ -213,6 +213,13 @@ class Session:
     def warn(self, code: str, message: str, **info: Any) -> None:
         self.emit(Warning(code, message, info))
 
+    @property
+    def serial_link(self) -> Link:
+        """The link of a method that talks over the serial port (``needs_port``): :func:`recover`
+        runs such a method only with one."""
+        assert self.link is not None, "a method that needs the serial port runs without one"
+        return self.link
+
 
 class RecoveryMethod:
     """One way to write a full image past the serial bootloader. Subclasses fill in the steps.
@@ -402,7 +409,8 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
     session = Session(link, plan, options, emit, written=written if written is not None else Written())
     t_guide = time.monotonic()
     try:
-        if options.identify_before and method.needs_port and not method.answers_now(session):
+        if options.identify_before and method.needs_port and link is not None \
+                and not method.answers_now(session):
             emit(Phase("identify", "asking the module what runs now (it may not answer)"))
             failed: list[RakflashError] = []
             before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)

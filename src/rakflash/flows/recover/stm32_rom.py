@@ -126,12 +126,12 @@ class Stm32RomMethod(RecoveryMethod):
                 session.state["handshake"] = client.handshake(min(ALREADY, session.options.window))
             except RomNoHandshake:
                 session.state["handshake"] = None
-                session.link.set_parity("N")          # the AT port's settings, to ask the firmware
-                session.link.baud = session.state["at_baud"]
+                session.serial_link.set_parity("N")   # the AT port's settings, to ask the firmware
+                session.serial_link.baud = session.state["at_baud"]
         return session.state["handshake"] is not None
 
     def _client(self, session: Session) -> RomClient:
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         session.state.setdefault("at_baud", link.baud)
         link.set_parity("E")
         if link.baud != opts.baud:
@@ -141,7 +141,7 @@ class Stm32RomMethod(RecoveryMethod):
         return session.state["client"]
 
     def reach(self, session: Session) -> None:
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         client = self._client(session)
         wired = bool(opts.reset_with)
         message = " ".join(session.plan.guide)
@@ -377,7 +377,7 @@ class Stm32RomMethod(RecoveryMethod):
     def start(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         module = session.plan.module
-        link = session.link
+        link = session.serial_link
         client.go(module.mcu.flash.start)
         if session.options.boot0_with:
             from ..lines import leave_rom
