@@ -70,7 +70,7 @@ class Apollo3SblMethod(RecoveryMethod):
                 f"write and rakflash never does",
                 hint=f"Use RAK's {module.name} firmware .hex: it starts at {sbl_end:#x}.")
         prepared = bool(img.wired_blocks)
-        blocks = list(reversed(img.wired_blocks)) if prepared else build_blocks(img.segments, module)
+        blocks = list(reversed(img.wired_blocks)) if img.wired_blocks else build_blocks(img.segments, module)
         ota = any(b.header.ota for b in blocks)
         sent = sum(len(b.raw) for b in blocks)
         data = sum(b.header.size for b in blocks)
