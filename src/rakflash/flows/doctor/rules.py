@@ -58,6 +58,7 @@ def driver_missing(o: Observation) -> Finding | None:
         return None
     vid, pid = missing[0]
     usb = cat.usb(vid, pid)
+    assert usb is not None          # missing holds only ids the catalog knows
     drv = DRIVERS.get((vid, pid))
     what = f"{drv['name'] if drv else usb.name} ({vid:04X}:{pid:04X})"
     text = driver_advice(drv, o.system)
@@ -278,7 +279,8 @@ def not_a_rak_module(o: Observation) -> Finding | None:
         else None
     if not at_device and text is None:
         return None
-    said = ("it answers AT with OK, but none of RUI3's questions (AT+VER=?, AT+HWMODEL=?)" if at_device
+    said = ("it answers AT with OK, but none of RUI3's questions (AT+VER=?, AT+HWMODEL=?)"
+            if at_device or text is None
             else f"at {text[0]} baud it answers in text, but not as RAK firmware does: {text[1][:60]!r}")
     return Finding("not-a-rak-module", "problem", f"{o.port} is not a RAK module: {said}",
                    "rakflash updates RAK modules only; a cellular modem or an ESP AT firmware answers AT "
@@ -353,6 +355,7 @@ def rak4631_variant(o: Observation) -> Finding | None:
     if dev is None or not dev.variant or dev.module is None:
         return None
     arduino = dev.module.protocol == "legacy-dfu"
+    command: str | None
     port = quote(o.port or "PORT")
     if arduino:
         nxt = ("Update it with an Arduino package (adafruit-nrfutil dfu genpkg); or move it to RUI3 — "
@@ -418,12 +421,12 @@ def module_uncertain(o: Observation) -> Finding | None:
 @rule
 def second_chip(o: Observation) -> Finding | None:
     """A module with a second chip (RAK11160's ESP8684): what rakflash does and can't do for it."""
-    dev = o.device
-    c = dev.module.companion if dev is not None and dev.module is not None else {}
-    if not c:
+    module = o.device.module if o.device is not None else None
+    c = module.companion if module is not None else {}
+    if module is None or not c:
         return None
     return Finding("second-chip", "note",
-                   f"the {dev.module.name} also carries an {c['chip']} ({c['does']}) running {c['firmware']}",
+                   f"the {module.name} also carries an {c['chip']} ({c['does']}) running {c['firmware']}",
                    f"{c['leaves'][0].upper()}{c['leaves'][1:]}; {c['cannot']}",
                    f"Nothing to do for an update. To talk to the {c['chip']}: {c['reach']} (rakflash "
                    f"never switches the port over).", None, port=o.port,
