@@ -38,14 +38,14 @@ from .. import catalog as _catalog, images
 from ..at import looks_like_text
 from ..catalog import Module, version_tuple
 from ..errors import (AlreadyUpToDate, BootloaderTooOld, EchoingPort, Flooding, GarbageReply,
-                      InSecureBootloader, NoResponse, UnknownDevice,
+                      InSecureBootloader, NoResponse, UnknownDevice, PortLocked,
                       PortBusy, PortDisconnected, PortError, PortNotFound,
                       PortPermission, RakflashError)
 from ..ports import PortEntry, list_serial_ports, other_openers
 from ..stoppable import OutOfTime, StoppableLink
 from ..trace import TraceWriter
 from . import boot
-from . import rom_probe
+from . import lock, rom_probe
 from .discovery import module_ports
 from .identify import DeviceInfo, identify
 from .plan import Plan, check_compatibility, make_plan
@@ -228,7 +228,7 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
                 o.device = identify(link, module=module, baud=baud, chip_bootloaders=("apollo3-sbl",))
         except InSecureBootloader as exc:
             o.sbl = exc.details["sbl"]        # what answered is known
-        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
+        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice, PortLocked) as exc:
             o.identify_error = exc
             o.bauds_tried = list(exc.details.get("bauds") or [])
         if isinstance(o.identify_error, GarbageReply):
@@ -933,6 +933,9 @@ def image_refused(o: Observation) -> Finding | None:
     hint = (e.hint or "").replace("--port PORT", f"--port {_q(o.port or 'PORT')}")
     return Finding(e.name, "problem", e.message + peek, REFUSAL_WHY.get(e.name, "flash would refuse it"),
                    hint, command, port=o.port, exit_code=e.exit_code)
+
+
+rule(lock.locked_port)      # a locked RUI3 AT port (flows/lock.py)
 
 
 # ------------------------------------------------------------------ putting it together
