@@ -511,7 +511,7 @@ class Rui3Module(VirtualModule):
         block = rc.new(p, **{
             "lora_work_mode": 1, "p2p.frequency": 868_000_000, "p2p.spreadfact": 7, "p2p.preamlen": 8,
             "p2p.powerdbm": 14, "p2p.bitrate": 4915, "p2p.deviation": 5000, "p2p.fsk_rxbw": 20000,
-            "lora.adr": 1, "lora.dutycycle_enable": 1, "lora.jn1dl": 5000, "lora.jn2dl": 6000,
+            "lora.join_mode": 1, "lora.adr": 1, "lora.dutycycle_enable": 1, "lora.jn1dl": 5000, "lora.jn2dl": 6000,
             "lora.rx1dl": 1000, "lora.rx2dl": 2000, "lora.pub_nwk_mode": 1, "lora.auto_join_period": 8,
             "baudrate": 115200, "serial_passwd": b"00000000\0", "ex.lbt_rssi": -80,
             "ex.lbt_scantime": 5, "ex.auto_sleep_level": 1, "ex.syncword": 0x1424,
