@@ -110,7 +110,8 @@ def settings_apply(file: str, port: tuple[str, ...], all_ports: bool, baud: int 
     else:
         out.print(f"{len(ports) - len(failures)} of {len(ports)} modules have the settings of {file}")
     if failures:
-        sys.exit(failures[0].exit_code)
+        from .fleet import EXIT_SOME_FAILED
+        sys.exit(EXIT_SOME_FAILED)        # several modules, at least one failed: each said why above
 
 
 def _apply_one(port: str, file: str, wanted: dict[str, str], module, baud, trace_path, password,
@@ -135,7 +136,9 @@ def _say(result: dict, as_json: bool) -> None:
     if result["error"]:
         err.print(f"[bold red]{result['port']}[/]: {result['message']}")
         return
-    changed = ", ".join(result["changed"]) or "nothing"
-    out.print(f"[green]{result['port']}[/]: {result['module']} {result['serial_number'] or ''}: "
-              f"{changed} applied and read back"
+    who = f"[green]{result['port']}[/]: {result['module']} {result['serial_number'] or ''}".rstrip()
+    if not result["changed"]:
+        out.print(f"{who}: already has every setting of the file ({', '.join(result['same'])})")
+        return
+    out.print(f"{who}: {', '.join(result['changed'])} applied and read back"
               + (f"; already so: {', '.join(result['same'])}" if result["same"] else ""))

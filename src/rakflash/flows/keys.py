@@ -379,7 +379,7 @@ def restore(link: Link, module: Module, backup: Backup, *, force: bool = False, 
     serial = read_value(console, module, serial_q, timeout) if serial_q else None
     dev_eui = read_value(console, module, "AT+DEVEUI=?", timeout)
     check_same_module(backup, serial, dev_eui, force=force)
-    emit(Phase("settings", f"writing {module.name}'s keys and settings back, each read back"))
+    emit(Phase("settings-write", f"writing {module.name}'s keys and settings back, each read back"))
     done = Restored()
     for name in KEY_NAMES:
         if name not in backup.settings:

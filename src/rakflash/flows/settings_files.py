@@ -135,7 +135,7 @@ def apply(link: Link, module: Module, wanted: dict[str, str], *, timeout: float 
           emit: Sink = nowhere) -> Applied:
     """Write what differs, each read back; :class:`SettingRefused` names a value the module refuses."""
     _rui3(module)
-    emit(Phase("settings", f"applying settings to {module.name}, each read back"))
+    emit(Phase("settings-write", f"applying settings to {module.name}, each read back"))
     console = AtConsole(link, module.dialect)
     done = Applied()
     for name in NAMES:
