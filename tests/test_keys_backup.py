@@ -170,3 +170,37 @@ def test_a_locked_module_is_read_with_its_password_and_locked_again(virtual, tmp
     code, out = keys("show", "--port", dev.port, "--password", "k3ys")
     assert code == 0 and out["dev_eui"] == dev.opts.dev_eui.upper() and "locked it again" in out["port_lock"]
     assert dev.locked and "k3ys" not in json.dumps(out)
+
+
+def test_what_a_recovery_will_call_reads_notices_the_loss_and_writes_the_block_back(virtual, cat):
+    """The pieces `recover` puts together (issue 19, phase 2): read the block before the erase,
+    see the keys gone after it, write the raw block back, read it again — kept."""
+    from rakflash.flows import keys as flow
+    from test_sim_config import _rom
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    m = cat.module("rak3172")
+    link, client = _rom(dev)
+    with link:
+        read = lambda a, n: flow.rom_read(client, a, n)      # noqa: E731
+        before = flow.read_from_memory(read, m, "stm32-rom")
+        assert before.decoded and {k: before.settings[k] for k in KEYS} == KEYS
+        assert before.serial_number == dev.opts.serial_number
+        page = (m.region("config").start - m.mcu.flash.start) // m.mcu.page_size
+        client.erase_pages([page])
+        lost = flow.read_from_memory(read, m, "stm32-rom")
+        assert not lost.decoded and set(flow.changed(before, lost)) >= set(KEYS)
+        for address, data in flow.raw_writes(before):
+            for at in range(0, len(data), 256):
+                client.write_memory(address + at, data[at:at + 256])
+        after = flow.read_from_memory(read, m, "stm32-rom")
+        assert flow.changed(before, after) == []
+        client.go(m.mcu.flash.start)
+    dev.set_boot_pin(False)
+    assert dev.wait_mode(Mode.APP)
+    assert keys_on(dev) == KEYS
+    # … and what was read goes in the kept-settings store `flash` uses, as its own values
+    from rakflash.flows import settings
+    settings.keep_until_checked(m, before.serial_number, before.kept_values())
+    kept = settings.kept_from_earlier(m, before.serial_number, before.dev_eui)
+    assert kept == {f"AT+{n}=?": KEYS[n] for n in ("DEVEUI", "APPEUI", "APPKEY", "BAND")}

@@ -30,7 +30,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from .. import catalog as _catalog
 from ..at import AtConsole
@@ -201,11 +201,8 @@ def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sin
                 f"the flash, so the keys in it can't be read. Nothing was changed.",
                 hint="Removing the protection erases the whole chip, keys included: there is no way to "
                      "read them first. If the application still answers, read them over AT (--via at).")
-        backup = Backup(module, "stm32-rom", now_iso(), port=link.port_name)
-        if module.config_layout:
-            _decode_config(client, module, backup)
-        else:
-            _raw_eeprom(client, module, backup)
+        backup = read_from_memory(lambda a, n: rom_read(client, a, n), module, "stm32-rom",
+                                  port=link.port_name)
         client.go(module.mcu.flash.start)
         emit(Note(f"release BOOT0 ({access['boot0']}) before the module's next reset: with it held, the "
                   f"chip starts its ROM bootloader again instead of its firmware"))
@@ -217,19 +214,35 @@ def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sin
             link.baud = at_baud
 
 
-def _read(client, address: int, size: int) -> bytes:
-    """Read Memory in blocks of 256 bytes (AN3155's most)."""
+def rom_read(client, address: int, size: int) -> bytes:
+    """Read Memory over a synced :class:`~rakflash.protocols.stm32_rom.RomClient`, in blocks of
+    256 bytes (AN3155's most)."""
     return b"".join(client.read_memory(a, min(256, address + size - a))
                     for a in range(address, address + size, 256))
 
 
-def _decode_config(client, module: Module, backup: Backup) -> None:
+Read = Callable[[int, int], bytes]      # (address, size) → the bytes there
+
+
+def read_from_memory(read: Read, module: Module, via: str, *, port: str | None = None) -> Backup:
+    """The owner's data as the chip's memory holds it, through any reader of memory (the STM32
+    ROM's Read Memory, an SWD probe): RUI3's config block and its factory defaults, decoded
+    (their bytes kept too); RUI v3's data EEPROM, raw."""
+    backup = Backup(module, via, now_iso(), port=port)
+    if module.config_layout:
+        _decode_config(read, module, backup)
+    else:
+        _raw_eeprom(read, module, backup)
+    return backup
+
+
+def _decode_config(read: Read, module: Module, backup: Backup) -> None:
     """RUI3: read the config block (and the factory defaults beside it) and decode it."""
     platform = rc.PLATFORMS[module.config_layout]
     need = rc.size(platform)          # the latest layout is the longest: it holds any older one
     for region in ("config", "factory-defaults"):
         r = module.region(region)
-        raw = _read(client, r.start, need)
+        raw = read(r.start, need)
         backup.raw.append({"region": region, "address": f"0x{r.start:08X}", "hex": raw.hex()})
         if region != "config":
             continue
@@ -248,17 +261,33 @@ def _decode_config(client, module: Module, backup: Backup) -> None:
             backup.lock = rc.lock_state(block)
 
 
-def _raw_eeprom(client, module: Module, backup: Backup) -> None:
+def _raw_eeprom(read: Read, module: Module, backup: Backup) -> None:
     """RUI v3: the data EEPROM, raw (its layout is not published)."""
     backup.decoded = False
     for region in ("user-data",):
         if not module.has_region(region):
             continue
         r = module.region(region)
-        raw = _read(client, r.start, r.size)
+        raw = read(r.start, r.size)
         backup.raw.append({"region": region, "address": f"0x{r.start:08X}", "hex": raw.hex()})
     backup.notes.append(f"{module.name} runs RUI v3, which publishes no layout of its settings: the data "
                         f"EEPROM was kept as raw bytes, and the keys inside can't be decoded")
+
+
+def raw_writes(backup: Backup, regions: tuple[str, ...] = ("config",)) -> list[tuple[int, bytes]]:
+    """What writing the backup's raw copy back takes: (address, bytes) of each of ``regions`` it
+    holds (RUI3's config block by default; a RUI v3 backup's ``user-data``), for a recovery that
+    erased them to write back as they were read."""
+    return [(int(r["address"], 16), bytes.fromhex(r["hex"])) for r in backup.raw if r["region"] in regions]
+
+
+def changed(before: Backup, after: Backup) -> list[str]:
+    """The settings ``before`` holds that ``after`` does not hold the same (read after a
+    recovery: empty means "keys kept"). Raw copies compare by bytes where nothing was decoded."""
+    if not before.decoded:
+        mine = {r["region"]: r["hex"] for r in after.raw}
+        return [r["region"] for r in before.raw if mine.get(r["region"]) != r["hex"]]
+    return [n for n, v in before.settings.items() if after.settings.get(n) != v]
 
 
 # ------------------------------------------------------------------ the file
