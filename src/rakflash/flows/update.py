@@ -72,7 +72,9 @@ class UpdateResult:
                 "reset_wait_seconds": None if self.reset_wait is None else round(self.reset_wait, 3),
                 "settings_kept": self.settings.kept if self.settings else None,
                 "settings": self.settings.to_dict() if self.settings else None,
-                "warnings": self.warnings, "port_locked_again": self.port_locked_again}
+                "warnings": self.warnings,
+                # only where rakflash opened a locked AT port (recover's result has no such key yet)
+                **({"port_locked_again": self.port_locked_again} if self.port_locked_again is not None else {})}
 
 
 def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: float = 15.0,
