@@ -9,8 +9,6 @@ import json
 import os
 import stat
 
-import pytest
-
 from rakflash.sim import Mode
 
 from conftest import FAST_BAUD, cli_json, run_as_a_person, run_cli
@@ -80,7 +78,7 @@ def test_show_masks_the_keys_unless_asked(virtual):
     assert KEYS["DEVEUI"] in proc.stdout and "5 (US915)" in proc.stdout and "OTAA" in proc.stdout
     assert KEYS["APPKEY"] not in proc.stdout + proc.stderr and "set (hidden" in proc.stdout
     code, out = keys("show", "--port", dev.port)
-    assert (out["app_key"], out["app_key_blank"], out["class"], out["join_mode"]) == (None, False, "C", "OTAA")
+    assert code == 0 and (out["app_key"], out["app_key_blank"], out["class"], out["join_mode"]) == (None, False, "C", "OTAA")
     assert KEYS["APPKEY"] not in json.dumps(out)
     code, out = keys("show", "--port", dev.port, "--show-keys")
     assert out["app_key"] == KEYS["APPKEY"] and out["keys_shown"] is True
@@ -182,7 +180,8 @@ def test_what_a_recovery_will_call_reads_notices_the_loss_and_writes_the_block_b
     m = cat.module("rak3172")
     link, client = _rom(dev)
     with link:
-        read = lambda a, n: flow.rom_read(client, a, n)      # noqa: E731
+        def read(a, n):
+            return flow.rom_read(client, a, n)
         before = flow.read_from_memory(read, m, "stm32-rom")
         assert before.decoded and {k: before.settings[k] for k in KEYS} == KEYS
         assert before.serial_number == dev.opts.serial_number

@@ -23,7 +23,7 @@ from typing import Callable
 
 from .. import catalog as _catalog
 from ..at import AtConsole
-from ..errors import PasswordRefused, PortLocked, UsageError
+from ..errors import PasswordRefused, PortLocked, RakflashError, UsageError
 from ..events import Sink, Warning, nowhere
 from ..link import Link
 
@@ -98,7 +98,7 @@ def lock_again(link: Link, emit: Sink = nowhere, *, why_not: str | None = None) 
     if why_not is None:
         try:
             done = lock(link)
-        except Exception as exc:          # a port gone, a module that stopped answering
+        except (RakflashError, OSError) as exc:     # a port gone, a module that stopped answering
             why_not = f"it did not answer ({exc})"
         else:
             why_not = None if done else "AT+LOCK=? did not say locked afterwards"
