@@ -30,7 +30,8 @@ from ... import images
 from ...at import looks_like_text
 from ...catalog import Module
 from ...errors import (EchoingPort, Flooding, GarbageReply, InSecureBootloader,
-                       NoResponse, PortBusy, PortDisconnected, PortError, RakflashError, UnknownDevice)
+                       NoResponse, PortBusy, PortDisconnected, PortError, PortLocked, RakflashError,
+                       UnknownDevice)
 from ...ports import PortEntry, list_serial_ports, other_openers
 from ...stoppable import OutOfTime, StoppableLink
 from ...trace import TraceWriter
@@ -172,7 +173,7 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
         except InSecureBootloader as exc:
             status = exc.details["sbl"]       # what answered is known
             o.sbl = status if isinstance(status, dict) else None
-        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
+        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice, PortLocked) as exc:
             o.identify_error = exc
             bauds = exc.details.get("bauds")
             o.bauds_tried = list(bauds) if isinstance(bauds, (list, tuple)) else []

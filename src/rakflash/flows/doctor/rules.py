@@ -19,8 +19,9 @@ from typing import Callable
 from ... import catalog as _catalog
 from ...catalog import Module
 from ...errors import (AlreadyUpToDate, EchoingPort, Flooding, GarbageReply, NoResponse, PortBusy,
-                       PortNotFound, PortPermission, UnknownDevice)
+                       PortLocked, PortNotFound, PortPermission, UnknownDevice)
 from .. import rom_probe
+from ..lock import LOCKED
 from ..discovery import module_ports
 from ..transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 from .commands import DFU_PROTOCOLS, FIRMWARE, PACKAGE, doctor_again, flash_command, recovery_command
@@ -563,3 +564,19 @@ def image_refused(o: Observation) -> Finding | None:
     hint = (e.hint or "").replace("--port PORT", f"--port {quote(o.port or 'PORT')}")
     return Finding(e.name, "problem", e.message + peek, refusal.why, hint, command, port=o.port,
                    exit_code=e.exit_code)
+
+
+@rule
+def locked_port(o: Observation) -> Finding | None:
+    """A locked RUI3 AT port (AT+LOCK): identification ended in PortLocked."""
+    if not isinstance(o.identify_error, PortLocked):
+        return None
+    port = o.port or "PORT"
+    return Finding(
+        "port-locked", "problem", f"the AT port on {port} is locked (AT+LOCK): the module answers "
+        f"every command with {LOCKED}",
+        "nothing can be read from it or sent to its bootloader until the port's password opens it, "
+        "so an update or a check of its keys would stop here",
+        "Give the password it was locked with (AT+PWORD): rakflash opens the port, does its job and "
+        "locks it again (in a terminal it asks for it without showing it):",
+        f"rakflash info --port {quote(port)} --password PASSWORD", port=o.port, exit_code=5)
