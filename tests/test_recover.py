@@ -110,7 +110,7 @@ def test_another_boards_full_image_is_refused_before_anything(virtual, cat, tmp_
 def test_plan_erases_only_the_pages_the_image_covers(cat, tmp_path):
     path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E", 10_000)
     plan = plan_recovery(images.load(path), cat.module("rak3172"), options=fast())
-    user = cat.module("rak3172").region("user-data")
+    user = cat.module("rak3172").region("user-data")       # RUI3's data pages start there
     assert all(end <= user.start for _, end in plan.erase)
     info = plan.image
     pages = erase_pages(info, cat.module("rak3172"))

@@ -138,6 +138,7 @@ class Module:
     takes_images_of: tuple[str, ...] = ()   # other modules whose images RUI3 itself builds for it
     sources: tuple[str, ...] = ()
     companion: dict[str, Any] = field(default_factory=dict)   # a second chip beside the MCU (RAK11160)
+    config_layout: str | None = None   # RUI3: whose config block layout (protocols/rui3_config.py PLATFORMS)
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)
@@ -249,6 +250,7 @@ class Catalog:
                 image_names=tuple(m.get("image_names", [])),
                 takes_images_of=tuple(m.get("takes_images_of", [])),
                 sources=tuple(m.get("sources", [])), companion=dict(m.get("companion", {})),
+                config_layout=m.get("config_layout"),
             )
             self.modules[key] = module
             for u in m.get("usb_id", []):

@@ -194,6 +194,23 @@ class UnknownDevice(DeviceError):
     hint = "Name the module with --module (see 'rakflash modules')."
 
 
+class PortLocked(DeviceError):
+    """A RUI3 module whose AT port is locked (AT+LOCK): every line but AT+LOCK=? is answered
+    COMMAND_LOCKED until its password (AT+PWORD) is sent alone on a line."""
+    name = "port-locked"
+    hint = ("Its AT port is locked with a password (AT+LOCK, set with AT+PWORD): run the same command "
+            "with --password PASSWORD, or in a terminal, where rakflash asks for it without showing "
+            "it. rakflash opens the port, does its job and locks it again; the password never appears "
+            "in its output, a --trace file or a report.")
+
+
+class PasswordRefused(PortLocked):
+    """The password sent did not open the locked AT port."""
+    name = "password-refused"
+    hint = ("The AT port stays locked: check the password (1 to 8 characters, as set with AT+PWORD; "
+            "letters are case-sensitive) and run the same command again. Nothing was written.")
+
+
 class EchoingPort(DeviceError):
     """Every line sent comes straight back and nothing else answers: TX and RX are bridged."""
     name = "echoing-port"

@@ -218,10 +218,30 @@ class Link:
         if self.on_step is not None:
             self.on_step(text)
 
+    # -- bytes kept out of the trace -----------------------------------------------
+    _hidden: str | None = None      # what the bytes on the line are, while they are kept out of a trace
+
+    @contextlib.contextmanager
+    def hidden(self, what: str) -> Iterator[None]:
+        """Bytes sent and received inside are kept out of the trace, which records only how many
+        there were and ``what`` they were (``tx-hidden`` / ``rx-hidden`` events): a lock password,
+        and the module's echo of it. A replay of such a trace can't play that exchange."""
+        self._hidden = what
+        try:
+            yield
+        finally:
+            self._hidden = None
+
+    def _record(self, direction: str, data: bytes) -> None:
+        if self._hidden is not None:
+            self.trace.event(f"{direction}-hidden", bytes=len(data), what=self._hidden)
+        else:
+            self.trace.data(direction, data)
+
     # -- byte I/O --------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.trace:
-            self.trace.data("tx", data)
+            self._record("tx", data)
         try:                  # (inline rather than _port_guard: this and the reads are the hot path)
             self._port.write(data)
         except (serial.SerialException, OSError) as exc:
@@ -254,7 +274,7 @@ class Link:
         except (serial.SerialException, OSError) as exc:
             raise self._gone(exc) from None
         if data and self.trace:
-            self.trace.data("rx", data)
+            self._record("rx", data)
         return data
 
     def _wait_read(self, n: int, timeout: float) -> bytes:

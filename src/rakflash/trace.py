@@ -11,7 +11,9 @@ Every other line has ``t`` (seconds since the trace started, float) and
   and ``text``: the same bytes as ASCII with other bytes escaped (for reading);
 * ``"open"`` with ``port``, ``baud``, ``parity``; ``"close"``;
 * ``"baud"`` with ``baud``; ``"lines"`` with ``rts`` / ``dtr`` (null = unchanged);
-* ``"note"`` with ``text``: what rakflash was doing at that moment.
+* ``"note"`` with ``text``: what rakflash was doing at that moment;
+* ``"tx-hidden"`` / ``"rx-hidden"`` with ``bytes`` and ``what``: bytes kept out of the trace
+  (a lock password and the module's echo of it: :meth:`rakflash.link.Link.hidden`).
 
 :class:`TraceReplay` turns a recorded trace back into a :class:`~rakflash.link.ByteChannel`
 that answers with the recorded ``rx`` bytes, so a trace from a real module can

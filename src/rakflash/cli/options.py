@@ -278,3 +278,30 @@ def pick_port(port: str | None) -> str:
         err.print(f"port: {entry.device} ({entry.probably or entry.description}), the only port that "
                   f"looks like a module's", markup=False, highlight=False)
     return entry.device
+
+
+def password_option(fn: Callable) -> Callable:
+    """--password: a locked RUI3 AT port's password (AT+PWORD)."""
+    return click.option("--password", metavar="PASSWORD",
+                        help="The password of a RUI3 module whose AT port is locked (AT+LOCK; set with "
+                             "AT+PWORD). rakflash opens the port with it and locks it again when done. "
+                             "Without it, rakflash asks on a terminal, never showing what you type; "
+                             "the password never appears in its output, a --trace file or a report.")(fn)
+
+
+def password_asker(password: str | None) -> "Callable[[], str | None] | None":
+    """How a command gets a locked port's password: --password (checked now), else a prompt on
+    a terminal that never shows what is typed, else none (the port-locked error stands)."""
+    import sys
+    from ..flows.lock import check_password
+    if password is not None:
+        check_password(password)
+        return lambda: password
+    if sys.stdin is None or not sys.stdin.isatty():
+        return None
+
+    def ask() -> str | None:
+        answer = click.prompt("The module's AT port is locked. Its password (not shown)", hide_input=True,
+                              default="", show_default=False, err=True)
+        return check_password(answer) if answer else None
+    return ask

@@ -357,6 +357,7 @@ class TerminalEvents(Renderer):
     LABELS = {"identify": "identifying", "settings": "reading settings", "boot": "entering bootloader",
               "connect": "connecting", "erase": "erasing", "write": "writing", "verify": "verifying",
               "start": "starting new firmware", "settings-check": "checking settings",
+              "settings-write": "writing settings",
               "identify-after": "identifying again"}
 
     # What a countdown waits for, by the prompt's action (default: a reset).

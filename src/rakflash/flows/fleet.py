@@ -438,6 +438,8 @@ def ask_identifiers(o: DeviceOutcome, link: StoppableLink,
     learnt it. What the run learnt stays where the application can't be asked."""
     if not (o.ok or o.exit_code == PlanRefused.exit_code):     # its application may not answer
         return
+    if getattr(session, "opened_lock", False):      # its AT port is locked again: what the run learnt stands
+        return
     o.dev_eui = _ask(link, session, _dev_eui_query) or o.dev_eui
     if o.serial_number is None:
         o.serial_number = _ask(link, session, lambda dialect: dialect.get("serial_number"))

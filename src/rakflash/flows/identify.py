@@ -25,7 +25,8 @@ any baud ends in :class:`~rakflash.errors.NoResponse`, only unreadable bytes in
 :class:`~rakflash.errors.GarbageReply`. A port that
 only echoes what it is sent is :class:`~rakflash.errors.EchoingPort`; a
 device that answers ``OK`` to every line but none of the questions is
-:class:`~rakflash.errors.UnknownDevice`.
+:class:`~rakflash.errors.UnknownDevice`; a RUI3 application whose AT port is locked
+(``COMMAND_LOCKED`` to AT, ``AT+LOCK=?`` says locked) is :class:`~rakflash.errors.PortLocked`.
 
 When the answers fit several modules (RUI v3 firmware that doesn't name its
 board, a bootloader whose version names no module), the
@@ -46,7 +47,7 @@ from ..catalog import Catalog, Module
 from ..errors import (EchoingPort, Flooding, GarbageReply, InRomBootloader, InSecureBootloader,
                       NoResponse, UnknownDevice)
 from ..link import Link
-from . import rom_probe
+from . import lock, rom_probe
 
 
 @dataclass
@@ -306,6 +307,8 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
         _settle(link)
         reply = AtConsole(link, rui3).command(rui3["probe"], timing.probe)
     lines = reply.lines
+    if lock.says_locked(lines) and lock.lock_state(link, timing.query) == "locked":
+        raise lock.locked_error(link.port_name)      # a RUI3 application whose AT port is locked
     if reply.ok or reply.status == "error":
         return _rui3_app(link, baud, module, cat, timing)
     if boot["unsupported"] in lines or boot["banner"] in lines:

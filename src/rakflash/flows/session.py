@@ -4,7 +4,9 @@ The steps, each reported through the event sink (before them, a file that is not
 refused without touching the port: :func:`images.check_firmware`):
 
 1. identify what answers on the link — catching a module whose firmware
-   floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`);
+   floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`),
+   opening a locked AT port with its password (:mod:`.lock`; it is locked again at the end,
+   whatever happens: after the update, the new application's);
 2. plan, refusing before anything is written (:func:`planning.make_plan`); a
    module found already running the image's version still gets the settings
    check an earlier, cut-off run could not finish; a device that can't say
@@ -21,7 +23,7 @@ number and DevEUI) stays readable in :attr:`FlashSession.known`, so a failure re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..catalog import Module
@@ -49,6 +51,7 @@ class FlashOptions:
     dry_run: bool = False
     reset_window: float = 30.0        # seconds to wait for a reset press when the firmware floods
     reset_line: str | None = None     # "rts" / "dtr" wired to the module's reset
+    password: str | None = field(default=None, repr=False)   # a locked AT port's (--password)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class DryRun:
 
 Confirm = Callable[[Plan], bool]
 ChooseModule = Callable[[ModuleUncertain], "Module | None"]
+AskPassword = Callable[[], "str | None"]
 
 
 class FlashSession:
@@ -75,8 +79,11 @@ class FlashSession:
 
     def __init__(self, link: Link, image: Image, options: FlashOptions | None = None, *,
                  emit: Sink = nowhere, confirm: Confirm | None = None,
-                 choose_module: ChooseModule | None = None) -> None:
+                 choose_module: ChooseModule | None = None, ask_password: AskPassword | None = None) -> None:
         self.link = link
+        self.ask_password = ask_password     # asks for a locked AT port's password (None: no one to ask)
+        self.opened_lock = False             # rakflash opened a locked AT port: it locks it again
+        self.locked_again: bool | None = None
         self.choose_module = choose_module   # asks which module it is (None: refuse instead)
         self.image = image
         self.options = options or FlashOptions()
@@ -127,11 +134,10 @@ class FlashSession:
         # for a flooding module, no bootloader entered); the plan checks it again with the rest.
         check_firmware(self.image, o.module)
         self.emit(Phase("identify", f"identifying the module on {link.port_name}"))
-        self.device = dev = boot.identify_or_catch(
-            link, module=o.module, baud=o.baud, fallback=target_module(self.image),
-            reset_window=o.reset_window, reset_line=o.reset_line, emit=self.emit)
+        self.device = dev = self._identify()
         self.emit(DeviceFound({k: v for k, v in dev.to_dict().items() if k != "error"}))
         written = False
+        result = None
         try:
             try:
                 self.plan = plan = self._plan(dev)
@@ -160,6 +166,36 @@ class FlashSession:
         finally:
             if dev.caught and not written:
                 _release(link, dev)
+            if self.opened_lock:
+                self._lock_again(result, written)
+
+    def _identify(self) -> DeviceInfo:
+        """Identify (catching a flooding firmware); a locked AT port is opened with the password
+        (--password, or asked for) and identified again — and locked again at the end."""
+        from . import lock
+        o, link = self.options, self.link
+
+        def identify() -> DeviceInfo:
+            return boot.identify_or_catch(link, module=o.module, baud=o.baud,
+                                          fallback=target_module(self.image), reset_window=o.reset_window,
+                                          reset_line=o.reset_line, emit=self.emit)
+        dev, self.opened_lock = lock.opening(link, identify, o.password, self.ask_password)
+        if self.opened_lock:
+            self.emit(Note(f"{link.port_name}: the AT port was locked; rakflash opened it with the "
+                           f"password and locks it again when it is done"))
+        return dev
+
+    def _lock_again(self, result: UpdateResult | None, written: bool) -> None:
+        """Lock the AT port this session opened: the new application runs after an update, the
+        old one when nothing was written; after a failed update the module waits in its bootloader."""
+        from . import lock
+        recorder = Recorder()
+        why_not = ("the update did not finish: the module waits in its bootloader"
+                   if written and result is None else None)
+        self.locked_again = lock.lock_again(self.link, tee(self.emit, recorder), why_not=why_not)
+        if result is not None:
+            result.port_locked_again = self.locked_again
+            result.warnings += [{"code": w.code, "message": w.message} for w in recorder.of(Warning)]
 
     def _plan(self, dev: DeviceInfo) -> Plan:
         o = self.options
@@ -186,7 +222,8 @@ def _release(link: Link, dev: DeviceInfo) -> None:
 
 def flash(link: Link, image: Image, options: FlashOptions | None = None, *,
           emit: Sink = nowhere, confirm: Confirm | None = None,
-          choose_module: ChooseModule | None = None) -> UpdateResult | DryRun:
+          choose_module: ChooseModule | None = None, ask_password: AskPassword | None = None
+          ) -> UpdateResult | DryRun:
     """Flash ``image`` over ``link`` (see :class:`FlashSession`)."""
     return FlashSession(link, image, options, emit=emit, confirm=confirm,
-                        choose_module=choose_module).run()
+                        choose_module=choose_module, ask_password=ask_password).run()

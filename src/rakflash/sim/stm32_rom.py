@@ -28,8 +28,9 @@ Limits of the model (each says why):
 * "Boot requested" and "application valid" are module state in the simulator
   (their flash encoding is not public): a ROM erase of the flag page or of the
   application's first page clears them, as a factory image does.
-* Only the flash is readable and writable; RAM, system memory and option bytes
-  are NACKed (nothing in rakflash's recovery touches them).
+* Only the flash and the data EEPROM (RAK811, RAK4270: where RUI v3 keeps its settings)
+  are readable and writable; RAM, system memory and option bytes are NACKed (nothing in
+  rakflash touches them). A mass erase leaves the data EEPROM, as on the chip.
 """
 
 from __future__ import annotations
@@ -303,12 +304,27 @@ class ChipMemory:
         f = self.mcu.flash
         return f.start <= address and address + size <= f.end
 
-    readable = writable = _in_flash
+    def _in_eeprom(self, address: int, size: int) -> bool:
+        r = self.dev.eeprom_region()
+        return r is not None and r.start <= address and address + size <= r.end
+
+    def readable(self, address: int, size: int) -> bool:
+        return self._in_flash(address, size) or self._in_eeprom(address, size)
+
+    writable = readable
 
     def read(self, address: int, size: int) -> bytes:
+        if self._in_eeprom(address, size):
+            at = address - self.dev.eeprom_region().start
+            return bytes(self.dev._eeprom[at:at + size])
         return self.flash.read(address, size)
 
     def program(self, address: int, data: bytes) -> None:
+        if self._in_eeprom(address, len(data)):
+            # Data EEPROM: written byte by byte, no erase needed (STM32L1/L0 reference manuals)
+            at = address - self.dev.eeprom_region().start
+            self.dev._eeprom[at:at + len(data)] = data
+            return
         try:
             self.flash.program(address, data)
         except FlashError as exc:       # not erased: the flash controller flags an error, the ROM NACKs

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 def check_image(link: StoppableLink, o: Observation) -> None:
     """The plan ``flash`` would make, or its refusal; reads a bootloader version the app can't tell."""
     dev = o.device
+    assert dev is not None and o.image is not None     # examine() checks an image only on a module it found
     try:
         o.plan = make_plan(o.image, dev, module=o.module)
     except RakflashError as exc:      # a refusal (PlanRefused), or an image that doesn't fit the module

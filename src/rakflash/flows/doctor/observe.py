@@ -30,7 +30,8 @@ from ... import images
 from ...at import looks_like_text
 from ...catalog import Module
 from ...errors import (EchoingPort, Flooding, GarbageReply, InSecureBootloader,
-                       NoResponse, PortBusy, PortDisconnected, PortError, RakflashError, UnknownDevice)
+                       NoResponse, PortBusy, PortDisconnected, PortError, PortLocked, RakflashError,
+                       UnknownDevice)
 from ...ports import PortEntry, list_serial_ports, other_openers
 from ...stoppable import OutOfTime, StoppableLink
 from ...trace import TraceWriter
@@ -121,7 +122,8 @@ class _Ear:
 
     def event(self, ev: str, **fields: object) -> None:
         if ev in ("open", "baud"):
-            self.baud = fields.get("baud")  # type: ignore[assignment]
+            baud = fields.get("baud")
+            self.baud = baud if isinstance(baud, int) else None
         if self.trace:
             self.trace.event(ev, **fields)
 
@@ -154,7 +156,8 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
     except PortError as exc:
         o.open_error = exc
         if isinstance(exc, PortBusy):
-            o.holders = [(p["pid"], p["name"]) for p in exc.details.get("programs", [])] \
+            programs = exc.details.get("programs")
+            o.holders = [(p["pid"], p["name"]) for p in (programs if isinstance(programs, list) else [])] \
                 or other_openers(port)
         return o
     try:
@@ -168,10 +171,12 @@ def examine(port: str, *, listing: list[PortEntry] | None = None, module: Module
                 # the Apollo3 secure bootloader itself once nothing answered AT readably.
                 o.device = identify(link, module=module, baud=baud, chip_bootloaders=("apollo3-sbl",))
         except InSecureBootloader as exc:
-            o.sbl = exc.details["sbl"]        # what answered is known
-        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice) as exc:
+            status = exc.details["sbl"]       # what answered is known
+            o.sbl = status if isinstance(status, dict) else None
+        except (NoResponse, GarbageReply, Flooding, EchoingPort, UnknownDevice, PortLocked) as exc:
             o.identify_error = exc
-            o.bauds_tried = list(exc.details.get("bauds") or [])
+            bauds = exc.details.get("bauds")
+            o.bauds_tried = list(bauds) if isinstance(bauds, (list, tuple)) else []
         if isinstance(o.identify_error, GarbageReply):
             step = "trying baud rates outside the catalog's"
             o.device = _other_bauds(link, module, o)

@@ -19,8 +19,9 @@ from typing import Callable
 from ... import catalog as _catalog
 from ...catalog import Module
 from ...errors import (AlreadyUpToDate, EchoingPort, Flooding, GarbageReply, NoResponse, PortBusy,
-                       PortNotFound, PortPermission, UnknownDevice)
+                       PortLocked, PortNotFound, PortPermission, UnknownDevice)
 from .. import rom_probe
+from ..lock import LOCKED
 from ..discovery import module_ports
 from ..transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 from .commands import DFU_PROTOCOLS, FIRMWARE, PACKAGE, doctor_again, flash_command, recovery_command
@@ -58,6 +59,7 @@ def driver_missing(o: Observation) -> Finding | None:
         return None
     vid, pid = missing[0]
     usb = cat.usb(vid, pid)
+    assert usb is not None          # missing holds only ids the catalog knows
     drv = DRIVERS.get((vid, pid))
     what = f"{drv['name'] if drv else usb.name} ({vid:04X}:{pid:04X})"
     text = driver_advice(drv, o.system)
@@ -278,7 +280,8 @@ def not_a_rak_module(o: Observation) -> Finding | None:
         else None
     if not at_device and text is None:
         return None
-    said = ("it answers AT with OK, but none of RUI3's questions (AT+VER=?, AT+HWMODEL=?)" if at_device
+    said = ("it answers AT with OK, but none of RUI3's questions (AT+VER=?, AT+HWMODEL=?)"
+            if at_device or text is None
             else f"at {text[0]} baud it answers in text, but not as RAK firmware does: {text[1][:60]!r}")
     return Finding("not-a-rak-module", "problem", f"{o.port} is not a RAK module: {said}",
                    "rakflash updates RAK modules only; a cellular modem or an ESP AT firmware answers AT "
@@ -353,6 +356,7 @@ def rak4631_variant(o: Observation) -> Finding | None:
     if dev is None or not dev.variant or dev.module is None:
         return None
     arduino = dev.module.protocol == "legacy-dfu"
+    command: str | None
     port = quote(o.port or "PORT")
     if arduino:
         nxt = ("Update it with an Arduino package (adafruit-nrfutil dfu genpkg); or move it to RUI3 — "
@@ -418,12 +422,12 @@ def module_uncertain(o: Observation) -> Finding | None:
 @rule
 def second_chip(o: Observation) -> Finding | None:
     """A module with a second chip (RAK11160's ESP8684): what rakflash does and can't do for it."""
-    dev = o.device
-    c = dev.module.companion if dev is not None and dev.module is not None else {}
-    if not c:
+    module = o.device.module if o.device is not None else None
+    c = module.companion if module is not None else {}
+    if module is None or not c:
         return None
     return Finding("second-chip", "note",
-                   f"the {dev.module.name} also carries an {c['chip']} ({c['does']}) running {c['firmware']}",
+                   f"the {module.name} also carries an {c['chip']} ({c['does']}) running {c['firmware']}",
                    f"{c['leaves'][0].upper()}{c['leaves'][1:]}; {c['cannot']}",
                    f"Nothing to do for an update. To talk to the {c['chip']}: {c['reach']} (rakflash "
                    f"never switches the port over).", None, port=o.port,
@@ -560,3 +564,19 @@ def image_refused(o: Observation) -> Finding | None:
     hint = (e.hint or "").replace("--port PORT", f"--port {quote(o.port or 'PORT')}")
     return Finding(e.name, "problem", e.message + peek, refusal.why, hint, command, port=o.port,
                    exit_code=e.exit_code)
+
+
+@rule
+def locked_port(o: Observation) -> Finding | None:
+    """A locked RUI3 AT port (AT+LOCK): identification ended in PortLocked."""
+    if not isinstance(o.identify_error, PortLocked):
+        return None
+    port = o.port or "PORT"
+    return Finding(
+        "port-locked", "problem", f"the AT port on {port} is locked (AT+LOCK): the module answers "
+        f"every command with {LOCKED}",
+        "nothing can be read from it or sent to its bootloader until the port's password opens it, "
+        "so an update or a check of its keys would stop here",
+        "Give the password it was locked with (AT+PWORD): rakflash opens the port, does its job and "
+        "locks it again (in a terminal it asks for it without showing it):",
+        f"rakflash info --port {quote(port)} --password PASSWORD", port=o.port, exit_code=5)

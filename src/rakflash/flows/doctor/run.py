@@ -114,5 +114,5 @@ def diagnose(port: str | None = None, *, image_path: str | None = None, module: 
             findings += findings_for(seen[p])
     if image_error is not None and image_path:
         _refusal_outranks(findings, image_path, image_error.name)
-    devices = [seen[p].device for p in ports if p in seen and seen[p].device is not None]
+    devices = [o.device for o in (seen[p] for p in ports if p in seen) if o.device is not None]
     return Report(findings, devices, time.monotonic() - t0, budget)

@@ -70,7 +70,7 @@ class Apollo3SblMethod(RecoveryMethod):
                 f"write and rakflash never does",
                 hint=f"Use RAK's {module.name} firmware .hex: it starts at {sbl_end:#x}.")
         prepared = bool(img.wired_blocks)
-        blocks = list(reversed(img.wired_blocks)) if prepared else build_blocks(img.segments, module)
+        blocks = list(reversed(img.wired_blocks)) if img.wired_blocks else build_blocks(img.segments, module)
         ota = any(b.header.ota for b in blocks)
         sent = sum(len(b.raw) for b in blocks)
         data = sum(b.header.size for b in blocks)
@@ -120,7 +120,7 @@ class Apollo3SblMethod(RecoveryMethod):
         tells. Then nothing is asked of the person — a reset they were told to press would
         land mid-update (as issue 17.9 found on the STM32 ROM)."""
         if "status" not in session.state:
-            link, opts = session.link, session.options
+            link, opts = session.serial_link, session.options
             session.state.setdefault("at_baud", link.baud)
             link.set_parity("N")
             if link.baud != opts.baud:
@@ -133,7 +133,7 @@ class Apollo3SblMethod(RecoveryMethod):
         return session.state["status"] is not None
 
     def reach(self, session: Session) -> None:
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         link.set_parity("N")
         if link.baud != opts.baud:
             link.baud = opts.baud
@@ -154,7 +154,7 @@ class Apollo3SblMethod(RecoveryMethod):
     # -- connect ---------------------------------------------------------------------
     def connect(self, session: Session) -> None:
         status: sbl.Status = session.state["status"]
-        link = session.link
+        link = session.serial_link
         blocks = self._blocks(session)
         said = (f"secure bootloader version {status.version:#x}, max storage {status.max_storage:,} "
                 f"bytes, state {status.state:#x}")
@@ -220,7 +220,7 @@ class Apollo3SblMethod(RecoveryMethod):
     # -- start -----------------------------------------------------------------------
     def start(self, session: Session) -> None:
         client: sbl.SblClient = session.state["client"]
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         boot = module.rom_access.get("boot0", "BOOT")
         if opts.boot0_with:
             from ..lines import leave_rom
@@ -259,7 +259,7 @@ class Apollo3SblMethod(RecoveryMethod):
         """RUI's bootloader keeps the module when its boot-request flag is set (an earlier
         AT+BOOT): the application was written, so start it (``at+run``)."""
         from ..boot import confirm_boot_mode, leave_bootloader
-        link, module = session.link, session.plan.module
+        link, module = session.serial_link, session.plan.module
         for _ in range(3):
             # End whatever partial line the HELLOs left in the console, then ask.
             link.write(b"\r\n")

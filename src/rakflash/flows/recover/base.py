@@ -33,7 +33,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from ... import catalog as _catalog
 from ...catalog import Module
@@ -213,6 +213,13 @@ class Session:
     def warn(self, code: str, message: str, **info: Any) -> None:
         self.emit(Warning(code, message, info))
 
+    @property
+    def serial_link(self) -> Link:
+        """The link of a method that talks over the serial port (``needs_port``): :func:`recover`
+        runs such a method only with one."""
+        assert self.link is not None, "a method that needs the serial port runs without one"
+        return self.link
+
 
 class RecoveryMethod:
     """One way to write a full image past the serial bootloader. Subclasses fill in the steps.
@@ -361,6 +368,14 @@ def plan_recovery(image: Image, module: Module | None, *, method: str | None = N
     return method_for(name).plan(info, module, options)
 
 
+class _Seen(TypedDict):
+    """What :func:`recover` counts of its run's events, for the result."""
+
+    warnings: list[dict]
+    retries: int
+    prompted: bool
+
+
 def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | None = None, *,
             emit: Sink = nowhere, written: Written | None = None) -> RecoveryResult:
     """Carry out ``plan`` over ``link`` (opened at the module's AT settings). A method
@@ -378,9 +393,9 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
                          hint="Give it with --port.")
     at_baud = link.baud if link else options.baud   # the AT console's rate (the ROM's may differ)
     outer = emit
-    seen = {"warnings": [], "retries": 0, "prompted": False}
+    seen: _Seen = {"warnings": [], "retries": 0, "prompted": False}
 
-    def emit(event: Event) -> None:     # the result lists the run's warnings and retries, as flash's
+    def counted(event: Event) -> None:  # the result lists the run's warnings and retries, as flash's
         if isinstance(event, Warning):
             seen["warnings"].append({"code": event.code, "message": event.message})
         elif isinstance(event, Retry):
@@ -388,12 +403,14 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         elif isinstance(event, Prompt):
             seen["prompted"] = True
         outer(event)
+    emit = counted
 
     before = None
     session = Session(link, plan, options, emit, written=written if written is not None else Written())
     t_guide = time.monotonic()
     try:
-        if options.identify_before and method.needs_port and not method.answers_now(session):
+        if options.identify_before and method.needs_port and link is not None \
+                and not method.answers_now(session):
             emit(Phase("identify", "asking the module what runs now (it may not answer)"))
             failed: list[RakflashError] = []
             before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)

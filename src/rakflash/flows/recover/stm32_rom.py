@@ -126,12 +126,12 @@ class Stm32RomMethod(RecoveryMethod):
                 session.state["handshake"] = client.handshake(min(ALREADY, session.options.window))
             except RomNoHandshake:
                 session.state["handshake"] = None
-                session.link.set_parity("N")          # the AT port's settings, to ask the firmware
-                session.link.baud = session.state["at_baud"]
+                session.serial_link.set_parity("N")   # the AT port's settings, to ask the firmware
+                session.serial_link.baud = session.state["at_baud"]
         return session.state["handshake"] is not None
 
     def _client(self, session: Session) -> RomClient:
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         session.state.setdefault("at_baud", link.baud)
         link.set_parity("E")
         if link.baud != opts.baud:
@@ -141,7 +141,7 @@ class Stm32RomMethod(RecoveryMethod):
         return session.state["client"]
 
     def reach(self, session: Session) -> None:
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         client = self._client(session)
         wired = bool(opts.reset_with)
         message = " ".join(session.plan.guide)
@@ -155,7 +155,8 @@ class Stm32RomMethod(RecoveryMethod):
             how = client.handshake(opts.window, tick=lambda left: session.emit(
                 Countdown(round(left), action="hold-boot0-and-reset")))
         except RomNoHandshake as exc:
-            exc.hint = handshake_hint(module, exc.details.get("seen", "silent"), wired)
+            seen = exc.details.get("seen")
+            exc.hint = handshake_hint(module, seen if isinstance(seen, str) else "silent", wired)
             raise
         session.state["handshake"] = how
 
@@ -172,6 +173,7 @@ class Stm32RomMethod(RecoveryMethod):
         redone is whole (an erase and write start over: a page half written can't be written
         again unerased)."""
         client: RomClient = session.state["client"]
+        how: str | None
         for again in range(RESTARTS + 1):
             try:
                 return step()
@@ -211,7 +213,9 @@ class Stm32RomMethod(RecoveryMethod):
         module = session.plan.module
         info = client.get()
         pid = client.get_id()
-        want = module.mcu.rom.pid
+        rom = module.mcu.rom
+        assert rom is not None          # plan() refuses a chip without an STM32 ROM bootloader
+        want = rom.pid
         if pid != want:
             # One reply damaged on its way back must not name another chip: ask again, and believe
             # a product ID that differs only when two answers agree.
@@ -330,11 +334,11 @@ class Stm32RomMethod(RecoveryMethod):
             session.verify = "checksum"
             for seg in plan.segments:
                 lo, hi = seg.start & ~3, (seg.end + 3) & ~3
-                want = stm32_crc(plan.image.image.read(lo, hi - lo))
-                got = client.checksum(lo, hi - lo)
-                if got != want:
-                    raise VerifyFailed(f"the chip's checksum of {lo:#010x}-{hi:#010x} is {got:#010x}, "
-                                       f"the image's {want:#010x}: the flash does not hold the image",
+                crc = stm32_crc(plan.image.image.read(lo, hi - lo))
+                chip_crc = client.checksum(lo, hi - lo)
+                if chip_crc != crc:
+                    raise VerifyFailed(f"the chip's checksum of {lo:#010x}-{hi:#010x} is {chip_crc:#010x}, "
+                                       f"the image's {crc:#010x}: the flash does not hold the image",
                                        hint="Run the same command again (it erases and writes anew).")
                 done += seg.size
                 session.emit(Progress(done, total, "verify"))
@@ -377,7 +381,7 @@ class Stm32RomMethod(RecoveryMethod):
     def start(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         module = session.plan.module
-        link = session.link
+        link = session.serial_link
         client.go(module.mcu.flash.start)
         if session.options.boot0_with:
             from ..lines import leave_rom
@@ -450,7 +454,7 @@ def version_after(client: RomClient, plan: RecoveryPlan) -> str | None:
 class _Restarted(Exception):
     """A step found the chip restarted (its ROM ACKed a new handshake): the step starts over."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: RomSilent | RomGarbled | RomNack) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -493,6 +497,7 @@ def minimum_seconds(module: Module, blocks: list[tuple[int, bytes]], pages: list
     bt = 11 / baud
     rt = 2 * latency
     mcu = module.mcu
+    assert mcu.rom is not None      # plan() refuses a chip without an STM32 ROM bootloader
     t = 0.0
     # handshake, Get (13 back), Get ID (5 back), protection probe (1 byte read), two version reads
     t += (1 + 1) * bt + rt
