@@ -19,6 +19,7 @@ import io
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import intelhex
 
@@ -27,6 +28,11 @@ from .catalog import Catalog, Mcu, Module
 from .errors import ImageEmpty, ImageFormatError, ImageTargetError, NotFirmware
 from .firmware_file import max_file_size, read_file, short_path
 from .vector_table import vector_at
+
+if TYPE_CHECKING:
+    from .apollo3_ota import OtaHeader
+    from .apollo3_wired import Block
+    from .dfu_package import DfuPackage
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,9 @@ class Image:
     start_address: int | None = None  # from a hex start record
     base_source: str = "file"         # for .bin: "--address", "catalog" (the application base),
                                       # "bootloader" (its reset vector points there), or "default"
-    ota_header: object | None = None  # apollo3_ota.OtaHeader for an OTA blob
-    package: object | None = None     # dfu_package.DfuPackage for an nRF52 DFU package (.zip)
-    wired_blocks: list | None = None  # apollo3_wired.Block list for an Apollo3 wired-update blob
+    ota_header: OtaHeader | None = None      # an Apollo3 OTA blob's header
+    package: DfuPackage | None = None        # an nRF52 DFU package (.zip)
+    wired_blocks: list[Block] | None = None  # an Apollo3 wired-update blob's blocks
 
     @property
     def size(self) -> int:
@@ -221,9 +227,9 @@ def _load_wired_blob(path: str, raw: bytes, digest: str) -> Image:
         raise ImageFormatError(f"{path} holds only INFO0 blocks, no firmware",
                                hint="rakflash writes INFO0 with 'rakflash info0 write FILE'.")
     segs.sort(key=lambda s: s.start)
-    img = Image(path, "apollo3-wired", segs, digest, len(raw), base_source="blob header")
-    img.wired_blocks = blocks
-    return img
+    image = Image(path, "apollo3-wired", segs, digest, len(raw), base_source="blob header")
+    image.wired_blocks = blocks
+    return image
 
 
 def _bin_base(module: Module, vector: tuple[int, int] | None) -> int:
@@ -381,7 +387,7 @@ class ImageInfo:
     includes_app: bool = False
     not_firmware: str | None = None      # why the file is not firmware (see not_firmware())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         img = self.image
         d = {
             "path": img.path, "format": img.format, "file_size": img.file_size, "sha256": img.sha256,
@@ -432,7 +438,7 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     if module is not None:
         best = candidates[0] if candidates else None
         exact = best is not None and info.vector is not None and best.ram.end == info.vector[0]
-        if exact and best is not module.mcu:
+        if exact and best is not None and best is not module.mcu:
             candidates = [best]     # the stack top fits another MCU's RAM exactly
         if info.vector is not None and candidates and module.mcu not in candidates:
             raise ImageTargetError(

@@ -233,6 +233,7 @@ class Link:
             self._hidden = None
 
     def _record(self, direction: str, data: bytes) -> None:
+        assert self.trace is not None        # (write and read call it only with a trace)
         if self._hidden is not None:
             self.trace.event(f"{direction}-hidden", bytes=len(data), what=self._hidden)
         else:

@@ -41,6 +41,7 @@ def settings_save(file: str, port: str | None, baud: int | None, trace_path: str
         link = open_link(stack, port, baud, trace_path, keep=(file,))
         emit = _renderer(stack, link, as_json)
         dev, opened = app_module(link, module, baud, password, emit)
+        assert dev.module is not None         # app_module refuses a module rakflash doesn't know
         try:
             got = flow.read(link, dev.module, serial_number=dev.serial_number, firmware=dev.app_version,
                             emit=emit)
@@ -120,6 +121,7 @@ def _apply_one(port: str, file: str, wanted: dict[str, str], module, baud, trace
         link = open_link(stack, port, baud, trace_path, keep=(file,))
         emit = _renderer(stack, link, as_json)
         dev, opened = app_module(link, module, baud, password, emit)
+        assert dev.module is not None         # app_module refuses a module rakflash doesn't know
         try:
             done = flow.apply(link, dev.module, wanted, emit=emit)
         finally:

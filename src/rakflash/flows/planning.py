@@ -222,8 +222,8 @@ def make_plan(image: Image, device: DeviceInfo, *, module: Module | None = None,
     app = module.app
     notes: list[str] = list(guessed)
     if one_bootloader is not None:
-        alike = [m.name for m in _catalog.load().variants(module)]
-        notes.append(f"in its bootloader the module can't say which of {', '.join(alike)} it is (one "
+        variants = [m.name for m in _catalog.load().variants(module)]
+        notes.append(f"in its bootloader the module can't say which of {', '.join(variants)} it is (one "
                      f"RUI3 bootloader serves them all, with the same flash map); {_file(image)} is "
                      f"built for the {module.name}, so rakflash takes it as one ('rakflash info' "
                      f"afterwards reads AT+HWMODEL=?, which names the board)")
@@ -356,6 +356,7 @@ def _steps(plan: Plan) -> list[str]:
     else:
         steps.append("the module already waits in its bootloader: go on from there")
     transfer = for_protocol(plan.protocol)
+    assert transfer is not None         # make_plan refuses a module whose protocol has none
     steps += transfer.steps(plan)
     confirm_step = getattr(transfer, "confirm_step", None)     # a firmware that can't be asked
     steps.append(confirm_step(plan) if confirm_step else

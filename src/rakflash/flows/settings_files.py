@@ -157,7 +157,8 @@ def apply(link: Link, module: Module, wanted: dict[str, str], *, timeout: float 
             so_far = f" ({', '.join(done.changed)} applied before it)" if done.changed else ""
             if len(refusals) == TRIES and len(set(refusals)) == 1:
                 raise SettingRefused(f"{module.name} refused AT+{name}={value}: it answered {refusals[0]}"
-                                     f"{so_far}", setting=name, value=value, answer=refusals[0], **done.to_dict())
+                                     f"{so_far}", setting=name, value=value, answer=refusals[0],
+                                     changed=done.changed, same=done.same)
             raise SettingNotApplied(f"{module.name}: {name} did not read back as {value} after it was written"
-                                    f"{so_far}", setting=name, value=value, **done.to_dict())
+                                    f"{so_far}", setting=name, value=value, changed=done.changed, same=done.same)
     return done

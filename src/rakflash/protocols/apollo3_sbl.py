@@ -38,13 +38,10 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-# The wired blob's format is rakflash.apollo3_wired's. Block (what send_block takes) and the
-# three after it are named here too because the recovery (flows/recover/apollo3_sbl.py) still
-# reads them as sbl.*; new code imports them from rakflash.apollo3_wired.
-from ..apollo3_wired import FLASH_PAGE, Block as Block, MAX_SPLIT as MAX_SPLIT
-from ..apollo3_wired import WU_HEADER_SIZE as WU_HEADER_SIZE, build_blocks as build_blocks
+# The wired blob's format is rakflash.apollo3_wired's: Block is what send_block takes.
+from ..apollo3_wired import FLASH_PAGE, Block
 from ..errors import DeviceRejected, RakflashError, TooManyRetries, TransferTimeout
 from ..link import ByteChannel, Deadline
 
@@ -130,7 +127,7 @@ class Status:
         w = struct.unpack_from("<20I", payload)
         return cls(w[0], w[1], w[2], w[3], tuple(w[4:20]))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "max_storage": self.max_storage, "status": self.status,
                 "state": self.state}
 

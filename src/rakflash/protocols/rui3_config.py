@@ -47,7 +47,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Iterator, Union
+from typing import Iterator, NoReturn, Union
 
 MAGIC = 0xAABBCCDD
 V99_MARKER = 0x000EDD1E
@@ -200,6 +200,7 @@ def _lora(ports: int) -> Struct:
 
 def _ex(cert: bool) -> Struct:
     """rui_cfg_t_ex: added to in sequence; ``certif`` and ``IsCertPortOn`` with LORA_STACK_104."""
+    members: list[tuple[str, CType]]
     members = [("iqinverted", BOOL), ("symbol_timeout", U32), ("syncword", U16),
                ("syncword_dirty_byte", U8), ("fix_length_payload", BOOL), ("lbt_enable", U8),
                ("lbt_rssi", I16), ("lbt_scantime", U32), ("auto_sleep_level", U8),
@@ -343,7 +344,7 @@ class ConfigBlock:
         return raw.split(b"\0", 1)[0].split(b"\xff", 1)[0].decode("latin-1")
 
 
-def _no_member(name: str, block: ConfigBlock):
+def _no_member(name: str, block: ConfigBlock) -> NoReturn:
     raise KeyError(f"the version {block.version} block of {block.platform.name} has no member {name!r}")
 
 
@@ -366,7 +367,7 @@ def detect(raw: bytes, platform: Platform) -> int:
     magic, version = struct.unpack_from("<II", raw)
     if magic == MAGIC:
         if version == LATEST:
-            return version
+            return LATEST
         if version in (1, 2, 3):
             raise NotAConfigBlock(f"the block starts with RUI3's magic number but says layout version "
                                   f"{version} ({VERSIONS[version]}), which RUI3 only ever kept in its "
@@ -415,6 +416,7 @@ def encode(block: ConfigBlock) -> bytes:
         f = known.get(name) or _no_member(name, block)
         _check(f, value)
         if isinstance(f.type, Bytes):
+            assert isinstance(value, (bytes, bytearray))     # _check said so
             out[f.offset:f.offset + f.size] = value
         else:
             struct.pack_into("<" + f.type.fmt, out, f.offset, value)

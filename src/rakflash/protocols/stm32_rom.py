@@ -61,10 +61,13 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import RomGarbled, RomNack, RomNoHandshake, RomSilent
 from ..link import ByteChannel, Deadline
+
+if TYPE_CHECKING:
+    from ..catalog import Mcu
 
 ACK, NACK, SYNC = 0x79, 0x1F, 0x7F
 
@@ -166,7 +169,7 @@ class RomTimeouts:
     mass_erase: float = 35.0
 
 
-def timeouts_for(mcu, baud: int, *, slack: float = 1.5) -> RomTimeouts:
+def timeouts_for(mcu: Mcu, baud: int, *, slack: float = 1.5) -> RomTimeouts:
     """Deadlines from the line (11 bits a byte at 8E1) and ``mcu``'s datasheet flash timing.
 
     Three times the datasheet value plus ``slack`` for USB turnarounds and
@@ -211,7 +214,7 @@ class RomInfo:
     def version_text(self) -> str:
         return f"{self.version >> 4}.{self.version & 0xF}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "version_text": self.version_text,
                 "commands": [f"0x{c:02X}" for c in self.commands],
                 "pid": self.pid, "erase_command": self.erase_command,

@@ -510,7 +510,7 @@ class Rui3Module(VirtualModule):
         from ..protocols import rui3_config as rc
         p = self.config_platform
         boot = self.bootloader_version or ""
-        block = rc.new(p, **{
+        defaults: dict[str, rc.Value] = {
             "lora_work_mode": 1, "p2p.frequency": 868_000_000, "p2p.spreadfact": 7, "p2p.preamlen": 8,
             "p2p.powerdbm": 14, "p2p.bitrate": 4915, "p2p.deviation": 5000, "p2p.fsk_rxbw": 20000,
             "lora.join_mode": 1, "lora.adr": 1, "lora.dutycycle_enable": 1, "lora.jn1dl": 5000, "lora.jn2dl": 6000,
@@ -518,9 +518,11 @@ class Rui3Module(VirtualModule):
             "baudrate": 115200, "serial_passwd": b"00000000\0", "ex.lbt_rssi": -80,
             "ex.lbt_scantime": 5, "ex.auto_sleep_level": 1, "ex.syncword": 0x1424,
             "hwmodel": (self.module.hardware_models or (self.module.key,))[0].encode()[:32].ljust(32, b"\0"),
-            "cli_ver": boot.encode()[:32].ljust(32, b"\0")})
+            "cli_ver": boot.encode()[:32].ljust(32, b"\0")}
+        block = rc.new(p, rc.LATEST, **defaults)
         block = rc.with_at_values(block, {k: v for k, v in DEFAULT_SETTINGS.items() if k != "DEVEUI"})
         if identity:
+            assert self.opts.dev_eui is not None and self.opts.serial_number is not None  # __init__ made them
             block = rc.with_at_values(block, {"DEVEUI": self.opts.dev_eui.upper()})
             block = block.replace(sn=self.opts.serial_number.encode()[:18].ljust(18, b"\0"))
         return block
@@ -579,6 +581,7 @@ class Rui3Module(VirtualModule):
     @property
     def default_settings(self) -> dict[str, str]:
         if self.config_platform is None:
+            assert self.opts.dev_eui is not None                 # VirtualModule.__init__ made one
             return {**DEFAULT_SETTINGS, "DEVEUI": self.opts.dev_eui.upper()}
         from ..protocols import rui3_config as rc
         return rc.at_values(self._default_block(identity=True))

@@ -107,7 +107,10 @@ class SecureDfuTarget:
         self._text = bytearray()
 
     def _reply(self, op: int, result: int = RES_SUCCESS, data: bytes = b"", ext: int | None = None) -> None:
-        body = bytes([OP_RESPONSE, op, result]) + (bytes([ext]) if result == RES_EXT_ERROR else data)
+        if result == RES_EXT_ERROR:
+            assert ext is not None, "an extended error says which"
+            data = bytes([ext])
+        body = bytes([OP_RESPONSE, op, result]) + data
         self.ch.write(slip.encode(body))
 
     def serve(self) -> str:
@@ -159,7 +162,8 @@ class SecureDfuTarget:
             self._reply(op, data=p[:1])
         elif op == OP_SET_PRN:
             if len(p) < 2:
-                return self._reply(op, RES_INVALID_PARAMETER)
+                self._reply(op, RES_INVALID_PARAMETER)
+                return None
             s.prn, s.writes = struct.unpack("<H", p[:2])[0], 0
             self._reply(op)
         elif op == OP_MTU:
@@ -262,28 +266,34 @@ class SecureDfuTarget:
         s = self.s
         if s.obj == OBJ_COMMAND:
             if not s.command_size or len(s.command) != s.command_size:
-                return self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+                self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+                return None
             same = bytes(s.command) == self.state.command
             verdict = self.backend.check_init(bytes(s.command))
             if verdict.result is not None or verdict.ext_error is not None:
                 s.command_valid = False
                 if verdict.result is not None:
-                    return self._reply(OP_EXECUTE, verdict.result)
-                return self._reply(OP_EXECUTE, RES_EXT_ERROR, ext=verdict.ext_error)
+                    self._reply(OP_EXECUTE, verdict.result)
+                    return None
+                self._reply(OP_EXECUTE, RES_EXT_ERROR, ext=verdict.ext_error)
+                return None
             s.command_valid = True
             if not same:
                 self.state.offset_last = self.state.crc_last = 0
                 s.offset = s.crc = 0
             self.state.command = bytes(s.command)
             self.state.firmware_size = verdict.firmware_size
-            return self._reply(OP_EXECUTE)
+            self._reply(OP_EXECUTE)
+            return None
         if s.obj == OBJ_DATA and s.object_size:
             if s.offset != s.object_start + s.object_size:
-                return self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+                self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+                return None
             self.state.offset_last, self.state.crc_last = s.offset, s.crc
             s.object_size = 0
             if s.offset < self.state.firmware_size:
-                return self._reply(OP_EXECUTE)
+                self._reply(OP_EXECUTE)
+                return None
             ext = self.backend.check_firmware(s.offset)
             if ext is not None:
                 # The whole image is refused: the next run starts over.
@@ -291,9 +301,11 @@ class SecureDfuTarget:
                 self.state.command = b""
                 s.command_valid = False
                 s.offset = s.crc = 0
-                return self._reply(OP_EXECUTE, RES_EXT_ERROR, ext=ext)
+                self._reply(OP_EXECUTE, RES_EXT_ERROR, ext=ext)
+                return None
             self._reply(OP_EXECUTE)
             self.state.command, self.state.offset_last, self.state.crc_last = b"", 0, 0
             self.backend.activate()
             return "activated"
-        return self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+        self._reply(OP_EXECUTE, RES_NOT_PERMITTED)
+        return None

@@ -36,6 +36,7 @@ Limits of the model (each says why):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Protocol
 
 from ..link import ByteChannel
@@ -166,7 +167,7 @@ class RomServer:
             if xor(data, n) != check or not self.memory.writable(addr, n + 1):
                 self._send(NACK)
                 return None
-            self._nack_on_error(lambda: self.memory.program(addr, data))
+            self._nack_on_error(partial(self.memory.program, addr, data))
         elif code in (ERASE, EXTENDED_ERASE):
             self._send(ACK)
             self._erase(code)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import time
 
+from ... import apollo3_wired
 from ...at import looks_like_text
 from ...catalog import Module
 from ...errors import BootEntryFailed, DeviceRejected, RakflashError, TouchesBootloader
@@ -74,9 +75,9 @@ class Apollo3SblMethod(RecoveryMethod):
         ota = any(b.header.ota for b in blocks)
         sent = sum(len(b.raw) for b in blocks)
         data = sum(b.header.size for b in blocks)
-        pad = sent - data - sbl.WU_HEADER_SIZE * len(blocks)
+        pad = sent - data - apollo3_wired.WU_HEADER_SIZE * len(blocks)
         sent_said = (f"{sent:,} bytes to send: the image's {data:,} bytes in {len(blocks)} "
-                     f"block{'s' if len(blocks) != 1 else ''}, each with its {sbl.WU_HEADER_SIZE}-byte "
+                     f"block{'s' if len(blocks) != 1 else ''}, each with its {apollo3_wired.WU_HEADER_SIZE}-byte "
                      f"wired-update header" + (f", and {pad:,} bytes padding them to whole 4-byte words"
                                                if pad else ""))
         a = module.rom_access
@@ -165,7 +166,7 @@ class Apollo3SblMethod(RecoveryMethod):
             raise DeviceRejected(f"the secure bootloader takes at most {status.max_storage:,} bytes a "
                                  f"block; the largest block is {biggest:,}",
                                  hint="Report it with a --trace file: rakflash splits blocks at "
-                                      f"{sbl.MAX_SPLIT:#x} bytes as RAK's tools do.")
+                                      f"{apollo3_wired.MAX_SPLIT:#x} bytes as RAK's tools do.")
         client = sbl.SblClient(link, timing=sbl.Timing(byte_time=10 / link.baud),
                                on_retry=lambda why: session.emit(Retry(client.retried, why)))
         session.state["client"] = client
@@ -271,7 +272,7 @@ class Apollo3SblMethod(RecoveryMethod):
                                       "set): rakflash started the written application (at+run)"))
                 return
 
-    def _blocks(self, session: Session) -> list[sbl.Block]:
+    def _blocks(self, session: Session) -> list[apollo3_wired.Block]:
         blocks = session.state.get("blocks")
         if blocks is None:
             img = session.plan.image.image
@@ -407,7 +408,7 @@ def _probe_at(link: Link, module: Module, at_baud: int) -> str | None:
 
 # ------------------------------------------------------------------ plan helpers (pure)
 
-def build_blocks(segments: list[Segment], module: Module, *, split: int = sbl.MAX_SPLIT) -> list[sbl.Block]:
+def build_blocks(segments: list[Segment], module: Module, *, split: int = apollo3_wired.MAX_SPLIT) -> list[apollo3_wired.Block]:
     """In-place wired blocks for the segments: one per run of flash pages the segments
     cover (gaps inside a run filled with 0xFF, as erased flash reads), each starting at
     its first page."""
@@ -425,11 +426,11 @@ def build_blocks(segments: list[Segment], module: Module, *, split: int = sbl.MA
         data = bytearray(b"\xff" * (end - start))
         for s in run:
             data[s.start - start:s.end - start] = s.data
-        blocks += sbl.build_blocks(bytes(data), start, split=split)
+        blocks += apollo3_wired.build_blocks(bytes(data), start, split=split)
     return blocks
 
 
-def erase_ranges(blocks: list[sbl.Block], module: Module) -> list[tuple[int, int]]:
+def erase_ranges(blocks: list[apollo3_wired.Block], module: Module) -> list[tuple[int, int]]:
     """The pages the secure bootloader erases: every page a block writes (for an OTA
     block, where it is staged; the install erases the image's own pages later)."""
     page = module.mcu.page_size
@@ -437,7 +438,7 @@ def erase_ranges(blocks: list[sbl.Block], module: Module) -> list[tuple[int, int
              -(-(b.header.load_address + len(b.data)) // page) * page) for b in blocks]
 
 
-def minimum_seconds(module: Module, blocks: list[sbl.Block], baud: int, latency: float, *,
+def minimum_seconds(module: Module, blocks: list[apollo3_wired.Block], baud: int, latency: float, *,
                     ota: bool = False) -> float:
     """The least time the wired update can take: every byte both ways at ``baud`` (8N1),
     one turnaround each way per message (each is ACKed before the next), and the
