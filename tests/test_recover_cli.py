@@ -41,7 +41,10 @@ def test_seed_case_refused_recovered_then_serial_updates_work(virtual, cat, tmp_
     assert (result["app_version_before"], result["app_version_after"]) == ("V3.0.0.13.H", "V3.0.0.14.H")
     # flash's keys, with what is true of a recovery (issues 7 and 13)
     assert (result["port"], result["error"], result["version_confirmed"]) == (dev.port, None, True)
-    assert (result["settings_kept"], result["settings"], result["retries"]) == (None, None, 0)
+    assert (result["settings"], result["retries"]) == (None, 0)
+    # RUI v3: the data EEPROM was kept raw before the write and read back the same after it
+    assert (result["keys"], result["settings_kept"]) == ("kept", True)
+    assert "data EEPROM at 0x08080000" in result["keys_reason"] and "unchanged" in result["keys_reason"]
     assert result["reset_wait_seconds"] is not None and result["boot_seconds"] == result["reset_wait_seconds"]
     assert {"code": "release-boot0"} .items() <= result["warnings"][0].items()
     kinds = [e["event"] for e in events[:-1]]
