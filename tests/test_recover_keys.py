@@ -95,6 +95,25 @@ def test_rom_recovery_reads_the_keys_first_and_reads_them_back_kept(virtual, cat
     assert dev.wait_mode(Mode.APP) and keys_on(dev) == KEYS
 
 
+def test_a_byte_damaged_on_the_line_is_never_what_is_kept_or_written_back(virtual, cat, tmp_path):
+    """Read Memory carries no checksum: one AppKey byte damaged on its way to the host, once. The
+    block counts only when two reads agree, so the copy holds the chip's bytes, the check after
+    the write finds them unchanged, and nothing is written back (with the damaged copy, the
+    check would have 'found' a difference and written the damage into the chip)."""
+    from rakflash.sim import Faults, Rewrite
+    key = bytes.fromhex(KEYS["APPKEY"])
+    damage = Rewrite(key[:6], key[:5] + bytes([key[5] ^ 0x10]))
+    dev = virtual("rak3172", faults=Faults(rewrite_to_host=[damage]))
+    set_keys(dev, KEYS)
+    block_before = dev.flash.read(CONFIG, BLOCK)
+    assert key in block_before                          # RUI3 keeps the AppKey as its 16 bytes
+    _, result, events = run_rom(dev, rak3172_full(tmp_path, cat), show_keys=True)
+    assert damage.times == 0                                       # the damage did happen
+    assert events.of(Keys)[0].info["app_key"] == KEYS["APPKEY"]
+    assert result.keys == "kept" and not any(e.code == "keys-overwritten" for e in events.of(Warning))
+    assert dev.flash.read(CONFIG, BLOCK) == block_before
+
+
 def test_show_keys_shows_the_appkey_read_before(virtual, cat, tmp_path):
     dev = virtual("rak3172")
     set_keys(dev, KEYS)
