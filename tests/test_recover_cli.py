@@ -183,9 +183,14 @@ def test_ctrl_c_while_writing_says_what_the_chip_holds_and_the_rerun_finishes(vi
     assert last["hint"].startswith("Part of the image was written: RAK3172 holds the new image's "
                                    "bytes at 0x08000000-")
     assert "Keep BOOT0 held high and run the same command again" in last["hint"]
+    # the keys read before the write: where the copy is, on the line and in the hint
+    copy = last["keys_kept_in"]
+    assert copy and os.path.isfile(copy) and f"The keys read before the write are kept in {copy}." in last["hint"]
+    assert json.loads(open(copy).read())["dev_eui"] == dev.opts.dev_eui.upper()
     # …and that is what finishes it: BOOT0 still held, no reset pressed.
     code, events = run_as_a_person("recover", *args, on_event=lambda e: None)
     assert code == 0 and events[-1]["written"] == "all", events[-3:]
+    assert events[-1]["keys"] == "kept"
     assert events[-1]["bootloader_version_after"] == "RUI_BOOT_0.9_STM32WLE5CC"
 
 

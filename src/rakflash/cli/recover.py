@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from .. import images
 from ..errors import Aborted, ConfirmationNeeded, RakflashError, UsageError
-from ..events import PlanReady, Warning
+from ..events import Event, Keys, PlanReady, Warning
 from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, interrupted_hint, method_for, plan_recovery, recover
 from ..written import NOTHING, Written
@@ -129,12 +129,21 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
                 raise Aborted("recovery not confirmed")
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
         written = Written()
+
+        def noting_the_copy(event: Event) -> None:
+            # Where the keys read before the write are kept (None once read back the same),
+            # for the line a Ctrl-C ends with.
+            if isinstance(event, Keys):
+                known["keys_kept_in"] = event.info.get("kept_in")
+            render(event)
         try:
-            result = recover(link, plan, options, emit=render, written=written)
+            result = recover(link, plan, options, emit=noting_the_copy, written=written)
         finally:
             # What the chip holds now, for the line a failure or Ctrl-C ends with.
+            copy = known.get("keys_kept_in")
             known.update(written=written.state, bytes=written.bytes,
-                         written_hint=interrupted_hint(written, plan.module.name, plan.method))
+                         written_hint=interrupted_hint(written, plan.module.name, plan.method)
+                         + (f" The keys read before the write are kept in {copy}." if copy else ""))
     if as_json:
         emit_result(result.to_dict(), port)
         return
