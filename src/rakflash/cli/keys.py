@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
@@ -14,23 +15,40 @@ from ..flows.identify import DeviceInfo, identify
 from ..flows.lock import lock_again, opening
 from ..link import Link
 from .app import main
-from .options import (WINDOW, json_option, lookup_module, module_option, open_link, password_asker,
+from .options import (WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, password_asker,
                       password_option, pick_port, port_options, verbosity_options)
 from .output import JsonEvents, TerminalEvents, emit_json, err, known, out, reports_errors
 
 KEYS_JSON = ("result", "module", "port", "error")
+VIA_WORDS = {"at": "over AT", "stm32-rom": "through the chip's STM32 ROM bootloader",
+             "swd": "through a debug probe (SWD)"}
 LABELS = (("dev_eui", "DevEUI"), ("app_eui", "AppEUI"), ("band", "band"), ("class", "class"),
           ("join_mode", "join mode"), ("dev_addr", "DevAddr"))
 
 
 def via_options(fn: Callable) -> Callable:
+    fn = click.option("--pack", metavar="FILE", type=CmsisPack(),
+                      help="--via swd: a CMSIS device pack (.pack) for a target pyOCD does not know yet.")(fn)
+    fn = click.option("--probe", metavar="ID",
+                      help="--via swd: the probe's unique id, or part of it (see 'rakflash probes').")(fn)
     fn = click.option("--window", type=WINDOW, default=30.0, show_default=True, metavar="S",
                       help="--via stm32-rom: how long to wait for you to hold BOOT0 and reset.")(fn)
-    fn = click.option("--via", type=click.Choice(["at", "stm32-rom"]), default="at", show_default=True,
+    fn = click.option("--via", type=click.Choice(["at", "stm32-rom", "swd"]), default="at", show_default=True,
                       help="at: the module's own AT commands (its application answers). stm32-rom: the "
                            "chip's ROM bootloader (BOOT0 held at reset), for a module whose application "
-                           "no longer answers; needs --module.")(fn)
+                           "no longer answers. swd: a debug probe and pyOCD (no --port needed). The last "
+                           "two need --module.")(fn)
     return fn
+
+
+@dataclass
+class Via:
+    """How the keys are read: ``via`` and what its options say."""
+
+    via: str
+    window: float = 30.0
+    probe: str | None = None
+    pack: str | None = None
 
 
 @main.group()
@@ -38,9 +56,9 @@ def keys() -> None:
     """The owner's LoRaWAN keys: show them, back them up to a file, write a backup back."""
 
 
-def _renderer(stack: ExitStack, link: Link, as_json: bool) -> Sink:
+def _renderer(stack: ExitStack, link: Link | None, as_json: bool) -> Sink:
     render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
-    if isinstance(render, TerminalEvents):
+    if isinstance(render, TerminalEvents) and link is not None:
         link.on_step = render.step
     return render
 
@@ -62,14 +80,35 @@ def app_module(link: Link, module, baud: int | None, password: str | None, emit:
     return dev, opened
 
 
+def _needs_module(via: Via, module) -> None:
+    """``--via stm32-rom`` and ``--via swd`` need ``--module``: a usage error before anything is touched."""
+    if via.via in ("stm32-rom", "swd") and module is None:
+        why = ("nothing on the line says which module it is before its ROM bootloader answers, and the "
+               "pins to hold differ" if via.via == "stm32-rom" else
+               "the probe needs the chip's target, and where the keys are differs by module")
+        raise UsageError(f"--via {via.via} needs --module: {why}",
+                         hint="Add --module (rak3172, rak811, …; 'rakflash modules' lists them).")
+
+
+def read_keys(stack: ExitStack, port: str | None, via: Via, module, baud: int | None, trace_path: str | None,
+              password: str | None, as_json: bool, keep: tuple[str, ...] = ()) -> tuple[flow.Backup, str | None]:
+    """The keys, the way ``via`` says: through a probe (no port), or over the port (picked when
+    not given); and the port they were read on."""
+    _needs_module(via, module)
+    if via.via == "swd":
+        known["module"] = module.name
+        emit = _renderer(stack, None, as_json)
+        return flow.read_over_swd(module, probe=via.probe, pack=via.pack, emit=emit), port
+    port = pick_port(port)
+    link = open_link(stack, port, baud, trace_path, keep=keep)
+    return read(link, via.via, module, baud, password, via.window, _renderer(stack, link, as_json)), port
+
+
 def read(link: Link, via: str, module, baud: int | None, password: str | None, window: float,
          emit: Sink) -> flow.Backup:
     """The keys, the way ``via`` says."""
     if via == "stm32-rom":
-        if module is None:
-            raise UsageError("--via stm32-rom needs --module: nothing on the line says which module it is "
-                             "before its ROM bootloader answers, and the pins to hold differ",
-                             hint="Add --module (rak3172, rak811, …; 'rakflash modules' lists them).")
+        _needs_module(Via(via), module)
         known["module"] = module.name
         return flow.read_over_rom(link, module, window=window, emit=emit)
     dev, opened = app_module(link, module, baud, password, emit)
@@ -86,7 +125,7 @@ def read(link: Link, via: str, module, baud: int | None, password: str | None, w
 
 def _print(backup: flow.Backup, show_keys: bool) -> None:
     s = backup.shown(show_keys)
-    how = ("over AT" if backup.via == "at" else "through the chip's STM32 ROM bootloader"
+    how = (VIA_WORDS.get(backup.via, backup.via)
            + (f", config layout {s['layout_version']} ({flow.rc.VERSIONS.get(s['layout_version'], '?')})"
               if s["layout_version"] else ""))
     out.print(f"{'module':<14}{s['module']}" + (f", serial number {s['serial_number']}" if s["serial_number"] else ""))
@@ -122,13 +161,13 @@ def _print(backup: flow.Backup, show_keys: bool) -> None:
 @verbosity_options
 @reports_errors(json_keys=KEYS_JSON)
 def keys_show(port: str | None, baud: int | None, trace_path: str | None, module_name: str | None, via: str,
-              window: float, show_keys: bool, password: str | None, as_json: bool) -> None:
+              window: float, probe: str | None, pack: str | None, show_keys: bool, password: str | None,
+              as_json: bool) -> None:
     """Show a module's DevEUI, AppEUI, band, class and join mode (the keys masked)."""
     module = lookup_module(module_name)
-    port = pick_port(port)
     with ExitStack() as stack:
-        link = open_link(stack, port, baud, trace_path)
-        backup = read(link, via, module, baud, password, window, _renderer(stack, link, as_json))
+        backup, port = read_keys(stack, port, Via(via, window, probe, pack), module, baud, trace_path,
+                                 password, as_json)
     if as_json:
         emit_json({"result": "ok", **backup.shown(show_keys), "module": backup.module.name, "port": port,
                    "error": None})
@@ -146,14 +185,14 @@ def keys_show(port: str | None, baud: int | None, trace_path: str | None, module
 @verbosity_options
 @reports_errors(json_keys=KEYS_JSON)
 def keys_backup(file: str, port: str | None, baud: int | None, trace_path: str | None, module_name: str | None,
-                via: str, window: float, password: str | None, as_json: bool) -> None:
+                via: str, window: float, probe: str | None, pack: str | None, password: str | None,
+                as_json: bool) -> None:
     """Read a module's keys and settings into FILE (JSON, readable by you only)."""
     module = lookup_module(module_name)
-    port = pick_port(port)
     flow.check_new_file(file)          # said before the module is touched (a BOOT0 dance for nothing)
     with ExitStack() as stack:
-        link = open_link(stack, port, baud, trace_path, keep=(file,))
-        backup = read(link, via, module, baud, password, window, _renderer(stack, link, as_json))
+        backup, port = read_keys(stack, port, Via(via, window, probe, pack), module, baud, trace_path,
+                                 password, as_json, keep=(file,))
     flow.save(backup, file)
     result: dict[str, Any] = {
         "result": "ok", "file": file, "module": backup.module.name, "port": port,
@@ -170,7 +209,7 @@ def keys_backup(file: str, port: str | None, baud: int | None, trace_path: str |
               + (f" {backup.serial_number}" if backup.serial_number else "")
               + (f" (DevEUI {backup.dev_eui})" if backup.dev_eui else "")
               + f" to {file} (readable by you only): {what}, read "
-              + ("over AT" if backup.via == "at" else "through the STM32 ROM bootloader") + ".")
+              + VIA_WORDS.get(backup.via, backup.via) + ".")
     if backup.unreadable:
         err.print(f"[yellow]warning:[/] {', '.join(backup.unreadable)} could not be read the same way twice "
                   f"and {'is' if len(backup.unreadable) == 1 else 'are'} not in the backup")

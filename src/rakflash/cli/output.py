@@ -469,6 +469,13 @@ class TerminalEvents(Renderer):
         elif isinstance(event, ev.Note):
             if not quiet:
                 out.print(f"[yellow]note:[/] {event.message}")
+        elif isinstance(event, ev.Keys):
+            # Before the write: what was found (the result line says what became of it).
+            if event.when == "before" and not quiet:
+                for line in keys_lines(event.info):
+                    out.print(line, markup=False)
+            elif verbose:
+                self._line(f"keys after the write: {event.state}")
 
     def _prompt(self, event: ev.Prompt) -> None:
         if event.action == "press-reset":
@@ -481,6 +488,42 @@ class TerminalEvents(Renderer):
                           "in a burst and catches the module as it starts.")
         else:
             err.print(f"[bold]{event.message}[/]")
+
+
+SECRET_LABELS = (("app_key", "AppKey"), ("app_skey", "AppSKey"), ("nwk_skey", "NwkSKey"))
+
+
+def keys_lines(info: dict[str, Any]) -> list[str]:
+    """A ``keys`` event read before a recovery's write, for people: where it was read, what it
+    holds (the keys masked unless shown), and where the copy is kept."""
+    where = ", ".join(f"{r['region']} at {r['address']}" for r in info.get("regions", []))
+    lines = [f"keys read before the write ({where}" + (f", config layout {info['layout_version']}"
+                                                       if info.get("layout_version") else "") + "):"]
+    if info.get("decoded"):
+        parts = []
+        for key, label in (("dev_eui", "DevEUI"), ("app_eui", "AppEUI")):
+            if info.get(key):
+                parts.append(f"{label} {info[key]}")
+        if info.get("band") is not None:
+            parts.append(f"band {info['band']}" + (f" ({info['region']})" if info.get("region") else ""))
+        for key, label in (("class", "class"), ("join_mode", "join mode")):
+            if info.get(key):
+                parts.append(f"{label} {info[key]}")
+        for key, label in SECRET_LABELS:
+            blank = info.get(f"{key}_blank")
+            if blank is None:
+                continue
+            value = info.get(key) if info.get("keys_shown") else None
+            parts.append(f"{label} " + (value if value is not None else
+                                        "all zeros (not set)" if blank else "set (hidden; --show-keys shows it)"))
+        if info.get("serial_number"):
+            parts.append(f"serial number {info['serial_number']}")
+        lines.append("  " + ", ".join(parts))
+    lines += [f"  note: {n}" for n in info.get("notes", [])]
+    if info.get("kept_in"):
+        lines.append(f"  a copy is kept in {info['kept_in']} (readable by you only) until the chip is "
+                     "checked after the write")
+    return lines
 
 
 def _phase_text(label: str, message: str | None) -> str:

@@ -224,6 +224,21 @@ def rom_read(client, address: int, size: int) -> bytes:
 Read = Callable[[int, int], bytes]      # (address, size) → the bytes there
 
 
+def memory_regions(module: Module) -> list[tuple[str, int, int]]:
+    """(region, address, size) of what holds the owner's keys and settings in the chip's memory,
+    in the order they are read: RUI3's config block and its factory defaults (as many bytes as
+    the latest layout takes: it holds any older one); RUI v3's data EEPROM (``user-data``),
+    whole. Empty for a firmware whose settings rakflash knows nothing of (an Arduino sketch)."""
+    if module.config_layout:
+        need = rc.size(rc.PLATFORMS[module.config_layout])
+        return [(name, module.region(name).start, need) for name in ("config", "factory-defaults")
+                if module.has_region(name)]
+    if module.dialect.key == "rui-v3" and module.has_region("user-data"):
+        r = module.region("user-data")
+        return [("user-data", r.start, r.size)]
+    return []
+
+
 def read_from_memory(read: Read, module: Module, via: str, *, port: str | None = None) -> Backup:
     """The owner's data as the chip's memory holds it, through any reader of memory (the STM32
     ROM's Read Memory, an SWD probe): RUI3's config block and its factory defaults, decoded
@@ -239,11 +254,9 @@ def read_from_memory(read: Read, module: Module, via: str, *, port: str | None =
 def _decode_config(read: Read, module: Module, backup: Backup) -> None:
     """RUI3: read the config block (and the factory defaults beside it) and decode it."""
     platform = rc.PLATFORMS[module.config_layout]
-    need = rc.size(platform)          # the latest layout is the longest: it holds any older one
-    for region in ("config", "factory-defaults"):
-        r = module.region(region)
-        raw = read(r.start, need)
-        backup.raw.append({"region": region, "address": f"0x{r.start:08X}", "hex": raw.hex()})
+    for region, start, need in memory_regions(module):
+        raw = read(start, need)
+        backup.raw.append({"region": region, "address": f"0x{start:08X}", "hex": raw.hex()})
         if region != "config":
             continue
         try:
@@ -264,12 +277,9 @@ def _decode_config(read: Read, module: Module, backup: Backup) -> None:
 def _raw_eeprom(read: Read, module: Module, backup: Backup) -> None:
     """RUI v3: the data EEPROM, raw (its layout is not published)."""
     backup.decoded = False
-    for region in ("user-data",):
-        if not module.has_region(region):
-            continue
-        r = module.region(region)
-        raw = read(r.start, r.size)
-        backup.raw.append({"region": region, "address": f"0x{r.start:08X}", "hex": raw.hex()})
+    for region, start, size in memory_regions(module):
+        raw = read(start, size)
+        backup.raw.append({"region": region, "address": f"0x{start:08X}", "hex": raw.hex()})
     backup.notes.append(f"{module.name} runs RUI v3, which publishes no layout of its settings: the data "
                         f"EEPROM was kept as raw bytes, and the keys inside can't be decoded")
 
@@ -288,6 +298,90 @@ def changed(before: Backup, after: Backup) -> list[str]:
         mine = {r["region"]: r["hex"] for r in after.raw}
         return [r["region"] for r in before.raw if mine.get(r["region"]) != r["hex"]]
     return [n for n, v in before.settings.items() if after.settings.get(n) != v]
+
+
+# ------------------------------------------------------------------ a recovery's copy
+
+@dataclass
+class KeptCopy:
+    """Where a recovery kept what it read before writing: a keys backup file in rakflash's
+    kept-settings folder (``path``; None when none could be written there), and whether this
+    run put the values in the kept-settings store ``flash`` reads (``in_store``)."""
+
+    path: Path | None
+    in_store: bool = False
+    why_not: str | None = None          # why no file could be written
+
+    def forget(self, backup: Backup) -> None:
+        """The chip holds what was read (checked by reading it back): the copy goes, as
+        ``flash``'s kept values go once checked (never a file another run kept)."""
+        from .settings import forget_kept
+        if self.path is not None:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+            self.path = None
+        if self.in_store:
+            forget_kept(backup.module, backup.serial_number, backup.dev_eui)
+            self.in_store = False
+
+
+def keep_copy(backup: Backup) -> KeptCopy:
+    """Keep what a recovery read from the chip until it has checked that the chip still holds
+    it: the backup as a file (``keys-MODULE-SERIAL-TIME.json``, mode 0600, the format ``keys
+    backup`` writes, raw bytes included, so ``keys restore`` takes a decoded one) in the folder
+    of the kept-settings store, and the decoded values in the store itself
+    (:func:`settings.keep_until_checked`: a later ``flash`` of this module finds them) — unless
+    an earlier, cut-off run keeps values there already (they stay as they are)."""
+    from .settings import _kept_dir, _pending_file, _file_part, keep_until_checked
+    folder = _kept_dir()
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    base = f"keys-{backup.module.key}-{_file_part(backup.serial_number or 'unknown')}-{stamp}"
+    copy = KeptCopy(None)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for n in range(1, 100):
+            path = folder / (base + (f"-{n}" if n > 1 else "") + ".json")
+            if not os.path.lexists(path):
+                save(backup, path)
+                copy.path = path
+                break
+    except (OSError, UsageError) as exc:
+        copy.why_not = getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
+    values = backup.kept_values() if backup.decoded else {}
+    if values and backup.serial_number:
+        pending = _pending_file(backup.module, backup.serial_number, backup.dev_eui)
+        if not os.path.lexists(pending):
+            keep_until_checked(backup.module, backup.serial_number, values)
+            copy.in_store = os.path.lexists(pending)
+    return copy
+
+
+# ------------------------------------------------------------------ over SWD
+
+def read_over_swd(module: Module, *, probe: str | None = None, pack: str | None = None, api=None,
+                  emit: Sink = nowhere) -> Backup:
+    """The keys of a module read through a debug probe (pyOCD): the config block (RUI3) or the
+    data EEPROM (RUI v3) read as memory. The module is not reset; pyOCD halts the core while
+    it is connected and lets it run again when it lets go."""
+    from .. import swd_link
+    if not memory_regions(module):
+        raise NotProvisionable(f"{module.name}'s firmware keeps no keys where rakflash knows to find them",
+                               hint="Read them with the firmware's own tools.")
+    if not module.swd_target:
+        raise RecoveryUnavailable(f"rakflash knows no SWD target for {module.name}",
+                                  hint="Read them over AT while its application answers (--via at).")
+    api = api or swd_link.pyocd_api()
+    target = module.swd_target
+    swd_link.check_target(api, target, pack)          # a missing pack, before any probe is looked for
+    chosen = swd_link.choose_probe(api, probe)
+    emit(Phase("connect", f"{target} through {chosen.kind} probe {chosen.unique_id}: reading "
+               f"{module.name}'s settings", {"probe": chosen.unique_id, "target": target}))
+    with swd_link.connected(api, chosen, target, dict(module.swd_options), pack=pack,
+                            doing="reading the keys") as session:
+        return read_from_memory(lambda a, n: swd_link.read_memory(api, session, a, n, "reading the keys"),
+                                module, "swd")
 
 
 # ------------------------------------------------------------------ the file

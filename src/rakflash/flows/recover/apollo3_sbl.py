@@ -272,6 +272,39 @@ class Apollo3SblMethod(RecoveryMethod):
                                       "set): rakflash started the written application (at+run)"))
                 return
 
+    # -- memory, for the owner's keys ----------------------------------------------
+    def memory_access(self, plan: RecoveryPlan) -> str | None:
+        return "the secure bootloader's wired update has no read command"
+
+    def touches(self, plan: RecoveryPlan) -> list[tuple[int, int]]:
+        """The pages the wired update erases: each block's own (written in place, or where an
+        OTA block is staged), and for an OTA its descriptor's page and the pages the install
+        writes (read from the staged Ambiq image's header; all flash above the secure
+        bootloader when that header can't be read)."""
+        img, module = plan.image.image, plan.module
+        blocks = list(reversed(img.wired_blocks)) if img.wired_blocks else build_blocks(img.segments, module)
+        ranges = erase_ranges(blocks, module)
+        if not any(b.header.ota for b in blocks):
+            return ranges
+        page = module.mcu.page_size
+        ranges.append((OTA_DESCRIPTOR, OTA_DESCRIPTOR + page))
+        staged = sorted((b.header.load_address, b.data) for b in blocks)
+        for b in blocks:
+            if not b.header.ota:
+                continue
+            raw, at = bytearray(), b.header.load_address
+            for address, data in staged:       # the blob, across the blocks it was split into
+                if address == at + len(raw):
+                    raw += data
+            ambiq = apollo3_wired.parse_image(bytes(raw))
+            if ambiq is None:
+                sbl_end = module.region("secure-bootloader").end if module.has_region("secure-bootloader") else 0
+                ranges.append((sbl_end, module.mcu.flash.end))
+            else:
+                end = ambiq.install_address + len(ambiq.code)
+                ranges.append((ambiq.install_address - ambiq.install_address % page, -(-end // page) * page))
+        return ranges
+
     def _blocks(self, session: Session) -> list[apollo3_wired.Block]:
         blocks = session.state.get("blocks")
         if blocks is None:

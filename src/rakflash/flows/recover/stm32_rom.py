@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable, TypeVar
 
 from ...catalog import Module
 from ...errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
@@ -41,6 +42,7 @@ from ...protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
 from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
+T = TypeVar("T")
 
 
 ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
@@ -102,6 +104,12 @@ class Stm32RomMethod(RecoveryMethod):
                          "needing this recovery again (the ROM bootloader itself can't be harmed)")
         if module.unconfirmed_note:
             notes.append(module.unconfirmed_note)
+        if options.remove_protection:
+            notes.append("keys: if the chip has read-out protection on, its ROM refuses every read, so "
+                         "rakflash can't read the keys before removing it, and removing it erases the whole "
+                         "chip, keys and settings included: rakflash can't save them. If the application "
+                         "still answers, back them up over AT first ('rakflash keys backup FILE --port "
+                         "PORT'); rakflash asks once more before it removes the protection")
         return RecoveryPlan("stm32-rom", module, image, list(img.segments), erase, sent, steps,
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
@@ -160,7 +168,7 @@ class Stm32RomMethod(RecoveryMethod):
             raise
         session.state["handshake"] = how
 
-    def _again_after_restart(self, session: Session, phase: str, what: str, step) -> None:
+    def _again_after_restart(self, session: Session, phase: str, what: str, step: Callable[[], T]) -> T:
         """Run ``step``; when an answer does not come, comes damaged, or is a NACK (what the ROM
         says to a block damaged on its way), sync again and run the step anew — the end of the
         run only when the ROM no longer answers, or after ``RESTARTS`` tries.
@@ -194,6 +202,7 @@ class Stm32RomMethod(RecoveryMethod):
                 session.state["resent"] = session.state.get("resent", 0) + 1
                 session.emit(Retry(session.state["resent"], f"{reason}; synced with the ROM "
                                    f"bootloader again, {what} again", phase=phase))
+        raise AssertionError("the last try raises what stopped it")
 
     @staticmethod
     def _sync_again(client: RomClient) -> str | None:
@@ -246,11 +255,15 @@ class Stm32RomMethod(RecoveryMethod):
             raise ReadoutProtected(
                 f"{module.name}'s chip has read-out protection on: its ROM bootloader refused to "
                 f"read the flash each of 3 times it was asked. Nothing was changed.",
-                hint="Removing it erases the whole chip, the owner's keys and settings included: "
-                     "run again with --remove-readout-protection if that is what you want "
-                     "(rakflash asks once more).")
+                hint="Removing it erases the whole chip, the owner's keys and settings included, and "
+                     "rakflash can't read them first. If the application still answers, back them up "
+                     "over AT first ('rakflash keys backup FILE --port PORT'); then run again with "
+                     "--remove-readout-protection if that is what you want (rakflash asks once more).")
         if not opts.confirm(f"Remove read-out protection from {module.name}? This erases ALL of "
-                            f"its flash, LoRaWAN keys and settings included."):
+                            f"its flash, LoRaWAN keys and settings included, and rakflash can't read "
+                            f"them first (the chip refuses every read while protected): if the "
+                            f"application still answers, say no and run 'rakflash keys backup FILE "
+                            f"--port PORT' first."):
             raise ConfirmationNeeded("read-out protection not removed: the second confirmation was not given",
                                      hint="Run in a terminal and answer the question, or pass --yes "
                                           "together with --remove-readout-protection.")
@@ -259,6 +272,7 @@ class Stm32RomMethod(RecoveryMethod):
         session.written.erase_sent([(f.start, f.end)])
         client.readout_unprotect()
         session.written.erase_acknowledged()
+        session.erased_whole = "removing read-out protection erased the whole chip"
         # The chip resets; BOOT0 is still high, so its ROM starts again and waits for 0x7F.
         client.handshake(max(5.0, session.options.window))
         client.get()
@@ -377,6 +391,52 @@ class Stm32RomMethod(RecoveryMethod):
                                "flash)", phase="verify"))
         return got
 
+    # -- memory, for the owner's keys ----------------------------------------------
+    def memory_access(self, plan: RecoveryPlan) -> str | None:
+        return None             # Read Memory, and Erase + Write Memory
+
+    def read_memory(self, session: Session, address: int, size: int, expect: bytes | None = None) -> bytes:
+        """Read Memory, 256 bytes at a time, each block counted when two reads agree (or one
+        matches ``expect``): it carries no checksum, and a byte damaged on the line must never
+        become the copy of the owner's keys that is written back."""
+        client: RomClient = session.state["client"]
+
+        def read() -> bytes:
+            out = bytearray()
+            for a in range(address, address + size, MAX_BLOCK):
+                n = min(MAX_BLOCK, address + size - a)
+                want = expect[a - address:a - address + n] if expect is not None else None
+                got = _agreed_read(client, a, n, want)
+                if got is None:
+                    raise RomGarbled(f"{READS} reads of {a:#010x} all came back different: the line "
+                                     "damages what the chip sends", hint=_LINE_HINT, step="read-keys")
+                out += got
+            return bytes(out)
+        return self._again_after_restart(session, "settings", "the reading of the keys", read)
+
+    def write_memory(self, session: Session, address: int, data: bytes) -> None:
+        """Erase the flash pages ``data`` covers (none in the data EEPROM, which Write Memory
+        writes byte by byte) and write it in blocks, as the image is written."""
+        client: RomClient = session.state["client"]
+        mcu = session.plan.module.mcu
+
+        in_flash = mcu.flash.start <= address < mcu.flash.end
+
+        def write() -> None:
+            if in_flash:
+                first = (address - mcu.flash.start) // mcu.page_size
+                last = (address + len(data) - 1 - mcu.flash.start) // mcu.page_size
+                client.erase_pages(list(range(first, last + 1)))
+            for at in range(0, len(data), MAX_BLOCK):
+                block = data[at:at + MAX_BLOCK]
+                if in_flash:                # the erase left 0xFF: runs of it need no writing
+                    block = block.rstrip(b"\xff")
+                if not block:
+                    continue
+                block += b"\xff" * (-len(block) % 4)
+                self._write_block(session, client, address + at, block)
+        self._again_after_restart(session, "settings-write", "the writing back of the keys", write)
+
     # -- start ---------------------------------------------------------------------
     def start(self, session: Session) -> None:
         client: RomClient = session.state["client"]
@@ -459,7 +519,7 @@ class _Restarted(Exception):
         self.error = error
 
 
-def _agreed_read(client: RomClient, address: int, n: int, want: bytes,
+def _agreed_read(client: RomClient, address: int, n: int, want: bytes | None,
                  reads: list[bytes] | None = None) -> bytes | None:
     """What the chip holds at ``address``: Read Memory carries no checksum, and a byte damaged
     on its way to the host reads as a difference the flash does not have — so a read counts

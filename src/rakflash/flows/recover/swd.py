@@ -19,7 +19,7 @@ from typing import Any
 
 from ... import swd_link
 from ...catalog import Module
-from ...errors import RakflashError
+from ...errors import RakflashError, TransferFault
 from ...events import Note, Phase
 from ...images import ImageInfo
 from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
@@ -88,6 +88,25 @@ class SwdMethod(RecoveryMethod):
         session.verify_seconds = time.monotonic() - t0
         # Every byte was read back: the flash holds the image's bootloader (if it has one).
         session.bootloader_version_after = session.plan.bootloader_version
+
+    # -- memory, for the owner's keys ----------------------------------------------
+    def memory_access(self, plan: RecoveryPlan) -> str | None:
+        return None             # the probe reads memory, and pyOCD's flash loader writes it
+
+    def read_memory(self, session: Session, address: int, size: int, expect: bytes | None = None) -> bytes:
+        """Read through the probe (SWD transfers are acknowledged and parity-checked: one read counts)."""
+        return self._step(session, "reading the keys", lambda api, s: swd_link.read_memory(
+            api, s, address, size, "reading the keys"))
+
+    def write_memory(self, session: Session, address: int, data: bytes) -> None:
+        mcu = session.plan.module.mcu
+        if not mcu.flash.start <= address < mcu.flash.end:
+            raise TransferFault(
+                f"the bytes to write back lie at {address:#010x}, outside the flash (an STM32's data "
+                f"EEPROM), which rakflash does not write through a probe",
+                hint="The copy read before is kept (see keys_kept_in); write it back through the "
+                     "chip's ROM bootloader or with the vendor's tools.", address=address)
+        self._step(session, "writing the keys back", lambda api, s: swd_link.write_memory(api, s, address, data))
 
     def start(self, session: Session) -> None:
         try:
