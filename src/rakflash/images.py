@@ -64,6 +64,7 @@ class Image:
     ota_header: OtaHeader | None = None      # an Apollo3 OTA blob's header
     package: DfuPackage | None = None        # an nRF52 DFU package (.zip)
     wired_blocks: list[Block] | None = None  # an Apollo3 wired-update blob's blocks
+    parts: tuple[Image, ...] = ()            # the files a combined image was made of (bootloader, --app)
 
     @property
     def size(self) -> int:

@@ -400,7 +400,7 @@ def combine(boot: Image, app: Image) -> Image:
                                   hint="Give the bootloader image as FILE and the application with --app.")
     segs = sorted([*boot.segments, *app.segments], key=lambda s: s.start)
     return Image(f"{boot.path}+{app.path}", "hex", segs, boot.sha256, boot.file_size + app.file_size,
-                 boot.start_address)
+                 boot.start_address, parts=(boot, app))
 
 
 def plan_recovery(image: Image, module: Module | None, *, method: str | None = None,

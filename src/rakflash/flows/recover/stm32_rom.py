@@ -697,18 +697,9 @@ def stm32flash_note(module: Module) -> str | None:
 
 def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
     """(path, format, first address) of each file the image came from: one, or a bootloader
-    file and its ``--app`` (flows.recover.combine names the pair 'BOOT+APP')."""
-    import os
-
-    from ... import images
+    file and its ``--app`` (the parts :func:`flows.recover.combine` keeps)."""
     img = image.image
-    path = img.path
-    if not os.path.isfile(path):
-        for i, ch in enumerate(path):
-            if ch == "+" and os.path.isfile(path[:i]) and os.path.isfile(path[i + 1:]):
-                parts = [images.load(p, module=module) for p in (path[:i], path[i + 1:])]
-                return [(p.path, p.format, p.low) for p in parts]
-    return [(path, img.format, img.low)]
+    return [(p.path, p.format, p.low) for p in (img.parts or (img,))]
 
 
 def link_for(port: str, baud: int, trace=None) -> Link:
