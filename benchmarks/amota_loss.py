@@ -35,7 +35,7 @@ from rakflash import catalog, images  # noqa: E402
 from rakflash.errors import RakflashError  # noqa: E402
 from rakflash.events import Retry  # noqa: E402
 from rakflash.flows.identify import identify  # noqa: E402
-from rakflash.flows.plan import make_plan  # noqa: E402
+from rakflash.flows.planning import make_plan  # noqa: E402
 from rakflash.flows.update import run_update  # noqa: E402
 from rakflash.link import Link  # noqa: E402
 from rakflash.sim import Faults, SimOptions, create, firmware  # noqa: E402

@@ -16,7 +16,7 @@ needs it, then times two whole commands from start to exit, each on a chip waiti
 
 Also rakflash's erase+write and write+verify (from its result line) against the protocol minimum:
 every byte at 11 bits, one turnaround each way per acknowledged step, the flash time
-(flows/recover_stm32.minimum_seconds). Medians of --runs runs. No timed assertion anywhere: this
+(flows/recover/stm32_rom.minimum_seconds). Medians of --runs runs. No timed assertion anywhere: this
 script reports.
 """
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from rakflash import catalog, images  # noqa: E402
 from rakflash.flows.recover import RecoveryOptions, plan_recovery  # noqa: E402
-from rakflash.flows.recover_stm32 import erase_pages, minimum_seconds, write_blocks  # noqa: E402
+from rakflash.flows.recover.stm32_rom import erase_pages, minimum_seconds, write_blocks  # noqa: E402
 from rakflash.sim import firmware  # noqa: E402
 
 BAUD, LATENCY = 115200, 0.001

@@ -9,7 +9,7 @@ erase/program times) and prints:
   confirmation of the new version);
 * the protocol's minimum for the same bytes on the same link: every byte at
   line rate, one turnaround per acknowledged packet each way, and the MCU's
-  flash time (``rakflash.flows.plan.minimum_transfer_seconds``);
+  flash time (``rakflash.flows.planning.minimum_transfer_seconds``);
 * their ratio (1.00 = the limit; the target is ≤ 1.05);
 * the time to enter the bootloader from a running application (target < 0.5 s).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rakflash import catalog, images
 from rakflash.flows.identify import identify
-from rakflash.flows.plan import make_plan, minimum_transfer_seconds
+from rakflash.flows.planning import make_plan, minimum_transfer_seconds
 from rakflash.flows.update import run_update
 from rakflash.link import Link
 from rakflash.sim import SimOptions, create, firmware

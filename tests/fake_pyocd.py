@@ -1,6 +1,6 @@
 """A stand-in for pyOCD below rakflash's boundary: probes, sessions, a target with memory, a flash loader.
 
-rakflash's :class:`~rakflash.flows.swd.PyOCD` adapter runs unchanged on top of it:
+rakflash's :class:`~rakflash.swd_link.PyOCD` adapter runs unchanged on top of it:
 the fake replaces only pyOCD's ``ConnectHelper`` and ``FlashLoader`` (same call
 signatures) and raises pyOCD's own exception classes, so the mapping from pyOCD's
 failures to rakflash's named errors is what is tested. It records what a person
@@ -21,7 +21,7 @@ from typing import Any
 from pyocd.core import exceptions
 
 from rakflash import apollo3_info0
-from rakflash.flows.swd import PyOCD
+from rakflash.swd_link import PyOCD
 
 
 INFO0_KEY = 0xD894E09E          # jlink-prog-info0.txt
@@ -58,7 +58,7 @@ class FakeTarget:
     def _region(self, addr: int, size: int) -> tuple[bytearray, int]:
         w = self.world
         for base, mem in ((w.flash_base, w.flash), (apollo3_info0.BASE, w.info0),
-                          (0x10000000, w.sram)):
+                          (0x10000000, w.sram), *w.extra.items()):
             if base <= addr and addr + size <= base + len(mem):
                 return mem, addr - base
         raise exceptions.TransferFaultError(f"Memory transfer fault @ {addr:#010x}")
@@ -76,7 +76,7 @@ class FakeTarget:
 
     def write_memory_block8(self, addr: int, data: list[int]) -> None:
         mem, off = self._region(addr, len(data))
-        if mem is self.world.flash or mem is self.world.info0:
+        if mem is self.world.flash or mem is self.world.info0 or any(mem is m for m in self.world.extra.values()):
             raise exceptions.TransferFaultError(f"write to flash at {addr:#010x} without the algorithm")
         mem[off:off + len(data)] = bytes(data)
 
@@ -174,6 +174,9 @@ class FakeWorld:
     installed: set = field(default_factory=lambda: {"ama3b1kk_kbr", "nrf52840"})   # builtins
     failures: Failures = field(default_factory=Failures)
     memory: bytearray | None = None          # a virtual module's flash, to write the real thing
+    # More memory the probe reads, by address (e.g. an STM32L0/L1's data EEPROM at 0x08080000,
+    # a virtual module's own bytes); writes to it fault as to flash, without a flash algorithm.
+    extra: dict = field(default_factory=dict)
     on_reset: Any = None                     # called at a reset (e.g. the virtual module's button)
 
     def __post_init__(self) -> None:

@@ -12,10 +12,12 @@ import pytest
 import serial
 from hypothesis import given, settings, strategies as st
 
+from rakflash import apollo3_wired as wired
 from rakflash.apollo3_info0 import rak11720_default
 from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout
 from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import Mode, firmware
+from rakflash.sim.apollo3_sbl import SblReceiver
 
 from pipes import pipe
 
@@ -66,38 +68,38 @@ def test_text_instead_of_a_reply_is_handed_back():
 
 def test_blocks_split_at_the_vendor_size_and_round_trip():
     data = random.Random(1).randbytes(0x70000 + 1001)
-    blocks = sbl.build_blocks(data, 0x14000, ota=True)
+    blocks = wired.build_blocks(data, 0x14000, ota=True)
     assert [b.header.load_address for b in blocks] == [0x14000, 0x84000]
     assert [b.header.size for b in blocks] == [0x70000, 1001]
     assert [b.header.ota for b in blocks] == [True, False]       # only the first block installs
     assert len(blocks[1].data) == 1004                         # padded to 4
     raw = b"".join(b.raw for b in blocks)
-    again = sbl.parse_blocks(raw)
+    again = wired.parse_blocks(raw)
     assert [(b.header, b.data) for b in again] == [(b.header, b.data) for b in blocks]
-    assert sbl.looks_like_blob(raw)
+    assert wired.looks_like_blob(raw)
 
 
 def test_wired_header_layout():
-    raw = sbl.WiredHeader(6, 0x14000, 0x7F48, options=1).pack()
+    raw = wired.WiredHeader(6, 0x14000, 0x7F48, options=1).pack()
     assert len(raw) == 96 and raw[80:82] == b"\x06\x01"
     assert struct.unpack_from("<III", raw, 84) == (0x12344321, 0x14000, 0x7F48)
     assert struct.unpack_from("<I", raw)[0] == 0x08000800        # key indexes 8, no algorithms
 
 
 def test_truncated_and_foreign_blobs_are_named():
-    raw = sbl.build_blocks(b"x" * 5000, 0x14000)[0].raw
+    raw = wired.build_blocks(b"x" * 5000, 0x14000)[0].raw
     with pytest.raises(ImageFormatError, match="truncated"):
-        sbl.parse_blocks(raw[:-8])
+        wired.parse_blocks(raw[:-8])
     with pytest.raises(ImageFormatError, match="not an Apollo3 wired-update blob"):
-        sbl.parse_blocks(b"\x01" * 200)
+        wired.parse_blocks(b"\x01" * 200)
 
 
 def test_ambiq_image_crc_is_checked():
-    img = sbl.build_image(b"code" * 100, 0xC000)
-    parsed = sbl.parse_image(img)
+    img = wired.build_image(b"code" * 100, 0xC000)
+    parsed = wired.parse_image(img)
     assert parsed.crc_ok and parsed.install_address == 0xC000 and parsed.kind == "non-secure"
     broken = img[:200] + bytes([img[200] ^ 1]) + img[201:]
-    assert not sbl.parse_image(broken).crc_ok
+    assert not wired.parse_image(broken).crc_ok
 
 
 # ------------------------------------------------------------------ client ↔ receiver in memory
@@ -106,14 +108,14 @@ def receiver_in_thread(dev, **kw):
     written = {}
 
     def on_block(raw):
-        h = sbl.WiredHeader.unpack(raw)
+        h = wired.WiredHeader.unpack(raw)
         written[h.load_address] = raw[96:96 + h.size]
         return kw.pop("block_status", sbl.SUCCESS)
 
     state = {}
 
     def run():
-        state["result"] = sbl.SblReceiver(
+        state["result"] = SblReceiver(
             dev, status=lambda: sbl.Status(3, 0xF4000, 0, 0), on_block=on_block,
             on_otadesc=lambda a: sbl.SUCCESS, max_storage=0xF4000, first_timeout=2.0).serve()
     t = threading.Thread(target=run, daemon=True)
@@ -139,7 +141,7 @@ def deliver(data, *, host_tamper=None, device_tamper=None, reply=0.3):
     written, state, t = receiver_in_thread(dev)
     assert isinstance(sbl.say_hello(host, 1.0), sbl.Status)
     client = sbl.SblClient(host, timing=sbl.Timing(reply=reply), chunk=1024)
-    for block in sbl.build_blocks(data, 0x14000):
+    for block in wired.build_blocks(data, 0x14000):
         client.send_block(block)
     client.reset()
     t.join(2)
@@ -172,7 +174,7 @@ def test_silent_sbl_times_out_with_a_next_step():
     client = sbl.SblClient(host, timing=sbl.Timing(reply=0.05), retries=2)
     t0 = time.monotonic()
     with pytest.raises(TransferTimeout) as e:
-        client.send_block(sbl.build_blocks(b"z" * 100, 0x14000)[0])
+        client.send_block(wired.build_blocks(b"z" * 100, 0x14000)[0])
     assert time.monotonic() - t0 < 2 and "BOOT" in e.value.hint
 
 
@@ -187,7 +189,7 @@ def test_security_refusal_points_to_swd():
     receiver_in_thread(dev, block_status=sbl.SECURITY)
     client = sbl.SblClient(host, timing=sbl.Timing(reply=0.5))
     with pytest.raises(DeviceRejected, match="security") as e:
-        client.send_block(sbl.build_blocks(b"q" * 600, 0x14000)[0])
+        client.send_block(wired.build_blocks(b"q" * 600, 0x14000)[0])
     assert "--via swd" in e.value.hint
 
 
@@ -262,7 +264,7 @@ def test_in_place_blocks_rewrite_a_bricked_module(virtual, cat):
         assert sbl.find_reply(ser.read(88))
         client = sbl.SblClient(serial_channel(ser), timing=sbl.Timing(byte_time=10 / FAST))
         for addr, data in [*boot.items(), (0x14000, app)]:
-            for block in sbl.build_blocks(data, addr):
+            for block in wired.build_blocks(data, addr):
                 client.send_block(block)
         dev.set_boot_pin(False)
         client.reset()
@@ -277,13 +279,13 @@ def test_sbl_refuses_its_own_region_and_unsigned_blobs_when_info0_wants_signatur
         assert sbl.find_reply(ser.read(88))
         client = sbl.SblClient(serial_channel(ser))
         with pytest.raises(DeviceRejected, match="security"):
-            client.send_block(sbl.build_blocks(b"a" * 1000, 0x14000)[0])
+            client.send_block(wired.build_blocks(b"a" * 1000, 0x14000)[0])
     dev2 = virtual("rak11720", boot_pin=True, info0=info0_at(FAST))
     with serial.Serial(dev2.port, FAST, timeout=1) as ser:
         ser.write(sbl.hello())
         assert sbl.find_reply(ser.read(88))
         with pytest.raises(DeviceRejected, match="invalid address"):
-            sbl.SblClient(serial_channel(ser)).send_block(sbl.build_blocks(b"a" * 1000, 0x2000)[0])
+            sbl.SblClient(serial_channel(ser)).send_block(wired.build_blocks(b"a" * 1000, 0x2000)[0])
     assert dev2.flash.read(0x2000, 4) != b"aaaa"
 
 
@@ -364,7 +366,7 @@ def test_rak_burn_bootloader_flow_works_against_the_simulator(virtual, cat):
     dev = virtual("rak11720", baud=115200, latency_ms=0.5)
     dev.flash.load(0xC000, b"\xff" * 0x8000)                  # the RUI bootloader is gone
     code = firmware.bootloader_image(mod, "RUI_BOOT_0.3_RAK11720")[0xC000]
-    blob = b"".join(b.raw for b in sbl.build_blocks(sbl.build_image(code, 0xC000), 0x14000, ota=True))
+    blob = b"".join(b.raw for b in wired.build_blocks(wired.build_image(code, 0xC000), 0x14000, ota=True))
 
     def person():
         dev.set_boot_pin(True)

@@ -64,6 +64,7 @@ def test_bricked_flooding_rak11720_brought_back_with_recover(virtual, tmp_path):
     assert final["bootloader_version_after"] == NEW_BOOT
     assert (final["port"], final["error"], final["version_confirmed"], final["settings_kept"]) == \
         (dev.port, None, True, None)
+    assert final["keys"] == "not-read" and "wired update has no read command" in final["keys_reason"]
     assert {"retries", "boot_seconds", "reset_wait_seconds", "bytes_per_second", "settings"} <= set(final)
     kinds = [e.get("event") for e in events]
     assert kinds[0] == "plan" and "countdown" in kinds and "progress" in kinds

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from rakflash import catalog, images
+from rakflash import apollo3_wired as wired, catalog, images
 from rakflash.apollo3_info0 import rak11720_default
 from rakflash.errors import BootEntryFailed, DeviceRejected, TouchesBootloader
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Retry, Warning
 from rakflash.flows.recover import RecoveryOptions, interrupted_hint, plan_recovery, recover
 from rakflash.written import Written
-from rakflash.flows.recover_apollo3 import build_blocks
+from rakflash.flows.recover.apollo3_sbl import build_blocks
 from rakflash.link import Link
 from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import Mode, firmware
@@ -128,6 +128,20 @@ def test_no_valid_application_brought_back(virtual, tmp_path):
     assert any(isinstance(e, Countdown) for e in events.events)
 
 
+def test_one_damaged_version_answer_after_the_recovery_is_no_verify_failure(virtual, tmp_path):
+    """The new application's version damaged once on its way back ('4.0.6' read as '4.0.7'):
+    asked again, the two answers disagree with each other, not with the image — the recovery
+    stands, confirmed by the answer that repeats."""
+    from rakflash.sim import Faults, Rewrite
+    damage = Rewrite(NEW_APP.encode(), b"RUI_4.0.7_RAK11720")
+    dev = virtual("rak11720", info0=info0_at(), faults=Faults(rewrite_to_host=[damage]))
+    brick(dev)
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    result, _ = run(dev, full_hex(tmp_path))
+    assert damage.times == 0                                    # the damage did happen
+    assert result.result == "ok" and result.app_version_after == NEW_APP and result.version_confirmed
+
+
 def test_flooding_application_replaced(virtual, tmp_path):
     dev = virtual("rak11720", info0=info0_at(), sketch="flooding", flood_after=0.2)
     time.sleep(0.5)                                                 # the sketch floods by now
@@ -177,7 +191,7 @@ def test_rak_style_prepared_blob_installs_the_bootloader_by_ota(virtual, tmp_pat
     segs = firmware.bootloader_image(rak11720(), NEW_BOOT)
     code = segs[0xC000]
     blob = tmp_path / "bootloader_apollo3_ota.bin"
-    blob.write_bytes(b"".join(b.raw for b in sbl.build_blocks(sbl.build_image(code, 0xC000), 0x14000, ota=True)))
+    blob.write_bytes(b"".join(b.raw for b in wired.build_blocks(wired.build_image(code, 0xC000), 0x14000, ota=True)))
     result, _ = run(dev, blob)
     assert dev.flash.read(0xC000, len(code)) == code
     assert result.mode_after == "bootloader"           # the application page held the staging copy

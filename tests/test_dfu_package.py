@@ -46,6 +46,16 @@ def test_a_signed_package_says_what_its_init_packet_requires(tmp_path, key):
     assert not dp.verify(app.init.command_bytes, app.init.signature, dp.public_key_bytes(dp.new_signing_key()))
 
 
+def test_signing_takes_only_an_ecdsa_p256_key_as_the_bootloader_checks_only_that():
+    """Another key type is refused as public_key_bytes refuses it, not a TypeError inside the signing."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    for other in (ed25519.Ed25519PrivateKey.generate(), ec.generate_private_key(ec.SECP384R1())):
+        with pytest.raises(ValueError, match="not an ECDSA P-256 key"):
+            dp.sign(b"init command", other.private_bytes(*pem))
+
+
 def test_init_packet_fields_come_from_the_protobuf_layout_not_from_byte_offsets(tmp_path):
     """Change a field through the protobuf message classes: the parser must follow it wherever it lands."""
     m = dp.messages()

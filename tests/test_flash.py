@@ -270,15 +270,15 @@ def keys_on(dev) -> dict:
 def test_keys_and_settings_survive_an_update(virtual, new_app, cat):
     dev = virtual("rak3172")
     set_keys(dev)
-    user_data = cat.module("rak3172").region("user-data")
-    stored = dev.flash.read(user_data.start, user_data.size)
+    config = cat.module("rak3172").region("config")          # RUI3's config block: the keys' home
+    stored = dev.flash.read(config.start, config.size)
     code, out = flash(new_app, dev)
     assert code == 0, out
     assert out["settings_kept"] is True
     assert out["settings"]["checked"] == ["DEVEUI", "APPEUI", "APPKEY", "BAND"]
     assert out["settings"]["restored"] == []
     assert keys_on(dev) == KEYS
-    assert dev.flash.read(user_data.start, user_data.size) == stored   # not even rewritten
+    assert dev.flash.read(config.start, config.size) == stored         # not even rewritten
     assert all(v not in json.dumps(out) for v in KEYS.values())        # keys never printed
 
 

@@ -173,7 +173,7 @@ def test_flood_that_starts_after_identification_is_caught_too(virtual, new_app):
     """The sketch was still in its quiet start-up when identified; by AT+BOOT it floods."""
     from rakflash import images
     from rakflash.flows.identify import identify
-    from rakflash.flows.plan import make_plan
+    from rakflash.flows.planning import make_plan
     from rakflash.flows.update import run_update
     from rakflash.link import Link
     dev = virtual("rak3172", sketch="flooding", flood_after=30.0, baud=115200)

@@ -418,30 +418,31 @@ def test_stm32_rom_client_whatever_the_rom_answers(replies):
 @given(data=st.binary(max_size=200), replies=st.lists(st.binary(max_size=120), max_size=6))
 def test_apollo3_sbl_whatever_it_answers(data, replies):
     COUNTS["Apollo3 SBL client: replies"] += 1
+    from rakflash import apollo3_wired as wired
     from rakflash.protocols import apollo3_sbl as sbl
     sbl.find_reply(data)
     sbl.read_reply(Device([], data), 0.005)
     named_or_result("SBL replies", lambda: sbl.say_hello(Device(replies), 0.005))
     client = sbl.SblClient(Device(replies), timing=sbl.Timing(reply=0.005, page_write=0.001,
                                                              byte_time=0.0), retries=1)
-    block = sbl.build_blocks(bytes(300), 0xC000)[0]
+    block = wired.build_blocks(bytes(300), 0xC000)[0]
     named_or_result("SBL replies", lambda: client.send_block(block))
 
 
 def _valid_wired_blob() -> bytes:
-    from rakflash.protocols import apollo3_sbl as sbl
-    image = sbl.build_image(bytes(range(256)) * 2, 0xC000)
-    return b"".join(b.raw for b in sbl.build_blocks(image, 0xC000))
+    from rakflash import apollo3_wired as wired
+    image = wired.build_image(bytes(range(256)) * 2, 0xC000)
+    return b"".join(b.raw for b in wired.build_blocks(image, 0xC000))
 
 
 @fuzz
 @given(data=st.one_of(st.binary(max_size=400), mutated(_valid_wired_blob())))
 def test_apollo3_wired_update_blobs_and_images(data):
     COUNTS["Apollo3 wired-update blob / Ambiq image"] += 1
-    from rakflash.protocols import apollo3_sbl as sbl
-    sbl.looks_like_blob(data)
-    sbl.parse_image(data)
-    named_or_result("SBL blob / Ambiq image", lambda: sbl.parse_blocks(data))
+    from rakflash import apollo3_wired as wired
+    wired.looks_like_blob(data)
+    wired.parse_image(data)
+    named_or_result("SBL blob / Ambiq image", lambda: wired.parse_blocks(data))
 
 
 @fuzz

@@ -19,6 +19,7 @@ from rakflash.errors import DfuRejected, PortDisconnected, PortNotBack, Transfer
 from rakflash.link import Link
 from rakflash.protocols import nordic_dfu as nd, slip
 from rakflash.sim import firmware
+from rakflash.sim.nordic_dfu import DfuState, InitVerdict, SecureDfuTarget
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
 from pipes import pipe
@@ -151,7 +152,7 @@ class _MemoryBackend:
 
     def check_init(self, data):
         self.init = dp.parse_init(data)
-        return nd.InitVerdict(firmware_size=self.init.app_size)
+        return InitVerdict(firmware_size=self.init.app_size)
 
     def begin_object(self, offset, size):
         pass
@@ -171,7 +172,7 @@ def test_a_small_mtu_uses_prn_and_still_delivers():
     host, device = pipe()
     fw = bytes(range(256)) * 20
     backend = _MemoryBackend()
-    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), mtu=131, idle_timeout=5)
+    target = SecureDfuTarget(device, backend, DfuState(), mtu=131, idle_timeout=5)
     threading.Thread(target=target.serve, daemon=True).start()
     report = nd.SecureDfuClient(host).send(dp.secure_init_packet(fw, key_pem=None), fw)
     assert report.write_size == 64 and report.prn == 16 and bytes(backend.mem[:len(fw)]) == fw
@@ -239,7 +240,7 @@ def served(answers=None, *, requests=None):
     thread)."""
     host, device = pipe()
     backend = _MemoryBackend()
-    target = nd.SecureDfuTarget(device, backend, nd.DfuState(), idle_timeout=5)
+    target = SecureDfuTarget(device, backend, DfuState(), idle_timeout=5)
     thread = threading.Thread(target=target.serve, daemon=True)
     thread.start()
     device.tamper, host.tamper = answers, requests

@@ -15,7 +15,7 @@ import struct
 
 import pytest
 
-from rakflash import apollo3_info0, apollo3_ota, catalog, images
+from rakflash import apollo3_info0, apollo3_ota, apollo3_wired as wired, catalog, images
 from rakflash import dfu_package as dp
 from rakflash.errors import NotFirmware, PlanRefused, RakflashError
 from rakflash.events import Prompt
@@ -23,7 +23,6 @@ from rakflash.flows.convert import convert_to_rui3
 from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
 from rakflash.flows.session import FlashOptions, FlashSession
 from rakflash.link import Link
-from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 
@@ -72,7 +71,7 @@ WRAPPERS = {
     ("convert-bootloader", "rak4631-arduino"): lambda data: dp.make_package(
         data, dp.legacy_init_packet(data), legacy=True, kind="bootloader", name="bootloader"),
     ("flash", "rak11720"): apollo3_ota.build_blob,
-    ("recover-apollo3-sbl", "rak11720"): lambda data: b"".join(b.raw for b in sbl.build_blocks(data, 0xC000)),
+    ("recover-apollo3-sbl", "rak11720"): lambda data: b"".join(b.raw for b in wired.build_blocks(data, 0xC000)),
 }
 
 
@@ -138,8 +137,8 @@ def write_through(path: str, module, dev, file: str, tmp_path, monkeypatch) -> N
         plan = plan_recovery(image, module, method=method, app=app, options=options)
         if method == "swd":
             from fake_pyocd import FakePyOCD
-            from rakflash.flows import swd
-            monkeypatch.setattr(swd, "pyocd_api", lambda: FakePyOCD(dev))
+            from rakflash import swd_link
+            monkeypatch.setattr(swd_link, "pyocd_api", lambda: FakePyOCD(dev))
             recover(None, plan, options)
         else:
             with Link(dev.port, baud) as link:
@@ -248,7 +247,7 @@ def test_a_hex_without_an_application_start_is_not_told_to_check_address(tmp_pat
     region holds no vector table, the next step is the right image, not '--address'."""
     from rakflash.errors import TouchesBootloader
     from rakflash.flows.identify import DeviceInfo
-    from rakflash.flows.plan import make_plan
+    from rakflash.flows.planning import make_plan
     module = CAT.module("rak3172")
     segs = firmware.bootloader_image(module, "RUI_BOOT_0.8_STM32WLE5CC")
     segs[module.app.start] = random.Random("app").randbytes(4096)          # no vector table there

@@ -8,7 +8,7 @@ from rakflash import images
 from rakflash.errors import (AlreadyUpToDate, BootloaderTooOld, ImageTooLarge, TouchesBootloader,
                              WrongTarget)
 from rakflash.flows.identify import DeviceInfo
-from rakflash.flows.plan import make_plan, minimum_transfer_seconds
+from rakflash.flows.planning import make_plan, minimum_transfer_seconds
 from rakflash.sim import firmware
 
 

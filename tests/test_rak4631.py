@@ -581,3 +581,15 @@ def test_a_refused_package_for_a_module_with_no_application_says_it_stays_in_its
     assert "nothing was written" in out["message"] and "no application to start" in out["message"], out
     assert "press its reset button" not in out["message"]
     assert dev.mode.value == "bootloader" and dev.updates == 0
+
+
+def test_an_update_follows_the_module_where_the_system_lists_no_product_string(rak4631, tmp_path):
+    """pyserial on Windows lists 1915:521F with no product string, so the port alone can't say
+    application or bootloader: rakflash follows the one new port with the module's serial number
+    and USB location, and its answers — not the product string — confirm what it reached."""
+    dev = rak4631(usb_product=False)
+    listed = ports.port_entry(dev.port)
+    assert listed.module == "rak4631-r" and listed.mode is None      # as Windows lists it
+    code, out = cli_json("flash", rui3_package(tmp_path, dev), "--port", dev.port, "--yes", timeout=90)
+    assert (code, out["result"]) == (0, "ok"), out
+    assert dev.updates == 1 and dev.app_version == "RUI_4.0.6_RAK4631" and dev.wait_mode("app", timeout=10)

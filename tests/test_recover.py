@@ -14,7 +14,7 @@ from rakflash.errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnava
                              RomNoHandshake, WrongChip, WrongTarget)
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Warning
 from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
-from rakflash.flows.recover_stm32 import erase_pages, write_blocks
+from rakflash.flows.recover.stm32_rom import erase_pages, write_blocks
 from rakflash.link import Link
 from rakflash.sim import Mode, firmware
 from rakflash.trace import TraceWriter
@@ -110,7 +110,7 @@ def test_another_boards_full_image_is_refused_before_anything(virtual, cat, tmp_
 def test_plan_erases_only_the_pages_the_image_covers(cat, tmp_path):
     path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E", 10_000)
     plan = plan_recovery(images.load(path), cat.module("rak3172"), options=fast())
-    user = cat.module("rak3172").region("user-data")
+    user = cat.module("rak3172").region("user-data")       # RUI3's data pages start there
     assert all(end <= user.start for _, end in plan.erase)
     info = plan.image
     pages = erase_pages(info, cat.module("rak3172"))
@@ -155,6 +155,18 @@ def test_wrong_chip_is_named(virtual, cat, tmp_path):
     with Link(dev.port, FAST_BAUD) as link, pytest.raises(WrongChip) as exc:
         recover(link, plan, options, emit=Person(dev))
     assert "STM32L07" in exc.value.message and "0x447" in exc.value.message
+
+
+def test_one_damaged_get_id_answer_names_no_other_chip(virtual, cat, tmp_path):
+    """A product ID damaged on its way back (0x497 read as 0x447) is asked again: 'wrong-chip'
+    stands only on two answers that agree, and the recovery goes on when the second is right."""
+    from rakflash.sim import Faults, Rewrite
+    damage = Rewrite(b"\x01\x04\x97", b"\x01\x04\x47")
+    dev = virtual("rak3172", faults=Faults(rewrite_to_host=[damage]))
+    path = full_hex(tmp_path, cat, "rak3172", "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E")
+    result, _ = run(dev, path, "rak3172")
+    assert damage.times == 0                                       # the damage did happen
+    assert result.app_version_after == "RUI_4.0.6_RAK3172-E"
 
 
 def test_readout_protection_is_reported_and_removed_only_when_confirmed_twice(virtual, cat, tmp_path):

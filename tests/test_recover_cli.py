@@ -41,7 +41,10 @@ def test_seed_case_refused_recovered_then_serial_updates_work(virtual, cat, tmp_
     assert (result["app_version_before"], result["app_version_after"]) == ("V3.0.0.13.H", "V3.0.0.14.H")
     # flash's keys, with what is true of a recovery (issues 7 and 13)
     assert (result["port"], result["error"], result["version_confirmed"]) == (dev.port, None, True)
-    assert (result["settings_kept"], result["settings"], result["retries"]) == (None, None, 0)
+    assert (result["settings"], result["retries"]) == (None, 0)
+    # RUI v3: the data EEPROM was kept raw before the write and read back the same after it
+    assert (result["keys"], result["settings_kept"]) == ("kept", True)
+    assert "data EEPROM at 0x08080000" in result["keys_reason"] and "unchanged" in result["keys_reason"]
     assert result["reset_wait_seconds"] is not None and result["boot_seconds"] == result["reset_wait_seconds"]
     assert {"code": "release-boot0"} .items() <= result["warnings"][0].items()
     kinds = [e["event"] for e in events[:-1]]
@@ -180,9 +183,14 @@ def test_ctrl_c_while_writing_says_what_the_chip_holds_and_the_rerun_finishes(vi
     assert last["hint"].startswith("Part of the image was written: RAK3172 holds the new image's "
                                    "bytes at 0x08000000-")
     assert "Keep BOOT0 held high and run the same command again" in last["hint"]
+    # the keys read before the write: where the copy is, on the line and in the hint
+    copy = last["keys_kept_in"]
+    assert copy and os.path.isfile(copy) and f"The keys read before the write are kept in {copy}." in last["hint"]
+    assert json.loads(open(copy).read())["dev_eui"] == dev.opts.dev_eui.upper()
     # …and that is what finishes it: BOOT0 still held, no reset pressed.
     code, events = run_as_a_person("recover", *args, on_event=lambda e: None)
     assert code == 0 and events[-1]["written"] == "all", events[-3:]
+    assert events[-1]["keys"] == "kept"
     assert events[-1]["bootloader_version_after"] == "RUI_BOOT_0.9_STM32WLE5CC"
 
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from rakflash.errors import RomGarbled, RomNack, RomNoHandshake, RomSilent
-from rakflash.protocols.stm32_rom import (ACK, ERASE, EXTENDED_ERASE, GET_CHECKSUM, NACK, RomChip,
-                                          RomClient, RomServer, RomTimeouts, address_frame,
-                                          stm32_crc)
+from rakflash.protocols.stm32_rom import (ACK, ERASE, EXTENDED_ERASE, GET_CHECKSUM, NACK, RomClient,
+                                          RomTimeouts, address_frame, stm32_crc)
 from rakflash.sim import Mode
+from rakflash.sim.stm32_rom import RomChip, RomServer
 
 from pipes import pipe
 

@@ -16,7 +16,7 @@ from rakflash.errors import (ImageTargetError, PackMissing, ProbeBusy, ProbeErro
                              SwdUnavailable, TargetNotResponding, TouchesBootloader, TransferFault,
                              VerifyFailed)
 from rakflash.events import Phase, Progress, Recorder
-from rakflash.flows import swd
+from rakflash import swd_link
 from rakflash.sim import firmware
 
 from fake_pyocd import CMSISDAPProbe, FakePyOCD, FakeWorld, Failures, JLinkProbe
@@ -44,7 +44,7 @@ def world_for(mod, **kw):
 @pytest.mark.parametrize("key", MODULES)
 def test_dry_run_names_the_equivalent_pyocd_command(tmp_path, cat, key):
     image, mod = full_hex(tmp_path, cat, key)
-    plan = swd.plan_swd(image, mod, probe="0700000100ab")
+    plan = swd_link.plan_swd(image, mod, probe="0700000100ab")
     reset = " -O reset_type=emulated" if key == "rak11720" else ""
     assert plan.pyocd_command() == (f"pyocd flash -t {TARGETS[key]} -e sector -O keep_unwritten=true"
                                     f"{reset} -u 0700000100ab {image.path}")
@@ -56,7 +56,7 @@ def test_full_image_written_verified_and_reset(tmp_path, cat, key):
     image, mod = full_hex(tmp_path, cat, key)
     world = world_for(mod)
     events = Recorder()
-    result = swd.run_swd(swd.plan_swd(image, mod), api=FakePyOCD(world), emit=events)
+    result = swd_link.run_swd(swd_link.plan_swd(image, mod), api=FakePyOCD(world), emit=events)
     # the target and session options pyOCD was given
     ((probe_id, target, options),) = world.opened
     assert (probe_id, target) == ("0700000100ab", TARGETS[key])
@@ -81,7 +81,7 @@ def test_the_sbl_region_is_never_written(tmp_path, cat):
     path = tmp_path / "with_sbl.hex"
     path.write_text(firmware.to_hex({0x0: b"\x00" * 64, 0xC000: b"\x01" * 64}))
     with pytest.raises(TouchesBootloader, match="secure bootloader"):
-        swd.plan_swd(images.load(path), mod)
+        swd_link.plan_swd(images.load(path), mod)
 
 
 def test_data_outside_flash_is_refused(tmp_path, cat):
@@ -89,7 +89,7 @@ def test_data_outside_flash_is_refused(tmp_path, cat):
     path = tmp_path / "ram.hex"
     path.write_text(firmware.to_hex({0x20000000: b"\x00" * 64}))
     with pytest.raises(ImageTargetError, match="outside RAK3172's flash"):
-        swd.plan_swd(images.load(path), mod)
+        swd_link.plan_swd(images.load(path), mod)
 
 
 # ------------------------------------------------------------------ the ways pyOCD fails
@@ -99,7 +99,7 @@ def run(tmp_path, cat, key="rak11720", **world_kw):
     plan_kw = {k: world_kw.pop(k) for k in ("probe", "pack") if k in world_kw}
     world = world_for(mod, **world_kw)
     try:
-        swd.run_swd(swd.plan_swd(image, mod, **plan_kw), api=FakePyOCD(world))
+        swd_link.run_swd(swd_link.plan_swd(image, mod, **plan_kw), api=FakePyOCD(world))
     finally:
         assert all(not s.is_open for s in world.sessions)     # closed, whatever happened
     return world
@@ -191,12 +191,12 @@ def test_probe_gone_before_opening(tmp_path, cat):
 
 def test_probe_listing_names_kinds():
     world = FakeWorld(probes=[CMSISDAPProbe("0700000100ab"), JLinkProbe("000801234567")])
-    got = swd.list_probes(FakePyOCD(world))
+    got = swd_link.list_probes(FakePyOCD(world))
     assert [(p.unique_id, p.kind) for p in got] == [("0700000100ab", "CMSIS-DAP"), ("000801234567", "J-Link")]
 
 
 def test_real_pyocd_has_the_apollo3_built_in():
-    api = swd.pyocd_api()
+    api = swd_link.pyocd_api()
     assert api.knows_target("ama3b1kk_kbr") and not api.knows_target("no_such_chip_42")
 
 
@@ -205,7 +205,7 @@ def test_without_pyocd_one_line_says_how_to_get_it(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "pyocd", None)
     with pytest.raises(SwdUnavailable) as e:
-        swd.pyocd_api()
+        swd_link.pyocd_api()
     assert e.value.hint == "Install it with: pip install 'rakflash[swd]'"
 
 
@@ -215,7 +215,7 @@ def test_info0_read(cat):
     mod = cat.module("rak11720")
     world = world_for(mod)
     api = FakePyOCD(world)
-    raw = swd.read_info0(api, swd.choose_probe(api, None), mod)
+    raw = swd_link.read_info0(api, swd_link.choose_probe(api, None), mod)
     assert raw == bytes(world.info0) and world.reads == [(apollo3_info0.BASE, 8192)]
     assert world.opened[0][2]["reset_type"] == "emulated"
 
@@ -227,7 +227,7 @@ def test_info0_write_calls_the_rom_helpers_and_reads_back(cat):
     api = FakePyOCD(world)
     new = apollo3_info0.rak11720_default().raw
     events = Recorder()
-    swd.write_info0(api, swd.choose_probe(api, None), mod, new, emit=events)
+    swd_link.write_info0(api, swd_link.choose_probe(api, None), mod, new, emit=events)
     assert world.rom_calls == [0x08000084, 0x08000060]          # erase, then program from SRAM
     assert bytes(world.info0) == new
     assert [e.phase for e in events.of(Phase)] == ["erase", "write", "verify", "start"]
@@ -239,4 +239,4 @@ def test_info0_helper_refusal_is_named(cat, monkeypatch):
     monkeypatch.setattr(apollo3_info0, "PROGRAM_KEY", 0x12345678)   # a wrong key: the ROM says no
     api = FakePyOCD(world)
     with pytest.raises(TransferFault, match="erasing INFO0"):
-        swd.write_info0(api, swd.choose_probe(api, None), mod, b"\xff" * 8192)
+        swd_link.write_info0(api, swd_link.choose_probe(api, None), mod, b"\xff" * 8192)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from rakflash import apollo3_info0, catalog
 from rakflash.cli import main
-from rakflash.flows import swd
+from rakflash import swd_link
 from rakflash.sim import Mode, firmware
 
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
@@ -27,7 +27,7 @@ NEW_APP, NEW_BOOT = "RUI_4.0.6_RAK11720", "RUI_BOOT_0.4_RAK11720"
 def world(monkeypatch):
     """The probe on the desk; rakflash's pyOCD boundary talks to it."""
     holder = {"world": FakeWorld()}
-    monkeypatch.setattr(swd, "pyocd_api", lambda: FakePyOCD(holder["world"]))
+    monkeypatch.setattr(swd_link, "pyocd_api", lambda: FakePyOCD(holder["world"]))
     return holder
 
 
@@ -46,6 +46,12 @@ def full_hex(tmp_path, key="rak11720", boot=NEW_BOOT, app=NEW_APP):
     return p, app
 
 
+def eeprom_of(dev) -> dict:
+    """The virtual module's data EEPROM where the probe reads it (RUI v3 modules: STM32L0/L1)."""
+    r = dev.eeprom_region()
+    return {r.start: dev._eeprom} if r is not None else {}
+
+
 # ------------------------------------------------------------------ recover --via swd
 
 @pytest.mark.parametrize("key", ["rak11720", "rak3172", "rak811"])
@@ -55,7 +61,7 @@ def test_recover_via_swd_then_identify_over_the_port(virtual, world, tmp_path, k
     mod = dev.module
     world["world"] = FakeWorld(memory=dev.flash.mem, flash_base=mod.mcu.flash.start,
                                flash_size=mod.mcu.flash.size, installed={mod.swd_target},
-                               on_reset=dev.press_reset)
+                               on_reset=dev.press_reset, extra=eeprom_of(dev))
     path, app = full_hex(tmp_path, key)
     result, out = invoke("recover", str(path), "--module", key, "--via", "swd", "--port", dev.port,
                          "--baud", str(FAST_BAUD), "--yes", "--json")
@@ -79,7 +85,9 @@ def test_recover_via_swd_needs_no_port(world, tmp_path):
     assert out[-1]["bootloader_version_after"] == NEW_BOOT            # read back from the chip
     assert any("not asked what runs now" in w["message"] for w in out[-1]["warnings"])
     assert (out[-1]["port"], out[-1]["error"], out[-1]["version_confirmed"]) == (None, None, False)
-    assert out[-1]["reset_wait_seconds"] is None and out[-1]["settings_kept"] is None
+    assert out[-1]["reset_wait_seconds"] is None
+    # a blank chip (the fake's flash is erased): its config block read before and after, erased both times
+    assert (out[-1]["keys"], out[-1]["settings_kept"]) == ("kept", True)
 
 
 def test_dry_run_prints_the_plan_and_the_pyocd_command(tmp_path):

@@ -8,12 +8,12 @@ import os
 import pytest
 
 from rakflash import apollo3_info0, catalog, images
-from rakflash.flows import swd
+from rakflash import swd_link
 
 
 @pytest.fixture(scope="module")
 def probe():
-    found = swd.list_probes()
+    found = swd_link.list_probes()
     if not found:
         pytest.skip("no SWD probe attached: plug in a RAKDAP1 (CMSIS-DAP) or a J-Link to run the "
                     "hardware tests")
@@ -36,15 +36,15 @@ def test_write_and_verify_the_wired_module(probe, module):
     path = os.environ.get("RAKFLASH_SWD_IMAGE")
     if not path:
         pytest.skip("set RAKFLASH_SWD_IMAGE=FULL.hex (this overwrites the module's firmware)")
-    plan = swd.plan_swd(images.load(path, module=module), module, probe=probe.unique_id)
-    result = swd.run_swd(plan)
+    plan = swd_link.plan_swd(images.load(path, module=module), module, probe=probe.unique_id)
+    result = swd_link.run_swd(plan)
     assert result.verified and result.bytes == plan.bytes
 
 
 def test_read_info0_of_the_wired_apollo3(probe, module):
     if module.mcu.key != "apollo3":
         pytest.skip(f"{module.name} has no Apollo3 INFO0")
-    api = swd.pyocd_api()
-    raw = swd.read_info0(api, probe, module)
-    assert len(raw) == apollo3_info0.SIZE and swd.read_info0(api, probe, module) == raw
+    api = swd_link.pyocd_api()
+    raw = swd_link.read_info0(api, probe, module)
+    assert len(raw) == apollo3_info0.SIZE and swd_link.read_info0(api, probe, module) == raw
     apollo3_info0.Info0.parse(raw).findings()         # decodes without error

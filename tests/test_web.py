@@ -324,11 +324,11 @@ def test_doctor_on_the_page_is_doctor_for_the_dropped_file(web, virtual, tmp_pat
 def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, virtual, tmp_path, cat,
                                                                             monkeypatch):
     from fake_pyocd import FakePyOCD, FakeWorld
-    from rakflash.flows import swd
+    from rakflash import swd_link
     from rakflash.sim import firmware
     # The probe on the desk, and which CMSIS packs this computer's pyOCD has (changed below).
     world = FakeWorld(installed={cat.module("rak4270").swd_target})
-    monkeypatch.setattr(swd, "pyocd_api", lambda: FakePyOCD(world))
+    monkeypatch.setattr(swd_link, "pyocd_api", lambda: FakePyOCD(world))
     dev = virtual("rak811", bootloader_version="3.0.2", app_version="V3.0.0.13.H")
     server = web(dev)
     full = tmp_path / "FULL.hex"
@@ -368,8 +368,8 @@ def test_recovery_waits_for_its_confirmation_and_refuses_what_it_cannot_do(web, 
         assert "pyocd pack install stm32l071kbux" in result["hint"]
         assert "plan" not in [e["event"] for e in server.board.jobs[job].events]
         def no_pyocd():
-            raise swd.SwdUnavailable("SWD needs pyOCD, which is not installed")
-        monkeypatch.setattr(swd, "pyocd_api", no_pyocd)
+            raise swd_link.SwdUnavailable("SWD needs pyOCD, which is not installed")
+        monkeypatch.setattr(swd_link, "pyocd_api", no_pyocd)
         job = c.post("api/recover", json={"port": dev.port, "image": other, "module": "rak4270"}).json()["job"]
         result = wait_for(lambda: (s := job_state(c, job))["state"] == "done" and s["result"], what="the end")
         assert result["error"] == "swd-unavailable" and "rakflash[swd]" in result["hint"], result

@@ -321,6 +321,8 @@ def test_the_seed_case_doctor_refusal_then_recovery_through_the_rom_bootloader(p
     card = page.locator(".job").first                      # the newest operation comes first
     expect(card.locator(".plan")).to_contain_text("Hold pin 17 (BOOT0) high: connect it to 3.3 V.")
     expect(card.locator(".plan")).to_contain_text("RAK811 pins 6 and 7")
+    # what becomes of the owner's settings, said before anything is written
+    expect(card.locator(".plan .keys-plan")).to_contain_text("raw copy of the data EEPROM at 0x08080000")
     card.get_by_role("button", name="Recover").click()
     expect(page.locator("#confirm-text")).to_have_text(re.compile(
         rf"^Rewrite RAK811's flash \([\d,]+ bytes, bootloader included\) over {re.escape(dev.port)}\?$"))
@@ -344,6 +346,9 @@ def test_the_seed_case_doctor_refusal_then_recovery_through_the_rom_bootloader(p
     expect(result.locator(".before")).to_have_text("V3.0.0.13.H")
     expect(result.locator(".after")).to_have_text("V3.0.0.14.H")
     expect(result).to_contain_text("written and verified (read-back)")
+    expect(notes).to_contain_text("keys: a raw copy of user-data at 0x08080000 was kept")
+    expect(result.locator(".keys")).to_contain_text("keys: kept")
+    expect(result.locator(".keys")).to_contain_text("the data EEPROM at 0x08080000 (4,096 bytes) is unchanged")
     assert (dev.bootloader_version, dev.app_version) == ("V3.0.5", "V3.0.0.14.H")
 
 

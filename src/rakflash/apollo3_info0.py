@@ -15,7 +15,7 @@ RAKWireless/RAK-APOLLO3-RUI ``security/apollo3_scripts/create_info0.py``,
 in the bundled SDK; see docs/protocols.md for the details and the open questions.
 
 This module is pure data: decode a dump into fields, build one, compare two.
-Reading and writing INFO0 on a chip is the SWD flow's job (:mod:`rakflash.flows.swd`).
+Reading and writing INFO0 on a chip is the SWD link's job (:mod:`rakflash.swd_link`).
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ class Finding:
 
 def read_dump(path: str) -> bytes:
     """The bytes of an INFO0 dump file (at most 8 KiB), read as firmware files are read
-    (:func:`rakflash.images.read_file`): a FIFO or a device such as ``/dev/zero`` is refused
+    (:func:`rakflash.firmware_file.read_file`): a FIFO or a device such as ``/dev/zero`` is refused
     before it is read (``image-not-a-file``), never waited on or read without end."""
-    from .images import read_file
+    from .firmware_file import read_file
     try:
         return read_file(path, SIZE)
     except ImageNotFound as exc:
@@ -468,7 +468,7 @@ def diff(old: Info0, new: Info0) -> list[FieldChange]:
     for key in list(dict.fromkeys([*before, *after])):
         b, a = before.get(key, (None, None)), after.get(key, (None, None))
         if b[1] != a[1]:
-            changes.append(FieldChange(key, a[0] or b[0], b[1], a[1]))
+            changes.append(FieldChange(key, a[0] or b[0] or key, b[1], a[1]))   # (one has the key)
     decoded = {0, 4, 8, 12, SECURITY, OVERRIDE, WIRED_CFG, UART_CFG0, UART_CFG1, MAIN_PTR,
                OTA_DESCRIPTOR, WRITE_PROTECT, WRITE_PROTECT + 4, VERSION}
     other = [off for off in range(0, SIZE, 4)

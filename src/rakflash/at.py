@@ -123,9 +123,11 @@ class AtConsole:
         return reply
 
     def _is_setting(self, command: str) -> bool:
-        """A query or write of one of the dialect's LoRaWAN settings (keys, EUIs, band)."""
+        """A query or write of one of the dialect's LoRaWAN settings (keys, EUIs, band, and every
+        setting ``keys``/``settings`` read: the catalog's ``setting_format`` names them)."""
         name = command.split("=", 1)[0].upper()
-        return any(q.split("=", 1)[0].upper() == name for q in self.dialect.get("settings", []))
+        return any(q.split("=", 1)[0].upper() == name for q in self.dialect.get("settings", [])) \
+            or name.removeprefix("AT+") in (self.dialect.get("setting_format") or {})
 
     def _command(self, command: str, timeout: float) -> AtReply:
         self.link.write_line(command, self.dialect.get("line_ending", "\r\n"))

@@ -129,7 +129,7 @@ class Module:
     receiver: str | None = None      # the bootloader's kind of receiver, e.g. "st-iap" for YMODEM
     receiver_timeout: float | None = None   # s the receiver waits for each read (a whole packet's rest)
     update_reply: str | None = None  # what the bootloader answers to its update command, if anything
-    recovery: tuple[str, ...] = ()   # recovery methods (flows/recover.py) in order of preference
+    recovery: tuple[str, ...] = ()   # recovery methods (flows/recover/: METHODS) in order of preference
     rom_access: dict[str, Any] = field(default_factory=dict)  # pins reaching the ROM bootloader
     extra: dict[str, Any] = field(default_factory=dict)   # protocol-specific facts (gpregret, hw_version, …)
     variant_of: str | None = None    # the module whose facts this variant shares (modules.toml)
@@ -138,10 +138,11 @@ class Module:
     takes_images_of: tuple[str, ...] = ()   # other modules whose images RUI3 itself builds for it
     sources: tuple[str, ...] = ()
     companion: dict[str, Any] = field(default_factory=dict)   # a second chip beside the MCU (RAK11160)
+    config_layout: str | None = None   # RUI3: whose config block layout (protocols/rui3_config.py PLATFORMS)
 
     def swd_command(self, image: str = "FULL.hex") -> str:
         """The pyOCD command that writes a full image over SWD (CMSIS-DAP such as RAKDAP1, or J-Link)
-        as ``rakflash recover --via swd`` does (flows/swd.py ``SwdPlan.pyocd_command``): only the
+        as ``rakflash recover --via swd`` does (swd_link.py ``SwdPlan.pyocd_command``): only the
         sectors the image covers are erased, and what the image leaves out of them is kept
         (pyOCD's own default, ``keep_unwritten`` false, leaves those bytes erased)."""
         options = "".join(f" -O {k}={v}" for k, v in self.swd_options.items())
@@ -166,11 +167,18 @@ class Module:
         how it enters download mode); None for the others."""
         return self.extra.get("esp")
 
+    def esp_fact(self, key: str) -> Any:
+        """One of an ESP32 module's facts (:attr:`esp`); KeyError for a module that has none."""
+        facts = self.esp
+        if facts is None:
+            raise KeyError(f"{self.key} is not an ESP32 module: it has no {key!r}")
+        return facts[key]
+
     def esptool_command(self, image: str = "FULL.bin", port: str = "PORT", address: int = 0) -> str | None:
         """The esptool command that writes an image through the chip's ROM download mode."""
         if self.esp is None:
             return None
-        return f"esptool --chip {self.esp['chip']} --port {port} write-flash {address:#x} {image}"
+        return f"esptool --chip {self.esp_fact('chip')} --port {port} write-flash {address:#x} {image}"
 
     def recovery_advice(self, image: str = "FULL.hex", port: str = "PORT") -> str:
         """One sentence naming the exact commands that restore a full image (bootloader included)."""
@@ -268,6 +276,7 @@ class Catalog:
                 image_names=tuple(m.get("image_names", [])),
                 takes_images_of=tuple(m.get("takes_images_of", [])),
                 sources=tuple(m.get("sources", [])), companion=dict(m.get("companion", {})),
+                config_layout=m.get("config_layout"),
             )
             self.modules[key] = module
             for u in m.get("usb_id", []):
@@ -304,7 +313,7 @@ class Catalog:
             if same:
                 return same[0]
         generic = [u for u in found if u.product is None]
-        return (generic or found or [None])[0]
+        return next(iter(generic or found), None)
 
     def by_hardware_model(self, model: str | None) -> Module | None:
         """The module whose RUI3 firmware answers AT+HWMODEL=? with ``model`` (exactly, any case)."""

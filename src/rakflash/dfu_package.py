@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ImageEmpty, PackageError
+from .vector_table import vector_at
 
 SECURE, LEGACY = "secure-dfu", "legacy-dfu"
 FAMILY_NAMES = {SECURE: "Nordic Secure DFU (RUI3 RAK4631-R, nrfutil)",
@@ -56,7 +57,7 @@ _ENUMS = {
                        "VALIDATE_ECDSA_P256_SHA256"],
     "SignatureType": ["ECDSA_P256_SHA256", "ED25519"],
 }
-_MESSAGES = {
+_MESSAGES: dict[str, list[tuple[str, int, str, str, str | None]]] = {
     "Hash": [("hash_type", 1, "required", "enum", "HashType"), ("hash", 2, "required", "bytes", None)],
     "BootValidation": [("type", 1, "required", "enum", "ValidationType"),
                        ("bytes", 2, "required", "bytes", None)],
@@ -139,7 +140,7 @@ class InitPacket:
     command_bytes: bytes = b""           # Secure DFU: the serialized InitCommand (what is signed)
 
     def to_dict(self) -> dict:
-        d = {"family": self.family, "type": self.fw_type, "fw_version": self.fw_version,
+        d: dict[str, Any] = {"family": self.family, "type": self.fw_type, "fw_version": self.fw_version,
              "sd_req": [f"{x:#06x}" for x in self.sd_req], "signed": self.signed}
         if self.family == SECURE:
             d.update(hw_version=self.hw_version, hash_type=self.hash_type, hash=self.hash.hex(),
@@ -224,7 +225,8 @@ class LinkedElsewhere:
 
     def describe(self) -> str:
         where = (f"linked for {self.linked_for:#07x}, where the {_SHORT[self.linked_for_family]} "
-                 f"bootloader puts an application" if self.linked_for is not None
+                 f"bootloader puts an application"
+                 if self.linked_for is not None and self.linked_for_family is not None
                  else "linked for another address")
         side = "below" if self.reset < self.placed_at else "past the end of"
         return (f"its application is {where}; this package's {_SHORT[self.family]} bootloader "
@@ -259,7 +261,6 @@ def linked_elsewhere(pkg: DfuPackage, cat: Any = None) -> LinkedElsewhere | None
     """The application's reset handler, from its vector table, must lie inside the image as its
     family's bootloader places it; None when it does, or when there is no application or no
     vector table to go on (whether the bytes are firmware at all is the image checks' question)."""
-    from .images import vector_at
     app = pkg.application
     if app is None or pkg.family not in FAMILY_MODULES:
         return None
@@ -290,7 +291,7 @@ def is_package(path: str | Path) -> bool:
 def load(path: str | Path, *, raw: bytes | None = None) -> DfuPackage:
     """Read a package and parse every init packet; any defect is a :class:`PackageError`.
     ``raw``: the file's bytes, when the caller has read them already."""
-    from .images import max_file_size, read_file
+    from .firmware_file import max_file_size, read_file
     limit = max_file_size()
     if raw is None:
         raw = read_file(path, limit)     # a regular file of sane size only (no FIFO, no /dev/zero)
@@ -530,6 +531,8 @@ def sign(data: bytes, key_pem: bytes) -> bytes:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
     key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError("not an ECDSA P-256 key")
     r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
     return r.to_bytes(32, "little") + s.to_bytes(32, "little")
 
@@ -597,6 +600,8 @@ def make_package(firmware: bytes, init: bytes, *, legacy: bool = False, name: st
     manifest: dict[str, Any] = {kind: entry}
     if legacy:
         parsed = _parse_legacy(init, kind)
+        if parsed is None:
+            raise ValueError("not a legacy init packet")
         entry["init_packet_data"] = {
             "application_version": LEGACY_NO_VERSION if parsed.fw_version is None else parsed.fw_version,
             "device_revision": parsed.device_revision,

@@ -25,6 +25,11 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .catalog import Module
+
 
 class RakflashError(Exception):
     """Base of all errors rakflash reports to a person."""
@@ -189,6 +194,23 @@ class UnknownDevice(DeviceError):
     hint = "Name the module with --module (see 'rakflash modules')."
 
 
+class PortLocked(DeviceError):
+    """A RUI3 module whose AT port is locked (AT+LOCK): every line but AT+LOCK=? is answered
+    COMMAND_LOCKED until its password (AT+PWORD) is sent alone on a line."""
+    name = "port-locked"
+    hint = ("Its AT port is locked with a password (AT+LOCK, set with AT+PWORD): run the same command "
+            "with --password PASSWORD, or in a terminal, where rakflash asks for it without showing "
+            "it. rakflash opens the port, does its job and locks it again; the password never appears "
+            "in its output, a --trace file or a report.")
+
+
+class PasswordRefused(PortLocked):
+    """The password sent did not open the locked AT port."""
+    name = "password-refused"
+    hint = ("The AT port stays locked: check the password (1 to 8 characters, as set with AT+PWORD; "
+            "letters are case-sensitive) and run the same command again. Nothing was written.")
+
+
 class EchoingPort(DeviceError):
     """Every line sent comes straight back and nothing else answers: TX and RX are bridged."""
     name = "echoing-port"
@@ -223,6 +245,8 @@ class ModuleUncertain(PlanRefused):
     """The device can't say which of several modules it is, and the image is built for one of them."""
     name = "module-uncertain"
     hint = "Name the module with --module (the label on the module says which). Nothing was written."
+    modules: list[Module]       # the modules it could be (set by the plan that raises it)
+    fits: list[Module]          # those the image is built for
 
 
 class ImageTooLarge(PlanRefused):
@@ -321,7 +345,7 @@ class Aborted(RakflashError):
     hint = "Nothing was written."
 
 
-# --- recovery over a ROM bootloader (STM32 AN3155; see flows/recover.py) ---------
+# --- recovery over a ROM bootloader (STM32 AN3155; see flows/recover/stm32_rom.py)
 
 class RomNoHandshake(BootEntryFailed):
     """The chip's ROM bootloader never answered the handshake (BOOT0 not high at reset, wiring)."""
@@ -520,7 +544,7 @@ class KeysNotWritten(VerifyFailed):
             "same command again, which writes the same row again.")
 
 
-# --- ESP32 modules through esptool (flows/transfers/esp_rom.py) ---------------
+# --- ESP32 modules through esptool (flows/esp_chip.py, esp_update.py) ----
 
 class DownloadModeFailed(BootEntryFailed):
     """The ESP chip's ROM download mode did not answer: no reset reached it, and GPIO0 was not held."""

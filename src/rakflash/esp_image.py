@@ -34,6 +34,7 @@ from typing import Any
 from . import catalog as _catalog
 from .catalog import Catalog, Module
 from .errors import ImageTargetError, NotFirmware
+from .firmware_file import short_path
 
 IMAGE_MAGIC = 0xE9
 CHECKSUM_SEED = 0xEF
@@ -450,16 +451,16 @@ def detect(raw: bytes) -> EspFile | None:
                    base_source="the first app partition of the default partition tables")
 
 
-# ------------------------------------------------------------------ images.load / images.analyse
+# ------------------------------------------------------------------ for images.load / images.analyse
+# (images.py builds its Image and ImageInfo from these: this module knows nothing of them)
 
 FORMATS = {"app": "esp-app", "bootloader": "esp-bootloader", "partition-table": "esp-partition-table",
            "merged": "esp-merged"}
 
 
-def load(path: str, raw: bytes, digest: str, address: int | None):
-    """An :class:`~rakflash.images.Image` of an ESP file, placed in flash; None when ``raw`` is
-    none. ``address`` (``--address``) moves a lone image or table."""
-    from .images import Image, Segment
+def place(path: str, raw: bytes, address: int | None) -> EspFile | None:
+    """An ESP file placed in flash (its parts' offsets are flash addresses); None when ``raw`` is
+    none. ``address`` (``--address``) moves a lone image or table; a merged binary keeps its own."""
     found = detect(raw)
     if found is None:
         return None
@@ -475,90 +476,44 @@ def load(path: str, raw: bytes, digest: str, address: int | None):
         found.images = [(o + found.base, i) for o, i in found.images]
         if found.table is not None:
             found.table = (found.base, found.table[1])
-    image = Image(path, FORMATS[found.kind], [Segment(found.base, raw)], digest, len(raw),
-                  base_source="--address" if found.base_source == "--address" else "esp")
-    image.esp = found
-    return image
+    return found
 
 
 def modules_for_chip(chip_id: int | None, cat: Catalog | None = None) -> list[Module]:
     cat = cat or _catalog.load()
-    return [m for m in cat.modules.values() if m.esp is not None and m.esp["image_chip_id"] == chip_id]
+    return [m for m in cat.modules.values() if m.esp is not None and m.esp_fact("image_chip_id") == chip_id]
 
 
-def not_esp_firmware(image, module: Module) -> NotFirmware:
-    from .images import _what_file, short_path
-    data = image.segments[0].data if image.segments else b""
-    known = _what_file(data)
+def not_esp_firmware(path: str, data: bytes, module: Module, known: str | None) -> NotFirmware:
+    """A file that holds no ESP image, for an ESP module (``known``: what the file is, if told)."""
     why = (f"it is {known}" if known else
            f"it holds no ESP image (an ESP-IDF app or bootloader starts with the byte E9, a partition "
            f"table with AA 50, a merged binary has both at their offsets; it starts "
            f"{data[:4].hex(' ').upper()})")
-    return NotFirmware(f"{short_path(image.path)} does not look like firmware for the {module.name}: {why}",
+    return NotFirmware(f"{short_path(path)} does not look like firmware for the {module.name}: {why}",
                        hint=f"Use the .bin built for the {module.name} ({module.mcu.name.split(' (')[0]}): "
                             f"the app .bin, or the merged binary of bootloader, partition table and app; "
                             f"'rakflash inspect FILE' says what a file holds.")
 
 
-def analyse(image, *, module: Module | None = None, cat: Catalog | None = None):
-    """What an ESP file is, as :class:`~rakflash.images.ImageInfo` (the ``esp`` part has the
-    details). With ``module``: refused (:class:`ImageTargetError`) when built for another chip;
-    a file that is no ESP file at all is :class:`NotFirmware` for an ESP module."""
-    from .images import RegionCover
-    cat = cat or _catalog.load()
-    esp: EspFile | None = getattr(image, "esp", None)
-    if esp is None:
-        if module is not None and module.esp is not None:
-            raise not_esp_firmware(image, module)
-        raise NotFirmware(f"{image.path} is not an ESP image")
-    info = EspImageInfo(image)
-    info.esp = esp
+def target(esp: EspFile, path: str, module: Module | None, cat: Catalog | None = None) -> Module | None:
+    """The module an ESP file is for: ``module``, checked against the image header's chip id
+    (:class:`ImageTargetError` when built for another chip), else the catalog's first module
+    with that chip."""
     chip_id = esp.chip_id
-    if module is not None:
-        if module.esp is None:
-            raise ImageTargetError(
-                f"{image.path} is an {esp.chip or 'ESP32'} image (its header's chip id), but the "
-                f"{module.name} has an {module.mcu.name}",
-                hint=f"Use the firmware built for the {module.name}.")
-        if chip_id is not None and chip_id != module.esp["image_chip_id"]:
-            raise ImageTargetError(
-                f"{image.path} is built for the {esp.chip} (its image header says chip id "
-                f"{chip_id}), but the {module.name} has an {CHIPS[module.esp['image_chip_id']]}",
-                hint=f"Use the firmware built for the {module.name} "
-                     f"({CHIPS[module.esp['image_chip_id']]}); an image for another chip does not "
-                     f"start on it.", chip_id=chip_id)
-        info.module = module
-    else:
+    if module is None:
         found = modules_for_chip(chip_id, cat) if chip_id is not None and chip_id >= 0 else []
-        info.module = found[0] if found else None
-    info.mcu = info.module.mcu if info.module else None
-    if info.module is not None:
-        inside = 0
-        for r in sorted(info.module.regions, key=lambda r: r.start):
-            n = image.covered(r.start, r.end)
-            if n:
-                info.regions.append(RegionCover(r.name, r.start, r.end, n))
-                inside += n
-        info.outside = image.size - inside
-    info.includes_app = esp.app is not None
-    info.includes_bootloader = esp.bootloader is not None
-    info.app_version = esp.app.version if esp.app else None
-    info.bootloader_version = esp.bootloader.version if esp.bootloader else None
-    return info
-
-
-def _image_info_base():
-    from .images import ImageInfo
-    return ImageInfo
-
-
-class EspImageInfo(_image_info_base()):
-    """:class:`~rakflash.images.ImageInfo` of an ESP file, with its parts (``esp``)."""
-
-    esp: EspFile | None = None
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["esp"] = self.esp.to_dict() if self.esp else None
-        d["esp_problems"] = self.esp.problems(self.mcu.flash.size if self.mcu else None) if self.esp else []
-        return d
+        return found[0] if found else None
+    if module.esp is None:
+        raise ImageTargetError(
+            f"{path} is an {esp.chip or 'ESP32'} image (its header's chip id), but the "
+            f"{module.name} has an {module.mcu.name}",
+            hint=f"Use the firmware built for the {module.name}.")
+    if chip_id is not None and chip_id != module.esp_fact("image_chip_id"):
+        raise ImageTargetError(
+            f"{path} is built for the {esp.chip} (its image header says chip id "
+            f"{chip_id}), but the {module.name} has an {CHIPS[module.esp_fact('image_chip_id')]}",
+            hint=f"Use the firmware built for the {module.name} "
+                 f"({CHIPS[module.esp_fact('image_chip_id')]}); an image for another chip does not "
+                 f"start on it.", chip_id=chip_id)
+    return module

@@ -124,6 +124,21 @@ class Note(Event):
 
 
 @dataclass(frozen=True)
+class Keys(Event):
+    """The owner's keys as a recovery read them from the chip's memory: ``when`` is
+    ``before`` (read before anything is written: what was found, and where a copy is kept)
+    or ``after`` (read again after the write, and after writing them back if the write
+    overwrote them: ``state`` says ``kept``, ``written-back`` or ``lost``). ``info`` holds
+    :meth:`rakflash.flows.keys.Backup.shown` — DevEUI, AppEUI, band, class, join mode; the
+    AppKey and session keys masked (``null``) unless the person asked to see them."""
+
+    kind: ClassVar[str] = "keys"
+    when: str
+    state: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DeviceFound(Event):
     """Identification found what answers on the port: ``info`` holds ``module``, ``mode``,
     ``app_version``, ``bootloader_version``, ``serial_number``… (a DeviceInfo's fields)."""

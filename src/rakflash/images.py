@@ -14,21 +14,26 @@ record, which is how a truncated download usually looks.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import io
-import os
-import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import intelhex
 
 from . import catalog as _catalog
 from .catalog import Catalog, Mcu, Module
-from .errors import (ImageEmpty, ImageError, ImageFormatError, ImageNotAFile, ImageNotFound,
-                     ImageTargetError, NotFirmware)
+from . import esp_image
+from .errors import ImageEmpty, ImageFormatError, ImageTargetError, NotFirmware
+from .firmware_file import max_file_size, read_file, short_path
+from .vector_table import vector_at
+
+if TYPE_CHECKING:
+    from .apollo3_ota import OtaHeader
+    from .apollo3_wired import Block
+    from .dfu_package import DfuPackage
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,11 @@ class Image:
     start_address: int | None = None  # from a hex start record
     base_source: str = "file"         # for .bin: "--address", "catalog" (the application base),
                                       # "bootloader" (its reset vector points there), or "default"
-    ota_header: object | None = None  # apollo3_ota.OtaHeader for an OTA blob
-    package: object | None = None     # dfu_package.DfuPackage for an nRF52 DFU package (.zip)
-    wired_blocks: list | None = None  # protocols.apollo3_sbl.Block list for an Apollo3 wired-update blob
+    ota_header: OtaHeader | None = None      # an Apollo3 OTA blob's header
+    package: DfuPackage | None = None        # an nRF52 DFU package (.zip)
+    wired_blocks: list[Block] | None = None  # an Apollo3 wired-update blob's blocks
+    parts: tuple[Image, ...] = ()            # the files a combined image was made of (bootloader, --app)
+    esp: esp_image.EspFile | None = None     # an ESP32 file: its images and partition table (esp_image.py)
 
     @property
     def size(self) -> int:
@@ -117,87 +124,11 @@ def load(path: str | Path, *, address: int | None = None,
         return _load_package(str(path), raw, module, cat)
     if _looks_like_hex(Path(path), raw):
         return _load_hex(str(path), raw, digest)
-    from . import esp_image           # ESP32 app/bootloader images, partition tables, merged binaries
-    esp = esp_image.load(str(path), raw, digest, address)
+    esp = esp_image.place(str(path), raw, address)   # ESP32 images, partition tables, merged binaries
     if esp is not None:
-        return esp
+        return Image(str(path), esp_image.FORMATS[esp.kind], [Segment(esp.base, raw)], digest, len(raw),
+                     base_source="--address" if esp.base_source == "--address" else "esp", esp=esp)
     return _load_bin(str(path), raw, digest, address, module, cat)
-
-
-def max_file_size(cat: Catalog | None = None) -> int:
-    """The most a firmware file can hold: the largest flash in the catalog, four times over
-    (Intel HEX text takes up to ~3.5 bytes per byte of data, with short records) — of the
-    chips whose firmware comes as HEX; an ESP32's comes as binary, at most its whole flash."""
-    cat = cat or _catalog.load()
-    return max(max(4 * m.flash.size for m in cat.mcus.values() if not m.core.startswith("xtensa")),
-               max(m.flash.size for m in cat.mcus.values()))
-
-
-def short_path(path: str | Path, limit: int = 120) -> str:
-    """A path for a message: whole if short, else its start and end."""
-    text = str(path)
-    return text if len(text) <= limit else f"{text[:40]}…{text[-(limit - 41):]}"
-
-
-def read_file(path: str | Path, limit: int) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; named errors for anything else.
-
-    A FIFO, a device (``/dev/zero``) or a socket is refused before it is read
-    (it could block forever, or never end); a file larger than ``limit`` is
-    refused from its size; at most ``limit`` bytes are ever read (a file that
-    grows while it is read included). A name too long for the OS is named so.
-    """
-    name = short_path(path)
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise ImageNotFound(f"{name}: no such file") from None
-    except OSError as exc:
-        raise _os_error(name, exc) from None
-    except ValueError:        # an embedded NUL
-        raise ImageNotFound(f"{name}: not a valid file name") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ImageNotFound(f"{name} is a folder, not a firmware file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageNotAFile(f"{name} is not a regular file ({_kind(st.st_mode)})")
-    if st.st_size > limit:
-        raise ImageFormatError(f"{name} is {st.st_size:,} bytes: larger than any firmware for the "
-                               f"modules rakflash knows (at most {limit:,} bytes, even as Intel HEX)",
-                               hint="Check that it is the firmware file you meant.")
-    try:
-        # O_NONBLOCK: should the path have become a FIFO since the stat, opening it can't hang.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise _os_error(name, exc) from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ImageNotAFile(f"{name} is not a regular file")
-        try:
-            raw = f.read(limit + 1)
-        except OSError as exc:
-            raise _os_error(name, exc) from None
-    if len(raw) > limit:
-        raise ImageFormatError(f"{name} grew past {limit:,} bytes while it was read",
-                               hint="Check that it is the firmware file you meant.")
-    return raw
-
-
-def _os_error(name: str, exc: OSError) -> ImageError:
-    if exc.errno == errno.ENAMETOOLONG:
-        return ImageNotFound(f"{name}: the name is too long for the file system",
-                             hint="Shorten the file's name or its folders' names, or move it nearer "
-                                  "the root of the file system.")
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return ImageNotFound(f"{name}: no such file")
-    return ImageError(f"{name}: cannot read: {exc.strerror or exc}")
-
-
-def _kind(mode: int) -> str:
-    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return what
-    return "not a file"
 
 
 def _load_package(path: str, raw: bytes, module: Module | None, cat: Catalog) -> Image:
@@ -254,9 +185,8 @@ def _load_hex(path: str, raw: bytes, digest: str) -> Image:
 
 def _load_bin(path: str, raw: bytes, digest: str, address: int | None,
               module: Module | None, cat: Catalog) -> Image:
-    from . import apollo3_ota
-    from .protocols import apollo3_sbl
-    if address is None and apollo3_sbl.looks_like_blob(raw):
+    from . import apollo3_ota, apollo3_wired
+    if address is None and apollo3_wired.looks_like_blob(raw):
         return _load_wired_blob(path, raw, digest)
     header, payload, fmt = None, raw, "bin"
     if apollo3_ota.looks_like_blob(raw):
@@ -282,15 +212,15 @@ def _load_wired_blob(path: str, raw: bytes, digest: str) -> Image:
     """An Apollo3 secure-bootloader wired-update blob (``create_cust_wireupdate_blob.py``):
     its segments are where its bytes end up — a block written in place at its load
     address, a block installed by OTA at its Ambiq image's install address."""
-    from .protocols import apollo3_sbl
-    blocks = apollo3_sbl.parse_blocks(raw, source=path)
+    from . import apollo3_wired
+    blocks = apollo3_wired.parse_blocks(raw, source=path)
     segs = []
     for n, block in enumerate(blocks, 1):
         h = block.header
-        if h.image_type == apollo3_sbl.IMAGETYPE_INFO0_NOOTA:
+        if h.image_type == apollo3_wired.IMAGETYPE_INFO0_NOOTA:
             continue                     # INFO0, not flash
         if h.ota:
-            img = apollo3_sbl.parse_image(block.data)
+            img = apollo3_wired.parse_image(block.data)
             if img is None:
                 raise ImageFormatError(f"{path}: block {n} asks for an OTA install but holds no "
                                        "Ambiq image")
@@ -304,9 +234,9 @@ def _load_wired_blob(path: str, raw: bytes, digest: str) -> Image:
         raise ImageFormatError(f"{path} holds only INFO0 blocks, no firmware",
                                hint="rakflash writes INFO0 with 'rakflash info0 write FILE'.")
     segs.sort(key=lambda s: s.start)
-    img = Image(path, "apollo3-wired", segs, digest, len(raw), base_source="blob header")
-    img.wired_blocks = blocks
-    return img
+    image = Image(path, "apollo3-wired", segs, digest, len(raw), base_source="blob header")
+    image.wired_blocks = blocks
+    return image
 
 
 def _bin_base(module: Module, vector: tuple[int, int] | None) -> int:
@@ -319,16 +249,6 @@ def _bin_base(module: Module, vector: tuple[int, int] | None) -> int:
 
 
 # ------------------------------------------------------------------ analysis
-
-def vector_at(data: bytes, offset: int) -> tuple[int, int] | None:
-    """(initial SP, reset handler address) from a Cortex-M vector table at ``offset``."""
-    if len(data) < offset + 8:
-        return None
-    sp, reset = struct.unpack_from("<II", data, offset)
-    if sp in (0, 0xFFFFFFFF) or reset in (0, 0xFFFFFFFF) or not reset & 1:
-        return None  # erased flash, or not a Thumb reset vector
-    return sp, reset & ~1
-
 
 def mcus_for_vector(vector: tuple[int, int] | None, cat: Catalog) -> list[Mcu]:
     """MCUs whose RAM holds the initial SP and whose flash holds the reset vector,
@@ -386,7 +306,7 @@ def not_firmware(image: Image, cat: Catalog | None = None) -> str | None:
     (its own structure — manifest, init packet, CRC — is checked by its reader).
     """
     cat = cat or _catalog.load()
-    if getattr(image, "esp", None) is not None:
+    if image.esp is not None:
         return None                   # an ESP image (esp_image.py): firmware, but no Cortex-M's
     starts = image.segments if image.format == "dfu-package" else image.segments[:1]
     for seg in starts:
@@ -475,8 +395,9 @@ class ImageInfo:
     includes_bootloader: bool = False
     includes_app: bool = False
     not_firmware: str | None = None      # why the file is not firmware (see not_firmware())
+    esp: esp_image.EspFile | None = None  # an ESP32 file's parts (_analyse_esp)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         img = self.image
         d = {
             "path": img.path, "format": img.format, "file_size": img.file_size, "sha256": img.sha256,
@@ -502,6 +423,9 @@ class ImageInfo:
             d["wired_blocks"] = [{"load_address": b.header.load_address, "size": b.header.size,
                                   "image_type": b.header.type_name, "ota": b.header.ota}
                                  for b in img.wired_blocks]
+        if self.esp is not None:
+            d["esp"] = self.esp.to_dict()
+            d["esp_problems"] = self.esp.problems(self.mcu.flash.size if self.mcu else None)
         return d
 
 
@@ -516,9 +440,8 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     that is not firmware is told in :attr:`ImageInfo.not_firmware`.
     """
     cat = cat or _catalog.load()
-    if getattr(image, "esp", None) is not None or (module is not None and module.esp is not None):
-        from . import esp_image       # ESP32 images are told by their own headers
-        return esp_image.analyse(image, module=module, cat=cat)
+    if image.esp is not None or (module is not None and module.esp is not None):
+        return _analyse_esp(image, module, cat)      # ESP32 images are told by their own headers
     info = ImageInfo(image)
     info.not_firmware = not_firmware(image, cat)
     if module is not None:
@@ -530,7 +453,7 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
     if module is not None:
         best = candidates[0] if candidates else None
         exact = best is not None and info.vector is not None and best.ram.end == info.vector[0]
-        if exact and best is not module.mcu:
+        if exact and best is not None and best is not module.mcu:
             candidates = [best]     # the stack top fits another MCU's RAM exactly
         if info.vector is not None and candidates and module.mcu not in candidates:
             raise ImageTargetError(
@@ -581,6 +504,32 @@ def analyse(image: Image, *, module: Module | None = None, cat: Catalog | None =
         named = cat.by_image_name(info.app_version)
         if named is not None and named.same_flash_as(mod):
             info.module = named
+    return info
+
+
+def _analyse_esp(image: Image, module: Module | None, cat: Catalog) -> ImageInfo:
+    """An ESP file (esp_image.py): its chip from its image header; for an ESP ``module``, a file
+    that is no ESP file at all is :class:`NotFirmware`."""
+    esp = image.esp
+    if esp is None:
+        assert module is not None
+        data = image.segments[0].data if image.segments else b""
+        raise esp_image.not_esp_firmware(image.path, data, module, _what_file(data))
+    info = ImageInfo(image, esp=esp)
+    info.module = esp_image.target(esp, image.path, module, cat)
+    info.mcu = info.module.mcu if info.module else None
+    if info.module is not None:
+        inside = 0
+        for r in sorted(info.module.regions, key=lambda r: r.start):
+            n = image.covered(r.start, r.end)
+            if n:
+                info.regions.append(RegionCover(r.name, r.start, r.end, n))
+                inside += n
+        info.outside = image.size - inside
+    app, boot = esp.app, esp.bootloader
+    info.includes_app, info.includes_bootloader = app is not None, boot is not None
+    info.app_version = app.version if app else None
+    info.bootloader_version = boot.version if boot else None
     return info
 
 

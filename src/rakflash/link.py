@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import select
 import stat
 import time
@@ -26,6 +27,7 @@ from typing import Callable, Iterator, Protocol
 import serial
 import serial.rfc2217
 
+_PosixSerial: type[serial.Serial] | None
 try:
     from serial.serialposix import Serial as _PosixSerial
 except ImportError:        # Windows: pyserial's own timeout handling
@@ -81,6 +83,7 @@ class Link:
         wrong = _not_a_serial_port(port)
         if wrong is not None:
             raise wrong
+        self._ser: serial.Serial | _Rfc2217Serial | None
         try:
             self._ser = self._open(port, baud, self.parity_applied, exclusive)
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -102,8 +105,9 @@ class Link:
             trace.event("open", port=port, baud=baud, parity=parity, **extra)
 
     @staticmethod
-    def _open(port: str, baud: int, parity: str, exclusive: bool) -> serial.Serial:
+    def _open(port: str, baud: int, parity: str, exclusive: bool) -> serial.Serial | _Rfc2217Serial:
         kwargs = {"exclusive": exclusive} if "://" not in port else {}
+        ser: serial.Serial | _Rfc2217Serial
         if port.lower().startswith("rfc2217://"):
             ser = _Rfc2217Serial(None, baudrate=baud, parity=parity, timeout=0)
             ser.port = port
@@ -135,6 +139,13 @@ class Link:
             if self.trace:
                 self.trace.event("close")
 
+    @property
+    def _port(self) -> serial.Serial | _Rfc2217Serial:
+        """The open port; a closed link has none (say so, rather than fail on None)."""
+        if self._ser is None:
+            raise PortError(f"{self.port_name} is closed")
+        return self._ser
+
     def reopen(self, port: str, baud: int | None = None) -> None:
         """Go on over another port: a native-USB module re-enumerated (RAK4631 entering or
         leaving its bootloader). Same line settings and trace; unread bytes of the old port are dropped."""
@@ -149,12 +160,12 @@ class Link:
     # -- settings -------------------------------------------------------------
     @property
     def baud(self) -> int:
-        return self._ser.baudrate
+        return self._port.baudrate
 
     @baud.setter
     def baud(self, value: int) -> None:
         with self._port_guard():
-            self._ser.baudrate = value
+            self._port.baudrate = value
         if self.trace:
             self.trace.event("baud", baud=value)
 
@@ -174,7 +185,7 @@ class Link:
         """Switch the framing: ``"E"`` for an STM32 ROM bootloader (8E1), ``"N"`` for AT consoles."""
         applied = "N" if parity != "N" and _is_pty(self.port_name) else parity
         with self._port_guard():
-            self._ser.parity = applied
+            self._port.parity = applied
         self.parity, self.parity_applied = parity, applied
         if self.trace:
             self.trace.event("parity", parity=parity,
@@ -184,9 +195,9 @@ class Link:
         """Drive the modem control lines (used for wired reset / boot pins)."""
         try:
             if rts is not None:
-                self._ser.rts = rts
+                self._port.rts = rts
             if dtr is not None:
-                self._ser.dtr = dtr
+                self._port.dtr = dtr
         except (serial.SerialException, OSError) as exc:
             raise PortError(f"{self.port_name} has no RTS/DTR lines to drive: {_reason(exc)}",
                             hint="Press the module's reset button by hand instead "
@@ -196,7 +207,7 @@ class Link:
 
     def raw_serial(self):
         """The open pyserial port, for a library that speaks its own protocol on it (esptool,
-        flows/transfers/esp_rom.py, which records its bytes in the trace itself)."""
+        flows/esp_chip.py, which records its bytes in the trace itself)."""
         return self._ser
 
     def note(self, text: str) -> None:
@@ -212,12 +223,33 @@ class Link:
         if self.on_step is not None:
             self.on_step(text)
 
+    # -- bytes kept out of the trace -----------------------------------------------
+    _hidden: str | None = None      # what the bytes on the line are, while they are kept out of a trace
+
+    @contextlib.contextmanager
+    def hidden(self, what: str) -> Iterator[None]:
+        """Bytes sent and received inside are kept out of the trace, which records only how many
+        there were and ``what`` they were (``tx-hidden`` / ``rx-hidden`` events): a lock password,
+        and the module's echo of it. A replay of such a trace can't play that exchange."""
+        self._hidden = what
+        try:
+            yield
+        finally:
+            self._hidden = None
+
+    def _record(self, direction: str, data: bytes) -> None:
+        assert self.trace is not None        # (write and read call it only with a trace)
+        if self._hidden is not None:
+            self.trace.event(f"{direction}-hidden", bytes=len(data), what=self._hidden)
+        else:
+            self.trace.data(direction, data)
+
     # -- byte I/O --------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.trace:
-            self.trace.data("tx", data)
+            self._record("tx", data)
         try:                  # (inline rather than _port_guard: this and the reads are the hot path)
-            self._ser.write(data)
+            self._port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise self._gone(exc, "writing to ") from None
 
@@ -248,7 +280,7 @@ class Link:
         except (serial.SerialException, OSError) as exc:
             raise self._gone(exc) from None
         if data and self.trace:
-            self.trace.data("rx", data)
+            self._record("rx", data)
         return data
 
     def _wait_read(self, n: int, timeout: float) -> bytes:
@@ -262,7 +294,7 @@ class Link:
         byte sent. The wait also ends when another thread calls the port's
         ``cancel_read()`` (pyserial's wake-up pipe), as pyserial's read does.
         """
-        ser = self._ser
+        ser = self._port
         if _PosixSerial is None or not isinstance(ser, _PosixSerial) or ser.fd is None:
             ser.timeout = timeout
             return ser.read(n)
@@ -292,7 +324,7 @@ class Link:
 
     def _in_waiting(self) -> int:
         try:
-            return self._ser.in_waiting
+            return self._port.in_waiting
         except (serial.SerialException, OSError) as exc:
             raise self._gone(exc) from None
 
@@ -363,7 +395,15 @@ class _Rfc2217Serial(serial.rfc2217.Serial):
     timeout (pyserial raises NotImplementedError for one): the port is opened without.
     """
 
-    _sent_settings = None
+    _sent_settings: tuple[object, ...] | None = None
+    # pyserial's own state, which its stubs leave out
+    _read_buffer: queue.Queue[bytes | None]
+    _baudrate: int
+    _bytesize: int
+    _parity: str
+    _stopbits: float
+    _rtscts: bool
+    _xonxoff: bool
 
     def open(self) -> None:
         import warnings
@@ -384,13 +424,13 @@ class _Rfc2217Serial(serial.rfc2217.Serial):
                 raise
 
     def _reconfigure_port(self) -> None:
-        if self._write_timeout is not None:        # as pyserial's client says it (esptool sets one,
+        if self.write_timeout is not None:         # as pyserial's client says it (esptool sets one,
             raise NotImplementedError("write_timeout is currently not supported")   # then None)
         settings = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts,
                     self._xonxoff)
         if settings == self._sent_settings:
             return
-        super()._reconfigure_port()
+        super()._reconfigure_port()  # type: ignore[misc]  # pyserial's stubs leave its private methods out
         self._sent_settings = settings
 
 
@@ -427,9 +467,10 @@ def _os_cause(exc: BaseException) -> tuple[int | None, str | None]:
     for e in (exc, exc.__cause__, exc.__context__):
         if e is None:
             continue
-        if isinstance(getattr(e, "errno", None), int) and getattr(e, "strerror", None):
-            return e.errno, e.strerror
-        args = getattr(e, "args", ())
+        err, words = getattr(e, "errno", None), getattr(e, "strerror", None)
+        if isinstance(err, int) and isinstance(words, str) and words:
+            return err, words
+        args = e.args
         if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
             return args[0], args[1]
     return None, None

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -215,7 +216,7 @@ def virtual_ports() -> list[dict]:
 def _check_alive(pid: int) -> None:
     """ProcessLookupError unless process ``pid`` runs. Not os.kill(pid, 0) on Windows: there
     any signal but Ctrl-C/Ctrl-Break terminates the process."""
-    if os.name != "nt":
+    if sys.platform != "win32":    # (not os.name: mypy knows ctypes.windll is Windows-only by this test)
         os.kill(pid, 0)
         return
     import ctypes
@@ -363,6 +364,9 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
     bootloader is not the one that was just reset. A port counts as new once it is
     listed with another identity than before, or after it was seen gone.
 
+    Where the system does not say a port's mode (Windows), a new port that matches
+    in all else is returned with ``mode`` None, and the caller must confirm it.
+
     Raises :class:`~rakflash.errors.PortNotBack` at the deadline, naming what was
     seen instead, and :class:`~rakflash.errors.PortAmbiguous` when more than one new
     port matches (rakflash can't tell which one is the module it reset).
@@ -386,9 +390,13 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
             return (before is None or e.device not in before or e.device in went_away
                     or before[e.device] != e.identity())
 
-        candidates = [e for e in entries if e.module in family and e.mode == mode and new(e)
-                      and (serial_number is None or e.serial_number in (None, serial_number))
-                      and (path is None or usb_path(e.location) in (None, path))]
+        # A port whose mode the system does not say (pyserial on Windows lists no product string,
+        # and the RAK4631-R's application and bootloader share one VID:PID) may be the one: the
+        # caller confirms what answers there. One that does say is taken before it.
+        matching = [e for e in entries if e.module in family and e.mode in (mode, None) and new(e)
+                    and (serial_number is None or e.serial_number in (None, serial_number))
+                    and (path is None or usb_path(e.location) in (None, path))]
+        candidates = [e for e in matching if e.mode == mode] or matching
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:

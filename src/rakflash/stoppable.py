@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from .link import Link
 
@@ -31,7 +32,8 @@ class OutOfTime(BaseException):
 class StoppableLink(Link):
     """A :class:`~rakflash.link.Link` with :meth:`stop` and an optional deadline."""
 
-    def __init__(self, *args: object, deadline: float | None = None, **kwargs: object) -> None:
+    def __init__(self, *args: Any, deadline: float | None = None, **kwargs: Any) -> None:
+        """``args`` and ``kwargs``: :class:`~rakflash.link.Link`'s."""
         self.deadline = deadline
         self._stop_with: BaseException | None = None
         self._stop_lock = threading.Lock()

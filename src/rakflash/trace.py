@@ -11,7 +11,9 @@ Every other line has ``t`` (seconds since the trace started, float) and
   and ``text``: the same bytes as ASCII with other bytes escaped (for reading);
 * ``"open"`` with ``port``, ``baud``, ``parity``; ``"close"``;
 * ``"baud"`` with ``baud``; ``"lines"`` with ``rts`` / ``dtr`` (null = unchanged);
-* ``"note"`` with ``text``: what rakflash was doing at that moment.
+* ``"note"`` with ``text``: what rakflash was doing at that moment;
+* ``"tx-hidden"`` / ``"rx-hidden"`` with ``bytes`` and ``what``: bytes kept out of the trace
+  (a lock password and the module's echo of it: :meth:`rakflash.link.Link.hidden`).
 
 :class:`TraceReplay` turns a recorded trace back into a :class:`~rakflash.link.ByteChannel`
 that answers with the recorded ``rx`` bytes, so a trace from a real module can
@@ -55,11 +57,11 @@ class TraceWriter:
     """Appends timestamped, direction-tagged events to a trace file."""
 
     def __init__(self, path: str | Path | IO[str]) -> None:
-        self._own = not hasattr(path, "write")
-        if self._own:
+        self._own = isinstance(path, (str, Path))     # else an open file, the caller's
+        if isinstance(path, (str, Path)):
             self._f: IO[str] = open_for_writing(path)
         else:
-            self._f = path  # type: ignore[assignment]
+            self._f = path
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self._write({"trace": "rakflash", "version": 1,

@@ -56,7 +56,7 @@ def install(system: str, *, on_step=None, timeout: float = 120) -> list[str]:
                          hint="macOS and Windows need no rules to open a serial port; 'rakflash "
                               "doctor' says what else keeps a port shut.")
     text = rules()
-    done = []
+    done: list[str] = []
     for command in install_commands():
         if shutil.which(command[0]) is None:
             raise UdevInstallFailed(f"'{command[0]}' is not installed, so the rules can't be written",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 import click
 
@@ -16,16 +16,17 @@ from .output import emit_json, err, prepare_streams, read_only_command
 class _Rakflash(click.Group):
     """The command group; a usage error under ``--json`` is a JSON line too."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("standalone_mode", None)
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        # (standalone_mode is taken and left out: this method ends usage errors itself)
         prepare_streams()
-        argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+        argv = args or sys.argv[1:]
         if any(a in ("-h", "--help", "--version") for a in argv):
             read_only_command()      # help read through '| head' ends quietly too
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
-            argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+            argv = args or sys.argv[1:]
             if "--json" in argv:
                 emit_json({"result": "usage", "error": "usage", "message": exc.format_message(),
                            "hint": "See 'rakflash COMMAND --help'."})

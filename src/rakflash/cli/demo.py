@@ -10,7 +10,7 @@ import click
 
 from .. import catalog as _catalog, images
 from ..flows.identify import identify
-from ..flows.plan import make_plan
+from ..flows.planning import make_plan
 from ..flows.update import run_update
 from .app import main
 from .flash import done_line
@@ -46,7 +46,7 @@ def demo(module_name: str, size: int, as_json: bool) -> None:
     boot_v, old_v, new_v = firmware.DEFAULT_VERSIONS[module.key]
     # -q: the result and any warning only, as for 'flash' (no module table, plan or progress).
     chatty = not as_json and output.verbosity >= 0
-    from ..sim.uart import default_transport
+    from ..sim.transport import default_transport
     try:
         transport = default_transport()        # a pty where the system has them, else TCP
     except ValueError as exc:

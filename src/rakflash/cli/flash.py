@@ -12,7 +12,7 @@ from ..errors import AlreadyUpToDate, ConfirmationNeeded, RakflashError
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
 from .options import (WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link,
-                      pick_port, port_options, verbosity_options)
+                      password_asker, password_option, pick_port, port_options, verbosity_options)
 from ..flows.fleet import now_iso
 from .fleet import open_report, report_one
 from .provision import ledger_option, prepare, station_option
@@ -48,13 +48,15 @@ FLASH_KEYS = RESULT_KEYS
                    "(see 'rakflash provision --help'); --force also replaces keys a module already holds.")
 @ledger_option
 @station_option
+@password_option
 @json_option("Print JSON progress events and a JSON result line.")
 @verbosity_options
 @reports_errors(json_keys=FLASH_KEYS)
 def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | None, baud: int | None,
           trace_path: str | None, module_name: str | None, address: int | None, dry_run: bool, yes: bool,
           force: bool, reset_window: float, reset_with: str | None, keep_settings: bool,
-          batch_path: str | None, ledger_spec: str | None, station: str | None, as_json: bool) -> None:
+          batch_path: str | None, ledger_spec: str | None, station: str | None, password: str | None,
+          as_json: bool) -> None:
     """Update the application of a module over its serial bootloader.
 
     Several --port options, or --all, update several modules at once: one live
@@ -69,8 +71,10 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
     if not port and not all_ports:
         port = (pick_port(None),)            # the only port that looks like a module's, said which
     image = load_image(file, address, module)
+    ask_password = password_asker(password)      # --password checked here, before any port is opened
     options = FlashOptions(module=module, baud=baud, force=force, keep_settings=keep_settings,
-                           dry_run=dry_run, reset_window=reset_window, reset_line=reset_with)
+                           dry_run=dry_run, reset_window=reset_window, reset_line=reset_with,
+                           password=password)
     report = open_report(report_path, file)
     if batch_path is not None:      # each module's update, then its row: the fleet's runner, also for one
         if dry_run:
@@ -88,53 +92,56 @@ def flash(file: str, port: tuple[str, ...], all_ports: bool, report_path: str | 
         flash_many(list(port), all_ports, image, options, report=report, trace_path=trace_path,
                    yes=yes, as_json=as_json)
         return
-    port = port[0]
-    known.update(port=port, written="nothing")        # until the session says otherwise
+    one_port = port[0]
+    known.update(port=one_port, written="nothing")        # until the session says otherwise
     started, t0 = now_iso(), time.monotonic()
     session = outcome = link = None
     try:
         with ExitStack() as stack:
-            link = open_link(stack, port, baud, trace_path, keep=(file,))
+            link = open_link(stack, one_port, baud, trace_path, keep=(file,))
             render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
             if isinstance(render, TerminalEvents):
                 link.on_step = render.step          # -v: every AT exchange, timed
             interactive = not yes and sys.stdin is not None and sys.stdin.isatty()
             session = FlashSession(link, image, options, emit=render,
-                                   confirm=None if yes else _ask(port),
-                                   choose_module=ask_module if interactive else None)
+                                   confirm=None if yes else _ask(one_port),
+                                   choose_module=ask_module if interactive else None,
+                                   ask_password=ask_password)
             try:
                 outcome = session.run()
             except RakflashError as exc:
                 # Recovery commands in hints name this very port — or the one the module moved to.
-                exc.hint = (exc.hint or "").replace("--port PORT", f"--port {port}")
-                exc.hint = (exc.hint + moved_hint(port, link.port_name)).strip()
+                exc.hint = (exc.hint or "").replace("--port PORT", f"--port {one_port}")
+                exc.hint = (exc.hint + moved_hint(one_port, link.port_name)).strip()
                 if isinstance(exc, AlreadyUpToDate) and not as_json:
                     show_settings(session.settings_check)
                 raise
             finally:
                 known.update(session.known)
-                if link is not None and link.port_name != port:
+                if link is not None and link.port_name != one_port:
                     known["moved_to"] = link.port_name
                 if report is not None:       # --report: the same line as for several modules
                     once, report = report, None
-                    report_one(once, port, image, session, outcome, sys.exc_info()[1],
+                    report_one(once, one_port, image, session, outcome, sys.exc_info()[1],
                                time.monotonic() - t0, started, link)
     finally:
         if report is not None:               # the port could not even be opened
             once, report = report, None
-            report_one(once, port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
+            report_one(once, one_port, image, None, None, sys.exc_info()[1], time.monotonic() - t0, started)
     if isinstance(outcome, DryRun):
         if as_json:
-            emit_result({**outcome.to_dict(), "written": "nothing"}, port)
+            emit_result({**outcome.to_dict(), "written": "nothing"}, one_port)
         return
     result = outcome
     if as_json:
-        emit_result({**result.to_dict(), "written": "all"}, port)
+        emit_result({**result.to_dict(), "written": "all"}, one_port)
         return
     out.print(f"[green]done[/]: {done_line(result, session.device)}")
     for v in getattr(result, "verified", None) or []:       # an ESP chip's own MD5 of each part
         out.print(f"verified: the chip's MD5 of {v['address']:#x}+{v['bytes']:,} is the image's ({v['md5']})")
     show_settings(result.settings)     # keys that could not be read: the flow's warning said so
+    if result.port_locked_again:
+        out.print("port lock: the AT port is locked again, as it was.")
 
 
 def done_line(result, device) -> str:

@@ -30,10 +30,10 @@ def _apollo3(name: str | None):
 
 
 def _read_over_swd(module, probe: str | None) -> tuple[bytes, str]:
-    from ..flows import swd
-    api = swd.pyocd_api()
-    chosen = swd.choose_probe(api, probe)
-    return swd.read_info0(api, chosen, module), f"{module.name} through {chosen.kind} probe {chosen.unique_id}"
+    from .. import swd_link
+    api = swd_link.pyocd_api()
+    chosen = swd_link.choose_probe(api, probe)
+    return swd_link.read_info0(api, chosen, module), f"{module.name} through {chosen.kind} probe {chosen.unique_id}"
 
 
 @info0.command("show")
@@ -129,7 +129,7 @@ def write(file: str, probe: str | None, module_name: str | None, dry_run: bool, 
     Reads the chip's INFO0 first, shows what changes field by field and what the new
     values mean, asks, writes with the Apollo3 ROM's INFO0 helpers, and reads it back.
     """
-    from ..flows import swd
+    from .. import swd_link
     module = _apollo3(module_name)
     data = info0_mod.read_dump(file)         # a regular file only: a FIFO or /dev/zero is refused
     new = info0_mod.Info0.parse(data, source=file)
@@ -137,9 +137,9 @@ def write(file: str, probe: str | None, module_name: str | None, dry_run: bool, 
         raise ImageFormatError(f"{file} is not a whole INFO0 image ({info0_mod.SIZE:,} bytes)",
                                hint="Write only a complete 8 KiB INFO0 file, e.g. one saved with "
                                     "'rakflash info0 show --save FILE' and edited.")
-    api = swd.pyocd_api()
-    chosen = swd.choose_probe(api, probe)
-    old = info0_mod.Info0.parse(swd.read_info0(api, chosen, module))
+    api = swd_link.pyocd_api()
+    chosen = swd_link.choose_probe(api, probe)
+    old = info0_mod.Info0.parse(swd_link.read_info0(api, chosen, module))
     changes = info0_mod.diff(old, new)
     findings = new.findings()
     if as_json:
@@ -164,7 +164,7 @@ def write(file: str, probe: str | None, module_name: str | None, dry_run: bool, 
             raise Aborted("INFO0 not written", hint="Nothing was written.")
     with ExitStack() as stack:
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
-        swd.write_info0(api, chosen, module, new.raw, emit=render)
+        swd_link.write_info0(api, chosen, module, new.raw, emit=render)
     _finish(as_json, "ok", changes, "INFO0 written and read back")
 
 

@@ -7,6 +7,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import images
+from ..apollo3_ota import OtaHeader
+from ..vector_table import vector_at
 from .app import main
 from .options import IntParam, load_image, lookup_module, module_option
 from .output import emit_json, out, read_only_command, reports_errors
@@ -139,7 +141,7 @@ def _print_inspect(info: images.ImageInfo) -> None:
                   "(the .hex, .bin or DFU .zip built for the module)")
     elif info.module:
         vec = f"SP {info.vector[0]:#010x}, reset {info.vector[1]:#010x}" if info.vector else "no vector table"
-        out.print(f"target    {info.module.name} ({info.mcu.name}) — from the vector table: {vec}")
+        out.print(f"target    {info.module.name} ({info.module.mcu.name}) — from the vector table: {vec}")
     elif info.mcu:
         out.print(f"target    {info.mcu.name}, no module in the catalog")
     else:
@@ -162,7 +164,7 @@ def _print_inspect(info: images.ImageInfo) -> None:
         if info.outside:
             out.print(f"[yellow]{info.outside:,} bytes lie outside the module's known regions[/]")
     out.print(f"versions  application: {info.app_version or '-'}; bootloader: {info.bootloader_version or '-'}")
-    if img.ota_header is not None:
+    if isinstance(img.ota_header, OtaHeader):     # (the only kind there is)
         h = img.ota_header
         out.print(f"ota       load {h.load_address:#x}, length {h.length:,}, crc {h.crc:#010x} (checked), "
                   f"version {h.version}, binary type {h.binary_type}, storage type {h.storage_type}, "
@@ -177,7 +179,7 @@ def _bootloader_base(info: images.ImageInfo) -> str:
     if module is None or vector is None or not module.has_region("bootloader"):
         return "built for the bootloader's address"
     boot, app = module.region("bootloader"), module.app
-    app_vector = images.vector_at(info.image.read(app.start, 8), 0)
+    app_vector = vector_at(info.image.read(app.start, 8), 0)
     then = ("a full image: 'rakflash flash' sends only its application part"
             if app_vector is not None and app_vector[1] in app else
             "a bootloader: 'rakflash flash' won't send it, the serial bootloader writes applications only")

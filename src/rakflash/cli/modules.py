@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
 from .. import catalog as _catalog
-from ..flows.recover_stm32 import stm32flash_note
+from ..flows.recover.stm32_rom import stm32flash_note
 from .app import main
 from .output import emit_json, out, read_only_command
 
@@ -17,7 +19,7 @@ def modules(as_json: bool) -> None:
     """List the modules rakflash knows (the catalog)."""
     read_only_command()        # '| head' ends it quietly: it changes nothing
     cat = _catalog.load()
-    rows = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
+    rows: list[dict[str, Any]] = [{"key": m.key, "name": m.name, "family": m.family, "mcu": m.mcu.name,
              "protocol": m.protocol, "app_base": m.app.start, "app_size": m.app.size,
              "swd_target": m.swd_target, "recovery": _recovery(m),
              "recover_command": m.recover_command(),

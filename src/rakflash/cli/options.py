@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import ExitStack
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 import click
 
@@ -58,8 +58,8 @@ class CmsisPack(click.ParamType):
     name = "pack"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        from ..flows.swd import pack_devices
-        path = click.Path(dir_okay=False, exists=True).convert(value, param, ctx)
+        from ..swd_link import pack_devices
+        path = click.Path(dir_okay=False, exists=True, path_type=str).convert(value, param, ctx)
         try:
             devices = pack_devices(path)
         except ValueError as exc:
@@ -118,6 +118,10 @@ def module_option(required: bool = False) -> Callable:
                         help="Module name (rak3172, rak811, …); see 'rakflash modules'.")
 
 
+@overload
+def lookup_module(name: str) -> _catalog.Module: ...
+@overload
+def lookup_module(name: str | None) -> _catalog.Module | None: ...
 def lookup_module(name: str | None) -> _catalog.Module | None:
     """The catalog module called ``name`` (None for None); an unknown name is a usage error."""
     if name is None:
@@ -274,3 +278,30 @@ def pick_port(port: str | None) -> str:
         err.print(f"port: {entry.device} ({entry.probably or entry.description}), the only port that "
                   f"looks like a module's", markup=False, highlight=False)
     return entry.device
+
+
+def password_option(fn: Callable) -> Callable:
+    """--password: a locked RUI3 AT port's password (AT+PWORD)."""
+    return click.option("--password", metavar="PASSWORD",
+                        help="The password of a RUI3 module whose AT port is locked (AT+LOCK; set with "
+                             "AT+PWORD). rakflash opens the port with it and locks it again when done. "
+                             "Without it, rakflash asks on a terminal, never showing what you type; "
+                             "the password never appears in its output, a --trace file or a report.")(fn)
+
+
+def password_asker(password: str | None) -> "Callable[[], str | None] | None":
+    """How a command gets a locked port's password: --password (checked now), else a prompt on
+    a terminal that never shows what is typed, else none (the port-locked error stands)."""
+    import sys
+    from ..flows.lock import check_password
+    if password is not None:
+        check_password(password)
+        return lambda: password
+    if sys.stdin is None or not sys.stdin.isatty():
+        return None
+
+    def ask() -> str | None:
+        answer = click.prompt("The module's AT port is locked. Its password (not shown)", hide_input=True,
+                              default="", show_default=False, err=True)
+        return check_password(answer) if answer else None
+    return ask

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import ProgressColumn
+from rich.progress import Progress, ProgressColumn, TaskID
 from rich.text import Text
 
 from .. import events as ev
@@ -96,7 +96,7 @@ def prepare_streams() -> None:
     standard output closed early is survived (:class:`_GuardedStdout`)."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="backslashreplace")
+            getattr(stream, "reconfigure")(errors="backslashreplace")   # (TextIO has none: a TextIOWrapper's)
         except (AttributeError, ValueError, OSError):
             pass
     if sys.stdout is not None and not isinstance(sys.stdout, _GuardedStdout):
@@ -192,7 +192,7 @@ def reports_errors(fn: Callable | None = None, *, json_keys: tuple[str, ...] = (
         as_json = kwargs.get("as_json", False)
 
         def base(result: str) -> dict:
-            b = {k: None for k in json_keys}
+            b: dict[str, Any] = {k: None for k in json_keys}
             if "port" in kwargs:
                 b["port"] = kwargs["port"]
             b.update({k: v for k, v in known.items() if k in b or k == "module"})
@@ -309,14 +309,28 @@ def ask_module(uncertain: Any) -> Any:
 
 
 def _error_json(exc: RakflashError) -> dict:
-    d = {"error": exc.name, "message": exc.message, "hint": exc.hint}
+    d: dict[str, object] = {"error": exc.name, "message": exc.message, "hint": exc.hint}
     d.update({k: v for k, v in exc.details.items() if k not in d})
     return d
 
 
 # ------------------------------------------------------------------ renderers of the event stream
 
-class JsonEvents:
+class Renderer:
+    """What a command passes as a flow's ``emit``, in a ``with``: one of the two below (so a
+    command choosing between them has one type of renderer, a callable)."""
+
+    def __call__(self, event: ev.Event) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "Renderer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class JsonEvents(Renderer):
     """Every event as one JSON line on standard output."""
 
     def __call__(self, event: ev.Event) -> None:
@@ -330,7 +344,7 @@ class JsonEvents:
         pass
 
 
-class TerminalEvents:
+class TerminalEvents(Renderer):
     """Events for people: plan and notes as lines, a live progress bar once writing starts that
     names its phase (erasing, writing, verifying, starting) and counts what was sent again,
     the reset prompt and its countdown (whole lines when standard error is a log file).
@@ -343,6 +357,7 @@ class TerminalEvents:
     LABELS = {"identify": "identifying", "settings": "reading settings", "boot": "entering bootloader",
               "connect": "connecting", "erase": "erasing", "write": "writing", "verify": "verifying",
               "start": "starting new firmware", "settings-check": "checking settings",
+              "settings-write": "writing settings",
               "identify-after": "identifying again"}
 
     # What a countdown waits for, by the prompt's action (default: a reset).
@@ -352,8 +367,8 @@ class TerminalEvents:
 
     def __init__(self, level: int | None = None) -> None:
         self.verbosity = verbosity if level is None else level
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task = TaskID(0)       # the bar's one task, once there is a bar
         self._label = ""
         self._retries = 0
         self._total: int | None = None
@@ -455,6 +470,13 @@ class TerminalEvents:
         elif isinstance(event, ev.Note):
             if not quiet:
                 out.print(f"[yellow]note:[/] {event.message}")
+        elif isinstance(event, ev.Keys):
+            # Before the write: what was found (the result line says what became of it).
+            if event.when == "before" and not quiet:
+                for line in keys_lines(event.info):
+                    out.print(line, markup=False)
+            elif verbose:
+                self._line(f"keys after the write: {event.state}")
 
     def _prompt(self, event: ev.Prompt) -> None:
         if event.action == "press-reset":
@@ -467,6 +489,42 @@ class TerminalEvents:
                           "in a burst and catches the module as it starts.")
         else:
             err.print(f"[bold]{event.message}[/]")
+
+
+SECRET_LABELS = (("app_key", "AppKey"), ("app_skey", "AppSKey"), ("nwk_skey", "NwkSKey"))
+
+
+def keys_lines(info: dict[str, Any]) -> list[str]:
+    """A ``keys`` event read before a recovery's write, for people: where it was read, what it
+    holds (the keys masked unless shown), and where the copy is kept."""
+    where = ", ".join(f"{r['region']} at {r['address']}" for r in info.get("regions", []))
+    lines = [f"keys read before the write ({where}" + (f", config layout {info['layout_version']}"
+                                                       if info.get("layout_version") else "") + "):"]
+    if info.get("decoded"):
+        parts = []
+        for key, label in (("dev_eui", "DevEUI"), ("app_eui", "AppEUI")):
+            if info.get(key):
+                parts.append(f"{label} {info[key]}")
+        if info.get("band") is not None:
+            parts.append(f"band {info['band']}" + (f" ({info['region']})" if info.get("region") else ""))
+        for key, label in (("class", "class"), ("join_mode", "join mode")):
+            if info.get(key):
+                parts.append(f"{label} {info[key]}")
+        for key, label in SECRET_LABELS:
+            blank = info.get(f"{key}_blank")
+            if blank is None:
+                continue
+            value = info.get(key) if info.get("keys_shown") else None
+            parts.append(f"{label} " + (value if value is not None else
+                                        "all zeros (not set)" if blank else "set (hidden; --show-keys shows it)"))
+        if info.get("serial_number"):
+            parts.append(f"serial number {info['serial_number']}")
+        lines.append("  " + ", ".join(parts))
+    lines += [f"  note: {n}" for n in info.get("notes", [])]
+    if info.get("kept_in"):
+        lines.append(f"  a copy is kept in {info['kept_in']} (readable by you only) until the chip is "
+                     "checked after the write")
+    return lines
 
 
 def _phase_text(label: str, message: str | None) -> str:

@@ -18,7 +18,7 @@ def probes(as_json: bool) -> None:
     Needs pyOCD (pip install 'rakflash[swd]'); J-Link needs SEGGER's J-Link software too.
     """
     read_only_command()        # '| head' ends it quietly: it changes nothing
-    from ..flows.swd import list_probes
+    from ..swd_link import list_probes
     found = list_probes()
     if as_json:
         emit_json({"probes": [p.to_dict() for p in found], "error": None})

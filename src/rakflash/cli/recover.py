@@ -16,10 +16,9 @@ from rich.markup import escape
 
 from .. import images
 from ..errors import Aborted, ConfirmationNeeded, RakflashError, UsageError
-from ..events import PlanReady, Warning
+from ..events import Event, Keys, PlanReady, Warning
 from ..flows.lines import check_line
 from ..flows.recover import METHODS, RecoveryOptions, interrupted_hint, method_for, plan_recovery, recover
-from ..flows.recover_stm32 import port_commands
 from ..written import NOTHING, Written
 from .app import main
 from .options import WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, port_options
@@ -27,7 +26,9 @@ from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_re
                      reports_errors)
 
 # flash's keys on every result line (success, failure, dry run, Ctrl-C), and the bootloader's versions.
-RECOVER_KEYS = RESULT_KEYS + ("bootloader_version_before", "bootloader_version_after")
+# ``keys``: what became of the owner's keys (null when a run ends before it is known), and where the
+# copy read before the write stays when it was not confirmed.
+RECOVER_KEYS = RESULT_KEYS + ("bootloader_version_before", "bootloader_version_after", "keys", "keys_kept_in")
 
 
 @main.command("recover")
@@ -52,6 +53,8 @@ RECOVER_KEYS = RESULT_KEYS + ("bootloader_version_before", "bootloader_version_a
               help="The adapter line wired to RESET: rts, dtr, or -rts/-dtr when active low (stm32flash -i style).")
 @click.option("--boot0-with", metavar="LINE",
               help="The adapter line wired to BOOT0: rts, dtr, -rts or -dtr (stm32flash -i style).")
+@click.option("--show-keys", is_flag=True,
+              help="Show the AppKey and session keys read from the chip before the write (masked otherwise).")
 @click.option("--remove-readout-protection", "remove_protection", is_flag=True,
               help="If the chip is read-out protected, remove the protection: this ERASES THE WHOLE "
                    "CHIP, keys included (asked once more).")
@@ -61,7 +64,7 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
                     module_name: str | None, app_file: str | None, method: str | None,
                     probe: str | None, pack: str | None, dry_run: bool,
                     yes: bool, window: float, release_wait: float, reset_with: str | None, boot0_with: str | None,
-                    remove_protection: bool, as_json: bool) -> None:
+                    show_keys: bool, remove_protection: bool, as_json: bool) -> None:
     """Write a full image (bootloader + application) when the serial bootloader can't.
 
     For STM32 modules (RAK811, RAK3172) through the chip's ROM bootloader, for the
@@ -76,14 +79,15 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
     options = RecoveryOptions(
         baud=baud or 115200, window=window, release_wait=release_wait,
         reset_with=check_line(reset_with, "--reset-with"), boot0_with=check_line(boot0_with, "--boot0-with"),
-        remove_protection=remove_protection, confirm=_second_confirmation(yes), probe=probe, pack=pack)
+        remove_protection=remove_protection, confirm=_second_confirmation(yes), probe=probe, pack=pack,
+        show_keys=show_keys)
     plan = plan_recovery(image, module, method=method, app=app, options=options)
-    port_commands(plan, options, port)
+    method_impl = method_for(plan.method)
+    method_impl.port_commands(plan, options, port)
     known.update(module=plan.module.name, written=NOTHING)      # until recover() says otherwise
-    if port is None and method_for(plan.method).needs_port:
+    if port is None and method_impl.needs_port:
         raise UsageError(f"recovering {plan.module.name} with {plan.method} needs its serial port",
                          hint="Give it with --port (or recover with --via swd and a probe).")
-    method_impl = method_for(plan.method)
     warnings: list[dict] = []
     try:
         method_impl.precheck(plan)        # a missing tool is said first, not after the whole plan
@@ -125,12 +129,21 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
                 raise Aborted("recovery not confirmed")
         render = stack.enter_context(JsonEvents() if as_json else TerminalEvents())
         written = Written()
+
+        def noting_the_copy(event: Event) -> None:
+            # Where the keys read before the write are kept (None once read back the same),
+            # for the line a Ctrl-C ends with.
+            if isinstance(event, Keys):
+                known["keys_kept_in"] = event.info.get("kept_in")
+            render(event)
         try:
-            result = recover(link, plan, options, emit=render, written=written)
+            result = recover(link, plan, options, emit=noting_the_copy, written=written)
         finally:
             # What the chip holds now, for the line a failure or Ctrl-C ends with.
+            copy = known.get("keys_kept_in")
             known.update(written=written.state, bytes=written.bytes,
-                         written_hint=interrupted_hint(written, plan.module.name, plan.method))
+                         written_hint=interrupted_hint(written, plan.module.name, plan.method)
+                         + (f" The keys read before the write are kept in {copy}." if copy else ""))
     if as_json:
         emit_result(result.to_dict(), port)
         return
@@ -138,9 +151,13 @@ def recover_command(file: str, port: str | None, baud: int | None, trace_path: s
               f"{result.bootloader_version_after or 'unknown'}, application "
               f"{result.app_version_before or 'unknown'} → {result.app_version_after or 'unknown'}; "
               f"{result.bytes:,} bytes written and verified ({result.verify}) in {result.seconds:.1f} s")
+    if result.keys:
+        colour = {"kept": "green", "written-back": "green", "lost": "red"}.get(result.keys, "yellow")
+        out.print(f"keys: [{colour}]{result.keys}[/] — {escape(result.keys_reason or '')}"
+                  + (f" (copy kept in {escape(result.keys_kept_in)})" if result.keys_kept_in else ""))
 
 
-def show_recovery_plan(plan, port: str) -> None:
+def show_recovery_plan(plan, port: str | None) -> None:
     """The plan for people: what is written, the steps, what you do, the estimate."""
     img = plan.image
     where = f"on {port}" if port else "(no serial port)"
@@ -149,6 +166,8 @@ def show_recovery_plan(plan, port: str) -> None:
               f"{plan.app_version or '-'}, {plan.details.get('bytes_said') or f'{plan.bytes:,} bytes to write'}")
     for n in plan.notes:
         out.print(f"[yellow]note:[/] {n}")
+    if plan.keys:
+        out.print(f"keys      {escape(plan.keys.says)}")
     out.print("plan:")
     for i, step in enumerate(plan.steps, 1):
         out.print(f"  {i}. {step}")

@@ -61,6 +61,10 @@ from .options import BAUD, PROBABILITY, Real
                    "real modules have ('rakflash info' shows it).")
 @click.option("--dev-eui", type=click.STRING, metavar="HEX16",
               help="Its factory DevEUI (16 hex digits; what a settings reset restores). Default: one of its own.")
+@click.option("--locked", "locked", metavar="PASSWORD",
+              help="RUI3 only: the AT port starts locked (AT+LOCK) with this password (AT+PWORD, 1 to 8 "
+                   "printable characters): every line but AT+LOCK=? is answered COMMAND_LOCKED until the "
+                   "password alone is sent as a line.")
 @click.option("--arduino", is_flag=True,
               help="RAK4631 only: the Arduino variant (Adafruit bootloader, legacy DFU) instead of RUI3.")
 @click.option("--dfu-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
@@ -93,7 +97,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
         drop_rate_to_host: float, garbage_rate_to_host: float, fault_seed: int,
         power_cut_after: int | None,
         pull_cable_after: int | None, boot_pin: bool, board_status: bool, info0_file: str | None,
-        any_baud: bool, serial_number: str | None, dev_eui: str | None, arduino: bool,
+        any_baud: bool, serial_number: str | None, dev_eui: str | None, locked: str | None, arduino: bool,
         dfu_key: str | None, transport: str | None, reset_with: str | None, boot0_with: str | None,
         auto_reset: bool, link_path: str | None) -> None:
     """Serve a virtual module on a pseudo-terminal or TCP port until interrupted.
@@ -132,7 +136,7 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if app_region is not None and app_size > app_region.size:
         raise click.BadParameter(f"{app_size:,} bytes do not fit the module's application region "
                                  f"({app_region.size:,} bytes)", param_hint="'--app-size'")
-    from ..sim.uart import default_transport, has_ptys
+    from ..sim.transport import default_transport, has_ptys
     try:
         transport = transport or default_transport()
     except ValueError as exc:
@@ -183,7 +187,19 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if serial_number is not None and not re.fullmatch(r"[!-~]{1,17}", serial_number):
         raise click.BadParameter(f"{serial_number!r}: 1 to 17 printable characters, no spaces",
                                  param_hint="'--serial-number'")
-    opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale,
+    if locked is not None:
+        config_layout = None
+        try:
+            config_layout = _catalog.load().module(module_name).config_layout
+        except KeyError:
+            pass
+        if config_layout is None:
+            raise click.BadParameter("only a RUI3 module (rak3172 and its variants, rak11720, rak4631, "
+                                     "rak3401) has the AT port lock", param_hint="'--locked'")
+        if not re.fullmatch(r"[ -~]{1,8}", locked):
+            raise click.BadParameter("a RUI3 lock password is 1 to 8 printable ASCII characters "
+                                     "(AT+PWORD)", param_hint="'--locked'")
+    opts = SimOptions(baud=baud, latency_ms=latency_ms, state=state, flash_scale=flash_scale, locked=locked,
                       bootloader_version=bootloader_version, app_version=app_version, info0=info0,
                       app_size=app_size, sketch=sketch, strict_baud=not any_baud, boot_pin=boot_pin,
                       board_status=board_status, serial_number=serial_number, dev_eui=dev_eui,
@@ -243,7 +259,10 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     if hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGUSR1, lambda *a: (dev.press_reset(), click.echo("reset pressed")))
+        def reset_pressed(*_: object) -> None:
+            dev.press_reset()
+            click.echo("reset pressed")
+        signal.signal(signal.SIGUSR1, reset_pressed)
 
     def stdin_buttons() -> None:
         for line in sys.stdin:

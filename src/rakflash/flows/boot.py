@@ -221,7 +221,8 @@ def identify_or_catch(link: Link, *, module: Module | None, baud: int | None = N
                            "know the module", hint="Run again with --module MODULE.") from None
         # Catch it at the rate its flood reads at; a flood unreadable at every rate gets the
         # asked one, else the module's usual one (the scan left the link at its last rate).
-        flood_baud = exc.details.get("baud") or baud or module.bauds[0]
+        said = exc.details.get("baud")
+        flood_baud = (said if isinstance(said, int) else None) or baud or module.bauds[0]
         if link.baud != flood_baud:
             link.baud = flood_baud
         catch_after_reset(link, module, exc.message, window=reset_window, reset_line=reset_line,

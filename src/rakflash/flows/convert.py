@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import catalog as _catalog
-from ..dfu_package import LEGACY, SECURE
+from ..dfu_package import LEGACY, SECURE, DfuPackage
 from ..errors import Aborted, ImageTargetError, NotFirmware, PackageMismatch, WrongTarget
 from ..events import Note, Phase, Sink, nowhere
 from ..images import Image, analyse, check_firmware
@@ -40,12 +40,12 @@ def check_packages(bootloader: Image, app: Image) -> None:
     for image in (bootloader, app):
         check_firmware(image)
     bl = bootloader.package
-    if bl is None or bl.family != LEGACY or not (bl.image("bootloader") or bl.image("softdevice_bootloader")):
+    if not isinstance(bl, DfuPackage) or bl.family != LEGACY or not (bl.image("bootloader") or bl.image("softdevice_bootloader")):
         raise PackageMismatch(f"{bootloader.path} is not a bootloader package for the Adafruit bootloader "
                               f"(RAK's rui3_nrf52840_bootloader_latest.zip is one): nothing was sent",
                               hint="Give RAK's RUI3 bootloader package first, then the RUI3 application package.")
     pkg = app.package
-    if pkg is None or pkg.family != SECURE or pkg.application is None:
+    if not isinstance(pkg, DfuPackage) or pkg.family != SECURE or pkg.application is None:
         raise PackageMismatch(f"{app.path} is not a RUI3 application package (Nordic Secure DFU): nothing "
                               f"was sent", hint="Give the RUI3 package for RAK4631-R second.")
     linked = pkg.linked_elsewhere()     # the plan refuses it too, but only after the bootloader changed
@@ -87,7 +87,9 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
             link.touch(arduino.dialect.get("touch_baud", 1200))
             follow(link, arduino, "bootloader", since=since, emit=emit, baud=baud)
         pkg = bootloader.package
+        assert isinstance(pkg, DfuPackage)       # (check_packages saw to it, and to its bootloader)
         image = pkg.image("softdevice_bootloader") or pkg.image("bootloader")
+        assert image is not None
         meta = (pkg.manifest.get(image.kind) or {}).get("info_read_only_metadata") or {}
         if image.kind == "softdevice_bootloader":
             mode = legacy_dfu.MODE_SD_BL
@@ -105,4 +107,5 @@ def convert_to_rui3(link: Link, bootloader: Image, app: Image, *, emit: Sink = n
         emit(Note("the module is now a RAK4631-R waiting in its Secure DFU bootloader; if anything stops "
                   "here, 'rakflash flash' of the RUI3 package finishes the job"))
     result = FlashSession(link, app, FlashOptions(module=rui3, keep_settings=False), emit=emit).run()
+    assert isinstance(result, UpdateResult)      # (not a dry run)
     return result

@@ -93,7 +93,7 @@ class DeviceOutcome:
 
     def record(self, image: Image | None) -> dict[str, Any]:
         """The ``--report`` line for this module (with ``provision`` when a batch was given)."""
-        record = {"time": self.started, "host": socket.gethostname(), "port": self.port,
+        record: dict[str, Any] = {"time": self.started, "host": socket.gethostname(), "port": self.port,
                 "module": self.module, "serial_number": self.serial_number, "dev_eui": self.dev_eui,
                 "app_version_before": self.app_version_before, "app_version_after": self.app_version_after,
                 "bootloader_version": self.bootloader_version, "bytes": self.bytes,
@@ -221,7 +221,11 @@ class Fleet:
         o = self.outcomes[port]
         o.started = now_iso()
         t0 = time.monotonic()
-        session = link = result = failure = provision_failure = None
+        session: FlashSession | IdentifyOnly | None = None
+        link: StoppableLink | None = None
+        result: UpdateResult | DryRun | None = None
+        failure: BaseException | None = None
+        provision_failure: BaseException | None = None
         try:
             trace = self.trace_for(port) if self.trace_for else None
             link = StoppableLink(port, self.options.baud or 115200, trace=trace)
@@ -250,10 +254,12 @@ class Fleet:
                         raise
                     failure = exc            # current already: it still gets its row
             if self.provisioning is not None and refused is None and not isinstance(result, DryRun):
+                assert session is not None      # (no refusal: one of the two ran)
                 try:
                     firmware = result.app_version_after if isinstance(result, UpdateResult) else (
                         session.device.app_version if session.device else None)
-                    module = session.plan.module if getattr(session, "plan", None) else session.device.module
+                    module = session.plan.module if session.plan else (
+                        session.device.module if session.device else None)
                     o.provision = self.provisioning.run(link, module, firmware=firmware, emit=emit,
                                                         slot=o.port).record()
                 except (RakflashError, KeyboardInterrupt) as exc:
@@ -278,7 +284,7 @@ class Fleet:
         the module, keys included) goes back to the batch: the module holds no row it won't get."""
         p = o.provision or {}
         if not (isinstance(failure, PlanRefused) and not isinstance(failure, AlreadyUpToDate)
-                and p.get("result") == "claimed" and p.get("claimed_now")):
+                and p.get("result") == "claimed" and p.get("claimed_now") and self.provisioning is not None):
             return
         try:
             if self.provisioning.ledger.release(p["dev_eui"], p["serial_number"]):
@@ -294,6 +300,7 @@ class Fleet:
         identified by its session as usual and claims its row after its update."""
         from ..provision.keys import claim_row, claimed_record
         from .identify import identify
+        assert self.provisioning is not None       # (only with a batch)
         emit(Phase("identify", f"identifying the module on {link.port_name}"))
         try:
             dev = identify(link, module=self.options.module, baud=self.options.baud)
@@ -345,8 +352,8 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult | DryRun | None,
-           failure: BaseException | None, seconds: float) -> None:
+def settle(o: DeviceOutcome, session: FlashSession | IdentifyOnly | None,
+           result: UpdateResult | DryRun | None, failure: BaseException | None, seconds: float) -> None:
     """Fill ``o`` from how one module's session ended: its result, or what stopped it."""
     o.seconds = seconds
     if session is not None:
@@ -363,10 +370,10 @@ def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult 
         o.result, o.app_version_after, o.bytes = "ok", result.app_version_after, result.bytes
     elif isinstance(failure, RakflashError):
         o.result, o.message, o.exit_code = failure.name, failure.message, failure.exit_code
-        o.module = o.module or failure.details.get("module")     # a flood never identified says which
+        o.module = o.module or _said(failure, "module")     # a flood never identified says which
         o.hint = (failure.hint or "").replace("--port PORT", f"--port {o.port}")   # this very port
         if isinstance(failure, AlreadyUpToDate):
-            o.app_version_after = failure.details.get("app_version_after") or o.app_version_before
+            o.app_version_after = _said(failure, "app_version_after") or o.app_version_before
     elif isinstance(failure, KeyboardInterrupt):
         o.result, o.exit_code = "interrupted", 130
         o.message = "stopped (Ctrl-C) before it finished; run the same command again to finish it"
@@ -374,6 +381,12 @@ def settle(o: DeviceOutcome, session: FlashSession | None, result: UpdateResult 
         o.result, o.exit_code = "internal-error", 1
         o.message = f"{failure.__class__.__name__}: {failure}"
     o.phase = "done"
+
+
+def _said(exc: RakflashError, key: str) -> str | None:
+    """What ``exc`` says of ``key`` (a module's name, a version), when it says it."""
+    value = exc.details.get(key)
+    return value if isinstance(value, str) else None
 
 
 def settle_provisioning(o: DeviceOutcome, only: bool, failure: BaseException | None,
@@ -418,11 +431,14 @@ class IdentifyOnly:
                                         f"{self.link.port_name} --provision BATCH does both).")
 
 
-def ask_identifiers(o: DeviceOutcome, link: StoppableLink, session: FlashSession | None) -> None:
+def ask_identifiers(o: DeviceOutcome, link: StoppableLink,
+                    session: FlashSession | IdentifyOnly | None) -> None:
     """Ask the application that runs now (after an update, or one refused before writing) for
     its DevEUI — the value it has after the run — and for its serial number when the run never
     learnt it. What the run learnt stays where the application can't be asked."""
     if not (o.ok or o.exit_code == PlanRefused.exit_code):     # its application may not answer
+        return
+    if getattr(session, "opened_lock", False):      # its AT port is locked again: what the run learnt stands
         return
     o.dev_eui = _ask(link, session, _dev_eui_query) or o.dev_eui
     if o.serial_number is None:
@@ -434,14 +450,14 @@ def _dev_eui_query(dialect: Dialect) -> str | None:
     return next((q for q in dialect.get("settings", []) if setting_name(q).upper() == "DEVEUI"), None)
 
 
-def _ask(link: StoppableLink, session: FlashSession | None,
+def _ask(link: StoppableLink, session: FlashSession | IdentifyOnly | None,
          query_in: Callable[[Dialect], str | None]) -> str | None:
     """One value from the module's application — the query ``query_in`` finds in its dialect —
     read consistently (twice the same, well-formed); None when it can't be asked."""
     dev = getattr(session, "device", None)
     module = dev.module if dev is not None else None
     query = query_in(module.dialect) if module is not None else None
-    if not query:
+    if not query or module is None:
         return None
     try:
         return read_value(AtConsole(link, module.dialect), module, query, 0.5, reads=4,

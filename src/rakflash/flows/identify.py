@@ -25,7 +25,8 @@ any baud ends in :class:`~rakflash.errors.NoResponse`, only unreadable bytes in
 :class:`~rakflash.errors.GarbageReply`. A port that
 only echoes what it is sent is :class:`~rakflash.errors.EchoingPort`; a
 device that answers ``OK`` to every line but none of the questions is
-:class:`~rakflash.errors.UnknownDevice`.
+:class:`~rakflash.errors.UnknownDevice`; a RUI3 application whose AT port is locked
+(``COMMAND_LOCKED`` to AT, ``AT+LOCK=?`` says locked) is :class:`~rakflash.errors.PortLocked`.
 
 When the answers fit several modules (RUI v3 firmware that doesn't name its
 board, a bootloader whose version names no module), the
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .. import catalog as _catalog
 from ..at import AtConsole, AtReply, looks_like_text
@@ -46,7 +48,7 @@ from ..errors import (EchoingPort, Flooding, GarbageReply, InRomBootloader, InSe
                       NoResponse, UnknownDevice)
 from ..events import nowhere
 from ..link import Link
-from . import rom_probe
+from . import lock, rom_probe
 
 
 @dataclass
@@ -69,7 +71,7 @@ class DeviceInfo:
     variant: str | None = None             # which bootloader family, where a module has two (RAK4631)
     usb: str | None = None                 # the port's USB id, when the port is a module's own USB
     candidates: list[Module] = field(default_factory=list)   # what it could be, when not certain
-    chip: dict | None = None               # an ESP chip's own answers (flows/transfers/esp_rom.py)
+    chip: dict | None = None               # an ESP chip's own answers (flows/esp_chip.py)
 
     @property
     def could_be(self) -> list[Module]:
@@ -131,12 +133,12 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
     """
     cat = cat or _catalog.load()
     timing = timing or Timing()
-    from .transfers import esp_rom
-    if (module is not None and module.esp is not None) or (module is None and esp_rom.port_module(link)):
+    from . import esp_chip
+    if (module is not None and module.esp is not None) or (module is None and esp_chip.port_module(link)):
         # Asked in its ROM download mode; a person is asked to hold GPIO0 only where someone can
         # be told (emit), else the named error says so at once.
-        return esp_rom.identify(link, module, emit=emit or nowhere,
-                                window=esp_rom.PERSON_WINDOW if emit is not None else 0.0)
+        return DeviceInfo(**esp_chip.ask(link, module, emit=emit or nowhere,
+                                         window=esp_chip.PERSON_WINDOW if emit is not None else 0.0))
     entry = _port_entry(link)
     usb = _native_usb(entry, cat)
     if usb is not None and not usb[0].dialect.get("probe"):
@@ -171,8 +173,9 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
             if len(unasked) >= 32 and looks_like_text(unasked):
                 readable = (b, unasked)
                 break
-    if readable is not None or unreadable is not None:
-        b, sample = readable or unreadable
+    heard = readable or unreadable
+    if heard is not None:
+        b, sample = heard
         lines = sample.decode("latin-1", "replace").splitlines()
         whole = lines[1:-1] if len(lines) > 2 else lines   # the first and last are likely cut
         # The latest clean line to quote: bytes framed at the rate before can start the sample,
@@ -190,10 +193,10 @@ def identify(link: Link, *, module: Module | None = None, baud: int | None = Non
         if "esp-rom" in chip_bootloaders and module is None and not garbage_at:
             # An ESP chip waiting in its ROM download mode (GPIO0 held at reset) answers no AT
             # but a SYNC: then it is asked there.
-            if link.baud != esp_rom.ROM_BAUD:
-                link.baud = esp_rom.ROM_BAUD
-            if esp_rom.answers_sync(link):
-                return esp_rom.identify(link, None, emit=emit or nowhere, window=0.0)
+            if link.baud != esp_chip.ROM_BAUD:
+                link.baud = esp_chip.ROM_BAUD
+            if esp_chip.answers_sync(link):
+                return DeviceInfo(**esp_chip.ask(link, None, emit=emit or nowhere, window=0.0))
     if garbage_at:
         raise GarbageReply(f"{link.port_name} answers with unreadable bytes at "
                            f"{', '.join(map(str, garbage_at))} baud", bauds=garbage_at)
@@ -301,7 +304,7 @@ def _listen(link: Link, timing: Timing) -> bytes:
 
 
 def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
-           timing: Timing) -> DeviceInfo | str | None:
+           timing: Timing) -> DeviceInfo | Literal["garbage"] | None:
     """Identify at one baud: a DeviceInfo, "garbage", or None for silence."""
     rui3 = cat.dialects["rui3"]
     boot = cat.dialects["rui-boot"]
@@ -321,6 +324,8 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
         _settle(link)
         reply = AtConsole(link, rui3).command(rui3["probe"], timing.probe)
     lines = reply.lines
+    if lock.says_locked(lines) and lock.lock_state(link, timing.query) == "locked":
+        raise lock.locked_error(link.port_name)      # a RUI3 application whose AT port is locked
     if reply.ok or reply.status == "error":
         return _rui3_app(link, baud, module, cat, timing)
     if boot["unsupported"] in lines or boot["banner"] in lines:
@@ -430,7 +435,7 @@ def _note_another_variants_image(info: DeviceInfo, cat: Catalog) -> None:
 def _note_companion(info: DeviceInfo) -> None:
     """A second chip on the module (RAK11160's ESP8684): what it is, and what rakflash does with it."""
     c = info.module.companion if info.module is not None else {}
-    if c:
+    if c and info.module is not None:
         info.notes.append(companion_words(info.module))
 
 

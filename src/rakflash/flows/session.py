@@ -4,8 +4,10 @@ The steps, each reported through the event sink (before them, a file that is not
 refused without touching the port: :func:`images.check_firmware`):
 
 1. identify what answers on the link — catching a module whose firmware
-   floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`);
-2. plan, refusing before anything is written (:func:`plan.make_plan`); a
+   floods the port in its start-up window after a reset (:func:`boot.identify_or_catch`),
+   opening a locked AT port with its password (:mod:`.lock`; it is locked again at the end,
+   whatever happens: after the update, the new application's);
+2. plan, refusing before anything is written (:func:`planning.make_plan`); a
    module found already running the image's version still gets the settings
    check an earlier, cut-off run could not finish; a device that can't say
    which of several modules it is, given firmware for one of them, is asked
@@ -21,8 +23,8 @@ number and DevEUI) stays readable in :attr:`FlashSession.known`, so a failure re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..catalog import Module
 from ..errors import AlreadyUpToDate, Aborted, ModuleUncertain, RakflashError
@@ -32,9 +34,13 @@ from ..images import Image, check_firmware, target_module
 from ..link import Link
 from . import boot
 from .identify import DeviceInfo
-from .plan import Plan, make_plan
+from .plan import Plan
+from .planning import make_plan
 from .settings import SettingsCheck, settle_earlier
 from .update import UpdateResult, run_update
+
+if TYPE_CHECKING:
+    from .esp_update import EspPlan
 
 
 @dataclass
@@ -48,13 +54,14 @@ class FlashOptions:
     dry_run: bool = False
     reset_window: float = 30.0        # seconds to wait for a reset press when the firmware floods
     reset_line: str | None = None     # "rts" / "dtr" wired to the module's reset
+    password: str | None = field(default=None, repr=False)   # a locked AT port's (--password)
 
 
 @dataclass
 class DryRun:
     """The outcome of a dry run: the plan, nothing written."""
 
-    plan: Plan
+    plan: Plan | EspPlan
     baud: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,6 +74,7 @@ class DryRun:
 
 Confirm = Callable[[Plan], bool]
 ChooseModule = Callable[[ModuleUncertain], "Module | None"]
+AskPassword = Callable[[], "str | None"]
 
 
 class FlashSession:
@@ -74,8 +82,11 @@ class FlashSession:
 
     def __init__(self, link: Link, image: Image, options: FlashOptions | None = None, *,
                  emit: Sink = nowhere, confirm: Confirm | None = None,
-                 choose_module: ChooseModule | None = None) -> None:
+                 choose_module: ChooseModule | None = None, ask_password: AskPassword | None = None) -> None:
         self.link = link
+        self.ask_password = ask_password     # asks for a locked AT port's password (None: no one to ask)
+        self.opened_lock = False             # rakflash opened a locked AT port: it locks it again
+        self.locked_again: bool | None = None
         self.choose_module = choose_module   # asks which module it is (None: refuse instead)
         self.image = image
         self.options = options or FlashOptions()
@@ -123,20 +134,20 @@ class FlashSession:
         """Identify, plan, confirm and update; raises the named error of whatever stops it."""
         o, link = self.options, self.link
         # An ESP chip is identified, planned and written through its ROM download mode as one
-        # session of its own (flows/transfers/esp_rom.py), with the same events and result.
+        # session of its own (flows/esp_update.py), with the same events and result.
         from .transfers import running_whole_session
-        whole = running_whole_session(o.module, self.image, link)
-        if whole is not None:
-            return whole.run_session(self)
+        if running_whole_session(o.module, self.image, link) is not None:
+            from . import esp_update
+            out = esp_update.run(self)
+            return DryRun(out, link.baud) if isinstance(out, esp_update.EspPlan) else out
         # A file that is not firmware is refused before the port is touched (no reset press asked
         # for a flooding module, no bootloader entered); the plan checks it again with the rest.
         check_firmware(self.image, o.module)
         self.emit(Phase("identify", f"identifying the module on {link.port_name}"))
-        self.device = dev = boot.identify_or_catch(
-            link, module=o.module, baud=o.baud, fallback=target_module(self.image),
-            reset_window=o.reset_window, reset_line=o.reset_line, emit=self.emit)
+        self.device = dev = self._identify()
         self.emit(DeviceFound({k: v for k, v in dev.to_dict().items() if k != "error"}))
         written = False
+        result = None
         try:
             try:
                 self.plan = plan = self._plan(dev)
@@ -165,6 +176,36 @@ class FlashSession:
         finally:
             if dev.caught and not written:
                 _release(link, dev)
+            if self.opened_lock:
+                self._lock_again(result, written)
+
+    def _identify(self) -> DeviceInfo:
+        """Identify (catching a flooding firmware); a locked AT port is opened with the password
+        (--password, or asked for) and identified again — and locked again at the end."""
+        from . import lock
+        o, link = self.options, self.link
+
+        def identify() -> DeviceInfo:
+            return boot.identify_or_catch(link, module=o.module, baud=o.baud,
+                                          fallback=target_module(self.image), reset_window=o.reset_window,
+                                          reset_line=o.reset_line, emit=self.emit)
+        dev, self.opened_lock = lock.opening(link, identify, o.password, self.ask_password)
+        if self.opened_lock:
+            self.emit(Note(f"{link.port_name}: the AT port was locked; rakflash opened it with the "
+                           f"password and locks it again when it is done"))
+        return dev
+
+    def _lock_again(self, result: UpdateResult | None, written: bool) -> None:
+        """Lock the AT port this session opened: the new application runs after an update, the
+        old one when nothing was written; after a failed update the module waits in its bootloader."""
+        from . import lock
+        recorder = Recorder()
+        why_not = ("the update did not finish: the module waits in its bootloader"
+                   if written and result is None else None)
+        self.locked_again = lock.lock_again(self.link, tee(self.emit, recorder), why_not=why_not)
+        if result is not None:
+            result.port_locked_again = self.locked_again
+            result.warnings += [{"code": w.code, "message": w.message} for w in recorder.of(Warning)]
 
     def _plan(self, dev: DeviceInfo) -> Plan:
         o = self.options
@@ -191,7 +232,8 @@ def _release(link: Link, dev: DeviceInfo) -> None:
 
 def flash(link: Link, image: Image, options: FlashOptions | None = None, *,
           emit: Sink = nowhere, confirm: Confirm | None = None,
-          choose_module: ChooseModule | None = None) -> UpdateResult | DryRun:
+          choose_module: ChooseModule | None = None, ask_password: AskPassword | None = None
+          ) -> UpdateResult | DryRun:
     """Flash ``image`` over ``link`` (see :class:`FlashSession`)."""
     return FlashSession(link, image, options, emit=emit, confirm=confirm,
-                        choose_module=choose_module).run()
+                        choose_module=choose_module, ask_password=ask_password).run()

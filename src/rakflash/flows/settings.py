@@ -415,7 +415,7 @@ def settle(link: Link, module: Module, serial: str | None, before: Reading | Non
     checked or were lost) go to ``emit``.
     """
     earlier = before is None
-    if earlier:
+    if before is None:
         # Whose values were kept is told by the DevEUI as well as the serial number.
         query = dev_eui_query(module)
         dev_eui = (read_value(AtConsole(link, module.dialect), module, query, timeout)

@@ -49,6 +49,7 @@ class UpdateResult:
     reset_wait: float | None = None          # seconds waited for a reset press (a flood caught), if any
     resumed_at: int | None = None            # the byte this run resumed at (an interrupted run sent the rest)
     unconfirmed_because: str | None = None   # why the version can't be asked (an Arduino sketch), if so
+    port_locked_again: bool | None = None    # a locked AT port rakflash opened: locked again? (None: wasn't locked)
 
     @property
     def bytes_sent(self) -> int:
@@ -71,7 +72,9 @@ class UpdateResult:
                 "reset_wait_seconds": None if self.reset_wait is None else round(self.reset_wait, 3),
                 "settings_kept": self.settings.kept if self.settings else None,
                 "settings": self.settings.to_dict() if self.settings else None,
-                "warnings": self.warnings}
+                "warnings": self.warnings,
+                # only where rakflash opened a locked AT port (recover's result has no such key yet)
+                **({"port_locked_again": self.port_locked_again} if self.port_locked_again is not None else {})}
 
 
 def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: float = 15.0,
@@ -95,12 +98,14 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
 
     retries = [0]
 
-    def emit(event: Event) -> None:        # the result line lists the run's warnings and retries too
+    def noting(event: Event) -> None:      # the result line lists the run's warnings and retries too
         if isinstance(event, Warning):
             warnings.append({"code": event.code, "message": event.message})
         elif isinstance(event, Retry):
             retries[0] += 1
         outer(event)
+
+    emit = noting
 
     def phase(name: str, message: str, **info: object) -> None:
         link.note(f"update step: {name}")
@@ -241,7 +246,7 @@ def wait_for_app_version(link: Link, plan: Plan, timeout: float) -> str | None:
     console = AtConsole(link, dialect)
     deadline = Deadline(timeout)
     chatter: list[str] = []
-    others: list[str] = []
+    others: list[str | None] = []
     # Asked again soon: a query sent while the new application still starts is lost, and waiting
     # half a second for its answer was most of what confirming the version cost. A running module
     # answers within a reply's time on the line (80 characters) and a turnaround.

@@ -140,6 +140,9 @@ def read_reply(channel: ByteChannel, timeout: float) -> Reply | bytes:
 def _reply_head(head: bytes | bytearray) -> bool:
     """Whether 4 bytes can start a reply: a known command and status, and a length that
     fits them (a HEADER/DATA success carries its count; VERIFY/RESET never carry one)."""
+    length: int
+    cmd: int
+    status: int
     length, cmd, status = struct.unpack_from("<HBB", head)
     if cmd not in COMMAND_NAMES or status not in STATUS:
         return False
@@ -227,6 +230,7 @@ class AmotaSender:
         answers: list[int] = []
         for _ in range(2 * self.retries + 2):
             reply = self._exchange(HEADER, header)
+            assert reply is not None    # only a DATA, or a packet sent once, goes unanswered
             count = reply.count or 0
             if (first and count == 0) or (answers and answers[-1] == count):
                 break     # a fresh start needs no second word: a wrong 0 shows at the first DATA
@@ -258,6 +262,7 @@ class AmotaSender:
         self.on_retry("the bootloader took a packet twice: starting the image over")
         self._exchange(VERIFY, b"", timeout=self.verify_timeout, accept=(OK, CRC_ERROR))
         reply = self._exchange(HEADER, header)
+        assert reply is not None        # only a DATA, or a packet sent once, goes unanswered
         if reply.count:
             raise TransferError(f"the bootloader would not start the image over (it counts "
                                 f"{reply.count:,} bytes after a new HEADER)",

@@ -1,4 +1,4 @@
-"""The Apollo3 secure bootloader's (SBL) wired update over UART: framing, blobs, host and device.
+"""The Apollo3 secure bootloader's (SBL) wired update over UART: framing and rakflash's client.
 
 The SBL is Ambiq's ROM-level bootloader. When INFO0's override pin is held at
 its active level at reset, it listens on the UART (INFO0's baud rate, for
@@ -7,8 +7,8 @@ INFO0's wired timeout) for a *wired update*. RAK's "Burn Bootloader" uses it
 back for a RAK11720 whose RUI bootloader or application is gone.
 
 Facts (RAKWireless/RAK-APOLLO3-RUI ``security/apollo3_scripts/uart_wired_update.py``,
-``am_defines.py``, ``create_cust_wireupdate_blob.py``, ``create_cust_image_blob.py``;
-``am_hal_secure_ota.h`` in the bundled AmbiqSuite; summarised in docs/protocols.md):
+``am_defines.py``; ``am_hal_secure_ota.h`` in the bundled AmbiqSuite; summarised in
+docs/protocols.md):
 
 * a message is ``crc32:u32 LE`` (zlib CRC-32 of everything after it), then a
   word ``(length << 16) | type`` where ``length`` counts the whole message, CRC
@@ -24,19 +24,13 @@ Facts (RAKWireless/RAK-APOLLO3-RUI ``security/apollo3_scripts/uart_wired_update.
 * ACK statuses: 0 success, 1 failure, 2 invalid INFO0, 3 CRC, 4 security, 5 message
   too big, 6 unknown message type, 7 invalid address, 8 invalid operation,
   9 invalid parameter, 10 sequence, 11 too much data.
-* a *wired blob* block is a 96-byte header — word 0 the auth/encryption
-  algorithms and key indexes, HMAC at 16, IV at 48, KEK at 64, image type at 80,
-  options at 81 (bit 0: install the image by OTA after the download), key at 84
-  (0x12344321 for flash, the INFO0 key for INFO0), load address at 88, size at
-  92 — then the data, padded to a multiple of 4. A file may hold several blocks
-  (the vendor tools split images at 0x70000 bytes); the vendor uploader sends
-  them last first.
-* an OTA-installed image is an Ambiq image: a 128-byte header (word 0 magic in
-  the top byte and the image length, word 1 the zlib CRC-32 of everything after
-  it, word 28 the install address), then the code; 0xCB marks a non-secure image.
+* what an UPDATE carries is a block of a *wired blob* (:mod:`rakflash.apollo3_wired`:
+  its header, its data, and the Ambiq image an OTA installs); the vendor uploader
+  sends a blob's blocks last first.
 
 CRC-32 here is zlib's: ``binascii.crc32`` in the vendor's ``am_defines.py``.
-The framing is written by hand: no library speaks it.
+The framing is written by hand: no library speaks it. The SBL's side, which the
+virtual RAK11720 serves, is :mod:`rakflash.sim.apollo3_sbl`.
 """
 
 from __future__ import annotations
@@ -44,10 +38,11 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-from ..errors import (DeviceRejected, ImageFormatError, RakflashError, TooManyRetries,
-                      TransferTimeout)
+# The wired blob's format is rakflash.apollo3_wired's: Block is what send_block takes.
+from ..apollo3_wired import FLASH_PAGE, Block
+from ..errors import DeviceRejected, RakflashError, TooManyRetries, TransferTimeout
 from ..link import ByteChannel, Deadline
 
 HELLO, STATUS, OTADESC, UPDATE, ABORT, RECOVER, RESET, ACK, DATA = range(9)
@@ -58,22 +53,6 @@ MAX_CHUNK = MAX_MESSAGE - 12           # CRC, word and sequence number come firs
 STATUS_SIZE, ACK_SIZE = 88, 20
 RESET_POI, RESET_POR = 1, 2
 ABORT_ONLY, ABORT_AND_QUIT = 0, 1
-
-FLASH_PAGE = 0x2000
-MAX_SPLIT = 0x70000                    # the vendor tools' default block size (MAX_DOWNLOAD_SIZE)
-WU_HEADER_SIZE = 96
-FLASH_KEY = 0x12344321
-INFO0_KEY = 0xD894E09E
-OPTION_OTA = 0x1
-
-IMAGE_TYPES = {0: "SBL", 1: "AM3P", 2: "patch", 3: "main", 4: "child", 5: "customer OTA",
-               6: "non-secure", 7: "INFO0", 32: "INFO0 (no OTA)"}
-IMAGETYPE_NONSECURE, IMAGETYPE_INFO0_NOOTA = 6, 32
-
-AMBIQ_HEADER_SIZE = 128
-MAGIC_NONSECURE = 0xCB
-MAGICS = {0xA3: "SBL", 0x3A: "AM3P", 0xAF: "patch", 0xC0: "main", 0xCC: "child",
-          0xCB: "non-secure", 0xCF: "INFO0"}
 
 (SUCCESS, FAILURE, INVALID_INFO0, CRC_ERROR, SECURITY, TOO_BIG, UNKNOWN_TYPE, INVALID_ADDRESS,
  INVALID_OPERATION, INVALID_PARAMETER, SEQUENCE, TOO_MUCH_DATA) = range(12)
@@ -148,7 +127,7 @@ class Status:
         w = struct.unpack_from("<20I", payload)
         return cls(w[0], w[1], w[2], w[3], tuple(w[4:20]))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "max_storage": self.max_storage, "status": self.status,
                 "state": self.state}
 
@@ -227,168 +206,6 @@ def status_error(acked: int, status: int, *, where: str = "") -> RakflashError:
     name = MESSAGE_NAMES.get(acked, str(acked))
     return DeviceRejected(f"the secure bootloader refused {name}{where}: {what}", hint=hint,
                           status=status)
-
-
-# ------------------------------------------------------------------ wired blobs
-
-@dataclass
-class WiredHeader:
-    """The 96-byte header of one wired-update block (``create_cust_wireupdate_blob.py``)."""
-
-    image_type: int
-    load_address: int
-    size: int
-    options: int = 0
-    key: int = FLASH_KEY
-    auth_algo: int = 0
-    auth_key: int = 8
-    enc_algo: int = 0
-    enc_key: int = 8
-
-    def pack(self) -> bytes:
-        raw = bytearray(WU_HEADER_SIZE)
-        struct.pack_into("<I", raw, 0, (self.auth_algo & 0xF) | ((self.auth_key & 0xF) << 8)
-                         | ((self.enc_algo & 0xF) << 16) | ((self.enc_key & 0xF) << 24))
-        raw[80], raw[81] = self.image_type, self.options
-        struct.pack_into("<III", raw, 84, self.key, self.load_address, self.size)
-        return bytes(raw)
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> "WiredHeader":
-        w0 = struct.unpack_from("<I", raw, 0)[0]
-        key, load, size = struct.unpack_from("<III", raw, 84)
-        return cls(image_type=raw[80], options=raw[81], key=key, load_address=load, size=size,
-                   auth_algo=w0 & 0xF, auth_key=(w0 >> 8) & 0xF, enc_algo=(w0 >> 16) & 0xF,
-                   enc_key=(w0 >> 24) & 0xF)
-
-    @property
-    def ota(self) -> bool:
-        return bool(self.options & OPTION_OTA)
-
-    @property
-    def type_name(self) -> str:
-        return IMAGE_TYPES.get(self.image_type, f"type {self.image_type}")
-
-
-@dataclass
-class Block:
-    """One UPDATE's worth: a wired header and its data (padded to 4 bytes)."""
-
-    header: WiredHeader
-    data: bytes
-
-    @property
-    def raw(self) -> bytes:
-        return self.header.pack() + self.data
-
-    @property
-    def end(self) -> int:
-        return self.header.load_address + self.header.size
-
-    def describe(self) -> str:
-        h = self.header
-        how = "installed by OTA at reset" if h.ota else "written in place"
-        return (f"{h.size:,} bytes at {h.load_address:#07x} ({h.type_name}, {how})")
-
-
-def _pad4(data: bytes) -> bytes:
-    return data + b"\x00" * (-len(data) % 4)
-
-
-def build_blocks(data: bytes, load_address: int, *, image_type: int = IMAGETYPE_NONSECURE,
-                 ota: bool = False, split: int = MAX_SPLIT) -> list[Block]:
-    """The wired-update blocks that put ``data`` at ``load_address``: one per
-    ``split`` bytes, each its own load address, as the vendor's blob tool cuts them
-    (only the first carries the OTA option)."""
-    if split % FLASH_PAGE:
-        raise ValueError("the block size must be a multiple of the 8 KiB flash page")
-    blocks = []
-    for start in range(0, len(data), split):
-        chunk = data[start:start + split]
-        header = WiredHeader(image_type, load_address + start, len(chunk),
-                             options=OPTION_OTA if ota and start == 0 else 0)
-        blocks.append(Block(header, _pad4(chunk)))
-    return blocks
-
-
-def parse_blocks(raw: bytes, *, source: str = "the blob") -> list[Block]:
-    """The blocks of a prepared wired-update file, each checked for a sane header and
-    its full length; a truncated or foreign file is an :class:`ImageFormatError`."""
-    blocks: list[Block] = []
-    at = 0
-    while at < len(raw):
-        if len(raw) - at < WU_HEADER_SIZE:
-            raise ImageFormatError(f"{source} is truncated: {len(raw) - at} bytes after block "
-                                   f"{len(blocks)} are too few for a wired-update header")
-        header = WiredHeader.unpack(raw[at:at + WU_HEADER_SIZE])
-        if header.image_type not in IMAGE_TYPES or header.size == 0 \
-                or header.key not in (FLASH_KEY, INFO0_KEY) or any(raw[at + 4:at + 16]):
-            raise ImageFormatError(f"{source} is not an Apollo3 wired-update blob (block "
-                                   f"{len(blocks) + 1} has no valid header)",
-                                   hint="Give the firmware .hex/.bin itself, or a blob made by "
-                                        "RAK's/Ambiq's create_cust_wireupdate_blob.py.")
-        padded = header.size + (-header.size % 4)
-        data = raw[at + WU_HEADER_SIZE:at + WU_HEADER_SIZE + padded]
-        if len(data) < padded:
-            raise ImageFormatError(f"{source} is truncated: block {len(blocks) + 1} announces "
-                                   f"{header.size:,} bytes, the file holds {len(data):,}",
-                                   hint="The download was cut short: get the file again.")
-        blocks.append(Block(header, data))
-        at += WU_HEADER_SIZE + padded
-    if not blocks:
-        raise ImageFormatError(f"{source} is empty")
-    return blocks
-
-
-def looks_like_blob(raw: bytes) -> bool:
-    """A cheap test: the first 96 bytes are a plausible wired-update header."""
-    if len(raw) < WU_HEADER_SIZE + 4:
-        return False
-    h = WiredHeader.unpack(raw[:WU_HEADER_SIZE])
-    return (h.image_type in IMAGE_TYPES and h.key in (FLASH_KEY, INFO0_KEY) and 0 < h.size
-            and not any(raw[4:16]))
-
-
-@dataclass
-class AmbiqImage:
-    """An image in Ambiq's format, as the SBL's OTA installs it."""
-
-    magic: int
-    length: int          # header + code
-    crc: int
-    install_address: int
-    code: bytes
-    crc_ok: bool
-
-    @property
-    def kind(self) -> str:
-        return MAGICS.get(self.magic, f"magic {self.magic:#04x}")
-
-
-def build_image(code: bytes, install_address: int, *, magic: int = MAGIC_NONSECURE) -> bytes:
-    """A non-secure Ambiq image (``create_cust_image_blob.py`` with the CRC check on install)."""
-    code = _pad4(code)
-    header = bytearray(AMBIQ_HEADER_SIZE)
-    struct.pack_into("<I", header, 0, (magic << 24) | (AMBIQ_HEADER_SIZE + len(code)))
-    struct.pack_into("<I", header, 8, 0x10 << 24)       # CRC check at install
-    struct.pack_into("<III", header, 0x70, install_address, 0, 0xFFFFFFFF)
-    struct.pack_into("<I", header, 0x7C, 0xFFFFFFFF)
-    struct.pack_into("<I", header, 4, crc32(bytes(header[8:]) + code))
-    return bytes(header) + code
-
-
-def parse_image(raw: bytes) -> AmbiqImage | None:
-    """The Ambiq image at the start of ``raw``, or None if there is none (no known magic,
-    or a length that does not fit)."""
-    if len(raw) < AMBIQ_HEADER_SIZE:
-        return None
-    w0, crc = struct.unpack_from("<II", raw, 0)
-    magic, length = w0 >> 24, w0 & 0xFFFFF
-    if magic not in MAGICS or not AMBIQ_HEADER_SIZE <= length <= len(raw):
-        return None
-    install = struct.unpack_from("<I", raw, 0x70)[0] & ~0x3
-    return AmbiqImage(magic, length, crc, install, raw[AMBIQ_HEADER_SIZE:length],
-                      crc32(raw[8:length]) == crc)
 
 
 # ------------------------------------------------------------------ host side
@@ -512,145 +329,3 @@ def say_hello(channel: ByteChannel, timeout: float) -> Status | bytes:
     channel.write(hello())
     reply = read_reply(channel, timeout, (STATUS,))
     return Status.decode(reply.payload) if isinstance(reply, Message) else reply
-
-
-# ------------------------------------------------------------------ device side (simulator)
-
-@dataclass
-class ServeResult:
-    """How a wired-update session ended: ``reset`` (RESET received, with ``option``),
-    ``quit`` (ABORT and quit), ``timeout`` (no message within the wired timeout)."""
-
-    status: str
-    option: int = 0
-    blocks: int = 0
-
-
-class SblReceiver:
-    """The SBL's message loop (the simulator's side).
-
-    ``status()`` answers HELLO; ``on_block(raw) -> ack status`` installs one
-    received block (its CRC already checked); ``on_otadesc(address) -> status``;
-    ``first_timeout`` is INFO0's wired timeout (no message at all by then: the
-    SBL gives up and boots the main firmware). Damaged or truncated messages are
-    answered with a CRC status after the line went quiet, so the host can resend.
-    """
-
-    def __init__(self, channel: ByteChannel, *, status: Callable[[], Status],
-                 on_block: Callable[[bytes], int], on_otadesc: Callable[[int], int],
-                 max_storage: int, first_timeout: float, byte_time: float = 0.0) -> None:
-        self.ch = channel
-        self.status = status
-        self.on_block = on_block
-        self.on_otadesc = on_otadesc
-        self.max_storage = max_storage
-        self.first_timeout = first_timeout
-        self.byte_time = byte_time
-        self._block: bytearray | None = None
-        self._want = (0, 0)          # (size, crc) of the block under way
-
-    def _resync(self) -> None:
-        """Drop bytes until the line is quiet (bounded), after a message that didn't parse."""
-        quiet = Deadline(2.0)
-        while self.ch.read(4096, 0.02) and not quiet.expired:
-            pass
-
-    def _message(self, timeout: float) -> tuple[int, int, bytes] | None:
-        """(status, type, payload) of the next message; None when nothing came by ``timeout``."""
-        head = self.ch.read(8, timeout)
-        if not head:
-            return None
-        if len(head) < 8:
-            head += self.ch.read(8 - len(head), 0.5)
-            if len(head) < 8:
-                self._resync()
-                return CRC_ERROR, 0, b""
-        crc, word = struct.unpack("<II", head)
-        length, msg_type = word >> 16, word & 0xFFFF
-        if length > MAX_MESSAGE:
-            self._resync()
-            return TOO_BIG, msg_type, b""
-        if length < 8:
-            self._resync()
-            return CRC_ERROR, msg_type, b""
-        rest = self.ch.read(length - 8, 0.5 + length * self.byte_time)
-        if len(rest) < length - 8 or crc32(head[4:] + rest) != crc:
-            self._resync()
-            return CRC_ERROR, msg_type, b""
-        return SUCCESS, msg_type, rest
-
-    def serve(self, idle: Callable[[], bool] = lambda: False) -> ServeResult:
-        """Answer messages until RESET, ABORT-and-quit, or no first message in time.
-        ``idle()`` is asked every half second without traffic; True stops serving."""
-        blocks = 0
-        first = Deadline(self.first_timeout)
-        talked = False
-        while True:
-            got = self._message(0.5 if talked else min(0.5, first.remaining()))
-            if got is None:
-                if not talked and first.expired:
-                    return ServeResult("timeout")
-                if idle():
-                    return ServeResult("stopped", blocks=blocks)
-                continue
-            talked = True
-            status, msg_type, payload = got
-            if status != SUCCESS:
-                self.ch.write(Ack(msg_type, status).encode())
-                continue
-            if msg_type == HELLO:
-                self.ch.write(self.status().encode())
-            elif msg_type == UPDATE:
-                self.ch.write(Ack(UPDATE, self._update(payload)).encode())
-            elif msg_type == DATA:
-                ack = self._data(payload)
-                if ack.status == SUCCESS and self._block is not None \
-                        and len(self._block) == self._want[0]:
-                    ack.status = self._finish()
-                    blocks += ack.status == SUCCESS
-                self.ch.write(ack.encode())
-            elif msg_type == OTADESC and len(payload) >= 4:
-                self.ch.write(Ack(OTADESC, self.on_otadesc(struct.unpack_from("<I", payload)[0])).encode())
-            elif msg_type == ABORT and len(payload) >= 4:
-                value = struct.unpack_from("<I", payload)[0]
-                self._block = None
-                self.ch.write(Ack(ABORT, SUCCESS).encode())
-                if value == ABORT_AND_QUIT:
-                    return ServeResult("quit", blocks=blocks)
-            elif msg_type == RESET and len(payload) >= 4:
-                self.ch.write(Ack(RESET, SUCCESS).encode())
-                return ServeResult("reset", struct.unpack_from("<I", payload)[0], blocks)
-            elif msg_type in (OTADESC, ABORT, RESET):
-                self.ch.write(Ack(msg_type, INVALID_PARAMETER).encode())
-            else:
-                self.ch.write(Ack(msg_type, UNKNOWN_TYPE).encode())
-
-    def _update(self, payload: bytes) -> int:
-        if len(payload) < 12:
-            return INVALID_PARAMETER
-        size, crc, piggy = struct.unpack_from("<III", payload)
-        if size == 0 or size > self.max_storage or piggy != len(payload) - 12:
-            return INVALID_PARAMETER
-        self._block = bytearray(payload[12:])
-        self._want = (size, crc)
-        return SUCCESS
-
-    def _data(self, payload: bytes) -> Ack:
-        if len(payload) < 4:
-            return Ack(DATA, INVALID_PARAMETER)
-        seq = struct.unpack_from("<I", payload)[0]
-        if self._block is None:
-            return Ack(DATA, INVALID_OPERATION, seq)
-        if seq != len(self._block):
-            return Ack(DATA, SEQUENCE, seq)
-        if len(self._block) + len(payload) - 4 > self._want[0]:
-            return Ack(DATA, TOO_MUCH_DATA, seq)
-        self._block += payload[4:]
-        return Ack(DATA, SUCCESS, seq)
-
-    def _finish(self) -> int:
-        block, (_, crc) = bytes(self._block or b""), self._want
-        self._block = None
-        if crc32(block) != crc:
-            return CRC_ERROR
-        return self.on_block(block)

@@ -12,6 +12,11 @@ socket layer or don't report broken escapes, which the tests need to see.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..link import ByteChannel
+
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 
 
@@ -77,7 +82,7 @@ class Decoder:
         self._escaped = self._broken = False
 
 
-def read_some(channel, timeout: float) -> bytes:
+def read_some(channel: ByteChannel, timeout: float) -> bytes:
     """Whatever a :class:`~rakflash.link.ByteChannel` has: waits up to ``timeout`` for one
     byte, then takes what else arrived without waiting (a frame's bytes come together)."""
     first = channel.read(1, timeout)

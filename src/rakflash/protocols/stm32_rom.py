@@ -1,11 +1,11 @@
-"""The STM32 system-memory (ROM) bootloader over a UART (ST AN3155), both ends.
+"""The STM32 system-memory (ROM) bootloader over a UART (ST AN3155): rakflash's client.
 
-Host side (:class:`RomClient`): the handshake, Get / Get Version / Get ID,
-Read Memory, Write Memory, Erase or Extended Erase (whichever Get offers),
-Get Checksum where offered, Go, and Readout Unprotect. Device side
-(:class:`RomServer`): the ROM bootloader itself, for the simulator. Pure
-protocol logic over a :class:`~rakflash.link.ByteChannel`; no printing, and
-every host-side read has a deadline.
+:class:`RomClient`: the handshake, Get / Get Version / Get ID, Read Memory,
+Write Memory, Erase or Extended Erase (whichever Get offers), Get Checksum where
+offered, Go, and Readout Unprotect; and the protocol's codes and checksums,
+which the ROM bootloader of the virtual modules (:mod:`rakflash.sim.stm32_rom`,
+the device's side) shares. Pure protocol logic over a
+:class:`~rakflash.link.ByteChannel`; no printing, and every read has a deadline.
 
 Facts (ST AN3155 "USART protocol used in the STM32 bootloader"; what
 stm32flash's ``stm32.c`` does is cited where it fills a gap the note leaves):
@@ -60,11 +60,14 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import RomGarbled, RomNack, RomNoHandshake, RomSilent
 from ..link import ByteChannel, Deadline
+
+if TYPE_CHECKING:
+    from ..catalog import Mcu
 
 ACK, NACK, SYNC = 0x79, 0x1F, 0x7F
 
@@ -166,7 +169,7 @@ class RomTimeouts:
     mass_erase: float = 35.0
 
 
-def timeouts_for(mcu, baud: int, *, slack: float = 1.5) -> RomTimeouts:
+def timeouts_for(mcu: Mcu, baud: int, *, slack: float = 1.5) -> RomTimeouts:
     """Deadlines from the line (11 bits a byte at 8E1) and ``mcu``'s datasheet flash timing.
 
     Three times the datasheet value plus ``slack`` for USB turnarounds and
@@ -211,7 +214,7 @@ class RomInfo:
     def version_text(self) -> str:
         return f"{self.version >> 4}.{self.version & 0xF}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "version_text": self.version_text,
                 "commands": [f"0x{c:02X}" for c in self.commands],
                 "pid": self.pid, "erase_command": self.erase_command,
@@ -503,235 +506,3 @@ class RomClient:
             return True
         raise last or RomNack("the ROM bootloader refused the read-out protection probe",
                               hint=_NACK_HINT, step="probe")
-
-
-# ------------------------------------------------------------------ device (for the simulator)
-
-class RomMemory(Protocol):
-    """What the ROM bootloader does to the chip; raising ``ValueError`` from any of them makes a NACK."""
-
-    readout_protected: bool
-
-    def readable(self, address: int, size: int) -> bool: ...
-    def writable(self, address: int, size: int) -> bool: ...
-    def read(self, address: int, size: int) -> bytes: ...
-    def program(self, address: int, data: bytes) -> None: ...
-    def erase_pages(self, pages: list[int]) -> None: ...
-    def mass_erase(self) -> None: ...
-    def set_readout_protection(self, active: bool) -> None: ...
-    def page_count(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class RomChip:
-    """A chip's ROM bootloader as Get and Get ID describe it."""
-
-    pid: int
-    version: int
-    commands: tuple[int, ...]
-    mass_erase: bool = True
-    option_bytes: tuple[int, int] = (0, 0)
-
-    @property
-    def pid_bytes(self) -> bytes:
-        return self.pid.to_bytes(2, "big")
-
-
-@dataclass
-class ServeResult:
-    """Why the ROM stopped serving: ``go`` (with ``address``) or ``reset`` (a system reset)."""
-
-    status: str
-    address: int | None = None
-
-
-@dataclass
-class RomServer:
-    """The ROM bootloader's command loop, for the simulator (AN3155, device side).
-
-    ``read_byte_timeout`` is how long one wait for a host byte lasts before
-    ``alive()`` is asked again; the ROM itself has no timeout and waits for
-    the host for ever (until reset).
-    """
-
-    channel: ByteChannel
-    chip: RomChip
-    memory: RomMemory
-    alive: Callable[[], bool] = lambda: True
-    read_byte_timeout: float = 0.2
-    on_sync: Callable[[], None] | None = None
-    synced: bool = False
-    log: list[str] = field(default_factory=list)
-
-    def serve(self) -> ServeResult:
-        """Wait for the handshake, then serve commands until Go or a system reset."""
-        while not self.synced:
-            b = self._get(1)
-            if b[0] == SYNC:
-                if self.on_sync:
-                    self.on_sync()
-                self.synced = True
-                self._send(ACK)
-            # anything else before the handshake: the autobaud measured garbage; keep waiting
-        while True:
-            code, check = self._get(2)
-            if code ^ check != 0xFF or code not in self.chip.commands:
-                self._send(NACK)
-                continue
-            if self.memory.readout_protected and code not in (GET, GET_VERSION, GET_ID,
-                                                              READOUT_UNPROTECT):
-                self._send(NACK)
-                continue
-            self.log.append(COMMAND_NAMES.get(code, hex(code)))
-            result = self._dispatch(code)
-            if result is not None:
-                return result
-
-    # -- commands ----------------------------------------------------------------
-    def _dispatch(self, code: int) -> ServeResult | None:
-        c = self.chip
-        if code == GET:
-            self._send(ACK, len(c.commands), c.version, *c.commands, ACK)
-        elif code == GET_VERSION:
-            self._send(ACK, c.version, *c.option_bytes, ACK)
-        elif code == GET_ID:
-            self._send(ACK, 1, *c.pid_bytes, ACK)
-        elif code == READ_MEMORY:
-            self._send(ACK)
-            addr = self._address(lambda a: self.memory.readable(a, 1))
-            if addr is None:
-                return None
-            n, check = self._get(2)
-            if n ^ check != 0xFF or not self.memory.readable(addr, n + 1):
-                self._send(NACK)
-                return None
-            self._send(ACK)
-            self.channel.write(self.memory.read(addr, n + 1))
-        elif code == GO:
-            self._send(ACK)
-            addr = self._address(lambda a: self.memory.readable(a, 8))
-            if addr is None:
-                return None
-            return ServeResult("go", addr)
-        elif code == WRITE_MEMORY:
-            self._send(ACK)
-            addr = self._address(lambda a: a % 4 == 0 and self.memory.writable(a, 1))
-            if addr is None:
-                return None
-            n = self._get(1)[0]
-            data = self._get(n + 1)
-            check = self._get(1)[0]
-            if xor(data, n) != check or not self.memory.writable(addr, n + 1):
-                self._send(NACK)
-                return None
-            self._nack_on_error(lambda: self.memory.program(addr, data))
-        elif code in (ERASE, EXTENDED_ERASE):
-            self._send(ACK)
-            self._erase(code)
-        elif code == GET_CHECKSUM:
-            self._send(ACK)
-            addr = self._address(lambda a: a % 4 == 0 and self.memory.readable(a, 4))
-            if addr is None:
-                return None
-            size = self._address(lambda n: n % 4 == 0 and self.memory.readable(addr, n))
-            if size is None:
-                return None
-            crc = stm32_crc(self.memory.read(addr, size)).to_bytes(4, "big")
-            self._send(ACK, *crc, xor(crc))
-        elif code == READOUT_UNPROTECT:
-            self._send(ACK)
-            self.memory.mass_erase()
-            self.memory.set_readout_protection(False)
-            self._send(ACK)
-            self._drain()
-            return ServeResult("reset")
-        elif code == READOUT_PROTECT:
-            self._send(ACK)
-            self.memory.set_readout_protection(True)
-            self._send(ACK)
-            self._drain()
-            return ServeResult("reset")
-        elif code == WRITE_UNPROTECT:
-            self._send(ACK, ACK)
-            self._drain()
-            return ServeResult("reset")
-        elif code == WRITE_PROTECT:
-            self._send(ACK)
-            n = self._get(1)[0]
-            sectors = self._get(n + 1)
-            if xor(sectors, n) != self._get(1)[0]:
-                self._send(NACK)
-                return None
-            self._send(ACK)
-            self._drain()
-            return ServeResult("reset")
-        return None
-
-    def _erase(self, code: int) -> None:
-        if code == ERASE:
-            n = self._get(1)[0]
-            if n == 0xFF:
-                if self._get(1)[0] != 0x00 or not self.chip.mass_erase:
-                    self._send(NACK)
-                    return
-                self._nack_on_error(self.memory.mass_erase)
-                return
-            pages = list(self._get(n + 1))
-            if xor(pages, n) != self._get(1)[0]:
-                self._send(NACK)
-                return
-        else:
-            raw = self._get(2)
-            n = int.from_bytes(raw, "big")
-            if n >= 0xFFF0:
-                # 0xFFFF mass erase, 0xFFFE / 0xFFFD bank erases: then their checksum.
-                if self._get(1)[0] != xor(raw) or n != MASS_ERASE or not self.chip.mass_erase:
-                    self._send(NACK)
-                    return
-                self._nack_on_error(self.memory.mass_erase)
-                return
-            body = self._get(2 * (n + 1))
-            if xor(body, xor(raw)) != self._get(1)[0]:
-                self._send(NACK)
-                return
-            pages = [int.from_bytes(body[i:i + 2], "big") for i in range(0, len(body), 2)]
-        if any(p >= self.memory.page_count() for p in pages):
-            self._send(NACK)
-            return
-        self._nack_on_error(lambda: self.memory.erase_pages(pages))
-
-    # -- helpers -------------------------------------------------------------------
-    def _nack_on_error(self, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except ValueError:
-            self._send(NACK)
-            return
-        self._send(ACK)
-
-    def _address(self, valid: Callable[[int], bool] = lambda a: True) -> int | None:
-        """A 4-byte value and its XOR: ACKed and returned if it checks out and is ``valid``, else NACKed."""
-        raw = self._get(5)
-        value = int.from_bytes(raw[:4], "big")
-        if xor(raw) != 0 or not valid(value):
-            self._send(NACK)
-            return None
-        self._send(ACK)
-        return value
-
-    def _get(self, n: int) -> bytes:
-        """``n`` bytes from the host, waiting as long as it takes (the ROM has no timeout)."""
-        out = bytearray()
-        while len(out) < n:
-            if not self.alive():
-                raise EOFError("the chip stopped")
-            out += self.channel.read(n - len(out), self.read_byte_timeout)
-        return bytes(out)
-
-    def _send(self, *codes: int) -> None:
-        self.channel.write(bytes(codes))
-
-    def _drain(self) -> None:
-        drain = getattr(self.channel, "drain", None)
-        if drain:
-            drain()

@@ -234,6 +234,7 @@ class YmodemSender:
         retries = self.retries if retries is None else retries
         line_time = len(block) * self.byte_time
         silent = 0          # attempts in a row without any answer
+        answer: int | None = None
         for attempt in range(retries + 1):
             late_ack = self._drop_stale_input()
             if attempt and late_ack:

@@ -175,7 +175,7 @@ def raise_problems(path: str, problems: list[str]) -> None:
 
 def _delimiter(header: str) -> str:
     counts = {d: header.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=counts.__getitem__)
     return best if counts[best] else ","
 
 
@@ -196,7 +196,7 @@ def _header(fields: list[str], line: int, problems: list[str]) -> dict[str, int]
 
 
 def _row(fields: list[str], columns: dict[str, int], line: int, problems: list[str]) -> Row | None:
-    values: dict[str, str | None] = {}
+    values: dict[str, str] = {}
     ok = True
     for key, digits in HEX.items():
         value = fields[columns[key]].strip()

@@ -138,6 +138,7 @@ def claim_row(link: Link, module: Module | None, p: Provisioning, *, firmware: s
                 replaced = {"dev_eui": held["DEVEUI"], "app_key_sha256": key_hash(held["APPKEY"])
                             if held["APPKEY"] else None}
             else:
+                assert held["APPKEY"] is not None       # (every key was read, or refused just above)
                 raise KeysPresent(
                     f"{module.name} {serial} already holds keys of its own (DevEUI {held['DEVEUI']}, an AppKey "
                     f"that is not blank: sha256 {key_hash(held['APPKEY'])}…), not a row of {batch.name} claimed "
@@ -177,6 +178,7 @@ def provision(link: Link, module: Module | None, p: Provisioning, *, firmware: s
     """Give the module on ``link`` its row of ``p.batch`` (see the module's docstring)."""
     t0 = time.monotonic()
     c = claim_row(link, module, p, firmware=firmware, emit=emit, slot=slot, timeout=timeout)
+    assert module is not None       # (claim_row refuses a module it can't tell)
     claim, row, serial, held, ledger = c.claim, c.row, c.serial, c.held, p.ledger
     queries = key_queries(module)
     console = AtConsole(link, module.dialect)

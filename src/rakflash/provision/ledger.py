@@ -123,6 +123,8 @@ class Ledger:
 
     where: str = ""
     placeholder = "?"
+    _db: Any                 # the connection: sqlite3's or psycopg's (set by the subclass)
+    _lock: threading.RLock   # one transaction at a time on it
 
     # -- the database --------------------------------------------------------
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:

@@ -1,8 +1,8 @@
 """The Apollo3's secure bootloader (SBL) and INFO0, as part of the virtual RAK11720.
 
 At every reset the simulated chip does what the SBL does (facts in
-:mod:`rakflash.protocols.apollo3_sbl`, :mod:`rakflash.apollo3_info0` and
-docs/protocols.md):
+:mod:`rakflash.protocols.apollo3_sbl`, :mod:`rakflash.apollo3_wired`,
+:mod:`rakflash.apollo3_info0` and docs/protocols.md):
 
 1. an OTA registered by an earlier wired update is installed first: the Ambiq
    image at each pending descriptor entry is checked (magic, CRC) and copied to
@@ -14,6 +14,9 @@ docs/protocols.md):
 3. otherwise the main firmware starts at INFO0's main pointer: RUI's bootloader
    at 0xC000, which runs the application or stays (see :mod:`rakflash.sim.device`).
 
+The wired session is :class:`SblReceiver`, the SBL's message loop: the device's side
+of :mod:`rakflash.protocols.apollo3_sbl`.
+
 An INFO0 whose override pin is another GPIO, disabled, or of the other polarity
 makes BOOT do nothing: the SBL never answers, as in the RAK forum thread behind
 issue 8. What the SBL does that no public source states (status and state values,
@@ -24,23 +27,178 @@ docs/protocols.md lists those choices.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
-from .. import apollo3_info0 as info0_mod
+from .. import apollo3_info0 as info0_mod, apollo3_wired as wired
 from ..apollo3_info0 import Info0
-from ..images import vector_at
+from ..link import ByteChannel, Deadline
+from ..vector_table import vector_at
 from ..protocols import apollo3_sbl as sbl
+from ..protocols.apollo3_sbl import (ABORT, ABORT_AND_QUIT, CRC_ERROR, DATA, HELLO, INVALID_OPERATION,
+                                     INVALID_PARAMETER, MAX_MESSAGE, OTADESC, RESET, SEQUENCE, SUCCESS,
+                                     TOO_BIG, TOO_MUCH_DATA, UNKNOWN_TYPE, UPDATE, Ack, Status, crc32)
 from .flash import FlashError
+
+if TYPE_CHECKING:          # what the mixin is mixed into: its attributes are the module's
+    from .device import VirtualModule as _Mixed
+else:
+    _Mixed = object
 
 SBL_REGION_END = 0xC000      # the SBL's own flash: never written by a wired update
 SBL_VERSION = 3              # what STATUS reports (the simulator's value; RAK's SBL version is not public)
 MAX_OTAS = 8                 # am_hal_secure_ota.h AM_HAL_SECURE_OTA_MAX_OTA
 
 
-class Apollo3SecureBootloader:
+# ------------------------------------------------------------------ the SBL's message loop
+
+@dataclass
+class ServeResult:
+    """How a wired-update session ended: ``reset`` (RESET received, with ``option``),
+    ``quit`` (ABORT and quit), ``timeout`` (no message within the wired timeout)."""
+
+    status: str
+    option: int = 0
+    blocks: int = 0
+
+
+class SblReceiver:
+    """The SBL's message loop (the simulator's side).
+
+    ``status()`` answers HELLO; ``on_block(raw) -> ack status`` installs one
+    received block (its CRC already checked); ``on_otadesc(address) -> status``;
+    ``first_timeout`` is INFO0's wired timeout (no message at all by then: the
+    SBL gives up and boots the main firmware). Damaged or truncated messages are
+    answered with a CRC status after the line went quiet, so the host can resend.
+    """
+
+    def __init__(self, channel: ByteChannel, *, status: Callable[[], Status],
+                 on_block: Callable[[bytes], int], on_otadesc: Callable[[int], int],
+                 max_storage: int, first_timeout: float, byte_time: float = 0.0) -> None:
+        self.ch = channel
+        self.status = status
+        self.on_block = on_block
+        self.on_otadesc = on_otadesc
+        self.max_storage = max_storage
+        self.first_timeout = first_timeout
+        self.byte_time = byte_time
+        self._block: bytearray | None = None
+        self._want = (0, 0)          # (size, crc) of the block under way
+
+    def _resync(self) -> None:
+        """Drop bytes until the line is quiet (bounded), after a message that didn't parse."""
+        quiet = Deadline(2.0)
+        while self.ch.read(4096, 0.02) and not quiet.expired:
+            pass
+
+    def _message(self, timeout: float) -> tuple[int, int, bytes] | None:
+        """(status, type, payload) of the next message; None when nothing came by ``timeout``."""
+        head = self.ch.read(8, timeout)
+        if not head:
+            return None
+        if len(head) < 8:
+            head += self.ch.read(8 - len(head), 0.5)
+            if len(head) < 8:
+                self._resync()
+                return CRC_ERROR, 0, b""
+        crc, word = struct.unpack("<II", head)
+        length, msg_type = word >> 16, word & 0xFFFF
+        if length > MAX_MESSAGE:
+            self._resync()
+            return TOO_BIG, msg_type, b""
+        if length < 8:
+            self._resync()
+            return CRC_ERROR, msg_type, b""
+        rest = self.ch.read(length - 8, 0.5 + length * self.byte_time)
+        if len(rest) < length - 8 or crc32(head[4:] + rest) != crc:
+            self._resync()
+            return CRC_ERROR, msg_type, b""
+        return SUCCESS, msg_type, rest
+
+    def serve(self, idle: Callable[[], bool] = lambda: False) -> ServeResult:
+        """Answer messages until RESET, ABORT-and-quit, or no first message in time.
+        ``idle()`` is asked every half second without traffic; True stops serving."""
+        blocks = 0
+        first = Deadline(self.first_timeout)
+        talked = False
+        while True:
+            got = self._message(0.5 if talked else min(0.5, first.remaining()))
+            if got is None:
+                if not talked and first.expired:
+                    return ServeResult("timeout")
+                if idle():
+                    return ServeResult("stopped", blocks=blocks)
+                continue
+            talked = True
+            status, msg_type, payload = got
+            if status != SUCCESS:
+                self.ch.write(Ack(msg_type, status).encode())
+                continue
+            if msg_type == HELLO:
+                self.ch.write(self.status().encode())
+            elif msg_type == UPDATE:
+                self.ch.write(Ack(UPDATE, self._update(payload)).encode())
+            elif msg_type == DATA:
+                ack = self._data(payload)
+                if ack.status == SUCCESS and self._block is not None \
+                        and len(self._block) == self._want[0]:
+                    ack.status = self._finish()
+                    blocks += ack.status == SUCCESS
+                self.ch.write(ack.encode())
+            elif msg_type == OTADESC and len(payload) >= 4:
+                self.ch.write(Ack(OTADESC, self.on_otadesc(struct.unpack_from("<I", payload)[0])).encode())
+            elif msg_type == ABORT and len(payload) >= 4:
+                value = struct.unpack_from("<I", payload)[0]
+                self._block = None
+                self.ch.write(Ack(ABORT, SUCCESS).encode())
+                if value == ABORT_AND_QUIT:
+                    return ServeResult("quit", blocks=blocks)
+            elif msg_type == RESET and len(payload) >= 4:
+                self.ch.write(Ack(RESET, SUCCESS).encode())
+                return ServeResult("reset", struct.unpack_from("<I", payload)[0], blocks)
+            elif msg_type in (OTADESC, ABORT, RESET):
+                self.ch.write(Ack(msg_type, INVALID_PARAMETER).encode())
+            else:
+                self.ch.write(Ack(msg_type, UNKNOWN_TYPE).encode())
+
+    def _update(self, payload: bytes) -> int:
+        if len(payload) < 12:
+            return INVALID_PARAMETER
+        size, crc, piggy = struct.unpack_from("<III", payload)
+        if size == 0 or size > self.max_storage or piggy != len(payload) - 12:
+            return INVALID_PARAMETER
+        self._block = bytearray(payload[12:])
+        self._want = (size, crc)
+        return SUCCESS
+
+    def _data(self, payload: bytes) -> Ack:
+        if len(payload) < 4:
+            return Ack(DATA, INVALID_PARAMETER)
+        seq = struct.unpack_from("<I", payload)[0]
+        if self._block is None:
+            return Ack(DATA, INVALID_OPERATION, seq)
+        if seq != len(self._block):
+            return Ack(DATA, SEQUENCE, seq)
+        if len(self._block) + len(payload) - 4 > self._want[0]:
+            return Ack(DATA, TOO_MUCH_DATA, seq)
+        self._block += payload[4:]
+        return Ack(DATA, SUCCESS, seq)
+
+    def _finish(self) -> int:
+        block, (_, crc) = bytes(self._block or b""), self._want
+        self._block = None
+        if crc32(block) != crc:
+            return CRC_ERROR
+        return self.on_block(block)
+
+
+# ------------------------------------------------------------------ the chip it runs on
+
+class Apollo3SecureBootloader(_Mixed):
     """Mixin for :class:`~rakflash.sim.device.VirtualModule`: INFO0, the SBL, OTA."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)          # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         raw = self.opts.info0
         self.info0 = Info0.parse(raw) if raw is not None else info0_mod.rak11720_default()
         self.ota_pointer: int | None = None        # the chip's OTA pointer register
@@ -69,11 +227,11 @@ class Apollo3SecureBootloader:
             self.run_main()
             return
         i = self.info0
-        listens_here = (i.wired_interfaces & info0_mod.WIRED_UART and i.uart_baud is not None
+        listens_here = (i.wired_interfaces & info0_mod.WIRED_UART
                         and i.uart_instance == 0
                         and i.uart_pads[:2] == info0_mod.RAK11720_UART_PADS)
         timeout = i.wired_timeout_ms / 1000
-        if not listens_here:
+        if not listens_here or i.uart_baud is None:
             # The SBL waits on another interface or pins: nothing on the AT port answers.
             self.uart.read(1 << 20, timeout)
             self.run_main()
@@ -82,7 +240,7 @@ class Apollo3SecureBootloader:
         self.uart.baud = i.uart_baud
         try:
             self._ota_desc, self._desc_ready = None, False
-            result = sbl.SblReceiver(
+            result = SblReceiver(
                 self.uart, status=self._status, on_block=self._install_block,
                 on_otadesc=self._otadesc, max_storage=self.module.mcu.flash.end - SBL_REGION_END,
                 first_timeout=timeout, byte_time=self.uart.byte_time,
@@ -107,12 +265,12 @@ class Apollo3SecureBootloader:
             while not self._stop:
                 self.uart.read(4096, 0.5)
             return
-        super().run_main(mode)           # type: ignore[misc]
+        super().run_main(mode)
 
     def app_present(self) -> bool:
         """RUI's bootloader jumps only to a vector table that fits the chip: an SBL
         staging copy left at 0x14000 (an Ambiq image header) is no application."""
-        if not super().app_present():            # type: ignore[misc]
+        if not super().app_present():
             return False
         vector = vector_at(self.flash.read(self.module.app.start, 8), 0)
         mcu = self.module.mcu
@@ -127,28 +285,28 @@ class Apollo3SecureBootloader:
 
     def _otadesc(self, address: int) -> int:
         flash = self.module.mcu.flash
-        if address % sbl.FLASH_PAGE or address < SBL_REGION_END or address >= flash.end:
+        if address % wired.FLASH_PAGE or address < SBL_REGION_END or address >= flash.end:
             return sbl.INVALID_ADDRESS
         self._ota_desc, self._desc_ready = address, False
         return sbl.SUCCESS
 
     def _install_block(self, raw: bytes) -> int:
         """One received block: check it as the SBL would, then write it (and register its OTA)."""
-        if len(raw) < sbl.WU_HEADER_SIZE:
+        if len(raw) < wired.WU_HEADER_SIZE:
             return sbl.INVALID_PARAMETER
-        h = sbl.WiredHeader.unpack(raw[:sbl.WU_HEADER_SIZE])
-        data = raw[sbl.WU_HEADER_SIZE:]
+        h = wired.WiredHeader.unpack(raw[:wired.WU_HEADER_SIZE])
+        data = raw[wired.WU_HEADER_SIZE:]
         if not h.size <= len(data) < h.size + 4:
             return sbl.INVALID_PARAMETER
         if h.auth_algo or h.enc_algo or self.info0.security_policy & 0x3 \
                 or self.info0.secure_boot == "on":
             return sbl.SECURITY             # the simulator checks no signatures: it refuses them
-        if h.image_type == sbl.IMAGETYPE_INFO0_NOOTA:
+        if h.image_type == wired.IMAGETYPE_INFO0_NOOTA:
             return self._write_info0(h, data)
-        if h.key != sbl.FLASH_KEY:
+        if h.key != wired.FLASH_KEY:
             return sbl.SECURITY
         start, end = h.load_address, h.load_address + len(data)
-        if start % sbl.FLASH_PAGE or start < SBL_REGION_END or end > self.module.mcu.flash.end \
+        if start % wired.FLASH_PAGE or start < SBL_REGION_END or end > self.module.mcu.flash.end \
                 or any(lo < end and start < hi for lo, hi in self.info0.protected_ranges()):
             return sbl.INVALID_ADDRESS
         if h.ota and self._ota_desc is None:
@@ -165,8 +323,8 @@ class Apollo3SecureBootloader:
             self._register_ota(start)
         return sbl.SUCCESS
 
-    def _write_info0(self, h: sbl.WiredHeader, data: bytes) -> int:
-        if h.key != sbl.INFO0_KEY:
+    def _write_info0(self, h: wired.WiredHeader, data: bytes) -> int:
+        if h.key != wired.INFO0_KEY:
             return sbl.SECURITY
         offset = h.load_address << 2        # INFO0 blocks carry a word offset
         if offset + h.size > info0_mod.SIZE:
@@ -195,6 +353,7 @@ class Apollo3SecureBootloader:
         """Install every pending OTA of the descriptor, clearing its status bits
         (both for success, bit 0 only for failure: am_hal_secure_ota.h)."""
         desc, self.ota_pointer = self.ota_pointer, None
+        assert desc is not None          # (run_rom installs only with a pointer)
         flash = self.module.mcu.flash
         for i in range(MAX_OTAS):
             slot = desc + 4 * i
@@ -207,14 +366,14 @@ class Apollo3SecureBootloader:
             self.flash.load(slot, struct.pack("<I", entry & ~(0x3 if ok else 0x1)))
 
     def _install_image(self, at: int, flash_end: int) -> bool:
-        head = self.flash.read(at, sbl.AMBIQ_HEADER_SIZE)
+        head = self.flash.read(at, wired.AMBIQ_HEADER_SIZE)
         length = struct.unpack_from("<I", head)[0] & 0xFFFFF
-        img = sbl.parse_image(self.flash.read(at, min(max(length, sbl.AMBIQ_HEADER_SIZE),
+        img = wired.parse_image(self.flash.read(at, min(max(length, wired.AMBIQ_HEADER_SIZE),
                                                       flash_end - at)))
-        if img is None or img.magic != sbl.MAGIC_NONSECURE or not img.crc_ok:
+        if img is None or img.magic != wired.MAGIC_NONSECURE or not img.crc_ok:
             return False
         start, end = img.install_address, img.install_address + len(img.code)
-        if start % sbl.FLASH_PAGE or start < SBL_REGION_END or end > flash_end \
+        if start % wired.FLASH_PAGE or start < SBL_REGION_END or end > flash_end \
                 or (start < at + img.length and at < end):
             return False
         try:

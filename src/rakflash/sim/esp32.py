@@ -43,6 +43,7 @@ import struct
 import threading
 import time
 import zlib
+from typing import Any, Callable
 
 from .. import esp_image
 from ..catalog import Module
@@ -79,9 +80,9 @@ class Chip:
     rom_flash_begin_words = 4       # the ESP32 ROM takes 4 words at FLASH_BEGIN, later ROMs 5
     has_security_info = False
     spi_base = 0
-    spi = {}                        # register offsets: cmd, addr, usr, usr1, usr2, mosi, miso, w0
+    spi: dict[str, int] = {}        # register offsets: cmd, addr, usr, usr1, usr2, mosi, miso, w0
     spi_addr_msb = True
-    ram = ()                        # (start, end) ranges MEM_BEGIN may load into
+    ram: tuple[tuple[int, int], ...] = ()   # (start, end) ranges MEM_BEGIN may load into
     jedec = (0xC8, 0x40, 0x16)
     gpio_in = 0                     # GPIO_IN_REG: bit 0 is GPIO0's level now
 
@@ -243,6 +244,9 @@ class Restart(Exception):
 class EspModule(VirtualModule):
     """A module with an ESP32 or ESP32-S3: ROM download mode, flasher stub, app in flash."""
 
+    # Its flash is a SPI NOR chip beside the SoC (sectors, JEDEC id), not an MCU's own flash.
+    flash: SpiNor  # type: ignore[assignment]
+
     def __init__(self, module: Module, options: SimOptions | None = None) -> None:
         self.module = module
         self.opts = o = options or SimOptions()
@@ -250,13 +254,13 @@ class EspModule(VirtualModule):
             serial, eui = new_identity()
             o.serial_number = o.serial_number or serial
             o.dev_eui = o.dev_eui or eui
-        esp = module.esp
         n = int(o.serial_number[-6:]) if o.serial_number[-6:].isdigit() else 1
         mac = bytes([0x24, 0x6F, 0x28, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF])
-        self.chip = CHIPS[esp["chip"]](mac)
-        self.reset_circuit = ("usb-serial-jtag" if esp["reset"] == "usb-serial-jtag"
+        self.chip = CHIPS[module.esp_fact("chip")](mac)
+        reset = module.esp_fact("reset")
+        self.reset_circuit = ("usb-serial-jtag" if reset == "usb-serial-jtag"
                               else "classic" if o.auto_reset else None)
-        self.native_usb = esp["reset"] == "usb-serial-jtag"
+        self.native_usb = reset == "usb-serial-jtag"
         self.flash = SpiNor(module.mcu.flash.size, self.chip.jedec, o.flash_scale)
         project, version, _ = esp_firmware.DEFAULT_VERSIONS.get(module.key, ("esp32-sample", "1.0.0", "1.1.0"))
         version = o.app_version or version
@@ -314,7 +318,7 @@ class EspModule(VirtualModule):
 
     @property
     def bootloader_version(self) -> str | None:
-        offset = self.module.esp["bootloader_offset"]
+        offset = self.module.esp_fact("bootloader_offset")
         try:
             return esp_image.parse_image(self.flash.read(offset, 0x8000 - offset)).version
         except esp_image.EspImageError:
@@ -489,7 +493,7 @@ class EspModule(VirtualModule):
         if not from_rom:
             uart.write(self.chip.boot_log(False, self._reset_cause))
         self._reset_cause = "poweron"
-        boot_at = self.module.esp["bootloader_offset"]
+        boot_at = self.module.esp_fact("bootloader_offset")
         head = self.flash.read(boot_at, 4)
         try:
             boot = esp_image.parse_image(self.flash.read(boot_at, 0x8000 - boot_at))
@@ -508,16 +512,16 @@ class EspModule(VirtualModule):
                f"2nd stage bootloader"]
         app = self.app_in_flash()
         table = self.partition_table()
-        if app is None:
+        slot = table.first_app() if table is not None else None
+        if app is None or slot is None:
             what = ("no valid partition table" if table is None else
-                    "no app partition" if table.first_app() is None else
-                    f"no valid app image at {table.first_app().offset:#x}")
+                    "no app partition" if slot is None else
+                    f"no valid app image at {slot.offset:#x}")
             log.append(f"E ({ms + 40}) boot: {what}; nothing to boot")
             uart.write(("\r\n".join(log) + "\r\n").encode())
             while not self._stop:
                 uart.read(4096, 0.5)
             return
-        slot = table.first_app()
         d = app.app_desc or {}
         log += [f"I ({ms + 41}) boot: Loaded app from partition at offset {slot.offset:#x}",
                 f"I ({ms + 210}) app_init: Application information:",
@@ -839,7 +843,7 @@ class Loader:
             error, self.carried = self.carried, 0
             self.respond(op, error=error)
             return
-        post = None
+        post: Callable[[], Any] | None = None
         value, out, error = 0, b"", 0
         if op == 0x08:
             self.sync(data, op)
@@ -925,6 +929,7 @@ class Loader:
         """One erase step ahead of the writing: a sector read blank is skipped while no dirty
         one was seen; after that, sectors or 64 KiB blocks are erased without reading."""
         w = self.write
+        assert w is not None                        # (a FLASH_BEGIN came first)
         at, end = w["erase_at"], w["erase_to"]
         if at >= end:
             return
@@ -940,6 +945,7 @@ class Loader:
 
     def _write(self, data: bytes) -> int:
         w = self.write
+        assert w is not None                        # (a FLASH_BEGIN came first)
         data = data[:w["left"]]
         while w["erase_at"] < w["offset"] + len(data):
             self._erase_next()

@@ -91,7 +91,8 @@ class Rak11720(Apollo3SecureBootloader, Rui3Module):
     def run_update(self) -> bool:
         from ..protocols.amota import AmotaReceiver
         app = self.module.app
-        self.app_reply(self.module.update_reply)
+        if self.module.update_reply is not None:     # (the catalog's: what at+update answers, if anything)
+            self.app_reply(self.module.update_reply)
         # The packet receiver starts with an empty UART buffer: the LF of a
         # CR LF after at+update (the vendor script sends one) is not a packet.
         self.uart.flush_input()

@@ -14,7 +14,7 @@ What makes them different from the UART modules:
 * **RAK4631-R (RUI3)**: the RUI3 AT application; ``AT+BOOT`` sets GPREGRET to
   0xB1 and resets into the Nordic Secure DFU bootloader (1915:521F, product
   "Open DFU Bootloader"; the application is 1915:521F "Rak4631 Serial COM").
-  The bootloader serves :class:`~rakflash.protocols.nordic_dfu.SecureDfuTarget`
+  The bootloader serves :class:`~rakflash.sim.nordic_dfu.SecureDfuTarget`
   and checks every init packet as the nRF5 SDK 17 bootloader does: signed with
   the key it was built with (``SimOptions.dfu_key``; real modules carry the
   public half of RAK's published key), hardware version 52, SoftDevice 0x0100
@@ -37,8 +37,9 @@ import time
 
 from .. import dfu_package
 from ..ports import register_virtual_port, unregister_virtual_port
-from ..protocols import legacy_dfu, nordic_dfu
+from ..protocols import legacy_dfu
 from .device import Mode, Rui3Module, VirtualModule
+from .nordic_dfu import DfuState, InitVerdict, SecureDfuTarget
 from .uart import PowerCut, SimUart
 
 # USB full speed moves at most 19 bulk packets of 64 bytes per 1 ms frame: 1,216,000
@@ -82,8 +83,12 @@ class NativeUsbModule(VirtualModule):
         raise NotImplementedError
 
     def identity(self, mode: Mode) -> dict:
-        """What the port registers: the USB identity of what runs, and where it is plugged in."""
-        return {**self.usb_identity(mode), "location": self.usb_location}
+        """What the port registers: the USB identity of what runs, and where it is plugged in
+        (without the product string where the host lists none, as pyserial on Windows)."""
+        usb = self.usb_identity(mode)
+        if not self.opts.usb_product:
+            usb["product"] = None
+        return {**usb, "location": self.usb_location}
 
     def boot_mode(self) -> Mode:
         return Mode.BOOTLOADER if (self.boot_request or not self.app_present()) else Mode.APP
@@ -163,7 +168,7 @@ class Rak4631(NativeUsbModule, Rui3Module):
         if options.dfu_key is None:
             options.dfu_key = dfu_package.new_signing_key()
         self.dfu_public_key = dfu_package.public_key_bytes(options.dfu_key)
-        self.dfu_state = nordic_dfu.DfuState()      # the bootloader settings page
+        self.dfu_state = DfuState()      # the bootloader settings page
         self.installed_fw_version = 1               # fw_version of the running application
         self._pending_init: dfu_package.InitPacket | None = None
         super().__init__(module, options)
@@ -171,7 +176,8 @@ class Rak4631(NativeUsbModule, Rui3Module):
     @property
     def signing_key(self) -> bytes | None:
         """The private key the bootloader trusts, if it was given one (tests sign with it)."""
-        return self.opts.dfu_key if b"PRIVATE" in self.opts.dfu_key else None
+        key = self.opts.dfu_key
+        return key if key is not None and b"PRIVATE" in key else None
 
     def usb_identity(self, mode: Mode) -> dict:
         product = "Open DFU Bootloader" if mode is Mode.BOOTLOADER else "Rak4631 Serial COM"
@@ -186,7 +192,7 @@ class Rak4631(NativeUsbModule, Rui3Module):
     def run_bootloader(self) -> None:
         self.gpregret = 0
         while not self._stop:
-            target = nordic_dfu.SecureDfuTarget(self.uart, self, self.dfu_state, mtu=self.MTU,
+            target = SecureDfuTarget(self.uart, self, self.dfu_state, mtu=self.MTU,
                                                 idle_timeout=self.INACTIVITY, on_text=self.boot_console_line)
             outcome = target.serve()
             if outcome == "activated":
@@ -202,33 +208,33 @@ class Rak4631(NativeUsbModule, Rui3Module):
                 return
 
     # -- the DFU backend (nRF5 SDK nrf_dfu_validation, as far as an application update goes)
-    def check_init(self, data: bytes) -> nordic_dfu.InitVerdict:
+    def check_init(self, data: bytes) -> InitVerdict:
         try:
             init = dfu_package.parse_init(data)
         except Exception:
             init = None
         if init is None or init.family != dfu_package.SECURE:
-            return nordic_dfu.InitVerdict(ext_error=0x04)        # init command invalid
+            return InitVerdict(ext_error=0x04)        # init command invalid
         if not init.signed:
-            return nordic_dfu.InitVerdict(ext_error=0x08)        # signature missing
+            return InitVerdict(ext_error=0x08)        # signature missing
         if init.signature_type != "ECDSA_P256_SHA256":
-            return nordic_dfu.InitVerdict(ext_error=0x0B)
+            return InitVerdict(ext_error=0x0B)
         if not dfu_package.verify(init.command_bytes, init.signature, self.dfu_public_key):
-            return nordic_dfu.InitVerdict(ext_error=0x0C)        # verification failed
+            return InitVerdict(ext_error=0x0C)        # verification failed
         if init.fw_type != "APPLICATION" or not init.app_size:
-            return nordic_dfu.InitVerdict(ext_error=0x04)        # the sim takes application updates only
+            return InitVerdict(ext_error=0x04)        # the sim takes application updates only
         if init.hw_version != self.module.extra.get("hw_version", 52):
-            return nordic_dfu.InitVerdict(ext_error=0x06)
+            return InitVerdict(ext_error=0x06)
         if SD_S140_7 not in init.sd_req:
-            return nordic_dfu.InitVerdict(ext_error=0x07)
+            return InitVerdict(ext_error=0x07)
         if init.fw_version is not None and init.fw_version < self.installed_fw_version:
-            return nordic_dfu.InitVerdict(ext_error=0x05)
+            return InitVerdict(ext_error=0x05)
         if init.hash_type != "SHA256":
-            return nordic_dfu.InitVerdict(ext_error=0x09)
+            return InitVerdict(ext_error=0x09)
         if init.app_size > self.module.app.size:
-            return nordic_dfu.InitVerdict(ext_error=0x0D)
+            return InitVerdict(ext_error=0x0D)
         self._pending_init = init
-        return nordic_dfu.InitVerdict(firmware_size=init.app_size)
+        return InitVerdict(firmware_size=init.app_size)
 
     def begin_object(self, offset: int, size: int) -> None:
         app = self.module.app
@@ -321,10 +327,10 @@ class Rak4631Arduino(NativeUsbModule):
         self.new_bootloader = None
         if self.opts.dfu_key is None:
             self.opts.dfu_key = dfu_package.new_signing_key()
-        self.__class__ = Rak4631
+        self.__class__ = Rak4631   # type: ignore[assignment]  # it becomes a RAK4631-R: a class of its own
         self.module = rui3
         self.dfu_public_key = dfu_package.public_key_bytes(self.opts.dfu_key)
-        self.dfu_state = nordic_dfu.DfuState()
+        self.dfu_state = DfuState()
         self.installed_fw_version = 0
         self._pending_init = None
         self.app_valid = False
@@ -344,7 +350,7 @@ class _AdafruitBackend:
         self._init: dfu_package.InitPacket | None = None
 
     def start(self, mode: int, sd_size: int, bl_size: int, app_size: int) -> bool:
-        self._init: dfu_package.InitPacket | None = None
+        self._init = None
         self._mode, self._sd_size, self._bl_size = mode, sd_size, bl_size
         self._bootloader_update = False
         app = self.module.app

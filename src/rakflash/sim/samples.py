@@ -108,7 +108,7 @@ def write_samples(folder: str | Path) -> list[Sample]:
     for key_name in ("rak11200", "rak3112"):
         m = cat.module(key_name)
         project, _, new_v = esp_firmware.DEFAULT_VERSIONS[m.key]
-        chip, mb = m.esp["image_chip_id"], m.mcu.flash.size >> 20
+        chip, mb = m.esp_fact("image_chip_id"), m.mcu.flash.size >> 20
         app = esp_firmware.app_image(chip, new_v, 4 * APP_SIZE, project=project, flash_mb=mb)
         put(f"{m.key}-app.bin", app, m.key, f"{m.name} ESP-IDF app {new_v} ({m.mcu.name.split(' (')[0]})",
             f"rakflash flash DIR/{m.key}-app.bin --port PORT")
@@ -127,6 +127,6 @@ def rui3_bootloader_package(cat: _catalog.Catalog, version: str) -> bytes:
     image = bytearray(b"\xff" * (max(a + len(d) for a, d in segs.items()) - start))
     for a, d in segs.items():
         image[a - start:a - start + len(d)] = d
-    image = bytes(image)
-    return dp.make_package(image, dp.legacy_init_packet(image), legacy=True, kind="bootloader",
+    data = bytes(image)
+    return dp.make_package(data, dp.legacy_init_packet(data), legacy=True, kind="bootloader",
                            name="bootloader")

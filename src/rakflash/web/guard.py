@@ -61,13 +61,13 @@ def listen_address(host: str) -> tuple[int, str]:
     except (OSError, UnicodeError) as exc:
         raise AddressRefused(f"--host {host} is not an address of this computer ({exc})") from None
     for family, _, _, _, sockaddr in found:
-        ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])    # (an IP family's: a str)
         mapped = getattr(ip, "ipv4_mapped", None)
         if ip.is_unspecified or (mapped is not None and mapped.is_unspecified):
             raise AddressRefused(f"--host {host} would answer on every address, and the page checks "
                                  f"which address it is called by")
     family, _, _, _, sockaddr = found[0]
-    return family, sockaddr[0]
+    return family, str(sockaddr[0])
 
 
 def own_hosts(address: str, port: int, name: str | None = None) -> set[str]:

@@ -189,7 +189,6 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
     (``rakflash recover FILE --port PORT``)."""
     from ..events import PlanReady
     from ..flows.recover import interrupted_hint, method_for, plan_recovery, recover
-    from ..flows.recover_stm32 import port_commands
 
     def work(job: Job) -> dict[str, Any]:
         known: dict[str, Any] = {}
@@ -199,9 +198,10 @@ def recover_work(image_path: str, name: str, module: Module | None, options, *,
             image.path = name
             options.confirm = lambda question: job.ask(question, {"action": "remove-protection"})
             plan = plan_recovery(image, module, method=method, options=options)
-            port_commands(plan, options, job.port)
+            impl = method_for(plan.method)
+            impl.port_commands(plan, options, job.port)
             known["module"] = plan.module.name
-            method_for(plan.method).precheck(plan)   # a missing tool is said first, as `recover` does
+            impl.precheck(plan)      # a missing tool is said first, as `recover` does
             job.emit(PlanReady(plan.to_dict()))
             if not job.ask(f"Rewrite {plan.module.name}'s flash ({plan.bytes:,} bytes, bootloader "
                            f"included) over {job.port}?",

@@ -47,7 +47,7 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import anyio
 from starlette.applications import Starlette
@@ -63,6 +63,9 @@ from . import operations
 from .guard import Guard, listen_address, own_hosts
 from .jobs import Board, port_key
 from .wording import for_page, report_for_page
+
+if TYPE_CHECKING:
+    import uvicorn
 
 MAX_UPLOAD = 32 * 1024 * 1024     # firmware is < 1 MiB, a DFU package a few MiB
 KEEP_IMAGES = 40
@@ -132,7 +135,7 @@ class WebServer:
         self.interrupts = 0                      # Ctrl-Cs (SIGINT/SIGTERM) so far: see _drain
         self.draining: list = []                 # the jobs the first one let finish
         self._say = say or (lambda text: None)
-        self._uvicorn = None
+        self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ life
@@ -373,6 +376,10 @@ class WebServer:
             raise _BadRequest(f"'{name}' is out of range: {value!r}")
         return value
 
+    @overload
+    def _port(self, body: dict[str, Any], name: str = ..., *, required: Literal[True] = ...) -> str: ...
+    @overload
+    def _port(self, body: dict[str, Any], name: str = ..., *, required: bool) -> str | None: ...
     def _port(self, body: dict[str, Any], name: str = "port", *, required: bool = True) -> str | None:
         """A port named by the page: one given on the command line or started with ``--sim``, else
         only what looks like a serial port on this computer (:func:`ports.not_a_serial_port`) —
@@ -435,6 +442,10 @@ class WebServer:
         self.board.notify()
         return JSONResponse(info)
 
+    @overload
+    def _image(self, body: dict[str, Any], *, required: Literal[True]) -> tuple[str, str]: ...
+    @overload
+    def _image(self, body: dict[str, Any], *, required: bool) -> tuple[str, str] | None: ...
     def _image(self, body: dict[str, Any], *, required: bool) -> tuple[str, str] | None:
         image_id = self._field(body, "image", str, required=required)
         if image_id is None:

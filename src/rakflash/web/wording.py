@@ -30,7 +30,7 @@ _FULL_IMAGE = ("Drop the vendor's full image (bootloader included, e.g. the _fin
                "then use Recover instead…: it writes past the serial bootloader and names the pins to use.")
 
 # What to do on the page after an error or a result, by its name (a flash's or a recovery's).
-_BY_RESULT: dict[str, tuple[str, str | None]] = {
+_BY_RESULT: dict[str, tuple[str | None, str | None]] = {
     "interrupted": ("The module waits in its bootloader if writing had begun: press Check the plan "
                     "again, then Flash, to finish the update.", CHECK_AGAIN),
     "aborted": ("Nothing was written. Press Check the plan again when you want to update.", CHECK_AGAIN),

@@ -21,7 +21,7 @@ TRANSFERS: dict[str, Transfer] = {
     "amota": amota.TRANSFER,
     "nordic-dfu": nordic_dfu.TRANSFER,
     "legacy-dfu": legacy_dfu.TRANSFER,
-    "esptool": esp_rom.TRANSFER,        # ESP32 modules: the whole session (run_session), through esptool
+    "esptool": esp_rom.TRANSFER,        # ESP32 modules: the whole session (flows/esp_update.py), through esptool
 }
 
 

@@ -67,6 +67,7 @@ def start(link: Link, plan: "Plan") -> None:
     d = plan.module.boot_dialect
     t0 = time.monotonic()
     link.write_line(d["update"])
+    assert plan.module.update_reply is not None     # (the catalog names it for every AMOTA module)
     started = plan.module.update_reply.encode()
     refused = d["unsupported"].encode()
     deadline = Deadline(3.0)

@@ -40,9 +40,9 @@ def convert_command(bootloader: str = RUI3_BOOTLOADER_PACKAGE, app: str = "RUI3_
 
 
 def check_package(image: "Image", module: "Module") -> None:
-    from ...dfu_package import LEGACY
+    from ...dfu_package import LEGACY, DfuPackage
     pkg = image.package
-    if pkg is None:
+    if not isinstance(pkg, DfuPackage):     # (None)
         return                       # a .hex/.bin sketch: rakflash makes the legacy init packet
     if pkg.family != LEGACY:
         raise PackageMismatch(
@@ -161,7 +161,8 @@ class LegacyDfuTransfer:
     def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
         from ... import dfu_package
         pkg = plan.image.image.package
-        if pkg is not None:
+        if isinstance(pkg, dfu_package.DfuPackage):
+            assert pkg.application is not None      # (check_package refused a package without)
             init, firmware = pkg.application.init_bytes, pkg.application.firmware
         else:
             firmware = plan.payload

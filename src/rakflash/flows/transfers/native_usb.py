@@ -83,7 +83,13 @@ def follow(link: Link, module: Module, mode: str, *, since: BeforeReset, emit: S
                         f"; the module that was on {gone} now runs its new firmware on one of them")
         raise
     link.reopen(entry.device, baud=baud)
-    if entry.device != gone:
+    if entry.mode is None:
+        # What runs there is confirmed by the next step's own exchange (the DFU bootloader's
+        # Ping, the application's version): the port's listing can't say it here.
+        emit(Note(f"this system does not say whether {entry.device} is {module.name}'s bootloader or "
+                  f"its application (no USB product string, as on Windows): it is the only new port "
+                  f"with the module's serial number and USB location, and what answers there decides"))
+    elif entry.device != gone:
         emit(Note(f"{module.name} re-enumerated as its {'bootloader' if mode == 'bootloader' else 'application'}"
                   f" on {entry.device} (USB {entry.vid:04X}:{entry.pid:04X}"
                   + (f" \"{entry.description}\"" if entry.description else "") + ")"))

@@ -56,7 +56,7 @@ def check_package(image: "Image", module: "Module") -> None:
     from ...dfu_package import SECURE
     pkg = image.package
     path = image.path
-    if pkg is None:
+    if not isinstance(pkg, dfu_package.DfuPackage):     # (None: a plain image)
         raise PackageMismatch(
             f"{path} is a plain {image.format} image, and {module.name}'s bootloader (Nordic Secure "
             f"DFU) takes only signed DFU packages (.zip): nothing was sent",
@@ -171,7 +171,7 @@ def check_device(image: "Image", module: "Module", device: "DeviceInfo") -> None
     signed with another key than the one it accepted, or a lower fw_version than it installed."""
     from ... import ports
     pkg = image.package
-    app = pkg.application if pkg is not None else None
+    app = pkg.application if isinstance(pkg, dfu_package.DfuPackage) else None
     try:
         entry = ports.port_entry(device.port)
     except Exception:          # listing ports must never stop a plan
@@ -261,6 +261,7 @@ class NordicDfuTransfer:
         """Send the package; the byte it resumed at (what an interrupted run left in the
         bootloader), or None when it sent the whole firmware."""
         pkg = plan.image.image.package
+        assert isinstance(pkg, dfu_package.DfuPackage) and pkg.application is not None   # (check_package's)
         app = pkg.application
         since = before_reset(link, plan.device.serial_number)    # the new firmware re-enumerates
         retries = [0]

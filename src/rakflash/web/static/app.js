@@ -507,6 +507,7 @@ function card(id, header) {
 const PHASES = {
   identify: "identify", settings: "read settings", boot: "enter bootloader", connect: "connect",
   erase: "erase", write: "write", verify: "verify", start: "start new firmware", "settings-check": "check settings",
+  "settings-write": "write settings back",
   "identify-after": "identify again", provision: "keys from the batch",
 };
 const STATES = { running: "running", confirm: "waiting for you", done: "finished" };
@@ -588,8 +589,27 @@ function onJobEvent(e) {
       break;
     case "warning": addNote(job, "warning", "warning: " + e.message); break;
     case "note": addNote(job, "note", "note: " + e.message); break;
+    case "keys": addNote(job, e.state === "lost" ? "warning" : "note", keysText(e)); break;
     case "result": renderResult(job, e); break;
   }
+}
+
+// The owner's keys a recovery read from the chip: before the write (what was found, the keys
+// masked), after it (kept, written back, lost). The page never asks for the keys themselves.
+function keysText(e) {
+  const where = (e.regions || []).map((r) => `${r.region} at ${r.address}`).join(", ");
+  if (e.when !== "before") {
+    const said = { kept: "unchanged after the write", "written-back": "written back and read back the same",
+      lost: "not read back the same after the write" }[e.state] || e.state;
+    return `keys: ${said} (${where})`;
+  }
+  if (!e.decoded) return `keys: a raw copy of ${where} was kept. ${(e.notes || []).join(" ")}`;
+  const parts = [`DevEUI ${e.dev_eui || "-"}`, `AppEUI ${e.app_eui || "-"}`,
+    `band ${e.band ?? "-"}${e.region ? ` (${e.region})` : ""}`, `class ${e.class || "-"}`];
+  if (e.app_key_blank !== null && e.app_key_blank !== undefined) {
+    parts.push(`AppKey ${e.app_key_blank ? "all zeros (not set)" : "set (hidden)"}`);
+  }
+  return `keys read before the write (${where}): ${parts.join(", ")}` + (e.kept_in ? `; a copy is kept in ${e.kept_in}` : "");
 }
 
 function addNote(job, kind, text) {
@@ -676,6 +696,7 @@ function renderRecoveryPlan(job, p) {
       h("tr", {}, h("th", {}, "image"), h("td", {}, `${job.el.querySelector(".job-title").textContent}: bootloader ${p.bootloader_version_new || "-"}, application ${p.app_version_new || "-"}, ${num(p.bytes)} bytes to write`)),
       h("tr", {}, h("th", {}, "estimate"), h("td", {}, `${p.estimated_seconds.toFixed(1)} s at ${p.baud} baud`))),
     (p.notes || []).map((n) => h("p", { class: "note" }, "note: " + n)),
+    p.keys ? h("p", { class: "keys-plan" }, h("strong", {}, "keys: "), p.keys.says) : null,
     h("p", {}, h("strong", {}, "plan:")),
     h("ol", { class: "steps" }, p.steps.map((s) => h("li", {}, s))),
     h("p", {}, h("strong", {}, "you:")),
@@ -816,6 +837,10 @@ function renderResult(job, r) {
       h("span", { class: "before" }, r.app_version_before || "unknown"), " → ",
       h("span", { class: "after" }, r.app_version_after || "unknown")));
     box.append(h("p", {}, `${num(r.bytes)} bytes written and verified (${r.verify}) in ${r.seconds.toFixed(1)} s`));
+    if (r.keys) {
+      box.append(h("p", { class: "keys " + r.keys }, h("strong", {}, `keys: ${r.keys}`), ` — ${r.keys_reason || ""}`
+        + (r.keys_kept_in ? ` (copy kept in ${r.keys_kept_in})` : "")));
+    }
     for (const w of r.warnings || []) box.append(h("p", { class: "note" }, "warning: " + (w.message || w)));
   } else if (r.outcome === "ok" && r.result === "ok") {
     box.className = "result ok";

@@ -1,7 +1,7 @@
 """Recovery method ``swd``: a full image through a debug probe and pyOCD, for every module.
 
-The steps are :mod:`rakflash.flows.swd`'s, in the recovery framework's shape:
-the probe is picked in ``guide`` (nothing for the person to time: the probe is
+The steps are :mod:`rakflash.swd_link`'s, in the recovery framework's shape:
+the probe is picked in ``reach`` (nothing for the person to time: the probe is
 wired, the module powered), the pyOCD session opened in ``connect`` with the
 catalog's target and reset type, the image written with sector erase in
 ``write``, read back in full in ``verify``, the chip reset in ``start``. With a
@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..catalog import Module
-from ..errors import RakflashError
-from ..events import Note, Phase
-from ..images import ImageInfo
-from . import swd
-from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from ... import swd_link
+from ...catalog import Module
+from ...errors import RakflashError, TransferFault
+from ...events import Note, Phase
+from ...images import ImageInfo
+from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 SWD_HZ = 1_000_000        # pyOCD's default SWD clock (its 'frequency' option)
 
@@ -32,7 +32,7 @@ class SwdMethod(RecoveryMethod):
     needs_port = False
 
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
-        sp = swd.plan_swd(image.image, module, probe=options.probe, pack=options.pack)
+        sp = swd_link.plan_swd(image.image, module, probe=options.probe, pack=options.pack)
         page = module.mcu.page_size
         erase = [(s.start - s.start % page, -(-s.end // page) * page) for s in image.image.segments]
         steps = sp.steps() + ["identify the module over its AT port, if --port is given, and "
@@ -50,14 +50,14 @@ class SwdMethod(RecoveryMethod):
 
     def precheck(self, plan: RecoveryPlan) -> None:
         """pyOCD installed, and the target known to it (or a --pack given): no probe asked."""
-        swd.check_target(swd.pyocd_api(), plan.details["target"], plan.details["pack"])
+        swd_link.check_target(swd_link.pyocd_api(), plan.details["target"], plan.details["pack"])
 
     # -- the steps ---------------------------------------------------------------------
-    def guide(self, session: Session) -> None:
-        api = swd.pyocd_api()
+    def reach(self, session: Session) -> None:
+        api = swd_link.pyocd_api()
         d = session.plan.details
-        swd.check_target(api, d["target"], d["pack"])     # a missing pack, before any probe is looked for
-        probe = swd.choose_probe(api, session.options.probe)
+        swd_link.check_target(api, d["target"], d["pack"])     # a missing pack, before any probe is looked for
+        probe = swd_link.choose_probe(api, session.options.probe)
         session.state.update(api=api, probe=probe)
         session.emit(Note(f"using {probe.kind} probe {probe.unique_id}"
                           + (f" ({probe.product})" if probe.product else "")))
@@ -65,7 +65,7 @@ class SwdMethod(RecoveryMethod):
     def connect(self, session: Session) -> None:
         api, probe = session.state["api"], session.state["probe"]
         d = session.plan.details
-        target_session = swd.open_session(api, probe, d["target"], d["swd_options"], pack=d["pack"])
+        target_session = swd_link.open_session(api, probe, d["target"], d["swd_options"], pack=d["pack"])
         session.state["session"] = target_session
         session.emit(Phase("connect", f"{d['target']} through {probe.kind} probe {probe.unique_id}",
                            info={"probe": probe.unique_id, "target": d["target"], **d["swd_options"]}))
@@ -74,7 +74,7 @@ class SwdMethod(RecoveryMethod):
         t0 = time.monotonic()
         written = session.written
         written.erase_sent(session.plan.erase)      # pyOCD erases each sector before it programs it
-        self._step(session, "writing", lambda api, s: swd.write_image(
+        self._step(session, "writing", lambda api, s: swd_link.write_image(
             api, s, session.plan.image.image, session.emit))
         for seg in session.plan.segments:
             written.acknowledged(seg.start, seg.end)
@@ -82,12 +82,31 @@ class SwdMethod(RecoveryMethod):
 
     def verify(self, session: Session) -> None:
         t0 = time.monotonic()
-        self._step(session, "verifying", lambda api, s: swd.verify_segments(
+        self._step(session, "verifying", lambda api, s: swd_link.verify_segments(
             s.target, session.plan.image.image, session.emit))
         session.verify = "read-back"
         session.verify_seconds = time.monotonic() - t0
         # Every byte was read back: the flash holds the image's bootloader (if it has one).
         session.bootloader_version_after = session.plan.bootloader_version
+
+    # -- memory, for the owner's keys ----------------------------------------------
+    def memory_access(self, plan: RecoveryPlan) -> str | None:
+        return None             # the probe reads memory, and pyOCD's flash loader writes it
+
+    def read_memory(self, session: Session, address: int, size: int, expect: bytes | None = None) -> bytes:
+        """Read through the probe (SWD transfers are acknowledged and parity-checked: one read counts)."""
+        return self._step(session, "reading the keys", lambda api, s: swd_link.read_memory(
+            api, s, address, size, "reading the keys"))
+
+    def write_memory(self, session: Session, address: int, data: bytes) -> None:
+        mcu = session.plan.module.mcu
+        if not mcu.flash.start <= address < mcu.flash.end:
+            raise TransferFault(
+                f"the bytes to write back lie at {address:#010x}, outside the flash (an STM32's data "
+                f"EEPROM), which rakflash does not write through a probe",
+                hint="The copy read before is kept (see keys_kept_in); write it back through the "
+                     "chip's ROM bootloader or with the vendor's tools.", address=address)
+        self._step(session, "writing the keys back", lambda api, s: swd_link.write_memory(api, s, address, data))
 
     def start(self, session: Session) -> None:
         try:
@@ -104,7 +123,7 @@ class SwdMethod(RecoveryMethod):
             raise
         except api.exceptions.Error as exc:
             self._close(session)
-            raise swd.pyocd_error(api, exc, doing, target=session.plan.details["target"]) from None
+            raise swd_link.pyocd_error(api, exc, doing, target=session.plan.details["target"]) from None
         except BaseException:
             self._close(session)
             raise
@@ -112,7 +131,7 @@ class SwdMethod(RecoveryMethod):
     def _close(self, session: Session) -> None:
         s = session.state.pop("session", None)
         if s is not None:
-            swd.close_session(s)
+            swd_link.close_session(s)
 
 
 def minimum_seconds(module: Module, size: int, erase: list[tuple[int, int]], *,

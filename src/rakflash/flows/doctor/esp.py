@@ -1,11 +1,12 @@
-"""``doctor`` for the ESP32 modules (RAK3112 family, RAK11200): what the chip says in its ROM
-download mode, and what to type next.
+"""``doctor`` for the ESP32 modules (RAK3112 family, RAK11200): the rules for what the chip said
+in its ROM download mode, and what to type next.
 
-An ESP chip has no console rakflash knows: it is asked in its ROM download mode, through esptool
-(:mod:`rakflash.flows.transfers.esp_rom`), which a reset over RTS/DTR reaches (the S3's USB
-Serial/JTAG, an adapter with the auto-reset circuit) — and then reset back into its firmware — or
-a person holding GPIO0 at reset (doctor never asks for that: it says so). Its findings replace
-the AT modules' for such a port; the port's own (busy, gone, out of time) stay.
+An ESP chip has no console rakflash knows: :func:`~.observe.examine` asks it in its ROM download
+mode through esptool (:func:`rakflash.flows.esp_update.examine`), which a reset over RTS/DTR
+reaches (the S3's USB Serial/JTAG, an adapter with the auto-reset circuit) — and then resets back
+into its firmware — or a person holding GPIO0 at reset (doctor never asks for that: it says so).
+These rules replace the AT modules' for such a port (:func:`rules_for`); the port's own (busy,
+gone, out of time) stay.
 """
 
 from __future__ import annotations
@@ -13,23 +14,27 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Callable
 
-from .. import catalog as _catalog
-from ..errors import AlreadyUpToDate, BootEntryFailed, RakflashError
-from .transfers import esp_rom
+from ... import catalog as _catalog
+from ...catalog import Module
+from ...errors import AlreadyUpToDate, BootEntryFailed
+from .report import Finding
 
 if TYPE_CHECKING:
-    from .doctor import Finding, Observation
+    from .observe import Observation
 
-ESP_RULES: list[Callable[["Observation"], "Finding | None"]] = []
+Rule = Callable[["Observation"], "Finding | None"]
+ESP_RULES: list[Rule] = []
 PORT_RULES = ("port_vanished", "out_of_time")      # the generic rules that still apply to such a port
 
 
-def esp_rule(fn):
+def esp_rule(fn: Rule) -> Rule:
     ESP_RULES.append(fn)
     return fn
 
 
-def _module(o: "Observation"):
+def _module(o: "Observation") -> Module | None:
+    if o.device is not None and o.device.module is not None and o.device.module.esp is not None:
+        return o.device.module
     if o.module is not None and o.module.esp is not None:
         return o.module
     entry = o.entry
@@ -39,29 +44,11 @@ def _module(o: "Observation"):
     return None
 
 
-def claims(o: "Observation") -> bool:
-    """Whether ``o``'s port is an ESP module's: named so, its USB id, or an ESP image for it."""
-    if o.module is not None:
-        return o.module.esp is not None
-    return _module(o) is not None or getattr(o.image, "esp", None) is not None
-
-
-def examine(link, o: "Observation") -> None:
-    """Ask the chip (no person is asked to act: doctor only says what to do)."""
-    o.esp = True
-    try:
-        o.device, o.plan, o.plan_error = esp_rom.examine(link, _module(o), image=o.image, window=0.0)
-    except BootEntryFailed as exc:
-        o.identify_error = exc
-    except RakflashError as exc:
-        o.identify_error = exc
-
-
 def is_esp(o: "Observation") -> bool:
-    return getattr(o, "esp", False) or (o.device is not None and getattr(o.device, "chip", None) is not None)
+    return o.esp or (o.device is not None and o.device.chip is not None)
 
 
-def rules_for(o: "Observation", generic: list) -> list:
+def rules_for(o: "Observation", generic: list[Rule]) -> list[Rule]:
     """The rules for ``o``: an ESP chip's, and the port's own; else the AT modules' (``generic``)."""
     if not is_esp(o):
         return generic
@@ -76,11 +63,6 @@ def _flash(o: "Observation", file: str | None = None) -> str:
     return f"rakflash flash {_q(file or o.image_path or 'FIRMWARE.bin')} --port {_q(o.port or 'PORT')}"
 
 
-def _finding(*args, **kw):
-    from .doctor import Finding
-    return Finding(*args, **kw)
-
-
 @esp_rule
 def unreachable(o: "Observation"):
     e = o.identify_error
@@ -89,7 +71,7 @@ def unreachable(o: "Observation"):
     module = _module(o)
     pin = module.rom_access.get("boot0", "GPIO0") if module else "GPIO0 (BOOT)"
     reset = module.rom_access.get("reset", "the reset button") if module else "the reset button"
-    return _finding("download-mode-failed", "problem",
+    return Finding("download-mode-failed", "problem",
                     f"the {module.name if module else 'ESP'} chip on {o.port} does not answer in its ROM "
                     f"download mode", "no RTS/DTR line reached it (a RAK11200 on its WisBlock base has no "
                     "reset circuit, a port without modem lines has none) and GPIO0 was not held low at its "
@@ -114,11 +96,11 @@ def chip_answers(o: "Observation"):
         nxt = ("It waits in its ROM download mode (GPIO0 was held low at its last reset): let go of "
                "GPIO0 and press reset to run its firmware" + ("." if o.image is not None else
                                                                 "; or update it now:"))
-        return _finding("esp-download-mode", "action", what,
+        return Finding("esp-download-mode", "action", what,
                         "the chip's ROM answers instead of its firmware until the next reset with GPIO0 "
                         "high", nxt, None if o.image is not None else _flash(o), port=o.port,
                         details={"chip": chip["chip"], "mac": chip["mac"]})
-    return _finding("esp-chip", "ok", what,
+    return Finding("esp-chip", "ok", what,
                     "the chip's ROM answered after a reset over RTS/DTR, and its firmware runs again",
                     "The firmware check is the other finding for this port." if o.image is not None
                     else "To update it (doctor --for FILE checks a firmware first):",
@@ -134,7 +116,7 @@ def no_firmware(o: "Observation"):
     table = dev.chip["partition_table"]
     why = ("there is no partition table at 0x8000" if table is None else
            "the first app partition holds no valid app image")
-    return _finding("esp-no-firmware", "action",
+    return Finding("esp-no-firmware", "action",
                     f"the {dev.module.name if dev.module else dev.chip['chip']} has no firmware to run: {why}",
                     "a new RAK3112 leaves the factory without firmware; an app alone needs the partition "
                     "table and bootloader that only a merged binary (or a first write of all three) brings",
@@ -148,7 +130,7 @@ def partition_table_problem(o: "Observation"):
     if dev is None or dev.chip is None or not dev.chip["partition_table_problems"] or dev.chip["partition_table"] is None:
         return None
     first = dev.chip["partition_table_problems"][0]
-    return _finding("esp-partition-table", "action", f"the partition table on {o.port}: {first}",
+    return Finding("esp-partition-table", "action", f"the partition table on {o.port}: {first}",
                     "the bootloader reads it at every start: a partition past the flash or overlapping "
                     "another is where updates and data go wrong",
                     "Write a merged binary with a table for this flash:", _flash(o, "MERGED.bin"),
@@ -157,12 +139,12 @@ def partition_table_problem(o: "Observation"):
 
 @esp_rule
 def image_fits(o: "Observation"):
-    p = o.plan
+    p = o.esp_plan
     if p is None:
         return None
     where = "; ".join(f"{len(d):,} bytes at {a:#x}" for a, d in p.parts)
     notes = "".join(f"; note: {n}" for n in p.notes)
-    return _finding("image-fits", "ok",
+    return Finding("image-fits", "ok",
                     f"{o.image_path} fits: {p.app_version or p.image.image.format} for the {p.chip.name} "
                     f"({where}){notes}",
                     f"nothing stands in the way: esptool's stub writes it, about "
@@ -174,7 +156,7 @@ def image_fits(o: "Observation"):
 def image_already_there(o: "Observation"):
     if not isinstance(o.plan_error, AlreadyUpToDate):
         return None
-    return _finding("already-up-to-date", "ok", o.plan_error.message,
+    return Finding("already-up-to-date", "ok", o.plan_error.message,
                     "writing the same bytes again changes nothing", "Nothing to do; to write it anyway:",
                     _flash(o) + " --force", port=o.port)
 
@@ -185,7 +167,7 @@ def image_refused(o: "Observation"):
     if e is None or isinstance(e, AlreadyUpToDate):
         return None
     hint = (e.hint or "").replace("--port PORT", f"--port {_q(o.port or 'PORT')}")
-    return _finding(e.name, "problem", e.message,
+    return Finding(e.name, "problem", e.message,
                     "flash would refuse it before writing anything", hint,
                     f"rakflash inspect {_q(o.image_path or 'FIRMWARE.bin')}", port=o.port,
                     exit_code=e.exit_code)

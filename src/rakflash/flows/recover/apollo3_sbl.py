@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import time
 
-from ..at import looks_like_text
-from ..catalog import Module
-from ..errors import BootEntryFailed, DeviceRejected, RakflashError, TouchesBootloader
-from ..events import Countdown, Note, Phase, Progress, Prompt, Retry
-from ..images import ImageInfo, Segment
-from ..link import Deadline, Link
-from ..protocols import apollo3_sbl as sbl
-from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from ... import apollo3_wired
+from ...at import looks_like_text
+from ...catalog import Module
+from ...errors import BootEntryFailed, DeviceRejected, RakflashError, TouchesBootloader
+from ...events import Countdown, Note, Phase, Progress, Prompt, Retry
+from ...images import ImageInfo, Segment
+from ...link import Deadline, Link
+from ...protocols import apollo3_sbl as sbl
+from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 HELLO_EVERY = 0.25        # seconds between HELLOs while waiting for the person's reset
 ALREADY = 1.0             # seconds a secure bootloader that already listens gets to answer one HELLO
@@ -56,6 +57,7 @@ class Apollo3SblMethod(RecoveryMethod):
     name = "apollo3-sbl"
     again = ("Keep BOOT held and run the same command again: the chip's secure bootloader, which "
              "nothing here can harm, takes the whole image anew.")
+    already = "secure bootloader already answers (BOOT is held)"
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -69,13 +71,13 @@ class Apollo3SblMethod(RecoveryMethod):
                 f"write and rakflash never does",
                 hint=f"Use RAK's {module.name} firmware .hex: it starts at {sbl_end:#x}.")
         prepared = bool(img.wired_blocks)
-        blocks = list(reversed(img.wired_blocks)) if prepared else build_blocks(img.segments, module)
+        blocks = list(reversed(img.wired_blocks)) if img.wired_blocks else build_blocks(img.segments, module)
         ota = any(b.header.ota for b in blocks)
         sent = sum(len(b.raw) for b in blocks)
         data = sum(b.header.size for b in blocks)
-        pad = sent - data - sbl.WU_HEADER_SIZE * len(blocks)
+        pad = sent - data - apollo3_wired.WU_HEADER_SIZE * len(blocks)
         sent_said = (f"{sent:,} bytes to send: the image's {data:,} bytes in {len(blocks)} "
-                     f"block{'s' if len(blocks) != 1 else ''}, each with its {sbl.WU_HEADER_SIZE}-byte "
+                     f"block{'s' if len(blocks) != 1 else ''}, each with its {apollo3_wired.WU_HEADER_SIZE}-byte "
                      f"wired-update header" + (f", and {pad:,} bytes padding them to whole 4-byte words"
                                                if pad else ""))
         a = module.rom_access
@@ -119,7 +121,7 @@ class Apollo3SblMethod(RecoveryMethod):
         tells. Then nothing is asked of the person — a reset they were told to press would
         land mid-update (as issue 17.9 found on the STM32 ROM)."""
         if "status" not in session.state:
-            link, opts = session.link, session.options
+            link, opts = session.serial_link, session.options
             session.state.setdefault("at_baud", link.baud)
             link.set_parity("N")
             if link.baud != opts.baud:
@@ -131,12 +133,8 @@ class Apollo3SblMethod(RecoveryMethod):
                 link.baud = session.state["at_baud"]
         return session.state["status"] is not None
 
-    def guide(self, session: Session) -> None:
-        link, opts, module = session.link, session.options, session.plan.module
-        if self.answers_now(session):
-            session.emit(Note(f"{module.name}'s secure bootloader already answers (BOOT is held): "
-                              "nothing to do on the module"))
-            return
+    def reach(self, session: Session) -> None:
+        link, opts, module = session.serial_link, session.options, session.plan.module
         link.set_parity("N")
         if link.baud != opts.baud:
             link.baud = opts.baud
@@ -144,7 +142,7 @@ class Apollo3SblMethod(RecoveryMethod):
                             info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
                                   "boot0_with": opts.boot0_with}))
         if opts.reset_with or opts.boot0_with:
-            from .lines import enter_rom
+            from ..lines import enter_rom
             enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
         watch = Watcher(module)
         status = wait_for_sbl(link, opts.window, watch,
@@ -157,7 +155,7 @@ class Apollo3SblMethod(RecoveryMethod):
     # -- connect ---------------------------------------------------------------------
     def connect(self, session: Session) -> None:
         status: sbl.Status = session.state["status"]
-        link = session.link
+        link = session.serial_link
         blocks = self._blocks(session)
         said = (f"secure bootloader version {status.version:#x}, max storage {status.max_storage:,} "
                 f"bytes, state {status.state:#x}")
@@ -168,7 +166,7 @@ class Apollo3SblMethod(RecoveryMethod):
             raise DeviceRejected(f"the secure bootloader takes at most {status.max_storage:,} bytes a "
                                  f"block; the largest block is {biggest:,}",
                                  hint="Report it with a --trace file: rakflash splits blocks at "
-                                      f"{sbl.MAX_SPLIT:#x} bytes as RAK's tools do.")
+                                      f"{apollo3_wired.MAX_SPLIT:#x} bytes as RAK's tools do.")
         client = sbl.SblClient(link, timing=sbl.Timing(byte_time=10 / link.baud),
                                on_retry=lambda why: session.emit(Retry(client.retried, why)))
         session.state["client"] = client
@@ -223,10 +221,10 @@ class Apollo3SblMethod(RecoveryMethod):
     # -- start -----------------------------------------------------------------------
     def start(self, session: Session) -> None:
         client: sbl.SblClient = session.state["client"]
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         boot = module.rom_access.get("boot0", "BOOT")
         if opts.boot0_with:
-            from .lines import leave_rom
+            from ..lines import leave_rom
             leave_rom(link, boot0=opts.boot0_with)
         else:
             wait = max(0.0, opts.release_wait)
@@ -261,8 +259,8 @@ class Apollo3SblMethod(RecoveryMethod):
     def _leave_rui_bootloader(self, session: Session) -> None:
         """RUI's bootloader keeps the module when its boot-request flag is set (an earlier
         AT+BOOT): the application was written, so start it (``at+run``)."""
-        from .boot import confirm_boot_mode, leave_bootloader
-        link, module = session.link, session.plan.module
+        from ..boot import confirm_boot_mode, leave_bootloader
+        link, module = session.serial_link, session.plan.module
         for _ in range(3):
             # End whatever partial line the HELLOs left in the console, then ask.
             link.write(b"\r\n")
@@ -274,7 +272,40 @@ class Apollo3SblMethod(RecoveryMethod):
                                       "set): rakflash started the written application (at+run)"))
                 return
 
-    def _blocks(self, session: Session) -> list[sbl.Block]:
+    # -- memory, for the owner's keys ----------------------------------------------
+    def memory_access(self, plan: RecoveryPlan) -> str | None:
+        return "the secure bootloader's wired update has no read command"
+
+    def touches(self, plan: RecoveryPlan) -> list[tuple[int, int]]:
+        """The pages the wired update erases: each block's own (written in place, or where an
+        OTA block is staged), and for an OTA its descriptor's page and the pages the install
+        writes (read from the staged Ambiq image's header; all flash above the secure
+        bootloader when that header can't be read)."""
+        img, module = plan.image.image, plan.module
+        blocks = list(reversed(img.wired_blocks)) if img.wired_blocks else build_blocks(img.segments, module)
+        ranges = erase_ranges(blocks, module)
+        if not any(b.header.ota for b in blocks):
+            return ranges
+        page = module.mcu.page_size
+        ranges.append((OTA_DESCRIPTOR, OTA_DESCRIPTOR + page))
+        staged = sorted((b.header.load_address, b.data) for b in blocks)
+        for b in blocks:
+            if not b.header.ota:
+                continue
+            raw, at = bytearray(), b.header.load_address
+            for address, data in staged:       # the blob, across the blocks it was split into
+                if address == at + len(raw):
+                    raw += data
+            ambiq = apollo3_wired.parse_image(bytes(raw))
+            if ambiq is None:
+                sbl_end = module.region("secure-bootloader").end if module.has_region("secure-bootloader") else 0
+                ranges.append((sbl_end, module.mcu.flash.end))
+            else:
+                end = ambiq.install_address + len(ambiq.code)
+                ranges.append((ambiq.install_address - ambiq.install_address % page, -(-end // page) * page))
+        return ranges
+
+    def _blocks(self, session: Session) -> list[apollo3_wired.Block]:
         blocks = session.state.get("blocks")
         if blocks is None:
             img = session.plan.image.image
@@ -395,8 +426,8 @@ def entry_failure(link: Link, module: Module, watch: Watcher, options: RecoveryO
 
 def _probe_at(link: Link, module: Module, at_baud: int) -> str | None:
     """After a silent window: does the firmware answer AT at least? (names the failure)."""
-    from ..errors import Flooding
-    from .identify import identify
+    from ...errors import Flooding
+    from ..identify import identify
     if link.baud != at_baud:
         link.baud = at_baud
     try:
@@ -410,7 +441,7 @@ def _probe_at(link: Link, module: Module, at_baud: int) -> str | None:
 
 # ------------------------------------------------------------------ plan helpers (pure)
 
-def build_blocks(segments: list[Segment], module: Module, *, split: int = sbl.MAX_SPLIT) -> list[sbl.Block]:
+def build_blocks(segments: list[Segment], module: Module, *, split: int = apollo3_wired.MAX_SPLIT) -> list[apollo3_wired.Block]:
     """In-place wired blocks for the segments: one per run of flash pages the segments
     cover (gaps inside a run filled with 0xFF, as erased flash reads), each starting at
     its first page."""
@@ -428,11 +459,11 @@ def build_blocks(segments: list[Segment], module: Module, *, split: int = sbl.MA
         data = bytearray(b"\xff" * (end - start))
         for s in run:
             data[s.start - start:s.end - start] = s.data
-        blocks += sbl.build_blocks(bytes(data), start, split=split)
+        blocks += apollo3_wired.build_blocks(bytes(data), start, split=split)
     return blocks
 
 
-def erase_ranges(blocks: list[sbl.Block], module: Module) -> list[tuple[int, int]]:
+def erase_ranges(blocks: list[apollo3_wired.Block], module: Module) -> list[tuple[int, int]]:
     """The pages the secure bootloader erases: every page a block writes (for an OTA
     block, where it is staged; the install erases the image's own pages later)."""
     page = module.mcu.page_size
@@ -440,7 +471,7 @@ def erase_ranges(blocks: list[sbl.Block], module: Module) -> list[tuple[int, int
              -(-(b.header.load_address + len(b.data)) // page) * page) for b in blocks]
 
 
-def minimum_seconds(module: Module, blocks: list[sbl.Block], baud: int, latency: float, *,
+def minimum_seconds(module: Module, blocks: list[apollo3_wired.Block], baud: int, latency: float, *,
                     ota: bool = False) -> float:
     """The least time the wired update can take: every byte both ways at ``baud`` (8N1),
     one turnaround each way per message (each is ACKed before the next), and the

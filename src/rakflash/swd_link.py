@@ -1,4 +1,10 @@
-"""Write a full image over SWD through pyOCD's Python API; read and write Apollo3 INFO0.
+"""The SWD link: a debug probe and pyOCD's Python API — write a full image, read and write Apollo3 INFO0.
+
+What :mod:`rakflash.link` is for the serial port, this module is for a debug probe: the
+transport below the flows, with no decisions about the module's state in it. It sits
+here, beside ``link.py``, and imports nothing from ``rakflash.flows``, ``rakflash.cli`` or
+``rakflash.web``: the recovery method ``swd``, ``rakflash info0``,
+``rakflash probes`` and ``--pack`` all use it, none owns it.
 
 The recovery of last resort for every module: a debug probe (RAKDAP1 or another
 CMSIS-DAP probe, or a SEGGER J-Link through pyOCD's J-Link support) writes the
@@ -33,14 +39,14 @@ from typing import Any, Callable, Iterator
 
 from contextlib import contextmanager
 
-from .. import apollo3_info0
-from ..catalog import Module
-from ..errors import (ImageTargetError, PackMissing, ProbeBusy, ProbeError, ProbeNotFound,
+from . import apollo3_info0
+from .catalog import Module
+from .errors import (ImageTargetError, PackMissing, ProbeBusy, ProbeError, ProbeNotFound,
                       RakflashError, SwdUnavailable, TargetNotResponding, TouchesBootloader,
                       TransferFault, VerifyFailed)
-from ..events import Phase, Progress, Sink, nowhere
-from ..images import Image
-from ..link import Deadline
+from .events import Phase, Progress, Sink, nowhere
+from .images import Image
+from .link import Deadline
 
 INSTALL = "pip install 'rakflash[swd]'"
 VERIFY_CHUNK = 4096
@@ -287,18 +293,41 @@ def close_session(session: Any) -> None:
 
 @contextmanager
 def connected(api: PyOCD, probe: ProbeInfo, target: str, options: dict[str, Any], *,
-              pack: str | None = None) -> Iterator[Any]:
+              pack: str | None = None, doing: str = "writing") -> Iterator[Any]:
     """:func:`open_session` for a ``with`` block, closed however it ends; pyOCD's failures
-    inside the block become named errors too."""
+    inside the block become named errors too (saying they happened while ``doing``)."""
     session = open_session(api, probe, target, options, pack=pack)
     try:
         yield session
     except RakflashError:
         raise
     except api.exceptions.Error as exc:
-        raise pyocd_error(api, exc, "writing", target=target) from None
+        raise pyocd_error(api, exc, doing, target=target) from None
     finally:
         close_session(session)
+
+
+def read_memory(api: PyOCD, session: Any, address: int, size: int, doing: str = "reading") -> bytes:
+    """``size`` bytes at ``address``, read through the probe (flash, or an STM32L0/L1's data
+    EEPROM, as memory). A read the chip refuses — read-out protection on an STM32 answers a
+    debugger's flash reads with a bus fault — is a named :class:`TransferFault` saying so."""
+    try:
+        return bytes(session.target.read_memory_block8(address, size))
+    except api.exceptions.TransferFaultError as exc:
+        raise TransferFault(
+            f"the chip refused the probe's read of {address:#010x} while {doing} ({exc}): an STM32 "
+            f"with read-out protection on answers every read of its flash so",
+            hint="Nothing was changed. Removing read-out protection erases the whole chip, keys "
+                 "included, so they can't be read first: if the application still answers, read them "
+                 "over AT ('rakflash keys backup FILE --port PORT').", address=address) from None
+
+
+def write_memory(api: PyOCD, session: Any, address: int, data: bytes) -> None:
+    """Program ``data`` at ``address`` with pyOCD's flash loader: sector erase, keeping what
+    ``data`` does not cover in the sectors it touches (the same loader the image is written with)."""
+    loader = api.loader(session, lambda fraction: None)
+    loader.add_data(address, data)
+    loader.commit()
 
 
 def write_image(api: PyOCD, session: Any, image: Image, emit: Sink = nowhere) -> None:

@@ -16,16 +16,27 @@ holds what they share, written once:
    and confirmed it) — identify what runs now over the AT port (versions
    before, best effort: the module may be dead), then the method's steps with
    one event stream (:mod:`rakflash.events`): ``guide`` (the person's
-   instructions, a countdown) → ``connect`` → ``write`` → ``verify`` →
+   instructions, a countdown) → ``connect`` → the owner's keys read →
+   ``write`` → ``verify`` → the keys checked (written back if overwritten) →
    ``start``; then identify again over the AT port and report the versions
    before → after (:class:`RecoveryResult`, the same JSON keys as ``flash``
-   plus ``bootloader_version_before`` / ``_after``).
+   plus ``bootloader_version_before`` / ``_after`` and ``keys``).
 
-Phases emitted (``Phase.phase``): ``identify``, ``connect``, ``erase``,
-``write``, ``verify``, ``start``, ``identify-after``; ``Prompt`` /
-``Countdown`` while the person acts; ``Progress`` with ``phase`` ``write``
-or ``verify``; ``Warning`` for what the person should still do (e.g. release
-BOOT0).
+The owner's keys (:class:`OwnerKeys`, :func:`plan_keys`): a method that can read
+and write the chip's memory (:meth:`RecoveryMethod.read_memory` /
+:meth:`~RecoveryMethod.write_memory`: the STM32 ROM, SWD) gets them read before
+anything is erased and checked after the verify, the same steps for each; one that
+can't (the Apollo3 wired update) says so in the plan, with whether the recovery
+writes where they are.
+
+Phases emitted (``Phase.phase``): ``identify``, ``connect``, ``settings``
+(the keys read), ``erase``, ``write``, ``verify``, ``settings-check``,
+``settings-write`` (only when they are written back), ``start``,
+``identify-after``; ``Keys`` (what was read before the write, and what became
+of it); ``Prompt`` / ``Countdown`` while the person acts; ``Progress`` with
+``phase`` ``write`` or ``verify``; ``Warning`` for what the person should still
+do (e.g. release BOOT0), or what happened to the keys (``keys-overwritten``,
+``keys-not-read``, ``keys-lost``).
 """
 
 from __future__ import annotations
@@ -33,24 +44,27 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
-from .. import catalog as _catalog
-from ..catalog import Module
-from ..errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
+from ... import catalog as _catalog
+from ...catalog import Module
+from ...errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
                       UsageError, VerifyFailed, WrongTarget)
-from ..events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ..images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
+from ...events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
+from ...images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
                       target_module)
-from ..link import Deadline, Link
-from ..written import NOTHING, Written
+from ...link import Deadline, Link
+from ...written import NOTHING, Written
 
-# Method name → "module:Class" (imported when used, so a method's optional
-# dependency, e.g. pyOCD for "swd", is needed only by people who use it).
+# The one table of recovery methods: name (the catalog's ``recovery``, ``--via``) →
+# "module:Class", the module in this package (imported when used, so a method's optional
+# dependency, e.g. pyOCD for "swd", is needed only by people who use it). Every lookup of a
+# method by name goes through it (:func:`method_for`); adding a method is one module here
+# and one entry.
 METHODS: dict[str, str] = {
-    "stm32-rom": "rakflash.flows.recover_stm32:Stm32RomMethod",
-    "apollo3-sbl": "rakflash.flows.recover_apollo3:Apollo3SblMethod",
-    "swd": "rakflash.flows.recover_swd:SwdMethod",
+    "stm32-rom": "stm32_rom:Stm32RomMethod",
+    "apollo3-sbl": "apollo3_sbl:Apollo3SblMethod",
+    "swd": "swd:SwdMethod",
 }
 
 
@@ -60,7 +74,7 @@ def method_for(name: str) -> "RecoveryMethod":
         raise UsageError(f"no recovery method {name!r} (have: {', '.join(sorted(METHODS))})",
                          hint="See 'rakflash modules' for each module's recovery methods.")
     module_name, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module_name), cls)()
+    return getattr(importlib.import_module(f".{module_name}", __package__), cls)()
 
 
 def default_method(module: Module) -> str:
@@ -99,6 +113,7 @@ class RecoveryOptions:
     release_wait: float = 5.0              # seconds given to release a boot pin before a restart
     probe: str | None = None               # SWD: the probe's (partial) unique id
     pack: str | None = None                # SWD: a CMSIS pack file for a target pyOCD lacks
+    show_keys: bool = False                # show the AppKey and session keys read (masked otherwise)
 
 
 @dataclass
@@ -117,6 +132,7 @@ class RecoveryPlan:
     baud: int
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)   # method-specific facts
+    keys: "KeysPlan | None" = None    # what happens to the owner's keys (plan_recovery fills it in)
 
     @property
     def app_version(self) -> str | None:
@@ -132,7 +148,8 @@ class RecoveryPlan:
                 "erase": [{"start": a, "end": b} for a, b in self.erase],
                 "app_version_new": self.app_version, "bootloader_version_new": self.bootloader_version,
                 "estimated_seconds": round(self.estimate_seconds, 2), "baud": self.baud,
-                "steps": self.steps, "guide": self.guide, "notes": self.notes, **self.details}
+                "steps": self.steps, "guide": self.guide, "notes": self.notes,
+                "keys": self.keys.to_dict() if self.keys else None, **self.details}
 
 
 @dataclass
@@ -146,7 +163,10 @@ class RecoveryResult:
     probe), ``reset_wait_seconds`` the same time when a person was asked to hold the boot
     pin and reset (else ``None``), ``version_confirmed`` whether the module, asked after
     the recovery, reported the version the image carries, and ``settings_kept`` /
-    ``settings`` are ``None``: a recovery does not read or check the LoRaWAN keys.
+    ``settings`` is ``None``. ``keys`` says what became of the owner's keys (read from the
+    chip's memory before the write and again after it: see :class:`OwnerKeys`), with
+    ``keys_reason`` saying why, and ``settings_kept`` follows it (true when kept or written
+    back and read back the same, false when lost, null when not read).
     """
 
     result: str
@@ -168,6 +188,9 @@ class RecoveryResult:
     retries: int = 0
     version_confirmed: bool = False
     written: str = "all"       # see rakflash.written: a result is only made once every block was acknowledged
+    keys: str | None = None             # KEPT, WRITTEN_BACK, LOST or NOT_READ (see OwnerKeys)
+    keys_reason: str | None = None      # the sentence that says what was read, found and done
+    keys_kept_in: str | None = None     # the copy of what was read, where it stays (not confirmed)
 
     @property
     def rate(self) -> float:
@@ -187,7 +210,9 @@ class RecoveryResult:
                 "bytes_per_second": round(self.rate), "version_confirmed": self.version_confirmed,
                 "retries": self.retries,
                 "reset_wait_seconds": None if self.reset_wait is None else round(self.reset_wait, 3),
-                "settings_kept": None, "settings": None,
+                "settings_kept": {KEPT: True, WRITTEN_BACK: True, LOST: False}.get(self.keys or ""),
+                "settings": None, "keys": self.keys, "keys_reason": self.keys_reason,
+                "keys_kept_in": self.keys_kept_in,
                 "mode_after": self.mode_after, "warnings": self.warnings, "written": self.written}
 
 
@@ -206,9 +231,19 @@ class Session:
     verify: str = ""
     state: dict[str, Any] = field(default_factory=dict)    # the method's own
     written: Written = field(default_factory=Written)      # what went out and was acknowledged
+    # Set by a method that erased the whole chip before the keys could be read (removing
+    # read-out protection): says so, for the keys' result.
+    erased_whole: str | None = None
 
     def warn(self, code: str, message: str, **info: Any) -> None:
         self.emit(Warning(code, message, info))
+
+    @property
+    def serial_link(self) -> Link:
+        """The link of a method that talks over the serial port (``needs_port``): :func:`recover`
+        runs such a method only with one."""
+        assert self.link is not None, "a method that needs the serial port runs without one"
+        return self.link
 
 
 class RecoveryMethod:
@@ -222,6 +257,9 @@ class RecoveryMethod:
     needs_port = True        # talks over the serial port (SWD talks to a probe instead)
     # The next step once part of the image was written (said with what the chip holds then).
     again = "Run the same command again: it erases and writes the whole image anew."
+    # What the note says when the chip's recovery interface answers already (after the
+    # module's name): "ROM bootloader already answers (BOOT0 is held high)".
+    already = "recovery interface already answers"
 
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
         raise NotImplementedError
@@ -229,6 +267,10 @@ class RecoveryMethod:
     def precheck(self, plan: RecoveryPlan) -> None:
         """What can stop the recovery and be checked on this computer alone, before the plan
         is shown and confirmed (a missing tool, say): a named error. Touches no device."""
+
+    def port_commands(self, plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+        """Put the port, once the caller knows it, in the plan's equivalent commands of other
+        tools (``plan.details``); a method whose commands name no port has nothing to do."""
 
     def answers_now(self, session: Session) -> bool:
         """Whether the chip's recovery interface answers already (an earlier run left it
@@ -238,6 +280,15 @@ class RecoveryMethod:
         return False
 
     def guide(self, session: Session) -> None:
+        """Get the chip's recovery interface to answer: when it answers already
+        (:meth:`answers_now`), a note says so and nothing is asked of the person (asked to
+        reset anyway, they would cut the session short — issue 17.9); else :meth:`reach`."""
+        if self.answers_now(session):
+            session.emit(Note(f"{session.plan.module.name}'s {self.already}: nothing to do on the module"))
+            return
+        self.reach(session)
+
+    def reach(self, session: Session) -> None:
         """Tell the person what to do (a ``Prompt`` event), drive wired lines, and get the
         chip's recovery interface to answer (``Countdown`` events while waiting)."""
         raise NotImplementedError
@@ -258,6 +309,29 @@ class RecoveryMethod:
 
     def start(self, session: Session) -> None:
         """Start the written firmware and leave the port ready for AT identification."""
+        raise NotImplementedError
+
+    # -- the chip's memory, for the owner's keys (see OwnerKeys) -------------------------
+    def memory_access(self, plan: RecoveryPlan) -> str | None:
+        """None when this method reads the chip's memory and writes it (:meth:`read_memory`,
+        :meth:`write_memory`): then the recovery reads the owner's keys before anything is
+        written and checks them after. Else why it can't, said in the plan."""
+        return f"{self.name} has no way to read the chip's memory"
+
+    def touches(self, plan: RecoveryPlan) -> list[tuple[int, int]]:
+        """Every address range the recovery erases or writes (whole pages): the plan's erase."""
+        return list(plan.erase)
+
+    def read_memory(self, session: Session, address: int, size: int, expect: bytes | None = None) -> bytes:
+        """``size`` bytes at ``address`` as the chip holds them (runs after :meth:`connect`).
+        ``expect``: what they should be — a method whose reads carry no check of their own may
+        take a first read that matches it as confirmed, where otherwise it reads until two agree."""
+        raise NotImplementedError
+
+    def write_memory(self, session: Session, address: int, data: bytes) -> None:
+        """Make the chip hold ``data`` at ``address``: in flash, ``address`` starts a page and
+        ``data`` is whole pages, erased first; elsewhere (an STM32L0/L1's data EEPROM) written as
+        it is. Runs after :meth:`verify`, before :meth:`start`."""
         raise NotImplementedError
 
 
@@ -326,7 +400,7 @@ def combine(boot: Image, app: Image) -> Image:
                                   hint="Give the bootloader image as FILE and the application with --app.")
     segs = sorted([*boot.segments, *app.segments], key=lambda s: s.start)
     return Image(f"{boot.path}+{app.path}", "hex", segs, boot.sha256, boot.file_size + app.file_size,
-                 boot.start_address)
+                 boot.start_address, parts=(boot, app))
 
 
 def plan_recovery(image: Image, module: Module | None, *, method: str | None = None,
@@ -339,7 +413,18 @@ def plan_recovery(image: Image, module: Module | None, *, method: str | None = N
         raise RecoveryUnavailable(
             f"{module.name} can't be recovered with {name} (its ways: {', '.join(module.recovery) or 'none'})",
             hint=f"Write the full image {module.recovery_advice()}.")
-    return method_for(name).plan(info, module, options)
+    impl = method_for(name)
+    plan = impl.plan(info, module, options)
+    plan.keys = plan_keys(plan, impl)
+    return plan
+
+
+class _Seen(TypedDict):
+    """What :func:`recover` counts of its run's events, for the result."""
+
+    warnings: list[dict]
+    retries: int
+    prompted: bool
 
 
 def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | None = None, *,
@@ -359,9 +444,9 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
                          hint="Give it with --port.")
     at_baud = link.baud if link else options.baud   # the AT console's rate (the ROM's may differ)
     outer = emit
-    seen = {"warnings": [], "retries": 0, "prompted": False}
+    seen: _Seen = {"warnings": [], "retries": 0, "prompted": False}
 
-    def emit(event: Event) -> None:     # the result lists the run's warnings and retries, as flash's
+    def counted(event: Event) -> None:  # the result lists the run's warnings and retries, as flash's
         if isinstance(event, Warning):
             seen["warnings"].append({"code": event.code, "message": event.message})
         elif isinstance(event, Retry):
@@ -369,12 +454,15 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         elif isinstance(event, Prompt):
             seen["prompted"] = True
         outer(event)
+    emit = counted
 
     before = None
     session = Session(link, plan, options, emit, written=written if written is not None else Written())
+    keys = OwnerKeys(session, method)
     t_guide = time.monotonic()
     try:
-        if options.identify_before and method.needs_port and not method.answers_now(session):
+        if options.identify_before and method.needs_port and link is not None \
+                and not method.answers_now(session):
             emit(Phase("identify", "asking the module what runs now (it may not answer)"))
             failed: list[RakflashError] = []
             before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)
@@ -386,23 +474,37 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         asked = seen["prompted"]        # the person was asked to reach the chip (not, later, to release a pin)
         emit(Phase("connect", f"asking the chip what it is ({plan.method})"))
         method.connect(session)
+        keys.read_before()
         method.write(session)
         session.written.all_written()
         emit(Phase("verify", "checking what the chip holds"))
         method.verify(session)
         session.written.verified = True
+        keys.check_after()
         emit(Phase("start", "starting the written firmware"))
         method.start(session)
     except RakflashError as exc:
         say_what_it_holds(exc, session, method)
+        keys.say_where_the_copy_is(exc)
         raise
-
-    def result(**what: Any) -> RecoveryResult:
-        return RecoveryResult(
+    try:
+        return _after(link, session, before, at_baud, lambda **what: RecoveryResult(
             "ok", plan.module.name, plan.method, bytes=plan.bytes, seconds=time.monotonic() - t0,
             transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
             verify=session.verify, warnings=seen["warnings"], boot_seconds=boot_seconds,
-            reset_wait=boot_seconds if asked else None, retries=seen["retries"], **what)
+            reset_wait=boot_seconds if asked else None, retries=seen["retries"], keys=keys.state,
+            keys_reason=keys.reason, keys_kept_in=keys.kept_in, **what))
+    except RakflashError as exc:
+        keys.say_where_the_copy_is(exc)
+        raise
+
+
+def _after(link: Link | None, session: Session, before: Any, at_baud: int,
+           result: Callable[..., RecoveryResult]) -> RecoveryResult:
+    """What runs after the recovery: ask the module (over its AT port, when there is one)
+    which versions it runs now, and make the result."""
+    plan, options = session.plan, session.options
+    emit = session.emit
 
     if link is None:
         session.warn("not-identified", "no serial port was given: the module was not asked what "
@@ -419,6 +521,26 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
             hint=_release_hint(plan.module) + " Then run 'rakflash info --port PORT'.",
             written=session.written.state)
     app_after = after.app_version if after.mode == "app" else None
+    if plan.app_version and app_after and app_after != plan.app_version:
+        # One answer damaged on its way back must not fail a recovery that worked: a version
+        # other than the image's stands only when the module says it twice.
+        answers = [after]
+        for _ in range(2):
+            again = _identify_quietly(link, plan.module, at_baud, timeout=options.after_timeout, quick=True)
+            if again is None:
+                break
+            if any(a.app_version == again.app_version and a.mode == again.mode for a in answers):
+                after = again
+                break
+            answers.append(again)
+        else:
+            raise VerifyFailed(
+                f"{plan.module.name}'s answers after the recovery disagree with each other ("
+                + ", ".join(repr(a.app_version) for a in answers) + "): the line damages what it "
+                f"sends, and rakflash can't confirm which firmware runs",
+                hint="Run 'rakflash info --port PORT' to ask it again; check the cable and ground.",
+                written=session.written.state)
+        app_after = after.app_version if after.mode == "app" else None
     boot_after = after.bootloader_version or session.bootloader_version_after
     if plan.app_version and app_after and app_after != plan.app_version:
         raise VerifyFailed(f"after the recovery {plan.module.name} reports {app_after!r}, but the "
@@ -436,6 +558,256 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         bootloader_version_before=session.bootloader_version_before
         or (before.bootloader_version if before else None),
         bootloader_version_after=boot_after, mode_after=after.mode, version_confirmed=confirmed)
+
+
+# ------------------------------------------------------------------ the owner's keys
+
+# What became of the owner's keys (RecoveryResult.keys).
+KEPT = "kept"                  # read before the write and again after it: the same
+WRITTEN_BACK = "written-back"  # overwritten, written back from what was read before, read back the same
+LOST = "lost"                  # gone: erased before they could be read, or not read back the same
+NOT_READ = "not-read"          # this way to the chip can't read them (keys_reason says why)
+
+
+@dataclass
+class KeysPlan:
+    """What a recovery does about the owner's keys, decided with the plan (said before
+    anything is written): whether they are read first (``read``) and decoded (``decoded``:
+    RUI3's layout; else raw bytes), which ``regions`` hold them (name, address, size), which
+    of those the recovery writes over (``overwritten``), and the sentence that says it."""
+
+    read: bool
+    decoded: bool
+    regions: list[tuple[str, int, int]]
+    overwritten: list[str]
+    says: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "decoded": self.decoded, "says": self.says,
+                "regions": [{"region": n, "address": f"0x{a:08X}", "size": size} for n, a, size in self.regions],
+                "overwritten": list(self.overwritten)}
+
+
+def _region_words(name: str, address: int, size: int) -> str:
+    return {"config": f"RUI3's config block at 0x{address:08X}",
+            "factory-defaults": f"its factory defaults at 0x{address:08X}",
+            "user-data": f"the data EEPROM at 0x{address:08X} ({size:,} bytes)"}.get(name, f"{name} at 0x{address:08X}")
+
+
+def _regions_words(regions: list[tuple[str, int, int]], names: list[str] | None = None) -> str:
+    said = [_region_words(*r) for r in regions if names is None or r[0] in names]
+    return " and ".join(said) if len(said) < 3 else ", ".join(said[:-1]) + " and " + said[-1]
+
+
+def plan_keys(plan: RecoveryPlan, method: RecoveryMethod) -> KeysPlan:
+    """What the recovery ``plan`` does about the owner's keys with ``method``, before anything is
+    written: read them first and check them after (a method that reads the chip's memory), or
+    say that it can't — and, when it can't, whether the recovery writes where they are."""
+    from ..keys import memory_regions
+    module = plan.module
+    regions = memory_regions(module)
+    if not regions:
+        return KeysPlan(False, False, [], [], f"{module.name}'s firmware keeps no keys where rakflash "
+                        "knows to find them: nothing is read or checked")
+    touched = method.touches(plan)
+    over = [n for n, a, size in regions if any(lo < a + size and a < hi for lo, hi in touched)]
+    where = _regions_words(regions)
+    are = "is" if len(regions) == 1 else "are"
+    why_not = method.memory_access(plan)
+    if why_not:
+        if over:
+            says = (f"{why_not}, so rakflash can't read the keys or keep a copy, and this image covers "
+                    f"{_regions_words(regions, over)}: writing it overwrites them. Back them up first while "
+                    f"the application answers ('rakflash keys backup FILE --port PORT')"
+                    + (", or recover with --via swd, which reads them first and writes them back"
+                       if "swd" in module.recovery and method.name != "swd" else ""))
+        else:
+            joined: list[tuple[int, int]] = []
+            for a, b in sorted(touched):
+                if joined and a <= joined[-1][1]:
+                    joined[-1] = (joined[-1][0], max(b, joined[-1][1]))
+                else:
+                    joined.append((a, b))
+            spans = ", ".join(f"{a:#010x}-{b:#010x}" for a, b in joined)
+            says = (f"{why_not}, so rakflash can't read the keys; it writes only the image's pages "
+                    f"({spans}), so {where} {are} not touched")
+    elif module.config_layout:
+        says = (f"read {where} (DevEUI, AppEUI, band, class) before anything is written, keep a copy, "
+                f"and read them again after the write: "
+                + (f"the image covers {_regions_words(regions, over)}, so rakflash writes back what it "
+                   f"read and reads it back" if over else "the image doesn't cover them, so they should be "
+                                                            "unchanged"))
+    else:
+        says = (f"{module.name} runs RUI v3, which publishes no layout of its settings: rakflash keeps a "
+                f"raw copy of {where} before anything is written (the keys are inside, but can't be "
+                f"decoded) and compares it after the write"
+                + (f"; the image covers {_regions_words(regions, over)}, so rakflash writes the copy back"
+                   if over else ""))
+    return KeysPlan(not why_not, bool(module.config_layout), regions, over, says)
+
+
+class OwnerKeys:
+    """The owner's keys through a recovery, in two steps :func:`recover` takes around the write,
+    through the method's memory reader and writer:
+
+    * :meth:`read_before` (after ``connect``, before anything is erased): read what
+      :class:`KeysPlan` names, show it (a ``keys`` event: DevEUI, AppEUI, band, class; the
+      keys masked unless ``show_keys``) and keep a copy (:func:`rakflash.flows.keys.keep_copy`);
+    * :meth:`check_after` (after ``verify``, before ``start``): read it again. The same:
+      ``kept``. Not the same (the image covered it, or an erase took it): say so, write back
+      what was read (whole pages, the image's own bytes around it kept), read it again —
+      ``written-back`` when it reads back the same, else ``lost`` with the copy named.
+
+    Where the method can't read, or the chip was erased whole before it could be read
+    (read-out protection removed), ``state`` says ``not-read`` or ``lost`` and ``reason`` why.
+    """
+
+    def __init__(self, session: Session, method: RecoveryMethod) -> None:
+        self.session, self.method = session, method
+        self.before: Any = None            # the Backup read before the write
+        self.copy: Any = None              # its KeptCopy
+        self.state: str | None = None
+        self.reason: str | None = None
+
+    @property
+    def kept_in(self) -> str | None:
+        return str(self.copy.path) if self.copy is not None and self.copy.path is not None else None
+
+    @property
+    def _plan(self) -> KeysPlan | None:
+        return self.session.plan.keys
+
+    def _where(self) -> str:
+        kp = self._plan
+        return _regions_words(kp.regions) if kp else "the keys"
+
+    def _read(self, expect: Any = None):
+        from ..keys import read_from_memory
+        known = {int(r["address"], 16): bytes.fromhex(r["hex"]) for r in expect.raw} if expect else {}
+        s = self.session
+        return read_from_memory(lambda a, n: self.method.read_memory(s, a, n, known.get(a)),
+                                s.plan.module, s.plan.method)
+
+    def _shown(self, backup: Any) -> dict[str, Any]:
+        shown = backup.shown(self.session.options.show_keys)
+        shown["regions"] = [{"region": r["region"], "address": r["address"], "size": len(r["hex"]) // 2}
+                            for r in backup.raw]
+        shown["kept_in"] = self.kept_in
+        return shown
+
+    def read_before(self) -> None:
+        from ...events import Keys
+        from ..keys import keep_copy
+        s, kp = self.session, self._plan
+        if kp is None or not kp.read:
+            self.state = NOT_READ
+            self.reason = kp.says if kp else "no plan for the keys was made"
+            return
+        module = s.plan.module
+        if s.erased_whole:
+            flash = module.mcu.flash
+            if all(flash.start <= a < flash.end for _, a, _ in kp.regions):
+                self.state = LOST
+                self.reason = (f"{s.erased_whole}, and rakflash could not read {self._where()} before (the "
+                               f"chip refused every read while protected): the keys and settings it held are "
+                               f"gone. Set them again from a backup ('rakflash keys restore FILE --port PORT' "
+                               f"once the module runs) or from your network server")
+            else:
+                self.state = NOT_READ
+                self.reason = (f"{s.erased_whole}; rakflash could not read {self._where()} before (the chip "
+                               f"refused every read while protected), so it can't say whether the keys there "
+                               f"are still the ones the module had")
+            s.warn("keys-not-read", self.reason)
+            return
+        s.emit(Phase("settings", f"reading {self._where()} before anything is written"))
+        self.before = self._read()
+        self.copy = keep_copy(self.before)
+        s.emit(Keys("before", None, self._shown(self.before)))
+        if self.copy.path is None:
+            s.warn("keys-copy-not-kept", f"no copy of what was read could be kept on this computer "
+                   f"({self.copy.why_not}); rakflash still checks it after the write")
+
+    def check_after(self) -> None:
+        from ...events import Keys
+        s = self.session
+        before = self.before
+        if before is None:
+            return
+        kp = self._plan
+        assert kp is not None          # read_before read only with a plan
+        s.emit(Phase("settings-check", f"reading {self._where()} again"))
+        after = self._read(before)
+        changed = _changed_regions(before, after)
+        blank = [r for r in changed if set(bytes.fromhex(r["hex"])) <= {0xFF}]
+        redo = [r for r in changed if r not in blank]
+        untouched = ""
+        if blank:
+            untouched = (f"; {_regions_words(kp.regions, [r['region'] for r in blank])} held nothing "
+                         f"before (erased) and {'holds' if len(blank) == 1 else 'hold'} what the image "
+                         f"wrote there now")
+        who = (f", DevEUI {before.dev_eui}" if before.dev_eui else "")
+        if not redo:
+            self.state = KEPT
+            self.reason = (f"read before the write and again after it: {self._where()} "
+                           f"{'is' if len(kp.regions) == 1 else 'are'} unchanged{who}{untouched}")
+            self.copy.forget(before)
+            s.emit(Keys("after", KEPT, self._shown(after)))
+            return
+        names = [r["region"] for r in redo]
+        said = _regions_words(kp.regions, names)
+        covered = all(n in kp.overwritten for n in names)
+        why = ("the image covers " + ("it" if len(names) == 1 else "them") if covered else
+               s.erased_whole or "something changed it during the recovery, though the image does not cover it")
+        s.warn("keys-overwritten", f"{said} no longer {'holds' if len(names) == 1 else 'hold'} what was read "
+               f"before the write ({why}): rakflash writes back what it read", regions=names)
+        s.emit(Phase("settings-write", f"writing back {said}"))
+        for r in redo:
+            self._write_back(int(r["address"], 16), bytes.fromhex(r["hex"]))
+        again = self._read(before)
+        still = [r["region"] for r in _changed_regions(before, again) if r["region"] in names]
+        if not still:
+            self.state = WRITTEN_BACK
+            self.reason = (f"{said} had been overwritten ({why}); rakflash wrote back what it read before "
+                           f"the write and read it back the same{who}{untouched}")
+            self.copy.forget(before)
+        else:
+            self.state = LOST
+            self.reason = (f"{said} had been overwritten ({why}); rakflash wrote back what it read before, "
+                           f"but {_regions_words(kp.regions, still)} reads back differently"
+                           + (f": the copy is in {self.kept_in}" if self.kept_in else ""))
+            s.warn("keys-lost", self.reason)
+        s.emit(Keys("after", self.state, self._shown(again)))
+
+    def _write_back(self, address: int, data: bytes) -> None:
+        """Write ``data`` back at ``address``: in flash, the whole pages it lies in, as the chip
+        holds them now with ``data`` put in its place (so bytes of the image in those pages stay)."""
+        s = self.session
+        mcu = s.plan.module.mcu
+        if not mcu.flash.start <= address < mcu.flash.end:
+            self.method.write_memory(s, address, data)
+            return
+        page, base = mcu.page_size, mcu.flash.start
+        lo = address - (address - base) % page
+        hi = address + len(data) + (-(address + len(data) - base) % page)
+        pages = bytearray(self.method.read_memory(s, lo, hi - lo))
+        pages[address - lo:address - lo + len(data)] = data
+        self.method.write_memory(s, lo, bytes(pages))
+
+    def say_where_the_copy_is(self, exc: RakflashError) -> None:
+        """A recovery that failed after the keys were read: where the copy is (it stays)."""
+        if self.kept_in and "keys_kept_in" not in exc.details:
+            exc.details["keys_kept_in"] = self.kept_in
+            what = "the keys read before" if self.before is not None and self.before.decoded \
+                else "a raw copy of the settings read before"
+            exc.hint = (f"{exc.hint or ''} {what[0].upper()}{what[1:]} are kept in {self.kept_in}"
+                        + (" ('rakflash keys restore' writes them back once the module runs)."
+                           if self.before is not None and self.before.decoded else ".")).strip()
+
+
+def _changed_regions(before: Any, after: Any) -> list[dict[str, str]]:
+    """The raw regions ``before`` holds that ``after`` does not hold byte for byte."""
+    now = {r["region"]: r["hex"] for r in after.raw}
+    return [r for r in before.raw if now.get(r["region"]) != r["hex"]]
 
 
 def say_what_it_holds(exc: RakflashError, session: Session, method: RecoveryMethod) -> None:
@@ -467,7 +839,7 @@ def _identify_quietly(link: Link, module: Module, baud: int, *, timeout: float |
     listen and the probe's answer — the module was just started at a rate rakflash
     knows, and a wait cut short is simply asked again until ``timeout``.
     """
-    from .identify import Timing, identify
+    from ..identify import Timing, identify
     link.set_parity("N")
     if link.baud != baud:
         link.baud = baud

@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable, TypeVar
 
-from ..catalog import Module
-from ..errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
-                      RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
-from ..events import Countdown, Note, Phase, Progress, Prompt, Retry
-from ..images import ImageInfo
-from ..link import Link
-from ..protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
-from .recover import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from ...catalog import Module
+from ...errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
+                       RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
+from ...events import Countdown, Phase, Progress, Prompt, Retry
+from ...images import ImageInfo
+from ...link import Link
+from ...protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
+from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
 
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
+T = TypeVar("T")
 
 
 ALREADY = 1.0      # seconds the ROM is given to show it already answers (answered: milliseconds)
@@ -55,6 +57,7 @@ class Stm32RomMethod(RecoveryMethod):
     name = "stm32-rom"
     again = ("Keep BOOT0 held high and run the same command again: the chip's ROM bootloader, "
              "which nothing here can harm, takes the whole image anew.")
+    already = "ROM bootloader already answers (BOOT0 is held high)"
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -101,12 +104,23 @@ class Stm32RomMethod(RecoveryMethod):
                          "needing this recovery again (the ROM bootloader itself can't be harmed)")
         if module.unconfirmed_note:
             notes.append(module.unconfirmed_note)
+        if options.remove_protection:
+            notes.append("keys: if the chip has read-out protection on, its ROM refuses every read, so "
+                         "rakflash can't read the keys before removing it, and removing it erases the whole "
+                         "chip, keys and settings included: rakflash can't save them. If the application "
+                         "still answers, back them up over AT first ('rakflash keys backup FILE --port "
+                         "PORT'); rakflash asks once more before it removes the protection")
         return RecoveryPlan("stm32-rom", module, image, list(img.segments), erase, sent, steps,
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
                                      "rom_pins": dict(access),
                                      "stm32flash": stm32flash_command(module, image, options),
                                      "stm32flash_note": stm32flash_note(module)})
+
+    def port_commands(self, plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
+        """The port in the plan's stm32flash command, once the caller knows it."""
+        if plan.details.get("stm32flash") and port:
+            plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
 
     # -- guide + handshake ---------------------------------------------------------
     def answers_now(self, session: Session) -> bool:
@@ -120,12 +134,12 @@ class Stm32RomMethod(RecoveryMethod):
                 session.state["handshake"] = client.handshake(min(ALREADY, session.options.window))
             except RomNoHandshake:
                 session.state["handshake"] = None
-                session.link.set_parity("N")          # the AT port's settings, to ask the firmware
-                session.link.baud = session.state["at_baud"]
+                session.serial_link.set_parity("N")   # the AT port's settings, to ask the firmware
+                session.serial_link.baud = session.state["at_baud"]
         return session.state["handshake"] is not None
 
     def _client(self, session: Session) -> RomClient:
-        link, opts, module = session.link, session.options, session.plan.module
+        link, opts, module = session.serial_link, session.options, session.plan.module
         session.state.setdefault("at_baud", link.baud)
         link.set_parity("E")
         if link.baud != opts.baud:
@@ -134,12 +148,8 @@ class Stm32RomMethod(RecoveryMethod):
             session.state["client"] = RomClient(link, timeouts_for(module.mcu, link.baud))
         return session.state["client"]
 
-    def guide(self, session: Session) -> None:
-        link, opts, module = session.link, session.options, session.plan.module
-        if self.answers_now(session):
-            session.emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high): "
-                              "nothing to do on the module"))
-            return
+    def reach(self, session: Session) -> None:
+        link, opts, module = session.serial_link, session.options, session.plan.module
         client = self._client(session)
         wired = bool(opts.reset_with)
         message = " ".join(session.plan.guide)
@@ -147,17 +157,18 @@ class Stm32RomMethod(RecoveryMethod):
                             info={"pins": dict(module.rom_access), "reset_with": opts.reset_with,
                                   "boot0_with": opts.boot0_with}))
         if opts.reset_with or opts.boot0_with:
-            from .lines import enter_rom
+            from ..lines import enter_rom
             enter_rom(link, reset=opts.reset_with, boot0=opts.boot0_with)
         try:
             how = client.handshake(opts.window, tick=lambda left: session.emit(
                 Countdown(round(left), action="hold-boot0-and-reset")))
         except RomNoHandshake as exc:
-            exc.hint = handshake_hint(module, exc.details.get("seen", "silent"), wired)
+            seen = exc.details.get("seen")
+            exc.hint = handshake_hint(module, seen if isinstance(seen, str) else "silent", wired)
             raise
         session.state["handshake"] = how
 
-    def _again_after_restart(self, session: Session, phase: str, what: str, step) -> None:
+    def _again_after_restart(self, session: Session, phase: str, what: str, step: Callable[[], T]) -> T:
         """Run ``step``; when an answer does not come, comes damaged, or is a NACK (what the ROM
         says to a block damaged on its way), sync again and run the step anew — the end of the
         run only when the ROM no longer answers, or after ``RESTARTS`` tries.
@@ -170,6 +181,7 @@ class Stm32RomMethod(RecoveryMethod):
         redone is whole (an erase and write start over: a page half written can't be written
         again unerased)."""
         client: RomClient = session.state["client"]
+        how: str | None
         for again in range(RESTARTS + 1):
             try:
                 return step()
@@ -190,6 +202,7 @@ class Stm32RomMethod(RecoveryMethod):
                 session.state["resent"] = session.state.get("resent", 0) + 1
                 session.emit(Retry(session.state["resent"], f"{reason}; synced with the ROM "
                                    f"bootloader again, {what} again", phase=phase))
+        raise AssertionError("the last try raises what stopped it")
 
     @staticmethod
     def _sync_again(client: RomClient) -> str | None:
@@ -209,9 +222,22 @@ class Stm32RomMethod(RecoveryMethod):
         module = session.plan.module
         info = client.get()
         pid = client.get_id()
-        want = module.mcu.rom.pid
+        rom = module.mcu.rom
+        assert rom is not None          # plan() refuses a chip without an STM32 ROM bootloader
+        want = rom.pid
         if pid != want:
-            from .. import catalog
+            # One reply damaged on its way back must not name another chip: ask again, and believe
+            # a product ID that differs only when two answers agree.
+            again = client.get_id()
+            if again == want:
+                pid = want
+            elif again != pid:
+                raise RomGarbled(f"two Get ID answers disagree (0x{pid:03X}, then 0x{again:03X}): "
+                                 f"the line damages what the chip sends",
+                                 hint="Use a shorter cable or another USB-UART adapter, check the "
+                                      "ground wire, and run the same command again. Nothing was written.")
+        if pid != want:
+            from ... import catalog
             found = catalog.load().chip_name(pid)
             raise WrongChip(f"the ROM bootloader says this chip is {found} (product ID 0x{pid:03X}), "
                             f"not {module.mcu.name} (0x{want:03X}) as a {module.name} has",
@@ -229,11 +255,15 @@ class Stm32RomMethod(RecoveryMethod):
             raise ReadoutProtected(
                 f"{module.name}'s chip has read-out protection on: its ROM bootloader refused to "
                 f"read the flash each of 3 times it was asked. Nothing was changed.",
-                hint="Removing it erases the whole chip, the owner's keys and settings included: "
-                     "run again with --remove-readout-protection if that is what you want "
-                     "(rakflash asks once more).")
+                hint="Removing it erases the whole chip, the owner's keys and settings included, and "
+                     "rakflash can't read them first. If the application still answers, back them up "
+                     "over AT first ('rakflash keys backup FILE --port PORT'); then run again with "
+                     "--remove-readout-protection if that is what you want (rakflash asks once more).")
         if not opts.confirm(f"Remove read-out protection from {module.name}? This erases ALL of "
-                            f"its flash, LoRaWAN keys and settings included."):
+                            f"its flash, LoRaWAN keys and settings included, and rakflash can't read "
+                            f"them first (the chip refuses every read while protected): if the "
+                            f"application still answers, say no and run 'rakflash keys backup FILE "
+                            f"--port PORT' first."):
             raise ConfirmationNeeded("read-out protection not removed: the second confirmation was not given",
                                      hint="Run in a terminal and answer the question, or pass --yes "
                                           "together with --remove-readout-protection.")
@@ -242,6 +272,7 @@ class Stm32RomMethod(RecoveryMethod):
         session.written.erase_sent([(f.start, f.end)])
         client.readout_unprotect()
         session.written.erase_acknowledged()
+        session.erased_whole = "removing read-out protection erased the whole chip"
         # The chip resets; BOOT0 is still high, so its ROM starts again and waits for 0x7F.
         client.handshake(max(5.0, session.options.window))
         client.get()
@@ -317,11 +348,11 @@ class Stm32RomMethod(RecoveryMethod):
             session.verify = "checksum"
             for seg in plan.segments:
                 lo, hi = seg.start & ~3, (seg.end + 3) & ~3
-                want = stm32_crc(plan.image.image.read(lo, hi - lo))
-                got = client.checksum(lo, hi - lo)
-                if got != want:
-                    raise VerifyFailed(f"the chip's checksum of {lo:#010x}-{hi:#010x} is {got:#010x}, "
-                                       f"the image's {want:#010x}: the flash does not hold the image",
+                crc = stm32_crc(plan.image.image.read(lo, hi - lo))
+                chip_crc = client.checksum(lo, hi - lo)
+                if chip_crc != crc:
+                    raise VerifyFailed(f"the chip's checksum of {lo:#010x}-{hi:#010x} is {chip_crc:#010x}, "
+                                       f"the image's {crc:#010x}: the flash does not hold the image",
                                        hint="Run the same command again (it erases and writes anew).")
                 done += seg.size
                 session.emit(Progress(done, total, "verify"))
@@ -360,14 +391,60 @@ class Stm32RomMethod(RecoveryMethod):
                                "flash)", phase="verify"))
         return got
 
+    # -- memory, for the owner's keys ----------------------------------------------
+    def memory_access(self, plan: RecoveryPlan) -> str | None:
+        return None             # Read Memory, and Erase + Write Memory
+
+    def read_memory(self, session: Session, address: int, size: int, expect: bytes | None = None) -> bytes:
+        """Read Memory, 256 bytes at a time, each block counted when two reads agree (or one
+        matches ``expect``): it carries no checksum, and a byte damaged on the line must never
+        become the copy of the owner's keys that is written back."""
+        client: RomClient = session.state["client"]
+
+        def read() -> bytes:
+            out = bytearray()
+            for a in range(address, address + size, MAX_BLOCK):
+                n = min(MAX_BLOCK, address + size - a)
+                want = expect[a - address:a - address + n] if expect is not None else None
+                got = _agreed_read(client, a, n, want)
+                if got is None:
+                    raise RomGarbled(f"{READS} reads of {a:#010x} all came back different: the line "
+                                     "damages what the chip sends", hint=_LINE_HINT, step="read-keys")
+                out += got
+            return bytes(out)
+        return self._again_after_restart(session, "settings", "the reading of the keys", read)
+
+    def write_memory(self, session: Session, address: int, data: bytes) -> None:
+        """Erase the flash pages ``data`` covers (none in the data EEPROM, which Write Memory
+        writes byte by byte) and write it in blocks, as the image is written."""
+        client: RomClient = session.state["client"]
+        mcu = session.plan.module.mcu
+
+        in_flash = mcu.flash.start <= address < mcu.flash.end
+
+        def write() -> None:
+            if in_flash:
+                first = (address - mcu.flash.start) // mcu.page_size
+                last = (address + len(data) - 1 - mcu.flash.start) // mcu.page_size
+                client.erase_pages(list(range(first, last + 1)))
+            for at in range(0, len(data), MAX_BLOCK):
+                block = data[at:at + MAX_BLOCK]
+                if in_flash:                # the erase left 0xFF: runs of it need no writing
+                    block = block.rstrip(b"\xff")
+                if not block:
+                    continue
+                block += b"\xff" * (-len(block) % 4)
+                self._write_block(session, client, address + at, block)
+        self._again_after_restart(session, "settings-write", "the writing back of the keys", write)
+
     # -- start ---------------------------------------------------------------------
     def start(self, session: Session) -> None:
         client: RomClient = session.state["client"]
         module = session.plan.module
-        link = session.link
+        link = session.serial_link
         client.go(module.mcu.flash.start)
         if session.options.boot0_with:
-            from .lines import leave_rom
+            from ..lines import leave_rom
             leave_rom(link, boot0=session.options.boot0_with)
         else:
             session.warn("release-boot0",
@@ -437,12 +514,12 @@ def version_after(client: RomClient, plan: RecoveryPlan) -> str | None:
 class _Restarted(Exception):
     """A step found the chip restarted (its ROM ACKed a new handshake): the step starts over."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: RomSilent | RomGarbled | RomNack) -> None:
         super().__init__(str(error))
         self.error = error
 
 
-def _agreed_read(client: RomClient, address: int, n: int, want: bytes,
+def _agreed_read(client: RomClient, address: int, n: int, want: bytes | None,
                  reads: list[bytes] | None = None) -> bytes | None:
     """What the chip holds at ``address``: Read Memory carries no checksum, and a byte damaged
     on its way to the host reads as a difference the flash does not have — so a read counts
@@ -480,6 +557,7 @@ def minimum_seconds(module: Module, blocks: list[tuple[int, bytes]], pages: list
     bt = 11 / baud
     rt = 2 * latency
     mcu = module.mcu
+    assert mcu.rom is not None      # plan() refuses a chip without an STM32 ROM bootloader
     t = 0.0
     # handshake, Get (13 back), Get ID (5 back), protection probe (1 byte read), two version reads
     t += (1 + 1) * bt + rt
@@ -595,11 +673,11 @@ def stm32flash_command(module: Module, image: ImageInfo, options: RecoveryOption
     """
     import shlex
 
-    from ..link import _is_pty
+    from ...link import _is_pty
     mode = " -m 8n1" if port != "PORT" and _is_pty(port) else ""
     seq = ""
     if options.reset_with or options.boot0_with:
-        from .lines import stm32flash_sequence
+        from ..lines import stm32flash_sequence
         seq = f" -i {shlex.quote(stm32flash_sequence(options.reset_with, options.boot0_with))}"
     where = port if port == "PORT" else shlex.quote(port)
     runs = []
@@ -619,24 +697,9 @@ def stm32flash_note(module: Module) -> str | None:
 
 def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
     """(path, format, first address) of each file the image came from: one, or a bootloader
-    file and its ``--app`` (flows.recover.combine names the pair 'BOOT+APP')."""
-    import os
-
-    from .. import images
+    file and its ``--app`` (the parts :func:`flows.recover.combine` keeps)."""
     img = image.image
-    path = img.path
-    if not os.path.isfile(path):
-        for i, ch in enumerate(path):
-            if ch == "+" and os.path.isfile(path[:i]) and os.path.isfile(path[i + 1:]):
-                parts = [images.load(p, module=module) for p in (path[:i], path[i + 1:])]
-                return [(p.path, p.format, p.low) for p in parts]
-    return [(path, img.format, img.low)]
-
-
-def port_commands(plan: RecoveryPlan, options: RecoveryOptions, port: str | None) -> None:
-    """Put the port in the plan's equivalent command, once the caller knows it."""
-    if plan.details.get("stm32flash") and port:
-        plan.details["stm32flash"] = stm32flash_command(plan.module, plan.image, options, port)
+    return [(p.path, p.format, p.low) for p in (img.parts or (img,))]
 
 
 def link_for(port: str, baud: int, trace=None) -> Link:

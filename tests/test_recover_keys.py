@@ -1,0 +1,320 @@
+"""The owner's keys through a recovery (issue 19, phase 2): read from the chip's memory before
+anything is written, shown (the keys masked), kept as a copy, read again after the write —
+"kept", or written back and read back when the image or an erase overwrote them — and, where
+the chip can't be read, said in the plan before anything is written.
+
+Every run is the real recovery code against virtual modules through a real pty (the STM32 ROM,
+the Apollo3 secure bootloader) or the fake pyOCD on the virtual module's own flash (SWD); the
+keys are set over AT on the running firmware and checked over AT and in the simulator's flash."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pyocd.core import exceptions
+
+from rakflash import catalog, images, swd_link
+from rakflash.errors import ReadoutProtected, TransferFault
+from rakflash.events import Keys, Phase, Warning
+from rakflash.flows import keys as keys_flow
+from rakflash.flows.recover import plan_recovery, recover
+from rakflash.link import Link
+from rakflash.protocols import rui3_config as rc
+from rakflash.sim import Mode, firmware
+
+from conftest import FAST_BAUD
+from fake_pyocd import FakePyOCD, FakeWorld, Failures
+from test_keys_backup import KEYS, keys_on, set_keys
+from test_recover import Person, fast, full_hex
+from test_swd_cli import eeprom_of, invoke
+
+RAK3172_BOOT, RAK3172_APP = "RUI_BOOT_0.9_STM32WLE5CC", "RUI_4.0.6_RAK3172-E"
+CONFIG = 0x0803F000
+BLOCK = rc.size(rc.PLATFORMS["stm32wle5"])
+
+
+def rak3172_full(tmp_path: Path, cat, extra: dict[int, bytes] | None = None) -> Path:
+    """The RAK3172's FULL.hex (bootloader + application); with ``extra``, more segments
+    (bytes on the config page, as an image that covers it would carry)."""
+    path = full_hex(tmp_path, cat, "rak3172", RAK3172_BOOT, RAK3172_APP)
+    if not extra:
+        return path
+    segments = {s.start: s.data for s in images.load(path).segments}
+    segments.update(extra)
+    covering = tmp_path / "FULL-with-config-page.hex"
+    covering.write_text(firmware.to_hex(segments))
+    return covering
+
+
+def run_rom(dev, path, key="rak3172", **kw):
+    options = fast(**kw)
+    plan = plan_recovery(images.load(path), catalog.load().module(key), options=options)
+    person = Person(dev)
+    with Link(dev.port, FAST_BAUD) as link:
+        result = recover(link, plan, options, emit=person)
+    return plan, result, person.events
+
+
+def cache_files(tmp_path: Path) -> list[Path]:
+    folder = tmp_path / "cache" / "rakflash"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+# ------------------------------------------------------------------ the STM32 ROM bootloader
+
+def test_rom_recovery_reads_the_keys_first_and_reads_them_back_kept(virtual, cat, tmp_path):
+    """A RAK3172 whose image covers only the bootloader and the application: the config block is
+    read before the erase, shown with the AppKey masked, kept as a copy, read again — kept."""
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    block_before = dev.flash.read(CONFIG, BLOCK)
+    plan, result, events = run_rom(dev, rak3172_full(tmp_path, cat))
+    assert plan.keys.read and plan.keys.overwritten == []
+    assert "0x0803F000" in plan.keys.says and "doesn't cover them" in plan.keys.says
+
+    before, after = events.of(Keys)
+    assert (before.when, after.when, after.state) == ("before", "after", "kept")
+    shown = before.info
+    assert (shown["dev_eui"], shown["app_eui"], shown["band"], shown["class"]) == \
+        (KEYS["DEVEUI"], KEYS["APPEUI"], KEYS["BAND"], KEYS["CLASS"])
+    assert shown["app_key"] is None and shown["app_key_blank"] is False       # masked, and set
+    assert KEYS["APPKEY"] not in json.dumps([e.to_dict() for e in events.events])
+    # read before anything was erased
+    kinds = [(type(e).__name__, getattr(e, "phase", None)) for e in events.events]
+    assert kinds.index(("Keys", None)) < kinds.index(("Phase", "erase"))
+
+    assert (result.keys, result.to_dict()["settings_kept"]) == ("kept", True)
+    assert "unchanged" in result.keys_reason and KEYS["DEVEUI"] in result.keys_reason
+    assert dev.flash.read(CONFIG, BLOCK) == block_before
+    # the copy was kept while the chip was written, and goes once the keys read back the same
+    assert shown["kept_in"] and result.keys_kept_in is None and cache_files(tmp_path) == []
+    assert dev.wait_mode(Mode.APP) and keys_on(dev) == KEYS
+
+
+def test_a_byte_damaged_on_the_line_is_never_what_is_kept_or_written_back(virtual, cat, tmp_path):
+    """Read Memory carries no checksum: one AppKey byte damaged on its way to the host, once. The
+    block counts only when two reads agree, so the copy holds the chip's bytes, the check after
+    the write finds them unchanged, and nothing is written back (with the damaged copy, the
+    check would have 'found' a difference and written the damage into the chip)."""
+    from rakflash.sim import Faults, Rewrite
+    key = bytes.fromhex(KEYS["APPKEY"])
+    damage = Rewrite(key[:6], key[:5] + bytes([key[5] ^ 0x10]))
+    dev = virtual("rak3172", faults=Faults(rewrite_to_host=[damage]))
+    set_keys(dev, KEYS)
+    block_before = dev.flash.read(CONFIG, BLOCK)
+    assert key in block_before                          # RUI3 keeps the AppKey as its 16 bytes
+    _, result, events = run_rom(dev, rak3172_full(tmp_path, cat), show_keys=True)
+    assert damage.times == 0                                       # the damage did happen
+    assert events.of(Keys)[0].info["app_key"] == KEYS["APPKEY"]
+    assert result.keys == "kept" and not any(e.code == "keys-overwritten" for e in events.of(Warning))
+    assert dev.flash.read(CONFIG, BLOCK) == block_before
+
+
+def test_show_keys_shows_the_appkey_read_before(virtual, cat, tmp_path):
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    _, result, events = run_rom(dev, rak3172_full(tmp_path, cat), show_keys=True)
+    assert events.of(Keys)[0].info["app_key"] == KEYS["APPKEY"] and result.keys == "kept"
+
+
+def test_an_image_that_covers_the_config_page_gets_the_block_written_back(virtual, cat, tmp_path):
+    """An image with bytes on the config page: said in the plan; after the write the block reads
+    differently, is written back (the image's other bytes on that page kept) and read back."""
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    block_before = dev.flash.read(CONFIG, BLOCK)
+    tail = b"the image's own bytes on the config page"
+    path = rak3172_full(tmp_path, cat, {CONFIG: b"\x00" * 64, CONFIG + 0x400: tail})
+    plan, result, events = run_rom(dev, path)
+    assert plan.keys.overwritten == ["config"] and "the image covers RUI3's config block" in plan.keys.says
+    warned = [e for e in events.of(Warning) if e.code == "keys-overwritten"]
+    assert warned and "the image covers it" in warned[0].message
+    assert [e.phase for e in events.of(Phase)].count("settings-write") == 1
+    assert (result.keys, result.to_dict()["settings_kept"]) == ("written-back", True)
+    assert "read it back the same" in result.keys_reason
+    # the simulator's flash: the block as it was, and the image's bytes beside it on the page
+    assert dev.flash.read(CONFIG, BLOCK) == block_before
+    assert dev.flash.read(CONFIG + 0x400, len(tail)) == tail
+    assert dev.wait_mode(Mode.APP) and keys_on(dev) == KEYS
+    assert cache_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("key, state", [("rak3172", "lost"), ("rak811", "not-read")])
+def test_readout_protection_removal_says_the_keys_cant_be_read(virtual, cat, tmp_path, key, state):
+    """RDP level 1: the ROM refuses every read, and removing it erases the chip. The plan says the
+    keys can't be saved (and names 'keys backup' over AT), so does the second question, and the
+    result says what is true: lost where they lie in the erased flash (RUI3), not read where they
+    lie outside it (RUI v3's data EEPROM)."""
+    dev = virtual(key, readout_protected=True)
+    if key == "rak3172":
+        set_keys(dev, KEYS)
+        path = rak3172_full(tmp_path, cat)
+    else:
+        path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
+    asked: list[str] = []
+    plan, result, events = run_rom(dev, path, key, remove_protection=True,
+                                   confirm=lambda q: asked.append(q) or True)
+    said = " ".join(plan.notes)
+    assert "can't read the keys before removing it" in said and "rakflash keys backup" in said
+    assert asked and "can't read them first" in asked[0] and "rakflash keys backup" in asked[0]
+    assert result.keys == state and "could not read" in result.keys_reason
+    assert result.to_dict()["settings_kept"] is (False if state == "lost" else None)
+    assert any(e.code == "keys-not-read" for e in events.of(Warning))
+    assert events.of(Keys) == []                                   # nothing was read, nothing is shown
+    if key == "rak3172":
+        assert dev.flash.read(CONFIG, BLOCK) == b"\xff" * BLOCK    # the removal did erase them
+        assert dev.wait_mode(Mode.APP) and keys_on(dev, ["DEVEUI"]) != {"DEVEUI": KEYS["DEVEUI"]}
+
+
+def test_readout_protection_refused_names_keys_backup_first(virtual, cat, tmp_path):
+    dev = virtual("rak3172", readout_protected=True)
+    with pytest.raises(ReadoutProtected) as refused:
+        run_rom(dev, rak3172_full(tmp_path, cat))
+    assert "rakflash keys backup FILE --port PORT" in refused.value.hint and dev.readout_protected
+
+
+def test_rui_v3_keeps_a_raw_copy_of_the_data_eeprom(virtual, cat, tmp_path):
+    dev = virtual("rak811", bootloader_version="3.0.2", app_version="V3.0.0.13.H")
+    eeprom = bytes(dev._eeprom)
+    plan, result, events = run_rom(dev, full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H"), "rak811")
+    assert not plan.keys.decoded and "can't be decoded" in plan.keys.says
+    before = events.of(Keys)[0].info
+    assert before["decoded"] is False and any("can't be decoded" in n for n in before["notes"])
+    assert before["regions"] == [{"region": "user-data", "address": "0x08080000", "size": 0x1000}]
+    assert result.keys == "kept" and bytes(dev._eeprom) == eeprom
+
+
+# ------------------------------------------------------------------ the Apollo3 secure bootloader
+
+def test_apollo3_wired_update_says_it_cant_read_and_what_it_leaves(cat, tmp_path):
+    from test_apollo3_sbl_recover import full_hex as rak11720_full
+    path = rak11720_full(tmp_path)
+    plan = plan_recovery(images.load(path), cat.module("rak11720"), method="apollo3-sbl", options=fast())
+    assert not plan.keys.read and plan.keys.overwritten == []
+    assert "wired update has no read command" in plan.keys.says
+    assert "writes only the image's pages" in plan.keys.says and "0x000F4000" in plan.keys.says
+    assert "not touched" in plan.keys.says
+    # an image with bytes on the config page: then the plan says they will be overwritten
+    segments = {s.start: s.data for s in images.load(path).segments}
+    segments[0xF4000] = b"\x00" * 64
+    covering = tmp_path / "RAK11720-covering.hex"
+    covering.write_text(firmware.to_hex(segments))
+    plan = plan_recovery(images.load(covering), cat.module("rak11720"), method="apollo3-sbl", options=fast())
+    assert plan.keys.overwritten == ["config"] and "overwrites them" in plan.keys.says
+    assert "rakflash keys backup" in plan.keys.says and "--via swd" in plan.keys.says
+
+
+def test_apollo3_recovery_result_says_not_read(virtual, tmp_path):
+    from test_apollo3_sbl_recover import brick, full_hex as rak11720_full, info0_at, run
+    dev = virtual("rak11720", info0=info0_at())
+    config = dev.flash.read(0xF4000, 0x2000)
+    brick(dev)
+    assert dev.wait_mode(Mode.BOOTLOADER)
+    result, events = run(dev, rak11720_full(tmp_path))
+    assert (result.keys, result.to_dict()["settings_kept"]) == ("not-read", None)
+    assert "no read command" in result.keys_reason and events.of(Keys) == []
+    assert dev.flash.read(0xF4000, 0x2000) == config               # the config page, untouched
+
+
+# ------------------------------------------------------------------ SWD
+
+def swd_world(dev, monkeypatch, **kw) -> FakeWorld:
+    mod = dev.module
+    world = FakeWorld(memory=dev.flash.mem, flash_base=mod.mcu.flash.start, flash_size=mod.mcu.flash.size,
+                      installed={mod.swd_target}, on_reset=dev.press_reset, extra=eeprom_of(dev), **kw)
+    monkeypatch.setattr(swd_link, "pyocd_api", lambda: FakePyOCD(world))
+    return world
+
+
+@pytest.mark.parametrize("covering", [False, True])
+def test_swd_recovery_reads_the_block_and_checks_it(virtual, cat, tmp_path, monkeypatch, covering):
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    block_before = dev.flash.read(CONFIG, BLOCK)
+    world = swd_world(dev, monkeypatch)
+    path = rak3172_full(tmp_path, cat, {CONFIG: b"\x00" * 64} if covering else None)
+    result, out = invoke("recover", str(path), "--module", "rak3172", "--via", "swd", "--port", dev.port,
+                         "--baud", str(FAST_BAUD), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    plan = next(e for e in out if e.get("event") == "plan")
+    assert plan["keys"]["read"] and plan["keys"]["overwritten"] == (["config"] if covering else [])
+    assert world.reads[:2] == [(CONFIG, BLOCK), (0x0803E000, BLOCK)]     # the block, before any write
+    kinds = [f"{e.get('event')}:{e.get('phase', e.get('when'))}" for e in out]
+    assert kinds.index("keys:before") < kinds.index("phase:erase")
+    before = next(e for e in out if e.get("event") == "keys" and e["when"] == "before")
+    assert before["dev_eui"] == KEYS["DEVEUI"] and before["app_key"] is None
+    final = out[-1]
+    assert (final["keys"], final["settings_kept"]) == (("written-back" if covering else "kept"), True)
+    if covering:
+        assert (CONFIG, CONFIG + 0x800) in world.written           # the page, through the flash loader
+    assert dev.flash.read(CONFIG, BLOCK) == block_before
+    assert KEYS["APPKEY"] not in result.output
+    assert dev.wait_mode(Mode.APP) and keys_on(dev) == KEYS
+
+
+def test_a_recovery_that_fails_after_the_read_says_where_the_copy_is(virtual, tmp_path, monkeypatch, cat):
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    fault = exceptions.TransferFaultError("Memory transfer fault @ 0x08000000")
+    swd_world(dev, monkeypatch, failures=Failures(commit=fault))
+    result, out = invoke("recover", str(rak3172_full(tmp_path, cat)), "--module", "rak3172", "--via", "swd",
+                         "--yes", "--json")
+    assert result.exit_code == 7
+    final = out[-1]
+    copy = Path(final["keys_kept_in"])
+    assert final["error"] == "transfer-fault" and str(copy) in final["hint"] and "keys restore" in final["hint"]
+    assert stat.S_IMODE(os.stat(copy).st_mode) == 0o600
+    kept = keys_flow.load(copy)                                    # a backup 'keys restore' takes
+    assert (kept.via, kept.dev_eui) == ("swd", KEYS["DEVEUI"]) and kept.settings["APPKEY"] == KEYS["APPKEY"]
+    assert KEYS["APPKEY"] not in result.output
+
+
+def test_keys_backup_via_swd(virtual, tmp_path, monkeypatch):
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    world = swd_world(dev, monkeypatch)
+    path = tmp_path / "swd.json"
+    result, out = invoke("keys", "backup", str(path), "--via", "swd", "--module", "rak3172", "--json")
+    assert result.exit_code == 0, result.output
+    assert (out[-1]["result"], out[-1]["read_via"], out[-1]["layout_version"], out[-1]["port"]) == \
+        ("ok", "swd", 4, None)
+    saved = json.loads(path.read_text())
+    assert {k: saved["settings"][k] for k in KEYS} == KEYS and saved["read_via"] == "swd"
+    assert saved["serial_number"] == dev.opts.serial_number and saved["raw"][0]["address"] == "0x0803F000"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert world.written == [] and world.resets == [] and world.closed == 1     # read only, let go
+    assert KEYS["APPKEY"] not in result.output
+    result, out = invoke("keys", "show", "--via", "swd", "--module", "rak3172", "--json")
+    assert (out[-1]["dev_eui"], out[-1]["app_key"], out[-1]["read_via"]) == (KEYS["DEVEUI"], None, "swd")
+
+
+def test_keys_via_swd_a_refused_read_and_a_missing_module(virtual, tmp_path, monkeypatch):
+    dev = virtual("rak3172")
+    fault = exceptions.TransferFaultError("Memory transfer fault @ 0x0803f000")
+    swd_world(dev, monkeypatch, failures=Failures(read=fault))
+    result, out = invoke("keys", "show", "--via", "swd", "--module", "rak3172", "--json")
+    assert (result.exit_code, out[-1]["error"]) == (7, "transfer-fault")
+    assert "read-out protection" in out[-1]["message"] and "keys backup" in out[-1]["hint"]
+    result, out = invoke("keys", "show", "--via", "swd", "--json")
+    assert (result.exit_code, out[-1]["error"]) == (2, "usage") and "--module" in out[-1]["message"]
+
+
+def test_keys_via_swd_reads_a_rui_v3_data_eeprom_raw(virtual, monkeypatch):
+    dev = virtual("rak4270")
+    swd_world(dev, monkeypatch)
+    result, out = invoke("keys", "show", "--via", "swd", "--module", "rak4270", "--json")
+    assert result.exit_code == 0, result.output
+    assert out[-1]["decoded"] is False and any("can't be decoded" in n for n in out[-1]["notes"])
+
+
+def test_the_swd_read_error_is_named_in_the_flow(cat):
+    """swd_link.read_memory: a bus fault on a read is a named transfer fault, not pyOCD's exception."""
+    world = FakeWorld(flash_base=0x08000000, flash_size=0x40000, installed={"stm32wle5ccux"})
+    api = FakePyOCD(world)
+    probe = swd_link.choose_probe(api, None)
+    with swd_link.connected(api, probe, "stm32wle5ccux", {}) as session, pytest.raises(TransferFault):
+        swd_link.read_memory(api, session, 0x20000000, 4)
