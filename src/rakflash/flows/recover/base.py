@@ -510,7 +510,7 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         raise
 
 
-def _after(link: Link | None, session: Session, before: Any, at_baud: int, keys: "OwnerKeys",
+def _after(link: Link | None, session: Session, before: Any, at_baud: int, keys: OwnerKeys,
            result: Callable[..., RecoveryResult]) -> RecoveryResult:
     """What runs after the recovery: ask the module (over its AT port, when there is one)
     which versions it runs now, write back the keys read over AT before when the chip was
@@ -889,9 +889,9 @@ class OwnerKeys:
                                f"chip refused every read while protected"
                                + (f"; {self.no_app}, so they could not be read over AT either" if self.no_app
                                   else "") +
-                               f"): the keys and settings it held are "
-                               f"gone. Set them again from a backup ('rakflash keys restore FILE --port PORT' "
-                               f"once the module runs) or from your network server")
+                               "): the keys and settings it held are gone. Set them again from a backup "
+                               "('rakflash keys restore FILE --port PORT' once the module runs) or from your "
+                               "network server")
             else:
                 self.state = NOT_READ
                 self.reason = (f"{s.erased_whole}; rakflash could not read {self._where()} before (the chip "

@@ -255,8 +255,8 @@ class Stm32RomMethod(RecoveryMethod):
                      "over AT first ('rakflash keys backup FILE --port PORT'); then run again with "
                      "--remove-readout-protection if that is what you want (rakflash asks once more).")
         keys = (f"; {session.keys_over_at}." if session.keys_over_at else
-                f", and rakflash can't read them first (the chip refuses every read while protected): if "
-                f"the application still answers, say no and run 'rakflash keys backup FILE --port PORT' first.")
+                ", and rakflash can't read them first (the chip refuses every read while protected): if "
+                "the application still answers, say no and run 'rakflash keys backup FILE --port PORT' first.")
         if not opts.confirm(f"Remove read-out protection from {module.name}? This erases ALL of "
                             f"its flash, LoRaWAN keys and settings included{keys}"):
             raise ConfirmationNeeded("read-out protection not removed: the second confirmation was not given",
