@@ -220,6 +220,22 @@ def test_readout_protection_removal_with_keys_that_wont_write_back_says_lost_and
     assert keys_on(dev) == KEYS and config_keys(dev) == KEYS
 
 
+def test_remove_readout_protection_on_a_chip_that_is_not_protected_checks_through_the_rom(virtual, cat, tmp_path):
+    """--remove-readout-protection, but the chip turns out unprotected: the keys read over AT first
+    are read again through the ROM and checked there ('kept'), nothing is erased whole, nobody is
+    asked a second time, and the AT copy goes with the ROM one (no copy stays behind)."""
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    asked: list[str] = []
+    _, result, events = run_rom(dev, rak3172_full(tmp_path, cat), remove_protection=True,
+                                confirm=lambda q: asked.append(q) or True)
+    read = [(e.when, e.info["read_via"], e.state) for e in events.of(Keys)]
+    assert read == [("before", "at", None), ("before", "stm32-rom", None), ("after", "stm32-rom", "kept")]
+    assert asked == [] and result.keys == "kept" and "unchanged" in result.keys_reason
+    assert cache_files(tmp_path) == [] and result.keys_kept_in is None
+    assert dev.wait_mode(Mode.APP) and keys_on(dev) == KEYS
+
+
 @pytest.mark.parametrize("key, app", [("rak3172", "flooding"), ("rak3172", "bootloader"), ("rak3172", "locked"),
                                       ("rak811", "quiet")])
 def test_readout_protection_removal_without_an_answering_application_says_the_keys_cant_be_saved(
