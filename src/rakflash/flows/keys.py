@@ -29,8 +29,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import catalog as _catalog
 from ..at import AtConsole
@@ -41,6 +40,9 @@ from ..events import Countdown, Note, Phase, Prompt, Sink, nowhere
 from ..link import Link
 from ..protocols import rui3_config as rc
 from .settings import read_value, well_formed
+
+if TYPE_CHECKING:
+    from .recover.base import RecoveryOptions
 
 FORMAT = 1                  # the backup file's version ("rakflash_keys": 1)
 FILE_MAX = 256 * 1024       # a backup is a few KiB; more is not one of ours
@@ -153,9 +155,10 @@ def read_over_at(link: Link, module: Module, *, timeout: float = 0.5, emit: Sink
     return backup
 
 
-def rom_options(window: float) -> SimpleNamespace:
+def rom_options(window: float) -> RecoveryOptions:
     """The recovery options the ROM guide reads (no lines wired to RESET/BOOT0 here)."""
-    return SimpleNamespace(window=window, reset_with=None, boot0_with=None, baud=None)
+    from .recover.base import RecoveryOptions
+    return RecoveryOptions(window=window, reset_with=None, boot0_with=None)
 
 
 def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sink = nowhere) -> Backup:
@@ -185,7 +188,7 @@ def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sin
                 client.handshake(window, tick=lambda left: emit(
                     Countdown(round(left), action="hold-boot0-and-reset")))
             except RomNoHandshake as exc:
-                exc.hint = handshake_hint(module, exc.details.get("seen", "silent"), False)
+                exc.hint = handshake_hint(module, str(exc.details.get("seen", "silent")), False)
                 raise
         client.get()
         pid = client.get_id()
@@ -253,6 +256,7 @@ def read_from_memory(read: Read, module: Module, via: str, *, port: str | None =
 
 def _decode_config(read: Read, module: Module, backup: Backup) -> None:
     """RUI3: read the config block (and the factory defaults beside it) and decode it."""
+    assert module.config_layout is not None        # read_from_memory decodes only a RUI3 module's
     platform = rc.PLATFORMS[module.config_layout]
     for region, start, need in memory_regions(module):
         raw = read(start, need)

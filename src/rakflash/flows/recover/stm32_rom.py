@@ -58,6 +58,7 @@ class Stm32RomMethod(RecoveryMethod):
     again = ("Keep BOOT0 held high and run the same command again: the chip's ROM bootloader, "
              "which nothing here can harm, takes the whole image anew.")
     already = "ROM bootloader already answers (BOOT0 is held high)"
+    removes_protection = True
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -104,12 +105,6 @@ class Stm32RomMethod(RecoveryMethod):
                          "needing this recovery again (the ROM bootloader itself can't be harmed)")
         if module.unconfirmed_note:
             notes.append(module.unconfirmed_note)
-        if options.remove_protection:
-            notes.append("keys: if the chip has read-out protection on, its ROM refuses every read, so "
-                         "rakflash can't read the keys before removing it, and removing it erases the whole "
-                         "chip, keys and settings included: rakflash can't save them. If the application "
-                         "still answers, back them up over AT first ('rakflash keys backup FILE --port "
-                         "PORT'); rakflash asks once more before it removes the protection")
         return RecoveryPlan("stm32-rom", module, image, list(img.segments), erase, sent, steps,
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
@@ -259,11 +254,11 @@ class Stm32RomMethod(RecoveryMethod):
                      "rakflash can't read them first. If the application still answers, back them up "
                      "over AT first ('rakflash keys backup FILE --port PORT'); then run again with "
                      "--remove-readout-protection if that is what you want (rakflash asks once more).")
+        keys = (f"; {session.keys_over_at}." if session.keys_over_at else
+                ", and rakflash can't read them first (the chip refuses every read while protected): if "
+                "the application still answers, say no and run 'rakflash keys backup FILE --port PORT' first.")
         if not opts.confirm(f"Remove read-out protection from {module.name}? This erases ALL of "
-                            f"its flash, LoRaWAN keys and settings included, and rakflash can't read "
-                            f"them first (the chip refuses every read while protected): if the "
-                            f"application still answers, say no and run 'rakflash keys backup FILE "
-                            f"--port PORT' first."):
+                            f"its flash, LoRaWAN keys and settings included{keys}"):
             raise ConfirmationNeeded("read-out protection not removed: the second confirmation was not given",
                                      hint="Run in a terminal and answer the question, or pass --yes "
                                           "together with --remove-readout-protection.")
