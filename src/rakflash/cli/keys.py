@@ -13,6 +13,7 @@ from ..events import Phase, Sink
 from ..flows import keys as flow
 from ..flows.identify import DeviceInfo, identify
 from ..flows.lock import lock_again, opening
+from ..flows.recover.stm32_rom import read_over_rom
 from ..link import Link
 from .app import main
 from .options import (WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, password_asker,
@@ -110,7 +111,7 @@ def read(link: Link, via: str, module, baud: int | None, password: str | None, w
     if via == "stm32-rom":
         _needs_module(Via(via), module)
         known["module"] = module.name
-        return flow.read_over_rom(link, module, window=window, emit=emit)
+        return read_over_rom(link, module, window=window, emit=emit)
     dev, opened = app_module(link, module, baud, password, emit)
     assert dev.module is not None         # app_module refuses a module rakflash doesn't know
     try:
