@@ -174,6 +174,7 @@ def test_what_a_recovery_will_call_reads_notices_the_loss_and_writes_the_block_b
     """The pieces `recover` puts together (issue 19, phase 2): read the block before the erase,
     see the keys gone after it, write the raw block back, read it again — kept."""
     from rakflash.flows import keys as flow
+    from rakflash.flows.recover.stm32_rom import rom_read
     from test_sim_config import _rom
     dev = virtual("rak3172")
     set_keys(dev, KEYS)
@@ -181,7 +182,7 @@ def test_what_a_recovery_will_call_reads_notices_the_loss_and_writes_the_block_b
     link, client = _rom(dev)
     with link:
         def read(a, n):
-            return flow.rom_read(client, a, n)
+            return rom_read(client, a, n)
         before = flow.read_from_memory(read, m, "stm32-rom")
         assert before.decoded and {k: before.settings[k] for k in KEYS} == KEYS
         assert before.serial_number == dev.opts.serial_number

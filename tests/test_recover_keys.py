@@ -19,7 +19,7 @@ from pyocd.core import exceptions
 
 from rakflash import catalog, images, swd_link
 from rakflash.errors import ReadoutProtected, TransferFault
-from rakflash.events import Keys, Phase, Warning
+from rakflash.events import Keys, Note, Phase, Warning
 from rakflash.flows import keys as keys_flow
 from rakflash.flows.recover import plan_recovery, recover
 from rakflash.link import Link
@@ -28,6 +28,7 @@ from rakflash.sim import Mode, firmware
 
 from conftest import FAST_BAUD
 from fake_pyocd import FakePyOCD, FakeWorld, Failures
+from test_flash import at_exchange
 from test_keys_backup import KEYS, keys_on, set_keys
 from test_recover import Person, fast, full_hex
 from test_swd_cli import eeprom_of, invoke
@@ -143,23 +144,135 @@ def test_an_image_that_covers_the_config_page_gets_the_block_written_back(virtua
     assert cache_files(tmp_path) == []
 
 
-@pytest.mark.parametrize("key, state", [("rak3172", "lost"), ("rak811", "not-read")])
-def test_readout_protection_removal_says_the_keys_cant_be_read(virtual, cat, tmp_path, key, state):
-    """RDP level 1: the ROM refuses every read, and removing it erases the chip. The plan says the
-    keys can't be saved (and names 'keys backup' over AT), so does the second question, and the
-    result says what is true: lost where they lie in the erased flash (RUI3), not read where they
-    lie outside it (RUI v3's data EEPROM)."""
-    dev = virtual(key, readout_protected=True)
+AT_FIRST = "the application answers: rakflash reads the keys over AT first and writes them back over AT " \
+           "once the new firmware runs"
+
+
+def config_keys(dev) -> dict[str, str]:
+    """The keys as the simulator's flash holds them in RUI3's config block."""
+    block = rc.decode(dev.flash.read(CONFIG, BLOCK), rc.PLATFORMS["stm32wle5"])
+    return {n: v for n, v in rc.at_values(block, list(KEYS)).items()}
+
+
+def test_readout_protection_removal_reads_the_keys_over_at_first_and_writes_them_back(virtual, cat, tmp_path):
+    """RDP level 1 blocks only the ROM's and the debugger's reads: the protected chip's RUI3
+    application still runs and answers AT. So with --remove-readout-protection the keys are read
+    over AT when the module is first asked what runs (before BOOT0), shown masked and kept; the
+    removal erases the chip, the config block with it; once the new firmware answers they are
+    written back over AT, each read back — the flash and the AT answers hold the owner's keys."""
+    dev = virtual("rak3172", readout_protected=True)
+    set_keys(dev, KEYS)
+    asked: list[str] = []
+    plan, result, events = run_rom(dev, rak3172_full(tmp_path, cat), remove_protection=True,
+                                   confirm=lambda q: asked.append(q) or True)
+    assert plan.keys.at_first and plan.keys.to_dict()["at_first"] is True
+    assert AT_FIRST in plan.keys.says and "can't be saved" in plan.keys.says    # both cases, said before
+    notes = [e.message for e in events.of(Note)]
+    assert any(AT_FIRST in n for n in notes), notes                 # and which one holds, at identify
+
+    before, after = events.of(Keys)
+    assert (before.when, before.info["read_via"], before.info["dev_eui"], before.info["app_key"]) == \
+        ("before", "at", KEYS["DEVEUI"], None)                      # shown, the AppKey masked
+    assert before.info["kept_in"]                                   # a copy was kept while erased
+    kinds = [(type(e).__name__, getattr(e, "phase", None)) for e in events.events]
+    assert kinds.index(("Keys", None)) < kinds.index(("Prompt", None)) < kinds.index(("Phase", "erase"))
+    assert asked and "read the keys over AT" in asked[0] and before.info["kept_in"] in asked[0]
+    assert any(e.code == "protection-removed" for e in events.of(Warning))
+    assert not any(e.code in ("keys-not-read", "keys-lost") for e in events.of(Warning))
+
+    assert (after.when, after.state) == ("after", "written-back")
+    assert (result.keys, result.to_dict()["settings_kept"]) == ("written-back", True)
+    assert "over AT" in result.keys_reason and "erased the whole chip" in result.keys_reason
+    assert KEYS["DEVEUI"] in result.keys_reason and result.keys_kept_in is None
+    assert KEYS["APPKEY"] not in json.dumps([e.to_dict() for e in events.events] + [result.to_dict()])
+    # the simulator: protection off, the config block in flash and the AT answers hold the keys
+    assert not dev.readout_protected
+    assert dev.wait_mode(Mode.APP) and keys_on(dev) == KEYS
+    assert config_keys(dev) == KEYS
+    assert cache_files(tmp_path) == []                             # confirmed: the copy goes
+
+
+def test_readout_protection_removal_with_keys_that_wont_write_back_says_lost_and_names_the_copy(
+        virtual, cat, tmp_path):
+    """The write-back over AT fails (every AppKey write damaged on its way to the module, three
+    times): 'lost', the copy named, and the 'keys restore' command it names puts them back."""
+    from rakflash.sim import Rewrite
+    dev = virtual("rak3172", readout_protected=True)
+    set_keys(dev, KEYS)
+    damage = Rewrite(f"AT+APPKEY={KEYS['APPKEY'][:6]}".encode(), f"AT+APPKEY=0{KEYS['APPKEY'][1:6]}".encode(),
+                     times=3)
+    dev.opts.faults.rewrite_to_module.append(damage)     # from now on: only a write of that AppKey matches
+    _, result, events = run_rom(dev, rak3172_full(tmp_path, cat), remove_protection=True,
+                                confirm=lambda q: True)
+    assert damage.times == 0
+    assert (result.keys, result.to_dict()["settings_kept"]) == ("lost", False)
+    copy = result.keys_kept_in
+    assert copy and Path(copy).exists() and stat.S_IMODE(os.stat(copy).st_mode) == 0o600
+    command = f"rakflash keys restore {copy} --port {dev.port} --force"
+    assert command in result.keys_reason and "APPKEY" in result.keys_reason
+    lost = [e for e in events.of(Warning) if e.code == "keys-lost"]
+    assert lost and command in lost[0].message
+    assert events.of(Keys)[-1].state == "lost"
+    assert KEYS["APPKEY"] not in json.dumps([e.to_dict() for e in events.events] + [result.to_dict()])
+    assert dev.wait_mode(Mode.APP) and keys_on(dev, ["APPKEY"]) != {"APPKEY": KEYS["APPKEY"]}
+    out, _ = invoke(*command.split()[1:], "--baud", str(FAST_BAUD), "--json")      # what it says to run
+    assert out.exit_code == 0, out.output
+    assert keys_on(dev) == KEYS and config_keys(dev) == KEYS
+
+
+def test_remove_readout_protection_on_a_chip_that_is_not_protected_checks_through_the_rom(virtual, cat, tmp_path):
+    """--remove-readout-protection, but the chip turns out unprotected: the keys read over AT first
+    are read again through the ROM and checked there ('kept'), nothing is erased whole, nobody is
+    asked a second time, and the AT copy goes with the ROM one (no copy stays behind)."""
+    dev = virtual("rak3172")
+    set_keys(dev, KEYS)
+    asked: list[str] = []
+    _, result, events = run_rom(dev, rak3172_full(tmp_path, cat), remove_protection=True,
+                                confirm=lambda q: asked.append(q) or True)
+    read = [(e.when, e.info["read_via"], e.state) for e in events.of(Keys)]
+    assert read == [("before", "at", None), ("before", "stm32-rom", None), ("after", "stm32-rom", "kept")]
+    assert asked == [] and result.keys == "kept" and "unchanged" in result.keys_reason
+    assert cache_files(tmp_path) == [] and result.keys_kept_in is None
+    assert dev.wait_mode(Mode.APP) and keys_on(dev) == KEYS
+
+
+@pytest.mark.parametrize("key, app", [("rak3172", "flooding"), ("rak3172", "bootloader"), ("rak3172", "locked"),
+                                      ("rak811", "quiet")])
+def test_readout_protection_removal_without_an_answering_application_says_the_keys_cant_be_saved(
+        virtual, cat, tmp_path, key, app):
+    """RDP level 1 and no application that answers AT (one that floods the port, a module
+    waiting in its RUI bootloader, a locked AT port: 'recover' takes no password, and says so),
+    or RUI v3, whose keys rakflash can't decode: the ROM refuses
+    every read, and removing the protection erases the chip. The plan says the keys can't be saved
+    then (and names 'keys backup' over AT), so does the run once it knows, and the second question;
+    the result says what is true: lost where they lie in the erased flash (RUI3), not read where
+    they lie outside it (RUI v3's data EEPROM)."""
+    state = "lost" if key == "rak3172" else "not-read"
     if key == "rak3172":
+        dev = virtual(key, readout_protected=True, sketch="flooding" if app == "flooding" else "quiet",
+                      flood_after=3600.0 if app == "flooding" else 0.8)
         set_keys(dev, KEYS)
+        if app == "flooding":
+            dev.opts.flood_after = 0.0                             # it floods from now on
+        elif app == "locked":
+            assert at_exchange(dev.port, "AT+LOCK")[-1] == "OK" and dev.locked
+        else:
+            assert at_exchange(dev.port, "AT+BOOT") and dev.wait_mode(Mode.BOOTLOADER)
         path = rak3172_full(tmp_path, cat)
     else:
+        dev = virtual(key, readout_protected=True)
         path = full_hex(tmp_path, cat, "rak811", "V3.0.5", "V3.0.0.14.H")
     asked: list[str] = []
     plan, result, events = run_rom(dev, path, key, remove_protection=True,
                                    confirm=lambda q: asked.append(q) or True)
-    said = " ".join(plan.notes)
-    assert "can't read the keys before removing it" in said and "rakflash keys backup" in said
+    says = plan.keys.says
+    assert "can't be saved" in says and "rakflash keys backup" in says
+    assert plan.keys.at_first is (key == "rak3172")
+    if key == "rak3172":
+        notes = [e.message for e in events.of(Note)]
+        assert any("can't read the keys over AT" in n and "can't be saved" in n for n in notes), notes
+        if app == "locked":
+            assert any("locked" in n and "--password" in n for n in notes), notes
     assert asked and "can't read them first" in asked[0] and "rakflash keys backup" in asked[0]
     assert result.keys == state and "could not read" in result.keys_reason
     assert result.to_dict()["settings_kept"] is (False if state == "lost" else None)
@@ -168,6 +281,7 @@ def test_readout_protection_removal_says_the_keys_cant_be_read(virtual, cat, tmp
     if key == "rak3172":
         assert dev.flash.read(CONFIG, BLOCK) == b"\xff" * BLOCK    # the removal did erase them
         assert dev.wait_mode(Mode.APP) and keys_on(dev, ["DEVEUI"]) != {"DEVEUI": KEYS["DEVEUI"]}
+        assert cache_files(tmp_path) == []
 
 
 def test_readout_protection_refused_names_keys_backup_first(virtual, cat, tmp_path):

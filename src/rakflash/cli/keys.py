@@ -13,6 +13,7 @@ from ..events import Phase, Sink
 from ..flows import keys as flow
 from ..flows.identify import DeviceInfo, identify
 from ..flows.lock import lock_again, opening
+from ..flows.recover.stm32_rom import read_over_rom
 from ..link import Link
 from .app import main
 from .options import (WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, password_asker,
@@ -110,8 +111,9 @@ def read(link: Link, via: str, module, baud: int | None, password: str | None, w
     if via == "stm32-rom":
         _needs_module(Via(via), module)
         known["module"] = module.name
-        return flow.read_over_rom(link, module, window=window, emit=emit)
+        return read_over_rom(link, module, window=window, emit=emit)
     dev, opened = app_module(link, module, baud, password, emit)
+    assert dev.module is not None         # app_module refuses a module rakflash doesn't know
     try:
         backup = flow.read_over_at(link, dev.module, emit=emit)
         backup.serial_number = backup.serial_number or dev.serial_number
@@ -236,6 +238,7 @@ def keys_restore(file: str, port: str | None, baud: int | None, trace_path: str 
         link = open_link(stack, port, baud, trace_path, keep=(file,))
         emit = _renderer(stack, link, as_json)
         dev, opened = app_module(link, module, baud, password, emit)
+        assert dev.module is not None         # app_module refuses a module rakflash doesn't know
         try:
             done = flow.restore(link, dev.module, backup, force=force, emit=emit)
         finally:

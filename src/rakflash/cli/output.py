@@ -497,7 +497,8 @@ SECRET_LABELS = (("app_key", "AppKey"), ("app_skey", "AppSKey"), ("nwk_skey", "N
 def keys_lines(info: dict[str, Any]) -> list[str]:
     """A ``keys`` event read before a recovery's write, for people: where it was read, what it
     holds (the keys masked unless shown), and where the copy is kept."""
-    where = ", ".join(f"{r['region']} at {r['address']}" for r in info.get("regions", []))
+    where = ", ".join(f"{r['region']} at {r['address']}" for r in info.get("regions", [])) or \
+        ("over AT, while the application answered" if info.get("read_via") == "at" else "")
     lines = [f"keys read before the write ({where}" + (f", config layout {info['layout_version']}"
                                                        if info.get("layout_version") else "") + "):"]
     if info.get("decoded"):

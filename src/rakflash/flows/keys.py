@@ -29,18 +29,18 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from .. import catalog as _catalog
 from ..at import AtConsole
 from ..catalog import Module
-from ..errors import (KeysNotWritten, NotProvisionable, PlanRefused, ReadoutProtected, RecoveryUnavailable,
-                      UsageError, WrongChip)
-from ..events import Countdown, Note, Phase, Prompt, Sink, nowhere
+from ..errors import (KeysNotWritten, NotProvisionable, PlanRefused, RecoveryUnavailable,
+                      UsageError)
+from ..events import Phase, Sink, nowhere
 from ..link import Link
 from ..protocols import rui3_config as rc
 from .settings import read_value, well_formed
+
 
 FORMAT = 1                  # the backup file's version ("rakflash_keys": 1)
 FILE_MAX = 256 * 1024       # a backup is a few KiB; more is not one of ours
@@ -153,74 +153,6 @@ def read_over_at(link: Link, module: Module, *, timeout: float = 0.5, emit: Sink
     return backup
 
 
-def rom_options(window: float) -> SimpleNamespace:
-    """The recovery options the ROM guide reads (no lines wired to RESET/BOOT0 here)."""
-    return SimpleNamespace(window=window, reset_with=None, boot0_with=None, baud=None)
-
-
-def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sink = nowhere) -> Backup:
-    """The keys of a module whose application may be gone, read through the chip's STM32 ROM
-    bootloader: the person holds BOOT0 and resets (a prompt with the pins, and a countdown);
-    Get and Get ID check the chip; read-out protection is named; then Read Memory of the config
-    block (RUI3) or the data EEPROM (RUI v3), and Go starts the firmware again."""
-    from ..protocols.stm32_rom import RomClient, timeouts_for
-    from ..errors import RomNoHandshake
-    from .recover.stm32_rom import handshake_hint, rom_guide
-    access = module.rom_access
-    if module.mcu.rom is None or "boot0" not in access:
-        why = access.get("none") or f"{module.name}'s chip has no STM32 ROM bootloader"
-        raise RecoveryUnavailable(f"{why}, so its keys can't be read that way",
-                                  hint="Read them over AT while its application answers (--via at).")
-    at_baud = link.baud
-    link.set_parity("E")
-    try:
-        client = RomClient(link, timeouts_for(module.mcu, link.baud))
-        try:
-            client.handshake(0.6)                        # BOOT0 already held since an earlier run
-            emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high)"))
-        except RomNoHandshake:
-            guide = " ".join(rom_guide(module, rom_options(window)))
-            emit(Prompt("hold-boot0-and-reset", guide, window=window, info={"pins": dict(access)}))
-            try:
-                client.handshake(window, tick=lambda left: emit(
-                    Countdown(round(left), action="hold-boot0-and-reset")))
-            except RomNoHandshake as exc:
-                exc.hint = handshake_hint(module, exc.details.get("seen", "silent"), False)
-                raise
-        client.get()
-        pid = client.get_id()
-        if pid != module.mcu.rom.pid:
-            raise WrongChip(f"the ROM bootloader says this chip is {_catalog.load().chip_name(pid)} (product "
-                            f"ID 0x{pid:03X}), not {module.mcu.name} (0x{module.mcu.rom.pid:03X}) as a "
-                            f"{module.name} has", pid=pid, expected=module.mcu.rom.pid)
-        emit(Phase("connect", f"{module.mcu.name}, ROM bootloader: reading {module.name}'s settings"))
-        first = module.region("config").start if module.config_layout else module.mcu.flash.start
-        if client.readout_protected(first):
-            raise ReadoutProtected(
-                f"{module.name}'s chip has read-out protection on: its ROM bootloader refuses to read "
-                f"the flash, so the keys in it can't be read. Nothing was changed.",
-                hint="Removing the protection erases the whole chip, keys included: there is no way to "
-                     "read them first. If the application still answers, read them over AT (--via at).")
-        backup = read_from_memory(lambda a, n: rom_read(client, a, n), module, "stm32-rom",
-                                  port=link.port_name)
-        client.go(module.mcu.flash.start)
-        emit(Note(f"release BOOT0 ({access['boot0']}) before the module's next reset: with it held, the "
-                  f"chip starts its ROM bootloader again instead of its firmware"))
-        return backup
-    finally:
-        link.discard_input()
-        link.set_parity("N")
-        if link.baud != at_baud:
-            link.baud = at_baud
-
-
-def rom_read(client, address: int, size: int) -> bytes:
-    """Read Memory over a synced :class:`~rakflash.protocols.stm32_rom.RomClient`, in blocks of
-    256 bytes (AN3155's most)."""
-    return b"".join(client.read_memory(a, min(256, address + size - a))
-                    for a in range(address, address + size, 256))
-
-
 Read = Callable[[int, int], bytes]      # (address, size) → the bytes there
 
 
@@ -253,6 +185,7 @@ def read_from_memory(read: Read, module: Module, via: str, *, port: str | None =
 
 def _decode_config(read: Read, module: Module, backup: Backup) -> None:
     """RUI3: read the config block (and the factory defaults beside it) and decode it."""
+    assert module.config_layout is not None        # read_from_memory decodes only a RUI3 module's
     platform = rc.PLATFORMS[module.config_layout]
     for region, start, need in memory_regions(module):
         raw = read(start, need)

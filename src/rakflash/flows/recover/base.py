@@ -48,7 +48,7 @@ from typing import Any, Callable, TypedDict
 
 from ... import catalog as _catalog
 from ...catalog import Module
-from ...errors import (Flooding, ImageTargetError, NotFirmware, RakflashError, RecoveryUnavailable,
+from ...errors import (Flooding, ImageTargetError, NotFirmware, PortLocked, RakflashError, RecoveryUnavailable,
                       UsageError, VerifyFailed, WrongTarget)
 from ...events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
 from ...images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
@@ -234,6 +234,9 @@ class Session:
     # Set by a method that erased the whole chip before the keys could be read (removing
     # read-out protection): says so, for the keys' result.
     erased_whole: str | None = None
+    # Set when the keys were read over AT before the person was asked to reach the chip
+    # (OwnerKeys.read_over_at_first): what a question about erasing the chip says of them.
+    keys_over_at: str | None = None
 
     def warn(self, code: str, message: str, **info: Any) -> None:
         self.emit(Warning(code, message, info))
@@ -255,6 +258,9 @@ class RecoveryMethod:
 
     name = ""
     needs_port = True        # talks over the serial port (SWD talks to a probe instead)
+    # Removes read-out protection when asked (``--remove-readout-protection``): that erases the
+    # whole chip before the keys can be read through it (see OwnerKeys.read_over_at_first).
+    removes_protection = False
     # The next step once part of the image was written (said with what the chip holds then).
     again = "Run the same command again: it erases and writes the whole image anew."
     # What the note says when the chip's recovery interface answers already (after the
@@ -415,7 +421,7 @@ def plan_recovery(image: Image, module: Module | None, *, method: str | None = N
             hint=f"Write the full image {module.recovery_advice()}.")
     impl = method_for(name)
     plan = impl.plan(info, module, options)
-    plan.keys = plan_keys(plan, impl)
+    plan.keys = plan_keys(plan, impl, options)
     return plan
 
 
@@ -468,7 +474,12 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
             before = _identify_quietly(link, plan.module, at_baud, timeout=None, failed=failed)
             if before is None:
                 emit(Note(_unanswered(failed)))
+            keys.read_over_at_first(link, before, _why_no_app(before, failed))
             t_guide = time.monotonic()
+        elif link is not None:
+            keys.read_over_at_first(link, None, "rakflash did not ask the application first" if not
+                                    options.identify_before else f"{plan.module.name}'s {method.already}: "
+                                    f"no application runs")
         method.guide(session)
         boot_seconds = time.monotonic() - t_guide
         asked = seen["prompted"]        # the person was asked to reach the chip (not, later, to release a pin)
@@ -488,7 +499,7 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         keys.say_where_the_copy_is(exc)
         raise
     try:
-        return _after(link, session, before, at_baud, lambda **what: RecoveryResult(
+        return _after(link, session, before, at_baud, keys, lambda **what: RecoveryResult(
             "ok", plan.module.name, plan.method, bytes=plan.bytes, seconds=time.monotonic() - t0,
             transfer_seconds=session.transfer_seconds, verify_seconds=session.verify_seconds,
             verify=session.verify, warnings=seen["warnings"], boot_seconds=boot_seconds,
@@ -499,10 +510,11 @@ def recover(link: Link | None, plan: RecoveryPlan, options: RecoveryOptions | No
         raise
 
 
-def _after(link: Link | None, session: Session, before: Any, at_baud: int,
+def _after(link: Link | None, session: Session, before: Any, at_baud: int, keys: OwnerKeys,
            result: Callable[..., RecoveryResult]) -> RecoveryResult:
     """What runs after the recovery: ask the module (over its AT port, when there is one)
-    which versions it runs now, and make the result."""
+    which versions it runs now, write back the keys read over AT before when the chip was
+    erased whole (:meth:`OwnerKeys.write_back_over_at`), and make the result."""
     plan, options = session.plan, session.options
     emit = session.emit
 
@@ -552,6 +564,7 @@ def _after(link: Link | None, session: Session, before: Any, at_baud: int,
         confirmed = app_after == plan.app_version
     else:                      # a bootloader-only image: its version, if the module tells it
         confirmed = bool(plan.bootloader_version) and after.bootloader_version == plan.bootloader_version
+    keys.write_back_over_at(link, after)
     return result(
         app_version_before=before.app_version if before and before.mode == "app" else None,
         app_version_after=app_after,
@@ -574,16 +587,22 @@ class KeysPlan:
     """What a recovery does about the owner's keys, decided with the plan (said before
     anything is written): whether they are read first (``read``) and decoded (``decoded``:
     RUI3's layout; else raw bytes), which ``regions`` hold them (name, address, size), which
-    of those the recovery writes over (``overwritten``), and the sentence that says it."""
+    of those the recovery writes over (``overwritten``), and the sentence that says it.
+
+    ``at_first``: the recovery may erase the whole chip before the keys can be read through it
+    (``--remove-readout-protection``), and the module's firmware gives its keys over AT (RUI3):
+    if its application answers when the module is first asked what runs, the keys are read over
+    AT then and written back over AT once the new firmware runs."""
 
     read: bool
     decoded: bool
     regions: list[tuple[str, int, int]]
     overwritten: list[str]
     says: str
+    at_first: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"read": self.read, "decoded": self.decoded, "says": self.says,
+        return {"read": self.read, "decoded": self.decoded, "says": self.says, "at_first": self.at_first,
                 "regions": [{"region": n, "address": f"0x{a:08X}", "size": size} for n, a, size in self.regions],
                 "overwritten": list(self.overwritten)}
 
@@ -599,10 +618,43 @@ def _regions_words(regions: list[tuple[str, int, int]], names: list[str] | None 
     return " and ".join(said) if len(said) < 3 else ", ".join(said[:-1]) + " and " + said[-1]
 
 
-def plan_keys(plan: RecoveryPlan, method: RecoveryMethod) -> KeysPlan:
+def plan_keys(plan: RecoveryPlan, method: RecoveryMethod, options: RecoveryOptions | None = None) -> KeysPlan:
     """What the recovery ``plan`` does about the owner's keys with ``method``, before anything is
     written: read them first and check them after (a method that reads the chip's memory), or
-    say that it can't — and, when it can't, whether the recovery writes where they are."""
+    say that it can't — and, when it can't, whether the recovery writes where they are. With
+    ``options.remove_protection`` (a method that removes read-out protection), also what happens
+    to them if the chip turns out protected (:func:`_protection_words`)."""
+    keys = _plan_keys(plan, method)
+    if options is not None and options.remove_protection and method.removes_protection and keys.regions:
+        keys.at_first = plan.module.dialect.key == "rui3" and bool(plan.module.config_layout)
+        keys.says = f"{keys.says}. {_protection_words(keys.at_first)}"
+    return keys
+
+
+# What the plan says, with --remove-readout-protection, when the keys can be read over AT first
+# (the application answers) and when they can't: the run says which holds once it has asked.
+AT_FIRST_WORDS = ("the application answers: rakflash reads the keys over AT first and writes them back "
+                  "over AT once the new firmware runs")
+CANT_BE_SAVED = ("removing the protection erases the whole chip, keys and settings included, and they "
+                 "can't be saved")
+
+
+def _protection_words(at_first: bool) -> str:
+    """The plan's sentence about the keys if the chip has read-out protection on."""
+    backup = ("back them up over AT first while the application answers ('rakflash keys backup FILE "
+              "--port PORT')")
+    said = ("If the chip has read-out protection on, its ROM refuses every read, so rakflash can't read "
+            "the keys through it before removing the protection")
+    if at_first:
+        return (f"{said}; but the protection blocks only the ROM's and a debugger's reads, and the chip's "
+                f"application still runs. If, when "
+                f"rakflash first asks what runs (before you hold BOOT0), {AT_FIRST_WORDS}, each read back. "
+                f"If it doesn't answer (it floods its port, waits in its bootloader, or its AT port is "
+                f"locked), {CANT_BE_SAVED}: {backup}. rakflash asks once more before it removes the protection")
+    return f"{said}, and {CANT_BE_SAVED}: {backup}. rakflash asks once more before it removes the protection"
+
+
+def _plan_keys(plan: RecoveryPlan, method: RecoveryMethod) -> KeysPlan:
     from ..keys import memory_regions
     module = plan.module
     regions = memory_regions(module)
@@ -659,7 +711,16 @@ class OwnerKeys:
       ``written-back`` when it reads back the same, else ``lost`` with the copy named.
 
     Where the method can't read, or the chip was erased whole before it could be read
-    (read-out protection removed), ``state`` says ``not-read`` or ``lost`` and ``reason`` why.
+    (read-out protection removed), ``state`` says ``not-read`` or ``lost`` and ``reason`` why —
+    unless the keys were read over AT first (:attr:`KeysPlan.at_first`):
+
+    * :meth:`read_over_at_first` (at the identify step, before the person is asked to reach the
+      chip): the application answers, so its keys are read over AT (each value until two reads
+      agree), shown and kept as a copy; a chip that turns out unprotected is then read and checked
+      through its memory as above, and that copy goes;
+    * :meth:`write_back_over_at` (once the new firmware is identified over AT): the chip was erased
+      whole, so they are written back over AT, each read back — ``written-back``, else ``lost``
+      with the copy and the ``keys restore`` command named.
     """
 
     def __init__(self, session: Session, method: RecoveryMethod) -> None:
@@ -668,10 +729,122 @@ class OwnerKeys:
         self.copy: Any = None              # its KeptCopy
         self.state: str | None = None
         self.reason: str | None = None
+        self.over_at: Any = None           # the Backup read over AT first (at_first), until checked
+        self.no_app: str | None = None     # why they could not be read over AT first (at_first)
 
     @property
     def kept_in(self) -> str | None:
         return str(self.copy.path) if self.copy is not None and self.copy.path is not None else None
+
+    def read_over_at_first(self, link: Link, device: Any, why_not: str | None) -> None:
+        """With :attr:`KeysPlan.at_first`: while the module's application answers (``device``, just
+        identified over ``link``; else ``why_not`` says why it doesn't), read its keys over AT —
+        read-out protection blocks only the ROM's and a debugger's reads, and removing it erases the
+        chip — show them (masked unless ``show_keys``) and keep a copy. A note says which of the
+        plan's two cases holds."""
+        from ...events import Keys
+        from ..keys import keep_copy, read_over_at
+        s, kp = self.session, self._plan
+        if kp is None or not kp.at_first:
+            return
+        module = s.plan.module
+        if device is not None and device.mode != "app":
+            why_not = f"{module.name} waits in its RUI bootloader: no application answers AT"
+        if device is None or why_not:
+            self._cant_read_over_at(why_not or "the application does not answer over AT")
+            return
+        s.emit(Note(f"keys: {AT_FIRST_WORDS}, if the chip has read-out protection on (removing it "
+                    f"erases them)"))
+        try:
+            backup = read_over_at(link, module, emit=s.emit)
+        except RakflashError as exc:
+            self._cant_read_over_at(f"reading them over AT failed ({exc.message})")
+            return
+        backup.serial_number = backup.serial_number or device.serial_number
+        if not backup.settings:
+            self._cant_read_over_at("none of them read the same twice over AT")
+            return
+        self.over_at = backup
+        self.copy = keep_copy(backup)
+        where = (f"a copy is in {self.kept_in}" if self.kept_in else
+                 f"no copy could be kept on this computer ({self.copy.why_not})")
+        s.keys_over_at = (f"rakflash read the keys over AT while the application answered ({where}) and "
+                          f"writes them back over AT once the new firmware runs"
+                          + (f"; {', '.join(backup.unreadable)} never read the same twice, so "
+                             f"{'that one' if len(backup.unreadable) == 1 else 'those'} can't be saved"
+                             if backup.unreadable else ""))
+        s.emit(Keys("before", None, self._shown(backup)))
+        if self.copy.path is None:
+            s.warn("keys-copy-not-kept", f"no copy of the keys read over AT could be kept on this computer "
+                   f"({self.copy.why_not}); rakflash still writes them back after the recovery")
+        if backup.unreadable:
+            s.warn("keys-not-read", f"{', '.join(backup.unreadable)} never read the same twice over AT: if "
+                   f"removing read-out protection erases the chip, rakflash can't write "
+                   f"{'it' if len(backup.unreadable) == 1 else 'them'} back", names=list(backup.unreadable))
+
+    def _cant_read_over_at(self, why: str) -> None:
+        self.no_app = why
+        self.session.emit(Note(f"keys: {why}, so rakflash can't read the keys over AT first: if the chip "
+                               f"has read-out protection on, {CANT_BE_SAVED}"
+                               + (" (open the port and back them up first: 'rakflash keys backup FILE "
+                                  "--port PORT --password PW')" if "locked" in why else "")))
+
+    def write_back_over_at(self, link: Link | None, device: Any) -> None:
+        """The chip was erased whole after the keys were read over AT (:meth:`read_over_at_first`)
+        and the new firmware was identified over ``link`` (``device``): write them back over AT,
+        each read back until two reads agree (:func:`rakflash.flows.keys.restore`)."""
+        from ...events import Keys
+        from ..keys import restore
+        s, backup = self.session, self.over_at
+        if backup is None or self.state is not None or link is None or not s.erased_whole:
+            return
+        module = s.plan.module
+        erased = f"{s.erased_whole}, {self._where()} included"
+        if device.mode != "app":
+            self._lost_over_at(f"{erased}; rakflash had read the keys over AT before, but {module.name} waits "
+                               f"in its bootloader after the recovery, so they could not be written back over AT")
+            return
+        if backup.serial_number and device.serial_number and backup.serial_number != device.serial_number:
+            self._lost_over_at(f"{erased}; rakflash had read the keys over AT from {module.name} "
+                               f"{backup.serial_number}, but serial number {device.serial_number} answers "
+                               f"now: they were not written back")
+            return
+        try:
+            # The keys were read from this module over this port in this run; the erase reset the
+            # DevEUI that restore's other-module check compares, so it is passed over here.
+            restore(link, module, backup, force=True, emit=s.emit)
+        except (RakflashError, OSError) as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            self._lost_over_at(f"{erased}; rakflash had read the keys over AT before, but writing them "
+                               f"back over AT did not work: {message}")
+            return
+        who = f", DevEUI {backup.dev_eui}" if backup.dev_eui else ""
+        if backup.unreadable:
+            self._lost_over_at(f"{erased}; rakflash wrote back over AT what it had read over AT before and "
+                               f"read each back the same{who}, but {', '.join(backup.unreadable)} never read "
+                               f"the same twice before the removal, so "
+                               f"{'it was' if len(backup.unreadable) == 1 else 'they were'} not written back")
+            return
+        self.state = WRITTEN_BACK
+        self.reason = (f"{erased}; rakflash had read the keys over AT before, while the application answered, "
+                       f"wrote them back over AT once the new firmware ran and read each back the same{who} "
+                       f"({', '.join(backup.settings)}; other settings — ADR, data rate, TX power… — were not "
+                       f"read and start from the firmware's defaults)")
+        self.copy.forget(backup)
+        s.emit(Keys("after", WRITTEN_BACK, self._shown(backup)))
+
+    def _lost_over_at(self, why: str) -> None:
+        from ...events import Keys
+        s = self.session
+        self.state = LOST
+        copy = self.kept_in
+        port = s.link.port_name if s.link is not None else "PORT"
+        self.reason = why + (f": the copy is in {copy}; 'rakflash keys restore {copy} --port {port} --force' "
+                             f"writes it back once the module runs its application (--force: the erase may "
+                             f"have reset the DevEUI that restore compares with the copy's)" if copy else
+                             ": no copy could be kept on this computer")
+        s.warn("keys-lost", self.reason)
+        s.emit(Keys("after", LOST, self._shown(self.over_at)))
 
     @property
     def _plan(self) -> KeysPlan | None:
@@ -704,14 +877,21 @@ class OwnerKeys:
             self.reason = kp.says if kp else "no plan for the keys was made"
             return
         module = s.plan.module
+        if s.erased_whole and self.over_at is not None:
+            s.emit(Note(f"{s.erased_whole}, {self._where()} included: rakflash writes back the keys it read "
+                        f"over AT once the new firmware runs"))
+            return
         if s.erased_whole:
             flash = module.mcu.flash
             if all(flash.start <= a < flash.end for _, a, _ in kp.regions):
                 self.state = LOST
                 self.reason = (f"{s.erased_whole}, and rakflash could not read {self._where()} before (the "
-                               f"chip refused every read while protected): the keys and settings it held are "
-                               f"gone. Set them again from a backup ('rakflash keys restore FILE --port PORT' "
-                               f"once the module runs) or from your network server")
+                               f"chip refused every read while protected"
+                               + (f"; {self.no_app}, so they could not be read over AT either" if self.no_app
+                                  else "") +
+                               "): the keys and settings it held are gone. Set them again from a backup "
+                               "('rakflash keys restore FILE --port PORT' once the module runs) or from your "
+                               "network server")
             else:
                 self.state = NOT_READ
                 self.reason = (f"{s.erased_whole}; rakflash could not read {self._where()} before (the chip "
@@ -721,6 +901,11 @@ class OwnerKeys:
             return
         s.emit(Phase("settings", f"reading {self._where()} before anything is written"))
         self.before = self._read()
+        if self.over_at is not None:
+            # The chip was not protected: its memory is read and checked, so the copy read over AT
+            # first goes (before this one is kept: the kept-settings store holds one module's values once).
+            self.copy.forget(self.over_at)
+            self.over_at = None
         self.copy = keep_copy(self.before)
         s.emit(Keys("before", None, self._shown(self.before)))
         if self.copy.path is None:
@@ -795,13 +980,14 @@ class OwnerKeys:
 
     def say_where_the_copy_is(self, exc: RakflashError) -> None:
         """A recovery that failed after the keys were read: where the copy is (it stays)."""
+        read = self.before if self.before is not None else self.over_at
         if self.kept_in and "keys_kept_in" not in exc.details:
             exc.details["keys_kept_in"] = self.kept_in
-            what = "the keys read before" if self.before is not None and self.before.decoded \
+            what = "the keys read before" if read is not None and read.decoded \
                 else "a raw copy of the settings read before"
             exc.hint = (f"{exc.hint or ''} {what[0].upper()}{what[1:]} are kept in {self.kept_in}"
                         + (" ('rakflash keys restore' writes them back once the module runs)."
-                           if self.before is not None and self.before.decoded else ".")).strip()
+                           if read is not None and read.decoded else ".")).strip()
 
 
 def _changed_regions(before: Any, after: Any) -> list[dict[str, str]]:
@@ -862,7 +1048,22 @@ def _unanswered(failed: list[RakflashError]) -> str:
     if isinstance(exc, Flooding):
         return ("the module floods its AT port with data and does not answer AT (a firmware "
                 "that prints without pause): versions before are unknown")
+    if isinstance(exc, PortLocked):
+        return ("the module's AT port is locked (AT+LOCK: it answers COMMAND_LOCKED): versions "
+                "before are unknown")
     return "the module does not answer over its AT port: versions before are unknown"
+
+
+def _why_no_app(device: Any, failed: list[RakflashError]) -> str | None:
+    """Why no application answered AT before the recovery (None: it did)."""
+    if device is not None:
+        return None
+    exc = failed[-1] if failed else None
+    if isinstance(exc, Flooding):
+        return "the application floods its AT port and does not answer AT"
+    if isinstance(exc, PortLocked):
+        return "the application's AT port is locked ('rakflash recover' takes no password)"
+    return "nothing answers over the AT port"
 
 
 def _release_hint(module: Module) -> str:

@@ -30,16 +30,19 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from ...catalog import Module
 from ...errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
                        RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
-from ...events import Countdown, Phase, Progress, Prompt, Retry
+from ...events import Countdown, Note, Phase, Progress, Prompt, Retry, Sink, nowhere
 from ...images import ImageInfo
 from ...link import Link
 from ...protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
 from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+
+if TYPE_CHECKING:
+    from ..keys import Backup
 
 LATENCY = 0.002     # a USB-UART bridge's turnaround, each way, for estimates
 T = TypeVar("T")
@@ -58,6 +61,7 @@ class Stm32RomMethod(RecoveryMethod):
     again = ("Keep BOOT0 held high and run the same command again: the chip's ROM bootloader, "
              "which nothing here can harm, takes the whole image anew.")
     already = "ROM bootloader already answers (BOOT0 is held high)"
+    removes_protection = True
 
     # -- plan ----------------------------------------------------------------------
     def plan(self, image: ImageInfo, module: Module, options: RecoveryOptions) -> RecoveryPlan:
@@ -104,12 +108,6 @@ class Stm32RomMethod(RecoveryMethod):
                          "needing this recovery again (the ROM bootloader itself can't be harmed)")
         if module.unconfirmed_note:
             notes.append(module.unconfirmed_note)
-        if options.remove_protection:
-            notes.append("keys: if the chip has read-out protection on, its ROM refuses every read, so "
-                         "rakflash can't read the keys before removing it, and removing it erases the whole "
-                         "chip, keys and settings included: rakflash can't save them. If the application "
-                         "still answers, back them up over AT first ('rakflash keys backup FILE --port "
-                         "PORT'); rakflash asks once more before it removes the protection")
         return RecoveryPlan("stm32-rom", module, image, list(img.segments), erase, sent, steps,
                             guide, est, options.baud, notes,
                             details={"pages": len(pages), "blocks": len(blocks),
@@ -259,11 +257,11 @@ class Stm32RomMethod(RecoveryMethod):
                      "rakflash can't read them first. If the application still answers, back them up "
                      "over AT first ('rakflash keys backup FILE --port PORT'); then run again with "
                      "--remove-readout-protection if that is what you want (rakflash asks once more).")
+        keys = (f"; {session.keys_over_at}." if session.keys_over_at else
+                ", and rakflash can't read them first (the chip refuses every read while protected): if "
+                "the application still answers, say no and run 'rakflash keys backup FILE --port PORT' first.")
         if not opts.confirm(f"Remove read-out protection from {module.name}? This erases ALL of "
-                            f"its flash, LoRaWAN keys and settings included, and rakflash can't read "
-                            f"them first (the chip refuses every read while protected): if the "
-                            f"application still answers, say no and run 'rakflash keys backup FILE "
-                            f"--port PORT' first."):
+                            f"its flash, LoRaWAN keys and settings included{keys}"):
             raise ConfirmationNeeded("read-out protection not removed: the second confirmation was not given",
                                      hint="Run in a terminal and answer the question, or pass --yes "
                                           "together with --remove-readout-protection.")
@@ -700,6 +698,77 @@ def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
     file and its ``--app`` (the parts :func:`flows.recover.combine` keeps)."""
     img = image.image
     return [(p.path, p.format, p.low) for p in (img.parts or (img,))]
+
+
+# ------------------------------------------------------------------ the owner's keys, read through the ROM
+# (`rakflash keys show|backup --via stm32-rom`: the ROM guide and handshake of this method, then
+# Read Memory of where the firmware keeps them; flows.keys decodes what is read.)
+
+def rom_options(window: float) -> RecoveryOptions:
+    """The recovery options the ROM guide reads (no lines wired to RESET/BOOT0 here)."""
+    return RecoveryOptions(window=window, reset_with=None, boot0_with=None)
+
+
+def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sink = nowhere) -> "Backup":
+    """The keys of a module whose application may be gone, read through the chip's STM32 ROM
+    bootloader: the person holds BOOT0 and resets (a prompt with the pins, and a countdown);
+    Get and Get ID check the chip; read-out protection is named; then Read Memory of the config
+    block (RUI3) or the data EEPROM (RUI v3), and Go starts the firmware again."""
+    from ... import catalog as _catalog
+    from ..keys import read_from_memory
+    access = module.rom_access
+    if module.mcu.rom is None or "boot0" not in access:
+        why = access.get("none") or f"{module.name}'s chip has no STM32 ROM bootloader"
+        raise RecoveryUnavailable(f"{why}, so its keys can't be read that way",
+                                  hint="Read them over AT while its application answers (--via at).")
+    at_baud = link.baud
+    link.set_parity("E")
+    try:
+        client = RomClient(link, timeouts_for(module.mcu, link.baud))
+        try:
+            client.handshake(0.6)                        # BOOT0 already held since an earlier run
+            emit(Note(f"{module.name}'s ROM bootloader already answers (BOOT0 is held high)"))
+        except RomNoHandshake:
+            guide = " ".join(rom_guide(module, rom_options(window)))
+            emit(Prompt("hold-boot0-and-reset", guide, window=window, info={"pins": dict(access)}))
+            try:
+                client.handshake(window, tick=lambda left: emit(
+                    Countdown(round(left), action="hold-boot0-and-reset")))
+            except RomNoHandshake as exc:
+                exc.hint = handshake_hint(module, str(exc.details.get("seen", "silent")), False)
+                raise
+        client.get()
+        pid = client.get_id()
+        if pid != module.mcu.rom.pid:
+            raise WrongChip(f"the ROM bootloader says this chip is {_catalog.load().chip_name(pid)} (product "
+                            f"ID 0x{pid:03X}), not {module.mcu.name} (0x{module.mcu.rom.pid:03X}) as a "
+                            f"{module.name} has", pid=pid, expected=module.mcu.rom.pid)
+        emit(Phase("connect", f"{module.mcu.name}, ROM bootloader: reading {module.name}'s settings"))
+        first = module.region("config").start if module.config_layout else module.mcu.flash.start
+        if client.readout_protected(first):
+            raise ReadoutProtected(
+                f"{module.name}'s chip has read-out protection on: its ROM bootloader refuses to read "
+                f"the flash, so the keys in it can't be read. Nothing was changed.",
+                hint="Removing the protection erases the whole chip, keys included: there is no way to "
+                     "read them first. If the application still answers, read them over AT (--via at).")
+        backup = read_from_memory(lambda a, n: rom_read(client, a, n), module, "stm32-rom",
+                                  port=link.port_name)
+        client.go(module.mcu.flash.start)
+        emit(Note(f"release BOOT0 ({access['boot0']}) before the module's next reset: with it held, the "
+                  f"chip starts its ROM bootloader again instead of its firmware"))
+        return backup
+    finally:
+        link.discard_input()
+        link.set_parity("N")
+        if link.baud != at_baud:
+            link.baud = at_baud
+
+
+def rom_read(client, address: int, size: int) -> bytes:
+    """Read Memory over a synced :class:`~rakflash.protocols.stm32_rom.RomClient`, in blocks of
+    256 bytes (AN3155's most)."""
+    return b"".join(client.read_memory(a, min(256, address + size - a))
+                    for a in range(address, address + size, 256))
 
 
 def link_for(port: str, baud: int, trace=None) -> Link:

@@ -597,7 +597,8 @@ function onJobEvent(e) {
 // The owner's keys a recovery read from the chip: before the write (what was found, the keys
 // masked), after it (kept, written back, lost). The page never asks for the keys themselves.
 function keysText(e) {
-  const where = (e.regions || []).map((r) => `${r.region} at ${r.address}`).join(", ");
+  const where = (e.regions || []).map((r) => `${r.region} at ${r.address}`).join(", ")
+    || (e.read_via === "at" ? "over AT" : "");
   if (e.when !== "before") {
     const said = { kept: "unchanged after the write", "written-back": "written back and read back the same",
       lost: "not read back the same after the write" }[e.state] || e.state;
