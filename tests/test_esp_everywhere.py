@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from rakflash.sim import Mode, esp_firmware
-
 from conftest import cli_json, run_cli
+from rakflash.sim import Mode, esp_firmware
 from web_support import need, wait_for, web  # noqa: F401  (web is a fixture)
 
 ESP = ("rak3112", "rak3212", "rak3312", "rak11200")

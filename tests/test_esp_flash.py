@@ -14,9 +14,8 @@ import sys
 
 import pytest
 
-from rakflash.sim import Mode, esp_firmware
-
 from conftest import cli_json, run_as_a_person, run_cli
+from rakflash.sim import Mode, esp_firmware
 
 CHIPS = {"rak11200": (0, "ESP32-D0WD-V3 (revision v3.0)", 4), "rak3112": (9, "ESP32-S3 (QFN56) (revision v0.2)", 16)}
 PINS = {"rak11200": "BOOT0 (ESP32 GPIO0", "rak3112": "GPIO0 (the BOOT pad)"}

@@ -204,7 +204,7 @@ class PartitionTable:
                 out.append(f"partition {p.label!r} ({p.offset:#x}-{p.end:#x}) ends past the "
                            f"{flash_size // (1 << 20)} MB of flash")
         ordered = sorted(self.partitions, key=lambda p: p.offset)
-        for a, b in zip(ordered, ordered[1:]):
+        for a, b in zip(ordered, ordered[1:], strict=False):
             if b.offset < a.end:
                 out.append(f"partitions {a.label!r} and {b.label!r} overlap at {b.offset:#x}")
         return out

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import intelhex
 
 from . import catalog as _catalog
-from .catalog import Catalog, Mcu, Module
 from . import esp_image
+from .catalog import Catalog, Mcu, Module
 from .errors import ImageEmpty, ImageFormatError, ImageTargetError, NotFirmware
 from .firmware_file import max_file_size, read_file, short_path
 from .vector_table import vector_at

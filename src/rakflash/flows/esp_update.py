@@ -28,19 +28,43 @@ from typing import Any
 
 from .. import esp_image
 from ..catalog import Module
-from ..errors import (AlreadyUpToDate, Aborted, ImageFormatError, ImageTargetError, ImageTooLarge,
-                      NotFirmware, PartitionTableInvalid, RakflashError, VerifyFailed, WrongTarget)
+from ..errors import (
+    Aborted,
+    AlreadyUpToDate,
+    ImageFormatError,
+    ImageTargetError,
+    ImageTooLarge,
+    NotFirmware,
+    PartitionTableInvalid,
+    RakflashError,
+    VerifyFailed,
+    WrongTarget,
+)
 from ..events import DeviceFound, Phase, PlanReady, Sink, Warning, nowhere
 from ..images import Image, ImageInfo, analyse
 from ..link import Link
-from .esp_chip import (BOOT_LOG_WAIT, FLASH_BAUD, PERSON_WINDOW, ROM_BAUD, Chip, chip_module, connect,
-                       device_fields, esptool_on, fatal, hear_the_app, leave, leave_quietly, port_module,
-                       read_chip, reset_kind)
 from . import esp_chip
+from .esp_chip import (
+    BOOT_LOG_WAIT,
+    FLASH_BAUD,
+    PERSON_WINDOW,
+    ROM_BAUD,
+    Chip,
+    chip_module,
+    connect,
+    device_fields,
+    esptool_on,
+    fatal,
+    hear_the_app,
+    leave,
+    leave_quietly,
+    port_module,
+    read_chip,
+    reset_kind,
+)
 from .identify import DeviceInfo
 from .transfers.esp_rom import TRANSFER
 from .update import UpdateResult
-
 
 # ------------------------------------------------------------------ the plan
 
@@ -112,7 +136,7 @@ def make_plan(image, chip: Chip, device: DeviceInfo, module: Module, *, baud: in
         raise ImageFormatError(f"{file}: {damaged[0]}",
                                hint="Download or build the firmware again and compare its SHA-256. "
                                     "Nothing was written.")
-    for offset, img in esp.images:
+    for _offset, img in esp.images:
         top = img.max_rev_full if img.max_rev_full not in (0, 0xFFFF) else None
         if img.max_rev_full and (chip.revision < img.min_rev_full or (top is not None and chip.revision > top)):
             wanted = (f"v{img.min_rev_full // 100}.{img.min_rev_full % 100}"
@@ -177,7 +201,7 @@ def make_plan(image, chip: Chip, device: DeviceInfo, module: Module, *, baud: in
     if esp.bootloader is not None:
         notes.append("this rewrites the second-stage bootloader: the chip's ROM stays, so an "
                       "interrupted write is finished by running the same command again")
-    for o, img in esp.images:
+    for _o, img in esp.images:
         size = (img.flash_size_freq & 0xF0)
         header_mb = int(esp_image.FLASH_SIZES.get(size, "0MB")[:-2])
         if img.kind == "bootloader" and chip.flash_size and header_mb and (header_mb << 20) > chip.flash_size:
@@ -252,7 +276,7 @@ class EspUpdateResult(UpdateResult):
         return d
 
 
-def run(session: Any) -> "EspUpdateResult | EspPlan":
+def run(session: Any) -> EspUpdateResult | EspPlan:
     """A :class:`~rakflash.flows.session.FlashSession`'s whole run for an ESP module: identify,
     plan, confirm, write, verify, start. Returns the result, or — a dry run — the plan (the
     session makes its DryRun of it)."""

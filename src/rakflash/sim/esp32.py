@@ -224,7 +224,7 @@ class SpiNor:
     def program(self, addr: int, data: bytes) -> bool:
         """Program (AND into what is there, as NOR flash does); True when it reads back as ``data``."""
         end = addr + len(data)
-        self.mem[addr:end] = bytes(a & b for a, b in zip(self.mem[addr:end], data))
+        self.mem[addr:end] = bytes(a & b for a, b in zip(self.mem[addr:end], data, strict=True))
         self.programs += 1
         self.spend(-(-len(data) // PAGE) * PAGE_PROGRAM_S)
         return self.mem[addr:end] == data

@@ -32,7 +32,7 @@ def esp_rule(fn: Rule) -> Rule:
     return fn
 
 
-def _module(o: "Observation") -> Module | None:
+def _module(o: Observation) -> Module | None:
     if o.device is not None and o.device.module is not None and o.device.module.esp is not None:
         return o.device.module
     if o.module is not None and o.module.esp is not None:
@@ -44,11 +44,11 @@ def _module(o: "Observation") -> Module | None:
     return None
 
 
-def is_esp(o: "Observation") -> bool:
+def is_esp(o: Observation) -> bool:
     return o.esp or (o.device is not None and o.device.chip is not None)
 
 
-def rules_for(o: "Observation", generic: list[Rule]) -> list[Rule]:
+def rules_for(o: Observation, generic: list[Rule]) -> list[Rule]:
     """The rules for ``o``: an ESP chip's, and the port's own; else the AT modules' (``generic``)."""
     if not is_esp(o):
         return generic
@@ -59,12 +59,12 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
-def _flash(o: "Observation", file: str | None = None) -> str:
+def _flash(o: Observation, file: str | None = None) -> str:
     return f"rakflash flash {_q(file or o.image_path or 'FIRMWARE.bin')} --port {_q(o.port or 'PORT')}"
 
 
 @esp_rule
-def unreachable(o: "Observation"):
+def unreachable(o: Observation):
     e = o.identify_error
     if not isinstance(e, BootEntryFailed):
         return None
@@ -82,7 +82,7 @@ def unreachable(o: "Observation"):
 
 
 @esp_rule
-def chip_answers(o: "Observation"):
+def chip_answers(o: Observation):
     dev = o.device
     if dev is None or dev.chip is None:
         return None
@@ -109,7 +109,7 @@ def chip_answers(o: "Observation"):
 
 
 @esp_rule
-def no_firmware(o: "Observation"):
+def no_firmware(o: Observation):
     dev = o.device
     if dev is None or dev.chip is None or dev.chip["app"]:
         return None
@@ -125,7 +125,7 @@ def no_firmware(o: "Observation"):
 
 
 @esp_rule
-def partition_table_problem(o: "Observation"):
+def partition_table_problem(o: Observation):
     dev = o.device
     if dev is None or dev.chip is None or not dev.chip["partition_table_problems"] or dev.chip["partition_table"] is None:
         return None
@@ -138,7 +138,7 @@ def partition_table_problem(o: "Observation"):
 
 
 @esp_rule
-def image_fits(o: "Observation"):
+def image_fits(o: Observation):
     p = o.esp_plan
     if p is None:
         return None
@@ -153,7 +153,7 @@ def image_fits(o: "Observation"):
 
 
 @esp_rule
-def image_already_there(o: "Observation"):
+def image_already_there(o: Observation):
     if not isinstance(o.plan_error, AlreadyUpToDate):
         return None
     return Finding("already-up-to-date", "ok", o.plan_error.message,
@@ -162,7 +162,7 @@ def image_already_there(o: "Observation"):
 
 
 @esp_rule
-def image_refused(o: "Observation"):
+def image_refused(o: Observation):
     e = o.plan_error
     if e is None or isinstance(e, AlreadyUpToDate):
         return None

@@ -14,7 +14,6 @@ from typing import Any
 from ...catalog import Module
 from ..esp_chip import ROM_BAUD, STUB_BYTES, claims
 
-
 # ------------------------------------------------------------------ the transfer
 
 class EspRomTransfer:
