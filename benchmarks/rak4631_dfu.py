@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rakflash import catalog, dfu_package as dp
+from rakflash import catalog
+from rakflash import dfu_package as dp
 from rakflash.flows.transfers import for_protocol
 from rakflash.link import Link
 from rakflash.protocols import legacy_dfu, nordic_dfu

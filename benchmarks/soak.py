@@ -871,7 +871,7 @@ def fleet_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli
         w0 = [w.count for w in writes]
         first = cli.run(command(ports_now), None, DEADLINE)
         run.commands.append(first)
-        _check_fleet_claims(run, first, devs, ports_now, [w.count - c for w, c in zip(writes, w0)],
+        _check_fleet_claims(run, first, devs, ports_now, [w.count - c for w, c in zip(writes, w0, strict=False)],
                             data, new_v, eui, report, 0, "the first command")
         ended = (first["result"] or {}).get("result")
         if ended != "ok" and not first["hung"] and (first["result"] or {}).get("failed"):
@@ -882,7 +882,7 @@ def fleet_run(index: int, seed: int, module_key: str, fault: str, tmp: Path, cli
             w0 = [w.count for w in writes]
             again = cli.run(command(ports_now), None, DEADLINE)
             run.commands.append(again)
-            _check_fleet_claims(run, again, devs, ports_now, [w.count - c for w, c in zip(writes, w0)],
+            _check_fleet_claims(run, again, devs, ports_now, [w.count - c for w, c in zip(writes, w0, strict=False)],
                                 data, new_v, eui, report, rows_before, "the re-run")
             if (again["result"] or {}).get("result") != "ok":
                 run.problems.append(f"the re-run did not finish: {_said(again)}")
@@ -921,7 +921,7 @@ def _check_fleet_claims(run: Run, c: dict, devs, ports: list[str], writes: list[
     records = {r.get("port"): r for r in _report_rows(report)[skip_rows:]}
     summary = c["result"]
     oks = 0
-    for i, (d, port) in enumerate(zip(devs, ports)):
+    for i, (d, port) in enumerate(zip(devs, ports, strict=False)):
         row, rec = rows.get(port), records.get(port)
         if row is None or rec is None:
             run.problems.append(f"{label}: module {i} ({port}) has no "

@@ -23,7 +23,6 @@ from pyocd.core import exceptions
 from rakflash import apollo3_info0
 from rakflash.swd_link import PyOCD
 
-
 INFO0_KEY = 0xD894E09E          # jlink-prog-info0.txt
 
 
@@ -49,7 +48,7 @@ class Failures:
 
 
 class FakeTarget:
-    def __init__(self, world: "FakeWorld", session: "FakeSession") -> None:
+    def __init__(self, world: FakeWorld, session: FakeSession) -> None:
         self.world, self.session = world, session
         self.registers: dict[str, int] = {}
         self.halted = False
@@ -101,7 +100,7 @@ class FakeTarget:
 
 
 class FakeSession:
-    def __init__(self, world: "FakeWorld", unique_id: str, target: str, options: dict) -> None:
+    def __init__(self, world: FakeWorld, unique_id: str, target: str, options: dict) -> None:
         self.world, self.unique_id, self.target_type, self.options = world, unique_id, target, options
         self.target = FakeTarget(world, self)
         self.is_open = False
@@ -147,7 +146,7 @@ class FakeFlashLoader:
 
 
 class FakeConnectHelper:
-    def __init__(self, world: "FakeWorld") -> None:
+    def __init__(self, world: FakeWorld) -> None:
         self.world = world
 
     def get_all_connected_probes(self, blocking: bool = True, unique_id=None, print_wait_message: bool = True):
@@ -208,7 +207,7 @@ class FakeWorld:
             if ok:
                 data = self.sram[0x1000:0x1000 + words * 4]
                 self.info0[offset:offset + words * 4] = bytes(a & b for a, b in
-                                                              zip(self.info0[offset:offset + words * 4], data))
+                                                              zip(self.info0[offset:offset + words * 4], data, strict=False))
             struct.pack_into("<I", self.sram, 16, 0 if ok else 2)
 
 

@@ -50,7 +50,7 @@ class FakePort:
         os.close(self.master)
         os.close(self._slave)
 
-    def __enter__(self) -> "FakePort":
+    def __enter__(self) -> FakePort:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,19 +12,18 @@ import sys
 import threading
 import time
 import zlib
+from pipes import pipe
 
 import pytest
 import serial
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rakflash.apollo3_ota import (HEADER_SIZE, OtaHeader, build_blob, crc32_apollo3, looks_like_blob,
-                                  parse_blob)
+from conftest import FAST_BAUD, SRC, cli_json, flash_pressing_reset, run_cli
+from rakflash.apollo3_ota import HEADER_SIZE, OtaHeader, build_blob, crc32_apollo3, looks_like_blob, parse_blob
 from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout, VerifyFailed
 from rakflash.protocols import amota
 from rakflash.sim import Mode, firmware
-
-from conftest import FAST_BAUD, SRC, cli_json, flash_pressing_reset, run_cli
-from pipes import pipe
 
 NEW = "RUI_4.0.6_RAK11720"
 

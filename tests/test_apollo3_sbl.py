@@ -7,10 +7,12 @@ import struct
 import threading
 import time
 import zlib
+from pipes import pipe
 
 import pytest
 import serial
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rakflash import apollo3_wired as wired
 from rakflash.apollo3_info0 import rak11720_default
@@ -18,8 +20,6 @@ from rakflash.errors import DeviceRejected, ImageFormatError, TransferTimeout
 from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import Mode, firmware
 from rakflash.sim.apollo3_sbl import SblReceiver
-
-from pipes import pipe
 
 FAST = 921600
 

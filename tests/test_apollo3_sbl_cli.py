@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 
+from conftest import FAST_BAUD, SRC, run_as_a_person, run_cli
 from rakflash import catalog
 from rakflash.apollo3_info0 import rak11720_default
 from rakflash.sim import Mode, firmware
-
-from conftest import FAST_BAUD, SRC, run_as_a_person, run_cli
 
 NEW_APP, NEW_BOOT = "RUI_4.0.6_RAK11720", "RUI_BOOT_0.4_RAK11720"
 

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from rakflash import apollo3_wired as wired, catalog, images
+from conftest import FAST_BAUD
+from rakflash import apollo3_wired as wired
+from rakflash import catalog, images
 from rakflash.apollo3_info0 import rak11720_default
 from rakflash.errors import BootEntryFailed, DeviceRejected, TouchesBootloader
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Retry, Warning
 from rakflash.flows.recover import RecoveryOptions, interrupted_hint, plan_recovery, recover
-from rakflash.written import Written
 from rakflash.flows.recover.apollo3_sbl import build_blocks
 from rakflash.link import Link
 from rakflash.protocols import apollo3_sbl as sbl
 from rakflash.sim import Mode, firmware
 from rakflash.trace import TraceWriter, read_trace
-
-from conftest import FAST_BAUD
+from rakflash.written import Written
 
 NEW_APP, NEW_BOOT = "RUI_4.0.6_RAK11720", "RUI_BOOT_0.4_RAK11720"
 

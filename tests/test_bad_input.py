@@ -17,9 +17,8 @@ import time
 
 import pytest
 
-from rakflash.sim import Mode, firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, signal_when
+from rakflash.sim import Mode, firmware
 
 NEW = "RUI_4.0.6_RAK3172-E"
 
@@ -193,6 +192,7 @@ def test_a_dfu_package_that_is_a_fifo_or_a_zip_bomb_is_a_named_error(tmp_path):
     and no member unpacks to more than the largest flash (the API; the CLI takes them soon)."""
     import io
     import zipfile
+
     from rakflash import dfu_package
     from rakflash.errors import ImageNotAFile, PackageError
     fifo = tmp_path / "pkg.zip"
@@ -215,6 +215,7 @@ def test_a_dfu_manifest_with_a_number_where_a_table_belongs_is_a_named_error(tmp
     """Found by tests/test_fuzz.py: 'init_packet_data': 1 ended in a TypeError."""
     import io
     import zipfile
+
     from rakflash import dfu_package
     from rakflash.errors import PackageError
     out = io.BytesIO()

@@ -4,16 +4,15 @@ bootloader within its wait, 128-byte blocks do; where not even those can, the pl
 from __future__ import annotations
 
 import json
+from pipes import pipe
 
 import pytest
 
+from conftest import cli_json, run_cli
 from rakflash import catalog
 from rakflash.errors import TooManyRetries, TransferCancelled
 from rakflash.protocols import ymodem
 from rakflash.sim import Mode, firmware
-
-from conftest import cli_json, run_cli
-from pipes import pipe
 
 NEW = {"rak3172": "RUI_4.0.7_RAK3172-E", "rak811": "V3.0.0.15.H", "rak11720": "RUI_4.0.7_RAK11720"}
 

@@ -146,7 +146,9 @@ def test_modules_lists_the_catalog():
 def test_ports_lists_json(monkeypatch):
     """What `rakflash ports --json` says of each port: its USB id and the module it probably is."""
     import json
+
     from click.testing import CliRunner
+
     from conftest import fake_usb_port
     from rakflash import cli, ports
 
@@ -169,6 +171,7 @@ def test_unwritable_trace_file_is_a_usage_error(tmp_path):
 def test_a_bug_is_one_line_with_how_to_report_it(monkeypatch, tmp_path):
     """Not a traceback: the error, and how to report it."""
     from click.testing import CliRunner
+
     from rakflash import cli, images
 
     def broken(*a, **k):

@@ -17,10 +17,9 @@ import time
 
 import pytest
 
+from conftest import FAST_BAUD, cli_json, fake_usb_port, run_cli
 from rakflash.flows.doctor import diagnose
 from rakflash.sim import Mode, firmware
-
-from conftest import FAST_BAUD, cli_json, fake_usb_port, run_cli
 
 NEW = "RUI_4.0.6_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"
@@ -141,6 +140,7 @@ def test_without_port_every_module_port_is_checked_side_by_side(virtual, usb, tm
     report = diagnose(baud=FAST_BAUD)
     apps = [f for f in report.findings if f.code == "application"]
     from click.testing import CliRunner
+
     from rakflash import cli
     result = CliRunner().invoke(cli.main, ["doctor", "--baud", str(FAST_BAUD), "--json",
                                            "--trace", str(tmp_path / "t.jsonl")])

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import serial
 
-from rakflash.sim import Faults, Rewrite, firmware
-
 from conftest import FAST_BAUD, cli_json
+from rakflash.sim import Faults, Rewrite, firmware
 from test_cli import SimProcess
 
 NEW = {"rak3172": "RUI_4.0.6_RAK3172-E", "rak811": "V3.0.0.14.H", "rak11720": "RUI_4.0.6_RAK11720"}

@@ -9,9 +9,8 @@ import time
 import pytest
 import serial
 
-from rakflash.sim import Mode, firmware
-
 from conftest import FAST_BAUD, cli_json, run_cli, signal_when
+from rakflash.sim import Mode, firmware
 
 NEW = "RUI_4.0.6_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"
@@ -321,6 +320,7 @@ def test_last_json_line_always_has_the_result_keys(virtual, new_app, tmp_path, c
     import signal
     import subprocess
     import sys
+
     from conftest import SRC
     dev = virtual("rak3172")
     args = [str(new_app), "--port", dev.port, "--baud", str(FAST_BAUD), "--yes", "--json"]

@@ -15,9 +15,8 @@ import sys
 
 import pytest
 
-from rakflash.sim import Mode, firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, fake_usb_port, run_cli
+from rakflash.sim import Mode, firmware
 
 NEW = "RUI_4.0.6_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"
@@ -172,6 +171,7 @@ def test_ctrl_c_stops_all_cleanly_and_the_rerun_finishes_them(modules, tmp_path,
 
 def test_all_updates_every_module_port_and_leaves_other_ports_alone(modules, new_app, monkeypatch):
     from click.testing import CliRunner
+
     from rakflash import cli, ports
     a, b = modules(2)
     monkeypatch.setattr(ports.list_ports, "comports", lambda: [
@@ -189,6 +189,7 @@ def test_all_updates_every_module_port_and_leaves_other_ports_alone(modules, new
 
 def test_all_with_no_module_port_is_a_port_error(new_app, monkeypatch):
     from click.testing import CliRunner
+
     from rakflash import cli, ports
     monkeypatch.setattr(ports.list_ports, "comports", lambda: [fake_usb_port("/dev/ttyS0", None, None, "n/a")])
     result = CliRunner().invoke(cli.main, ["flash", str(new_app), "--all", "--yes", "--json"])

@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from rakflash.sim import Mode, firmware
-
 from conftest import cli_json, flash_pressing_reset, run_cli
+from rakflash.sim import Mode, firmware
 from test_cli import SimProcess
 
 NEW = "RUI_4.0.6_RAK3172-E"

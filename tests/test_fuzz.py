@@ -23,7 +23,8 @@ import zipfile
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rakflash import catalog as _catalog
 from rakflash.errors import RakflashError
@@ -738,4 +739,4 @@ def test_a_dfu_package_with_a_damaged_init_packet(fw_dir, which, init, data):
     members[dat] = init
     _try_package(fw_dir, _rezip(members), "DFU package: damaged init packet")
     for legacy_hint in (False, True):
-        named_or_result("DFU init packet", lambda: dfu_package.parse_init(init, legacy_hint=legacy_hint))
+        named_or_result("DFU init packet", lambda hint=legacy_hint: dfu_package.parse_init(init, legacy_hint=hint))

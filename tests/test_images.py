@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import intelhex
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from conftest import cli_json, run_cli
 from rakflash import images
 from rakflash.errors import ImageEmpty, ImageFormatError, ImageNotFound, ImageTargetError
 from rakflash.sim import firmware
-
-from conftest import cli_json, run_cli
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from rakflash.sim import Mode
-
 from conftest import FAST_BAUD, cli_json, run_cli
+from rakflash.sim import Mode
 
 
 def test_rui_v3_bootloader_version_only_on_request(virtual):

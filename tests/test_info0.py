@@ -168,6 +168,7 @@ def test_info0_of_a_fifo_or_a_device_is_refused_before_it_is_read(tmp_path, comm
     """A FIFO hung `info0 show` and `info0 write`; /dev/zero was "8,193 bytes". Both are refused
     as firmware files are: not a regular file, before a byte is read."""
     import os
+
     from conftest import cli_json
     path = "/dev/zero"
     if what == "a FIFO":
@@ -193,6 +194,7 @@ def test_info0_show_of_a_file_refuses_save_instead_of_ignoring_it(tmp_path):
 @pytest.mark.parametrize("where", ["/dev/full", "a FIFO nobody reads"])
 def test_info0_show_save_to_a_path_that_cannot_take_it_is_refused_before_the_probe(tmp_path, where):
     import os
+
     from conftest import cli_json
     path = "/dev/full"
     if where.startswith("a FIFO"):

@@ -12,10 +12,9 @@ import time
 
 import pytest
 
+from conftest import FAST_BAUD, cli_json, flash_pressing_reset, run_as_a_person, run_cli
 from rakflash.flows.settings import READS
 from rakflash.sim import Mode, Rewrite, firmware
-
-from conftest import FAST_BAUD, cli_json, flash_pressing_reset, run_as_a_person, run_cli
 from test_flash import KEYS, keys_on, set_keys
 
 NEW = "RUI_4.0.6_RAK3172-E"

@@ -9,9 +9,8 @@ import json
 import os
 import stat
 
-from rakflash.sim import Mode
-
 from conftest import FAST_BAUD, cli_json, run_as_a_person, run_cli
+from rakflash.sim import Mode
 from test_flash import at_exchange
 
 KEYS = {"DEVEUI": "AC1F09FFFE0A0B0C", "APPEUI": "70B3D57ED0001234",

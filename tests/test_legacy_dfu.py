@@ -7,17 +7,17 @@ import shutil
 import subprocess
 import threading
 import time
+from pipes import pipe
 
 import pytest
 
-from rakflash import dfu_package as dp, ports
+from rakflash import dfu_package as dp
+from rakflash import ports
 from rakflash.errors import TransferTimeout
 from rakflash.link import Link
 from rakflash.protocols import legacy_dfu as ld
 from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
-
-from pipes import pipe
 
 
 @pytest.fixture
@@ -174,6 +174,7 @@ def test_an_update_cut_mid_session_is_finished_by_the_same_command(arduino, tmp_
     START's (it answers so), the START's own (it takes it: a START mid-session resets the chip), or
     the INIT's (it takes the START for a repeat, then the INIT: that resets the chip too)."""
     import json
+
     from conftest import run_cli
     dev = arduino()
     fw = sketch(dev, size=20_000)

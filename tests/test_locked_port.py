@@ -15,9 +15,8 @@ import time
 
 import pytest
 
-from rakflash.sim import firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
+from rakflash.sim import firmware
 
 PASSWORD = "Zq7#pw!x"
 NEW = "RUI_4.0.6_RAK3172-E"

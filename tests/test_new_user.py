@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from rakflash.sim import firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
+from rakflash.sim import firmware
 
 
 def cli_env(**extra: str) -> dict:
@@ -196,8 +195,9 @@ def test_a_flooding_module_in_a_fleet_report_is_named_as_its_message_names_it(vi
 
 def test_one_module_is_one_module_and_all_with_port_is_refused(virtual, tmp_path, cat, monkeypatch):
     from click.testing import CliRunner
-    from rakflash import cli, ports
+
     from conftest import fake_usb_port
+    from rakflash import cli, ports
     dev = virtual("rak3172")
     app = tmp_path / "app.bin"
     app.write_bytes(firmware.app_image(cat.module("rak3172"), "RUI_4.0.6_RAK3172-E", 4096))

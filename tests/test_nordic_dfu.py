@@ -10,19 +10,21 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from pipes import pipe
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rakflash import dfu_package as dp, ports
+from rakflash import dfu_package as dp
+from rakflash import ports
 from rakflash.errors import DfuRejected, PortDisconnected, PortNotBack, TransferError
 from rakflash.link import Link
-from rakflash.protocols import nordic_dfu as nd, slip
+from rakflash.protocols import nordic_dfu as nd
+from rakflash.protocols import slip
 from rakflash.sim import firmware
 from rakflash.sim.nordic_dfu import DfuState, InitVerdict, SecureDfuTarget
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
-
-from pipes import pipe
 
 KEY = dp.new_signing_key()
 

@@ -15,7 +15,9 @@ import struct
 
 import pytest
 
-from rakflash import apollo3_info0, apollo3_ota, apollo3_wired as wired, catalog, images
+from conftest import FAST_BAUD, cli_json
+from rakflash import apollo3_info0, apollo3_ota, catalog, images
+from rakflash import apollo3_wired as wired
 from rakflash import dfu_package as dp
 from rakflash.errors import NotFirmware, PlanRefused, RakflashError
 from rakflash.events import Prompt
@@ -25,8 +27,6 @@ from rakflash.flows.session import FlashOptions, FlashSession
 from rakflash.link import Link
 from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
-
-from conftest import FAST_BAUD, cli_json
 
 CAT = catalog.load()
 KEY = dp.new_signing_key()

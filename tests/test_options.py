@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from rakflash.sim import firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
+from rakflash.sim import firmware
 
 
 def one_line_usage_error(proc) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rakflash import images
-from rakflash.errors import (AlreadyUpToDate, BootloaderTooOld, ImageTooLarge, TouchesBootloader,
-                             WrongTarget)
+from rakflash.errors import AlreadyUpToDate, BootloaderTooOld, ImageTooLarge, TouchesBootloader, WrongTarget
 from rakflash.flows.identify import DeviceInfo
 from rakflash.flows.planning import make_plan, minimum_transfer_seconds
 from rakflash.sim import firmware

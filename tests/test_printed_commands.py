@@ -25,9 +25,8 @@ import subprocess
 
 import pytest
 
-from rakflash.sim import Mode, firmware
-
 from conftest import cli_json, run_cli
+from rakflash.sim import Mode, firmware
 
 REQUIRE = bool(os.environ.get("RAKFLASH_REQUIRE_PEERS"))
 need_stm32flash = pytest.mark.skipif(not shutil.which("stm32flash") and not REQUIRE,
@@ -384,7 +383,8 @@ def test_nrfutil_makes_the_package_rakflash_asks_for_and_writes_it_to_the_virtua
 
     nrfutil first looks for the port among the USB devices pyserial lists, for up to its
     timeout (30 s), to trigger DFU mode; a pty is not among them, so each run waits that out."""
-    from rakflash import dfu_package as dp, ports
+    from rakflash import dfu_package as dp
+    from rakflash import ports
     from rakflash.link import Link
     from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
 

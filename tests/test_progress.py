@@ -15,9 +15,8 @@ import time
 
 import pytest
 
-from rakflash.sim import firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, fake_usb_port, run_cli
+from rakflash.sim import firmware
 
 NEW = "RUI_4.0.7_RAK3172-E"
 OLD = "RUI_4.0.5_RAK3172-E"
@@ -212,6 +211,7 @@ def test_every_result_line_has_the_same_keys(virtual, tmp_path, cat, new_app, en
 
 def test_the_only_module_port_is_picked_and_said(virtual, monkeypatch, tmp_path):
     from click.testing import CliRunner
+
     from rakflash import cli, ports
     dev = virtual("rak3172")
     monkeypatch.setenv("RAKFLASH_VIRTUAL_PORTS", str(tmp_path / "none"))
@@ -229,6 +229,7 @@ def test_the_only_module_port_is_picked_and_said(virtual, monkeypatch, tmp_path)
 @pytest.mark.parametrize("listed", [0, 2])
 def test_no_port_and_not_exactly_one_candidate_is_a_usage_error(monkeypatch, tmp_path, listed):
     from click.testing import CliRunner
+
     from rakflash import cli, ports
     monkeypatch.setenv("RAKFLASH_VIRTUAL_PORTS", str(tmp_path / "none"))
     fakes = [fake_usb_port(f"/dev/ttyUSB{i}", 0x1A86, 0x7523, "CH340") for i in range(listed)]

@@ -166,7 +166,8 @@ def test_two_stations_racing_for_the_last_rows_never_both_win_one(tmp_path, ledg
 
 # ------------------------------------------------------------------ the batch reader, fuzzed
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 from rakflash.errors import RakflashError  # noqa: E402
 
@@ -174,7 +175,7 @@ fuzz = settings(max_examples=int(os.environ.get("RAKFLASH_FUZZ_EXAMPLES", "60"))
                 derandomize="RAKFLASH_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 GOOD = ("DevEUI;AppEUI;AppKey;serial_number\n" + "".join(
-    f"AC1F09FFFE0000{i:02X};AC1F09FFF9153172;{KEY[:-2]}{i:02X};{'SN%d' % i if i % 2 else ''}\n" for i in range(6)))
+    f"AC1F09FFFE0000{i:02X};AC1F09FFF9153172;{KEY[:-2]}{i:02X};{f'SN{i}' if i % 2 else ''}\n" for i in range(6)))
 
 
 def _only_named_errors_or_good_rows(call):

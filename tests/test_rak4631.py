@@ -11,12 +11,12 @@ import json
 
 import pytest
 
-from rakflash import dfu_package as dp, ports
+from conftest import cli_json, run_cli, signal_when
+from rakflash import dfu_package as dp
+from rakflash import ports
 from rakflash.errors import PortNotBack
 from rakflash.sim import firmware
 from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
-
-from conftest import cli_json, run_cli, signal_when
 
 KEY = dp.new_signing_key()
 
@@ -242,6 +242,7 @@ def test_sim_command_prints_the_new_port_when_the_module_re_enumerates(tmp_path)
     import subprocess
     import sys
     import time
+
     from conftest import SRC
     from rakflash.link import Link
     env = dict(os.environ, PYTHONPATH=SRC)
@@ -362,11 +363,12 @@ def test_a_package_like_one_its_bootloader_refused_is_refused_before_at_boot(rak
 
 
 def test_a_stop_mid_transfer_names_the_bootloaders_port_for_the_re_run(rak4631, tmp_path):
+    import os
     import signal
     import subprocess
     import sys
+
     from conftest import SRC
-    import os
     dev = rak4631()
     pkg = rui3_package(tmp_path, dev, size=400_000)
     proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", pkg, "--port", dev.port, "--yes",
@@ -403,6 +405,7 @@ def start_sim_cli(*args: str):
     import os
     import subprocess
     import sys
+
     from conftest import SRC
     proc = subprocess.Popen([sys.executable, "-m", "rakflash", "sim", *args], stdout=subprocess.PIPE,
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -518,6 +521,7 @@ def test_an_arduino_update_stopped_mid_transfer_is_finished_by_the_same_command(
     import signal
     import subprocess
     import sys
+
     from conftest import SRC
     dev = rak4631("rak4631-arduino")
     pkg = arduino_package(tmp_path, dev.module, size=400_000)

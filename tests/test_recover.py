@@ -4,22 +4,26 @@ the framework's shared steps, the stm32-rom method, and what the person is told.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import pytest
 
+from conftest import FAST_BAUD
 from rakflash import images
-from rakflash.errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable,
-                             RomNoHandshake, WrongChip, WrongTarget)
+from rakflash.errors import (
+    ConfirmationNeeded,
+    ReadoutProtected,
+    RecoveryUnavailable,
+    RomNoHandshake,
+    WrongChip,
+    WrongTarget,
+)
 from rakflash.events import Countdown, Note, Progress, Prompt, Recorder, Warning
 from rakflash.flows.recover import RecoveryOptions, plan_recovery, recover
 from rakflash.flows.recover.stm32_rom import erase_pages, write_blocks
 from rakflash.link import Link
 from rakflash.sim import Mode, firmware
 from rakflash.trace import TraceWriter
-
-from conftest import FAST_BAUD
 
 
 def full_hex(tmp_path: Path, cat, key: str, boot: str, app: str, size: int = 24 * 1024) -> Path:

@@ -4,9 +4,8 @@ exact command the refusal names, and then takes serial updates again."""
 
 from __future__ import annotations
 
-from rakflash.sim import Mode, firmware
-
 from conftest import FAST_BAUD, cli_json, run_as_a_person, run_cli
+from rakflash.sim import Mode, firmware
 
 
 def recover_holding_boot0(dev, *args: str, timeout: float = 90) -> tuple[int, list[dict]]:
@@ -152,6 +151,7 @@ def test_ctrl_c_while_writing_says_what_the_chip_holds_and_the_rerun_finishes(vi
     import signal
     import subprocess
     import sys
+
     from conftest import SRC
     dev = virtual("rak3172")
     full = tmp_path / "RAK3172_FULL.hex"

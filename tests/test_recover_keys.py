@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from pyocd.core import exceptions
 
+from conftest import FAST_BAUD
+from fake_pyocd import Failures, FakePyOCD, FakeWorld
 from rakflash import catalog, images, swd_link
 from rakflash.errors import ReadoutProtected, TransferFault
 from rakflash.events import Keys, Note, Phase, Warning
@@ -25,9 +27,6 @@ from rakflash.flows.recover import plan_recovery, recover
 from rakflash.link import Link
 from rakflash.protocols import rui3_config as rc
 from rakflash.sim import Mode, firmware
-
-from conftest import FAST_BAUD
-from fake_pyocd import FakePyOCD, FakeWorld, Failures
 from test_flash import at_exchange
 from test_keys_backup import KEYS, keys_on, set_keys
 from test_recover import Person, fast, full_hex
@@ -323,7 +322,8 @@ def test_apollo3_wired_update_says_it_cant_read_and_what_it_leaves(cat, tmp_path
 
 
 def test_apollo3_recovery_result_says_not_read(virtual, tmp_path):
-    from test_apollo3_sbl_recover import brick, full_hex as rak11720_full, info0_at, run
+    from test_apollo3_sbl_recover import brick, info0_at, run
+    from test_apollo3_sbl_recover import full_hex as rak11720_full
     dev = virtual("rak11720", info0=info0_at())
     config = dev.flash.read(0xF4000, 0x2000)
     brick(dev)

@@ -14,10 +14,9 @@ import time
 
 import pytest
 
-from rakflash.sim import Mode, firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, flash_pressing_reset, run_cli
 from fakes import FakePort, echo, yes_man
+from rakflash.sim import Mode, firmware
 
 
 def write(tmp_path, name: str, data: bytes):

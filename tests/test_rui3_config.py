@@ -12,7 +12,8 @@ import struct
 import zlib
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rakflash.protocols import rui3_config as rc
 

@@ -12,12 +12,11 @@ import time
 import pytest
 import serial
 
+from conftest import FAST_BAUD, cli_json
 from rakflash.link import Link
 from rakflash.protocols import rui3_config as rc
 from rakflash.protocols.stm32_rom import RomClient, RomTimeouts
 from rakflash.sim import Mode, firmware
-
-from conftest import FAST_BAUD, cli_json
 from test_flash import at_exchange
 
 KEYS = {"DEVEUI": "AC1F09FFFE0A0B0C", "APPEUI": "70B3D57ED0001234",

@@ -9,17 +9,26 @@ import shutil
 import subprocess
 import sys
 import threading
+from pipes import pipe
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rakflash.errors import RomGarbled, RomNack, RomNoHandshake, RomSilent
-from rakflash.protocols.stm32_rom import (ACK, ERASE, EXTENDED_ERASE, GET_CHECKSUM, NACK, RomClient,
-                                          RomTimeouts, address_frame, stm32_crc)
+from rakflash.protocols.stm32_rom import (
+    ACK,
+    ERASE,
+    EXTENDED_ERASE,
+    GET_CHECKSUM,
+    NACK,
+    RomClient,
+    RomTimeouts,
+    address_frame,
+    stm32_crc,
+)
 from rakflash.sim import Mode
 from rakflash.sim.stm32_rom import RomChip, RomServer
-
-from pipes import pipe
 
 BASE, PAGE, PAGES = 0x08000000, 256, 64
 STD = (0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x63, 0x73, 0x82, 0x92)

@@ -11,15 +11,22 @@ import sys
 import pytest
 from pyocd.core import exceptions
 
-from rakflash import apollo3_info0, images
-from rakflash.errors import (ImageTargetError, PackMissing, ProbeBusy, ProbeError, ProbeNotFound,
-                             SwdUnavailable, TargetNotResponding, TouchesBootloader, TransferFault,
-                             VerifyFailed)
+from fake_pyocd import CMSISDAPProbe, Failures, FakePyOCD, FakeWorld, JLinkProbe
+from rakflash import apollo3_info0, images, swd_link
+from rakflash.errors import (
+    ImageTargetError,
+    PackMissing,
+    ProbeBusy,
+    ProbeError,
+    ProbeNotFound,
+    SwdUnavailable,
+    TargetNotResponding,
+    TouchesBootloader,
+    TransferFault,
+    VerifyFailed,
+)
 from rakflash.events import Phase, Progress, Recorder
-from rakflash import swd_link
 from rakflash.sim import firmware
-
-from fake_pyocd import CMSISDAPProbe, FakePyOCD, FakeWorld, Failures, JLinkProbe
 
 # With two RUI3 variants, which take their base's SWD target (the same chip).
 MODULES = ["rak3172", "rak811", "rak4270", "rak11720", "rak4631-r", "rak3172-sip", "rak3401"]

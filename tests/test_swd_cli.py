@@ -12,13 +12,11 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from rakflash import apollo3_info0, catalog
-from rakflash.cli import main
-from rakflash import swd_link
-from rakflash.sim import Mode, firmware
-
 from conftest import FAST_BAUD, SRC, cli_json, run_cli
 from fake_pyocd import CMSISDAPProbe, FakePyOCD, FakeWorld, JLinkProbe
+from rakflash import apollo3_info0, catalog, swd_link
+from rakflash.cli import main
+from rakflash.sim import Mode, firmware
 
 NEW_APP, NEW_BOOT = "RUI_4.0.6_RAK11720", "RUI_BOOT_0.4_RAK11720"
 

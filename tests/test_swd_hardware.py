@@ -7,8 +7,7 @@ import os
 
 import pytest
 
-from rakflash import apollo3_info0, catalog, images
-from rakflash import swd_link
+from rakflash import apollo3_info0, catalog, images, swd_link
 
 
 @pytest.fixture(scope="module")

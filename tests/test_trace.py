@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import random
 import threading
+from pipes import pipe
 
 import pytest
 
 from rakflash.protocols.ymodem import YmodemReceiver, YmodemSender
 from rakflash.trace import TraceReplay, TraceWriter, read_trace
-
-from pipes import pipe
 
 
 class Recording:

@@ -151,7 +151,7 @@ def run_as_printed(command: str, cwd: Path, env: dict, sims: dict[str, Sim], tim
             try:
                 line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"{command!r} still runs after {timeout} s:\n" + "".join(output))
+                raise AssertionError(f"{command!r} still runs after {timeout} s:\n" + "".join(output)) from None
             if line is None:
                 break
             output.append(line)
@@ -207,8 +207,9 @@ def test_samples_are_what_they_say_and_keep_their_key(tmp_path):
     """Each sample is what 'inspect' calls a file for its module; the RUI3 package is signed with
     the key written beside it, and running 'samples' again keeps that key (a simulator started
     with it still accepts the new package)."""
-    from rakflash import dfu_package as dp, images
     from conftest import cli_json
+    from rakflash import dfu_package as dp
+    from rakflash import images
     code, out = cli_json("samples", str(tmp_path / "try"))
     assert code == 0
     files = {f["file"]: f for f in out["files"]}

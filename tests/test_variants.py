@@ -9,11 +9,10 @@ import json
 
 import pytest
 
+from conftest import FAST_BAUD, cli_json, run_cli
 from rakflash import images
 from rakflash.flows.doctor import diagnose
 from rakflash.sim import Mode, firmware
-
-from conftest import FAST_BAUD, cli_json, run_cli
 from web_support import web  # noqa: F401  (a fixture)
 
 STM32WL = ["rak3172", "rak3172-sip", "rak3172lp-sip", "rak3172-t", "rak3172-f", "rak11160"]

@@ -20,7 +20,7 @@ from web_support import NEW, OLD, firmware_file, need, wait_for, web  # noqa: F4
 httpx = need("httpx", "the web tests' HTTP client")
 
 
-def client(server, **headers) -> "httpx.Client":
+def client(server, **headers) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=30, headers=headers)
 
 

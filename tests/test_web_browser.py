@@ -357,8 +357,8 @@ def test_keys_a_new_firmware_reset_are_written_back_and_the_page_says_so(page, w
                                                                         appkey):
     """…and a key whose answers always arrive damaged can't be checked: the page says it may
     have changed (as the CLI does), never that it was kept."""
-    from rakflash.sim import Rewrite, firmware
     from conftest import FAST_BAUD
+    from rakflash.sim import Rewrite, firmware
     from test_flash import KEYS, keys_on, set_keys
     dev = virtual("rak3172")                               # at 921600 baud: set in Options, as --baud
     set_keys(dev)
@@ -421,9 +421,9 @@ def test_a_module_that_cannot_say_which_it_is_is_asked_about_not_guessed(page, w
 def test_a_rak4631_dfu_package_over_its_re_enumerating_usb_port(page, web, tmp_path):
     """The page finds the native-USB module by its USB ids, inspects the package, and follows the
     module to its bootloader's port and back (the port list changes as it goes)."""
-    from test_rak4631 import KEY, rui3_package
     from rakflash.sim import SimOptions, create
     from rakflash.sim.nrf52 import USB_FULL_SPEED_BAUD
+    from test_rak4631 import KEY, rui3_package
     dev = create("rak4631", SimOptions(baud=USB_FULL_SPEED_BAUD, latency_ms=0.2, flash_scale=0.0,
                                        dfu_key=KEY)).start()
     try:

@@ -12,7 +12,7 @@ from web_support import NEW, firmware_file, need, wait_for, web  # noqa: F401  (
 httpx = need("httpx", "the web tests' HTTP client")
 
 
-def client(server) -> "httpx.Client":
+def client(server) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=30)
 
 

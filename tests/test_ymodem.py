@@ -11,18 +11,32 @@ import shutil
 import subprocess
 import threading
 import time
+from pipes import pipe
 
 import pytest
 import serial
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rakflash.errors import DeviceRestarted, TooManyRetries, TransferCancelled, TransferTimeout
 from rakflash.link import Link
-from rakflash.protocols.ymodem import (ACK, CAN, CRC_REQUEST, EOT, NAK, PAD, SOH, STX, YmodemReceiver,
-                                       YmodemSender, closing_block, crc16, header_block, make_block)
+from rakflash.protocols.ymodem import (
+    ACK,
+    CAN,
+    CRC_REQUEST,
+    EOT,
+    NAK,
+    PAD,
+    SOH,
+    STX,
+    YmodemReceiver,
+    YmodemSender,
+    closing_block,
+    crc16,
+    header_block,
+    make_block,
+)
 from rakflash.sim import Mode
-
-from pipes import pipe
 
 FAST = dict(ack_timeout=0.5, erase_timeout=1.0, start_timeout=1.0, byte_time=0.0)
 C = bytes([CRC_REQUEST])

@@ -116,7 +116,7 @@ class Info0:
 
     # -------------------------------------------------------------- construction
     @classmethod
-    def parse(cls, data: bytes, *, source: str = "INFO0") -> "Info0":
+    def parse(cls, data: bytes, *, source: str = "INFO0") -> Info0:
         """Decode a dump. Shorter than 8 KiB (but a whole number of words, at least
         the configuration words up to 0xC14) is padded with erased flash."""
         if len(data) > SIZE:
@@ -130,7 +130,7 @@ class Info0:
         return cls(bytes(data) + b"\xff" * (SIZE - len(data)))
 
     @classmethod
-    def load(cls, path: str) -> "Info0":
+    def load(cls, path: str) -> Info0:
         return cls.parse(read_dump(path), source=path)
 
     @classmethod
@@ -141,7 +141,7 @@ class Info0:
               main_ptr: int = RUI_BOOTLOADER_START, secure_boot: bool = False,
               security_policy: int = 0, debugger_allowed: bool = True,
               info0_program_quadrants: int = 0xF, info0_erase: bool = True,
-              write_protect: int = 0xFFFFFFFFFFFFFFFF, version: int = 0) -> "Info0":
+              write_protect: int = 0xFFFFFFFFFFFFFFFF, version: int = 0) -> Info0:
         """An INFO0 block laid out as ``create_info0.py`` lays one out (its defaults
         unless told otherwise): erased flash, the signature, then the fields."""
         buf = bytearray(b"\xff" * SIZE)
@@ -170,7 +170,7 @@ class Info0:
                 struct.pack_into("<I", buf, off, w)
         return cls(bytes(buf))
 
-    def replace(self, **changes: Any) -> "Info0":
+    def replace(self, **changes: Any) -> Info0:
         """A copy with some fields rebuilt (same names as :meth:`build`), the rest kept."""
         fresh = Info0.build(**{**self.build_args(), **changes})
         buf = bytearray(self.raw)

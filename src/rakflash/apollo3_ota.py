@@ -68,7 +68,7 @@ class OtaHeader:
                            self.storage_type, RFU)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "OtaHeader":
+    def unpack(cls, data: bytes) -> OtaHeader:
         if len(data) < HEADER_SIZE:
             raise ImageFormatError(f"an OTA header is {HEADER_SIZE} bytes; got {len(data)}")
         w = struct.unpack_from("<12I", data)

@@ -75,7 +75,7 @@ class WiredHeader:
         return bytes(raw)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "WiredHeader":
+    def unpack(cls, raw: bytes) -> WiredHeader:
         w0 = struct.unpack_from("<I", raw, 0)[0]
         key, load, size = struct.unpack_from("<III", raw, 84)
         return cls(image_type=raw[80], options=raw[81], key=key, load_address=load, size=size,

@@ -213,7 +213,7 @@ class Module:
         m = re.fullmatch(r"RUI_\d+(?:\.\d+)*_([A-Za-z0-9-]+)", (version or "").strip())
         return m.group(1) if m else None
 
-    def same_flash_as(self, other: "Module") -> bool:
+    def same_flash_as(self, other: Module) -> bool:
         """The same chip and the same flash map: an image placed for one lands the same on the other."""
         return self.mcu.key == other.mcu.key and self.regions == other.regions
 

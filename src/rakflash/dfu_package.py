@@ -196,7 +196,7 @@ class DfuPackage:
     def application(self) -> PackageImage | None:
         return self.image("application")
 
-    def linked_elsewhere(self, cat: Any = None) -> "LinkedElsewhere | None":
+    def linked_elsewhere(self, cat: Any = None) -> LinkedElsewhere | None:
         """Whether the application is linked for another base than where its family's bootloader
         writes it (see :func:`linked_elsewhere`)."""
         return linked_elsewhere(self, cat)

@@ -93,7 +93,7 @@ class Image:
         """How many bytes of [start, end) the image holds."""
         return sum(max(0, min(end, s.end) - max(start, s.start)) for s in self.segments)
 
-    def slice(self, start: int, end: int) -> "Image":
+    def slice(self, start: int, end: int) -> Image:
         """The part of the image inside [start, end), as a new image."""
         segs = []
         for s in self.segments:

@@ -123,7 +123,7 @@ class Link:
         return ser
 
     # -- context management -------------------------------------------------
-    def __enter__(self) -> "Link":
+    def __enter__(self) -> Link:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -492,7 +492,7 @@ def _not_a_serial_port(port: str) -> PortError | None:
     return NotASerialPort(f"{port} is not a serial port: it is {what}")
 
 
-def port_busy(port: str, others: "list[tuple[int, str]] | tuple" = (), *, windows: bool = False) -> PortBusy:
+def port_busy(port: str, others: list[tuple[int, str]] | tuple = (), *, windows: bool = False) -> PortBusy:
     """The one way rakflash says a port is taken — whether another program holds its lock or
     just has it open — naming the programs where the system tells (Linux, from /proc)."""
     names = ", ".join(f"{name} (pid {pid})" for pid, name in others)

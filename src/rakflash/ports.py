@@ -126,7 +126,7 @@ def not_a_serial_port(name: str, *, network_anywhere: bool = False) -> str | Non
     real = os.path.realpath(name) if name.startswith("/dev/") else name
     if not _DEVICE_PATH.match(real):
         return f"{name!r} is not a serial port: rakflash opens only {kinds}"
-    from .link import _not_a_serial_port       # what the path is, if it exists and isn't a device
+    from .link import _not_a_serial_port  # what the path is, if it exists and isn't a device
     wrong = _not_a_serial_port(real)           # (a missing one may be plugged in later)
     return wrong.message if wrong is not None else None
 
@@ -386,7 +386,7 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
         if before is not None:
             went_away |= {d for d in before if d not in listed}
 
-        def new(e: PortEntry) -> bool:
+        def new(e: PortEntry, went_away: set[str] = went_away) -> bool:
             return (before is None or e.device not in before or e.device in went_away
                     or before[e.device] != e.identity())
 
@@ -401,7 +401,7 @@ def wait_for_port(module: str, mode: str, *, serial_number: str | None = None,
             return candidates[0]
         if len(candidates) > 1:
             same = " with the same serial number" if serial_number else ""
-            which = "new ports look like the {} that was reset".format(module) if before is not None \
+            which = f"new ports look like the {module} that was reset" if before is not None \
                 else f"ports look like a {module}"
             raise PortAmbiguous(f"{len(candidates)} {which}, in its {mode}{same} "
                                 f"({', '.join(e.device for e in candidates)}), and rakflash can't tell "

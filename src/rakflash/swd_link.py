@@ -34,16 +34,25 @@ program from SRAM at 0x08000061, parameters at 0x10000000, data at
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from contextlib import contextmanager
-
 from . import apollo3_info0
 from .catalog import Module
-from .errors import (ImageTargetError, PackMissing, ProbeBusy, ProbeError, ProbeNotFound,
-                      RakflashError, SwdUnavailable, TargetNotResponding, TouchesBootloader,
-                      TransferFault, VerifyFailed)
+from .errors import (
+    ImageTargetError,
+    PackMissing,
+    ProbeBusy,
+    ProbeError,
+    ProbeNotFound,
+    RakflashError,
+    SwdUnavailable,
+    TargetNotResponding,
+    TouchesBootloader,
+    TransferFault,
+    VerifyFailed,
+)
 from .events import Phase, Progress, Sink, nowhere
 from .images import Image
 from .link import Deadline
@@ -380,7 +389,7 @@ def verify_segments(target: Any, image: Image, emit: Sink = nowhere) -> None:
             want = seg.data[off:off + VERIFY_CHUNK]
             got = bytes(target.read_memory_block8(seg.start + off, len(want)))
             if got != want:
-                bad = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+                bad = next(i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b)
                 raise VerifyFailed(
                     f"read-back differs from the image at {seg.start + off + bad:#010x} "
                     f"(wrote {want[bad]:#04x}, read {got[bad]:#04x})",
@@ -425,7 +434,7 @@ def write_info0(api: PyOCD, probe: ProbeInfo, module: Module, new: bytes, *,
         emit(Phase("verify", "reading INFO0 back", {"bytes": len(new)}))
         got = bytes(t.read_memory_block8(apollo3_info0.BASE, apollo3_info0.SIZE))
         if got != new:
-            bad = next(i for i, (a, b) in enumerate(zip(got, new)) if a != b)
+            bad = next(i for i, (a, b) in enumerate(zip(got, new, strict=False)) if a != b)
             raise VerifyFailed(f"INFO0 reads back differently at offset {bad:#06x}",
                                hint="INFO0 may not be programmable again on this chip (see "
                                     "'rakflash info0 show'); the old values may be partly gone: "

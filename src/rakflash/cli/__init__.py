@@ -12,7 +12,26 @@ never a traceback.
 
 from __future__ import annotations
 
+from . import (  # noqa: F401,E402  (each registers its command)
+    convert,
+    demo,
+    doctor,
+    flash,
+    info,
+    info0,
+    inspect,
+    keys,
+    modules,
+    ports,
+    probes,
+    provision,
+    recover,
+    samples,
+    settings_files,
+    sim,
+    udev,
+    web,
+)
 from .app import main
-from . import convert, demo, doctor, flash, info, info0, inspect, keys, modules, ports, probes, provision, recover, samples, settings_files, sim, udev, web  # noqa: F401,E402  (each registers its command)
 
 __all__ = ["main"]

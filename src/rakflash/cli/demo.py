@@ -8,14 +8,15 @@ from pathlib import Path
 
 import click
 
-from .. import catalog as _catalog, images
+from .. import catalog as _catalog
+from .. import images
 from ..flows.identify import identify
 from ..flows.planning import make_plan
 from ..flows.update import run_update
+from . import output
 from .app import main
 from .flash import done_line
 from .options import json_option, open_link, verbosity_options
-from . import output
 from .output import TerminalEvents, emit_json, out, print_device, reports_errors, show_plan, show_settings
 
 

@@ -9,15 +9,38 @@ from contextlib import ExitStack
 import click
 
 from ..errors import AlreadyUpToDate, ConfirmationNeeded, RakflashError
+from ..flows.fleet import now_iso
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from .app import main
-from .options import (WINDOW, IntParam, json_option, load_image, lookup_module, module_option, open_link,
-                      password_asker, password_option, pick_port, port_options, verbosity_options)
-from ..flows.fleet import now_iso
 from .fleet import open_report, report_one
+from .options import (
+    WINDOW,
+    IntParam,
+    json_option,
+    load_image,
+    lookup_module,
+    module_option,
+    open_link,
+    password_asker,
+    password_option,
+    pick_port,
+    port_options,
+    verbosity_options,
+)
+from .output import (
+    RESULT_KEYS,
+    JsonEvents,
+    TerminalEvents,
+    ask_module,
+    ask_yes_no,
+    emit_result,
+    known,
+    moved_hint,
+    out,
+    reports_errors,
+    show_settings,
+)
 from .provision import ledger_option, prepare, station_option
-from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, ask_module, ask_yes_no, emit_result, known,
-                     moved_hint, out, reports_errors, show_settings)
 
 # Every result line has these keys, however the command ends (success, refusal, failure, Ctrl-C).
 FLASH_KEYS = RESULT_KEYS

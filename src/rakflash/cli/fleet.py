@@ -195,7 +195,7 @@ class JsonFleet:
     def __call__(self, port: str, event: ev.Event) -> None:
         emit_json({**event.to_dict(), "port": port})
 
-    def __enter__(self) -> "JsonFleet":
+    def __enter__(self) -> JsonFleet:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -214,7 +214,7 @@ class FleetView:
         self.live: Live | None = None
         self.terminal = err.is_terminal
 
-    def __enter__(self) -> "FleetView":
+    def __enter__(self) -> FleetView:
         if self.terminal:
             self.live = Live(self._render(), console=err, refresh_per_second=4, transient=False)
             self.live.start()

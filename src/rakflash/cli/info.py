@@ -12,10 +12,19 @@ from ..flows.boot import peek_bootloader_version
 from ..flows.identify import DeviceInfo, identify
 from ..flows.lock import lock_again, opening
 from ..link import Link
-from .app import main
-from .options import (json_option, lookup_module, module_option, open_link, password_asker,
-                      password_option, pick_port, port_options, verbosity_options)
 from . import output
+from .app import main
+from .options import (
+    json_option,
+    lookup_module,
+    module_option,
+    open_link,
+    password_asker,
+    password_option,
+    pick_port,
+    port_options,
+    verbosity_options,
+)
 from .output import TerminalEvents, emit_json, print_device, read_only_command, reports_errors
 
 DEVICE_KEYS = ("module", "mode", "app_version", "bootloader_version")

@@ -10,11 +10,10 @@ from rich.table import Table
 
 from .. import apollo3_info0 as info0_mod
 from ..errors import Aborted, ConfirmationNeeded, ImageFormatError, UsageError
-from .app import main
 from ..trace import open_for_writing
+from .app import main
 from .options import json_option, lookup_module, why_unwritable
-from .output import (JsonEvents, TerminalEvents, emit_json, known, out, read_only_command,
-                     reports_errors)
+from .output import JsonEvents, TerminalEvents, emit_json, known, out, read_only_command, reports_errors
 
 
 @main.group()

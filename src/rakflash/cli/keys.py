@@ -16,8 +16,19 @@ from ..flows.lock import lock_again, opening
 from ..flows.recover.stm32_rom import read_over_rom
 from ..link import Link
 from .app import main
-from .options import (WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, password_asker,
-                      password_option, pick_port, port_options, verbosity_options)
+from .options import (
+    WINDOW,
+    CmsisPack,
+    json_option,
+    lookup_module,
+    module_option,
+    open_link,
+    password_asker,
+    password_option,
+    pick_port,
+    port_options,
+    verbosity_options,
+)
 from .output import JsonEvents, TerminalEvents, emit_json, err, known, out, reports_errors
 
 KEYS_JSON = ("result", "module", "port", "error")

@@ -105,6 +105,7 @@ class PortName(click.ParamType):
 
     def shell_complete(self, ctx: Any, param: Any, incomplete: str) -> list:
         from click.shell_completion import CompletionItem
+
         from ..ports import list_serial_ports
         return [CompletionItem(p.device) for p in list_serial_ports() if p.device.startswith(incomplete)]
 
@@ -289,10 +290,11 @@ def password_option(fn: Callable) -> Callable:
                              "the password never appears in its output, a --trace file or a report.")(fn)
 
 
-def password_asker(password: str | None) -> "Callable[[], str | None] | None":
+def password_asker(password: str | None) -> Callable[[], str | None] | None:
     """How a command gets a locked port's password: --password (checked now), else a prompt on
     a terminal that never shows what is typed, else none (the port-locked error stands)."""
     import sys
+
     from ..flows.lock import check_password
     if password is not None:
         check_password(password)

@@ -13,8 +13,8 @@ import json
 import os
 import signal
 import sys
-import time
 import threading
+import time
 from typing import Any, Callable
 
 import click
@@ -95,9 +95,11 @@ def prepare_streams() -> None:
     encoding lacks are escaped (an ASCII-only terminal and a file name with 'é'), and a
     standard output closed early is survived (:class:`_GuardedStdout`)."""
     for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)     # (TextIO has none: a TextIOWrapper's)
         try:
-            getattr(stream, "reconfigure")(errors="backslashreplace")   # (TextIO has none: a TextIOWrapper's)
-        except (AttributeError, ValueError, OSError):
+            if reconfigure is not None:
+                reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):
             pass
     if sys.stdout is not None and not isinstance(sys.stdout, _GuardedStdout):
         sys.stdout = _GuardedStdout(sys.stdout)
@@ -323,7 +325,7 @@ class Renderer:
     def __call__(self, event: ev.Event) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> "Renderer":
+    def __enter__(self) -> Renderer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -337,7 +339,7 @@ class JsonEvents(Renderer):
         if not stdout_closed_early():     # the events' reader is gone; the result line still goes out
             emit_json(event.to_dict())
 
-    def __enter__(self) -> "JsonEvents":
+    def __enter__(self) -> JsonEvents:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -374,7 +376,7 @@ class TerminalEvents(Renderer):
         self._total: int | None = None
         self._t0 = time.monotonic()
 
-    def __enter__(self) -> "TerminalEvents":
+    def __enter__(self) -> TerminalEvents:
         return self
 
     def __exit__(self, *exc: object) -> None:

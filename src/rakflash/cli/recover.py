@@ -22,8 +22,7 @@ from ..flows.recover import METHODS, RecoveryOptions, interrupted_hint, method_f
 from ..written import NOTHING, Written
 from .app import main
 from .options import WINDOW, CmsisPack, json_option, lookup_module, module_option, open_link, port_options
-from .output import (RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, err, known, out,
-                     reports_errors)
+from .output import RESULT_KEYS, JsonEvents, TerminalEvents, emit_json, emit_result, err, known, out, reports_errors
 
 # flash's keys on every result line (success, failure, dry run, Ctrl-C), and the bootloader's versions.
 # ``keys``: what became of the owner's keys (null when a run ends before it is known), and where the

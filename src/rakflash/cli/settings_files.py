@@ -12,8 +12,17 @@ from ..flows import settings_files as flow
 from ..flows.lock import lock_again
 from .app import main
 from .keys import _renderer, app_module
-from .options import (lookup_module, module_option, open_link, password_asker, password_option, pick_port,
-                      port_options, json_option, verbosity_options)
+from .options import (
+    json_option,
+    lookup_module,
+    module_option,
+    open_link,
+    password_asker,
+    password_option,
+    pick_port,
+    port_options,
+    verbosity_options,
+)
 from .output import emit_json, err, out, reports_errors
 
 SETTINGS_JSON = ("result", "module", "port", "error")

@@ -144,8 +144,8 @@ def sim(module_name: str, state: str, baud: int, latency_ms: float, flash_scale:
     if transport == "pty" and not has_ptys():
         raise click.BadParameter("this system has no pseudo-terminals: use --transport tcp",
                                  param_hint="'--transport'")
-    from ..flows.lines import check_line
     from ..errors import UsageError as _UsageError
+    from ..flows.lines import check_line
     for value, option in ((reset_with, "--reset-with"), (boot0_with, "--boot0-with")):
         if value is None:
             continue

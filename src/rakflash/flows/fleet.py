@@ -39,8 +39,15 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from .. import __version__
 from ..at import AtConsole
 from ..catalog import Dialect
-from ..errors import (AlreadyUpToDate, DeviceError, KeysPresent, NotProvisionable, PlanRefused, ProvisionError,
-                      RakflashError)
+from ..errors import (
+    AlreadyUpToDate,
+    DeviceError,
+    KeysPresent,
+    NotProvisionable,
+    PlanRefused,
+    ProvisionError,
+    RakflashError,
+)
 from ..events import DeviceFound, Event, Phase, Progress
 from ..images import Image
 from ..stoppable import StoppableLink
@@ -155,7 +162,7 @@ class Fleet:
     def __init__(self, ports: list[str], image: Image | None, options: FlashOptions | None = None, *,
                  emit: FleetSink = _nowhere, report: ReportFile | None = None,
                  trace_for: Callable[[str], TraceWriter | None] | None = None,
-                 grace: float = 15.0, provisioning: "Provisioning | None" = None) -> None:
+                 grace: float = 15.0, provisioning: Provisioning | None = None) -> None:
         self.ports = list(dict.fromkeys(ports))
         self.image = image
         self.options = options or FlashOptions()

@@ -44,8 +44,7 @@ from typing import Literal
 from .. import catalog as _catalog
 from ..at import AtConsole, AtReply, looks_like_text
 from ..catalog import Catalog, Module
-from ..errors import (EchoingPort, Flooding, GarbageReply, InRomBootloader, InSecureBootloader,
-                      NoResponse, UnknownDevice)
+from ..errors import EchoingPort, Flooding, GarbageReply, InRomBootloader, InSecureBootloader, NoResponse, UnknownDevice
 from ..events import nowhere
 from ..link import Link
 from . import lock, rom_probe

@@ -34,13 +34,11 @@ from typing import Any, Callable
 from .. import catalog as _catalog
 from ..at import AtConsole
 from ..catalog import Module
-from ..errors import (KeysNotWritten, NotProvisionable, PlanRefused, RecoveryUnavailable,
-                      UsageError)
+from ..errors import KeysNotWritten, NotProvisionable, PlanRefused, RecoveryUnavailable, UsageError
 from ..events import Phase, Sink, nowhere
 from ..link import Link
 from ..protocols import rui3_config as rc
 from .settings import read_value, well_formed
-
 
 FORMAT = 1                  # the backup file's version ("rakflash_keys": 1)
 FILE_MAX = 256 * 1024       # a backup is a few KiB; more is not one of ours
@@ -267,7 +265,7 @@ def keep_copy(backup: Backup) -> KeptCopy:
     of the kept-settings store, and the decoded values in the store itself
     (:func:`settings.keep_until_checked`: a later ``flash`` of this module finds them) — unless
     an earlier, cut-off run keeps values there already (they stay as they are)."""
-    from .settings import _kept_dir, _pending_file, _file_part, keep_until_checked
+    from .settings import _file_part, _kept_dir, _pending_file, keep_until_checked
     folder = _kept_dir()
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     base = f"keys-{backup.module.key}-{_file_part(backup.serial_number or 'unknown')}-{stamp}"

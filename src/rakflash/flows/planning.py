@@ -26,9 +26,19 @@ import re
 
 from .. import catalog as _catalog
 from ..catalog import Module, version_tuple
-from ..errors import (AlreadyUpToDate, BaudTooLow, BootloaderTooOld, ImageTargetError, ImageTooLarge,
-                      ModuleUncertain, NotFirmware, PackageMismatch, TouchesBootloader, UnsupportedUpdate,
-                      WrongTarget)
+from ..errors import (
+    AlreadyUpToDate,
+    BaudTooLow,
+    BootloaderTooOld,
+    ImageTargetError,
+    ImageTooLarge,
+    ModuleUncertain,
+    NotFirmware,
+    PackageMismatch,
+    TouchesBootloader,
+    UnsupportedUpdate,
+    WrongTarget,
+)
 from ..images import Image, ImageInfo, analyse, check_firmware, target_module
 from ..vector_table import vector_at
 from .identify import DeviceInfo

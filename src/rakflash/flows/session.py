@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..catalog import Module
-from ..errors import AlreadyUpToDate, Aborted, ModuleUncertain, RakflashError
-from ..events import (Caught, DeviceFound, Event, Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere,
-                      tee)
+from ..errors import Aborted, AlreadyUpToDate, ModuleUncertain, RakflashError
+from ..events import Caught, DeviceFound, Event, Note, Phase, PlanReady, Recorder, Sink, Warning, nowhere, tee
 from ..images import Image, check_firmware, target_module
 from ..link import Link
 from . import boot

@@ -437,7 +437,7 @@ def settle(link: Link, module: Module, serial: str | None, before: Reading | Non
     return check
 
 
-def settle_earlier(link: Link, device: "DeviceInfo", *, emit: Sink = nowhere) -> SettingsCheck | None:
+def settle_earlier(link: Link, device: DeviceInfo, *, emit: Sink = nowhere) -> SettingsCheck | None:
     """For a module found already running the new version: finish the check an
     earlier, cut-off run could not (None when there is nothing to check)."""
     module = device.module

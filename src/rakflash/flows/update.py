@@ -26,8 +26,8 @@ from ..errors import BootloaderTooOld, TransferError, VerifyFailed, VersionUncon
 from ..events import Event, Phase, Retry, Sink, Warning, nowhere
 from ..link import Deadline, Link
 from . import boot
-from .plan import Plan, recovery_after_forced_stall
 from . import settings as keys
+from .plan import Plan, recovery_after_forced_stall
 from .settings import SettingsCheck
 from .transfers import for_protocol
 
@@ -213,7 +213,7 @@ def run_update(link: Link, plan: Plan, *, emit: Sink = nowhere, app_timeout: flo
                                              if confirm is not None and after is None else None))
 
 
-def _learn(learnt: dict, serial: str | None, reading: "keys.Reading | None") -> None:
+def _learn(learnt: dict, serial: str | None, reading: keys.Reading | None) -> None:
     """Note the module's identifiers (serial number, DevEUI) for a report; never a key."""
     if serial:
         learnt["serial_number"] = serial

@@ -39,8 +39,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..apollo3_ota import HEADER_SIZE, OtaHeader, crc32_apollo3
-from ..errors import (DeviceRejected, DeviceRestarted, RakflashError, TooManyRetries,
-                      TransferError, TransferTimeout, VerifyFailed)
+from ..errors import (
+    DeviceRejected,
+    DeviceRestarted,
+    RakflashError,
+    TooManyRetries,
+    TransferError,
+    TransferTimeout,
+    VerifyFailed,
+)
 from ..link import ByteChannel, Deadline
 
 HEADER, DATA, VERIFY, RESET = 1, 2, 3, 4

@@ -123,7 +123,7 @@ class Status:
                             *self.am_info)
 
     @classmethod
-    def decode(cls, payload: bytes) -> "Status":
+    def decode(cls, payload: bytes) -> Status:
         w = struct.unpack_from("<20I", payload)
         return cls(w[0], w[1], w[2], w[3], tuple(w[4:20]))
 
@@ -142,7 +142,7 @@ class Ack:
         return encode_words(ACK, self.acked, self.status, self.seq)
 
     @classmethod
-    def decode(cls, payload: bytes) -> "Ack":
+    def decode(cls, payload: bytes) -> Ack:
         return cls(*struct.unpack_from("<3I", payload))
 
 

@@ -33,7 +33,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import (DfuRejected, TooManyRetries, TransferError, TransferTimeout)
+from ..errors import DfuRejected, TooManyRetries, TransferError, TransferTimeout
 from ..link import ByteChannel, Deadline
 from . import slip
 from .slip import read_some
@@ -286,7 +286,7 @@ class SecureDfuClient:
         must carry (MTU, Select, Calc checksum). An answer damaged on the line is asked for
         again where that is safe (:data:`_ASK_AGAIN`); otherwise it is a named error."""
         what = OP_NAMES.get(op, hex(op))
-        for attempt in range(self.retries + 1):
+        for _attempt in range(self.retries + 1):
             self._send(op, payload)
             try:
                 return self._answer(op, self.t.reply if timeout is None else timeout, offset=offset,
@@ -366,7 +366,7 @@ class SecureDfuClient:
 
     def send_init(self, init: bytes) -> None:
         """A new init packet: Create, Write, check the CRC, Execute (the device drops older progress)."""
-        for attempt in range(self.retries + 1):
+        for _attempt in range(self.retries + 1):
             self.request(OP_CREATE, struct.pack("<BI", OBJ_COMMAND, len(init)), timeout=self.t.create)
             if self._stream(init, 0, 0, OBJ_COMMAND):
                 self.request(OP_EXECUTE, timeout=self.t.execute)
@@ -406,7 +406,7 @@ class SecureDfuClient:
                     raise
         while offset < total:
             end = min(total, offset + max_size)
-            for attempt in range(self.retries + 1):
+            for _attempt in range(self.retries + 1):
                 self.request(OP_CREATE, struct.pack("<BI", OBJ_DATA, end - offset),
                              timeout=self.t.create, offset=offset)
                 self.report.objects += 1

@@ -47,7 +47,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Iterator, NoReturn, Union
+from typing import Iterator, NoReturn
 
 MAGIC = 0xAABBCCDD
 V99_MARKER = 0x000EDD1E
@@ -100,7 +100,7 @@ class Bytes:
 
 @dataclass(frozen=True)
 class Array:
-    of: "CType"
+    of: CType
     n: int
 
     @property
@@ -114,13 +114,13 @@ class Array:
 
 @dataclass(frozen=True)
 class Struct:
-    members: tuple[tuple[str, "CType"], ...]
+    members: tuple[tuple[str, CType], ...]
 
     @property
     def align(self) -> int:
         return max(t.align for _, t in self.members)
 
-    def offsets(self) -> Iterator[tuple[str, "CType", int]]:
+    def offsets(self) -> Iterator[tuple[str, CType, int]]:
         at = 0
         for name, t in self.members:
             at = _round_up(at, t.align)
@@ -135,7 +135,7 @@ class Struct:
         return _round_up(end, self.align)
 
 
-CType = Union[Scalar, Bytes, Array, Struct]
+CType = Scalar | Bytes | Array | Struct
 U8, I8, U16, I16, U32 = Scalar("B"), Scalar("b"), Scalar("H"), Scalar("h"), Scalar("I")
 BOOL = ENUM = U8          # _Bool is one byte; enums one byte too (-fshort-enums, see above)
 
@@ -307,7 +307,7 @@ def _legacy_crc_span(platform: Platform, version: int) -> int:
 
 # ------------------------------------------------------------------ the block
 
-Value = Union[int, bytes]
+Value = int | bytes
 
 
 @dataclass
@@ -330,7 +330,7 @@ class ConfigBlock:
     def get(self, name: str, default: Value | None = None) -> Value | None:
         return self.values.get(name, default)
 
-    def replace(self, **changes: Value) -> "ConfigBlock":
+    def replace(self, **changes: Value) -> ConfigBlock:
         """A copy with some members changed (dotted names: ``replace(**{"lora.adr": 0})``)."""
         known = fields(self.platform, self.version)
         for name, value in changes.items():

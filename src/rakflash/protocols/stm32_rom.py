@@ -106,7 +106,7 @@ def xor(data: Iterable[int], start: int = 0) -> int:
     return start
 
 
-def plausible_get(info: "RomInfo") -> bool:
+def plausible_get(info: RomInfo) -> bool:
     """Whether a Get reply is one a ROM bootloader gives: every command code known (AN3155),
     Get, Get ID and Read Memory among them, none twice. Text from a firmware that floods
     the line does not pass (its 0x79 'y' is no ACK)."""

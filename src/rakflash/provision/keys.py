@@ -58,7 +58,7 @@ class Provisioning:
                      "own); nothing was claimed or written for this one.")
 
     def run(self, link: Link, module: Module | None, *, firmware: str | None = None,
-            emit: Sink = nowhere, slot: str | None = None) -> "Provisioned":
+            emit: Sink = nowhere, slot: str | None = None) -> Provisioned:
         return provision(link, module, self, firmware=firmware, emit=emit, slot=slot)
 
 

@@ -105,7 +105,7 @@ def describe(spec: str) -> str:
     return re.sub(r"(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", spec)
 
 
-def open_ledger(spec: str | None, batch_path: str, *, create: bool = True) -> "Ledger":
+def open_ledger(spec: str | None, batch_path: str, *, create: bool = True) -> Ledger:
     """The ledger ``--ledger`` names (a ``postgresql://`` URL or an SQLite file), else the file
     beside the batch. ``create=False`` (show, export): a missing SQLite file is an error."""
     if spec and re.match(r"postgres(ql)?://", spec):
@@ -143,7 +143,7 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -346,7 +346,7 @@ def check_against(batch: Batch, ledger: Ledger) -> None:
         raise_problems(batch.path, problems)
 
 
-def status(batch: Batch, ledger: "Ledger | None") -> dict[str, Any]:
+def status(batch: Batch, ledger: Ledger | None) -> dict[str, Any]:
     """Every row of ``batch`` with its state in ``ledger`` (``written``, ``claimed``, ``failed`` or
     ``left``; ``ledger`` None: no ledger yet, every row left), the counts, and the claims of this
     batch's name whose DevEUI is no longer in the file (``not_in_file``). Never an AppKey."""

@@ -30,14 +30,33 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .. import apollo3_info0 as info0_mod, apollo3_wired as wired
+from .. import apollo3_info0 as info0_mod
+from .. import apollo3_wired as wired
 from ..apollo3_info0 import Info0
 from ..link import ByteChannel, Deadline
-from ..vector_table import vector_at
 from ..protocols import apollo3_sbl as sbl
-from ..protocols.apollo3_sbl import (ABORT, ABORT_AND_QUIT, CRC_ERROR, DATA, HELLO, INVALID_OPERATION,
-                                     INVALID_PARAMETER, MAX_MESSAGE, OTADESC, RESET, SEQUENCE, SUCCESS,
-                                     TOO_BIG, TOO_MUCH_DATA, UNKNOWN_TYPE, UPDATE, Ack, Status, crc32)
+from ..protocols.apollo3_sbl import (
+    ABORT,
+    ABORT_AND_QUIT,
+    CRC_ERROR,
+    DATA,
+    HELLO,
+    INVALID_OPERATION,
+    INVALID_PARAMETER,
+    MAX_MESSAGE,
+    OTADESC,
+    RESET,
+    SEQUENCE,
+    SUCCESS,
+    TOO_BIG,
+    TOO_MUCH_DATA,
+    UNKNOWN_TYPE,
+    UPDATE,
+    Ack,
+    Status,
+    crc32,
+)
+from ..vector_table import vector_at
 from .flash import FlashError
 
 if TYPE_CHECKING:          # what the mixin is mixed into: its attributes are the module's

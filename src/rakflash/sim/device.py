@@ -28,7 +28,6 @@ from . import firmware
 from .flash import Flash
 from .uart import Faults, PowerCut, SimUart
 
-
 DEFAULT_SETTINGS = {
     "DEVEUI": "AC1F09FFFE000001", "APPEUI": "0000000000000000",
     "APPKEY": "00000000000000000000000000000000", "BAND": "4",
@@ -147,7 +146,7 @@ class VirtualModule:
     def port(self) -> str:
         return self.uart.path
 
-    def start(self) -> "VirtualModule":
+    def start(self) -> VirtualModule:
         self._thread.start()
         return self
 
@@ -156,7 +155,7 @@ class VirtualModule:
         self.uart.close()
         self._thread.join(timeout=2)
 
-    def __enter__(self) -> "VirtualModule":
+    def __enter__(self) -> VirtualModule:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -18,7 +18,6 @@ import intelhex
 
 from ..catalog import Module
 
-
 DEFAULT_VERSIONS = {
     # module key: (bootloader version, running app version, a newer app version)
     "rak3172": ("RUI_BOOT_0.8_STM32WLE5CC", "RUI_4.0.5_RAK3172-E", "RUI_4.0.6_RAK3172-E"),

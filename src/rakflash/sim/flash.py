@@ -58,7 +58,7 @@ class Flash:
         """Write ``data``; the target must be erased (bits only go from 1 to 0)."""
         off = self._offset(addr, len(data))
         current = self.mem[off:off + len(data)]
-        if any(c != 0xFF for c, d in zip(current, data) if d != 0xFF):
+        if any(c != 0xFF for c, d in zip(current, data, strict=False) if d != 0xFF):
             raise FlashError(f"program at {addr:#x}: location not erased")
         self.programs += 1
         self.mem[off:off + len(data)] = data

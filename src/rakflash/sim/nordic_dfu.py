@@ -14,18 +14,37 @@ from typing import Callable, Protocol
 
 from ..link import ByteChannel, Deadline
 from ..protocols import slip
-from ..protocols.nordic_dfu import (OBJ_COMMAND, OBJ_DATA, OP_ABORT, OP_CRC, OP_CREATE, OP_EXECUTE, OP_MTU,
-                                    OP_PING, OP_PROTOCOL_VERSION, OP_RESPONSE, OP_SELECT, OP_SET_PRN,
-                                    OP_WRITE, RES_EXT_ERROR, RES_INSUFFICIENT_RESOURCES,
-                                    RES_INVALID_PARAMETER, RES_NOT_PERMITTED, RES_NOT_SUPPORTED,
-                                    RES_OPERATION_FAILED, RES_SUCCESS, RES_UNSUPPORTED_TYPE, crc32)
+from ..protocols.nordic_dfu import (
+    OBJ_COMMAND,
+    OBJ_DATA,
+    OP_ABORT,
+    OP_CRC,
+    OP_CREATE,
+    OP_EXECUTE,
+    OP_MTU,
+    OP_PING,
+    OP_PROTOCOL_VERSION,
+    OP_RESPONSE,
+    OP_SELECT,
+    OP_SET_PRN,
+    OP_WRITE,
+    RES_EXT_ERROR,
+    RES_INSUFFICIENT_RESOURCES,
+    RES_INVALID_PARAMETER,
+    RES_NOT_PERMITTED,
+    RES_NOT_SUPPORTED,
+    RES_OPERATION_FAILED,
+    RES_SUCCESS,
+    RES_UNSUPPORTED_TYPE,
+    crc32,
+)
 from ..protocols.slip import read_some
 
 
 class DfuBackend(Protocol):
     """What the bootloader's request handler needs from the rest of the bootloader."""
 
-    def check_init(self, init: bytes) -> "InitVerdict":
+    def check_init(self, init: bytes) -> InitVerdict:
         """Validate a complete init packet (signature, versions, sizes)."""
 
     def begin_object(self, offset: int, size: int) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import catalog as _catalog, dfu_package as dp
+from .. import catalog as _catalog
+from .. import dfu_package as dp
 from ..apollo3_ota import build_blob
 from . import firmware
 

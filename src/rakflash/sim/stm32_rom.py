@@ -40,13 +40,30 @@ from functools import partial
 from typing import Callable, Protocol
 
 from ..link import ByteChannel
-from ..protocols.stm32_rom import (ACK, COMMAND_NAMES, ERASE, EXTENDED_ERASE, GET, GET_CHECKSUM, GET_ID,
-                                   GET_VERSION, GO, MASS_ERASE, NACK, READ_MEMORY, READOUT_PROTECT,
-                                   READOUT_UNPROTECT, SYNC, WRITE_MEMORY, WRITE_PROTECT, WRITE_UNPROTECT,
-                                   stm32_crc, xor)
+from ..protocols.stm32_rom import (
+    ACK,
+    COMMAND_NAMES,
+    ERASE,
+    EXTENDED_ERASE,
+    GET,
+    GET_CHECKSUM,
+    GET_ID,
+    GET_VERSION,
+    GO,
+    MASS_ERASE,
+    NACK,
+    READ_MEMORY,
+    READOUT_PROTECT,
+    READOUT_UNPROTECT,
+    SYNC,
+    WRITE_MEMORY,
+    WRITE_PROTECT,
+    WRITE_UNPROTECT,
+    stm32_crc,
+    xor,
+)
 from .device import Mode, VirtualModule
 from .flash import FlashError
-
 
 # ------------------------------------------------------------------ the ROM's command loop
 
@@ -285,7 +302,7 @@ class RomServer:
 class ChipMemory:
     """The chip as the ROM bootloader sees it: the module's flash, and read-out protection."""
 
-    def __init__(self, dev: "Stm32Rom") -> None:
+    def __init__(self, dev: Stm32Rom) -> None:
         self.dev = dev
         self.flash = dev.flash
         self.mcu = dev.module.mcu

@@ -119,7 +119,7 @@ class Faults:
 
     @classmethod
     def both_ways(cls, *, bit_error_rate: float = 0.0, drop_rate: float = 0.0,
-                  garbage_rate: float = 0.0, **kw: Any) -> "Faults":
+                  garbage_rate: float = 0.0, **kw: Any) -> Faults:
         """The same noise on the line in both directions."""
         return cls(bit_error_rate=bit_error_rate, drop_rate=drop_rate, garbage_rate=garbage_rate,
                    bit_error_rate_to_host=bit_error_rate, drop_rate_to_host=drop_rate,

@@ -60,7 +60,7 @@ def listen_address(host: str) -> tuple[int, str]:
         found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise AddressRefused(f"--host {host} is not an address of this computer ({exc})") from None
-    for family, _, _, _, sockaddr in found:
+    for _family, _, _, _, sockaddr in found:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])    # (an IP family's: a str)
         mapped = getattr(ip, "ipv4_mapped", None)
         if ip.is_unspecified or (mapped is not None and mapped.is_unspecified):

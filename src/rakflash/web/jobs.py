@@ -46,7 +46,7 @@ def port_key(port: str) -> str:
 class Job:
     """One operation on one port; ``emit`` is its event sink, ``ask`` its confirmation."""
 
-    def __init__(self, board: "Board", kind: str, ports: list[str], title: str) -> None:
+    def __init__(self, board: Board, kind: str, ports: list[str], title: str) -> None:
         self.board = board
         self.id = secrets.token_hex(4)
         self.kind = kind                # "flash", "recover", "fleet"
@@ -195,7 +195,7 @@ class Board:
         with self._lock:
             if self.stopping:
                 raise ServerStopping(self.stopping)
-            for port, key in zip(ports, keys):
+            for port, key in zip(ports, keys, strict=False):
                 if key in self._holders:
                     holder = self._holder_jobs.get(key)
                     waiting = holder is not None and holder.state == "confirm"
@@ -237,7 +237,7 @@ class Board:
                 return f"a plan for {job.title} waits for its confirmation"
             return self._holders.get(key)
 
-    def holding_job(self, port: str) -> "Job | None":
+    def holding_job(self, port: str) -> Job | None:
         """The job that holds ``port``, if a job does (identify holds it without one)."""
         with self._lock:
             return self._holder_jobs.get(port_key(port))

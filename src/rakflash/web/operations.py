@@ -24,8 +24,7 @@ from typing import Any, Callable
 from .. import catalog as _catalog
 from .. import images
 from ..catalog import Module
-from ..errors import (Aborted, ConfirmationNeeded, ModuleUncertain, PlanRefused, RakflashError,
-                      UnknownDevice)
+from ..errors import Aborted, ConfirmationNeeded, ModuleUncertain, PlanRefused, RakflashError, UnknownDevice
 from ..flows.identify import identify
 from ..flows.session import DryRun, FlashOptions, FlashSession
 from ..link import Link
@@ -78,6 +77,7 @@ def doctor_port(port: str, *, image_path: str | None = None, name: str | None = 
     suggests name it as the person knows it (``name``).
     """
     import json
+
     from ..flows.doctor import diagnose
     report = diagnose(port, image_path=image_path, module=module, baud=baud).to_dict()
     if image_path and name:
@@ -233,6 +233,7 @@ def fleet_work(ports: list[str], image_path: str, name: str, options: FlashOptio
     ``batch`` (``{"path", "ledger"?, "station"?}``): after its update each module gets its row of
     keys, as ``flash … --provision`` gives it; the batch is checked against its ledger first."""
     import dataclasses
+
     from ..flows.fleet import Fleet, ReportFile
 
     def work(job: Job) -> dict[str, Any]:

@@ -212,7 +212,7 @@ class WebServer:
         """Serve until interrupted (Ctrl-C / SIGTERM stop it; call in the main thread)."""
         self._server().run(sockets=[self.sock])
 
-    def start(self) -> "WebServer":
+    def start(self) -> WebServer:
         """Serve in a background thread (for tests and embedding); returns once it answers."""
         server = self._server()
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [self.sock]},
@@ -239,7 +239,7 @@ class WebServer:
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> "WebServer":
+    def __enter__(self) -> WebServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

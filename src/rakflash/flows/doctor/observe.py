@@ -29,17 +29,26 @@ from typing import Any
 from ... import images
 from ...at import looks_like_text
 from ...catalog import Module
-from ...errors import (EchoingPort, Flooding, GarbageReply, InSecureBootloader,
-                       NoResponse, PortBusy, PortDisconnected, PortError, PortLocked, RakflashError,
-                       UnknownDevice)
+from ...errors import (
+    EchoingPort,
+    Flooding,
+    GarbageReply,
+    InSecureBootloader,
+    NoResponse,
+    PortBusy,
+    PortDisconnected,
+    PortError,
+    PortLocked,
+    RakflashError,
+    UnknownDevice,
+)
 from ...ports import PortEntry, list_serial_ports, other_openers
 from ...stoppable import OutOfTime, StoppableLink
 from ...trace import TraceWriter
-from .. import rom_probe
+from .. import esp_chip, esp_update, rom_probe
 from ..discovery import module_ports
 from ..identify import DeviceInfo, identify
 from ..plan import Plan
-from .. import esp_chip, esp_update
 from .image_check import check_image
 
 BUDGET = 20.0          # seconds doctor gives itself per port (ports are examined side by side)

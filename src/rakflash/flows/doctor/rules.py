@@ -18,11 +18,21 @@ from typing import Callable
 
 from ... import catalog as _catalog
 from ...catalog import Module
-from ...errors import (AlreadyUpToDate, EchoingPort, Flooding, GarbageReply, NoResponse, PortBusy,
-                       PortLocked, PortNotFound, PortPermission, UnknownDevice)
+from ...errors import (
+    AlreadyUpToDate,
+    EchoingPort,
+    Flooding,
+    GarbageReply,
+    NoResponse,
+    PortBusy,
+    PortLocked,
+    PortNotFound,
+    PortPermission,
+    UnknownDevice,
+)
 from .. import rom_probe
-from ..lock import LOCKED
 from ..discovery import module_ports
+from ..lock import LOCKED
 from ..transfers.legacy_dfu import RUI3_BOOTLOADER_PACKAGE
 from .commands import DFU_PROTOCOLS, FIRMWARE, PACKAGE, doctor_again, flash_command, recovery_command
 from .host_advice import DRIVERS, KNOWN_HOLDERS, driver_advice, permission_advice

@@ -12,9 +12,21 @@ Adding a method is one new module in this package (a
 
 from __future__ import annotations
 
-from .base import (METHODS, RecoveryMethod, RecoveryOptions, RecoveryPlan, RecoveryResult, Session,
-                   check_image, combine, default_method, interrupted_hint, method_for, plan_recovery,
-                   recover)
+from .base import (
+                   METHODS,
+                   RecoveryMethod,
+                   RecoveryOptions,
+                   RecoveryPlan,
+                   RecoveryResult,
+                   Session,
+                   check_image,
+                   combine,
+                   default_method,
+                   interrupted_hint,
+                   method_for,
+                   plan_recovery,
+                   recover,
+)
 
 __all__ = ["METHODS", "RecoveryMethod", "RecoveryOptions", "RecoveryPlan", "RecoveryResult", "Session",
            "check_image", "combine", "default_method", "interrupted_hint", "method_for",

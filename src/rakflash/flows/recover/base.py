@@ -48,11 +48,19 @@ from typing import Any, Callable, TypedDict
 
 from ... import catalog as _catalog
 from ...catalog import Module
-from ...errors import (Flooding, ImageTargetError, NotFirmware, PortLocked, RakflashError, RecoveryUnavailable,
-                      UsageError, VerifyFailed, WrongTarget)
+from ...errors import (
+    Flooding,
+    ImageTargetError,
+    NotFirmware,
+    PortLocked,
+    RakflashError,
+    RecoveryUnavailable,
+    UsageError,
+    VerifyFailed,
+    WrongTarget,
+)
 from ...events import Event, Note, Phase, Prompt, Retry, Sink, Warning, nowhere
-from ...images import (Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware,
-                      target_module)
+from ...images import Image, ImageInfo, Segment, analyse, application_start_problem, check_firmware, target_module
 from ...link import Deadline, Link
 from ...written import NOTHING, Written
 
@@ -68,7 +76,7 @@ METHODS: dict[str, str] = {
 }
 
 
-def method_for(name: str) -> "RecoveryMethod":
+def method_for(name: str) -> RecoveryMethod:
     """The recovery method called ``name`` (see :data:`METHODS`)."""
     if name not in METHODS:
         raise UsageError(f"no recovery method {name!r} (have: {', '.join(sorted(METHODS))})",
@@ -132,7 +140,7 @@ class RecoveryPlan:
     baud: int
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)   # method-specific facts
-    keys: "KeysPlan | None" = None    # what happens to the owner's keys (plan_recovery fills it in)
+    keys: KeysPlan | None = None    # what happens to the owner's keys (plan_recovery fills it in)
 
     @property
     def app_version(self) -> str | None:
@@ -549,7 +557,7 @@ def _after(link: Link | None, session: Session, before: Any, at_baud: int, keys:
             raise VerifyFailed(
                 f"{plan.module.name}'s answers after the recovery disagree with each other ("
                 + ", ".join(repr(a.app_version) for a in answers) + "): the line damages what it "
-                f"sends, and rakflash can't confirm which firmware runs",
+                "sends, and rakflash can't confirm which firmware runs",
                 hint="Run 'rakflash info --port PORT' to ask it again; check the cable and ground.",
                 written=session.written.state)
         app_after = after.app_version if after.mode == "app" else None

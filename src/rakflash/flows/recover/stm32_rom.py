@@ -33,8 +33,17 @@ import time
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from ...catalog import Module
-from ...errors import (ConfirmationNeeded, ReadoutProtected, RecoveryUnavailable, RomGarbled, RomNack,
-                       RomNoHandshake, RomSilent, VerifyFailed, WrongChip)
+from ...errors import (
+    ConfirmationNeeded,
+    ReadoutProtected,
+    RecoveryUnavailable,
+    RomGarbled,
+    RomNack,
+    RomNoHandshake,
+    RomSilent,
+    VerifyFailed,
+    WrongChip,
+)
 from ...events import Countdown, Note, Phase, Progress, Prompt, Retry, Sink, nowhere
 from ...images import ImageInfo
 from ...link import Link
@@ -709,7 +718,7 @@ def rom_options(window: float) -> RecoveryOptions:
     return RecoveryOptions(window=window, reset_with=None, boot0_with=None)
 
 
-def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sink = nowhere) -> "Backup":
+def read_over_rom(link: Link, module: Module, *, window: float = 30.0, emit: Sink = nowhere) -> Backup:
     """The keys of a module whose application may be gone, read through the chip's STM32 ROM
     bootloader: the person holds BOOT0 and resets (a prompt with the pins, and a countdown);
     Get and Get ID check the chip; read-out protection is named; then Read Memory of the config

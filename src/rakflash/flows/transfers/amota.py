@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..plan import Plan
 
 
-def timeouts(plan: "Plan", baud: int) -> dict:
+def timeouts(plan: Plan, baud: int) -> dict:
     """Reply deadlines: a packet's line time plus programming (or erase for HEADER), with slack.
 
     A DATA reply gets its own, shorter deadline: it is what a lost reply costs.
@@ -32,10 +32,10 @@ def timeouts(plan: "Plan", baud: int) -> dict:
 class AmotaTransfer:
     name = "amota"
 
-    def steps(self, plan: "Plan") -> list[str]:
+    def steps(self, plan: Plan) -> list[str]:
         return [f"at+update, then AMOTA packets: 48-byte header + {len(plan.payload):,} bytes"]
 
-    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+    def minimum_seconds(self, module: Module, size: int, baud: int, latency: float) -> float:
         mcu = module.mcu
         bt = 10 / baud
         packets = math.ceil(size / 512)
@@ -47,7 +47,7 @@ class AmotaTransfer:
 
     reports_phases = True    # erase (HEADER), write, verify: the update flow leaves them to send()
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+    def send(self, link: Link, plan: Plan, emit: Sink) -> None:
         report = Reporter(link, emit, len(plan.payload))
         report.enter("erase", "erasing: the bootloader erases the pages the image needs when it gets "
                               "the header")
@@ -62,7 +62,7 @@ class AmotaTransfer:
             raise
 
 
-def start(link: Link, plan: "Plan") -> None:
+def start(link: Link, plan: Plan) -> None:
     """``at+update``, confirmed by the bootloader's own answer before the first packet."""
     d = plan.module.boot_dialect
     t0 = time.monotonic()
@@ -96,6 +96,6 @@ def _damaged_copy(line: bytes, expected: bytes) -> bool:
     if abs(len(line) - len(expected)) > 1:
         return False
     if len(line) == len(expected):
-        return sum(a != b for a, b in zip(line, expected)) <= 2
+        return sum(a != b for a, b in zip(line, expected, strict=False)) <= 2
     short, long_ = sorted((line, expected), key=len)
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))

@@ -18,10 +18,10 @@ class Transfer(Protocol):
 
     name: str
 
-    def steps(self, plan: "Plan") -> list[str]:
+    def steps(self, plan: Plan) -> list[str]:
         """What the transfer will do, in the plan's words (one or more steps)."""
 
-    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+    def minimum_seconds(self, module: Module, size: int, baud: int, latency: float) -> float:
         """The least time the protocol can take for ``size`` bytes on that link.
 
         Counts every byte on the wire, one turnaround ``latency`` per
@@ -29,7 +29,7 @@ class Transfer(Protocol):
         the MCU's datasheet gives: no implementation can beat it on that link.
         """
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> int | None:
+    def send(self, link: Link, plan: Plan, emit: Sink) -> int | None:
         """Send the plan's payload; the module's bootloader console is ready on ``link``.
 
         Returns the byte it resumed at, for a protocol whose bootloader keeps what an
@@ -40,7 +40,7 @@ class Transfer(Protocol):
         """
 
 
-def restart_markers(plan: "Plan") -> tuple[bytes, ...]:
+def restart_markers(plan: Plan) -> tuple[bytes, ...]:
     """What only a freshly restarted bootloader prints: its banner, its console's refusal."""
     d = plan.module.boot_dialect
     return d["banner"].encode(), d["unsupported"].encode()

@@ -39,7 +39,7 @@ def convert_command(bootloader: str = RUI3_BOOTLOADER_PACKAGE, app: str = "RUI3_
     return f"rakflash convert-to-rui3 {shlex.quote(bootloader)} {shlex.quote(app)} --port {port}"
 
 
-def check_package(image: "Image", module: "Module") -> None:
+def check_package(image: Image, module: Module) -> None:
     from ...dfu_package import LEGACY, DfuPackage
     pkg = image.package
     if not isinstance(pkg, DfuPackage):     # (None)
@@ -70,7 +70,7 @@ def check_package(image: "Image", module: "Module") -> None:
                                    f"(or give rakflash the sketch's .hex: it makes the package itself).")
 
 
-def send_clean(link: Link, module: "Module", make_client: Callable[[], legacy_dfu.LegacyDfuClient],
+def send_clean(link: Link, module: Module, make_client: Callable[[], legacy_dfu.LegacyDfuClient],
                send: Callable[[legacy_dfu.LegacyDfuClient], None], *, serial: str | None,
                emit: Sink) -> BeforeReset:
     """``send(make_client())``; when the bootloader still holds an earlier, interrupted session,
@@ -115,10 +115,10 @@ class LegacyDfuTransfer:
     # What confirms the update instead of a version: a sketch has no console to ask.
     unconfirmed_because = "a sketch can't be asked its version; it came back on its own port"
 
-    def check_image(self, image: "Image", module: "Module") -> None:
+    def check_image(self, image: Image, module: Module) -> None:
         check_package(image, module)
 
-    def steps(self, plan: "Plan") -> list[str]:
+    def steps(self, plan: Plan) -> list[str]:
         follow = ([] if plan.device.mode == "bootloader" else   # already there: its port stays
                   ["the USB port re-enumerates as the Adafruit bootloader (239A:002A): rakflash finds it "
                    "again by its USB id and serial number"])
@@ -129,11 +129,11 @@ class LegacyDfuTransfer:
                 "the bootloader checks the image CRC and starts the sketch; its port re-enumerates "
                 "as 239A:8029"]
 
-    def confirm_step(self, plan: "Plan") -> str:
+    def confirm_step(self, plan: Plan) -> str:
         return (f"the sketch coming back on its port confirms the update; a sketch has no console, so "
                 f"rakflash can't ask whether it runs {plan.app_version or 'the new version'}")
 
-    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+    def minimum_seconds(self, module: Module, size: int, baud: int, latency: float) -> float:
         """Every packet (header, payload, CRC, SLIP ENDs) and its 6-byte acknowledgement at USB
         full speed, one USB frame each way per packet, the erase after START; the bootloader
         programs a packet while the next one comes (it acknowledges on arrival), so programming
@@ -147,7 +147,7 @@ class LegacyDfuTransfer:
         mcu = module.mcu
         return mcu.erase_seconds(size) + max(wire + turns, mcu.program_seconds(size))
 
-    def enter_bootloader(self, link: Link, plan: "Plan", emit: Sink) -> tuple[float, str | None]:
+    def enter_bootloader(self, link: Link, plan: Plan, emit: Sink) -> tuple[float, str | None]:
         """The 1200-baud touch and follow the port; a module already in its bootloader is used as it is."""
         module = plan.module
         if plan.device.mode == "bootloader":
@@ -158,7 +158,7 @@ class LegacyDfuTransfer:
         seconds = follow(link, module, "bootloader", since=since, emit=emit, baud=baud)
         return seconds, None
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+    def send(self, link: Link, plan: Plan, emit: Sink) -> None:
         from ... import dfu_package
         pkg = plan.image.image.package
         if isinstance(pkg, dfu_package.DfuPackage):
@@ -181,7 +181,7 @@ class LegacyDfuTransfer:
             serial=plan.device.serial_number, emit=emit)
         follow(link, plan.module, "app", since=since, emit=emit, timeout=self.app_timeout)
 
-    def confirm_version(self, link: Link, plan: "Plan", timeout: float, emit: Sink) -> str | None:
+    def confirm_version(self, link: Link, plan: Plan, timeout: float, emit: Sink) -> str | None:
         """An Arduino sketch has no console to ask: the module coming back as the sketch is the confirmation."""
         emit(Note(f"{plan.module.name} came back as its sketch ({link.port_name}); an Arduino sketch "
                   f"can't be asked for its version, so rakflash can't confirm which one runs"))

@@ -31,10 +31,10 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ... import dfu_package
 from ...errors import DfuRejected, PackageMismatch, RakflashError
 from ...events import Note, Retry, Sink
 from ...link import Link
-from ... import dfu_package
 from ...protocols import nordic_dfu
 from .base import progress_to
 from .legacy_dfu import convert_command
@@ -51,7 +51,7 @@ CONVERSION_HINT = ("To run RUI3 on an Arduino RAK4631, its bootloader must be re
                    "module's port, does both.")
 
 
-def check_package(image: "Image", module: "Module") -> None:
+def check_package(image: Image, module: Module) -> None:
     """Refuse, before anything is sent, what this bootloader would refuse or can't take."""
     from ...dfu_package import SECURE
     pkg = image.package
@@ -103,7 +103,7 @@ def check_package(image: "Image", module: "Module") -> None:
 SEEN_FILE_MAX = 16 * 1024
 
 
-def _seen_file(module: "Module", serial: str) -> Path:
+def _seen_file(module: Module, serial: str) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rakflash"
     return base / f"dfu-accepted-{module.key}-{re.sub(r'[^A-Za-z0-9_.-]', '_', serial)[:64]}.json"
 
@@ -124,7 +124,7 @@ def signers(data: bytes, signature: bytes) -> list[bytes]:
     return [k.to_string() for k in keys]
 
 
-def seen_accepted(module: "Module", serial: str | None) -> dict | None:
+def seen_accepted(module: Module, serial: str | None) -> dict | None:
     """What rakflash saw this module's bootloader accept (None: nothing, or an unreadable file,
     which is never a reason to refuse)."""
     if not serial:
@@ -146,7 +146,7 @@ def seen_accepted(module: "Module", serial: str | None) -> dict | None:
         return None
 
 
-def remember_accepted(module: "Module", serial: str | None, init) -> None:
+def remember_accepted(module: Module, serial: str | None, init) -> None:
     """Note that the bootloader of ``module`` ``serial`` accepted and installed ``init``."""
     if not serial:
         return
@@ -166,7 +166,7 @@ def remember_accepted(module: "Module", serial: str | None, init) -> None:
         pass          # nothing kept: the next run just can't refuse early
 
 
-def check_device(image: "Image", module: "Module", device: "DeviceInfo") -> None:
+def check_device(image: Image, module: Module, device: DeviceInfo) -> None:
     """Refuse, before AT+BOOT, a package this module's bootloader was seen to refuse the like of:
     signed with another key than the one it accepted, or a lower fw_version than it installed."""
     from ... import ports
@@ -202,7 +202,7 @@ def check_device(image: "Image", module: "Module", device: "DeviceInfo") -> None
                  f"('nrfutil pkg generate --application-version …'); --force sends this one anyway.")
 
 
-def timeouts(plan: "Plan") -> nordic_dfu.Timeouts:
+def timeouts(plan: Plan) -> nordic_dfu.Timeouts:
     mcu = plan.module.mcu
     obj = mcu.erase_seconds(4096) + mcu.program_seconds(4096)
     return nordic_dfu.Timeouts(reply=2.0, create=2.0 + 3 * mcu.erase_seconds(4096),
@@ -213,13 +213,13 @@ class NordicDfuTransfer:
     name = "nordic-dfu"
     app_timeout = 10.0
 
-    def check_image(self, image: "Image", module: "Module") -> None:
+    def check_image(self, image: Image, module: Module) -> None:
         check_package(image, module)
 
-    def check_device(self, image: "Image", module: "Module", device: "DeviceInfo") -> None:
+    def check_device(self, image: Image, module: Module, device: DeviceInfo) -> None:
         check_device(image, module, device)
 
-    def steps(self, plan: "Plan") -> list[str]:
+    def steps(self, plan: Plan) -> list[str]:
         follow = ([] if plan.device.mode == "bootloader" else   # already there: its port stays
                   ["the USB port re-enumerates as the DFU bootloader (1915:521F \"Open DFU Bootloader\"): "
                    "rakflash finds it again by its USB id and serial number"])
@@ -230,7 +230,7 @@ class NordicDfuTransfer:
                 "the bootloader checks the signature and hash and starts the new firmware; its port "
                 "re-enumerates as the application"]
 
-    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+    def minimum_seconds(self, module: Module, size: int, baud: int, latency: float) -> float:
         """USB CDC has no baud rate: every byte at USB full speed's bulk rate, one USB frame per
         answer each way, and the flash time (erase before each object's answer; programming
         while the next bytes stream in, so only what exceeds the wire time counts)."""
@@ -246,7 +246,7 @@ class NordicDfuTransfer:
         erase = objects * mcu.erase_seconds(4096)
         return turns + erase + max(wire, mcu.program_seconds(size))
 
-    def enter_bootloader(self, link: Link, plan: "Plan", emit: Sink) -> tuple[float, str | None]:
+    def enter_bootloader(self, link: Link, plan: Plan, emit: Sink) -> tuple[float, str | None]:
         """AT+BOOT and follow the port; a module already in its DFU bootloader is used as it is."""
         module = plan.module
         if plan.device.mode == "bootloader":
@@ -257,7 +257,7 @@ class NordicDfuTransfer:
         seconds = follow(link, module, "bootloader", since=since, emit=emit)
         return seconds, None
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> int | None:
+    def send(self, link: Link, plan: Plan, emit: Sink) -> int | None:
         """Send the package; the byte it resumed at (what an interrupted run left in the
         bootloader), or None when it sent the whole firmware."""
         pkg = plan.image.image.package
@@ -285,7 +285,7 @@ class NordicDfuTransfer:
         remember_accepted(plan.module, since.serial, app.init)     # USB serial, else the module's
         return report.resumed_from or None
 
-    def _leave_after_refusal(self, link: Link, plan: "Plan", exc: DfuRejected, since, emit: Sink) -> None:
+    def _leave_after_refusal(self, link: Link, plan: Plan, exc: DfuRejected, since, emit: Sink) -> None:
         """Refused at the init packet: nothing was written, the application is as it was. Start
         it again (``at+run``), and say where the module is either way — also when there is no
         application to start (an interrupted update erased it, or a conversion left none)."""

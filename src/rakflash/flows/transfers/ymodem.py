@@ -6,8 +6,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from ...events import Sink
 from ...errors import TransferTimeout
+from ...events import Sink
 from ...link import Deadline, Link
 from ...protocols import ymodem
 from .base import Reporter, guarded, restart_markers
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..plan import Plan
 
 
-def timeouts(plan: "Plan", baud: int) -> dict:
+def timeouts(plan: Plan, baud: int) -> dict:
     """Deadlines from the link and the MCU's datasheet, with generous margins.
 
     Block 0's ACK waits for the erase of the whole application region; a data
@@ -33,7 +33,7 @@ def timeouts(plan: "Plan", baud: int) -> dict:
             "st_iap": plan.module.receiver == "st-iap", "block_size": size}
 
 
-def block_size(module: "Module", baud: int) -> int | None:
+def block_size(module: Module, baud: int) -> int | None:
     """1024-byte blocks where the bootloader's receiver gets a whole one within its wait at
     ``baud``, else 128; None when not even those make it (see :func:`ymodem.block_size_for`)."""
     return ymodem.block_size_for(baud, module.receiver_timeout)
@@ -42,7 +42,7 @@ def block_size(module: "Module", baud: int) -> int | None:
 class YmodemTransfer:
     name = "ymodem"
 
-    def steps(self, plan: "Plan") -> list[str]:
+    def steps(self, plan: Plan) -> list[str]:
         baud = plan.device.baud
         size = block_size(plan.module, baud) or 128
         what = "YMODEM-1K" if size == 1024 else (
@@ -52,7 +52,7 @@ class YmodemTransfer:
         return [f"at+update, then {what}: {len(plan.payload):,} bytes to {plan.address:#010x} "
                 f"(the bootloader erases the application region first)"]
 
-    def refusal(self, module: "Module", baud: int) -> str | None:
+    def refusal(self, module: Module, baud: int) -> str | None:
         """Why no update can work at ``baud`` (even a 128-byte block is too slow), or None."""
         if block_size(module, baud) is not None:
             return None
@@ -61,7 +61,7 @@ class YmodemTransfer:
                 f"{module.name}'s bootloader waits for it ({module.receiver_timeout:g} s): no update "
                 f"can get through at this rate")
 
-    def minimum_seconds(self, module: "Module", size: int, baud: int, latency: float) -> float:
+    def minimum_seconds(self, module: Module, size: int, baud: int, latency: float) -> float:
         mcu = module.mcu
         bt = 10 / baud
         bsize = block_size(module, baud) or 128
@@ -74,7 +74,7 @@ class YmodemTransfer:
 
     reports_phases = True    # erase (block 0's wait), then write: the update flow leaves them to send()
 
-    def send(self, link: Link, plan: "Plan", emit: Sink) -> None:
+    def send(self, link: Link, plan: Plan, emit: Sink) -> None:
         report = Reporter(link, emit, len(plan.payload))
         report.enter("erase", "erasing: the bootloader erases the application region when it gets the "
                               "file header")
@@ -85,7 +85,7 @@ class YmodemTransfer:
         guarded(link, lambda: sender.send(plan.name, plan.payload, started=True), abort=ymodem.ABORT)
 
 
-def start(link: Link, plan: "Plan", *, tries: int = 3, timeout: float = 3.0) -> None:
+def start(link: Link, plan: Plan, *, tries: int = 3, timeout: float = 3.0) -> None:
     """``at+update`` until the receiver asks for the file with its first ``C``.
 
     ``at+update`` answers nothing; a console that answers ``AT not support.`` got
