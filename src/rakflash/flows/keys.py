@@ -340,8 +340,13 @@ def write_private(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def file_text(backup: Backup) -> str:
+    """The backup file's text, as :func:`save` writes it (``rakflash web`` serves it as a download)."""
+    return json.dumps(backup.to_file(), indent=2) + "\n"
+
+
 def save(backup: Backup, path: str | Path) -> None:
-    write_private(path, json.dumps(backup.to_file(), indent=2) + "\n")
+    write_private(path, file_text(backup))
 
 
 def read_json(path: str | Path, what: str) -> dict[str, Any]:

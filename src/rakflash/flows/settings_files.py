@@ -84,14 +84,18 @@ def read(link: Link, module: Module, *, serial_number: str | None = None, firmwa
     return got
 
 
+def file_text(got: SettingsFile) -> str:
+    """The settings file's text, as :func:`save` writes it (``rakflash web`` serves it as a download)."""
+    return json.dumps(got.to_file(), indent=2) + "\n"
+
+
 def save(got: SettingsFile, path: str | Path) -> None:
     """Write the file (replaced whole: a template is meant to be saved again)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(got.to_file(), f, indent=2)
-            f.write("\n")
+            f.write(file_text(got))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -104,7 +108,13 @@ def save(got: SettingsFile, path: str | Path) -> None:
 
 def load(path: str | Path, module: Module | None = None) -> dict[str, str]:
     """The settings in a file (untrusted: every name one of :data:`NAMES`, every value well-formed)."""
-    data = read_json(path, "settings file")
+    return parse(read_json(path, "settings file"), path, module)
+
+
+def parse(data: dict[str, Any], source: str | Path, module: Module | None = None) -> dict[str, str]:
+    """The settings in a settings file's object (read from ``source``: a path, or what the page
+    uploaded), checked as :func:`load` checks a file."""
+    path = source
     settings = data.get("settings")
     if data.get("rakflash_settings") != FORMAT or not isinstance(settings, dict) or not settings:
         raise UsageError(f"{path} is not a settings file rakflash can use",

@@ -9,6 +9,9 @@
   whose confirmation is the page's "Write" button, run as a :class:`~rakflash.web.jobs.Job`;
 * ``recover`` is ``rakflash recover --json``: :func:`rakflash.flows.recover.plan_recovery`,
   the same confirmation, then :func:`rakflash.flows.recover.recover`, run as a job;
+* ``keys`` is ``rakflash keys show --json`` (the keys masked) and ``keys backup``'s file:
+  :func:`rakflash.flows.keys.read_over_at`;
+* ``settings save`` / ``settings apply`` are those commands: :mod:`rakflash.flows.settings_files`;
 * ``fleet`` is ``rakflash flash FILE --port A --port B … --report R --json``: a
   :class:`~rakflash.flows.fleet.Fleet` dry run shows every module's plan or refusal, then,
   once confirmed, a :class:`~rakflash.flows.fleet.Fleet` writes to the modules whose plans
@@ -24,9 +27,19 @@ from typing import Any, Callable
 from .. import catalog as _catalog
 from .. import images
 from ..catalog import Module
-from ..errors import Aborted, ConfirmationNeeded, ModuleUncertain, PlanRefused, RakflashError, UnknownDevice
-from ..flows.identify import identify
+from ..errors import (
+    Aborted,
+    ConfirmationNeeded,
+    ModuleUncertain,
+    NotProvisionable,
+    PlanRefused,
+    RakflashError,
+    UnknownDevice,
+)
+from ..flows.identify import DeviceInfo, identify
+from ..flows.keys import Backup
 from ..flows.session import DryRun, FlashOptions, FlashSession
+from ..flows.settings_files import SettingsFile
 from ..link import Link
 from ..stoppable import StoppableLink
 from ..written import ALL, NOTHING, PART, SAID, Written
@@ -84,6 +97,55 @@ def doctor_port(port: str, *, image_path: str | None = None, name: str | None = 
         report = json.loads(json.dumps(report, default=str).replace(json.dumps(image_path)[1:-1],
                                                                     json.dumps(name)[1:-1]))
     return report
+
+
+def _application(link: Link, module: Module | None, baud: int | None) -> DeviceInfo:
+    """The module on ``link``, identified, whose application is to be asked for its keys or
+    settings (as ``rakflash keys`` / ``settings`` ask it; a locked port is ``port-locked``)."""
+    dev = identify(link, module=module, baud=baud)
+    if dev.mode != "app" or dev.module is None:
+        what = ("waits in its bootloader, which has no keys or settings to give" if dev.mode != "app"
+                else "is not a module rakflash knows")
+        raise NotProvisionable(f"the module on {link.port_name} {what}",
+                               hint="Finish its update first (drop its firmware and Flash), then ask again.")
+    return dev
+
+
+def read_keys(port: str, baud: int | None, module: Module | None) -> Backup:
+    """The module's keys and settings read over AT, as ``rakflash keys show|backup`` read them."""
+    from ..flows.keys import read_over_at
+    with Link(port, baud or 115200) as link:
+        dev = _application(link, module, baud)
+        assert dev.module is not None
+        backup = read_over_at(link, dev.module)
+        backup.serial_number = backup.serial_number or dev.serial_number
+        return backup
+
+
+def keys_shown(backup: Backup, port: str) -> dict[str, Any]:
+    """What ``rakflash keys show --json`` prints: the AppKey and the session keys masked."""
+    return {"result": "ok", **backup.shown(False), "module": backup.module.name, "port": port, "error": None}
+
+
+def read_settings(port: str, baud: int | None, module: Module | None) -> tuple[SettingsFile, DeviceInfo]:
+    """The module's settings, as ``rakflash settings save`` reads them."""
+    from ..flows import settings_files
+    with Link(port, baud or 115200) as link:
+        dev = _application(link, module, baud)
+        assert dev.module is not None
+        return settings_files.read(link, dev.module, serial_number=dev.serial_number,
+                                   firmware=dev.app_version), dev
+
+
+def apply_settings(port: str, wanted: dict[str, str], baud: int | None, module: Module | None) -> dict[str, Any]:
+    """``rakflash settings apply FILE --port PORT --json``: what differs written, each read back."""
+    from ..flows import settings_files
+    with Link(port, baud or 115200) as link:
+        dev = _application(link, module, baud)
+        assert dev.module is not None
+        done = settings_files.apply(link, dev.module, wanted)
+    return {"result": "ok", "port": port, "module": dev.module.name, "serial_number": dev.serial_number,
+            **done.to_dict(), "error": None}
 
 
 def outcome_of(exc: RakflashError) -> str:

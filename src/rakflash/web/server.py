@@ -12,6 +12,10 @@ Routes (all under ``/SECRET/``, see :mod:`.guard`):
 ``POST api/identify``       ``{"port", "baud"?, "module"?}`` → ``rakflash info --json``
 ``POST api/images``         the file as the body (``X-File-Name``) → ``rakflash inspect --json``
 ``POST api/doctor``         ``{"port", "image"?, "module"?, "baud"?}`` → ``rakflash doctor --json``
+``POST api/keys``           ``{"port", "baud"?, "module"?}`` → ``rakflash keys show --json`` (keys masked)
+``POST api/keys/backup``    the same → ``rakflash keys backup``'s file, as a download (it holds the keys)
+``POST api/settings/save``  the same → ``rakflash settings save``'s file, as a download
+``POST api/settings/apply`` ``{"port", "file": {a settings file's object}, …}`` → ``settings apply --json``
 ``POST api/flash``          ``{"port", "image", …options}`` → a job that checks, waits for "write", writes;
                             ``{"ports": [A, B, …], …}``: several modules at once (a fleet job)
                             ``"batch": PATH`` (``"ledger"``, ``"station"`` optional): each module then gets
@@ -94,6 +98,23 @@ def _safe_name(name: str) -> str:
     base = re.split(r"[\\/]", name)[-1]
     base = "".join(c for c in base if c.isprintable()).strip()[-120:]
     return base if base.strip(".") else "firmware.bin"
+
+
+def _download_name(kind: str, module: str, serial: str | None) -> str:
+    """``keys-rak3172-SIM0123.json``: the module and its serial number, in characters any file
+    system takes."""
+    part = re.sub(r"[^A-Za-z0-9._-]", "_", serial or "")[:40]
+    return f"{kind}-{module}" + (f"-{part}" if part else "") + ".json"
+
+
+def _keys(port: str, baud: int | None, module, body: dict[str, Any]):
+    return operations.read_keys(port, baud, module)
+
+
+def _download(text: str, name: str) -> Response:
+    """A JSON file the browser saves (``Content-Disposition: attachment``), as the command writes it."""
+    return Response(text, media_type="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 class WebServer:
@@ -311,6 +332,10 @@ class WebServer:
             Route("/api/identify", self.api_identify, methods=["POST"]),
             Route("/api/images", self.api_images, methods=["POST"]),
             Route("/api/doctor", self.api_doctor, methods=["POST"]),
+            Route("/api/keys", self.api_keys, methods=["POST"]),
+            Route("/api/keys/backup", self.api_keys_backup, methods=["POST"]),
+            Route("/api/settings/save", self.api_settings_save, methods=["POST"]),
+            Route("/api/settings/apply", self.api_settings_apply, methods=["POST"]),
             Route("/api/flash", self.api_flash, methods=["POST"]),
             Route("/api/batch", self.api_batch, methods=["POST"]),
             Route("/api/recover", self.api_recover, methods=["POST"]),
@@ -441,6 +466,67 @@ class WebServer:
         self.seen[port_key(port)] = info
         self.board.notify()
         return JSONResponse(info)
+
+    async def _on_port(self, request: Request, doing: str, work) -> tuple[str, Any]:
+        """``work(port, baud, module, body)`` in a worker thread, holding the request's port (one
+        operation per port); the port and what it returned."""
+        body = await self._body(request)
+        port = self._port(body)
+        baud = self._field(body, "baud", int, check=lambda b: 300 <= b <= 4_000_000)
+        module = operations.lookup_module(self._field(body, "module", str))
+
+        def held() -> Any:
+            with self.board.hold(port, doing):
+                return work(port, baud, module, body)
+
+        return port, await run_in_threadpool(held)
+
+    async def api_keys(self, request: Request) -> Response:
+        """``keys show --json``: the AppKey and the session keys masked (never sent to the page)."""
+        try:
+            port, backup = await self._on_port(request, "reading the module's keys", _keys)
+        except RakflashError as exc:
+            return _error(exc)
+        return JSONResponse(operations.keys_shown(backup, port))
+
+    async def api_keys_backup(self, request: Request) -> Response:
+        """``keys backup``'s file as a download: the one answer that carries the keys (the point of a
+        backup), to the person who pressed the button; never logged, never kept on the server."""
+        from ..flows.keys import file_text
+        try:
+            _, backup = await self._on_port(request, "backing up the module's keys", _keys)
+        except RakflashError as exc:
+            return _error(exc)
+        name = _download_name("keys", backup.module.key, backup.serial_number or backup.dev_eui)
+        return _download(file_text(backup), name)
+
+    async def api_settings_save(self, request: Request) -> Response:
+        from ..flows.settings_files import file_text
+        try:
+            _, (got, dev) = await self._on_port(request, "reading the module's settings",
+                                                   lambda p, b, m, _: operations.read_settings(p, b, m))
+        except RakflashError as exc:
+            return _error(exc)
+        assert dev.module is not None
+        return _download(file_text(got), _download_name("settings", dev.module.key, dev.serial_number))
+
+    async def api_settings_apply(self, request: Request) -> Response:
+        """``settings apply``: the file's object as the body's ``file`` (checked as a file is), then
+        only what differs written, each read back."""
+        from ..flows.settings_files import parse
+
+        def apply(port: str, baud: int | None, module, body: dict[str, Any]) -> dict[str, Any]:
+            file, name = body.get("file"), body.get("name")
+            if not isinstance(file, dict):
+                raise _BadRequest("'file' is missing: the settings file's JSON object")
+            shown = _safe_name(name) if isinstance(name, str) else "the settings file"
+            return operations.apply_settings(port, parse(file, shown, module), baud, module)
+
+        try:
+            _, result = await self._on_port(request, "applying settings to the module", apply)
+        except RakflashError as exc:
+            return _error(exc)
+        return JSONResponse(result)
 
     @overload
     def _image(self, body: dict[str, Any], *, required: Literal[True]) -> tuple[str, str]: ...
