@@ -521,3 +521,47 @@ def test_an_esp32_without_a_reset_circuit_guided_through_gpio0_on_the_page(page,
         r"^verified: the chip's MD5 of 0x00010000\+[\d,]+ is the image's$"))
     assert not [w for w in result.locator(".note").all_inner_texts() if "version" in w]
     assert dev.mode == Mode.APP and dev.app_version == "1.1.0"
+
+
+def test_keys_shown_masked_backup_and_settings_as_downloads_and_a_template_applied(page, web, virtual, tmp_path):
+    from test_flash import at_exchange
+    from test_keys_backup import KEYS
+    from test_settings_files import CHOSEN
+
+    def on(dev, names) -> dict[str, str]:
+        return {n: at_exchange(dev.port, f"AT+{n}=?", 115200)[0].split("=", 1)[1] for n in names}
+
+    a, b = virtual("rak3172", baud=115200), virtual("rak3172", baud=115200)
+    for name, value in {**KEYS, **CHOSEN}.items():
+        assert at_exchange(a.port, f"AT+{name}={value}", 115200)[-1] == "OK", name
+    server = web(a, b)
+    page.goto(server.url)
+    page.locator(f'tr[data-port="{a.port}"]').get_by_role("button", name="Keys").click()
+    panel = page.locator("#keys")
+    for text in (KEYS["DEVEUI"], KEYS["APPEUI"], "5 (US915)", "OTAA", a.opts.serial_number, "set (hidden)"):
+        expect(panel).to_contain_text(text)
+    assert KEYS["APPKEY"] not in page.content()           # the page never holds the key itself
+    with page.expect_download() as download:
+        panel.get_by_role("button", name="Download keys backup").click()
+    assert download.value.suggested_filename == f"keys-rak3172-{a.opts.serial_number}.json"
+    assert json.loads(Path(download.value.path()).read_text())["settings"]["APPKEY"] == KEYS["APPKEY"]
+    expect(panel.locator(".keys-result")).to_contain_text("saved: keys-rak3172-")
+    assert KEYS["APPKEY"] not in page.content()
+    with page.expect_download() as download:
+        panel.get_by_role("button", name="Save settings").click()
+    template = tmp_path / "field-trial.json"
+    download.value.save_as(template)
+    assert json.loads(template.read_text())["settings"]["DR"] == CHOSEN["DR"]
+    shot(page, "keys", panel)
+
+    page.locator(f'tr[data-port="{b.port}"]').get_by_role("button", name="Keys").click()
+    expect(panel).to_contain_text(f"Keys of the module on {b.port}")
+    with page.expect_file_chooser() as chooser:
+        panel.get_by_role("button", name="Apply settings…").click()
+    chooser.value.set_files(str(template))
+    result = panel.locator(".keys-result")
+    expect(result).to_contain_text(f"applied: field-trial.json to RAK3172 on {b.port}")
+    for name in CHOSEN:
+        expect(result.locator(".changed")).to_contain_text(name)
+    expect(result.locator(".same")).to_contain_text("NJM")
+    assert on(b, CHOSEN) == CHOSEN

@@ -71,7 +71,8 @@ def test_settings_saved_on_the_page_apply_to_another_module(web, virtual):
         bad = {**template, "settings": {"CLASS": "A", "RETY": "9"}}
         refused = c.post("api/settings/apply", json={"port": b.port, "baud": FAST_BAUD, "file": bad}).json()
         assert refused["error"] == "setting-refused" and refused["setting"] == "RETY", refused
-        assert refused["changed"] == ["CLASS"]
+        assert refused["changed"] == ["CLASS"] and refused["answer"] == "AT_PARAM_ERROR"
+        assert "Apply settings" in refused["page_hint"] and "same command" in refused["hint"]
         # Not a settings file (a keys backup, say): refused before the module is touched.
         r = c.post("api/settings/apply", json={"port": b.port, "file": {"settings": {"APPKEY": "00"}},
                                                "name": "keys.json"})

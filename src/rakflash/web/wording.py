@@ -69,6 +69,14 @@ _BY_RESULT: dict[str, tuple[str | None, str | None]] = {
                       "in its row to see what runs, then Check the plan again.", IDENTIFY),
     "no-response": ("Nothing answered on this port: check the wiring and power, press Identify in the "
                     "port's row, or Doctor for what to check.", IDENTIFY),
+    # Keys and settings (the Keys panel): its buttons are the way to try again.
+    "setting-refused": ("Check the value against the module's band (a data rate or TX power that band "
+                        "doesn't have), correct it in the settings file, and press Apply settings… again: "
+                        "what was applied before it stays.", None),
+    "setting-not-applied": ("Check the cable and press Apply settings… again: it writes what still differs.",
+                            None),
+    "port-locked": ("The module's AT port is locked with a password, which the page does not ask for: "
+                    "use the command line with --password (below).", None),
 }
 for _name in ("wrong-target", "image-too-large", "image-format", "image-empty", "image-target",
               "image-error", "image-not-a-file", "package-error", "package-mismatch", "not-supported"):

@@ -36,7 +36,8 @@ function secs(s) {
 // Every request has a deadline (identify and doctor take up to about 20 s on a silent port; an
 // upload as long as the file needs), and never throws: a server that is gone or silent comes
 // back as an error the caller shows like any other, with what to do.
-const DEADLINES = { "api/identify": 60000, "api/doctor": 60000, "api/images": 180000 };
+const DEADLINES = { "api/identify": 60000, "api/doctor": 60000, "api/images": 180000, "api/keys": 60000,
+  "api/keys/backup": 60000, "api/settings/save": 60000, "api/settings/apply": 60000 };
 
 async function api(path, body, opts = {}) {
   const ms = opts.timeout || DEADLINES[path] || 30000;
@@ -53,7 +54,9 @@ async function api(path, body, opts = {}) {
     const text = await r.text();
     let data;
     try { data = JSON.parse(text); } catch { data = { error: "http-" + r.status, message: text.trim() || `HTTP ${r.status}` }; }
-    return { status: r.status, data };
+    // A download (Content-Disposition: attachment) keeps its text and file name as served.
+    const m = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+    return { status: r.status, data, text, filename: m ? m[1] : null };
   } catch {
     return { status: 0, data: {
       error: "no-answer",
@@ -200,6 +203,8 @@ function renderPorts(ports) {
       h("td", { class: "row-actions" },
         h("button", { class: "identify", disabled: !!p.busy, title: why, onclick: () => identify(p.port) }, "Identify"),
         h("button", { class: "doctor", disabled: !!p.busy, title: why, onclick: () => doctor(p.port) }, "Doctor"),
+        h("button", { class: "keys", disabled: !!p.busy, title: why || "keys and settings",
+          onclick: () => showKeys(p.port) }, "Keys"),
         p.removable ? h("button", { class: "remove-port", "aria-label": `remove ${p.port} from the list`,
           onclick: () => removePort(p.port) }, "Remove") : null,
         p.controls ? virtualButtons(p) : null),
@@ -312,6 +317,111 @@ async function doctor(port) {
   const n = data.findings.filter((f) => f.level === "problem").length;
   panel.append(h("p", { class: "muted" },
     `${n || "no"} problem${n === 1 ? "" : "s"} found in ${data.seconds.toFixed(1)} s (doctor takes at most ${data.bound_seconds} s per port)`));
+}
+
+// ------------------------------------------------------------------ keys and settings
+// What `rakflash keys show` says (the AppKey and the session keys masked: the page never gets
+// them), and the files `keys backup` and `settings save` write, as downloads; a settings file
+// applied to the port as `settings apply` applies it.
+const SECRET_LABELS = [["app_key", "AppKey"], ["app_skey", "AppSKey"], ["nwk_skey", "NwkSKey"]];
+
+function saveFile(text, name) {
+  const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  const a = h("a", { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function keysError(box, data) {
+  box.className = "keys-result error";
+  fill(box, h("p", {}, h("strong", {}, "error: "), data.message || "the request failed"), ...nextStep(data));
+}
+
+async function showKeys(port) {
+  const panel = $("#keys");
+  panel.hidden = false;
+  panel.className = "panel";
+  panel.dataset.port = port;
+  panel.replaceChildren(h("p", { class: "muted" }, `Reading the keys of the module on ${port}…`));
+  const o = options();
+  const { data } = await api("api/keys", { port, baud: o.baud, module: o.module });
+  panel.replaceChildren();
+  if (data.error) {
+    panel.className = "panel error";
+    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
+    return;
+  }
+  const rows = [
+    ["module", data.module + (data.serial_number ? `, serial number ${data.serial_number}` : "")],
+    ["DevEUI", data.dev_eui || "-"], ["AppEUI", data.app_eui || "-"],
+    ["band", data.band === null ? "-" : data.band + (data.region ? ` (${data.region})` : "")],
+    ["class", data.class || "-"], ["join mode", data.join_mode || "-"], ["DevAddr", data.dev_addr || "-"],
+  ];
+  for (const [key, label] of SECRET_LABELS) {
+    const blank = data[key + "_blank"];
+    if (blank !== null && blank !== undefined) rows.push([label, blank ? "all zeros (not set)" : "set (hidden)"]);
+  }
+  panel.append(h("p", { class: "muted" }, `Keys of the module on ${port}, read over AT at ${new Date().toLocaleTimeString()}:`));
+  panel.append(h("table", { class: "kv keys-table" },
+    rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", { class: k.endsWith("Key") ? "masked" : "" }, v)))));
+  if ((data.unreadable || []).length) {
+    panel.append(h("p", { class: "note" }, "could not be read the same way twice: " + data.unreadable.join(", ")));
+  }
+  const result = h("div", { class: "keys-result", "aria-live": "polite" });
+  const file = h("input", { type: "file", accept: ".json,application/json", class: "settings-file",
+    "aria-label": "a settings file to apply", hidden: true, onchange: (ev) => applySettings(port, ev.target, result) });
+  panel.append(h("p", { class: "keys-actions" },
+    h("button", { class: "keys-backup", onclick: () => download(port, "api/keys/backup", result,
+      "The keys backup holds the AppKey and the session keys: keep it where only you can read it.") },
+      "Download keys backup"), " ",
+    h("button", { class: "settings-save", onclick: () => download(port, "api/settings/save", result,
+      "A settings template: band, class, join mode, ADR, data rate, … — no key, no DevEUI, so it fits a batch.") },
+      "Save settings"), " ",
+    h("button", { class: "settings-apply", onclick: () => file.click() }, "Apply settings…"), file),
+    result);
+}
+
+async function download(port, path, box, said) {
+  const o = options();
+  fill(box, h("p", { class: "muted" }, "Reading the module…"));
+  const { status, data, text, filename } = await api(path, { port, baud: o.baud, module: o.module });
+  if (status !== 200 || !filename) return keysError(box, data);
+  saveFile(text, filename);
+  box.className = "keys-result ok";
+  fill(box, h("p", {}, h("strong", {}, "saved: "), filename, " (in your downloads). ", said));
+}
+
+async function applySettings(port, input, box) {
+  const f = input.files && input.files[0];
+  input.value = "";
+  if (!f) return;
+  let file;
+  try { file = JSON.parse(await f.text()); } catch { file = null; }
+  if (!file || typeof file !== "object" || f.size > 60000) {
+    return keysError(box, { message: `${f.name} is not a settings file rakflash wrote`,
+      hint: "Pick a file that Save settings (or 'rakflash settings save') wrote." });
+  }
+  const o = options();
+  fill(box, h("p", { class: "muted" }, `Applying ${f.name} to the module on ${port}, each value read back…`));
+  const { data } = await api("api/settings/apply", { port, baud: o.baud, module: o.module, file, name: f.name });
+  if (data.error) {
+    keysError(box, data);
+    if (data.setting) {
+      box.append(h("table", { class: "kv applied" },
+        h("tr", {}, h("th", {}, "refused"), h("td", { class: "refused" }, `${data.setting}=${data.value}` +
+          (data.answer ? ` (the module answered ${data.answer})` : ""))),
+        h("tr", {}, h("th", {}, "changed before it"), h("td", { class: "changed" }, (data.changed || []).join(", ") || "none")),
+        h("tr", {}, h("th", {}, "the same already"), h("td", { class: "same" }, (data.same || []).join(", ") || "none"))));
+    }
+    return;
+  }
+  box.className = "keys-result ok";
+  fill(box, h("p", {}, h("strong", {}, "applied: "), `${f.name} to ${data.module} on ${port}`),
+    h("table", { class: "kv applied" },
+      h("tr", {}, h("th", {}, "changed (read back)"), h("td", { class: "changed" }, data.changed.join(", ") || "none")),
+      h("tr", {}, h("th", {}, "the same already"), h("td", { class: "same" }, data.same.join(", ") || "none"))));
 }
 
 // ------------------------------------------------------------------ firmware
