@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from .. import catalog as _catalog
-from ..flows.recover.stm32_rom import stm32flash_note
+from ..flows.recover.stm32flash import stm32flash_note
 from .app import main
 from .output import emit_json, out, read_only_command
 

@@ -49,6 +49,7 @@ from ...images import ImageInfo
 from ...link import Link
 from ...protocols.stm32_rom import MAX_BLOCK, RomClient, stm32_crc, timeouts_for
 from .base import RecoveryMethod, RecoveryOptions, RecoveryPlan, Session
+from .stm32flash import stm32flash_command, stm32flash_note
 
 if TYPE_CHECKING:
     from ..keys import Backup
@@ -651,62 +652,6 @@ def handshake_hint(module: Module, seen: str, wired: bool) -> str:
     return (f"Nothing came back: check the wiring ({a['uart_pins']}{elsewhere}: TX to RX, RX to TX, GND), hold "
             f"BOOT0 ({a['boot0']}) at 3.3 V, reset the module ({a['reset']}) and run the same command "
             f"again within the countdown.")
-
-
-# stm32flash 0.7 (the Debian/Ubuntu package) answers "Unknown/unsupported device (Device ID:
-# 0x497)" to the STM32WL: its dev_table.c lists the chip only after 0.7. Seen against the
-# virtual RAK3172 (tests/test_printed_commands.py).
-STM32FLASH_NEEDS = {0x497: "stm32flash newer than 0.7: 0.7 does not know the STM32WL (product ID 0x497)"}
-
-
-def stm32flash_command(module: Module, image: ImageInfo, options: RecoveryOptions,
-                       port: str = "PORT") -> str:
-    """The same recovery with stm32flash, for people who have it (read-back verify, Go).
-
-    It writes what rakflash writes, where rakflash writes it: a .hex at its own
-    addresses (stm32flash reads them from the file), a .bin at the address rakflash
-    places it with ``-S`` (without it stm32flash writes at the flash base — an
-    application there would overwrite the RUI bootloader), a bootloader file and an
-    ``--app`` file as two runs (stm32flash takes one file; the second run syncs again,
-    which the ROM answers NACK and stm32flash takes as "already synced"), Go at the
-    flash base only after the last. stm32flash erases only the pages it writes, as
-    rakflash does; between a .hex's segments it writes 0xFF (rakflash leaves those
-    bytes alone).
-
-    ``port``: the port, when rakflash knows it. A pseudo-terminal (a virtual module)
-    carries no parity, so rakflash talks 8N1 to it (:class:`rakflash.link.Link`), and
-    so does the command: ``-m 8n1`` (stm32flash's default 8E1 fails on a pty,
-    "Failed to set terminal flags"); a real adapter gets stm32flash's 8E1.
-    """
-    import shlex
-
-    from ...link import _is_pty
-    mode = " -m 8n1" if port != "PORT" and _is_pty(port) else ""
-    seq = ""
-    if options.reset_with or options.boot0_with:
-        from ..lines import stm32flash_sequence
-        seq = f" -i {shlex.quote(stm32flash_sequence(options.reset_with, options.boot0_with))}"
-    where = port if port == "PORT" else shlex.quote(port)
-    runs = []
-    files = _files(image, module)
-    for i, (path, fmt, start) in enumerate(files):
-        at = f" -S {start:#010x}" if fmt == "bin" else ""
-        go = f" -g {module.mcu.flash.start:#010x}" if i == len(files) - 1 else ""
-        runs.append(f"stm32flash{mode} -b {options.baud}{seq} -w {shlex.quote(path)} -v{at}{go} {where}")
-    return " && ".join(runs)
-
-
-def stm32flash_note(module: Module) -> str | None:
-    """What a person must know before running :func:`stm32flash_command` on this chip, if anything."""
-    need = STM32FLASH_NEEDS.get(module.mcu.rom.pid) if module.mcu.rom else None
-    return f"needs {need}" if need else None
-
-
-def _files(image: ImageInfo, module: Module) -> list[tuple[str, str, int]]:
-    """(path, format, first address) of each file the image came from: one, or a bootloader
-    file and its ``--app`` (the parts :func:`flows.recover.combine` keeps)."""
-    img = image.image
-    return [(p.path, p.format, p.low) for p in (img.parts or (img,))]
 
 
 # ------------------------------------------------------------------ the owner's keys, read through the ROM
