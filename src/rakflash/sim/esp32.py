@@ -23,8 +23,8 @@ RFC 2217 carries them; a pty has no modem lines, so there only a person can):
   is when GPIO0 is sampled — esptool's classic reset drops GPIO0 within that delay.
 * none (the RAK11200 as RAK documents it): only a person, with BOOT0 to GND and the reset button.
 
-**The loader** — the ROM's SLIP command set, and the flasher stub's once the ROM starts it —
-is in ``esp32_rom.py``; the chips' facts (registers, eFuses, boot logs, straps) and the SPI NOR
+**The loader**: the ROM's SLIP command set is in ``esp32_rom.py``, the flasher stub's (once the ROM
+starts it) in ``esp32_stub.py``; the chips' facts (registers, eFuses, boot logs, straps) and the SPI NOR
 flash beside them are in ``esp32_chip.py``.
 """
 
@@ -39,7 +39,8 @@ from ..catalog import Module
 from . import esp_firmware
 from .device import Mode, SimOptions, VirtualModule, new_identity
 from .esp32_chip import CHIPS, Esp32S3, SpiNor
-from .esp32_rom import Loader, Restart
+from .esp32_rom import Restart
+from .esp32_stub import Loader
 from .uart import PowerCut, SimUart
 
 EN_RC_DELAY = 0.014                # EN's RC (10 kΩ, 1 µF) reaches the chip's threshold after ~1.4 τ
