@@ -12,7 +12,7 @@ region, and the bootloader the string at its version address. Flash the
 bytes of another version and the module becomes that version.
 
 The application dialects are subclasses: RUI3's (its AT console, config block and port lock) in
-``rui3.py``, RUI v3's below.
+``rui3.py``, RUI v3's in ``rui_v3.py``.
 
 Facts modelled here come from DESIGN.md §2 (RUI3 sources). The boot request
 flag is kept in flash where its encoding is known (RAK11720: 0xAA at 0xFE000),
@@ -472,36 +472,3 @@ def _as_version(find, text: str | None) -> str | None:
     if find(("V" + text).encode()) == "V" + text:
         return "V" + text
     raise ValueError(f"{text!r} does not look like a version string of this module")
-
-
-class RuiV3Module(VirtualModule):
-    """An application speaking RUI v3 (RAK811, RAK4270): ``OK<info>`` / ``ERROR: <code>``.
-
-    ``at+get_config=device:status`` names the board, its MCU and LoRa chip, as the
-    AT command manuals show; with ``SimOptions(board_status=False)`` the firmware
-    doesn't know the command (``ERROR: 1``), so it can't tell which module it is.
-    """
-
-    BOARDS = {"rak811": ("RAK811", "STM32L151CBU6A", "SX1276"),
-              "rak4270": ("RAK4270", "STM32L071KB", "SX1262")}
-
-    def handle_app_line(self, line: str, version: str | None) -> str | None:
-        cmd = line.lower()
-        if cmd == "at+version":
-            self.app_reply(f"OK {version or ''}")
-        elif cmd in ("at+set_config=device:boot", "at+boot"):
-            self.app_reply("OK")
-            self.boot_request = True
-            self.uart.drain()
-            return "reset"
-        elif cmd == "at+set_config=device:restart":
-            self.uart.drain()
-            return "reset"
-        elif cmd == "at+get_config=device:status" and self.opts.board_status:
-            board, mcu, radio = self.BOARDS[self.module.key]
-            self.app_reply(f"OK Board Core:{board}", f"MCU:{mcu}", f"LoRa chip:{radio}")
-        elif cmd.startswith("at+get_config=lora:status"):
-            self.app_reply("OK Work Mode: LoRaWAN", f"DevEui: {self.settings['DEVEUI']}")
-        elif cmd.startswith("at"):
-            self.app_reply("ERROR: 1")
-        return None
