@@ -5,7 +5,9 @@ from __future__ import annotations
 from .. import catalog
 from ..catalog import version_tuple
 from .apollo3_sbl import Apollo3SecureBootloader
-from .device import Rui3Module, RuiV3Module, SimOptions, VirtualModule
+from .device import SimOptions, VirtualModule
+from .rui3 import Rui3Module
+from .rui_v3 import RuiV3Module
 from .stm32_rom import Stm32Rom
 
 

@@ -38,8 +38,9 @@ import time
 from .. import dfu_package
 from ..ports import register_virtual_port, unregister_virtual_port
 from ..protocols import legacy_dfu
-from .device import Mode, Rui3Module, VirtualModule
+from .device import Mode, VirtualModule
 from .nordic_dfu import DfuState, InitVerdict, SecureDfuTarget
+from .rui3 import Rui3Module
 from .uart import PowerCut, SimUart
 
 # USB full speed moves at most 19 bulk packets of 64 bytes per 1 ms frame: 1,216,000
