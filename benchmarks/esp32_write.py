@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,54 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from rakflash import catalog  # noqa: E402
 from rakflash.sim import esp_firmware  # noqa: E402
+from sim_process import SRC, SimProcess  # noqa: E402  (beside this script)
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
 LATENCY_MS = 1.0
 
 
-class Sim:
-    """`rakflash sim MODULE` in its own process; its stdin keys are GPIO0 and the reset button."""
-
-    def __init__(self, module: str, env: dict) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "rakflash", "sim", module, "--latency-ms",
-                                      str(LATENCY_MS), "--flash-scale", "1"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        first = self.proc.stdout.readline()
-        if not first.startswith("port: "):
-            raise SystemExit(f"rakflash sim did not start: {first!r}")
-        self.port = first.split(":", 1)[1].strip()
-        self.held = False
-
-    def key(self, k: str) -> None:
-        self.proc.stdin.write(k + "\n")
-        self.proc.stdin.flush()
-
-    def hold(self, held: bool) -> None:
-        if self.held != held:
-            self.key("b")
-            self.held = held
-
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if text in self.proc.stdout.readline():
-                return
-        raise SystemExit(f"the simulator never said {text!r}")
-
-    def into_rom(self) -> None:
-        self.hold(True)
-        self.key("r")
-        self.wait_for("running: rom")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
-def esptool_run(sim: Sim, app: Path, baud: int, env: dict) -> dict:
+def esptool_run(sim: SimProcess, app: Path, baud: int, env: dict) -> dict:
     sim.into_rom()
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "esptool", "--port", sim.port, "-b", str(baud),
@@ -100,7 +59,7 @@ def esptool_run(sim: Sim, app: Path, baud: int, env: dict) -> dict:
     return {"whole": whole, "write": wrote}
 
 
-def rakflash_run(sim: Sim, app: Path, baud: int, env: dict) -> dict:
+def rakflash_run(sim: SimProcess, app: Path, baud: int, env: dict) -> dict:
     sim.into_rom()
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "rakflash", "flash", str(app), "--port", sim.port,
@@ -110,7 +69,7 @@ def rakflash_run(sim: Sim, app: Path, baud: int, env: dict) -> dict:
     for line in proc.stdout:
         event = json.loads(line)
         if event.get("action") == "release-gpio0-and-reset":      # the person: let go, reset
-            sim.hold(False)
+            sim.hold_boot(False)
             sim.key("r")
         result = event
     proc.wait()
@@ -142,7 +101,7 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         for tool in (["rakflash", "--version"], ["esptool", "version"]):
             subprocess.run([sys.executable, "-m", *tool], env=env, capture_output=True)
-        sim = Sim(m.key, env)
+        sim = SimProcess(m.key, ["--latency-ms", str(LATENCY_MS), "--flash-scale", "1"], env)
         try:
             sim.wait_for("running: app")
             rows = {"esptool": [], "rakflash": []}

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,58 +39,15 @@ from rakflash import catalog, images  # noqa: E402
 from rakflash.flows.recover import RecoveryOptions, plan_recovery  # noqa: E402
 from rakflash.flows.recover.stm32_rom import erase_pages, minimum_seconds, write_blocks  # noqa: E402
 from rakflash.sim import firmware  # noqa: E402
+from sim_process import SRC, SimProcess  # noqa: E402  (beside this script)
 
 BAUD, LATENCY = 115200, 0.001
-SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
-class Sim:
-    """`rakflash sim MODULE` in its own process; its stdin keys are the BOOT0 jumper and the reset button."""
-
-    def __init__(self, module: str) -> None:
-        env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen([sys.executable, "-m", "rakflash", "sim", module, "--baud", str(BAUD),
-                                      "--latency-ms", str(LATENCY * 1000)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        first = self.proc.stdout.readline()
-        if not first.startswith("port: "):
-            raise SystemExit(f"rakflash sim did not start: {first!r}")
-        self.port = first.split(":", 1)[1].strip()
-        self.boot0 = False
-
-    def key(self, k: str) -> None:
-        self.proc.stdin.write(k + "\n")
-        self.proc.stdin.flush()
-
-    def set_boot0(self, high: bool) -> None:
-        if self.boot0 != high:
-            self.key("b")
-            self.boot0 = high
-
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            line = self.proc.stdout.readline()
-            if text in line:
-                return
-        raise SystemExit(f"the simulator never said {text!r}")
-
-    def into_rom(self) -> None:
-        """BOOT0 high and a reset: the chip waits in its ROM bootloader."""
-        self.set_boot0(True)
-        self.key("r")
-        self.wait_for("running: rom")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def one_run(m, path: Path, env: dict) -> dict:
-    sim = Sim(m.key)
+    sim = SimProcess(m.key, ["--baud", str(BAUD), "--latency-ms", str(LATENCY * 1000)])
     try:
         sim.wait_for("running: app")
         sim.into_rom()
