@@ -38,7 +38,7 @@ from ..errors import KeysNotWritten, NotProvisionable, PlanRefused, RecoveryUnav
 from ..events import Phase, Sink, nowhere
 from ..link import Link
 from ..protocols import rui3_config as rc
-from .settings import read_value, well_formed
+from .settings import read_settings, read_value, setting_name, well_formed
 
 FORMAT = 1                  # the backup file's version ("rakflash_keys": 1)
 FILE_MAX = 256 * 1024       # a backup is a few KiB; more is not one of ours
@@ -142,12 +142,9 @@ def read_over_at(link: Link, module: Module, *, timeout: float = 0.5, emit: Sink
     backup = Backup(module, "at", now_iso(), port=link.port_name)
     serial = module.dialect.get("serial_number")
     backup.serial_number = read_value(console, module, serial, timeout) if serial else None
-    for name in KEY_NAMES:
-        value = read_value(console, module, f"AT+{name}=?", timeout)
-        if value is None:
-            backup.unreadable.append(name)
-        else:
-            backup.settings[name] = value.upper()
+    reading = read_settings(link, module, [f"AT+{name}=?" for name in KEY_NAMES], timeout=timeout)
+    backup.settings = {setting_name(query): value.upper() for query, value in reading.values.items()}
+    backup.unreadable = reading.unreadable
     return backup
 
 

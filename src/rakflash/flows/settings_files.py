@@ -25,7 +25,7 @@ from ..errors import NotProvisionable, UsageError, VerifyFailed
 from ..events import Phase, Sink, nowhere
 from ..link import Link
 from .keys import now_iso, read_json
-from .settings import read_value, well_formed
+from .settings import read_settings, read_value, setting_name, well_formed
 
 FORMAT = 1
 # RUI3 AT settings a settings file holds, in the order they are applied.
@@ -72,16 +72,10 @@ def read(link: Link, module: Module, *, serial_number: str | None = None, firmwa
     """Every setting of :data:`NAMES` the module gives consistently."""
     _rui3(module)
     emit(Phase("settings", f"reading {module.name}'s settings"))
-    console = AtConsole(link, module.dialect)
-    got = SettingsFile({}, now_iso(), {"module": module.key, "serial_number": serial_number,
-                                       "firmware": firmware})
-    for name in NAMES:
-        value = read_value(console, module, f"AT+{name}=?", timeout)
-        if value is None:
-            got.unreadable.append(name)
-        else:
-            got.settings[name] = value.upper()
-    return got
+    reading = read_settings(link, module, [f"AT+{name}=?" for name in NAMES], timeout=timeout)
+    return SettingsFile({setting_name(query): value.upper() for query, value in reading.values.items()},
+                        now_iso(), {"module": module.key, "serial_number": serial_number, "firmware": firmware},
+                        reading.unreadable)
 
 
 def file_text(got: SettingsFile) -> str:
