@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import click
 
+from ..catalog import Module
 from ..errors import NotProvisionable, UsageError
 from ..events import Phase, Sink
 from ..flows import keys as flow
@@ -90,6 +91,17 @@ def app_module(link: Link, module, baud: int | None, password: str | None, emit:
                                hint="Finish its update first ('rakflash flash FILE --port PORT'), or read its "
                                     "keys through the chip's ROM bootloader: --via stm32-rom --module MODULE.")
     return dev, opened
+
+
+def app_module_for(stack: ExitStack, link: Link, module, baud: int | None, password: str | None,
+                   emit: Sink) -> tuple[DeviceInfo, Module]:
+    """:func:`app_module` for as long as ``stack`` is open: a port rakflash opened with the
+    password is locked again as the stack closes (after the work, whether it succeeded or not)."""
+    dev, opened = app_module(link, module, baud, password, emit)
+    assert dev.module is not None         # app_module refuses a module rakflash doesn't know
+    if opened:
+        stack.callback(lock_again, link, emit)
+    return dev, dev.module
 
 
 def _needs_module(via: Via, module) -> None:
@@ -248,20 +260,15 @@ def keys_restore(file: str, port: str | None, baud: int | None, trace_path: str 
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path, keep=(file,))
         emit = _renderer(stack, link, as_json)
-        dev, opened = app_module(link, module, baud, password, emit)
-        assert dev.module is not None         # app_module refuses a module rakflash doesn't know
-        try:
-            done = flow.restore(link, dev.module, backup, force=force, emit=emit)
-        finally:
-            if opened:
-                lock_again(link, emit)
+        dev, known_module = app_module_for(stack, link, module, baud, password, emit)
+        done = flow.restore(link, known_module, backup, force=force, emit=emit)
     if as_json:
-        emit_json({"result": "ok", "module": dev.module.name, "port": port, "file": file,
+        emit_json({"result": "ok", "module": known_module.name, "port": port, "file": file,
                    "serial_number": dev.serial_number, "dev_eui": backup.dev_eui, **done.to_dict(),
                    "error": None})
         return
     if done.written:
-        out.print(f"[green]restored[/]: {', '.join(done.written)} written to {dev.module.name} "
+        out.print(f"[green]restored[/]: {', '.join(done.written)} written to {known_module.name} "
                   f"{dev.serial_number or ''} and read back".replace("  ", " "))
     if done.same:
         out.print(f"already there: {', '.join(done.same)}")

@@ -9,9 +9,8 @@ import click
 
 from ..errors import RakflashError, UsageError
 from ..flows import settings_files as flow
-from ..flows.lock import lock_again
 from .app import main
-from .keys import _renderer, app_module
+from .keys import _renderer, app_module_for
 from .options import (
     json_option,
     lookup_module,
@@ -49,21 +48,16 @@ def settings_save(file: str, port: str | None, baud: int | None, trace_path: str
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path, keep=(file,))
         emit = _renderer(stack, link, as_json)
-        dev, opened = app_module(link, module, baud, password, emit)
-        assert dev.module is not None         # app_module refuses a module rakflash doesn't know
-        try:
-            got = flow.read(link, dev.module, serial_number=dev.serial_number, firmware=dev.app_version,
-                            emit=emit)
-        finally:
-            if opened:
-                lock_again(link, emit)
+        dev, known_module = app_module_for(stack, link, module, baud, password, emit)
+        got = flow.read(link, known_module, serial_number=dev.serial_number, firmware=dev.app_version,
+                        emit=emit)
     flow.save(got, file)
     if as_json:
-        emit_json({"result": "ok", "file": file, "module": dev.module.name, "port": port,
+        emit_json({"result": "ok", "file": file, "module": known_module.name, "port": port,
                    "serial_number": dev.serial_number, "settings": got.settings,
                    "unreadable": got.unreadable, "error": None})
         return
-    out.print(f"[green]saved[/]: {len(got.settings)} settings of {dev.module.name} "
+    out.print(f"[green]saved[/]: {len(got.settings)} settings of {known_module.name} "
               f"{dev.serial_number or ''} to {file}: "
               + ", ".join(f"{k}={v}" for k, v in got.settings.items()))
     if got.unreadable:
@@ -129,14 +123,9 @@ def _apply_one(port: str, file: str, wanted: dict[str, str], module, baud, trace
     with ExitStack() as stack:
         link = open_link(stack, port, baud, trace_path, keep=(file,))
         emit = _renderer(stack, link, as_json)
-        dev, opened = app_module(link, module, baud, password, emit)
-        assert dev.module is not None         # app_module refuses a module rakflash doesn't know
-        try:
-            done = flow.apply(link, dev.module, wanted, emit=emit)
-        finally:
-            if opened:
-                lock_again(link, emit)
-    return {"result": "ok", "port": port, "module": dev.module.name, "serial_number": dev.serial_number,
+        dev, known_module = app_module_for(stack, link, module, baud, password, emit)
+        done = flow.apply(link, known_module, wanted, emit=emit)
+    return {"result": "ok", "port": port, "module": known_module.name, "serial_number": dev.serial_number,
             **done.to_dict(), "error": None}
 
 
