@@ -254,19 +254,27 @@ function pickPort(port, on = true) {
   maybeCheck();
 }
 
-async function identify(port) {
-  const panel = $("#device");
+// Open a panel on one request to the module: a waiting line while it runs, then an empty panel for
+// the answer — or, when the answer is an error, the error and its next step (and null back).
+async function askInPanel(panel, port, waiting, path) {
   panel.hidden = false;
   panel.className = "panel";
-  panel.replaceChildren(h("p", { class: "muted" }, `Identifying the module on ${port}…`));
+  panel.replaceChildren(h("p", { class: "muted" }, waiting));
   const o = options();
-  const { data } = await api("api/identify", { port, baud: o.baud, module: o.module });
+  const { data } = await api(path, { port, baud: o.baud, module: o.module });
   panel.replaceChildren();
   if (data.error) {
     panel.className = "panel error";
     panel.append(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
-    return;
+    return null;
   }
+  return data;
+}
+
+async function identify(port) {
+  const panel = $("#device");
+  const data = await askInPanel(panel, port, `Identifying the module on ${port}…`, "api/identify");
+  if (!data) return;
   const rows = [
     ["port", `${data.port} at ${data.baud} baud`],
     ["module", (data.module || "unknown") + (data.module_certain ? "" : " (probably)")],
@@ -341,18 +349,9 @@ function keysError(box, data) {
 
 async function showKeys(port) {
   const panel = $("#keys");
-  panel.hidden = false;
-  panel.className = "panel";
   panel.dataset.port = port;
-  panel.replaceChildren(h("p", { class: "muted" }, `Reading the keys of the module on ${port}…`));
-  const o = options();
-  const { data } = await api("api/keys", { port, baud: o.baud, module: o.module });
-  panel.replaceChildren();
-  if (data.error) {
-    panel.className = "panel error";
-    panel.append(h("p", {}, h("strong", {}, "error: "), data.message), ...nextStep(data));
-    return;
-  }
+  const data = await askInPanel(panel, port, `Reading the keys of the module on ${port}…`, "api/keys");
+  if (!data) return;
   const rows = [
     ["module", data.module + (data.serial_number ? `, serial number ${data.serial_number}` : "")],
     ["DevEUI", data.dev_eui || "-"], ["AppEUI", data.app_eui || "-"],
