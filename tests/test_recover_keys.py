@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import stat
 from pathlib import Path
 
 import pytest
 from pyocd.core import exceptions
 
-from conftest import FAST_BAUD
+from conftest import FAST_BAUD, run_cli
 from fake_pyocd import Failures, FakePyOCD, FakeWorld
 from rakflash import catalog, images, swd_link
 from rakflash.errors import ReadoutProtected, TransferFault
@@ -288,6 +290,16 @@ def test_readout_protection_refused_names_keys_backup_first(virtual, cat, tmp_pa
     with pytest.raises(ReadoutProtected) as refused:
         run_rom(dev, rak3172_full(tmp_path, cat))
     assert "rakflash keys backup FILE --port PORT" in refused.value.hint and dev.readout_protected
+    # The command as printed, FILE and PORT filled in, on a protected RAK3172 whose application
+    # runs at the module's own 115200 baud (the printed command names no rate): it still answers AT.
+    app = virtual("rak3172", readout_protected=True, baud=115200)
+    for name, value in KEYS.items():
+        assert at_exchange(app.port, f"AT+{name}={value}", baud=115200)[-1] == "OK", name
+    backup = tmp_path / "keys.json"
+    command = re.search(r"\('(rakflash keys backup [^']*)'\)", refused.value.hint).group(1)
+    proc = run_cli(*shlex.split(command.replace("FILE", str(backup)).replace("PORT", app.port))[1:])
+    assert proc.returncode == 0, proc.stderr
+    assert {k: keys_flow.load(str(backup)).settings[k] for k in KEYS} == KEYS
 
 
 def test_rui_v3_keeps_a_raw_copy_of_the_data_eeprom(virtual, cat, tmp_path):
