@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -74,7 +75,12 @@ def test_doctor_names_a_locked_port(virtual):
     codes = [f["code"] for f in report["findings"]]
     assert proc.returncode == 5 and codes[0] == "port-locked", report
     assert "silent" not in codes and "not-a-rak-module" not in codes
-    assert "--password" in report["findings"][0]["command"]
+    command = report["findings"][0]["command"]
+    assert "--password PASSWORD" in command
+    # As printed, with the person's password in place of PASSWORD: it opens the port, and locks it again.
+    proc = run_cli(*shlex.split(command.replace("PASSWORD", PASSWORD))[1:])
+    assert proc.returncode == 0, proc.stderr
+    assert dev.locked
 
 
 def test_a_locked_module_is_updated_with_the_password_and_locked_again(virtual, new_app, tmp_path):

@@ -324,7 +324,7 @@ def _probe(link: Link, baud: int, module: Module | None, cat: Catalog,
         reply = AtConsole(link, rui3).command(rui3["probe"], timing.probe)
     lines = reply.lines
     if lock.says_locked(lines) and lock.lock_state(link, timing.query) == "locked":
-        raise lock.locked_error(link.port_name)      # a RUI3 application whose AT port is locked
+        raise lock.locked_error(link.port_name, link.baud)      # a RUI3 application whose AT port is locked
     if reply.ok or reply.status == "error":
         return _rui3_app(link, baud, module, cat, timing)
     if boot["unsupported"] in lines or boot["banner"] in lines:

@@ -43,9 +43,10 @@ def lock_state(link: Link, timeout: float = 1.0) -> str | None:
     return reply.value if reply.ok and reply.value in ("locked", "unlocked") else None
 
 
-def locked_error(port: str) -> PortLocked:
+def locked_error(port: str, baud: int) -> PortLocked:
+    """The locked port, at the rate it answered (a command to open it must name that rate)."""
     return PortLocked(f"the AT port on {port} is locked: the module answers every command with "
-                      f"{LOCKED}, and AT+LOCK=? says locked", port=port)
+                      f"{LOCKED}, and AT+LOCK=? says locked", port=port, baud=baud)
 
 
 def check_password(password: str) -> str:

@@ -589,4 +589,11 @@ def locked_port(o: Observation) -> Finding | None:
         "so an update or a check of its keys would stop here",
         "Give the password it was locked with (AT+PWORD): rakflash opens the port, does its job and "
         "locks it again (in a terminal it asks for it without showing it):",
-        f"rakflash info --port {quote(port)} --password PASSWORD", port=o.port, exit_code=5)
+        f"rakflash info --port {quote(port)}{_at_rate(o.identify_error)} --password PASSWORD", port=o.port,
+        exit_code=5)
+
+
+def _at_rate(e: PortLocked) -> str:
+    """``--baud RATE`` where the locked port answered at another rate than the module's default."""
+    baud = e.details.get("baud")
+    return f" --baud {baud}" if isinstance(baud, int) and baud != 115200 else ""
